@@ -1,0 +1,15 @@
+//! Flotilla's actors: each one pure domain logic plus the actix host that
+//! makes it durable.
+//!
+//! - [`runtime`]: the [`runtime::Aggregate`] contract (`decide` and `evolve`,
+//!   nothing else) and the host that runs it: recovery from snapshot + replay,
+//!   then per command: idempotency check → decide → append with expected seq
+//!   → evolve → publish → reply, atomically per aggregate; effects after the
+//!   event that asks for them is stored.
+//! - [`solver`]: studies and trials (ask/tell hyperparameter search).
+//!
+//! Messages come from `flotilla-messages`; storage and subjects from
+//! `flotilla-bus`; the HTTP face is `flotilla-gateway`.
+
+pub mod runtime;
+pub mod solver;

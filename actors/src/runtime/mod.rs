@@ -1,0 +1,3 @@
+//! The event-sourced actor host (filled in below).
+pub mod aggregate;
+pub use aggregate::Aggregate;

@@ -1,0 +1,316 @@
+//! The two things every actor needs from the outside world: a [`Bus`] to
+//! exchange messages on NATS subjects and an [`EventLog`] to store events.
+//!
+//! Both are traits with two providers each, chosen at start-up:
+//!
+//! | | [`Bus`] | [`EventLog`] |
+//! |---|---|---|
+//! | embedded (default, nothing to install) | [`embedded::EmbeddedBus`]: in-process subject router with NATS semantics | [`embedded::SledLog`]: sled trees, checksummed and hash-chained, durable on return |
+//! | NATS (many processes) | [`nats::NatsBus`]: async-nats core | [`nats::JetStreamLog`]: the `FLOTILLA_EVENTS` stream, KV for snapshots |
+//!
+//! The same conformance suite ([`conformance`]) runs against both, in the
+//! manner of Restate's Bifrost: one trait, several providers, one test suite.
+//! Messages and envelopes come from `flotilla-messages`; the actix host in
+//! `flotilla-actors` is the only writer of the log.
+
+pub mod conformance;
+pub mod embedded;
+pub mod nats;
+pub mod testing;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use flotilla_messages::{Envelope, IntegrityError, PendingEvent};
+use futures::stream::BoxStream;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Message headers (NATS headers, single-valued).
+pub type Headers = BTreeMap<String, String>;
+
+/// A message on a subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The subject it was published on.
+    pub subject: String,
+    /// Where to send a reply, for requests.
+    pub reply: Option<String>,
+    /// Headers such as `Content-Type` and `Nats-Msg-Id`.
+    pub headers: Headers,
+    /// The body.
+    pub payload: Bytes,
+}
+
+impl Message {
+    /// A message with no reply subject and no headers.
+    pub fn new(subject: impl Into<String>, payload: impl Into<Bytes>) -> Self {
+        Message {
+            subject: subject.into(),
+            reply: None,
+            headers: Headers::new(),
+            payload: payload.into(),
+        }
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.insert(name.to_string(), value.into());
+        self
+    }
+
+    /// A header's value, matched case-insensitively as NATS clients do.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Why a bus operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// A subject or pattern that NATS would refuse.
+    #[error("invalid subject {0:?}")]
+    InvalidSubject(String),
+    /// Nobody subscribes to the request's subject.
+    #[error("no responders on {0}")]
+    NoResponders(String),
+    /// The request got no reply in time.
+    #[error("request on {subject} timed out after {timeout:?}")]
+    Timeout {
+        /// The request subject.
+        subject: String,
+        /// How long it waited.
+        timeout: Duration,
+    },
+    /// The connection is gone.
+    #[error("bus connection failed: {0}")]
+    Connection(String),
+}
+
+/// A live subscription: a stream of messages that ends when the bus closes.
+/// Dropping it unsubscribes.
+pub struct Subscription {
+    inner: BoxStream<'static, Message>,
+}
+
+impl Subscription {
+    /// Wraps a stream of messages.
+    pub fn new(inner: BoxStream<'static, Message>) -> Self {
+        Subscription { inner }
+    }
+
+    /// The next message, or `None` when the subscription ended.
+    pub async fn next(&mut self) -> Option<Message> {
+        futures::StreamExt::next(&mut self.inner).await
+    }
+}
+
+impl futures::Stream for Subscription {
+    type Item = Message;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Message>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+/// Publish/subscribe and request/reply on NATS subjects.
+///
+/// Semantics are NATS core's: at-most-once delivery, `*` and `>` wildcards,
+/// queue groups deliver each message to one member per group, and a request
+/// with no subscriber fails at once with [`BusError::NoResponders`].
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Publishes a message (its `reply` is passed along).
+    async fn publish(&self, msg: Message) -> Result<(), BusError>;
+    /// Subscribes to a subject pattern.
+    async fn subscribe(&self, pattern: &str) -> Result<Subscription, BusError>;
+    /// Subscribes as a member of a queue group.
+    async fn queue_subscribe(&self, pattern: &str, group: &str)
+        -> Result<Subscription, BusError>;
+    /// Sends a request and waits for the first reply.
+    async fn request(&self, msg: Message, timeout: Duration) -> Result<Message, BusError>;
+    /// Waits until everything published so far has left this process.
+    async fn flush(&self) -> Result<(), BusError>;
+}
+
+/// Why an event log operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// Optimistic concurrency: the stream is not at the expected sequence.
+    #[error("stream {stream}: expected last seq {expected}, but it is {actual}")]
+    Conflict {
+        /// The stream.
+        stream: String,
+        /// What the writer expected.
+        expected: u64,
+        /// What the log holds.
+        actual: u64,
+    },
+    /// A stored record failed its checksum, hash chain or position check.
+    #[error("corrupt event log: {0}")]
+    Corrupt(#[from] IntegrityError),
+    /// A snapshot that does not fit its stream.
+    #[error("stream {stream}: bad snapshot: {reason}")]
+    BadSnapshot {
+        /// The stream.
+        stream: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An invalid argument (empty batch, bad stream name...).
+    #[error("invalid log request: {0}")]
+    Invalid(String),
+    /// The storage backend failed (I/O, connection, timeout).
+    #[error("event log backend failed: {0}")]
+    Backend(String),
+}
+
+/// An event together with its position in the global order of the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Positioned {
+    /// Position in the whole log (1-based; sled key or JetStream sequence).
+    pub position: u64,
+    /// The event.
+    pub envelope: Envelope,
+}
+
+/// A stored snapshot of an aggregate's state after event `seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The seq of the last event folded into `state`.
+    pub seq: u64,
+    /// That event's checksum, so recovery continues the hash chain from here.
+    pub checksum: String,
+    /// The encoded state (the host's choice of encoding).
+    pub state: Vec<u8>,
+}
+
+/// What a stream currently ends with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamHead {
+    /// The last seq (0 for an empty stream).
+    pub seq: u64,
+    /// The last event's checksum ([`flotilla_messages::GENESIS_HASH`] when empty).
+    pub checksum: String,
+}
+
+/// A stream of verified events.
+pub type EventStream = BoxStream<'static, Result<Envelope, LogError>>;
+/// A stream of verified events in global order.
+pub type PositionedStream = BoxStream<'static, Result<Positioned, LogError>>;
+
+/// The append-only, per-stream hash-chained event log.
+///
+/// Every read verifies each event's checksum and its link to its
+/// predecessor; a bad record ends the read with [`LogError::Corrupt`] naming
+/// the stream and seq, never a silent skip.
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Appends `events` to `stream` if its last seq is `expected_seq` (0 for
+    /// a new stream), all or nothing, durably before returning. Returns the
+    /// sealed envelopes. Re-appending a batch whose event ids are already
+    /// stored right after `expected_seq` returns the stored envelopes (a
+    /// retried append is not a conflict and stores nothing twice).
+    async fn append(
+        &self,
+        stream: &str,
+        expected_seq: u64,
+        events: Vec<PendingEvent>,
+    ) -> Result<Vec<Envelope>, LogError>;
+
+    /// The stream's last seq and checksum.
+    async fn head(&self, stream: &str) -> Result<StreamHead, LogError>;
+
+    /// The events of `stream` with seq ≥ `from_seq`, verified.
+    async fn read_stream(&self, stream: &str, from_seq: u64) -> Result<EventStream, LogError>;
+
+    /// Every event with global position ≥ `from_position`, in append order,
+    /// each verified against its stream's chain. With `follow`, the stream
+    /// stays open and yields new events as they are appended.
+    async fn read_all(&self, from_position: u64, follow: bool)
+        -> Result<PositionedStream, LogError>;
+
+    /// The names of all streams, sorted.
+    async fn streams(&self) -> Result<Vec<String>, LogError>;
+
+    /// Stores a snapshot of `stream` (replacing an older one).
+    async fn save_snapshot(&self, stream: &str, snapshot: Snapshot) -> Result<(), LogError>;
+
+    /// The latest snapshot of `stream`.
+    async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, LogError>;
+}
+
+/// Checks a batch for [`EventLog::append`]: non-empty.
+pub(crate) fn check_batch(stream: &str, events: &[PendingEvent]) -> Result<(), LogError> {
+    if events.is_empty() {
+        return Err(LogError::Invalid(format!("stream {stream}: empty batch")));
+    }
+    stream
+        .parse::<flotilla_messages::StreamName>()
+        .map_err(|e| LogError::Invalid(e.to_string()))?;
+    Ok(())
+}
+
+/// Seals a batch after `head`: seqs from `head.seq + 1`, each chained to the previous.
+pub fn seal_batch(stream: &str, head: &StreamHead, events: Vec<PendingEvent>) -> Vec<Envelope> {
+    let mut prev = head.checksum.clone();
+    let mut seq = head.seq;
+    events
+        .into_iter()
+        .map(|e| {
+            seq += 1;
+            let env = e.seal(stream, seq, &prev);
+            prev = env.checksum.clone();
+            env
+        })
+        .collect()
+}
+
+/// Verifies envelopes read in stream order, tracking the chain.
+#[derive(Debug, Clone)]
+pub struct ChainVerifier {
+    stream: String,
+    next_seq: u64,
+    prev_checksum: String,
+}
+
+impl ChainVerifier {
+    /// A verifier for `stream` that expects `after.seq + 1` next.
+    pub fn new(stream: &str, after: StreamHead) -> Self {
+        ChainVerifier {
+            stream: stream.to_string(),
+            next_seq: after.seq + 1,
+            prev_checksum: after.checksum,
+        }
+    }
+
+    /// Checks the next envelope and advances.
+    pub fn check(&mut self, env: &Envelope) -> Result<(), IntegrityError> {
+        env.verify_after(&self.stream, self.next_seq, &self.prev_checksum)?;
+        self.next_seq += 1;
+        self.prev_checksum = env.checksum.clone();
+        Ok(())
+    }
+
+    /// The head after everything checked so far.
+    pub fn head(&self) -> StreamHead {
+        StreamHead {
+            seq: self.next_seq - 1,
+            checksum: self.prev_checksum.clone(),
+        }
+    }
+}
+
+impl StreamHead {
+    /// The head of an empty stream.
+    pub fn empty() -> Self {
+        StreamHead {
+            seq: 0,
+            checksum: flotilla_messages::GENESIS_HASH.to_string(),
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! Typed errors that travel on the wire: a stable `SNAKE_CASE` code and a
+//! human message. Clients branch on the code; people read the message.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The error codes Flotilla replies with. Stable: clients match on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The body is neither valid JSON nor valid MessagePack.
+    MalformedBody,
+    /// The command's `type` is missing or not a command of this actor.
+    UnknownCommand,
+    /// The command carries a field its type does not have.
+    UnknownField,
+    /// A field is missing or has a wrong type or value.
+    InvalidField,
+    /// An id or subject token does not match `[A-Za-z0-9_-]{1,64}`.
+    InvalidId,
+    /// The actor named in a subject or path does not exist.
+    UnknownActor,
+    /// `expected_seq` does not match the aggregate's current sequence.
+    WrongExpectedSeq,
+    /// The aggregate does not exist yet.
+    NotFound,
+    /// The aggregate exists already.
+    AlreadyExists,
+    /// A trial id the study never handed out.
+    UnknownTrial,
+    /// The command is valid but not in the aggregate's current state.
+    InvalidState,
+    /// Nobody answered in time.
+    Timeout,
+    /// The service is not ready (recovering) or a backend is unreachable.
+    Unavailable,
+    /// Stored data failed its checksum or hash chain.
+    Corrupt,
+    /// A bug or an unexpected backend failure.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The wire spelling, e.g. `UNKNOWN_FIELD`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::MalformedBody => "MALFORMED_BODY",
+            ErrorCode::UnknownCommand => "UNKNOWN_COMMAND",
+            ErrorCode::UnknownField => "UNKNOWN_FIELD",
+            ErrorCode::InvalidField => "INVALID_FIELD",
+            ErrorCode::InvalidId => "INVALID_ID",
+            ErrorCode::UnknownActor => "UNKNOWN_ACTOR",
+            ErrorCode::WrongExpectedSeq => "WRONG_EXPECTED_SEQ",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::AlreadyExists => "ALREADY_EXISTS",
+            ErrorCode::UnknownTrial => "UNKNOWN_TRIAL",
+            ErrorCode::InvalidState => "INVALID_STATE",
+            ErrorCode::Timeout => "TIMEOUT",
+            ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::Corrupt => "CORRUPT",
+            ErrorCode::Internal => "INTERNAL",
+        }
+    }
+
+    /// The HTTP status the gateway maps this code to.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::MalformedBody
+            | ErrorCode::UnknownCommand
+            | ErrorCode::UnknownField
+            | ErrorCode::InvalidField
+            | ErrorCode::InvalidId => 400,
+            ErrorCode::UnknownActor | ErrorCode::NotFound => 404,
+            ErrorCode::WrongExpectedSeq | ErrorCode::AlreadyExists | ErrorCode::InvalidState => {
+                409
+            }
+            ErrorCode::UnknownTrial => 422,
+            ErrorCode::Timeout => 504,
+            ErrorCode::Unavailable => 503,
+            ErrorCode::Corrupt | ErrorCode::Internal => 500,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The `error` object of a failed reply: `{"code": "...", "message": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBody {
+    /// A stable `SNAKE_CASE` code (see [`ErrorCode`]).
+    pub code: String,
+    /// What went wrong, naming the field or value at fault.
+    pub message: String,
+}
+
+/// Why a command was refused. Rejections append nothing and change nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct Rejection {
+    /// The typed reason.
+    pub code: ErrorCode,
+    /// A message naming the field or value at fault.
+    pub message: String,
+}
+
+impl Rejection {
+    /// A rejection with `code` and `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Rejection {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Shorthand for an [`ErrorCode::InvalidField`] rejection.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidField, message)
+    }
+
+    /// The wire form.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            code: self.code.as_str().to_string(),
+            message: self.message.clone(),
+        }
+    }
+}

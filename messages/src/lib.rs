@@ -1,0 +1,31 @@
+//! The wire contract of Flotilla: what crosses a subject, a log or an HTTP body.
+//!
+//! Every other crate speaks through these types. `bus` stores and routes
+//! [`Envelope`]s, `actors` decides on commands and folds events, `gateway` and
+//! the CLI translate HTTP and terminal input into the same commands. Keeping
+//! the contract in one small crate means a Python or `nats` CLI user and our
+//! own code read exactly the same definitions:
+//!
+//! - [`subjects`]: subject names (`<prefix>.cmd|evt|query.<actor>.<id>`), id
+//!   validation and NATS wildcard matching;
+//! - [`codec`]: JSON and MessagePack, chosen by `Content-Type` or by sniffing;
+//! - [`envelope`]: the stored, checksummed and hash-chained event;
+//! - [`command`]: the generic command request (`type`, `command_id`,
+//!   `expected_seq`, fields) and [`reply`]: the reply every command gets;
+//! - [`error`]: the typed error codes shared by every actor.
+//! - [`solver`]: the solver's commands and events.
+
+pub mod codec;
+pub mod command;
+pub mod envelope;
+pub mod error;
+pub mod reply;
+pub mod solver;
+pub mod subjects;
+
+pub use codec::{CodecError, Encoding};
+pub use command::CommandRequest;
+pub use envelope::{Envelope, IntegrityError, Payload, PendingEvent, GENESIS_HASH};
+pub use error::{ErrorBody, ErrorCode, Rejection};
+pub use reply::Reply;
+pub use subjects::{validate_id, Actor, IdError, StreamName, Subjects};

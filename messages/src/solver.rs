@@ -1,0 +1,1 @@
+//! The solver's commands and events (filled in below).
