@@ -1,1 +1,45 @@
-fn main() {}
+//! `flotilla`: the command line of the Flotilla control plane.
+//!
+//! `flotilla up` runs the actors (embedded backend by default, NATS with
+//! `--nats`) and the HTTP gateway; `send`, `events`, `audit` and `replay`
+//! talk to a running instance or read its log; `bench` measures.
+
+mod backend;
+mod cli;
+mod commands;
+mod config;
+
+use clap::Parser;
+use cli::{Cli, Command, LogFormat};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let outcome = match cli.command {
+        Command::Up(args) => commands::up::run(args),
+        Command::Send(args) => commands::send::run(args),
+        Command::Events(args) => commands::events::run(args),
+        Command::Audit(args) => commands::audit::run(args),
+        Command::Replay(args) => commands::replay::run(args),
+        Command::Bench(args) => commands::bench::run(args),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FLOTILLA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,1 +1,669 @@
-//! Conformance suite (filled in by the NATS backend work).
+//! The conformance suite: one set of checks that every [`Bus`] and
+//! [`EventLog`] provider must pass.
+//!
+//! Each check is a `pub async fn` taking an `Arc<dyn Bus>` or a
+//! [`LogFixture`]; the test files `bus/tests/conformance_embedded.rs` and
+//! `bus/tests/conformance_nats.rs` call every one of them against their
+//! backend (embedded router + sled, or async-nats + JetStream). Checks panic
+//! with a message on failure, like `assert!`.
+
+use crate::{Bus, BusError, EventLog, EventStream, LogError, Message, Positioned, Snapshot};
+use crate::{StreamHead, Subscription};
+use async_trait::async_trait;
+use flotilla_messages::envelope::now_micros;
+use flotilla_messages::{Envelope, Payload, PendingEvent, GENESIS_HASH};
+use futures::StreamExt;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a check waits for something that should happen.
+const WAIT: Duration = Duration::from_secs(10);
+/// How long a check waits to be sure something does not happen.
+const QUIET: Duration = Duration::from_millis(300);
+
+/// Gives the log checks a backend and its storage.
+#[async_trait]
+pub trait LogFixture: Send + Sync {
+    /// A handle on the log (the same storage for the fixture's lifetime).
+    async fn log(&self) -> Arc<dyn EventLog>;
+    /// A fresh handle on the same storage, as after a restart. Callers drop
+    /// their older handles first.
+    async fn reopen(&mut self) -> Arc<dyn EventLog>;
+    /// Damages the stored record of (`stream`, `seq`) the way a disk fault
+    /// or an attacker would. Callers drop their handles first.
+    async fn corrupt(&mut self, stream: &str, seq: u64);
+}
+
+/// A pending event with id `id` and payload `{"type": "tick", "n": n}`.
+pub fn event(id: &str, n: u64) -> PendingEvent {
+    PendingEvent {
+        id: id.to_string(),
+        event_type: "tick".to_string(),
+        at: now_micros(),
+        causation_id: format!("cmd-{id}"),
+        correlation_id: "conformance".to_string(),
+        payload: Payload::from_value(&serde_json::json!({"type": "tick", "n": n})),
+    }
+}
+
+/// `count` events with fresh ids.
+pub fn events(count: u64) -> Vec<PendingEvent> {
+    (0..count)
+        .map(|n| event(&uuid::Uuid::new_v4().to_string(), n))
+        .collect()
+}
+
+async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {WAIT:?}: {what}"))
+}
+
+/// Every item of a read, or the first error.
+pub async fn collect(stream: EventStream) -> Result<Vec<Envelope>, LogError> {
+    within("reading a stream", stream.collect::<Vec<_>>())
+        .await
+        .into_iter()
+        .collect()
+}
+
+async fn read(log: &dyn EventLog, stream: &str, from: u64) -> Vec<Envelope> {
+    let read = log.read_stream(stream, from).await.expect("read_stream");
+    collect(read).await.expect("a clean read")
+}
+
+async fn read_all(log: &dyn EventLog, from: u64) -> Vec<Positioned> {
+    let all = log.read_all(from, false).await.expect("read_all");
+    let items: Vec<_> = within("read_all", all.collect::<Vec<_>>()).await;
+    items
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .expect("a clean read_all")
+}
+
+async fn append(
+    log: &dyn EventLog,
+    stream: &str,
+    expected: u64,
+    batch: Vec<PendingEvent>,
+) -> Vec<Envelope> {
+    log.append(stream, expected, batch)
+        .await
+        .unwrap_or_else(|e| panic!("append to {stream} at {expected}: {e}"))
+}
+
+fn seqs(envs: &[Envelope]) -> Vec<u64> {
+    envs.iter().map(|e| e.seq).collect()
+}
+
+fn assert_chained(envs: &[Envelope]) {
+    let mut prev = GENESIS_HASH.to_string();
+    for (i, env) in envs.iter().enumerate() {
+        assert_eq!(env.seq, i as u64 + 1, "seqs are gap-free from 1");
+        assert_eq!(
+            env.prev_hash, prev,
+            "seq {} links to its predecessor",
+            env.seq
+        );
+        assert!(env.verify().is_ok(), "seq {} has a valid checksum", env.seq);
+        prev = env.checksum.clone();
+    }
+}
+
+fn assert_conflict(result: Result<Vec<Envelope>, LogError>, want_expected: u64, want_actual: u64) {
+    match result {
+        Err(LogError::Conflict {
+            expected, actual, ..
+        }) => {
+            assert_eq!(
+                (expected, actual),
+                (want_expected, want_actual),
+                "conflict seqs"
+            )
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
+/// Each stream's seqs are gap-free from 1 in append order, chained, and
+/// `head` reports the last one.
+pub async fn log_orders_each_stream(fx: &mut impl LogFixture) {
+    let log = fx.log().await;
+    let (a, b) = ("solver/order-a", "scheduler/order-b");
+    let mut stored_a = append(&*log, a, 0, events(2)).await;
+    let stored_b = append(&*log, b, 0, events(1)).await;
+    stored_a.extend(append(&*log, a, 2, events(3)).await);
+    assert_eq!(seqs(&stored_a), vec![1, 2, 3, 4, 5]);
+    assert_eq!(seqs(&stored_b), vec![1]);
+    let read_a = read(&*log, a, 1).await;
+    assert_eq!(read_a, stored_a, "read_stream returns what append returned");
+    assert_chained(&read_a);
+    assert_eq!(read(&*log, b, 1).await, stored_b);
+    let head = log.head(a).await.expect("head");
+    assert_eq!(
+        head,
+        StreamHead {
+            seq: 5,
+            checksum: stored_a[4].checksum.clone()
+        }
+    );
+    assert_eq!(
+        log.head("solver/none").await.expect("head"),
+        StreamHead::empty()
+    );
+}
+
+/// `read_all` yields every event once, in append order, with increasing
+/// positions, and resumes from a position.
+pub async fn log_reads_all_in_global_order(fx: &mut impl LogFixture) {
+    let log = fx.log().await;
+    let mut appended = Vec::new();
+    let mut heads: BTreeMap<&str, u64> = BTreeMap::new();
+    for (i, stream) in [
+        "solver/g1",
+        "health/g2",
+        "solver/g1",
+        "inference/g3",
+        "health/g2",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let expected = *heads.get(stream).unwrap_or(&0);
+        let envs = append(&*log, stream, expected, events(1 + i as u64 % 2)).await;
+        heads.insert(stream, expected + envs.len() as u64);
+        appended.extend(envs);
+    }
+    let all = read_all(&*log, 1).await;
+    let got: Vec<&Envelope> = all.iter().map(|p| &p.envelope).collect();
+    assert_eq!(
+        got,
+        appended.iter().collect::<Vec<_>>(),
+        "global append order"
+    );
+    assert!(
+        all.windows(2).all(|w| w[0].position < w[1].position),
+        "positions increase"
+    );
+    let third = all[3].position;
+    let tail = read_all(&*log, third).await;
+    assert_eq!(tail, all[3..].to_vec(), "read_all from a position");
+    let past_end = all.last().map_or(1, |p| p.position + 1);
+    assert!(read_all(&*log, past_end).await.is_empty());
+}
+
+/// A wrong expected seq is a [`LogError::Conflict`] and stores nothing.
+pub async fn log_rejects_wrong_expected_seq(fx: &mut impl LogFixture) {
+    let log = fx.log().await;
+    let s = "provisioner/occ";
+    let stored = append(&*log, s, 0, events(2)).await;
+    assert_conflict(log.append(s, 0, events(1)).await, 0, 2);
+    assert_conflict(log.append(s, 1, events(1)).await, 1, 2);
+    assert_conflict(log.append(s, 7, events(1)).await, 7, 2);
+    assert_conflict(log.append("provisioner/new", 3, events(1)).await, 3, 0);
+    assert_eq!(read(&*log, s, 1).await, stored, "nothing appended");
+    assert_eq!(log.head("provisioner/new").await.expect("head").seq, 0);
+    let next = append(&*log, s, 2, events(1)).await;
+    assert_eq!(seqs(&next), vec![3]);
+}
+
+/// A batch is stored whole (consecutive, chained) or not at all; bad
+/// requests are [`LogError::Invalid`].
+pub async fn log_appends_batches_all_or_nothing(fx: &mut impl LogFixture) {
+    let log = fx.log().await;
+    let s = "solver/batch";
+    let first = append(&*log, s, 0, events(3)).await;
+    assert_chained(&first);
+    assert_conflict(log.append(s, 1, events(4)).await, 1, 3);
+    assert!(matches!(
+        log.append(s, 3, Vec::new()).await,
+        Err(LogError::Invalid(_))
+    ));
+    assert!(matches!(
+        log.append("bogus/x", 0, events(1)).await,
+        Err(LogError::Invalid(_))
+    ));
+    assert!(matches!(
+        log.append("solver/a.b", 0, events(1)).await,
+        Err(LogError::Invalid(_))
+    ));
+    let second = append(&*log, s, 3, events(4)).await;
+    assert_eq!(seqs(&second), vec![4, 5, 6, 7]);
+    let all = read(&*log, s, 1).await;
+    assert_eq!(all.len(), 7, "exactly the two accepted batches");
+    assert_chained(&all);
+    assert_eq!(log.streams().await.expect("streams"), vec![s.to_string()]);
+}
+
+/// Re-appending a batch whose ids are stored right after the expected seq
+/// returns the stored envelopes and stores nothing twice.
+pub async fn log_deduplicates_retried_appends(fx: &mut impl LogFixture) {
+    let log = fx.log().await;
+    let s = "scheduler/dedup";
+    let batch = vec![event("dup-a", 1), event("dup-b", 2)];
+    let stored = append(&*log, s, 0, batch.clone()).await;
+    let again = append(&*log, s, 0, batch.clone()).await;
+    assert_eq!(
+        again, stored,
+        "a retried append returns the stored envelopes"
+    );
+    assert_eq!(log.head(s).await.expect("head").seq, 2);
+    let other = vec![event("dup-a", 1), event("dup-c", 3)];
+    assert_conflict(log.append(s, 0, other).await, 0, 2);
+    let later = append(&*log, s, 2, vec![event("dup-d", 4)]).await;
+    assert_eq!(seqs(&later), vec![3]);
+    assert_eq!(
+        append(&*log, s, 0, batch).await,
+        stored,
+        "still after more appends"
+    );
+    let all = read(&*log, s, 1).await;
+    let ids: Vec<&str> = all.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        vec!["dup-a", "dup-b", "dup-d"],
+        "each event stored once"
+    );
+}
+
+/// `read_stream` from a seq yields exactly the events from there on.
+pub async fn log_reads_stream_from_seq(fx: &mut impl LogFixture) {
+    let log = fx.log().await;
+    let s = "inference/from";
+    let mut stored = append(&*log, s, 0, events(3)).await;
+    stored.extend(append(&*log, s, 3, events(4)).await);
+    stored.extend(append(&*log, s, 7, events(3)).await);
+    append(&*log, "inference/other", 0, events(2)).await;
+    for from in [0, 1, 2, 4, 5, 8, 10] {
+        let start = from.max(1) as usize - 1;
+        assert_eq!(
+            read(&*log, s, from).await,
+            stored[start..].to_vec(),
+            "from {from}"
+        );
+    }
+    assert!(read(&*log, s, 11).await.is_empty(), "past the end");
+    assert!(
+        read(&*log, "inference/missing", 1).await.is_empty(),
+        "unknown stream"
+    );
+}
+
+/// `read_all` with `follow` yields the past and then later appends.
+pub async fn log_follows_new_events(fx: &mut impl LogFixture) {
+    let log = fx.log().await;
+    let s = "health/follow";
+    let first = append(&*log, s, 0, events(2)).await;
+    let mut live = log.read_all(1, true).await.expect("read_all follow");
+    for env in &first {
+        let got = within("past event", live.next())
+            .await
+            .expect("open")
+            .expect("ok");
+        assert_eq!(&got.envelope, env);
+    }
+    let quiet = tokio::time::timeout(QUIET, live.next()).await;
+    assert!(quiet.is_err(), "nothing more yet: {quiet:?}");
+    let writer = log.clone();
+    let later = tokio::spawn(async move { writer.append("health/follow", 2, events(2)).await });
+    let later = later.await.expect("task").expect("append");
+    for env in &later {
+        let got = within("followed event", live.next())
+            .await
+            .expect("open")
+            .expect("ok");
+        assert_eq!(&got.envelope, env);
+    }
+}
+
+/// `streams` lists every stream with events, sorted.
+pub async fn log_lists_streams(fx: &mut impl LogFixture) {
+    let log = fx.log().await;
+    assert!(log.streams().await.expect("streams").is_empty());
+    for s in ["solver/b", "scheduler/a", "solver/a", "solver/b"] {
+        let head = log.head(s).await.expect("head").seq;
+        append(&*log, s, head, events(1)).await;
+    }
+    let want = vec!["scheduler/a", "solver/a", "solver/b"];
+    assert_eq!(log.streams().await.expect("streams"), want);
+}
+
+/// Snapshots are saved, loaded, replaced, and kept per stream.
+pub async fn log_stores_snapshots(fx: &mut impl LogFixture) {
+    let log = fx.log().await;
+    let (a, b) = ("solver/snap-a", "solver/snap-b");
+    assert_eq!(log.load_snapshot(a).await.expect("load"), None);
+    let first = Snapshot {
+        seq: 3,
+        checksum: "c3".repeat(32),
+        state: b"{\"n\":3}".to_vec(),
+    };
+    log.save_snapshot(a, first.clone()).await.expect("save");
+    assert_eq!(log.load_snapshot(a).await.expect("load"), Some(first));
+    let newer = Snapshot {
+        seq: 9,
+        checksum: "c9".repeat(32),
+        state: vec![0, 159, 255, 1],
+    };
+    log.save_snapshot(a, newer.clone()).await.expect("save");
+    assert_eq!(log.load_snapshot(a).await.expect("load"), Some(newer));
+    assert_eq!(
+        log.load_snapshot(b).await.expect("load"),
+        None,
+        "per stream"
+    );
+    let empty = Snapshot {
+        seq: 1,
+        checksum: String::new(),
+        state: Vec::new(),
+    };
+    log.save_snapshot(b, empty.clone()).await.expect("save");
+    assert_eq!(log.load_snapshot(b).await.expect("load"), Some(empty));
+    assert!(log
+        .save_snapshot(
+            "nope",
+            Snapshot {
+                seq: 1,
+                checksum: String::new(),
+                state: vec![]
+            }
+        )
+        .await
+        .is_err());
+}
+
+/// Everything acknowledged is there after a reopen, and appends continue.
+pub async fn log_survives_reopen(fx: &mut impl LogFixture) {
+    let s = "provisioner/durable";
+    let log = fx.log().await;
+    let mut stored = append(&*log, s, 0, events(3)).await;
+    stored.extend(append(&*log, s, 3, events(2)).await);
+    let snap = Snapshot {
+        seq: 5,
+        checksum: stored[4].checksum.clone(),
+        state: b"state".to_vec(),
+    };
+    log.save_snapshot(s, snap.clone()).await.expect("save");
+    drop(log);
+    let log = fx.reopen().await;
+    assert_eq!(read(&*log, s, 1).await, stored, "events survive");
+    assert_eq!(
+        log.head(s).await.expect("head").checksum,
+        stored[4].checksum
+    );
+    assert_eq!(log.load_snapshot(s).await.expect("load"), Some(snap));
+    assert_eq!(log.streams().await.expect("streams"), vec![s.to_string()]);
+    let next = append(&*log, s, 5, events(1)).await;
+    assert_eq!(next[0].prev_hash, stored[4].checksum, "the chain continues");
+}
+
+fn assert_corrupt_at(err: &LogError, stream: &str, seq: u64) {
+    match err {
+        LogError::Corrupt(e) => assert_eq!(e.location(), (stream, seq), "location of {e}"),
+        other => panic!("expected Corrupt at {stream} seq {seq}, got {other}"),
+    }
+}
+
+/// Reads until the first error, which must exist.
+async fn read_until_error(stream: EventStream) -> (Vec<Envelope>, LogError) {
+    let items: Vec<_> = within("corrupt read", stream.collect::<Vec<_>>()).await;
+    let good: Vec<Envelope> = items
+        .iter()
+        .map_while(|i| i.as_ref().ok().cloned())
+        .collect();
+    match items.into_iter().nth(good.len()) {
+        Some(Err(e)) => (good, e),
+        _ => panic!(
+            "a read over a corrupt record ended cleanly after {} events",
+            good.len()
+        ),
+    }
+}
+
+/// A damaged record is reported as [`LogError::Corrupt`] naming its stream
+/// and seq by `read_stream` (from the start or just after it) and by an
+/// audit's `read_all`; nothing at or after it is replayed.
+pub async fn log_detects_corruption(fx: &mut impl LogFixture) {
+    let s = "solver/tamper";
+    let log = fx.log().await;
+    for expected in 0..5 {
+        append(&*log, s, expected, events(1)).await;
+    }
+    append(&*log, "solver/clean", 0, events(2)).await;
+    drop(log);
+    fx.corrupt(s, 3).await;
+    let log = fx.reopen().await;
+    let (good, err) = read_until_error(log.read_stream(s, 1).await.expect("read")).await;
+    assert_eq!(seqs(&good), vec![1, 2], "only events before the damage");
+    assert_corrupt_at(&err, s, 3);
+    let (good, err) = read_until_error(log.read_stream(s, 4).await.expect("read")).await;
+    assert!(good.is_empty(), "nothing after a broken link: {good:?}");
+    assert_corrupt_at(&err, s, 3);
+    let all: Vec<_> = within(
+        "audit",
+        log.read_all(1, false)
+            .await
+            .expect("read_all")
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let replayed: Vec<u64> = all
+        .iter()
+        .filter_map(|i| i.as_ref().ok())
+        .filter(|p| p.envelope.stream == s)
+        .map(|p| p.envelope.seq)
+        .collect();
+    assert!(
+        replayed.iter().all(|&seq| seq < 3),
+        "audit replayed {replayed:?}"
+    );
+    let err = all
+        .into_iter()
+        .find_map(Result::err)
+        .expect("the audit fails");
+    assert_corrupt_at(&err, s, 3);
+    assert_eq!(
+        read(&*log, "solver/clean", 1).await.len(),
+        2,
+        "other streams read fine"
+    );
+}
+
+async fn subscribe(bus: &dyn Bus, pattern: &str) -> Subscription {
+    let sub = bus.subscribe(pattern).await.expect("subscribe");
+    bus.flush().await.expect("flush");
+    sub
+}
+
+async fn next_msg(sub: &mut Subscription, what: &str) -> Message {
+    within(what, sub.next())
+        .await
+        .unwrap_or_else(|| panic!("subscription ended: {what}"))
+}
+
+async fn assert_silent(sub: &mut Subscription, what: &str) {
+    if let Ok(Some(m)) = tokio::time::timeout(QUIET, sub.next()).await {
+        panic!("{what}: unexpected message on {}", m.subject);
+    }
+}
+
+/// Subscribers get what is published on their subject, in order.
+pub async fn bus_publish_subscribe(bus: Arc<dyn Bus>) {
+    let mut sub = subscribe(&*bus, "conf.pubsub").await;
+    let mut other = subscribe(&*bus, "conf.other").await;
+    for i in 0..5 {
+        bus.publish(Message::new("conf.pubsub", format!("m{i}")))
+            .await
+            .expect("publish");
+    }
+    bus.flush().await.expect("flush");
+    for i in 0..5 {
+        let m = next_msg(&mut sub, "published message").await;
+        assert_eq!(
+            (m.subject.as_str(), &m.payload[..]),
+            ("conf.pubsub", format!("m{i}").as_bytes())
+        );
+    }
+    assert_silent(&mut other, "another subject").await;
+}
+
+/// `*` matches one token, `>` one or more trailing tokens.
+pub async fn bus_wildcards(bus: Arc<dyn Bus>) {
+    let mut star = subscribe(&*bus, "conf.w.*.x").await;
+    let mut tail = subscribe(&*bus, "conf.w.>").await;
+    for subject in ["conf.w.a.x", "conf.w.b.y", "conf.w.a.x.z", "conf.w"] {
+        bus.publish(Message::new(subject, "p"))
+            .await
+            .expect("publish");
+    }
+    bus.flush().await.expect("flush");
+    assert_eq!(next_msg(&mut star, "star").await.subject, "conf.w.a.x");
+    assert_silent(&mut star, "star matches one token only").await;
+    for want in ["conf.w.a.x", "conf.w.b.y", "conf.w.a.x.z"] {
+        assert_eq!(next_msg(&mut tail, "gt").await.subject, want);
+    }
+    assert_silent(&mut tail, "gt needs at least one token").await;
+}
+
+async fn drain(sub: &mut Subscription) -> Vec<String> {
+    let mut got = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(QUIET, sub.next()).await {
+        got.push(String::from_utf8_lossy(&m.payload).into_owned());
+    }
+    got
+}
+
+/// A queue group gets each message once (on one member); every group and
+/// every plain subscriber gets its own copy.
+pub async fn bus_queue_groups(bus: Arc<dyn Bus>) {
+    let subject = "conf.queue";
+    let mut g1 = Vec::new();
+    for _ in 0..3 {
+        g1.push(
+            bus.queue_subscribe(subject, "workers")
+                .await
+                .expect("queue_subscribe"),
+        );
+    }
+    let mut g2 = bus
+        .queue_subscribe(subject, "auditors")
+        .await
+        .expect("queue_subscribe");
+    let mut plain = subscribe(&*bus, subject).await;
+    let sent: Vec<String> = (0..30).map(|i| format!("job-{i}")).collect();
+    for body in &sent {
+        bus.publish(Message::new(subject, body.clone()))
+            .await
+            .expect("publish");
+    }
+    bus.flush().await.expect("flush");
+    let mut got1 = Vec::new();
+    for member in &mut g1 {
+        got1.extend(drain(member).await);
+    }
+    got1.sort();
+    let mut want = sent.clone();
+    want.sort();
+    assert_eq!(got1, want, "each message exactly once in the group");
+    assert_eq!(drain(&mut g2).await, sent, "the second group gets all");
+    assert_eq!(drain(&mut plain).await, sent, "plain subscribers get all");
+}
+
+/// A request gets the responder's reply, headers included.
+pub async fn bus_request_reply(bus: Arc<dyn Bus>) {
+    let mut service = subscribe(&*bus, "conf.svc.*").await;
+    let responder = bus.clone();
+    let task = tokio::spawn(async move {
+        while let Some(req) = service.next().await {
+            let reply_to = req.reply.clone().expect("a request has a reply subject");
+            let mut body = b"echo:".to_vec();
+            body.extend_from_slice(&req.payload);
+            let reply =
+                Message::new(reply_to, body).with_header("X-Served-By", req.subject.clone());
+            responder.publish(reply).await.expect("reply");
+        }
+    });
+    for i in 0..3 {
+        let req = Message::new(format!("conf.svc.s{i}"), format!("q{i}")).with_header("X-Req", "1");
+        let reply = bus.request(req, WAIT).await.expect("request");
+        assert_eq!(&reply.payload[..], format!("echo:q{i}").as_bytes());
+        assert_eq!(
+            reply.header("x-served-by"),
+            Some(format!("conf.svc.s{i}").as_str())
+        );
+    }
+    task.abort();
+}
+
+/// A request nobody answers in time is [`BusError::Timeout`].
+pub async fn bus_request_timeout(bus: Arc<dyn Bus>) {
+    let _silent = subscribe(&*bus, "conf.slow").await;
+    let timeout = Duration::from_millis(200);
+    let started = std::time::Instant::now();
+    match bus.request(Message::new("conf.slow", "q"), timeout).await {
+        Err(BusError::Timeout {
+            subject,
+            timeout: t,
+        }) => {
+            assert_eq!((subject.as_str(), t), ("conf.slow", timeout));
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(started.elapsed() >= timeout, "waited the full timeout");
+    assert!(started.elapsed() < WAIT, "but not much longer");
+}
+
+/// A request on a subject without subscribers fails at once.
+pub async fn bus_no_responders(bus: Arc<dyn Bus>) {
+    let started = std::time::Instant::now();
+    match bus
+        .request(Message::new("conf.nobody.home", "q"), WAIT)
+        .await
+    {
+        Err(BusError::NoResponders(subject)) => assert_eq!(subject, "conf.nobody.home"),
+        other => panic!("expected no responders, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < WAIT / 2,
+        "at once, not after the timeout"
+    );
+}
+
+/// Headers arrive as they were sent.
+pub async fn bus_preserves_headers(bus: Arc<dyn Bus>) {
+    let mut sub = subscribe(&*bus, "conf.headers").await;
+    let msg = Message::new("conf.headers", "{}")
+        .with_header("Content-Type", "application/json")
+        .with_header("Nats-Msg-Id", "cmd-42")
+        .with_header("X-Custom", "a value with spaces");
+    bus.publish(msg.clone()).await.expect("publish");
+    let got = next_msg(&mut sub, "message with headers").await;
+    for (name, value) in &msg.headers {
+        assert_eq!(got.header(name), Some(value.as_str()), "header {name}");
+    }
+    assert_eq!(got.payload, msg.payload);
+}
+
+/// Subjects and patterns NATS would refuse are [`BusError::InvalidSubject`].
+pub async fn bus_rejects_invalid_subjects(bus: Arc<dyn Bus>) {
+    for subject in ["", "a..b", "a.*", "a.>", "a b", ".a", "a."] {
+        let published = bus.publish(Message::new(subject, "x")).await;
+        assert!(
+            matches!(published, Err(BusError::InvalidSubject(_))),
+            "publish {subject:?}: {published:?}"
+        );
+        let requested = bus.request(Message::new(subject, "x"), QUIET).await;
+        assert!(
+            matches!(requested, Err(BusError::InvalidSubject(_))),
+            "request {subject:?}: {requested:?}"
+        );
+    }
+    for pattern in ["", "a.>.b", "a..b", "a b"] {
+        let sub = bus.subscribe(pattern).await.err();
+        assert!(
+            matches!(sub, Some(BusError::InvalidSubject(_))),
+            "subscribe {pattern:?}: {sub:?}"
+        );
+    }
+}

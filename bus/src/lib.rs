@@ -242,6 +242,13 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// The latest snapshot of `stream`.
     async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, LogError>;
+
+    /// Whether appending also publishes each event on its `evt` subject (true
+    /// for JetStream, whose stream captures that subject). When false, the
+    /// host publishes events on the bus itself after the append.
+    fn publishes_events(&self) -> bool {
+        false
+    }
 }
 
 /// Checks a batch for [`EventLog::append`]: non-empty.

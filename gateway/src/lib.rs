@@ -1,1 +1,278 @@
-//! placeholder
+//! The HTTP face of Flotilla (actix-web).
+//!
+//! The gateway owns no state of its own: a command posted to
+//! `POST /v1/cmd/<actor>/<id>` becomes a request on `<prefix>.cmd.<actor>.<id>`
+//! and the actor's reply comes back unchanged, with an HTTP status derived
+//! from its error code. So HTTP and NATS clients see the same contract, and
+//! the gateway works the same with the embedded bus or a NATS server.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /healthz` | the process is alive |
+//! | `GET /readyz` | 503 until every actor has recovered |
+//! | `GET /metrics` | Prometheus text |
+//! | `POST /v1/cmd/{actor}/{id}` | a command (JSON or MessagePack), the reply as over NATS |
+//! | `GET /v1/query/{actor}[/{id}]` | state of one aggregate, or the list of ids |
+//! | `GET /v1/events?from=&stream=&follow=` | events as JSON lines, from the log |
+
+use actix_web::dev::Server;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use bytes::Bytes;
+use flotilla_bus::{Bus, BusError, EventLog, Message};
+use flotilla_messages::{
+    validate_id, Actor, Encoding, ErrorCode, Rejection, Reply, StreamName, Subjects,
+};
+use futures::StreamExt;
+use serde::Deserialize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The largest command body accepted.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct GatewayState {
+    /// The bus commands are forwarded on.
+    pub bus: Arc<dyn Bus>,
+    /// The event log, for `/v1/events`.
+    pub log: Arc<dyn EventLog>,
+    /// Subject names.
+    pub subjects: Subjects,
+    /// Set once every actor has recovered.
+    pub ready: Arc<AtomicBool>,
+    /// Metrics to expose.
+    pub registry: prometheus::Registry,
+    /// How long to wait for an actor's reply.
+    pub request_timeout: Duration,
+}
+
+/// Adds the gateway's routes to an actix-web app.
+pub fn configure(state: GatewayState) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg: &mut web::ServiceConfig| {
+        cfg.app_data(web::Data::new(state))
+            .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+            .route("/metrics", web::get().to(metrics))
+            .route("/v1/cmd/{actor}/{id}", web::post().to(command))
+            .route("/v1/query/{actor}", web::get().to(query_list))
+            .route("/v1/query/{actor}/{id}", web::get().to(query_one))
+            .route("/v1/events", web::get().to(events));
+    }
+}
+
+/// Binds `addr` and returns the running server (a future to spawn or await).
+pub fn start(state: GatewayState, addr: std::net::SocketAddr) -> std::io::Result<Server> {
+    let server = HttpServer::new(move || App::new().configure(configure(state.clone())))
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(2)
+        .bind(addr)?
+        .run();
+    tracing::info!(%addr, "HTTP gateway listening");
+    Ok(server)
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(state: web::Data<GatewayState>) -> HttpResponse {
+    if state.ready.load(Ordering::Acquire) {
+        HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
+    } else {
+        HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "recovering"}))
+    }
+}
+
+async fn metrics(state: web::Data<GatewayState>) -> HttpResponse {
+    let mut out = String::new();
+    let encoder = prometheus::TextEncoder::new();
+    if let Err(e) = encoder.encode_utf8(&state.registry.gather(), &mut out) {
+        return error_response(&Rejection::new(ErrorCode::Internal, e.to_string()));
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(out)
+}
+
+fn parse_actor(actor: &str) -> Result<Actor, Rejection> {
+    actor
+        .parse()
+        .map_err(|e: flotilla_messages::subjects::UnknownActor| {
+            Rejection::new(ErrorCode::UnknownActor, e.to_string())
+        })
+}
+
+fn parse_stream(actor: &str, id: &str) -> Result<StreamName, Rejection> {
+    let actor = parse_actor(actor)?;
+    validate_id("id", id).map_err(|e| Rejection::new(ErrorCode::InvalidId, e.to_string()))?;
+    StreamName::new(actor, id).map_err(|e| Rejection::new(ErrorCode::InvalidId, e.to_string()))
+}
+
+/// An error reply as JSON with the status of its code.
+pub fn error_response(rejection: &Rejection) -> HttpResponse {
+    let status = StatusCode::from_u16(rejection.code.http_status())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    HttpResponse::build(status).json(Reply::rejected(rejection))
+}
+
+fn bus_rejection(e: BusError, what: &str) -> Rejection {
+    match e {
+        BusError::NoResponders(_) => {
+            Rejection::new(ErrorCode::Unavailable, format!("no {what} is running"))
+        }
+        BusError::Timeout { .. } => Rejection::new(ErrorCode::Timeout, format!("{what} did not answer: {e}")),
+        other => Rejection::new(ErrorCode::Unavailable, other.to_string()),
+    }
+}
+
+async fn command(
+    state: web::Data<GatewayState>,
+    path: web::Path<(String, String)>,
+    req: HttpRequest,
+    body: Bytes,
+) -> HttpResponse {
+    let (actor, id) = path.into_inner();
+    let stream = match parse_stream(&actor, &id) {
+        Ok(s) => s,
+        Err(r) => return error_response(&r),
+    };
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let encoding = match Encoding::detect(content_type, &body) {
+        Ok(e) => e,
+        Err(e) => return error_response(&Rejection::new(ErrorCode::MalformedBody, e.to_string())),
+    };
+    let mut msg = Message::new(state.subjects.command(&stream), body)
+        .with_header("Content-Type", encoding.content_type());
+    if let Some(key) = req.headers().get("Idempotency-Key").and_then(|v| v.to_str().ok()) {
+        msg = msg.with_header("Nats-Msg-Id", key);
+    }
+    forward(&state, msg, encoding, stream.actor.as_str()).await
+}
+
+async fn forward(state: &GatewayState, msg: Message, encoding: Encoding, what: &str) -> HttpResponse {
+    match state.bus.request(msg, state.request_timeout).await {
+        Ok(reply) => reply_response(reply.payload, encoding),
+        Err(e) => error_response(&bus_rejection(e, what)),
+    }
+}
+
+/// Passes the actor's reply through, with the status its error code maps to.
+fn reply_response(body: Bytes, encoding: Encoding) -> HttpResponse {
+    let status = match encoding.decode::<Reply>(&body) {
+        Ok(Reply { ok: true, .. }) => StatusCode::OK,
+        Ok(Reply {
+            error: Some(err), ..
+        }) => status_of(&err.code),
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    HttpResponse::build(status)
+        .insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(encoding.content_type()),
+        ))
+        .body(body)
+}
+
+fn status_of(code: &str) -> StatusCode {
+    let all = [
+        ErrorCode::MalformedBody,
+        ErrorCode::UnknownCommand,
+        ErrorCode::UnknownField,
+        ErrorCode::InvalidField,
+        ErrorCode::InvalidId,
+        ErrorCode::UnknownActor,
+        ErrorCode::WrongExpectedSeq,
+        ErrorCode::NotFound,
+        ErrorCode::AlreadyExists,
+        ErrorCode::UnknownTrial,
+        ErrorCode::InvalidState,
+        ErrorCode::Timeout,
+        ErrorCode::Unavailable,
+        ErrorCode::Corrupt,
+        ErrorCode::Internal,
+    ];
+    all.iter()
+        .find(|c| c.as_str() == code)
+        .and_then(|c| StatusCode::from_u16(c.http_status()).ok())
+        .unwrap_or(StatusCode::BAD_REQUEST)
+}
+
+async fn query_one(state: web::Data<GatewayState>, path: web::Path<(String, String)>) -> HttpResponse {
+    let (actor, id) = path.into_inner();
+    match parse_stream(&actor, &id) {
+        Ok(stream) => {
+            let msg = Message::new(state.subjects.query(&stream), Bytes::from_static(b"{}"));
+            forward(&state, msg, Encoding::Json, stream.actor.as_str()).await
+        }
+        Err(r) => error_response(&r),
+    }
+}
+
+async fn query_list(state: web::Data<GatewayState>, path: web::Path<String>) -> HttpResponse {
+    match parse_actor(&path) {
+        Ok(actor) => {
+            let msg = Message::new(state.subjects.query_list(actor), Bytes::from_static(b"{}"));
+            forward(&state, msg, Encoding::Json, actor.as_str()).await
+        }
+        Err(r) => error_response(&r),
+    }
+}
+
+/// Query parameters of `/v1/events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// First global position (default 1).
+    #[serde(default)]
+    pub from: Option<u64>,
+    /// Only this stream (`<actor>/<id>`).
+    #[serde(default)]
+    pub stream: Option<String>,
+    /// Keep the response open for new events.
+    #[serde(default)]
+    pub follow: Option<bool>,
+}
+
+async fn events(state: web::Data<GatewayState>, q: web::Query<EventsQuery>) -> HttpResponse {
+    let q = q.into_inner();
+    if let Some(s) = &q.stream {
+        if let Err(e) = s.parse::<StreamName>() {
+            return error_response(&Rejection::new(ErrorCode::InvalidField, format!("stream: {e}")));
+        }
+    }
+    let all = match state
+        .log
+        .read_all(q.from.unwrap_or(1), q.follow.unwrap_or(false))
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => return error_response(&Rejection::new(ErrorCode::Unavailable, e.to_string())),
+    };
+    let only = q.stream;
+    let lines = all
+        .filter(move |item| {
+            let keep = match (item, &only) {
+                (Ok(p), Some(s)) => &p.envelope.stream == s,
+                _ => true,
+            };
+            futures::future::ready(keep)
+        })
+        .map(|item| {
+            let line = match item {
+                Ok(p) => serde_json::to_vec(&p.envelope),
+                Err(e) => serde_json::to_vec(&serde_json::json!({"error": {"code": "CORRUPT", "message": e.to_string()}})),
+            };
+            let mut line = line.unwrap_or_default();
+            line.push(b'\n');
+            Ok::<_, actix_web::Error>(Bytes::from(line))
+        });
+    HttpResponse::Ok()
+        .content_type("application/x-ndjson")
+        .streaming(lines)
+}

@@ -1,1 +1,767 @@
-//! The solver's commands and events (filled in below).
+//! The solver's wire contract: the commands a client sends to a study on
+//! `<prefix>.cmd.solver.<study>` and the events a study records.
+//!
+//! Commands (JSON shown; MessagePack carries the same maps):
+//!
+//! ```json
+//! {"type": "create_study", "seed": 7, "budget": 100,
+//!  "bounds": {"lr": {"min": 1e-5, "max": 0.1, "scale": "Log"},
+//!             "momentum": {"min": 0.8, "max": 0.99}},
+//!  "probe_ratio": 0.2, "strategy_params": {"gamma": 0.25}}
+//! {"type": "ask", "n": 4}
+//! {"type": "tell", "results": [{"trial_id": "t1", "value": 0.31, "cost": 12.5}]}
+//! {"type": "tell", "trial_id": "t2", "value": 0.27}
+//! {"type": "stop", "reason": "good enough"}
+//! ```
+//!
+//! The create command is ArqonHPO's config (`seed`, `budget`, `bounds` with
+//! `scale` spelled in any case, `probe_ratio`, `strategy_params`). Every
+//! command refuses fields it does not know.
+//!
+//! Events, one per command:
+//!
+//! ```json
+//! {"type": "study_created", "config": {...}}
+//! {"type": "trials_asked", "trials": [{"trial_id": "t1", "number": 1, "params": {"lr": 0.003}}], "study_done": false}
+//! {"type": "trials_told", "results": [{"trial_id": "t1", "value": 0.31}], "completes_study": false}
+//! {"type": "study_stopped", "reason": "good enough"}
+//! ```
+
+use crate::error::Rejection;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The most trials one `ask` may request.
+pub const MAX_ASK: u32 = 1000;
+
+/// The `type` tags of [`SolverCommand`], in declaration order.
+pub const COMMAND_TYPES: &[&str] = &["create_study", "ask", "tell", "stop"];
+
+/// How a parameter's range is searched.
+///
+/// Written lowercase (`"linear"`); read in any case (`"Linear"`, `"LOG"`), as
+/// ArqonHPO's configs spell it both ways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Scale {
+    /// Uniform between `min` and `max`.
+    #[default]
+    Linear,
+    /// Uniform in `ln(x)`: every decade gets the same share. Needs `min > 0`.
+    Log,
+    /// A range that wraps around (an angle, a phase); sampled uniformly.
+    Periodic,
+}
+
+impl Scale {
+    /// The canonical spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scale::Linear => "linear",
+            Scale::Log => "log",
+            Scale::Periodic => "periodic",
+        }
+    }
+
+    /// Reads a spelling in any case; `None` if it names no scale.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.to_ascii_lowercase().as_str() {
+            "linear" => Some(Scale::Linear),
+            "log" => Some(Scale::Log),
+            "periodic" => Some(Scale::Periodic),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Scale {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Scale {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Scale {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Scale::parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown scale {text:?}: expected linear, log or periodic"
+            ))
+        })
+    }
+}
+
+/// The range of one parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bound {
+    /// Smallest value (inclusive).
+    pub min: f64,
+    /// Largest value (inclusive).
+    pub max: f64,
+    /// How the range is searched; linear when absent.
+    #[serde(default)]
+    pub scale: Scale,
+}
+
+impl Bound {
+    /// Why this bound is unusable, as a message naming `name`; `None` if fine.
+    fn problem(&self, name: &str) -> Option<String> {
+        let Bound { min, max, scale } = *self;
+        if !min.is_finite() {
+            return Some(format!("bounds.{name}: min {min} must be finite"));
+        }
+        if !max.is_finite() {
+            return Some(format!("bounds.{name}: max {max} must be finite"));
+        }
+        if min >= max {
+            return Some(format!("bounds.{name}: min {min} must be below max {max}"));
+        }
+        if scale == Scale::Log && min <= 0.0 {
+            return Some(format!("bounds.{name}: log scale needs min > 0, got {min}"));
+        }
+        None
+    }
+}
+
+/// A study's configuration: ArqonHPO's config, field for field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StudyConfig {
+    /// Seeds every trial's sampling (together with the trial number).
+    pub seed: u64,
+    /// How many trials the study hands out in total.
+    pub budget: u64,
+    /// The search space: parameter name → range.
+    pub bounds: BTreeMap<String, Bound>,
+    /// ArqonHPO's share of the budget spent probing, in (0, 1]; stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_ratio: Option<f64>,
+    /// ArqonHPO's strategy tuning knobs; stored.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub strategy_params: BTreeMap<String, f64>,
+}
+
+impl StudyConfig {
+    /// Checks the config; the rejection (`INVALID_FIELD`) names the field
+    /// and the problem, e.g. `bounds.lr: min 0.1 must be below max 0.01`.
+    pub fn validate(&self) -> Result<(), Rejection> {
+        self.problem()
+            .map_or(Ok(()), |m| Err(Rejection::invalid(m)))
+    }
+
+    fn problem(&self) -> Option<String> {
+        if self.budget == 0 {
+            return Some("budget must be at least 1, got 0".to_string());
+        }
+        if self.bounds.is_empty() {
+            return Some("bounds: at least one parameter is required".to_string());
+        }
+        self.bounds_problem()
+            .or_else(|| self.probe_ratio_problem())
+            .or_else(|| self.strategy_params_problem())
+    }
+
+    fn bounds_problem(&self) -> Option<String> {
+        self.bounds.iter().find_map(|(name, bound)| {
+            if name.trim().is_empty() {
+                Some(format!("bounds: parameter name {name:?} must not be blank"))
+            } else {
+                bound.problem(name)
+            }
+        })
+    }
+
+    fn probe_ratio_problem(&self) -> Option<String> {
+        let ratio = self.probe_ratio?;
+        let valid = ratio > 0.0 && ratio <= 1.0;
+        (!valid).then(|| format!("probe_ratio must be in (0, 1], got {ratio}"))
+    }
+
+    fn strategy_params_problem(&self) -> Option<String> {
+        self.strategy_params
+            .iter()
+            .find(|(_, v)| !v.is_finite())
+            .map(|(k, v)| format!("strategy_params.{k}: must be finite, got {v}"))
+    }
+}
+
+/// The id of trial `number` in its study: `t1`, `t2`, ...
+pub fn trial_id(number: u64) -> String {
+    format!("t{number}")
+}
+
+/// The number behind a trial id in its canonical form (`t7` → 7); `None`
+/// for anything else (`t07`, `t0`, `7`, `x1`).
+pub fn trial_number(id: &str) -> Option<u64> {
+    let digits = id.strip_prefix('t')?;
+    let canonical = !digits.starts_with('0') && digits.bytes().all(|b| b.is_ascii_digit());
+    if !canonical {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The score of one finished trial.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrialResult {
+    /// The trial, as `ask` named it.
+    pub trial_id: String,
+    /// The objective (minimised); must be finite.
+    pub value: f64,
+    /// What the evaluation cost (seconds, dollars...), if reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<f64>,
+}
+
+impl TrialResult {
+    /// Whether `other` reports exactly the same outcome (value and cost).
+    pub fn same_outcome(&self, other: &TrialResult) -> bool {
+        self.value == other.value && self.cost == other.cost
+    }
+}
+
+/// The body of a `tell`: one or more results.
+///
+/// On the wire either `{"results": [{trial_id, value, cost?}, ...]}` or a
+/// single result at the top level, `{"trial_id": "t1", "value": 0.5}`.
+/// Always written in the `results` form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "TellWire", into = "TellWire")]
+pub struct Tell {
+    /// The results, in the order given; never empty.
+    pub results: Vec<TrialResult>,
+}
+
+/// Both spellings of a `tell`, before they are checked.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TellWire {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    results: Option<Vec<TrialResult>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trial_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cost: Option<f64>,
+}
+
+impl TryFrom<TellWire> for Tell {
+    type Error = String;
+
+    fn try_from(wire: TellWire) -> Result<Self, String> {
+        let results = match wire {
+            TellWire {
+                results: Some(results),
+                trial_id: None,
+                value: None,
+                cost: None,
+            } => results,
+            TellWire {
+                results: None,
+                trial_id: Some(trial_id),
+                value: Some(value),
+                cost,
+            } => vec![TrialResult {
+                trial_id,
+                value,
+                cost,
+            }],
+            TellWire {
+                results: Some(_), ..
+            } => return Err("give either `results` or `trial_id` + `value`, not both".into()),
+            _ => return Err("give `results`, or `trial_id` and `value`".into()),
+        };
+        if results.is_empty() {
+            return Err("`results` must not be empty".into());
+        }
+        Ok(Tell { results })
+    }
+}
+
+impl From<Tell> for TellWire {
+    fn from(tell: Tell) -> Self {
+        TellWire {
+            results: Some(tell.results),
+            trial_id: None,
+            value: None,
+            cost: None,
+        }
+    }
+}
+
+/// `ask`'s default batch size.
+fn one() -> u32 {
+    1
+}
+
+/// What a client asks a study to do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SolverCommand {
+    /// Creates the study with this configuration.
+    CreateStudy(StudyConfig),
+    /// Hands out up to `n` new trials (fewer when the budget runs out).
+    Ask {
+        /// How many trials, 1..=[`MAX_ASK`]; 1 when absent.
+        #[serde(default = "one")]
+        n: u32,
+    },
+    /// Records the scores of finished trials.
+    Tell(Tell),
+    /// Stops handing out trials; results of running trials are still taken.
+    Stop {
+        /// Why, for the record.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+}
+
+impl SolverCommand {
+    /// The snake_case `type` tag.
+    pub fn command_type(&self) -> &'static str {
+        match self {
+            SolverCommand::CreateStudy(_) => "create_study",
+            SolverCommand::Ask { .. } => "ask",
+            SolverCommand::Tell(_) => "tell",
+            SolverCommand::Stop { .. } => "stop",
+        }
+    }
+}
+
+/// One trial handed out by `ask`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trial {
+    /// Unique in the study: `t<number>`.
+    pub trial_id: String,
+    /// 1, 2, 3... in the order the study handed trials out.
+    pub number: u64,
+    /// The parameter values to evaluate, one per bound.
+    pub params: BTreeMap<String, f64>,
+}
+
+/// What happened to a study. Each command records at most one event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SolverEvent {
+    /// The study exists, with this configuration.
+    StudyCreated {
+        /// The validated configuration.
+        config: StudyConfig,
+    },
+    /// An `ask` handed out these trials (possibly none, once the budget is
+    /// all asked).
+    TrialsAsked {
+        /// The new trials, numbered consecutively.
+        trials: Vec<Trial>,
+        /// Whether the study was done when asked (only ever true when
+        /// `trials` is empty): every trial handed out and told.
+        #[serde(default)]
+        study_done: bool,
+    },
+    /// A `tell` recorded these results (repeats of earlier results left out).
+    TrialsTold {
+        /// The newly recorded results.
+        results: Vec<TrialResult>,
+        /// Whether these results complete the study: the budget is all asked
+        /// and every trial is now told.
+        #[serde(default)]
+        completes_study: bool,
+    },
+    /// The study was stopped and hands out no more trials.
+    StudyStopped {
+        /// Why, if the client said.
+        reason: Option<String>,
+    },
+}
+
+impl SolverEvent {
+    /// The snake_case `type` tag.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            SolverEvent::StudyCreated { .. } => "study_created",
+            SolverEvent::TrialsAsked { .. } => "trials_asked",
+            SolverEvent::TrialsTold { .. } => "trials_told",
+            SolverEvent::StudyStopped { .. } => "study_stopped",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Encoding;
+    use crate::command::CommandRequest;
+    use crate::error::ErrorCode;
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    fn parse(v: Value) -> Result<SolverCommand, Rejection> {
+        CommandRequest::from_value(v, None)?.parse("solver", COMMAND_TYPES)
+    }
+
+    fn code(v: Value) -> ErrorCode {
+        parse(v).unwrap_err().code
+    }
+
+    fn lr_config() -> StudyConfig {
+        let bound = Bound {
+            min: 1e-5,
+            max: 0.1,
+            scale: Scale::Log,
+        };
+        StudyConfig {
+            seed: 7,
+            budget: 10,
+            bounds: BTreeMap::from([("lr".to_string(), bound)]),
+            probe_ratio: None,
+            strategy_params: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn create_study_reads_arqon_config() {
+        let cmd = parse(json!({
+            "type": "create_study", "seed": 7, "budget": 10,
+            "bounds": {"lr": {"min": 1e-5, "max": 0.1, "scale": "Log"}},
+            "command_id": "c1", "expected_seq": 0
+        }))
+        .unwrap();
+        assert_eq!(cmd, SolverCommand::CreateStudy(lr_config()));
+    }
+
+    #[test]
+    fn create_study_keeps_probe_ratio_and_strategy_params() {
+        let cmd = parse(json!({
+            "type": "create_study", "seed": 1, "budget": 5,
+            "bounds": {"x": {"min": 0, "max": 1}},
+            "probe_ratio": 0.2, "strategy_params": {"gamma": 0.25}
+        }))
+        .unwrap();
+        let SolverCommand::CreateStudy(config) = cmd else {
+            panic!("not a create")
+        };
+        assert_eq!(config.probe_ratio, Some(0.2));
+        assert_eq!(config.strategy_params["gamma"], 0.25);
+        assert_eq!(config.bounds["x"].scale, Scale::Linear);
+    }
+
+    #[test]
+    fn scale_is_read_in_any_case_and_written_lowercase() {
+        for (text, scale) in [
+            ("Linear", Scale::Linear),
+            ("linear", Scale::Linear),
+            ("LOG", Scale::Log),
+            ("log", Scale::Log),
+            ("Periodic", Scale::Periodic),
+        ] {
+            assert_eq!(serde_json::from_value::<Scale>(json!(text)).unwrap(), scale);
+            assert_eq!(serde_json::to_value(scale).unwrap(), json!(scale.as_str()));
+        }
+        let err = serde_json::from_value::<Scale>(json!("cubic")).unwrap_err();
+        assert!(err.to_string().contains("unknown scale \"cubic\""), "{err}");
+    }
+
+    #[test]
+    fn every_command_refuses_unknown_fields() {
+        let bad = [
+            json!({"type": "create_study", "seed": 1, "budget": 1,
+                   "bounds": {"x": {"min": 0, "max": 1}}, "batch_size": 4}),
+            json!({"type": "create_study", "seed": 1, "budget": 1,
+                   "bounds": {"x": {"min": 0, "max": 1, "step": 0.1}}}),
+            json!({"type": "ask", "n": 1, "extra": true}),
+            json!({"type": "tell", "results": [], "extra": 1}),
+            json!({"type": "tell", "trial_id": "t1", "value": 1.0, "extra": 1}),
+            json!({"type": "tell", "results": [{"trial_id": "t1", "value": 1.0, "x": 1}]}),
+            json!({"type": "stop", "why": "x"}),
+        ];
+        for body in bad {
+            let e = parse(body.clone()).unwrap_err();
+            assert_eq!(e.code, ErrorCode::UnknownField, "{body}: {e}");
+        }
+    }
+
+    #[test]
+    fn ask_defaults_to_one() {
+        assert_eq!(
+            parse(json!({"type": "ask"})).unwrap(),
+            SolverCommand::Ask { n: 1 }
+        );
+        assert_eq!(
+            parse(json!({"type": "ask", "n": 5})).unwrap(),
+            SolverCommand::Ask { n: 5 }
+        );
+        assert_eq!(
+            code(json!({"type": "ask", "n": -1})),
+            ErrorCode::InvalidField
+        );
+    }
+
+    #[test]
+    fn tell_accepts_a_list_or_a_single_result() {
+        let list = parse(json!({"type": "tell", "results": [
+            {"trial_id": "t1", "value": 0.5, "cost": 2.0}, {"trial_id": "t2", "value": 1}
+        ]}))
+        .unwrap();
+        let SolverCommand::Tell(tell) = list else {
+            panic!("not a tell")
+        };
+        assert_eq!(tell.results.len(), 2);
+        assert_eq!(tell.results[0].cost, Some(2.0));
+        let single =
+            parse(json!({"type": "tell", "trial_id": "t1", "value": 0.5, "cost": 2.0})).unwrap();
+        let expected = Tell {
+            results: vec![tell.results[0].clone()],
+        };
+        assert_eq!(single, SolverCommand::Tell(expected));
+    }
+
+    #[test]
+    fn tell_refuses_mixed_missing_or_empty_forms() {
+        for body in [
+            json!({"type": "tell"}),
+            json!({"type": "tell", "results": []}),
+            json!({"type": "tell", "trial_id": "t1"}),
+            json!({"type": "tell", "value": 1.0}),
+            json!({"type": "tell", "results": [], "trial_id": "t1", "value": 1.0}),
+        ] {
+            assert_eq!(code(body.clone()), ErrorCode::InvalidField, "{body}");
+        }
+    }
+
+    #[test]
+    fn stop_reason_is_optional() {
+        assert_eq!(
+            parse(json!({"type": "stop"})).unwrap(),
+            SolverCommand::Stop { reason: None }
+        );
+    }
+
+    #[test]
+    fn validate_names_the_parameter_and_the_problem() {
+        let message = |edit: fn(&mut StudyConfig)| {
+            let mut config = lr_config();
+            edit(&mut config);
+            let e = config.validate().unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidField);
+            e.message
+        };
+        assert!(lr_config().validate().is_ok());
+        assert_eq!(
+            message(|c| c.budget = 0),
+            "budget must be at least 1, got 0"
+        );
+        assert!(message(|c| c.bounds.clear()).contains("at least one"));
+        let blank = message(|c| {
+            let b = c.bounds["lr"];
+            c.bounds.insert(" ".into(), b);
+        });
+        assert!(blank.contains("must not be blank"), "{blank}");
+        let swapped = message(|c| {
+            let b = c.bounds.get_mut("lr").unwrap();
+            (b.min, b.max, b.scale) = (0.1, 0.01, Scale::Linear);
+        });
+        assert_eq!(swapped, "bounds.lr: min 0.1 must be below max 0.01");
+        let nan = message(|c| c.bounds.get_mut("lr").unwrap().min = f64::NAN);
+        assert_eq!(nan, "bounds.lr: min NaN must be finite");
+        let inf = message(|c| c.bounds.get_mut("lr").unwrap().max = f64::INFINITY);
+        assert_eq!(inf, "bounds.lr: max inf must be finite");
+        let log = message(|c| c.bounds.get_mut("lr").unwrap().min = 0.0);
+        assert_eq!(log, "bounds.lr: log scale needs min > 0, got 0");
+        let ratio = message(|c| c.probe_ratio = Some(0.0));
+        assert_eq!(ratio, "probe_ratio must be in (0, 1], got 0");
+        assert!(message(|c| c.probe_ratio = Some(1.5)).contains("got 1.5"));
+        let knob = message(|c| {
+            c.strategy_params.insert("gamma".into(), f64::NAN);
+        });
+        assert_eq!(knob, "strategy_params.gamma: must be finite, got NaN");
+    }
+
+    #[test]
+    fn probe_ratio_of_one_is_valid() {
+        let mut config = lr_config();
+        config.probe_ratio = Some(1.0);
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn trial_ids_are_canonical() {
+        assert_eq!(trial_id(12), "t12");
+        assert_eq!(trial_number("t12"), Some(12));
+        for bad in ["t0", "t07", "12", "x1", "t", "t-1", "t1a", "t+1", "T1"] {
+            assert_eq!(trial_number(bad), None, "{bad}");
+        }
+        assert_eq!(trial_number(&trial_id(u64::MAX)), Some(u64::MAX));
+    }
+
+    #[test]
+    fn command_type_matches_the_serialized_tag() {
+        let commands = [
+            SolverCommand::CreateStudy(lr_config()),
+            SolverCommand::Ask { n: 1 },
+            SolverCommand::Tell(Tell {
+                results: vec![TrialResult {
+                    trial_id: "t1".into(),
+                    value: 1.0,
+                    cost: None,
+                }],
+            }),
+            SolverCommand::Stop { reason: None },
+        ];
+        for (command, tag) in commands.iter().zip(COMMAND_TYPES) {
+            assert_eq!(command.command_type(), *tag);
+            assert_eq!(serde_json::to_value(command).unwrap()["type"], json!(tag));
+        }
+    }
+
+    #[test]
+    fn event_type_matches_the_serialized_tag() {
+        let events = [
+            SolverEvent::StudyCreated {
+                config: lr_config(),
+            },
+            SolverEvent::TrialsAsked {
+                trials: vec![],
+                study_done: true,
+            },
+            SolverEvent::TrialsTold {
+                results: vec![],
+                completes_study: false,
+            },
+            SolverEvent::StudyStopped { reason: None },
+        ];
+        for event in events {
+            let tag = serde_json::to_value(&event).unwrap()["type"].clone();
+            assert_eq!(tag, json!(event.event_type()));
+        }
+    }
+
+    fn finite() -> impl Strategy<Value = f64> {
+        any::<f64>().prop_filter("finite", |v| v.is_finite())
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        "[a-z_]{1,8}"
+    }
+
+    fn scale() -> impl Strategy<Value = Scale> {
+        prop_oneof![Just(Scale::Linear), Just(Scale::Log), Just(Scale::Periodic)]
+    }
+
+    fn bound() -> impl Strategy<Value = Bound> {
+        (finite(), finite(), scale()).prop_map(|(min, max, scale)| Bound { min, max, scale })
+    }
+
+    fn config() -> impl Strategy<Value = StudyConfig> {
+        (
+            any::<u64>(),
+            any::<u64>(),
+            proptest::collection::btree_map(name(), bound(), 0..4),
+            proptest::option::of(finite()),
+            proptest::collection::btree_map(name(), finite(), 0..3),
+        )
+            .prop_map(
+                |(seed, budget, bounds, probe_ratio, strategy_params)| StudyConfig {
+                    seed,
+                    budget,
+                    bounds,
+                    probe_ratio,
+                    strategy_params,
+                },
+            )
+    }
+
+    fn result() -> impl Strategy<Value = TrialResult> {
+        ("t[1-9][0-9]{0,4}", finite(), proptest::option::of(finite())).prop_map(
+            |(trial_id, value, cost)| TrialResult {
+                trial_id,
+                value,
+                cost,
+            },
+        )
+    }
+
+    fn trial() -> impl Strategy<Value = Trial> {
+        (
+            1..u64::MAX,
+            proptest::collection::btree_map(name(), finite(), 0..4),
+        )
+            .prop_map(|(number, params)| Trial {
+                trial_id: trial_id(number),
+                number,
+                params,
+            })
+    }
+
+    fn command() -> impl Strategy<Value = SolverCommand> {
+        let results = proptest::collection::vec(result(), 1..4);
+        prop_oneof![
+            config().prop_map(SolverCommand::CreateStudy),
+            any::<u32>().prop_map(|n| SolverCommand::Ask { n }),
+            results.prop_map(|results| SolverCommand::Tell(Tell { results })),
+            proptest::option::of(".{0,12}").prop_map(|reason| SolverCommand::Stop { reason }),
+        ]
+    }
+
+    fn event() -> impl Strategy<Value = SolverEvent> {
+        prop_oneof![
+            config().prop_map(|config| SolverEvent::StudyCreated { config }),
+            (proptest::collection::vec(trial(), 0..4), any::<bool>())
+                .prop_map(|(trials, study_done)| SolverEvent::TrialsAsked { trials, study_done }),
+            (proptest::collection::vec(result(), 0..4), any::<bool>()).prop_map(
+                |(results, completes_study)| SolverEvent::TrialsTold {
+                    results,
+                    completes_study
+                }
+            ),
+            proptest::option::of(".{0,12}").prop_map(|reason| SolverEvent::StudyStopped { reason }),
+        ]
+    }
+
+    fn round_trips<T>(value: &T) -> Result<(), TestCaseError>
+    where
+        T: Serialize + serde::de::DeserializeOwned + PartialEq + fmt::Debug,
+    {
+        for encoding in [Encoding::Json, Encoding::MsgPack] {
+            let bytes = encoding.encode(value).unwrap();
+            let back: T = encoding.decode(&bytes).unwrap();
+            prop_assert_eq!(&back, value, "{:?}", encoding);
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn commands_round_trip(cmd in command()) {
+            round_trips(&cmd)?;
+        }
+
+        #[test]
+        fn events_round_trip(event in event()) {
+            round_trips(&event)?;
+        }
+
+        #[test]
+        fn parts_round_trip(config in config(), trial in trial(), result in result(), s in scale()) {
+            round_trips(&config)?;
+            round_trips(&trial)?;
+            round_trips(&result)?;
+            round_trips(&s)?;
+            round_trips(&Tell { results: vec![result] })?;
+        }
+
+        #[test]
+        fn commands_parse_through_the_request_path(cmd in command()) {
+            let value = serde_json::to_value(&cmd).unwrap();
+            prop_assert_eq!(parse(value).unwrap(), cmd);
+        }
+    }
+}

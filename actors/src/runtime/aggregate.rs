@@ -12,7 +12,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// Domain logic of one kind of aggregate (a study, a job, a node pool...).
-pub trait Aggregate: Clone + Default + Serialize + DeserializeOwned + Send + Unpin + 'static {
+pub trait Aggregate:
+    Clone + Default + Serialize + DeserializeOwned + Send + Unpin + 'static
+{
     /// The actor that owns this aggregate, e.g. `"solver"`.
     const ACTOR: flotilla_messages::Actor;
     /// The command types this aggregate accepts (the `type` tags).
@@ -37,4 +39,12 @@ pub trait Aggregate: Clone + Default + Serialize + DeserializeOwned + Send + Unp
 
     /// The snake_case type tag of an event.
     fn event_type(event: &Self::Event) -> &'static str;
+
+    /// Whether `event` asks for a side effect (a process to start, a node to
+    /// provision). The host runs it after the event is stored, through the
+    /// actor's [`crate::runtime::EffectHandler`], and feeds the outcome back
+    /// as a command whose id is derived from the event id.
+    fn wants_effect(_event: &Self::Event) -> bool {
+        false
+    }
 }

@@ -1,3 +1,25 @@
-//! The event-sourced actor host (filled in below).
+//! The event-sourced actor host.
+//!
+//! - [`Aggregate`]: the pure `decide`/`evolve` contract;
+//! - [`AggregateCore`]: recovery and the durable command step for one aggregate;
+//! - [`AggregateActor`] and [`AggregateRegistry`]: actix hosting, one actor per aggregate;
+//! - [`CommandService`]: subscribes an actor kind's `cmd` and `query` subjects on the bus;
+//! - [`EffectHandler`]: side effects after their event is stored;
+//! - [`HostMetrics`]: Prometheus metrics;
+//! - [`replay()`]: fold a stream outside the host (audits, point-in-time views).
+
 pub mod aggregate;
+pub mod core;
+pub mod effects;
+pub mod host;
+pub mod metrics;
+pub mod replay;
+pub mod service;
+
 pub use aggregate::Aggregate;
+pub use core::{AggregateCore, EffectJob, HostConfig, HostDeps};
+pub use effects::{outcome_command_id, EffectHandler};
+pub use host::{AggregateActor, AggregateRegistry, Execute, Query, Recovered};
+pub use metrics::HostMetrics;
+pub use replay::{replay, Replayed, Until};
+pub use service::CommandService;

@@ -1,1 +1,20 @@
-//! solver
+//! The solver actor: ask/tell hyperparameter search as an event-sourced
+//! aggregate.
+//!
+//! A [`Study`] is one search: `create_study` fixes the search space and the
+//! budget (ArqonHPO's config), `ask` hands out trials, `tell` records their
+//! scores, `stop` ends it early. Every change is a
+//! [`SolverEvent`](flotilla_messages::solver::SolverEvent), one per command,
+//! and the state is a fold of those events, so a study recovered from its log
+//! is bit for bit the study that wrote it.
+//!
+//! Trials are drawn by [`sampling`]: random search whose randomness comes
+//! from `(seed, trial number)` alone, so the same study always hands out the
+//! same trials, whatever happens between asks.
+//!
+//! The wire types live in `flotilla_messages::solver`.
+
+pub mod sampling;
+pub mod study;
+
+pub use study::{Outcome, Study, StudyStatus, TrialRecord};

@@ -1,0 +1,58 @@
+//! Prometheus metrics of the actor host.
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+
+/// Counters and histograms shared by every aggregate host in a process.
+#[derive(Clone)]
+pub struct HostMetrics {
+    /// Commands handled, by actor and outcome (`accepted`, `rejected`, `repeated`, `failed`).
+    pub commands: IntCounterVec,
+    /// Command handling time (decide + append + publish), by actor.
+    pub command_seconds: HistogramVec,
+    /// Events appended, by actor.
+    pub events_appended: IntCounterVec,
+    /// Events folded during recovery, by actor.
+    pub events_replayed: IntCounterVec,
+    /// Aggregates currently hosted.
+    pub aggregates: IntGauge,
+}
+
+impl HostMetrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let m = HostMetrics {
+            commands: IntCounterVec::new(
+                Opts::new("flotilla_commands_total", "Commands handled"),
+                &["actor", "outcome"],
+            )?,
+            command_seconds: HistogramVec::new(
+                HistogramOpts::new("flotilla_command_duration_seconds", "Command handling time")
+                    .buckets(vec![
+                        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                        0.25, 1.0,
+                    ]),
+                &["actor"],
+            )?,
+            events_appended: IntCounterVec::new(
+                Opts::new("flotilla_events_appended_total", "Events appended to the log"),
+                &["actor"],
+            )?,
+            events_replayed: IntCounterVec::new(
+                Opts::new("flotilla_events_replayed_total", "Events folded during recovery"),
+                &["actor"],
+            )?,
+            aggregates: IntGauge::new("flotilla_aggregates", "Aggregates hosted")?,
+        };
+        registry.register(Box::new(m.commands.clone()))?;
+        registry.register(Box::new(m.command_seconds.clone()))?;
+        registry.register(Box::new(m.events_appended.clone()))?;
+        registry.register(Box::new(m.events_replayed.clone()))?;
+        registry.register(Box::new(m.aggregates.clone()))?;
+        Ok(m)
+    }
+
+    /// Metrics registered nowhere (tests, benchmarks).
+    pub fn unregistered() -> Self {
+        Self::register(&Registry::new()).expect("fresh registry")
+    }
+}

@@ -1,0 +1,197 @@
+//! Random search: each trial is a point of the unit cube, drawn from a
+//! generator keyed by `(seed, trial number)` alone and mapped onto the
+//! study's bounds.
+//!
+//! Keying by the trial number (not by history length or a clock) makes a
+//! trial's parameters a pure function of the config and its number: a replay,
+//! a retry, or two asks without a tell in between can never produce the same
+//! candidate twice or different candidates for the same trial.
+//!
+//! Dimensions are drawn in the bounds' name order (a `BTreeMap`), one `f64`
+//! each. Linear and periodic scales are uniform on `[min, max]`; log scale is
+//! uniform in `ln x`, so the median sits at the geometric mean.
+
+use flotilla_messages::solver::{Bound, Scale, StudyConfig};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
+
+/// The generator for trial `number` of a study seeded with `seed`.
+///
+/// The ChaCha key is `seed` and `number` side by side (little endian), so
+/// distinct pairs get distinct, independent streams.
+pub fn trial_rng(seed: u64, number: u64) -> ChaCha8Rng {
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&seed.to_le_bytes());
+    key[8..16].copy_from_slice(&number.to_le_bytes());
+    ChaCha8Rng::from_seed(key)
+}
+
+/// The parameters of trial `number`: one value per bound, inside it.
+pub fn sample_params(config: &StudyConfig, number: u64) -> BTreeMap<String, f64> {
+    let mut rng = trial_rng(config.seed, number);
+    config
+        .bounds
+        .iter()
+        .map(|(name, bound)| (name.clone(), from_unit(rng.random::<f64>(), bound)))
+        .collect()
+}
+
+/// Maps `u` in `[0, 1)` onto `bound`, honouring its scale; the result is
+/// clamped into `[min, max]` against rounding.
+pub fn from_unit(u: f64, bound: &Bound) -> f64 {
+    let value = match bound.scale {
+        Scale::Linear | Scale::Periodic => lerp(bound.min, bound.max, u),
+        Scale::Log => lerp(bound.min.ln(), bound.max.ln(), u).exp(),
+    };
+    value.clamp(bound.min, bound.max)
+}
+
+/// The point a fraction `u` of the way from `a` to `b`.
+fn lerp(a: f64, b: f64, u: f64) -> f64 {
+    a + (b - a) * u
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rand::Rng;
+
+    fn config(seed: u64, bounds: &[(&str, f64, f64, Scale)]) -> StudyConfig {
+        let bounds = bounds
+            .iter()
+            .map(|&(name, min, max, scale)| (name.to_string(), Bound { min, max, scale }))
+            .collect();
+        StudyConfig {
+            seed,
+            budget: 10,
+            bounds,
+            probe_ratio: None,
+            strategy_params: BTreeMap::new(),
+        }
+    }
+
+    fn two_params(seed: u64) -> StudyConfig {
+        config(
+            seed,
+            &[
+                ("lr", 1e-5, 1e-1, Scale::Log),
+                ("momentum", 0.8, 0.99, Scale::Linear),
+            ],
+        )
+    }
+
+    #[test]
+    fn same_seed_and_number_give_identical_params() {
+        let a = sample_params(&two_params(42), 3);
+        let b = sample_params(&two_params(42), 3);
+        let bits = |p: &BTreeMap<String, f64>| p.values().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&a), bits(&b));
+    }
+
+    #[test]
+    fn different_numbers_or_seeds_give_different_params() {
+        let first = sample_params(&two_params(42), 1);
+        assert_ne!(first, sample_params(&two_params(42), 2));
+        assert_ne!(first, sample_params(&two_params(43), 1));
+    }
+
+    #[test]
+    fn every_trial_of_a_study_is_distinct() {
+        let config = two_params(5);
+        let mut seen: Vec<Vec<u64>> = (1..=2000)
+            .map(|n| {
+                sample_params(&config, n)
+                    .values()
+                    .map(|v| v.to_bits())
+                    .collect()
+            })
+            .collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 2000);
+    }
+
+    #[test]
+    fn seed_and_number_are_not_interchangeable() {
+        assert_ne!(
+            trial_rng(1, 2).random::<u64>(),
+            trial_rng(2, 1).random::<u64>()
+        );
+    }
+
+    #[test]
+    fn log_scale_is_log_uniform() {
+        let config = config(9, &[("lr", 1e-6, 1.0, Scale::Log)]);
+        let mut values: Vec<f64> = (1..=4001)
+            .map(|n| sample_params(&config, n)["lr"])
+            .collect();
+        values.sort_by(f64::total_cmp);
+        let median = values[values.len() / 2];
+        let geometric_mean = 1e-3;
+        assert!(
+            (median / geometric_mean).log10().abs() < 0.15,
+            "median {median} not near {geometric_mean}"
+        );
+        let below_1e4 = values.iter().filter(|v| **v < 1e-4).count() as f64 / 4001.0;
+        assert!(
+            (below_1e4 - 1.0 / 3.0).abs() < 0.03,
+            "share below 1e-4: {below_1e4}"
+        );
+    }
+
+    #[test]
+    fn linear_scale_is_uniform() {
+        let config = config(9, &[("x", -2.0, 6.0, Scale::Linear)]);
+        let values: Vec<f64> = (1..=4000).map(|n| sample_params(&config, n)["x"]).collect();
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        assert!((mean - 2.0).abs() < 0.15, "mean {mean}");
+    }
+
+    #[test]
+    fn unit_ends_map_to_bound_ends() {
+        let log = Bound {
+            min: 1e-3,
+            max: 10.0,
+            scale: Scale::Log,
+        };
+        assert!((from_unit(0.0, &log) / 1e-3 - 1.0).abs() < 1e-12);
+        assert!(from_unit(1.0 - f64::EPSILON, &log) <= 10.0);
+        let periodic = Bound {
+            min: 0.0,
+            max: 360.0,
+            scale: Scale::Periodic,
+        };
+        assert_eq!(from_unit(0.5, &periodic), 180.0);
+    }
+
+    fn bound() -> impl Strategy<Value = Bound> {
+        let linear = (-1e12..1e12f64, 1e-9..1e12f64).prop_map(|(min, width)| Bound {
+            min,
+            max: min + width,
+            scale: Scale::Linear,
+        });
+        let log = (1e-300..1e300f64, 1.0001..1e10f64).prop_map(|(min, ratio)| Bound {
+            min,
+            max: (min * ratio).min(f64::MAX),
+            scale: Scale::Log,
+        });
+        prop_oneof![linear, log]
+    }
+
+    proptest! {
+        #[test]
+        fn samples_stay_in_bounds(bound in bound(), seed in any::<u64>(), number in 1..u64::MAX) {
+            let config = StudyConfig {
+                seed,
+                budget: 1,
+                bounds: BTreeMap::from([("p".to_string(), bound)]),
+                probe_ratio: None,
+                strategy_params: BTreeMap::new(),
+            };
+            let value = sample_params(&config, number)["p"];
+            prop_assert!(value >= bound.min && value <= bound.max, "{} not in {:?}", value, bound);
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! The embedded backend: everything in one process, nothing to install.
+//!
+//! [`EmbeddedBus`] routes messages between tasks with NATS semantics (the
+//! same wildcard matching, queue groups and no-responders rule), so actors
+//! cannot tell it from a NATS server. [`SledLog`] keeps the event log in a
+//! sled database under the data dir; every append is flushed before it
+//! returns, and concurrent appends share one flush (group commit).
+
+mod router;
+mod sled_log;
+
+pub use router::EmbeddedBus;
+pub use sled_log::{corrupt_event_for_test, SledLog};

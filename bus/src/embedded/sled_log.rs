@@ -1,0 +1,536 @@
+//! The event log in sled.
+//!
+//! One tree holds the events, keyed so that the common reads are single
+//! range scans:
+//!
+//! | key | value |
+//! |---|---|
+//! | `s` stream `\0` seq (u64 BE) | the record (MessagePack) |
+//! | `g` position (u64 BE) | the record's `s` key |
+//! | `h` stream | head: seq (u64 BE) + checksum |
+//! | `n` | next global position (u64 BE) |
+//!
+//! A batch is written with one `apply_batch`, which sled applies atomically,
+//! and then flushed. Flushes are shared: a dedicated thread flushes whatever
+//! was written since the last flush and wakes every appender waiting for it,
+//! so concurrent appends amortise the fsync (group commit). Snapshots live in
+//! a second tree.
+
+use crate::{
+    check_batch, seal_batch, ChainVerifier, EventLog, EventStream, LogError, Positioned,
+    PositionedStream, Snapshot, StreamHead,
+};
+use async_trait::async_trait;
+use chrono::DateTime;
+use flotilla_messages::{Envelope, IntegrityError, Payload, PendingEvent};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Mutex, Notify};
+
+/// The stored form of an envelope: compact, with the payload's canonical
+/// JSON text kept as is so that verification hashes the stored bytes.
+#[derive(Serialize, Deserialize)]
+struct StoredRecord {
+    id: String,
+    stream: String,
+    seq: u64,
+    event_type: String,
+    at_micros: i64,
+    causation_id: String,
+    correlation_id: String,
+    checksum: String,
+    prev_hash: String,
+    payload: String,
+}
+
+impl StoredRecord {
+    fn from_envelope(e: &Envelope) -> Self {
+        StoredRecord {
+            id: e.id.clone(),
+            stream: e.stream.clone(),
+            seq: e.seq,
+            event_type: e.event_type.clone(),
+            at_micros: e.at.timestamp_micros(),
+            causation_id: e.causation_id.clone(),
+            correlation_id: e.correlation_id.clone(),
+            checksum: e.checksum.clone(),
+            prev_hash: e.prev_hash.clone(),
+            payload: e.payload.as_str().to_string(),
+        }
+    }
+
+    fn into_envelope(self) -> Envelope {
+        Envelope {
+            id: self.id,
+            stream: self.stream,
+            seq: self.seq,
+            event_type: self.event_type,
+            at: DateTime::from_timestamp_micros(self.at_micros).unwrap_or_default(),
+            causation_id: self.causation_id,
+            correlation_id: self.correlation_id,
+            checksum: self.checksum,
+            prev_hash: self.prev_hash,
+            payload: Payload::from_canonical_text(self.payload),
+        }
+    }
+}
+
+fn stream_prefix(stream: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(stream.len() + 10);
+    k.push(b's');
+    k.extend_from_slice(stream.as_bytes());
+    k.push(0);
+    k
+}
+
+fn stream_key(stream: &str, seq: u64) -> Vec<u8> {
+    let mut k = stream_prefix(stream);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn global_key(position: u64) -> [u8; 9] {
+    let mut k = [b'g'; 9];
+    k[1..].copy_from_slice(&position.to_be_bytes());
+    k
+}
+
+fn head_key(stream: &str) -> Vec<u8> {
+    let mut k = vec![b'h'];
+    k.extend_from_slice(stream.as_bytes());
+    k
+}
+
+const NEXT_POSITION_KEY: &[u8] = b"n";
+
+fn encode_head(head: &StreamHead) -> Vec<u8> {
+    let mut v = head.seq.to_be_bytes().to_vec();
+    v.extend_from_slice(head.checksum.as_bytes());
+    v
+}
+
+fn decode_head(stream: &str, bytes: &[u8]) -> Result<StreamHead, LogError> {
+    let bad = || {
+        LogError::Corrupt(IntegrityError::Unreadable {
+            stream: stream.to_string(),
+            seq: 0,
+            reason: "unreadable stream head".into(),
+        })
+    };
+    let seq = u64::from_be_bytes(bytes.get(..8).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
+    let checksum = std::str::from_utf8(&bytes[8..]).map_err(|_| bad())?;
+    Ok(StreamHead {
+        seq,
+        checksum: checksum.to_string(),
+    })
+}
+
+fn be_u64(bytes: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = bytes.len().min(8);
+    b[..n].copy_from_slice(&bytes[..n]);
+    u64::from_be_bytes(b)
+}
+
+fn backend(e: impl std::fmt::Display) -> LogError {
+    LogError::Backend(e.to_string())
+}
+
+fn decode_record(stream: &str, seq: u64, bytes: &[u8]) -> Result<Envelope, LogError> {
+    rmp_serde::from_slice::<StoredRecord>(bytes)
+        .map(StoredRecord::into_envelope)
+        .map_err(|e| {
+            LogError::Corrupt(IntegrityError::Unreadable {
+                stream: stream.to_string(),
+                seq,
+                reason: e.to_string(),
+            })
+        })
+}
+
+/// Shares fsyncs between concurrent appenders.
+struct GroupCommit {
+    written: std::sync::atomic::AtomicU64,
+    wake: Notify,
+    flushed: watch::Sender<Result<u64, String>>,
+}
+
+impl GroupCommit {
+    fn start(db: sled::Db) -> Arc<Self> {
+        let gc = Arc::new(GroupCommit {
+            written: 0.into(),
+            wake: Notify::new(),
+            flushed: watch::channel(Ok(0)).0,
+        });
+        let weak = Arc::downgrade(&gc);
+        std::thread::Builder::new()
+            .name("sled-group-commit".into())
+            .spawn(move || Self::run(weak, db))
+            .expect("spawn the group-commit thread");
+        gc
+    }
+
+    fn run(gc: std::sync::Weak<Self>, db: sled::Db) {
+        let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        loop {
+            let Some(gc) = gc.upgrade() else { return };
+            let target = gc.written.load(std::sync::atomic::Ordering::Acquire);
+            let done = match &*gc.flushed.borrow() {
+                Ok(d) => *d,
+                Err(_) => return,
+            };
+            if target > done {
+                let outcome = db.flush().map(|_| target).map_err(|e| e.to_string());
+                let _ = gc.flushed.send_replace(outcome);
+                continue;
+            }
+            // Wait for a writer, but wake now and then to notice a drop.
+            rt.block_on(async {
+                let _ = tokio::time::timeout(Duration::from_millis(200), gc.wake.notified()).await;
+            });
+        }
+    }
+
+    /// Waits until everything written so far is on disk.
+    async fn wait_durable(&self) -> Result<(), LogError> {
+        let ticket = self.written.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
+        self.wake.notify_one();
+        let mut rx = self.flushed.subscribe();
+        loop {
+            match &*rx.borrow_and_update() {
+                Ok(done) if *done >= ticket => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(LogError::Backend(format!("flush failed: {e}"))),
+            }
+            rx.changed().await.map_err(|_| backend("group commit stopped"))?;
+        }
+    }
+}
+
+/// The sled-backed [`EventLog`]. Cheap to clone; clones share the database.
+#[derive(Clone)]
+pub struct SledLog {
+    db: sled::Db,
+    events: sled::Tree,
+    snapshots: sled::Tree,
+    write_lock: Arc<Mutex<()>>,
+    group_commit: Arc<GroupCommit>,
+    appended: Arc<Notify>,
+}
+
+impl SledLog {
+    /// Opens (or creates) the log in `dir`. Fails clearly if another process
+    /// holds it.
+    pub fn open(dir: &Path) -> Result<Self, LogError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                    LogError::Backend(format!(
+                        "the event log in {} is in use by another process (is `flotilla up` running? use --http to reach it)",
+                        dir.display()
+                    ))
+                }
+                other => LogError::Backend(format!("cannot open event log in {}: {other}", dir.display())),
+            })?;
+        let events = db.open_tree("events").map_err(backend)?;
+        let snapshots = db.open_tree("snapshots").map_err(backend)?;
+        Ok(SledLog {
+            group_commit: GroupCommit::start(db.clone()),
+            db,
+            events,
+            snapshots,
+            write_lock: Arc::new(Mutex::new(())),
+            appended: Arc::new(Notify::new()),
+        })
+    }
+
+    /// How much space the database takes on disk, in bytes.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+
+    fn head_sync(&self, stream: &str) -> Result<StreamHead, LogError> {
+        match self.events.get(head_key(stream)).map_err(backend)? {
+            Some(bytes) => decode_head(stream, &bytes),
+            None => Ok(StreamHead::empty()),
+        }
+    }
+
+    fn get_sync(&self, stream: &str, seq: u64) -> Result<Option<Envelope>, LogError> {
+        self.events
+            .get(stream_key(stream, seq))
+            .map_err(backend)?
+            .map(|b| decode_record(stream, seq, &b))
+            .transpose()
+    }
+
+    /// The stored events right after `expected` if their ids are `ids`
+    /// (a retried append), else `None`.
+    fn already_stored(
+        &self,
+        stream: &str,
+        expected: u64,
+        ids: &[&str],
+    ) -> Result<Option<Vec<Envelope>>, LogError> {
+        let mut found = Vec::with_capacity(ids.len());
+        for (i, id) in ids.iter().enumerate() {
+            match self.get_sync(stream, expected + 1 + i as u64)? {
+                Some(e) if e.id == *id => found.push(e),
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(found))
+    }
+
+    fn write_batch(&self, stream: &str, envelopes: &[Envelope]) -> Result<(), LogError> {
+        let mut next = self
+            .events
+            .get(NEXT_POSITION_KEY)
+            .map_err(backend)?
+            .map(|b| be_u64(&b))
+            .unwrap_or(1);
+        let mut batch = sled::Batch::default();
+        for env in envelopes {
+            let key = stream_key(stream, env.seq);
+            let record = rmp_serde::to_vec(&StoredRecord::from_envelope(env)).map_err(backend)?;
+            batch.insert(global_key(next).to_vec(), key.clone());
+            batch.insert(key, record);
+            next += 1;
+        }
+        if let Some(last) = envelopes.last() {
+            let head = StreamHead {
+                seq: last.seq,
+                checksum: last.checksum.clone(),
+            };
+            batch.insert(head_key(stream), encode_head(&head));
+        }
+        batch.insert(NEXT_POSITION_KEY, next.to_be_bytes().to_vec());
+        self.events.apply_batch(batch).map_err(backend)
+    }
+
+    /// The verified events of one stream from `from_seq`, read eagerly in
+    /// chunks so that no sled iterator is held across awaits.
+    fn stream_chunk(
+        &self,
+        stream: &str,
+        verifier: &mut ChainVerifier,
+        limit: usize,
+    ) -> Result<Vec<Envelope>, LogError> {
+        let start = stream_key(stream, verifier.head().seq + 1);
+        let end = stream_key(stream, u64::MAX);
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for item in self.events.range(start..=end).take(limit) {
+            let (_, value) = item.map_err(backend)?;
+            let expected = verifier.head().seq + 1;
+            let env = decode_record(stream, expected, &value)?;
+            verifier.check(&env)?;
+            out.push(env);
+        }
+        Ok(out)
+    }
+
+    /// The chain state just before `from_seq` (verifying that predecessor).
+    fn verifier_before(&self, stream: &str, from_seq: u64) -> Result<ChainVerifier, LogError> {
+        if from_seq <= 1 {
+            return Ok(ChainVerifier::new(stream, StreamHead::empty()));
+        }
+        let before = from_seq - 1;
+        let Some(prev) = self.get_sync(stream, before)? else {
+            let head = self.head_sync(stream)?;
+            return Ok(ChainVerifier::new(stream, head));
+        };
+        prev.verify()?;
+        Ok(ChainVerifier::new(
+            stream,
+            StreamHead {
+                seq: before,
+                checksum: prev.checksum,
+            },
+        ))
+    }
+
+    fn all_chunk(
+        &self,
+        from_position: u64,
+        verifiers: &mut HashMap<String, ChainVerifier>,
+        limit: usize,
+    ) -> Result<Vec<Positioned>, LogError> {
+        let mut out = Vec::new();
+        let start = global_key(from_position);
+        let end = global_key(u64::MAX);
+        for item in self.events.range(start..=end).take(limit) {
+            let (gk, skey) = item.map_err(backend)?;
+            let position = be_u64(&gk[1..]);
+            let value = self.events.get(&skey).map_err(backend)?.ok_or_else(|| {
+                LogError::Backend(format!("position {position} points at a missing record"))
+            })?;
+            let stream = String::from_utf8_lossy(&skey[1..skey.len().saturating_sub(9)]).to_string();
+            let seq = be_u64(&skey[skey.len().saturating_sub(8)..]);
+            let envelope = decode_record(&stream, seq, &value)?;
+            let verifier = match verifiers.get_mut(&stream) {
+                Some(v) => v,
+                None => {
+                    let v = self.verifier_before(&stream, envelope.seq)?;
+                    verifiers.entry(stream.clone()).or_insert(v)
+                }
+            };
+            verifier.check(&envelope)?;
+            out.push(Positioned { position, envelope });
+        }
+        Ok(out)
+    }
+}
+
+const CHUNK: usize = 4096;
+
+#[async_trait]
+impl EventLog for SledLog {
+    async fn append(
+        &self,
+        stream: &str,
+        expected_seq: u64,
+        events: Vec<PendingEvent>,
+    ) -> Result<Vec<Envelope>, LogError> {
+        check_batch(stream, &events)?;
+        let sealed = {
+            let _guard = self.write_lock.lock().await;
+            let head = self.head_sync(stream)?;
+            if head.seq != expected_seq {
+                let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+                return match self.already_stored(stream, expected_seq, &ids)? {
+                    Some(stored) => Ok(stored),
+                    None => Err(LogError::Conflict {
+                        stream: stream.to_string(),
+                        expected: expected_seq,
+                        actual: head.seq,
+                    }),
+                };
+            }
+            let sealed = seal_batch(stream, &head, events);
+            self.write_batch(stream, &sealed)?;
+            sealed
+        };
+        self.group_commit.wait_durable().await?;
+        self.appended.notify_waiters();
+        Ok(sealed)
+    }
+
+    async fn head(&self, stream: &str) -> Result<StreamHead, LogError> {
+        self.head_sync(stream)
+    }
+
+    async fn read_stream(&self, stream: &str, from_seq: u64) -> Result<EventStream, LogError> {
+        let verifier = self.verifier_before(stream, from_seq)?;
+        let log = self.clone();
+        let stream = stream.to_string();
+        let chunks = futures::stream::try_unfold(
+            (log, stream, verifier, false),
+            |(log, stream, mut verifier, finished)| async move {
+                if finished {
+                    return Ok(None);
+                }
+                let chunk = log.stream_chunk(&stream, &mut verifier, CHUNK)?;
+                let finished = chunk.len() < CHUNK;
+                Ok(Some((chunk, (log, stream, verifier, finished))))
+            },
+        );
+        Ok(flatten_chunks(chunks))
+    }
+
+    async fn read_all(
+        &self,
+        from_position: u64,
+        follow: bool,
+    ) -> Result<PositionedStream, LogError> {
+        let log = self.clone();
+        let state = (log, from_position.max(1), HashMap::new());
+        let chunks = futures::stream::try_unfold(state, move |(log, next, mut verifiers)| async move {
+            loop {
+                let appended = log.appended.clone();
+                let notified = appended.notified();
+                let chunk = log.all_chunk(next, &mut verifiers, CHUNK)?;
+                if let Some(last) = chunk.last() {
+                    let next = last.position + 1;
+                    return Ok(Some((chunk, (log, next, verifiers))));
+                }
+                if !follow {
+                    return Ok(None);
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(250), notified).await;
+            }
+        });
+        Ok(flatten_chunks(chunks))
+    }
+
+    async fn streams(&self) -> Result<Vec<String>, LogError> {
+        self.events
+            .scan_prefix(b"h")
+            .keys()
+            .map(|k| {
+                let k = k.map_err(backend)?;
+                Ok(String::from_utf8_lossy(&k[1..]).to_string())
+            })
+            .collect()
+    }
+
+    async fn save_snapshot(&self, stream: &str, snapshot: Snapshot) -> Result<(), LogError> {
+        let bytes = rmp_serde::to_vec(&(snapshot.seq, &snapshot.checksum, &snapshot.state))
+            .map_err(backend)?;
+        self.snapshots.insert(stream.as_bytes(), bytes).map_err(backend)?;
+        Ok(())
+    }
+
+    async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, LogError> {
+        let Some(bytes) = self.snapshots.get(stream.as_bytes()).map_err(backend)? else {
+            return Ok(None);
+        };
+        let (seq, checksum, state): (u64, String, Vec<u8>) = rmp_serde::from_slice(&bytes)
+            .map_err(|e| LogError::BadSnapshot {
+                stream: stream.to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(Some(Snapshot {
+            seq,
+            checksum,
+            state,
+        }))
+    }
+}
+
+fn flatten_chunks<T: Send + 'static>(
+    chunks: impl futures::Stream<Item = Result<Vec<T>, LogError>> + Send + 'static,
+) -> futures::stream::BoxStream<'static, Result<T, LogError>> {
+    chunks
+        .flat_map(|chunk| {
+            let items: Vec<Result<T, LogError>> = match chunk {
+                Ok(items) => items.into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(e)],
+            };
+            futures::stream::iter(items)
+        })
+        .boxed()
+}
+
+/// Flips one byte of the payload of a stored event, for corruption tests.
+/// The log in `dir` must be closed. The record stays decodable, so only the
+/// checksum can tell.
+pub fn corrupt_event_for_test(dir: &Path, stream: &str, seq: u64) {
+    let db = sled::open(dir).expect("open the sled log to corrupt it");
+    let tree = db.open_tree("events").expect("events tree");
+    let key = stream_key(stream, seq);
+    let bytes = tree.get(&key).expect("read").expect("no such event to corrupt");
+    let mut record: StoredRecord = rmp_serde::from_slice(&bytes).expect("decodable record");
+    let mut payload = record.payload.into_bytes();
+    let i = payload.len() / 2;
+    payload[i] = if payload[i] == b'1' { b'2' } else { b'1' };
+    record.payload = String::from_utf8_lossy(&payload).to_string();
+    tree.insert(key, rmp_serde::to_vec(&record).expect("encode")).expect("write");
+    db.flush().expect("flush");
+}

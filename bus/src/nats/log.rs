@@ -1,0 +1,535 @@
+//! [`JetStreamLog`]: the event log as the JetStream stream [`STREAM_NAME`]
+//! over `<prefix>.evt.>`, with snapshots in the KV bucket [`SNAPSHOT_BUCKET`].
+//!
+//! Each envelope is one message on `<prefix>.evt.<actor>.<id>` whose body is
+//! the JSON envelope and whose `Nats-Msg-Id` is the envelope id, so a
+//! retried publish is dropped by JetStream's duplicate window. Appends are
+//! guarded by `Nats-Expected-Last-Subject-Sequence`: the first message of a
+//! batch expects the subject's last message, each later one its
+//! predecessor's ack. Every record carries [`BATCH_END_HEADER`] (the seq of
+//! its batch's last event), [`BATCH_BASE_HEADER`] (the JetStream sequence of
+//! the subject's last message before the batch) and [`SEQ_HEADER`]; readers
+//! in `super::read` only release complete batches, and `append` deletes the
+//! orphans of a batch a crashed writer left incomplete. The log assumes one
+//! writer per stream (the actor host), as the `EventLog` trait does.
+
+use super::read::{
+    self, backend, last_for, locate, next_for, pump_all, pump_stream, Record, Scanner,
+};
+use crate::{
+    check_batch, seal_batch, ChainVerifier, EventLog, EventStream, LogError, PositionedStream,
+    Snapshot, StreamHead,
+};
+use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
+use async_nats::jetstream::kv;
+use async_nats::jetstream::publish::PublishAck;
+use async_nats::jetstream::stream::{Config, StorageType, Stream};
+use async_nats::{jetstream, Client, HeaderMap};
+use async_trait::async_trait;
+use bytes::Bytes;
+use flotilla_messages::{Envelope, IntegrityError, PendingEvent, StreamName, Subjects};
+use futures::channel::mpsc;
+use futures::{StreamExt, TryStreamExt};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// The JetStream stream that holds every event.
+pub const STREAM_NAME: &str = "FLOTILLA_EVENTS";
+/// The KV bucket that holds snapshots.
+pub const SNAPSHOT_BUCKET: &str = "FLOTILLA_SNAPSHOTS";
+/// Header: the seq of the last event of the record's batch.
+pub const BATCH_END_HEADER: &str = "Flotilla-Batch-End";
+/// Header: the JetStream sequence of the subject's last message before the batch (0 if none).
+pub const BATCH_BASE_HEADER: &str = "Flotilla-Batch-Base";
+/// Header: the record's event seq.
+pub const SEQ_HEADER: &str = "Flotilla-Seq";
+/// JetStream's duplicate window for `Nats-Msg-Id`.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// Publish attempts (same message) when an ack times out.
+const PUBLISH_ATTEMPTS: u32 = 5;
+/// Reader channel capacity.
+const READ_BUFFER: usize = 512;
+/// Snapshot encoding version.
+const SNAPSHOT_V1: u8 = 1;
+
+/// An [`EventLog`] on JetStream; cloning shares the connection.
+#[derive(Clone, Debug)]
+pub struct JetStreamLog {
+    js: jetstream::Context,
+    stream: Stream,
+    kv: kv::Store,
+    subjects: Subjects,
+}
+
+/// A subject's last complete event and the JetStream sequence to expect.
+struct Tail {
+    head: StreamHead,
+    last_js: u64,
+}
+
+/// Why publishing a batch stopped.
+enum PublishFail {
+    /// Another message got in first (`Nats-Expected-Last-Subject-Sequence`).
+    WrongLast,
+    /// Anything else.
+    Other(LogError),
+}
+
+impl JetStreamLog {
+    /// Gets or creates the stream [`STREAM_NAME`] over `<prefix>.evt.>`
+    /// (file storage, `replicas` copies, direct gets, a 2-minute duplicate
+    /// window) and the KV bucket [`SNAPSHOT_BUCKET`].
+    ///
+    /// An existing stream is used as it is, whatever its configuration.
+    pub async fn open(
+        client: Client,
+        subjects: Subjects,
+        replicas: usize,
+    ) -> Result<JetStreamLog, LogError> {
+        let js = jetstream::new(client);
+        let stream = js
+            .get_or_create_stream(stream_config(&subjects, replicas))
+            .await
+            .map_err(backend)?;
+        let kv = open_bucket(&js, replicas).await?;
+        Ok(JetStreamLog {
+            js,
+            stream,
+            kv,
+            subjects,
+        })
+    }
+
+    /// The subjects this log stores under.
+    pub fn subjects(&self) -> &Subjects {
+        &self.subjects
+    }
+
+    /// The JetStream stream handle (for operators and tests).
+    pub fn jetstream_stream(&self) -> &Stream {
+        &self.stream
+    }
+
+    /// The JetStream sequence of the record of (`stream`, `seq`), if found.
+    pub async fn position_of(&self, stream: &str, seq: u64) -> Result<Option<u64>, LogError> {
+        let subject = self.subject_of(stream)?;
+        let Some(last) = last_for(&self.stream, &subject).await? else {
+            return Ok(None);
+        };
+        let found = locate(&self.stream, &subject, seq, last.js_seq).await?;
+        Ok(found.map(|r| r.js_seq))
+    }
+
+    fn subject_of(&self, stream: &str) -> Result<String, LogError> {
+        let name: StreamName =
+            stream
+                .parse()
+                .map_err(|e: flotilla_messages::subjects::BadStreamName| {
+                    LogError::Invalid(e.to_string())
+                })?;
+        Ok(self.subjects.event(&name))
+    }
+
+    /// The subject's tail. A trailing incomplete batch is not there: with
+    /// `repair` its orphans are deleted, else the tail before it is read.
+    async fn tail(&self, stream: &str, subject: &str, repair: bool) -> Result<Tail, LogError> {
+        for _ in 0..4 {
+            let Some(last) = last_for(&self.stream, subject).await? else {
+                return Ok(Tail::empty());
+            };
+            let env = verified(&last, stream)?;
+            if !last.ends_before_batch(env.seq) {
+                return Ok(Tail::of(&env, last.js_seq));
+            }
+            let base = last.batch_base().unwrap_or(0);
+            if !repair {
+                return self.tail_at(stream, base).await;
+            }
+            self.drop_orphans(subject, base).await?;
+        }
+        Err(backend(format!(
+            "stream {stream}: cannot remove an incomplete batch"
+        )))
+    }
+
+    /// The tail whose last message is at JetStream sequence `base`.
+    async fn tail_at(&self, stream: &str, base: u64) -> Result<Tail, LogError> {
+        if base == 0 {
+            return Ok(Tail::empty());
+        }
+        match read::at(&self.stream, base).await? {
+            Some(rec) => Ok(Tail::of(&verified(&rec, stream)?, base)),
+            None => Err(backend(format!(
+                "stream {stream}: message {base} before an incomplete batch is gone"
+            ))),
+        }
+    }
+
+    /// Deletes every message of `subject` after JetStream sequence `base`.
+    async fn drop_orphans(&self, subject: &str, base: u64) -> Result<(), LogError> {
+        while let Some(rec) = next_for(&self.stream, subject, base + 1).await? {
+            tracing::warn!(
+                subject,
+                js_seq = rec.js_seq,
+                "deleting a record of an incomplete batch"
+            );
+            self.stream
+                .delete_message(rec.js_seq)
+                .await
+                .map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    /// Publishes a sealed batch after the subject's message `base`.
+    async fn publish_batch(
+        &self,
+        subject: &str,
+        envs: &[Envelope],
+        base: u64,
+    ) -> Result<(), PublishFail> {
+        let end = envs.last().map_or(0, |e| e.seq);
+        let mut expected_js = base;
+        for env in envs {
+            let headers = |msg_id: &str| record_headers(msg_id, env.seq, base, end, expected_js);
+            expected_js = self.publish_one(subject, env, headers).await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes one record until acknowledged; returns its JetStream sequence.
+    async fn publish_one(
+        &self,
+        subject: &str,
+        env: &Envelope,
+        headers: impl Fn(&str) -> HeaderMap,
+    ) -> Result<u64, PublishFail> {
+        let payload =
+            Bytes::from(serde_json::to_vec(env).map_err(|e| PublishFail::Other(backend(e)))?);
+        let mut msg_id = env.id.clone();
+        for attempt in 1..=PUBLISH_ATTEMPTS {
+            match self
+                .publish_acked(subject, headers(&msg_id), payload.clone())
+                .await
+            {
+                Ok(ack) if !ack.duplicate => return Ok(ack.sequence),
+                Ok(ack)
+                    if self
+                        .holds(ack.sequence, env)
+                        .await
+                        .map_err(PublishFail::Other)? =>
+                {
+                    return Ok(ack.sequence)
+                }
+                // The id was used by a message since deleted (an orphan) or
+                // holding other content: store under a fresh message id.
+                Ok(_) => msg_id = format!("{}:{}", env.id, uuid::Uuid::new_v4()),
+                Err(PublishErrorKind::WrongLastSequence) => return Err(PublishFail::WrongLast),
+                Err(PublishErrorKind::TimedOut) => {
+                    tracing::warn!(
+                        subject,
+                        attempt,
+                        "JetStream ack timed out, publishing again"
+                    )
+                }
+                Err(kind) => {
+                    return Err(PublishFail::Other(backend(format!(
+                        "publish on {subject}: {kind}"
+                    ))))
+                }
+            }
+        }
+        Err(PublishFail::Other(backend(format!(
+            "publish on {subject}: no ack after {PUBLISH_ATTEMPTS} attempts"
+        ))))
+    }
+
+    async fn publish_acked(
+        &self,
+        subject: &str,
+        headers: HeaderMap,
+        payload: Bytes,
+    ) -> Result<PublishAck, PublishErrorKind> {
+        let ack: PublishAckFuture = self
+            .js
+            .publish_with_headers(subject.to_string(), headers, payload)
+            .await
+            .map_err(|e| e.kind())?;
+        ack.await.map_err(|e| e.kind())
+    }
+
+    /// Whether JetStream sequence `js_seq` holds exactly `env`.
+    async fn holds(&self, js_seq: u64, env: &Envelope) -> Result<bool, LogError> {
+        let Some(rec) = read::at(&self.stream, js_seq).await? else {
+            return Ok(false);
+        };
+        Ok(rec.is_record() && rec.envelope(&env.stream).is_ok_and(|e| e == *env))
+    }
+
+    /// A retried append (the same ids stored right after `expected`) gets
+    /// the stored envelopes; anything else is a conflict.
+    async fn dedup_or_conflict(
+        &self,
+        stream: &str,
+        expected: u64,
+        actual: u64,
+        ids: &[String],
+    ) -> Result<Vec<Envelope>, LogError> {
+        let conflict = || LogError::Conflict {
+            stream: stream.to_string(),
+            expected,
+            actual,
+        };
+        if actual < expected + ids.len() as u64 {
+            return Err(conflict());
+        }
+        let stored: Vec<Envelope> = self
+            .read_stream(stream, expected + 1)
+            .await?
+            .take(ids.len())
+            .try_collect()
+            .await?;
+        if stored.iter().map(|e| &e.id).eq(ids.iter()) {
+            Ok(stored)
+        } else {
+            Err(conflict())
+        }
+    }
+
+    /// Where `read_stream` starts: the JetStream sequence and the verified
+    /// head before it. Found by binary search on the predecessor; when that
+    /// fails (e.g. a tampered, out-of-order stream) from the very start.
+    async fn read_start(
+        &self,
+        stream: &str,
+        subject: &str,
+        from_seq: u64,
+    ) -> Result<(u64, StreamHead), LogError> {
+        let start = (1, StreamHead::empty());
+        if from_seq <= 1 {
+            return Ok(start);
+        }
+        let Some(last) = last_for(&self.stream, subject).await? else {
+            return Ok(start);
+        };
+        let Some(rec) = locate(&self.stream, subject, from_seq - 1, last.js_seq).await? else {
+            return Ok(start);
+        };
+        match verified(&rec, stream) {
+            Ok(env) if env.seq == from_seq - 1 => Ok((rec.js_seq + 1, Tail::of(&env, 0).head)),
+            _ => Ok(start),
+        }
+    }
+}
+
+impl Tail {
+    fn empty() -> Self {
+        Tail {
+            head: StreamHead::empty(),
+            last_js: 0,
+        }
+    }
+
+    fn of(env: &Envelope, last_js: u64) -> Self {
+        Tail {
+            head: StreamHead {
+                seq: env.seq,
+                checksum: env.checksum.clone(),
+            },
+            last_js,
+        }
+    }
+}
+
+/// The envelope of `rec`, which must belong to `stream` and match its checksum.
+fn verified(rec: &Record, stream: &str) -> Result<Envelope, IntegrityError> {
+    let env = rec.envelope(stream)?;
+    if env.stream != stream {
+        return Err(IntegrityError::Position {
+            stream: stream.to_string(),
+            expected: env.seq,
+            found_stream: env.stream,
+            found: env.seq,
+        });
+    }
+    env.verify()?;
+    Ok(env)
+}
+
+fn record_headers(msg_id: &str, seq: u64, base: u64, end: u64, expected_js: u64) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("Content-Type", "application/json");
+    h.insert("Nats-Msg-Id", msg_id);
+    h.insert(
+        "Nats-Expected-Last-Subject-Sequence",
+        expected_js.to_string().as_str(),
+    );
+    h.insert(SEQ_HEADER, seq.to_string().as_str());
+    h.insert(BATCH_END_HEADER, end.to_string().as_str());
+    h.insert(BATCH_BASE_HEADER, base.to_string().as_str());
+    h
+}
+
+fn stream_config(subjects: &Subjects, replicas: usize) -> Config {
+    Config {
+        name: STREAM_NAME.to_string(),
+        subjects: vec![subjects.all_events()],
+        storage: StorageType::File,
+        num_replicas: replicas.max(1),
+        allow_direct: true,
+        duplicate_window: DUPLICATE_WINDOW,
+        ..Default::default()
+    }
+}
+
+async fn open_bucket(js: &jetstream::Context, replicas: usize) -> Result<kv::Store, LogError> {
+    if let Ok(store) = js.get_key_value(SNAPSHOT_BUCKET).await {
+        return Ok(store);
+    }
+    js.create_key_value(kv::Config {
+        bucket: SNAPSHOT_BUCKET.to_string(),
+        history: 1,
+        storage: StorageType::File,
+        num_replicas: replicas.max(1),
+        ..Default::default()
+    })
+    .await
+    .map_err(backend)
+}
+
+/// The KV key of a stream's snapshot: the name with `/` as `.`.
+fn snapshot_key(stream: &str) -> Result<String, LogError> {
+    stream
+        .parse::<StreamName>()
+        .map_err(|e| LogError::Invalid(e.to_string()))?;
+    Ok(stream.replace('/', "."))
+}
+
+/// `[version][seq: u64 BE][checksum length: u32 BE][checksum][state]`.
+fn encode_snapshot(s: &Snapshot) -> Bytes {
+    let mut out = Vec::with_capacity(13 + s.checksum.len() + s.state.len());
+    out.push(SNAPSHOT_V1);
+    out.extend_from_slice(&s.seq.to_be_bytes());
+    out.extend_from_slice(&(s.checksum.len() as u32).to_be_bytes());
+    out.extend_from_slice(s.checksum.as_bytes());
+    out.extend_from_slice(&s.state);
+    out.into()
+}
+
+fn decode_snapshot(stream: &str, bytes: &[u8]) -> Result<Snapshot, LogError> {
+    let bad = |reason: &str| LogError::BadSnapshot {
+        stream: stream.to_string(),
+        reason: reason.to_string(),
+    };
+    let (&version, rest) = bytes.split_first().ok_or_else(|| bad("empty"))?;
+    if version != SNAPSHOT_V1 || rest.len() < 12 {
+        return Err(bad("unknown encoding"));
+    }
+    let seq = u64::from_be_bytes(rest[..8].try_into().expect("8 bytes"));
+    let len = u32::from_be_bytes(rest[8..12].try_into().expect("4 bytes")) as usize;
+    let rest = &rest[12..];
+    let checksum = rest.get(..len).ok_or_else(|| bad("truncated"))?;
+    let checksum = std::str::from_utf8(checksum).map_err(|_| bad("checksum is not text"))?;
+    Ok(Snapshot {
+        seq,
+        checksum: checksum.to_string(),
+        state: rest[len..].to_vec(),
+    })
+}
+
+#[async_trait]
+impl EventLog for JetStreamLog {
+    async fn append(
+        &self,
+        stream: &str,
+        expected_seq: u64,
+        events: Vec<PendingEvent>,
+    ) -> Result<Vec<Envelope>, LogError> {
+        check_batch(stream, &events)?;
+        let subject = self.subject_of(stream)?;
+        let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+        let tail = self.tail(stream, &subject, true).await?;
+        if tail.head.seq != expected_seq {
+            return self
+                .dedup_or_conflict(stream, expected_seq, tail.head.seq, &ids)
+                .await;
+        }
+        let envs = seal_batch(stream, &tail.head, events);
+        match self.publish_batch(&subject, &envs, tail.last_js).await {
+            Ok(()) => Ok(envs),
+            Err(PublishFail::WrongLast) => {
+                let actual = self.tail(stream, &subject, false).await?.head.seq;
+                self.dedup_or_conflict(stream, expected_seq, actual, &ids)
+                    .await
+            }
+            Err(PublishFail::Other(e)) => Err(e),
+        }
+    }
+
+    async fn head(&self, stream: &str) -> Result<StreamHead, LogError> {
+        let subject = self.subject_of(stream)?;
+        Ok(self.tail(stream, &subject, false).await?.head)
+    }
+
+    async fn read_stream(&self, stream: &str, from_seq: u64) -> Result<EventStream, LogError> {
+        let subject = self.subject_of(stream)?;
+        let from_seq = from_seq.max(1);
+        let (start, head) = self.read_start(stream, &subject, from_seq).await?;
+        let scanner = Scanner::new(self.stream.clone(), subject, start, false);
+        let verifier = ChainVerifier::new(stream, head);
+        let (tx, rx) = mpsc::channel(READ_BUFFER);
+        tokio::spawn(pump_stream(
+            scanner,
+            stream.to_string(),
+            verifier,
+            from_seq,
+            tx,
+        ));
+        Ok(rx.boxed())
+    }
+
+    async fn read_all(
+        &self,
+        from_position: u64,
+        follow: bool,
+    ) -> Result<PositionedStream, LogError> {
+        let filter = self.subjects.all_events();
+        let scanner = Scanner::new(self.stream.clone(), filter, from_position, follow);
+        let (tx, rx) = mpsc::channel(READ_BUFFER);
+        tokio::spawn(pump_all(scanner, self.subjects.clone(), from_position, tx));
+        Ok(rx.boxed())
+    }
+
+    async fn streams(&self) -> Result<Vec<String>, LogError> {
+        let mut subjects = self
+            .stream
+            .info_with_subjects(self.subjects.all_events())
+            .await
+            .map_err(backend)?;
+        let mut names = BTreeSet::new();
+        while let Some(item) = subjects.next().await {
+            let (subject, count) = item.map_err(backend)?;
+            if let Some(name) = read::stream_of(&self.subjects, &subject).filter(|_| count > 0) {
+                names.insert(name);
+            }
+        }
+        Ok(names.into_iter().collect())
+    }
+
+    async fn save_snapshot(&self, stream: &str, snapshot: Snapshot) -> Result<(), LogError> {
+        let key = snapshot_key(stream)?;
+        self.kv
+            .put(key, encode_snapshot(&snapshot))
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, LogError> {
+        let key = snapshot_key(stream)?;
+        match self.kv.get(key).await.map_err(backend)? {
+            Some(bytes) => decode_snapshot(stream, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+}

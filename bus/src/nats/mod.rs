@@ -1,0 +1,196 @@
+//! The NATS backend: [`NatsBus`] ([`Bus`] over async-nats core) and
+//! [`JetStreamLog`] ([`crate::EventLog`] over a JetStream stream plus a KV
+//! bucket for snapshots).
+//!
+//! This is the backend for many processes and machines; the embedded backend
+//! (`crate::embedded`) is its single-process twin, and both pass the same
+//! suite in `crate::conformance`. Subjects come from
+//! `flotilla_messages::Subjects`; headers cross the wire unchanged in both
+//! directions.
+
+mod log;
+mod read;
+
+pub use log::{
+    JetStreamLog, BATCH_BASE_HEADER, BATCH_END_HEADER, SEQ_HEADER, SNAPSHOT_BUCKET, STREAM_NAME,
+};
+
+use crate::{Bus, BusError, Headers, Message, Subscription};
+use async_nats::client::RequestErrorKind;
+use async_nats::{Client, ConnectOptions, HeaderMap};
+use async_trait::async_trait;
+use flotilla_messages::subjects::{is_publishable, is_valid_pattern};
+use futures::StreamExt;
+use std::time::Duration;
+
+/// Initial-connect attempts before [`NatsBus::connect`] gives up.
+const CONNECT_ATTEMPTS: u32 = 8;
+/// The longest pause between two initial-connect attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// A [`Bus`] over a NATS connection (async-nats core).
+///
+/// Cloning shares the connection. Reconnects after the initial connect are
+/// handled by async-nats; connection events are logged with `tracing`.
+#[derive(Clone, Debug)]
+pub struct NatsBus {
+    client: Client,
+}
+
+impl NatsBus {
+    /// Connects to `url` (e.g. `nats://127.0.0.1:4222`), retrying the first
+    /// connection with a bounded exponential backoff.
+    pub async fn connect(url: &str) -> Result<NatsBus, BusError> {
+        let mut backoff = Duration::from_millis(100);
+        let mut attempt = 1;
+        loop {
+            match connect_options().connect(url).await {
+                Ok(client) => return Ok(NatsBus { client }),
+                Err(e) if attempt >= CONNECT_ATTEMPTS => {
+                    return Err(BusError::Connection(format!("{url}: {e}")))
+                }
+                Err(e) => tracing::warn!(url, attempt, error = %e, "NATS connect failed, retrying"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            attempt += 1;
+        }
+    }
+
+    /// Wraps an existing async-nats client.
+    pub fn from_client(client: Client) -> NatsBus {
+        NatsBus { client }
+    }
+
+    /// The underlying async-nats client (e.g. for [`JetStreamLog::open`]).
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+}
+
+fn connect_options() -> ConnectOptions {
+    ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(5))
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => tracing::info!("NATS connected"),
+                async_nats::Event::Disconnected => tracing::warn!("NATS disconnected"),
+                other => tracing::info!(event = %other, "NATS connection event"),
+            }
+        })
+}
+
+/// Our headers as a NATS header map.
+pub(crate) fn to_header_map(headers: &Headers) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        map.insert(name.as_str(), value.as_str());
+    }
+    map
+}
+
+/// A NATS header map as our headers (the last value of each name).
+pub(crate) fn from_header_map(map: Option<&HeaderMap>) -> Headers {
+    let mut headers = Headers::new();
+    for (name, values) in map.into_iter().flat_map(HeaderMap::iter) {
+        if let Some(value) = values.last() {
+            headers.insert(name.to_string(), value.as_str().to_string());
+        }
+    }
+    headers
+}
+
+fn from_nats(msg: async_nats::Message) -> Message {
+    Message {
+        subject: msg.subject.to_string(),
+        reply: msg.reply.map(|r| r.to_string()),
+        headers: from_header_map(msg.headers.as_ref()),
+        payload: msg.payload,
+    }
+}
+
+fn check_subject(subject: &str) -> Result<(), BusError> {
+    if is_publishable(subject) {
+        Ok(())
+    } else {
+        Err(BusError::InvalidSubject(subject.to_string()))
+    }
+}
+
+fn check_pattern(pattern: &str) -> Result<(), BusError> {
+    if is_valid_pattern(pattern) {
+        Ok(())
+    } else {
+        Err(BusError::InvalidSubject(pattern.to_string()))
+    }
+}
+
+fn connection(e: impl std::fmt::Display) -> BusError {
+    BusError::Connection(e.to_string())
+}
+
+#[async_trait]
+impl Bus for NatsBus {
+    async fn publish(&self, msg: Message) -> Result<(), BusError> {
+        check_subject(&msg.subject)?;
+        let headers = to_header_map(&msg.headers);
+        match msg.reply {
+            Some(reply) => {
+                check_subject(&reply)?;
+                self.client
+                    .publish_with_reply_and_headers(msg.subject, reply, headers, msg.payload)
+                    .await
+            }
+            None => {
+                self.client
+                    .publish_with_headers(msg.subject, headers, msg.payload)
+                    .await
+            }
+        }
+        .map_err(connection)
+    }
+
+    async fn subscribe(&self, pattern: &str) -> Result<Subscription, BusError> {
+        check_pattern(pattern)?;
+        let sub = self
+            .client
+            .subscribe(pattern.to_string())
+            .await
+            .map_err(connection)?;
+        Ok(Subscription::new(sub.map(from_nats).boxed()))
+    }
+
+    async fn queue_subscribe(&self, pattern: &str, group: &str) -> Result<Subscription, BusError> {
+        check_pattern(pattern)?;
+        if group.is_empty() || group.bytes().any(|b| b.is_ascii_whitespace()) {
+            return Err(BusError::InvalidSubject(group.to_string()));
+        }
+        let sub = self
+            .client
+            .queue_subscribe(pattern.to_string(), group.to_string())
+            .await
+            .map_err(connection)?;
+        Ok(Subscription::new(sub.map(from_nats).boxed()))
+    }
+
+    async fn request(&self, msg: Message, timeout: Duration) -> Result<Message, BusError> {
+        check_subject(&msg.subject)?;
+        let request = async_nats::Request::new()
+            .payload(msg.payload)
+            .headers(to_header_map(&msg.headers))
+            .timeout(Some(timeout));
+        let subject = msg.subject;
+        match self.client.send_request(subject.clone(), request).await {
+            Ok(reply) => Ok(from_nats(reply)),
+            Err(e) => Err(match e.kind() {
+                RequestErrorKind::NoResponders => BusError::NoResponders(subject),
+                RequestErrorKind::TimedOut => BusError::Timeout { subject, timeout },
+                RequestErrorKind::Other => connection(e),
+            }),
+        }
+    }
+
+    async fn flush(&self) -> Result<(), BusError> {
+        self.client.flush().await.map_err(connection)
+    }
+}

@@ -1,0 +1,246 @@
+//! The conformance suite against the NATS backend: `NatsBus` and
+//! `JetStreamLog` on a real `nats-server -js` (one per test), started by
+//! `flotilla_bus::testing::NatsServer`. Reopening restarts the server with
+//! SIGKILL on the same store; corrupting deletes a record and publishes a
+//! forged copy with one payload byte changed, as a tampering attacker would.
+
+use async_nats::HeaderMap;
+use async_trait::async_trait;
+use flotilla_bus::conformance::{self, LogFixture};
+use flotilla_bus::nats::{JetStreamLog, NatsBus, BATCH_BASE_HEADER, BATCH_END_HEADER, SEQ_HEADER};
+use flotilla_bus::testing::NatsServer;
+use flotilla_bus::{seal_batch, Bus, EventLog};
+use flotilla_messages::{Envelope, Subjects};
+use futures::StreamExt;
+use std::sync::Arc;
+
+/// A server, a connection and a log on it.
+struct NatsFixture {
+    server: NatsServer,
+    client: async_nats::Client,
+    log: Arc<JetStreamLog>,
+}
+
+impl NatsFixture {
+    async fn start() -> Self {
+        let server = NatsServer::start();
+        let (client, log) = connect(&server).await;
+        NatsFixture {
+            server,
+            client,
+            log,
+        }
+    }
+}
+
+async fn connect(server: &NatsServer) -> (async_nats::Client, Arc<JetStreamLog>) {
+    let bus = NatsBus::connect(&server.url()).await.expect("connect");
+    let log = JetStreamLog::open(bus.client(), Subjects::default(), 1)
+        .await
+        .expect("open the JetStream log");
+    (bus.client(), Arc::new(log))
+}
+
+#[async_trait]
+impl LogFixture for NatsFixture {
+    async fn log(&self) -> Arc<dyn EventLog> {
+        self.log.clone()
+    }
+
+    async fn reopen(&mut self) -> Arc<dyn EventLog> {
+        self.server.restart();
+        let (client, log) = connect(&self.server).await;
+        self.client = client;
+        self.log = log;
+        self.log.clone()
+    }
+
+    async fn corrupt(&mut self, stream: &str, seq: u64) {
+        tamper(&self.client, &self.log, stream, seq).await;
+    }
+}
+
+/// Replaces the record of (`stream`, `seq`) by a copy whose payload has one
+/// byte changed (`tick` → `tock`), keeping its checksum and headers.
+async fn tamper(client: &async_nats::Client, log: &JetStreamLog, stream: &str, seq: u64) {
+    let js_seq = log
+        .position_of(stream, seq)
+        .await
+        .expect("locate")
+        .unwrap_or_else(|| panic!("no record for {stream} seq {seq}"));
+    let original = log
+        .jetstream_stream()
+        .direct_get(js_seq)
+        .await
+        .expect("get the record");
+    let mut body = original.payload.to_vec();
+    let at = body
+        .windows(4)
+        .rposition(|w| w == b"tick")
+        .expect("payload has tick");
+    body[at + 1] = b'o';
+    let mut headers = HeaderMap::new();
+    for (name, values) in original.headers.iter() {
+        let name = name.to_string();
+        if name.starts_with("Flotilla-") || name == "Content-Type" {
+            headers.insert(name.as_str(), values[0].as_str());
+        }
+    }
+    headers.insert("Nats-Msg-Id", format!("forged-{stream}-{seq}").as_str());
+    assert!(log
+        .jetstream_stream()
+        .delete_message(js_seq)
+        .await
+        .expect("delete"));
+    let js = async_nats::jetstream::new(client.clone());
+    let subject = original.subject.to_string();
+    js.publish_with_headers(subject, headers, body.into())
+        .await
+        .expect("publish forged")
+        .await
+        .expect("forged ack");
+}
+
+macro_rules! log_tests {
+    ($($name:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let mut fixture = NatsFixture::start().await;
+            conformance::$name(&mut fixture).await;
+        }
+    )*};
+}
+
+macro_rules! bus_tests {
+    ($($name:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let server = NatsServer::start();
+            let bus: Arc<dyn Bus> = Arc::new(NatsBus::connect(&server.url()).await.expect("connect"));
+            conformance::$name(bus).await;
+        }
+    )*};
+}
+
+log_tests!(
+    log_orders_each_stream,
+    log_reads_all_in_global_order,
+    log_rejects_wrong_expected_seq,
+    log_appends_batches_all_or_nothing,
+    log_deduplicates_retried_appends,
+    log_reads_stream_from_seq,
+    log_follows_new_events,
+    log_lists_streams,
+    log_stores_snapshots,
+    log_survives_reopen,
+    log_detects_corruption,
+);
+
+bus_tests!(
+    bus_publish_subscribe,
+    bus_wildcards,
+    bus_queue_groups,
+    bus_request_reply,
+    bus_request_timeout,
+    bus_no_responders,
+    bus_preserves_headers,
+    bus_rejects_invalid_subjects,
+);
+
+/// Publishes the first record of a two-event batch and stops, as a writer
+/// killed mid-batch would; returns the orphan's envelope.
+async fn publish_half_batch(fx: &NatsFixture, stream: &str, ids: [&str; 2]) -> Envelope {
+    let head = fx.log.head(stream).await.expect("head");
+    let base = fx
+        .log
+        .position_of(stream, head.seq)
+        .await
+        .expect("locate")
+        .unwrap_or(0);
+    let batch = vec![conformance::event(ids[0], 3), conformance::event(ids[1], 4)];
+    let sealed = seal_batch(stream, &head, batch);
+    let mut headers = HeaderMap::new();
+    headers.insert("Nats-Msg-Id", ids[0]);
+    headers.insert(SEQ_HEADER, sealed[0].seq.to_string().as_str());
+    headers.insert(BATCH_END_HEADER, sealed[1].seq.to_string().as_str());
+    headers.insert(BATCH_BASE_HEADER, base.to_string().as_str());
+    let subject = Subjects::default().event(&stream.parse().expect("name"));
+    let body = serde_json::to_vec(&sealed[0]).expect("json");
+    let js = async_nats::jetstream::new(fx.client.clone());
+    js.publish_with_headers(subject, headers, body.into())
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+    sealed[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_cut_short_is_invisible_and_replaced_by_its_retry() {
+    let fx = NatsFixture::start().await;
+    let s = "solver/crash";
+    let first = fx
+        .log
+        .append(s, 0, conformance::events(2))
+        .await
+        .expect("append");
+    publish_half_batch(&fx, s, ["half-a", "half-b"]).await;
+    assert_eq!(
+        fx.log.head(s).await.expect("head").seq,
+        2,
+        "the orphan is not there"
+    );
+    let read = conformance::collect(fx.log.read_stream(s, 1).await.expect("read")).await;
+    assert_eq!(read.expect("clean"), first);
+    let all = fx.log.read_all(1, false).await.expect("read_all");
+    let all: Vec<_> = all.collect::<Vec<_>>().await;
+    assert_eq!(all.len(), 2, "read_all skips the orphan: {all:?}");
+    let retry = vec![
+        conformance::event("half-a", 3),
+        conformance::event("half-b", 4),
+    ];
+    let stored = fx.log.append(s, 2, retry).await.expect("the retried batch");
+    assert_eq!(stored.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 4]);
+    let read = conformance::collect(fx.log.read_stream(s, 1).await.expect("read")).await;
+    let read = read.expect("clean");
+    assert_eq!(read.len(), 4);
+    assert_eq!(read[2..].to_vec(), stored);
+    let all: Vec<_> = fx
+        .log
+        .read_all(1, false)
+        .await
+        .expect("read_all")
+        .collect::<Vec<_>>()
+        .await;
+    assert_eq!(all.len(), 4, "the orphan was removed: {all:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_publish_on_an_event_subject_is_not_a_record() {
+    let fx = NatsFixture::start().await;
+    let s = "scheduler/copies";
+    let first = fx
+        .log
+        .append(s, 0, conformance::events(2))
+        .await
+        .expect("append");
+    let bus = NatsBus::from_client(fx.client.clone());
+    let subject = Subjects::default().event(&s.parse().expect("name"));
+    for env in &first {
+        let body = serde_json::to_vec(env).expect("json");
+        bus.publish(flotilla_bus::Message::new(subject.clone(), body))
+            .await
+            .expect("publish");
+    }
+    bus.flush().await.expect("flush");
+    assert_eq!(fx.log.head(s).await.expect("head").seq, 2);
+    let next = fx
+        .log
+        .append(s, 2, conformance::events(1))
+        .await
+        .expect("append");
+    let read = conformance::collect(fx.log.read_stream(s, 1).await.expect("read")).await;
+    let read = read.expect("clean");
+    assert_eq!(read.len(), 3);
+    assert_eq!(read[2], next[0]);
+}

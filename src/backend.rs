@@ -1,0 +1,61 @@
+//! Opens the chosen backend: the embedded bus and sled log, or a NATS
+//! connection with its JetStream log.
+
+use crate::config::BackendChoice;
+use anyhow::{Context, Result};
+use flotilla_bus::embedded::{EmbeddedBus, SledLog};
+use flotilla_bus::nats::{JetStreamLog, NatsBus};
+use flotilla_bus::{Bus, EventLog};
+use flotilla_messages::Subjects;
+use std::sync::Arc;
+
+/// A bus and a log.
+#[derive(Clone)]
+pub struct Backend {
+    /// Subjects and request/reply.
+    pub bus: Arc<dyn Bus>,
+    /// The event log.
+    pub log: Arc<dyn EventLog>,
+}
+
+/// Opens the backend.
+pub async fn open(choice: &BackendChoice, subjects: &Subjects, replicas: usize) -> Result<Backend> {
+    match choice {
+        BackendChoice::Embedded(dir) => {
+            let log_dir = dir.join("log");
+            std::fs::create_dir_all(&log_dir)
+                .with_context(|| format!("data_dir: cannot create {}", log_dir.display()))?;
+            let log = SledLog::open(&log_dir)?;
+            Ok(Backend {
+                bus: Arc::new(EmbeddedBus::new()),
+                log: Arc::new(log),
+            })
+        }
+        BackendChoice::Nats(url) => {
+            let bus = NatsBus::connect(url)
+                .await
+                .with_context(|| format!("nats: cannot connect to {url}"))?;
+            let log = JetStreamLog::open(bus.client(), subjects.clone(), replicas)
+                .await
+                .with_context(|| format!("nats: cannot open the JetStream log on {url}"))?;
+            Ok(Backend {
+                bus: Arc::new(bus),
+                log: Arc::new(log),
+            })
+        }
+    }
+}
+
+/// Opens only the log of a backend (for readers such as `audit`).
+pub async fn open_log(choice: &BackendChoice, subjects: &Subjects) -> Result<Arc<dyn EventLog>> {
+    if let BackendChoice::Embedded(dir) = choice {
+        let log_dir = dir.join("log");
+        anyhow::ensure!(
+            log_dir.exists(),
+            "data_dir: no event log in {} (run `flotilla up --data-dir {}` first)",
+            dir.display(),
+            dir.display()
+        );
+    }
+    Ok(open(choice, subjects, 1).await?.log)
+}

@@ -1,0 +1,184 @@
+//! The command-line grammar (clap). Every flag that configures `up` can also
+//! come from a `FLOTILLA_*` environment variable or the config file; see
+//! [`crate::config`] for the precedence.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Flotilla: an event-sourced control plane for GPU fleets that tune and serve models.
+#[derive(Debug, Parser)]
+#[command(name = "flotilla", version, about)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "FLOTILLA_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log formats.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the actors and the HTTP gateway.
+    Up(UpArgs),
+    /// Send a command to an actor and print the reply.
+    Send(SendArgs),
+    /// Print events as JSON lines.
+    Events(EventsArgs),
+    /// Verify every checksum and hash chain and replay every stream.
+    Audit(AuditArgs),
+    /// Print an aggregate's state as it was at a seq or a time.
+    Replay(ReplayArgs),
+    /// Measure the event log.
+    Bench(BenchArgs),
+}
+
+/// Where the log lives: a data dir (embedded) or a NATS server.
+#[derive(Debug, Clone, Args)]
+pub struct LogSource {
+    /// Data directory of the embedded backend.
+    #[arg(long, env = "FLOTILLA_DATA_DIR", conflicts_with = "nats")]
+    pub data_dir: Option<PathBuf>,
+    /// NATS server URL (JetStream log).
+    #[arg(long, env = "FLOTILLA_NATS")]
+    pub nats: Option<String>,
+    /// Subject prefix.
+    #[arg(long, env = "FLOTILLA_PREFIX")]
+    pub prefix: Option<String>,
+    /// Config file (TOML).
+    #[arg(long, env = "FLOTILLA_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// `flotilla up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Backend and config file.
+    #[command(flatten)]
+    pub source: LogSource,
+    /// HTTP address of the gateway (`off` to disable).
+    #[arg(long, env = "FLOTILLA_HTTP")]
+    pub http: Option<String>,
+    /// Run only these actors (comma-separated), e.g. `--only solver`.
+    #[arg(long, env = "FLOTILLA_ONLY", value_delimiter = ',')]
+    pub only: Option<Vec<String>>,
+    /// Save a snapshot every this many events per aggregate (0: never).
+    #[arg(long, env = "FLOTILLA_SNAPSHOT_EVERY")]
+    pub snapshot_every: Option<u64>,
+    /// JetStream replicas of the event stream.
+    #[arg(long, env = "FLOTILLA_REPLICAS")]
+    pub replicas: Option<usize>,
+}
+
+/// `flotilla send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// The actor, e.g. `solver`.
+    pub actor: String,
+    /// The aggregate id, e.g. a study name.
+    pub id: String,
+    /// The command as JSON, e.g. `{"type": "ask", "n": 2}`.
+    pub command: String,
+    /// Send over NATS instead of HTTP.
+    #[arg(long, env = "FLOTILLA_NATS", conflicts_with = "http")]
+    pub nats: Option<String>,
+    /// The gateway's URL.
+    #[arg(long, env = "FLOTILLA_URL", default_value = "http://127.0.0.1:8080")]
+    pub http: String,
+    /// Subject prefix (NATS).
+    #[arg(long, env = "FLOTILLA_PREFIX", default_value = "flotilla")]
+    pub prefix: String,
+    /// Idempotency key (sent as `Nats-Msg-Id` / `Idempotency-Key`).
+    #[arg(long)]
+    pub id_key: Option<String>,
+    /// Seconds to wait for the reply.
+    #[arg(long, default_value_t = 10.0)]
+    pub timeout: f64,
+}
+
+/// `flotilla events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Backend.
+    #[command(flatten)]
+    pub source: LogSource,
+    /// Read from a running `flotilla up` over HTTP instead.
+    #[arg(long, conflicts_with_all = ["data_dir", "nats"])]
+    pub http: Option<String>,
+    /// Only this stream (`<actor>/<id>`).
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// First seq (with --stream) or global position.
+    #[arg(long, default_value_t = 1)]
+    pub from: u64,
+    /// Keep printing new events.
+    #[arg(long)]
+    pub follow: bool,
+}
+
+/// `flotilla audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Backend.
+    #[command(flatten)]
+    pub source: LogSource,
+}
+
+/// `flotilla replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Backend.
+    #[command(flatten)]
+    pub source: LogSource,
+    /// The stream, `<actor>/<id>`.
+    #[arg(long)]
+    pub stream: String,
+    /// Stop after this seq.
+    #[arg(long, conflicts_with = "until_time")]
+    pub until_seq: Option<u64>,
+    /// Stop after the last event at or before this time (RFC 3339).
+    #[arg(long)]
+    pub until_time: Option<String>,
+}
+
+/// `flotilla bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// What to measure.
+    #[command(subcommand)]
+    pub what: BenchWhat,
+}
+
+/// Benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchWhat {
+    /// Durable appends/s (batch 1 and 100) and replay events/s.
+    Log(BenchLogArgs),
+}
+
+/// `flotilla bench log`.
+#[derive(Debug, Args)]
+pub struct BenchLogArgs {
+    /// Also measure the NATS backend on this server.
+    #[arg(long)]
+    pub nats: Option<String>,
+    /// Events appended per measurement.
+    #[arg(long, default_value_t = 20_000)]
+    pub events: u64,
+    /// Events replayed.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub replay_events: u64,
+    /// Concurrent writers (on distinct streams) for the group-commit case.
+    #[arg(long, default_value_t = 8)]
+    pub writers: u64,
+}

@@ -1,0 +1,136 @@
+//! `flotilla bench log`: durable appends/s and replay events/s, printed as a
+//! table. Appends are measured one writer at batch 1, several writers at
+//! batch 1 (group commit shares each flush), and one writer at batch 100;
+//! replay reads one stream end to end with every checksum and link verified.
+
+use crate::cli::{BenchArgs, BenchLogArgs, BenchWhat};
+use crate::commands::block_on;
+use anyhow::{anyhow, Result};
+use flotilla_bus::embedded::SledLog;
+use flotilla_bus::nats::{JetStreamLog, NatsBus};
+use flotilla_bus::EventLog;
+use flotilla_messages::envelope::now_micros;
+use flotilla_messages::{Payload, PendingEvent, Subjects};
+use futures::TryStreamExt;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Runs `flotilla bench ...`.
+pub fn run(args: BenchArgs) -> Result<ExitCode> {
+    match args.what {
+        BenchWhat::Log(a) => bench_log(a),
+    }
+}
+
+struct Row {
+    backend: &'static str,
+    case: String,
+    events: u64,
+    seconds: f64,
+}
+
+fn bench_log(args: BenchLogArgs) -> Result<ExitCode> {
+    let rows = block_on(async {
+        let dir = tempfile_dir()?;
+        let sled: Arc<dyn EventLog> = Arc::new(SledLog::open(&dir)?);
+        let mut rows = measure("embedded", sled, &args, args.replay_events).await?;
+        std::fs::remove_dir_all(&dir).ok();
+        if let Some(url) = &args.nats {
+            let bus = NatsBus::connect(url).await?;
+            let prefix = format!("bench{}", std::process::id());
+            let subjects = Subjects::new(&prefix).map_err(|e| anyhow!("{e}"))?;
+            let js: Arc<dyn EventLog> = Arc::new(JetStreamLog::open(bus.client(), subjects, 1).await?);
+            let small = BenchLogArgs { events: args.events.min(5_000), ..args };
+            rows.extend(measure("nats", js, &small, small.replay_events.min(100_000)).await?);
+        }
+        Ok(rows)
+    })?;
+    print_table(&rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tempfile_dir() -> Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("flotilla-bench-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// A realistic event: a told trial result.
+fn event(i: u64) -> PendingEvent {
+    let payload = serde_json::json!({
+        "type": "trials_told",
+        "results": [{"trial_id": format!("t{i}"), "value": (i as f64).sin(), "cost": 1.0}],
+    });
+    PendingEvent {
+        id: uuid::Uuid::now_v7().to_string(),
+        event_type: "trials_told".into(),
+        at: now_micros(),
+        causation_id: format!("cmd-{i}"),
+        correlation_id: format!("cmd-{i}"),
+        payload: Payload::from_value(&payload),
+    }
+}
+
+async fn append_run(log: Arc<dyn EventLog>, stream: String, events: u64, batch: u64) -> Result<()> {
+    let mut seq = log.head(&stream).await?.seq;
+    let mut i = 0;
+    while i < events {
+        let n = batch.min(events - i);
+        let batch: Vec<_> = (i..i + n).map(event).collect();
+        seq = log.append(&stream, seq, batch).await?.last().map_or(seq, |e| e.seq);
+        i += n;
+    }
+    Ok(())
+}
+
+async fn measure(backend: &'static str, log: Arc<dyn EventLog>, a: &BenchLogArgs, replay_events: u64) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let single = (a.events / 10).max(100);
+    let t = Instant::now();
+    append_run(log.clone(), "solver/b1".into(), single, 1).await?;
+    rows.push(Row { backend, case: "append, batch 1, 1 writer".into(), events: single, seconds: t.elapsed().as_secs_f64() });
+
+    let per_writer = (a.events / a.writers.max(1)).max(10);
+    let t = Instant::now();
+    let writers: Vec<_> = (0..a.writers.max(1))
+        .map(|w| tokio::spawn(append_run(log.clone(), format!("solver/w{w}"), per_writer, 1)))
+        .collect();
+    for w in writers {
+        w.await??;
+    }
+    rows.push(Row {
+        backend,
+        case: format!("append, batch 1, {} writers", a.writers.max(1)),
+        events: per_writer * a.writers.max(1),
+        seconds: t.elapsed().as_secs_f64(),
+    });
+
+    let t = Instant::now();
+    append_run(log.clone(), "solver/b100".into(), a.events, 100).await?;
+    rows.push(Row { backend, case: "append, batch 100, 1 writer".into(), events: a.events, seconds: t.elapsed().as_secs_f64() });
+
+    append_run(log.clone(), "solver/replay".into(), replay_events, 1000).await?;
+    let t = Instant::now();
+    let mut read = 0u64;
+    let mut events = log.read_stream("solver/replay", 1).await?;
+    while events.try_next().await?.is_some() {
+        read += 1;
+    }
+    rows.push(Row { backend, case: "replay one stream (verified)".into(), events: read, seconds: t.elapsed().as_secs_f64() });
+    Ok(rows)
+}
+
+fn print_table(rows: &[Row]) {
+    println!("{:<9} {:<32} {:>10} {:>9} {:>12}", "backend", "case", "events", "seconds", "events/s");
+    for r in rows {
+        println!(
+            "{:<9} {:<32} {:>10} {:>9.3} {:>12.0}",
+            r.backend,
+            r.case,
+            r.events,
+            r.seconds,
+            r.events as f64 / r.seconds.max(1e-9)
+        );
+    }
+}

@@ -1,0 +1,19 @@
+//! One module per subcommand.
+
+pub mod audit;
+pub mod bench;
+pub mod events;
+pub mod replay;
+pub mod send;
+pub mod up;
+
+use anyhow::Result;
+
+/// Runs `fut` on a fresh single-threaded tokio runtime (for the commands
+/// that do not host actors).
+pub fn block_on<T>(fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(fut)
+}

@@ -1,0 +1,44 @@
+//! `flotilla replay`: an aggregate's state as it was at a seq or a time.
+
+use crate::backend::open_log;
+use crate::cli::ReplayArgs;
+use crate::commands::block_on;
+use crate::config::{resolve_source, FileConfig};
+use anyhow::{anyhow, bail, Result};
+use flotilla_actors::runtime::{replay, Aggregate, Until};
+use flotilla_actors::solver::Study;
+use flotilla_messages::{Actor, StreamName};
+use serde_json::json;
+use std::process::ExitCode;
+
+/// Runs `flotilla replay`.
+pub fn run(args: ReplayArgs) -> Result<ExitCode> {
+    let stream: StreamName = args.stream.parse().map_err(|e| anyhow!("stream: {e}"))?;
+    let until = match (args.until_seq, &args.until_time) {
+        (Some(n), _) => Until::Seq(n),
+        (None, Some(t)) => Until::Time(
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map_err(|e| anyhow!("until-time: {t:?} is not RFC 3339: {e}"))?
+                .with_timezone(&chrono::Utc),
+        ),
+        (None, None) => Until::End,
+    };
+    let file = FileConfig::load(args.source.config.as_deref())?;
+    let (backend, subjects) = resolve_source(&args.source, &file)?;
+    block_on(async {
+        let log = open_log(&backend, &subjects).await?;
+        let name = stream.to_string();
+        let view = match stream.actor {
+            Actor::Solver => {
+                let r = replay::<Study>(log.as_ref(), &name, until).await?;
+                if r.seq == 0 {
+                    bail!("stream: {name} has no events");
+                }
+                json!({"stream": name, "seq": r.seq, "at": r.at, "state": r.state.view()})
+            }
+            other => bail!("stream: the {other} actor is not part of this build yet"),
+        };
+        println!("{}", serde_json::to_string_pretty(&view)?);
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,65 @@
+//! `flotilla send`: one command, one reply, over HTTP (default) or NATS.
+//! Exit status: 0 accepted, 1 refused, 2 could not ask.
+
+use crate::cli::SendArgs;
+use crate::commands::block_on;
+use anyhow::{anyhow, Context, Result};
+use flotilla_bus::nats::NatsBus;
+use flotilla_bus::{Bus, Message};
+use flotilla_messages::{validate_id, Actor, Encoding, Reply, StreamName, Subjects};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Runs `flotilla send`.
+pub fn run(args: SendArgs) -> Result<ExitCode> {
+    let actor: Actor = args.actor.parse().map_err(|e| anyhow!("actor: {e}"))?;
+    validate_id("id", &args.id).map_err(|e| anyhow!("id: {e}"))?;
+    let stream = StreamName::new(actor, &args.id)?;
+    let command: serde_json::Value =
+        serde_json::from_str(&args.command).map_err(|e| anyhow!("command: invalid JSON: {e}"))?;
+    let timeout = Duration::from_secs_f64(args.timeout.max(0.001));
+    let body = match &args.nats {
+        Some(url) => via_nats(url, &args, &stream, &command, timeout)?,
+        None => via_http(&args, &stream, &command, timeout)?,
+    };
+    let reply: Reply = serde_json::from_slice(&body)
+        .with_context(|| format!("unexpected reply: {}", String::from_utf8_lossy(&body)))?;
+    println!("{}", serde_json::to_string_pretty(&reply)?);
+    Ok(if reply.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn via_http(
+    args: &SendArgs,
+    stream: &StreamName,
+    command: &serde_json::Value,
+    timeout: Duration,
+) -> Result<Vec<u8>> {
+    let url = format!("{}/v1/cmd/{}/{}", args.http.trim_end_matches('/'), stream.actor, stream.id);
+    let client = reqwest::blocking::Client::builder().timeout(timeout).build()?;
+    let mut req = client.post(&url).json(command);
+    if let Some(key) = &args.id_key {
+        req = req.header("Idempotency-Key", key);
+    }
+    let resp = req.send().with_context(|| format!("cannot reach {url}"))?;
+    Ok(resp.bytes()?.to_vec())
+}
+
+fn via_nats(
+    url: &str,
+    args: &SendArgs,
+    stream: &StreamName,
+    command: &serde_json::Value,
+    timeout: Duration,
+) -> Result<Vec<u8>> {
+    let subjects = Subjects::new(&args.prefix).map_err(|e| anyhow!("prefix: {e}"))?;
+    block_on(async {
+        let bus = NatsBus::connect(url).await.with_context(|| format!("nats: cannot connect to {url}"))?;
+        let mut msg = Message::new(subjects.command(stream), serde_json::to_vec(command)?)
+            .with_header("Content-Type", Encoding::Json.content_type());
+        if let Some(key) = &args.id_key {
+            msg = msg.with_header("Nats-Msg-Id", key.clone());
+        }
+        let reply = bus.request(msg, timeout).await?;
+        Ok(reply.payload.to_vec())
+    })
+}

@@ -1,0 +1,193 @@
+//! Settings for `flotilla up` and the log readers.
+//!
+//! Precedence: flags > `FLOTILLA_*` environment variables > the config file
+//! (`--config FILE`, TOML) > defaults. Clap already resolves flag over
+//! environment; this module layers the file and the defaults underneath and
+//! checks every value, naming the field when one is wrong.
+
+use crate::cli::{LogSource, UpArgs};
+use anyhow::{anyhow, bail, Context, Result};
+use flotilla_messages::{Actor, Subjects};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The config file's fields (all optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Data directory of the embedded backend.
+    pub data_dir: Option<PathBuf>,
+    /// NATS server URL.
+    pub nats: Option<String>,
+    /// Gateway address or `off`.
+    pub http: Option<String>,
+    /// Subject prefix.
+    pub prefix: Option<String>,
+    /// Actors to run.
+    pub only: Option<Vec<String>>,
+    /// Snapshot interval in events.
+    pub snapshot_every: Option<u64>,
+    /// JetStream replicas.
+    pub replicas: Option<usize>,
+    /// Command ids remembered per aggregate.
+    pub idempotency_window: Option<usize>,
+}
+
+impl FileConfig {
+    /// Reads `path`, or nothing when no file was named.
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        let Some(path) = path else {
+            return Ok(FileConfig::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("config file {}: cannot read", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow!("config file {}: {}", path.display(), e.message()))
+    }
+}
+
+/// Which backend to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// In-process bus and a sled log under this directory.
+    Embedded(PathBuf),
+    /// A NATS server (core + JetStream).
+    Nats(String),
+}
+
+/// The default data directory.
+pub const DEFAULT_DATA_DIR: &str = ".flotilla";
+/// The default gateway address.
+pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
+
+/// Resolved settings of `flotilla up`.
+#[derive(Debug, Clone)]
+pub struct UpSettings {
+    /// The backend.
+    pub backend: BackendChoice,
+    /// Subjects under the prefix.
+    pub subjects: Subjects,
+    /// The gateway address, if enabled.
+    pub http: Option<SocketAddr>,
+    /// The actors to run.
+    pub only: Vec<Actor>,
+    /// Snapshot interval.
+    pub snapshot_every: u64,
+    /// JetStream replicas.
+    pub replicas: usize,
+    /// Command ids remembered per aggregate.
+    pub idempotency_window: usize,
+}
+
+/// Resolves the backend and prefix of a log reader or of `up`.
+pub fn resolve_source(src: &LogSource, file: &FileConfig) -> Result<(BackendChoice, Subjects)> {
+    let backend = match (&src.nats, &src.data_dir, &file.nats, &file.data_dir) {
+        (Some(url), _, _, _) => BackendChoice::Nats(check_url("nats", url)?),
+        (None, Some(dir), _, _) => BackendChoice::Embedded(dir.clone()),
+        (None, None, Some(url), _) => BackendChoice::Nats(check_url("nats", url)?),
+        (None, None, None, Some(dir)) => BackendChoice::Embedded(dir.clone()),
+        _ => BackendChoice::Embedded(PathBuf::from(DEFAULT_DATA_DIR)),
+    };
+    let prefix = src
+        .prefix
+        .clone()
+        .or_else(|| file.prefix.clone())
+        .unwrap_or_else(|| flotilla_messages::subjects::DEFAULT_PREFIX.to_string());
+    let subjects = Subjects::new(&prefix).map_err(|e| anyhow!("prefix: {e}"))?;
+    Ok((backend, subjects))
+}
+
+fn check_url(field: &str, url: &str) -> Result<String> {
+    let ok = url.starts_with("nats://") || url.starts_with("tls://") || url.contains(':');
+    if !ok || url.contains(char::is_whitespace) {
+        bail!("{field}: invalid NATS URL {url:?} (expected e.g. nats://127.0.0.1:4222)");
+    }
+    Ok(url.to_string())
+}
+
+/// Resolves every setting of `flotilla up`.
+pub fn resolve_up(args: &UpArgs) -> Result<UpSettings> {
+    let file = FileConfig::load(args.source.config.as_deref())?;
+    let (backend, subjects) = resolve_source(&args.source, &file)?;
+    let http = args
+        .http
+        .clone()
+        .or_else(|| file.http.clone())
+        .unwrap_or_else(|| DEFAULT_HTTP.to_string());
+    let http = match http.as_str() {
+        "off" | "none" => None,
+        addr => Some(
+            addr.parse()
+                .map_err(|_| anyhow!("http: invalid address {addr:?} (expected HOST:PORT or off)"))?,
+        ),
+    };
+    let only = args
+        .only
+        .clone()
+        .or_else(|| file.only.clone())
+        .unwrap_or_else(|| vec!["solver".to_string()]);
+    let only = only
+        .iter()
+        .map(|a| a.trim().parse::<Actor>().map_err(|e| anyhow!("only: {e}")))
+        .collect::<Result<Vec<_>>>()?;
+    let replicas = args.replicas.or(file.replicas).unwrap_or(1);
+    if !(1..=5).contains(&replicas) {
+        bail!("replicas: {replicas} is out of range 1..=5");
+    }
+    Ok(UpSettings {
+        backend,
+        subjects,
+        http,
+        only,
+        snapshot_every: args.snapshot_every.or(file.snapshot_every).unwrap_or(1000),
+        replicas,
+        idempotency_window: file.idempotency_window.unwrap_or(10_000),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source() -> LogSource {
+        LogSource {
+            data_dir: None,
+            nats: None,
+            prefix: None,
+            config: None,
+        }
+    }
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let file = FileConfig {
+            nats: Some("nats://127.0.0.1:4222".into()),
+            prefix: Some("filep".into()),
+            ..Default::default()
+        };
+        let (b, s) = resolve_source(&source(), &file).unwrap();
+        assert_eq!(b, BackendChoice::Nats("nats://127.0.0.1:4222".into()));
+        assert_eq!(s.prefix(), "filep");
+        let mut flags = source();
+        flags.data_dir = Some("d".into());
+        flags.prefix = Some("flagp".into());
+        let (b, s) = resolve_source(&flags, &file).unwrap();
+        assert_eq!(b, BackendChoice::Embedded("d".into()));
+        assert_eq!(s.prefix(), "flagp");
+        let (b, _) = resolve_source(&source(), &FileConfig::default()).unwrap();
+        assert_eq!(b, BackendChoice::Embedded(DEFAULT_DATA_DIR.into()));
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let mut flags = source();
+        flags.prefix = Some("a..b".into());
+        let e = resolve_source(&flags, &FileConfig::default()).unwrap_err();
+        assert!(e.to_string().starts_with("prefix:"), "{e}");
+        let dir = std::env::temp_dir().join(format!("flotilla-cfg-{}", std::process::id()));
+        std::fs::write(&dir, "snapshot_evry = 3\n").unwrap();
+        let e = FileConfig::load(Some(&dir)).unwrap_err();
+        assert!(e.to_string().contains("snapshot_evry"), "{e}");
+        std::fs::remove_file(dir).ok();
+    }
+}
