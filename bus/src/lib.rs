@@ -164,6 +164,15 @@ pub enum LogError {
     /// An invalid argument (empty batch, bad stream name...).
     #[error("invalid log request: {0}")]
     Invalid(String),
+    /// Acknowledged events are missing from the end of the log (the storage
+    /// dropped records after a damaged one).
+    #[error("event log truncated: positions up to {acknowledged} were acknowledged, but the log ends at {found}")]
+    Truncated {
+        /// The last position known to have been durable.
+        acknowledged: u64,
+        /// The last position found.
+        found: u64,
+    },
     /// The storage backend failed (I/O, connection, timeout).
     #[error("event log backend failed: {0}")]
     Backend(String),
@@ -256,10 +265,15 @@ pub(crate) fn check_batch(stream: &str, events: &[PendingEvent]) -> Result<(), L
     if events.is_empty() {
         return Err(LogError::Invalid(format!("stream {stream}: empty batch")));
     }
+    check_stream_name(stream)
+}
+
+/// Checks that `stream` is `<actor>/<id>`.
+pub(crate) fn check_stream_name(stream: &str) -> Result<(), LogError> {
     stream
         .parse::<flotilla_messages::StreamName>()
-        .map_err(|e| LogError::Invalid(e.to_string()))?;
-    Ok(())
+        .map(|_| ())
+        .map_err(|e| LogError::Invalid(e.to_string()))
 }
 
 /// Seals a batch after `head`: seqs from `head.seq + 1`, each chained to the previous.

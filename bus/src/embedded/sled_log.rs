@@ -17,7 +17,7 @@
 //! a second tree.
 
 use crate::{
-    check_batch, seal_batch, ChainVerifier, EventLog, EventStream, LogError, Positioned,
+    check_batch, check_stream_name, seal_batch, ChainVerifier, EventLog, EventStream, LogError, Positioned,
     PositionedStream, Snapshot, StreamHead,
 };
 use async_trait::async_trait;
@@ -160,7 +160,7 @@ struct GroupCommit {
 }
 
 impl GroupCommit {
-    fn start(db: sled::Db) -> Arc<Self> {
+    fn start(db: sled::Db, watermark: Watermark) -> Arc<Self> {
         let gc = Arc::new(GroupCommit {
             written: 0.into(),
             wake: Notify::new(),
@@ -169,13 +169,16 @@ impl GroupCommit {
         let weak = Arc::downgrade(&gc);
         std::thread::Builder::new()
             .name("sled-group-commit".into())
-            .spawn(move || Self::run(weak, db))
+            .spawn(move || Self::run(weak, db, watermark))
             .expect("spawn the group-commit thread");
         gc
     }
 
-    fn run(gc: std::sync::Weak<Self>, db: sled::Db) {
-        let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    fn run(gc: std::sync::Weak<Self>, db: sled::Db, watermark: Watermark) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
         loop {
             let Some(gc) = gc.upgrade() else { return };
             let target = gc.written.load(std::sync::atomic::Ordering::Acquire);
@@ -184,7 +187,12 @@ impl GroupCommit {
                 Err(_) => return,
             };
             if target > done {
+                // Read the last position before flushing: all of it is then durable.
+                let last = last_position(&db);
                 let outcome = db.flush().map(|_| target).map_err(|e| e.to_string());
+                if let (Ok(_), Ok(last)) = (&outcome, last) {
+                    watermark.record(last);
+                }
                 let _ = gc.flushed.send_replace(outcome);
                 continue;
             }
@@ -209,6 +217,66 @@ impl GroupCommit {
             rx.changed().await.map_err(|_| backend("group commit stopped"))?;
         }
     }
+}
+
+/// The last durable global position, kept in a small file beside sled.
+///
+/// sled checks its own records, but when it finds a damaged one while
+/// recovering it treats it as the torn end of its log and silently drops it
+/// and everything after. The watermark turns that into an error: a log that
+/// ends before the last position we acknowledged refuses to open.
+#[derive(Clone)]
+struct Watermark {
+    path: std::path::PathBuf,
+}
+
+impl Watermark {
+    const FILE: &'static str = "flotilla-watermark";
+
+    fn new(dir: &Path) -> Self {
+        Watermark {
+            path: dir.join(Self::FILE),
+        }
+    }
+
+    fn read(&self) -> Option<u64> {
+        std::fs::read_to_string(&self.path).ok()?.trim().parse().ok()
+    }
+
+    /// Records `position` (write to a temp file, then rename over).
+    fn record(&self, position: u64) {
+        let tmp = self.path.with_extension("tmp");
+        let written = std::fs::write(&tmp, position.to_string())
+            .and_then(|_| std::fs::rename(&tmp, &self.path));
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "cannot record the log's watermark");
+        }
+    }
+
+    /// Fails if the log ends before the watermark.
+    fn check(&self, db: &sled::Db) -> Result<(), LogError> {
+        let Some(acknowledged) = self.read() else {
+            return Ok(());
+        };
+        let found = last_position(db)?;
+        if found < acknowledged {
+            return Err(LogError::Truncated {
+                acknowledged,
+                found,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The last global position stored (0 when empty).
+fn last_position(db: &sled::Db) -> Result<u64, LogError> {
+    let events = db.open_tree("events").map_err(backend)?;
+    Ok(events
+        .get(NEXT_POSITION_KEY)
+        .map_err(backend)?
+        .map(|b| be_u64(&b).saturating_sub(1))
+        .unwrap_or(0))
 }
 
 /// The sled-backed [`EventLog`]. Cheap to clone; clones share the database.
@@ -239,10 +307,12 @@ impl SledLog {
                 }
                 other => LogError::Backend(format!("cannot open event log in {}: {other}", dir.display())),
             })?;
+        let watermark = Watermark::new(dir);
+        watermark.check(&db)?;
         let events = db.open_tree("events").map_err(backend)?;
         let snapshots = db.open_tree("snapshots").map_err(backend)?;
         Ok(SledLog {
-            group_commit: GroupCommit::start(db.clone()),
+            group_commit: GroupCommit::start(db.clone(), watermark),
             db,
             events,
             snapshots,
@@ -315,25 +385,31 @@ impl SledLog {
         self.events.apply_batch(batch).map_err(backend)
     }
 
-    /// The verified events of one stream from `from_seq`, read eagerly in
-    /// chunks so that no sled iterator is held across awaits.
+    /// The next verified events of one stream, read eagerly in chunks so
+    /// that no sled iterator is held across awaits. A bad record ends the
+    /// chunk with its error, after the good events before it.
     fn stream_chunk(
         &self,
         stream: &str,
         verifier: &mut ChainVerifier,
         limit: usize,
-    ) -> Result<Vec<Envelope>, LogError> {
+    ) -> Vec<Result<Envelope, LogError>> {
         let start = stream_key(stream, verifier.head().seq + 1);
         let end = stream_key(stream, u64::MAX);
         let mut out = Vec::with_capacity(limit.min(1024));
         for item in self.events.range(start..=end).take(limit) {
-            let (_, value) = item.map_err(backend)?;
-            let expected = verifier.head().seq + 1;
-            let env = decode_record(stream, expected, &value)?;
-            verifier.check(&env)?;
-            out.push(env);
+            let next = item.map_err(backend).and_then(|(_, value)| {
+                let env = decode_record(stream, verifier.head().seq + 1, &value)?;
+                verifier.check(&env)?;
+                Ok(env)
+            });
+            let failed = next.is_err();
+            out.push(next);
+            if failed {
+                break;
+            }
         }
-        Ok(out)
+        out
     }
 
     /// The chain state just before `from_seq` (verifying that predecessor).
@@ -356,35 +432,52 @@ impl SledLog {
         ))
     }
 
+    /// The next verified events in global order; like [`Self::stream_chunk`],
+    /// a bad record ends the chunk with its error.
     fn all_chunk(
         &self,
         from_position: u64,
         verifiers: &mut HashMap<String, ChainVerifier>,
         limit: usize,
-    ) -> Result<Vec<Positioned>, LogError> {
+    ) -> Vec<Result<Positioned, LogError>> {
         let mut out = Vec::new();
         let start = global_key(from_position);
         let end = global_key(u64::MAX);
         for item in self.events.range(start..=end).take(limit) {
-            let (gk, skey) = item.map_err(backend)?;
-            let position = be_u64(&gk[1..]);
-            let value = self.events.get(&skey).map_err(backend)?.ok_or_else(|| {
-                LogError::Backend(format!("position {position} points at a missing record"))
-            })?;
-            let stream = String::from_utf8_lossy(&skey[1..skey.len().saturating_sub(9)]).to_string();
-            let seq = be_u64(&skey[skey.len().saturating_sub(8)..]);
-            let envelope = decode_record(&stream, seq, &value)?;
-            let verifier = match verifiers.get_mut(&stream) {
-                Some(v) => v,
-                None => {
-                    let v = self.verifier_before(&stream, envelope.seq)?;
-                    verifiers.entry(stream.clone()).or_insert(v)
-                }
-            };
-            verifier.check(&envelope)?;
-            out.push(Positioned { position, envelope });
+            let next = item
+                .map_err(backend)
+                .and_then(|(gk, skey)| self.positioned(be_u64(&gk[1..]), &skey, verifiers));
+            let failed = next.is_err();
+            out.push(next);
+            if failed {
+                break;
+            }
         }
-        Ok(out)
+        out
+    }
+
+    /// Reads and verifies the record a global index entry points at.
+    fn positioned(
+        &self,
+        position: u64,
+        skey: &[u8],
+        verifiers: &mut HashMap<String, ChainVerifier>,
+    ) -> Result<Positioned, LogError> {
+        let value = self.events.get(skey).map_err(backend)?.ok_or_else(|| {
+            LogError::Backend(format!("position {position} points at a missing record"))
+        })?;
+        let stream = String::from_utf8_lossy(&skey[1..skey.len().saturating_sub(9)]).to_string();
+        let seq = be_u64(&skey[skey.len().saturating_sub(8)..]);
+        let envelope = decode_record(&stream, seq, &value)?;
+        let verifier = match verifiers.get_mut(&stream) {
+            Some(v) => v,
+            None => {
+                let v = self.verifier_before(&stream, envelope.seq)?;
+                verifiers.entry(stream.clone()).or_insert(v)
+            }
+        };
+        verifier.check(&envelope)?;
+        Ok(Positioned { position, envelope })
     }
 }
 
@@ -427,18 +520,22 @@ impl EventLog for SledLog {
     }
 
     async fn read_stream(&self, stream: &str, from_seq: u64) -> Result<EventStream, LogError> {
-        let verifier = self.verifier_before(stream, from_seq)?;
+        let verifier = match self.verifier_before(stream, from_seq) {
+            Ok(v) => v,
+            // A bad predecessor is reported in the stream, like any bad record.
+            Err(e) => return Ok(futures::stream::iter([Err(e)]).boxed()),
+        };
         let log = self.clone();
         let stream = stream.to_string();
-        let chunks = futures::stream::try_unfold(
+        let chunks = futures::stream::unfold(
             (log, stream, verifier, false),
             |(log, stream, mut verifier, finished)| async move {
                 if finished {
-                    return Ok(None);
+                    return None;
                 }
-                let chunk = log.stream_chunk(&stream, &mut verifier, CHUNK)?;
-                let finished = chunk.len() < CHUNK;
-                Ok(Some((chunk, (log, stream, verifier, finished))))
+                let chunk = log.stream_chunk(&stream, &mut verifier, CHUNK);
+                let finished = chunk.len() < CHUNK || chunk.last().is_some_and(Result::is_err);
+                Some((chunk, (log, stream, verifier, finished)))
             },
         );
         Ok(flatten_chunks(chunks))
@@ -450,18 +547,22 @@ impl EventLog for SledLog {
         follow: bool,
     ) -> Result<PositionedStream, LogError> {
         let log = self.clone();
-        let state = (log, from_position.max(1), HashMap::new());
-        let chunks = futures::stream::try_unfold(state, move |(log, next, mut verifiers)| async move {
+        let state = (log, from_position.max(1), HashMap::new(), false);
+        let chunks = futures::stream::unfold(state, move |(log, next, mut verifiers, failed)| async move {
+            if failed {
+                return None;
+            }
             loop {
                 let appended = log.appended.clone();
                 let notified = appended.notified();
-                let chunk = log.all_chunk(next, &mut verifiers, CHUNK)?;
+                let chunk = log.all_chunk(next, &mut verifiers, CHUNK);
                 if let Some(last) = chunk.last() {
-                    let next = last.position + 1;
-                    return Ok(Some((chunk, (log, next, verifiers))));
+                    let failed = last.is_err();
+                    let next = last.as_ref().map_or(next, |p| p.position + 1);
+                    return Some((chunk, (log, next, verifiers, failed)));
                 }
                 if !follow {
-                    return Ok(None);
+                    return None;
                 }
                 let _ = tokio::time::timeout(Duration::from_millis(250), notified).await;
             }
@@ -481,6 +582,7 @@ impl EventLog for SledLog {
     }
 
     async fn save_snapshot(&self, stream: &str, snapshot: Snapshot) -> Result<(), LogError> {
+        check_stream_name(stream)?;
         let bytes = rmp_serde::to_vec(&(snapshot.seq, &snapshot.checksum, &snapshot.state))
             .map_err(backend)?;
         self.snapshots.insert(stream.as_bytes(), bytes).map_err(backend)?;
@@ -505,17 +607,9 @@ impl EventLog for SledLog {
 }
 
 fn flatten_chunks<T: Send + 'static>(
-    chunks: impl futures::Stream<Item = Result<Vec<T>, LogError>> + Send + 'static,
+    chunks: impl futures::Stream<Item = Vec<Result<T, LogError>>> + Send + 'static,
 ) -> futures::stream::BoxStream<'static, Result<T, LogError>> {
-    chunks
-        .flat_map(|chunk| {
-            let items: Vec<Result<T, LogError>> = match chunk {
-                Ok(items) => items.into_iter().map(Ok).collect(),
-                Err(e) => vec![Err(e)],
-            };
-            futures::stream::iter(items)
-        })
-        .boxed()
+    chunks.flat_map(futures::stream::iter).boxed()
 }
 
 /// Flips one byte of the payload of a stored event, for corruption tests.

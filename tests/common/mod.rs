@@ -1,0 +1,186 @@
+//! Shared harness for the end-to-end tests: the real `flotilla` binary as a
+//! child process on a free loopback port, and small HTTP helpers.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn flotilla_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_flotilla"))
+}
+
+/// A free port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Runs `flotilla <args>` to completion.
+pub fn flotilla(args: &[&str]) -> Output {
+    Command::new(flotilla_bin())
+        .args(args)
+        .env_remove("FLOTILLA_NATS")
+        .env_remove("FLOTILLA_DATA_DIR")
+        .output()
+        .expect("run flotilla")
+}
+
+/// A running `flotilla up`.
+pub struct FlotillaUp {
+    child: Option<Child>,
+    args: Vec<String>,
+    /// The gateway's base URL.
+    pub url: String,
+    log_path: PathBuf,
+}
+
+impl FlotillaUp {
+    /// Starts `flotilla up <extra> --http 127.0.0.1:<free>` and waits for `/readyz`.
+    /// stderr goes to `log_dir/up.log` (appended across restarts).
+    pub fn start(extra: &[&str], log_dir: &Path) -> FlotillaUp {
+        let port = free_port();
+        let mut args: Vec<String> = vec!["up".into(), "--http".into(), format!("127.0.0.1:{port}")];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut up = FlotillaUp {
+            child: None,
+            args,
+            url: format!("http://127.0.0.1:{port}"),
+            log_path: log_dir.join("up.log"),
+        };
+        up.spawn();
+        up
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("open up.log");
+        let child = Command::new(flotilla_bin())
+            .args(&self.args)
+            .env_remove("FLOTILLA_NATS")
+            .env_remove("FLOTILLA_DATA_DIR")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn flotilla up");
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(60));
+    }
+
+    /// Waits until `/readyz` answers 200; panics with the log otherwise.
+    pub fn wait_ready(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        let client = http_client();
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("flotilla up exited with {status}:\n{}", self.log());
+                }
+            }
+            if let Ok(r) = client.get(format!("{}/readyz", self.url)).send() {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("flotilla up not ready in {within:?}:\n{}", self.log());
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGKILL by our own pid, then reap.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            }
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again with the same arguments (same port).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// What the process logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Posts a command; returns (HTTP status, reply JSON).
+    pub fn send(&self, actor: &str, id: &str, body: &Value) -> (u16, Value) {
+        post_json(&format!("{}/v1/cmd/{actor}/{id}", self.url), body, None)
+    }
+
+    /// Posts a command with an idempotency key.
+    pub fn send_with_key(&self, actor: &str, id: &str, body: &Value, key: &str) -> (u16, Value) {
+        post_json(&format!("{}/v1/cmd/{actor}/{id}", self.url), body, Some(key))
+    }
+
+    /// GETs a path; returns (status, JSON).
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let r = http_client()
+            .get(format!("{}{path}", self.url))
+            .send()
+            .expect("GET");
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(Value::Null))
+    }
+}
+
+impl Drop for FlotillaUp {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A blocking HTTP client with a generous timeout.
+pub fn http_client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// POSTs JSON; returns (status, JSON body).
+pub fn post_json(url: &str, body: &Value, key: Option<&str>) -> (u16, Value) {
+    let mut req = http_client().post(url).json(body);
+    if let Some(k) = key {
+        req = req.header("Idempotency-Key", k);
+    }
+    let r = req.send().expect("POST");
+    let status = r.status().as_u16();
+    (status, r.json().unwrap_or(Value::Null))
+}
+
+/// Parses JSON lines.
+pub fn json_lines(bytes: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
