@@ -142,7 +142,13 @@ async fn command(
         Ok(s) => s,
         Err(r) => return error_response(&r),
     };
-    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    // curl sends form-urlencoded by default: treat it (and text/plain) as no
+    // declared encoding, so the body is sniffed as on NATS.
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|ct| !ct.starts_with("application/x-www-form-urlencoded") && !ct.starts_with("text/plain"));
     let encoding = match Encoding::detect(content_type, &body) {
         Ok(e) => e,
         Err(e) => return error_response(&Rejection::new(ErrorCode::MalformedBody, e.to_string())),

@@ -320,8 +320,22 @@ impl<A: Aggregate> AggregateCore<A> {
         let correlation = correlation_id.unwrap_or_else(|| causation.clone());
         let mut attempt = 0;
         loop {
-            self.check_expected(request.expected_seq)?;
-            let events = self.state.decide(&command).map_err(StepError::Rejected)?;
+            let decided = self
+                .check_expected(request.expected_seq)
+                .and_then(|()| self.state.decide(&command));
+            let events = match decided {
+                Ok(events) => events,
+                Err(rejection) => {
+                    // Another host may have moved the aggregate on: never
+                    // refuse on stale state.
+                    if attempt < self.deps.config.max_conflict_retries && self.is_behind().await? {
+                        attempt += 1;
+                        self.catch_up().await.map_err(StepError::from_log)?;
+                        continue;
+                    }
+                    return Err(StepError::Rejected(rejection));
+                }
+            };
             if events.is_empty() {
                 let reply = Reply::accepted(self.name.clone(), self.head.seq, vec![], A::result(&[]));
                 return Ok((reply, vec![]));
@@ -345,15 +359,21 @@ impl<A: Aggregate> AggregateCore<A> {
         }
     }
 
-    fn check_expected(&self, expected: Option<u64>) -> Result<(), StepError> {
+    /// Whether the log holds events this host has not folded.
+    async fn is_behind(&self) -> Result<bool, StepError> {
+        let head = self.deps.log.head(&self.name).await.map_err(StepError::from_log)?;
+        Ok(head.seq != self.head.seq)
+    }
+
+    fn check_expected(&self, expected: Option<u64>) -> Result<(), Rejection> {
         match expected {
-            Some(e) if e != self.head.seq => Err(StepError::Rejected(Rejection::new(
+            Some(e) if e != self.head.seq => Err(Rejection::new(
                 ErrorCode::WrongExpectedSeq,
                 format!(
                     "expected_seq {e} does not match {}, which is at seq {}",
                     self.name, self.head.seq
                 ),
-            ))),
+            )),
             _ => Ok(()),
         }
     }
