@@ -42,7 +42,7 @@ impl FileConfig {
         };
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("config file {}: cannot read", path.display()))?;
-        toml::from_str(&text).map_err(|e| anyhow!("config file {}: {}", path.display(), e.message()))
+        toml::from_str(&text).map_err(|e| anyhow!("config file {}: {e}", path.display()))
     }
 }
 

@@ -137,7 +137,11 @@ impl FlotillaUp {
 
     /// Posts a command with an idempotency key.
     pub fn send_with_key(&self, actor: &str, id: &str, body: &Value, key: &str) -> (u16, Value) {
-        post_json(&format!("{}/v1/cmd/{actor}/{id}", self.url), body, Some(key))
+        post_json(
+            &format!("{}/v1/cmd/{actor}/{id}", self.url),
+            body,
+            Some(key),
+        )
     }
 
     /// GETs a path; returns (status, JSON).

@@ -299,7 +299,10 @@ impl SledLog {
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|e| match e {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("could not acquire lock") =>
+                {
                     LogError::Backend(format!(
                         "the event log in {} is in use by another process (is `flotilla up` running? use --http to reach it)",
                         dir.display()
