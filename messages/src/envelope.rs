@@ -2,7 +2,8 @@
 //!
 //! `{id, stream, seq, type, at, causation_id, correlation_id, checksum, prev_hash, payload}`
 //!
-//! `checksum` is the SHA-256 of every other field (with `prev_hash`), so a
+//! `checksum` is the SHA-256 of every other field (with `prev_hash`; `seq`
+//! and `at`, in microseconds since the epoch, as little-endian u64), so a
 //! flipped byte anywhere in the record is caught; `prev_hash` is the checksum
 //! of the previous event of the same stream ([`GENESIS_HASH`] for seq 1), so
 //! a record rewritten with a fresh checksum, a removed event or a reordered
@@ -11,7 +12,7 @@
 //! text, so it does not depend on the wire encoding: the same event hashes
 //! the same in sled, in JetStream, in JSON and in MessagePack.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
@@ -214,14 +215,14 @@ impl Envelope {
     /// The checksum this envelope's content should carry.
     pub fn compute_checksum(&self) -> String {
         let mut h = Sha256::new();
-        let at = self.at.to_rfc3339_opts(SecondsFormat::Micros, true);
-        let seq = self.seq.to_string();
+        let numbers = [self.seq, self.at.timestamp_micros() as u64];
+        for n in numbers {
+            h.update(n.to_le_bytes());
+        }
         for field in [
             self.id.as_str(),
             self.stream.as_str(),
-            seq.as_str(),
             self.event_type.as_str(),
-            at.as_str(),
             self.causation_id.as_str(),
             self.correlation_id.as_str(),
             self.prev_hash.as_str(),

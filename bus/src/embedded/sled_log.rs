@@ -1,12 +1,13 @@
 //! The event log in sled.
 //!
-//! One tree holds the events, keyed so that the common reads are single
-//! range scans:
+//! One tree holds the events. Each append is stored as one *block* (the
+//! batch's records, MessagePack), so a batch costs one sled insert and a
+//! replay decodes many events per lookup:
 //!
 //! | key | value |
 //! |---|---|
-//! | `s` stream `\0` seq (u64 BE) | the record (MessagePack) |
-//! | `g` position (u64 BE) | the record's `s` key |
+//! | `s` stream `\0` first seq (u64 BE) | the block: the batch's records |
+//! | `g` first global position (u64 BE) | the block's `s` key |
 //! | `h` stream | head: seq (u64 BE) + checksum |
 //! | `n` | next global position (u64 BE) |
 //!
@@ -140,16 +141,24 @@ fn backend(e: impl std::fmt::Display) -> LogError {
     LogError::Backend(e.to_string())
 }
 
-fn decode_record(stream: &str, seq: u64, bytes: &[u8]) -> Result<Envelope, LogError> {
-    rmp_serde::from_slice::<StoredRecord>(bytes)
-        .map(StoredRecord::into_envelope)
-        .map_err(|e| {
-            LogError::Corrupt(IntegrityError::Unreadable {
-                stream: stream.to_string(),
-                seq,
-                reason: e.to_string(),
-            })
-        })
+fn unreadable(stream: &str, seq: u64, reason: impl std::fmt::Display) -> LogError {
+    LogError::Corrupt(IntegrityError::Unreadable {
+        stream: stream.to_string(),
+        seq,
+        reason: reason.to_string(),
+    })
+}
+
+/// Decodes a block whose first event should be `first_seq`.
+fn decode_block(stream: &str, first_seq: u64, bytes: &[u8]) -> Result<Vec<Envelope>, LogError> {
+    let records: Vec<StoredRecord> =
+        rmp_serde::from_slice(bytes).map_err(|e| unreadable(stream, first_seq, e))?;
+    Ok(records.into_iter().map(StoredRecord::into_envelope).collect())
+}
+
+/// The first seq (or position) encoded at the end of a block key.
+fn key_suffix(key: &[u8]) -> u64 {
+    be_u64(&key[key.len().saturating_sub(8)..])
 }
 
 /// Shares fsyncs between concurrent appenders.
@@ -292,7 +301,7 @@ pub struct SledLog {
 
 impl SledLog {
     /// Opens (or creates) the log in `dir`. Fails clearly if another process
-    /// holds it.
+    /// holds it, or if it ends before the last position it acknowledged.
     pub fn open(dir: &Path) -> Result<Self, LogError> {
         let db = sled::Config::new()
             .path(dir)
@@ -336,12 +345,40 @@ impl SledLog {
         }
     }
 
-    fn get_sync(&self, stream: &str, seq: u64) -> Result<Option<Envelope>, LogError> {
-        self.events
-            .get(stream_key(stream, seq))
-            .map_err(backend)?
-            .map(|b| decode_record(stream, seq, &b))
+    /// The key of the block of `stream` that holds `seq` (the last block
+    /// starting at or before it), if any.
+    fn locate(&self, stream: &str, seq: u64) -> Result<Option<sled::IVec>, LogError> {
+        let prefix = stream_prefix(stream);
+        let found = self
+            .events
+            .range(prefix.clone()..=stream_key(stream, seq))
+            .next_back()
             .transpose()
+            .map_err(backend)?;
+        Ok(found.map(|(k, _)| k))
+    }
+
+    /// The events of `stream` from the block holding `from_seq` on, up to
+    /// about `limit` events (whole blocks), unverified.
+    fn blocks_from(&self, stream: &str, from_seq: u64, limit: usize) -> Result<Vec<Envelope>, LogError> {
+        let start = match self.locate(stream, from_seq)? {
+            Some(k) => k.to_vec(),
+            None => stream_key(stream, from_seq),
+        };
+        let mut out = Vec::new();
+        for item in self.events.range(start..=stream_key(stream, u64::MAX)) {
+            let (key, block) = item.map_err(backend)?;
+            out.extend(decode_block(stream, key_suffix(&key), &block)?);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn get_sync(&self, stream: &str, seq: u64) -> Result<Option<Envelope>, LogError> {
+        let events = self.blocks_from(stream, seq, 1)?;
+        Ok(events.into_iter().find(|e| e.seq == seq))
     }
 
     /// The stored events right after `expected` if their ids are `ids`
@@ -352,62 +389,55 @@ impl SledLog {
         expected: u64,
         ids: &[&str],
     ) -> Result<Option<Vec<Envelope>>, LogError> {
-        let mut found = Vec::with_capacity(ids.len());
-        for (i, id) in ids.iter().enumerate() {
-            match self.get_sync(stream, expected + 1 + i as u64)? {
-                Some(e) if e.id == *id => found.push(e),
-                _ => return Ok(None),
-            }
-        }
-        Ok(Some(found))
+        let stored: Vec<Envelope> = self
+            .blocks_from(stream, expected + 1, ids.len())?
+            .into_iter()
+            .filter(|e| e.seq > expected)
+            .take(ids.len())
+            .collect();
+        let same = stored.len() == ids.len() && stored.iter().zip(ids).all(|(e, id)| e.id == *id);
+        Ok(same.then_some(stored))
     }
 
     fn write_batch(&self, stream: &str, envelopes: &[Envelope]) -> Result<(), LogError> {
-        let mut next = self
+        let (Some(first), Some(last)) = (envelopes.first(), envelopes.last()) else {
+            return Ok(());
+        };
+        let next = self
             .events
             .get(NEXT_POSITION_KEY)
             .map_err(backend)?
             .map(|b| be_u64(&b))
             .unwrap_or(1);
+        let records: Vec<StoredRecord> = envelopes.iter().map(StoredRecord::from_envelope).collect();
+        let block = rmp_serde::to_vec(&records).map_err(backend)?;
+        let key = stream_key(stream, first.seq);
+        let head = StreamHead {
+            seq: last.seq,
+            checksum: last.checksum.clone(),
+        };
         let mut batch = sled::Batch::default();
-        for env in envelopes {
-            let key = stream_key(stream, env.seq);
-            let record = rmp_serde::to_vec(&StoredRecord::from_envelope(env)).map_err(backend)?;
-            batch.insert(global_key(next).to_vec(), key.clone());
-            batch.insert(key, record);
-            next += 1;
-        }
-        if let Some(last) = envelopes.last() {
-            let head = StreamHead {
-                seq: last.seq,
-                checksum: last.checksum.clone(),
-            };
-            batch.insert(head_key(stream), encode_head(&head));
-        }
-        batch.insert(NEXT_POSITION_KEY, next.to_be_bytes().to_vec());
+        batch.insert(global_key(next).to_vec(), key.clone());
+        batch.insert(key, block);
+        batch.insert(head_key(stream), encode_head(&head));
+        batch.insert(NEXT_POSITION_KEY, (next + envelopes.len() as u64).to_be_bytes().to_vec());
         self.events.apply_batch(batch).map_err(backend)
     }
 
-    /// The next verified events of one stream, read eagerly in chunks so
-    /// that no sled iterator is held across awaits. A bad record ends the
-    /// chunk with its error, after the good events before it.
-    fn stream_chunk(
-        &self,
-        stream: &str,
-        verifier: &mut ChainVerifier,
-        limit: usize,
-    ) -> Vec<Result<Envelope, LogError>> {
-        let start = stream_key(stream, verifier.head().seq + 1);
-        let end = stream_key(stream, u64::MAX);
-        let mut out = Vec::with_capacity(limit.min(1024));
-        for item in self.events.range(start..=end).take(limit) {
-            let next = item.map_err(backend).and_then(|(_, value)| {
-                let env = decode_record(stream, verifier.head().seq + 1, &value)?;
-                verifier.check(&env)?;
-                Ok(env)
-            });
-            let failed = next.is_err();
-            out.push(next);
+    /// The next verified events of one stream after the verifier's head. A
+    /// bad record ends the chunk with its error, after the good events
+    /// before it.
+    fn stream_chunk(&self, stream: &str, verifier: &mut ChainVerifier) -> Vec<Result<Envelope, LogError>> {
+        let next = verifier.head().seq + 1;
+        let events = match self.blocks_from(stream, next, CHUNK) {
+            Ok(events) => events,
+            Err(e) => return vec![Err(e)],
+        };
+        let mut out = Vec::with_capacity(events.len());
+        for env in events.into_iter().filter(|e| e.seq >= next) {
+            let checked = verifier.check(&env).map(|()| env).map_err(LogError::from);
+            let failed = checked.is_err();
+            out.push(checked);
             if failed {
                 break;
             }
@@ -435,55 +465,78 @@ impl SledLog {
         ))
     }
 
-    /// The next verified events in global order; like [`Self::stream_chunk`],
-    /// a bad record ends the chunk with its error.
+    /// The next verified events in global order from `from_position`; like
+    /// [`Self::stream_chunk`], a bad record ends the chunk with its error.
     fn all_chunk(
         &self,
         from_position: u64,
         verifiers: &mut HashMap<String, ChainVerifier>,
-        limit: usize,
     ) -> Vec<Result<Positioned, LogError>> {
+        let start = match self.events.range(global_key(0)..=global_key(from_position)).next_back() {
+            Some(Ok((k, _))) => k.to_vec(),
+            Some(Err(e)) => return vec![Err(backend(e))],
+            None => global_key(from_position).to_vec(),
+        };
         let mut out = Vec::new();
-        let start = global_key(from_position);
-        let end = global_key(u64::MAX);
-        for item in self.events.range(start..=end).take(limit) {
-            let next = item
-                .map_err(backend)
-                .and_then(|(gk, skey)| self.positioned(be_u64(&gk[1..]), &skey, verifiers));
-            let failed = next.is_err();
-            out.push(next);
-            if failed {
+        for item in self.events.range(start..=global_key(u64::MAX).to_vec()) {
+            let block = item.map_err(backend).and_then(|(gk, skey)| self.block_at(key_suffix(&gk), &skey));
+            let block = match block {
+                Ok(b) => b,
+                Err(e) => {
+                    out.push(Err(e));
+                    return out;
+                }
+            };
+            for p in block.into_iter().filter(|p| p.position >= from_position) {
+                let checked = self.check_positioned(&p, verifiers).map(|()| p);
+                let failed = checked.is_err();
+                out.push(checked);
+                if failed {
+                    return out;
+                }
+            }
+            if out.len() >= CHUNK {
                 break;
             }
         }
         out
     }
 
-    /// Reads and verifies the record a global index entry points at.
-    fn positioned(
-        &self,
-        position: u64,
-        skey: &[u8],
-        verifiers: &mut HashMap<String, ChainVerifier>,
-    ) -> Result<Positioned, LogError> {
-        let value = self.events.get(skey).map_err(backend)?.ok_or_else(|| {
-            LogError::Backend(format!("position {position} points at a missing record"))
-        })?;
+    /// The events of the block at `skey`, whose first global position is `first`.
+    fn block_at(&self, first: u64, skey: &[u8]) -> Result<Vec<Positioned>, LogError> {
         let stream = String::from_utf8_lossy(&skey[1..skey.len().saturating_sub(9)]).to_string();
-        let seq = be_u64(&skey[skey.len().saturating_sub(8)..]);
-        let envelope = decode_record(&stream, seq, &value)?;
-        let verifier = match verifiers.get_mut(&stream) {
+        let block = self.events.get(skey).map_err(backend)?.ok_or_else(|| {
+            LogError::Backend(format!("position {first} points at a missing block of {stream}"))
+        })?;
+        let events = decode_block(&stream, key_suffix(skey), &block)?;
+        Ok(events
+            .into_iter()
+            .enumerate()
+            .map(|(i, envelope)| Positioned {
+                position: first + i as u64,
+                envelope,
+            })
+            .collect())
+    }
+
+    fn check_positioned(
+        &self,
+        p: &Positioned,
+        verifiers: &mut HashMap<String, ChainVerifier>,
+    ) -> Result<(), LogError> {
+        let stream = &p.envelope.stream;
+        let verifier = match verifiers.get_mut(stream) {
             Some(v) => v,
             None => {
-                let v = self.verifier_before(&stream, envelope.seq)?;
+                let v = self.verifier_before(stream, p.envelope.seq)?;
                 verifiers.entry(stream.clone()).or_insert(v)
             }
         };
-        verifier.check(&envelope)?;
-        Ok(Positioned { position, envelope })
+        Ok(verifier.check(&p.envelope)?)
     }
 }
 
+/// Roughly how many events one read step decodes.
 const CHUNK: usize = 4096;
 
 #[async_trait]
@@ -536,8 +589,8 @@ impl EventLog for SledLog {
                 if finished {
                     return None;
                 }
-                let chunk = log.stream_chunk(&stream, &mut verifier, CHUNK);
-                let finished = chunk.len() < CHUNK || chunk.last().is_some_and(Result::is_err);
+                let chunk = log.stream_chunk(&stream, &mut verifier);
+                let finished = chunk.is_empty() || chunk.last().is_some_and(Result::is_err);
                 Some((chunk, (log, stream, verifier, finished)))
             },
         );
@@ -558,7 +611,7 @@ impl EventLog for SledLog {
             loop {
                 let appended = log.appended.clone();
                 let notified = appended.notified();
-                let chunk = log.all_chunk(next, &mut verifiers, CHUNK);
+                let chunk = log.all_chunk(next, &mut verifiers);
                 if let Some(last) = chunk.last() {
                     let failed = last.is_err();
                     let next = last.as_ref().map_or(next, |p| p.position + 1);
@@ -621,13 +674,17 @@ fn flatten_chunks<T: Send + 'static>(
 pub fn corrupt_event_for_test(dir: &Path, stream: &str, seq: u64) {
     let db = sled::open(dir).expect("open the sled log to corrupt it");
     let tree = db.open_tree("events").expect("events tree");
-    let key = stream_key(stream, seq);
-    let bytes = tree.get(&key).expect("read").expect("no such event to corrupt");
-    let mut record: StoredRecord = rmp_serde::from_slice(&bytes).expect("decodable record");
-    let mut payload = record.payload.into_bytes();
+    let (key, block) = tree
+        .range(stream_prefix(stream)..=stream_key(stream, seq))
+        .next_back()
+        .expect("a block")
+        .expect("read");
+    let mut records: Vec<StoredRecord> = rmp_serde::from_slice(&block).expect("decodable block");
+    let record = records.iter_mut().find(|r| r.seq == seq).expect("no such event to corrupt");
+    let mut payload = std::mem::take(&mut record.payload).into_bytes();
     let i = payload.len() / 2;
     payload[i] = if payload[i] == b'1' { b'2' } else { b'1' };
     record.payload = String::from_utf8_lossy(&payload).to_string();
-    tree.insert(key, rmp_serde::to_vec(&record).expect("encode")).expect("write");
+    tree.insert(key, rmp_serde::to_vec(&records).expect("encode")).expect("write");
     db.flush().expect("flush");
 }
