@@ -47,9 +47,10 @@ use std::time::{Duration, Instant};
 
 /// The two studies the driver works on.
 const STUDIES: [&str; 2] = ["crash-a", "crash-b"];
-/// Each study's budget: large enough that the run stays mostly in ask/tell
-/// loops, small enough that a seed may exhaust it (empty asks, completion).
-const BUDGET: u64 = 170;
+/// Each study's budget: the first is used up early (empty asks while trials
+/// are out, then the tell that completes it); the second stays in ask/tell
+/// loops until the driver stops it late in the run.
+const BUDGETS: [u64; 2] = [60, 400];
 /// Fresh commands the driver plans (deliberate repeats come on top).
 const PLANNED_COMMANDS: usize = 270;
 /// The requirement: at least this many SIGKILLs of `flotilla up`.
@@ -65,7 +66,7 @@ const COMMAND_DEADLINE: Duration = Duration::from_secs(45);
 /// The driving phase ends after this, whatever the counts.
 const RUN_DEADLINE: Duration = Duration::from_secs(75);
 /// Client timeout of one HTTP attempt; a timed-out attempt is retried.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(8);
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(4);
 /// Probability that a step repeats an already acknowledged command.
 const REPEAT_PROBABILITY: f64 = 0.08;
 
@@ -86,11 +87,36 @@ fn objective(number: u64) -> f64 {
     (n * 0.37).sin() * 3.0 + n / 100.0
 }
 
-/// The last `lines` lines of a file (for failure messages).
+/// The last `lines` lines of a file, without terminal colours (for failure messages).
 fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip an ANSI sequence: ESC [ ... letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    let all: Vec<&str> = plain.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Where `list` first departs from 1, 2, 3, ..., described; `None` if it does not.
+fn not_one_to_n(list: &[u64]) -> Option<String> {
+    let i = (0..list.len()).find(|&i| list[i] != i as u64 + 1)?;
+    let around = &list[i.saturating_sub(2)..(i + 3).min(list.len())];
+    Some(format!(
+        "position {} holds {} (around it: {around:?})",
+        i + 1,
+        list[i]
+    ))
 }
 
 // ---------------------------------------------------------------------------
@@ -153,7 +179,7 @@ fn run_chaos(mut c: Chaos, shared: Arc<Shared>) -> Chaos {
     let mut event = 0usize;
     while shared.kills.load(Ordering::SeqCst) < TARGET_KILLS {
         // A random number of acknowledged commands from now...
-        let gap = c.rng.random_range(2..=13);
+        let gap = c.rng.random_range(1..=9);
         let target = shared.acked.load(Ordering::SeqCst) + gap;
         if !wait_until(&shared, deadline, || {
             shared.acked.load(Ordering::SeqCst) >= target
@@ -167,10 +193,14 @@ fn run_chaos(mut c: Chaos, shared: Arc<Shared>) -> Chaos {
         }) {
             break;
         }
-        // ...a random moment into it (a debug-build command takes a few ms).
-        if !c.rng.random_bool(0.2) {
-            thread::sleep(Duration::from_micros(c.rng.random_range(0..=15_000)));
-        }
+        // ...a random moment into it: a debug-build command takes a millisecond
+        // or two, so mostly within this request, sometimes a few later.
+        let jitter = if c.rng.random_bool(0.7) {
+            c.rng.random_range(0..=2_500)
+        } else {
+            c.rng.random_range(0..=12_000)
+        };
+        thread::sleep(Duration::from_micros(jitter));
         let nats_turn = c.nats.is_some() && c.nats_points.contains(&event);
         event += 1;
         if nats_turn {
@@ -243,8 +273,9 @@ impl StudyModel {
 enum Attempt {
     /// `ok: true`: acknowledged.
     Acked(Value),
-    /// No usable answer (connection error, timeout, 5xx): retry with the same key.
-    Unacked(String),
+    /// No usable answer (connection error, timeout, 5xx): retry with the
+    /// same key. (A category for the statistics, the details.)
+    Unacked(String, String),
     /// A 4xx or a corruption error: the test's commands are always valid.
     Rejected(u16, Value),
 }
@@ -254,7 +285,12 @@ struct DriverStats {
     fresh: usize,
     repeats: usize,
     retried_commands: usize,
+    /// Retried commands whose reply came from the log: a killed process had
+    /// applied them before it could answer.
+    recalled: usize,
     failed_attempts: usize,
+    /// Failed attempts by kind.
+    failures: BTreeMap<String, usize>,
 }
 
 struct Driver {
@@ -297,22 +333,44 @@ impl Driver {
         }
         let resp = match req.send() {
             Ok(r) => r,
-            Err(e) => return Attempt::Unacked(format!("request failed: {e}")),
+            Err(e) => {
+                let kind = if e.is_timeout() {
+                    "timeout"
+                } else if e.is_connect() {
+                    "connect failed"
+                } else {
+                    "broken mid-request"
+                };
+                return Attempt::Unacked(kind.into(), format!("request failed: {e:?}"));
+            }
         };
         let status = resp.status().as_u16();
         let text = match resp.text() {
             Ok(t) => t,
-            Err(e) => return Attempt::Unacked(format!("HTTP {status}, body unreadable: {e}")),
+            Err(e) => {
+                return Attempt::Unacked(
+                    "broken mid-request".into(),
+                    format!("HTTP {status}, body unreadable: {e:?}"),
+                )
+            }
         };
         let reply: Value = match serde_json::from_str(&text) {
             Ok(v) => v,
-            Err(_) => return Attempt::Unacked(format!("HTTP {status}, not JSON: {text:?}")),
+            Err(_) => {
+                return Attempt::Unacked(
+                    "garbled reply".into(),
+                    format!("HTTP {status}, not JSON: {text:?}"),
+                )
+            }
         };
         let code = reply["error"]["code"].as_str().unwrap_or("");
         if status == 200 && reply["ok"] == json!(true) {
             Attempt::Acked(reply)
         } else if status >= 500 && code != "CORRUPT" {
-            Attempt::Unacked(format!("HTTP {status}: {reply}"))
+            Attempt::Unacked(
+                format!("HTTP {status} {code}"),
+                format!("HTTP {status}: {reply}"),
+            )
         } else {
             Attempt::Rejected(status, reply)
         }
@@ -328,17 +386,33 @@ impl Driver {
     ) -> Value {
         let deadline = Instant::now() + COMMAND_DEADLINE;
         let mut failures = 0usize;
+        let mut timeouts = 0usize;
+        let first_attempt = Instant::now();
         let mut last_error = String::new();
         loop {
             if self.shared.failed.load(Ordering::SeqCst) {
                 self.fail("the chaos thread failed (see its panic above)".into());
             }
+            let attempt_at = chrono::Utc::now();
             self.shared.sent.fetch_add(1, Ordering::SeqCst);
             match self.post(study, body, key, via_field) {
                 Attempt::Acked(reply) => {
                     self.shared.acked.fetch_add(1, Ordering::SeqCst);
+                    if timeouts > 0 {
+                        eprintln!(
+                            "[{}] {key}: acknowledged {:?} after its first attempt ({failures} failed attempts)",
+                            self.label,
+                            first_attempt.elapsed()
+                        );
+                    }
                     if failures > 0 {
                         self.stats.retried_commands += 1;
+                        let at = reply["events"][0]["at"]
+                            .as_str()
+                            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+                        if at.is_some_and(|at| at < attempt_at) {
+                            self.stats.recalled += 1;
+                        }
                     }
                     return reply;
                 }
@@ -347,9 +421,17 @@ impl Driver {
                      attempts (last: {last_error}): HTTP {status} {reply}",
                     STUDIES[study]
                 )),
-                Attempt::Unacked(why) => {
+                Attempt::Unacked(kind, why) => {
                     failures += 1;
                     self.stats.failed_attempts += 1;
+                    if kind == "timeout" {
+                        timeouts += 1;
+                        eprintln!(
+                            "[{}] {key}: no reply within {ATTEMPT_TIMEOUT:?} to the attempt sent at {attempt_at}; retrying",
+                            self.label
+                        );
+                    }
+                    *self.stats.failures.entry(kind).or_default() += 1;
                     last_error = why;
                     if Instant::now() > deadline {
                         self.fail(format!(
@@ -442,7 +524,7 @@ impl Driver {
         let body = json!({
             "type": "create_study",
             "seed": 42 + study as u64,
-            "budget": BUDGET,
+            "budget": BUDGETS[study],
             "bounds": {
                 "x": {"min": -5, "max": 10},
                 "lr": {"min": 0.0001, "max": 0.1, "scale": "log"}
@@ -469,7 +551,7 @@ impl Driver {
             .unwrap_or_default();
         let m = &self.studies[study];
         let asked = m.trials.len() as u64;
-        let expected = n.min(BUDGET - asked);
+        let expected = n.min(BUDGETS[study] - asked);
         let mut problems = Vec::new();
         if trials.len() as u64 != expected {
             problems.push(format!("{} trials, expected {expected}", trials.len()));
@@ -624,7 +706,7 @@ impl Driver {
         for s in 0..STUDIES.len() {
             self.create(s);
         }
-        let stop_at = PLANNED_COMMANDS * 4 / 5;
+        let stop_at = PLANNED_COMMANDS * 9 / 10;
         for i in 0..PLANNED_COMMANDS {
             if started.elapsed() > RUN_DEADLINE {
                 eprintln!(
@@ -682,12 +764,8 @@ fn verify_log(label: &str, driver: &Driver, events: &[Value]) -> BTreeMap<String
             .iter()
             .map(|e| e["seq"].as_u64().unwrap_or(0))
             .collect();
-        let expected: Vec<u64> = (1..=list.len() as u64).collect();
-        if seqs != expected {
-            problems.push(format!(
-                "{stream}: seqs are not 1..={}: {seqs:?}",
-                list.len()
-            ));
+        if let Some(gap) = not_one_to_n(&seqs) {
+            problems.push(format!("{stream}: seqs are not 1..={}: {gap}", seqs.len()));
         }
         let mut prev = "0".repeat(64);
         for e in &list {
@@ -797,10 +875,9 @@ fn verify_log(label: &str, driver: &Driver, events: &[Value]) -> BTreeMap<String
                 trials.insert(n, t.clone());
             }
         }
-        let expected: Vec<u64> = (1..=numbers.len() as u64).collect();
-        if numbers != expected {
+        if let Some(gap) = not_one_to_n(&numbers) {
             problems.push(format!(
-                "{stream}: trial numbers in log order are not 1..={}: {numbers:?}",
+                "{stream}: trial numbers in log order are not 1..={}: {gap}",
                 numbers.len()
             ));
         }
@@ -904,12 +981,14 @@ fn run_scenario(
     let kills = shared.kills.load(Ordering::SeqCst);
     let nats_restarts = shared.nats_restarts.load(Ordering::SeqCst);
     eprintln!(
-        "[{label}] drove {} fresh commands + {} repeats ({} commands needed retries, {} failed attempts), \
-         {kills} SIGKILLs, {nats_restarts} nats-server restarts, in {drive_time:?}",
+        "[{label}] drove {} fresh commands + {} repeats, {kills} SIGKILLs, {nats_restarts} \
+         nats-server restarts, in {drive_time:?}; {} commands needed retries ({} of them had \
+         been applied before the crash and were answered from the log); failed attempts: {:?}",
         driver.stats.fresh,
         driver.stats.repeats,
         driver.stats.retried_commands,
-        driver.stats.failed_attempts
+        driver.stats.recalled,
+        driver.stats.failures
     );
     assert!(
         kills >= MIN_KILLS,
@@ -975,6 +1054,8 @@ fn run_scenario(
     }
 
     // Recover once more and compare what it serves with the clean replay.
+    let up_log = driver.logs[0].clone();
+    let before_last_start = std::fs::read_to_string(&up_log).unwrap_or_default().len();
     up.restart();
     for (s, name) in STUDIES.iter().enumerate() {
         let (status, q) = up.get(&format!("/v1/query/solver/{name}"));
@@ -1012,7 +1093,30 @@ fn run_scenario(
             ));
         }
     }
+    // No panic anywhere in the run (SIGKILL leaves no trace in the log, a
+    // panicking task would).
+    let log = std::fs::read_to_string(&up_log).unwrap_or_default();
+    if let Some(at) = log.find("panicked at") {
+        driver.fail(format!(
+            "flotilla up panicked during the run:\n{}",
+            &log[at..(at + 2000).min(log.len())]
+        ));
+    }
     up.terminate();
+    // Not asserted (graceful shutdown is not what this test is about), but
+    // reported: with the NATS backend, SIGTERM currently makes async-nats
+    // Subscriber drops panic ("there is no reactor running") while the actix
+    // runtime tears down.
+    let log = std::fs::read_to_string(&up_log).unwrap_or_default();
+    if log
+        .get(before_last_start..)
+        .is_some_and(|l| l.contains("panicked at"))
+    {
+        eprintln!(
+            "[{label}] NOTE: flotilla up panicked while shutting down on SIGTERM \
+             (known issue, not asserted; CRASH_KEEP=1 keeps up.log)"
+        );
+    }
     eprintln!(
         "[{label}] verified {} events in {} streams against {} acknowledged commands; total {:?}",
         events.len(),
@@ -1022,14 +1126,27 @@ fn run_scenario(
     );
 }
 
+/// A temporary directory for the data and `up.log`; kept when `CRASH_KEEP` is set.
+fn work_dir(prefix: &str) -> tempfile::TempDir {
+    let keep = std::env::var_os("CRASH_KEEP").is_some();
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .disable_cleanup(keep)
+        .tempdir()
+        .expect("tempdir");
+    eprintln!(
+        "work dir {}{}",
+        dir.path().display(),
+        if keep { " (kept)" } else { "" }
+    );
+    dir
+}
+
 /// Embedded backend (sled), snapshots every 25 events.
 #[test]
 fn sigkill_embedded_loses_nothing_and_duplicates_nothing() {
     let seed = seed();
-    let dir = tempfile::Builder::new()
-        .prefix("flotilla-crash-embedded-")
-        .tempdir()
-        .expect("tempdir");
+    let dir = work_dir("flotilla-crash-embedded-");
     let data = dir.path().join("data");
     let data = data.to_str().expect("utf-8 path").to_string();
     let up = FlotillaUp::start(&["--data-dir", &data, "--snapshot-every", "25"], dir.path());
@@ -1048,10 +1165,7 @@ fn sigkill_embedded_loses_nothing_and_duplicates_nothing() {
 #[test]
 fn sigkill_nats_with_server_restarts_loses_nothing_and_duplicates_nothing() {
     let seed = seed();
-    let dir = tempfile::Builder::new()
-        .prefix("flotilla-crash-nats-")
-        .tempdir()
-        .expect("tempdir");
+    let dir = work_dir("flotilla-crash-nats-");
     let nats = NatsServer::start();
     let url = nats.url();
     let nats_log = nats.store_dir().join("nats-server.log");

@@ -6,11 +6,13 @@
 use crate::cli::{BenchArgs, BenchLogArgs, BenchWhat};
 use crate::commands::block_on;
 use anyhow::{anyhow, Result};
-use flotilla_bus::embedded::SledLog;
+use flotilla_actors::runtime::{AggregateCore, HostConfig, HostDeps, HostMetrics};
+use flotilla_actors::solver::Study;
+use flotilla_bus::embedded::{EmbeddedBus, SledLog};
 use flotilla_bus::nats::{JetStreamLog, NatsBus};
 use flotilla_bus::EventLog;
 use flotilla_messages::envelope::now_micros;
-use flotilla_messages::{Payload, PendingEvent, Subjects};
+use flotilla_messages::{CommandRequest, Payload, PendingEvent, StreamName, Subjects};
 use futures::TryStreamExt;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -118,7 +120,66 @@ async fn measure(backend: &'static str, log: Arc<dyn EventLog>, a: &BenchLogArgs
         read += 1;
     }
     rows.push(Row { backend, case: "replay one stream (verified)".into(), events: read, seconds: t.elapsed().as_secs_f64() });
+    rows.extend(recovery(backend, log, replay_events).await?);
     Ok(rows)
+}
+
+/// A study with `events` events: created, then one trial asked and told at a time.
+async fn fill_study(log: &Arc<dyn EventLog>, stream: &str, events: u64) -> Result<()> {
+    let study = serde_json::json!({"type": "study_created", "config": {"seed": 1, "budget": events,
+        "bounds": {"x": {"min": 0.0, "max": 1.0}, "y": {"min": 0.0, "max": 1.0}}}});
+    let body = |n: u64| {
+        let trial = n.div_ceil(2);
+        if n == 1 {
+            study.clone()
+        } else if n % 2 == 0 {
+            serde_json::json!({"type": "trials_asked", "study_done": false, "trials": [{"trial_id": format!("t{trial}"),
+                "number": trial, "params": {"x": (n as f64).sin().abs(), "y": (n as f64).cos().abs()}}]})
+        } else {
+            serde_json::json!({"type": "trials_told", "completes_study": false,
+                "results": [{"trial_id": format!("t{}", trial - 1), "value": (n as f64).sqrt()}]})
+        }
+    };
+    let mut seq = 0;
+    while seq < events {
+        let batch: Vec<PendingEvent> = (seq + 1..=(seq + 1000).min(events))
+            .map(|n| PendingEvent { payload: Payload::from_value(&body(n)), ..event(n) })
+            .map(|mut e| {
+                e.event_type = e.payload.to_value()["type"].as_str().unwrap_or("").to_string();
+                e
+            })
+            .collect();
+        seq = log.append(stream, seq, batch).await?.last().map_or(seq, |e| e.seq);
+    }
+    Ok(())
+}
+
+/// Recovery of one study with `events` events, without and with a snapshot.
+async fn recovery(backend: &'static str, log: Arc<dyn EventLog>, events: u64) -> Result<Vec<Row>> {
+    let stream = "solver/recovery";
+    fill_study(&log, stream, events).await?;
+    let deps = HostDeps {
+        log: log.clone(),
+        bus: Arc::new(EmbeddedBus::new()),
+        config: Arc::new(HostConfig { snapshot_every: 1000, ..HostConfig::default() }),
+        metrics: HostMetrics::unregistered(),
+    };
+    let name: StreamName = stream.parse()?;
+    let t = Instant::now();
+    let mut core = AggregateCore::<Study>::recover(name.clone(), deps.clone()).await?;
+    let cold = t.elapsed().as_secs_f64();
+    let request = CommandRequest::from_value(serde_json::json!({"type": "ask"}), None).map_err(|r| anyhow!("{r}"))?;
+    let (reply, _) = core.execute(request, None).await;
+    anyhow::ensure!(reply.ok, "the recovered study refused an ask: {reply:?}");
+    drop(core);
+    let t = Instant::now();
+    let warm = AggregateCore::<Study>::recover(name, deps).await?;
+    let warm_seconds = t.elapsed().as_secs_f64();
+    anyhow::ensure!(warm.seq() == events + 1, "recovered at seq {}", warm.seq());
+    Ok(vec![
+        Row { backend, case: "recover a study, no snapshot".into(), events, seconds: cold },
+        Row { backend, case: "recover a study, snapshot".into(), events: events + 1, seconds: warm_seconds },
+    ])
 }
 
 fn print_table(rows: &[Row]) {

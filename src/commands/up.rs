@@ -18,6 +18,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::task::JoinHandle;
 
 /// Runs `flotilla up`.
 pub fn run(args: UpArgs) -> Result<ExitCode> {
@@ -43,7 +44,7 @@ async fn serve(settings: UpSettings) -> Result<()> {
     };
     let ready = Arc::new(AtomicBool::new(false));
     let gateway = start_gateway(&settings, &backend, &registry, ready.clone())?;
-    let recovered = start_actors(&settings, &backend, deps).await?;
+    let (recovered, services) = start_actors(&settings, &backend, deps).await?;
     ready.store(true, Ordering::Release);
     tracing::info!(
         backend = %describe(&settings.backend),
@@ -55,6 +56,10 @@ async fn serve(settings: UpSettings) -> Result<()> {
     tracing::info!("shutting down");
     if let Some(handle) = gateway {
         handle.stop(true).await;
+    }
+    for task in services {
+        task.abort();
+        let _ = task.await;
     }
     backend.bus.flush().await.ok();
     Ok(())
@@ -91,16 +96,24 @@ fn start_gateway(
 }
 
 /// Subscribes every selected actor, then recovers their aggregates.
-async fn start_actors(settings: &UpSettings, backend: &Backend, deps: HostDeps) -> Result<usize> {
+/// Returns how many aggregates were recovered and the serving tasks.
+async fn start_actors(
+    settings: &UpSettings,
+    backend: &Backend,
+    deps: HostDeps,
+) -> Result<(usize, Vec<JoinHandle<()>>)> {
     let mut recovered = 0;
+    let mut services = Vec::new();
     for actor in &settings.only {
         match actor {
             Actor::Solver => {
                 let registry = AggregateRegistry::<Study>::new(deps.clone(), None);
-                CommandService::new(registry.clone(), backend.bus.clone(), settings.subjects.clone())
-                    .start()
-                    .await
-                    .context("cannot subscribe the solver's subjects")?;
+                services.extend(
+                    CommandService::new(registry.clone(), backend.bus.clone(), settings.subjects.clone())
+                        .start()
+                        .await
+                        .context("cannot subscribe the solver's subjects")?,
+                );
                 recovered += registry
                     .recover_all()
                     .await
@@ -109,7 +122,7 @@ async fn start_actors(settings: &UpSettings, backend: &Backend, deps: HostDeps) 
             other => bail!("only: the {other} actor is not part of this build yet (available: solver)"),
         }
     }
-    Ok(recovered)
+    Ok((recovered, services))
 }
 
 async fn wait_for_shutdown() -> Result<()> {

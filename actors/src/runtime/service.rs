@@ -15,6 +15,7 @@ use flotilla_messages::{CommandRequest, Encoding, ErrorCode, Rejection, Reply, S
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use std::sync::Arc;
+use tokio::task::JoinHandle;
 
 /// The header that carries a correlation id across commands.
 pub const CORRELATION_HEADER: &str = "Flotilla-Correlation-Id";
@@ -36,8 +37,11 @@ impl<A: Aggregate> CommandService<A> {
         })
     }
 
-    /// Subscribes and serves until the bus closes. Must run inside an actix system.
-    pub async fn start(self: Arc<Self>) -> Result<(), BusError> {
+    /// Subscribes and serves until the bus closes or the returned tasks are
+    /// aborted. Must run inside an actix system. Abort (and await) the tasks
+    /// before the runtime stops, so that the subscriptions are dropped while
+    /// their client can still unsubscribe.
+    pub async fn start(self: Arc<Self>) -> Result<Vec<JoinHandle<()>>, BusError> {
         let group = format!("flotilla-{}", A::ACTOR);
         let mut commands = self
             .bus
@@ -52,25 +56,25 @@ impl<A: Aggregate> CommandService<A> {
             .queue_subscribe(&self.subjects.query_list(A::ACTOR), &group)
             .await?;
         let me = self.clone();
-        actix::spawn(async move {
+        let serve_commands = actix::spawn(async move {
             while let Some(msg) = commands.next().await {
                 me.dispatch(msg);
             }
         });
         let me = self.clone();
-        actix::spawn(async move {
+        let serve_queries = actix::spawn(async move {
             while let Some(msg) = queries.next().await {
                 me.dispatch(msg);
             }
         });
         let me = self;
-        actix::spawn(async move {
+        let serve_lists = actix::spawn(async move {
             while let Some(msg) = lists.next().await {
                 let answer = me.clone().list();
                 me.answer(msg, Encoding::Json, answer);
             }
         });
-        Ok(())
+        Ok(vec![serve_commands, serve_queries, serve_lists])
     }
 
     /// Routes one message to its aggregate now (keeping arrival order) and
