@@ -40,8 +40,7 @@ fn bench_log(args: BenchLogArgs) -> Result<ExitCode> {
         std::fs::remove_dir_all(&dir).ok();
         if let Some(url) = &args.nats {
             let bus = NatsBus::connect(url).await?;
-            let prefix = format!("bench{}", std::process::id());
-            let subjects = Subjects::new(&prefix).map_err(|e| anyhow!("{e}"))?;
+            let subjects = Subjects::default();
             let js: Arc<dyn EventLog> = Arc::new(JetStreamLog::open(bus.client(), subjects, 1).await?);
             let small = BenchLogArgs { events: args.events.min(5_000), ..args };
             rows.extend(measure("nats", js, &small, small.replay_events.min(100_000)).await?);
@@ -56,6 +55,11 @@ fn tempfile_dir() -> Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("flotilla-bench-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// A stream name unique to this run, so a shared server's log can be reused.
+fn bench_stream(name: &str) -> String {
+    format!("solver/bench-{}-{name}", std::process::id())
 }
 
 /// A realistic event: a told trial result.
@@ -90,13 +94,13 @@ async fn measure(backend: &'static str, log: Arc<dyn EventLog>, a: &BenchLogArgs
     let mut rows = Vec::new();
     let single = (a.events / 10).max(100);
     let t = Instant::now();
-    append_run(log.clone(), "solver/b1".into(), single, 1).await?;
+    append_run(log.clone(), bench_stream("b1"), single, 1).await?;
     rows.push(Row { backend, case: "append, batch 1, 1 writer".into(), events: single, seconds: t.elapsed().as_secs_f64() });
 
     let per_writer = (a.events / a.writers.max(1)).max(10);
     let t = Instant::now();
     let writers: Vec<_> = (0..a.writers.max(1))
-        .map(|w| tokio::spawn(append_run(log.clone(), format!("solver/w{w}"), per_writer, 1)))
+        .map(|w| tokio::spawn(append_run(log.clone(), bench_stream(&format!("w{w}")), per_writer, 1)))
         .collect();
     for w in writers {
         w.await??;
@@ -109,13 +113,14 @@ async fn measure(backend: &'static str, log: Arc<dyn EventLog>, a: &BenchLogArgs
     });
 
     let t = Instant::now();
-    append_run(log.clone(), "solver/b100".into(), a.events, 100).await?;
+    append_run(log.clone(), bench_stream("b100"), a.events, 100).await?;
     rows.push(Row { backend, case: "append, batch 100, 1 writer".into(), events: a.events, seconds: t.elapsed().as_secs_f64() });
 
-    append_run(log.clone(), "solver/replay".into(), replay_events, 1000).await?;
+    let replayed = bench_stream("replay");
+    append_run(log.clone(), replayed.clone(), replay_events, 1000).await?;
     let t = Instant::now();
     let mut read = 0u64;
-    let mut events = log.read_stream("solver/replay", 1).await?;
+    let mut events = log.read_stream(&replayed, 1).await?;
     while events.try_next().await?.is_some() {
         read += 1;
     }
@@ -156,7 +161,7 @@ async fn fill_study(log: &Arc<dyn EventLog>, stream: &str, events: u64) -> Resul
 
 /// Recovery of one study with `events` events, without and with a snapshot.
 async fn recovery(backend: &'static str, log: Arc<dyn EventLog>, events: u64) -> Result<Vec<Row>> {
-    let stream = "solver/recovery";
+    let stream = &bench_stream("recovery");
     fill_study(&log, stream, events).await?;
     let deps = HostDeps {
         log: log.clone(),
