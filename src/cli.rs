@@ -10,7 +10,13 @@ use std::path::PathBuf;
 #[command(name = "flotilla", version, about)]
 pub struct Cli {
     /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value = "text", env = "FLOTILLA_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "FLOTILLA_LOG_FORMAT"
+    )]
     pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]

@@ -114,13 +114,13 @@ pub fn resolve_up(args: &UpArgs) -> Result<UpSettings> {
         .clone()
         .or_else(|| file.http.clone())
         .unwrap_or_else(|| DEFAULT_HTTP.to_string());
-    let http = match http.as_str() {
-        "off" | "none" => None,
-        addr => Some(
-            addr.parse()
-                .map_err(|_| anyhow!("http: invalid address {addr:?} (expected HOST:PORT or off)"))?,
-        ),
-    };
+    let http =
+        match http.as_str() {
+            "off" | "none" => None,
+            addr => Some(addr.parse().map_err(|_| {
+                anyhow!("http: invalid address {addr:?} (expected HOST:PORT or off)")
+            })?),
+        };
     let only = args
         .only
         .clone()

@@ -23,7 +23,9 @@ fn start(dir: &std::path::Path) -> FlotillaUp {
 }
 
 fn seq_of(up: &FlotillaUp, id: &str) -> u64 {
-    up.get(&format!("/v1/query/solver/{id}")).1["seq"].as_u64().unwrap_or(0)
+    up.get(&format!("/v1/query/solver/{id}")).1["seq"]
+        .as_u64()
+        .unwrap_or(0)
 }
 
 #[test]
@@ -39,7 +41,10 @@ fn health_readiness_and_metrics_are_served() {
         .unwrap()
         .text()
         .unwrap();
-    assert!(text.contains("flotilla_commands_total{actor=\"solver\",outcome=\"accepted\"} 1"), "{text}");
+    assert!(
+        text.contains("flotilla_commands_total{actor=\"solver\",outcome=\"accepted\"} 1"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -55,7 +60,10 @@ fn bad_input_gets_a_typed_error_and_appends_nothing() {
             .body(body)
             .send()
             .unwrap();
-        let msgpack = r.headers().get("content-type").is_some_and(|v| v == "application/msgpack");
+        let msgpack = r
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v == "application/msgpack");
         let status = r.status().as_u16();
         let bytes = r.bytes().unwrap();
         let reply: Value = if msgpack {
@@ -66,19 +74,97 @@ fn bad_input_gets_a_typed_error_and_appends_nothing() {
         (status, reply)
     };
     let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
-        ("/v1/cmd/solver/s", "application/json", b"{\"type\": \"ask\"".to_vec(), 400, "MALFORMED_BODY"),
-        ("/v1/cmd/solver/s", "application/msgpack", vec![0xc1, 0x00], 400, "MALFORMED_BODY"),
-        ("/v1/cmd/solver/s", "application/json", b"[1, 2]".to_vec(), 400, "MALFORMED_BODY"),
-        ("/v1/cmd/solver/s", "application/json", br#"{"type": "fly"}"#.to_vec(), 400, "UNKNOWN_COMMAND"),
-        ("/v1/cmd/solver/s", "application/json", br#"{"type": "ask", "n": 1, "bogus": 1}"#.to_vec(), 400, "UNKNOWN_FIELD"),
-        ("/v1/cmd/solver/s", "application/json", br#"{"type": "ask", "n": -1}"#.to_vec(), 400, "INVALID_FIELD"),
-        ("/v1/cmd/solver/bad.id", "application/json", br#"{"type": "ask"}"#.to_vec(), 400, "INVALID_ID"),
-        ("/v1/cmd/solver/s", "application/json", br#"{"type": "ask", "command_id": "no spaces"}"#.to_vec(), 400, "INVALID_ID"),
-        ("/v1/cmd/solver/s", "application/json", br#"{"type": "ask", "expected_seq": 5}"#.to_vec(), 409, "WRONG_EXPECTED_SEQ"),
-        ("/v1/cmd/solver/s", "application/json", br#"{"type": "tell", "trial_id": "t99", "value": 1}"#.to_vec(), 422, "UNKNOWN_TRIAL"),
-        ("/v1/cmd/nobody/s", "application/json", br#"{"type": "ask"}"#.to_vec(), 404, "UNKNOWN_ACTOR"),
-        ("/v1/cmd/scheduler/s", "application/json", br#"{"type": "submit"}"#.to_vec(), 503, "UNAVAILABLE"),
-        ("/v1/cmd/solver/s", "text/csv", b"a,b".to_vec(), 400, "MALFORMED_BODY"),
+        (
+            "/v1/cmd/solver/s",
+            "application/json",
+            b"{\"type\": \"ask\"".to_vec(),
+            400,
+            "MALFORMED_BODY",
+        ),
+        (
+            "/v1/cmd/solver/s",
+            "application/msgpack",
+            vec![0xc1, 0x00],
+            400,
+            "MALFORMED_BODY",
+        ),
+        (
+            "/v1/cmd/solver/s",
+            "application/json",
+            b"[1, 2]".to_vec(),
+            400,
+            "MALFORMED_BODY",
+        ),
+        (
+            "/v1/cmd/solver/s",
+            "application/json",
+            br#"{"type": "fly"}"#.to_vec(),
+            400,
+            "UNKNOWN_COMMAND",
+        ),
+        (
+            "/v1/cmd/solver/s",
+            "application/json",
+            br#"{"type": "ask", "n": 1, "bogus": 1}"#.to_vec(),
+            400,
+            "UNKNOWN_FIELD",
+        ),
+        (
+            "/v1/cmd/solver/s",
+            "application/json",
+            br#"{"type": "ask", "n": -1}"#.to_vec(),
+            400,
+            "INVALID_FIELD",
+        ),
+        (
+            "/v1/cmd/solver/bad.id",
+            "application/json",
+            br#"{"type": "ask"}"#.to_vec(),
+            400,
+            "INVALID_ID",
+        ),
+        (
+            "/v1/cmd/solver/s",
+            "application/json",
+            br#"{"type": "ask", "command_id": "no spaces"}"#.to_vec(),
+            400,
+            "INVALID_ID",
+        ),
+        (
+            "/v1/cmd/solver/s",
+            "application/json",
+            br#"{"type": "ask", "expected_seq": 5}"#.to_vec(),
+            409,
+            "WRONG_EXPECTED_SEQ",
+        ),
+        (
+            "/v1/cmd/solver/s",
+            "application/json",
+            br#"{"type": "tell", "trial_id": "t99", "value": 1}"#.to_vec(),
+            422,
+            "UNKNOWN_TRIAL",
+        ),
+        (
+            "/v1/cmd/nobody/s",
+            "application/json",
+            br#"{"type": "ask"}"#.to_vec(),
+            404,
+            "UNKNOWN_ACTOR",
+        ),
+        (
+            "/v1/cmd/scheduler/s",
+            "application/json",
+            br#"{"type": "submit"}"#.to_vec(),
+            503,
+            "UNAVAILABLE",
+        ),
+        (
+            "/v1/cmd/solver/s",
+            "text/csv",
+            b"a,b".to_vec(),
+            400,
+            "MALFORMED_BODY",
+        ),
     ];
     for (path, ct, body, status, code) in cases {
         let (got_status, reply) = raw(path, ct, body.clone());
@@ -116,7 +202,11 @@ fn msgpack_requests_get_msgpack_replies_and_keys_make_commands_idempotent() {
     let (_, first) = up.send_with_key("solver", "mp", &ask, "ask-1");
     let (_, again) = up.send_with_key("solver", "mp", &ask, "ask-1");
     assert_eq!(first, again, "a repeated key returns the first reply");
-    let (_, body_key) = up.send("solver", "mp", &json!({"type": "ask", "n": 2, "command_id": "ask-1"}));
+    let (_, body_key) = up.send(
+        "solver",
+        "mp",
+        &json!({"type": "ask", "n": 2, "command_id": "ask-1"}),
+    );
     assert_eq!(first, body_key, "command_id in the body is the same key");
     assert_eq!(seq_of(&up, "mp"), 2, "appended once");
 }
@@ -150,39 +240,82 @@ fn events_audit_and_replay_read_what_up_wrote() {
 
     // While up runs, events come over HTTP (sled is locked by the server).
     let over_http = flotilla(&["events", "--http", &up.url, "--stream", "solver/a"]);
-    assert!(over_http.status.success(), "{}", String::from_utf8_lossy(&over_http.stderr));
+    assert!(
+        over_http.status.success(),
+        "{}",
+        String::from_utf8_lossy(&over_http.stderr)
+    );
     assert_eq!(json_lines(&over_http.stdout).len(), 11);
     let locked = flotilla(&["audit", &data[0], &data[1]]);
     assert!(!locked.status.success());
-    assert!(String::from_utf8_lossy(&locked.stderr).contains("in use"), "a clear lock message");
+    assert!(
+        String::from_utf8_lossy(&locked.stderr).contains("in use"),
+        "a clear lock message"
+    );
     up.terminate();
 
     let all = flotilla(&["events", &data[0], &data[1]]);
     let lines = json_lines(&all.stdout);
     assert_eq!(lines.len(), 11 + 7);
-    let from = flotilla(&["events", &data[0], &data[1], "--stream", "solver/a", "--from", "10"]);
-    let seqs: Vec<u64> = json_lines(&from.stdout).iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    let from = flotilla(&[
+        "events", &data[0], &data[1], "--stream", "solver/a", "--from", "10",
+    ]);
+    let seqs: Vec<u64> = json_lines(&from.stdout)
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
     assert_eq!(seqs, vec![10, 11]);
 
     let audit = flotilla(&["audit", &data[0], &data[1]]);
-    assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stderr));
+    assert!(
+        audit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&audit.stderr)
+    );
     let summary: Value = serde_json::from_slice(&audit.stdout).unwrap();
     assert_eq!(summary, json!({"ok": true, "streams": 2, "events": 18}));
 
     let replay = flotilla(&["replay", "--stream", "solver/a", &data[0], &data[1]]);
     let replayed: Value = serde_json::from_slice(&replay.stdout).unwrap();
-    assert_eq!(replayed["state"], live["result"], "a clean replay equals the live state");
+    assert_eq!(
+        replayed["state"], live["result"],
+        "a clean replay equals the live state"
+    );
     assert_eq!(replayed["seq"], live["seq"]);
-    let early = flotilla(&["replay", "--stream", "solver/a", "--until-seq", "2", &data[0], &data[1]]);
+    let early = flotilla(&[
+        "replay",
+        "--stream",
+        "solver/a",
+        "--until-seq",
+        "2",
+        &data[0],
+        &data[1],
+    ]);
     let early: Value = serde_json::from_slice(&early.stdout).unwrap();
     assert_eq!(early["seq"], 2);
     assert_eq!(early["state"]["counts"]["asked"], 2);
     assert_eq!(early["state"]["counts"]["told"], 0);
     let t3 = lines[2]["at"].as_str().unwrap().to_string();
-    let by_time = flotilla(&["replay", "--stream", "solver/a", "--until-time", &t3, &data[0], &data[1]]);
+    let by_time = flotilla(&[
+        "replay",
+        "--stream",
+        "solver/a",
+        "--until-time",
+        &t3,
+        &data[0],
+        &data[1],
+    ]);
     let by_time: Value = serde_json::from_slice(&by_time.stdout).unwrap();
     assert_eq!(by_time["seq"], 3);
-    let bad_time = flotilla(&["replay", "--stream", "solver/a", "--until-time", "yesterday", &data[0], &data[1]]);
+    let bad_time = flotilla(&[
+        "replay",
+        "--stream",
+        "solver/a",
+        "--until-time",
+        "yesterday",
+        &data[0],
+        &data[1],
+    ]);
     assert!(String::from_utf8_lossy(&bad_time.stderr).contains("until-time"));
 
     // Damage one record: audit names it, recovery refuses it.
@@ -217,9 +350,21 @@ fn configuration_errors_name_the_field() {
     let out = flotilla(&["up", "--config", cfg.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("snapshot_every"));
-    let out = flotilla(&["up", "--http", "not-an-address", "--data-dir", dir.path().to_str().unwrap()]);
+    let out = flotilla(&[
+        "up",
+        "--http",
+        "not-an-address",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("http:"));
-    let out = flotilla(&["up", "--only", "solver,wizard", "--data-dir", dir.path().to_str().unwrap()]);
+    let out = flotilla(&[
+        "up",
+        "--only",
+        "solver,wizard",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("only:"));
     let out = std::process::Command::new(common::flotilla_bin())
         .args(["up", "--data-dir", dir.path().to_str().unwrap()])
@@ -227,7 +372,11 @@ fn configuration_errors_name_the_field() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("snapshot-every"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("snapshot-every"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = flotilla(&["send", "solver", "x", "{not json"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("command:"));
@@ -237,11 +386,25 @@ fn configuration_errors_name_the_field() {
 fn send_prints_the_reply_and_exits_by_outcome() {
     let dir = tempfile::tempdir().unwrap();
     let up = start(dir.path());
-    let ok = flotilla(&["send", "solver", "c", &create(2).to_string(), "--http", &up.url]);
+    let ok = flotilla(&[
+        "send",
+        "solver",
+        "c",
+        &create(2).to_string(),
+        "--http",
+        &up.url,
+    ]);
     assert_eq!(ok.status.code(), Some(0));
     let reply: Value = serde_json::from_slice(&ok.stdout).unwrap();
     assert_eq!(reply["seq"], 1);
-    let refused = flotilla(&["send", "solver", "c", &create(2).to_string(), "--http", &up.url]);
+    let refused = flotilla(&[
+        "send",
+        "solver",
+        "c",
+        &create(2).to_string(),
+        "--http",
+        &up.url,
+    ]);
     assert_eq!(refused.status.code(), Some(1));
     let reply: Value = serde_json::from_slice(&refused.stdout).unwrap();
     assert_eq!(reply["error"]["code"], "ALREADY_EXISTS");

@@ -17,11 +17,19 @@ fn create() -> Value {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// A NATS request from an ordinary client; returns the reply's body and content type.
-fn request(url: &str, subject: &str, body: Vec<u8>, content_type: Option<&str>) -> (Vec<u8>, Option<String>) {
+fn request(
+    url: &str,
+    subject: &str,
+    body: Vec<u8>,
+    content_type: Option<&str>,
+) -> (Vec<u8>, Option<String>) {
     runtime().block_on(async {
         let bus = NatsBus::connect(url).await.unwrap();
         let mut msg = Message::new(subject, body);
@@ -41,13 +49,23 @@ fn commands_are_nats_requests_in_json_or_msgpack() {
     let url = nats.url();
     let _up = FlotillaUp::start(&["--nats", &url], dir.path());
 
-    let (body, ct) = request(&url, "flotilla.cmd.solver.j", serde_json::to_vec(&create()).unwrap(), None);
+    let (body, ct) = request(
+        &url,
+        "flotilla.cmd.solver.j",
+        serde_json::to_vec(&create()).unwrap(),
+        None,
+    );
     let reply: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(reply["ok"], true, "{reply}");
     assert_eq!(ct.as_deref(), Some("application/json"));
 
     let ask = rmp_serde::to_vec_named(&json!({"type": "ask", "n": 3})).unwrap();
-    let (body, ct) = request(&url, "flotilla.cmd.solver.j", ask, Some("application/msgpack"));
+    let (body, ct) = request(
+        &url,
+        "flotilla.cmd.solver.j",
+        ask,
+        Some("application/msgpack"),
+    );
     assert_eq!(ct.as_deref(), Some("application/msgpack"));
     let reply: Value = rmp_serde::from_slice(&body).unwrap();
     assert_eq!(reply["result"]["trials"].as_array().unwrap().len(), 3);
@@ -67,13 +85,24 @@ fn commands_are_nats_requests_in_json_or_msgpack() {
     assert_eq!(list["result"]["ids"], json!(["j"]));
 
     let sent = flotilla(&["send", "solver", "j", r#"{"type": "stop"}"#, "--nats", &url]);
-    assert!(sent.status.success(), "{}", String::from_utf8_lossy(&sent.stderr));
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
     let events = json_lines(&flotilla(&["events", "--nats", &url]).stdout);
     let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(types, ["study_created", "trials_asked", "study_stopped"]);
     let audit = flotilla(&["audit", "--nats", &url]);
-    assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stdout));
-    let replay: Value = serde_json::from_slice(&flotilla(&["replay", "--stream", "solver/j", "--nats", &url]).stdout).unwrap();
+    assert!(
+        audit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&audit.stdout)
+    );
+    let replay: Value = serde_json::from_slice(
+        &flotilla(&["replay", "--stream", "solver/j", "--nats", &url]).stdout,
+    )
+    .unwrap();
     assert_eq!(replay["seq"], 3);
     assert_eq!(replay["state"]["status"], "stopped");
 }
@@ -92,7 +121,10 @@ fn two_processes_share_one_actor_without_handing_out_a_trial_twice() {
         let (status, reply) = up.send("solver", "shared", &json!({"type": "ask", "n": 2}));
         assert_eq!(status, 200, "{reply}");
         for t in reply["result"]["trials"].as_array().unwrap() {
-            assert!(seen.insert(t["trial_id"].as_str().unwrap().to_string()), "duplicate {t}");
+            assert!(
+                seen.insert(t["trial_id"].as_str().unwrap().to_string()),
+                "duplicate {t}"
+            );
         }
     }
     assert_eq!(seen.len(), 40);

@@ -54,7 +54,9 @@ async fn a_command_is_stored_evolved_published_and_answered() {
     let dir = tempfile::tempdir().unwrap();
     let d = deps(dir.path(), 0);
     let mut events = d.bus.subscribe("flotilla.evt.solver.*").await.unwrap();
-    let mut core = AggregateCore::<Study>::recover(stream("s"), d.clone()).await.unwrap();
+    let mut core = AggregateCore::<Study>::recover(stream("s"), d.clone())
+        .await
+        .unwrap();
     let (reply, _) = core.execute(request(create()), None).await;
     assert!(reply.ok, "{reply:?}");
     assert_eq!(reply.seq, Some(1));
@@ -69,16 +71,26 @@ async fn a_command_is_stored_evolved_published_and_answered() {
 async fn a_repeated_command_id_returns_the_first_reply_and_appends_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let d = deps(dir.path(), 0);
-    let mut core = AggregateCore::<Study>::recover(stream("s"), d.clone()).await.unwrap();
+    let mut core = AggregateCore::<Study>::recover(stream("s"), d.clone())
+        .await
+        .unwrap();
     core.execute(request(create()), None).await;
-    let (first, _) = core.execute(keyed(json!({"type": "ask", "n": 2}), "k1"), None).await;
-    let (again, _) = core.execute(keyed(json!({"type": "ask", "n": 2}), "k1"), None).await;
+    let (first, _) = core
+        .execute(keyed(json!({"type": "ask", "n": 2}), "k1"), None)
+        .await;
+    let (again, _) = core
+        .execute(keyed(json!({"type": "ask", "n": 2}), "k1"), None)
+        .await;
     assert_eq!(first, again);
     assert_eq!(head(&d.log, "solver/s").await, 2);
     // Also after a restart, from the log.
     drop(core);
-    let mut core = AggregateCore::<Study>::recover(stream("s"), d.clone()).await.unwrap();
-    let (after, _) = core.execute(keyed(json!({"type": "ask", "n": 2}), "k1"), None).await;
+    let mut core = AggregateCore::<Study>::recover(stream("s"), d.clone())
+        .await
+        .unwrap();
+    let (after, _) = core
+        .execute(keyed(json!({"type": "ask", "n": 2}), "k1"), None)
+        .await;
     assert_eq!(first, after);
     assert_eq!(head(&d.log, "solver/s").await, 2);
 }
@@ -87,14 +99,25 @@ async fn a_repeated_command_id_returns_the_first_reply_and_appends_nothing() {
 async fn bad_commands_are_typed_rejections_that_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let d = deps(dir.path(), 0);
-    let mut core = AggregateCore::<Study>::recover(stream("s"), d.clone()).await.unwrap();
+    let mut core = AggregateCore::<Study>::recover(stream("s"), d.clone())
+        .await
+        .unwrap();
     core.execute(request(create()), None).await;
     let cases = [
         (json!({"type": "fly"}), ErrorCode::UnknownCommand),
-        (json!({"type": "ask", "n": 1, "colour": "red"}), ErrorCode::UnknownField),
+        (
+            json!({"type": "ask", "n": 1, "colour": "red"}),
+            ErrorCode::UnknownField,
+        ),
         (json!({"type": "ask", "n": "two"}), ErrorCode::InvalidField),
-        (json!({"type": "ask", "expected_seq": 9}), ErrorCode::WrongExpectedSeq),
-        (json!({"type": "tell", "trial_id": "t7", "value": 1.0}), ErrorCode::UnknownTrial),
+        (
+            json!({"type": "ask", "expected_seq": 9}),
+            ErrorCode::WrongExpectedSeq,
+        ),
+        (
+            json!({"type": "tell", "trial_id": "t7", "value": 1.0}),
+            ErrorCode::UnknownTrial,
+        ),
         (create(), ErrorCode::AlreadyExists),
     ];
     for (body, code) in cases {
@@ -104,7 +127,9 @@ async fn bad_commands_are_typed_rejections_that_change_nothing() {
         assert_eq!(core.seq(), 1, "{body} changed the state");
     }
     assert_eq!(head(&d.log, "solver/s").await, 1, "nothing appended");
-    let (ok, _) = core.execute(request(json!({"type": "ask", "expected_seq": 1})), None).await;
+    let (ok, _) = core
+        .execute(request(json!({"type": "ask", "expected_seq": 1})), None)
+        .await;
     assert!(ok.ok, "the right expected_seq is accepted: {ok:?}");
 }
 
@@ -112,12 +137,20 @@ async fn bad_commands_are_typed_rejections_that_change_nothing() {
 async fn two_hosts_of_one_aggregate_resolve_conflicts_by_catching_up() {
     let dir = tempfile::tempdir().unwrap();
     let d = deps(dir.path(), 0);
-    let mut a = AggregateCore::<Study>::recover(stream("s"), d.clone()).await.unwrap();
-    let mut b = AggregateCore::<Study>::recover(stream("s"), d.clone()).await.unwrap();
+    let mut a = AggregateCore::<Study>::recover(stream("s"), d.clone())
+        .await
+        .unwrap();
+    let mut b = AggregateCore::<Study>::recover(stream("s"), d.clone())
+        .await
+        .unwrap();
     a.execute(request(create()), None).await;
-    let (ra, _) = a.execute(request(json!({"type": "ask", "n": 1})), None).await;
+    let (ra, _) = a
+        .execute(request(json!({"type": "ask", "n": 1})), None)
+        .await;
     // b has not seen a's events: its append conflicts, it catches up and decides again.
-    let (rb, _) = b.execute(request(json!({"type": "ask", "n": 1})), None).await;
+    let (rb, _) = b
+        .execute(request(json!({"type": "ask", "n": 1})), None)
+        .await;
     assert!(rb.ok, "{rb:?}");
     assert_eq!(rb.seq, Some(3));
     let ta = &ra.result.unwrap()["trials"][0]["trial_id"];
@@ -129,19 +162,33 @@ async fn two_hosts_of_one_aggregate_resolve_conflicts_by_catching_up() {
 async fn recovery_from_a_snapshot_equals_a_clean_replay() {
     let dir = tempfile::tempdir().unwrap();
     let d = deps(dir.path(), 4);
-    let mut core = AggregateCore::<Study>::recover(stream("s"), d.clone()).await.unwrap();
+    let mut core = AggregateCore::<Study>::recover(stream("s"), d.clone())
+        .await
+        .unwrap();
     core.execute(request(create()), None).await;
     for i in 0..9 {
-        let (r, _) = core.execute(request(json!({"type": "ask", "n": 1})), None).await;
-        let id = r.result.unwrap()["trials"][0]["trial_id"].clone();
-        core.execute(request(json!({"type": "tell", "trial_id": id, "value": i as f64 * 0.5})), None)
+        let (r, _) = core
+            .execute(request(json!({"type": "ask", "n": 1})), None)
             .await;
+        let id = r.result.unwrap()["trials"][0]["trial_id"].clone();
+        core.execute(
+            request(json!({"type": "tell", "trial_id": id, "value": i as f64 * 0.5})),
+            None,
+        )
+        .await;
     }
     let live = core.state().clone();
-    assert!(d.log.load_snapshot("solver/s").await.unwrap().is_some(), "a snapshot was saved");
+    assert!(
+        d.log.load_snapshot("solver/s").await.unwrap().is_some(),
+        "a snapshot was saved"
+    );
     drop(core);
-    let recovered = AggregateCore::<Study>::recover(stream("s"), d.clone()).await.unwrap();
-    let clean = replay::<Study>(d.log.as_ref(), "solver/s", Until::End).await.unwrap();
+    let recovered = AggregateCore::<Study>::recover(stream("s"), d.clone())
+        .await
+        .unwrap();
+    let clean = replay::<Study>(d.log.as_ref(), "solver/s", Until::End)
+        .await
+        .unwrap();
     assert_eq!(recovered.seq(), clean.seq);
     let bits = |s: &Study| rmp_serde::to_vec_named(s).unwrap();
     assert_eq!(bits(recovered.state()), bits(&clean.state));
@@ -178,7 +225,9 @@ impl Aggregate for Launcher {
 
     fn decide(&self, command: &LauncherCommand) -> Result<Vec<LauncherEvent>, Rejection> {
         Ok(match command {
-            LauncherCommand::Launch { name } => vec![LauncherEvent::LaunchRequested { name: name.clone() }],
+            LauncherCommand::Launch { name } => {
+                vec![LauncherEvent::LaunchRequested { name: name.clone() }]
+            }
             LauncherCommand::Finished { name } if !self.done.contains(name) => {
                 vec![LauncherEvent::LaunchFinished { name: name.clone() }]
             }
@@ -221,7 +270,9 @@ struct CountingLauncher(Arc<AtomicUsize>);
 impl EffectHandler<Launcher> for CountingLauncher {
     async fn run(&self, _: &Envelope, event: &LauncherEvent) -> Option<Value> {
         self.0.fetch_add(1, Ordering::SeqCst);
-        let LauncherEvent::LaunchRequested { name } = event else { return None };
+        let LauncherEvent::LaunchRequested { name } = event else {
+            return None;
+        };
         Some(json!({"type": "finished", "name": name}))
     }
 }
@@ -249,30 +300,49 @@ async fn effects_run_after_their_event_and_are_redriven_after_a_crash() {
     )
     .await
     .unwrap();
-    let (stored, jobs) = crashed.execute(request(json!({"type": "launch", "name": "a"})), None).await;
+    let (stored, jobs) = crashed
+        .execute(request(json!({"type": "launch", "name": "a"})), None)
+        .await;
     assert!(stored.ok && jobs.len() == 1);
     drop(crashed);
 
     let runs = Arc::new(AtomicUsize::new(0));
-    let registry = AggregateRegistry::<Launcher>::new(d.clone(), Some(Arc::new(CountingLauncher(runs.clone()))));
+    let registry = AggregateRegistry::<Launcher>::new(
+        d.clone(),
+        Some(Arc::new(CountingLauncher(runs.clone()))),
+    );
     assert_eq!(registry.recover_all().await.unwrap(), 1);
     let view = view_when_done(&registry, "j", 1).await;
-    assert_eq!(view["done"], json!(["a"]), "the unsettled effect was re-driven");
+    assert_eq!(
+        view["done"],
+        json!(["a"]),
+        "the unsettled effect was re-driven"
+    );
 
     let addr = registry.get("j").unwrap();
-    addr.send(Execute { request: request(json!({"type": "launch", "name": "b"})), correlation_id: None })
-        .await
-        .unwrap();
+    addr.send(Execute {
+        request: request(json!({"type": "launch", "name": "b"})),
+        correlation_id: None,
+    })
+    .await
+    .unwrap();
     let view = view_when_done(&registry, "j", 2).await;
     assert_eq!(view["done"], json!(["a", "b"]));
     assert_eq!(runs.load(Ordering::SeqCst), 2, "each effect ran once");
 
     // A fresh host over the same log finds nothing left to do.
     let again = Arc::new(AtomicUsize::new(0));
-    let fresh = AggregateRegistry::<Launcher>::new(d.clone(), Some(Arc::new(CountingLauncher(again.clone()))));
+    let fresh = AggregateRegistry::<Launcher>::new(
+        d.clone(),
+        Some(Arc::new(CountingLauncher(again.clone()))),
+    );
     fresh.recover_all().await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert_eq!(again.load(Ordering::SeqCst), 0, "settled effects are not repeated");
+    assert_eq!(
+        again.load(Ordering::SeqCst),
+        0,
+        "settled effects are not repeated"
+    );
     let log_head = d.log.head("scheduler/j").await.unwrap().seq;
     assert_eq!(log_head, 4, "two requests and two outcomes, once each");
 }

@@ -129,8 +129,7 @@ pub trait Bus: Send + Sync + 'static {
     /// Subscribes to a subject pattern.
     async fn subscribe(&self, pattern: &str) -> Result<Subscription, BusError>;
     /// Subscribes as a member of a queue group.
-    async fn queue_subscribe(&self, pattern: &str, group: &str)
-        -> Result<Subscription, BusError>;
+    async fn queue_subscribe(&self, pattern: &str, group: &str) -> Result<Subscription, BusError>;
     /// Sends a request and waits for the first reply.
     async fn request(&self, msg: Message, timeout: Duration) -> Result<Message, BusError>;
     /// Waits until everything published so far has left this process.
@@ -240,8 +239,11 @@ pub trait EventLog: Send + Sync + 'static {
     /// Every event with global position ≥ `from_position`, in append order,
     /// each verified against its stream's chain. With `follow`, the stream
     /// stays open and yields new events as they are appended.
-    async fn read_all(&self, from_position: u64, follow: bool)
-        -> Result<PositionedStream, LogError>;
+    async fn read_all(
+        &self,
+        from_position: u64,
+        follow: bool,
+    ) -> Result<PositionedStream, LogError>;
 
     /// The names of all streams, sorted.
     async fn streams(&self) -> Result<Vec<String>, LogError>;

@@ -154,7 +154,8 @@ async fn a_flipped_byte_in_the_sled_files_is_never_replayed_silently() {
             return;
         }
     };
-    let read: Vec<_> = futures::StreamExt::collect::<Vec<_>>(log.read_stream(s, 1).await.expect("read")).await;
+    let read: Vec<_> =
+        futures::StreamExt::collect::<Vec<_>>(log.read_stream(s, 1).await.expect("read")).await;
     let good: Vec<_> = read.iter().filter_map(|r| r.as_ref().ok()).collect();
     let error = read.iter().find_map(|r| r.as_ref().err());
     match error {
@@ -168,7 +169,11 @@ fn flip_marker_byte(dir: &std::path::Path, marker: &[u8]) -> bool {
     let mut stack = vec![dir.to_path_buf()];
     while let Some(p) = stack.pop() {
         if p.is_dir() {
-            stack.extend(std::fs::read_dir(&p).expect("dir").map(|e| e.expect("entry").path()));
+            stack.extend(
+                std::fs::read_dir(&p)
+                    .expect("dir")
+                    .map(|e| e.expect("entry").path()),
+            );
             continue;
         }
         let mut bytes = std::fs::read(&p).expect("read file");

@@ -244,3 +244,40 @@ async fn a_plain_publish_on_an_event_subject_is_not_a_record() {
     assert_eq!(read.len(), 3);
     assert_eq!(read[2], next[0]);
 }
+
+/// A snapshot larger than the server's max payload is stored in parts and
+/// read back whole; the connection survives, and a smaller one replaces it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_larger_than_a_message_are_stored_in_parts() {
+    let fx = NatsFixture::start().await;
+    let big = flotilla_bus::Snapshot {
+        seq: 7,
+        checksum: "ab".repeat(32),
+        state: (0..3_500_000u32).map(|i| (i % 251) as u8).collect(),
+    };
+    fx.log
+        .save_snapshot("solver/big", big.clone())
+        .await
+        .expect("save a big snapshot");
+    assert_eq!(
+        fx.log.load_snapshot("solver/big").await.expect("load"),
+        Some(big)
+    );
+    let small = flotilla_bus::Snapshot {
+        seq: 9,
+        checksum: "cd".repeat(32),
+        state: b"small".to_vec(),
+    };
+    fx.log
+        .save_snapshot("solver/big", small.clone())
+        .await
+        .expect("save");
+    assert_eq!(
+        fx.log.load_snapshot("solver/big").await.expect("load"),
+        Some(small)
+    );
+    fx.log
+        .append("solver/big", 0, conformance::events(1))
+        .await
+        .expect("still connected");
+}

@@ -126,7 +126,9 @@ fn bus_rejection(e: BusError, what: &str) -> Rejection {
         BusError::NoResponders(_) => {
             Rejection::new(ErrorCode::Unavailable, format!("no {what} is running"))
         }
-        BusError::Timeout { .. } => Rejection::new(ErrorCode::Timeout, format!("{what} did not answer: {e}")),
+        BusError::Timeout { .. } => {
+            Rejection::new(ErrorCode::Timeout, format!("{what} did not answer: {e}"))
+        }
         other => Rejection::new(ErrorCode::Unavailable, other.to_string()),
     }
 }
@@ -148,20 +150,31 @@ async fn command(
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .filter(|ct| !ct.starts_with("application/x-www-form-urlencoded") && !ct.starts_with("text/plain"));
+        .filter(|ct| {
+            !ct.starts_with("application/x-www-form-urlencoded") && !ct.starts_with("text/plain")
+        });
     let encoding = match Encoding::detect(content_type, &body) {
         Ok(e) => e,
         Err(e) => return error_response(&Rejection::new(ErrorCode::MalformedBody, e.to_string())),
     };
     let mut msg = Message::new(state.subjects.command(&stream), body)
         .with_header("Content-Type", encoding.content_type());
-    if let Some(key) = req.headers().get("Idempotency-Key").and_then(|v| v.to_str().ok()) {
+    if let Some(key) = req
+        .headers()
+        .get("Idempotency-Key")
+        .and_then(|v| v.to_str().ok())
+    {
         msg = msg.with_header("Nats-Msg-Id", key);
     }
     forward(&state, msg, encoding, stream.actor.as_str()).await
 }
 
-async fn forward(state: &GatewayState, msg: Message, encoding: Encoding, what: &str) -> HttpResponse {
+async fn forward(
+    state: &GatewayState,
+    msg: Message,
+    encoding: Encoding,
+    what: &str,
+) -> HttpResponse {
     match state.bus.request(msg, state.request_timeout).await {
         Ok(reply) => reply_response(reply.payload, encoding),
         Err(e) => error_response(&bus_rejection(e, what)),
@@ -209,7 +222,10 @@ fn status_of(code: &str) -> StatusCode {
         .unwrap_or(StatusCode::BAD_REQUEST)
 }
 
-async fn query_one(state: web::Data<GatewayState>, path: web::Path<(String, String)>) -> HttpResponse {
+async fn query_one(
+    state: web::Data<GatewayState>,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
     let (actor, id) = path.into_inner();
     match parse_stream(&actor, &id) {
         Ok(stream) => {
@@ -249,7 +265,10 @@ async fn events(state: web::Data<GatewayState>, q: web::Query<EventsQuery>) -> H
     let q = q.into_inner();
     if let Some(s) = &q.stream {
         if let Err(e) = s.parse::<StreamName>() {
-            return error_response(&Rejection::new(ErrorCode::InvalidField, format!("stream: {e}")));
+            return error_response(&Rejection::new(
+                ErrorCode::InvalidField,
+                format!("stream: {e}"),
+            ));
         }
     }
     let all = match state
@@ -272,7 +291,9 @@ async fn events(state: web::Data<GatewayState>, q: web::Query<EventsQuery>) -> H
         .map(|item| {
             let line = match item {
                 Ok(p) => serde_json::to_vec(&p.envelope),
-                Err(e) => serde_json::to_vec(&serde_json::json!({"error": {"code": "CORRUPT", "message": e.to_string()}})),
+                Err(e) => serde_json::to_vec(
+                    &serde_json::json!({"error": {"code": "CORRUPT", "message": e.to_string()}}),
+                ),
             };
             let mut line = line.unwrap_or_default();
             line.push(b'\n');

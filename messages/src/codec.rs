@@ -107,8 +107,14 @@ mod tests {
 
     #[test]
     fn detection_follows_the_brief() {
-        assert_eq!(Encoding::detect(None, b"  {\"a\":1}").unwrap(), Encoding::Json);
-        assert_eq!(Encoding::detect(None, &[0x81, 0xa1]).unwrap(), Encoding::MsgPack);
+        assert_eq!(
+            Encoding::detect(None, b"  {\"a\":1}").unwrap(),
+            Encoding::Json
+        );
+        assert_eq!(
+            Encoding::detect(None, &[0x81, 0xa1]).unwrap(),
+            Encoding::MsgPack
+        );
         assert_eq!(
             Encoding::detect(Some("application/msgpack"), b"{").unwrap(),
             Encoding::MsgPack

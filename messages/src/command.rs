@@ -146,10 +146,14 @@ mod tests {
 
     #[test]
     fn common_fields_are_taken_out() {
-        let r = req(json!({"type": "ask", "n": 2, "command_id": "c-1", "expected_seq": 3})).unwrap();
+        let r =
+            req(json!({"type": "ask", "n": 2, "command_id": "c-1", "expected_seq": 3})).unwrap();
         assert_eq!(r.command_id.as_deref(), Some("c-1"));
         assert_eq!(r.expected_seq, Some(3));
-        assert_eq!(r.parse::<Cmd>("solver", &["ask", "stop"]).unwrap(), Cmd::Ask { n: 2 });
+        assert_eq!(
+            r.parse::<Cmd>("solver", &["ask", "stop"]).unwrap(),
+            Cmd::Ask { n: 2 }
+        );
         let h = CommandRequest::from_value(json!({"type": "stop"}), Some("hdr")).unwrap();
         assert_eq!(h.command_id.as_deref(), Some("hdr"));
     }
@@ -164,10 +168,19 @@ mod tests {
         assert_eq!(code(json!([1])), ErrorCode::MalformedBody);
         assert_eq!(code(json!({"n": 1})), ErrorCode::UnknownCommand);
         assert_eq!(code(json!({"type": "fly"})), ErrorCode::UnknownCommand);
-        assert_eq!(code(json!({"type": "ask", "n": 1, "x": 2})), ErrorCode::UnknownField);
+        assert_eq!(
+            code(json!({"type": "ask", "n": 1, "x": 2})),
+            ErrorCode::UnknownField
+        );
         assert_eq!(code(json!({"type": "ask"})), ErrorCode::InvalidField);
-        assert_eq!(code(json!({"type": "stop", "command_id": "a.b"})), ErrorCode::InvalidId);
-        assert_eq!(code(json!({"type": "stop", "expected_seq": -1})), ErrorCode::InvalidField);
+        assert_eq!(
+            code(json!({"type": "stop", "command_id": "a.b"})),
+            ErrorCode::InvalidId
+        );
+        assert_eq!(
+            code(json!({"type": "stop", "expected_seq": -1})),
+            ErrorCode::InvalidField
+        );
         let r = req(json!({"type": "ask", "n": "x"})).unwrap();
         let e = r.parse::<Cmd>("solver", known).unwrap_err();
         assert!(e.message.contains("n"), "{}", e.message);

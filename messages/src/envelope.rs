@@ -174,7 +174,9 @@ pub enum IntegrityError {
         found: String,
     },
     /// A gap or a reordering: the record is not at the position it claims.
-    #[error("stream {stream} seq {expected}: found an event claiming stream {found_stream} seq {found}")]
+    #[error(
+        "stream {stream} seq {expected}: found an event claiming stream {found_stream} seq {found}"
+    )]
     Position {
         /// The stream being read.
         stream: String,

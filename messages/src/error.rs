@@ -70,9 +70,7 @@ impl ErrorCode {
             | ErrorCode::InvalidField
             | ErrorCode::InvalidId => 400,
             ErrorCode::UnknownActor | ErrorCode::NotFound => 404,
-            ErrorCode::WrongExpectedSeq | ErrorCode::AlreadyExists | ErrorCode::InvalidState => {
-                409
-            }
+            ErrorCode::WrongExpectedSeq | ErrorCode::AlreadyExists | ErrorCode::InvalidState => 409,
             ErrorCode::UnknownTrial => 422,
             ErrorCode::Timeout => 504,
             ErrorCode::Unavailable => 503,

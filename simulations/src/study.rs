@@ -23,7 +23,11 @@ pub struct StudyRun {
 
 /// Runs `create` to completion, asking `batch` trials at a time and telling
 /// every result of a batch together.
-pub fn run_study(create: SolverCommand, objective: Objective, batch: u32) -> Result<StudyRun, Rejection> {
+pub fn run_study(
+    create: SolverCommand,
+    objective: Objective,
+    batch: u32,
+) -> Result<StudyRun, Rejection> {
     let mut study = Study::default();
     let mut run = StudyRun {
         events: Vec::new(),
@@ -62,7 +66,11 @@ fn tell(results: Vec<TrialResult>) -> SolverCommand {
     SolverCommand::Tell(Tell { results })
 }
 
-fn apply(study: &mut Study, run: &mut StudyRun, command: &SolverCommand) -> Result<Vec<SolverEvent>, Rejection> {
+fn apply(
+    study: &mut Study,
+    run: &mut StudyRun,
+    command: &SolverCommand,
+) -> Result<Vec<SolverEvent>, Rejection> {
     let events = study.decide(command)?;
     for e in &events {
         *study = std::mem::take(study).evolve(e);
@@ -110,7 +118,11 @@ mod tests {
     fn a_study_runs_to_its_budget() {
         let run = run_study(branin_study(1, 50), branin, 4).unwrap();
         assert_eq!(run.evaluated, 50);
-        assert!(run.best >= 0.397887 - 1e-9 && run.best < 20.0, "{}", run.best);
+        assert!(
+            run.best >= 0.397887 - 1e-9 && run.best < 20.0,
+            "{}",
+            run.best
+        );
     }
 
     #[test]

@@ -34,7 +34,8 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
         let mut streams = BTreeMap::new();
         let outcome = audit(log.as_ref(), &mut streams).await;
         let events: u64 = streams.values().map(|s| s.events).sum();
-        let mut summary = json!({"ok": outcome.is_ok(), "streams": streams.len(), "events": events});
+        let mut summary =
+            json!({"ok": outcome.is_ok(), "streams": streams.len(), "events": events});
         let code = match outcome {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -61,7 +62,10 @@ fn location(e: &LogError) -> (Option<String>, Option<u64>) {
     }
 }
 
-async fn audit(log: &dyn EventLog, streams: &mut BTreeMap<String, StreamAudit>) -> Result<(), LogError> {
+async fn audit(
+    log: &dyn EventLog,
+    streams: &mut BTreeMap<String, StreamAudit>,
+) -> Result<(), LogError> {
     let mut all = log.read_all(1, false).await?;
     while let Some(p) = all.try_next().await? {
         let entry = streams.entry(p.envelope.stream.clone()).or_default();
@@ -89,13 +93,16 @@ fn fold(entry: &mut StreamAudit, env: &Envelope) -> Result<(), LogError> {
     entry.last_checksum = env.checksum.clone();
     let actor = env.stream.parse::<StreamName>().map(|s| s.actor).ok();
     if actor == Some(Study::ACTOR) {
-        let event = env.payload.decode::<<Study as Aggregate>::Event>().map_err(|e| {
-            LogError::Corrupt(IntegrityError::Unreadable {
-                stream: env.stream.clone(),
-                seq: env.seq,
-                reason: format!("payload does not replay: {e}"),
-            })
-        })?;
+        let event = env
+            .payload
+            .decode::<<Study as Aggregate>::Event>()
+            .map_err(|e| {
+                LogError::Corrupt(IntegrityError::Unreadable {
+                    stream: env.stream.clone(),
+                    seq: env.seq,
+                    reason: format!("payload does not replay: {e}"),
+                })
+            })?;
         let study = entry.study.take().unwrap_or_default();
         entry.study = Some(study.evolve(&event));
     }

@@ -41,8 +41,12 @@ fn bench_log(args: BenchLogArgs) -> Result<ExitCode> {
         if let Some(url) = &args.nats {
             let bus = NatsBus::connect(url).await?;
             let subjects = Subjects::default();
-            let js: Arc<dyn EventLog> = Arc::new(JetStreamLog::open(bus.client(), subjects, 1).await?);
-            let small = BenchLogArgs { events: args.events.min(5_000), ..args };
+            let js: Arc<dyn EventLog> =
+                Arc::new(JetStreamLog::open(bus.client(), subjects, 1).await?);
+            let small = BenchLogArgs {
+                events: args.events.min(5_000),
+                ..args
+            };
             rows.extend(measure("nats", js, &small, small.replay_events.min(100_000)).await?);
         }
         Ok(rows)
@@ -52,7 +56,8 @@ fn bench_log(args: BenchLogArgs) -> Result<ExitCode> {
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("flotilla-bench-{}", uuid::Uuid::new_v4().simple()));
+    let dir =
+        std::env::temp_dir().join(format!("flotilla-bench-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
@@ -84,23 +89,44 @@ async fn append_run(log: Arc<dyn EventLog>, stream: String, events: u64, batch: 
     while i < events {
         let n = batch.min(events - i);
         let batch: Vec<_> = (i..i + n).map(event).collect();
-        seq = log.append(&stream, seq, batch).await?.last().map_or(seq, |e| e.seq);
+        seq = log
+            .append(&stream, seq, batch)
+            .await?
+            .last()
+            .map_or(seq, |e| e.seq);
         i += n;
     }
     Ok(())
 }
 
-async fn measure(backend: &'static str, log: Arc<dyn EventLog>, a: &BenchLogArgs, replay_events: u64) -> Result<Vec<Row>> {
+async fn measure(
+    backend: &'static str,
+    log: Arc<dyn EventLog>,
+    a: &BenchLogArgs,
+    replay_events: u64,
+) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     let single = (a.events / 10).max(100);
     let t = Instant::now();
     append_run(log.clone(), bench_stream("b1"), single, 1).await?;
-    rows.push(Row { backend, case: "append, batch 1, 1 writer".into(), events: single, seconds: t.elapsed().as_secs_f64() });
+    rows.push(Row {
+        backend,
+        case: "append, batch 1, 1 writer".into(),
+        events: single,
+        seconds: t.elapsed().as_secs_f64(),
+    });
 
     let per_writer = (a.events / a.writers.max(1)).max(10);
     let t = Instant::now();
     let writers: Vec<_> = (0..a.writers.max(1))
-        .map(|w| tokio::spawn(append_run(log.clone(), bench_stream(&format!("w{w}")), per_writer, 1)))
+        .map(|w| {
+            tokio::spawn(append_run(
+                log.clone(),
+                bench_stream(&format!("w{w}")),
+                per_writer,
+                1,
+            ))
+        })
         .collect();
     for w in writers {
         w.await??;
@@ -114,7 +140,12 @@ async fn measure(backend: &'static str, log: Arc<dyn EventLog>, a: &BenchLogArgs
 
     let t = Instant::now();
     append_run(log.clone(), bench_stream("b100"), a.events, 100).await?;
-    rows.push(Row { backend, case: "append, batch 100, 1 writer".into(), events: a.events, seconds: t.elapsed().as_secs_f64() });
+    rows.push(Row {
+        backend,
+        case: "append, batch 100, 1 writer".into(),
+        events: a.events,
+        seconds: t.elapsed().as_secs_f64(),
+    });
 
     let replayed = bench_stream("replay");
     append_run(log.clone(), replayed.clone(), replay_events, 1000).await?;
@@ -124,7 +155,12 @@ async fn measure(backend: &'static str, log: Arc<dyn EventLog>, a: &BenchLogArgs
     while events.try_next().await?.is_some() {
         read += 1;
     }
-    rows.push(Row { backend, case: "replay one stream (verified)".into(), events: read, seconds: t.elapsed().as_secs_f64() });
+    rows.push(Row {
+        backend,
+        case: "replay one stream (verified)".into(),
+        events: read,
+        seconds: t.elapsed().as_secs_f64(),
+    });
     rows.extend(recovery(backend, log, replay_events).await?);
     Ok(rows)
 }
@@ -137,7 +173,7 @@ async fn fill_study(log: &Arc<dyn EventLog>, stream: &str, events: u64) -> Resul
         let trial = n.div_ceil(2);
         if n == 1 {
             study.clone()
-        } else if n % 2 == 0 {
+        } else if n.is_multiple_of(2) {
             serde_json::json!({"type": "trials_asked", "study_done": false, "trials": [{"trial_id": format!("t{trial}"),
                 "number": trial, "params": {"x": (n as f64).sin().abs(), "y": (n as f64).cos().abs()}}]})
         } else {
@@ -148,13 +184,23 @@ async fn fill_study(log: &Arc<dyn EventLog>, stream: &str, events: u64) -> Resul
     let mut seq = 0;
     while seq < events {
         let batch: Vec<PendingEvent> = (seq + 1..=(seq + 1000).min(events))
-            .map(|n| PendingEvent { payload: Payload::from_value(&body(n)), ..event(n) })
+            .map(|n| PendingEvent {
+                payload: Payload::from_value(&body(n)),
+                ..event(n)
+            })
             .map(|mut e| {
-                e.event_type = e.payload.to_value()["type"].as_str().unwrap_or("").to_string();
+                e.event_type = e.payload.to_value()["type"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
                 e
             })
             .collect();
-        seq = log.append(stream, seq, batch).await?.last().map_or(seq, |e| e.seq);
+        seq = log
+            .append(stream, seq, batch)
+            .await?
+            .last()
+            .map_or(seq, |e| e.seq);
     }
     Ok(())
 }
@@ -166,14 +212,18 @@ async fn recovery(backend: &'static str, log: Arc<dyn EventLog>, events: u64) ->
     let deps = HostDeps {
         log: log.clone(),
         bus: Arc::new(EmbeddedBus::new()),
-        config: Arc::new(HostConfig { snapshot_every: 1000, ..HostConfig::default() }),
+        config: Arc::new(HostConfig {
+            snapshot_every: 1000,
+            ..HostConfig::default()
+        }),
         metrics: HostMetrics::unregistered(),
     };
     let name: StreamName = stream.parse()?;
     let t = Instant::now();
     let mut core = AggregateCore::<Study>::recover(name.clone(), deps.clone()).await?;
     let cold = t.elapsed().as_secs_f64();
-    let request = CommandRequest::from_value(serde_json::json!({"type": "ask"}), None).map_err(|r| anyhow!("{r}"))?;
+    let request = CommandRequest::from_value(serde_json::json!({"type": "ask"}), None)
+        .map_err(|r| anyhow!("{r}"))?;
     let (reply, _) = core.execute(request, None).await;
     anyhow::ensure!(reply.ok, "the recovered study refused an ask: {reply:?}");
     drop(core);
@@ -182,13 +232,26 @@ async fn recovery(backend: &'static str, log: Arc<dyn EventLog>, events: u64) ->
     let warm_seconds = t.elapsed().as_secs_f64();
     anyhow::ensure!(warm.seq() == events + 1, "recovered at seq {}", warm.seq());
     Ok(vec![
-        Row { backend, case: "recover a study, no snapshot".into(), events, seconds: cold },
-        Row { backend, case: "recover a study, snapshot".into(), events: events + 1, seconds: warm_seconds },
+        Row {
+            backend,
+            case: "recover a study, no snapshot".into(),
+            events,
+            seconds: cold,
+        },
+        Row {
+            backend,
+            case: "recover a study, snapshot".into(),
+            events: events + 1,
+            seconds: warm_seconds,
+        },
     ])
 }
 
 fn print_table(rows: &[Row]) {
-    println!("{:<9} {:<32} {:>10} {:>9} {:>12}", "backend", "case", "events", "seconds", "events/s");
+    println!(
+        "{:<9} {:<32} {:>10} {:>9} {:>12}",
+        "backend", "case", "events", "seconds", "events/s"
+    );
     for r in rows {
         println!(
             "{:<9} {:<32} {:>10} {:>9.3} {:>12.0}",

@@ -14,7 +14,9 @@ use std::process::ExitCode;
 /// Runs `flotilla events`.
 pub fn run(args: EventsArgs) -> Result<ExitCode> {
     if let Some(stream) = &args.stream {
-        stream.parse::<StreamName>().map_err(|e| anyhow!("stream: {e}"))?;
+        stream
+            .parse::<StreamName>()
+            .map_err(|e| anyhow!("stream: {e}"))?;
     }
     match &args.http {
         Some(url) => from_http(url, &args),
@@ -47,9 +49,9 @@ fn from_log(args: &EventsArgs) -> Result<()> {
                 let from = if only.is_some() { 1 } else { args.from };
                 let mut events = log.read_all(from, follow).await?;
                 while let Some(p) = events.try_next().await? {
-                    let wanted = only.as_ref().is_none_or(|s| {
-                        &p.envelope.stream == s && p.envelope.seq >= args.from
-                    });
+                    let wanted = only
+                        .as_ref()
+                        .is_none_or(|s| &p.envelope.stream == s && p.envelope.seq >= args.from);
                     if wanted {
                         print_line(&p.envelope)?;
                     }
@@ -75,7 +77,11 @@ fn from_http(url: &str, args: &EventsArgs) -> Result<()> {
         .query(&query)
         .send()
         .with_context(|| format!("cannot reach {endpoint}"))?;
-    anyhow::ensure!(resp.status().is_success(), "{endpoint}: HTTP {}", resp.status());
+    anyhow::ensure!(
+        resp.status().is_success(),
+        "{endpoint}: HTTP {}",
+        resp.status()
+    );
     for line in std::io::BufReader::new(resp).lines() {
         let line = line?;
         let value: serde_json::Value = serde_json::from_str(&line)?;

@@ -25,7 +25,11 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
     let reply: Reply = serde_json::from_slice(&body)
         .with_context(|| format!("unexpected reply: {}", String::from_utf8_lossy(&body)))?;
     println!("{}", serde_json::to_string_pretty(&reply)?);
-    Ok(if reply.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if reply.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn via_http(
@@ -34,8 +38,15 @@ fn via_http(
     command: &serde_json::Value,
     timeout: Duration,
 ) -> Result<Vec<u8>> {
-    let url = format!("{}/v1/cmd/{}/{}", args.http.trim_end_matches('/'), stream.actor, stream.id);
-    let client = reqwest::blocking::Client::builder().timeout(timeout).build()?;
+    let url = format!(
+        "{}/v1/cmd/{}/{}",
+        args.http.trim_end_matches('/'),
+        stream.actor,
+        stream.id
+    );
+    let client = reqwest::blocking::Client::builder()
+        .timeout(timeout)
+        .build()?;
     let mut req = client.post(&url).json(command);
     if let Some(key) = &args.id_key {
         req = req.header("Idempotency-Key", key);
@@ -53,7 +64,9 @@ fn via_nats(
 ) -> Result<Vec<u8>> {
     let subjects = Subjects::new(&args.prefix).map_err(|e| anyhow!("prefix: {e}"))?;
     block_on(async {
-        let bus = NatsBus::connect(url).await.with_context(|| format!("nats: cannot connect to {url}"))?;
+        let bus = NatsBus::connect(url)
+            .await
+            .with_context(|| format!("nats: cannot connect to {url}"))?;
         let mut msg = Message::new(subjects.command(stream), serde_json::to_vec(command)?)
             .with_header("Content-Type", Encoding::Json.content_type());
         if let Some(key) = &args.id_key {

@@ -10,7 +10,9 @@ use crate::backend::{self, Backend};
 use crate::cli::UpArgs;
 use crate::config::{resolve_up, BackendChoice, UpSettings};
 use anyhow::{anyhow, bail, Context, Result};
-use flotilla_actors::runtime::{AggregateRegistry, CommandService, HostConfig, HostDeps, HostMetrics};
+use flotilla_actors::runtime::{
+    AggregateRegistry, CommandService, HostConfig, HostDeps, HostMetrics,
+};
 use flotilla_actors::solver::Study;
 use flotilla_gateway::GatewayState;
 use flotilla_messages::Actor;
@@ -89,7 +91,8 @@ fn start_gateway(
         registry: registry.clone(),
         request_timeout: Duration::from_secs(30),
     };
-    let server = flotilla_gateway::start(state, addr).with_context(|| format!("http: cannot listen on {addr}"))?;
+    let server = flotilla_gateway::start(state, addr)
+        .with_context(|| format!("http: cannot listen on {addr}"))?;
     let handle = server.handle();
     actix_rt::spawn(server);
     Ok(Some(handle))
@@ -109,17 +112,22 @@ async fn start_actors(
             Actor::Solver => {
                 let registry = AggregateRegistry::<Study>::new(deps.clone(), None);
                 services.extend(
-                    CommandService::new(registry.clone(), backend.bus.clone(), settings.subjects.clone())
-                        .start()
-                        .await
-                        .context("cannot subscribe the solver's subjects")?,
-                );
-                recovered += registry
-                    .recover_all()
+                    CommandService::new(
+                        registry.clone(),
+                        backend.bus.clone(),
+                        settings.subjects.clone(),
+                    )
+                    .start()
                     .await
-                    .map_err(|r| anyhow!("recovery of the solver failed: {r}; run `flotilla audit`"))?;
+                    .context("cannot subscribe the solver's subjects")?,
+                );
+                recovered += registry.recover_all().await.map_err(|r| {
+                    anyhow!("recovery of the solver failed: {r}; run `flotilla audit`")
+                })?;
             }
-            other => bail!("only: the {other} actor is not part of this build yet (available: solver)"),
+            other => {
+                bail!("only: the {other} actor is not part of this build yet (available: solver)")
+            }
         }
     }
     Ok((recovered, services))

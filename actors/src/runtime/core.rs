@@ -194,7 +194,11 @@ impl<A: Aggregate> AggregateCore<A> {
 
     /// Folds every stored event after the current head.
     async fn catch_up(&mut self) -> Result<(), LogError> {
-        let mut events = self.deps.log.read_stream(&self.name, self.head.seq + 1).await?;
+        let mut events = self
+            .deps
+            .log
+            .read_stream(&self.name, self.head.seq + 1)
+            .await?;
         let replayed = self
             .deps
             .metrics
@@ -270,11 +274,9 @@ impl<A: Aggregate> AggregateCore<A> {
     ) -> (Reply, Vec<EffectJob<A>>) {
         let started = Instant::now();
         let (reply, jobs, outcome) = match self.step(request, correlation_id).await {
-            Ok((reply, jobs, repeated)) => (
-                reply,
-                jobs,
-                if repeated { "repeated" } else { "accepted" },
-            ),
+            Ok((reply, jobs, repeated)) => {
+                (reply, jobs, if repeated { "repeated" } else { "accepted" })
+            }
             Err(StepError::Rejected(r)) => (Reply::rejected(&r), vec![], "rejected"),
             Err(StepError::Failed(r)) => (Reply::rejected(&r), vec![], "failed"),
         };
@@ -337,13 +339,21 @@ impl<A: Aggregate> AggregateCore<A> {
                 }
             };
             if events.is_empty() {
-                let reply = Reply::accepted(self.name.clone(), self.head.seq, vec![], A::result(&[]));
+                let reply =
+                    Reply::accepted(self.name.clone(), self.head.seq, vec![], A::result(&[]));
                 return Ok((reply, vec![]));
             }
             let pending = self.pending(&events, &causation, &correlation)?;
-            match self.deps.log.append(&self.name, self.head.seq, pending).await {
+            match self
+                .deps
+                .log
+                .append(&self.name, self.head.seq, pending)
+                .await
+            {
                 Ok(stored) => return Ok(self.commit(stored, events).await),
-                Err(LogError::Conflict { .. }) if attempt < self.deps.config.max_conflict_retries => {
+                Err(LogError::Conflict { .. })
+                    if attempt < self.deps.config.max_conflict_retries =>
+                {
                     attempt += 1;
                     self.catch_up().await.map_err(StepError::from_log)?;
                     if let Some(reply) = self.recall(request.command_id.as_deref()).await? {
@@ -361,7 +371,12 @@ impl<A: Aggregate> AggregateCore<A> {
 
     /// Whether the log holds events this host has not folded.
     async fn is_behind(&self) -> Result<bool, StepError> {
-        let head = self.deps.log.head(&self.name).await.map_err(StepError::from_log)?;
+        let head = self
+            .deps
+            .log
+            .head(&self.name)
+            .await
+            .map_err(StepError::from_log)?;
         Ok(head.seq != self.head.seq)
     }
 
@@ -442,7 +457,9 @@ impl<A: Aggregate> AggregateCore<A> {
         }
         let subject = self.deps.config.subjects.event(&self.stream);
         for env in stored {
-            let Ok(body) = Encoding::Json.encode(env) else { continue };
+            let Ok(body) = Encoding::Json.encode(env) else {
+                continue;
+            };
             let msg = Message::new(subject.clone(), body)
                 .with_header("Content-Type", Encoding::Json.content_type())
                 .with_header("Nats-Msg-Id", env.id.clone());
@@ -491,15 +508,26 @@ impl<A: Aggregate> AggregateCore<A> {
         let Some((first, last)) = self.commands.get(id) else {
             return Ok(None);
         };
-        let stored = self.read_range(first, last).await.map_err(StepError::from_log)?;
-        let stored: Vec<Envelope> = stored.into_iter().filter(|e| e.causation_id == id).collect();
+        let stored = self
+            .read_range(first, last)
+            .await
+            .map_err(StepError::from_log)?;
+        let stored: Vec<Envelope> = stored
+            .into_iter()
+            .filter(|e| e.causation_id == id)
+            .collect();
         let events = stored
             .iter()
             .map(|e| self.decode(e))
             .collect::<Result<Vec<_>, _>>()
             .map_err(StepError::from_log)?;
         let result = A::result(&events);
-        Ok(Some(Reply::accepted(self.name.clone(), last, stored, result)))
+        Ok(Some(Reply::accepted(
+            self.name.clone(),
+            last,
+            stored,
+            result,
+        )))
     }
 
     async fn read_range(&self, first: u64, last: u64) -> Result<Vec<Envelope>, LogError> {

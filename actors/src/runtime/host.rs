@@ -63,13 +63,18 @@ impl<A: Aggregate> AggregateActor<A> {
 
     fn unavailable(&self) -> Reply {
         let rejection = self.failure.clone().unwrap_or_else(|| {
-            Rejection::new(ErrorCode::Unavailable, format!("{} is not recovered", self.stream))
+            Rejection::new(
+                ErrorCode::Unavailable,
+                format!("{} is not recovered", self.stream),
+            )
         });
         Reply::rejected(&rejection)
     }
 
     fn spawn_effects(&self, jobs: Vec<EffectJob<A>>, ctx: &mut Context<Self>) {
-        let Some(handler) = self.effects.clone() else { return };
+        let Some(handler) = self.effects.clone() else {
+            return;
+        };
         for job in jobs {
             let handler = handler.clone();
             let me = ctx.address();
@@ -94,7 +99,13 @@ async fn report_outcome<A: Aggregate>(
     let settled = match request {
         Some(Ok(mut request)) => {
             request.command_id = Some(command_id);
-            match me.send(Execute { request, correlation_id: None }).await {
+            match me
+                .send(Execute {
+                    request,
+                    correlation_id: None,
+                })
+                .await
+            {
                 Ok(reply) => reply.events.is_none_or(|e| e.is_empty()),
                 Err(_) => return,
             }
@@ -135,21 +146,25 @@ impl<A: Aggregate> Actor for AggregateActor<A> {
             let jobs = core.unsettled_effects().await?;
             Ok::<_, flotilla_bus::LogError>((core, jobs))
         };
-        ctx.wait(recovery.into_actor(self).map(|outcome, act, ctx| match outcome {
-            Ok((core, jobs)) => {
-                act.core = Some(core);
-                act.deps.metrics.aggregates.inc();
-                act.spawn_effects(jobs, ctx);
-            }
-            Err(e) => {
-                tracing::error!(stream = %act.stream, error = %e, "recovery failed");
-                let code = match e {
-                    flotilla_bus::LogError::Corrupt(_) => ErrorCode::Corrupt,
-                    _ => ErrorCode::Unavailable,
-                };
-                act.failure = Some(Rejection::new(code, format!("{}: {e}", act.stream)));
-            }
-        }));
+        ctx.wait(
+            recovery
+                .into_actor(self)
+                .map(|outcome, act, ctx| match outcome {
+                    Ok((core, jobs)) => {
+                        act.core = Some(core);
+                        act.deps.metrics.aggregates.inc();
+                        act.spawn_effects(jobs, ctx);
+                    }
+                    Err(e) => {
+                        tracing::error!(stream = %act.stream, error = %e, "recovery failed");
+                        let code = match e {
+                            flotilla_bus::LogError::Corrupt(_) => ErrorCode::Corrupt,
+                            _ => ErrorCode::Unavailable,
+                        };
+                        act.failure = Some(Rejection::new(code, format!("{}: {e}", act.stream)));
+                    }
+                }),
+        );
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
@@ -227,8 +242,7 @@ impl<A: Aggregate> AggregateRegistry<A> {
         if let Some(addr) = actors.get(id).filter(|a| a.connected()) {
             return Ok(addr.clone());
         }
-        let addr =
-            AggregateActor::new(stream, self.deps.clone(), self.effects.clone()).start();
+        let addr = AggregateActor::new(stream, self.deps.clone(), self.effects.clone()).start();
         actors.insert(id.to_string(), addr.clone());
         Ok(addr)
     }

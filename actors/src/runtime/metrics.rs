@@ -34,11 +34,17 @@ impl HostMetrics {
                 &["actor"],
             )?,
             events_appended: IntCounterVec::new(
-                Opts::new("flotilla_events_appended_total", "Events appended to the log"),
+                Opts::new(
+                    "flotilla_events_appended_total",
+                    "Events appended to the log",
+                ),
                 &["actor"],
             )?,
             events_replayed: IntCounterVec::new(
-                Opts::new("flotilla_events_replayed_total", "Events folded during recovery"),
+                Opts::new(
+                    "flotilla_events_replayed_total",
+                    "Events folded during recovery",
+                ),
                 &["actor"],
             )?,
             aggregates: IntGauge::new("flotilla_aggregates", "Aggregates hosted")?,

@@ -29,7 +29,11 @@ pub struct CommandService<A: Aggregate> {
 
 impl<A: Aggregate> CommandService<A> {
     /// A service for the aggregates of `registry`.
-    pub fn new(registry: Arc<AggregateRegistry<A>>, bus: Arc<dyn Bus>, subjects: Subjects) -> Arc<Self> {
+    pub fn new(
+        registry: Arc<AggregateRegistry<A>>,
+        bus: Arc<dyn Bus>,
+        subjects: Subjects,
+    ) -> Arc<Self> {
         Arc::new(CommandService {
             registry,
             bus,
@@ -91,7 +95,10 @@ impl<A: Aggregate> CommandService<A> {
 
     fn route(&self, msg: &Message, encoding: Encoding) -> BoxFuture<'static, Reply> {
         let Some(parsed) = self.subjects.parse(&msg.subject) else {
-            return ready(Rejection::new(ErrorCode::InvalidId, format!("bad subject {}", msg.subject)));
+            return ready(Rejection::new(
+                ErrorCode::InvalidId,
+                format!("bad subject {}", msg.subject),
+            ));
         };
         let id = parsed.id.unwrap_or_default();
         let addr = match self.registry.get(&id) {
@@ -102,7 +109,10 @@ impl<A: Aggregate> CommandService<A> {
             Reply::rejected(&Rejection::new(ErrorCode::Unavailable, e.to_string()))
         };
         if parsed.kind == SubjectKind::Query {
-            return addr.send(Query).map(move |r| r.unwrap_or_else(mailbox_closed)).boxed();
+            return addr
+                .send(Query)
+                .map(move |r| r.unwrap_or_else(mailbox_closed))
+                .boxed();
         }
         let request =
             match CommandRequest::decode(encoding, &msg.payload, msg.header("Nats-Msg-Id")) {
@@ -142,7 +152,8 @@ impl<A: Aggregate> CommandService<A> {
                 .encode(&reply)
                 .or_else(|_| Encoding::Json.encode(&reply))
                 .unwrap_or_default();
-            let out = Message::new(reply_to, body).with_header("Content-Type", encoding.content_type());
+            let out =
+                Message::new(reply_to, body).with_header("Content-Type", encoding.content_type());
             if let Err(e) = bus.publish(out).await {
                 tracing::warn!(error = %e, "reply not sent");
             }

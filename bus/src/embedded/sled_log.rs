@@ -18,8 +18,8 @@
 //! a second tree.
 
 use crate::{
-    check_batch, check_stream_name, seal_batch, ChainVerifier, EventLog, EventStream, LogError, Positioned,
-    PositionedStream, Snapshot, StreamHead,
+    check_batch, check_stream_name, seal_batch, ChainVerifier, EventLog, EventStream, LogError,
+    Positioned, PositionedStream, Snapshot, StreamHead,
 };
 use async_trait::async_trait;
 use chrono::DateTime;
@@ -122,7 +122,13 @@ fn decode_head(stream: &str, bytes: &[u8]) -> Result<StreamHead, LogError> {
             reason: "unreadable stream head".into(),
         })
     };
-    let seq = u64::from_be_bytes(bytes.get(..8).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
+    let seq = u64::from_be_bytes(
+        bytes
+            .get(..8)
+            .ok_or_else(bad)?
+            .try_into()
+            .map_err(|_| bad())?,
+    );
     let checksum = std::str::from_utf8(&bytes[8..]).map_err(|_| bad())?;
     Ok(StreamHead {
         seq,
@@ -153,7 +159,10 @@ fn unreadable(stream: &str, seq: u64, reason: impl std::fmt::Display) -> LogErro
 fn decode_block(stream: &str, first_seq: u64, bytes: &[u8]) -> Result<Vec<Envelope>, LogError> {
     let records: Vec<StoredRecord> =
         rmp_serde::from_slice(bytes).map_err(|e| unreadable(stream, first_seq, e))?;
-    Ok(records.into_iter().map(StoredRecord::into_envelope).collect())
+    Ok(records
+        .into_iter()
+        .map(StoredRecord::into_envelope)
+        .collect())
 }
 
 /// The first seq (or position) encoded at the end of a block key.
@@ -214,7 +223,10 @@ impl GroupCommit {
 
     /// Waits until everything written so far is on disk.
     async fn wait_durable(&self) -> Result<(), LogError> {
-        let ticket = self.written.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
+        let ticket = self
+            .written
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+            + 1;
         self.wake.notify_one();
         let mut rx = self.flushed.subscribe();
         loop {
@@ -223,7 +235,9 @@ impl GroupCommit {
                 Ok(_) => {}
                 Err(e) => return Err(LogError::Backend(format!("flush failed: {e}"))),
             }
-            rx.changed().await.map_err(|_| backend("group commit stopped"))?;
+            rx.changed()
+                .await
+                .map_err(|_| backend("group commit stopped"))?;
         }
     }
 }
@@ -249,7 +263,11 @@ impl Watermark {
     }
 
     fn read(&self) -> Option<u64> {
-        std::fs::read_to_string(&self.path).ok()?.trim().parse().ok()
+        std::fs::read_to_string(&self.path)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// Records `position` (write to a temp file, then rename over).
@@ -360,7 +378,12 @@ impl SledLog {
 
     /// The events of `stream` from the block holding `from_seq` on, up to
     /// about `limit` events (whole blocks), unverified.
-    fn blocks_from(&self, stream: &str, from_seq: u64, limit: usize) -> Result<Vec<Envelope>, LogError> {
+    fn blocks_from(
+        &self,
+        stream: &str,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Envelope>, LogError> {
         let start = match self.locate(stream, from_seq)? {
             Some(k) => k.to_vec(),
             None => stream_key(stream, from_seq),
@@ -409,7 +432,8 @@ impl SledLog {
             .map_err(backend)?
             .map(|b| be_u64(&b))
             .unwrap_or(1);
-        let records: Vec<StoredRecord> = envelopes.iter().map(StoredRecord::from_envelope).collect();
+        let records: Vec<StoredRecord> =
+            envelopes.iter().map(StoredRecord::from_envelope).collect();
         let block = rmp_serde::to_vec(&records).map_err(backend)?;
         let key = stream_key(stream, first.seq);
         let head = StreamHead {
@@ -420,14 +444,21 @@ impl SledLog {
         batch.insert(global_key(next).to_vec(), key.clone());
         batch.insert(key, block);
         batch.insert(head_key(stream), encode_head(&head));
-        batch.insert(NEXT_POSITION_KEY, (next + envelopes.len() as u64).to_be_bytes().to_vec());
+        batch.insert(
+            NEXT_POSITION_KEY,
+            (next + envelopes.len() as u64).to_be_bytes().to_vec(),
+        );
         self.events.apply_batch(batch).map_err(backend)
     }
 
     /// The next verified events of one stream after the verifier's head. A
     /// bad record ends the chunk with its error, after the good events
     /// before it.
-    fn stream_chunk(&self, stream: &str, verifier: &mut ChainVerifier) -> Vec<Result<Envelope, LogError>> {
+    fn stream_chunk(
+        &self,
+        stream: &str,
+        verifier: &mut ChainVerifier,
+    ) -> Vec<Result<Envelope, LogError>> {
         let next = verifier.head().seq + 1;
         let events = match self.blocks_from(stream, next, CHUNK) {
             Ok(events) => events,
@@ -472,14 +503,20 @@ impl SledLog {
         from_position: u64,
         verifiers: &mut HashMap<String, ChainVerifier>,
     ) -> Vec<Result<Positioned, LogError>> {
-        let start = match self.events.range(global_key(0)..=global_key(from_position)).next_back() {
+        let start = match self
+            .events
+            .range(global_key(0)..=global_key(from_position))
+            .next_back()
+        {
             Some(Ok((k, _))) => k.to_vec(),
             Some(Err(e)) => return vec![Err(backend(e))],
             None => global_key(from_position).to_vec(),
         };
         let mut out = Vec::new();
         for item in self.events.range(start..=global_key(u64::MAX).to_vec()) {
-            let block = item.map_err(backend).and_then(|(gk, skey)| self.block_at(key_suffix(&gk), &skey));
+            let block = item
+                .map_err(backend)
+                .and_then(|(gk, skey)| self.block_at(key_suffix(&gk), &skey));
             let block = match block {
                 Ok(b) => b,
                 Err(e) => {
@@ -506,7 +543,9 @@ impl SledLog {
     fn block_at(&self, first: u64, skey: &[u8]) -> Result<Vec<Positioned>, LogError> {
         let stream = String::from_utf8_lossy(&skey[1..skey.len().saturating_sub(9)]).to_string();
         let block = self.events.get(skey).map_err(backend)?.ok_or_else(|| {
-            LogError::Backend(format!("position {first} points at a missing block of {stream}"))
+            LogError::Backend(format!(
+                "position {first} points at a missing block of {stream}"
+            ))
         })?;
         let events = decode_block(&stream, key_suffix(skey), &block)?;
         Ok(events
@@ -604,25 +643,28 @@ impl EventLog for SledLog {
     ) -> Result<PositionedStream, LogError> {
         let log = self.clone();
         let state = (log, from_position.max(1), HashMap::new(), false);
-        let chunks = futures::stream::unfold(state, move |(log, next, mut verifiers, failed)| async move {
-            if failed {
-                return None;
-            }
-            loop {
-                let appended = log.appended.clone();
-                let notified = appended.notified();
-                let chunk = log.all_chunk(next, &mut verifiers);
-                if let Some(last) = chunk.last() {
-                    let failed = last.is_err();
-                    let next = last.as_ref().map_or(next, |p| p.position + 1);
-                    return Some((chunk, (log, next, verifiers, failed)));
-                }
-                if !follow {
+        let chunks = futures::stream::unfold(
+            state,
+            move |(log, next, mut verifiers, failed)| async move {
+                if failed {
                     return None;
                 }
-                let _ = tokio::time::timeout(Duration::from_millis(250), notified).await;
-            }
-        });
+                loop {
+                    let appended = log.appended.clone();
+                    let notified = appended.notified();
+                    let chunk = log.all_chunk(next, &mut verifiers);
+                    if let Some(last) = chunk.last() {
+                        let failed = last.is_err();
+                        let next = last.as_ref().map_or(next, |p| p.position + 1);
+                        return Some((chunk, (log, next, verifiers, failed)));
+                    }
+                    if !follow {
+                        return None;
+                    }
+                    let _ = tokio::time::timeout(Duration::from_millis(250), notified).await;
+                }
+            },
+        );
         Ok(flatten_chunks(chunks))
     }
 
@@ -641,7 +683,9 @@ impl EventLog for SledLog {
         check_stream_name(stream)?;
         let bytes = rmp_serde::to_vec(&(snapshot.seq, &snapshot.checksum, &snapshot.state))
             .map_err(backend)?;
-        self.snapshots.insert(stream.as_bytes(), bytes).map_err(backend)?;
+        self.snapshots
+            .insert(stream.as_bytes(), bytes)
+            .map_err(backend)?;
         Ok(())
     }
 
@@ -680,11 +724,15 @@ pub fn corrupt_event_for_test(dir: &Path, stream: &str, seq: u64) {
         .expect("a block")
         .expect("read");
     let mut records: Vec<StoredRecord> = rmp_serde::from_slice(&block).expect("decodable block");
-    let record = records.iter_mut().find(|r| r.seq == seq).expect("no such event to corrupt");
+    let record = records
+        .iter_mut()
+        .find(|r| r.seq == seq)
+        .expect("no such event to corrupt");
     let mut payload = std::mem::take(&mut record.payload).into_bytes();
     let i = payload.len() / 2;
     payload[i] = if payload[i] == b'1' { b'2' } else { b'1' };
     record.payload = String::from_utf8_lossy(&payload).to_string();
-    tree.insert(key, rmp_serde::to_vec(&records).expect("encode")).expect("write");
+    tree.insert(key, rmp_serde::to_vec(&records).expect("encode"))
+        .expect("write");
     db.flush().expect("flush");
 }

@@ -16,6 +16,7 @@
 use super::read::{
     self, backend, last_for, locate, next_for, pump_all, pump_stream, Record, Scanner,
 };
+use super::snapshots::{SnapshotStore, SNAPSHOT_BUCKET};
 use crate::{
     check_batch, seal_batch, ChainVerifier, EventLog, EventStream, LogError, PositionedStream,
     Snapshot, StreamHead,
@@ -35,8 +36,6 @@ use std::time::Duration;
 
 /// The JetStream stream that holds every event.
 pub const STREAM_NAME: &str = "FLOTILLA_EVENTS";
-/// The KV bucket that holds snapshots.
-pub const SNAPSHOT_BUCKET: &str = "FLOTILLA_SNAPSHOTS";
 /// Header: the seq of the last event of the record's batch.
 pub const BATCH_END_HEADER: &str = "Flotilla-Batch-End";
 /// Header: the JetStream sequence of the subject's last message before the batch (0 if none).
@@ -45,19 +44,19 @@ pub const BATCH_BASE_HEADER: &str = "Flotilla-Batch-Base";
 pub const SEQ_HEADER: &str = "Flotilla-Seq";
 /// JetStream's duplicate window for `Nats-Msg-Id`.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// How long a JetStream API call or publish ack may take.
+const API_TIMEOUT: Duration = Duration::from_secs(2);
 /// Publish attempts (same message) when an ack times out.
 const PUBLISH_ATTEMPTS: u32 = 5;
 /// Reader channel capacity.
 const READ_BUFFER: usize = 512;
-/// Snapshot encoding version.
-const SNAPSHOT_V1: u8 = 1;
 
 /// An [`EventLog`] on JetStream; cloning shares the connection.
 #[derive(Clone, Debug)]
 pub struct JetStreamLog {
     js: jetstream::Context,
     stream: Stream,
-    kv: kv::Store,
+    snapshots: SnapshotStore,
     subjects: Subjects,
 }
 
@@ -86,7 +85,11 @@ impl JetStreamLog {
         subjects: Subjects,
         replicas: usize,
     ) -> Result<JetStreamLog, LogError> {
-        let js = jetstream::new(client);
+        let max_payload = client.server_info().max_payload;
+        let mut js = jetstream::new(client);
+        // A publish lost in a server restart is retried (deduplicated) after
+        // this long; JetStream's default of 5 s stalls the aggregate for that.
+        js.set_timeout(API_TIMEOUT);
         let stream = js
             .get_or_create_stream(stream_config(&subjects, replicas))
             .await
@@ -95,7 +98,7 @@ impl JetStreamLog {
         Ok(JetStreamLog {
             js,
             stream,
-            kv,
+            snapshots: SnapshotStore::new(kv, max_payload),
             subjects,
         })
     }
@@ -397,46 +400,6 @@ async fn open_bucket(js: &jetstream::Context, replicas: usize) -> Result<kv::Sto
     .map_err(backend)
 }
 
-/// The KV key of a stream's snapshot: the name with `/` as `.`.
-fn snapshot_key(stream: &str) -> Result<String, LogError> {
-    stream
-        .parse::<StreamName>()
-        .map_err(|e| LogError::Invalid(e.to_string()))?;
-    Ok(stream.replace('/', "."))
-}
-
-/// `[version][seq: u64 BE][checksum length: u32 BE][checksum][state]`.
-fn encode_snapshot(s: &Snapshot) -> Bytes {
-    let mut out = Vec::with_capacity(13 + s.checksum.len() + s.state.len());
-    out.push(SNAPSHOT_V1);
-    out.extend_from_slice(&s.seq.to_be_bytes());
-    out.extend_from_slice(&(s.checksum.len() as u32).to_be_bytes());
-    out.extend_from_slice(s.checksum.as_bytes());
-    out.extend_from_slice(&s.state);
-    out.into()
-}
-
-fn decode_snapshot(stream: &str, bytes: &[u8]) -> Result<Snapshot, LogError> {
-    let bad = |reason: &str| LogError::BadSnapshot {
-        stream: stream.to_string(),
-        reason: reason.to_string(),
-    };
-    let (&version, rest) = bytes.split_first().ok_or_else(|| bad("empty"))?;
-    if version != SNAPSHOT_V1 || rest.len() < 12 {
-        return Err(bad("unknown encoding"));
-    }
-    let seq = u64::from_be_bytes(rest[..8].try_into().expect("8 bytes"));
-    let len = u32::from_be_bytes(rest[8..12].try_into().expect("4 bytes")) as usize;
-    let rest = &rest[12..];
-    let checksum = rest.get(..len).ok_or_else(|| bad("truncated"))?;
-    let checksum = std::str::from_utf8(checksum).map_err(|_| bad("checksum is not text"))?;
-    Ok(Snapshot {
-        seq,
-        checksum: checksum.to_string(),
-        state: rest[len..].to_vec(),
-    })
-}
-
 #[async_trait]
 impl EventLog for JetStreamLog {
     async fn append(
@@ -517,19 +480,14 @@ impl EventLog for JetStreamLog {
     }
 
     async fn save_snapshot(&self, stream: &str, snapshot: Snapshot) -> Result<(), LogError> {
-        let key = snapshot_key(stream)?;
-        self.kv
-            .put(key, encode_snapshot(&snapshot))
-            .await
-            .map_err(backend)?;
-        Ok(())
+        self.snapshots.save(stream, &snapshot).await
     }
 
     async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, LogError> {
-        let key = snapshot_key(stream)?;
-        match self.kv.get(key).await.map_err(backend)? {
-            Some(bytes) => decode_snapshot(stream, &bytes).map(Some),
-            None => Ok(None),
-        }
+        self.snapshots.load(stream).await
+    }
+
+    fn publishes_events(&self) -> bool {
+        true
     }
 }

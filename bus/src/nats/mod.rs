@@ -10,10 +10,10 @@
 
 mod log;
 mod read;
+mod snapshots;
 
-pub use log::{
-    JetStreamLog, BATCH_BASE_HEADER, BATCH_END_HEADER, SEQ_HEADER, SNAPSHOT_BUCKET, STREAM_NAME,
-};
+pub use log::{JetStreamLog, BATCH_BASE_HEADER, BATCH_END_HEADER, SEQ_HEADER, STREAM_NAME};
+pub use snapshots::SNAPSHOT_BUCKET;
 
 use crate::{Bus, BusError, Headers, Message, Subscription};
 use async_nats::client::RequestErrorKind;
