@@ -386,25 +386,21 @@ fn configuration_errors_name_the_field() {
 fn send_prints_the_reply_and_exits_by_outcome() {
     let dir = tempfile::tempdir().unwrap();
     let up = start(dir.path());
-    let ok = flotilla(&[
-        "send",
-        "solver",
-        "c",
-        &create(2).to_string(),
-        "--http",
-        &up.url,
-    ]);
+    let send = || {
+        flotilla(&[
+            "send",
+            "solver",
+            "c",
+            &create(2).to_string(),
+            "--http",
+            &up.url,
+        ])
+    };
+    let ok = send();
     assert_eq!(ok.status.code(), Some(0));
     let reply: Value = serde_json::from_slice(&ok.stdout).unwrap();
     assert_eq!(reply["seq"], 1);
-    let refused = flotilla(&[
-        "send",
-        "solver",
-        "c",
-        &create(2).to_string(),
-        "--http",
-        &up.url,
-    ]);
+    let refused = send();
     assert_eq!(refused.status.code(), Some(1));
     let reply: Value = serde_json::from_slice(&refused.stdout).unwrap();
     assert_eq!(reply["error"]["code"], "ALREADY_EXISTS");

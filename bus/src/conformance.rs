@@ -667,3 +667,36 @@ pub async fn bus_rejects_invalid_subjects(bus: Arc<dyn Bus>) {
         );
     }
 }
+
+/// Generates one `#[tokio::test]` per conformance check, so every backend's
+/// test file runs the same list. `$fixture` is an async expression giving a
+/// fresh [`LogFixture`]; `$bus` one giving `(guard, Arc<dyn Bus>)`, where the
+/// guard (a server, or `()`) lives as long as the test.
+#[macro_export]
+macro_rules! conformance_tests {
+    (log: $fixture:expr, bus: $bus:expr $(,)?) => {
+        $crate::conformance_tests!(@log $fixture;
+            log_orders_each_stream, log_reads_all_in_global_order, log_rejects_wrong_expected_seq,
+            log_appends_batches_all_or_nothing, log_deduplicates_retried_appends,
+            log_reads_stream_from_seq, log_follows_new_events, log_lists_streams,
+            log_stores_snapshots, log_survives_reopen, log_detects_corruption);
+        $crate::conformance_tests!(@bus $bus;
+            bus_publish_subscribe, bus_wildcards, bus_queue_groups, bus_request_reply,
+            bus_request_timeout, bus_no_responders, bus_preserves_headers,
+            bus_rejects_invalid_subjects);
+    };
+    (@log $fixture:expr; $($name:ident),*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let mut fixture = $fixture;
+            $crate::conformance::$name(&mut fixture).await;
+        }
+    )*};
+    (@bus $bus:expr; $($name:ident),*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let (_guard, bus): (_, std::sync::Arc<dyn $crate::Bus>) = $bus;
+            $crate::conformance::$name(bus).await;
+        }
+    )*};
+}

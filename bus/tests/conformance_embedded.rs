@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use flotilla_bus::conformance::{self, LogFixture};
 use flotilla_bus::embedded::{corrupt_event_for_test, EmbeddedBus, SledLog};
-use flotilla_bus::{Bus, EventLog};
+use flotilla_bus::EventLog;
 use std::sync::Arc;
 
 struct SledFixture {
@@ -81,49 +81,9 @@ impl LogFixture for SledFixture {
     }
 }
 
-macro_rules! log_tests {
-    ($($name:ident),* $(,)?) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            let mut fixture = SledFixture::new();
-            conformance::$name(&mut fixture).await;
-        }
-    )*};
-}
-
-macro_rules! bus_tests {
-    ($($name:ident),* $(,)?) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::new());
-            conformance::$name(bus).await;
-        }
-    )*};
-}
-
-log_tests!(
-    log_orders_each_stream,
-    log_reads_all_in_global_order,
-    log_rejects_wrong_expected_seq,
-    log_appends_batches_all_or_nothing,
-    log_deduplicates_retried_appends,
-    log_reads_stream_from_seq,
-    log_follows_new_events,
-    log_lists_streams,
-    log_stores_snapshots,
-    log_survives_reopen,
-    log_detects_corruption,
-);
-
-bus_tests!(
-    bus_publish_subscribe,
-    bus_wildcards,
-    bus_queue_groups,
-    bus_request_reply,
-    bus_request_timeout,
-    bus_no_responders,
-    bus_preserves_headers,
-    bus_rejects_invalid_subjects,
+flotilla_bus::conformance_tests!(
+    log: SledFixture::new(),
+    bus: ((), Arc::new(EmbeddedBus::new())),
 );
 
 /// Flips one byte inside the sled files themselves (not through sled), as

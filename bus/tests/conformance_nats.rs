@@ -101,50 +101,13 @@ async fn tamper(client: &async_nats::Client, log: &JetStreamLog, stream: &str, s
         .expect("forged ack");
 }
 
-macro_rules! log_tests {
-    ($($name:ident),* $(,)?) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            let mut fixture = NatsFixture::start().await;
-            conformance::$name(&mut fixture).await;
-        }
-    )*};
-}
-
-macro_rules! bus_tests {
-    ($($name:ident),* $(,)?) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            let server = NatsServer::start();
-            let bus: Arc<dyn Bus> = Arc::new(NatsBus::connect(&server.url()).await.expect("connect"));
-            conformance::$name(bus).await;
-        }
-    )*};
-}
-
-log_tests!(
-    log_orders_each_stream,
-    log_reads_all_in_global_order,
-    log_rejects_wrong_expected_seq,
-    log_appends_batches_all_or_nothing,
-    log_deduplicates_retried_appends,
-    log_reads_stream_from_seq,
-    log_follows_new_events,
-    log_lists_streams,
-    log_stores_snapshots,
-    log_survives_reopen,
-    log_detects_corruption,
-);
-
-bus_tests!(
-    bus_publish_subscribe,
-    bus_wildcards,
-    bus_queue_groups,
-    bus_request_reply,
-    bus_request_timeout,
-    bus_no_responders,
-    bus_preserves_headers,
-    bus_rejects_invalid_subjects,
+flotilla_bus::conformance_tests!(
+    log: NatsFixture::start().await,
+    bus: {
+        let server = NatsServer::start();
+        let bus = NatsBus::connect(&server.url()).await.expect("connect");
+        (server, Arc::new(bus))
+    },
 );
 
 /// Publishes the first record of a two-event batch and stops, as a writer
