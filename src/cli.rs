@@ -187,4 +187,7 @@ pub struct BenchLogArgs {
     /// Concurrent writers (on distinct streams) for the group-commit case.
     #[arg(long, default_value_t = 8)]
     pub writers: u64,
+    /// Each case runs this many times; the table shows the best run.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u64,
 }

@@ -329,6 +329,33 @@ pub async fn log_lists_streams(fx: &mut impl LogFixture) {
     assert_eq!(log.streams().await.expect("streams"), want);
 }
 
+/// Large batches read back whole and from any seq or position inside them,
+/// and a retried large batch is not stored twice.
+pub async fn log_handles_large_batches(fx: &mut impl LogFixture) {
+    let (s, other) = ("solver/large", "solver/large-other");
+    let log = fx.log().await;
+    let first = events(100);
+    let stored = append(&*log, s, 0, first.clone()).await;
+    append(&*log, other, 0, events(3)).await;
+    let mut all = stored.clone();
+    all.extend(append(&*log, s, 100, events(37)).await);
+    assert_eq!(read(&*log, s, 1).await, all);
+    assert_eq!(read(&*log, s, 50).await, all[49..].to_vec());
+    assert_eq!(read(&*log, s, 101).await, all[100..].to_vec());
+    assert_eq!(read(&*log, s, 137).await, all[136..].to_vec());
+    assert!(read(&*log, s, 138).await.is_empty());
+    assert_eq!(
+        log.append(s, 0, first).await.expect("a retried batch"),
+        stored
+    );
+    assert_eq!(log.head(s).await.expect("head").seq, 137);
+    let global = read_all(&*log, 1).await;
+    assert_eq!(global.len(), 140);
+    let tail = read_all(&*log, global[120].position).await;
+    assert_eq!(tail.len(), 20);
+    assert_eq!(tail[0], global[120]);
+}
+
 /// Snapshots are saved, loaded, replaced, and kept per stream.
 pub async fn log_stores_snapshots(fx: &mut impl LogFixture) {
     let log = fx.log().await;
@@ -679,6 +706,7 @@ macro_rules! conformance_tests {
             log_orders_each_stream, log_reads_all_in_global_order, log_rejects_wrong_expected_seq,
             log_appends_batches_all_or_nothing, log_deduplicates_retried_appends,
             log_reads_stream_from_seq, log_follows_new_events, log_lists_streams,
+            log_handles_large_batches,
             log_stores_snapshots, log_survives_reopen, log_detects_corruption);
         $crate::conformance_tests!(@bus $bus;
             bus_publish_subscribe, bus_wildcards, bus_queue_groups, bus_request_reply,

@@ -313,9 +313,22 @@ impl ChainVerifier {
 
     /// Checks the next envelope and advances.
     pub fn check(&mut self, env: &Envelope) -> Result<(), IntegrityError> {
-        env.verify_after(&self.stream, self.next_seq, &self.prev_checksum)?;
+        env.verify_position(&self.stream, self.next_seq)?;
+        self.check_verified(env, env.verify())
+    }
+
+    /// Like [`Self::check`], with the checksum's verdict computed elsewhere
+    /// (readers hash in parallel; the chain itself is checked in order).
+    pub fn check_verified(
+        &mut self,
+        env: &Envelope,
+        checksum: Result<(), IntegrityError>,
+    ) -> Result<(), IntegrityError> {
+        env.verify_position(&self.stream, self.next_seq)?;
+        checksum?;
+        env.verify_link(&self.stream, &self.prev_checksum)?;
         self.next_seq += 1;
-        self.prev_checksum = env.checksum.clone();
+        self.prev_checksum.clone_from(&env.checksum);
         Ok(())
     }
 

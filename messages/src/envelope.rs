@@ -216,6 +216,11 @@ impl IntegrityError {
 impl Envelope {
     /// The checksum this envelope's content should carry.
     pub fn compute_checksum(&self) -> String {
+        hex::encode(self.digest())
+    }
+
+    /// The SHA-256 of the content (see the module docs).
+    fn digest(&self) -> [u8; 32] {
         let mut h = Sha256::new();
         let numbers = [self.seq, self.at.timestamp_micros() as u64];
         for n in numbers {
@@ -233,20 +238,22 @@ impl Envelope {
             h.update((field.len() as u64).to_le_bytes());
             h.update(field.as_bytes());
         }
-        hex::encode(h.finalize())
+        h.finalize().into()
     }
 
-    /// Checks the checksum.
+    /// Checks the checksum (without allocating on the hot replay path).
     pub fn verify(&self) -> Result<(), IntegrityError> {
-        let computed = self.compute_checksum();
-        if computed == self.checksum {
+        let digest = self.digest();
+        let mut stored = [0u8; 32];
+        let matches = hex::decode_to_slice(&self.checksum, &mut stored).is_ok() && stored == digest;
+        if matches {
             Ok(())
         } else {
             Err(IntegrityError::Checksum {
                 stream: self.stream.clone(),
                 seq: self.seq,
                 stored: self.checksum.clone(),
-                computed,
+                computed: hex::encode(digest),
             })
         }
     }
@@ -259,6 +266,13 @@ impl Envelope {
         expected_seq: u64,
         prev_checksum: &str,
     ) -> Result<(), IntegrityError> {
+        self.verify_position(stream, expected_seq)?;
+        self.verify()?;
+        self.verify_link(stream, prev_checksum)
+    }
+
+    /// Checks that the record is at the position the reader expects.
+    pub fn verify_position(&self, stream: &str, expected_seq: u64) -> Result<(), IntegrityError> {
         if self.stream != stream || self.seq != expected_seq {
             return Err(IntegrityError::Position {
                 stream: stream.to_string(),
@@ -267,7 +281,11 @@ impl Envelope {
                 found: self.seq,
             });
         }
-        self.verify()?;
+        Ok(())
+    }
+
+    /// Checks that `prev_hash` is the predecessor's checksum.
+    pub fn verify_link(&self, stream: &str, prev_checksum: &str) -> Result<(), IntegrityError> {
         if self.prev_hash != prev_checksum {
             return Err(IntegrityError::Chain {
                 stream: stream.to_string(),

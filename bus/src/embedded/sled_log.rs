@@ -1,8 +1,8 @@
 //! The event log in sled.
 //!
-//! One tree holds the events. Each append is stored as one *block* (the
-//! batch's records, MessagePack), so a batch costs one sled insert and a
-//! replay decodes many events per lookup:
+//! One tree holds the events. Each append is stored as *blocks* of up to
+//! [`BLOCK_EVENTS`] records (MessagePack), so a batch costs few sled inserts
+//! and a replay decodes many events per lookup:
 //!
 //! | key | value |
 //! |---|---|
@@ -376,6 +376,30 @@ impl SledLog {
         Ok(found.map(|(k, _)| k))
     }
 
+    /// The blocks of `stream` from the one holding `from_seq` on, as stored,
+    /// until about `limit` events are covered.
+    fn raw_blocks_from(
+        &self,
+        stream: &str,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, sled::IVec)>, LogError> {
+        let start = match self.locate(stream, from_seq)? {
+            Some(k) => k.to_vec(),
+            None => stream_key(stream, from_seq),
+        };
+        let mut out = Vec::new();
+        for item in self.events.range(start..=stream_key(stream, u64::MAX)) {
+            let (key, block) = item.map_err(backend)?;
+            let first = key_suffix(&key);
+            if !out.is_empty() && first.saturating_sub(from_seq) >= limit as u64 {
+                break;
+            }
+            out.push((first, block));
+        }
+        Ok(out)
+    }
+
     /// The events of `stream` from the block holding `from_seq` on, up to
     /// about `limit` events (whole blocks), unverified.
     fn blocks_from(
@@ -384,17 +408,9 @@ impl SledLog {
         from_seq: u64,
         limit: usize,
     ) -> Result<Vec<Envelope>, LogError> {
-        let start = match self.locate(stream, from_seq)? {
-            Some(k) => k.to_vec(),
-            None => stream_key(stream, from_seq),
-        };
         let mut out = Vec::new();
-        for item in self.events.range(start..=stream_key(stream, u64::MAX)) {
-            let (key, block) = item.map_err(backend)?;
-            out.extend(decode_block(stream, key_suffix(&key), &block)?);
-            if out.len() >= limit {
-                break;
-            }
+        for (first, block) in self.raw_blocks_from(stream, from_seq, limit)? {
+            out.extend(decode_block(stream, first, &block)?);
         }
         Ok(out)
     }
@@ -422,32 +438,33 @@ impl SledLog {
         Ok(same.then_some(stored))
     }
 
+    /// Writes a sealed batch as blocks of at most [`BLOCK_EVENTS`] events,
+    /// with the head and the next position, in one atomic sled batch.
     fn write_batch(&self, stream: &str, envelopes: &[Envelope]) -> Result<(), LogError> {
-        let (Some(first), Some(last)) = (envelopes.first(), envelopes.last()) else {
+        let Some(last) = envelopes.last() else {
             return Ok(());
         };
-        let next = self
+        let mut position = self
             .events
             .get(NEXT_POSITION_KEY)
             .map_err(backend)?
             .map(|b| be_u64(&b))
             .unwrap_or(1);
-        let records: Vec<StoredRecord> =
-            envelopes.iter().map(StoredRecord::from_envelope).collect();
-        let block = rmp_serde::to_vec(&records).map_err(backend)?;
-        let key = stream_key(stream, first.seq);
+        let mut batch = sled::Batch::default();
+        for block in envelopes.chunks(BLOCK_EVENTS) {
+            let records: Vec<StoredRecord> =
+                block.iter().map(StoredRecord::from_envelope).collect();
+            let key = stream_key(stream, block[0].seq);
+            batch.insert(global_key(position).to_vec(), key.clone());
+            batch.insert(key, rmp_serde::to_vec(&records).map_err(backend)?);
+            position += block.len() as u64;
+        }
         let head = StreamHead {
             seq: last.seq,
             checksum: last.checksum.clone(),
         };
-        let mut batch = sled::Batch::default();
-        batch.insert(global_key(next).to_vec(), key.clone());
-        batch.insert(key, block);
         batch.insert(head_key(stream), encode_head(&head));
-        batch.insert(
-            NEXT_POSITION_KEY,
-            (next + envelopes.len() as u64).to_be_bytes().to_vec(),
-        );
+        batch.insert(NEXT_POSITION_KEY, position.to_be_bytes().to_vec());
         self.events.apply_batch(batch).map_err(backend)
     }
 
@@ -460,13 +477,26 @@ impl SledLog {
         verifier: &mut ChainVerifier,
     ) -> Vec<Result<Envelope, LogError>> {
         let next = verifier.head().seq + 1;
-        let events = match self.blocks_from(stream, next, CHUNK) {
-            Ok(events) => events,
+        let blocks = match self.raw_blocks_from(stream, next, CHUNK) {
+            Ok(blocks) => blocks,
             Err(e) => return vec![Err(e)],
         };
-        let mut out = Vec::with_capacity(events.len());
-        for env in events.into_iter().filter(|e| e.seq >= next) {
-            let checked = verifier.check(&env).map(|()| env).map_err(LogError::from);
+        let mut out = Vec::new();
+        for hashed in decode_and_hash(stream, blocks) {
+            let (env, checksum) = match hashed {
+                Ok(h) => h,
+                Err(e) => {
+                    out.push(Err(e));
+                    break;
+                }
+            };
+            if env.seq < next {
+                continue;
+            }
+            let checked = verifier
+                .check_verified(&env, checksum)
+                .map(|()| env)
+                .map_err(LogError::from);
             let failed = checked.is_err();
             out.push(checked);
             if failed {
@@ -574,6 +604,61 @@ impl SledLog {
         Ok(verifier.check(&p.envelope)?)
     }
 }
+
+/// An event with its checksum's verdict.
+type Hashed = (Envelope, Result<(), IntegrityError>);
+
+/// Decodes blocks and checks every event's checksum, spread over the
+/// machine's cores: hashing is most of a replay's work and does not depend
+/// on order (the chain is then checked in order by the caller). Results
+/// keep the blocks' order; an undecodable block ends them.
+fn decode_and_hash(stream: &str, blocks: Vec<(u64, sled::IVec)>) -> Vec<Result<Hashed, LogError>> {
+    let hash_block = |(first, block): &(u64, sled::IVec)| -> Result<Vec<Hashed>, LogError> {
+        let events = decode_block(stream, *first, block)?;
+        Ok(events
+            .into_iter()
+            .map(|e| {
+                let v = e.verify();
+                (e, v)
+            })
+            .collect())
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(blocks.len().div_ceil(64))
+        .max(1);
+    let per_thread = blocks.len().div_ceil(threads).max(1);
+    let groups: Vec<Vec<Result<Vec<Hashed>, LogError>>> = std::thread::scope(|scope| {
+        let mut parts = blocks.chunks(per_thread);
+        let first = parts.next().unwrap_or(&[]);
+        let others: Vec<_> = parts
+            .map(|part| scope.spawn(move || part.iter().map(hash_block).collect::<Vec<_>>()))
+            .collect();
+        let mut groups = vec![first.iter().map(hash_block).collect()];
+        groups.extend(others.into_iter().map(|h| {
+            h.join()
+                .unwrap_or_else(|_| vec![Err(backend("a hashing thread panicked"))])
+        }));
+        groups
+    });
+    let mut out = Vec::new();
+    for block in groups.into_iter().flatten() {
+        match block {
+            Ok(events) => out.extend(events.into_iter().map(Ok)),
+            Err(e) => {
+                out.push(Err(e));
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// The most events one stored block holds. Small enough that a block stays
+/// well under sled's threshold for storing a value as a separate blob file
+/// (which would cost a file read per block), large enough to amortise the
+/// per-value cost of sled on replay.
+const BLOCK_EVENTS: usize = 16;
 
 /// Roughly how many events one read step decodes.
 const CHUNK: usize = 4096;
