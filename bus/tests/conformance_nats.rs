@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use flotilla_bus::conformance::{self, LogFixture};
 use flotilla_bus::nats::{JetStreamLog, NatsBus, BATCH_BASE_HEADER, BATCH_END_HEADER, SEQ_HEADER};
 use flotilla_bus::testing::NatsServer;
-use flotilla_bus::{seal_batch, Bus, EventLog};
+use flotilla_bus::{seal_batch, Bus, EventLog, LogError};
 use flotilla_messages::{Envelope, Subjects};
 use futures::StreamExt;
 use std::sync::Arc;
@@ -243,4 +243,77 @@ async fn snapshots_larger_than_a_message_are_stored_in_parts() {
         .append("solver/big", 0, conformance::events(1))
         .await
         .expect("still connected");
+}
+
+/// Anyone can publish on an event subject: a stray body or a bare copy of
+/// an older envelope changes neither the head nor what is read, and appends
+/// go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stray_publishes_on_an_event_subject_change_nothing() {
+    let fx = NatsFixture::start().await;
+    let bus = NatsBus::from_client(fx.client.clone());
+    let s = "scheduler/strays";
+    let stored = fx
+        .log
+        .append(s, 0, conformance::events(2))
+        .await
+        .expect("append");
+    let subject = Subjects::default().event(&s.parse().expect("name"));
+    for body in [
+        serde_json::to_vec(&stored[0]).expect("json"),
+        b"hello".to_vec(),
+    ] {
+        bus.publish(flotilla_bus::Message::new(subject.clone(), body))
+            .await
+            .expect("publish");
+    }
+    bus.flush().await.expect("flush");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(fx.log.head(s).await.expect("head").seq, 2);
+    let next = fx
+        .log
+        .append(s, 2, conformance::events(1))
+        .await
+        .expect("append after strays");
+    assert_eq!(next[0].seq, 3);
+    let read = conformance::collect(fx.log.read_stream(s, 1).await.expect("read")).await;
+    assert_eq!(read.expect("clean").len(), 3);
+}
+
+/// A forged record claiming to start an unfinished batch may make appends
+/// conflict, but never removes a stored event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_batch_headers_never_delete_history() {
+    let fx = NatsFixture::start().await;
+    let s = "solver/victim";
+    let stored = fx
+        .log
+        .append(s, 0, conformance::events(3))
+        .await
+        .expect("append");
+    let subject = Subjects::default().event(&s.parse().expect("name"));
+    let mut headers = HeaderMap::new();
+    headers.insert(BATCH_END_HEADER, "99");
+    headers.insert(BATCH_BASE_HEADER, "0");
+    headers.insert(SEQ_HEADER, "3");
+    let js = async_nats::jetstream::new(fx.client.clone());
+    js.publish_with_headers(
+        subject,
+        headers,
+        serde_json::to_vec(&stored[2]).expect("json").into(),
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("ack");
+    for expected in [3, 0] {
+        match fx.log.append(s, expected, conformance::events(1)).await {
+            Err(LogError::Corrupt(e)) => assert_eq!(e.location(), (s, 3), "{e}"),
+            other => panic!("an append over forged headers must fail as Corrupt: {other:?}"),
+        }
+    }
+    let read = conformance::collect(fx.log.read_stream(s, 1).await.expect("read"))
+        .await
+        .expect("the stored events still read");
+    assert_eq!(read, stored, "nothing stored was removed or forked");
 }

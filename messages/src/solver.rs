@@ -7,7 +7,7 @@
 //! {"type": "create_study", "seed": 7, "budget": 100,
 //!  "bounds": {"lr": {"min": 1e-5, "max": 0.1, "scale": "Log"},
 //!             "momentum": {"min": 0.8, "max": 0.99}},
-//!  "probe_ratio": 0.2, "strategy_params": {"gamma": 0.25}}
+//!  "probe_ratio": 0.2, "strategy_params": {"gamma": 0.25}, "sampler": "sobol"}
 //! {"type": "ask", "n": 4}
 //! {"type": "tell", "results": [{"trial_id": "t1", "value": 0.31, "cost": 12.5}]}
 //! {"type": "tell", "trial_id": "t2", "value": 0.27}
@@ -15,8 +15,9 @@
 //! ```
 //!
 //! The create command is ArqonHPO's config (`seed`, `budget`, `bounds` with
-//! `scale` spelled in any case, `probe_ratio`, `strategy_params`). Every
-//! command refuses fields it does not know.
+//! `scale` spelled in any case, `probe_ratio`, `strategy_params`) plus an
+//! optional `sampler` (`random`, the default, `sobol` or `grid`, in any
+//! case). Every command refuses fields it does not know.
 //!
 //! Events, one per command:
 //!
@@ -97,6 +98,89 @@ impl<'de> Deserialize<'de> for Scale {
     }
 }
 
+/// The most parameters a [`Sampler::Sobol`] study may have: the dimensions
+/// of the Joe–Kuo direction-number table the solver carries.
+pub const SOBOL_MAX_DIMENSIONS: usize = 32;
+
+/// How a study picks the points it hands out.
+///
+/// Written lowercase (`"sobol"`); read in any case (`"Sobol"`, `"GRID"`),
+/// like [`Scale`]. Absent means [`Sampler::Random`], so ArqonHPO configs and
+/// events recorded before the field existed read as they always did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Sampler {
+    /// Independent uniform points: the baseline, good at any budget and
+    /// dimension, but clumpy at small budgets.
+    #[default]
+    Random,
+    /// A scrambled Sobol sequence: quasi-random points that fill the space
+    /// evenly, so a small budget leaves no large region unexplored. At most
+    /// [`SOBOL_MAX_DIMENSIONS`] parameters.
+    Sobol,
+    /// A full-factorial grid with at least `budget` points, visited in a
+    /// seeded shuffled order without repeats.
+    Grid,
+}
+
+impl Sampler {
+    /// Every sampler, in declaration order.
+    pub const ALL: [Sampler; 3] = [Sampler::Random, Sampler::Sobol, Sampler::Grid];
+
+    /// The canonical spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sampler::Random => "random",
+            Sampler::Sobol => "sobol",
+            Sampler::Grid => "grid",
+        }
+    }
+
+    /// Reads a spelling in any case; `None` if it names no sampler.
+    pub fn parse(text: &str) -> Option<Self> {
+        Sampler::ALL
+            .into_iter()
+            .find(|s| s.as_str().eq_ignore_ascii_case(text))
+    }
+}
+
+impl fmt::Display for Sampler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Sampler {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Reads a [`Sampler`]; every error names the field and the choices, as the
+/// path to it is lost inside the internally tagged command enum.
+struct SamplerVisitor;
+
+impl serde::de::Visitor<'_> for SamplerVisitor {
+    type Value = Sampler;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("sampler: a name, one of random, sobol or grid")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Sampler, E> {
+        Sampler::parse(text).ok_or_else(|| {
+            E::custom(format!(
+                "sampler: unknown value {text:?}: expected random, sobol or grid"
+            ))
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Sampler {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(SamplerVisitor)
+    }
+}
+
 /// The range of one parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -146,6 +230,12 @@ pub struct StudyConfig {
     /// ArqonHPO's strategy tuning knobs; stored.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub strategy_params: BTreeMap<String, f64>,
+    /// How trials are picked; [`Sampler::Random`] when absent.
+    ///
+    /// Always written, so a recorded study names its sampler explicitly and
+    /// a later change of the default cannot change how it continues.
+    #[serde(default)]
+    pub sampler: Sampler,
 }
 
 impl StudyConfig {
@@ -164,6 +254,7 @@ impl StudyConfig {
             return Some("bounds: at least one parameter is required".to_string());
         }
         self.bounds_problem()
+            .or_else(|| self.sampler_problem())
             .or_else(|| self.probe_ratio_problem())
             .or_else(|| self.strategy_params_problem())
     }
@@ -175,6 +266,16 @@ impl StudyConfig {
             } else {
                 bound.problem(name)
             }
+        })
+    }
+
+    fn sampler_problem(&self) -> Option<String> {
+        let dimensions = self.bounds.len();
+        (self.sampler == Sampler::Sobol && dimensions > SOBOL_MAX_DIMENSIONS).then(|| {
+            format!(
+                "sampler: sobol supports at most {SOBOL_MAX_DIMENSIONS} parameters, \
+                 got {dimensions}; use random or grid"
+            )
         })
     }
 
@@ -424,6 +525,7 @@ mod tests {
             bounds: BTreeMap::from([("lr".to_string(), bound)]),
             probe_ratio: None,
             strategy_params: BTreeMap::new(),
+            sampler: Sampler::Random,
         }
     }
 
@@ -468,6 +570,108 @@ mod tests {
         }
         let err = serde_json::from_value::<Scale>(json!("cubic")).unwrap_err();
         assert!(err.to_string().contains("unknown scale \"cubic\""), "{err}");
+    }
+
+    #[test]
+    fn sampler_defaults_to_random_and_is_read_in_any_case() {
+        let create = |extra: Value| -> Result<Sampler, Rejection> {
+            let mut body = json!({"type": "create_study", "seed": 1, "budget": 5,
+                                  "bounds": {"x": {"min": 0, "max": 1}}});
+            body.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            match parse(body)? {
+                SolverCommand::CreateStudy(config) => Ok(config.sampler),
+                other => panic!("not a create: {other:?}"),
+            }
+        };
+        assert_eq!(create(json!({})).unwrap(), Sampler::Random);
+        for (text, sampler) in [
+            ("random", Sampler::Random),
+            ("Sobol", Sampler::Sobol),
+            ("SOBOL", Sampler::Sobol),
+            ("grid", Sampler::Grid),
+            ("Grid", Sampler::Grid),
+        ] {
+            assert_eq!(create(json!({ "sampler": text })).unwrap(), sampler);
+            assert_eq!(
+                serde_json::to_value(sampler).unwrap(),
+                json!(sampler.as_str())
+            );
+        }
+        let e = create(json!({"sampler": "tpe"})).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidField);
+        assert_eq!(
+            e.message,
+            "create_study: sampler: unknown value \"tpe\": expected random, sobol or grid"
+        );
+        let e = create(json!({"sampler": 3})).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidField);
+        assert_eq!(
+            e.message,
+            "create_study: invalid type: integer `3`, \
+             expected sampler: a name, one of random, sobol or grid"
+        );
+    }
+
+    #[test]
+    fn configs_and_events_without_a_sampler_still_read() {
+        let old_event = json!({"type": "study_created", "config": {
+            "seed": 7, "budget": 10, "bounds": {"lr": {"min": 1e-5, "max": 0.1, "scale": "log"}}}});
+        let event: SolverEvent = serde_json::from_value(old_event).unwrap();
+        assert_eq!(
+            event,
+            SolverEvent::StudyCreated {
+                config: lr_config()
+            }
+        );
+        let bytes = Encoding::MsgPack
+            .encode(&json!({"seed": 7, "budget": 10,
+                            "bounds": {"lr": {"min": 1e-5, "max": 0.1, "scale": "LOG"}}}))
+            .unwrap();
+        let config: StudyConfig = Encoding::MsgPack.decode(&bytes).unwrap();
+        assert_eq!(config, lr_config());
+    }
+
+    #[test]
+    fn the_sampler_is_always_written() {
+        let value = serde_json::to_value(lr_config()).unwrap();
+        assert_eq!(value["sampler"], json!("random"));
+        let sobol = StudyConfig {
+            sampler: Sampler::Sobol,
+            ..lr_config()
+        };
+        let value = serde_json::to_value(&sobol).unwrap();
+        assert_eq!(value["sampler"], json!("sobol"));
+        for encoding in [Encoding::Json, Encoding::MsgPack] {
+            let bytes = encoding.encode(&sobol).unwrap();
+            assert_eq!(encoding.decode::<StudyConfig>(&bytes).unwrap(), sobol);
+        }
+    }
+
+    #[test]
+    fn sobol_is_limited_to_the_direction_table() {
+        let mut config = StudyConfig {
+            sampler: Sampler::Sobol,
+            ..lr_config()
+        };
+        let bound = config.bounds["lr"];
+        for i in 1..SOBOL_MAX_DIMENSIONS {
+            config.bounds.insert(format!("p{i:02}"), bound);
+        }
+        assert_eq!(config.bounds.len(), SOBOL_MAX_DIMENSIONS);
+        assert!(config.validate().is_ok());
+        config.bounds.insert("one_more".into(), bound);
+        let e = config.validate().unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidField);
+        assert_eq!(
+            e.message,
+            "sampler: sobol supports at most 32 parameters, got 33; use random or grid"
+        );
+        for sampler in [Sampler::Random, Sampler::Grid] {
+            config.sampler = sampler;
+            assert!(config.validate().is_ok(), "{sampler}");
+        }
     }
 
     #[test]
@@ -656,6 +860,10 @@ mod tests {
         prop_oneof![Just(Scale::Linear), Just(Scale::Log), Just(Scale::Periodic)]
     }
 
+    fn sampler() -> impl Strategy<Value = Sampler> {
+        proptest::sample::select(Sampler::ALL.to_vec())
+    }
+
     fn bound() -> impl Strategy<Value = Bound> {
         (finite(), finite(), scale()).prop_map(|(min, max, scale)| Bound { min, max, scale })
     }
@@ -667,14 +875,16 @@ mod tests {
             proptest::collection::btree_map(name(), bound(), 0..4),
             proptest::option::of(finite()),
             proptest::collection::btree_map(name(), finite(), 0..3),
+            sampler(),
         )
             .prop_map(
-                |(seed, budget, bounds, probe_ratio, strategy_params)| StudyConfig {
+                |(seed, budget, bounds, probe_ratio, strategy_params, sampler)| StudyConfig {
                     seed,
                     budget,
                     bounds,
                     probe_ratio,
                     strategy_params,
+                    sampler,
                 },
             )
     }
@@ -750,8 +960,9 @@ mod tests {
         }
 
         #[test]
-        fn parts_round_trip(config in config(), trial in trial(), result in result(), s in scale()) {
+        fn parts_round_trip(config in config(), trial in trial(), result in result(), s in scale(), sampler in sampler()) {
             round_trips(&config)?;
+            round_trips(&sampler)?;
             round_trips(&trial)?;
             round_trips(&result)?;
             round_trips(&s)?;

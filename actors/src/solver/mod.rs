@@ -8,12 +8,15 @@
 //! and the state is a fold of those events, so a study recovered from its log
 //! is bit for bit the study that wrote it.
 //!
-//! Trials are drawn by [`sampling`]: random search whose randomness comes
-//! from `(seed, trial number)` alone, so the same study always hands out the
-//! same trials, whatever happens between asks.
+//! Trials are drawn by the study's sampler ([`samplers`]: random, scrambled
+//! Sobol or a shuffled grid) in the unit cube and mapped onto the bounds by
+//! [`sampling`]. Each trial's point depends on the config and its number
+//! alone, so the same study always hands out the same trials, whatever
+//! happens between asks.
 //!
 //! The wire types live in `flotilla_messages::solver`.
 
+pub mod samplers;
 pub mod sampling;
 pub mod study;
 

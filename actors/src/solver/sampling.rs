@@ -1,18 +1,21 @@
-//! Random search: each trial is a point of the unit cube, drawn from a
-//! generator keyed by `(seed, trial number)` alone and mapped onto the
-//! study's bounds.
+//! From the unit cube to a study's bounds.
 //!
-//! Keying by the trial number (not by history length or a clock) makes a
-//! trial's parameters a pure function of the config and its number: a replay,
-//! a retry, or two asks without a tell in between can never produce the same
-//! candidate twice or different candidates for the same trial.
+//! A sampler ([`samplers`](super::samplers)) picks trial `number`'s point in
+//! `[0, 1)^d`, one coordinate per bound in the bounds' name order, as a pure
+//! function of the config and the number; [`from_unit`] maps each coordinate
+//! onto its bound. Keying by the trial number (not by history length or a
+//! clock) makes a trial's parameters a pure function of the config and its
+//! number: a replay, a retry, or two asks without a tell in between can
+//! never produce the same candidate twice or different candidates for the
+//! same trial.
 //!
-//! Dimensions are drawn in the bounds' name order (a `BTreeMap`), one `f64`
-//! each. Linear and periodic scales are uniform on `[min, max]`; log scale is
-//! uniform in `ln x`, so the median sits at the geometric mean.
+//! Linear and periodic scales are uniform on `[min, max]`; log scale is
+//! uniform in `ln x`, so the median sits at the geometric mean. Because the
+//! mapping is shared, every sampler honours log scale the same way.
 
+use super::samplers::unit_point;
 use flotilla_messages::solver::{Bound, Scale, StudyConfig};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 
@@ -27,13 +30,15 @@ pub fn trial_rng(seed: u64, number: u64) -> ChaCha8Rng {
     ChaCha8Rng::from_seed(key)
 }
 
-/// The parameters of trial `number`: one value per bound, inside it.
+/// The parameters of trial `number` under the config's sampler: one value
+/// per bound, inside it.
 pub fn sample_params(config: &StudyConfig, number: u64) -> BTreeMap<String, f64> {
-    let mut rng = trial_rng(config.seed, number);
+    let point = unit_point(config, number);
     config
         .bounds
         .iter()
-        .map(|(name, bound)| (name.clone(), from_unit(rng.random::<f64>(), bound)))
+        .zip(point)
+        .map(|((name, bound), u)| (name.clone(), from_unit(u, bound)))
         .collect()
 }
 
@@ -55,6 +60,7 @@ fn lerp(a: f64, b: f64, u: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flotilla_messages::solver::Sampler;
     use proptest::prelude::*;
     use rand::Rng;
 
@@ -69,6 +75,7 @@ mod tests {
             bounds,
             probe_ratio: None,
             strategy_params: BTreeMap::new(),
+            sampler: Sampler::Random,
         }
     }
 
@@ -142,6 +149,26 @@ mod tests {
     }
 
     #[test]
+    fn sobol_and_grid_honour_log_scale() {
+        let mut config = config(9, &[("lr", 1e-6, 1.0, Scale::Log)]);
+        config.sampler = Sampler::Sobol;
+        let below_1e3 = (1..=1024)
+            .filter(|&n| sample_params(&config, n)["lr"] < 1e-3)
+            .count();
+        assert_eq!(
+            below_1e3, 512,
+            "stratified: exactly half below the geometric mean"
+        );
+        config.sampler = Sampler::Grid;
+        config.budget = 6;
+        let mut lrs: Vec<f64> = (1..=6).map(|n| sample_params(&config, n)["lr"]).collect();
+        lrs.sort_by(f64::total_cmp);
+        for (lr, exponent) in lrs.iter().zip([-5.5, -4.5, -3.5, -2.5, -1.5, -0.5]) {
+            assert!((lr.log10() - exponent).abs() < 1e-9, "{lr}");
+        }
+    }
+
+    #[test]
     fn linear_scale_is_uniform() {
         let config = config(9, &[("x", -2.0, 6.0, Scale::Linear)]);
         let values: Vec<f64> = (1..=4000).map(|n| sample_params(&config, n)["x"]).collect();
@@ -182,13 +209,17 @@ mod tests {
 
     proptest! {
         #[test]
-        fn samples_stay_in_bounds(bound in bound(), seed in any::<u64>(), number in 1..u64::MAX) {
+        fn samples_stay_in_bounds(
+            bound in bound(), seed in any::<u64>(), number in 1..u64::MAX,
+            sampler in proptest::sample::select(Sampler::ALL.to_vec()), budget in 1u64..1_000_000
+        ) {
             let config = StudyConfig {
                 seed,
-                budget: 1,
+                budget,
                 bounds: BTreeMap::from([("p".to_string(), bound)]),
                 probe_ratio: None,
                 strategy_params: BTreeMap::new(),
+                sampler,
             };
             let value = sample_params(&config, number)["p"];
             prop_assert!(value >= bound.min && value <= bound.max, "{} not in {:?}", value, bound);

@@ -498,11 +498,17 @@ impl Aggregate for Study {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flotilla_messages::solver::{Bound, Scale};
+    use crate::solver::samplers::{grid::Grid, sobol};
+    use crate::solver::sampling::from_unit;
+    use flotilla_messages::solver::{Bound, Sampler, Scale};
     use flotilla_messages::CommandRequest;
     use proptest::prelude::*;
 
     fn config(budget: u64) -> StudyConfig {
+        config_with(budget, Sampler::Random)
+    }
+
+    fn config_with(budget: u64, sampler: Sampler) -> StudyConfig {
         let bounds = BTreeMap::from([
             (
                 "lr".to_string(),
@@ -527,6 +533,7 @@ mod tests {
             bounds,
             probe_ratio: Some(0.2),
             strategy_params: BTreeMap::new(),
+            sampler,
         }
     }
 
@@ -917,8 +924,11 @@ mod tests {
                 .collect();
             SolverCommand::Tell(Tell { results })
         });
+        let sampler = proptest::sample::select(Sampler::ALL.to_vec());
         prop_oneof![
-            (1u64..12).prop_map(|budget| SolverCommand::CreateStudy(config(budget))),
+            (1u64..12, sampler).prop_map(|(budget, sampler)| SolverCommand::CreateStudy(
+                config_with(budget, sampler)
+            )),
             (0u32..5).prop_map(|n| SolverCommand::Ask { n }),
             tell.clone(),
             tell,
@@ -969,6 +979,85 @@ mod tests {
                 prop_assert!(!completed || all_told);
             }
         }
+    }
+
+    // samplers
+
+    /// Asks `asks` in turn, evolving after each; returns the study and log.
+    fn ask_in_turn(created: SolverEvent, asks: &[u32]) -> (Study, Vec<SolverEvent>) {
+        let mut study = given(std::slice::from_ref(&created));
+        let mut log = vec![created];
+        for &n in asks {
+            let events = when(&study, json!({"type": "ask", "n": n})).unwrap();
+            study = events.iter().fold(study, Study::evolve);
+            log.extend(events);
+        }
+        (study, log)
+    }
+
+    #[test]
+    fn a_sobol_study_hands_out_the_scrambled_sobol_points_and_replays_them() {
+        let command = json!({"type": "create_study", "seed": 42, "budget": 16, "sampler": "Sobol", "probe_ratio": 0.2,
+            "bounds": {"lr": {"min": 1e-5, "max": 0.1, "scale": "log"},
+                       "momentum": {"min": 0.8, "max": 0.99}}});
+        let created = when(&given(&[]), command).unwrap().remove(0);
+        assert_eq!(
+            created,
+            SolverEvent::StudyCreated {
+                config: config_with(16, Sampler::Sobol)
+            }
+        );
+        let (study, log) = ask_in_turn(created, &[3, 5, 8]);
+        let config = study.config().unwrap();
+        let (lr, momentum) = (config.bounds["lr"], config.bounds["momentum"]);
+        assert_eq!(study.trials().len(), 16);
+        for record in study.trials() {
+            let u = sobol::point(42, record.trial.number, 2);
+            let expected = BTreeMap::from([
+                ("lr".to_string(), from_unit(u[0], &lr)),
+                ("momentum".to_string(), from_unit(u[1], &momentum)),
+            ]);
+            assert_eq!(record.trial.params, expected, "{}", record.trial.trial_id);
+        }
+        // 16 Sobol points: exactly half of the learning rates lie below the
+        // geometric middle of the range, a quarter in each quarter-decade band.
+        let below = study
+            .trials()
+            .iter()
+            .filter(|r| r.trial.params["lr"] < 10f64.powf(-3.0))
+            .count();
+        assert_eq!(below, 8);
+        let replayed = given(&log);
+        assert_eq!(replayed, study);
+        assert_eq!(bits(&replayed), bits(&study));
+        // Asking in other batch sizes gives the same trials.
+        let (other, _) = ask_in_turn(log[0].clone(), &[1, 15]);
+        assert_eq!(bits(&other), bits(&study));
+    }
+
+    #[test]
+    fn a_grid_study_never_repeats_a_point_within_its_budget() {
+        let created = SolverEvent::StudyCreated {
+            config: config_with(10, Sampler::Grid),
+        };
+        let (study, log) = ask_in_turn(created, &[4, 4, 4]);
+        assert_eq!(study.trials().len(), 10);
+        let grid = Grid::for_budget(10, 2);
+        assert_eq!(grid.levels(), [4, 3]);
+        let mut points: Vec<Vec<u64>> = study
+            .trials()
+            .iter()
+            .map(|r| r.trial.params.values().map(|v| v.to_bits()).collect())
+            .collect();
+        points.sort();
+        points.dedup();
+        assert_eq!(points.len(), 10);
+        let momentum = config(0).bounds["momentum"];
+        for record in study.trials() {
+            let u = grid.point(42, record.trial.number);
+            assert_eq!(record.trial.params["momentum"], from_unit(u[1], &momentum));
+        }
+        assert_eq!(bits(&given(&log)), bits(&study));
     }
 
     #[test]

@@ -13,9 +13,7 @@
 //! orphans of a batch a crashed writer left incomplete. The log assumes one
 //! writer per stream (the actor host), as the `EventLog` trait does.
 
-use super::read::{
-    self, backend, last_for, locate, next_for, pump_all, pump_stream, Record, Scanner,
-};
+use super::read::{self, backend, last_for, locate, pump_all, pump_stream, Record, Scanner};
 use super::snapshots::{SnapshotStore, SNAPSHOT_BUCKET};
 use crate::{
     check_batch, seal_batch, ChainVerifier, EventLog, EventStream, LogError, PositionedStream,
@@ -46,6 +44,8 @@ pub const SEQ_HEADER: &str = "Flotilla-Seq";
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// How long a JetStream API call or publish ack may take.
 const API_TIMEOUT: Duration = Duration::from_secs(2);
+/// How many incomplete batches `tail` steps over before giving up.
+const MAX_TAIL_STEPS: usize = 64;
 /// Publish attempts (same message) when an ack times out.
 const PUBLISH_ATTEMPTS: u32 = 5;
 /// Reader channel capacity.
@@ -133,55 +133,100 @@ impl JetStreamLog {
         Ok(self.subjects.event(&name))
     }
 
-    /// The subject's tail. A trailing incomplete batch is not there: with
-    /// `repair` its orphans are deleted, else the tail before it is read.
-    async fn tail(&self, stream: &str, subject: &str, repair: bool) -> Result<Tail, LogError> {
-        for _ in 0..4 {
-            let Some(last) = last_for(&self.stream, subject).await? else {
-                return Ok(Tail::empty());
+    /// The subject's tail: its last committed event and the JetStream
+    /// sequence of its last message (what the next append must expect).
+    ///
+    /// Nothing is ever deleted here. Messages that are not records (a stray
+    /// publish on the subject) are stepped over, and so is a trailing batch
+    /// that a crashed writer left incomplete (or that another writer is still
+    /// publishing): readers skip such records too, so the log's meaning never
+    /// depends on headers alone, and a forged header can at worst make an
+    /// append conflict — loudly — never remove an event.
+    async fn tail(&self, stream: &str, subject: &str) -> Result<Tail, LogError> {
+        let Some(last) = last_for(&self.stream, subject).await? else {
+            return Ok(Tail::empty());
+        };
+        let last_js = last.js_seq;
+        let head = self.committed_head(stream, subject, last).await?;
+        Ok(Tail { head, last_js })
+    }
+
+    /// The last complete event at or before the message `from`.
+    async fn committed_head(
+        &self,
+        stream: &str,
+        subject: &str,
+        from: Record,
+    ) -> Result<StreamHead, LogError> {
+        let mut candidate = Some(from);
+        for _ in 0..MAX_TAIL_STEPS {
+            let Some(rec) = self.record_at_or_before(subject, candidate.take()).await? else {
+                return Ok(StreamHead::empty());
             };
-            let env = verified(&last, stream)?;
-            if !last.ends_before_batch(env.seq) {
-                return Ok(Tail::of(&env, last.js_seq));
+            let env = verified(&rec, stream)?;
+            if !rec.ends_before_batch(env.seq) {
+                return Ok(StreamHead {
+                    seq: env.seq,
+                    checksum: env.checksum,
+                });
             }
-            let base = last.batch_base().unwrap_or(0);
-            if !repair {
-                return self.tail_at(stream, base).await;
+            // An incomplete batch: what was committed ends at or before its base.
+            let base = self
+                .incomplete_batch_base(stream, subject, &rec, env.seq)
+                .await?;
+            if base == 0 {
+                return Ok(StreamHead::empty());
             }
-            self.drop_orphans(subject, base).await?;
+            candidate = read::at(&self.stream, base).await?;
+            if candidate.is_none() {
+                candidate = read::last_record_before(&self.stream, subject, base + 1).await?;
+            }
         }
         Err(backend(format!(
-            "stream {stream}: cannot remove an incomplete batch"
+            "stream {stream}: more than {MAX_TAIL_STEPS} incomplete batches at its end"
         )))
     }
 
-    /// The tail whose last message is at JetStream sequence `base`.
-    async fn tail_at(&self, stream: &str, base: u64) -> Result<Tail, LogError> {
-        if base == 0 {
-            return Ok(Tail::empty());
+    /// The base of the incomplete batch `rec` belongs to, after checking
+    /// that the batch really starts right after it (a genuine batch was
+    /// published expecting its base as the subject's last message). Headers
+    /// that do not hold together are forged: a clear error, never a guess.
+    async fn incomplete_batch_base(
+        &self,
+        stream: &str,
+        subject: &str,
+        rec: &Record,
+        seq: u64,
+    ) -> Result<u64, LogError> {
+        let base = rec.batch_base().unwrap_or(0);
+        let first = read::next_for(&self.stream, subject, base + 1).await?;
+        let genuine = first.is_some_and(|f| {
+            f.is_record() && f.batch_base() == rec.batch_base() && f.batch_end() == rec.batch_end()
+        });
+        if genuine {
+            return Ok(base);
         }
-        match read::at(&self.stream, base).await? {
-            Some(rec) => Ok(Tail::of(&verified(&rec, stream)?, base)),
-            None => Err(backend(format!(
-                "stream {stream}: message {base} before an incomplete batch is gone"
-            ))),
-        }
+        Err(LogError::Corrupt(IntegrityError::Unreadable {
+            stream: stream.to_string(),
+            seq,
+            reason: format!(
+                "message {} claims an unfinished batch that does not start after message {base} (forged headers?)",
+                rec.js_seq
+            ),
+        }))
     }
 
-    /// Deletes every message of `subject` after JetStream sequence `base`.
-    async fn drop_orphans(&self, subject: &str, base: u64) -> Result<(), LogError> {
-        while let Some(rec) = next_for(&self.stream, subject, base + 1).await? {
-            tracing::warn!(
-                subject,
-                js_seq = rec.js_seq,
-                "deleting a record of an incomplete batch"
-            );
-            self.stream
-                .delete_message(rec.js_seq)
-                .await
-                .map_err(backend)?;
+    /// `rec` if it is a record, else the last record before it.
+    async fn record_at_or_before(
+        &self,
+        subject: &str,
+        rec: Option<Record>,
+    ) -> Result<Option<Record>, LogError> {
+        match rec {
+            Some(r) if r.is_record() => Ok(Some(r)),
+            Some(r) => read::last_record_before(&self.stream, subject, r.js_seq).await,
+            None => Ok(None),
         }
-        Ok(())
     }
 
     /// Publishes a sealed batch after the subject's message `base`.
@@ -411,7 +456,7 @@ impl EventLog for JetStreamLog {
         check_batch(stream, &events)?;
         let subject = self.subject_of(stream)?;
         let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
-        let tail = self.tail(stream, &subject, true).await?;
+        let tail = self.tail(stream, &subject).await?;
         if tail.head.seq != expected_seq {
             return self
                 .dedup_or_conflict(stream, expected_seq, tail.head.seq, &ids)
@@ -421,7 +466,7 @@ impl EventLog for JetStreamLog {
         match self.publish_batch(&subject, &envs, tail.last_js).await {
             Ok(()) => Ok(envs),
             Err(PublishFail::WrongLast) => {
-                let actual = self.tail(stream, &subject, false).await?.head.seq;
+                let actual = self.tail(stream, &subject).await?.head.seq;
                 self.dedup_or_conflict(stream, expected_seq, actual, &ids)
                     .await
             }
@@ -431,7 +476,7 @@ impl EventLog for JetStreamLog {
 
     async fn head(&self, stream: &str) -> Result<StreamHead, LogError> {
         let subject = self.subject_of(stream)?;
-        Ok(self.tail(stream, &subject, false).await?.head)
+        Ok(self.tail(stream, &subject).await?.head)
     }
 
     async fn read_stream(&self, stream: &str, from_seq: u64) -> Result<EventStream, LogError> {

@@ -131,6 +131,35 @@ pub(crate) async fn last_for(stream: &Stream, subject: &str) -> Result<Option<Re
     }
 }
 
+/// The last record (a message carrying the batch headers) of `subject`
+/// with a JetStream sequence below `before`. Scans back in growing windows,
+/// so stray messages cost a little and a clean tail costs nothing.
+pub(crate) async fn last_record_before(
+    stream: &Stream,
+    subject: &str,
+    before: u64,
+) -> Result<Option<Record>, LogError> {
+    let mut window = 16u64;
+    loop {
+        let from = before.saturating_sub(window).max(1);
+        let mut found = None;
+        let mut cursor = from;
+        while let Some(rec) = next_for(stream, subject, cursor).await? {
+            if rec.js_seq >= before {
+                break;
+            }
+            cursor = rec.js_seq + 1;
+            if rec.is_record() {
+                found = Some(rec);
+            }
+        }
+        if found.is_some() || from == 1 {
+            return Ok(found);
+        }
+        window = window.saturating_mul(4);
+    }
+}
+
 /// Binary search (by JetStream sequence, up to `hi`) for the record of
 /// `subject` whose seq header is `seq`. `None` when not found, e.g. because
 /// a tampered stream is out of order; callers then scan from the start.

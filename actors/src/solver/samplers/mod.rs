@@ -1,0 +1,131 @@
+//! The samplers: where in the unit cube a study's next trial goes.
+//!
+//! Every sampler is a pure function of the study config and the trial
+//! number: it returns one coordinate in `[0, 1)` per bound, in the bounds'
+//! name order, and [`sample_params`](super::sampling::sample_params) maps
+//! them onto the bounds through
+//! [`from_unit`](super::sampling::from_unit), which is where log scale is
+//! honoured — for every sampler alike.
+//!
+//! Depending on nothing but `(config, number)` is what makes a study exact
+//! to replay and safe to ask in parallel: a retry, a replay or two asks
+//! without a tell in between always get the same point for the same trial,
+//! and different trials get different points.
+//!
+//! - [`random`]: independent uniform points (the default; ArqonHPO configs
+//!   get it).
+//! - [`sobol`]: a scrambled Sobol sequence that covers the space evenly at
+//!   small budgets.
+//! - [`grid`]: a full-factorial grid with at least `budget` points, visited
+//!   in a seeded shuffled order.
+
+pub mod grid;
+pub mod random;
+pub mod sobol;
+
+use flotilla_messages::solver::{Sampler, StudyConfig};
+
+/// Trial `number`'s point in the unit cube under the config's sampler: one
+/// coordinate in `[0, 1)` per bound, in the bounds' name order.
+pub fn unit_point(config: &StudyConfig, number: u64) -> Vec<f64> {
+    let dimensions = config.bounds.len();
+    match config.sampler {
+        Sampler::Random => random::point(config.seed, number, dimensions),
+        Sampler::Sobol => sobol::point(config.seed, number, dimensions),
+        Sampler::Grid => {
+            grid::Grid::for_budget(config.budget, dimensions).point(config.seed, number)
+        }
+    }
+}
+
+/// SplitMix64's finaliser: a bijective mix of 64 bits, for deriving keys.
+pub(crate) fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A 64-bit binary fraction as an `f64` in `[0, 1)`: its top 53 bits,
+/// exactly.
+pub(crate) fn to_unit(x: u64) -> f64 {
+    (x >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_messages::solver::{Bound, Scale};
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn config(sampler: Sampler, seed: u64, budget: u64, dimensions: usize) -> StudyConfig {
+        let bound = Bound {
+            min: 0.0,
+            max: 1.0,
+            scale: Scale::Linear,
+        };
+        StudyConfig {
+            seed,
+            budget,
+            bounds: (0..dimensions)
+                .map(|d| (format!("p{d:02}"), bound))
+                .collect(),
+            probe_ratio: None,
+            strategy_params: BTreeMap::new(),
+            sampler,
+        }
+    }
+
+    #[test]
+    fn to_unit_is_exact_and_below_one() {
+        assert_eq!(to_unit(0), 0.0);
+        assert_eq!(to_unit(1 << 63), 0.5);
+        assert!(to_unit(u64::MAX) < 1.0);
+    }
+
+    #[test]
+    fn dispatches_on_the_sampler() {
+        let random = config(Sampler::Random, 3, 20, 4);
+        assert_eq!(unit_point(&random, 5), random::point(3, 5, 4));
+        let sobol = config(Sampler::Sobol, 3, 20, 4);
+        assert_eq!(unit_point(&sobol, 5), sobol::point(3, 5, 4));
+        let grid = config(Sampler::Grid, 3, 20, 4);
+        assert_eq!(
+            unit_point(&grid, 5),
+            grid::Grid::for_budget(20, 4).point(3, 5)
+        );
+    }
+
+    fn sampler() -> impl Strategy<Value = Sampler> {
+        proptest::sample::select(Sampler::ALL.to_vec())
+    }
+
+    proptest! {
+        #[test]
+        fn every_sampler_stays_in_the_cube_and_is_deterministic(
+            sampler in sampler(), seed in any::<u64>(), budget in 1u64..100_000,
+            dimensions in 1usize..24, number in any::<u64>()
+        ) {
+            let config = config(sampler, seed, budget, dimensions);
+            let point = unit_point(&config, number);
+            prop_assert_eq!(point.len(), dimensions);
+            prop_assert!(point.iter().all(|u| (0.0..1.0).contains(u)), "{:?}", point);
+            let bits = |p: &[f64]| p.iter().map(|u| u.to_bits()).collect::<Vec<_>>();
+            prop_assert_eq!(bits(&point), bits(&unit_point(&config, number)));
+        }
+
+        #[test]
+        fn every_sampler_gives_distinct_points_within_the_budget(
+            sampler in sampler(), seed in any::<u64>(), budget in 1u64..300, dimensions in 1usize..6
+        ) {
+            let config = config(sampler, seed, budget, dimensions);
+            let mut points: Vec<Vec<u64>> = (1..=budget)
+                .map(|n| unit_point(&config, n).iter().map(|u| u.to_bits()).collect())
+                .collect();
+            points.sort();
+            points.dedup();
+            prop_assert_eq!(points.len() as u64, budget);
+        }
+    }
+}
