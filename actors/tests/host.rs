@@ -346,3 +346,213 @@ async fn effects_run_after_their_event_and_are_redriven_after_a_crash() {
     let log_head = d.log.head("scheduler/j").await.unwrap().seq;
     assert_eq!(log_head, 4, "two requests and two outcomes, once each");
 }
+
+// ---- faults: the real sled log behind a wrapper that fails on cue ----
+
+/// Which faults to inject, once each.
+#[derive(Default)]
+struct Faults {
+    /// The next append of an effect outcome (`fx-` command) fails before storing.
+    refuse_outcome: std::sync::atomic::AtomicBool,
+    /// The next append is stored but reports a failure (a lost ack).
+    lose_ack: std::sync::atomic::AtomicBool,
+    /// The next stream read fails (a passing backend timeout).
+    fail_read: std::sync::atomic::AtomicBool,
+}
+
+/// The real log with injected faults.
+struct FaultyLog {
+    inner: Arc<dyn EventLog>,
+    faults: Faults,
+}
+
+fn take(flag: &std::sync::atomic::AtomicBool) -> bool {
+    flag.swap(false, Ordering::SeqCst)
+}
+
+#[async_trait]
+impl EventLog for FaultyLog {
+    async fn append(
+        &self,
+        stream: &str,
+        expected_seq: u64,
+        events: Vec<flotilla_messages::PendingEvent>,
+    ) -> Result<Vec<Envelope>, flotilla_bus::LogError> {
+        let outcome = events.iter().any(|e| e.causation_id.starts_with("fx-"));
+        if outcome && take(&self.faults.refuse_outcome) {
+            return Err(flotilla_bus::LogError::Backend(
+                "injected: append refused".into(),
+            ));
+        }
+        let stored = self.inner.append(stream, expected_seq, events).await;
+        if take(&self.faults.lose_ack) {
+            return Err(flotilla_bus::LogError::Backend("injected: ack lost".into()));
+        }
+        stored
+    }
+    async fn head(&self, s: &str) -> Result<flotilla_bus::StreamHead, flotilla_bus::LogError> {
+        self.inner.head(s).await
+    }
+    async fn read_stream(
+        &self,
+        s: &str,
+        from: u64,
+    ) -> Result<flotilla_bus::EventStream, flotilla_bus::LogError> {
+        if take(&self.faults.fail_read) {
+            return Err(flotilla_bus::LogError::Backend(
+                "injected: read timed out".into(),
+            ));
+        }
+        self.inner.read_stream(s, from).await
+    }
+    async fn read_all(
+        &self,
+        from: u64,
+        follow: bool,
+    ) -> Result<flotilla_bus::PositionedStream, flotilla_bus::LogError> {
+        self.inner.read_all(from, follow).await
+    }
+    async fn streams(&self) -> Result<Vec<String>, flotilla_bus::LogError> {
+        self.inner.streams().await
+    }
+    async fn save_snapshot(
+        &self,
+        s: &str,
+        snap: flotilla_bus::Snapshot,
+    ) -> Result<(), flotilla_bus::LogError> {
+        self.inner.save_snapshot(s, snap).await
+    }
+    async fn load_snapshot(
+        &self,
+        s: &str,
+    ) -> Result<Option<flotilla_bus::Snapshot>, flotilla_bus::LogError> {
+        self.inner.load_snapshot(s).await
+    }
+}
+
+fn faulty(base: &HostDeps) -> (HostDeps, Arc<FaultyLog>) {
+    let log = Arc::new(FaultyLog {
+        inner: base.log.clone(),
+        faults: Faults::default(),
+    });
+    (
+        HostDeps {
+            log: log.clone(),
+            ..base.clone()
+        },
+        log,
+    )
+}
+
+fn execute(request: CommandRequest) -> Execute {
+    Execute {
+        request,
+        correlation_id: None,
+    }
+}
+
+#[tokio::test]
+async fn a_retried_command_id_on_a_stale_host_is_recalled_not_decided_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = deps(dir.path(), 0);
+    let mut stale = AggregateCore::<Study>::recover(stream("s"), d.clone())
+        .await
+        .unwrap();
+    let mut fresh = AggregateCore::<Study>::recover(stream("s"), d.clone())
+        .await
+        .unwrap();
+    fresh.execute(request(create()), None).await;
+    let (first, _) = fresh
+        .execute(keyed(json!({"type": "ask", "n": 1}), "k1"), None)
+        .await;
+    // The client's retry of k1 lands on a host that has not seen the study yet.
+    let (again, _) = stale
+        .execute(keyed(json!({"type": "ask", "n": 1}), "k1"), None)
+        .await;
+    assert_eq!(again, first, "the retry gets the first reply");
+    assert_eq!(head(&d.log, "solver/s").await, 2, "k1 was applied once");
+}
+
+#[actix_rt::test]
+async fn an_effect_whose_outcome_the_log_refused_is_offered_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, log) = faulty(&deps(dir.path(), 1));
+    log.faults.refuse_outcome.store(true, Ordering::SeqCst);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let registry =
+        AggregateRegistry::<Launcher>::new(d, Some(Arc::new(CountingLauncher(runs.clone()))));
+    let addr = registry.get("j").unwrap();
+    addr.send(execute(request(json!({"type": "launch", "name": "a"}))))
+        .await
+        .unwrap();
+    let view = view_when_done(&registry, "j", 1).await;
+    assert_eq!(
+        view["done"],
+        json!(["a"]),
+        "the outcome was recorded after all"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the effect itself ran once");
+}
+
+#[actix_rt::test]
+async fn effects_of_an_append_whose_ack_was_lost_still_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, log) = faulty(&deps(dir.path(), 0));
+    let runs = Arc::new(AtomicUsize::new(0));
+    let registry =
+        AggregateRegistry::<Launcher>::new(d, Some(Arc::new(CountingLauncher(runs.clone()))));
+    let addr = registry.get("j").unwrap();
+    log.faults.lose_ack.store(true, Ordering::SeqCst);
+    let lost = addr
+        .send(execute(keyed(json!({"type": "launch", "name": "a"}), "c1")))
+        .await
+        .unwrap();
+    assert!(!lost.ok, "the client saw a failure");
+    let retried = addr
+        .send(execute(keyed(json!({"type": "launch", "name": "a"}), "c1")))
+        .await
+        .unwrap();
+    assert!(
+        retried.ok,
+        "the retry finds the landed command: {retried:?}"
+    );
+    let view = view_when_done(&registry, "j", 1).await;
+    assert_eq!(view["launched"], json!(["a"]), "launched once");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[actix_rt::test]
+async fn a_passing_failure_during_recovery_is_recovered_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, log) = faulty(&deps(dir.path(), 0));
+    log.faults.fail_read.store(true, Ordering::SeqCst);
+    let registry = AggregateRegistry::<Study>::new(d, None);
+    let failed = registry
+        .get("s")
+        .unwrap()
+        .send(execute(request(create())))
+        .await;
+    assert!(
+        failed.map_or(true, |r| !r.ok),
+        "the first command meets the failed recovery"
+    );
+    let mut last = None;
+    for _ in 0..50 {
+        let r = registry
+            .get("s")
+            .unwrap()
+            .send(execute(request(create())))
+            .await;
+        if let Ok(r) = r {
+            if r.ok {
+                last = Some(r);
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        last.is_some(),
+        "a fresh actor recovered and took the command"
+    );
+}

@@ -294,17 +294,29 @@ impl<A: Aggregate> AggregateCore<A> {
         request: CommandRequest,
         correlation_id: Option<String>,
     ) -> Result<(Reply, Vec<EffectJob<A>>, bool), StepError> {
+        // After a failed append the log may hold events this host never
+        // folded (the append landed, its answer was lost): fold them, and
+        // start the effects they ask for.
+        let mut landed = Vec::new();
         if self.stale {
+            let before = self.head.seq;
             self.catch_up().await.map_err(StepError::from_log)?;
+            landed = self
+                .unsettled_effects_after(before)
+                .await
+                .map_err(StepError::from_log)?;
         }
         if let Some(reply) = self.recall(request.command_id.as_deref()).await? {
-            return Ok((reply, vec![], true));
+            return Ok((reply, landed, true));
         }
         let result = self.decide_and_append(&request, correlation_id).await;
         if let (Err(StepError::Rejected(r)), Some(id)) = (&result, &request.command_id) {
             self.remember_rejection(id, r);
         }
-        result.map(|(reply, jobs)| (reply, jobs, false))
+        result.map(|(reply, mut jobs)| {
+            jobs.extend(landed);
+            (reply, jobs, false)
+        })
     }
 
     async fn decide_and_append(
@@ -333,6 +345,9 @@ impl<A: Aggregate> AggregateCore<A> {
                     if attempt < self.deps.config.max_conflict_retries && self.is_behind().await? {
                         attempt += 1;
                         self.catch_up().await.map_err(StepError::from_log)?;
+                        if let Some(reply) = self.recall(request.command_id.as_deref()).await? {
+                            return Ok((reply, vec![]));
+                        }
                         continue;
                     }
                     return Err(StepError::Rejected(rejection));
@@ -548,8 +563,13 @@ impl<A: Aggregate> AggregateCore<A> {
 
     /// Effects whose outcome is not recorded (to re-drive after recovery).
     pub async fn unsettled_effects(&self) -> Result<Vec<EffectJob<A>>, LogError> {
+        self.unsettled_effects_after(0).await
+    }
+
+    /// Unsettled effects of the events after `seq`.
+    async fn unsettled_effects_after(&self, seq: u64) -> Result<Vec<EffectJob<A>>, LogError> {
         let mut jobs = Vec::new();
-        for (&seq, id) in &self.pending_effects {
+        for (&seq, id) in self.pending_effects.range(seq + 1..) {
             for envelope in self.read_range(seq, seq).await? {
                 if &envelope.id == id {
                     let event = self.decode(&envelope)?;
@@ -577,8 +597,10 @@ enum StepError {
 impl StepError {
     fn from_log(e: LogError) -> Self {
         let code = match &e {
-            LogError::Corrupt(_) => ErrorCode::Corrupt,
-            LogError::Backend(_) => ErrorCode::Unavailable,
+            LogError::Corrupt(_) | LogError::Truncated { .. } => ErrorCode::Corrupt,
+            // Lost every race for the aggregate, or the backend is down:
+            // both are worth retrying.
+            LogError::Backend(_) | LogError::Conflict { .. } => ErrorCode::Unavailable,
             _ => ErrorCode::Internal,
         };
         StepError::Failed(Rejection::new(code, e.to_string()))

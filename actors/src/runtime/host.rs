@@ -89,36 +89,66 @@ impl<A: Aggregate> AggregateActor<A> {
     }
 }
 
+/// How often an effect's outcome is offered again when the log fails.
+const OUTCOME_ATTEMPTS: u32 = 8;
+
+/// Feeds an effect's outcome back as a command. The effect is settled
+/// (forgotten) only when the outcome is recorded, changes nothing, or is
+/// refused by the domain; when the log fails it stays pending, is offered
+/// again with backoff, and is re-driven at the next recovery.
 async fn report_outcome<A: Aggregate>(
     me: Addr<AggregateActor<A>>,
     event_id: String,
     outcome: Option<serde_json::Value>,
 ) {
     let command_id = outcome_command_id(&event_id);
-    let request = outcome.map(|v| CommandRequest::from_value(v, Some(&command_id)));
-    let settled = match request {
+    let request = match outcome.map(|v| CommandRequest::from_value(v, Some(&command_id))) {
         Some(Ok(mut request)) => {
             request.command_id = Some(command_id);
-            match me
-                .send(Execute {
-                    request,
-                    correlation_id: None,
-                })
-                .await
-            {
-                Ok(reply) => reply.events.is_none_or(|e| e.is_empty()),
-                Err(_) => return,
-            }
+            request
         }
         Some(Err(r)) => {
             tracing::warn!(event = %event_id, error = %r, "effect outcome is not a command");
-            true
+            me.do_send(Settle(event_id));
+            return;
         }
-        None => true,
+        None => {
+            me.do_send(Settle(event_id));
+            return;
+        }
     };
-    if settled {
-        me.do_send(Settle(event_id));
+    let mut pause = std::time::Duration::from_millis(100);
+    for _ in 0..OUTCOME_ATTEMPTS {
+        let execute = Execute {
+            request: request.clone(),
+            correlation_id: None,
+        };
+        let Ok(reply) = me.send(execute).await else {
+            return;
+        };
+        if !is_log_failure(&reply) {
+            if reply.events.is_none_or(|e| e.is_empty()) {
+                me.do_send(Settle(event_id));
+            }
+            return;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_secs(10));
     }
+    tracing::warn!(event = %event_id, "effect outcome not recorded; it is re-driven at the next recovery");
+}
+
+/// Whether a reply failed for the log's sake rather than the domain's.
+fn is_log_failure(reply: &Reply) -> bool {
+    let log_codes = [
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+        ErrorCode::Corrupt,
+    ];
+    reply
+        .error
+        .as_ref()
+        .is_some_and(|e| log_codes.iter().any(|c| c.as_str() == e.code))
 }
 
 /// Forgets an effect whose outcome changed nothing.
@@ -157,11 +187,22 @@ impl<A: Aggregate> Actor for AggregateActor<A> {
                     }
                     Err(e) => {
                         tracing::error!(stream = %act.stream, error = %e, "recovery failed");
-                        let code = match e {
-                            flotilla_bus::LogError::Corrupt(_) => ErrorCode::Corrupt,
-                            _ => ErrorCode::Unavailable,
+                        let corrupt = matches!(
+                            e,
+                            flotilla_bus::LogError::Corrupt(_)
+                                | flotilla_bus::LogError::Truncated { .. }
+                        );
+                        let code = if corrupt {
+                            ErrorCode::Corrupt
+                        } else {
+                            ErrorCode::Unavailable
                         };
                         act.failure = Some(Rejection::new(code, format!("{}: {e}", act.stream)));
+                        if !corrupt {
+                            // A passing failure: answer what is queued, then make
+                            // way for a fresh actor that recovers again.
+                            ctx.stop();
+                        }
                     }
                 }),
         );
@@ -217,6 +258,9 @@ impl<A: Aggregate> Handler<Recovered> for AggregateActor<A> {
     }
 }
 
+/// How often start-up recovery of one aggregate is tried.
+const RECOVERY_ATTEMPTS: u32 = 4;
+
 /// Finds the actor of an aggregate, starting (and so recovering) it on first use.
 pub struct AggregateRegistry<A: Aggregate> {
     deps: HostDeps,
@@ -271,11 +315,27 @@ impl<A: Aggregate> AggregateRegistry<A> {
             .await
             .map_err(|e| Rejection::new(ErrorCode::Unavailable, e.to_string()))?;
         for id in &ids {
-            let addr = self.get(id)?;
-            addr.send(Recovered)
-                .await
-                .map_err(|e| Rejection::new(ErrorCode::Internal, e.to_string()))??;
+            self.recover_one(id).await?;
         }
         Ok(ids.len())
+    }
+
+    /// Recovers one aggregate, trying again after a passing failure.
+    async fn recover_one(&self, id: &str) -> Result<u64, Rejection> {
+        let mut outcome = Err(Rejection::new(ErrorCode::Unavailable, "not tried"));
+        for attempt in 0..RECOVERY_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
+            }
+            outcome = match self.get(id)?.send(Recovered).await {
+                Ok(result) => result,
+                Err(e) => Err(Rejection::new(ErrorCode::Unavailable, e.to_string())),
+            };
+            match &outcome {
+                Err(r) if r.code == ErrorCode::Unavailable => continue,
+                _ => return outcome,
+            }
+        }
+        outcome
     }
 }

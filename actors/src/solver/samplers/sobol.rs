@@ -21,7 +21,7 @@
 //! (S. Joe and F. Y. Kuo, "Constructing Sobol sequences with better
 //! two-dimensional projections", SIAM J. Sci. Comput. 30, 2635–2654 (2008);
 //! <https://web.maths.unsw.edu.au/~fkuo/sobol/>), whose first
-//! [`SOBOL_MAX_DIMENSIONS`] rows are hard-coded in [`JOE_KUO`] and expanded
+//! [`SOBOL_MAX_DIMENSIONS`] rows are hard-coded in `JOE_KUO` and expanded
 //! to 64 bits at compile time.
 //!
 //! # Scrambling
