@@ -52,11 +52,11 @@ pub enum Command {
 /// Where the log lives: a data dir (embedded) or a NATS server.
 #[derive(Debug, Clone, Args)]
 pub struct LogSource {
-    /// Data directory of the embedded backend.
-    #[arg(long, env = "FLOTILLA_DATA_DIR", conflicts_with = "nats")]
+    /// Data directory of the embedded backend [env: FLOTILLA_DATA_DIR].
+    #[arg(long, conflicts_with = "nats")]
     pub data_dir: Option<PathBuf>,
-    /// NATS server URL (JetStream log).
-    #[arg(long, env = "FLOTILLA_NATS")]
+    /// NATS server URL (JetStream log) [env: FLOTILLA_NATS].
+    #[arg(long)]
     pub nats: Option<String>,
     /// Subject prefix.
     #[arg(long, env = "FLOTILLA_PREFIX")]
@@ -95,12 +95,12 @@ pub struct SendArgs {
     pub id: String,
     /// The command as JSON, e.g. `{"type": "ask", "n": 2}`.
     pub command: String,
-    /// Send over NATS instead of HTTP.
-    #[arg(long, env = "FLOTILLA_NATS", conflicts_with = "http")]
+    /// Send over NATS instead of HTTP [env: FLOTILLA_NATS].
+    #[arg(long, conflicts_with = "http")]
     pub nats: Option<String>,
-    /// The gateway's URL.
-    #[arg(long, env = "FLOTILLA_URL", default_value = "http://127.0.0.1:8080")]
-    pub http: String,
+    /// The gateway's URL [env: FLOTILLA_URL; default: http://127.0.0.1:8080].
+    #[arg(long)]
+    pub http: Option<String>,
     /// Subject prefix (NATS).
     #[arg(long, env = "FLOTILLA_PREFIX", default_value = "flotilla")]
     pub prefix: String,

@@ -79,15 +79,50 @@ pub struct UpSettings {
     pub idempotency_window: usize,
 }
 
-/// Resolves the backend and prefix of a log reader or of `up`.
-pub fn resolve_source(src: &LogSource, file: &FileConfig) -> Result<(BackendChoice, Subjects)> {
-    let backend = match (&src.nats, &src.data_dir, &file.nats, &file.data_dir) {
-        (Some(url), _, _, _) => BackendChoice::Nats(check_url("nats", url)?),
-        (None, Some(dir), _, _) => BackendChoice::Embedded(dir.clone()),
-        (None, None, Some(url), _) => BackendChoice::Nats(check_url("nats", url)?),
-        (None, None, None, Some(dir)) => BackendChoice::Embedded(dir.clone()),
-        _ => BackendChoice::Embedded(PathBuf::from(DEFAULT_DATA_DIR)),
-    };
+/// The backend named by the environment (`FLOTILLA_NATS`, `FLOTILLA_DATA_DIR`).
+///
+/// Read here rather than by clap so that a flag always beats a variable:
+/// clap would treat `--data-dir` given with `FLOTILLA_NATS` set as two
+/// conflicting flags.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnvBackend {
+    /// `FLOTILLA_NATS`.
+    pub nats: Option<String>,
+    /// `FLOTILLA_DATA_DIR`.
+    pub data_dir: Option<PathBuf>,
+}
+
+impl EnvBackend {
+    /// What this process's environment says.
+    pub fn from_process() -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        EnvBackend {
+            nats: var("FLOTILLA_NATS"),
+            data_dir: var("FLOTILLA_DATA_DIR").map(PathBuf::from),
+        }
+    }
+}
+
+/// Resolves the backend and prefix of a log reader or of `up`:
+/// flags, then the environment, then the file, then the embedded default.
+pub fn resolve_source(
+    src: &LogSource,
+    env: &EnvBackend,
+    file: &FileConfig,
+) -> Result<(BackendChoice, Subjects)> {
+    let layers = [
+        (&src.nats, &src.data_dir),
+        (&env.nats, &env.data_dir),
+        (&file.nats, &file.data_dir),
+    ];
+    let backend = layers
+        .iter()
+        .find_map(|(nats, dir)| match (nats, dir) {
+            (Some(url), _) => Some(check_url("nats", url).map(BackendChoice::Nats)),
+            (None, Some(dir)) => Some(Ok(BackendChoice::Embedded(dir.clone()))),
+            (None, None) => None,
+        })
+        .unwrap_or_else(|| Ok(BackendChoice::Embedded(PathBuf::from(DEFAULT_DATA_DIR))))?;
     let prefix = src
         .prefix
         .clone()
@@ -95,6 +130,12 @@ pub fn resolve_source(src: &LogSource, file: &FileConfig) -> Result<(BackendChoi
         .unwrap_or_else(|| flotilla_messages::subjects::DEFAULT_PREFIX.to_string());
     let subjects = Subjects::new(&prefix).map_err(|e| anyhow!("prefix: {e}"))?;
     Ok((backend, subjects))
+}
+
+/// Loads the config file named by `src` and resolves its backend.
+pub fn resolve_reader(src: &LogSource) -> Result<(BackendChoice, Subjects)> {
+    let file = FileConfig::load(src.config.as_deref())?;
+    resolve_source(src, &EnvBackend::from_process(), &file)
 }
 
 fn check_url(field: &str, url: &str) -> Result<String> {
@@ -108,7 +149,7 @@ fn check_url(field: &str, url: &str) -> Result<String> {
 /// Resolves every setting of `flotilla up`.
 pub fn resolve_up(args: &UpArgs) -> Result<UpSettings> {
     let file = FileConfig::load(args.source.config.as_deref())?;
-    let (backend, subjects) = resolve_source(&args.source, &file)?;
+    let (backend, subjects) = resolve_source(&args.source, &EnvBackend::from_process(), &file)?;
     let http = args
         .http
         .clone()
@@ -165,16 +206,35 @@ mod tests {
             prefix: Some("filep".into()),
             ..Default::default()
         };
-        let (b, s) = resolve_source(&source(), &file).unwrap();
+        let no_env = EnvBackend::default();
+        let (b, s) = resolve_source(&source(), &no_env, &file).unwrap();
         assert_eq!(b, BackendChoice::Nats("nats://127.0.0.1:4222".into()));
         assert_eq!(s.prefix(), "filep");
+        let env = EnvBackend {
+            nats: None,
+            data_dir: Some("envdir".into()),
+        };
+        let (b, _) = resolve_source(&source(), &env, &file).unwrap();
+        assert_eq!(
+            b,
+            BackendChoice::Embedded("envdir".into()),
+            "env beats the file"
+        );
         let mut flags = source();
         flags.data_dir = Some("d".into());
         flags.prefix = Some("flagp".into());
-        let (b, s) = resolve_source(&flags, &file).unwrap();
-        assert_eq!(b, BackendChoice::Embedded("d".into()));
+        let nats_env = EnvBackend {
+            nats: Some("nats://127.0.0.1:1".into()),
+            data_dir: None,
+        };
+        let (b, s) = resolve_source(&flags, &nats_env, &file).unwrap();
+        assert_eq!(
+            b,
+            BackendChoice::Embedded("d".into()),
+            "a flag beats the env"
+        );
         assert_eq!(s.prefix(), "flagp");
-        let (b, _) = resolve_source(&source(), &FileConfig::default()).unwrap();
+        let (b, _) = resolve_source(&source(), &no_env, &FileConfig::default()).unwrap();
         assert_eq!(b, BackendChoice::Embedded(DEFAULT_DATA_DIR.into()));
     }
 
@@ -182,7 +242,7 @@ mod tests {
     fn bad_values_name_the_field() {
         let mut flags = source();
         flags.prefix = Some("a..b".into());
-        let e = resolve_source(&flags, &FileConfig::default()).unwrap_err();
+        let e = resolve_source(&flags, &EnvBackend::default(), &FileConfig::default()).unwrap_err();
         assert!(e.to_string().starts_with("prefix:"), "{e}");
         let dir = std::env::temp_dir().join(format!("flotilla-cfg-{}", std::process::id()));
         std::fs::write(&dir, "snapshot_evry = 3\n").unwrap();

@@ -133,6 +133,13 @@ fn bad_input_gets_a_typed_error_and_appends_nothing() {
         (
             "/v1/cmd/solver/s",
             "application/json",
+            br#"{"type": "ask", "command_id": "fx-0123"}"#.to_vec(),
+            400,
+            "INVALID_ID",
+        ),
+        (
+            "/v1/cmd/solver/s",
+            "application/json",
             br#"{"type": "ask", "expected_seq": 5}"#.to_vec(),
             409,
             "WRONG_EXPECTED_SEQ",
@@ -340,6 +347,45 @@ fn state_survives_a_restart_and_equals_a_clean_replay() {
     let (_, next) = up.send("solver", "r", &json!({"type": "ask"}));
     assert_eq!(next["result"]["trials"], json!([]), "the budget is spent");
     assert_eq!(up.get("/v1/query/solver").1["result"]["ids"], json!(["r"]));
+    let (status, ghost) = up.get("/v1/query/solver/ghost");
+    assert_eq!(
+        (status, &ghost["error"]["code"]),
+        (404, &json!("NOT_FOUND"))
+    );
+    assert_eq!(
+        up.get("/v1/query/solver").1["result"]["ids"],
+        json!(["r"]),
+        "a query creates nothing"
+    );
+}
+
+#[test]
+fn a_flag_beats_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut up = start(dir.path());
+    run_study(&up, "p", 1);
+    up.terminate();
+    let data = dir.path().join("data");
+    let out = std::process::Command::new(common::flotilla_bin())
+        .args(["audit", "--data-dir", data.to_str().unwrap()])
+        .env("FLOTILLA_NATS", "nats://127.0.0.1:1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = std::process::Command::new(common::flotilla_bin())
+        .args(["audit"])
+        .env("FLOTILLA_DATA_DIR", data.to_str().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the environment names the data dir: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

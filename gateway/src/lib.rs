@@ -246,6 +246,17 @@ async fn query_list(state: web::Data<GatewayState>, path: web::Path<String>) -> 
     }
 }
 
+/// The wire code of a log failure: damage is `CORRUPT`, anything else
+/// (a timeout, a lost connection) `UNAVAILABLE`.
+fn log_error_code(e: &flotilla_bus::LogError) -> ErrorCode {
+    match e {
+        flotilla_bus::LogError::Corrupt(_) | flotilla_bus::LogError::Truncated { .. } => {
+            ErrorCode::Corrupt
+        }
+        _ => ErrorCode::Unavailable,
+    }
+}
+
 /// Query parameters of `/v1/events`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -292,7 +303,7 @@ async fn events(state: web::Data<GatewayState>, q: web::Query<EventsQuery>) -> H
             let line = match item {
                 Ok(p) => serde_json::to_vec(&p.envelope),
                 Err(e) => serde_json::to_vec(
-                    &serde_json::json!({"error": {"code": "CORRUPT", "message": e.to_string()}}),
+                    &serde_json::json!({"error": {"code": log_error_code(&e).as_str(), "message": e.to_string()}}),
                 ),
             };
             let mut line = line.unwrap_or_default();

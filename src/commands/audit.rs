@@ -6,7 +6,7 @@
 use crate::backend::open_log;
 use crate::cli::AuditArgs;
 use crate::commands::block_on;
-use crate::config::{resolve_source, FileConfig};
+use crate::config::resolve_reader;
 use anyhow::Result;
 use flotilla_actors::runtime::Aggregate;
 use flotilla_actors::solver::Study;
@@ -27,8 +27,7 @@ struct StreamAudit {
 
 /// Runs `flotilla audit`.
 pub fn run(args: AuditArgs) -> Result<ExitCode> {
-    let file = FileConfig::load(args.source.config.as_deref())?;
-    let (backend, subjects) = resolve_source(&args.source, &file)?;
+    let (backend, subjects) = resolve_reader(&args.source)?;
     block_on(async {
         let log = open_log(&backend, &subjects).await?;
         let mut streams = BTreeMap::new();

@@ -4,7 +4,7 @@
 use crate::backend::open_log;
 use crate::cli::EventsArgs;
 use crate::commands::block_on;
-use crate::config::{resolve_source, FileConfig};
+use crate::config::resolve_reader;
 use anyhow::{anyhow, Context, Result};
 use flotilla_messages::StreamName;
 use futures::TryStreamExt;
@@ -34,8 +34,7 @@ fn print_line(value: &impl serde::Serialize) -> Result<()> {
 }
 
 fn from_log(args: &EventsArgs) -> Result<()> {
-    let file = FileConfig::load(args.source.config.as_deref())?;
-    let (backend, subjects) = resolve_source(&args.source, &file)?;
+    let (backend, subjects) = resolve_reader(&args.source)?;
     block_on(async {
         let log = open_log(&backend, &subjects).await?;
         match (&args.stream, args.follow) {

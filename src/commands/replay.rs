@@ -3,7 +3,7 @@
 use crate::backend::open_log;
 use crate::cli::ReplayArgs;
 use crate::commands::block_on;
-use crate::config::{resolve_source, FileConfig};
+use crate::config::resolve_reader;
 use anyhow::{anyhow, bail, Result};
 use flotilla_actors::runtime::{replay, Aggregate, Until};
 use flotilla_actors::solver::Study;
@@ -23,8 +23,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
         ),
         (None, None) => Until::End,
     };
-    let file = FileConfig::load(args.source.config.as_deref())?;
-    let (backend, subjects) = resolve_source(&args.source, &file)?;
+    let (backend, subjects) = resolve_reader(&args.source)?;
     block_on(async {
         let log = open_log(&backend, &subjects).await?;
         let name = stream.to_string();

@@ -18,9 +18,9 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
     let command: serde_json::Value =
         serde_json::from_str(&args.command).map_err(|e| anyhow!("command: invalid JSON: {e}"))?;
     let timeout = Duration::from_secs_f64(args.timeout.max(0.001));
-    let body = match &args.nats {
-        Some(url) => via_nats(url, &args, &stream, &command, timeout)?,
-        None => via_http(&args, &stream, &command, timeout)?,
+    let body = match target(&args) {
+        Target::Nats(url) => via_nats(&url, &args, &stream, &command, timeout)?,
+        Target::Http(url) => via_http(&url, &args, &stream, &command, timeout)?,
     };
     let reply: Reply = serde_json::from_slice(&body)
         .with_context(|| format!("unexpected reply: {}", String::from_utf8_lossy(&body)))?;
@@ -32,7 +32,30 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
     })
 }
 
+/// Where a command goes.
+enum Target {
+    Http(String),
+    Nats(String),
+}
+
+/// Flags first (`--http`, `--nats`), then `FLOTILLA_NATS`, then
+/// `FLOTILLA_URL`, then the default gateway.
+fn target(args: &SendArgs) -> Target {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    match (&args.http, &args.nats, &var("FLOTILLA_NATS")) {
+        (Some(url), _, _) => Target::Http(url.clone()),
+        (None, Some(url), _) | (None, None, Some(url)) => Target::Nats(url.clone()),
+        (None, None, None) => {
+            Target::Http(var("FLOTILLA_URL").unwrap_or_else(|| DEFAULT_URL.to_string()))
+        }
+    }
+}
+
+/// The gateway `flotilla up` serves by default.
+const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+
 fn via_http(
+    base: &str,
     args: &SendArgs,
     stream: &StreamName,
     command: &serde_json::Value,
@@ -40,7 +63,7 @@ fn via_http(
 ) -> Result<Vec<u8>> {
     let url = format!(
         "{}/v1/cmd/{}/{}",
-        args.http.trim_end_matches('/'),
+        base.trim_end_matches('/'),
         stream.actor,
         stream.id
     );

@@ -266,6 +266,21 @@ impl<A: Aggregate> AggregateCore<A> {
         Reply::accepted(self.name.clone(), self.head.seq, vec![], self.state.view())
     }
 
+    /// Answers a state query after folding whatever other hosts of this
+    /// aggregate appended since (one head lookup when nothing changed).
+    pub async fn query_fresh(&mut self) -> Reply {
+        match self.is_behind().await {
+            Ok(false) => {}
+            Ok(true) => {
+                if let Err(e) = self.catch_up().await {
+                    return Reply::rejected(&Rejection::from(StepError::from_log(e)));
+                }
+            }
+            Err(e) => return Reply::rejected(&Rejection::from(e)),
+        }
+        self.query()
+    }
+
     /// Runs one command and returns the reply plus the effects to start.
     pub async fn execute(
         &mut self,

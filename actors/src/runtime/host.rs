@@ -238,12 +238,23 @@ impl<A: Aggregate> Handler<Execute> for AggregateActor<A> {
 }
 
 impl<A: Aggregate> Handler<Query> for AggregateActor<A> {
-    type Result = MessageResult<Query>;
+    type Result = AtomicResponse<Self, Reply>;
+
     fn handle(&mut self, _: Query, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(match &self.core {
-            Some(core) => core.query(),
-            None => self.unavailable(),
-        })
+        let Some(mut core) = self.core.take() else {
+            let reply = self.unavailable();
+            return AtomicResponse::new(Box::pin(actix::fut::ready(reply)));
+        };
+        let answer = async move {
+            let reply = core.query_fresh().await;
+            (core, reply)
+        };
+        AtomicResponse::new(Box::pin(answer.into_actor(self).map(
+            |(core, reply), act, _| {
+                act.core = Some(core);
+                reply
+            },
+        )))
     }
 }
 
@@ -289,6 +300,30 @@ impl<A: Aggregate> AggregateRegistry<A> {
         let addr = AggregateActor::new(stream, self.deps.clone(), self.effects.clone()).start();
         actors.insert(id.to_string(), addr.clone());
         Ok(addr)
+    }
+
+    /// The actor of aggregate `id` if it exists (hosted, or with events in
+    /// the log); `None` otherwise, without starting anything.
+    pub async fn find(&self, id: &str) -> Result<Option<Addr<AggregateActor<A>>>, Rejection> {
+        let stream = StreamName::new(A::ACTOR, id)
+            .map_err(|e| Rejection::new(ErrorCode::InvalidId, e.to_string()))?;
+        let hosted = {
+            let actors = self.actors.lock().unwrap_or_else(|e| e.into_inner());
+            actors.get(id).filter(|a| a.connected()).cloned()
+        };
+        if hosted.is_some() {
+            return Ok(hosted);
+        }
+        let head = self
+            .deps
+            .log
+            .head(&stream.to_string())
+            .await
+            .map_err(|e| Rejection::new(ErrorCode::Unavailable, e.to_string()))?;
+        if head.seq == 0 {
+            return Ok(None);
+        }
+        self.get(id).map(Some)
     }
 
     /// The ids of the aggregates in the log (and any started since).

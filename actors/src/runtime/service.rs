@@ -101,30 +101,47 @@ impl<A: Aggregate> CommandService<A> {
             ));
         };
         let id = parsed.id.unwrap_or_default();
-        let addr = match self.registry.get(&id) {
-            Ok(addr) => addr,
-            Err(r) => return ready(r),
-        };
-        let mailbox_closed = |e: actix::MailboxError| {
-            Reply::rejected(&Rejection::new(ErrorCode::Unavailable, e.to_string()))
-        };
         if parsed.kind == SubjectKind::Query {
-            return addr
-                .send(Query)
-                .map(move |r| r.unwrap_or_else(mailbox_closed))
-                .boxed();
+            return self.query(id);
         }
         let request =
             match CommandRequest::decode(encoding, &msg.payload, msg.header("Nats-Msg-Id")) {
                 Ok(r) => r,
                 Err(r) => return ready(r),
             };
+        if request.command_id.as_deref().is_some_and(is_reserved_id) {
+            return ready(Rejection::new(
+                ErrorCode::InvalidId,
+                "command ids starting with \"fx-\" are reserved for effect outcomes",
+            ));
+        }
+        let addr = match self.registry.get(&id) {
+            Ok(addr) => addr,
+            Err(r) => return ready(r),
+        };
         let correlation_id = msg.header(CORRELATION_HEADER).map(str::to_string);
         addr.send(Execute {
             request,
             correlation_id,
         })
-        .map(move |r| r.unwrap_or_else(mailbox_closed))
+        .map(|r| r.unwrap_or_else(mailbox_closed))
+        .boxed()
+    }
+
+    /// Answers a state query without starting an actor for an aggregate
+    /// that does not exist (so queries cannot grow the registry).
+    fn query(&self, id: String) -> BoxFuture<'static, Reply> {
+        let registry = self.registry.clone();
+        async move {
+            match registry.find(&id).await {
+                Ok(Some(addr)) => addr.send(Query).await.unwrap_or_else(mailbox_closed),
+                Ok(None) => Reply::rejected(&Rejection::new(
+                    ErrorCode::NotFound,
+                    format!("{}/{id} does not exist", A::ACTOR),
+                )),
+                Err(r) => Reply::rejected(&r),
+            }
+        }
         .boxed()
     }
 
@@ -148,17 +165,28 @@ impl<A: Aggregate> CommandService<A> {
         let bus = self.bus.clone();
         actix::spawn(async move {
             let reply = answer.await;
-            let body = encoding
-                .encode(&reply)
-                .or_else(|_| Encoding::Json.encode(&reply))
-                .unwrap_or_default();
-            let out =
-                Message::new(reply_to, body).with_header("Content-Type", encoding.content_type());
+            let (used, body) = match encoding.encode(&reply) {
+                Ok(body) => (encoding, body),
+                Err(_) => (
+                    Encoding::Json,
+                    Encoding::Json.encode(&reply).unwrap_or_default(),
+                ),
+            };
+            let out = Message::new(reply_to, body).with_header("Content-Type", used.content_type());
             if let Err(e) = bus.publish(out).await {
                 tracing::warn!(error = %e, "reply not sent");
             }
         });
     }
+}
+
+fn mailbox_closed(e: actix::MailboxError) -> Reply {
+    Reply::rejected(&Rejection::new(ErrorCode::Unavailable, e.to_string()))
+}
+
+/// Command ids of this form record effect outcomes; clients may not use them.
+fn is_reserved_id(id: &str) -> bool {
+    id.starts_with("fx-")
 }
 
 fn ready(rejection: Rejection) -> BoxFuture<'static, Reply> {

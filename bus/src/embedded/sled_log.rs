@@ -221,6 +221,12 @@ impl GroupCommit {
         }
     }
 
+    /// The flush failure that stopped the log, if any. After one, nothing
+    /// more is written: what is in sled's memory may never reach the disk.
+    fn failure(&self) -> Option<String> {
+        self.flushed.borrow().as_ref().err().cloned()
+    }
+
     /// Waits until everything written so far is on disk.
     async fn wait_durable(&self) -> Result<(), LogError> {
         let ticket = self
@@ -672,6 +678,11 @@ impl EventLog for SledLog {
         events: Vec<PendingEvent>,
     ) -> Result<Vec<Envelope>, LogError> {
         check_batch(stream, &events)?;
+        if let Some(e) = self.group_commit.failure() {
+            return Err(LogError::Backend(format!(
+                "the log stopped after a failed flush: {e}"
+            )));
+        }
         let sealed = {
             let _guard = self.write_lock.lock().await;
             let head = self.head_sync(stream)?;
