@@ -41,6 +41,13 @@ fn create() -> Value {
            "bounds": {"x": {"min": 0, "max": 1}, "lr": {"min": 1e-4, "max": 1e-1, "scale": "Log"}}})
 }
 
+/// A study host on `d`'s log, recovered.
+async fn study_core(d: &HostDeps) -> AggregateCore<Study> {
+    AggregateCore::<Study>::recover(stream("s"), d.clone())
+        .await
+        .unwrap()
+}
+
 fn stream(id: &str) -> StreamName {
     StreamName::new(Actor::Solver, id).unwrap()
 }
@@ -54,9 +61,7 @@ async fn a_command_is_stored_evolved_published_and_answered() {
     let dir = tempfile::tempdir().unwrap();
     let d = deps(dir.path(), 0);
     let mut events = d.bus.subscribe("flotilla.evt.solver.*").await.unwrap();
-    let mut core = AggregateCore::<Study>::recover(stream("s"), d.clone())
-        .await
-        .unwrap();
+    let mut core = study_core(&d).await;
     let (reply, _) = core.execute(request(create()), None).await;
     assert!(reply.ok, "{reply:?}");
     assert_eq!(reply.seq, Some(1));
@@ -71,9 +76,7 @@ async fn a_command_is_stored_evolved_published_and_answered() {
 async fn a_repeated_command_id_returns_the_first_reply_and_appends_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let d = deps(dir.path(), 0);
-    let mut core = AggregateCore::<Study>::recover(stream("s"), d.clone())
-        .await
-        .unwrap();
+    let mut core = study_core(&d).await;
     core.execute(request(create()), None).await;
     let (first, _) = core
         .execute(keyed(json!({"type": "ask", "n": 2}), "k1"), None)
@@ -85,9 +88,7 @@ async fn a_repeated_command_id_returns_the_first_reply_and_appends_nothing() {
     assert_eq!(head(&d.log, "solver/s").await, 2);
     // Also after a restart, from the log.
     drop(core);
-    let mut core = AggregateCore::<Study>::recover(stream("s"), d.clone())
-        .await
-        .unwrap();
+    let mut core = study_core(&d).await;
     let (after, _) = core
         .execute(keyed(json!({"type": "ask", "n": 2}), "k1"), None)
         .await;
@@ -99,9 +100,7 @@ async fn a_repeated_command_id_returns_the_first_reply_and_appends_nothing() {
 async fn bad_commands_are_typed_rejections_that_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let d = deps(dir.path(), 0);
-    let mut core = AggregateCore::<Study>::recover(stream("s"), d.clone())
-        .await
-        .unwrap();
+    let mut core = study_core(&d).await;
     core.execute(request(create()), None).await;
     let cases = [
         (json!({"type": "fly"}), ErrorCode::UnknownCommand),
@@ -137,12 +136,8 @@ async fn bad_commands_are_typed_rejections_that_change_nothing() {
 async fn two_hosts_of_one_aggregate_resolve_conflicts_by_catching_up() {
     let dir = tempfile::tempdir().unwrap();
     let d = deps(dir.path(), 0);
-    let mut a = AggregateCore::<Study>::recover(stream("s"), d.clone())
-        .await
-        .unwrap();
-    let mut b = AggregateCore::<Study>::recover(stream("s"), d.clone())
-        .await
-        .unwrap();
+    let mut a = study_core(&d).await;
+    let mut b = study_core(&d).await;
     a.execute(request(create()), None).await;
     let (ra, _) = a
         .execute(request(json!({"type": "ask", "n": 1})), None)
@@ -162,9 +157,7 @@ async fn two_hosts_of_one_aggregate_resolve_conflicts_by_catching_up() {
 async fn recovery_from_a_snapshot_equals_a_clean_replay() {
     let dir = tempfile::tempdir().unwrap();
     let d = deps(dir.path(), 4);
-    let mut core = AggregateCore::<Study>::recover(stream("s"), d.clone())
-        .await
-        .unwrap();
+    let mut core = study_core(&d).await;
     core.execute(request(create()), None).await;
     for i in 0..9 {
         let (r, _) = core
@@ -183,9 +176,7 @@ async fn recovery_from_a_snapshot_equals_a_clean_replay() {
         "a snapshot was saved"
     );
     drop(core);
-    let recovered = AggregateCore::<Study>::recover(stream("s"), d.clone())
-        .await
-        .unwrap();
+    let recovered = study_core(&d).await;
     let clean = replay::<Study>(d.log.as_ref(), "solver/s", Until::End)
         .await
         .unwrap();
@@ -455,12 +446,8 @@ fn execute(request: CommandRequest) -> Execute {
 async fn a_retried_command_id_on_a_stale_host_is_recalled_not_decided_again() {
     let dir = tempfile::tempdir().unwrap();
     let d = deps(dir.path(), 0);
-    let mut stale = AggregateCore::<Study>::recover(stream("s"), d.clone())
-        .await
-        .unwrap();
-    let mut fresh = AggregateCore::<Study>::recover(stream("s"), d.clone())
-        .await
-        .unwrap();
+    let mut stale = study_core(&d).await;
+    let mut fresh = study_core(&d).await;
     fresh.execute(request(create()), None).await;
     let (first, _) = fresh
         .execute(keyed(json!({"type": "ask", "n": 1}), "k1"), None)
