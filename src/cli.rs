@@ -47,6 +47,14 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Measure the event log.
     Bench(BenchArgs),
+    /// Run a study ArqonHPO-style: evaluate a script on every trial, durably.
+    Run(RunArgs),
+    /// Ask a study for new trials and print them as JSON.
+    Ask(AskArgs),
+    /// Tell a study the results of trials.
+    Tell(TellArgs),
+    /// Inspect a study.
+    Study(StudyArgs),
 }
 
 /// Where the log lives: a data dir (embedded) or a NATS server.
@@ -190,4 +198,100 @@ pub struct BenchLogArgs {
     /// Each case runs this many times; the table shows the best run.
     #[arg(long, default_value_t = 3)]
     pub rounds: u64,
+}
+
+/// `flotilla run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The study's config (ArqonHPO JSON: `seed`, `budget`, `bounds`, ...).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// What evaluates one trial: an executable file, a file run with `sh`,
+    /// or a shell command line. Parameters arrive as `ARQON_<name>` and
+    /// `FLOTILLA_PARAM_<name>`; the result is a stdout line `RESULT=<float>`
+    /// or the last stdout line that is a number.
+    #[arg(long)]
+    pub script: String,
+    /// State file (ArqonHPO's shape), rewritten atomically after every
+    /// result; running again with it resumes the study.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// How many trials are evaluated at once.
+    #[arg(long, default_value_t = 1)]
+    pub parallel: usize,
+    /// Fail a trial whose script runs longer (`90`, `60s`, `500ms`, `5m`, `1h`).
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// Data directory of the embedded log [default: .flotilla].
+    #[arg(long, env = "FLOTILLA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The study's id [default: from the state file, else the config file's name].
+    #[arg(long)]
+    pub study: Option<String>,
+}
+
+/// Where `ask`, `tell` and `study show` reach a study.
+#[derive(Debug, Clone, Args)]
+pub struct StudyTarget {
+    /// Data directory of the embedded log [default: .flotilla].
+    #[arg(long, env = "FLOTILLA_DATA_DIR", conflicts_with = "http")]
+    pub data_dir: Option<PathBuf>,
+    /// The gateway of a running `flotilla up`, e.g. `http://127.0.0.1:8080`
+    /// (while it runs, it holds the embedded log).
+    #[arg(long)]
+    pub http: Option<String>,
+}
+
+/// `flotilla ask`.
+#[derive(Debug, Args)]
+pub struct AskArgs {
+    /// The study's id.
+    #[arg(long)]
+    pub study: String,
+    /// How many trials.
+    #[arg(long, default_value_t = 1)]
+    pub n: u32,
+    /// Where the study lives.
+    #[command(flatten)]
+    pub target: StudyTarget,
+}
+
+/// `flotilla tell`.
+#[derive(Debug, Args)]
+pub struct TellArgs {
+    /// The study's id.
+    #[arg(long)]
+    pub study: String,
+    /// JSON file (`-`: stdin): `[{"trial_id", "value", "cost"?}]`;
+    /// ArqonHPO's `eval_id` (a trial id or number) and `params` are accepted.
+    #[arg(long)]
+    pub results: String,
+    /// Where the study lives.
+    #[command(flatten)]
+    pub target: StudyTarget,
+}
+
+/// `flotilla study`.
+#[derive(Debug, Args)]
+pub struct StudyArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub what: StudyWhat,
+}
+
+/// Study subcommands.
+#[derive(Debug, Subcommand)]
+pub enum StudyWhat {
+    /// Print a study's state: status, counts, best trial, trials.
+    Show(StudyShowArgs),
+}
+
+/// `flotilla study show`.
+#[derive(Debug, Args)]
+pub struct StudyShowArgs {
+    /// The study's id.
+    pub study: String,
+    /// Where the study lives.
+    #[command(flatten)]
+    pub target: StudyTarget,
 }

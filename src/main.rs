@@ -27,6 +27,10 @@ fn main() -> std::process::ExitCode {
         Command::Audit(args) => commands::audit::run(args),
         Command::Replay(args) => commands::replay::run(args),
         Command::Bench(args) => commands::bench::run(args),
+        Command::Run(args) => commands::run::run(args),
+        Command::Ask(args) => commands::study::ask(args),
+        Command::Tell(args) => commands::study::tell(args),
+        Command::Study(args) => commands::study::study(args),
     };
     match outcome {
         Ok(code) => code,

@@ -4,7 +4,9 @@ pub mod audit;
 pub mod bench;
 pub mod events;
 pub mod replay;
+pub mod run;
 pub mod send;
+pub mod study;
 pub mod up;
 
 use anyhow::Result;

@@ -1,0 +1,862 @@
+//! `flotilla run`: ArqonHPO's `run`, durable and parallel.
+//!
+//! The study lives in the embedded event log (`--data-dir`, default
+//! `.flotilla`), driven through the host's command step: every ask and tell
+//! is an acknowledged, durable event before anything depends on it. Up to
+//! `--parallel` trials run at once, each as a subprocess in its own process
+//! group with its parameters in the environment (`ARQON_<name>`,
+//! `FLOTILLA_PARAM_<name>`, `FLOTILLA_TRIAL_ID`). A script that exits
+//! non-zero, times out or prints no number fails that trial only.
+//!
+//! The solver has no command to record a failed trial, so a failed trial
+//! stays asked in the log; the state file lists it under
+//! `flotilla.failed`, and a resumed run with that state file does not
+//! evaluate it again. Trials asked but neither told nor failed (the run was
+//! killed while they ran) are evaluated again on resume.
+
+use crate::cli::RunArgs;
+use crate::commands::block_on;
+use crate::commands::study::{data_dir_or_default, refusal, EmbeddedStudy};
+use anyhow::{anyhow, bail, Context, Result};
+use flotilla_messages::solver::{SolverCommand, StudyConfig, Trial, COMMAND_TYPES};
+use flotilla_messages::CommandRequest;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::io::{IsTerminal, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
+use tokio::task::JoinSet;
+
+/// How long a timed-out script gets between SIGTERM and SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+/// How long stdout may stay open after the script exited.
+const OUTPUT_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs `flotilla run`.
+pub fn run(args: RunArgs) -> Result<ExitCode> {
+    let plan = Plan::from_args(&args)?;
+    block_on(drive(plan))
+}
+
+/// Everything `run` needs, checked before the log is opened.
+struct Plan {
+    config_path: PathBuf,
+    /// The config file as written (the state file's `config`).
+    raw_config: Value,
+    config: StudyConfig,
+    /// The `create_study` command built from the file.
+    create: Value,
+    study: String,
+    data_dir: PathBuf,
+    state_path: Option<PathBuf>,
+    previous: Option<StateFile>,
+    script: Arc<Script>,
+    parallel: usize,
+    timeout: Option<Duration>,
+}
+
+impl Plan {
+    fn from_args(args: &RunArgs) -> Result<Self> {
+        if args.parallel == 0 {
+            bail!("parallel: must be at least 1");
+        }
+        let timeout = args.timeout.as_deref().map(parse_duration).transpose()?;
+        let (raw_config, config, create) = load_config(&args.config)?;
+        let previous = match &args.state {
+            Some(path) if path.exists() => Some(StateFile::load(path)?),
+            _ => None,
+        };
+        let recorded = previous
+            .as_ref()
+            .and_then(|s| s.flotilla.as_ref())
+            .map(|f| f.study.clone());
+        let study = match (&args.study, recorded) {
+            (Some(s), _) => s.clone(),
+            (None, Some(s)) => s,
+            (None, None) => study_name(&args.config),
+        };
+        flotilla_messages::validate_id("study", &study).map_err(|e| anyhow!("study: {e}"))?;
+        Ok(Plan {
+            config_path: args.config.clone(),
+            raw_config,
+            config,
+            create,
+            study,
+            data_dir: data_dir_or_default(&args.data_dir),
+            state_path: args.state.clone(),
+            previous,
+            script: Arc::new(Script::parse(&args.script)),
+            parallel: args.parallel,
+            timeout,
+        })
+    }
+}
+
+/// Reads the ArqonHPO config: every field goes into `create_study`, so
+/// unknown or missing fields are refused naming the field.
+fn load_config(path: &Path) -> Result<(Value, StudyConfig, Value)> {
+    let shown = path.display();
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("config {shown}: cannot read"))?;
+    let raw: Value =
+        serde_json::from_str(&text).map_err(|e| anyhow!("config {shown}: invalid JSON: {e}"))?;
+    let Value::Object(mut fields) = raw.clone() else {
+        bail!("config {shown}: expected a JSON object with seed, budget and bounds");
+    };
+    for reserved in ["type", "command_id", "expected_seq"] {
+        if fields.contains_key(reserved) {
+            bail!("config {shown}: unknown field `{reserved}`");
+        }
+    }
+    // The field's path (`bounds.x.scale`) makes the message precise.
+    if let Err(e) = serde_path_to_error::deserialize::<_, StudyConfig>(&raw) {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        if path != "." && !message.starts_with(&path) {
+            bail!("config {shown}: {path}: {message}");
+        }
+    }
+    fields.insert("type".into(), json!("create_study"));
+    let create = Value::Object(fields);
+    let request = CommandRequest::from_value(create.clone(), None)
+        .map_err(|r| anyhow!("config {shown}: {}", r.message))?;
+    let command: SolverCommand = request
+        .parse("solver", COMMAND_TYPES)
+        .map_err(|r| anyhow!("config {shown}: {}", strip_command(&r.message)))?;
+    let SolverCommand::CreateStudy(config) = command else {
+        bail!("config {shown}: not a study config");
+    };
+    Ok((raw, config, create))
+}
+
+/// `create_study: missing field ...` reads as `missing field ...` in a
+/// config file's error.
+fn strip_command(message: &str) -> &str {
+    message.strip_prefix("create_study: ").unwrap_or(message)
+}
+
+/// The study id from the config file's name: `my conf.json` → `my-conf`.
+fn study_name(config: &Path) -> String {
+    let stem = config
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    if name.is_empty() {
+        "study".into()
+    } else {
+        name
+    }
+}
+
+/// `90`, `90s`, `1.5s`, `500ms`, `5m`, `1h`.
+fn parse_duration(text: &str) -> Result<Duration> {
+    let t = text.trim();
+    let (number, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let scale = match unit {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => bail!("timeout: unknown unit in {text:?} (use ms, s, m or h)"),
+    };
+    let n: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| anyhow!("timeout: {text:?} is not a duration like 60s"))?;
+    if !(n.is_finite() && n > 0.0) {
+        bail!("timeout: must be positive, got {text:?}");
+    }
+    Ok(Duration::from_secs_f64(n * scale))
+}
+
+/// How a trial's script is started.
+#[derive(Debug)]
+enum Script {
+    /// An executable file.
+    Exec(PathBuf),
+    /// A file without the executable bit: `sh <file>`.
+    Sh(PathBuf),
+    /// Anything else: `sh -c <line>`.
+    Line(String),
+}
+
+impl Script {
+    fn parse(text: &str) -> Script {
+        let path = Path::new(text);
+        if !path.is_file() {
+            return Script::Line(text.to_string());
+        }
+        let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let executable = std::fs::metadata(path)
+            .map(|m| m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false);
+        if executable {
+            Script::Exec(absolute)
+        } else {
+            Script::Sh(absolute)
+        }
+    }
+
+    fn command(&self) -> tokio::process::Command {
+        match self {
+            Script::Exec(path) => tokio::process::Command::new(path),
+            Script::Sh(path) => {
+                let mut c = tokio::process::Command::new("sh");
+                c.arg(path);
+                c
+            }
+            Script::Line(line) => {
+                let mut c = tokio::process::Command::new("sh");
+                c.arg("-c").arg(line);
+                c
+            }
+        }
+    }
+}
+
+/// The state file: ArqonHPO's `{config, history, run_id}` plus what
+/// Flotilla needs to resume.
+#[derive(Debug, Serialize, Deserialize)]
+struct StateFile {
+    config: Value,
+    history: Vec<HistoryEntry>,
+    run_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    flotilla: Option<FlotillaState>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct HistoryEntry {
+    params: BTreeMap<String, f64>,
+    value: f64,
+    cost: Option<f64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct FlotillaState {
+    study: String,
+    data_dir: PathBuf,
+    #[serde(default)]
+    failed: Vec<FailedTrial>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct FailedTrial {
+    trial_id: String,
+    reason: String,
+}
+
+impl StateFile {
+    fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("state {}: cannot read", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| anyhow!("state {}: {e}", path.display()))
+    }
+
+    /// Writes `path` atomically: a temp file in the same directory, synced,
+    /// then renamed over it.
+    fn save(&self, path: &Path) -> Result<()> {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "state.json".into());
+        let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+        let body = serde_json::to_vec_pretty(self)?;
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&body)?;
+            f.write_all(b"\n")?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)
+        };
+        write().with_context(|| format!("state {}: cannot write", path.display()))
+    }
+}
+
+/// What one evaluation gave.
+struct Evaluation {
+    trial: Trial,
+    outcome: Result<f64, String>,
+    seconds: f64,
+}
+
+/// The process groups of the running scripts (to stop them on Ctrl-C).
+type Running = Arc<Mutex<HashSet<i32>>>;
+
+/// The run's bookkeeping.
+struct Run {
+    plan: Plan,
+    study: EmbeddedStudy,
+    run_id: String,
+    failed: Vec<FailedTrial>,
+    evaluated: u64,
+    bar: ProgressBar,
+}
+
+async fn drive(plan: Plan) -> Result<ExitCode> {
+    let mut study = EmbeddedStudy::open(&plan.data_dir, &plan.study, true).await?;
+    let resumed = study.core.state().exists();
+    if resumed {
+        check_same_config(&plan, &study)?;
+    } else {
+        if let Some(prev) = &plan.previous {
+            bail!(
+                "state {}: records run {} of study {}, but {} holds no such study \
+                 (pass the --data-dir it ran with, or start with a new --state)",
+                plan.state_path
+                    .as_ref()
+                    .map_or("?".into(), |p| p.display().to_string()),
+                prev.run_id.as_deref().unwrap_or("(none)"),
+                plan.study,
+                plan.data_dir.display()
+            );
+        }
+        let reply = study.command(plan.create.clone()).await?;
+        if !reply.ok {
+            bail!("config {}: {}", plan.config_path.display(), refusal(&reply));
+        }
+    }
+    let run_id = study
+        .created_id()
+        .await?
+        .ok_or_else(|| anyhow!("study {} has no events", plan.study))?;
+    if let Some(prev_id) = plan.previous.as_ref().and_then(|p| p.run_id.as_deref()) {
+        if prev_id != run_id {
+            bail!(
+                "state {}: records run {prev_id}, but study {} in {} is run {run_id} \
+                 (use another --state or --study)",
+                plan.state_path
+                    .as_ref()
+                    .map_or("?".into(), |p| p.display().to_string()),
+                plan.study,
+                plan.data_dir.display()
+            );
+        }
+    }
+    let failed = plan
+        .previous
+        .as_ref()
+        .and_then(|p| p.flotilla.as_ref())
+        .map(|f| f.failed.clone())
+        .unwrap_or_default();
+    let bar = progress_bar(plan.config.budget);
+    let mut run = Run {
+        plan,
+        study,
+        run_id,
+        failed,
+        evaluated: 0,
+        bar,
+    };
+    if resumed {
+        let s = run.study.core.state();
+        let told = s.trials().iter().filter(|t| t.outcome.is_some()).count();
+        run.note(format!(
+            "resuming study {} (run {}): {} of {} trials told",
+            run.plan.study, run.run_id, told, run.plan.config.budget
+        ));
+    }
+    run.save_state()?;
+    run.evaluate_all().await?;
+    run.bar.finish_and_clear();
+    let summary = run.summary();
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    let completed = summary["trials"]["completed"].as_u64().unwrap_or(0);
+    Ok(if completed > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn check_same_config(plan: &Plan, study: &EmbeddedStudy) -> Result<()> {
+    let Some(stored) = study.core.state().config() else {
+        return Ok(());
+    };
+    if *stored != plan.config {
+        bail!(
+            "study {} in {} exists with a different config than {}; \
+             pick another name with --study, or another --data-dir",
+            plan.study,
+            plan.data_dir.display(),
+            plan.config_path.display()
+        );
+    }
+    Ok(())
+}
+
+fn progress_bar(budget: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(budget), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(
+        "[{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} trials  {msg}",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+impl Run {
+    /// A line on stderr that does not tear the progress bar.
+    fn note(&self, line: String) {
+        self.bar.suspend(|| eprintln!("{line}"));
+    }
+
+    fn is_failed(&self, id: &str) -> bool {
+        self.failed.iter().any(|f| f.trial_id == id)
+    }
+
+    /// Trials asked before and never told nor failed: a killed run's.
+    fn unfinished(&self) -> VecDeque<Trial> {
+        self.study
+            .core
+            .state()
+            .trials()
+            .iter()
+            .filter(|r| r.outcome.is_none() && !self.is_failed(&r.trial.trial_id))
+            .map(|r| r.trial.clone())
+            .collect()
+    }
+
+    async fn evaluate_all(&mut self) -> Result<()> {
+        let mut queue = self.unfinished();
+        if !queue.is_empty() {
+            self.note(format!(
+                "evaluating again {} trial(s) left running by an earlier run",
+                queue.len()
+            ));
+        }
+        let running: Running = Arc::default();
+        let mut set: JoinSet<Evaluation> = JoinSet::new();
+        let mut exhausted = false;
+        self.refresh_bar(0);
+        loop {
+            while set.len() < self.plan.parallel {
+                if let Some(trial) = queue.pop_front() {
+                    set.spawn(evaluate(
+                        self.plan.script.clone(),
+                        trial,
+                        self.plan.timeout,
+                        self.plan.study.clone(),
+                        running.clone(),
+                    ));
+                    continue;
+                }
+                if exhausted {
+                    break;
+                }
+                let free = self.plan.parallel - set.len();
+                let trials = self.ask(free).await?;
+                if trials.is_empty() {
+                    exhausted = true;
+                }
+                queue.extend(trials);
+            }
+            self.refresh_bar(set.len());
+            if set.is_empty() {
+                return Ok(());
+            }
+            let joined = tokio::select! {
+                joined = set.join_next() => joined,
+                _ = tokio::signal::ctrl_c() => {
+                    stop_all(&running);
+                    bail!("interrupted: the {} running trial(s) stay asked and are evaluated again when the run resumes", set.len());
+                }
+            };
+            let Some(joined) = joined else { continue };
+            let evaluation = joined.map_err(|e| anyhow!("an evaluation task failed: {e}"))?;
+            self.record(evaluation).await?;
+        }
+    }
+
+    /// Asks for up to `n` trials; none once the budget is all asked (or the
+    /// study was stopped).
+    async fn ask(&mut self, n: usize) -> Result<Vec<Trial>> {
+        let reply = self.study.command(json!({"type": "ask", "n": n})).await?;
+        if !reply.ok {
+            let code = reply.error.as_ref().map(|e| e.code.as_str());
+            if code == Some("INVALID_STATE") {
+                self.note(format!(
+                    "study {} hands out no more trials: {}",
+                    self.plan.study,
+                    refusal(&reply)
+                ));
+                return Ok(vec![]);
+            }
+            bail!("ask refused: {}", refusal(&reply));
+        }
+        let trials = reply
+            .result
+            .as_ref()
+            .and_then(|r| r.get("trials"))
+            .cloned()
+            .unwrap_or(Value::Array(vec![]));
+        serde_json::from_value(trials).map_err(|e| anyhow!("ask: unexpected reply: {e}"))
+    }
+
+    async fn record(&mut self, evaluation: Evaluation) -> Result<()> {
+        self.evaluated += 1;
+        let id = evaluation.trial.trial_id.clone();
+        match evaluation.outcome {
+            Ok(value) => {
+                let reply = self
+                    .study
+                    .command(json!({"type": "tell", "results": [
+                        {"trial_id": id, "value": value, "cost": evaluation.seconds}
+                    ]}))
+                    .await?;
+                if !reply.ok {
+                    let code = reply.error.as_ref().map_or("", |e| e.code.as_str());
+                    if matches!(code, "UNAVAILABLE" | "CORRUPT" | "INTERNAL") {
+                        bail!("tell {id}: {}", refusal(&reply));
+                    }
+                    self.fail(
+                        &id,
+                        format!("the study refused its result: {}", refusal(&reply)),
+                    );
+                }
+            }
+            Err(reason) => self.fail(&id, reason),
+        }
+        self.save_state()
+    }
+
+    fn fail(&mut self, id: &str, reason: String) {
+        self.note(format!("trial {id} failed: {reason}"));
+        self.failed.push(FailedTrial {
+            trial_id: id.to_string(),
+            reason,
+        });
+    }
+
+    fn best(&self) -> Option<(f64, BTreeMap<String, f64>, String)> {
+        let best = self.study.core.state().best()?;
+        let value = best.outcome?.value;
+        Some((
+            value,
+            best.trial.params.clone(),
+            best.trial.trial_id.clone(),
+        ))
+    }
+
+    fn refresh_bar(&self, running: usize) {
+        let state = self.study.core.state();
+        let told = state
+            .trials()
+            .iter()
+            .filter(|t| t.outcome.is_some())
+            .count();
+        self.bar.set_position((told + self.failed.len()) as u64);
+        let best = self
+            .best()
+            .map_or_else(|| "-".to_string(), |(v, _, _)| format!("{v:.6}"));
+        self.bar.set_message(format!(
+            "best {best}  running {running}  failed {}",
+            self.failed.len()
+        ));
+    }
+
+    fn save_state(&self) -> Result<()> {
+        let Some(path) = &self.plan.state_path else {
+            return Ok(());
+        };
+        let history = self
+            .study
+            .core
+            .state()
+            .trials()
+            .iter()
+            .filter_map(|r| {
+                r.outcome.map(|o| HistoryEntry {
+                    params: r.trial.params.clone(),
+                    value: o.value,
+                    cost: o.cost,
+                })
+            })
+            .collect();
+        StateFile {
+            config: self.plan.raw_config.clone(),
+            history,
+            run_id: Some(self.run_id.clone()),
+            flotilla: Some(FlotillaState {
+                study: self.plan.study.clone(),
+                data_dir: self.plan.data_dir.clone(),
+                failed: self.failed.clone(),
+            }),
+        }
+        .save(path)
+    }
+
+    fn summary(&self) -> Value {
+        let state = self.study.core.state();
+        let asked = state.trials().len();
+        let completed = state
+            .trials()
+            .iter()
+            .filter(|t| t.outcome.is_some())
+            .count();
+        let failed: BTreeSet<&str> = self.failed.iter().map(|f| f.trial_id.as_str()).collect();
+        let best = self.best();
+        json!({
+            "run_id": self.run_id,
+            "study": self.plan.study,
+            "data_dir": self.plan.data_dir,
+            "status": state.status().map(|s| s.as_str()),
+            "budget": self.plan.config.budget,
+            "best_value": best.as_ref().map(|b| b.0),
+            "best_params": best.as_ref().map(|b| &b.1),
+            "best_trial_id": best.as_ref().map(|b| &b.2),
+            "trials": {
+                "completed": completed,
+                "failed": failed.len(),
+                "not_evaluated": asked.saturating_sub(completed + failed.len()),
+                "evaluated_by_this_run": self.evaluated,
+            },
+            "failed": self.failed,
+        })
+    }
+}
+
+/// Sends SIGTERM to every running script's process group.
+fn stop_all(running: &Running) {
+    let groups: Vec<i32> = running
+        .lock()
+        .map(|g| g.iter().copied().collect())
+        .unwrap_or_default();
+    for pgid in groups {
+        signal_group(pgid, libc::SIGTERM);
+    }
+}
+
+/// Signals the process group this run created for one of its scripts
+/// (its id is the script's pid): the script and whatever it started.
+fn signal_group(pgid: i32, signal: i32) {
+    if pgid > 1 {
+        // SAFETY: kill(2) has no memory-safety preconditions; the negative
+        // pid addresses only the group created for our own child.
+        unsafe {
+            libc::kill(-pgid, signal);
+        }
+    }
+}
+
+async fn evaluate(
+    script: Arc<Script>,
+    trial: Trial,
+    timeout: Option<Duration>,
+    study: String,
+    running: Running,
+) -> Evaluation {
+    let started = Instant::now();
+    let outcome = run_script(&script, &trial, timeout, &study, &running).await;
+    Evaluation {
+        trial,
+        outcome,
+        seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
+async fn run_script(
+    script: &Script,
+    trial: &Trial,
+    timeout: Option<Duration>,
+    study: &str,
+    running: &Running,
+) -> Result<f64, String> {
+    let mut cmd = script.command();
+    for (name, value) in &trial.params {
+        cmd.env(format!("ARQON_{name}"), value.to_string());
+        cmd.env(format!("FLOTILLA_PARAM_{name}"), value.to_string());
+    }
+    cmd.env("FLOTILLA_TRIAL_ID", &trial.trial_id)
+        .env("FLOTILLA_TRIAL_NUMBER", trial.number.to_string())
+        .env("FLOTILLA_STUDY", study)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start the script ({script:?}): {e}"))?;
+    let pgid = child.id().map_or(0, |p| p as i32);
+    if let Ok(mut g) = running.lock() {
+        g.insert(pgid);
+    }
+    let stdout = child.stdout.take().map(read_all);
+    let stderr = child.stderr.take().map(read_all);
+    let waited = match timeout {
+        Some(limit) => tokio::time::timeout(limit, child.wait()).await.ok(),
+        None => Some(child.wait().await),
+    };
+    let status = match waited {
+        Some(status) => status,
+        None => {
+            signal_group(pgid, libc::SIGTERM);
+            if tokio::time::timeout(KILL_GRACE, child.wait())
+                .await
+                .is_err()
+            {
+                signal_group(pgid, libc::SIGKILL);
+                let _ = child.wait().await;
+            }
+            // Whatever the script started in its group goes too.
+            signal_group(pgid, libc::SIGKILL);
+            forget(running, pgid);
+            let limit = timeout.unwrap_or_default();
+            return Err(format!("timed out after {limit:?} (terminated)"));
+        }
+    };
+    forget(running, pgid);
+    let status = status.map_err(|e| format!("cannot wait for the script: {e}"))?;
+    let err_text = match stderr {
+        Some(task) => tokio::time::timeout(OUTPUT_GRACE, task)
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .unwrap_or_default(),
+        None => String::new(),
+    };
+    let out_text = match stdout {
+        Some(task) => match tokio::time::timeout(OUTPUT_GRACE, task).await {
+            Ok(Ok(text)) => text,
+            _ => {
+                return Err(
+                    "the script exited but its stdout stayed open (a background process?)".into(),
+                )
+            }
+        },
+        None => String::new(),
+    };
+    let tail = stderr_tail(&err_text);
+    if !status.success() {
+        let how = match (
+            status.code(),
+            std::os::unix::process::ExitStatusExt::signal(&status),
+        ) {
+            (Some(code), _) => format!("exited with status {code}"),
+            (None, Some(sig)) => format!("killed by signal {sig}"),
+            _ => "failed".to_string(),
+        };
+        return Err(format!("the script {how}{tail}"));
+    }
+    parse_result(&out_text).map_err(|e| format!("{e}{tail}"))
+}
+
+fn forget(running: &Running, pgid: i32) {
+    if let Ok(mut g) = running.lock() {
+        g.remove(&pgid);
+    }
+}
+
+fn read_all<R>(mut reader: R) -> tokio::task::JoinHandle<String>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut bytes = Vec::new();
+        let _ = reader.read_to_end(&mut bytes).await;
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// The last lines of stderr, for a failure's reason.
+fn stderr_tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    let from = lines.len().saturating_sub(3);
+    format!("; stderr: {}", lines[from..].join(" | "))
+}
+
+/// The trial's value: the last `RESULT=<float>` line, else the last line
+/// that is a number. It must be finite.
+fn parse_result(stdout: &str) -> Result<f64, String> {
+    let lines: Vec<&str> = stdout
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let value = match lines.iter().rev().find_map(|l| l.strip_prefix("RESULT=")) {
+        Some(text) => text
+            .trim()
+            .parse::<f64>()
+            .map_err(|_| format!("RESULT={text} is not a number"))?,
+        None => lines
+            .iter()
+            .rev()
+            .find_map(|l| l.parse::<f64>().ok())
+            .ok_or_else(|| {
+                let last = lines.last().map_or("(no output)".to_string(), |l| {
+                    format!("last line {:?}", truncate(l, 80))
+                });
+                format!(
+                    "the script printed no number (expected RESULT=<float> or a number; {last})"
+                )
+            })?,
+    };
+    if !value.is_finite() {
+        return Err(format!("the script's result {value} is not finite"));
+    }
+    Ok(value)
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_are_read_like_arqonhpo() {
+        assert_eq!(parse_result("hello\nRESULT=1.5\n2.0\n"), Ok(1.5));
+        assert_eq!(parse_result("x\n3.25\ndone\n"), Ok(3.25));
+        assert!(parse_result("nothing here\n")
+            .unwrap_err()
+            .contains("no number"));
+        assert!(parse_result("RESULT=abc")
+            .unwrap_err()
+            .contains("not a number"));
+        assert!(parse_result("NaN").unwrap_err().contains("not finite"));
+    }
+
+    #[test]
+    fn durations_and_names() {
+        assert_eq!(parse_duration("60s").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert_eq!(study_name(Path::new("dir/my conf.json")), "my-conf");
+    }
+}

@@ -1,0 +1,445 @@
+//! End-to-end: `flotilla run` (ArqonHPO-compatible) on the embedded backend
+//! with real shell scripts — parallel trials, failures and timeouts, SIGKILL
+//! and resume from the state file, config errors — and `ask`/`tell`/`study
+//! show` on the log it wrote.
+
+mod common;
+
+use common::flotilla_bin;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A quadratic with its minimum at (1, -2); every evaluation appends
+/// `<trial_id>` to `evals.txt` first. `extra` runs before the result.
+fn script(dir: &Path, extra: &str) -> String {
+    let path = dir.join("eval.sh");
+    let body = format!(
+        "#!/bin/sh\n\
+         echo \"$FLOTILLA_TRIAL_ID\" >> \"{evals}\"\n\
+         n=\"$FLOTILLA_TRIAL_NUMBER\"\n\
+         {extra}\n\
+         echo \"evaluating x=$ARQON_x\"\n\
+         awk -v x=\"$ARQON_x\" -v y=\"$FLOTILLA_PARAM_y\" 'BEGIN {{ printf \"RESULT=%.17g\\n\", (x-1)^2 + (y+2)^2 }}'\n",
+        evals = dir.join("evals.txt").display()
+    );
+    std::fs::write(&path, body).unwrap();
+    Command::new("chmod").arg("+x").arg(&path).status().unwrap();
+    path.display().to_string()
+}
+
+fn config(dir: &Path, name: &str, budget: u64) -> String {
+    let path = dir.join(name);
+    let body = json!({"seed": 5, "budget": budget, "bounds": {
+        "x": {"min": -5, "max": 5, "scale": "Linear"},
+        "y": {"min": -5, "max": 5}}});
+    std::fs::write(&path, body.to_string()).unwrap();
+    path.display().to_string()
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    Command::new(flotilla_bin())
+        .args(args)
+        .env_remove("FLOTILLA_DATA_DIR")
+        .current_dir(dir)
+        .output()
+        .expect("run flotilla")
+}
+
+fn stdout_json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn evals(dir: &Path) -> BTreeMap<String, usize> {
+    let text = std::fs::read_to_string(dir.join("evals.txt")).unwrap_or_default();
+    let mut counts = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        *counts.entry(line.to_string()).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn quadratic(params: &Value) -> f64 {
+    let x = params["x"].as_f64().unwrap();
+    let y = params["y"].as_f64().unwrap();
+    (x - 1.0).powi(2) + (y + 2.0).powi(2)
+}
+
+#[test]
+fn a_parallel_run_finishes_the_budget_with_the_right_best() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let script = script(d, "sleep 0.1");
+    let config = config(d, "quad.json", 12);
+    let out = run(
+        d,
+        &[
+            "run",
+            "--config",
+            &config,
+            "--script",
+            &script,
+            "--parallel",
+            "3",
+            "--state",
+            "state.json",
+            "--data-dir",
+            "data",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = stdout_json(&out);
+    assert_eq!(summary["trials"]["completed"], 12, "{summary}");
+    assert_eq!(summary["trials"]["failed"], 0, "{summary}");
+    assert_eq!(summary["status"], "completed");
+    assert_eq!(summary["study"], "quad");
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(d.join("state.json")).unwrap()).unwrap();
+    let history = state["history"].as_array().unwrap();
+    assert_eq!(history.len(), 12);
+    assert_eq!(state["run_id"], summary["run_id"]);
+    assert_eq!(state["config"]["budget"], 12);
+    for h in history {
+        let expected = quadratic(&h["params"]);
+        assert!(
+            (h["value"].as_f64().unwrap() - expected).abs() < 1e-9,
+            "{h}"
+        );
+    }
+    let best = history
+        .iter()
+        .map(|h| h["value"].as_f64().unwrap())
+        .fold(f64::INFINITY, f64::min);
+    assert_eq!(summary["best_value"].as_f64().unwrap(), best);
+    assert!((quadratic(&summary["best_params"]) - best).abs() < 1e-9);
+    let counts = evals(d);
+    assert_eq!(counts.len(), 12, "{counts:?}");
+    assert!(counts.values().all(|&c| c == 1), "{counts:?}");
+
+    // Again with the same state: nothing left to evaluate.
+    let again = run(
+        d,
+        &[
+            "run",
+            "--config",
+            &config,
+            "--script",
+            &script,
+            "--state",
+            "state.json",
+            "--data-dir",
+            "data",
+        ],
+    );
+    assert!(again.status.success());
+    assert_eq!(stdout_json(&again)["trials"]["evaluated_by_this_run"], 0);
+    assert_eq!(evals(d).values().sum::<usize>(), 12);
+
+    // The study as `study show` sees it.
+    let show = run(d, &["study", "show", "quad", "--data-dir", "data"]);
+    assert!(show.status.success());
+    let view = stdout_json(&show);
+    assert_eq!(view["status"], "completed");
+    assert_eq!(view["best"]["value"].as_f64().unwrap(), best);
+}
+
+#[test]
+fn failing_and_timed_out_trials_fail_alone_and_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let extra = "case \"$n\" in\n\
+                 2) echo boom >&2; exit 3;;\n\
+                 3) sleep 30;;\n\
+                 4) echo 'no number here'; exit 0;;\n\
+                 esac";
+    let script = script(d, extra);
+    let config = config(d, "faulty.json", 8);
+    let started = Instant::now();
+    let out = run(
+        d,
+        &[
+            "run",
+            "--config",
+            &config,
+            "--script",
+            &script,
+            "--parallel",
+            "2",
+            "--timeout",
+            "1s",
+            "--state",
+            "state.json",
+            "--data-dir",
+            "data",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the timeout did not stop the sleep"
+    );
+    let summary = stdout_json(&out);
+    assert_eq!(summary["trials"]["completed"], 5, "{summary}");
+    assert_eq!(summary["trials"]["failed"], 3, "{summary}");
+    assert!(
+        stderr.contains("trial t2 failed: the script exited with status 3; stderr: boom"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("trial t3 failed: timed out after 1s"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("trial t4 failed: the script printed no number"),
+        "{stderr}"
+    );
+    let failed: BTreeSet<&str> = summary["failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["trial_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, BTreeSet::from(["t2", "t3", "t4"]));
+
+    // Resuming with the state file evaluates none of the failed trials again.
+    let again = run(
+        d,
+        &[
+            "run",
+            "--config",
+            &config,
+            "--script",
+            &script,
+            "--state",
+            "state.json",
+            "--data-dir",
+            "data",
+        ],
+    );
+    assert!(again.status.success());
+    assert_eq!(stdout_json(&again)["trials"]["evaluated_by_this_run"], 0);
+    assert_eq!(evals(d).values().sum::<usize>(), 8);
+
+    // The failed trials stay asked: tell one by hand, ArqonHPO-style.
+    let results = d.join("results.json");
+    std::fs::write(
+        &results,
+        r#"[{"eval_id": 2, "params": {"x": 0, "y": 0}, "value": 0.25, "cost": 1}]"#,
+    )
+    .unwrap();
+    let tell = run(
+        d,
+        &[
+            "tell",
+            "--study",
+            "faulty",
+            "--results",
+            "results.json",
+            "--data-dir",
+            "data",
+        ],
+    );
+    assert!(
+        tell.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tell.stderr)
+    );
+    assert_eq!(stdout_json(&tell)["result"]["told"], json!(["t2"]));
+    std::fs::write(&results, r#"[{"trial_id": "t99", "value": 1}]"#).unwrap();
+    let unknown = run(
+        d,
+        &[
+            "tell",
+            "--study",
+            "faulty",
+            "--results",
+            "results.json",
+            "--data-dir",
+            "data",
+        ],
+    );
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("UNKNOWN_TRIAL"));
+    std::fs::write(&results, r#"[{"trial_id": "t3"}]"#).unwrap();
+    let missing = run(
+        d,
+        &[
+            "tell",
+            "--study",
+            "faulty",
+            "--results",
+            "results.json",
+            "--data-dir",
+            "data",
+        ],
+    );
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("missing field `value`"));
+    let ask = run(
+        d,
+        &["ask", "--study", "faulty", "--n", "2", "--data-dir", "data"],
+    );
+    assert!(ask.status.success());
+    assert_eq!(stdout_json(&ask)["trials"], json!([]));
+    let view = stdout_json(&run(d, &["study", "show", "faulty", "--data-dir", "data"]));
+    assert_eq!(view["best"]["trial_id"], "t2");
+    assert_eq!(view["counts"]["told"], 6);
+}
+
+#[test]
+fn sigkill_mid_study_then_resume_finishes_without_repeating_told_trials() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let script = script(d, "sleep 0.3");
+    let config = config(d, "crash.json", 16);
+    let args = [
+        "run",
+        "--config",
+        &config,
+        "--script",
+        &script,
+        "--parallel",
+        "2",
+        "--state",
+        "state.json",
+        "--data-dir",
+        "data",
+    ];
+    let mut child = Command::new(flotilla_bin())
+        .args(args)
+        .env_remove("FLOTILLA_DATA_DIR")
+        .current_dir(d)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let told = std::fs::read(d.join("state.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .map_or(0, |s| s["history"].as_array().map_or(0, Vec::len));
+        if told >= 5 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run made no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(500)); // orphaned scripts finish
+
+    let view = stdout_json(&run(d, &["study", "show", "crash", "--data-dir", "data"]));
+    let left_running: BTreeSet<String> = view["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["state"] == "asked")
+        .map(|t| t["trial_id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(view["counts"]["told"].as_u64().unwrap() >= 5);
+    assert!(left_running.len() <= 2, "{left_running:?}");
+
+    let out = run(d, &args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("resuming study crash"), "{stderr}");
+    let summary = stdout_json(&out);
+    assert_eq!(summary["trials"]["completed"], 16, "{summary}");
+    assert_eq!(summary["status"], "completed");
+    let counts = evals(d);
+    assert_eq!(counts.len(), 16, "{counts:?}");
+    for (trial, n) in &counts {
+        if left_running.contains(trial) {
+            assert!(*n <= 2, "{trial} evaluated {n} times");
+        } else {
+            assert_eq!(
+                *n, 1,
+                "{trial} was told before the kill but evaluated {n} times"
+            );
+        }
+    }
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(d.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["history"].as_array().unwrap().len(), 16);
+}
+
+#[test]
+fn config_errors_name_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let script = script(d, "");
+    let cases = [
+        (
+            json!({"seed": 1, "bounds": {"x": {"min": 0, "max": 1}}}),
+            "missing field `budget`",
+        ),
+        (
+            json!({"seed": 1, "budget": 3, "bounds": {"x": {"min": 0, "max": 1}}, "batch_size": 4}),
+            "unknown field `batch_size`",
+        ),
+        (
+            json!({"seed": 1, "budget": 3, "bounds": {"x": {"min": 2, "max": 1}}}),
+            "bounds.x: min 2 must be below max 1",
+        ),
+        (
+            json!({"seed": 1, "budget": 3, "bounds": {"lr": {"min": 0, "max": 1, "scale": "Log"}}}),
+            "bounds.lr: log scale needs min > 0, got 0",
+        ),
+        (
+            json!({"seed": 1, "budget": 3, "bounds": {"x": {"min": 0, "max": 1, "scale": "cubic"}}}),
+            "bounds.x.scale: unknown scale \"cubic\"",
+        ),
+        (
+            json!({"seed": 1, "budget": 3, "bounds": {}}),
+            "bounds: at least one parameter",
+        ),
+    ];
+    for (i, (body, expected)) in cases.iter().enumerate() {
+        let path = d.join(format!("bad{i}.json"));
+        std::fs::write(&path, body.to_string()).unwrap();
+        let out = run(
+            d,
+            &[
+                "run",
+                "--config",
+                path.to_str().unwrap(),
+                "--script",
+                &script,
+                "--data-dir",
+                "data",
+            ],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{body}: {stderr}");
+        assert!(stderr.contains(expected), "{body}: {stderr}");
+    }
+    let missing = run(
+        d,
+        &[
+            "run",
+            "--config",
+            "nope.json",
+            "--script",
+            &script,
+            "--data-dir",
+            "data",
+        ],
+    );
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("config nope.json: cannot read"));
+    assert!(evals(d).is_empty(), "a bad config evaluated something");
+}
