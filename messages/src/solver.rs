@@ -16,8 +16,16 @@
 //!
 //! The create command is ArqonHPO's config (`seed`, `budget`, `bounds` with
 //! `scale` spelled in any case, `probe_ratio`, `strategy_params`) plus an
-//! optional `sampler` (`random`, the default, `sobol` or `grid`, in any
-//! case). Every command refuses fields it does not know.
+//! optional `sampler` (`random`, the default, `sobol`, `grid` or `tpe`, in
+//! any case). Every command refuses fields it does not know.
+//!
+//! A `tpe` study reads its knobs from `strategy_params` (all optional;
+//! validated only for `tpe`, other samplers just store them):
+//!
+//! ```json
+//! {"sampler": "tpe", "strategy_params": {"n_startup_trials": 10,
+//!  "n_ei_candidates": 24, "gamma": 0.1, "multivariate": 1}}
+//! ```
 //!
 //! Events, one per command:
 //!
@@ -120,11 +128,45 @@ pub enum Sampler {
     /// A full-factorial grid with at least `budget` points, visited in a
     /// seeded shuffled order without repeats.
     Grid,
+    /// The Tree-structured Parzen Estimator: after
+    /// [`TPE_N_STARTUP_TRIALS`] random trials, each point is the best of
+    /// [`TPE_N_EI_CANDIDATES`] candidates by the ratio of a density fitted to
+    /// the good trials to one fitted to the rest. Running trials count as
+    /// bad ones (constant liar), so a batch spreads out. Tuned through
+    /// `strategy_params` (see [`TPE_PARAMS`]).
+    Tpe,
 }
+
+/// TPE's default number of random trials before it models anything.
+pub const TPE_N_STARTUP_TRIALS: u64 = 10;
+
+/// TPE's default number of candidates scored per trial.
+pub const TPE_N_EI_CANDIDATES: u64 = 24;
+
+/// TPE's default share of trials counted as good (at most 25 of them):
+/// Optuna's `min(ceil(0.1 n), 25)`.
+pub const TPE_GAMMA: f64 = 0.1;
+
+/// The most candidates a TPE study may score per trial.
+pub const TPE_MAX_EI_CANDIDATES: u64 = 1000;
+
+/// The `strategy_params` keys a [`Sampler::Tpe`] study reads: the number of
+/// random start-up trials (a whole number, default
+/// [`TPE_N_STARTUP_TRIALS`]), the candidates per trial (a whole number in
+/// 1..=[`TPE_MAX_EI_CANDIDATES`], default [`TPE_N_EI_CANDIDATES`]), the
+/// good share (in (0, 1], default [`TPE_GAMMA`]) and whether to model the
+/// parameters jointly (0, the default, or 1). Other keys are stored and
+/// ignored, as ArqonHPO's are.
+pub const TPE_PARAMS: [&str; 4] = [
+    "n_startup_trials",
+    "n_ei_candidates",
+    "gamma",
+    "multivariate",
+];
 
 impl Sampler {
     /// Every sampler, in declaration order.
-    pub const ALL: [Sampler; 3] = [Sampler::Random, Sampler::Sobol, Sampler::Grid];
+    pub const ALL: [Sampler; 4] = [Sampler::Random, Sampler::Sobol, Sampler::Grid, Sampler::Tpe];
 
     /// The canonical spelling.
     pub fn as_str(self) -> &'static str {
@@ -132,6 +174,7 @@ impl Sampler {
             Sampler::Random => "random",
             Sampler::Sobol => "sobol",
             Sampler::Grid => "grid",
+            Sampler::Tpe => "tpe",
         }
     }
 
@@ -163,13 +206,13 @@ impl serde::de::Visitor<'_> for SamplerVisitor {
     type Value = Sampler;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("sampler: a name, one of random, sobol or grid")
+        f.write_str("sampler: a name, one of random, sobol, grid or tpe")
     }
 
     fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Sampler, E> {
         Sampler::parse(text).ok_or_else(|| {
             E::custom(format!(
-                "sampler: unknown value {text:?}: expected random, sobol or grid"
+                "sampler: unknown value {text:?}: expected random, sobol, grid or tpe"
             ))
         })
     }
@@ -271,11 +314,34 @@ impl StudyConfig {
 
     fn sampler_problem(&self) -> Option<String> {
         let dimensions = self.bounds.len();
-        (self.sampler == Sampler::Sobol && dimensions > SOBOL_MAX_DIMENSIONS).then(|| {
-            format!(
+        match self.sampler {
+            Sampler::Sobol if dimensions > SOBOL_MAX_DIMENSIONS => Some(format!(
                 "sampler: sobol supports at most {SOBOL_MAX_DIMENSIONS} parameters, \
-                 got {dimensions}; use random or grid"
-            )
+                 got {dimensions}; use random, grid or tpe"
+            )),
+            Sampler::Tpe => self.tpe_problem(),
+            _ => None,
+        }
+    }
+
+    /// Checks the [`TPE_PARAMS`] that are given.
+    fn tpe_problem(&self) -> Option<String> {
+        let whole = |v: f64| v >= 0.0 && v.fract() == 0.0;
+        self.strategy_params.iter().find_map(|(key, &v)| {
+            let expected = match key.as_str() {
+                "n_startup_trials" if !whole(v) => "a whole number >= 0",
+                "n_ei_candidates"
+                    if !(whole(v) && (1.0..=TPE_MAX_EI_CANDIDATES as f64).contains(&v)) =>
+                {
+                    "a whole number in 1..=1000"
+                }
+                "gamma" if !(v > 0.0 && v <= 1.0) => "in (0, 1]",
+                "multivariate" if v != 0.0 && v != 1.0 => "0 or 1",
+                _ => return None,
+            };
+            Some(format!(
+                "strategy_params.{key}: tpe needs {expected}, got {v}"
+            ))
         })
     }
 
@@ -592,6 +658,9 @@ mod tests {
             ("SOBOL", Sampler::Sobol),
             ("grid", Sampler::Grid),
             ("Grid", Sampler::Grid),
+            ("tpe", Sampler::Tpe),
+            ("TPE", Sampler::Tpe),
+            ("Tpe", Sampler::Tpe),
         ] {
             assert_eq!(create(json!({ "sampler": text })).unwrap(), sampler);
             assert_eq!(
@@ -599,19 +668,59 @@ mod tests {
                 json!(sampler.as_str())
             );
         }
-        let e = create(json!({"sampler": "tpe"})).unwrap_err();
+        let e = create(json!({"sampler": "cmaes"})).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidField);
         assert_eq!(
             e.message,
-            "create_study: sampler: unknown value \"tpe\": expected random, sobol or grid"
+            "create_study: sampler: unknown value \"cmaes\": expected random, sobol, grid or tpe"
         );
         let e = create(json!({"sampler": 3})).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidField);
         assert_eq!(
             e.message,
             "create_study: invalid type: integer `3`, \
-             expected sampler: a name, one of random, sobol or grid"
+             expected sampler: a name, one of random, sobol, grid or tpe"
         );
+    }
+
+    #[test]
+    fn a_tpe_config_round_trips_and_checks_its_knobs() {
+        let body = json!({"type": "create_study", "seed": 7, "budget": 10, "sampler": "TPE",
+            "bounds": {"lr": {"min": 1e-5, "max": 0.1, "scale": "log"}},
+            "strategy_params": {"n_startup_trials": 5, "n_ei_candidates": 48,
+                                "gamma": 0.25, "multivariate": 1}});
+        let SolverCommand::CreateStudy(config) = parse(body).unwrap() else {
+            panic!("not a create")
+        };
+        assert_eq!(config.sampler, Sampler::Tpe);
+        assert!(config.validate().is_ok());
+        let value = serde_json::to_value(&config).unwrap();
+        assert_eq!(value["sampler"], json!("tpe"));
+        for encoding in [Encoding::Json, Encoding::MsgPack] {
+            let bytes = encoding.encode(&config).unwrap();
+            assert_eq!(encoding.decode::<StudyConfig>(&bytes).unwrap(), config);
+        }
+        let problem = |key: &str, v: f64| {
+            let mut c = config.clone();
+            c.strategy_params.insert(key.into(), v);
+            c.validate().unwrap_err().message
+        };
+        assert_eq!(
+            problem("multivariate", 2.0),
+            "strategy_params.multivariate: tpe needs 0 or 1, got 2"
+        );
+        assert_eq!(
+            problem("n_startup_trials", 2.5),
+            "strategy_params.n_startup_trials: tpe needs a whole number >= 0, got 2.5"
+        );
+        assert!(problem("n_ei_candidates", 0.0).contains("1..=1000"));
+        assert!(problem("n_ei_candidates", 1001.0).contains("1..=1000"));
+        assert!(problem("gamma", 0.0).contains("in (0, 1]"));
+        // Other samplers store the knobs unchecked, as ArqonHPO's configs carry them.
+        let mut random = config.clone();
+        random.sampler = Sampler::Random;
+        random.strategy_params.insert("multivariate".into(), 7.0);
+        assert!(random.validate().is_ok());
     }
 
     #[test]
@@ -666,9 +775,9 @@ mod tests {
         assert_eq!(e.code, ErrorCode::InvalidField);
         assert_eq!(
             e.message,
-            "sampler: sobol supports at most 32 parameters, got 33; use random or grid"
+            "sampler: sobol supports at most 32 parameters, got 33; use random, grid or tpe"
         );
-        for sampler in [Sampler::Random, Sampler::Grid] {
+        for sampler in [Sampler::Random, Sampler::Grid, Sampler::Tpe] {
             config.sampler = sampler;
             assert!(config.validate().is_ok(), "{sampler}");
         }

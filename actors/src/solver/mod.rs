@@ -9,10 +9,10 @@
 //! is bit for bit the study that wrote it.
 //!
 //! Trials are drawn by the study's sampler ([`samplers`]: random, scrambled
-//! Sobol or a shuffled grid) in the unit cube and mapped onto the bounds by
-//! [`sampling`]. Each trial's point depends on the config and its number
-//! alone, so the same study always hands out the same trials, whatever
-//! happens between asks.
+//! Sobol, a shuffled grid or TPE) in the unit cube and mapped onto the bounds
+//! by [`sampling`]. Each trial's point depends on the config, its number and
+//! (for TPE) the trials recorded before it, so replaying a study's events
+//! always hands out the same trials.
 //!
 //! The wire types live in `flotilla_messages::solver`.
 

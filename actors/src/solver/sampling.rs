@@ -2,8 +2,8 @@
 //!
 //! A sampler ([`samplers`](super::samplers)) picks trial `number`'s point in
 //! `[0, 1)^d`, one coordinate per bound in the bounds' name order, as a pure
-//! function of the config and the number; [`from_unit`] maps each coordinate
-//! onto its bound. Keying by the trial number (not by history length or a
+//! function of the config, the number and (for TPE) the recorded history;
+//! [`from_unit`] maps each coordinate onto its bound and [`to_unit`] back. Keying by the trial number (not by history length or a
 //! clock) makes a trial's parameters a pure function of the config and its
 //! number: a replay, a retry, or two asks without a tell in between can
 //! never produce the same candidate twice or different candidates for the
@@ -13,7 +13,7 @@
 //! uniform in `ln x`, so the median sits at the geometric mean. Because the
 //! mapping is shared, every sampler honours log scale the same way.
 
-use super::samplers::unit_point;
+use super::samplers::{unit_point, History};
 use flotilla_messages::solver::{Bound, Scale, StudyConfig};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -30,10 +30,14 @@ pub fn trial_rng(seed: u64, number: u64) -> ChaCha8Rng {
     ChaCha8Rng::from_seed(key)
 }
 
-/// The parameters of trial `number` under the config's sampler: one value
-/// per bound, inside it.
-pub fn sample_params(config: &StudyConfig, number: u64) -> BTreeMap<String, f64> {
-    let point = unit_point(config, number);
+/// The parameters of trial `number` under the config's sampler, given the
+/// trials before it: one value per bound, inside it.
+pub fn sample_params(
+    config: &StudyConfig,
+    number: u64,
+    history: &History,
+) -> BTreeMap<String, f64> {
+    let point = unit_point(config, number, history);
     config
         .bounds
         .iter()
@@ -50,6 +54,31 @@ pub fn from_unit(u: f64, bound: &Bound) -> f64 {
         Scale::Log => lerp(bound.min.ln(), bound.max.ln(), u).exp(),
     };
     value.clamp(bound.min, bound.max)
+}
+
+/// Where `value` lies in `bound` as a fraction in `[0, 1]`: the inverse of
+/// [`from_unit`] up to rounding (in `ln x` for log scale), so models of the
+/// history work in the same space the samplers draw in.
+pub fn to_unit(value: f64, bound: &Bound) -> f64 {
+    let u = match bound.scale {
+        Scale::Linear | Scale::Periodic => (value - bound.min) / (bound.max - bound.min),
+        Scale::Log => (value.ln() - bound.min.ln()) / (bound.max.ln() - bound.min.ln()),
+    };
+    if u.is_nan() {
+        0.0
+    } else {
+        u.clamp(0.0, 1.0)
+    }
+}
+
+/// A trial's parameters as a unit point, one coordinate per bound in the
+/// bounds' name order; a parameter missing from `params` maps to 0.
+pub fn unit_of_params(config: &StudyConfig, params: &BTreeMap<String, f64>) -> Vec<f64> {
+    config
+        .bounds
+        .iter()
+        .map(|(name, bound)| params.get(name).map_or(0.0, |&v| to_unit(v, bound)))
+        .collect()
 }
 
 /// The point a fraction `u` of the way from `a` to `b`.
@@ -91,17 +120,23 @@ mod tests {
 
     #[test]
     fn same_seed_and_number_give_identical_params() {
-        let a = sample_params(&two_params(42), 3);
-        let b = sample_params(&two_params(42), 3);
+        let a = sample_params(&two_params(42), 3, &History::default());
+        let b = sample_params(&two_params(42), 3, &History::default());
         let bits = |p: &BTreeMap<String, f64>| p.values().map(|v| v.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&a), bits(&b));
     }
 
     #[test]
     fn different_numbers_or_seeds_give_different_params() {
-        let first = sample_params(&two_params(42), 1);
-        assert_ne!(first, sample_params(&two_params(42), 2));
-        assert_ne!(first, sample_params(&two_params(43), 1));
+        let first = sample_params(&two_params(42), 1, &History::default());
+        assert_ne!(
+            first,
+            sample_params(&two_params(42), 2, &History::default())
+        );
+        assert_ne!(
+            first,
+            sample_params(&two_params(43), 1, &History::default())
+        );
     }
 
     #[test]
@@ -109,7 +144,7 @@ mod tests {
         let config = two_params(5);
         let mut seen: Vec<Vec<u64>> = (1..=2000)
             .map(|n| {
-                sample_params(&config, n)
+                sample_params(&config, n, &History::default())
                     .values()
                     .map(|v| v.to_bits())
                     .collect()
@@ -132,7 +167,7 @@ mod tests {
     fn log_scale_is_log_uniform() {
         let config = config(9, &[("lr", 1e-6, 1.0, Scale::Log)]);
         let mut values: Vec<f64> = (1..=4001)
-            .map(|n| sample_params(&config, n)["lr"])
+            .map(|n| sample_params(&config, n, &History::default())["lr"])
             .collect();
         values.sort_by(f64::total_cmp);
         let median = values[values.len() / 2];
@@ -153,7 +188,7 @@ mod tests {
         let mut config = config(9, &[("lr", 1e-6, 1.0, Scale::Log)]);
         config.sampler = Sampler::Sobol;
         let below_1e3 = (1..=1024)
-            .filter(|&n| sample_params(&config, n)["lr"] < 1e-3)
+            .filter(|&n| sample_params(&config, n, &History::default())["lr"] < 1e-3)
             .count();
         assert_eq!(
             below_1e3, 512,
@@ -161,7 +196,9 @@ mod tests {
         );
         config.sampler = Sampler::Grid;
         config.budget = 6;
-        let mut lrs: Vec<f64> = (1..=6).map(|n| sample_params(&config, n)["lr"]).collect();
+        let mut lrs: Vec<f64> = (1..=6)
+            .map(|n| sample_params(&config, n, &History::default())["lr"])
+            .collect();
         lrs.sort_by(f64::total_cmp);
         for (lr, exponent) in lrs.iter().zip([-5.5, -4.5, -3.5, -2.5, -1.5, -0.5]) {
             assert!((lr.log10() - exponent).abs() < 1e-9, "{lr}");
@@ -171,7 +208,9 @@ mod tests {
     #[test]
     fn linear_scale_is_uniform() {
         let config = config(9, &[("x", -2.0, 6.0, Scale::Linear)]);
-        let values: Vec<f64> = (1..=4000).map(|n| sample_params(&config, n)["x"]).collect();
+        let values: Vec<f64> = (1..=4000)
+            .map(|n| sample_params(&config, n, &History::default())["x"])
+            .collect();
         let mean = values.iter().sum::<f64>() / values.len() as f64;
         assert!((mean - 2.0).abs() < 0.15, "mean {mean}");
     }
@@ -221,7 +260,7 @@ mod tests {
                 strategy_params: BTreeMap::new(),
                 sampler,
             };
-            let value = sample_params(&config, number)["p"];
+            let value = sample_params(&config, number, &History::default())["p"];
             prop_assert!(value >= bound.min && value <= bound.max, "{} not in {:?}", value, bound);
         }
     }

@@ -11,6 +11,9 @@
 //!   `t<k>`, numbered on from the last one; their parameters depend only on
 //!   `(seed, number)`. Once the budget is all asked it records an empty
 //!   `trials_asked` whose `study_done` says whether every trial is told.
+//!   Model-based samplers (TPE) also see the trials before, told and
+//!   pending, including those handed out earlier in the same ask; as the
+//!   history is a fold of the events, a replay still gives the same trials.
 //!   A stopped study refuses asks (`INVALID_STATE`).
 //! - `tell` takes results by trial id, all or nothing: an id never handed
 //!   out is `UNKNOWN_TRIAL`, a non-finite value or cost `INVALID_FIELD`, a
@@ -28,7 +31,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
-use super::sampling::sample_params;
+use super::samplers::History;
+use super::sampling::{sample_params, unit_of_params};
 use crate::runtime::Aggregate;
 
 /// Where a study is in its life.
@@ -97,7 +101,11 @@ impl TrialRecord {
 }
 
 /// The state of a study that exists.
+///
+/// Snapshots hold the recorded fields only; the unit-cube cache the samplers
+/// read is rebuilt from them when a snapshot is read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredState")]
 struct StudyState {
     config: StudyConfig,
     status: StudyStatus,
@@ -108,6 +116,44 @@ struct StudyState {
     told: u64,
     /// The number of the told trial with the lowest value (first told wins ties).
     best: Option<u64>,
+    /// Every trial's parameters as a unit point, flat, trial `k` at
+    /// `(k - 1) · d`: derived from the params, never stored.
+    #[serde(skip)]
+    units: Vec<f64>,
+    /// Every trial's value, `None` while pending: derived, never stored.
+    #[serde(skip)]
+    values: Vec<Option<f64>>,
+}
+
+/// The recorded fields of [`StudyState`], as snapshots hold them.
+#[derive(Deserialize)]
+struct StoredState {
+    config: StudyConfig,
+    status: StudyStatus,
+    stop_reason: Option<String>,
+    trials: Vec<TrialRecord>,
+    told: u64,
+    best: Option<u64>,
+}
+
+impl From<StoredState> for StudyState {
+    fn from(stored: StoredState) -> Self {
+        let mut state = StudyState {
+            config: stored.config,
+            status: stored.status,
+            stop_reason: stored.stop_reason,
+            trials: Vec::new(),
+            told: stored.told,
+            best: stored.best,
+            units: Vec::new(),
+            values: Vec::new(),
+        };
+        for record in &stored.trials {
+            state.cache(record);
+        }
+        state.trials = stored.trials;
+        state
+    }
 }
 
 /// One hyperparameter study: its config, trials and outcomes.
@@ -167,7 +213,21 @@ impl StudyState {
             trials: Vec::new(),
             told: 0,
             best: None,
+            units: Vec::new(),
+            values: Vec::new(),
         }
+    }
+
+    /// Adds `record` to the samplers' cache.
+    fn cache(&mut self, record: &TrialRecord) {
+        let unit = unit_of_params(&self.config, &record.trial.params);
+        self.units.extend(unit);
+        self.values.push(record.outcome.map(|o| o.value));
+    }
+
+    /// The samplers' view of the trials handed out so far.
+    fn history(&self) -> History<'_> {
+        History::new(self.config.bounds.len(), &self.units, &self.values)
     }
 
     fn asked(&self) -> u64 {
@@ -209,8 +269,13 @@ impl StudyState {
             ));
         }
         let count = self.remaining().min(u64::from(n));
+        let mut history = self.history();
         let trials = (1..=count)
-            .map(|k| self.new_trial(self.asked() + k))
+            .map(|k| {
+                let trial = self.new_trial(self.asked() + k, &history);
+                history.push_pending(&unit_of_params(&self.config, &trial.params));
+                trial
+            })
             .collect();
         let study_done = count == 0 && self.is_done();
         Ok(vec![SolverEvent::TrialsAsked { trials, study_done }])
@@ -222,11 +287,11 @@ impl StudyState {
             .map_or(String::new(), |r| format!(" ({r})"))
     }
 
-    fn new_trial(&self, number: u64) -> Trial {
+    fn new_trial(&self, number: u64, history: &History) -> Trial {
         Trial {
             trial_id: trial_id(number),
             number,
-            params: sample_params(&self.config, number),
+            params: sample_params(&self.config, number, history),
         }
     }
 
@@ -324,11 +389,14 @@ impl StudyState {
     }
 
     fn add_trials(&mut self, trials: &[Trial]) {
-        let records = trials.iter().map(|trial| TrialRecord {
-            trial: trial.clone(),
-            outcome: None,
-        });
-        self.trials.extend(records);
+        for trial in trials {
+            let record = TrialRecord {
+                trial: trial.clone(),
+                outcome: None,
+            };
+            self.cache(&record);
+            self.trials.push(record);
+        }
     }
 
     fn record_results(&mut self, results: &[TrialResult], completes_study: bool) {
@@ -351,6 +419,7 @@ impl StudyState {
             value: result.value,
             cost: result.cost,
         });
+        self.values[index] = Some(result.value);
         self.told += 1;
         if self.best_value().is_none_or(|best| result.value < best) {
             self.best = Some(self.trials[index].trial.number);
@@ -547,7 +616,7 @@ mod tests {
         Trial {
             trial_id: trial_id(number),
             number,
-            params: sample_params(&config(0), number),
+            params: sample_params(&config(0), number, &History::default()),
         }
     }
 
@@ -971,7 +1040,11 @@ mod tests {
                 prop_assert!(study.trials().len() as u64 <= config.budget);
                 for (i, record) in study.trials().iter().enumerate() {
                     prop_assert_eq!(record.trial.number, i as u64 + 1);
-                    prop_assert_eq!(&record.trial.params, &sample_params(config, i as u64 + 1));
+                    // TPE's points depend on the history as it was; the rest on the number alone.
+                    if config.sampler != Sampler::Tpe {
+                        let expected = sample_params(config, i as u64 + 1, &History::default());
+                        prop_assert_eq!(&record.trial.params, &expected);
+                    }
                 }
                 let told = study.trials().iter().filter(|r| r.outcome.is_some()).count() as u64;
                 let all_told = told == config.budget;

@@ -1,16 +1,19 @@
 //! The samplers: where in the unit cube a study's next trial goes.
 //!
-//! Every sampler is a pure function of the study config and the trial
-//! number: it returns one coordinate in `[0, 1)` per bound, in the bounds'
-//! name order, and [`sample_params`](super::sampling::sample_params) maps
+//! Every sampler is a pure function of the study config, the trial number
+//! and, for the model-based ones, the study's [`History`] (the unit points
+//! and values of the trials handed out before): it returns one coordinate in
+//! `[0, 1)` per bound, in the bounds' name order, and [`sample_params`](super::sampling::sample_params) maps
 //! them onto the bounds through
 //! [`from_unit`](super::sampling::from_unit), which is where log scale is
 //! honoured — for every sampler alike.
 //!
-//! Depending on nothing but `(config, number)` is what makes a study exact
-//! to replay and safe to ask in parallel: a retry, a replay or two asks
-//! without a tell in between always get the same point for the same trial,
-//! and different trials get different points.
+//! Depending on nothing but `(config, number)` (and the recorded history,
+//! which is itself a fold of the events) is what makes a study exact to
+//! replay and safe to ask in parallel: a replay always gets the same point
+//! for the same trial, and the random part of every trial comes from a
+//! generator keyed by `(seed, number)`, so different trials get different
+//! points.
 //!
 //! - [`random`]: independent uniform points (the default; ArqonHPO configs
 //!   get it).
@@ -18,18 +21,89 @@
 //!   small budgets.
 //! - [`grid`]: a full-factorial grid with at least `budget` points, visited
 //!   in a seeded shuffled order.
+//! - [`tpe`]: the Tree-structured Parzen Estimator, which reads the history
+//!   (random, sobol and grid ignore it).
 
 pub mod grid;
 pub mod random;
 pub mod sobol;
+pub mod tpe;
 
 use flotilla_messages::solver::{Sampler, StudyConfig};
 
+/// A read-only view of a study's trials for the samplers, in the unit cube.
+///
+/// Trial `k` (1-based) is entry `k - 1`: its unit point (one coordinate per
+/// bound, in the bounds' name order) and its value once told (minimised;
+/// `None` while pending). Points handed out earlier in the same `ask` are
+/// added with [`History::push_pending`], so a batch sees its own members as
+/// running trials.
+#[derive(Debug, Clone, Default)]
+pub struct History<'a> {
+    dimensions: usize,
+    points: &'a [f64],
+    values: &'a [Option<f64>],
+    batch: Vec<f64>,
+}
+
+impl<'a> History<'a> {
+    /// A history of `values.len()` trials whose unit points lie flat in
+    /// `points`, `dimensions` coordinates each.
+    pub fn new(dimensions: usize, points: &'a [f64], values: &'a [Option<f64>]) -> Self {
+        assert_eq!(
+            points.len(),
+            dimensions * values.len(),
+            "one point per value"
+        );
+        History {
+            dimensions,
+            points,
+            values,
+            batch: Vec::new(),
+        }
+    }
+
+    /// Adds a trial handed out but not told yet (the next in number order).
+    pub fn push_pending(&mut self, point: &[f64]) {
+        if self.is_empty() {
+            self.dimensions = point.len();
+        }
+        assert_eq!(point.len(), self.dimensions, "point of the wrong dimension");
+        self.batch.extend_from_slice(point);
+    }
+
+    /// How many trials it holds, told or pending.
+    pub fn len(&self) -> usize {
+        self.values.len() + self.batch.len() / self.dimensions.max(1)
+    }
+
+    /// Whether it holds no trial.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The unit point of entry `index` (trial `index + 1`).
+    pub fn point(&self, index: usize) -> &[f64] {
+        let d = self.dimensions;
+        match index.checked_sub(self.values.len()) {
+            None => &self.points[index * d..(index + 1) * d],
+            Some(i) => &self.batch[i * d..(i + 1) * d],
+        }
+    }
+
+    /// The value of entry `index`, `None` while it is pending.
+    pub fn value(&self, index: usize) -> Option<f64> {
+        self.values.get(index).copied().flatten()
+    }
+}
+
 /// Trial `number`'s point in the unit cube under the config's sampler: one
-/// coordinate in `[0, 1)` per bound, in the bounds' name order.
-pub fn unit_point(config: &StudyConfig, number: u64) -> Vec<f64> {
+/// coordinate in `[0, 1)` per bound, in the bounds' name order. Only the
+/// model-based samplers ([`tpe`]) look at `history`.
+pub fn unit_point(config: &StudyConfig, number: u64, history: &History) -> Vec<f64> {
     let dimensions = config.bounds.len();
     match config.sampler {
+        Sampler::Tpe => tpe::point(config, number, history),
         Sampler::Random => random::point(config.seed, number, dimensions),
         Sampler::Sobol => sobol::point(config.seed, number, dimensions),
         Sampler::Grid => {
@@ -87,12 +161,18 @@ mod tests {
     #[test]
     fn dispatches_on_the_sampler() {
         let random = config(Sampler::Random, 3, 20, 4);
-        assert_eq!(unit_point(&random, 5), random::point(3, 5, 4));
+        assert_eq!(
+            unit_point(&random, 5, &History::default()),
+            random::point(3, 5, 4)
+        );
         let sobol = config(Sampler::Sobol, 3, 20, 4);
-        assert_eq!(unit_point(&sobol, 5), sobol::point(3, 5, 4));
+        assert_eq!(
+            unit_point(&sobol, 5, &History::default()),
+            sobol::point(3, 5, 4)
+        );
         let grid = config(Sampler::Grid, 3, 20, 4);
         assert_eq!(
-            unit_point(&grid, 5),
+            unit_point(&grid, 5, &History::default()),
             grid::Grid::for_budget(20, 4).point(3, 5)
         );
     }
@@ -108,11 +188,11 @@ mod tests {
             dimensions in 1usize..24, number in any::<u64>()
         ) {
             let config = config(sampler, seed, budget, dimensions);
-            let point = unit_point(&config, number);
+            let point = unit_point(&config, number, &History::default());
             prop_assert_eq!(point.len(), dimensions);
             prop_assert!(point.iter().all(|u| (0.0..1.0).contains(u)), "{:?}", point);
             let bits = |p: &[f64]| p.iter().map(|u| u.to_bits()).collect::<Vec<_>>();
-            prop_assert_eq!(bits(&point), bits(&unit_point(&config, number)));
+            prop_assert_eq!(bits(&point), bits(&unit_point(&config, number, &History::default())));
         }
 
         #[test]
@@ -121,7 +201,7 @@ mod tests {
         ) {
             let config = config(sampler, seed, budget, dimensions);
             let mut points: Vec<Vec<u64>> = (1..=budget)
-                .map(|n| unit_point(&config, n).iter().map(|u| u.to_bits()).collect())
+                .map(|n| unit_point(&config, n, &History::default()).iter().map(|u| u.to_bits()).collect())
                 .collect();
             points.sort();
             points.dedup();
