@@ -178,6 +178,56 @@ pub struct BenchArgs {
 pub enum BenchWhat {
     /// Durable appends/s (batch 1 and 100) and replay events/s.
     Log(BenchLogArgs),
+    /// Solver quality (regret per function × budget × sampler) and ask+tell
+    /// overhead on large studies.
+    Solver(BenchSolverArgs),
+}
+
+/// `flotilla bench solver`.
+#[derive(Debug, Args)]
+pub struct BenchSolverArgs {
+    /// Seeds per function × budget × sampler (seeds 0, 1, ...).
+    #[arg(long, default_value_t = 20)]
+    pub seeds: u64,
+    /// Trial budgets, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "50,100,200")]
+    pub budgets: Vec<u64>,
+    /// Samplers: random, sobol, grid, tpe, tpe-mv (TPE, multivariate).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "random,sobol,grid,tpe,tpe-mv"
+    )]
+    pub samplers: Vec<String>,
+    /// Functions (default all): branin, hartmann6, rosenbrock10,
+    /// rastrigin10, ackley10, levy10, lr_batch.
+    #[arg(long, value_delimiter = ',')]
+    pub functions: Vec<String>,
+    /// Also run Optuna (TPE and random) through benches/optuna_compare.py
+    /// and show its regrets beside Flotilla's.
+    #[arg(long)]
+    pub compare: bool,
+    /// The Python with Optuna for --compare [default: target/optuna-venv/bin/python].
+    #[arg(long, env = "FLOTILLA_OPTUNA_PYTHON")]
+    pub python: Option<PathBuf>,
+    /// Study sizes at which ask+tell is timed, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    pub overhead_trials: Vec<u64>,
+    /// Parameter counts at which ask+tell is timed, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "2,8,16")]
+    pub overhead_params: Vec<usize>,
+    /// Timed ask+tell rounds per overhead case (after 20 untimed ones).
+    #[arg(long, default_value_t = 500)]
+    pub window: usize,
+    /// Skip the quality table.
+    #[arg(long)]
+    pub no_quality: bool,
+    /// Skip the overhead table.
+    #[arg(long)]
+    pub no_overhead: bool,
+    /// Threads for the quality runs (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
 }
 
 /// `flotilla bench log`.

@@ -194,6 +194,9 @@ fn failing_and_timed_out_trials_fail_alone_and_are_reported() {
     let summary = stdout_json(&out);
     assert_eq!(summary["trials"]["completed"], 5, "{summary}");
     assert_eq!(summary["trials"]["failed"], 3, "{summary}");
+    assert_eq!(summary["trials"]["not_evaluated"], 0, "{summary}");
+    // Failures are recorded in the log, so the study is complete.
+    assert_eq!(summary["status"], "completed", "{summary}");
     assert!(
         stderr.contains("trial t2 failed: the script exited with status 3; stderr: boom"),
         "{stderr}"
@@ -213,6 +216,25 @@ fn failing_and_timed_out_trials_fail_alone_and_are_reported() {
         .map(|f| f["trial_id"].as_str().unwrap())
         .collect();
     assert_eq!(failed, BTreeSet::from(["t2", "t3", "t4"]));
+    assert!(summary["failed"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("exited with status 3"));
+    let view = stdout_json(&run(d, &["study", "show", "faulty", "--data-dir", "data"]));
+    assert_eq!(view["counts"]["failed"], 3, "{view}");
+    assert_eq!(view["counts"]["pending"], 0, "{view}");
+    assert_eq!(view["trials"][1]["state"], "failed", "{view}");
+    // `flotilla run` stamps its asks: every trial carries a lease (ms).
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let lease = view["trials"][0]["lease_until"].as_u64().expect("a lease");
+    assert!(
+        lease > now_ms && lease <= now_ms + 3_600_000,
+        "{lease} vs {now_ms}"
+    );
+    assert_eq!(view["status"], "completed", "{view}");
 
     // Resuming with the state file evaluates none of the failed trials again.
     let again = run(
@@ -232,8 +254,32 @@ fn failing_and_timed_out_trials_fail_alone_and_are_reported() {
     assert!(again.status.success());
     assert_eq!(stdout_json(&again)["trials"]["evaluated_by_this_run"], 0);
     assert_eq!(evals(d).values().sum::<usize>(), 8);
+    // And so does resuming without it: the failures are in the log.
+    let stateless = run(
+        d,
+        &[
+            "run",
+            "--config",
+            &config,
+            "--script",
+            &script,
+            "--data-dir",
+            "data",
+        ],
+    );
+    assert!(
+        stateless.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stateless.stderr)
+    );
+    let summary = stdout_json(&stateless);
+    assert_eq!(summary["trials"]["evaluated_by_this_run"], 0, "{summary}");
+    assert_eq!(summary["trials"]["failed"], 3, "{summary}");
+    assert_eq!(summary["status"], "completed", "{summary}");
+    assert_eq!(evals(d).values().sum::<usize>(), 8);
 
-    // The failed trials stay asked: tell one by hand, ArqonHPO-style.
+    // A late result for a failed trial is recorded: tell one by hand,
+    // ArqonHPO-style, and it becomes completed.
     let results = d.join("results.json");
     std::fs::write(
         &results,
@@ -294,9 +340,12 @@ fn failing_and_timed_out_trials_fail_alone_and_are_reported() {
     );
     assert!(ask.status.success());
     assert_eq!(stdout_json(&ask)["trials"], json!([]));
+    assert_eq!(stdout_json(&ask)["done"], true);
     let view = stdout_json(&run(d, &["study", "show", "faulty", "--data-dir", "data"]));
     assert_eq!(view["best"]["trial_id"], "t2");
     assert_eq!(view["counts"]["told"], 6);
+    assert_eq!(view["counts"]["failed"], 2);
+    assert_eq!(view["trials"][1]["state"], "completed");
 }
 
 #[test]

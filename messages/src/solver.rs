@@ -9,8 +9,13 @@
 //!             "momentum": {"min": 0.8, "max": 0.99}},
 //!  "probe_ratio": 0.2, "strategy_params": {"gamma": 0.25}, "sampler": "sobol"}
 //! {"type": "ask", "n": 4}
+//! {"type": "ask", "n": 4, "now": 1767225600000, "lease_seconds": 600}
+//! {"type": "heartbeat", "trial_ids": ["t1", "t2"], "now": 1767225660000}
+//! {"type": "expire", "now": 1767226300000}
 //! {"type": "tell", "results": [{"trial_id": "t1", "value": 0.31, "cost": 12.5}]}
 //! {"type": "tell", "trial_id": "t2", "value": 0.27}
+//! {"type": "fail", "trial_id": "t3", "reason": "the script exited with status 3"}
+//! {"type": "fail", "failures": [{"trial_id": "t4", "reason": "timed out"}, {"trial_id": "t5"}]}
 //! {"type": "stop", "reason": "good enough"}
 //! ```
 //!
@@ -33,8 +38,29 @@
 //! {"type": "study_created", "config": {...}}
 //! {"type": "trials_asked", "trials": [{"trial_id": "t1", "number": 1, "params": {"lr": 0.003}}], "study_done": false}
 //! {"type": "trials_told", "results": [{"trial_id": "t1", "value": 0.31}], "completes_study": false}
+//! {"type": "trials_failed", "failures": [{"trial_id": "t3", "reason": "timed out"}], "completes_study": false}
 //! {"type": "study_stopped", "reason": "good enough"}
 //! ```
+//!
+//! A trial that could not be evaluated is reported with `fail`, not with a
+//! `tell`: a result always carries a finite value, a failure never does, so
+//! neither shape has a field that only sometimes means something. `reason`
+//! is optional. A failed trial counts toward the budget and is never the
+//! best; a later `tell` with a value for it (a late result) is recorded and
+//! makes it completed.
+//!
+//! Time enters only through commands, so `decide` stays pure: `now` is the
+//! sender's clock in unix milliseconds. An `ask` that carries `now` leases
+//! its trials until `now + lease_seconds` (default
+//! [`DEFAULT_LEASE_SECONDS`]); an `ask` without `now` hands out trials
+//! without a lease, which never go stale (as before leases existed). A
+//! `heartbeat` renews the leases of running trials to `now + lease_seconds`
+//! (same default). An `expire` marks every running trial whose lease ended
+//! at or before `now` as stale, in one event. A stale trial is handed out
+//! again, under the same trial id and with the same parameters, by a later
+//! `ask` (before any new trial) up to the study's `max_retries` (default 0)
+//! times; a stale trial with no retry left counts as finished. A result or
+//! failure for a stale trial is still recorded.
 
 use crate::error::Rejection;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -44,8 +70,26 @@ use std::fmt;
 /// The most trials one `ask` may request.
 pub const MAX_ASK: u32 = 1000;
 
+/// A lease's length when `ask` or `heartbeat` gives `now` but no
+/// `lease_seconds`: one hour.
+pub const DEFAULT_LEASE_SECONDS: u64 = 3600;
+
+/// The longest lease: 30 days.
+pub const MAX_LEASE_SECONDS: u64 = 30 * 24 * 3600;
+
+/// The most times a stale trial may be handed out again.
+pub const MAX_RETRIES: u32 = 100;
+
 /// The `type` tags of [`SolverCommand`], in declaration order.
-pub const COMMAND_TYPES: &[&str] = &["create_study", "ask", "tell", "stop"];
+pub const COMMAND_TYPES: &[&str] = &[
+    "create_study",
+    "ask",
+    "tell",
+    "fail",
+    "heartbeat",
+    "expire",
+    "stop",
+];
 
 /// How a parameter's range is searched.
 ///
@@ -279,6 +323,15 @@ pub struct StudyConfig {
     /// a later change of the default cannot change how it continues.
     #[serde(default)]
     pub sampler: Sampler,
+    /// How many times a stale trial may be handed out again (0..=
+    /// [`MAX_RETRIES`]); 0 when absent, and then not written, so configs
+    /// and events from before leases read and write as they did.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_retries: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl StudyConfig {
@@ -295,6 +348,12 @@ impl StudyConfig {
         }
         if self.bounds.is_empty() {
             return Some("bounds: at least one parameter is required".to_string());
+        }
+        if self.max_retries > MAX_RETRIES {
+            return Some(format!(
+                "max_retries must be at most {MAX_RETRIES}, got {}",
+                self.max_retries
+            ));
         }
         self.bounds_problem()
             .or_else(|| self.sampler_problem())
@@ -465,31 +524,226 @@ impl From<Tell> for TellWire {
     }
 }
 
+/// Why one trial could not be evaluated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrialFailure {
+    /// The trial, as `ask` named it.
+    pub trial_id: String,
+    /// What went wrong (an exit status, a timeout...), for the record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The body of a `fail`: one or more failed trials.
+///
+/// On the wire either `{"failures": [{trial_id, reason?}, ...]}` or a single
+/// failure at the top level, `{"trial_id": "t3", "reason": "timed out"}`.
+/// Always written in the `failures` form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "FailWire", into = "FailWire")]
+pub struct Fail {
+    /// The failures, in the order given; never empty.
+    pub failures: Vec<TrialFailure>,
+}
+
+/// Both spellings of a `fail`, before they are checked.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FailWire {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    failures: Option<Vec<TrialFailure>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trial_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+impl TryFrom<FailWire> for Fail {
+    type Error = String;
+
+    fn try_from(wire: FailWire) -> Result<Self, String> {
+        let failures = match wire {
+            FailWire {
+                failures: Some(failures),
+                trial_id: None,
+                reason: None,
+            } => failures,
+            FailWire {
+                failures: None,
+                trial_id: Some(trial_id),
+                reason,
+            } => vec![TrialFailure { trial_id, reason }],
+            FailWire {
+                failures: Some(_), ..
+            } => return Err("give either `failures` or `trial_id` + `reason`, not both".into()),
+            _ => return Err("give `failures`, or `trial_id` (and an optional `reason`)".into()),
+        };
+        if failures.is_empty() {
+            return Err("`failures` must not be empty".into());
+        }
+        Ok(Fail { failures })
+    }
+}
+
+impl From<Fail> for FailWire {
+    fn from(fail: Fail) -> Self {
+        FailWire {
+            failures: Some(fail.failures),
+            trial_id: None,
+            reason: None,
+        }
+    }
+}
+
 /// `ask`'s default batch size.
 fn one() -> u32 {
     1
 }
 
-/// What a client asks a study to do.
+/// An `ask` stamped with the sender's clock: its trials are leased.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub struct LeasedAsk {
+    /// How many trials, 1..=[`MAX_ASK`].
+    pub n: u32,
+    /// The sender's clock, unix milliseconds.
+    pub now: u64,
+    /// The lease's length; [`DEFAULT_LEASE_SECONDS`] when absent.
+    pub lease_seconds: Option<u64>,
+}
+
+/// Renews the leases of running trials.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// The trials still being evaluated; never empty.
+    pub trial_ids: Vec<String>,
+    /// The sender's clock, unix milliseconds.
+    pub now: u64,
+    /// The renewed lease's length; [`DEFAULT_LEASE_SECONDS`] when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_seconds: Option<u64>,
+}
+
+/// What a client asks a study to do.
+///
+/// An `ask` reads as [`SolverCommand::Ask`] without `now` and as
+/// [`SolverCommand::AskLeased`] with it; both are `"type": "ask"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "CommandWire", into = "CommandWire")]
 pub enum SolverCommand {
     /// Creates the study with this configuration.
     CreateStudy(StudyConfig),
-    /// Hands out up to `n` new trials (fewer when the budget runs out).
+    /// Hands out up to `n` trials (fewer when the budget runs out), without
+    /// a lease.
     Ask {
         /// How many trials, 1..=[`MAX_ASK`]; 1 when absent.
-        #[serde(default = "one")]
         n: u32,
     },
+    /// Hands out up to `n` trials leased from `now`.
+    AskLeased(LeasedAsk),
     /// Records the scores of finished trials.
     Tell(Tell),
+    /// Records trials that could not be evaluated.
+    Fail(Fail),
+    /// Renews the leases of running trials.
+    Heartbeat(Heartbeat),
+    /// Marks running trials whose lease ended at or before `now` as stale.
+    Expire {
+        /// The sender's clock, unix milliseconds.
+        now: u64,
+    },
     /// Stops handing out trials; results of running trials are still taken.
     Stop {
         /// Why, for the record.
+        reason: Option<String>,
+    },
+}
+
+/// [`SolverCommand`] as it is spelled on the wire.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum CommandWire {
+    CreateStudy(StudyConfig),
+    Ask {
+        #[serde(default = "one")]
+        n: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        now: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lease_seconds: Option<u64>,
+    },
+    Tell(Tell),
+    Fail(Fail),
+    Heartbeat(Heartbeat),
+    Expire {
+        now: u64,
+    },
+    Stop {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+}
+
+impl TryFrom<CommandWire> for SolverCommand {
+    type Error = String;
+
+    fn try_from(wire: CommandWire) -> Result<Self, String> {
+        Ok(match wire {
+            CommandWire::CreateStudy(config) => SolverCommand::CreateStudy(config),
+            CommandWire::Ask {
+                n,
+                now: None,
+                lease_seconds: None,
+            } => SolverCommand::Ask { n },
+            CommandWire::Ask {
+                now: None,
+                lease_seconds: Some(_),
+                ..
+            } => return Err("lease_seconds: needs `now` (unix milliseconds)".into()),
+            CommandWire::Ask {
+                n,
+                now: Some(now),
+                lease_seconds,
+            } => SolverCommand::AskLeased(LeasedAsk {
+                n,
+                now,
+                lease_seconds,
+            }),
+            CommandWire::Tell(tell) => SolverCommand::Tell(tell),
+            CommandWire::Fail(fail) => SolverCommand::Fail(fail),
+            CommandWire::Heartbeat(heartbeat) => SolverCommand::Heartbeat(heartbeat),
+            CommandWire::Expire { now } => SolverCommand::Expire { now },
+            CommandWire::Stop { reason } => SolverCommand::Stop { reason },
+        })
+    }
+}
+
+impl From<SolverCommand> for CommandWire {
+    fn from(command: SolverCommand) -> Self {
+        match command {
+            SolverCommand::CreateStudy(config) => CommandWire::CreateStudy(config),
+            SolverCommand::Ask { n } => CommandWire::Ask {
+                n,
+                now: None,
+                lease_seconds: None,
+            },
+            SolverCommand::AskLeased(LeasedAsk {
+                n,
+                now,
+                lease_seconds,
+            }) => CommandWire::Ask {
+                n,
+                now: Some(now),
+                lease_seconds,
+            },
+            SolverCommand::Tell(tell) => CommandWire::Tell(tell),
+            SolverCommand::Fail(fail) => CommandWire::Fail(fail),
+            SolverCommand::Heartbeat(heartbeat) => CommandWire::Heartbeat(heartbeat),
+            SolverCommand::Expire { now } => CommandWire::Expire { now },
+            SolverCommand::Stop { reason } => CommandWire::Stop { reason },
+        }
+    }
 }
 
 impl SolverCommand {
@@ -497,8 +751,11 @@ impl SolverCommand {
     pub fn command_type(&self) -> &'static str {
         match self {
             SolverCommand::CreateStudy(_) => "create_study",
-            SolverCommand::Ask { .. } => "ask",
+            SolverCommand::Ask { .. } | SolverCommand::AskLeased(_) => "ask",
             SolverCommand::Tell(_) => "tell",
+            SolverCommand::Fail(_) => "fail",
+            SolverCommand::Heartbeat(_) => "heartbeat",
+            SolverCommand::Expire { .. } => "expire",
             SolverCommand::Stop { .. } => "stop",
         }
     }
@@ -530,9 +787,18 @@ pub enum SolverEvent {
         /// The new trials, numbered consecutively.
         trials: Vec<Trial>,
         /// Whether the study was done when asked (only ever true when
-        /// `trials` is empty): every trial handed out and told.
+        /// `trials` and `retried` are empty): every trial handed out and
+        /// told, failed or stale without a retry left.
         #[serde(default)]
         study_done: bool,
+        /// Stale trials handed out again (a new attempt, same id and
+        /// parameters), before any new trial.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        retried: Vec<Trial>,
+        /// When the lease of every trial in this event ends (unix
+        /// milliseconds); absent for an ask without `now`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lease_until: Option<u64>,
     },
     /// A `tell` recorded these results (repeats of earlier results left out).
     TrialsTold {
@@ -540,6 +806,33 @@ pub enum SolverEvent {
         results: Vec<TrialResult>,
         /// Whether these results complete the study: the budget is all asked
         /// and every trial is now told.
+        #[serde(default)]
+        completes_study: bool,
+    },
+    /// A `fail` recorded these trials as failed (repeats left out).
+    TrialsFailed {
+        /// The newly failed trials.
+        failures: Vec<TrialFailure>,
+        /// Whether these failures complete the study: the budget is all
+        /// asked and every trial is now told or failed.
+        #[serde(default)]
+        completes_study: bool,
+    },
+    /// A `heartbeat` renewed these running trials' leases.
+    LeasesRenewed {
+        /// The renewed trials (stale, finished and repeated ids left out).
+        trial_ids: Vec<String>,
+        /// When their leases now end (unix milliseconds).
+        lease_until: u64,
+    },
+    /// An `expire` found these running trials' leases ended: they are stale.
+    TrialsExpired {
+        /// The trials now stale.
+        trial_ids: Vec<String>,
+        /// The `now` of the `expire` (unix milliseconds).
+        now: u64,
+        /// Whether this completes the study: the budget is all asked and
+        /// every trial is now told, failed or stale without a retry left.
         #[serde(default)]
         completes_study: bool,
     },
@@ -557,6 +850,9 @@ impl SolverEvent {
             SolverEvent::StudyCreated { .. } => "study_created",
             SolverEvent::TrialsAsked { .. } => "trials_asked",
             SolverEvent::TrialsTold { .. } => "trials_told",
+            SolverEvent::TrialsFailed { .. } => "trials_failed",
+            SolverEvent::LeasesRenewed { .. } => "leases_renewed",
+            SolverEvent::TrialsExpired { .. } => "trials_expired",
             SolverEvent::StudyStopped { .. } => "study_stopped",
         }
     }
@@ -592,6 +888,7 @@ mod tests {
             probe_ratio: None,
             strategy_params: BTreeMap::new(),
             sampler: Sampler::Random,
+            max_retries: 0,
         }
     }
 
@@ -795,6 +1092,8 @@ mod tests {
             json!({"type": "tell", "trial_id": "t1", "value": 1.0, "extra": 1}),
             json!({"type": "tell", "results": [{"trial_id": "t1", "value": 1.0, "x": 1}]}),
             json!({"type": "stop", "why": "x"}),
+            json!({"type": "fail", "trial_id": "t1", "value": 1.0}),
+            json!({"type": "fail", "failures": [{"trial_id": "t1", "why": "x"}]}),
         ];
         for body in bad {
             let e = parse(body.clone()).unwrap_err();
@@ -848,6 +1147,197 @@ mod tests {
         ] {
             assert_eq!(code(body.clone()), ErrorCode::InvalidField, "{body}");
         }
+    }
+
+    #[test]
+    fn fail_accepts_a_list_or_a_single_failure_with_an_optional_reason() {
+        let single = parse(json!({"type": "fail", "trial_id": "t3", "reason": "exit 3"})).unwrap();
+        let failure = |id: &str, reason: Option<&str>| TrialFailure {
+            trial_id: id.into(),
+            reason: reason.map(Into::into),
+        };
+        assert_eq!(
+            single,
+            SolverCommand::Fail(Fail {
+                failures: vec![failure("t3", Some("exit 3"))]
+            })
+        );
+        let bare = parse(json!({"type": "fail", "trial_id": "t3"})).unwrap();
+        assert_eq!(
+            bare,
+            SolverCommand::Fail(Fail {
+                failures: vec![failure("t3", None)]
+            })
+        );
+        let list = parse(json!({"type": "fail", "failures": [
+            {"trial_id": "t4", "reason": "timed out"}, {"trial_id": "t5"}]}))
+        .unwrap();
+        let expected = Fail {
+            failures: vec![failure("t4", Some("timed out")), failure("t5", None)],
+        };
+        assert_eq!(list, SolverCommand::Fail(expected.clone()));
+        // Written in the list form, in both encodings.
+        let value = serde_json::to_value(SolverCommand::Fail(expected.clone())).unwrap();
+        assert_eq!(
+            value,
+            json!({"type": "fail", "failures": [
+                {"trial_id": "t4", "reason": "timed out"}, {"trial_id": "t5"}]})
+        );
+        for encoding in [Encoding::Json, Encoding::MsgPack] {
+            let bytes = encoding
+                .encode(&SolverCommand::Fail(expected.clone()))
+                .unwrap();
+            let back: SolverCommand = encoding.decode(&bytes).unwrap();
+            assert_eq!(back, SolverCommand::Fail(expected.clone()));
+        }
+    }
+
+    #[test]
+    fn fail_refuses_mixed_missing_or_empty_forms() {
+        for body in [
+            json!({"type": "fail"}),
+            json!({"type": "fail", "failures": []}),
+            json!({"type": "fail", "reason": "x"}),
+            json!({"type": "fail", "failures": [{"trial_id": "t1"}], "trial_id": "t1"}),
+            json!({"type": "fail", "failures": [{"reason": "x"}]}),
+        ] {
+            assert_eq!(code(body.clone()), ErrorCode::InvalidField, "{body}");
+        }
+    }
+
+    #[test]
+    fn trials_failed_reads_without_completes_study() {
+        let event: SolverEvent = serde_json::from_value(json!({"type": "trials_failed",
+            "failures": [{"trial_id": "t2", "reason": "boom"}]}))
+        .unwrap();
+        assert_eq!(
+            event,
+            SolverEvent::TrialsFailed {
+                failures: vec![TrialFailure {
+                    trial_id: "t2".into(),
+                    reason: Some("boom".into())
+                }],
+                completes_study: false
+            }
+        );
+    }
+
+    #[test]
+    fn ask_with_now_is_leased_and_without_it_is_not() {
+        assert_eq!(
+            parse(json!({"type": "ask", "n": 2, "now": 1000})).unwrap(),
+            SolverCommand::AskLeased(LeasedAsk {
+                n: 2,
+                now: 1000,
+                lease_seconds: None
+            })
+        );
+        let leased = parse(json!({"type": "ask", "now": 1000, "lease_seconds": 60})).unwrap();
+        let expected = SolverCommand::AskLeased(LeasedAsk {
+            n: 1,
+            now: 1000,
+            lease_seconds: Some(60),
+        });
+        assert_eq!(leased, expected);
+        assert_eq!(
+            serde_json::to_value(&expected).unwrap(),
+            json!({"type": "ask", "n": 1, "now": 1000, "lease_seconds": 60})
+        );
+        assert_eq!(
+            serde_json::to_value(SolverCommand::Ask { n: 3 }).unwrap(),
+            json!({"type": "ask", "n": 3})
+        );
+        let e = parse(json!({"type": "ask", "lease_seconds": 60})).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidField);
+        assert!(e.message.contains("lease_seconds: needs `now`"), "{e}");
+        assert_eq!(
+            code(json!({"type": "ask", "now": "2026-01-01T00:00:00Z"})),
+            ErrorCode::InvalidField
+        );
+        for command in [expected, SolverCommand::Ask { n: 3 }] {
+            for encoding in [Encoding::Json, Encoding::MsgPack] {
+                let bytes = encoding.encode(&command).unwrap();
+                assert_eq!(encoding.decode::<SolverCommand>(&bytes).unwrap(), command);
+            }
+        }
+    }
+
+    #[test]
+    fn heartbeat_and_expire_read_and_round_trip() {
+        let heartbeat =
+            parse(json!({"type": "heartbeat", "trial_ids": ["t1", "t2"], "now": 5})).unwrap();
+        let expected = SolverCommand::Heartbeat(Heartbeat {
+            trial_ids: vec!["t1".into(), "t2".into()],
+            now: 5,
+            lease_seconds: None,
+        });
+        assert_eq!(heartbeat, expected);
+        let expire = parse(json!({"type": "expire", "now": 7})).unwrap();
+        assert_eq!(expire, SolverCommand::Expire { now: 7 });
+        for command in [expected, expire] {
+            for encoding in [Encoding::Json, Encoding::MsgPack] {
+                let bytes = encoding.encode(&command).unwrap();
+                assert_eq!(encoding.decode::<SolverCommand>(&bytes).unwrap(), command);
+            }
+        }
+        assert_eq!(code(json!({"type": "expire"})), ErrorCode::InvalidField);
+        assert_eq!(
+            code(json!({"type": "heartbeat", "now": 1})),
+            ErrorCode::InvalidField
+        );
+        assert_eq!(
+            code(json!({"type": "heartbeat", "trial_ids": [], "now": 1, "x": 1})),
+            ErrorCode::UnknownField
+        );
+        assert_eq!(
+            code(json!({"type": "expire", "now": 1, "x": 1})),
+            ErrorCode::UnknownField
+        );
+    }
+
+    #[test]
+    fn max_retries_is_optional_checked_and_written_only_when_set() {
+        let config = lr_config();
+        assert!(serde_json::to_value(&config)
+            .unwrap()
+            .get("max_retries")
+            .is_none());
+        let retrying = StudyConfig {
+            max_retries: 2,
+            ..lr_config()
+        };
+        assert_eq!(
+            serde_json::to_value(&retrying).unwrap()["max_retries"],
+            json!(2)
+        );
+        assert!(retrying.validate().is_ok());
+        let e = StudyConfig {
+            max_retries: 101,
+            ..lr_config()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(e.message, "max_retries must be at most 100, got 101");
+    }
+
+    #[test]
+    fn trials_asked_from_before_leases_still_reads() {
+        let event: SolverEvent = serde_json::from_value(json!({"type": "trials_asked",
+            "trials": [], "study_done": false}))
+        .unwrap();
+        assert_eq!(
+            event,
+            SolverEvent::TrialsAsked {
+                trials: vec![],
+                study_done: false,
+                retried: vec![],
+                lease_until: None
+            }
+        );
+        assert_eq!(
+            serde_json::to_value(&event).unwrap(),
+            json!({"type": "trials_asked", "trials": [], "study_done": false})
+        );
     }
 
     #[test]
@@ -927,8 +1417,27 @@ mod tests {
                     cost: None,
                 }],
             }),
+            SolverCommand::Fail(Fail {
+                failures: vec![TrialFailure {
+                    trial_id: "t1".into(),
+                    reason: None,
+                }],
+            }),
+            SolverCommand::Heartbeat(Heartbeat {
+                trial_ids: vec!["t1".into()],
+                now: 1,
+                lease_seconds: None,
+            }),
+            SolverCommand::Expire { now: 1 },
             SolverCommand::Stop { reason: None },
         ];
+        let leased = SolverCommand::AskLeased(LeasedAsk {
+            n: 1,
+            now: 1,
+            lease_seconds: None,
+        });
+        assert_eq!(leased.command_type(), "ask");
+        assert_eq!(serde_json::to_value(&leased).unwrap()["type"], json!("ask"));
         for (command, tag) in commands.iter().zip(COMMAND_TYPES) {
             assert_eq!(command.command_type(), *tag);
             assert_eq!(serde_json::to_value(command).unwrap()["type"], json!(tag));
@@ -944,10 +1453,25 @@ mod tests {
             SolverEvent::TrialsAsked {
                 trials: vec![],
                 study_done: true,
+                retried: vec![],
+                lease_until: Some(1),
+            },
+            SolverEvent::LeasesRenewed {
+                trial_ids: vec![],
+                lease_until: 1,
+            },
+            SolverEvent::TrialsExpired {
+                trial_ids: vec![],
+                now: 1,
+                completes_study: false,
             },
             SolverEvent::TrialsTold {
                 results: vec![],
                 completes_study: false,
+            },
+            SolverEvent::TrialsFailed {
+                failures: vec![],
+                completes_study: true,
             },
             SolverEvent::StudyStopped { reason: None },
         ];
@@ -984,16 +1508,19 @@ mod tests {
             proptest::collection::btree_map(name(), bound(), 0..4),
             proptest::option::of(finite()),
             proptest::collection::btree_map(name(), finite(), 0..3),
-            sampler(),
+            (sampler(), 0u32..4),
         )
             .prop_map(
-                |(seed, budget, bounds, probe_ratio, strategy_params, sampler)| StudyConfig {
-                    seed,
-                    budget,
-                    bounds,
-                    probe_ratio,
-                    strategy_params,
-                    sampler,
+                |(seed, budget, bounds, probe_ratio, strategy_params, (sampler, max_retries))| {
+                    StudyConfig {
+                        seed,
+                        budget,
+                        bounds,
+                        probe_ratio,
+                        strategy_params,
+                        sampler,
+                        max_retries,
+                    }
                 },
             )
     }
@@ -1006,6 +1533,11 @@ mod tests {
                 cost,
             },
         )
+    }
+
+    fn failure() -> impl Strategy<Value = TrialFailure> {
+        ("t[1-9][0-9]{0,4}", proptest::option::of(".{0,12}"))
+            .prop_map(|(trial_id, reason)| TrialFailure { trial_id, reason })
     }
 
     fn trial() -> impl Strategy<Value = Trial> {
@@ -1025,7 +1557,34 @@ mod tests {
         prop_oneof![
             config().prop_map(SolverCommand::CreateStudy),
             any::<u32>().prop_map(|n| SolverCommand::Ask { n }),
+            (
+                any::<u32>(),
+                any::<u64>(),
+                proptest::option::of(any::<u64>())
+            )
+                .prop_map(|(n, now, lease_seconds)| SolverCommand::AskLeased(
+                    LeasedAsk {
+                        n,
+                        now,
+                        lease_seconds
+                    }
+                )),
+            (
+                proptest::collection::vec("t[1-9]", 1..3),
+                any::<u64>(),
+                proptest::option::of(any::<u64>())
+            )
+                .prop_map(|(trial_ids, now, lease_seconds)| {
+                    SolverCommand::Heartbeat(Heartbeat {
+                        trial_ids,
+                        now,
+                        lease_seconds,
+                    })
+                }),
+            any::<u64>().prop_map(|now| SolverCommand::Expire { now }),
             results.prop_map(|results| SolverCommand::Tell(Tell { results })),
+            proptest::collection::vec(failure(), 1..4)
+                .prop_map(|failures| SolverCommand::Fail(Fail { failures })),
             proptest::option::of(".{0,12}").prop_map(|reason| SolverCommand::Stop { reason }),
         ]
     }
@@ -1033,11 +1592,47 @@ mod tests {
     fn event() -> impl Strategy<Value = SolverEvent> {
         prop_oneof![
             config().prop_map(|config| SolverEvent::StudyCreated { config }),
-            (proptest::collection::vec(trial(), 0..4), any::<bool>())
-                .prop_map(|(trials, study_done)| SolverEvent::TrialsAsked { trials, study_done }),
+            (
+                proptest::collection::vec(trial(), 0..4),
+                any::<bool>(),
+                proptest::collection::vec(trial(), 0..2),
+                proptest::option::of(any::<u64>()),
+            )
+                .prop_map(|(trials, study_done, retried, lease_until)| {
+                    SolverEvent::TrialsAsked {
+                        trials,
+                        study_done,
+                        retried,
+                        lease_until,
+                    }
+                }),
+            (proptest::collection::vec("t[1-9]", 0..3), any::<u64>()).prop_map(
+                |(trial_ids, lease_until)| SolverEvent::LeasesRenewed {
+                    trial_ids,
+                    lease_until
+                }
+            ),
+            (
+                proptest::collection::vec("t[1-9]", 0..3),
+                any::<u64>(),
+                any::<bool>()
+            )
+                .prop_map(|(trial_ids, now, completes_study)| {
+                    SolverEvent::TrialsExpired {
+                        trial_ids,
+                        now,
+                        completes_study,
+                    }
+                }),
             (proptest::collection::vec(result(), 0..4), any::<bool>()).prop_map(
                 |(results, completes_study)| SolverEvent::TrialsTold {
                     results,
+                    completes_study
+                }
+            ),
+            (proptest::collection::vec(failure(), 0..4), any::<bool>()).prop_map(
+                |(failures, completes_study)| SolverEvent::TrialsFailed {
+                    failures,
                     completes_study
                 }
             ),

@@ -2,8 +2,15 @@
 //! table. Appends are measured one writer at batch 1, several writers at
 //! batch 1 (group commit shares each flush), and one writer at batch 100;
 //! replay reads one stream end to end with every checksum and link verified.
+//!
+//! `flotilla bench solver`: the solver's regret on standard test functions
+//! per budget and sampler (optionally beside Optuna's, through
+//! `benches/optuna_compare.py`), and the wall time of one ask + tell on
+//! studies of 1,000 and 10,000 trials. The harness is the simulations
+//! crate's (`simulations/src/{study,objectives,solver_bench}.rs`), compiled
+//! in here so the CLI needs no extra dependency.
 
-use crate::cli::{BenchArgs, BenchLogArgs, BenchWhat};
+use crate::cli::{BenchArgs, BenchLogArgs, BenchSolverArgs, BenchWhat};
 use crate::commands::block_on;
 use anyhow::{anyhow, Result};
 use flotilla_actors::runtime::{AggregateCore, HostConfig, HostDeps, HostMetrics};
@@ -22,6 +29,236 @@ use std::time::Instant;
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
     match args.what {
         BenchWhat::Log(a) => bench_log(a),
+        BenchWhat::Solver(a) => bench_solver(a),
+    }
+}
+
+use flotilla_simulations::objectives;
+use flotilla_simulations::solver_bench::{self, Quality, SamplerSpec};
+
+fn bench_solver(args: BenchSolverArgs) -> Result<ExitCode> {
+    let functions = if args.functions.is_empty() {
+        objectives::all()
+    } else {
+        args.functions
+            .iter()
+            .map(|n| objectives::by_name(n).ok_or_else(|| anyhow!("unknown function {n:?}")))
+            .collect::<Result<_>>()?
+    };
+    let samplers: Vec<SamplerSpec> = args
+        .samplers
+        .iter()
+        .map(|n| SamplerSpec::parse(n).ok_or_else(|| anyhow!("unknown sampler {n:?}")))
+        .collect::<Result<_>>()?;
+    let mut budgets = args.budgets.clone();
+    budgets.sort_unstable();
+    budgets.dedup();
+    anyhow::ensure!(
+        budgets.first().is_some_and(|b| *b > 0),
+        "--budgets needs budgets of at least 1"
+    );
+    let seeds: Vec<u64> = (0..args.seeds.max(1)).collect();
+    if !args.no_quality {
+        let threads = match args.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let t = Instant::now();
+        let mut cells = solver_bench::quality(&functions, &samplers, &seeds, &budgets, threads);
+        let mut labels: Vec<String> = samplers.iter().map(|s| s.label.clone()).collect();
+        let flotilla_seconds = t.elapsed().as_secs_f64();
+        let mut optuna_seconds = None;
+        if args.compare {
+            let t = Instant::now();
+            let names: Vec<&'static str> = functions.iter().map(|f| f.name).collect();
+            let (optuna_labels, optuna_cells) = optuna(&args, &names, &budgets)?;
+            labels.extend(optuna_labels);
+            cells.extend(optuna_cells);
+            optuna_seconds = Some(t.elapsed().as_secs_f64());
+        }
+        println!(
+            "Regret (best - f*) after each budget: median [q1 - q3] over {} seeds",
+            seeds.len()
+        );
+        print_quality(&functions, &budgets, &labels, &cells);
+        print_wins(&budgets, &labels, &cells);
+        print!("(flotilla: {flotilla_seconds:.1} s on {threads} threads");
+        match optuna_seconds {
+            Some(s) => println!("; optuna: {s:.1} s)"),
+            None => println!(")"),
+        }
+        println!();
+    }
+    if !args.no_overhead {
+        print_overhead(&args, &samplers);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `benches/optuna_compare.py --json` and reads its cells.
+fn optuna(
+    args: &BenchSolverArgs,
+    functions: &[&'static str],
+    budgets: &[u64],
+) -> Result<(Vec<String>, Vec<Quality>)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = args
+        .python
+        .clone()
+        .unwrap_or_else(|| root.join("target/optuna-venv/bin/python"));
+    anyhow::ensure!(
+        python.exists(),
+        "no Python at {} for --compare: create it with `python3 -m venv target/optuna-venv && \
+         target/optuna-venv/bin/pip install optuna`, or pass --python",
+        python.display()
+    );
+    let join = |v: Vec<String>| v.join(",");
+    let output = std::process::Command::new(&python)
+        .arg(root.join("benches/optuna_compare.py"))
+        .arg("--json")
+        .args(["--seeds", &args.seeds.max(1).to_string()])
+        .args([
+            "--budgets",
+            &join(budgets.iter().map(u64::to_string).collect()),
+        ])
+        .args([
+            "--functions",
+            &join(functions.iter().map(|f| f.to_string()).collect()),
+        ])
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "optuna_compare.py failed: {}",
+        output.status
+    );
+    let mut labels = Vec::new();
+    let mut cells = Vec::new();
+    for line in String::from_utf8(output.stdout)?.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        let sampler = v["sampler"].as_str().unwrap_or_default().to_string();
+        let function = v["function"].as_str().unwrap_or_default();
+        let function = functions
+            .iter()
+            .copied()
+            .find(|f| *f == function)
+            .ok_or_else(|| anyhow!("optuna_compare.py reported function {function:?}"))?;
+        if !labels.contains(&sampler) {
+            labels.push(sampler.clone());
+        }
+        cells.push(Quality {
+            function,
+            sampler,
+            budget: v["budget"].as_u64().unwrap_or_default(),
+            regrets: serde_json::from_value(v["regrets"].clone())?,
+        });
+    }
+    Ok((labels, cells))
+}
+
+fn cell<'a>(cells: &'a [Quality], function: &str, budget: u64, label: &str) -> Option<&'a Quality> {
+    cells
+        .iter()
+        .find(|c| c.function == function && c.budget == budget && c.sampler == label)
+}
+
+/// A regret compactly: 3 significant digits.
+fn num(x: f64) -> String {
+    if x == 0.0 {
+        "0".into()
+    } else if x.abs() >= 100.0 {
+        format!("{x:.0}")
+    } else if x.abs() >= 0.01 {
+        format!(
+            "{:.*}",
+            (2 - x.abs().log10().floor() as i32).max(0) as usize,
+            x
+        )
+    } else {
+        format!("{x:.1e}")
+    }
+}
+
+fn print_quality(
+    functions: &[objectives::Function],
+    budgets: &[u64],
+    labels: &[String],
+    cells: &[Quality],
+) {
+    const W: usize = 22;
+    print!("{:<13} {:>6}", "function", "budget");
+    for l in labels {
+        print!(" {l:>W$}");
+    }
+    println!();
+    for f in functions {
+        for &b in budgets {
+            print!("{:<13} {:>6}", f.name, b);
+            for l in labels {
+                let text = cell(cells, f.name, b, l).map_or("-".into(), |c| {
+                    let q = |p| solver_bench::quantile(&c.regrets, p);
+                    format!("{} [{} - {}]", num(q(0.5)), num(q(0.25)), num(q(0.75)))
+                });
+                print!(" {text:>W$}");
+            }
+            println!();
+        }
+    }
+}
+
+/// For each Flotilla sampler, on how many functions its median regret is
+/// no worse than each Optuna TPE's, per budget.
+fn print_wins(budgets: &[u64], labels: &[String], cells: &[Quality]) {
+    let median = |c: &Quality| solver_bench::quantile(&c.regrets, 0.5);
+    for optuna in labels.iter().filter(|l| l.starts_with("optuna-tpe")) {
+        for l in labels.iter().filter(|l| !l.starts_with("optuna")) {
+            let counts: Vec<String> = budgets
+                .iter()
+                .map(|&b| {
+                    let (mut wins, mut of) = (0, 0);
+                    for theirs in cells
+                        .iter()
+                        .filter(|c| c.budget == b && &c.sampler == optuna)
+                    {
+                        if let Some(ours) = cell(cells, theirs.function, b, l) {
+                            of += 1;
+                            wins += usize::from(median(ours) <= median(theirs));
+                        }
+                    }
+                    format!("{wins}/{of} at {b}")
+                })
+                .collect();
+            println!("{l}: median regret <= {optuna}'s on {}", counts.join(", "));
+        }
+    }
+}
+
+fn print_overhead(args: &BenchSolverArgs, samplers: &[SamplerSpec]) {
+    println!(
+        "Ask(1) + tell wall time (decide + evolve), {} rounds after the study holds N trials",
+        args.window
+    );
+    println!(
+        "{:<8} {:>7} {:>7} {:>10} {:>10} {:>10}",
+        "sampler", "trials", "params", "p50 ms", "p99 ms", "max ms"
+    );
+    for spec in samplers {
+        for &trials in &args.overhead_trials {
+            for &params in &args.overhead_params {
+                let study = solver_bench::prefilled(spec, trials, params, args.window as u64 + 20);
+                let times = solver_bench::ask_tell_times(study, 20, args.window.max(1));
+                let ms = |q| solver_bench::quantile(&times, q) * 1e3;
+                println!(
+                    "{:<8} {:>7} {:>7} {:>10.4} {:>10.4} {:>10.4}",
+                    spec.label,
+                    trials,
+                    params,
+                    ms(0.5),
+                    ms(0.99),
+                    ms(1.0)
+                );
+            }
+        }
     }
 }
 

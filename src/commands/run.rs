@@ -8,28 +8,43 @@
 //! `FLOTILLA_PARAM_<name>`, `FLOTILLA_TRIAL_ID`). A script that exits
 //! non-zero, times out or prints no number fails that trial only.
 //!
-//! The solver has no command to record a failed trial, so a failed trial
-//! stays asked in the log; the state file lists it under
-//! `flotilla.failed`, and a resumed run with that state file does not
-//! evaluate it again. Trials asked but neither told nor failed (the run was
-//! killed while they ran) are evaluated again on resume.
+//! A failed trial is recorded in the log with the solver's `fail` command
+//! (with the reason), so it counts toward the budget, a run with failures
+//! still ends `completed`, and a resumed run — with or without the state
+//! file — does not evaluate it again. The state file also lists failures
+//! under `flotilla.failed`; failures listed there by an older run that
+//! could not record them are recorded on resume. Trials asked but neither
+//! told nor failed (the run was killed while they ran) are evaluated again
+//! on resume.
+//!
+//! Leases: every `ask` carries the run's clock (`now`, unix milliseconds),
+//! so its trials are leased for the solver's default hour. The run renews
+//! the leases of the trials it is evaluating (`heartbeat`) once less than
+//! half a lease is left, claims the trials it evaluates again on resume the
+//! same way, and sends `expire {now}` once per second, so trials that
+//! another process (or a killed run) left behind go stale when their lease
+//! ends; with `max_retries` in the config a stale trial comes back through
+//! `ask` and is evaluated again.
 
 use crate::cli::RunArgs;
 use crate::commands::block_on;
 use crate::commands::study::{data_dir_or_default, refusal, EmbeddedStudy};
 use anyhow::{anyhow, bail, Context, Result};
-use flotilla_messages::solver::{SolverCommand, StudyConfig, Trial, COMMAND_TYPES};
+use flotilla_actors::solver::TrialState;
+use flotilla_messages::solver::{
+    SolverCommand, StudyConfig, Trial, COMMAND_TYPES, DEFAULT_LEASE_SECONDS,
+};
 use flotilla_messages::CommandRequest;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::io::{IsTerminal, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::AsyncReadExt;
 use tokio::task::JoinSet;
 
@@ -37,6 +52,18 @@ use tokio::task::JoinSet;
 const KILL_GRACE: Duration = Duration::from_secs(2);
 /// How long stdout may stay open after the script exited.
 const OUTPUT_GRACE: Duration = Duration::from_secs(5);
+/// How often the run sends `expire` (and renews leases that need it).
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+/// A running trial's lease is renewed once less than this is left (ms).
+const RENEW_BEFORE_MS: u64 = DEFAULT_LEASE_SECONDS * 1000 / 2;
+
+/// The wall clock in unix milliseconds: the `now` the run stamps on its
+/// commands.
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 /// Runs `flotilla run`.
 pub fn run(args: RunArgs) -> Result<ExitCode> {
@@ -312,9 +339,10 @@ struct Run {
     plan: Plan,
     study: EmbeddedStudy,
     run_id: String,
-    failed: Vec<FailedTrial>,
     evaluated: u64,
     bar: ProgressBar,
+    /// The trials this run is evaluating, with their lease's end (ms).
+    leases: BTreeMap<String, Option<u64>>,
 }
 
 async fn drive(plan: Plan) -> Result<ExitCode> {
@@ -357,7 +385,7 @@ async fn drive(plan: Plan) -> Result<ExitCode> {
             );
         }
     }
-    let failed = plan
+    let listed = plan
         .previous
         .as_ref()
         .and_then(|p| p.flotilla.as_ref())
@@ -368,10 +396,11 @@ async fn drive(plan: Plan) -> Result<ExitCode> {
         plan,
         study,
         run_id,
-        failed,
         evaluated: 0,
         bar,
+        leases: BTreeMap::new(),
     };
+    run.record_listed_failures(listed).await?;
     if resumed {
         let s = run.study.core.state();
         let told = s.trials().iter().filter(|t| t.outcome.is_some()).count();
@@ -428,8 +457,52 @@ impl Run {
         self.bar.suspend(|| eprintln!("{line}"));
     }
 
-    fn is_failed(&self, id: &str) -> bool {
-        self.failed.iter().any(|f| f.trial_id == id)
+    /// The failed trials, as the log records them.
+    fn failed(&self) -> Vec<FailedTrial> {
+        self.study
+            .core
+            .state()
+            .trials()
+            .iter()
+            .filter(|r| r.state() == TrialState::Failed)
+            .map(|r| FailedTrial {
+                trial_id: r.trial.trial_id.clone(),
+                reason: r
+                    .failure
+                    .as_ref()
+                    .and_then(|f| f.reason.clone())
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// Records the failures a state file lists that the log does not know
+    /// yet (written by a run from before the solver recorded failures).
+    async fn record_listed_failures(&mut self, listed: Vec<FailedTrial>) -> Result<()> {
+        let state = self.study.core.state();
+        let failures: Vec<Value> = listed
+            .iter()
+            .filter(|f| {
+                state
+                    .trial(&f.trial_id)
+                    .is_some_and(|r| r.state() == TrialState::Asked)
+            })
+            .map(|f| json!({"trial_id": f.trial_id, "reason": f.reason}))
+            .collect();
+        if failures.is_empty() {
+            return Ok(());
+        }
+        let reply = self
+            .study
+            .command(json!({"type": "fail", "failures": failures}))
+            .await?;
+        if !reply.ok {
+            bail!(
+                "recording the failures listed in the state file: {}",
+                refusal(&reply)
+            );
+        }
+        Ok(())
     }
 
     /// Trials asked before and never told nor failed: a killed run's.
@@ -439,7 +512,7 @@ impl Run {
             .state()
             .trials()
             .iter()
-            .filter(|r| r.outcome.is_none() && !self.is_failed(&r.trial.trial_id))
+            .filter(|r| r.state() == TrialState::Asked)
             .map(|r| r.trial.clone())
             .collect()
     }
@@ -452,9 +525,13 @@ impl Run {
                 queue.len()
             ));
         }
+        let ids: Vec<String> = queue.iter().map(|t| t.trial_id.clone()).collect();
+        self.claim(ids).await?;
         let running: Running = Arc::default();
         let mut set: JoinSet<Evaluation> = JoinSet::new();
         let mut exhausted = false;
+        let mut tick = tokio::time::interval(EXPIRE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.refresh_bar(0);
         loop {
             while set.len() < self.plan.parallel {
@@ -484,6 +561,13 @@ impl Run {
             }
             let joined = tokio::select! {
                 joined = set.join_next() => joined,
+                _ = tick.tick() => {
+                    if self.keep_leases().await? {
+                        // Stale trials may come back through ask.
+                        exhausted = false;
+                    }
+                    continue;
+                }
                 _ = tokio::signal::ctrl_c() => {
                     stop_all(&running);
                     bail!("interrupted: the {} running trial(s) stay asked and are evaluated again when the run resumes", set.len());
@@ -495,10 +579,66 @@ impl Run {
         }
     }
 
+    /// Renews the leases of `ids` (trials this run evaluates) and tracks them.
+    async fn claim(&mut self, ids: Vec<String>) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let reply = self
+            .study
+            .command(json!({"type": "heartbeat", "trial_ids": ids, "now": now_millis()}))
+            .await?;
+        if !reply.ok {
+            bail!("heartbeat refused: {}", refusal(&reply));
+        }
+        let state = self.study.core.state();
+        for id in ids {
+            let until = state.trial(&id).and_then(|r| r.lease_until);
+            self.leases.insert(id, until);
+        }
+        Ok(())
+    }
+
+    /// Renews the leases that end soon and expires the study's overdue
+    /// trials; whether any trial went stale.
+    async fn keep_leases(&mut self) -> Result<bool> {
+        let now = now_millis();
+        let due: Vec<String> = self
+            .leases
+            .iter()
+            .filter(|(_, until)| until.is_some_and(|t| t.saturating_sub(now) < RENEW_BEFORE_MS))
+            .map(|(id, _)| id.clone())
+            .collect();
+        self.claim(due).await?;
+        let reply = self
+            .study
+            .command(json!({"type": "expire", "now": now}))
+            .await?;
+        if !reply.ok {
+            bail!("expire refused: {}", refusal(&reply));
+        }
+        let expired: Vec<String> = reply
+            .result
+            .as_ref()
+            .and_then(|r| r.get("expired"))
+            .and_then(|e| serde_json::from_value(e.clone()).ok())
+            .unwrap_or_default();
+        if !expired.is_empty() {
+            self.note(format!(
+                "trial(s) {} went stale: their lease ended",
+                expired.join(", ")
+            ));
+        }
+        Ok(!expired.is_empty())
+    }
+
     /// Asks for up to `n` trials; none once the budget is all asked (or the
     /// study was stopped).
     async fn ask(&mut self, n: usize) -> Result<Vec<Trial>> {
-        let reply = self.study.command(json!({"type": "ask", "n": n})).await?;
+        let reply = self
+            .study
+            .command(json!({"type": "ask", "n": n, "now": now_millis()}))
+            .await?;
         if !reply.ok {
             let code = reply.error.as_ref().map(|e| e.code.as_str());
             if code == Some("INVALID_STATE") {
@@ -517,12 +657,23 @@ impl Run {
             .and_then(|r| r.get("trials"))
             .cloned()
             .unwrap_or(Value::Array(vec![]));
-        serde_json::from_value(trials).map_err(|e| anyhow!("ask: unexpected reply: {e}"))
+        let trials: Vec<Trial> =
+            serde_json::from_value(trials).map_err(|e| anyhow!("ask: unexpected reply: {e}"))?;
+        let lease_until = reply
+            .result
+            .as_ref()
+            .and_then(|r| r.get("lease_until"))
+            .and_then(Value::as_u64);
+        for trial in &trials {
+            self.leases.insert(trial.trial_id.clone(), lease_until);
+        }
+        Ok(trials)
     }
 
     async fn record(&mut self, evaluation: Evaluation) -> Result<()> {
         self.evaluated += 1;
         let id = evaluation.trial.trial_id.clone();
+        self.leases.remove(&id);
         match evaluation.outcome {
             Ok(value) => {
                 let reply = self
@@ -536,23 +687,34 @@ impl Run {
                     if matches!(code, "UNAVAILABLE" | "CORRUPT" | "INTERNAL") {
                         bail!("tell {id}: {}", refusal(&reply));
                     }
-                    self.fail(
-                        &id,
-                        format!("the study refused its result: {}", refusal(&reply)),
-                    );
+                    let reason = format!("the study refused its result: {}", refusal(&reply));
+                    self.fail(&id, reason).await?;
                 }
             }
-            Err(reason) => self.fail(&id, reason),
+            Err(reason) => self.fail(&id, reason).await?,
         }
         self.save_state()
     }
 
-    fn fail(&mut self, id: &str, reason: String) {
+    /// Records a failed trial in the log (the solver's `fail`).
+    async fn fail(&mut self, id: &str, reason: String) -> Result<()> {
         self.note(format!("trial {id} failed: {reason}"));
-        self.failed.push(FailedTrial {
-            trial_id: id.to_string(),
-            reason,
-        });
+        let reply = self
+            .study
+            .command(json!({"type": "fail", "trial_id": id, "reason": reason}))
+            .await?;
+        if !reply.ok {
+            let code = reply.error.as_ref().map_or("", |e| e.code.as_str());
+            if matches!(code, "UNAVAILABLE" | "CORRUPT" | "INTERNAL") {
+                bail!("fail {id}: {}", refusal(&reply));
+            }
+            // Told meanwhile (INVALID_STATE): the result stands.
+            self.note(format!(
+                "trial {id}: the study did not record the failure: {}",
+                refusal(&reply)
+            ));
+        }
+        Ok(())
     }
 
     fn best(&self) -> Option<(f64, BTreeMap<String, f64>, String)> {
@@ -567,19 +729,22 @@ impl Run {
 
     fn refresh_bar(&self, running: usize) {
         let state = self.study.core.state();
-        let told = state
+        let finished = state
             .trials()
             .iter()
-            .filter(|t| t.outcome.is_some())
+            .filter(|t| t.state() != TrialState::Asked)
             .count();
-        self.bar.set_position((told + self.failed.len()) as u64);
+        let failed = state
+            .trials()
+            .iter()
+            .filter(|t| t.state() == TrialState::Failed)
+            .count();
+        self.bar.set_position(finished as u64);
         let best = self
             .best()
             .map_or_else(|| "-".to_string(), |(v, _, _)| format!("{v:.6}"));
-        self.bar.set_message(format!(
-            "best {best}  running {running}  failed {}",
-            self.failed.len()
-        ));
+        self.bar
+            .set_message(format!("best {best}  running {running}  failed {failed}"));
     }
 
     fn save_state(&self) -> Result<()> {
@@ -607,7 +772,7 @@ impl Run {
             flotilla: Some(FlotillaState {
                 study: self.plan.study.clone(),
                 data_dir: self.plan.data_dir.clone(),
-                failed: self.failed.clone(),
+                failed: self.failed(),
             }),
         }
         .save(path)
@@ -621,7 +786,7 @@ impl Run {
             .iter()
             .filter(|t| t.outcome.is_some())
             .count();
-        let failed: BTreeSet<&str> = self.failed.iter().map(|f| f.trial_id.as_str()).collect();
+        let failed = self.failed();
         let best = self.best();
         json!({
             "run_id": self.run_id,
@@ -638,7 +803,7 @@ impl Run {
                 "not_evaluated": asked.saturating_sub(completed + failed.len()),
                 "evaluated_by_this_run": self.evaluated,
             },
-            "failed": self.failed,
+            "failed": failed,
         })
     }
 }

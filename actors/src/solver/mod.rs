@@ -20,4 +20,4 @@ pub mod samplers;
 pub mod sampling;
 pub mod study;
 
-pub use study::{Outcome, Study, StudyStatus, TrialRecord};
+pub use study::{Failure, Outcome, Study, StudyStatus, TrialRecord, TrialState};

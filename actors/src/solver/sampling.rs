@@ -105,6 +105,7 @@ mod tests {
             probe_ratio: None,
             strategy_params: BTreeMap::new(),
             sampler: Sampler::Random,
+            max_retries: 0,
         }
     }
 
@@ -259,6 +260,7 @@ mod tests {
                 probe_ratio: None,
                 strategy_params: BTreeMap::new(),
                 sampler,
+                max_retries: 0,
             };
             let value = sample_params(&config, number, &History::default())["p"];
             prop_assert!(value >= bound.min && value <= bound.max, "{} not in {:?}", value, bound);

@@ -20,11 +20,38 @@
 //!   different outcome for a told trial `INVALID_STATE`. Repeating an
 //!   outcome is a no-op. Tells after `stop` are still recorded. The tell
 //!   that tells the last trial of a fully asked budget completes the study.
+//!   A tell for a failed trial (a late result) is recorded: the trial
+//!   becomes completed with that value (its failure stays in the log and in
+//!   the trial's `failure`), and it may become the best.
+//! - `fail` records trials that could not be evaluated, all or nothing: an
+//!   id never handed out is `UNKNOWN_TRIAL`, a trial already told is
+//!   `INVALID_STATE` (a result is never withdrawn). Failing a failed trial
+//!   again is a no-op whatever the reason (the first reason stays). A failed
+//!   trial counts toward the budget and is never the best; TPE treats it as
+//!   it treats a running trial (a point to stay away from). Failures after
+//!   `stop` are still recorded. The study completes when the budget is all
+//!   asked and every trial is told or failed, by a tell or by a fail.
+//! - Leases (time only ever comes in a command's `now`, unix
+//!   milliseconds): an `ask` with `now` leases every trial it hands out until
+//!   `now + lease_seconds` (default one hour, 1..=30 days, else
+//!   `INVALID_FIELD`); an `ask` without `now` hands out trials without a
+//!   lease, which never go stale. `heartbeat {trial_ids, now}` renews the
+//!   leases of running trials (an unknown id is `UNKNOWN_TRIAL`; told,
+//!   failed and stale trials are left out, and so are leases that already
+//!   end as late or later, so a repeat records nothing). `expire {now}`
+//!   marks every running trial whose lease ended at or before `now` as
+//!   stale, in one event (nothing expired, no event).
+//! - A stale trial with retries left (the config's `max_retries`, default
+//!   0) is handed out again by the next `ask`, before any new trial, as a
+//!   new attempt: same trial id, same parameters, a new lease; it does not
+//!   use budget. A stale trial without retries left counts as finished, so
+//!   an `expire` may complete the study. A result or a failure for a stale
+//!   trial (a late one) is recorded like any other.
 //! - `stop` ends a running study (`INVALID_STATE` once stopped or completed).
 
 use flotilla_messages::solver::{
-    trial_id, trial_number, SolverCommand, SolverEvent, StudyConfig, Tell, Trial, TrialResult,
-    COMMAND_TYPES, MAX_ASK,
+    trial_id, trial_number, Fail, Heartbeat, SolverCommand, SolverEvent, StudyConfig, Tell, Trial,
+    TrialFailure, TrialResult, COMMAND_TYPES, DEFAULT_LEASE_SECONDS, MAX_ASK, MAX_LEASE_SECONDS,
 };
 use flotilla_messages::{Actor, ErrorCode, Rejection};
 use serde::{Deserialize, Serialize};
@@ -43,7 +70,7 @@ pub enum StudyStatus {
     Running,
     /// Stopped by a client: hands out nothing more, still takes results.
     Stopped,
-    /// The whole budget was asked and told.
+    /// The whole budget was asked and told or failed.
     Completed,
 }
 
@@ -67,13 +94,66 @@ pub struct Outcome {
     pub cost: Option<f64>,
 }
 
+/// Why a trial failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The reason `fail` gave, if any.
+    pub reason: Option<String>,
+}
+
+/// Where a trial is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrialState {
+    /// Handed out, neither told nor failed.
+    Asked,
+    /// Told a value (possibly after it had failed).
+    Completed,
+    /// Failed, and no value came later.
+    Failed,
+    /// Its lease ended before it was told or failed.
+    Stale,
+}
+
+impl TrialState {
+    /// The wire spelling, e.g. `completed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrialState::Asked => "asked",
+            TrialState::Completed => "completed",
+            TrialState::Failed => "failed",
+            TrialState::Stale => "stale",
+        }
+    }
+}
+
 /// A trial the study handed out, and its outcome once told.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrialRecord {
     /// The trial as `ask` handed it out.
     pub trial: Trial,
-    /// Its score; `None` while it runs.
+    /// Its score; `None` while it runs (or failed).
     pub outcome: Option<Outcome>,
+    /// Set once it failed; kept if a late result completes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+    /// When its lease ends (unix milliseconds); `None` without a lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<u64>,
+    /// Whether its lease ended while it ran (until a retry, result or
+    /// failure).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub stale: bool,
+    /// How many times it was handed out again after going stale.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries: u32,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl TrialRecord {
@@ -83,20 +163,35 @@ impl TrialRecord {
             .is_some_and(|o| o.value == result.value && o.cost == result.cost)
     }
 
+    /// Where the trial is: a value wins over a failure.
+    pub fn state(&self) -> TrialState {
+        match (&self.outcome, &self.failure) {
+            (Some(_), _) => TrialState::Completed,
+            (None, Some(_)) => TrialState::Failed,
+            (None, None) if self.stale => TrialState::Stale,
+            (None, None) => TrialState::Asked,
+        }
+    }
+
     fn view(&self) -> Value {
-        let state = if self.outcome.is_some() {
-            "completed"
-        } else {
-            "asked"
-        };
-        json!({
+        let mut view = json!({
             "trial_id": self.trial.trial_id,
             "number": self.trial.number,
             "params": self.trial.params,
-            "state": state,
+            "state": self.state().as_str(),
             "value": self.outcome.map(|o| o.value),
             "cost": self.outcome.and_then(|o| o.cost),
-        })
+        });
+        if let Some(failure) = &self.failure {
+            view["failure"] = json!({ "reason": failure.reason });
+        }
+        if let Some(lease_until) = self.lease_until {
+            view["lease_until"] = json!(lease_until);
+        }
+        if self.retries > 0 {
+            view["retries"] = json!(self.retries);
+        }
+        view
     }
 }
 
@@ -114,6 +209,15 @@ struct StudyState {
     trials: Vec<TrialRecord>,
     /// How many trials have an outcome.
     told: u64,
+    /// How many trials failed and have no outcome.
+    failed: u64,
+    /// How many trials are stale: derived, never stored.
+    #[serde(skip)]
+    stale: u64,
+    /// How many of those have no retry left (they count as finished):
+    /// derived, never stored.
+    #[serde(skip)]
+    stale_final: u64,
     /// The number of the told trial with the lowest value (first told wins ties).
     best: Option<u64>,
     /// Every trial's parameters as a unit point, flat, trial `k` at
@@ -133,6 +237,9 @@ struct StoredState {
     stop_reason: Option<String>,
     trials: Vec<TrialRecord>,
     told: u64,
+    /// Absent in snapshots taken before trials could fail.
+    #[serde(default)]
+    failed: u64,
     best: Option<u64>,
 }
 
@@ -144,10 +251,23 @@ impl From<StoredState> for StudyState {
             stop_reason: stored.stop_reason,
             trials: Vec::new(),
             told: stored.told,
+            failed: stored.failed,
+            stale: 0,
+            stale_final: 0,
             best: stored.best,
             units: Vec::new(),
             values: Vec::new(),
         };
+        for record in stored
+            .trials
+            .iter()
+            .filter(|r| r.state() == TrialState::Stale)
+        {
+            state.stale += 1;
+            if record.retries >= state.config.max_retries {
+                state.stale_final += 1;
+            }
+        }
         for record in &stored.trials {
             state.cache(record);
         }
@@ -198,7 +318,7 @@ impl Study {
     }
 
     /// Whether the study will hand out and expect nothing more: stopped, or
-    /// its budget all asked and told.
+    /// its budget all asked and every trial told or failed.
     pub fn is_done(&self) -> bool {
         self.state.as_ref().is_some_and(StudyState::is_done)
     }
@@ -212,6 +332,9 @@ impl StudyState {
             stop_reason: None,
             trials: Vec::new(),
             told: 0,
+            failed: 0,
+            stale: 0,
+            stale_final: 0,
             best: None,
             units: Vec::new(),
             values: Vec::new(),
@@ -238,8 +361,37 @@ impl StudyState {
         self.config.budget.saturating_sub(self.asked())
     }
 
+    /// Trials told, failed or stale without a retry left.
+    fn finished(&self) -> u64 {
+        self.told + self.failed + self.stale_final
+    }
+
+    /// Whether `record` is stale with no retry left.
+    fn is_final(&self, record: &TrialRecord) -> bool {
+        record.state() == TrialState::Stale && record.retries >= self.config.max_retries
+    }
+
+    /// Whether `record` is still to be finished: running, or stale with a
+    /// retry left.
+    fn is_open(&self, record: &TrialRecord) -> bool {
+        match record.state() {
+            TrialState::Asked => true,
+            TrialState::Stale => !self.is_final(record),
+            TrialState::Completed | TrialState::Failed => false,
+        }
+    }
+
+    /// How many open trials among `ids` (each counted once).
+    fn open_among<'a>(&self, ids: impl Iterator<Item = &'a str>) -> u64 {
+        let ids: std::collections::BTreeSet<&str> = ids.collect();
+        ids.into_iter()
+            .filter(|id| self.trial(id).is_some_and(|r| self.is_open(r)))
+            .count() as u64
+    }
+
     fn is_done(&self) -> bool {
-        self.status != StudyStatus::Running || (self.remaining() == 0 && self.told == self.asked())
+        self.status != StudyStatus::Running
+            || (self.remaining() == 0 && self.finished() == self.asked())
     }
 
     fn index_of(&self, id: &str) -> Option<usize> {
@@ -256,7 +408,14 @@ impl StudyState {
         self.trials.get(usize::try_from(number).ok()? - 1)
     }
 
-    fn decide_ask(&self, n: u32) -> Result<Vec<SolverEvent>, Rejection> {
+    fn decide_ask(
+        &self,
+        n: u32,
+        lease: Option<(u64, Option<u64>)>,
+    ) -> Result<Vec<SolverEvent>, Rejection> {
+        let lease_until = lease
+            .map(|(now, seconds)| lease_until("ask", now, seconds))
+            .transpose()?;
         if !(1..=MAX_ASK).contains(&n) {
             return Err(Rejection::invalid(format!(
                 "ask: n must be between 1 and {MAX_ASK}, got {n}"
@@ -268,17 +427,75 @@ impl StudyState {
                 format!("ask: the study is stopped{}", self.reason_suffix()),
             ));
         }
-        let count = self.remaining().min(u64::from(n));
+        let retried: Vec<Trial> = if self.stale > self.stale_final {
+            self.trials
+                .iter()
+                .filter(|r| r.state() == TrialState::Stale && !self.is_final(r))
+                .take(n as usize)
+                .map(|r| r.trial.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let count = self.remaining().min(u64::from(n) - retried.len() as u64);
         let mut history = self.history();
-        let trials = (1..=count)
+        let trials: Vec<Trial> = (1..=count)
             .map(|k| {
                 let trial = self.new_trial(self.asked() + k, &history);
                 history.push_pending(&unit_of_params(&self.config, &trial.params));
                 trial
             })
             .collect();
-        let study_done = count == 0 && self.is_done();
-        Ok(vec![SolverEvent::TrialsAsked { trials, study_done }])
+        let study_done = trials.is_empty() && retried.is_empty() && self.is_done();
+        Ok(vec![SolverEvent::TrialsAsked {
+            trials,
+            study_done,
+            retried,
+            lease_until,
+        }])
+    }
+
+    fn decide_heartbeat(&self, heartbeat: &Heartbeat) -> Result<Vec<SolverEvent>, Rejection> {
+        let lease_until = lease_until("heartbeat", heartbeat.now, heartbeat.lease_seconds)?;
+        if heartbeat.trial_ids.is_empty() {
+            return Err(Rejection::invalid("heartbeat: trial_ids must not be empty"));
+        }
+        let mut renewed: Vec<String> = Vec::new();
+        for id in &heartbeat.trial_ids {
+            let record = self
+                .trial(id)
+                .ok_or_else(|| self.unknown_trial_in("heartbeat", id))?;
+            let running = record.state() == TrialState::Asked;
+            let extends = record.lease_until.is_none_or(|until| until < lease_until);
+            if running && extends && !renewed.contains(id) {
+                renewed.push(id.clone());
+            }
+        }
+        if renewed.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(vec![SolverEvent::LeasesRenewed {
+            trial_ids: renewed,
+            lease_until,
+        }])
+    }
+
+    fn decide_expire(&self, now: u64) -> Result<Vec<SolverEvent>, Rejection> {
+        let expired: Vec<&TrialRecord> = self
+            .trials
+            .iter()
+            .filter(|r| r.state() == TrialState::Asked && r.lease_until.is_some_and(|t| t <= now))
+            .collect();
+        if expired.is_empty() {
+            return Ok(Vec::new());
+        }
+        let max = self.config.max_retries;
+        let newly_final = expired.iter().filter(|r| r.retries >= max).count() as u64;
+        Ok(vec![SolverEvent::TrialsExpired {
+            trial_ids: expired.iter().map(|r| r.trial.trial_id.clone()).collect(),
+            now,
+            completes_study: self.completed_by(newly_final),
+        }])
     }
 
     fn reason_suffix(&self) -> String {
@@ -312,7 +529,9 @@ impl StudyState {
         if order.is_empty() {
             return Ok(Vec::new());
         }
-        let completes_study = self.completed_by(order.len() as u64);
+        // A late result for a failed or finally stale trial finishes nothing new.
+        let newly_finished = self.open_among(order.iter().map(|r| r.trial_id.as_str()));
+        let completes_study = self.completed_by(newly_finished);
         Ok(vec![SolverEvent::TrialsTold {
             results: order,
             completes_study,
@@ -342,7 +561,44 @@ impl StudyState {
         }
     }
 
+    fn decide_fail(&self, fail: &Fail) -> Result<Vec<SolverEvent>, Rejection> {
+        let mut fresh: Vec<TrialFailure> = Vec::new();
+        for failure in &fail.failures {
+            let id = &failure.trial_id;
+            let record = self
+                .trial(id)
+                .ok_or_else(|| self.unknown_trial_in("fail", id))?;
+            if let Some(told) = record.outcome {
+                return Err(Rejection::new(
+                    ErrorCode::InvalidState,
+                    format!(
+                        "fail: trial {id} was already told value {}{}; a result is never withdrawn",
+                        told.value,
+                        cost_suffix(told.cost)
+                    ),
+                ));
+            }
+            let repeat = record.failure.is_some() || fresh.iter().any(|f| &f.trial_id == id);
+            if !repeat {
+                fresh.push(failure.clone());
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(Vec::new());
+        }
+        let newly_finished = self.open_among(fresh.iter().map(|f| f.trial_id.as_str()));
+        let completes_study = self.completed_by(newly_finished);
+        Ok(vec![SolverEvent::TrialsFailed {
+            failures: fresh,
+            completes_study,
+        }])
+    }
+
     fn unknown_trial(&self, id: &str) -> Rejection {
+        self.unknown_trial_in("tell", id)
+    }
+
+    fn unknown_trial_in(&self, command: &str, id: &str) -> Rejection {
         let handed_out = match self.asked() {
             0 => "no trials yet".to_string(),
             1 => "only t1".to_string(),
@@ -350,15 +606,16 @@ impl StudyState {
         };
         Rejection::new(
             ErrorCode::UnknownTrial,
-            format!("tell: unknown trial {id:?}: this study handed out {handed_out}"),
+            format!("{command}: unknown trial {id:?}: this study handed out {handed_out}"),
         )
     }
 
-    /// Whether telling `newly_told` more trials completes the study.
-    fn completed_by(&self, newly_told: u64) -> bool {
+    /// Whether telling or failing `newly_finished` more trials completes
+    /// the study.
+    fn completed_by(&self, newly_finished: u64) -> bool {
         self.status == StudyStatus::Running
             && self.remaining() == 0
-            && self.told + newly_told == self.asked()
+            && self.finished() + newly_finished == self.asked()
     }
 
     fn decide_stop(&self, reason: &Option<String>) -> Result<Vec<SolverEvent>, Rejection> {
@@ -376,11 +633,40 @@ impl StudyState {
     fn apply(&mut self, event: &SolverEvent) {
         match event {
             SolverEvent::StudyCreated { .. } => {}
-            SolverEvent::TrialsAsked { trials, .. } => self.add_trials(trials),
+            SolverEvent::TrialsAsked {
+                trials,
+                retried,
+                lease_until,
+                ..
+            } => {
+                self.retry_trials(retried, *lease_until);
+                self.add_trials(trials, *lease_until);
+            }
+            SolverEvent::LeasesRenewed {
+                trial_ids,
+                lease_until,
+            } => {
+                for id in trial_ids {
+                    if let Some(index) = self.index_of(id) {
+                        if self.trials[index].state() == TrialState::Asked {
+                            self.trials[index].lease_until = Some(*lease_until);
+                        }
+                    }
+                }
+            }
+            SolverEvent::TrialsExpired {
+                trial_ids,
+                completes_study,
+                ..
+            } => self.expire_trials(trial_ids, *completes_study),
             SolverEvent::TrialsTold {
                 results,
                 completes_study,
             } => self.record_results(results, *completes_study),
+            SolverEvent::TrialsFailed {
+                failures,
+                completes_study,
+            } => self.record_failures(failures, *completes_study),
             SolverEvent::StudyStopped { reason } => {
                 self.status = StudyStatus::Stopped;
                 self.stop_reason = reason.clone();
@@ -388,14 +674,86 @@ impl StudyState {
         }
     }
 
-    fn add_trials(&mut self, trials: &[Trial]) {
+    fn retry_trials(&mut self, retried: &[Trial], lease_until: Option<u64>) {
+        for trial in retried {
+            let Some(index) = self.index_of(&trial.trial_id) else {
+                continue;
+            };
+            if self.trials[index].state() != TrialState::Stale || self.is_final(&self.trials[index])
+            {
+                continue;
+            }
+            let record = &mut self.trials[index];
+            record.stale = false;
+            record.retries += 1;
+            record.lease_until = lease_until;
+            self.stale -= 1;
+        }
+    }
+
+    fn expire_trials(&mut self, trial_ids: &[String], completes_study: bool) {
+        for id in trial_ids {
+            let Some(index) = self.index_of(id) else {
+                continue;
+            };
+            if self.trials[index].state() != TrialState::Asked {
+                continue;
+            }
+            self.trials[index].stale = true;
+            self.stale += 1;
+            if self.is_final(&self.trials[index]) {
+                self.stale_final += 1;
+            }
+        }
+        if completes_study && self.status == StudyStatus::Running {
+            self.status = StudyStatus::Completed;
+        }
+    }
+
+    /// Clears trial `index`'s stale mark before a result or failure.
+    fn unstale(&mut self, index: usize) {
+        if self.trials[index].state() != TrialState::Stale {
+            return;
+        }
+        if self.is_final(&self.trials[index]) {
+            self.stale_final -= 1;
+        }
+        self.stale -= 1;
+        self.trials[index].stale = false;
+    }
+
+    fn add_trials(&mut self, trials: &[Trial], lease_until: Option<u64>) {
         for trial in trials {
             let record = TrialRecord {
                 trial: trial.clone(),
                 outcome: None,
+                failure: None,
+                lease_until,
+                stale: false,
+                retries: 0,
             };
             self.cache(&record);
             self.trials.push(record);
+        }
+    }
+
+    fn record_failures(&mut self, failures: &[TrialFailure], completes_study: bool) {
+        for failure in failures {
+            let Some(index) = self.index_of(&failure.trial_id) else {
+                continue;
+            };
+            if self.trials[index].outcome.is_some() || self.trials[index].failure.is_some() {
+                continue;
+            }
+            self.unstale(index);
+            let record = &mut self.trials[index];
+            record.failure = Some(Failure {
+                reason: failure.reason.clone(),
+            });
+            self.failed += 1;
+        }
+        if completes_study && self.status == StudyStatus::Running {
+            self.status = StudyStatus::Completed;
         }
     }
 
@@ -415,12 +773,16 @@ impl StudyState {
         if self.trials[index].outcome.is_some() {
             return;
         }
+        self.unstale(index);
         self.trials[index].outcome = Some(Outcome {
             value: result.value,
             cost: result.cost,
         });
         self.values[index] = Some(result.value);
         self.told += 1;
+        if self.trials[index].failure.is_some() {
+            self.failed -= 1;
+        }
         if self.best_value().is_none_or(|best| result.value < best) {
             self.best = Some(self.trials[index].trial.number);
         }
@@ -435,7 +797,10 @@ impl StudyState {
             "budget": self.config.budget,
             "asked": self.asked(),
             "told": self.told,
-            "pending": self.asked() - self.told,
+            "failed": self.failed,
+            "stale": self.stale,
+            "running": self.asked() - self.told - self.failed - self.stale,
+            "pending": self.asked() - self.finished(),
             "remaining": self.remaining(),
         })
     }
@@ -452,6 +817,21 @@ impl StudyState {
             "trials": trials,
         })
     }
+}
+
+/// When a lease taken at `now` for `seconds` (default one hour) ends.
+fn lease_until(command: &str, now: u64, seconds: Option<u64>) -> Result<u64, Rejection> {
+    let seconds = seconds.unwrap_or(DEFAULT_LEASE_SECONDS);
+    if !(1..=MAX_LEASE_SECONDS).contains(&seconds) {
+        return Err(Rejection::invalid(format!(
+            "{command}: lease_seconds must be between 1 and {MAX_LEASE_SECONDS}, got {seconds}"
+        )));
+    }
+    now.checked_add(seconds * 1000).ok_or_else(|| {
+        Rejection::invalid(format!(
+            "{command}: now must be unix milliseconds, got {now}"
+        ))
+    })
 }
 
 fn cost_suffix(cost: Option<f64>) -> String {
@@ -519,8 +899,14 @@ impl Aggregate for Study {
                 ErrorCode::AlreadyExists,
                 "create_study: the study exists already",
             )),
-            SolverCommand::Ask { n } => state.decide_ask(*n),
+            SolverCommand::Ask { n } => state.decide_ask(*n, None),
+            SolverCommand::AskLeased(ask) => {
+                state.decide_ask(ask.n, Some((ask.now, ask.lease_seconds)))
+            }
+            SolverCommand::Heartbeat(heartbeat) => state.decide_heartbeat(heartbeat),
+            SolverCommand::Expire { now } => state.decide_expire(*now),
             SolverCommand::Tell(tell) => state.decide_tell(tell),
+            SolverCommand::Fail(fail) => state.decide_fail(fail),
             SolverCommand::Stop { reason } => state.decide_stop(reason),
         }
     }
@@ -539,17 +925,41 @@ impl Aggregate for Study {
     fn result(events: &[SolverEvent]) -> Value {
         match events.first() {
             Some(SolverEvent::StudyCreated { config }) => json!({ "config": config }),
-            Some(SolverEvent::TrialsAsked { trials, study_done }) => {
-                json!({ "trials": trials, "done": study_done })
+            Some(SolverEvent::TrialsAsked {
+                trials,
+                study_done,
+                retried,
+                lease_until,
+            }) => {
+                let all: Vec<&Trial> = retried.iter().chain(trials).collect();
+                let mut result = json!({ "trials": all, "done": study_done });
+                if !retried.is_empty() {
+                    let ids: Vec<&str> = retried.iter().map(|t| t.trial_id.as_str()).collect();
+                    result["retried"] = json!(ids);
+                }
+                if let Some(until) = lease_until {
+                    result["lease_until"] = json!(until);
+                }
+                result
             }
+            Some(SolverEvent::LeasesRenewed {
+                trial_ids,
+                lease_until,
+            }) => json!({ "renewed": trial_ids, "lease_until": lease_until }),
+            Some(SolverEvent::TrialsExpired { trial_ids, .. }) => json!({ "expired": trial_ids }),
             Some(SolverEvent::TrialsTold { results, .. }) => {
                 let ids: Vec<&str> = results.iter().map(|r| r.trial_id.as_str()).collect();
                 json!({ "told": ids })
             }
+            Some(SolverEvent::TrialsFailed { failures, .. }) => {
+                let ids: Vec<&str> = failures.iter().map(|f| f.trial_id.as_str()).collect();
+                json!({ "failed": ids })
+            }
             Some(SolverEvent::StudyStopped { reason }) => {
                 json!({ "status": "stopped", "reason": reason })
             }
-            None => json!({ "told": [] }),
+            // A repeated tell, fail or heartbeat, or nothing to expire.
+            None => json!({ "told": [], "failed": [], "renewed": [], "expired": [] }),
         }
     }
 
@@ -569,7 +979,7 @@ mod tests {
     use super::*;
     use crate::solver::samplers::{grid::Grid, sobol};
     use crate::solver::sampling::from_unit;
-    use flotilla_messages::solver::{Bound, Sampler, Scale};
+    use flotilla_messages::solver::{Bound, LeasedAsk, Sampler, Scale};
     use flotilla_messages::CommandRequest;
     use proptest::prelude::*;
 
@@ -603,6 +1013,7 @@ mod tests {
             probe_ratio: Some(0.2),
             strategy_params: BTreeMap::new(),
             sampler,
+            max_retries: 0,
         }
     }
 
@@ -624,6 +1035,8 @@ mod tests {
         SolverEvent::TrialsAsked {
             trials: numbers.map(trial).collect(),
             study_done: false,
+            retried: vec![],
+            lease_until: None,
         }
     }
 
@@ -708,6 +1121,7 @@ mod tests {
         for command in [
             json!({"type": "ask"}),
             json!({"type": "tell", "trial_id": "t1", "value": 1.0}),
+            json!({"type": "fail", "trial_id": "t1"}),
             json!({"type": "stop"}),
         ] {
             let e = rejected(&given(&[]), command.clone());
@@ -757,6 +1171,8 @@ mod tests {
         let expected = SolverEvent::TrialsAsked {
             trials: vec![],
             study_done: false,
+            retried: vec![],
+            lease_until: None,
         };
         assert_eq!(events, vec![expected]);
         assert_eq!(Study::result(&events), json!({"trials": [], "done": false}));
@@ -846,7 +1262,10 @@ mod tests {
         let repeat = json!({"type": "tell", "trial_id": "t1", "value": 0.5});
         let events = when(&study, repeat).unwrap();
         assert!(events.is_empty());
-        assert_eq!(Study::result(&events), json!({"told": []}));
+        assert_eq!(
+            Study::result(&events),
+            json!({"told": [], "failed": [], "renewed": [], "expired": []})
+        );
         let partly_new = json!({"type": "tell", "results": [
             {"trial_id": "t1", "value": 0.5}, {"trial_id": "t2", "value": 0.25},
             {"trial_id": "t2", "value": 0.25}]});
@@ -918,6 +1337,522 @@ mod tests {
         assert_eq!(events, vec![told(&[("t2", 3.0)], false)]);
     }
 
+    // fail
+
+    fn failed(failures: &[(&str, Option<&str>)], completes_study: bool) -> SolverEvent {
+        SolverEvent::TrialsFailed {
+            failures: failures
+                .iter()
+                .map(|&(id, reason)| TrialFailure {
+                    trial_id: id.to_string(),
+                    reason: reason.map(Into::into),
+                })
+                .collect(),
+            completes_study,
+        }
+    }
+
+    #[test]
+    fn fail_records_failed_trials() {
+        let study = given(&[created(5), asked(1..=3)]);
+        let command = json!({"type": "fail", "failures": [
+            {"trial_id": "t2", "reason": "exit 3"}, {"trial_id": "t1"}]});
+        let events = when(&study, command).unwrap();
+        assert_eq!(
+            events,
+            vec![failed(&[("t2", Some("exit 3")), ("t1", None)], false)]
+        );
+        assert_eq!(Study::result(&events), json!({"failed": ["t2", "t1"]}));
+        let after = study.evolve(&events[0]);
+        assert_eq!(after.trial("t2").unwrap().state(), TrialState::Failed);
+        assert_eq!(after.trial("t3").unwrap().state(), TrialState::Asked);
+        let view = after.view();
+        let counts = json!({"budget": 5, "asked": 3, "told": 0, "failed": 2, "stale": 0, "running": 1, "pending": 1, "remaining": 2});
+        assert_eq!(view["counts"], counts);
+        assert_eq!(view["trials"][1]["state"], "failed");
+        assert_eq!(view["trials"][1]["failure"], json!({"reason": "exit 3"}));
+        assert_eq!(view["trials"][0]["failure"], json!({"reason": null}));
+        assert_eq!(view["best"], Value::Null);
+    }
+
+    #[test]
+    fn fail_of_an_unknown_trial_refuses_the_whole_command() {
+        let study = given(&[created(5), asked(1..=2)]);
+        let command = json!({"type": "fail", "failures": [{"trial_id": "t1"}, {"trial_id": "t3"}]});
+        let e = rejected(&study, command);
+        assert_eq!(e.code, ErrorCode::UnknownTrial);
+        assert_eq!(
+            e.message,
+            "fail: unknown trial \"t3\": this study handed out t1..t2"
+        );
+    }
+
+    #[test]
+    fn failing_a_told_trial_is_invalid_state() {
+        let study = given(&[created(5), asked(1..=2), told(&[("t1", 0.5)], false)]);
+        let command = json!({"type": "fail", "failures": [{"trial_id": "t2"}, {"trial_id": "t1"}]});
+        let e = rejected(&study, command);
+        assert_eq!(e.code, ErrorCode::InvalidState);
+        assert_eq!(
+            e.message,
+            "fail: trial t1 was already told value 0.5; a result is never withdrawn"
+        );
+    }
+
+    #[test]
+    fn failing_again_changes_nothing_whatever_the_reason() {
+        let study = given(&[
+            created(5),
+            asked(1..=2),
+            failed(&[("t1", Some("a"))], false),
+        ]);
+        for reason in ["a", "b"] {
+            let events = when(
+                &study,
+                json!({"type": "fail", "trial_id": "t1", "reason": reason}),
+            );
+            assert_eq!(events.unwrap(), vec![]);
+        }
+        let command = json!({"type": "fail", "failures": [
+            {"trial_id": "t1"}, {"trial_id": "t2", "reason": "x"}, {"trial_id": "t2", "reason": "y"}]});
+        assert_eq!(
+            when(&study, command).unwrap(),
+            vec![failed(&[("t2", Some("x"))], false)]
+        );
+        let again = study.evolve(&failed(&[("t1", Some("b"))], false));
+        assert_eq!(
+            again
+                .trial("t1")
+                .unwrap()
+                .failure
+                .as_ref()
+                .unwrap()
+                .reason
+                .as_deref(),
+            Some("a")
+        );
+        assert_eq!(again.view()["counts"]["failed"], 1);
+    }
+
+    #[test]
+    fn the_last_failure_of_a_fully_asked_budget_completes_the_study() {
+        let study = given(&[
+            created(3),
+            asked(1..=3),
+            told(&[("t1", 1.0)], false),
+            failed(&[("t2", None)], false),
+        ]);
+        let events = when(&study, json!({"type": "fail", "trial_id": "t3"})).unwrap();
+        assert_eq!(events, vec![failed(&[("t3", None)], true)]);
+        let done = study.clone().evolve(&events[0]);
+        assert_eq!(done.status(), Some(StudyStatus::Completed));
+        assert!(done.is_done());
+        assert_eq!(done.best().unwrap().trial.trial_id, "t1");
+        let ask = when(&done, json!({"type": "ask"})).unwrap();
+        assert_eq!(Study::result(&ask), json!({"trials": [], "done": true}));
+        // A tell may finish it just as well.
+        let events = when(
+            &study,
+            json!({"type": "tell", "trial_id": "t3", "value": 2}),
+        )
+        .unwrap();
+        assert_eq!(events, vec![told(&[("t3", 2.0)], true)]);
+    }
+
+    #[test]
+    fn a_study_whose_trials_all_fail_completes_without_a_best() {
+        let study = given(&[created(2), asked(1..=2)]);
+        let events = when(
+            &study,
+            json!({"type": "fail", "failures": [{"trial_id": "t1"}, {"trial_id": "t2"}]}),
+        )
+        .unwrap();
+        assert_eq!(events, vec![failed(&[("t1", None), ("t2", None)], true)]);
+        let done = study.evolve(&events[0]);
+        assert_eq!(done.status(), Some(StudyStatus::Completed));
+        assert!(done.best().is_none());
+    }
+
+    #[test]
+    fn failing_every_asked_trial_before_the_budget_is_asked_does_not_complete() {
+        let study = given(&[created(3), asked(1..=2)]);
+        let events = when(
+            &study,
+            json!({"type": "fail", "failures": [{"trial_id": "t1"}, {"trial_id": "t2"}]}),
+        )
+        .unwrap();
+        assert_eq!(events, vec![failed(&[("t1", None), ("t2", None)], false)]);
+        let after = study.evolve(&events[0]);
+        let next = when(&after, json!({"type": "ask", "n": 5})).unwrap();
+        assert_eq!(next, vec![asked(3..=3)]);
+    }
+
+    #[test]
+    fn a_late_result_for_a_failed_trial_completes_it() {
+        let study = given(&[
+            created(2),
+            asked(1..=2),
+            told(&[("t1", 1.0)], false),
+            failed(&[("t2", Some("timed out"))], true),
+        ]);
+        assert_eq!(study.status(), Some(StudyStatus::Completed));
+        let events = when(
+            &study,
+            json!({"type": "tell", "trial_id": "t2", "value": 0.5}),
+        )
+        .unwrap();
+        // Recorded, not lost; it finishes nothing new, the study was complete already.
+        assert_eq!(events, vec![told(&[("t2", 0.5)], false)]);
+        let after = study.evolve(&events[0]);
+        let record = after.trial("t2").unwrap();
+        assert_eq!(record.state(), TrialState::Completed);
+        assert_eq!(
+            record.failure.as_ref().unwrap().reason.as_deref(),
+            Some("timed out")
+        );
+        assert_eq!(after.best().unwrap().trial.trial_id, "t2");
+        let view = after.view();
+        assert_eq!(view["counts"]["told"], 2);
+        assert_eq!(view["counts"]["failed"], 0);
+        assert_eq!(view["trials"][1]["state"], "completed");
+        assert_eq!(view["status"], "completed");
+        // Once completed it cannot fail again; the same result is a repeat.
+        assert_eq!(
+            rejected(&after, json!({"type": "fail", "trial_id": "t2"})).code,
+            ErrorCode::InvalidState
+        );
+        assert_eq!(
+            when(
+                &after,
+                json!({"type": "tell", "trial_id": "t2", "value": 0.5})
+            )
+            .unwrap(),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn a_late_result_on_a_running_study_does_not_complete_it_early() {
+        let study = given(&[created(2), asked(1..=2), failed(&[("t1", None)], false)]);
+        let events = when(
+            &study,
+            json!({"type": "tell", "trial_id": "t1", "value": 0.5}),
+        )
+        .unwrap();
+        assert_eq!(events, vec![told(&[("t1", 0.5)], false)]);
+        let both = json!({"type": "tell", "results": [
+            {"trial_id": "t1", "value": 0.5}, {"trial_id": "t2", "value": 0.7}]});
+        assert_eq!(
+            when(&study, both).unwrap(),
+            vec![told(&[("t1", 0.5), ("t2", 0.7)], true)]
+        );
+    }
+
+    #[test]
+    fn failures_after_stop_are_recorded() {
+        let stopped = SolverEvent::StudyStopped { reason: None };
+        let study = given(&[created(2), asked(1..=1), stopped]);
+        let events = when(&study, json!({"type": "fail", "trial_id": "t1"})).unwrap();
+        assert_eq!(events, vec![failed(&[("t1", None)], false)]);
+        let after = study.evolve(&events[0]);
+        assert_eq!(after.status(), Some(StudyStatus::Stopped));
+        assert_eq!(after.trial("t1").unwrap().state(), TrialState::Failed);
+    }
+
+    #[test]
+    fn snapshots_from_before_failures_still_read() {
+        let study = given(&[created(3), asked(1..=2), told(&[("t1", 1.0)], false)]);
+        let mut stored = serde_json::to_value(&study).unwrap();
+        let state = stored["state"].as_object_mut().unwrap();
+        assert!(state.remove("failed").is_some());
+        assert!(state["trials"][0].get("failure").is_none());
+        let read: Study = serde_json::from_value(stored).unwrap();
+        assert_eq!(read, study);
+    }
+
+    // leases
+
+    /// Trials `numbers` asked with a lease until `lease_until` (ms).
+    fn leased(numbers: std::ops::RangeInclusive<u64>, lease_until: u64) -> SolverEvent {
+        SolverEvent::TrialsAsked {
+            trials: numbers.map(trial).collect(),
+            study_done: false,
+            retried: vec![],
+            lease_until: Some(lease_until),
+        }
+    }
+
+    fn expired(ids: &[&str], now: u64, completes_study: bool) -> SolverEvent {
+        SolverEvent::TrialsExpired {
+            trial_ids: ids.iter().map(|id| id.to_string()).collect(),
+            now,
+            completes_study,
+        }
+    }
+
+    fn created_retrying(budget: u64, max_retries: u32) -> SolverEvent {
+        SolverEvent::StudyCreated {
+            config: StudyConfig {
+                max_retries,
+                ..config(budget)
+            },
+        }
+    }
+
+    #[test]
+    fn an_ask_with_now_leases_its_trials() {
+        let study = given(&[created(5)]);
+        let events = when(
+            &study,
+            json!({"type": "ask", "n": 2, "now": 1000, "lease_seconds": 10}),
+        )
+        .unwrap();
+        assert_eq!(events, vec![leased(1..=2, 11_000)]);
+        let result = Study::result(&events);
+        assert_eq!(result["lease_until"], 11_000);
+        assert_eq!(result["trials"][1]["trial_id"], "t2");
+        let after = study.clone().evolve(&events[0]);
+        assert_eq!(after.trial("t1").unwrap().lease_until, Some(11_000));
+        assert_eq!(after.view()["trials"][0]["lease_until"], 11_000);
+        // One hour by default; without `now`, no lease.
+        let default = when(&study, json!({"type": "ask", "now": 1000})).unwrap();
+        assert_eq!(default, vec![leased(1..=1, 1000 + 3_600_000)]);
+        let plain = when(&study, json!({"type": "ask"})).unwrap();
+        assert_eq!(plain, vec![asked(1..=1)]);
+        assert!(Study::result(&plain).get("lease_until").is_none());
+    }
+
+    #[test]
+    fn a_lease_must_be_between_a_second_and_thirty_days() {
+        let study = given(&[created(5)]);
+        for seconds in [0, 30 * 24 * 3600 + 1] {
+            let e = rejected(
+                &study,
+                json!({"type": "ask", "now": 1, "lease_seconds": seconds}),
+            );
+            assert_eq!(e.code, ErrorCode::InvalidField);
+            assert_eq!(
+                e.message,
+                format!("ask: lease_seconds must be between 1 and 2592000, got {seconds}")
+            );
+        }
+        let e = rejected(&study, json!({"type": "ask", "now": u64::MAX}));
+        assert_eq!(e.code, ErrorCode::InvalidField);
+        assert!(
+            e.message.contains("now must be unix milliseconds"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn heartbeat_renews_running_leases_only() {
+        let study = given(&[
+            created(5),
+            leased(1..=4, 10_000),
+            told(&[("t1", 1.0)], false),
+            failed(&[("t2", None)], false),
+            expired(&["t3"], 10_000, false),
+        ]);
+        let command = json!({"type": "heartbeat", "trial_ids": ["t1", "t2", "t3", "t4", "t4"],
+                             "now": 9_000, "lease_seconds": 60});
+        let events = when(&study, command.clone()).unwrap();
+        let renewed = SolverEvent::LeasesRenewed {
+            trial_ids: vec!["t4".into()],
+            lease_until: 69_000,
+        };
+        assert_eq!(events, vec![renewed.clone()]);
+        assert_eq!(
+            Study::result(&events),
+            json!({"renewed": ["t4"], "lease_until": 69_000})
+        );
+        let after = study.evolve(&renewed);
+        assert_eq!(after.trial("t4").unwrap().lease_until, Some(69_000));
+        assert_eq!(after.trial("t3").unwrap().state(), TrialState::Stale);
+        // A repeat, or a heartbeat that would shorten the lease, records nothing.
+        assert_eq!(when(&after, command).unwrap(), vec![]);
+        let shorter =
+            json!({"type": "heartbeat", "trial_ids": ["t4"], "now": 9_000, "lease_seconds": 1});
+        assert_eq!(when(&after, shorter).unwrap(), vec![]);
+        let e = rejected(
+            &after,
+            json!({"type": "heartbeat", "trial_ids": ["t4", "t9"], "now": 1}),
+        );
+        assert_eq!(e.code, ErrorCode::UnknownTrial);
+        assert_eq!(
+            e.message,
+            "heartbeat: unknown trial \"t9\": this study handed out t1..t4"
+        );
+        let e = rejected(
+            &after,
+            json!({"type": "heartbeat", "trial_ids": [], "now": 1}),
+        );
+        assert_eq!(e.code, ErrorCode::InvalidField);
+    }
+
+    #[test]
+    fn expire_marks_ended_leases_stale_in_one_event() {
+        let study = given(&[
+            created(10),
+            leased(1..=2, 5_000),
+            leased(3..=3, 9_000),
+            asked(4..=4),
+            told(&[("t1", 1.0)], false),
+        ]);
+        assert_eq!(
+            when(&study, json!({"type": "expire", "now": 4_999})).unwrap(),
+            vec![]
+        );
+        let events = when(&study, json!({"type": "expire", "now": 5_000})).unwrap();
+        assert_eq!(events, vec![expired(&["t2"], 5_000, false)]);
+        assert_eq!(Study::result(&events), json!({"expired": ["t2"]}));
+        let later = when(&study, json!({"type": "expire", "now": 1_000_000})).unwrap();
+        // The trial without a lease never goes stale.
+        assert_eq!(later, vec![expired(&["t2", "t3"], 1_000_000, false)]);
+        let after = study.evolve(&later[0]);
+        let view = after.view();
+        assert_eq!(view["trials"][1]["state"], "stale");
+        assert_eq!(view["trials"][3]["state"], "asked");
+        let counts = json!({"budget": 10, "asked": 4, "told": 1, "failed": 0, "stale": 2,
+                            "running": 1, "pending": 1, "remaining": 6});
+        assert_eq!(view["counts"], counts);
+        // Expiring again finds nothing.
+        assert_eq!(
+            when(&after, json!({"type": "expire", "now": 2_000_000})).unwrap(),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn without_retries_the_last_expiry_completes_the_study() {
+        let study = given(&[
+            created(2),
+            leased(1..=2, 5_000),
+            told(&[("t1", 1.0)], false),
+        ]);
+        let events = when(&study, json!({"type": "expire", "now": 6_000})).unwrap();
+        assert_eq!(events, vec![expired(&["t2"], 6_000, true)]);
+        let done = study.evolve(&events[0]);
+        assert_eq!(done.status(), Some(StudyStatus::Completed));
+        let ask = when(&done, json!({"type": "ask", "now": 7_000})).unwrap();
+        assert_eq!(Study::result(&ask)["done"], true);
+        assert_eq!(Study::result(&ask)["trials"], json!([]));
+        // Its result comes back late: recorded, and it may be the best.
+        let late = when(
+            &done,
+            json!({"type": "tell", "trial_id": "t2", "value": 0.5}),
+        )
+        .unwrap();
+        assert_eq!(late, vec![told(&[("t2", 0.5)], false)]);
+        let after = done.evolve(&late[0]);
+        assert_eq!(after.trial("t2").unwrap().state(), TrialState::Completed);
+        assert_eq!(after.best().unwrap().trial.trial_id, "t2");
+        assert_eq!(after.view()["counts"]["stale"], 0);
+        assert_eq!(after.view()["counts"]["told"], 2);
+    }
+
+    #[test]
+    fn a_stale_trial_is_handed_out_again_up_to_max_retries() {
+        let study = given(&[
+            created_retrying(3, 1),
+            leased(1..=2, 5_000),
+            expired(&["t1"], 5_000, false),
+        ]);
+        // The retry comes first, then new trials; it uses no budget.
+        let events = when(
+            &study,
+            json!({"type": "ask", "n": 2, "now": 6_000, "lease_seconds": 5}),
+        )
+        .unwrap();
+        let expected = SolverEvent::TrialsAsked {
+            trials: vec![trial(3)],
+            study_done: false,
+            retried: vec![trial(1)],
+            lease_until: Some(11_000),
+        };
+        assert_eq!(events, vec![expected]);
+        let result = Study::result(&events);
+        assert_eq!(result["retried"], json!(["t1"]));
+        assert_eq!(result["trials"][0]["trial_id"], "t1");
+        assert_eq!(result["trials"][0]["params"], json!(trial(1).params));
+        assert_eq!(result["trials"][1]["trial_id"], "t3");
+        let retried = study.evolve(&events[0]);
+        let record = retried.trial("t1").unwrap();
+        assert_eq!(
+            (record.state(), record.retries, record.lease_until),
+            (TrialState::Asked, 1, Some(11_000))
+        );
+        assert_eq!(retried.view()["trials"][0]["retries"], 1);
+        // Its second expiry is final: no retry is left, so it is finished.
+        let events = when(&retried, json!({"type": "expire", "now": 11_000})).unwrap();
+        assert_eq!(events, vec![expired(&["t1", "t2", "t3"], 11_000, false)]);
+        let stale = retried.evolve(&events[0]);
+        let next = when(&stale, json!({"type": "ask", "n": 5, "now": 12_000})).unwrap();
+        let SolverEvent::TrialsAsked {
+            trials, retried, ..
+        } = &next[0]
+        else {
+            panic!("not an ask")
+        };
+        assert!(trials.is_empty());
+        let ids: Vec<&str> = retried.iter().map(|t| t.trial_id.as_str()).collect();
+        assert_eq!(ids, ["t2", "t3"]);
+        assert_eq!(stale.view()["counts"]["pending"], 2);
+    }
+
+    #[test]
+    fn a_late_result_or_failure_for_a_stale_trial_is_recorded() {
+        let study = given(&[
+            created_retrying(2, 1),
+            leased(1..=2, 5_000),
+            expired(&["t1", "t2"], 5_000, false),
+        ]);
+        let events = when(
+            &study,
+            json!({"type": "tell", "trial_id": "t1", "value": 0.25}),
+        )
+        .unwrap();
+        assert_eq!(events, vec![told(&[("t1", 0.25)], false)]);
+        let after = study.evolve(&events[0]);
+        assert_eq!(after.trial("t1").unwrap().state(), TrialState::Completed);
+        // t2 still has a retry: failing it finishes the study.
+        let events = when(
+            &after,
+            json!({"type": "fail", "trial_id": "t2", "reason": "lost"}),
+        )
+        .unwrap();
+        assert_eq!(events, vec![failed(&[("t2", Some("lost"))], true)]);
+        let done = after.evolve(&events[0]);
+        assert_eq!(done.status(), Some(StudyStatus::Completed));
+        assert_eq!(done.view()["counts"]["stale"], 0);
+        // A stale trial is not retried once it has a result.
+        let ask = when(&done, json!({"type": "ask"})).unwrap();
+        assert_eq!(Study::result(&ask), json!({"trials": [], "done": true}));
+    }
+
+    #[test]
+    fn events_from_before_leases_still_replay() {
+        let log: Vec<SolverEvent> = [
+            json!({"type": "study_created", "config": {"seed": 42, "budget": 2, "probe_ratio": 0.2,
+                "bounds": {"lr": {"min": 1e-5, "max": 0.1, "scale": "log"},
+                           "momentum": {"min": 0.8, "max": 0.99}}}}),
+            json!({"type": "trials_asked", "trials": [trial(1), trial(2)], "study_done": false}),
+            json!({"type": "trials_told", "results": [{"trial_id": "t1", "value": 1.0}]}),
+        ]
+        .into_iter()
+        .map(|v| serde_json::from_value(v).unwrap())
+        .collect();
+        let study = given(&log);
+        assert_eq!(
+            study,
+            given(&[created(2), asked(1..=2), told(&[("t1", 1.0)], false)])
+        );
+        assert_eq!(
+            when(&study, json!({"type": "expire", "now": u64::MAX})).unwrap(),
+            vec![]
+        );
+    }
+
     // stop
 
     #[test]
@@ -964,7 +1899,7 @@ mod tests {
         let view = study.view();
         assert_eq!(view["status"], "running");
         assert_eq!(view["done"], false);
-        let counts = json!({"budget": 4, "asked": 3, "told": 3, "pending": 0, "remaining": 1});
+        let counts = json!({"budget": 4, "asked": 3, "told": 3, "failed": 0, "stale": 0, "running": 0, "pending": 0, "remaining": 1});
         assert_eq!(view["counts"], counts);
         assert_eq!(view["best"]["trial_id"], "t2");
         assert_eq!(view["best"]["value"], 0.5);
@@ -993,14 +1928,43 @@ mod tests {
                 .collect();
             SolverCommand::Tell(Tell { results })
         });
+        let fail = proptest::collection::vec(1u64..14, 1..3).prop_map(|numbers| {
+            let failures = numbers
+                .into_iter()
+                .map(|number| TrialFailure {
+                    trial_id: trial_id(number),
+                    reason: None,
+                })
+                .collect();
+            SolverCommand::Fail(Fail { failures })
+        });
         let sampler = proptest::sample::select(Sampler::ALL.to_vec());
         prop_oneof![
-            (1u64..12, sampler).prop_map(|(budget, sampler)| SolverCommand::CreateStudy(
-                config_with(budget, sampler)
-            )),
+            (1u64..12, sampler, 0u32..3).prop_map(|(budget, sampler, max_retries)| {
+                SolverCommand::CreateStudy(StudyConfig {
+                    max_retries,
+                    ..config_with(budget, sampler)
+                })
+            }),
             (0u32..5).prop_map(|n| SolverCommand::Ask { n }),
+            (1u32..4, 0u64..20, proptest::option::of(1u64..4)).prop_map(
+                |(n, now, lease_seconds)| SolverCommand::AskLeased(LeasedAsk {
+                    n,
+                    now: now * 1000,
+                    lease_seconds
+                })
+            ),
+            (proptest::collection::vec(1u64..14, 1..3), 0u64..20).prop_map(|(numbers, now)| {
+                SolverCommand::Heartbeat(Heartbeat {
+                    trial_ids: numbers.into_iter().map(trial_id).collect(),
+                    now: now * 1000,
+                    lease_seconds: Some(2),
+                })
+            }),
+            (0u64..30).prop_map(|now| SolverCommand::Expire { now: now * 1000 }),
             tell.clone(),
             tell,
+            fail,
             Just(SolverCommand::Stop { reason: None }),
         ]
     }
@@ -1046,10 +2010,34 @@ mod tests {
                         prop_assert_eq!(&record.trial.params, &expected);
                     }
                 }
-                let told = study.trials().iter().filter(|r| r.outcome.is_some()).count() as u64;
-                let all_told = told == config.budget;
+                // Finished: told, failed, or stale with no retry left.
+                let finished = study
+                    .trials()
+                    .iter()
+                    .filter(|r| match r.state() {
+                        TrialState::Asked => false,
+                        TrialState::Stale => r.retries >= config.max_retries,
+                        TrialState::Completed | TrialState::Failed => true,
+                    })
+                    .count() as u64;
+                let all_finished = finished == config.budget;
                 let completed = study.status() == Some(StudyStatus::Completed);
-                prop_assert!(!completed || all_told);
+                prop_assert!(!completed || all_finished);
+                if study.status() == Some(StudyStatus::Running) {
+                    prop_assert!(!all_finished);
+                }
+                if let Some(best) = study.best() {
+                    prop_assert_eq!(best.state(), TrialState::Completed);
+                }
+                let view = study.view();
+                let count = |state| study.trials().iter().filter(|r| r.state() == state).count();
+                prop_assert_eq!(&view["counts"]["failed"], &json!(count(TrialState::Failed)));
+                prop_assert_eq!(&view["counts"]["stale"], &json!(count(TrialState::Stale)));
+                prop_assert_eq!(&view["counts"]["running"], &json!(count(TrialState::Asked)));
+                prop_assert_eq!(&view["counts"]["told"], &json!(count(TrialState::Completed)));
+                for record in study.trials() {
+                    prop_assert!(record.retries <= config.max_retries);
+                }
             }
         }
     }

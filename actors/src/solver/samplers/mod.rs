@@ -148,6 +148,7 @@ mod tests {
             probe_ratio: None,
             strategy_params: BTreeMap::new(),
             sampler,
+            max_retries: 0,
         }
     }
 

@@ -562,6 +562,7 @@ mod tests {
             probe_ratio: None,
             strategy_params: knobs.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             sampler,
+            max_retries: 0,
         }
     }
 
