@@ -601,15 +601,13 @@ fn one() -> u32 {
     1
 }
 
-/// An `ask` stamped with the sender's clock: its trials are leased.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LeasedAsk {
-    /// How many trials, 1..=[`MAX_ASK`].
-    pub n: u32,
+/// The lease an `ask` stamped with the sender's clock puts on its trials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
     /// The sender's clock, unix milliseconds.
     pub now: u64,
     /// The lease's length; [`DEFAULT_LEASE_SECONDS`] when absent.
-    pub lease_seconds: Option<u64>,
+    pub seconds: Option<u64>,
 }
 
 /// Renews the leases of running trials.
@@ -626,22 +624,19 @@ pub struct Heartbeat {
 }
 
 /// What a client asks a study to do.
-///
-/// An `ask` reads as [`SolverCommand::Ask`] without `now` and as
-/// [`SolverCommand::AskLeased`] with it; both are `"type": "ask"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "CommandWire", into = "CommandWire")]
 pub enum SolverCommand {
     /// Creates the study with this configuration.
     CreateStudy(StudyConfig),
-    /// Hands out up to `n` trials (fewer when the budget runs out), without
-    /// a lease.
+    /// Hands out up to `n` trials (fewer when the budget runs out), leased
+    /// when the ask carries the sender's clock (`now`).
     Ask {
         /// How many trials, 1..=[`MAX_ASK`]; 1 when absent.
         n: u32,
+        /// The lease on the trials; none without `now`.
+        lease: Option<Lease>,
     },
-    /// Hands out up to `n` trials leased from `now`.
-    AskLeased(LeasedAsk),
     /// Records the scores of finished trials.
     Tell(Tell),
     /// Records trials that could not be evaluated.
@@ -692,24 +687,21 @@ impl TryFrom<CommandWire> for SolverCommand {
         Ok(match wire {
             CommandWire::CreateStudy(config) => SolverCommand::CreateStudy(config),
             CommandWire::Ask {
-                n,
-                now: None,
-                lease_seconds: None,
-            } => SolverCommand::Ask { n },
-            CommandWire::Ask {
                 now: None,
                 lease_seconds: Some(_),
                 ..
             } => return Err("lease_seconds: needs `now` (unix milliseconds)".into()),
             CommandWire::Ask {
                 n,
-                now: Some(now),
-                lease_seconds,
-            } => SolverCommand::AskLeased(LeasedAsk {
-                n,
                 now,
                 lease_seconds,
-            }),
+            } => SolverCommand::Ask {
+                n,
+                lease: now.map(|now| Lease {
+                    now,
+                    seconds: lease_seconds,
+                }),
+            },
             CommandWire::Tell(tell) => SolverCommand::Tell(tell),
             CommandWire::Fail(fail) => SolverCommand::Fail(fail),
             CommandWire::Heartbeat(heartbeat) => SolverCommand::Heartbeat(heartbeat),
@@ -723,19 +715,10 @@ impl From<SolverCommand> for CommandWire {
     fn from(command: SolverCommand) -> Self {
         match command {
             SolverCommand::CreateStudy(config) => CommandWire::CreateStudy(config),
-            SolverCommand::Ask { n } => CommandWire::Ask {
+            SolverCommand::Ask { n, lease } => CommandWire::Ask {
                 n,
-                now: None,
-                lease_seconds: None,
-            },
-            SolverCommand::AskLeased(LeasedAsk {
-                n,
-                now,
-                lease_seconds,
-            }) => CommandWire::Ask {
-                n,
-                now: Some(now),
-                lease_seconds,
+                now: lease.map(|l| l.now),
+                lease_seconds: lease.and_then(|l| l.seconds),
             },
             SolverCommand::Tell(tell) => CommandWire::Tell(tell),
             SolverCommand::Fail(fail) => CommandWire::Fail(fail),
@@ -751,7 +734,7 @@ impl SolverCommand {
     pub fn command_type(&self) -> &'static str {
         match self {
             SolverCommand::CreateStudy(_) => "create_study",
-            SolverCommand::Ask { .. } | SolverCommand::AskLeased(_) => "ask",
+            SolverCommand::Ask { .. } => "ask",
             SolverCommand::Tell(_) => "tell",
             SolverCommand::Fail(_) => "fail",
             SolverCommand::Heartbeat(_) => "heartbeat",
@@ -1105,11 +1088,11 @@ mod tests {
     fn ask_defaults_to_one() {
         assert_eq!(
             parse(json!({"type": "ask"})).unwrap(),
-            SolverCommand::Ask { n: 1 }
+            SolverCommand::Ask { n: 1, lease: None }
         );
         assert_eq!(
             parse(json!({"type": "ask", "n": 5})).unwrap(),
-            SolverCommand::Ask { n: 5 }
+            SolverCommand::Ask { n: 5, lease: None }
         );
         assert_eq!(
             code(json!({"type": "ask", "n": -1})),
@@ -1226,25 +1209,29 @@ mod tests {
     fn ask_with_now_is_leased_and_without_it_is_not() {
         assert_eq!(
             parse(json!({"type": "ask", "n": 2, "now": 1000})).unwrap(),
-            SolverCommand::AskLeased(LeasedAsk {
+            SolverCommand::Ask {
                 n: 2,
-                now: 1000,
-                lease_seconds: None
-            })
+                lease: Some(Lease {
+                    now: 1000,
+                    seconds: None
+                })
+            }
         );
         let leased = parse(json!({"type": "ask", "now": 1000, "lease_seconds": 60})).unwrap();
-        let expected = SolverCommand::AskLeased(LeasedAsk {
+        let expected = SolverCommand::Ask {
             n: 1,
-            now: 1000,
-            lease_seconds: Some(60),
-        });
+            lease: Some(Lease {
+                now: 1000,
+                seconds: Some(60),
+            }),
+        };
         assert_eq!(leased, expected);
         assert_eq!(
             serde_json::to_value(&expected).unwrap(),
             json!({"type": "ask", "n": 1, "now": 1000, "lease_seconds": 60})
         );
         assert_eq!(
-            serde_json::to_value(SolverCommand::Ask { n: 3 }).unwrap(),
+            serde_json::to_value(SolverCommand::Ask { n: 3, lease: None }).unwrap(),
             json!({"type": "ask", "n": 3})
         );
         let e = parse(json!({"type": "ask", "lease_seconds": 60})).unwrap_err();
@@ -1254,7 +1241,7 @@ mod tests {
             code(json!({"type": "ask", "now": "2026-01-01T00:00:00Z"})),
             ErrorCode::InvalidField
         );
-        for command in [expected, SolverCommand::Ask { n: 3 }] {
+        for command in [expected, SolverCommand::Ask { n: 3, lease: None }] {
             for encoding in [Encoding::Json, Encoding::MsgPack] {
                 let bytes = encoding.encode(&command).unwrap();
                 assert_eq!(encoding.decode::<SolverCommand>(&bytes).unwrap(), command);
@@ -1409,7 +1396,7 @@ mod tests {
     fn command_type_matches_the_serialized_tag() {
         let commands = [
             SolverCommand::CreateStudy(lr_config()),
-            SolverCommand::Ask { n: 1 },
+            SolverCommand::Ask { n: 1, lease: None },
             SolverCommand::Tell(Tell {
                 results: vec![TrialResult {
                     trial_id: "t1".into(),
@@ -1431,11 +1418,13 @@ mod tests {
             SolverCommand::Expire { now: 1 },
             SolverCommand::Stop { reason: None },
         ];
-        let leased = SolverCommand::AskLeased(LeasedAsk {
+        let leased = SolverCommand::Ask {
             n: 1,
-            now: 1,
-            lease_seconds: None,
-        });
+            lease: Some(Lease {
+                now: 1,
+                seconds: None,
+            }),
+        };
         assert_eq!(leased.command_type(), "ask");
         assert_eq!(serde_json::to_value(&leased).unwrap()["type"], json!("ask"));
         for (command, tag) in commands.iter().zip(COMMAND_TYPES) {
@@ -1556,19 +1545,19 @@ mod tests {
         let results = proptest::collection::vec(result(), 1..4);
         prop_oneof![
             config().prop_map(SolverCommand::CreateStudy),
-            any::<u32>().prop_map(|n| SolverCommand::Ask { n }),
+            any::<u32>().prop_map(|n| SolverCommand::Ask { n, lease: None }),
             (
                 any::<u32>(),
                 any::<u64>(),
                 proptest::option::of(any::<u64>())
             )
-                .prop_map(|(n, now, lease_seconds)| SolverCommand::AskLeased(
-                    LeasedAsk {
-                        n,
+                .prop_map(|(n, now, lease_seconds)| SolverCommand::Ask {
+                    n,
+                    lease: Some(Lease {
                         now,
-                        lease_seconds
-                    }
-                )),
+                        seconds: lease_seconds
+                    })
+                }),
             (
                 proptest::collection::vec("t[1-9]", 1..3),
                 any::<u64>(),

@@ -226,7 +226,7 @@ pub fn ask_tell_times(mut study: Study, warmup: usize, window: usize) -> Vec<f64
     let mut times = Vec::with_capacity(window);
     for i in 0..warmup + window {
         let t = Instant::now();
-        let (s, events) = step(study, &SolverCommand::Ask { n: 1 });
+        let (s, events) = step(study, &SolverCommand::Ask { n: 1, lease: None });
         let Some(SolverEvent::TrialsAsked { trials, .. }) = events.first() else {
             panic!("ask recorded no trials");
         };

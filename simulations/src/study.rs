@@ -59,7 +59,7 @@ pub fn run_study(
 }
 
 fn ask(n: u32) -> SolverCommand {
-    SolverCommand::Ask { n }
+    SolverCommand::Ask { n, lease: None }
 }
 
 fn tell(results: Vec<TrialResult>) -> SolverCommand {

@@ -50,8 +50,9 @@
 //! - `stop` ends a running study (`INVALID_STATE` once stopped or completed).
 
 use flotilla_messages::solver::{
-    trial_id, trial_number, Fail, Heartbeat, SolverCommand, SolverEvent, StudyConfig, Tell, Trial,
-    TrialFailure, TrialResult, COMMAND_TYPES, DEFAULT_LEASE_SECONDS, MAX_ASK, MAX_LEASE_SECONDS,
+    trial_id, trial_number, Fail, Heartbeat, Lease, SolverCommand, SolverEvent, StudyConfig, Tell,
+    Trial, TrialFailure, TrialResult, COMMAND_TYPES, DEFAULT_LEASE_SECONDS, MAX_ASK,
+    MAX_LEASE_SECONDS,
 };
 use flotilla_messages::{Actor, ErrorCode, Rejection};
 use serde::{Deserialize, Serialize};
@@ -408,13 +409,9 @@ impl StudyState {
         self.trials.get(usize::try_from(number).ok()? - 1)
     }
 
-    fn decide_ask(
-        &self,
-        n: u32,
-        lease: Option<(u64, Option<u64>)>,
-    ) -> Result<Vec<SolverEvent>, Rejection> {
+    fn decide_ask(&self, n: u32, lease: Option<&Lease>) -> Result<Vec<SolverEvent>, Rejection> {
         let lease_until = lease
-            .map(|(now, seconds)| lease_until("ask", now, seconds))
+            .map(|l| lease_until("ask", l.now, l.seconds))
             .transpose()?;
         if !(1..=MAX_ASK).contains(&n) {
             return Err(Rejection::invalid(format!(
@@ -899,10 +896,7 @@ impl Aggregate for Study {
                 ErrorCode::AlreadyExists,
                 "create_study: the study exists already",
             )),
-            SolverCommand::Ask { n } => state.decide_ask(*n, None),
-            SolverCommand::AskLeased(ask) => {
-                state.decide_ask(ask.n, Some((ask.now, ask.lease_seconds)))
-            }
+            SolverCommand::Ask { n, lease } => state.decide_ask(*n, lease.as_ref()),
             SolverCommand::Heartbeat(heartbeat) => state.decide_heartbeat(heartbeat),
             SolverCommand::Expire { now } => state.decide_expire(*now),
             SolverCommand::Tell(tell) => state.decide_tell(tell),
@@ -979,7 +973,7 @@ mod tests {
     use super::*;
     use crate::solver::samplers::{grid::Grid, sobol};
     use crate::solver::sampling::from_unit;
-    use flotilla_messages::solver::{Bound, LeasedAsk, Sampler, Scale};
+    use flotilla_messages::solver::{Bound, Lease, Sampler, Scale};
     use flotilla_messages::CommandRequest;
     use proptest::prelude::*;
 
@@ -1946,13 +1940,15 @@ mod tests {
                     ..config_with(budget, sampler)
                 })
             }),
-            (0u32..5).prop_map(|n| SolverCommand::Ask { n }),
+            (0u32..5).prop_map(|n| SolverCommand::Ask { n, lease: None }),
             (1u32..4, 0u64..20, proptest::option::of(1u64..4)).prop_map(
-                |(n, now, lease_seconds)| SolverCommand::AskLeased(LeasedAsk {
+                |(n, now, lease_seconds)| SolverCommand::Ask {
                     n,
-                    now: now * 1000,
-                    lease_seconds
-                })
+                    lease: Some(Lease {
+                        now: now * 1000,
+                        seconds: lease_seconds
+                    })
+                }
             ),
             (proptest::collection::vec(1u64..14, 1..3), 0u64..20).prop_map(|(numbers, now)| {
                 SolverCommand::Heartbeat(Heartbeat {
@@ -2126,7 +2122,9 @@ mod tests {
         let mut study = given(&[created(200)]);
         let mut log = vec![created(200)];
         for _ in 0..20 {
-            let events = study.decide(&SolverCommand::Ask { n: 10 }).unwrap();
+            let events = study
+                .decide(&SolverCommand::Ask { n: 10, lease: None })
+                .unwrap();
             study = events.iter().fold(study, Study::evolve);
             log.extend(events);
         }

@@ -609,7 +609,14 @@ mod tests {
         let mut best = f64::INFINITY;
         loop {
             let before = study.trials().len();
-            study = apply(study, &SolverCommand::Ask { n: batch }, &mut log);
+            study = apply(
+                study,
+                &SolverCommand::Ask {
+                    n: batch,
+                    lease: None,
+                },
+                &mut log,
+            );
             let fresh = &study.trials()[before..];
             if fresh.is_empty() {
                 return (study, log, best);
@@ -795,7 +802,9 @@ mod tests {
                 .unwrap();
             let before = log[..at].iter().fold(Study::default(), Study::evolve);
             assert_eq!(
-                before.decide(&SolverCommand::Ask { n: 4 }).unwrap()[0],
+                before
+                    .decide(&SolverCommand::Ask { n: 4, lease: None })
+                    .unwrap()[0],
                 log[at]
             );
         }
@@ -934,7 +943,7 @@ mod tests {
             let mut times = Vec::new();
             for k in 0..10_300 {
                 let start = std::time::Instant::now();
-                study = apply(study, &SolverCommand::Ask { n: 1 }, &mut log);
+                study = apply(study, &SolverCommand::Ask { n: 1, lease: None }, &mut log);
                 let r = study.trials().last().unwrap();
                 let result = TrialResult {
                     trial_id: r.trial.trial_id.clone(),
