@@ -199,25 +199,7 @@ fn reply_response(body: Bytes, encoding: Encoding) -> HttpResponse {
 }
 
 fn status_of(code: &str) -> StatusCode {
-    let all = [
-        ErrorCode::MalformedBody,
-        ErrorCode::UnknownCommand,
-        ErrorCode::UnknownField,
-        ErrorCode::InvalidField,
-        ErrorCode::InvalidId,
-        ErrorCode::UnknownActor,
-        ErrorCode::WrongExpectedSeq,
-        ErrorCode::NotFound,
-        ErrorCode::AlreadyExists,
-        ErrorCode::UnknownTrial,
-        ErrorCode::InvalidState,
-        ErrorCode::Timeout,
-        ErrorCode::Unavailable,
-        ErrorCode::Corrupt,
-        ErrorCode::Internal,
-    ];
-    all.iter()
-        .find(|c| c.as_str() == code)
+    ErrorCode::parse(code)
         .and_then(|c| StatusCode::from_u16(c.http_status()).ok())
         .unwrap_or(StatusCode::BAD_REQUEST)
 }

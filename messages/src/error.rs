@@ -40,6 +40,30 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code.
+    pub const ALL: [ErrorCode; 15] = [
+        ErrorCode::MalformedBody,
+        ErrorCode::UnknownCommand,
+        ErrorCode::UnknownField,
+        ErrorCode::InvalidField,
+        ErrorCode::InvalidId,
+        ErrorCode::UnknownActor,
+        ErrorCode::WrongExpectedSeq,
+        ErrorCode::NotFound,
+        ErrorCode::AlreadyExists,
+        ErrorCode::UnknownTrial,
+        ErrorCode::InvalidState,
+        ErrorCode::Timeout,
+        ErrorCode::Unavailable,
+        ErrorCode::Corrupt,
+        ErrorCode::Internal,
+    ];
+
+    /// The code a wire spelling names, if any.
+    pub fn parse(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == code)
+    }
+
     /// The wire spelling, e.g. `UNKNOWN_FIELD`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -125,5 +149,18 @@ impl Rejection {
             code: self.code.as_str().to_string(),
             message: self.message.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_parses_back_from_its_spelling() {
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
+        }
+        assert_eq!(ErrorCode::parse("NOPE"), None);
     }
 }

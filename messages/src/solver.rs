@@ -484,33 +484,42 @@ impl TryFrom<TellWire> for Tell {
     type Error = String;
 
     fn try_from(wire: TellWire) -> Result<Self, String> {
-        let results = match wire {
-            TellWire {
-                results: Some(results),
-                trial_id: None,
-                value: None,
-                cost: None,
-            } => results,
-            TellWire {
-                results: None,
-                trial_id: Some(trial_id),
-                value: Some(value),
-                cost,
-            } => vec![TrialResult {
-                trial_id,
-                value,
-                cost,
-            }],
-            TellWire {
-                results: Some(_), ..
-            } => return Err("give either `results` or `trial_id` + `value`, not both".into()),
-            _ => return Err("give `results`, or `trial_id` and `value`".into()),
-        };
-        if results.is_empty() {
-            return Err("`results` must not be empty".into());
-        }
+        let fields_given = wire.trial_id.is_some() || wire.value.is_some() || wire.cost.is_some();
+        let single = fields_given.then(|| {
+            Some(TrialResult {
+                trial_id: wire.trial_id?,
+                value: wire.value?,
+                cost: wire.cost,
+            })
+        });
+        let results = one_or_many("results", "`trial_id` and `value`", wire.results, single)?;
         Ok(Tell { results })
     }
+}
+
+/// The two spellings of a command about trials: a list under `list_name`,
+/// or one item's fields at the top level. `single` is `None` when no
+/// top-level field was given, `Some(None)` when they do not make an item.
+fn one_or_many<T>(
+    list_name: &str,
+    single_form: &str,
+    list: Option<Vec<T>>,
+    single: Option<Option<T>>,
+) -> Result<Vec<T>, String> {
+    let items = match (list, single) {
+        (Some(_), Some(_)) => {
+            return Err(format!(
+                "give either `{list_name}` or {single_form}, not both"
+            ))
+        }
+        (Some(items), None) => items,
+        (None, Some(Some(item))) => vec![item],
+        (None, _) => return Err(format!("give `{list_name}`, or {single_form}")),
+    };
+    if items.is_empty() {
+        return Err(format!("`{list_name}` must not be empty"));
+    }
+    Ok(items)
 }
 
 impl From<Tell> for TellWire {
@@ -563,25 +572,19 @@ impl TryFrom<FailWire> for Fail {
     type Error = String;
 
     fn try_from(wire: FailWire) -> Result<Self, String> {
-        let failures = match wire {
-            FailWire {
-                failures: Some(failures),
-                trial_id: None,
-                reason: None,
-            } => failures,
-            FailWire {
-                failures: None,
-                trial_id: Some(trial_id),
-                reason,
-            } => vec![TrialFailure { trial_id, reason }],
-            FailWire {
-                failures: Some(_), ..
-            } => return Err("give either `failures` or `trial_id` + `reason`, not both".into()),
-            _ => return Err("give `failures`, or `trial_id` (and an optional `reason`)".into()),
-        };
-        if failures.is_empty() {
-            return Err("`failures` must not be empty".into());
-        }
+        let fields_given = wire.trial_id.is_some() || wire.reason.is_some();
+        let single = fields_given.then(|| {
+            Some(TrialFailure {
+                trial_id: wire.trial_id?,
+                reason: wire.reason,
+            })
+        });
+        let failures = one_or_many(
+            "failures",
+            "`trial_id` (and an optional `reason`)",
+            wire.failures,
+            single,
+        )?;
         Ok(Fail { failures })
     }
 }

@@ -140,15 +140,11 @@ async fn report_outcome<A: Aggregate>(
 
 /// Whether a reply failed for the log's sake rather than the domain's.
 fn is_log_failure(reply: &Reply) -> bool {
-    let log_codes = [
-        ErrorCode::Unavailable,
-        ErrorCode::Internal,
-        ErrorCode::Corrupt,
-    ];
-    reply
-        .error
-        .as_ref()
-        .is_some_and(|e| log_codes.iter().any(|c| c.as_str() == e.code))
+    let code = reply.error.as_ref().and_then(|e| ErrorCode::parse(&e.code));
+    matches!(
+        code,
+        Some(ErrorCode::Unavailable | ErrorCode::Internal | ErrorCode::Corrupt)
+    )
 }
 
 /// Forgets an effect whose outcome changed nothing.
