@@ -211,20 +211,21 @@ impl<A: Aggregate> Actor for AggregateActor<A> {
     }
 }
 
-impl<A: Aggregate> Handler<Execute> for AggregateActor<A> {
-    type Result = AtomicResponse<Self, Reply>;
-
-    fn handle(&mut self, msg: Execute, _: &mut Context<Self>) -> Self::Result {
-        let Some(mut core) = self.core.take() else {
+impl<A: Aggregate> AggregateActor<A> {
+    /// Runs `work` on the core with the mailbox held (no other message is
+    /// handled until it is done), puts the core back and starts the effects
+    /// it returns. Without a core (recovery failed) it answers unavailable.
+    fn with_core<Work, Done>(&mut self, work: Work) -> AtomicResponse<Self, Reply>
+    where
+        Work: FnOnce(AggregateCore<A>) -> Done,
+        Done: std::future::Future<Output = (AggregateCore<A>, Reply, Vec<EffectJob<A>>)> + 'static,
+    {
+        let Some(core) = self.core.take() else {
             let reply = self.unavailable();
             return AtomicResponse::new(Box::pin(actix::fut::ready(reply)));
         };
-        let step = async move {
-            let out = core.execute(msg.request, msg.correlation_id).await;
-            (core, out)
-        };
-        AtomicResponse::new(Box::pin(step.into_actor(self).map(
-            |(core, (reply, jobs)), act, ctx| {
+        AtomicResponse::new(Box::pin(work(core).into_actor(self).map(
+            |(core, reply, jobs), act, ctx| {
                 act.core = Some(core);
                 act.spawn_effects(jobs, ctx);
                 reply
@@ -233,24 +234,25 @@ impl<A: Aggregate> Handler<Execute> for AggregateActor<A> {
     }
 }
 
+impl<A: Aggregate> Handler<Execute> for AggregateActor<A> {
+    type Result = AtomicResponse<Self, Reply>;
+
+    fn handle(&mut self, msg: Execute, _: &mut Context<Self>) -> Self::Result {
+        self.with_core(|mut core| async move {
+            let (reply, jobs) = core.execute(msg.request, msg.correlation_id).await;
+            (core, reply, jobs)
+        })
+    }
+}
+
 impl<A: Aggregate> Handler<Query> for AggregateActor<A> {
     type Result = AtomicResponse<Self, Reply>;
 
     fn handle(&mut self, _: Query, _: &mut Context<Self>) -> Self::Result {
-        let Some(mut core) = self.core.take() else {
-            let reply = self.unavailable();
-            return AtomicResponse::new(Box::pin(actix::fut::ready(reply)));
-        };
-        let answer = async move {
+        self.with_core(|mut core| async move {
             let reply = core.query_fresh().await;
-            (core, reply)
-        };
-        AtomicResponse::new(Box::pin(answer.into_actor(self).map(
-            |(core, reply), act, _| {
-                act.core = Some(core);
-                reply
-            },
-        )))
+            (core, reply, Vec::new())
+        })
     }
 }
 
