@@ -48,6 +48,24 @@ fn run(dir: &Path, args: &[&str]) -> Output {
         .expect("run flotilla")
 }
 
+/// `flotilla run` on `config` and `script` with `state.json` and `data` in `dir`.
+fn run_with_state(dir: &Path, config: &str, script: &str) -> Output {
+    run(
+        dir,
+        &[
+            "run",
+            "--config",
+            config,
+            "--script",
+            script,
+            "--state",
+            "state.json",
+            "--data-dir",
+            "data",
+        ],
+    )
+}
+
 fn stdout_json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -129,20 +147,7 @@ fn a_parallel_run_finishes_the_budget_with_the_right_best() {
     assert!(counts.values().all(|&c| c == 1), "{counts:?}");
 
     // Again with the same state: nothing left to evaluate.
-    let again = run(
-        d,
-        &[
-            "run",
-            "--config",
-            &config,
-            "--script",
-            &script,
-            "--state",
-            "state.json",
-            "--data-dir",
-            "data",
-        ],
-    );
+    let again = run_with_state(d, &config, &script);
     assert!(again.status.success());
     assert_eq!(stdout_json(&again)["trials"]["evaluated_by_this_run"], 0);
     assert_eq!(evals(d).values().sum::<usize>(), 12);
@@ -237,20 +242,7 @@ fn failing_and_timed_out_trials_fail_alone_and_are_reported() {
     assert_eq!(view["status"], "completed", "{view}");
 
     // Resuming with the state file evaluates none of the failed trials again.
-    let again = run(
-        d,
-        &[
-            "run",
-            "--config",
-            &config,
-            "--script",
-            &script,
-            "--state",
-            "state.json",
-            "--data-dir",
-            "data",
-        ],
-    );
+    let again = run_with_state(d, &config, &script);
     assert!(again.status.success());
     assert_eq!(stdout_json(&again)["trials"]["evaluated_by_this_run"], 0);
     assert_eq!(evals(d).values().sum::<usize>(), 8);
