@@ -13,6 +13,8 @@
 //! - [`command`]: the generic command request (`type`, `command_id`,
 //!   `expected_seq`, fields) and [`reply`]: the reply every command gets;
 //! - [`error`]: the typed error codes shared by every actor.
+//! - [`search_space`]: a study's parameters (float, int, categorical,
+//!   conditional) and how the unit cube maps onto them;
 //! - [`solver`]: the solver's commands and events.
 
 pub mod codec;
@@ -20,6 +22,7 @@ pub mod command;
 pub mod envelope;
 pub mod error;
 pub mod reply;
+pub mod search_space;
 pub mod solver;
 pub mod subjects;
 

@@ -22,7 +22,11 @@
 //! The create command is ArqonHPO's config (`seed`, `budget`, `bounds` with
 //! `scale` spelled in any case, `probe_ratio`, `strategy_params`) plus an
 //! optional `sampler` (`random`, the default, `sobol`, `grid` or `tpe`, in
-//! any case). Every command refuses fields it does not know.
+//! any case), an optional `direction` (`minimize`, the default, or
+//! `maximize`) and the native parameter types of
+//! [`search_space`](crate::search_space): int, categorical, stepped and
+//! conditional parameters, under `bounds` or `params`. Every command
+//! refuses fields it does not know.
 //!
 //! A `tpe` study reads its knobs from `strategy_params` (all optional;
 //! validated only for `tpe`, other samplers just store them):
@@ -63,6 +67,8 @@
 //! failure for a stale trial is still recorded.
 
 use crate::error::Rejection;
+use crate::search_space::space_problem;
+pub use crate::search_space::{Bound, Direction, ParamKind, ParamValue, Params};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -268,49 +274,23 @@ impl<'de> Deserialize<'de> for Sampler {
     }
 }
 
-/// The range of one parameter.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Bound {
-    /// Smallest value (inclusive).
-    pub min: f64,
-    /// Largest value (inclusive).
-    pub max: f64,
-    /// How the range is searched; linear when absent.
-    #[serde(default)]
-    pub scale: Scale,
-}
-
-impl Bound {
-    /// Why this bound is unusable, as a message naming `name`; `None` if fine.
-    fn problem(&self, name: &str) -> Option<String> {
-        let Bound { min, max, scale } = *self;
-        if !min.is_finite() {
-            return Some(format!("bounds.{name}: min {min} must be finite"));
-        }
-        if !max.is_finite() {
-            return Some(format!("bounds.{name}: max {max} must be finite"));
-        }
-        if min >= max {
-            return Some(format!("bounds.{name}: min {min} must be below max {max}"));
-        }
-        if scale == Scale::Log && min <= 0.0 {
-            return Some(format!("bounds.{name}: log scale needs min > 0, got {min}"));
-        }
-        None
-    }
-}
-
-/// A study's configuration: ArqonHPO's config, field for field.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A study's configuration: ArqonHPO's config, field for field, plus the native
+/// form's `direction`, parameter types and conditions. The default is an
+/// empty config for struct update syntax, not a valid study.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StudyConfig {
     /// Seeds every trial's sampling (together with the trial number).
     pub seed: u64,
     /// How many trials the study hands out in total.
     pub budget: u64,
-    /// The search space: parameter name → range.
+    /// The search space: parameter name → range, type and condition
+    /// ([`search_space`](crate::search_space)); also read as `params`.
+    #[serde(alias = "params")]
     pub bounds: BTreeMap<String, Bound>,
+    /// Whether lower or higher values are better; minimise when absent.
+    #[serde(default, skip_serializing_if = "Direction::is_minimize")]
+    pub direction: Direction,
     /// ArqonHPO's share of the budget spent probing, in (0, 1]; stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe_ratio: Option<f64>,
@@ -356,6 +336,7 @@ impl StudyConfig {
             ));
         }
         self.bounds_problem()
+            .or_else(|| space_problem(&self.bounds))
             .or_else(|| self.sampler_problem())
             .or_else(|| self.probe_ratio_problem())
             .or_else(|| self.strategy_params_problem())
@@ -755,7 +736,7 @@ pub struct Trial {
     /// 1, 2, 3... in the order the study handed trials out.
     pub number: u64,
     /// The parameter values to evaluate, one per bound.
-    pub params: BTreeMap<String, f64>,
+    pub params: Params,
 }
 
 /// What happened to a study. Each command records at most one event.
@@ -862,11 +843,7 @@ mod tests {
     }
 
     fn lr_config() -> StudyConfig {
-        let bound = Bound {
-            min: 1e-5,
-            max: 0.1,
-            scale: Scale::Log,
-        };
+        let bound = Bound::new(1e-5, 0.1, Scale::Log);
         StudyConfig {
             seed: 7,
             budget: 10,
@@ -875,6 +852,7 @@ mod tests {
             strategy_params: BTreeMap::new(),
             sampler: Sampler::Random,
             max_retries: 0,
+            ..Default::default()
         }
     }
 
@@ -1047,9 +1025,9 @@ mod tests {
             sampler: Sampler::Sobol,
             ..lr_config()
         };
-        let bound = config.bounds["lr"];
+        let bound = config.bounds["lr"].clone();
         for i in 1..SOBOL_MAX_DIMENSIONS {
-            config.bounds.insert(format!("p{i:02}"), bound);
+            config.bounds.insert(format!("p{i:02}"), bound.clone());
         }
         assert_eq!(config.bounds.len(), SOBOL_MAX_DIMENSIONS);
         assert!(config.validate().is_ok());
@@ -1072,7 +1050,7 @@ mod tests {
             json!({"type": "create_study", "seed": 1, "budget": 1,
                    "bounds": {"x": {"min": 0, "max": 1}}, "batch_size": 4}),
             json!({"type": "create_study", "seed": 1, "budget": 1,
-                   "bounds": {"x": {"min": 0, "max": 1, "step": 0.1}}}),
+                   "bounds": {"x": {"min": 0, "max": 1, "width": 0.1}}}),
             json!({"type": "ask", "n": 1, "extra": true}),
             json!({"type": "tell", "results": [], "extra": 1}),
             json!({"type": "tell", "trial_id": "t1", "value": 1.0, "extra": 1}),
@@ -1354,7 +1332,7 @@ mod tests {
         );
         assert!(message(|c| c.bounds.clear()).contains("at least one"));
         let blank = message(|c| {
-            let b = c.bounds["lr"];
+            let b = c.bounds["lr"].clone();
             c.bounds.insert(" ".into(), b);
         });
         assert!(blank.contains("must not be blank"), "{blank}");
@@ -1490,7 +1468,7 @@ mod tests {
     }
 
     fn bound() -> impl Strategy<Value = Bound> {
-        (finite(), finite(), scale()).prop_map(|(min, max, scale)| Bound { min, max, scale })
+        (finite(), finite(), scale()).prop_map(|(min, max, scale)| Bound::new(min, max, scale))
     }
 
     fn config() -> impl Strategy<Value = StudyConfig> {
@@ -1512,6 +1490,7 @@ mod tests {
                         strategy_params,
                         sampler,
                         max_retries,
+                        ..Default::default()
                     }
                 },
             )
@@ -1527,6 +1506,15 @@ mod tests {
         )
     }
 
+    fn param_value() -> impl Strategy<Value = ParamValue> {
+        prop_oneof![
+            any::<i64>().prop_map(ParamValue::Int),
+            finite().prop_map(ParamValue::Float),
+            any::<bool>().prop_map(ParamValue::Bool),
+            ".{0,8}".prop_map(ParamValue::Text),
+        ]
+    }
+
     fn failure() -> impl Strategy<Value = TrialFailure> {
         ("t[1-9][0-9]{0,4}", proptest::option::of(".{0,12}"))
             .prop_map(|(trial_id, reason)| TrialFailure { trial_id, reason })
@@ -1535,7 +1523,7 @@ mod tests {
     fn trial() -> impl Strategy<Value = Trial> {
         (
             1..u64::MAX,
-            proptest::collection::btree_map(name(), finite(), 0..4),
+            proptest::collection::btree_map(name(), param_value(), 0..4),
         )
             .prop_map(|(number, params)| Trial {
                 trial_id: trial_id(number),

@@ -9,7 +9,7 @@ use super::objectives::Function;
 use super::study::run_study;
 use flotilla_actors::runtime::Aggregate;
 use flotilla_actors::solver::Study;
-use flotilla_messages::solver::{SolverCommand, SolverEvent, Tell, TrialResult};
+use flotilla_messages::solver::{ParamValue, SolverCommand, SolverEvent, Tell, TrialResult};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -231,7 +231,12 @@ pub fn ask_tell_times(mut study: Study, warmup: usize, window: usize) -> Vec<f64
             panic!("ask recorded no trials");
         };
         let trial = &trials[0];
-        let value: f64 = trial.params.values().map(|x| (x - 0.3).powi(2)).sum();
+        let value: f64 = trial
+            .params
+            .values()
+            .filter_map(ParamValue::as_f64)
+            .map(|x| (x - 0.3).powi(2))
+            .sum();
         let tell = SolverCommand::Tell(Tell {
             results: vec![TrialResult {
                 trial_id: trial.trial_id.clone(),

@@ -3,6 +3,7 @@
 
 use flotilla_actors::runtime::Aggregate;
 use flotilla_actors::solver::Study;
+use flotilla_messages::search_space::numeric_params;
 use flotilla_messages::solver::{SolverCommand, SolverEvent, Tell, TrialResult};
 use flotilla_messages::Rejection;
 use std::collections::BTreeMap;
@@ -85,7 +86,7 @@ fn asked_trials(events: &[SolverEvent]) -> Vec<(String, BTreeMap<String, f64>)> 
         .flat_map(|e| match e {
             SolverEvent::TrialsAsked { trials, .. } => trials
                 .iter()
-                .map(|t| (t.trial_id.clone(), t.params.clone()))
+                .map(|t| (t.trial_id.clone(), numeric_params(&t.params)))
                 .collect(),
             _ => Vec::new(),
         })

@@ -32,7 +32,7 @@ use crate::commands::study::{data_dir_or_default, refusal, EmbeddedStudy};
 use anyhow::{anyhow, bail, Context, Result};
 use flotilla_actors::solver::TrialState;
 use flotilla_messages::solver::{
-    SolverCommand, StudyConfig, Trial, COMMAND_TYPES, DEFAULT_LEASE_SECONDS,
+    Params, SolverCommand, StudyConfig, Trial, COMMAND_TYPES, DEFAULT_LEASE_SECONDS,
 };
 use flotilla_messages::CommandRequest;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -274,7 +274,7 @@ struct StateFile {
 
 #[derive(Debug, Serialize, Deserialize)]
 struct HistoryEntry {
-    params: BTreeMap<String, f64>,
+    params: Params,
     value: f64,
     cost: Option<f64>,
 }
@@ -717,7 +717,7 @@ impl Run {
         Ok(())
     }
 
-    fn best(&self) -> Option<(f64, BTreeMap<String, f64>, String)> {
+    fn best(&self) -> Option<(f64, Params, String)> {
         let best = self.study.core.state().best()?;
         let value = best.outcome?.value;
         Some((

@@ -9,15 +9,18 @@
 //! never produce the same candidate twice or different candidates for the
 //! same trial.
 //!
-//! Linear and periodic scales are uniform on `[min, max]`; log scale is
-//! uniform in `ln x`, so the median sits at the geometric mean. Because the
-//! mapping is shared, every sampler honours log scale the same way.
+//! The mapping itself is the bound's ([`Bound::value_at`]): linear and
+//! periodic scales are uniform on `[min, max]`, log scale is uniform in
+//! `ln x` (so the median sits at the geometric mean), ints and steps round,
+//! a categorical takes the choice whose slice of `[0, 1)` holds the
+//! coordinate. Because the mapping is shared, every sampler honours log
+//! scale and every parameter type the same way.
 
 use super::samplers::{unit_point, History};
-use flotilla_messages::solver::{Bound, Scale, StudyConfig};
+use flotilla_messages::search_space::is_active;
+use flotilla_messages::solver::{Bound, ParamValue, Params, StudyConfig};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use std::collections::BTreeMap;
 
 /// The generator for trial `number` of a study seeded with `seed`.
 ///
@@ -31,72 +34,67 @@ pub fn trial_rng(seed: u64, number: u64) -> ChaCha8Rng {
 }
 
 /// The parameters of trial `number` under the config's sampler, given the
-/// trials before it: one value per bound, inside it.
-pub fn sample_params(
-    config: &StudyConfig,
-    number: u64,
-    history: &History,
-) -> BTreeMap<String, f64> {
-    let point = unit_point(config, number, history);
-    config
+/// trials before it: one value per active parameter, inside its bound.
+pub fn sample_params(config: &StudyConfig, number: u64, history: &History) -> Params {
+    params_at(config, &unit_point(config, number, history))
+}
+
+/// The parameters at `point` (one coordinate per bound, in name order):
+/// each bound's value there, leaving out the conditional parameters whose
+/// condition does not hold.
+pub fn params_at(config: &StudyConfig, point: &[f64]) -> Params {
+    let all: Params = config
         .bounds
         .iter()
         .zip(point)
-        .map(|((name, bound), u)| (name.clone(), from_unit(u, bound)))
+        .map(|((name, bound), &u)| (name.clone(), bound.value_at(u)))
+        .collect();
+    if config.bounds.values().all(|b| b.condition.is_none()) {
+        return all;
+    }
+    let value_of = |name: &str| all.get(name).cloned();
+    all.iter()
+        .filter(|(name, _)| is_active(&config.bounds, name, &value_of))
+        .map(|(name, value)| (name.clone(), value.clone()))
         .collect()
 }
 
-/// Maps `u` in `[0, 1)` onto `bound`, honouring its scale; the result is
-/// clamped into `[min, max]` against rounding.
+/// Maps `u` in `[0, 1)` onto a numeric `bound` as a real number, honouring
+/// its scale, rounding and step; `NaN` for a categorical.
 pub fn from_unit(u: f64, bound: &Bound) -> f64 {
-    let value = match bound.scale {
-        Scale::Linear | Scale::Periodic => lerp(bound.min, bound.max, u),
-        Scale::Log => lerp(bound.min.ln(), bound.max.ln(), u).exp(),
-    };
-    value.clamp(bound.min, bound.max)
+    bound.value_at(u).as_f64().unwrap_or(f64::NAN)
 }
 
-/// Where `value` lies in `bound` as a fraction in `[0, 1]`: the inverse of
-/// [`from_unit`] up to rounding (in `ln x` for log scale), so models of the
-/// history work in the same space the samplers draw in.
+/// Where `value` lies in a numeric `bound` as a fraction in `[0, 1]`: the
+/// inverse of [`from_unit`] up to rounding (in `ln x` for log scale), so
+/// models of the history work in the same space the samplers draw in.
 pub fn to_unit(value: f64, bound: &Bound) -> f64 {
-    let u = match bound.scale {
-        Scale::Linear | Scale::Periodic => (value - bound.min) / (bound.max - bound.min),
-        Scale::Log => (value.ln() - bound.min.ln()) / (bound.max.ln() - bound.min.ln()),
-    };
-    if u.is_nan() {
-        0.0
-    } else {
-        u.clamp(0.0, 1.0)
-    }
+    bound.unit_of(&ParamValue::Float(value))
 }
 
 /// A trial's parameters as a unit point, one coordinate per bound in the
-/// bounds' name order; a parameter missing from `params` maps to 0.
-pub fn unit_of_params(config: &StudyConfig, params: &BTreeMap<String, f64>) -> Vec<f64> {
+/// bounds' name order. An inactive parameter (absent from `params`) sits at
+/// the centre, 0.5, where it neither attracts nor repels a model.
+pub fn unit_of_params(config: &StudyConfig, params: &Params) -> Vec<f64> {
     config
         .bounds
         .iter()
-        .map(|(name, bound)| params.get(name).map_or(0.0, |&v| to_unit(v, bound)))
+        .map(|(name, bound)| params.get(name).map_or(0.5, |v| bound.unit_of(v)))
         .collect()
-}
-
-/// The point a fraction `u` of the way from `a` to `b`.
-fn lerp(a: f64, b: f64, u: f64) -> f64 {
-    a + (b - a) * u
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flotilla_messages::solver::Sampler;
+    use flotilla_messages::solver::{Sampler, Scale};
     use proptest::prelude::*;
     use rand::Rng;
+    use std::collections::BTreeMap;
 
     fn config(seed: u64, bounds: &[(&str, f64, f64, Scale)]) -> StudyConfig {
         let bounds = bounds
             .iter()
-            .map(|&(name, min, max, scale)| (name.to_string(), Bound { min, max, scale }))
+            .map(|&(name, min, max, scale)| (name.to_string(), Bound::new(min, max, scale)))
             .collect();
         StudyConfig {
             seed,
@@ -106,6 +104,7 @@ mod tests {
             strategy_params: BTreeMap::new(),
             sampler: Sampler::Random,
             max_retries: 0,
+            ..Default::default()
         }
     }
 
@@ -123,7 +122,11 @@ mod tests {
     fn same_seed_and_number_give_identical_params() {
         let a = sample_params(&two_params(42), 3, &History::default());
         let b = sample_params(&two_params(42), 3, &History::default());
-        let bits = |p: &BTreeMap<String, f64>| p.values().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let bits = |p: &Params| {
+            p.values()
+                .map(|v| v.as_f64().unwrap().to_bits())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(bits(&a), bits(&b));
     }
 
@@ -147,7 +150,7 @@ mod tests {
             .map(|n| {
                 sample_params(&config, n, &History::default())
                     .values()
-                    .map(|v| v.to_bits())
+                    .map(|v| v.as_f64().unwrap().to_bits())
                     .collect()
             })
             .collect();
@@ -168,7 +171,11 @@ mod tests {
     fn log_scale_is_log_uniform() {
         let config = config(9, &[("lr", 1e-6, 1.0, Scale::Log)]);
         let mut values: Vec<f64> = (1..=4001)
-            .map(|n| sample_params(&config, n, &History::default())["lr"])
+            .map(|n| {
+                sample_params(&config, n, &History::default())["lr"]
+                    .as_f64()
+                    .unwrap()
+            })
             .collect();
         values.sort_by(f64::total_cmp);
         let median = values[values.len() / 2];
@@ -189,7 +196,12 @@ mod tests {
         let mut config = config(9, &[("lr", 1e-6, 1.0, Scale::Log)]);
         config.sampler = Sampler::Sobol;
         let below_1e3 = (1..=1024)
-            .filter(|&n| sample_params(&config, n, &History::default())["lr"] < 1e-3)
+            .filter(|&n| {
+                sample_params(&config, n, &History::default())["lr"]
+                    .as_f64()
+                    .unwrap()
+                    < 1e-3
+            })
             .count();
         assert_eq!(
             below_1e3, 512,
@@ -198,7 +210,11 @@ mod tests {
         config.sampler = Sampler::Grid;
         config.budget = 6;
         let mut lrs: Vec<f64> = (1..=6)
-            .map(|n| sample_params(&config, n, &History::default())["lr"])
+            .map(|n| {
+                sample_params(&config, n, &History::default())["lr"]
+                    .as_f64()
+                    .unwrap()
+            })
             .collect();
         lrs.sort_by(f64::total_cmp);
         for (lr, exponent) in lrs.iter().zip([-5.5, -4.5, -3.5, -2.5, -1.5, -0.5]) {
@@ -210,7 +226,11 @@ mod tests {
     fn linear_scale_is_uniform() {
         let config = config(9, &[("x", -2.0, 6.0, Scale::Linear)]);
         let values: Vec<f64> = (1..=4000)
-            .map(|n| sample_params(&config, n, &History::default())["x"])
+            .map(|n| {
+                sample_params(&config, n, &History::default())["x"]
+                    .as_f64()
+                    .unwrap()
+            })
             .collect();
         let mean = values.iter().sum::<f64>() / values.len() as f64;
         assert!((mean - 2.0).abs() < 0.15, "mean {mean}");
@@ -218,32 +238,18 @@ mod tests {
 
     #[test]
     fn unit_ends_map_to_bound_ends() {
-        let log = Bound {
-            min: 1e-3,
-            max: 10.0,
-            scale: Scale::Log,
-        };
+        let log = Bound::new(1e-3, 10.0, Scale::Log);
         assert!((from_unit(0.0, &log) / 1e-3 - 1.0).abs() < 1e-12);
         assert!(from_unit(1.0 - f64::EPSILON, &log) <= 10.0);
-        let periodic = Bound {
-            min: 0.0,
-            max: 360.0,
-            scale: Scale::Periodic,
-        };
+        let periodic = Bound::new(0.0, 360.0, Scale::Periodic);
         assert_eq!(from_unit(0.5, &periodic), 180.0);
     }
 
     fn bound() -> impl Strategy<Value = Bound> {
-        let linear = (-1e12..1e12f64, 1e-9..1e12f64).prop_map(|(min, width)| Bound {
-            min,
-            max: min + width,
-            scale: Scale::Linear,
-        });
-        let log = (1e-300..1e300f64, 1.0001..1e10f64).prop_map(|(min, ratio)| Bound {
-            min,
-            max: (min * ratio).min(f64::MAX),
-            scale: Scale::Log,
-        });
+        let linear = (-1e12..1e12f64, 1e-9..1e12f64)
+            .prop_map(|(min, width)| Bound::new(min, min + width, Scale::Linear));
+        let log = (1e-300..1e300f64, 1.0001..1e10f64)
+            .prop_map(|(min, ratio)| Bound::new(min, (min * ratio).min(f64::MAX), Scale::Log));
         prop_oneof![linear, log]
     }
 
@@ -256,13 +262,14 @@ mod tests {
             let config = StudyConfig {
                 seed,
                 budget,
-                bounds: BTreeMap::from([("p".to_string(), bound)]),
+                bounds: BTreeMap::from([("p".to_string(), bound.clone())]),
                 probe_ratio: None,
                 strategy_params: BTreeMap::new(),
                 sampler,
                 max_retries: 0,
+                ..Default::default()
             };
-            let value = sample_params(&config, number, &History::default())["p"];
+            let value = sample_params(&config, number, &History::default())["p"].as_f64().unwrap();
             prop_assert!(value >= bound.min && value <= bound.max, "{} not in {:?}", value, bound);
         }
     }

@@ -219,7 +219,8 @@ struct StudyState {
     /// derived, never stored.
     #[serde(skip)]
     stale_final: u64,
-    /// The number of the told trial with the lowest value (first told wins ties).
+    /// The number of the told trial with the best value, the lowest or the
+    /// highest by the config's direction (first told wins ties).
     best: Option<u64>,
     /// Every trial's parameters as a unit point, flat, trial `k` at
     /// `(k - 1) · d`: derived from the params, never stored.
@@ -313,7 +314,7 @@ impl Study {
         self.state.as_ref()?.trial(id)
     }
 
-    /// The told trial with the lowest value.
+    /// The told trial with the best value (by the study's direction).
     pub fn best(&self) -> Option<&TrialRecord> {
         self.state.as_ref()?.best_record()
     }
@@ -346,7 +347,9 @@ impl StudyState {
     fn cache(&mut self, record: &TrialRecord) {
         let unit = unit_of_params(&self.config, &record.trial.params);
         self.units.extend(unit);
-        self.values.push(record.outcome.map(|o| o.value));
+        let direction = self.config.direction;
+        self.values
+            .push(record.outcome.map(|o| direction.loss(o.value)));
     }
 
     /// The samplers' view of the trials handed out so far.
@@ -775,12 +778,16 @@ impl StudyState {
             value: result.value,
             cost: result.cost,
         });
-        self.values[index] = Some(result.value);
+        self.values[index] = Some(self.config.direction.loss(result.value));
         self.told += 1;
         if self.trials[index].failure.is_some() {
             self.failed -= 1;
         }
-        if self.best_value().is_none_or(|best| result.value < best) {
+        let direction = self.config.direction;
+        if self
+            .best_value()
+            .is_none_or(|best| direction.better(result.value, best))
+        {
             self.best = Some(self.trials[index].trial.number);
         }
     }
@@ -972,8 +979,7 @@ impl Aggregate for Study {
 mod tests {
     use super::*;
     use crate::solver::samplers::{grid::Grid, sobol};
-    use crate::solver::sampling::from_unit;
-    use flotilla_messages::solver::{Bound, Lease, Sampler, Scale};
+    use flotilla_messages::solver::{Bound, Lease, ParamValue, Params, Sampler, Scale};
     use flotilla_messages::CommandRequest;
     use proptest::prelude::*;
 
@@ -983,22 +989,8 @@ mod tests {
 
     fn config_with(budget: u64, sampler: Sampler) -> StudyConfig {
         let bounds = BTreeMap::from([
-            (
-                "lr".to_string(),
-                Bound {
-                    min: 1e-5,
-                    max: 1e-1,
-                    scale: Scale::Log,
-                },
-            ),
-            (
-                "momentum".to_string(),
-                Bound {
-                    min: 0.8,
-                    max: 0.99,
-                    scale: Scale::Linear,
-                },
-            ),
+            ("lr".to_string(), Bound::new(1e-5, 1e-1, Scale::Log)),
+            ("momentum".to_string(), Bound::new(0.8, 0.99, Scale::Linear)),
         ]);
         StudyConfig {
             seed: 42,
@@ -1008,6 +1000,7 @@ mod tests {
             strategy_params: BTreeMap::new(),
             sampler,
             max_retries: 0,
+            ..Default::default()
         }
     }
 
@@ -1982,7 +1975,7 @@ mod tests {
 
     fn bits(study: &Study) -> Vec<u64> {
         let params = study.trials().iter().flat_map(|r| r.trial.params.values());
-        params.map(|v| v.to_bits()).collect()
+        params.map(|v| v.as_f64().unwrap().to_bits()).collect()
     }
 
     proptest! {
@@ -2066,13 +2059,13 @@ mod tests {
         );
         let (study, log) = ask_in_turn(created, &[3, 5, 8]);
         let config = study.config().unwrap();
-        let (lr, momentum) = (config.bounds["lr"], config.bounds["momentum"]);
+        let (lr, momentum) = (&config.bounds["lr"], &config.bounds["momentum"]);
         assert_eq!(study.trials().len(), 16);
         for record in study.trials() {
             let u = sobol::point(42, record.trial.number, 2);
             let expected = BTreeMap::from([
-                ("lr".to_string(), from_unit(u[0], &lr)),
-                ("momentum".to_string(), from_unit(u[1], &momentum)),
+                ("lr".to_string(), lr.value_at(u[0])),
+                ("momentum".to_string(), momentum.value_at(u[1])),
             ]);
             assert_eq!(record.trial.params, expected, "{}", record.trial.trial_id);
         }
@@ -2081,7 +2074,7 @@ mod tests {
         let below = study
             .trials()
             .iter()
-            .filter(|r| r.trial.params["lr"] < 10f64.powf(-3.0))
+            .filter(|r| r.trial.params["lr"].as_f64().unwrap() < 10f64.powf(-3.0))
             .count();
         assert_eq!(below, 8);
         let replayed = given(&log);
@@ -2104,15 +2097,21 @@ mod tests {
         let mut points: Vec<Vec<u64>> = study
             .trials()
             .iter()
-            .map(|r| r.trial.params.values().map(|v| v.to_bits()).collect())
+            .map(|r| {
+                r.trial
+                    .params
+                    .values()
+                    .map(|v| v.as_f64().unwrap().to_bits())
+                    .collect()
+            })
             .collect();
         points.sort();
         points.dedup();
         assert_eq!(points.len(), 10);
-        let momentum = config(0).bounds["momentum"];
+        let momentum = config(0).bounds["momentum"].clone();
         for record in study.trials() {
             let u = grid.point(42, record.trial.number);
-            assert_eq!(record.trial.params["momentum"], from_unit(u[1], &momentum));
+            assert_eq!(record.trial.params["momentum"], momentum.value_at(u[1]));
         }
         assert_eq!(bits(&given(&log)), bits(&study));
     }
@@ -2137,5 +2136,159 @@ mod tests {
             .map(|text| serde_json::from_str(text).unwrap())
             .collect();
         assert_eq!(bits(&given(&decoded)), bits(&study));
+    }
+
+    /// A study over every parameter type: a log float, a stepped float, a
+    /// log int, a categorical and two conditionals chained on it.
+    fn mixed_space(sampler: Sampler, budget: u64) -> Value {
+        json!({"type": "create_study", "seed": 3, "budget": budget, "sampler": sampler.as_str(),
+        "direction": "maximize",
+        "params": {
+            "lr": {"min": 1e-5, "max": 0.1, "scale": "log"},
+            "dropout": {"min": 0.0, "max": 0.5, "step": 0.05},
+            "batch": {"type": "int", "min": 8, "max": 512, "scale": "log"},
+            "optimizer": {"type": "categorical", "choices": ["adam", "sgd", "rmsprop"]},
+            "momentum": {"min": 0.5, "max": 0.99,
+                         "condition": {"parent": "optimizer", "values": ["sgd", "rmsprop"]}},
+            "nesterov": {"type": "categorical", "choices": [true, false],
+                         "condition": {"parent": "optimizer", "values": ["sgd"]}}
+        }})
+    }
+
+    /// A score that prefers sgd, lr near 1e-2 and a batch near 64.
+    fn mixed_score(params: &Params) -> f64 {
+        let lr = params["lr"].as_f64().unwrap();
+        let batch = params["batch"].as_f64().unwrap();
+        let sgd = params["optimizer"] == ParamValue::Text("sgd".into());
+        -(lr.log10() + 2.0).powi(2) - (batch.log2() - 6.0).powi(2) / 4.0 + f64::from(u8::from(sgd))
+    }
+
+    /// Asks and tells one trial at a time until the budget is spent.
+    fn run_to_budget(mut study: Study, score: fn(&Params) -> f64) -> Study {
+        loop {
+            let asked = when(&study, json!({"type": "ask", "n": 1})).unwrap();
+            let SolverEvent::TrialsAsked { trials, .. } = &asked[0] else {
+                unreachable!()
+            };
+            let Some(trial) = trials.first() else {
+                return study;
+            };
+            let tell =
+                json!({"type": "tell", "trial_id": trial.trial_id, "value": score(&trial.params)});
+            study = asked.iter().fold(study, Study::evolve);
+            study = when(&study, tell)
+                .unwrap()
+                .iter()
+                .fold(study, Study::evolve);
+        }
+    }
+
+    #[test]
+    fn every_sampler_hands_out_valid_mixed_params() {
+        for sampler in Sampler::ALL {
+            let created = when(&Study::default(), mixed_space(sampler, 40)).unwrap();
+            let study = run_to_budget(given(&created), mixed_score);
+            let config = study.config().unwrap().clone();
+            assert_eq!(study.trials().len(), 40, "{sampler}");
+            for record in study.trials() {
+                let params = &record.trial.params;
+                for (name, value) in params {
+                    assert_eq!(
+                        config.bounds[name].normalize(value).as_ref(),
+                        Ok(value),
+                        "{sampler} {name}"
+                    );
+                }
+                let optimizer = params["optimizer"].to_string();
+                assert_eq!(
+                    params.contains_key("momentum"),
+                    optimizer != "adam",
+                    "{sampler} {params:?}"
+                );
+                assert_eq!(
+                    params.contains_key("nesterov"),
+                    optimizer == "sgd",
+                    "{sampler} {params:?}"
+                );
+            }
+            let choices: std::collections::BTreeSet<String> = study
+                .trials()
+                .iter()
+                .map(|r| r.trial.params["optimizer"].to_string())
+                .collect();
+            assert!(
+                choices.len() >= 2,
+                "{sampler} explores the choices: {choices:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_maximising_study_keeps_the_highest_value_as_best() {
+        let created = when(&Study::default(), mixed_space(Sampler::Random, 3)).unwrap();
+        let mut study = given(&created);
+        study = when(&study, json!({"type": "ask", "n": 3}))
+            .unwrap()
+            .iter()
+            .fold(study, Study::evolve);
+        let tell = json!({"type": "tell", "results": [
+            {"trial_id": "t1", "value": 1.0}, {"trial_id": "t2", "value": 3.0}, {"trial_id": "t3", "value": 2.0}]});
+        study = when(&study, tell)
+            .unwrap()
+            .iter()
+            .fold(study, Study::evolve);
+        assert_eq!(study.best().unwrap().trial.trial_id, "t2");
+    }
+
+    #[test]
+    fn tpe_finds_the_better_region_of_a_mixed_space() {
+        let best = |sampler: Sampler| {
+            let created = when(&Study::default(), mixed_space(sampler, 60)).unwrap();
+            let study = run_to_budget(given(&created), mixed_score);
+            study.best().unwrap().outcome.unwrap().value
+        };
+        let (tpe, random) = (best(Sampler::Tpe), best(Sampler::Random));
+        assert!(tpe >= random, "tpe {tpe} vs random {random}");
+        assert!(tpe > 0.5, "tpe found sgd near the optimum: {tpe}");
+    }
+
+    #[test]
+    fn a_bad_space_is_refused_naming_the_parameter() {
+        let cases = [
+            (
+                json!({"x": {"min": 2, "max": 1}}),
+                "bounds.x: min 2 must be below max 1",
+            ),
+            (
+                json!({"x": {"min": 0, "max": 1, "scale": "log"}}),
+                "bounds.x: log scale needs min > 0, got 0",
+            ),
+            (json!({}), "bounds: at least one parameter is required"),
+            (
+                json!({"x": {"min": 0, "max": 1, "scale": "cubic"}}),
+                "unknown scale \"cubic\"",
+            ),
+            (
+                json!({"x": {"type": "categorical", "choices": []}}),
+                "bounds.x: choices must not be empty",
+            ),
+            (
+                json!({"x": {"min": 0, "max": 1, "condition": {"parent": "y", "values": [1]}}}),
+                "bounds.x.condition: parent \"y\" is not a parameter",
+            ),
+        ];
+        for (bounds, expected) in cases {
+            let command = json!({"type": "create_study", "seed": 1, "budget": 5, "bounds": bounds});
+            let error = CommandRequest::from_value(command, None)
+                .unwrap()
+                .parse::<SolverCommand>("solver", Study::COMMAND_TYPES)
+                .and_then(|c| Study::default().decide(&c))
+                .unwrap_err();
+            assert!(
+                error.message.contains(expected),
+                "{bounds}: {}",
+                error.message
+            );
+        }
     }
 }

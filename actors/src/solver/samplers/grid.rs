@@ -196,11 +196,7 @@ mod tests {
         let mut values: Vec<f64> = (1..=4).map(|n| grid.point(3, n)[0]).collect();
         values.sort_by(f64::total_cmp);
         assert_eq!(values, [0.125, 0.375, 0.625, 0.875]);
-        let log = Bound {
-            min: 1e-4,
-            max: 1.0,
-            scale: Scale::Log,
-        };
+        let log = Bound::new(1e-4, 1.0, Scale::Log);
         let lrs: Vec<f64> = values.iter().map(|&u| from_unit(u, &log)).collect();
         for (lr, exponent) in lrs.iter().zip([-3.5, -2.5, -1.5, -0.5]) {
             assert!((lr.log10() - exponent).abs() < 1e-12, "{lr}");

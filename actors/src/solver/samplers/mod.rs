@@ -134,21 +134,18 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn config(sampler: Sampler, seed: u64, budget: u64, dimensions: usize) -> StudyConfig {
-        let bound = Bound {
-            min: 0.0,
-            max: 1.0,
-            scale: Scale::Linear,
-        };
+        let bound = Bound::new(0.0, 1.0, Scale::Linear);
         StudyConfig {
             seed,
             budget,
             bounds: (0..dimensions)
-                .map(|d| (format!("p{d:02}"), bound))
+                .map(|d| (format!("p{d:02}"), bound.clone()))
                 .collect(),
             probe_ratio: None,
             strategy_params: BTreeMap::new(),
             sampler,
             max_retries: 0,
+            ..Default::default()
         }
     }
 

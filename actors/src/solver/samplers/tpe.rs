@@ -533,6 +533,7 @@ mod tests {
     use super::*;
     use crate::runtime::Aggregate;
     use crate::solver::Study;
+    use flotilla_messages::search_space::numeric_params;
     use flotilla_messages::solver::{
         Bound, Sampler, Scale, SolverCommand, SolverEvent, Tell, TrialResult,
     };
@@ -541,11 +542,7 @@ mod tests {
     type Objective = fn(&BTreeMap<String, f64>) -> f64;
 
     fn bound(min: f64, max: f64) -> Bound {
-        Bound {
-            min,
-            max,
-            scale: Scale::Linear,
-        }
+        Bound::new(min, max, Scale::Linear)
     }
 
     fn config(
@@ -558,11 +555,15 @@ mod tests {
         StudyConfig {
             seed,
             budget,
-            bounds: bounds.iter().map(|(n, b)| (n.to_string(), *b)).collect(),
+            bounds: bounds
+                .iter()
+                .map(|(n, b)| (n.to_string(), b.clone()))
+                .collect(),
             probe_ratio: None,
             strategy_params: knobs.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             sampler,
             max_retries: 0,
+            ..Default::default()
         }
     }
 
@@ -624,7 +625,7 @@ mod tests {
             let results = fresh
                 .iter()
                 .map(|r| {
-                    let value = objective(&r.trial.params);
+                    let value = objective(&numeric_params(&r.trial.params));
                     best = best.min(value);
                     TrialResult {
                         trial_id: r.trial.trial_id.clone(),
@@ -652,7 +653,7 @@ mod tests {
 
     fn bits(study: &Study) -> Vec<u64> {
         let params = study.trials().iter().flat_map(|r| r.trial.params.values());
-        params.map(|v| v.to_bits()).collect()
+        params.map(|v| v.as_f64().unwrap().to_bits()).collect()
     }
 
     #[test]
@@ -773,14 +774,7 @@ mod tests {
             let space = [
                 ("x", bound(-5.0, 10.0)),
                 ("y", bound(0.0, 15.0)),
-                (
-                    "lr",
-                    Bound {
-                        min: 1e-5,
-                        max: 0.1,
-                        scale: Scale::Log,
-                    },
-                ),
+                ("lr", Bound::new(1e-5, 0.1, Scale::Log)),
             ];
             let knobs = [("multivariate", multivariate), ("n_startup_trials", 5.0)];
             let config = config(Sampler::Tpe, 3, 40, &space, &knobs);
@@ -814,25 +808,24 @@ mod tests {
     fn a_batch_gets_distinct_points_inside_the_bounds() {
         let space = [
             ("x", bound(-5.0, 10.0)),
-            (
-                "lr",
-                Bound {
-                    min: 1e-5,
-                    max: 0.1,
-                    scale: Scale::Log,
-                },
-            ),
+            ("lr", Bound::new(1e-5, 0.1, Scale::Log)),
         ];
         let config = config(Sampler::Tpe, 8, 200, &space, &[]);
         let (study, _, _) = run(config, |p| (p["x"] - 1.0).abs() + p["lr"].ln().abs(), 16);
         let mut seen: Vec<Vec<u64>> = study
             .trials()
             .iter()
-            .map(|r| r.trial.params.values().map(|v| v.to_bits()).collect())
+            .map(|r| {
+                r.trial
+                    .params
+                    .values()
+                    .map(|v| v.as_f64().unwrap().to_bits())
+                    .collect()
+            })
             .collect();
         for r in study.trials() {
-            assert!((-5.0..=10.0).contains(&r.trial.params["x"]));
-            assert!((1e-5..=0.1).contains(&r.trial.params["lr"]));
+            assert!((-5.0..=10.0).contains(&r.trial.params["x"].as_f64().unwrap()));
+            assert!((1e-5..=0.1).contains(&r.trial.params["lr"].as_f64().unwrap()));
         }
         seen.sort();
         seen.dedup();
@@ -924,7 +917,8 @@ mod tests {
             let space: Vec<(String, Bound)> = (0..16)
                 .map(|d| (format!("p{d:02}"), bound(0.0, 1.0)))
                 .collect();
-            let space: Vec<(&str, Bound)> = space.iter().map(|(n, b)| (n.as_str(), *b)).collect();
+            let space: Vec<(&str, Bound)> =
+                space.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
             let config = config(
                 sampler,
                 1,
@@ -947,7 +941,7 @@ mod tests {
                 let r = study.trials().last().unwrap();
                 let result = TrialResult {
                     trial_id: r.trial.trial_id.clone(),
-                    value: objective(&r.trial.params),
+                    value: objective(&numeric_params(&r.trial.params)),
                     cost: None,
                 };
                 study = apply(
