@@ -15,16 +15,19 @@
 //! - [`error`]: the typed error codes shared by every actor.
 //! - [`search_space`]: a study's parameters (float, int, categorical,
 //!   conditional) and how the unit cube maps onto them;
-//! - [`solver`]: the solver's commands and events.
+//! - [`solver`]: the solver's commands and events, with [`pruning`]
+//!   (`report` and the pruners) and [`warm_start`] (`seed`, `enqueue`).
 
 pub mod codec;
 pub mod command;
 pub mod envelope;
 pub mod error;
+pub mod pruning;
 pub mod reply;
 pub mod search_space;
 pub mod solver;
 pub mod subjects;
+pub mod warm_start;
 
 pub use codec::{CodecError, Encoding};
 pub use command::CommandRequest;

@@ -67,8 +67,10 @@
 //! failure for a stale trial is still recorded.
 
 use crate::error::Rejection;
+pub use crate::pruning::{PruneAction, Pruner, Report};
 use crate::search_space::space_problem;
 pub use crate::search_space::{Bound, Direction, ParamKind, ParamValue, Params};
+pub use crate::warm_start::{Enqueue, PriorResult, SeedTrials};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -95,6 +97,9 @@ pub const COMMAND_TYPES: &[&str] = &[
     "heartbeat",
     "expire",
     "stop",
+    "report",
+    "seed",
+    "enqueue",
 ];
 
 /// How a parameter's range is searched.
@@ -308,6 +313,10 @@ pub struct StudyConfig {
     /// and events from before leases read and write as they did.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub max_retries: u32,
+    /// How reports stop trials early ([`crate::pruning`]); never when
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pruner: Option<Pruner>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -339,6 +348,7 @@ impl StudyConfig {
             .or_else(|| space_problem(&self.bounds))
             .or_else(|| self.sampler_problem())
             .or_else(|| self.probe_ratio_problem())
+            .or_else(|| self.pruner.and_then(|p| p.problem()))
             .or_else(|| self.strategy_params_problem())
     }
 
@@ -481,7 +491,7 @@ impl TryFrom<TellWire> for Tell {
 /// The two spellings of a command about trials: a list under `list_name`,
 /// or one item's fields at the top level. `single` is `None` when no
 /// top-level field was given, `Some(None)` when they do not make an item.
-fn one_or_many<T>(
+pub(crate) fn one_or_many<T>(
     list_name: &str,
     single_form: &str,
     list: Option<Vec<T>>,
@@ -637,6 +647,12 @@ pub enum SolverCommand {
         /// Why, for the record.
         reason: Option<String>,
     },
+    /// Records an intermediate result; the reply says continue or prune.
+    Report(Report),
+    /// Adds earlier results to the history (a warm start).
+    Seed(SeedTrials),
+    /// Queues candidates for the next asks.
+    Enqueue(Enqueue),
 }
 
 /// [`SolverCommand`] as it is spelled on the wire.
@@ -662,6 +678,9 @@ enum CommandWire {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    Report(Report),
+    Seed(SeedTrials),
+    Enqueue(Enqueue),
 }
 
 impl TryFrom<CommandWire> for SolverCommand {
@@ -691,6 +710,9 @@ impl TryFrom<CommandWire> for SolverCommand {
             CommandWire::Heartbeat(heartbeat) => SolverCommand::Heartbeat(heartbeat),
             CommandWire::Expire { now } => SolverCommand::Expire { now },
             CommandWire::Stop { reason } => SolverCommand::Stop { reason },
+            CommandWire::Report(report) => SolverCommand::Report(report),
+            CommandWire::Seed(seed) => SolverCommand::Seed(seed),
+            CommandWire::Enqueue(enqueue) => SolverCommand::Enqueue(enqueue),
         })
     }
 }
@@ -709,6 +731,9 @@ impl From<SolverCommand> for CommandWire {
             SolverCommand::Heartbeat(heartbeat) => CommandWire::Heartbeat(heartbeat),
             SolverCommand::Expire { now } => CommandWire::Expire { now },
             SolverCommand::Stop { reason } => CommandWire::Stop { reason },
+            SolverCommand::Report(report) => CommandWire::Report(report),
+            SolverCommand::Seed(seed) => CommandWire::Seed(seed),
+            SolverCommand::Enqueue(enqueue) => CommandWire::Enqueue(enqueue),
         }
     }
 }
@@ -724,6 +749,9 @@ impl SolverCommand {
             SolverCommand::Heartbeat(_) => "heartbeat",
             SolverCommand::Expire { .. } => "expire",
             SolverCommand::Stop { .. } => "stop",
+            SolverCommand::Report(_) => "report",
+            SolverCommand::Seed(_) => "seed",
+            SolverCommand::Enqueue(_) => "enqueue",
         }
     }
 }
@@ -808,6 +836,33 @@ pub enum SolverEvent {
         /// Why, if the client said.
         reason: Option<String>,
     },
+    /// A running trial reported an intermediate result, and the pruner
+    /// decided.
+    TrialReported {
+        /// The trial.
+        trial_id: String,
+        /// The step it reported.
+        step: u64,
+        /// The value it reported.
+        value: f64,
+        /// What the trial should do; `prune` finishes it.
+        action: PruneAction,
+        /// Whether pruning it completes the study.
+        #[serde(default)]
+        completes_study: bool,
+    },
+    /// Earlier results joined the study as completed trials (no budget used).
+    TrialsSeeded {
+        /// The new trials, numbered on from the last one.
+        trials: Vec<Trial>,
+        /// Their results, one per trial, in the same order.
+        results: Vec<TrialResult>,
+    },
+    /// Candidates joined the queue the next asks hand out first.
+    CandidatesEnqueued {
+        /// The candidates, checked against the search space.
+        candidates: Vec<Params>,
+    },
 }
 
 impl SolverEvent {
@@ -821,6 +876,9 @@ impl SolverEvent {
             SolverEvent::LeasesRenewed { .. } => "leases_renewed",
             SolverEvent::TrialsExpired { .. } => "trials_expired",
             SolverEvent::StudyStopped { .. } => "study_stopped",
+            SolverEvent::TrialReported { .. } => "trial_reported",
+            SolverEvent::TrialsSeeded { .. } => "trials_seeded",
+            SolverEvent::CandidatesEnqueued { .. } => "candidates_enqueued",
         }
     }
 }
@@ -1520,16 +1578,16 @@ mod tests {
             .prop_map(|(trial_id, reason)| TrialFailure { trial_id, reason })
     }
 
+    fn params() -> impl Strategy<Value = Params> {
+        proptest::collection::btree_map(name(), param_value(), 0..4)
+    }
+
     fn trial() -> impl Strategy<Value = Trial> {
-        (
-            1..u64::MAX,
-            proptest::collection::btree_map(name(), param_value(), 0..4),
-        )
-            .prop_map(|(number, params)| Trial {
-                trial_id: trial_id(number),
-                number,
-                params,
-            })
+        (1..u64::MAX, params()).prop_map(|(number, params)| Trial {
+            trial_id: trial_id(number),
+            number,
+            params,
+        })
     }
 
     fn command() -> impl Strategy<Value = SolverCommand> {
@@ -1566,6 +1624,26 @@ mod tests {
             proptest::collection::vec(failure(), 1..4)
                 .prop_map(|failures| SolverCommand::Fail(Fail { failures })),
             proptest::option::of(".{0,12}").prop_map(|reason| SolverCommand::Stop { reason }),
+            ("t[1-9]", any::<u64>(), finite()).prop_map(|(trial_id, step, value)| {
+                SolverCommand::Report(Report {
+                    trial_id,
+                    step,
+                    value,
+                })
+            }),
+            proptest::collection::vec((params(), finite(), proptest::option::of(finite())), 1..3)
+                .prop_map(|trials| SolverCommand::Seed(SeedTrials {
+                    trials: trials
+                        .into_iter()
+                        .map(|(params, value, cost)| PriorResult {
+                            params,
+                            value,
+                            cost
+                        })
+                        .collect()
+                })),
+            proptest::collection::vec(params(), 1..3)
+                .prop_map(|candidates| SolverCommand::Enqueue(Enqueue { candidates })),
         ]
     }
 
@@ -1617,6 +1695,33 @@ mod tests {
                 }
             ),
             proptest::option::of(".{0,12}").prop_map(|reason| SolverEvent::StudyStopped { reason }),
+            (
+                "t[1-9]",
+                any::<u64>(),
+                finite(),
+                any::<bool>(),
+                any::<bool>()
+            )
+                .prop_map(|(trial_id, step, value, prune, completes_study)| {
+                    SolverEvent::TrialReported {
+                        trial_id,
+                        step,
+                        value,
+                        action: if prune {
+                            PruneAction::Prune
+                        } else {
+                            PruneAction::Continue
+                        },
+                        completes_study,
+                    }
+                }),
+            (
+                proptest::collection::vec(trial(), 0..3),
+                proptest::collection::vec(result(), 0..3)
+            )
+                .prop_map(|(trials, results)| SolverEvent::TrialsSeeded { trials, results }),
+            proptest::collection::vec(params(), 0..3)
+                .prop_map(|candidates| SolverEvent::CandidatesEnqueued { candidates }),
         ]
     }
 

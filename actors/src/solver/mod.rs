@@ -16,6 +16,7 @@
 //!
 //! The wire types live in `flotilla_messages::solver`.
 
+pub mod pruners;
 pub mod samplers;
 pub mod sampling;
 pub mod study;

@@ -48,11 +48,24 @@
 //!   an `expire` may complete the study. A result or a failure for a stale
 //!   trial (a late one) is recorded like any other.
 //! - `stop` ends a running study (`INVALID_STATE` once stopped or completed).
+//! - `report {trial_id, step, value}` records a running (or stale) trial's
+//!   intermediate result and asks the config's pruner whether it goes on
+//!   ([`reports`]); the event carries the answer (`continue` or `prune`), a
+//!   pruned trial is finished (counts toward the budget, never the best),
+//!   later reports for it are `INVALID_STATE`, a `fail` for it records
+//!   nothing, and a late `tell` still completes it.
+//! - `seed` adds earlier results as completed trials that use no budget;
+//!   `enqueue` queues candidates that the next asks hand out first, filled
+//!   in by the sampler where they leave parameters out ([`warm_start`]).
+//!   Both check every value against the search space and refuse the whole
+//!   command on the first problem.
+//! - A maximising study (`direction: maximize`) keeps the highest value as
+//!   the best; its samplers and pruners see values negated.
 
 use flotilla_messages::solver::{
-    trial_id, trial_number, Fail, Heartbeat, Lease, SolverCommand, SolverEvent, StudyConfig, Tell,
-    Trial, TrialFailure, TrialResult, COMMAND_TYPES, DEFAULT_LEASE_SECONDS, MAX_ASK,
-    MAX_LEASE_SECONDS,
+    trial_id, trial_number, Fail, Heartbeat, Lease, Params, SolverCommand, SolverEvent,
+    StudyConfig, Tell, Trial, TrialFailure, TrialResult, COMMAND_TYPES, DEFAULT_LEASE_SECONDS,
+    MAX_ASK, MAX_LEASE_SECONDS,
 };
 use flotilla_messages::{Actor, ErrorCode, Rejection};
 use serde::{Deserialize, Serialize};
@@ -62,6 +75,10 @@ use std::collections::BTreeMap;
 use super::samplers::History;
 use super::sampling::{sample_params, unit_of_params};
 use crate::runtime::Aggregate;
+use warm_start::complete_candidate;
+
+mod reports;
+mod warm_start;
 
 /// Where a study is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +130,8 @@ pub enum TrialState {
     Failed,
     /// Its lease ended before it was told or failed.
     Stale,
+    /// Stopped early by the pruner after a report.
+    Pruned,
 }
 
 impl TrialState {
@@ -123,6 +142,7 @@ impl TrialState {
             TrialState::Completed => "completed",
             TrialState::Failed => "failed",
             TrialState::Stale => "stale",
+            TrialState::Pruned => "pruned",
         }
     }
 }
@@ -147,6 +167,15 @@ pub struct TrialRecord {
     /// How many times it was handed out again after going stale.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub retries: u32,
+    /// Its intermediate results, step → value, as `report` gave them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reports: BTreeMap<u64, f64>,
+    /// The step at which the pruner stopped it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pruned_at: Option<u64>,
+    /// Whether it came from `seed` (an earlier result, no budget used).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub seeded: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -169,8 +198,24 @@ impl TrialRecord {
         match (&self.outcome, &self.failure) {
             (Some(_), _) => TrialState::Completed,
             (None, Some(_)) => TrialState::Failed,
+            (None, None) if self.pruned_at.is_some() => TrialState::Pruned,
             (None, None) if self.stale => TrialState::Stale,
             (None, None) => TrialState::Asked,
+        }
+    }
+
+    /// A trial just handed out (or seeded).
+    fn new(trial: Trial, lease_until: Option<u64>) -> Self {
+        TrialRecord {
+            trial,
+            outcome: None,
+            failure: None,
+            lease_until,
+            stale: false,
+            retries: 0,
+            reports: BTreeMap::new(),
+            pruned_at: None,
+            seeded: false,
         }
     }
 
@@ -192,6 +237,20 @@ impl TrialRecord {
         if self.retries > 0 {
             view["retries"] = json!(self.retries);
         }
+        if !self.reports.is_empty() {
+            let reports: Vec<Value> = self
+                .reports
+                .iter()
+                .map(|(step, value)| json!({"step": step, "value": value}))
+                .collect();
+            view["reports"] = json!(reports);
+        }
+        if let Some(step) = self.pruned_at {
+            view["pruned_at"] = json!(step);
+        }
+        if self.seeded {
+            view["seeded"] = json!(true);
+        }
         view
     }
 }
@@ -212,6 +271,12 @@ struct StudyState {
     told: u64,
     /// How many trials failed and have no outcome.
     failed: u64,
+    /// How many trials were pruned and have no outcome.
+    pruned: u64,
+    /// How many trials came from `seed` (they use no budget).
+    seeded: u64,
+    /// Candidates from `enqueue` not handed out yet, first in line first.
+    queue: Vec<Params>,
     /// How many trials are stale: derived, never stored.
     #[serde(skip)]
     stale: u64,
@@ -242,6 +307,14 @@ struct StoredState {
     /// Absent in snapshots taken before trials could fail.
     #[serde(default)]
     failed: u64,
+    /// Absent in snapshots taken before pruning.
+    #[serde(default)]
+    pruned: u64,
+    /// Absent in snapshots taken before warm starts.
+    #[serde(default)]
+    seeded: u64,
+    #[serde(default)]
+    queue: Vec<Params>,
     best: Option<u64>,
 }
 
@@ -254,6 +327,9 @@ impl From<StoredState> for StudyState {
             trials: Vec::new(),
             told: stored.told,
             failed: stored.failed,
+            pruned: stored.pruned,
+            seeded: stored.seeded,
+            queue: stored.queue,
             stale: 0,
             stale_final: 0,
             best: stored.best,
@@ -335,6 +411,9 @@ impl StudyState {
             trials: Vec::new(),
             told: 0,
             failed: 0,
+            pruned: 0,
+            seeded: 0,
+            queue: Vec::new(),
             stale: 0,
             stale_final: 0,
             best: None,
@@ -362,12 +441,14 @@ impl StudyState {
     }
 
     fn remaining(&self) -> u64 {
-        self.config.budget.saturating_sub(self.asked())
+        self.config
+            .budget
+            .saturating_sub(self.asked() - self.seeded)
     }
 
-    /// Trials told, failed or stale without a retry left.
+    /// Trials told, failed, pruned or stale without a retry left.
     fn finished(&self) -> u64 {
-        self.told + self.failed + self.stale_final
+        self.told + self.failed + self.pruned + self.stale_final
     }
 
     /// Whether `record` is stale with no retry left.
@@ -381,7 +462,7 @@ impl StudyState {
         match record.state() {
             TrialState::Asked => true,
             TrialState::Stale => !self.is_final(record),
-            TrialState::Completed | TrialState::Failed => false,
+            TrialState::Completed | TrialState::Failed | TrialState::Pruned => false,
         }
     }
 
@@ -441,7 +522,8 @@ impl StudyState {
         let mut history = self.history();
         let trials: Vec<Trial> = (1..=count)
             .map(|k| {
-                let trial = self.new_trial(self.asked() + k, &history);
+                let queued = self.queue.get(k as usize - 1);
+                let trial = self.new_trial(self.asked() + k, &history, queued);
                 history.push_pending(&unit_of_params(&self.config, &trial.params));
                 trial
             })
@@ -504,11 +586,17 @@ impl StudyState {
             .map_or(String::new(), |r| format!(" ({r})"))
     }
 
-    fn new_trial(&self, number: u64, history: &History) -> Trial {
+    /// Trial `number`: the sampler's point, or the queued candidate's
+    /// values with the sampler filling in what it leaves out.
+    fn new_trial(&self, number: u64, history: &History, queued: Option<&Params>) -> Trial {
+        let params = match queued {
+            None => sample_params(&self.config, number, history),
+            Some(candidate) => complete_candidate(&self.config, number, history, candidate),
+        };
         Trial {
             trial_id: trial_id(number),
             number,
-            params: sample_params(&self.config, number, history),
+            params,
         }
     }
 
@@ -578,7 +666,11 @@ impl StudyState {
                     ),
                 ));
             }
-            let repeat = record.failure.is_some() || fresh.iter().any(|f| &f.trial_id == id);
+            // A pruned trial is finished already; its process failing as
+            // it is stopped changes nothing.
+            let repeat = record.failure.is_some()
+                || record.pruned_at.is_some()
+                || fresh.iter().any(|f| &f.trial_id == id);
             if !repeat {
                 fresh.push(failure.clone());
             }
@@ -671,6 +763,17 @@ impl StudyState {
                 self.status = StudyStatus::Stopped;
                 self.stop_reason = reason.clone();
             }
+            SolverEvent::TrialReported {
+                trial_id,
+                step,
+                value,
+                action,
+                completes_study,
+            } => self.record_report(trial_id, *step, *value, *action, *completes_study),
+            SolverEvent::TrialsSeeded { trials, results } => self.add_seeded(trials, results),
+            SolverEvent::CandidatesEnqueued { candidates } => {
+                self.queue.extend(candidates.iter().cloned());
+            }
         }
     }
 
@@ -705,8 +808,8 @@ impl StudyState {
                 self.stale_final += 1;
             }
         }
-        if completes_study && self.status == StudyStatus::Running {
-            self.status = StudyStatus::Completed;
+        if completes_study {
+            self.complete();
         }
     }
 
@@ -723,18 +826,24 @@ impl StudyState {
     }
 
     fn add_trials(&mut self, trials: &[Trial], lease_until: Option<u64>) {
+        let from_queue = trials.len().min(self.queue.len());
+        self.queue.drain(..from_queue);
         for trial in trials {
-            let record = TrialRecord {
-                trial: trial.clone(),
-                outcome: None,
-                failure: None,
-                lease_until,
-                stale: false,
-                retries: 0,
-            };
-            self.cache(&record);
-            self.trials.push(record);
+            self.push_record(TrialRecord::new(trial.clone(), lease_until));
         }
+    }
+
+    /// Marks a running study completed (a stopped one stays stopped).
+    fn complete(&mut self) {
+        if self.status == StudyStatus::Running {
+            self.status = StudyStatus::Completed;
+        }
+    }
+
+    /// Adds a new trial's record, in number order.
+    fn push_record(&mut self, record: TrialRecord) {
+        self.cache(&record);
+        self.trials.push(record);
     }
 
     fn record_failures(&mut self, failures: &[TrialFailure], completes_study: bool) {
@@ -742,7 +851,8 @@ impl StudyState {
             let Some(index) = self.index_of(&failure.trial_id) else {
                 continue;
             };
-            if self.trials[index].outcome.is_some() || self.trials[index].failure.is_some() {
+            let record = &self.trials[index];
+            if record.outcome.is_some() || record.failure.is_some() || record.pruned_at.is_some() {
                 continue;
             }
             self.unstale(index);
@@ -752,8 +862,8 @@ impl StudyState {
             });
             self.failed += 1;
         }
-        if completes_study && self.status == StudyStatus::Running {
-            self.status = StudyStatus::Completed;
+        if completes_study {
+            self.complete();
         }
     }
 
@@ -761,8 +871,8 @@ impl StudyState {
         for result in results {
             self.record_result(result);
         }
-        if completes_study && self.status == StudyStatus::Running {
-            self.status = StudyStatus::Completed;
+        if completes_study {
+            self.complete();
         }
     }
 
@@ -782,6 +892,8 @@ impl StudyState {
         self.told += 1;
         if self.trials[index].failure.is_some() {
             self.failed -= 1;
+        } else if self.trials[index].pruned_at.is_some() {
+            self.pruned -= 1;
         }
         let direction = self.config.direction;
         if self
@@ -802,8 +914,11 @@ impl StudyState {
             "asked": self.asked(),
             "told": self.told,
             "failed": self.failed,
+            "pruned": self.pruned,
+            "seeded": self.seeded,
+            "queued": self.queue.len(),
             "stale": self.stale,
-            "running": self.asked() - self.told - self.failed - self.stale,
+            "running": self.asked() - self.told - self.failed - self.pruned - self.stale,
             "pending": self.asked() - self.finished(),
             "remaining": self.remaining(),
         })
@@ -909,6 +1024,9 @@ impl Aggregate for Study {
             SolverCommand::Tell(tell) => state.decide_tell(tell),
             SolverCommand::Fail(fail) => state.decide_fail(fail),
             SolverCommand::Stop { reason } => state.decide_stop(reason),
+            SolverCommand::Report(report) => state.decide_report(report),
+            SolverCommand::Seed(seed) => state.decide_seed(seed),
+            SolverCommand::Enqueue(enqueue) => state.decide_enqueue(enqueue),
         }
     }
 
@@ -958,6 +1076,16 @@ impl Aggregate for Study {
             }
             Some(SolverEvent::StudyStopped { reason }) => {
                 json!({ "status": "stopped", "reason": reason })
+            }
+            Some(SolverEvent::TrialReported {
+                trial_id, action, ..
+            }) => json!({ "trial_id": trial_id, "action": action }),
+            Some(SolverEvent::TrialsSeeded { trials, .. }) => {
+                let ids: Vec<&str> = trials.iter().map(|t| t.trial_id.as_str()).collect();
+                json!({ "seeded": ids })
+            }
+            Some(SolverEvent::CandidatesEnqueued { candidates }) => {
+                json!({ "enqueued": candidates.len() })
             }
             // A repeated tell, fail or heartbeat, or nothing to expire.
             None => json!({ "told": [], "failed": [], "renewed": [], "expired": [] }),
@@ -1354,7 +1482,7 @@ mod tests {
         assert_eq!(after.trial("t2").unwrap().state(), TrialState::Failed);
         assert_eq!(after.trial("t3").unwrap().state(), TrialState::Asked);
         let view = after.view();
-        let counts = json!({"budget": 5, "asked": 3, "told": 0, "failed": 2, "stale": 0, "running": 1, "pending": 1, "remaining": 2});
+        let counts = json!({"budget": 5, "asked": 3, "told": 0, "failed": 2, "pruned": 0, "seeded": 0, "queued": 0, "stale": 0, "running": 1, "pending": 1, "remaining": 2});
         assert_eq!(view["counts"], counts);
         assert_eq!(view["trials"][1]["state"], "failed");
         assert_eq!(view["trials"][1]["failure"], json!({"reason": "exit 3"}));
@@ -1700,7 +1828,7 @@ mod tests {
         let view = after.view();
         assert_eq!(view["trials"][1]["state"], "stale");
         assert_eq!(view["trials"][3]["state"], "asked");
-        let counts = json!({"budget": 10, "asked": 4, "told": 1, "failed": 0, "stale": 2,
+        let counts = json!({"budget": 10, "asked": 4, "told": 1, "failed": 0, "pruned": 0, "seeded": 0, "queued": 0, "stale": 2,
                             "running": 1, "pending": 1, "remaining": 6});
         assert_eq!(view["counts"], counts);
         // Expiring again finds nothing.
@@ -1886,7 +2014,7 @@ mod tests {
         let view = study.view();
         assert_eq!(view["status"], "running");
         assert_eq!(view["done"], false);
-        let counts = json!({"budget": 4, "asked": 3, "told": 3, "failed": 0, "stale": 0, "running": 0, "pending": 0, "remaining": 1});
+        let counts = json!({"budget": 4, "asked": 3, "told": 3, "failed": 0, "pruned": 0, "seeded": 0, "queued": 0, "stale": 0, "running": 0, "pending": 0, "remaining": 1});
         assert_eq!(view["counts"], counts);
         assert_eq!(view["best"]["trial_id"], "t2");
         assert_eq!(view["best"]["value"], 0.5);
@@ -2006,7 +2134,7 @@ mod tests {
                     .filter(|r| match r.state() {
                         TrialState::Asked => false,
                         TrialState::Stale => r.retries >= config.max_retries,
-                        TrialState::Completed | TrialState::Failed => true,
+                        TrialState::Completed | TrialState::Failed | TrialState::Pruned => true,
                     })
                     .count() as u64;
                 let all_finished = finished == config.budget;
@@ -2290,5 +2418,280 @@ mod tests {
                 error.message
             );
         }
+    }
+
+    /// Folds the events `command` causes into `study`, or panics with the
+    /// rejection.
+    fn step(study: Study, command: Value) -> (Study, Value) {
+        let events = when(&study, command.clone()).unwrap_or_else(|e| panic!("{command}: {e}"));
+        let result = Study::result(&events);
+        (events.iter().fold(study, Study::evolve), result)
+    }
+
+    fn pruned_study(pruner: Value) -> Study {
+        let create = json!({"type": "create_study", "seed": 1, "budget": 10,
+                            "bounds": {"x": {"min": 0, "max": 1}}, "pruner": pruner});
+        let (study, _) = step(Study::default(), create);
+        step(study, json!({"type": "ask", "n": 10})).0
+    }
+
+    fn report(study: Study, id: &str, step_: u64, value: f64) -> (Study, String) {
+        let (study, result) = step(
+            study,
+            json!({"type": "report", "trial_id": id, "step": step_, "value": value}),
+        );
+        (study, result["action"].as_str().unwrap().to_string())
+    }
+
+    #[test]
+    fn median_pruner_stops_a_trial_worse_than_the_median_at_its_step() {
+        let mut study = pruned_study(json!({"type": "median", "n_startup_trials": 3}));
+        for (i, id) in ["t1", "t2", "t3"].iter().enumerate() {
+            for s in 0..3 {
+                study = report(study, id, s, i as f64 + 1.0).0;
+            }
+            study = step(
+                study,
+                json!({"type": "tell", "trial_id": id, "value": i as f64 + 1.0}),
+            )
+            .0;
+        }
+        let (study, action) = report(study, "t4", 0, 1.5);
+        assert_eq!(action, "continue");
+        let (study, action) = report(study, "t5", 0, 2.5);
+        assert_eq!(action, "prune");
+        let record = study.trial("t5").unwrap();
+        assert_eq!(
+            (record.state(), record.pruned_at),
+            (TrialState::Pruned, Some(0))
+        );
+        assert_eq!(study.view()["counts"]["pruned"], 1);
+        // A pruned trial reports no more; failing it changes nothing; a
+        // late final value is still recorded.
+        let refused = when(
+            &study,
+            json!({"type": "report", "trial_id": "t5", "step": 1, "value": 0.1}),
+        )
+        .unwrap_err();
+        assert_eq!(refused.code, ErrorCode::InvalidState);
+        assert!(
+            refused.message.contains("pruned at step 0"),
+            "{}",
+            refused.message
+        );
+        assert!(when(&study, json!({"type": "fail", "trial_id": "t5"}))
+            .unwrap()
+            .is_empty());
+        let (study, _) = step(
+            study,
+            json!({"type": "tell", "trial_id": "t5", "value": 2.5}),
+        );
+        assert_eq!(study.trial("t5").unwrap().state(), TrialState::Completed);
+        assert_eq!(study.view()["counts"]["pruned"], 0);
+    }
+
+    #[test]
+    fn asha_promotes_the_best_third_and_follows_the_direction() {
+        let create = json!({"type": "create_study", "seed": 1, "budget": 9, "direction": "maximize",
+                            "bounds": {"x": {"min": 0, "max": 1}}, "pruner": {"type": "asha"}});
+        let (mut study, _) = step(Study::default(), create);
+        study = step(study, json!({"type": "ask", "n": 9})).0;
+        let mut actions = Vec::new();
+        for (k, score) in [0.5, 0.9, 0.1, 0.2, 0.3, 0.95].iter().enumerate() {
+            let (next, action) = report(study, &format!("t{}", k + 1), 1, *score);
+            study = next;
+            actions.push(action);
+        }
+        // Higher is better: t1 leads, t2 and t6 beat everyone before them;
+        // with six at the rung only the best two go on.
+        assert_eq!(
+            actions,
+            ["continue", "continue", "prune", "prune", "prune", "continue"]
+        );
+    }
+
+    #[test]
+    fn reports_are_checked_and_recorded_without_a_pruner() {
+        let study = pruned_study(Value::Null);
+        let (study, action) = report(study, "t1", 4, 0.3);
+        assert_eq!(action, "continue");
+        assert_eq!(study.trial("t1").unwrap().reports[&4], 0.3);
+        let cases = [
+            (
+                json!({"type": "report", "trial_id": "t99", "step": 1, "value": 1.0}),
+                ErrorCode::UnknownTrial,
+            ),
+            (
+                json!({"type": "report", "trial_id": "t1", "step": 4, "value": 0.4}),
+                ErrorCode::InvalidState,
+            ),
+            (
+                json!({"type": "report", "trial_id": "t1", "step": 1}),
+                ErrorCode::InvalidField,
+            ),
+            (
+                json!({"type": "report", "trial_id": "t1", "step": -1, "value": 1.0}),
+                ErrorCode::InvalidField,
+            ),
+        ];
+        for (command, code) in cases {
+            let error = CommandRequest::from_value(command.clone(), None)
+                .unwrap()
+                .parse::<SolverCommand>("solver", Study::COMMAND_TYPES)
+                .and_then(|c| study.decide(&c))
+                .unwrap_err();
+            assert_eq!(error.code, code, "{command}: {error}");
+        }
+    }
+
+    #[test]
+    fn pruning_the_last_open_trial_completes_the_study() {
+        let create = json!({"type": "create_study", "seed": 1, "budget": 2,
+                            "bounds": {"x": {"min": 0, "max": 1}},
+                            "pruner": {"type": "median", "n_startup_trials": 1}});
+        let (study, _) = step(Study::default(), create);
+        let (study, _) = step(study, json!({"type": "ask", "n": 2}));
+        let (study, _) = report(study, "t1", 1, 1.0);
+        let (study, _) = step(
+            study,
+            json!({"type": "tell", "trial_id": "t1", "value": 1.0}),
+        );
+        let (study, action) = report(study, "t2", 1, 5.0);
+        assert_eq!(action, "prune");
+        assert_eq!(study.status(), Some(StudyStatus::Completed));
+    }
+
+    #[test]
+    fn seeded_results_join_the_history_without_using_budget() {
+        let created = when(&Study::default(), mixed_space(Sampler::Tpe, 5)).unwrap();
+        let study = given(&created);
+        let seed = json!({"type": "seed", "trials": [
+            {"params": {"lr": 0.01, "dropout": 0.1, "batch": 64, "optimizer": "sgd", "momentum": 0.9, "nesterov": true},
+             "value": 7.0, "cost": 3.5},
+            {"params": {"lr": 0.001, "dropout": 0, "batch": 16, "optimizer": "adam"}, "value": 2.0}]});
+        let (study, result) = step(study, seed);
+        assert_eq!(result["seeded"], json!(["t1", "t2"]));
+        assert_eq!(study.best().unwrap().trial.trial_id, "t1", "maximising");
+        assert_eq!(
+            study.trial("t2").unwrap().trial.params["dropout"],
+            ParamValue::Float(0.0)
+        );
+        let view = study.view();
+        assert_eq!(
+            (
+                view["counts"]["seeded"].clone(),
+                view["counts"]["remaining"].clone()
+            ),
+            (json!(2), json!(5))
+        );
+        let study = run_to_budget(study, mixed_score);
+        assert_eq!(study.trials().len(), 7);
+        assert_eq!(study.status(), Some(StudyStatus::Completed));
+    }
+
+    #[test]
+    fn bad_seeds_and_candidates_name_the_problem() {
+        let created = when(&Study::default(), mixed_space(Sampler::Random, 5)).unwrap();
+        let study = given(&created);
+        let full = json!({"lr": 0.01, "dropout": 0.1, "batch": 64, "optimizer": "adam"});
+        let with = |key: &str, value: Value| {
+            let mut params = full.clone();
+            params[key] = value;
+            params
+        };
+        let seed =
+            |params: Value| json!({"type": "seed", "trials": [{"params": params, "value": 1.0}]});
+        let cases = [
+            (
+                seed(with("lr", json!(5.0))),
+                "seed: trials[0].params.lr: 5 is outside [0.00001, 0.1]",
+            ),
+            (
+                seed(with("width", json!(3))),
+                "seed: trials[0].params.width: not a parameter of the study",
+            ),
+            (
+                seed(with("optimizer", json!("lion"))),
+                "params.optimizer: lion is not one of the choices",
+            ),
+            (
+                seed(with("momentum", json!(0.9))),
+                "params.momentum: inactive here",
+            ),
+            (
+                seed(json!({"lr": 0.01})),
+                "seed: trials[0].params: missing \"batch\"",
+            ),
+            (
+                seed(with("dropout", json!(0.12))),
+                "not on the parameter's step",
+            ),
+            (
+                json!({"type": "enqueue", "params": {"batch": 3.5}}),
+                "enqueue: candidates[0].params.batch",
+            ),
+            (
+                json!({"type": "enqueue", "candidates": [{}, {}, {}, {}, {}, {}]}),
+                "room for 5 more queued trials, got 6",
+            ),
+        ];
+        for (command, expected) in cases {
+            let error = when(&study, command.clone()).unwrap_err();
+            assert!(
+                error.message.contains(expected),
+                "{command}: {}",
+                error.message
+            );
+        }
+    }
+
+    #[test]
+    fn enqueued_candidates_are_handed_out_first_and_filled_in() {
+        let created = when(&Study::default(), mixed_space(Sampler::Tpe, 4)).unwrap();
+        let study = given(&created);
+        let (study, result) = step(
+            study,
+            json!({"type": "enqueue", "candidates": [
+            {"lr": 0.001, "optimizer": "sgd", "nesterov": false}, {"batch": 128}]}),
+        );
+        assert_eq!(result["enqueued"], 2);
+        let (study, result) = step(study, json!({"type": "ask", "n": 3}));
+        let trials = result["trials"].as_array().unwrap();
+        assert_eq!(trials[0]["params"]["lr"], 0.001);
+        assert_eq!(trials[0]["params"]["optimizer"], "sgd");
+        assert_eq!(trials[0]["params"]["nesterov"], false);
+        assert!(
+            trials[0]["params"]["momentum"].is_number(),
+            "filled in: {}",
+            trials[0]
+        );
+        assert_eq!(trials[1]["params"]["batch"], 128);
+        assert_eq!(study.view()["counts"]["queued"], 0);
+        assert_eq!(study.view()["counts"]["remaining"], 1);
+    }
+
+    #[test]
+    fn snapshots_keep_reports_seeds_and_the_queue() {
+        let created = when(&Study::default(), mixed_space(Sampler::Tpe, 6)).unwrap();
+        let (study, _) = step(
+            given(&created),
+            json!({"type": "enqueue", "params": {"lr": 0.01}}),
+        );
+        let (study, _) = step(
+            study,
+            json!({"type": "seed", "trials": [
+            {"params": {"lr": 0.001, "dropout": 0, "batch": 16, "optimizer": "adam"}, "value": 2.0}]}),
+        );
+        let (study, _) = step(study, json!({"type": "ask", "n": 1}));
+        let (study, _) = report(study, "t2", 3, 0.5);
+        let (study, _) = step(study, json!({"type": "enqueue", "params": {"lr": 0.02}}));
+        let snapshot = serde_json::to_string(&study).unwrap();
+        let back: Study = serde_json::from_str(&snapshot).unwrap();
+        assert_eq!(back, study);
+        let ask = json!({"type": "ask", "n": 2});
+        assert_eq!(
+            when(&back, ask.clone()).unwrap(),
+            when(&study, ask).unwrap()
+        );
     }
 }

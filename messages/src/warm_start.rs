@@ -1,0 +1,96 @@
+//! Warm starts: results a study did not produce itself, and candidates a
+//! user wants tried first.
+//!
+//! `seed` is ArqonHPO's call of the same name: results from an earlier run
+//! (or a colleague's notebook) enter the study's history, so the model-based
+//! samplers learn from them. They become completed trials with their own
+//! ids, numbered on like any trial, but use none of the budget:
+//!
+//! ```json
+//! {"type": "seed", "trials": [{"params": {"lr": 0.01, "layers": 3}, "value": 0.31, "cost": 12.0}]}
+//! ```
+//!
+//! `enqueue` puts candidates in a queue that the next asks hand out before
+//! sampling anything (after stale trials being retried); they do use the
+//! budget. A candidate may leave parameters out: the sampler fills them in.
+//!
+//! ```json
+//! {"type": "enqueue", "params": {"lr": 0.001, "optimizer": "adam"}}
+//! {"type": "enqueue", "candidates": [{"lr": 0.001}, {"lr": 0.01}]}
+//! ```
+//!
+//! Every value is checked against the search space (a name that is not a
+//! parameter, a value out of range or off its step, not one of the choices,
+//! given for a parameter that is inactive there) and the whole command is
+//! refused naming the first problem.
+
+use crate::search_space::Params;
+use serde::{Deserialize, Serialize};
+
+/// The most results one `seed` or candidates one `enqueue` may carry.
+pub const MAX_WARM_START: usize = 10_000;
+
+/// One earlier result, as ArqonHPO's `seed` takes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriorResult {
+    /// Every active parameter's value.
+    pub params: Params,
+    /// The objective; must be finite.
+    pub value: f64,
+    /// What the evaluation cost, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<f64>,
+}
+
+/// The body of a `seed`: one or more earlier results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedTrials {
+    /// The results, in the order given; never empty.
+    pub trials: Vec<PriorResult>,
+}
+
+/// The body of an `enqueue`: candidates to hand out before sampling.
+///
+/// On the wire either `{"candidates": [{...}, ...]}` or one candidate as
+/// `{"params": {...}}`. Always written in the `candidates` form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "EnqueueWire", into = "EnqueueWire")]
+pub struct Enqueue {
+    /// The candidates, in order; never empty.
+    pub candidates: Vec<Params>,
+}
+
+/// Both spellings of an `enqueue`, before they are checked.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnqueueWire {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    candidates: Option<Vec<Params>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    params: Option<Params>,
+}
+
+impl TryFrom<EnqueueWire> for Enqueue {
+    type Error = String;
+
+    fn try_from(wire: EnqueueWire) -> Result<Self, String> {
+        let candidates = crate::solver::one_or_many(
+            "candidates",
+            "`params`",
+            wire.candidates,
+            wire.params.map(Some),
+        )?;
+        Ok(Enqueue { candidates })
+    }
+}
+
+impl From<Enqueue> for EnqueueWire {
+    fn from(enqueue: Enqueue) -> Self {
+        EnqueueWire {
+            candidates: Some(enqueue.candidates),
+            params: None,
+        }
+    }
+}
