@@ -53,6 +53,9 @@ pub enum Command {
     Ask(AskArgs),
     /// Tell a study the results of trials.
     Tell(TellArgs),
+    /// Report a running trial's intermediate result; exits 0 to continue,
+    /// 3 when the study's pruner says prune.
+    Report(ReportArgs),
     /// Inspect a study.
     Study(StudyArgs),
 }
@@ -316,6 +319,26 @@ pub struct TellArgs {
     /// ArqonHPO's `eval_id` (a trial id or number) and `params` are accepted.
     #[arg(long)]
     pub results: String,
+    /// Where the study lives.
+    #[command(flatten)]
+    pub target: StudyTarget,
+}
+
+/// `flotilla report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The study's id.
+    #[arg(long)]
+    pub study: String,
+    /// The trial, as `ask` named it (`t3`).
+    #[arg(long)]
+    pub trial: String,
+    /// Where the trial is (an epoch, a round).
+    #[arg(long)]
+    pub step: u64,
+    /// The objective at that step.
+    #[arg(long, allow_negative_numbers = true)]
+    pub value: f64,
     /// Where the study lives.
     #[command(flatten)]
     pub target: StudyTarget,

@@ -30,6 +30,7 @@ fn main() -> std::process::ExitCode {
         Command::Run(args) => commands::run::run(args),
         Command::Ask(args) => commands::study::ask(args),
         Command::Tell(args) => commands::study::tell(args),
+        Command::Report(args) => commands::study::report(args),
         Command::Study(args) => commands::study::study(args),
     };
     match outcome {

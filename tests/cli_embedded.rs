@@ -451,3 +451,37 @@ fn send_prints_the_reply_and_exits_by_outcome() {
     let reply: Value = serde_json::from_slice(&refused.stdout).unwrap();
     assert_eq!(reply["error"]["code"], "ALREADY_EXISTS");
 }
+
+#[test]
+fn report_exits_by_the_pruners_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = start(dir.path());
+    let create = json!({"type": "create_study", "seed": 1, "budget": 3,
+        "bounds": {"x": {"min": 0, "max": 1}},
+        "pruner": {"type": "median", "n_startup_trials": 1}});
+    assert_eq!(up.send("solver", "p", &create).0, 200);
+    assert_eq!(
+        up.send("solver", "p", &json!({"type": "ask", "n": 3})).0,
+        200
+    );
+    let report = |trial: &str, step: &str, value: &str| {
+        flotilla(&[
+            "report", "--study", "p", "--trial", trial, "--step", step, "--value", value, "--http",
+            &up.url,
+        ])
+    };
+    assert_eq!(report("t1", "1", "0.5").status.code(), Some(0));
+    let tell = json!({"type": "tell", "trial_id": "t1", "value": 0.5});
+    assert_eq!(up.send("solver", "p", &tell).0, 200);
+    let better = report("t2", "1", "-0.25");
+    assert_eq!(better.status.code(), Some(0));
+    let answer: Value = serde_json::from_slice(&better.stdout).unwrap();
+    assert_eq!(answer, json!({"trial_id": "t2", "action": "continue"}));
+    let worse = report("t3", "1", "0.75");
+    assert_eq!(worse.status.code(), Some(3), "prune");
+    let again = report("t3", "2", "0.1");
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("was pruned at step 1"));
+    let view = up.get("/v1/query/solver/p").1;
+    assert_eq!(view["result"]["counts"]["pruned"], 1, "{view}");
+}

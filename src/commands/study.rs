@@ -8,7 +8,7 @@
 //! drives: the host's durable command step ([`AggregateCore`]) without actix.
 
 use crate::backend;
-use crate::cli::{AskArgs, StudyArgs, StudyShowArgs, StudyTarget, StudyWhat, TellArgs};
+use crate::cli::{AskArgs, ReportArgs, StudyArgs, StudyShowArgs, StudyTarget, StudyWhat, TellArgs};
 use crate::commands::block_on;
 use crate::config::{BackendChoice, DEFAULT_DATA_DIR};
 use anyhow::{anyhow, bail, Context, Result};
@@ -133,6 +133,28 @@ pub fn tell(args: TellArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The exit status of `flotilla report` when the pruner says prune, so a
+/// shell script can stop with `flotilla report ... || exit 0`.
+pub const PRUNE_EXIT: u8 = 3;
+
+/// Runs `flotilla report`: prints `{"trial_id", "action"}`, exits 0 on
+/// `continue` and [`PRUNE_EXIT`] on `prune`.
+pub fn report(args: ReportArgs) -> Result<ExitCode> {
+    let command =
+        json!({"type": "report", "trial_id": args.trial, "step": args.step, "value": args.value});
+    let reply = send(&args.target, &args.study, command)?;
+    if !reply.ok {
+        eprintln!("error: report refused: {}", refusal(&reply));
+        return Ok(ExitCode::from(1));
+    }
+    let result = reply.result.unwrap_or(Value::Null);
+    print_json(&result)?;
+    Ok(match result["action"].as_str() {
+        Some("prune") => ExitCode::from(PRUNE_EXIT),
+        _ => ExitCode::SUCCESS,
+    })
 }
 
 /// Runs `flotilla study ...`.
