@@ -584,3 +584,61 @@ fn parallel_tpe_with_out_of_order_tells_replays_to_identical_trials() {
     );
     assert!(redecide_asks(&events) >= 24);
 }
+
+#[test]
+fn scripts_get_int_categorical_and_conditional_values_as_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let path = d.join("eval.sh");
+    // Scores sgd with a momentum best, and records what the script saw.
+    let body = format!(
+        "#!/bin/sh\n\
+         echo \"$ARQON_layers $ARQON_opt ${{ARQON_momentum:-none}}\" >> \"{seen}\"\n\
+         if [ \"$ARQON_opt\" = sgd ]; then echo \"RESULT=$ARQON_momentum\"; else echo \"RESULT=$ARQON_layers\"; fi\n",
+        seen = d.join("seen.txt").display()
+    );
+    std::fs::write(&path, body).unwrap();
+    Command::new("chmod").arg("+x").arg(&path).status().unwrap();
+    let config = d.join("mixed.json");
+    let body = json!({"seed": 3, "budget": 12, "direction": "maximize", "params": {
+        "layers": {"type": "int", "min": 1, "max": 4},
+        "opt": {"type": "categorical", "choices": ["adam", "sgd"]},
+        "momentum": {"min": 0.5, "max": 0.9, "condition": {"parent": "opt", "values": ["sgd"]}}}});
+    std::fs::write(&config, body.to_string()).unwrap();
+    let args = [
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--script",
+        path.to_str().unwrap(),
+        "--data-dir",
+        "data",
+    ];
+    let out = run(d, &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = stdout_json(&out);
+    assert_eq!(summary["trials"]["completed"], 12, "{summary}");
+    let seen = std::fs::read_to_string(d.join("seen.txt")).unwrap();
+    for line in seen.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let layers: i64 = fields[0]
+            .parse()
+            .unwrap_or_else(|_| panic!("not an int: {line}"));
+        assert!((1..=4).contains(&layers), "{line}");
+        match fields[1] {
+            "adam" => assert_eq!(fields[2], "none", "{line}"),
+            "sgd" => assert!(
+                (0.5..=0.9).contains(&fields[2].parse::<f64>().unwrap()),
+                "{line}"
+            ),
+            other => panic!("not a choice: {other}"),
+        }
+    }
+    // Maximising: the best is the highest value any trial got.
+    let best = summary["best_value"].as_f64().unwrap();
+    assert!(best >= 1.0, "{summary}");
+}
