@@ -14,12 +14,14 @@
 //!   `expected_seq`, fields) and [`reply`]: the reply every command gets;
 //! - [`error`]: the typed error codes shared by every actor.
 //! - [`solver`]: the solver's commands and events.
+//! - [`scheduler`]: the scheduler's commands, events and queue signal.
 
 pub mod codec;
 pub mod command;
 pub mod envelope;
 pub mod error;
 pub mod reply;
+pub mod scheduler;
 pub mod solver;
 pub mod subjects;
 
