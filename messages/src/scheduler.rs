@@ -41,6 +41,7 @@
 //! {"type": "job_failed", "job_id": "t17", "attempt": 1, "exit_code": 3, "reason": "...", "outputs": {...}, "will_retry": true}
 //! {"type": "job_timed_out", "job_id": "t17", "attempt": 1, "after_seconds": 600, "outputs": {...}, "will_retry": false}
 //! {"type": "retry_scheduled", "job_id": "t17", "attempt": 2, "delay_ms": 10000, "not_before": 1767225610000}
+//! {"type": "job_lost", "job_id": "t17", "attempt": 1, "reason": "process 4242 is gone and left no exit status"}
 //! {"type": "job_requeued", "job_id": "t17", "attempt": 2}
 //! {"type": "job_cancelled", "job_id": "t17", "reason": "not needed", "running_attempt": 1}
 //! ```
@@ -504,6 +505,13 @@ pub enum Outcome {
         #[serde(default)]
         outputs: JobOutputs,
     },
+    /// Its process or Job vanished without a trace of how it ended (killed
+    /// while the scheduler was down): the job runs again as a new attempt,
+    /// which does not count against its `backoff_limit`.
+    Lost {
+        /// What was found, for people.
+        reason: String,
+    },
 }
 
 /// Reports how attempt `attempt` of a job ended.
@@ -669,6 +677,16 @@ pub enum SchedulerEvent {
         /// When it may start, unix milliseconds.
         not_before: u64,
     },
+    /// The attempt vanished without an outcome: the job waits for a slot
+    /// again and runs as a new attempt (not counted as a retry).
+    JobLost {
+        /// The job.
+        job_id: String,
+        /// The lost attempt.
+        attempt: u32,
+        /// What was found.
+        reason: String,
+    },
     /// A retry's backoff passed: the job waits for a slot again.
     JobRequeued {
         /// The job.
@@ -701,6 +719,7 @@ impl SchedulerEvent {
             SchedulerEvent::JobFailed { .. } => "job_failed",
             SchedulerEvent::JobTimedOut { .. } => "job_timed_out",
             SchedulerEvent::RetryScheduled { .. } => "retry_scheduled",
+            SchedulerEvent::JobLost { .. } => "job_lost",
             SchedulerEvent::JobRequeued { .. } => "job_requeued",
             SchedulerEvent::JobCancelled { .. } => "job_cancelled",
         }
@@ -717,6 +736,7 @@ impl SchedulerEvent {
             | SchedulerEvent::JobFailed { job_id, .. }
             | SchedulerEvent::JobTimedOut { job_id, .. }
             | SchedulerEvent::RetryScheduled { job_id, .. }
+            | SchedulerEvent::JobLost { job_id, .. }
             | SchedulerEvent::JobRequeued { job_id, .. }
             | SchedulerEvent::JobCancelled { job_id, .. } => Some(job_id),
         }

@@ -3,9 +3,18 @@
 //!
 //! - [`queue`]: the pure [`Queue`] aggregate — jobs, attempts, retries with
 //!   backoff, the concurrency limit and priorities;
+//! - [`executor`]: the [`Executor`] trait every place that runs attempts
+//!   implements; [`local`]: subprocesses; [`process`]: what subprocess
+//!   runners share (result parsing, stopping a process group, knowing a
+//!   process again after a restart);
 //!
 //! The wire types live in `flotilla_messages::scheduler`.
 
+pub mod executor;
+pub mod local;
+pub mod process;
 pub mod queue;
 
+pub use executor::{Attempt, Executor, Launch};
+pub use local::LocalExecutor;
 pub use queue::{Depth, JobRecord, JobStatus, Queue};

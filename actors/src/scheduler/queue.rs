@@ -131,6 +131,9 @@ pub struct JobRecord {
     pub outputs: JobOutputs,
     /// When the scheduled retry may start (unix milliseconds).
     pub not_before: Option<u64>,
+    /// Attempts lost (not counted as retries).
+    #[serde(default)]
+    pub lost: u32,
 }
 
 impl JobRecord {
@@ -374,7 +377,7 @@ impl QueueState {
         if job.attempt != report.attempt || !job.status.holds_slot() {
             return Ok(vec![]);
         }
-        let retry = job.attempt <= job.spec.backoff_limit;
+        let retry = job.attempt - job.lost.min(job.attempt) <= job.spec.backoff_limit;
         let job_id = report.job_id.clone();
         let attempt = report.attempt;
         let mut events = vec![match report.outcome.clone() {
@@ -407,6 +410,11 @@ impl QueueState {
                 outputs,
                 will_retry: retry,
             },
+            Outcome::Lost { reason } => SchedulerEvent::JobLost {
+                job_id: job_id.clone(),
+                attempt,
+                reason,
+            },
             Outcome::TimedOut {
                 after_seconds,
                 outputs,
@@ -418,7 +426,10 @@ impl QueueState {
                 will_retry: retry,
             },
         }];
-        let failed = !matches!(events[0], SchedulerEvent::JobSucceeded { .. });
+        let failed = matches!(
+            events[0],
+            SchedulerEvent::JobFailed { .. } | SchedulerEvent::JobTimedOut { .. }
+        );
         if failed && retry {
             let delay_ms = job.spec.backoff_ms(attempt + 1);
             events.push(SchedulerEvent::RetryScheduled {
@@ -510,6 +521,7 @@ impl QueueState {
                         reason: None,
                         outputs: JobOutputs::default(),
                         not_before: None,
+                        lost: 0,
                     },
                 );
                 self.set_status(job_id, JobStatus::Pending);
@@ -579,6 +591,13 @@ impl QueueState {
             } => {
                 if let Some(job) = self.jobs.get_mut(job_id) {
                     job.not_before = Some(*not_before);
+                }
+            }
+            SchedulerEvent::JobLost { job_id, reason, .. } => {
+                self.set_status(job_id, JobStatus::Pending);
+                if let Some(job) = self.jobs.get_mut(job_id) {
+                    job.lost += 1;
+                    job.reason = Some(reason.clone());
                 }
             }
             SchedulerEvent::JobRequeued { job_id, .. } => {
@@ -916,6 +935,27 @@ mod tests {
         let job = queue.job("a").unwrap();
         assert_eq!(job.status, JobStatus::Failed);
         assert_eq!(job.exit_code, Some(1));
+    }
+
+    #[test]
+    fn a_lost_attempt_runs_again_without_using_a_retry() {
+        let (queue, _) = run(vec![configure(1), submit("a", 0), submit("b", 0)]);
+        let lost = Outcome::Lost {
+            reason: "gone".into(),
+        };
+        let events = when(&queue, report("a", 1, lost)).unwrap();
+        assert_eq!(events[0].event_type(), "job_lost");
+        // Lost goes back in line by priority and submission: "a" first.
+        assert_eq!(dispatched(&events), vec![("a".to_string(), 2)]);
+        let queue = events.iter().fold(queue, |q, e| q.evolve(e));
+        let last = when(&queue, report("a", 2, failed(1))).unwrap();
+        assert!(matches!(
+            last[0],
+            SchedulerEvent::JobFailed {
+                will_retry: false,
+                ..
+            }
+        ));
     }
 
     #[test]
