@@ -5,6 +5,7 @@ pub mod bench;
 pub mod events;
 pub mod replay;
 pub mod run;
+pub mod scheduler;
 pub mod send;
 pub mod study;
 pub mod up;

@@ -68,9 +68,12 @@ fn now_millis() -> u64 {
 }
 
 impl LocalExecutor {
-    /// Attempts live under `root` (created on first use).
+    /// Attempts live under `root` (created on first use; made absolute,
+    /// as handles and workdirs must not depend on the current directory).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        LocalExecutor { root: root.into() }
+        let root = root.into();
+        let root = std::path::absolute(&root).unwrap_or(root);
+        LocalExecutor { root }
     }
 
     /// The directory of one attempt.

@@ -7,14 +7,18 @@
 //!   implements; [`local`]: subprocesses; [`process`]: what subprocess
 //!   runners share (result parsing, stopping a process group, knowing a
 //!   process again after a restart);
+//! - [`host`]: the effects (start, adopt, stop attempts; wake retries),
+//!   the queue signals for the provisioner, and the metrics.
 //!
 //! The wire types live in `flotilla_messages::scheduler`.
 
 pub mod executor;
+pub mod host;
 pub mod local;
 pub mod process;
 pub mod queue;
 
 pub use executor::{Attempt, Executor, Launch};
+pub use host::{QueueSignals, SchedulerEffects, SchedulerMetrics};
 pub use local::LocalExecutor;
 pub use queue::{Depth, JobRecord, JobStatus, Queue};
