@@ -31,6 +31,7 @@ fn main() -> std::process::ExitCode {
         Command::Ask(args) => commands::study::ask(args),
         Command::Tell(args) => commands::study::tell(args),
         Command::Study(args) => commands::study::study(args),
+        Command::Plan(args) => commands::plan::run(args),
     };
     match outcome {
         Ok(code) => code,

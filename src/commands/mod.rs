@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod bench;
 pub mod events;
+pub mod plan;
 pub mod replay;
 pub mod run;
 pub mod scheduler;

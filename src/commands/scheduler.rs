@@ -9,12 +9,14 @@
 
 use crate::config::{BackendChoice, DEFAULT_DATA_DIR};
 use anyhow::{anyhow, Context, Result};
-use flotilla_actors::runtime::{AggregateRegistry, CommandService, EffectHandler, HostDeps};
+use flotilla_actors::runtime::{
+    AggregateRegistry, CommandService, EffectHandler, Execute, HostDeps, Query,
+};
 use flotilla_actors::scheduler::{
     Executor, LocalExecutor, Queue, QueueSignals, SchedulerEffects, SchedulerMetrics,
 };
 use flotilla_bus::Bus;
-use flotilla_messages::Subjects;
+use flotilla_messages::{CommandRequest, Reply, Subjects};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
@@ -72,4 +74,87 @@ pub async fn start(
         .await
         .map_err(|r| anyhow!("recovery of the scheduler failed: {r}; run `flotilla audit`"))?;
     Ok((recovered, tasks))
+}
+
+/// A scheduler hosted in this process on the embedded log, for commands
+/// that run jobs themselves (`flotilla plan --execute local`, `flotilla
+/// run --executor local`). Must be used inside an actix system.
+pub struct EmbeddedScheduler {
+    registry: Arc<AggregateRegistry<Queue>>,
+    /// The backend it runs on (its bus carries the scheduler's events).
+    pub backend: crate::backend::Backend,
+}
+
+impl EmbeddedScheduler {
+    /// Opens the embedded log in `data_dir`; local attempts keep their files
+    /// under `jobs`. Queues with unsettled attempts are recovered when first
+    /// used (their attempts adopted or collected).
+    pub async fn open(data_dir: &std::path::Path, jobs: PathBuf) -> Result<Self> {
+        let subjects = Subjects::default();
+        let choice = BackendChoice::Embedded(data_dir.to_path_buf());
+        let backend = crate::backend::open(&choice, &subjects, 1).await?;
+        let prometheus = prometheus::Registry::new();
+        let deps = HostDeps {
+            log: backend.log.clone(),
+            bus: backend.bus.clone(),
+            config: Arc::new(flotilla_actors::runtime::HostConfig {
+                subjects,
+                ..Default::default()
+            }),
+            metrics: flotilla_actors::runtime::HostMetrics::register(&prometheus)?,
+        };
+        let metrics = SchedulerMetrics::register(&prometheus)?;
+        let registry = scheduler_registry(deps, jobs, metrics);
+        Ok(EmbeddedScheduler { registry, backend })
+    }
+
+    /// Runs one command on `queue`; a refusal is an error naming its code.
+    pub async fn command(&self, queue: &str, command: serde_json::Value) -> Result<Reply> {
+        let request = CommandRequest::from_value(command, None)
+            .map_err(|r| anyhow!("{}: {}", r.code, r.message))?;
+        let reply = self
+            .registry
+            .get(queue)
+            .map_err(|r| anyhow!("queue: {}", r.message))?
+            .send(Execute {
+                request,
+                correlation_id: None,
+            })
+            .await
+            .map_err(|e| anyhow!("the scheduler stopped: {e}"))?;
+        Ok(reply)
+    }
+
+    /// The queue's state (its `view`), or `None` if it does not exist.
+    pub async fn view(&self, queue: &str) -> Result<Option<serde_json::Value>> {
+        let addr = self
+            .registry
+            .find(queue)
+            .await
+            .map_err(|r| anyhow!("queue: {}", r.message))?;
+        let Some(addr) = addr else { return Ok(None) };
+        let reply = addr
+            .send(Query)
+            .await
+            .map_err(|e| anyhow!("the scheduler stopped: {e}"))?;
+        Ok(reply.result.filter(|_| reply.ok))
+    }
+
+    /// Waits until every job of `queue` is final; returns the last view.
+    pub async fn wait_all_final(&self, queue: &str) -> Result<serde_json::Value> {
+        loop {
+            let view = self
+                .view(queue)
+                .await?
+                .ok_or_else(|| anyhow!("queue {queue} does not exist"))?;
+            let open = ["pending", "backoff", "dispatched", "running"]
+                .iter()
+                .map(|s| view["counts"][s].as_u64().unwrap_or(0))
+                .sum::<u64>();
+            if open == 0 {
+                return Ok(view);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
 }

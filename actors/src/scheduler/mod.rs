@@ -7,6 +7,8 @@
 //!   implements; [`local`]: subprocesses; [`process`]: what subprocess
 //!   runners share (result parsing, stopping a process group, knowing a
 //!   process again after a restart);
+//! - [`manifests`]: Job manifests as PyYAML-compatible YAML, and the API
+//!   server's checks for quantities and names;
 //! - [`host`]: the effects (start, adopt, stop attempts; wake retries),
 //!   the queue signals for the provisioner, and the metrics.
 //!
@@ -15,6 +17,7 @@
 pub mod executor;
 pub mod host;
 pub mod local;
+pub mod manifests;
 pub mod process;
 pub mod queue;
 
