@@ -7,6 +7,7 @@ pub mod plan;
 pub mod replay;
 pub mod run;
 pub mod scheduler;
+pub mod scheduler_run;
 pub mod send;
 pub mod study;
 pub mod up;

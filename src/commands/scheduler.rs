@@ -81,6 +81,7 @@ pub async fn start(
 /// run --executor local`). Must be used inside an actix system.
 pub struct EmbeddedScheduler {
     registry: Arc<AggregateRegistry<Queue>>,
+    deps: HostDeps,
     /// The backend it runs on (its bus carries the scheduler's events).
     pub backend: crate::backend::Backend,
 }
@@ -104,8 +105,18 @@ impl EmbeddedScheduler {
             metrics: flotilla_actors::runtime::HostMetrics::register(&prometheus)?,
         };
         let metrics = SchedulerMetrics::register(&prometheus)?;
-        let registry = scheduler_registry(deps, jobs, metrics);
-        Ok(EmbeddedScheduler { registry, backend })
+        let registry = scheduler_registry(deps.clone(), jobs, metrics);
+        Ok(EmbeddedScheduler {
+            registry,
+            deps,
+            backend,
+        })
+    }
+
+    /// What hosts the scheduler here, to host other aggregates (a study)
+    /// on the same log and bus.
+    pub fn deps(&self) -> HostDeps {
+        self.deps.clone()
     }
 
     /// Runs one command on `queue`; a refusal is an error naming its code.

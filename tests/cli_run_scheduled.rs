@@ -1,0 +1,125 @@
+//! `flotilla run --executor local`: a study whose trials are scheduler
+//! jobs — 200 trials with `--parallel 4` finish with 200 results, never
+//! more than 4 at once; bad scripts fail their trials with clear reasons.
+
+mod common;
+
+use common::{flotilla, json_lines};
+use serde_json::Value;
+use std::path::Path;
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+fn run(dir: &Path, config: &str, script: &str, extra: &[&str]) -> (std::process::Output, Value) {
+    let data = dir.join("data").display().to_string();
+    let mut args = vec![
+        "run", "--config", config, "--script", script, "--executor", "local", "--data-dir", &data,
+    ];
+    args.extend_from_slice(extra);
+    let out = flotilla(&args);
+    let summary = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out, summary)
+}
+
+/// The most intervals open at once.
+fn max_overlap(log: &str) -> usize {
+    let mut marks: Vec<(u128, i32)> = log
+        .lines()
+        .map(|l| {
+            let (kind, at) = l.split_once(' ').unwrap();
+            (at.trim().parse().unwrap(), if kind == "start" { 1 } else { -1 })
+        })
+        .collect();
+    // An end and a start at the same instant: the end first.
+    marks.sort();
+    let (mut open, mut most) = (0i32, 0i32);
+    for (_, delta) in marks {
+        open += delta;
+        most = most.max(open);
+    }
+    most as usize
+}
+
+#[test]
+fn a_200_trial_study_through_the_scheduler_finishes_with_200_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "quad.json",
+        r#"{"seed": 11, "budget": 200, "bounds": {"x": {"min": -1, "max": 1}}}"#,
+    );
+    let log = dir.path().join("overlap.log");
+    let script = write(
+        dir.path(),
+        "objective.sh",
+        &format!(
+            "#!/bin/sh\necho \"start $(date +%s%N)\" >> {log}\n\
+             awk -v x=\"$ARQON_x\" 'BEGIN {{ printf \"RESULT=%.17g\\n\", (x - 0.3) * (x - 0.3) }}'\n\
+             echo \"end $(date +%s%N)\" >> {log}\n",
+            log = log.display()
+        ),
+    );
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    let (out, summary) = run(dir.path(), &config, &script, &["--parallel", "4"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(summary["status"], "completed", "{summary:#}");
+    assert_eq!(summary["trials"]["completed"], 200, "{summary:#}");
+    assert_eq!(summary["trials"]["failed"], 0);
+    let best = summary["best_value"].as_f64().unwrap();
+    assert!(best < 1e-3, "best {best}");
+    let overlap = max_overlap(&std::fs::read_to_string(&log).unwrap());
+    assert!((1..=4).contains(&overlap), "{overlap} jobs ran at once");
+    // The log: 200 jobs succeeded once each, 200 results told, and the
+    // leases of running trials renewed by heartbeats.
+    let data = dir.path().join("data").display().to_string();
+    let events = |stream: &str| {
+        let out = flotilla(&["events", "--data-dir", &data, "--stream", stream]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        json_lines(&out.stdout)
+    };
+    let jobs = events("scheduler/quad");
+    let succeeded = jobs.iter().filter(|e| e["type"] == "job_succeeded").count();
+    assert_eq!(succeeded, 200);
+    let study = events("solver/quad");
+    let told: usize = study
+        .iter()
+        .filter(|e| e["type"] == "trials_told")
+        .map(|e| e["payload"]["results"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(told, 200);
+    assert!(study.iter().any(|e| e["type"] == "leases_renewed"));
+    // The best value the run printed is the study's best.
+    let show = flotilla(&["study", "show", "quad", "--data-dir", &data]);
+    let shown: Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(shown["best"]["value"].as_f64(), Some(best), "{shown:#}");
+}
+
+#[test]
+fn bad_scripts_fail_their_trials_with_clear_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "small.json",
+        r#"{"seed": 1, "budget": 2, "bounds": {"x": {"min": 0, "max": 1}}}"#,
+    );
+    let cases = [
+        ("./no-such-script.sh", vec![], "not found"),
+        ("echo hello world", vec![], "printed no number"),
+        ("sleep 5", vec!["--timeout", "300ms"], "timed out after 0.3 s"),
+        ("echo boom >&2; exit 4", vec![], "exited with status 4; stderr: boom"),
+    ];
+    for (i, (script, extra, reason)) in cases.iter().enumerate() {
+        let case = dir.path().join(format!("case{i}"));
+        std::fs::create_dir_all(&case).unwrap();
+        let (out, summary) = run(&case, &config, script, extra);
+        assert!(!out.status.success(), "case {i}: {summary:#}");
+        assert_eq!(summary["trials"]["failed"], 2, "case {i}: {summary:#}");
+        let first = summary["failed"][0]["reason"].as_str().unwrap_or_default();
+        assert!(first.contains(reason), "case {i}: {first}");
+    }
+}
