@@ -220,6 +220,98 @@ pub struct JobSpec {
     /// number as the last line): true for trials, the default.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub expects_value: bool,
+    /// How the job runs on Kubernetes (the `kubernetes` and `manifests`
+    /// executors need at least the image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesSpec>,
+}
+
+/// A job's Kubernetes settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesSpec {
+    /// The container image.
+    pub image: String,
+    /// The namespace; the executor's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Resource requests (`cpu: 500m`, `memory: 1Gi`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests: BTreeMap<String, String>,
+    /// Resource limits.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<String, String>,
+    /// GPUs: `nvidia.com/gpu` in the limits (and requests).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub gpus: u32,
+    /// The pod's node selector (e.g. a pool label).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// The pod's tolerations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Seconds Kubernetes keeps a finished Job before deleting it itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds_after_finished: Option<u32>,
+    /// Keep the Job once its result is read (default: delete it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_finished: bool,
+}
+
+/// A pod toleration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Toleration {
+    /// The taint key (absent with `Exists`: every taint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// `Equal` (default) or `Exists`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
+    /// The taint value (with `Equal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// `NoSchedule`, `PreferNoSchedule` or `NoExecute`; every effect when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<String>,
+}
+
+impl KubernetesSpec {
+    fn problem(&self) -> Option<String> {
+        if self.image.trim().is_empty() {
+            return Some("kubernetes.image must name an image".into());
+        }
+        if let Some(ns) = &self.namespace {
+            if let Err(e) = check_dns1123_label("kubernetes.namespace", ns) {
+                return Some(e);
+            }
+        }
+        let quantities = [("requests", &self.requests), ("limits", &self.limits)];
+        for (section, map) in quantities {
+            for (name, quantity) in map {
+                let field = format!("kubernetes.{section}.{name}");
+                if let Err(e) = check_quantity(&field, quantity) {
+                    return Some(e);
+                }
+            }
+        }
+        self.tolerations.iter().enumerate().find_map(|(i, t)| {
+            let operator_ok = matches!(t.operator.as_deref(), None | Some("Equal" | "Exists"));
+            let effect_ok = matches!(
+                t.effect.as_deref(),
+                None | Some("NoSchedule" | "PreferNoSchedule" | "NoExecute")
+            );
+            if !operator_ok {
+                Some(format!("kubernetes.tolerations[{i}].operator must be Equal or Exists"))
+            } else if !effect_ok {
+                Some(format!(
+                    "kubernetes.tolerations[{i}].effect must be NoSchedule, PreferNoSchedule or NoExecute"
+                ))
+            } else {
+                None
+            }
+        })
+    }
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -257,6 +349,7 @@ impl JobSpec {
             backoff_seconds: None,
             priority: 0,
             expects_value: true,
+            kubernetes: None,
         }
     }
 
@@ -295,6 +388,7 @@ impl JobSpec {
             })
             .or_else(|| self.env_problem())
             .or_else(|| self.params_problem())
+            .or_else(|| self.kubernetes.as_ref().and_then(KubernetesSpec::problem))
     }
 
     fn env_problem(&self) -> Option<String> {
@@ -422,6 +516,61 @@ fn check_label(field: &str, value: &str) -> Result<(), Rejection> {
             "{field}: {value:?} is not a valid label value (1-63 alphanumerics, '-', '_', '.', \
              starting and ending alphanumeric)"
         )))
+    }
+}
+
+/// Checks a resource quantity (`500m`, `1Gi`, `2`, `1.5`, `1e3`) as the
+/// Kubernetes API server parses it; the error names `field`.
+pub fn check_quantity(field: &str, text: &str) -> Result<(), String> {
+    let bad = || {
+        format!(
+            "{field}: {text:?} is not a Kubernetes quantity \
+             (a number with an optional suffix: m, k, M, G, Ki, Mi, Gi, ..., e.g. 500m or 1Gi)"
+        )
+    };
+    let number_end = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(number_end);
+    let unsigned = number.strip_prefix(['+', '-']).unwrap_or(number);
+    let digits_ok = !unsigned.is_empty()
+        && unsigned.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && unsigned.matches('.').count() <= 1
+        && unsigned.chars().any(|c| c.is_ascii_digit());
+    if !digits_ok {
+        return Err(bad());
+    }
+    const SUFFIXES: [&str; 16] = [
+        "", "n", "u", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei",
+    ];
+    let exponent = suffix
+        .strip_prefix(['e', 'E'])
+        .map(|e| e.strip_prefix(['+', '-']).unwrap_or(e))
+        .is_some_and(|d| !d.is_empty() && d.chars().all(|c| c.is_ascii_digit()));
+    if SUFFIXES.contains(&suffix) || exponent {
+        Ok(())
+    } else {
+        Err(bad())
+    }
+}
+
+/// Checks a DNS-1123 label (namespaces, container names, Job names that
+/// become pod labels): 1-63 lowercase alphanumerics or '-', starting and
+/// ending alphanumeric.
+pub fn check_dns1123_label(field: &str, name: &str) -> Result<(), String> {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let valid = (1..=63).contains(&name.len())
+        && name.chars().all(|c| alnum(c) || c == '-')
+        && name.starts_with(alnum)
+        && name.ends_with(alnum);
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field}: {name:?} is not a valid Kubernetes name (DNS-1123 label: at most 63 \
+             characters, lowercase letters, digits and '-', starting and ending with a letter \
+             or digit)"
+        ))
     }
 }
 
@@ -862,6 +1011,48 @@ mod tests {
             s.params.insert("lr".into(), json!([1]));
         })
         .starts_with("spec.params.lr: must be a number, string or boolean"));
+    }
+
+    #[test]
+    fn kubernetes_settings_are_checked_naming_the_field() {
+        let mut s = spec();
+        s.kubernetes = Some(KubernetesSpec {
+            image: "trainer:1".into(),
+            ..Default::default()
+        });
+        assert!(s.validate().is_ok());
+        let k = s.kubernetes.as_mut().unwrap();
+        k.limits.insert("cpu".into(), "1zz".into());
+        let e = s.validate().unwrap_err();
+        assert!(
+            e.message.starts_with("spec.kubernetes.limits.cpu: \"1zz\" is not a Kubernetes quantity"),
+            "{}",
+            e.message
+        );
+        let k = s.kubernetes.as_mut().unwrap();
+        k.limits.clear();
+        k.namespace = Some("Bad_NS".into());
+        let e = s.validate().unwrap_err();
+        assert!(e.message.contains("is not a valid Kubernetes name"), "{}", e.message);
+    }
+
+    #[test]
+    fn quantities_are_checked_like_the_api_server() {
+        for good in ["500m", "1", "1Gi", "0.5", "2.5Gi", "1e3", "1E-2", "+1", "100Mi", "4"] {
+            assert!(check_quantity("cpu", good).is_ok(), "{good}");
+        }
+        for bad in ["", "1zz", "Gi", "1.2.3", "abc", "1 Gi", "1gi", "--1", "1e"] {
+            let e = check_quantity("resources.limits.cpu", bad).unwrap_err();
+            assert!(e.starts_with("resources.limits.cpu:"), "{e}");
+        }
+    }
+
+    #[test]
+    fn names_are_checked_like_the_api_server() {
+        assert!(check_dns1123_label("name", "arb-tuning-d29-k8s--worker-1-0").is_ok());
+        for bad in ["", "Bad", "a_b", "-a", "a-", &"a".repeat(64)] {
+            assert!(check_dns1123_label("name", bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

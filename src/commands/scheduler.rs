@@ -5,13 +5,17 @@
 //! Local attempts keep their files under the jobs directory:
 //! `FLOTILLA_JOBS_DIR`, else `<data dir>/jobs` on the embedded backend,
 //! else `.flotilla/jobs`. A restarted scheduler must see the same directory
-//! to adopt the attempts that kept running.
+//! to adopt the attempts that kept running. The `manifests` executor writes
+//! under `<jobs dir>/manifests`; the `kubernetes` executor is on when a
+//! cluster is configured (see [`kubernetes_executor`]).
 
 use crate::config::{BackendChoice, DEFAULT_DATA_DIR};
 use anyhow::{anyhow, Context, Result};
 use flotilla_actors::runtime::{
     AggregateRegistry, CommandService, EffectHandler, Execute, HostDeps, Query,
 };
+use flotilla_actors::scheduler::kubernetes::KubernetesExecutor;
+use flotilla_actors::scheduler::manifests::ManifestsExecutor;
 use flotilla_actors::scheduler::{
     Executor, LocalExecutor, Queue, QueueSignals, SchedulerEffects, SchedulerMetrics,
 };
@@ -32,14 +36,47 @@ pub fn jobs_dir(backend: &BackendChoice) -> PathBuf {
     }
 }
 
-/// The scheduler's registry with its effects on the executors of this
-/// process (the local one under `jobs`).
+/// The executors every scheduler process offers: `local` (attempt files
+/// under `jobs`) and `manifests` (under `jobs/manifests`, namespace
+/// `default` unless a job names one).
+pub fn base_executors(jobs: &std::path::Path) -> Vec<Arc<dyn Executor>> {
+    vec![
+        Arc::new(LocalExecutor::new(jobs)),
+        Arc::new(ManifestsExecutor::new(jobs.join("manifests"), "default")),
+    ]
+}
+
+/// The `kubernetes` executor, when this process can reach a cluster: a
+/// kubeconfig (`KUBECONFIG`, `~/.kube/config`) or the in-cluster service
+/// account. Jobs go to `FLOTILLA_K8S_NAMESPACE`, else the config's
+/// namespace, unless a job names one.
+pub async fn kubernetes_executor() -> Option<Arc<dyn Executor>> {
+    let config = match kube::Config::infer().await {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::info!(reason = %e, "no Kubernetes cluster configured: the kubernetes executor is off");
+            return None;
+        }
+    };
+    let namespace = std::env::var("FLOTILLA_K8S_NAMESPACE")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| config.default_namespace.clone());
+    match kube::Client::try_from(config) {
+        Ok(client) => Some(Arc::new(KubernetesExecutor::new(client, namespace))),
+        Err(e) => {
+            tracing::warn!(error = %e, "the kubernetes executor is off: cannot build a client");
+            None
+        }
+    }
+}
+
+/// The scheduler's registry with its effects on `executors`.
 pub fn scheduler_registry(
     deps: HostDeps,
-    jobs: PathBuf,
+    executors: Vec<Arc<dyn Executor>>,
     metrics: SchedulerMetrics,
 ) -> Arc<AggregateRegistry<Queue>> {
-    let executors: Vec<Arc<dyn Executor>> = vec![Arc::new(LocalExecutor::new(jobs))];
     let effects = SchedulerEffects::new(executors, metrics);
     let handler: Arc<dyn EffectHandler<Queue>> = effects.clone();
     let registry = AggregateRegistry::<Queue>::new(deps, Some(handler));
@@ -58,7 +95,9 @@ pub async fn start(
     prometheus: &prometheus::Registry,
 ) -> Result<(usize, Vec<JoinHandle<()>>)> {
     let metrics = SchedulerMetrics::register(prometheus)?;
-    let registry = scheduler_registry(deps, jobs, metrics.clone());
+    let mut executors = base_executors(&jobs);
+    executors.extend(kubernetes_executor().await);
+    let registry = scheduler_registry(deps, executors, metrics.clone());
     let mut tasks = CommandService::new(registry.clone(), bus.clone(), subjects.clone())
         .start()
         .await
@@ -105,7 +144,7 @@ impl EmbeddedScheduler {
             metrics: flotilla_actors::runtime::HostMetrics::register(&prometheus)?,
         };
         let metrics = SchedulerMetrics::register(&prometheus)?;
-        let registry = scheduler_registry(deps.clone(), jobs, metrics);
+        let registry = scheduler_registry(deps.clone(), base_executors(&jobs), metrics);
         Ok(EmbeddedScheduler {
             registry,
             deps,

@@ -10,8 +10,85 @@
 //! [`check_dns1123_subdomain`] are the API server's own rules for resource
 //! quantities and object names, which schema validation alone does not
 //! catch.
+//!
+//! [`ManifestsExecutor`] is the scheduler's `manifests` executor (D29's
+//! mode): an attempt writes its Job — the one the `kubernetes` executor
+//! would create — to `<dir>/<queue>/<job name>.yaml` and succeeds; nothing
+//! touches a cluster.
 
+use crate::scheduler::executor::{Attempt, Executor, Launch};
+use crate::scheduler::kubernetes::{job_manifest, job_name};
+use async_trait::async_trait;
+pub use flotilla_messages::scheduler::{check_dns1123_label, check_quantity};
+use flotilla_messages::scheduler::{ExecutorHandle, ExecutorKind, JobOutputs, Outcome};
+use futures::FutureExt;
 use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Writes each attempt's Job manifest under a directory.
+#[derive(Debug, Clone)]
+pub struct ManifestsExecutor {
+    dir: PathBuf,
+    namespace: String,
+}
+
+impl ManifestsExecutor {
+    /// Manifests go under `dir`, in `namespace` unless a spec names another.
+    pub fn new(dir: impl Into<PathBuf>, namespace: impl Into<String>) -> Self {
+        ManifestsExecutor {
+            dir: dir.into(),
+            namespace: namespace.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl Executor for ManifestsExecutor {
+    fn kind(&self) -> ExecutorKind {
+        ExecutorKind::Manifests
+    }
+
+    async fn launch(&self, attempt: &Attempt) -> Launch {
+        let failed = |reason: String| {
+            Launch::Ended(Outcome::Failed {
+                exit_code: None,
+                reason,
+                outputs: JobOutputs::default(),
+            })
+        };
+        if attempt.spec.kubernetes.is_none() {
+            return failed("cannot write a manifest: the job has no kubernetes settings (spec.kubernetes.image)".into());
+        }
+        let dir = self.dir.join(&attempt.queue);
+        let name = job_name(&attempt.queue, &attempt.job_id, attempt.attempt);
+        let path = dir.join(format!("{name}.yaml"));
+        let text = to_yaml(&job_manifest(attempt, &self.namespace));
+        let tmp = dir.join(format!(".{name}.yaml.tmp"));
+        let written = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&tmp, text))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            return failed(format!("cannot write {}: {e}", path.display()));
+        }
+        let shown = path.display().to_string();
+        let outputs = JobOutputs {
+            logs: Some(shown.clone()),
+            ..JobOutputs::default()
+        };
+        Launch::Running {
+            handle: ExecutorHandle::Manifests { path: shown },
+            adopted: false,
+            end: futures::future::ready(Outcome::Succeeded {
+                value: None,
+                outputs,
+            })
+            .boxed(),
+        }
+    }
+
+    async fn stop(&self, _queue: &str, _job_id: &str, _attempt: u32, _grace: Duration) {}
+}
 
 /// A JSON value as PyYAML writes it (block style, sorted keys), ending in a
 /// newline.
@@ -213,61 +290,6 @@ fn is_timestamp(s: &str) -> bool {
     b.len() >= 8 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-'
 }
 
-/// Checks a resource quantity (`500m`, `1Gi`, `2`, `1.5`, `1e3`) as the
-/// API server parses it.
-pub fn check_quantity(field: &str, text: &str) -> Result<(), String> {
-    let bad = || {
-        format!(
-            "{field}: {text:?} is not a Kubernetes quantity \
-             (a number with an optional suffix: m, k, M, G, Ki, Mi, Gi, ..., e.g. 500m or 1Gi)"
-        )
-    };
-    let number_end = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
-        .unwrap_or(text.len());
-    let (number, suffix) = text.split_at(number_end);
-    let unsigned = number.strip_prefix(['+', '-']).unwrap_or(number);
-    let digits_ok = !unsigned.is_empty()
-        && unsigned.chars().all(|c| c.is_ascii_digit() || c == '.')
-        && unsigned.matches('.').count() <= 1
-        && unsigned.chars().any(|c| c.is_ascii_digit());
-    if !digits_ok {
-        return Err(bad());
-    }
-    const SUFFIXES: [&str; 16] = [
-        "", "n", "u", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei",
-    ];
-    let exponent = suffix
-        .strip_prefix(['e', 'E'])
-        .map(|e| e.strip_prefix(['+', '-']).unwrap_or(e))
-        .is_some_and(|d| !d.is_empty() && d.chars().all(|c| c.is_ascii_digit()));
-    if SUFFIXES.contains(&suffix) || exponent {
-        Ok(())
-    } else {
-        Err(bad())
-    }
-}
-
-/// Checks a DNS-1123 label (namespaces, container names, Job names that
-/// become pod labels): 1-63 lowercase alphanumerics or '-', starting and
-/// ending alphanumeric.
-pub fn check_dns1123_label(field: &str, name: &str) -> Result<(), String> {
-    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
-    let valid = (1..=63).contains(&name.len())
-        && name.chars().all(|c| alnum(c) || c == '-')
-        && name.starts_with(alnum)
-        && name.ends_with(alnum);
-    if valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "{field}: {name:?} is not a valid Kubernetes name (DNS-1123 label: at most 63 \
-             characters, lowercase letters, digits and '-', starting and ending with a letter \
-             or digit)"
-        ))
-    }
-}
-
 /// Checks a DNS-1123 subdomain (most object names): at most 253
 /// characters, dot-separated DNS-1123 labels.
 pub fn check_dns1123_subdomain(field: &str, name: &str) -> Result<(), String> {
@@ -333,22 +355,7 @@ spec:
     }
 
     #[test]
-    fn quantities_are_checked_like_the_api_server() {
-        for good in ["500m", "1", "1Gi", "0.5", "2.5Gi", "1e3", "1E-2", "+1", "100Mi", "4"] {
-            assert!(check_quantity("cpu", good).is_ok(), "{good}");
-        }
-        for bad in ["", "1zz", "Gi", "1.2.3", "abc", "1 Gi", "1gi", "--1", "1e"] {
-            let e = check_quantity("resources.limits.cpu", bad).unwrap_err();
-            assert!(e.starts_with("resources.limits.cpu:"), "{e}");
-        }
-    }
-
-    #[test]
-    fn names_are_checked_like_the_api_server() {
-        assert!(check_dns1123_label("name", "arb-tuning-d29-k8s--worker-1-0").is_ok());
-        for bad in ["", "Bad", "a_b", "-a", "a-", &"a".repeat(64)] {
-            assert!(check_dns1123_label("name", bad).is_err(), "{bad}");
-        }
+    fn subdomains_are_checked_like_the_api_server() {
         assert!(check_dns1123_subdomain("name", "a.b-c").is_ok());
         assert!(check_dns1123_subdomain("name", "a..b").is_err());
     }

@@ -7,6 +7,7 @@
 //!   implements; [`local`]: subprocesses; [`process`]: what subprocess
 //!   runners share (result parsing, stopping a process group, knowing a
 //!   process again after a restart);
+//! - [`kubernetes`]: Jobs through kube-rs, watched, adopted by label;
 //! - [`manifests`]: Job manifests as PyYAML-compatible YAML, and the API
 //!   server's checks for quantities and names;
 //! - [`host`]: the effects (start, adopt, stop attempts; wake retries),
@@ -16,6 +17,7 @@
 
 pub mod executor;
 pub mod host;
+pub mod kubernetes;
 pub mod local;
 pub mod manifests;
 pub mod process;

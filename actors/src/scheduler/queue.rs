@@ -28,7 +28,7 @@
 //!   in the event so the host stops it.
 
 use flotilla_messages::scheduler::{
-    validate_job_id, ExecutorHandle, JobOutputs, JobSpec, Outcome, QueueConfig,
+    validate_job_id, ExecutorHandle, ExecutorKind, JobOutputs, JobSpec, Outcome, QueueConfig,
     ReportResult, SchedulerCommand, SchedulerEvent, COMMAND_TYPES,
 };
 use flotilla_messages::{Actor, ErrorCode, Rejection};
@@ -381,17 +381,20 @@ impl QueueState {
         let job_id = report.job_id.clone();
         let attempt = report.attempt;
         let mut events = vec![match report.outcome.clone() {
+            // A manifest is all a `manifests` queue makes: it has no value.
             Outcome::Succeeded {
                 value: None,
                 outputs,
-            } if job.spec.expects_value => SchedulerEvent::JobFailed {
+            } if job.spec.expects_value && self.config.executor != ExecutorKind::Manifests => {
+                SchedulerEvent::JobFailed {
                 job_id: job_id.clone(),
                 attempt,
                 exit_code: Some(0),
                 reason: "succeeded without a value, but the job expects one".into(),
                 outputs,
                 will_retry: retry,
-            },
+                }
+            }
             Outcome::Succeeded { value, outputs } => SchedulerEvent::JobSucceeded {
                 job_id: job_id.clone(),
                 attempt,
