@@ -281,12 +281,16 @@ pub struct RunArgs {
     /// The study's id [default: from the state file, else the config file's name].
     #[arg(long)]
     pub study: Option<String>,
-    /// Run the trials as scheduler jobs on this executor (`local`): each
-    /// trial is a job of queue `<study>` whose concurrency is `--parallel`;
-    /// running jobs renew their trials' leases, and a killed run resumes
-    /// by adopting the jobs that still run.
+    /// Run the trials as scheduler jobs on this executor (`local` or
+    /// `kubernetes`): each trial is a job of queue `<study>` whose
+    /// concurrency is `--parallel`; running jobs renew their trials'
+    /// leases, and a killed run resumes by adopting the jobs that still run.
     #[arg(long)]
     pub executor: Option<String>,
+    /// The container image of the trials (`--executor kubernetes`); the
+    /// script is the container's command.
+    #[arg(long)]
+    pub image: Option<String>,
 }
 
 /// Where `ask`, `tell` and `study show` reach a study.

@@ -123,3 +123,82 @@ fn bad_scripts_fail_their_trials_with_clear_reasons() {
         assert!(first.contains(reason), "case {i}: {first}");
     }
 }
+
+#[test]
+fn the_kubernetes_executor_needs_an_image_and_a_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "k.json",
+        r#"{"seed": 1, "budget": 2, "bounds": {"x": {"min": 0, "max": 1}}}"#,
+    );
+    let data = dir.path().join("data").display().to_string();
+    let args = |extra: &[&str]| {
+        let mut a = vec![
+            "run", "--config", &config, "--script", "python train.py", "--data-dir", &data,
+            "--executor", "kubernetes",
+        ];
+        a.extend_from_slice(extra);
+        a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let out = std::process::Command::new(common::flotilla_bin())
+        .args(args(&[]))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs --image"));
+    let out = std::process::Command::new(common::flotilla_bin())
+        .args(args(&["--image", "trainer:1"]))
+        .env("KUBECONFIG", dir.path().join("no-such-kubeconfig"))
+        .env("HOME", dir.path())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no Kubernetes cluster configured"), "{err}");
+}
+
+#[test]
+fn a_killed_run_resumes_adopting_its_jobs_and_tells_each_trial_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "resume.json",
+        r#"{"seed": 5, "budget": 12, "bounds": {"x": {"min": 0, "max": 1}}}"#,
+    );
+    let starts = dir.path().join("starts.log");
+    let script = format!(
+        "echo \"$FLOTILLA_TRIAL_ID\" >> {}; sleep 1; echo RESULT=$ARQON_x",
+        starts.display()
+    );
+    let data = dir.path().join("data").display().to_string();
+    let args = [
+        "run", "--config", &config, "--script", &script, "--executor", "local", "--data-dir",
+        &data, "--parallel", "3",
+    ];
+    let mut first = std::process::Command::new(common::flotilla_bin())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it while its second wave of jobs runs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_to_string(&starts).unwrap_or_default().lines().count() < 4 {
+        assert!(std::time::Instant::now() < deadline, "the run did not start jobs");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let (out, summary) = run(dir.path(), &config, &script, &["--parallel", "3"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(summary["trials"]["completed"], 12, "{summary:#}");
+    // Adopted jobs were not started again: each trial ran once.
+    let text = std::fs::read_to_string(&starts).unwrap();
+    let mut ids: Vec<&str> = text.lines().collect();
+    ids.sort();
+    let total = ids.len();
+    ids.dedup();
+    assert_eq!((ids.len(), total), (12, 12), "{text}");
+}

@@ -20,7 +20,7 @@
 //! values, and no job with zero iterations; without it those are warnings.
 
 use crate::cli::PlanArgs;
-use crate::commands::scheduler::EmbeddedScheduler;
+use crate::commands::scheduler::{base_executors, EmbeddedScheduler};
 use anyhow::{anyhow, bail, Context, Result};
 use flotilla_actors::scheduler::manifests::{
     check_dns1123_label, check_quantity, to_yaml,
@@ -404,8 +404,8 @@ fn execute_local(args: &PlanArgs, config: &K8sConfig, jobs: &[PlannedJob]) -> Re
     let jobs = jobs.to_vec();
     let workers = config.workers;
     actix_rt::System::new().block_on(async move {
-        let jobs_dir = data_dir.join("jobs");
-        let scheduler = EmbeddedScheduler::open(&data_dir, jobs_dir).await?;
+        let executors = base_executors(&data_dir.join("jobs"));
+        let scheduler = EmbeddedScheduler::open(&data_dir, executors).await?;
         let reply = scheduler
             .command(&queue, json!({"type": "configure_queue", "concurrency": workers}))
             .await?;

@@ -70,7 +70,7 @@ fn now_millis() -> u64 {
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let plan = Plan::from_args(&args)?;
     if let Some(executor) = &args.executor {
-        return crate::commands::scheduler_run::run(plan, executor);
+        return crate::commands::scheduler_run::run(plan, executor, args.image.clone());
     }
     block_on(drive(plan))
 }

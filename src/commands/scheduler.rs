@@ -126,10 +126,10 @@ pub struct EmbeddedScheduler {
 }
 
 impl EmbeddedScheduler {
-    /// Opens the embedded log in `data_dir`; local attempts keep their files
-    /// under `jobs`. Queues with unsettled attempts are recovered when first
+    /// Opens the embedded log in `data_dir`, running attempts on
+    /// `executors`. Queues with unsettled attempts are recovered when first
     /// used (their attempts adopted or collected).
-    pub async fn open(data_dir: &std::path::Path, jobs: PathBuf) -> Result<Self> {
+    pub async fn open(data_dir: &std::path::Path, executors: Vec<Arc<dyn Executor>>) -> Result<Self> {
         let subjects = Subjects::default();
         let choice = BackendChoice::Embedded(data_dir.to_path_buf());
         let backend = crate::backend::open(&choice, &subjects, 1).await?;
@@ -144,7 +144,7 @@ impl EmbeddedScheduler {
             metrics: flotilla_actors::runtime::HostMetrics::register(&prometheus)?,
         };
         let metrics = SchedulerMetrics::register(&prometheus)?;
-        let registry = scheduler_registry(deps.clone(), base_executors(&jobs), metrics);
+        let registry = scheduler_registry(deps.clone(), executors, metrics);
         Ok(EmbeddedScheduler {
             registry,
             deps,

@@ -1,5 +1,6 @@
-//! `flotilla run --executor local`: a study whose trials run as scheduler
-//! jobs.
+//! `flotilla run --executor local|kubernetes`: a study whose trials run as
+//! scheduler jobs (on Kubernetes, as Jobs of `--image` whose command is the
+//! script).
 //!
 //! The study (solver) and its queue (scheduler, queue id = study id,
 //! concurrency = `--parallel`) are hosted in this process on the embedded
@@ -17,7 +18,8 @@
 //! one. Submits and tells are idempotent, so nothing is counted twice.
 
 use crate::commands::run::Plan;
-use crate::commands::scheduler::EmbeddedScheduler;
+use crate::commands::scheduler::{base_executors, kubernetes_executor, EmbeddedScheduler};
+use flotilla_messages::scheduler::ExecutorKind;
 use crate::commands::study::refusal;
 use anyhow::{anyhow, bail, Result};
 use flotilla_actors::runtime::{AggregateRegistry, Execute, Query};
@@ -40,31 +42,52 @@ fn now_millis() -> u64 {
 }
 
 /// Runs the study of `plan` through the scheduler on `executor`.
-pub fn run(plan: Plan, executor: &str) -> Result<ExitCode> {
-    if executor != "local" {
-        bail!("executor: {executor:?} is not available (expected local)");
-    }
+pub fn run(plan: Plan, executor: &str, image: Option<String>) -> Result<ExitCode> {
+    let executor = match (executor, image) {
+        ("local", None) => ExecutorKind::Local,
+        ("local", Some(_)) => bail!("image: only with --executor kubernetes"),
+        ("kubernetes", Some(image)) if !image.trim().is_empty() => {
+            return run_with(plan, ExecutorKind::Kubernetes, Some(image))
+        }
+        ("kubernetes", _) => bail!("image: --executor kubernetes needs --image (the trials' container image)"),
+        (other, _) => bail!("executor: {other:?} is not available (expected local or kubernetes)"),
+    };
+    run_with(plan, executor, None)
+}
+
+fn run_with(plan: Plan, executor: ExecutorKind, image: Option<String>) -> Result<ExitCode> {
     if plan.state_path.is_some() {
         bail!("state: --state is not supported with --executor yet; the study is in the log (flotilla study show)");
     }
-    actix_rt::System::new().block_on(drive(plan))
+    actix_rt::System::new().block_on(drive(plan, executor, image))
 }
 
 /// The study and its queue, hosted here.
 struct ScheduledRun {
     plan: Plan,
+    executor: ExecutorKind,
+    image: Option<String>,
     scheduler: EmbeddedScheduler,
     study: Arc<AggregateRegistry<Study>>,
     /// Trials whose running jobs had their lease renewed, and when.
     renewed: BTreeMap<String, Instant>,
 }
 
-async fn drive(plan: Plan) -> Result<ExitCode> {
+async fn drive(plan: Plan, executor: ExecutorKind, image: Option<String>) -> Result<ExitCode> {
     let jobs = plan.data_dir.join("jobs");
-    let scheduler = EmbeddedScheduler::open(&plan.data_dir, jobs).await?;
+    let mut executors = base_executors(&jobs);
+    if executor == ExecutorKind::Kubernetes {
+        let kubernetes = kubernetes_executor().await.ok_or_else(|| {
+            anyhow!("executor: no Kubernetes cluster configured (KUBECONFIG, ~/.kube/config or an in-cluster service account)")
+        })?;
+        executors.push(kubernetes);
+    }
+    let scheduler = EmbeddedScheduler::open(&plan.data_dir, executors).await?;
     let study = AggregateRegistry::<Study>::new(scheduler.deps(), None);
     let mut run = ScheduledRun {
         plan,
+        executor,
+        image,
         scheduler,
         study,
         renewed: BTreeMap::new(),
@@ -132,7 +155,8 @@ impl ScheduledRun {
             }
             eprintln!("resuming study {}", self.plan.study);
         }
-        let configure = json!({"type": "configure_queue", "concurrency": self.plan.parallel});
+        let configure = json!({"type": "configure_queue", "concurrency": self.plan.parallel,
+            "executor": self.executor});
         let reply = self.scheduler.command(&self.plan.study, configure).await?;
         if !reply.ok {
             bail!("queue {}: {}", self.plan.study, refusal(&reply));
@@ -161,6 +185,9 @@ impl ScheduledRun {
         });
         if let Some(t) = self.plan.timeout {
             spec["timeout_seconds"] = json!(t.as_secs_f64());
+        }
+        if let Some(image) = &self.image {
+            spec["kubernetes"] = json!({"image": image});
         }
         spec
     }
@@ -312,7 +339,7 @@ impl ScheduledRun {
         Ok(json!({
             "study": self.plan.study,
             "data_dir": self.plan.data_dir,
-            "executor": "local",
+            "executor": self.executor,
             "status": study["status"],
             "budget": self.plan.config.budget,
             "best_value": best.map(|b| b["value"].clone()),
