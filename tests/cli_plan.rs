@@ -26,12 +26,10 @@ fn kubernetes_validate() -> PathBuf {
             .find(|p| p.is_file())
     });
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/kubernetes-validate");
-    on_path
-        .or_else(|| venv.is_file().then_some(venv))
-        .expect(
-            "kubernetes-validate not found: run scripts/test (it installs it into .venv), \
+    on_path.or_else(|| venv.is_file().then_some(venv)).expect(
+        "kubernetes-validate not found: run scripts/test (it installs it into .venv), \
              or set KUBERNETES_VALIDATE_BIN",
-        )
+    )
 }
 
 /// Runs `kubernetes-validate --strict` on every YAML file in `dir`.
@@ -48,7 +46,10 @@ fn validate_all(dir: &Path) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "kubernetes-validate --strict failed:\n{text}");
+    assert!(
+        out.status.success(),
+        "kubernetes-validate --strict failed:\n{text}"
+    );
     assert_eq!(text.matches("passed").count(), files.len(), "{text}");
 }
 
@@ -127,13 +128,13 @@ fn the_d29_example_is_reproduced_byte_for_byte_and_validates() {
         assert_eq!(ours, golden, "{name} differs from its golden file");
     }
     // The same Job, field for field, as the D29 guide prints it.
-    let ours: Value = serde_yaml::from_str(
-        &std::fs::read_to_string(dir.path().join(&names[0])).unwrap(),
+    let ours: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(dir.path().join(&names[0])).unwrap())
+            .unwrap();
+    let guide: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(Path::new(GOLDEN).join("seed-example.yaml")).unwrap(),
     )
     .unwrap();
-    let guide: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(Path::new(GOLDEN).join("seed-example.yaml")).unwrap())
-            .unwrap();
     assert_eq!(ours, guide);
     validate_all(dir.path());
 }
@@ -209,8 +210,15 @@ fn bad_configs_are_refused_naming_the_field_and_write_nothing() {
         let out_dir = dir.path().join(format!("out{i}"));
         let out = plan(&orch, &k8s, &out_dir, flags);
         assert!(!out.status.success(), "case {i} passed");
-        assert!(stderr(&out).contains(expected), "case {i}: {}", stderr(&out));
-        assert!(!out_dir.exists() || yaml_files(&out_dir).is_empty(), "case {i} wrote files");
+        assert!(
+            stderr(&out).contains(expected),
+            "case {i}: {}",
+            stderr(&out)
+        );
+        assert!(
+            !out_dir.exists() || yaml_files(&out_dir).is_empty(),
+            "case {i} wrote files"
+        );
     }
     // Without --strict, D29's silent problems are warnings and the files
     // are written as D29 would.
@@ -229,23 +237,35 @@ fn execute_local_runs_the_plan_through_the_scheduler() {
         "fake-python",
         "#!/bin/sh\necho \"$WORKER_ID $SESSION_ID $MODE $REDIS_PORT $*\" >> \"$RECORD\"\n",
     );
-    std::fs::set_permissions(
-        &python,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    std::fs::set_permissions(&python, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let record = dir.path().join("record.txt");
     let orch = write(dir.path(), "o.yaml", "total_iterations: 5\nworkers: 2\n");
     let extra = format!("extra_env:\n  RECORD: \"{}\"\n", record.display());
-    let k8s = write(dir.path(), "k.yaml", &k8s_config("local-session", 1, 1, &extra));
+    let k8s = write(
+        dir.path(),
+        "k.yaml",
+        &k8s_config("local-session", 1, 1, &extra),
+    );
     let data = dir.path().join("data").display().to_string();
     let out = plan(
         &orch,
         &k8s,
         &dir.path().join("out"),
-        &["--execute", "local", "--python", &python, "--data-dir", &data],
+        &[
+            "--execute",
+            "local",
+            "--python",
+            &python,
+            "--data-dir",
+            &data,
+        ],
     );
-    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
     let mut lines: Vec<String> = std::fs::read_to_string(&record)
         .unwrap()
         .lines()
@@ -253,16 +273,28 @@ fn execute_local_runs_the_plan_through_the_scheduler() {
         .collect();
     lines.sort();
     assert_eq!(lines.len(), 2, "{lines:?}");
-    assert!(lines[0].starts_with("worker-1 local-session paper 6379 scripts/run_d24_tuning_session.py"));
+    assert!(
+        lines[0].starts_with("worker-1 local-session paper 6379 scripts/run_d24_tuning_session.py")
+    );
     assert!(lines[0].contains("--iterations 3"), "{}", lines[0]);
     assert!(lines[1].contains("--iterations 2"), "{}", lines[1]);
     // The jobs are in the log.
-    let events = flotilla(&["events", "--data-dir", &data, "--stream", "scheduler/plan-local-session"]);
+    let events = flotilla(&[
+        "events",
+        "--data-dir",
+        &data,
+        "--stream",
+        "scheduler/plan-local-session",
+    ]);
     let types: Vec<String> = json_lines(&events.stdout)
         .iter()
         .map(|e| e["type"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(types.iter().filter(|t| *t == "job_succeeded").count(), 2, "{types:?}");
+    assert_eq!(
+        types.iter().filter(|t| *t == "job_succeeded").count(),
+        2,
+        "{types:?}"
+    );
 }
 
 /// The scheduler's `manifests` executor writes the Job the `kubernetes`
@@ -272,7 +304,10 @@ fn the_schedulers_job_manifests_validate_too() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let data_arg = data.display().to_string();
-    let up = common::FlotillaUp::start(&["--only", "scheduler", "--data-dir", &data_arg], dir.path());
+    let up = common::FlotillaUp::start(
+        &["--only", "scheduler", "--data-dir", &data_arg],
+        dir.path(),
+    );
     let configure = serde_json::json!({"type": "configure_queue", "concurrency": 2,
         "executor": "manifests", "pool": "a100"});
     let (status, reply) = up.send("scheduler", "lr-search", &configure);
@@ -310,5 +345,8 @@ fn the_schedulers_job_manifests_validate_too() {
     assert_eq!(status, 400, "{reply}");
     assert_eq!(reply["error"]["code"], "INVALID_FIELD");
     let message = reply["error"]["message"].as_str().unwrap();
-    assert!(message.starts_with("spec.kubernetes.limits.cpu:"), "{message}");
+    assert!(
+        message.starts_with("spec.kubernetes.limits.cpu:"),
+        "{message}"
+    );
 }

@@ -17,7 +17,15 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 fn run(dir: &Path, config: &str, script: &str, extra: &[&str]) -> (std::process::Output, Value) {
     let data = dir.join("data").display().to_string();
     let mut args = vec![
-        "run", "--config", config, "--script", script, "--executor", "local", "--data-dir", &data,
+        "run",
+        "--config",
+        config,
+        "--script",
+        script,
+        "--executor",
+        "local",
+        "--data-dir",
+        &data,
     ];
     args.extend_from_slice(extra);
     let out = flotilla(&args);
@@ -31,7 +39,10 @@ fn max_overlap(log: &str) -> usize {
         .lines()
         .map(|l| {
             let (kind, at) = l.split_once(' ').unwrap();
-            (at.trim().parse().unwrap(), if kind == "start" { 1 } else { -1 })
+            (
+                at.trim().parse().unwrap(),
+                if kind == "start" { 1 } else { -1 },
+            )
         })
         .collect();
     // An end and a start at the same instant: the end first.
@@ -63,10 +74,13 @@ fn a_200_trial_study_through_the_scheduler_finishes_with_200_results() {
             log = log.display()
         ),
     );
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let (out, summary) = run(dir.path(), &config, &script, &["--parallel", "4"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(summary["status"], "completed", "{summary:#}");
     assert_eq!(summary["trials"]["completed"], 200, "{summary:#}");
     assert_eq!(summary["trials"]["failed"], 0);
@@ -79,7 +93,11 @@ fn a_200_trial_study_through_the_scheduler_finishes_with_200_results() {
     let data = dir.path().join("data").display().to_string();
     let events = |stream: &str| {
         let out = flotilla(&["events", "--data-dir", &data, "--stream", stream]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         json_lines(&out.stdout)
     };
     let jobs = events("scheduler/quad");
@@ -110,8 +128,16 @@ fn bad_scripts_fail_their_trials_with_clear_reasons() {
     let cases = [
         ("./no-such-script.sh", vec![], "not found"),
         ("echo hello world", vec![], "printed no number"),
-        ("sleep 5", vec!["--timeout", "300ms"], "timed out after 0.3 s"),
-        ("echo boom >&2; exit 4", vec![], "exited with status 4; stderr: boom"),
+        (
+            "sleep 5",
+            vec!["--timeout", "300ms"],
+            "timed out after 0.3 s",
+        ),
+        (
+            "echo boom >&2; exit 4",
+            vec![],
+            "exited with status 4; stderr: boom",
+        ),
     ];
     for (i, (script, extra, reason)) in cases.iter().enumerate() {
         let case = dir.path().join(format!("case{i}"));
@@ -135,8 +161,15 @@ fn the_kubernetes_executor_needs_an_image_and_a_cluster() {
     let data = dir.path().join("data").display().to_string();
     let args = |extra: &[&str]| {
         let mut a = vec![
-            "run", "--config", &config, "--script", "python train.py", "--data-dir", &data,
-            "--executor", "kubernetes",
+            "run",
+            "--config",
+            &config,
+            "--script",
+            "python train.py",
+            "--data-dir",
+            &data,
+            "--executor",
+            "kubernetes",
         ];
         a.extend_from_slice(extra);
         a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
@@ -174,8 +207,17 @@ fn a_killed_run_resumes_adopting_its_jobs_and_tells_each_trial_once() {
     );
     let data = dir.path().join("data").display().to_string();
     let args = [
-        "run", "--config", &config, "--script", &script, "--executor", "local", "--data-dir",
-        &data, "--parallel", "3",
+        "run",
+        "--config",
+        &config,
+        "--script",
+        &script,
+        "--executor",
+        "local",
+        "--data-dir",
+        &data,
+        "--parallel",
+        "3",
     ];
     let mut first = std::process::Command::new(common::flotilla_bin())
         .args(args)
@@ -185,14 +227,26 @@ fn a_killed_run_resumes_adopting_its_jobs_and_tells_each_trial_once() {
         .unwrap();
     // Kill it while its second wave of jobs runs.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::fs::read_to_string(&starts).unwrap_or_default().lines().count() < 4 {
-        assert!(std::time::Instant::now() < deadline, "the run did not start jobs");
+    while std::fs::read_to_string(&starts)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < 4
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run did not start jobs"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     first.kill().unwrap();
     first.wait().unwrap();
     let (out, summary) = run(dir.path(), &config, &script, &["--parallel", "3"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(summary["trials"]["completed"], 12, "{summary:#}");
     // Adopted jobs were not started again: each trial ran once.
     let text = std::fs::read_to_string(&starts).unwrap();

@@ -133,23 +133,27 @@ fn sigkill_while_eight_jobs_run_adopts_collects_or_reruns_each_once() {
     assert_eq!(seen.len(), JOBS + 1, "{seen:?}");
     let (lost_start, lost_end) = seen[&("j8".to_string(), 1)];
     let (rerun_start, _) = seen[&("j8".to_string(), 2)];
-    assert!(lost_end.is_none(), "the killed attempt did not end by itself");
+    assert!(
+        lost_end.is_none(),
+        "the killed attempt did not end by itself"
+    );
     assert!(rerun_start.unwrap() > lost_start.unwrap());
     // The log: one result per job, one start per attempt.
-    let out = flotilla(&[
-        "events",
-        "--http",
-        &up.url,
-        "--stream",
-        "scheduler/crashq",
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = flotilla(&["events", "--http", &up.url, "--stream", "scheduler/crashq"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let events = common::json_lines(&out.stdout);
     let mut succeeded: BTreeMap<String, u32> = BTreeMap::new();
     let mut started: BTreeMap<(String, u64), u32> = BTreeMap::new();
     let mut lost = 0;
     for e in &events {
-        let job = e["payload"]["job_id"].as_str().unwrap_or_default().to_string();
+        let job = e["payload"]["job_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         match e["type"].as_str().unwrap() {
             "job_succeeded" => *succeeded.entry(job).or_default() += 1,
             "job_started" => {
@@ -168,9 +172,23 @@ fn sigkill_while_eight_jobs_run_adopts_collects_or_reruns_each_once() {
     up.terminate();
     // The log is intact, and a clean replay equals what the scheduler answered.
     let audit = flotilla(&["audit", "--data-dir", &data_arg]);
-    assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stderr));
-    let replay = flotilla(&["replay", "--data-dir", &data_arg, "--stream", "scheduler/crashq"]);
-    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+    assert!(
+        audit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&audit.stderr)
+    );
+    let replay = flotilla(&[
+        "replay",
+        "--data-dir",
+        &data_arg,
+        "--stream",
+        "scheduler/crashq",
+    ]);
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
     let replayed: Value = serde_json::from_slice(&replay.stdout).unwrap();
     assert_eq!(replayed["state"], answered);
 }

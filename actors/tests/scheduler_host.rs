@@ -3,7 +3,9 @@
 //! provisioner, cancelling a running attempt, retries with backoff through
 //! the effects, and the manifests executor.
 
-use flotilla_actors::runtime::{AggregateRegistry, EffectHandler, Execute, HostConfig, HostDeps, HostMetrics, Query};
+use flotilla_actors::runtime::{
+    AggregateRegistry, EffectHandler, Execute, HostConfig, HostDeps, HostMetrics, Query,
+};
 use flotilla_actors::scheduler::manifests::ManifestsExecutor;
 use flotilla_actors::scheduler::{
     Executor, LocalExecutor, Queue, QueueSignals, SchedulerEffects, SchedulerMetrics,
@@ -90,7 +92,12 @@ fn job<'a>(view: &'a Value, id: &str) -> &'a Value {
 async fn queue_signals_carry_pending_and_running_per_pool() {
     let dir = tempfile::tempdir().unwrap();
     let h = host(dir.path());
-    let mut signals = h.deps.bus.subscribe("flotilla.signal.queue.>").await.unwrap();
+    let mut signals = h
+        .deps
+        .bus
+        .subscribe("flotilla.signal.queue.>")
+        .await
+        .unwrap();
     let task = QueueSignals::new(
         h.registry.clone(),
         h.deps.bus.clone(),
@@ -101,7 +108,10 @@ async fn queue_signals_carry_pending_and_running_per_pool() {
     .await
     .unwrap();
     let reply = h
-        .send("gpuq", json!({"type": "configure_queue", "concurrency": 2, "pool": "a100"}))
+        .send(
+            "gpuq",
+            json!({"type": "configure_queue", "concurrency": 2, "pool": "a100"}),
+        )
         .await;
     assert!(reply.ok, "{reply:?}");
     for i in 0..3 {
@@ -127,7 +137,11 @@ async fn queue_signals_carry_pending_and_running_per_pool() {
         }
         assert!(Instant::now() < deadline, "the queue never drained");
     }
-    let jobs = h.metrics.jobs.with_label_values(&["gpuq", "succeeded"]).get();
+    let jobs = h
+        .metrics
+        .jobs
+        .with_label_values(&["gpuq", "succeeded"])
+        .get();
     assert_eq!(jobs, 3);
     task.abort();
 }
@@ -144,7 +158,10 @@ async fn cancel_stops_a_running_attempt_and_its_late_result_is_ignored() {
         .await;
     let pid = job(&view, "long")["handle"]["pid"].as_u64().unwrap() as u32;
     let cancel = h
-        .send("q", json!({"type": "cancel", "job_id": "long", "reason": "not needed"}))
+        .send(
+            "q",
+            json!({"type": "cancel", "job_id": "long", "reason": "not needed"}),
+        )
         .await;
     assert!(cancel.ok, "{cancel:?}");
     // The process group is gone soon, and the job stays cancelled.
@@ -169,7 +186,9 @@ async fn a_failing_job_is_retried_after_its_backoff_until_its_limit() {
         "spec": {"command": ["sh", "-c", line], "backoff_limit": 2, "backoff_seconds": 0.2}});
     assert!(h.send("q", submit).await.ok);
     let view = h
-        .wait_for("q", "failed for good", |v| job(v, "flaky")["status"] == "failed")
+        .wait_for("q", "failed for good", |v| {
+            job(v, "flaky")["status"] == "failed"
+        })
         .await;
     let record = job(&view, "flaky");
     assert_eq!(record["attempt"], 3);
@@ -192,10 +211,16 @@ async fn a_manifests_queue_writes_the_job_and_succeeds_without_a_value() {
     let view = h
         .wait_for("mq", "written", |v| job(v, "t1")["status"] == "succeeded")
         .await;
-    let path = job(&view, "t1")["handle"]["path"].as_str().unwrap().to_string();
+    let path = job(&view, "t1")["handle"]["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.contains("nvidia.com/gpu: '1'"), "{text}");
-    assert!(text.contains("app.kubernetes.io/managed-by: flotilla"), "{text}");
+    assert!(
+        text.contains("app.kubernetes.io/managed-by: flotilla"),
+        "{text}"
+    );
     // Without kubernetes settings, the job fails saying what is missing.
     let bare = json!({"type": "submit", "job_id": "t2", "spec": {"command": ["x"]}});
     assert!(h.send("mq", bare).await.ok);

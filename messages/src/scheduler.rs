@@ -1025,7 +1025,8 @@ mod tests {
         k.limits.insert("cpu".into(), "1zz".into());
         let e = s.validate().unwrap_err();
         assert!(
-            e.message.starts_with("spec.kubernetes.limits.cpu: \"1zz\" is not a Kubernetes quantity"),
+            e.message
+                .starts_with("spec.kubernetes.limits.cpu: \"1zz\" is not a Kubernetes quantity"),
             "{}",
             e.message
         );
@@ -1033,12 +1034,18 @@ mod tests {
         k.limits.clear();
         k.namespace = Some("Bad_NS".into());
         let e = s.validate().unwrap_err();
-        assert!(e.message.contains("is not a valid Kubernetes name"), "{}", e.message);
+        assert!(
+            e.message.contains("is not a valid Kubernetes name"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
     fn quantities_are_checked_like_the_api_server() {
-        for good in ["500m", "1", "1Gi", "0.5", "2.5Gi", "1e3", "1E-2", "+1", "100Mi", "4"] {
+        for good in [
+            "500m", "1", "1Gi", "0.5", "2.5Gi", "1e3", "1E-2", "+1", "100Mi", "4",
+        ] {
             assert!(check_quantity("cpu", good).is_ok(), "{good}");
         }
         for bad in ["", "1zz", "Gi", "1.2.3", "abc", "1 Gi", "1gi", "--1", "1e"] {
@@ -1100,8 +1107,10 @@ mod tests {
 
     #[test]
     fn outcomes_read_in_their_wire_form() {
-        let cmd = parse(json!({"type": "report_result", "job_id": "j1", "attempt": 1,
-            "now": 5, "outcome": {"status": "failed", "exit_code": 3, "reason": "boom"}}))
+        let cmd = parse(
+            json!({"type": "report_result", "job_id": "j1", "attempt": 1,
+            "now": 5, "outcome": {"status": "failed", "exit_code": 3, "reason": "boom"}}),
+        )
         .unwrap();
         let SchedulerCommand::ReportResult(report) = cmd else {
             panic!("not a report")
@@ -1180,25 +1189,40 @@ mod tests {
                     },
                 }
             }),
-            (id, any::<u32>(), proptest::option::of(-1e9f64..1e9), outputs()).prop_map(
-                |(job_id, attempt, value, outputs)| SchedulerEvent::JobSucceeded {
-                    job_id,
-                    attempt,
-                    value,
-                    outputs
-                }
-            ),
-            (id, any::<u32>(), proptest::option::of(any::<i32>()), ".{0,10}", outputs(), any::<bool>())
-                .prop_map(|(job_id, attempt, exit_code, reason, outputs, will_retry)| {
-                    SchedulerEvent::JobFailed {
+            (
+                id,
+                any::<u32>(),
+                proptest::option::of(-1e9f64..1e9),
+                outputs()
+            )
+                .prop_map(|(job_id, attempt, value, outputs)| {
+                    SchedulerEvent::JobSucceeded {
                         job_id,
                         attempt,
-                        exit_code,
-                        reason,
+                        value,
                         outputs,
-                        will_retry,
                     }
                 }),
+            (
+                id,
+                any::<u32>(),
+                proptest::option::of(any::<i32>()),
+                ".{0,10}",
+                outputs(),
+                any::<bool>()
+            )
+                .prop_map(
+                    |(job_id, attempt, exit_code, reason, outputs, will_retry)| {
+                        SchedulerEvent::JobFailed {
+                            job_id,
+                            attempt,
+                            exit_code,
+                            reason,
+                            outputs,
+                            will_retry,
+                        }
+                    }
+                ),
             (id, any::<u32>(), any::<u64>(), any::<u64>()).prop_map(
                 |(job_id, attempt, delay_ms, not_before)| SchedulerEvent::RetryScheduled {
                     job_id,
@@ -1207,13 +1231,18 @@ mod tests {
                     not_before
                 }
             ),
-            (id, proptest::option::of(".{0,8}"), proptest::option::of(any::<u32>())).prop_map(
-                |(job_id, reason, running_attempt)| SchedulerEvent::JobCancelled {
-                    job_id,
-                    reason,
-                    running_attempt
-                }
-            ),
+            (
+                id,
+                proptest::option::of(".{0,8}"),
+                proptest::option::of(any::<u32>())
+            )
+                .prop_map(|(job_id, reason, running_attempt)| {
+                    SchedulerEvent::JobCancelled {
+                        job_id,
+                        reason,
+                        running_attempt,
+                    }
+                }),
         ]
     }
 

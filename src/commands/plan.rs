@@ -22,9 +22,7 @@
 use crate::cli::PlanArgs;
 use crate::commands::scheduler::{base_executors, EmbeddedScheduler};
 use anyhow::{anyhow, bail, Context, Result};
-use flotilla_actors::scheduler::manifests::{
-    check_dns1123_label, check_quantity, to_yaml,
-};
+use flotilla_actors::scheduler::manifests::{check_dns1123_label, check_quantity, to_yaml};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -239,7 +237,9 @@ pub fn build_plan(
         let worker_id = format!("worker-{}", index + 1);
         let name = format!("arb-tuning-{session_short}-{worker_id}-{index}");
         problems.extend(check_dns1123_label("job name", &name).err());
-        let manifest = manifest(config, &name, &worker_id, iterations, created_at, &resources)?;
+        let manifest = manifest(
+            config, &name, &worker_id, iterations, created_at, &resources,
+        )?;
         jobs.push(PlannedJob {
             name,
             worker_id,
@@ -290,14 +290,22 @@ fn manifest(
     });
     let args = json!([
         "scripts/run_d24_tuning_session.py",
-        "--config", config.config_path,
-        "--iterations", iterations.to_string(),
-        "--mode", config.mode,
-        "--env", config.env,
-        "--optimizer", config.optimizer,
-        "--session-id", config.session_id,
-        "--worker-id", worker_id,
-        "--output-csv", format!("outputs/d29_k8s_session_{worker_id}.csv"),
+        "--config",
+        config.config_path,
+        "--iterations",
+        iterations.to_string(),
+        "--mode",
+        config.mode,
+        "--env",
+        config.env,
+        "--optimizer",
+        config.optimizer,
+        "--session-id",
+        config.session_id,
+        "--worker-id",
+        worker_id,
+        "--output-csv",
+        format!("outputs/d29_k8s_session_{worker_id}.csv"),
     ]);
     let mut container = json!({
         "name": name,
@@ -372,8 +380,14 @@ pub fn run(args: PlanArgs) -> Result<ExitCode> {
 }
 
 fn print_summary(config: &K8sConfig, jobs: &[PlannedJob], files: &[PathBuf]) {
-    println!("session {}: {} job(s) in namespace {}, {} iterations over {} worker(s)",
-        config.session_id, jobs.len(), config.k8s_namespace, config.total_iterations, config.workers);
+    println!(
+        "session {}: {} job(s) in namespace {}, {} iterations over {} worker(s)",
+        config.session_id,
+        jobs.len(),
+        config.k8s_namespace,
+        config.total_iterations,
+        config.workers
+    );
     for (job, file) in jobs.iter().zip(files) {
         println!(
             "  {}  {}  {} iteration(s)  {}",
@@ -389,10 +403,23 @@ fn print_summary(config: &K8sConfig, jobs: &[PlannedJob], files: &[PathBuf]) {
 fn queue_id(session_id: &str) -> String {
     let cleaned: String = session_id
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(58)
         .collect();
-    format!("plan-{}", if cleaned.is_empty() { "session".into() } else { cleaned })
+    format!(
+        "plan-{}",
+        if cleaned.is_empty() {
+            "session".into()
+        } else {
+            cleaned
+        }
+    )
 }
 
 /// D28: the plan as local subprocesses through the scheduler, one queue
@@ -407,10 +434,16 @@ fn execute_local(args: &PlanArgs, config: &K8sConfig, jobs: &[PlannedJob]) -> Re
         let executors = base_executors(&data_dir.join("jobs"));
         let scheduler = EmbeddedScheduler::open(&data_dir, executors).await?;
         let reply = scheduler
-            .command(&queue, json!({"type": "configure_queue", "concurrency": workers}))
+            .command(
+                &queue,
+                json!({"type": "configure_queue", "concurrency": workers}),
+            )
             .await?;
         if !reply.ok {
-            bail!("configure_queue: {}", crate::commands::study::refusal(&reply));
+            bail!(
+                "configure_queue: {}",
+                crate::commands::study::refusal(&reply)
+            );
         }
         for job in &jobs {
             let container = &job.manifest["spec"]["template"]["spec"]["containers"][0];
@@ -431,10 +464,17 @@ fn execute_local(args: &PlanArgs, config: &K8sConfig, jobs: &[PlannedJob]) -> Re
             let spec = json!({"command": command, "env": env, "session_id": config.session_id,
                 "worker_id": job.worker_id, "mode": config.mode, "expects_value": false});
             let reply = scheduler
-                .command(&queue, json!({"type": "submit", "job_id": job.name, "spec": spec}))
+                .command(
+                    &queue,
+                    json!({"type": "submit", "job_id": job.name, "spec": spec}),
+                )
                 .await?;
             if !reply.ok {
-                bail!("submit {}: {}", job.name, crate::commands::study::refusal(&reply));
+                bail!(
+                    "submit {}: {}",
+                    job.name,
+                    crate::commands::study::refusal(&reply)
+                );
             }
         }
         let view = scheduler.wait_all_final(&queue).await?;
@@ -444,12 +484,25 @@ fn execute_local(args: &PlanArgs, config: &K8sConfig, jobs: &[PlannedJob]) -> Re
             if status != "succeeded" {
                 failed += 1;
             }
-            let reason = job["reason"].as_str().map(|r| format!("  ({r})")).unwrap_or_default();
-            println!("  {}  {status}{reason}", job["job_id"].as_str().unwrap_or("?"));
+            let reason = job["reason"]
+                .as_str()
+                .map(|r| format!("  ({r})"))
+                .unwrap_or_default();
+            println!(
+                "  {}  {status}{reason}",
+                job["job_id"].as_str().unwrap_or("?")
+            );
         }
-        println!("queue {queue} in {}: {} job(s), {failed} not succeeded", data_dir.display(),
-            jobs.len());
-        Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        println!(
+            "queue {queue} in {}: {} job(s), {failed} not succeeded",
+            data_dir.display(),
+            jobs.len()
+        );
+        Ok(if failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        })
     })
 }
 
@@ -466,7 +519,10 @@ mod tests {
 
     #[test]
     fn queue_ids_are_valid_ids() {
-        assert_eq!(queue_id("d29-k8s-demo-session"), "plan-d29-k8s-demo-session");
+        assert_eq!(
+            queue_id("d29-k8s-demo-session"),
+            "plan-d29-k8s-demo-session"
+        );
         assert_eq!(queue_id("a b/c"), "plan-a-b-c");
         assert!(flotilla_messages::validate_id("queue", &queue_id(&"x".repeat(100))).is_ok());
     }

@@ -129,7 +129,10 @@ impl EmbeddedScheduler {
     /// Opens the embedded log in `data_dir`, running attempts on
     /// `executors`. Queues with unsettled attempts are recovered when first
     /// used (their attempts adopted or collected).
-    pub async fn open(data_dir: &std::path::Path, executors: Vec<Arc<dyn Executor>>) -> Result<Self> {
+    pub async fn open(
+        data_dir: &std::path::Path,
+        executors: Vec<Arc<dyn Executor>>,
+    ) -> Result<Self> {
         let subjects = Subjects::default();
         let choice = BackendChoice::Embedded(data_dir.to_path_buf());
         let backend = crate::backend::open(&choice, &subjects, 1).await?;

@@ -19,11 +19,11 @@
 
 use crate::commands::run::Plan;
 use crate::commands::scheduler::{base_executors, kubernetes_executor, EmbeddedScheduler};
-use flotilla_messages::scheduler::ExecutorKind;
 use crate::commands::study::refusal;
 use anyhow::{anyhow, bail, Result};
 use flotilla_actors::runtime::{AggregateRegistry, Execute, Query};
 use flotilla_actors::solver::Study;
+use flotilla_messages::scheduler::ExecutorKind;
 use flotilla_messages::{CommandRequest, Reply};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -49,7 +49,9 @@ pub fn run(plan: Plan, executor: &str, image: Option<String>) -> Result<ExitCode
         ("kubernetes", Some(image)) if !image.trim().is_empty() => {
             return run_with(plan, ExecutorKind::Kubernetes, Some(image))
         }
-        ("kubernetes", _) => bail!("image: --executor kubernetes needs --image (the trials' container image)"),
+        ("kubernetes", _) => {
+            bail!("image: --executor kubernetes needs --image (the trials' container image)")
+        }
         (other, _) => bail!("executor: {other:?} is not available (expected local or kubernetes)"),
     };
     run_with(plan, executor, None)
@@ -138,9 +140,16 @@ impl ScheduledRun {
     async fn start(&mut self) -> Result<()> {
         let reply = self.study_command(self.plan.create.clone()).await?;
         if !reply.ok {
-            let exists = reply.error.as_ref().is_some_and(|e| e.code == "ALREADY_EXISTS");
+            let exists = reply
+                .error
+                .as_ref()
+                .is_some_and(|e| e.code == "ALREADY_EXISTS");
             if !exists {
-                bail!("config {}: {}", self.plan.config_path.display(), refusal(&reply));
+                bail!(
+                    "config {}: {}",
+                    self.plan.config_path.display(),
+                    refusal(&reply)
+                );
             }
             let stored = self.study_view().await?;
             let same = serde_json::to_value(&self.plan.config)? == stored["config"];
@@ -166,7 +175,11 @@ impl ScheduledRun {
 
     /// The queue's jobs by id.
     async fn jobs(&self) -> Result<BTreeMap<String, Value>> {
-        let view = self.scheduler.view(&self.plan.study).await?.unwrap_or_default();
+        let view = self
+            .scheduler
+            .view(&self.plan.study)
+            .await?
+            .unwrap_or_default();
         Ok(view["jobs"]
             .as_array()
             .into_iter()
@@ -286,7 +299,11 @@ impl ScheduledRun {
         let ask = json!({"type": "ask", "n": n, "now": now_millis()});
         let reply = self.study_command(ask).await?;
         if !reply.ok {
-            if reply.error.as_ref().is_some_and(|e| e.code == "INVALID_STATE") {
+            if reply
+                .error
+                .as_ref()
+                .is_some_and(|e| e.code == "INVALID_STATE")
+            {
                 return Ok(false);
             }
             bail!("ask refused: {}", refusal(&reply));

@@ -186,7 +186,11 @@ impl SchedulerEffects {
                 let started = Instant::now();
                 let outcome = match runner.launch(&this).await {
                     Launch::Ended(outcome) => outcome,
-                    Launch::Running { handle, adopted, end } => {
+                    Launch::Running {
+                        handle,
+                        adopted,
+                        end,
+                    } => {
                         if adopted {
                             tracing::info!(queue, job_id, attempt, "adopted a running attempt");
                         }
@@ -203,8 +207,10 @@ impl SchedulerEffects {
                 outcome
             }
         };
-        Some(json!({"type": "report_result", "job_id": job_id, "attempt": attempt,
-            "now": now_millis(), "outcome": outcome}))
+        Some(
+            json!({"type": "report_result", "job_id": job_id, "attempt": attempt,
+            "now": now_millis(), "outcome": outcome}),
+        )
     }
 }
 
@@ -312,7 +318,10 @@ impl QueueSignals {
         };
         let signal = QueueSignal {
             queue: id.to_string(),
-            pool: view["config"]["pool"].as_str().unwrap_or_default().to_string(),
+            pool: view["config"]["pool"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
             pending: view["depth"]["pending"].as_u64().unwrap_or(0),
             running: view["depth"]["running"].as_u64().unwrap_or(0),
             concurrency: view["config"]["concurrency"]
@@ -326,7 +335,12 @@ impl QueueSignals {
             let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
             let same = last.get(id).is_some_and(|old| {
                 (old.pending, old.running, old.concurrency, &old.pool)
-                    == (signal.pending, signal.running, signal.concurrency, &signal.pool)
+                    == (
+                        signal.pending,
+                        signal.running,
+                        signal.concurrency,
+                        &signal.pool,
+                    )
             });
             last.insert(id.to_string(), signal.clone());
             !same
@@ -359,8 +373,8 @@ impl QueueSignals {
             return;
         };
         let subject = queue_signal_subject(&self.subjects, &signal.queue);
-        let msg = Message::new(subject, body)
-            .with_header("Content-Type", Encoding::Json.content_type());
+        let msg =
+            Message::new(subject, body).with_header("Content-Type", Encoding::Json.content_type());
         if let Err(e) = self.bus.publish(msg).await {
             tracing::warn!(queue = %signal.queue, error = %e, "queue signal not published");
         }

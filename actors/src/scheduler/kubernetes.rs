@@ -42,7 +42,13 @@ const LOG_LINES: i64 = 20;
 fn label_value(text: &str) -> String {
     let cleaned: String = text
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(63)
         .collect();
     cleaned
@@ -82,9 +88,18 @@ pub fn job_manifest(attempt: &Attempt, default_namespace: &str) -> Value {
     let name = job_name(&attempt.queue, &attempt.job_id, attempt.attempt);
     let mut labels = Map::new();
     labels.insert("app.kubernetes.io/managed-by".into(), json!("flotilla"));
-    labels.insert("flotilla.dev/queue".into(), json!(label_value(&attempt.queue)));
-    labels.insert("flotilla.dev/job".into(), json!(label_value(&attempt.job_id)));
-    labels.insert("flotilla.dev/attempt".into(), json!(attempt.attempt.to_string()));
+    labels.insert(
+        "flotilla.dev/queue".into(),
+        json!(label_value(&attempt.queue)),
+    );
+    labels.insert(
+        "flotilla.dev/job".into(),
+        json!(label_value(&attempt.job_id)),
+    );
+    labels.insert(
+        "flotilla.dev/attempt".into(),
+        json!(attempt.attempt.to_string()),
+    );
     labels.insert(ATTEMPT_KEY_LABEL.into(), json!(label_value(&attempt.key)));
     if let Some(study) = &spec.study {
         labels.insert("flotilla.dev/study".into(), json!(label_value(study)));
@@ -99,10 +114,16 @@ pub fn job_manifest(attempt: &Attempt, default_namespace: &str) -> Value {
         .collect();
     env.push(json!({"name": "FLOTILLA_JOB_ID", "value": attempt.job_id}));
     env.push(json!({"name": "FLOTILLA_ATTEMPT_NUMBER", "value": attempt.attempt.to_string()}));
-    let mut limits: Map<String, Value> =
-        kube.limits.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-    let mut requests: Map<String, Value> =
-        kube.requests.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    let mut limits: Map<String, Value> = kube
+        .limits
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    let mut requests: Map<String, Value> = kube
+        .requests
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
     if kube.gpus > 0 {
         limits.insert("nvidia.com/gpu".into(), json!(kube.gpus.to_string()));
         requests.insert("nvidia.com/gpu".into(), json!(kube.gpus.to_string()));
@@ -183,7 +204,11 @@ impl KubernetesExecutor {
         Ok(list.items.into_iter().next())
     }
 
-    async fn create_or_adopt(&self, api: &Api<Job>, manifest: Value) -> Result<(Job, bool), String> {
+    async fn create_or_adopt(
+        &self,
+        api: &Api<Job>,
+        manifest: Value,
+    ) -> Result<(Job, bool), String> {
         let job: Job = serde_json::from_value(manifest).map_err(|e| format!("bad Job: {e}"))?;
         let name = job.metadata.name.clone().unwrap_or_default();
         match api.create(&PostParams::default(), &job).await {
@@ -214,7 +239,10 @@ fn job_end(job: &Job) -> Option<Result<(), String>> {
         match condition.type_.as_str() {
             "Complete" | "SuccessCriteriaMet" => return Some(Ok(())),
             "Failed" | "FailureTarget" => {
-                return Some(Err(condition.reason.clone().unwrap_or_else(|| "Failed".into())))
+                return Some(Err(condition
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| "Failed".into())))
             }
             _ => {}
         }
@@ -259,7 +287,10 @@ impl Executor for KubernetesExecutor {
             });
         }
         let manifest = job_manifest(attempt, &self.namespace);
-        let namespace = manifest["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
+        let namespace = manifest["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let api = self.jobs(&namespace);
         let found = match self.find(&api, &attempt.key).await {
             Ok(found) => found,
@@ -390,7 +421,11 @@ impl KubernetesExecutor {
                     |c| format!("exited with status {c}"),
                 );
                 let said = tail(message.trim(), 300);
-                let reason = if said.is_empty() { how } else { format!("{how}; {said}") };
+                let reason = if said.is_empty() {
+                    how
+                } else {
+                    format!("{how}; {said}")
+                };
                 Outcome::Failed {
                     exit_code,
                     reason,
@@ -466,7 +501,13 @@ mod tests {
         body: Vec<u8>,
     }
 
-    fn exchange(method: &'static str, path: &str, query: Vec<&'static str>, status: u16, body: Value) -> Exchange {
+    fn exchange(
+        method: &'static str,
+        path: &str,
+        query: Vec<&'static str>,
+        status: u16,
+        body: Value,
+    ) -> Exchange {
         Exchange {
             method,
             path: path.into(),
@@ -504,12 +545,23 @@ mod tests {
 
     /// The watcher's list and watch of the Job, ending in `end`.
     fn watched(end: Value) -> Vec<Exchange> {
-        let mut watch = exchange("GET", JOBS, vec!["watch=true", "metadata.name%3Dfl-lr-search-t7-2"], 200, json!(null));
+        let mut watch = exchange(
+            "GET",
+            JOBS,
+            vec!["watch=true", "metadata.name%3Dfl-lr-search-t7-2"],
+            200,
+            json!(null),
+        );
         let event = json!({"type": "MODIFIED", "object": job(end)});
         watch.body = format!("{}\n", serde_json::to_string(&event).unwrap()).into_bytes();
         vec![
-            exchange("GET", JOBS, vec!["metadata.name%3Dfl-lr-search-t7-2"], 200,
-                list("JobList", vec![job(json!({"active": 1}))])),
+            exchange(
+                "GET",
+                JOBS,
+                vec!["metadata.name%3Dfl-lr-search-t7-2"],
+                200,
+                list("JobList", vec![job(json!({"active": 1}))]),
+            ),
             watch,
         ]
     }
@@ -557,16 +609,30 @@ mod tests {
     #[tokio::test]
     async fn a_job_is_created_watched_read_from_its_termination_message_and_deleted() {
         let mut script = vec![
-            exchange("GET", JOBS, vec!["labelSelector=flotilla.dev%2Fattempt-key%3D01a2024f"], 200,
-                list("JobList", vec![])),
+            exchange(
+                "GET",
+                JOBS,
+                vec!["labelSelector=flotilla.dev%2Fattempt-key%3D01a2024f"],
+                200,
+                list("JobList", vec![]),
+            ),
             exchange("POST", JOBS, vec![], 201, job(json!({}))),
         ];
         script.extend(watched(condition("Complete", "CompletionsReached")));
-        script.push(exchange("GET", "/api/v1/namespaces/default/pods",
-            vec!["labelSelector=batch.kubernetes.io%2Fjob-name%3Dfl-lr-search-t7-2"], 200,
-            list("PodList", vec![pod(0, "epoch 3\nRESULT=0.125\n")])));
-        script.push(exchange("DELETE", &format!("{JOBS}/fl-lr-search-t7-2"), vec![], 200,
-            json!({"kind": "Status", "apiVersion": "v1", "status": "Success"})));
+        script.push(exchange(
+            "GET",
+            "/api/v1/namespaces/default/pods",
+            vec!["labelSelector=batch.kubernetes.io%2Fjob-name%3Dfl-lr-search-t7-2"],
+            200,
+            list("PodList", vec![pod(0, "epoch 3\nRESULT=0.125\n")]),
+        ));
+        script.push(exchange(
+            "DELETE",
+            &format!("{JOBS}/fl-lr-search-t7-2"),
+            vec![],
+            200,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+        ));
         let (client, server) = replaying(script);
         let executor = KubernetesExecutor::new(client, "default");
         let (outcome, adopted) = run(&executor, &attempt()).await;
@@ -575,21 +641,38 @@ mod tests {
             panic!("not a success: {outcome:?}")
         };
         assert_eq!(value, Some(0.125));
-        assert_eq!(outputs.logs.as_deref(), Some("kubernetes://default/jobs/fl-lr-search-t7-2"));
+        assert_eq!(
+            outputs.logs.as_deref(),
+            Some("kubernetes://default/jobs/fl-lr-search-t7-2")
+        );
         assert_eq!(server.await.unwrap().len(), 6);
     }
 
     #[tokio::test]
     async fn after_a_restart_the_job_is_adopted_by_label_and_a_deadline_is_a_timeout() {
-        let mut script = vec![exchange("GET", JOBS,
-            vec!["labelSelector=flotilla.dev%2Fattempt-key%3D01a2024f"], 200,
-            list("JobList", vec![job(json!({"active": 1}))]))];
+        let mut script = vec![exchange(
+            "GET",
+            JOBS,
+            vec!["labelSelector=flotilla.dev%2Fattempt-key%3D01a2024f"],
+            200,
+            list("JobList", vec![job(json!({"active": 1}))]),
+        )];
         script.extend(watched(condition("Failed", "DeadlineExceeded")));
-        script.push(exchange("GET", "/api/v1/namespaces/default/pods", vec![], 200,
-            list("PodList", vec![pod(137, "")])));
+        script.push(exchange(
+            "GET",
+            "/api/v1/namespaces/default/pods",
+            vec![],
+            200,
+            list("PodList", vec![pod(137, "")]),
+        ));
         // No termination message: the last log lines are read instead.
-        let mut logs = exchange("GET", "/api/v1/namespaces/default/pods/fl-lr-search-t7-2-abcde/log",
-            vec!["tailLines=20"], 200, json!(null));
+        let mut logs = exchange(
+            "GET",
+            "/api/v1/namespaces/default/pods/fl-lr-search-t7-2-abcde/log",
+            vec!["tailLines=20"],
+            200,
+            json!(null),
+        );
         logs.body = b"epoch 1\nepoch 2\n".to_vec();
         script.push(logs);
         let (client, server) = replaying(script);
@@ -598,7 +681,11 @@ mod tests {
         let executor = KubernetesExecutor::new(client, "default");
         let (outcome, adopted) = run(&executor, &kept).await;
         assert!(adopted, "the running Job was adopted, not created again");
-        let Outcome::TimedOut { after_seconds, outputs } = outcome else {
+        let Outcome::TimedOut {
+            after_seconds,
+            outputs,
+        } = outcome
+        else {
             panic!("not a timeout: {outcome:?}")
         };
         assert_eq!(after_seconds, 90.5);
@@ -615,22 +702,43 @@ mod tests {
             exchange("POST", JOBS, vec![], 201, job(json!({}))),
         ];
         script.extend(watched(condition("Failed", "BackoffLimitExceeded")));
-        script.push(exchange("GET", "/api/v1/namespaces/default/pods", vec![], 200,
-            list("PodList", vec![pod(3, "Traceback: CUDA out of memory")])));
-        let mut logs = exchange("GET", "/api/v1/namespaces/default/pods/fl-lr-search-t7-2-abcde/log",
-            vec![], 200, json!(null));
+        script.push(exchange(
+            "GET",
+            "/api/v1/namespaces/default/pods",
+            vec![],
+            200,
+            list("PodList", vec![pod(3, "Traceback: CUDA out of memory")]),
+        ));
+        let mut logs = exchange(
+            "GET",
+            "/api/v1/namespaces/default/pods/fl-lr-search-t7-2-abcde/log",
+            vec![],
+            200,
+            json!(null),
+        );
         logs.body = b"Traceback: CUDA out of memory\n".to_vec();
         script.push(logs);
-        script.push(exchange("DELETE", &format!("{JOBS}/fl-lr-search-t7-2"), vec![], 200,
-            json!({"kind": "Status", "apiVersion": "v1", "status": "Success"})));
+        script.push(exchange(
+            "DELETE",
+            &format!("{JOBS}/fl-lr-search-t7-2"),
+            vec![],
+            200,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+        ));
         let (client, server) = replaying(script);
         let executor = KubernetesExecutor::new(client, "default");
         let (outcome, _) = run(&executor, &attempt()).await;
-        let Outcome::Failed { exit_code, reason, .. } = outcome else {
+        let Outcome::Failed {
+            exit_code, reason, ..
+        } = outcome
+        else {
             panic!("not a failure: {outcome:?}")
         };
         assert_eq!(exit_code, Some(3));
-        assert_eq!(reason, "exited with status 3; Traceback: CUDA out of memory");
+        assert_eq!(
+            reason,
+            "exited with status 3; Traceback: CUDA out of memory"
+        );
         server.await.unwrap();
     }
 
@@ -638,17 +746,31 @@ mod tests {
     async fn a_refused_create_fails_the_attempt_with_the_api_servers_reason() {
         let script = vec![
             exchange("GET", JOBS, vec![], 200, list("JobList", vec![])),
-            exchange("POST", JOBS, vec![], 422, json!({"kind": "Status", "apiVersion": "v1",
+            exchange(
+                "POST",
+                JOBS,
+                vec![],
+                422,
+                json!({"kind": "Status", "apiVersion": "v1",
                 "status": "Failure", "reason": "Invalid", "code": 422,
-                "message": "Job.batch \"fl-lr-search-t7-2\" is invalid: spec.template.spec.containers[0].resources.limits[cpu]: Invalid value"})),
+                "message": "Job.batch \"fl-lr-search-t7-2\" is invalid: spec.template.spec.containers[0].resources.limits[cpu]: Invalid value"}),
+            ),
         ];
         let (client, server) = replaying(script);
         let executor = KubernetesExecutor::new(client, "default");
         let (outcome, _) = run(&executor, &attempt()).await;
-        let Outcome::Failed { reason, exit_code: None, .. } = outcome else {
+        let Outcome::Failed {
+            reason,
+            exit_code: None,
+            ..
+        } = outcome
+        else {
             panic!("not a failure: {outcome:?}")
         };
-        assert!(reason.starts_with("cannot start: cannot create Job fl-lr-search-t7-2"), "{reason}");
+        assert!(
+            reason.starts_with("cannot start: cannot create Job fl-lr-search-t7-2"),
+            "{reason}"
+        );
         assert!(reason.contains("Invalid value"), "{reason}");
         server.await.unwrap();
     }

@@ -124,12 +124,16 @@ impl LocalExecutor {
             )));
         }
         let file = |name: &str| {
-            std::fs::File::create(dir.join(name))
-                .map_err(|e| cannot_start(format!("cannot create {name} in {}: {e}", dir.display())))
+            std::fs::File::create(dir.join(name)).map_err(|e| {
+                cannot_start(format!("cannot create {name} in {}: {e}", dir.display()))
+            })
         };
         let (stdout, stderr) = (file("stdout")?, file("stderr")?);
         let mut cmd = tokio::process::Command::new("/bin/sh");
-        cmd.arg("-c").arg(WRAPPER).arg("flotilla-job").args(&spec.command);
+        cmd.arg("-c")
+            .arg(WRAPPER)
+            .arg("flotilla-job")
+            .args(&spec.command);
         cmd.envs(spec.environment())
             .env("FLOTILLA_EXIT_FILE", dir.join("exit"))
             .env("FLOTILLA_JOB_ID", &attempt.job_id)
@@ -194,7 +198,10 @@ fn write_handle(dir: &Path, identity: &ProcessIdentity, started_at: u64) {
 }
 
 fn grace(spec: &JobSpec) -> Duration {
-    Duration::from_secs_f64(spec.kill_grace_seconds.unwrap_or(DEFAULT_KILL_GRACE_SECONDS))
+    Duration::from_secs_f64(
+        spec.kill_grace_seconds
+            .unwrap_or(DEFAULT_KILL_GRACE_SECONDS),
+    )
 }
 
 /// When the attempt's time is up, if it has a timeout.
@@ -259,9 +266,7 @@ async fn watch_adopted(
 
 fn lost(pid: u32) -> Outcome {
     Outcome::Lost {
-        reason: format!(
-            "process {pid} ended while the scheduler was down and left no exit status"
-        ),
+        reason: format!("process {pid} ended while the scheduler was down and left no exit status"),
     }
 }
 
@@ -447,17 +452,26 @@ mod tests {
         let Outcome::Failed { reason, .. } = run(&executor, &a).await else {
             panic!("not a failure")
         };
-        assert!(reason.contains("\"no-such-program-flotilla\" not found"), "{reason}");
+        assert!(
+            reason.contains("\"no-such-program-flotilla\" not found"),
+            "{reason}"
+        );
 
         let (executor, a) = attempt(dir.path(), "garbage", &["sh", "-c", "echo hello world"]);
-        let Outcome::Failed { exit_code, reason, .. } = run(&executor, &a).await else {
+        let Outcome::Failed {
+            exit_code, reason, ..
+        } = run(&executor, &a).await
+        else {
             panic!("not a failure")
         };
         assert_eq!(exit_code, Some(0));
         assert!(reason.contains("printed no number"), "{reason}");
 
         let (executor, a) = attempt(dir.path(), "exit3", &["sh", "-c", "echo oops >&2; exit 3"]);
-        let Outcome::Failed { exit_code, reason, .. } = run(&executor, &a).await else {
+        let Outcome::Failed {
+            exit_code, reason, ..
+        } = run(&executor, &a).await
+        else {
             panic!("not a failure")
         };
         assert_eq!(exit_code, Some(3));
@@ -472,18 +486,30 @@ mod tests {
         a.spec.kill_grace_seconds = Some(0.2);
         let outcome = run(&executor, &a).await;
         assert!(matches!(outcome, Outcome::TimedOut { after_seconds, .. } if after_seconds == 0.3));
-        assert!(find_by_env(ATTEMPT_ENV, &a.key).is_empty(), "the group is gone");
+        assert!(
+            find_by_env(ATTEMPT_ENV, &a.key).is_empty(),
+            "the group is gone"
+        );
     }
 
     #[tokio::test]
     async fn a_second_launch_adopts_the_running_attempt_and_collects_a_finished_one() {
         let dir = tempfile::tempdir().unwrap();
         let (executor, a) = attempt(dir.path(), "adopt", &["sh", "-c", "sleep 0.5; echo 7"]);
-        let Launch::Running { end: first, adopted: false, handle } = executor.launch(&a).await else {
+        let Launch::Running {
+            end: first,
+            adopted: false,
+            handle,
+        } = executor.launch(&a).await
+        else {
             panic!("not started")
         };
         // A restarted scheduler launches the same attempt: it adopts.
-        let Launch::Running { end: second, adopted: true, handle: again } = executor.launch(&a).await
+        let Launch::Running {
+            end: second,
+            adopted: true,
+            handle: again,
+        } = executor.launch(&a).await
         else {
             panic!("not adopted")
         };

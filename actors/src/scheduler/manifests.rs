@@ -273,9 +273,7 @@ fn is_float(s: &str) -> bool {
     };
     let whole_ok = whole.is_empty()
         || (whole.starts_with(|c: char| c.is_ascii_digit())
-            && whole
-                .split(':')
-                .all(|p| digits_underscores(p, 10)));
+            && whole.split(':').all(|p| digits_underscores(p, 10)));
     let fraction_ok = fraction.chars().all(|c| c == '_' || c.is_ascii_digit())
         && (!whole.is_empty() || !fraction.is_empty());
     let exponent_ok = exponent.is_none_or(|e| {

@@ -197,6 +197,9 @@ mod tests {
         assert!(program_exists("sh", None));
         assert!(program_exists("/bin/sh", None));
         assert!(!program_exists("no-such-program-flotilla", None));
-        assert!(!program_exists("./no-such-script.sh", Some(Path::new("/tmp"))));
+        assert!(!program_exists(
+            "./no-such-script.sh",
+            Some(Path::new("/tmp"))
+        ));
     }
 }

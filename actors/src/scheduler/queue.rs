@@ -191,10 +191,13 @@ impl From<StoredQueue> for QueueState {
         state.submitted = stored.submitted;
         for (id, job) in stored.jobs {
             let status = job.status;
-            state.jobs.insert(id.clone(), JobRecord {
-                status: JobStatus::Cancelled,
-                ..job
-            });
+            state.jobs.insert(
+                id.clone(),
+                JobRecord {
+                    status: JobStatus::Cancelled,
+                    ..job
+                },
+            );
             state.set_status(&id, status);
         }
         state
@@ -307,7 +310,11 @@ impl QueueState {
         }]))
     }
 
-    fn decide_submit(&self, job_id: &str, spec: &JobSpec) -> Result<Vec<SchedulerEvent>, Rejection> {
+    fn decide_submit(
+        &self,
+        job_id: &str,
+        spec: &JobSpec,
+    ) -> Result<Vec<SchedulerEvent>, Rejection> {
         validate_job_id(job_id)?;
         spec.validate()?;
         if let Some(job) = self.jobs.get(job_id) {
@@ -387,12 +394,12 @@ impl QueueState {
                 outputs,
             } if job.spec.expects_value && self.config.executor != ExecutorKind::Manifests => {
                 SchedulerEvent::JobFailed {
-                job_id: job_id.clone(),
-                attempt,
-                exit_code: Some(0),
-                reason: "succeeded without a value, but the job expects one".into(),
-                outputs,
-                will_retry: retry,
+                    job_id: job_id.clone(),
+                    attempt,
+                    exit_code: Some(0),
+                    reason: "succeeded without a value, but the job expects one".into(),
+                    outputs,
+                    will_retry: retry,
                 }
             }
             Outcome::Succeeded { value, outputs } => SchedulerEvent::JobSucceeded {
@@ -497,7 +504,13 @@ impl QueueState {
         }
     }
 
-    fn finish(&mut self, job_id: &str, exit_code: Option<i32>, reason: Option<String>, outputs: &JobOutputs) {
+    fn finish(
+        &mut self,
+        job_id: &str,
+        exit_code: Option<i32>,
+        reason: Option<String>,
+        outputs: &JobOutputs,
+    ) {
         if let Some(job) = self.jobs.get_mut(job_id) {
             job.exit_code = exit_code;
             job.reason = reason;
@@ -747,9 +760,7 @@ mod tests {
     }
 
     fn given(events: &[SchedulerEvent]) -> Queue {
-        events
-            .iter()
-            .fold(Queue::default(), |q, e| q.evolve(e))
+        events.iter().fold(Queue::default(), |q, e| q.evolve(e))
     }
 
     fn when(queue: &Queue, command: SchedulerCommand) -> Result<Vec<SchedulerEvent>, Rejection> {
@@ -779,10 +790,7 @@ mod tests {
     fn submit(id: &str, priority: i32) -> SchedulerCommand {
         SchedulerCommand::Submit {
             job_id: id.into(),
-            spec: JobSpec {
-                priority,
-                ..spec()
-            },
+            spec: JobSpec { priority, ..spec() },
         }
     }
 
@@ -848,7 +856,13 @@ mod tests {
             dispatched(&events),
             vec![("a".to_string(), 1), ("b".to_string(), 1)]
         );
-        assert_eq!(queue.depth(), Depth { pending: 2, running: 2 });
+        assert_eq!(
+            queue.depth(),
+            Depth {
+                pending: 2,
+                running: 2
+            }
+        );
         let next = when(&queue, report("a", 1, ok(1.0))).unwrap();
         assert_eq!(dispatched(&next), vec![("d".to_string(), 1)]);
     }
@@ -856,7 +870,13 @@ mod tests {
     #[test]
     fn raising_the_concurrency_dispatches_at_once() {
         let (queue, _) = run(vec![submit("a", 0), submit("b", 0), submit("c", 0)]);
-        assert_eq!(queue.depth(), Depth { pending: 2, running: 1 });
+        assert_eq!(
+            queue.depth(),
+            Depth {
+                pending: 2,
+                running: 1
+            }
+        );
         let events = when(&queue, configure(3)).unwrap();
         assert_eq!(dispatched(&events).len(), 2);
     }
@@ -912,7 +932,13 @@ mod tests {
         );
         let queue = events.iter().fold(queue, |q, e| q.evolve(e));
         assert_eq!(queue.job("a").unwrap().status, JobStatus::Backoff);
-        assert_eq!(queue.depth(), Depth { pending: 1, running: 0 });
+        assert_eq!(
+            queue.depth(),
+            Depth {
+                pending: 1,
+                running: 0
+            }
+        );
         // A stale wake-up records nothing; the right one dispatches attempt 2.
         let stale = SchedulerCommand::RetryDue {
             job_id: "a".into(),
