@@ -689,7 +689,7 @@ pub enum SchedulerCommand {
         /// Unique in the queue (`[A-Za-z0-9_-]{1,64}`).
         job_id: String,
         /// What to run.
-        spec: JobSpec,
+        spec: Box<JobSpec>,
     },
     /// Cancels a job that has not finished.
     Cancel {
@@ -961,7 +961,7 @@ mod tests {
             cmd,
             SchedulerCommand::Submit {
                 job_id: "j1".into(),
-                spec: spec()
+                spec: Box::new(spec())
             }
         );
     }
@@ -1131,7 +1131,7 @@ mod tests {
             SchedulerCommand::ConfigureQueue(QueueConfig::default()),
             SchedulerCommand::Submit {
                 job_id: "j".into(),
-                spec: spec(),
+                spec: Box::new(spec()),
             },
             SchedulerCommand::Cancel {
                 job_id: "j".into(),

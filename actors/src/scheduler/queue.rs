@@ -790,7 +790,7 @@ mod tests {
     fn submit(id: &str, priority: i32) -> SchedulerCommand {
         SchedulerCommand::Submit {
             job_id: id.into(),
-            spec: JobSpec { priority, ..spec() },
+            spec: Box::new(JobSpec { priority, ..spec() }),
         }
     }
 
@@ -896,7 +896,7 @@ mod tests {
         assert!(bad_id.message.contains("job_id"), "{}", bad_id.message);
         let empty = SchedulerCommand::Submit {
             job_id: "a".into(),
-            spec: JobSpec::new(vec![]),
+            spec: Box::new(JobSpec::new(vec![])),
         };
         let e = when(&Queue::default(), empty).unwrap_err();
         assert_eq!(e.message, "spec.command must not be empty");
@@ -906,11 +906,11 @@ mod tests {
     fn a_failure_with_retries_left_backs_off_then_requeues() {
         let retrying = SchedulerCommand::Submit {
             job_id: "a".into(),
-            spec: JobSpec {
+            spec: Box::new(JobSpec {
                 backoff_limit: 1,
                 backoff_seconds: Some(2.0),
                 ..spec()
-            },
+            }),
         };
         let (queue, _) = run(vec![retrying]);
         let events = when(&queue, report("a", 1, failed(3))).unwrap();
