@@ -7,6 +7,7 @@ mod common;
 use common::{flotilla, json_lines};
 use serde_json::Value;
 use std::path::Path;
+use std::process::{Command, Stdio};
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
@@ -14,23 +15,35 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
     path.display().to_string()
 }
 
-fn run(dir: &Path, config: &str, script: &str, extra: &[&str]) -> (std::process::Output, Value) {
+/// `flotilla run` on `dir/data` (with `extra` naming the executor), not
+/// started yet.
+fn run_command(dir: &Path, config: &str, script: &str, extra: &[&str]) -> Command {
     let data = dir.join("data").display().to_string();
-    let mut args = vec![
-        "run",
-        "--config",
-        config,
-        "--script",
-        script,
-        "--executor",
-        "local",
-        "--data-dir",
-        &data,
-    ];
-    args.extend_from_slice(extra);
-    let out = flotilla(&args);
+    let mut command = Command::new(common::flotilla_bin());
+    command
+        .args(["run", "--config", config, "--script", script])
+        .args(["--data-dir", &data])
+        .args(extra)
+        .env_remove("FLOTILLA_DATA_DIR");
+    command
+}
+
+/// `flotilla run --executor local <extra>` to its end.
+fn run(dir: &Path, config: &str, script: &str, extra: &[&str]) -> (std::process::Output, Value) {
+    let out = run_command(dir, config, script, extra)
+        .args(["--executor", "local"])
+        .output()
+        .unwrap();
     let summary = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     (out, summary)
+}
+
+/// A study config `dir/<name>.json` over `x` in [0, 1].
+fn study(dir: &Path, name: &str, seed: u64, budget: u64) -> String {
+    let text = format!(
+        r#"{{"seed": {seed}, "budget": {budget}, "bounds": {{"x": {{"min": 0, "max": 1}}}}}}"#
+    );
+    write(dir, &format!("{name}.json"), &text)
 }
 
 /// The most intervals open at once.
@@ -58,11 +71,7 @@ fn max_overlap(log: &str) -> usize {
 #[test]
 fn a_200_trial_study_through_the_scheduler_finishes_with_200_results() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write(
-        dir.path(),
-        "quad.json",
-        r#"{"seed": 11, "budget": 200, "bounds": {"x": {"min": -1, "max": 1}}}"#,
-    );
+    let config = study(dir.path(), "quad", 11, 200);
     let log = dir.path().join("overlap.log");
     let script = write(
         dir.path(),
@@ -120,11 +129,7 @@ fn a_200_trial_study_through_the_scheduler_finishes_with_200_results() {
 #[test]
 fn bad_scripts_fail_their_trials_with_clear_reasons() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write(
-        dir.path(),
-        "small.json",
-        r#"{"seed": 1, "budget": 2, "bounds": {"x": {"min": 0, "max": 1}}}"#,
-    );
+    let config = study(dir.path(), "small", 1, 2);
     let cases = [
         ("./no-such-script.sh", vec![], "not found"),
         ("echo hello world", vec![], "printed no number"),
@@ -153,40 +158,21 @@ fn bad_scripts_fail_their_trials_with_clear_reasons() {
 #[test]
 fn the_kubernetes_executor_needs_an_image_and_a_cluster() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write(
-        dir.path(),
-        "k.json",
-        r#"{"seed": 1, "budget": 2, "bounds": {"x": {"min": 0, "max": 1}}}"#,
-    );
-    let data = dir.path().join("data").display().to_string();
-    let args = |extra: &[&str]| {
-        let mut a = vec![
-            "run",
-            "--config",
-            &config,
-            "--script",
-            "python train.py",
-            "--data-dir",
-            &data,
-            "--executor",
-            "kubernetes",
-        ];
-        a.extend_from_slice(extra);
-        a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    let config = study(dir.path(), "k", 1, 2);
+    let kubernetes = |extra: &[&str]| {
+        let mut flags = vec!["--executor", "kubernetes"];
+        flags.extend_from_slice(extra);
+        let mut command = run_command(dir.path(), &config, "python train.py", &flags);
+        command
+            .env("KUBECONFIG", dir.path().join("no-such-kubeconfig"))
+            .env("HOME", dir.path())
+            .env_remove("KUBERNETES_SERVICE_HOST");
+        command.output().unwrap()
     };
-    let out = std::process::Command::new(common::flotilla_bin())
-        .args(args(&[]))
-        .output()
-        .unwrap();
+    let out = kubernetes(&[]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs --image"));
-    let out = std::process::Command::new(common::flotilla_bin())
-        .args(args(&["--image", "trainer:1"]))
-        .env("KUBECONFIG", dir.path().join("no-such-kubeconfig"))
-        .env("HOME", dir.path())
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .output()
-        .unwrap();
+    let out = kubernetes(&["--image", "trainer:1"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no Kubernetes cluster configured"), "{err}");
@@ -195,34 +181,16 @@ fn the_kubernetes_executor_needs_an_image_and_a_cluster() {
 #[test]
 fn a_killed_run_resumes_adopting_its_jobs_and_tells_each_trial_once() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write(
-        dir.path(),
-        "resume.json",
-        r#"{"seed": 5, "budget": 12, "bounds": {"x": {"min": 0, "max": 1}}}"#,
-    );
+    let config = study(dir.path(), "resume", 5, 12);
     let starts = dir.path().join("starts.log");
     let script = format!(
         "echo \"$FLOTILLA_TRIAL_ID\" >> {}; sleep 1; echo RESULT=$ARQON_x",
         starts.display()
     );
-    let data = dir.path().join("data").display().to_string();
-    let args = [
-        "run",
-        "--config",
-        &config,
-        "--script",
-        &script,
-        "--executor",
-        "local",
-        "--data-dir",
-        &data,
-        "--parallel",
-        "3",
-    ];
-    let mut first = std::process::Command::new(common::flotilla_bin())
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+    let flags = ["--parallel", "3", "--executor", "local"];
+    let mut first = run_command(dir.path(), &config, &script, &flags)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     // Kill it while its second wave of jobs runs.

@@ -425,8 +425,13 @@ async fn drive(plan: Plan) -> Result<ExitCode> {
     run.save_state()?;
     run.evaluate_all().await?;
     run.bar.finish_and_clear();
-    let summary = run.summary();
-    println!("{}", serde_json::to_string_pretty(&summary)?);
+    finish(&run.summary())
+}
+
+/// Prints a run's summary; the exit status says whether any trial was
+/// completed.
+pub(crate) fn finish(summary: &Value) -> Result<ExitCode> {
+    println!("{}", serde_json::to_string_pretty(summary)?);
     let completed = summary["trials"]["completed"].as_u64().unwrap_or(0);
     Ok(if completed > 0 {
         ExitCode::SUCCESS

@@ -96,14 +96,7 @@ async fn drive(plan: Plan, executor: ExecutorKind, image: Option<String>) -> Res
     };
     run.start().await?;
     run.evaluate_all().await?;
-    let summary = run.summary().await?;
-    println!("{}", serde_json::to_string_pretty(&summary)?);
-    let completed = summary["trials"]["completed"].as_u64().unwrap_or(0);
-    Ok(if completed > 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    crate::commands::run::finish(&run.summary().await?)
 }
 
 impl ScheduledRun {

@@ -18,7 +18,7 @@
 //! [`job_manifest`] is also what the `manifests` executor writes.
 
 use crate::scheduler::executor::{Attempt, Executor, Launch};
-use crate::scheduler::process::{parse_result, tail};
+use crate::scheduler::process::{parse_result, success_outcome, tail};
 use async_trait::async_trait;
 use flotilla_messages::scheduler::{
     ExecutorHandle, ExecutorKind, JobOutputs, JobSpec, Outcome, TAIL_CHARS,
@@ -396,21 +396,7 @@ impl KubernetesExecutor {
             logs: Some(format!("kubernetes://{namespace}/jobs/{name}")),
         };
         match end {
-            Ok(()) => match (parse_result(&text), spec.expects_value) {
-                (Ok(value), _) => Outcome::Succeeded {
-                    value: Some(value),
-                    outputs,
-                },
-                (Err(_), false) => Outcome::Succeeded {
-                    value: None,
-                    outputs,
-                },
-                (Err(reason), true) => Outcome::Failed {
-                    exit_code,
-                    reason,
-                    outputs,
-                },
-            },
+            Ok(()) => success_outcome(&text, spec.expects_value, exit_code, outputs, ""),
             Err(reason) if reason == "DeadlineExceeded" => Outcome::TimedOut {
                 after_seconds: spec.timeout_seconds.unwrap_or_default(),
                 outputs,
@@ -520,6 +506,17 @@ mod tests {
 
     const JOBS: &str = "/apis/batch/v1/namespaces/default/jobs";
 
+    /// The API server's answer to deleting the attempt's Job.
+    fn deleted() -> Exchange {
+        exchange(
+            "DELETE",
+            &format!("{JOBS}/fl-lr-search-t7-2"),
+            vec![],
+            200,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+        )
+    }
+
     fn job(status: Value) -> Value {
         let mut job = job_manifest(&attempt(), "default");
         job["metadata"]["uid"] = json!("9f1c-uid");
@@ -626,13 +623,7 @@ mod tests {
             200,
             list("PodList", vec![pod(0, "epoch 3\nRESULT=0.125\n")]),
         ));
-        script.push(exchange(
-            "DELETE",
-            &format!("{JOBS}/fl-lr-search-t7-2"),
-            vec![],
-            200,
-            json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
-        ));
+        script.push(deleted());
         let (client, server) = replaying(script);
         let executor = KubernetesExecutor::new(client, "default");
         let (outcome, adopted) = run(&executor, &attempt()).await;
@@ -718,13 +709,7 @@ mod tests {
         );
         logs.body = b"Traceback: CUDA out of memory\n".to_vec();
         script.push(logs);
-        script.push(exchange(
-            "DELETE",
-            &format!("{JOBS}/fl-lr-search-t7-2"),
-            vec![],
-            200,
-            json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
-        ));
+        script.push(deleted());
         let (client, server) = replaying(script);
         let executor = KubernetesExecutor::new(client, "default");
         let (outcome, _) = run(&executor, &attempt()).await;

@@ -19,7 +19,7 @@
 
 use crate::scheduler::executor::{Attempt, Executor, Launch};
 use crate::scheduler::process::{
-    find_by_env, parse_result, program_exists, stop_group, tail, ProcessIdentity,
+    find_by_env, program_exists, stop_group, success_outcome, tail, ProcessIdentity,
 };
 use async_trait::async_trait;
 use flotilla_messages::scheduler::{
@@ -324,22 +324,9 @@ fn collect(dir: &Path, spec: &JobSpec, code: Option<i32>) -> Outcome {
     };
     match code {
         Some(0) => {
-            let parsed = parse_result(&read_end(&dir.join("stdout"), RESULT_WINDOW));
-            match (parsed, spec.expects_value) {
-                (Ok(value), _) => Outcome::Succeeded {
-                    value: Some(value),
-                    outputs,
-                },
-                (Err(_), false) => Outcome::Succeeded {
-                    value: None,
-                    outputs,
-                },
-                (Err(reason), true) => Outcome::Failed {
-                    exit_code: Some(0),
-                    reason: format!("{reason}{}", last_err()),
-                    outputs,
-                },
-            }
+            let stdout = read_end(&dir.join("stdout"), RESULT_WINDOW);
+            let detail = last_err();
+            success_outcome(&stdout, spec.expects_value, Some(0), outputs, &detail)
         }
         Some(code) => Outcome::Failed {
             exit_code: Some(code),

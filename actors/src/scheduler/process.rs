@@ -7,8 +7,36 @@
 //! `flotilla run` (the solver's ArqonHPO-compatible loop) and the
 //! scheduler's local executor ([`crate::scheduler::local`]) both use it.
 
+use flotilla_messages::scheduler::{JobOutputs, Outcome};
 use std::path::Path;
 use std::time::Duration;
+
+/// The outcome of an attempt that ended well (exit 0, a completed Job):
+/// its value read from `output`, required when `expects_value` (its
+/// absence is then a failure whose reason ends with `detail`).
+pub fn success_outcome(
+    output: &str,
+    expects_value: bool,
+    exit_code: Option<i32>,
+    outputs: JobOutputs,
+    detail: &str,
+) -> Outcome {
+    match (parse_result(output), expects_value) {
+        (Ok(value), _) => Outcome::Succeeded {
+            value: Some(value),
+            outputs,
+        },
+        (Err(_), false) => Outcome::Succeeded {
+            value: None,
+            outputs,
+        },
+        (Err(reason), true) => Outcome::Failed {
+            exit_code,
+            reason: format!("{reason}{detail}"),
+            outputs,
+        },
+    }
+}
 
 /// The value a script reported: the last `RESULT=<float>` line, else the
 /// last line that is a number. It must be finite.

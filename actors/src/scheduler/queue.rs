@@ -518,6 +518,25 @@ impl QueueState {
         }
     }
 
+    /// An attempt failed or timed out: the job backs off for a retry, or
+    /// ends with `end`'s status; either way its exit code and reason stay.
+    fn attempt_failed(
+        &mut self,
+        job_id: &str,
+        will_retry: bool,
+        end: (JobStatus, Option<i32>, String),
+        outputs: &JobOutputs,
+    ) {
+        let (status, exit_code, reason) = end;
+        let status = if will_retry {
+            JobStatus::Backoff
+        } else {
+            status
+        };
+        self.set_status(job_id, status);
+        self.finish(job_id, exit_code, Some(reason), outputs);
+    }
+
     fn apply(&mut self, event: &SchedulerEvent) {
         match event {
             SchedulerEvent::QueueConfigured { config } => self.config = config.clone(),
@@ -578,13 +597,8 @@ impl QueueState {
                 will_retry,
                 ..
             } => {
-                let status = if *will_retry {
-                    JobStatus::Backoff
-                } else {
-                    JobStatus::Failed
-                };
-                self.set_status(job_id, status);
-                self.finish(job_id, *exit_code, Some(reason.clone()), outputs);
+                let end = (JobStatus::Failed, *exit_code, reason.clone());
+                self.attempt_failed(job_id, *will_retry, end, outputs);
             }
             SchedulerEvent::JobTimedOut {
                 job_id,
@@ -593,14 +607,9 @@ impl QueueState {
                 will_retry,
                 ..
             } => {
-                let status = if *will_retry {
-                    JobStatus::Backoff
-                } else {
-                    JobStatus::TimedOut
-                };
-                self.set_status(job_id, status);
                 let reason = format!("timed out after {after_seconds} s");
-                self.finish(job_id, None, Some(reason), outputs);
+                let end = (JobStatus::TimedOut, None, reason);
+                self.attempt_failed(job_id, *will_retry, end, outputs);
             }
             SchedulerEvent::RetryScheduled {
                 job_id, not_before, ..
