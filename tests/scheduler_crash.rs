@@ -3,7 +3,8 @@
 //! some jobs finish while it is down, and the restarted scheduler adopts
 //! the live ones, collects the finished ones from their exit files and runs
 //! the lost one again as a new attempt — never two live attempts of one
-//! job, every result recorded exactly once.
+//! job, every result recorded exactly once. On both backends: the
+//! embedded log and NATS (JetStream log).
 
 mod common;
 
@@ -27,8 +28,8 @@ fn script(runs: &Path, job: usize, sleep: f64) -> Vec<String> {
     vec!["sh".into(), "-c".into(), line]
 }
 
-fn queue(up: &FlotillaUp) -> Value {
-    let (status, body) = up.get("/v1/query/scheduler/crashq");
+fn queue(up: &FlotillaUp, name: &str) -> Value {
+    let (status, body) = up.get(&format!("/v1/query/scheduler/{name}"));
     assert_eq!(status, 200, "{body}");
     body["result"].clone()
 }
@@ -42,10 +43,16 @@ fn jobs(view: &Value) -> BTreeMap<String, Value> {
         .collect()
 }
 
-fn wait_for(up: &FlotillaUp, what: &str, within: Duration, cond: impl Fn(&Value) -> bool) -> Value {
+fn wait_for(
+    up: &FlotillaUp,
+    name: &str,
+    what: &str,
+    within: Duration,
+    cond: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + within;
     loop {
-        let view = queue(up);
+        let view = queue(up, name);
         if cond(&view) {
             return view;
         }
@@ -80,19 +87,45 @@ fn intervals(runs: &Path) -> BTreeMap<(String, u32), (Option<u128>, Option<u128>
     out
 }
 
+/// Where both tests keep attempt files (the NATS backend has no data dir);
+/// the queue names differ per test. Set before any child is spawned.
+fn share_jobs_dir() -> std::path::PathBuf {
+    let jobs = std::env::temp_dir().join(format!("flotilla-crash-jobs-{}", std::process::id()));
+    // SAFETY: both tests set the same value before they spawn anything.
+    unsafe { std::env::set_var("FLOTILLA_JOBS_DIR", &jobs) };
+    jobs
+}
+
 #[test]
-fn sigkill_while_eight_jobs_run_adopts_collects_or_reruns_each_once() {
+fn sigkill_embedded_while_eight_jobs_run_adopts_collects_or_reruns_each_once() {
+    let jobs = share_jobs_dir();
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let runs = dir.path().join("runs.log");
-    let data_arg = data.display().to_string();
-    let mut up = FlotillaUp::start(
-        &["--only", "scheduler", "--data-dir", &data_arg],
-        dir.path(),
-    );
+    let data = dir.path().join("data").display().to_string();
+    let backend = ["--data-dir".to_string(), data];
+    scenario(dir.path(), "crash-embedded", &backend);
+    std::fs::remove_dir_all(jobs.join("crash-embedded")).ok();
+}
+
+#[test]
+fn sigkill_nats_while_eight_jobs_run_adopts_collects_or_reruns_each_once() {
+    let jobs = share_jobs_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let nats = flotilla_bus::testing::NatsServer::start();
+    let backend = ["--nats".to_string(), nats.url()];
+    scenario(dir.path(), "crash-nats", &backend);
+    std::fs::remove_dir_all(jobs.join("crash-nats")).ok();
+}
+
+/// Runs 8 jobs on queue `name`, kills the scheduler, kills job 8, restarts
+/// and checks every result is recorded once; `backend` selects the log.
+fn scenario(dir: &Path, name: &str, backend: &[String]) {
+    let runs = dir.join("runs.log");
+    let mut args = vec!["--only", "scheduler"];
+    args.extend(backend.iter().map(String::as_str));
+    let mut up = FlotillaUp::start(&args, dir);
     let (status, reply) = up.send(
         "scheduler",
-        "crashq",
+        name,
         &json!({"type": "configure_queue", "concurrency": JOBS}),
     );
     assert_eq!(status, 200, "{reply}");
@@ -102,10 +135,10 @@ fn sigkill_while_eight_jobs_run_adopts_collects_or_reruns_each_once() {
         let sleep = if job <= 3 { 1.0 } else { 6.0 };
         let body = json!({"type": "submit", "job_id": format!("j{job}"),
             "spec": {"command": script(&runs, job, sleep)}});
-        let (status, reply) = up.send("scheduler", "crashq", &body);
+        let (status, reply) = up.send("scheduler", name, &body);
         assert_eq!(status, 200, "{reply}");
     }
-    let view = wait_for(&up, "8 jobs running", Duration::from_secs(30), |v| {
+    let view = wait_for(&up, name, "8 jobs running", Duration::from_secs(30), |v| {
         v["counts"]["running"] == json!(JOBS)
     });
     let victim = jobs(&view)["j8"]["handle"]["pid"].as_i64().unwrap() as i32;
@@ -117,9 +150,13 @@ fn sigkill_while_eight_jobs_run_adopts_collects_or_reruns_each_once() {
     }
     std::thread::sleep(Duration::from_millis(1500));
     up.restart();
-    let view = wait_for(&up, "every job succeeded", Duration::from_secs(60), |v| {
-        v["counts"]["succeeded"] == json!(JOBS)
-    });
+    let view = wait_for(
+        &up,
+        name,
+        "every job succeeded",
+        Duration::from_secs(60),
+        |v| v["counts"]["succeeded"] == json!(JOBS),
+    );
     let jobs = jobs(&view);
     for job in 1..=JOBS {
         let record = &jobs[&format!("j{job}")];
@@ -139,7 +176,8 @@ fn sigkill_while_eight_jobs_run_adopts_collects_or_reruns_each_once() {
     );
     assert!(rerun_start.unwrap() > lost_start.unwrap());
     // The log: one result per job, one start per attempt.
-    let out = flotilla(&["events", "--http", &up.url, "--stream", "scheduler/crashq"]);
+    let stream = format!("scheduler/{name}");
+    let out = flotilla(&["events", "--http", &up.url, "--stream", &stream]);
     assert!(
         out.status.success(),
         "{}",
@@ -168,27 +206,22 @@ fn sigkill_while_eight_jobs_run_adopts_collects_or_reruns_each_once() {
     assert!(succeeded.values().all(|n| *n == 1), "{succeeded:?}");
     assert!(started.values().all(|n| *n == 1), "{started:?}");
     assert_eq!(lost, 1);
-    let answered = queue(&up);
+    let answered = queue(&up, name);
     up.terminate();
     // The log is intact, and a clean replay equals what the scheduler answered.
-    let audit = flotilla(&["audit", "--data-dir", &data_arg]);
-    assert!(
-        audit.status.success(),
-        "{}",
-        String::from_utf8_lossy(&audit.stderr)
-    );
-    let replay = flotilla(&[
-        "replay",
-        "--data-dir",
-        &data_arg,
-        "--stream",
-        "scheduler/crashq",
-    ]);
-    assert!(
-        replay.status.success(),
-        "{}",
-        String::from_utf8_lossy(&replay.stderr)
-    );
+    let with_backend = |command: &[&str]| {
+        let mut all: Vec<&str> = command.to_vec();
+        all.extend(backend.iter().map(String::as_str));
+        let out = flotilla(&all);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    with_backend(&["audit"]);
+    let replay = with_backend(&["replay", "--stream", &stream]);
     let replayed: Value = serde_json::from_slice(&replay.stdout).unwrap();
     assert_eq!(replayed["state"], answered);
 }

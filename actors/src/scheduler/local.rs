@@ -19,7 +19,7 @@
 
 use crate::scheduler::executor::{Attempt, Executor, Launch};
 use crate::scheduler::process::{
-    find_by_env, program_exists, stop_group, success_outcome, tail, ProcessIdentity,
+    env_of, find_by_env, program_exists, stop_group, success_outcome, tail, ProcessIdentity,
 };
 use async_trait::async_trait;
 use flotilla_messages::scheduler::{
@@ -81,22 +81,29 @@ impl LocalExecutor {
         self.root.join(queue).join(job_id).join(attempt.to_string())
     }
 
-    /// The live process of an attempt: by its handle file, else by its label.
-    fn find_live(dir: &Path, key: Option<&str>) -> Option<(ProcessIdentity, u64)> {
+    /// The live process of an attempt, when it started, and the directory
+    /// holding its files: by its handle file, else by its label (then the
+    /// directory is the one its environment names, in case the jobs
+    /// directory moved since it started).
+    fn find_live(dir: &Path, key: Option<&str>) -> Option<(ProcessIdentity, u64, PathBuf)> {
         if let Some(h) = read_handle(dir) {
             let identity = ProcessIdentity {
                 pid: h.pid,
                 start_ticks: h.start_ticks,
             };
             if identity.is_alive() {
-                return Some((identity, h.started_at));
+                return Some((identity, h.started_at, dir.to_path_buf()));
             }
         }
         let key = key?;
         let leader = find_by_env(ATTEMPT_ENV, key)
             .into_iter()
             .min_by_key(|p| p.start_ticks)?;
-        Some((leader, now_millis()))
+        let own_dir = env_of(leader.pid, "FLOTILLA_EXIT_FILE")
+            .and_then(|f| Path::new(&f).parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| dir.to_path_buf());
+        let started_at = read_handle(&own_dir).map_or_else(now_millis, |h| h.started_at);
+        Some((leader, started_at, own_dir))
     }
 
     fn handle(dir: &Path, identity: ProcessIdentity, started_at: u64) -> ExecutorHandle {
@@ -355,10 +362,11 @@ impl Executor for LocalExecutor {
                 dir.display()
             )));
         }
-        if let Some((identity, started_at)) = Self::find_live(&dir, Some(&attempt.key)) {
-            let end = watch_adopted(identity, dir.clone(), attempt.spec.clone(), started_at);
+        if let Some((identity, started_at, own)) = Self::find_live(&dir, Some(&attempt.key)) {
+            let handle = Self::handle(&own, identity, started_at);
+            let end = watch_adopted(identity, own, attempt.spec.clone(), started_at);
             return Launch::Running {
-                handle: Self::handle(&dir, identity, started_at),
+                handle,
                 adopted: true,
                 end: end.boxed(),
             };
@@ -378,7 +386,7 @@ impl Executor for LocalExecutor {
 
     async fn stop(&self, queue: &str, job_id: &str, attempt: u32, grace: Duration) {
         let dir = self.attempt_dir(queue, job_id, attempt);
-        if let Some((identity, _)) = Self::find_live(&dir, None) {
+        if let Some((identity, _, _)) = Self::find_live(&dir, None) {
             stop_group(identity, grace).await;
         }
     }
@@ -509,5 +517,39 @@ mod tests {
             panic!("started again")
         };
         assert_eq!(three, one);
+    }
+
+    #[tokio::test]
+    async fn an_attempt_is_adopted_even_when_the_jobs_directory_moved() {
+        let first = tempfile::tempdir().unwrap();
+        let second = tempfile::tempdir().unwrap();
+        let (executor, a) = attempt(first.path(), "moved", &["sh", "-c", "sleep 0.5; echo 3"]);
+        let Launch::Running { end: own, .. } = executor.launch(&a).await else {
+            panic!("not started")
+        };
+        // A scheduler restarted with another jobs directory finds the
+        // process by its label, and its files where its environment says.
+        let elsewhere = LocalExecutor::new(second.path());
+        let Launch::Running {
+            end: adopted_end,
+            adopted: true,
+            handle,
+        } = elsewhere.launch(&a).await
+        else {
+            panic!("not adopted")
+        };
+        let ExecutorHandle::Local { dir, .. } = handle else {
+            panic!("not a local handle")
+        };
+        assert!(
+            dir.starts_with(&first.path().display().to_string()),
+            "{dir}"
+        );
+        let (one, two) = tokio::join!(own, adopted_end);
+        assert!(
+            matches!(two, Outcome::Succeeded { value: Some(v), .. } if v == 3.0),
+            "{two:?}"
+        );
+        assert_eq!(one, two);
     }
 }

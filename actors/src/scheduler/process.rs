@@ -139,6 +139,17 @@ pub fn find_by_env(name: &str, value: &str) -> Vec<ProcessIdentity> {
         .collect()
 }
 
+/// The value of variable `name` in the environment process `pid` started
+/// with (our own processes only).
+pub fn env_of(pid: u32, name: &str) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let prefix = format!("{name}=");
+    environ.split(|b| *b == 0).find_map(|entry| {
+        let value = entry.strip_prefix(prefix.as_bytes())?;
+        Some(String::from_utf8_lossy(value).into_owned())
+    })
+}
+
 /// Stops process group `pgid` whose leader is `leader`: SIGTERM, up to
 /// `grace` for it to exit, then SIGKILL. Whatever else runs in the group
 /// gets SIGKILL at the end too.
@@ -214,6 +225,10 @@ mod tests {
         let found = find_by_env("FLOTILLA_TEST_MARK", "find-me-42");
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].pid, child.id());
+        assert_eq!(
+            env_of(child.id(), "FLOTILLA_TEST_MARK").as_deref(),
+            Some("find-me-42")
+        );
         let mut child = child;
         child.kill().unwrap();
         child.wait().unwrap();
