@@ -327,7 +327,10 @@ impl ScheduledRun {
             }
             // Wake on the queue's next event, or after a while anyway.
             tokio::select! {
-                _ = events.next() => {}
+                _ = events.next() => {
+                    // Take the burst that came with it: one reconcile for all.
+                    while let Ok(Some(_)) = tokio::time::timeout(Duration::ZERO, events.next()).await {}
+                }
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = tokio::signal::ctrl_c() => bail!(
                     "interrupted: running jobs keep running and are adopted when the run resumes"

@@ -28,7 +28,7 @@ use flotilla_messages::scheduler::{
 use flotilla_messages::{CommandRequest, Encoding, Envelope, Subjects};
 use prometheus::{HistogramOpts, HistogramVec, IntGaugeVec, Opts, Registry};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -249,6 +249,10 @@ impl EffectHandler<Queue> for SchedulerEffects {
 /// How often every known queue's signal is published again.
 pub const SIGNAL_EVERY: Duration = Duration::from_secs(5);
 
+/// How often the queues that had events are read and their signals
+/// published if their depth changed.
+pub const SIGNAL_BATCH: Duration = Duration::from_millis(200);
+
 /// Publishes queue signals and keeps the queue gauges current.
 pub struct QueueSignals {
     registry: Arc<AggregateRegistry<Queue>>,
@@ -276,7 +280,9 @@ impl QueueSignals {
     }
 
     /// Follows the scheduler's events and publishes until aborted (must run
-    /// inside an actix system).
+    /// inside an actix system). Events only mark their queue; the marked
+    /// queues are read every [`SIGNAL_BATCH`], so a burst of events costs
+    /// one read per queue, not one per event.
     pub async fn start(self: Arc<Self>) -> Result<tokio::task::JoinHandle<()>, BusError> {
         let pattern = format!("{}.evt.scheduler.>", self.subjects.prefix());
         let mut events = self.bus.subscribe(&pattern).await?;
@@ -285,16 +291,23 @@ impl QueueSignals {
             for id in me.registry.ids().await.unwrap_or_default() {
                 me.refresh(&id, true).await;
             }
-            let mut tick = tokio::time::interval(SIGNAL_EVERY);
+            let mut marked: BTreeSet<String> = BTreeSet::new();
+            let mut batch = tokio::time::interval(SIGNAL_BATCH);
+            let mut every = tokio::time::interval(SIGNAL_EVERY);
             loop {
                 tokio::select! {
                     msg = events.next() => {
                         let Some(msg) = msg else { return };
                         if let Some(id) = msg.subject.rsplit('.').next() {
-                            me.refresh(id, false).await;
+                            marked.insert(id.to_string());
                         }
                     }
-                    _ = tick.tick() => {
+                    _ = batch.tick() => {
+                        for id in std::mem::take(&mut marked) {
+                            me.refresh(&id, false).await;
+                        }
+                    }
+                    _ = every.tick() => {
                         let known: Vec<String> = me.last.lock().map(|l| l.keys().cloned().collect()).unwrap_or_default();
                         for id in known {
                             me.refresh(&id, true).await;
