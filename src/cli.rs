@@ -58,6 +58,9 @@ pub enum Command {
     Report(ReportArgs),
     /// Inspect a study.
     Study(StudyArgs),
+    /// Plan a D28/D29 tuning session: write its Kubernetes Job manifests
+    /// (and run it as local subprocesses with `--execute local`).
+    Plan(PlanArgs),
 }
 
 /// Where the log lives: a data dir (embedded) or a NATS server.
@@ -281,6 +284,16 @@ pub struct RunArgs {
     /// The study's id [default: from the state file, else the config file's name].
     #[arg(long)]
     pub study: Option<String>,
+    /// Run the trials as scheduler jobs on this executor (`local` or
+    /// `kubernetes`): each trial is a job of queue `<study>` whose
+    /// concurrency is `--parallel`; running jobs renew their trials'
+    /// leases, and a killed run resumes by adopting the jobs that still run.
+    #[arg(long)]
+    pub executor: Option<String>,
+    /// The container image of the trials (`--executor kubernetes`); the
+    /// script is the container's command.
+    #[arg(long)]
+    pub image: Option<String>,
 }
 
 /// Where `ask`, `tell` and `study show` reach a study.
@@ -367,4 +380,37 @@ pub struct StudyShowArgs {
     /// Where the study lives.
     #[command(flatten)]
     pub target: StudyTarget,
+}
+
+/// `flotilla plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// D28's orchestrator config (YAML); its `total_iterations` and
+    /// `workers` win over the k8s config's.
+    #[arg(long)]
+    pub orchestrator_config: PathBuf,
+    /// D29's k8s config (YAML): session_id, k8s_namespace, image, mode,
+    /// env, total_iterations, workers, optimizer, config_path, extra_env,
+    /// resources.
+    #[arg(long)]
+    pub k8s_config: PathBuf,
+    /// Where the `job-NN-<name>.yaml` files go.
+    #[arg(long)]
+    pub output_dir: PathBuf,
+    /// Refuse what D29 lets through: names Kubernetes rejects, invalid
+    /// label values, jobs with zero iterations.
+    #[arg(long)]
+    pub strict: bool,
+    /// Also run the plan: `local` runs each job as a subprocess (D28).
+    #[arg(long)]
+    pub execute: Option<String>,
+    /// The Python that runs the jobs with `--execute local`.
+    #[arg(long, default_value = "python")]
+    pub python: String,
+    /// The `created_at` annotation [default: now, local time, ISO 8601].
+    #[arg(long)]
+    pub created_at: Option<String>,
+    /// Data directory of the embedded log for `--execute local` [default: .flotilla].
+    #[arg(long, env = "FLOTILLA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
 }

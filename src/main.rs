@@ -32,6 +32,7 @@ fn main() -> std::process::ExitCode {
         Command::Tell(args) => commands::study::tell(args),
         Command::Report(args) => commands::study::report(args),
         Command::Study(args) => commands::study::study(args),
+        Command::Plan(args) => commands::plan::run(args),
     };
     match outcome {
         Ok(code) => code,

@@ -7,9 +7,12 @@
 //!   → evolve → publish → reply, atomically per aggregate; effects after the
 //!   event that asks for them is stored.
 //! - [`solver`]: studies and trials (ask/tell hyperparameter search).
+//! - [`scheduler`]: queues of jobs run on local processes, Kubernetes Jobs
+//!   or manifests.
 //!
 //! Messages come from `flotilla-messages`; storage and subjects from
 //! `flotilla-bus`; the HTTP face is `flotilla-gateway`.
 
 pub mod runtime;
+pub mod scheduler;
 pub mod solver;

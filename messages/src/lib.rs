@@ -17,6 +17,7 @@
 //!   conditional) and how the unit cube maps onto them;
 //! - [`solver`]: the solver's commands and events, with [`pruning`]
 //!   (`report` and the pruners) and [`warm_start`] (`seed`, `enqueue`).
+//! - [`scheduler`]: the scheduler's commands, events and queue signal.
 
 pub mod codec;
 pub mod command;
@@ -25,6 +26,7 @@ pub mod error;
 pub mod pruning;
 pub mod reply;
 pub mod search_space;
+pub mod scheduler;
 pub mod solver;
 pub mod subjects;
 pub mod warm_start;

@@ -3,8 +3,11 @@
 pub mod audit;
 pub mod bench;
 pub mod events;
+pub mod plan;
 pub mod replay;
 pub mod run;
+pub mod scheduler;
+pub mod scheduler_run;
 pub mod send;
 pub mod study;
 pub mod up;

@@ -6,6 +6,7 @@ use crate::commands::block_on;
 use crate::config::resolve_reader;
 use anyhow::{anyhow, bail, Result};
 use flotilla_actors::runtime::{replay, Aggregate, Until};
+use flotilla_actors::scheduler::Queue;
 use flotilla_actors::solver::Study;
 use flotilla_messages::{Actor, StreamName};
 use serde_json::json;
@@ -30,6 +31,13 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
         let view = match stream.actor {
             Actor::Solver => {
                 let r = replay::<Study>(log.as_ref(), &name, until).await?;
+                if r.seq == 0 {
+                    bail!("stream: {name} has no events");
+                }
+                json!({"stream": name, "seq": r.seq, "at": r.at, "state": r.state.view()})
+            }
+            Actor::Scheduler => {
+                let r = replay::<Queue>(log.as_ref(), &name, until).await?;
                 if r.seq == 0 {
                     bail!("stream: {name} has no events");
                 }

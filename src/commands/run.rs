@@ -30,6 +30,7 @@ use crate::cli::RunArgs;
 use crate::commands::block_on;
 use crate::commands::study::{data_dir_or_default, refusal, EmbeddedStudy};
 use anyhow::{anyhow, bail, Context, Result};
+use flotilla_actors::scheduler::process::{parse_result, signal_group};
 use flotilla_actors::solver::TrialState;
 use flotilla_messages::solver::{
     Params, SolverCommand, StudyConfig, Trial, COMMAND_TYPES, DEFAULT_LEASE_SECONDS,
@@ -68,24 +69,27 @@ fn now_millis() -> u64 {
 /// Runs `flotilla run`.
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let plan = Plan::from_args(&args)?;
+    if let Some(executor) = &args.executor {
+        return crate::commands::scheduler_run::run(plan, executor, args.image.clone());
+    }
     block_on(drive(plan))
 }
 
 /// Everything `run` needs, checked before the log is opened.
-struct Plan {
-    config_path: PathBuf,
+pub(crate) struct Plan {
+    pub(crate) config_path: PathBuf,
     /// The config file as written (the state file's `config`).
     raw_config: Value,
-    config: StudyConfig,
+    pub(crate) config: StudyConfig,
     /// The `create_study` command built from the file.
-    create: Value,
-    study: String,
-    data_dir: PathBuf,
-    state_path: Option<PathBuf>,
+    pub(crate) create: Value,
+    pub(crate) study: String,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) state_path: Option<PathBuf>,
     previous: Option<StateFile>,
-    script: Arc<Script>,
-    parallel: usize,
-    timeout: Option<Duration>,
+    pub(crate) script: Arc<Script>,
+    pub(crate) parallel: usize,
+    pub(crate) timeout: Option<Duration>,
 }
 
 impl Plan {
@@ -218,7 +222,7 @@ fn parse_duration(text: &str) -> Result<Duration> {
 
 /// How a trial's script is started.
 #[derive(Debug)]
-enum Script {
+pub(crate) enum Script {
     /// An executable file.
     Exec(PathBuf),
     /// A file without the executable bit: `sh <file>`.
@@ -241,6 +245,15 @@ impl Script {
             Script::Exec(absolute)
         } else {
             Script::Sh(absolute)
+        }
+    }
+
+    /// The program and its arguments.
+    pub(crate) fn argv(&self) -> Vec<String> {
+        match self {
+            Script::Exec(path) => vec![path.display().to_string()],
+            Script::Sh(path) => vec!["sh".into(), path.display().to_string()],
+            Script::Line(line) => vec!["sh".into(), "-c".into(), line.clone()],
         }
     }
 
@@ -412,8 +425,13 @@ async fn drive(plan: Plan) -> Result<ExitCode> {
     run.save_state()?;
     run.evaluate_all().await?;
     run.bar.finish_and_clear();
-    let summary = run.summary();
-    println!("{}", serde_json::to_string_pretty(&summary)?);
+    finish(&run.summary())
+}
+
+/// Prints a run's summary; the exit status says whether any trial was
+/// completed.
+pub(crate) fn finish(summary: &Value) -> Result<ExitCode> {
+    println!("{}", serde_json::to_string_pretty(summary)?);
     let completed = summary["trials"]["completed"].as_u64().unwrap_or(0);
     Ok(if completed > 0 {
         ExitCode::SUCCESS
@@ -819,18 +837,6 @@ fn stop_all(running: &Running) {
     }
 }
 
-/// Signals the process group this run created for one of its scripts
-/// (its id is the script's pid): the script and whatever it started.
-fn signal_group(pgid: i32, signal: i32) {
-    if pgid > 1 {
-        // SAFETY: kill(2) has no memory-safety preconditions; the negative
-        // pid addresses only the group created for our own child.
-        unsafe {
-            libc::kill(-pgid, signal);
-        }
-    }
-}
-
 async fn evaluate(
     script: Arc<Script>,
     trial: Trial,
@@ -961,58 +967,9 @@ fn stderr_tail(text: &str) -> String {
     format!("; stderr: {}", lines[from..].join(" | "))
 }
 
-/// The trial's value: the last `RESULT=<float>` line, else the last line
-/// that is a number. It must be finite.
-fn parse_result(stdout: &str) -> Result<f64, String> {
-    let lines: Vec<&str> = stdout
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    let value = match lines.iter().rev().find_map(|l| l.strip_prefix("RESULT=")) {
-        Some(text) => text
-            .trim()
-            .parse::<f64>()
-            .map_err(|_| format!("RESULT={text} is not a number"))?,
-        None => lines
-            .iter()
-            .rev()
-            .find_map(|l| l.parse::<f64>().ok())
-            .ok_or_else(|| {
-                let last = lines.last().map_or("(no output)".to_string(), |l| {
-                    format!("last line {:?}", truncate(l, 80))
-                });
-                format!(
-                    "the script printed no number (expected RESULT=<float> or a number; {last})"
-                )
-            })?,
-    };
-    if !value.is_finite() {
-        return Err(format!("the script's result {value} is not finite"));
-    }
-    Ok(value)
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    text.chars().take(max).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn results_are_read_like_arqonhpo() {
-        assert_eq!(parse_result("hello\nRESULT=1.5\n2.0\n"), Ok(1.5));
-        assert_eq!(parse_result("x\n3.25\ndone\n"), Ok(3.25));
-        assert!(parse_result("nothing here\n")
-            .unwrap_err()
-            .contains("no number"));
-        assert!(parse_result("RESULT=abc")
-            .unwrap_err()
-            .contains("not a number"));
-        assert!(parse_result("NaN").unwrap_err().contains("not finite"));
-    }
 
     #[test]
     fn durations_and_names() {

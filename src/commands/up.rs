@@ -46,7 +46,7 @@ async fn serve(settings: UpSettings) -> Result<()> {
     };
     let ready = Arc::new(AtomicBool::new(false));
     let gateway = start_gateway(&settings, &backend, &registry, ready.clone())?;
-    let (recovered, services) = start_actors(&settings, &backend, deps).await?;
+    let (recovered, services) = start_actors(&settings, &backend, deps, &registry).await?;
     ready.store(true, Ordering::Release);
     tracing::info!(
         backend = %describe(&settings.backend),
@@ -104,6 +104,7 @@ async fn start_actors(
     settings: &UpSettings,
     backend: &Backend,
     deps: HostDeps,
+    prometheus: &prometheus::Registry,
 ) -> Result<(usize, Vec<JoinHandle<()>>)> {
     let mut recovered = 0;
     let mut services = Vec::new();
@@ -125,8 +126,24 @@ async fn start_actors(
                     anyhow!("recovery of the solver failed: {r}; run `flotilla audit`")
                 })?;
             }
+            Actor::Scheduler => {
+                let jobs = crate::commands::scheduler::jobs_dir(&settings.backend);
+                let (queues, tasks) = crate::commands::scheduler::start(
+                    deps.clone(),
+                    backend.bus.clone(),
+                    &settings.subjects,
+                    jobs,
+                    prometheus,
+                )
+                .await?;
+                recovered += queues;
+                services.extend(tasks);
+            }
             other => {
-                bail!("only: the {other} actor is not part of this build yet (available: solver)")
+                bail!(
+                    "only: the {other} actor is not part of this build yet \
+                     (available: solver, scheduler)"
+                )
             }
         }
     }

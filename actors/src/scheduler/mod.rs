@@ -1,0 +1,29 @@
+//! The scheduler actor: runs jobs (a study's trials, a tuning session's
+//! workers) on an executor, durably.
+//!
+//! - [`queue`]: the pure [`Queue`] aggregate — jobs, attempts, retries with
+//!   backoff, the concurrency limit and priorities;
+//! - [`executor`]: the [`Executor`] trait every place that runs attempts
+//!   implements; [`local`]: subprocesses; [`process`]: what subprocess
+//!   runners share (result parsing, stopping a process group, knowing a
+//!   process again after a restart);
+//! - [`kubernetes`]: Jobs through kube-rs, watched, adopted by label;
+//! - [`manifests`]: Job manifests as PyYAML-compatible YAML, and the API
+//!   server's checks for quantities and names;
+//! - [`host`]: the effects (start, adopt, stop attempts; wake retries),
+//!   the queue signals for the provisioner, and the metrics.
+//!
+//! The wire types live in `flotilla_messages::scheduler`.
+
+pub mod executor;
+pub mod host;
+pub mod kubernetes;
+pub mod local;
+pub mod manifests;
+pub mod process;
+pub mod queue;
+
+pub use executor::{Attempt, Executor, Launch};
+pub use host::{QueueSignals, SchedulerEffects, SchedulerMetrics};
+pub use local::LocalExecutor;
+pub use queue::{Depth, JobRecord, JobStatus, Queue};

@@ -1,0 +1,213 @@
+//! Hosting the scheduler actor in a process: its queues on the bus, their
+//! effects on the executors this process offers, and the queue signals.
+//! `flotilla up --only scheduler` (or `solver,scheduler`) uses it.
+//!
+//! Local attempts keep their files under the jobs directory:
+//! `FLOTILLA_JOBS_DIR`, else `<data dir>/jobs` on the embedded backend,
+//! else `.flotilla/jobs`. A restarted scheduler must see the same directory
+//! to adopt the attempts that kept running. The `manifests` executor writes
+//! under `<jobs dir>/manifests`; the `kubernetes` executor is on when a
+//! cluster is configured (see [`kubernetes_executor`]).
+
+use crate::config::{BackendChoice, DEFAULT_DATA_DIR};
+use anyhow::{anyhow, Context, Result};
+use flotilla_actors::runtime::{
+    AggregateRegistry, CommandService, EffectHandler, Execute, HostDeps, Query,
+};
+use flotilla_actors::scheduler::kubernetes::KubernetesExecutor;
+use flotilla_actors::scheduler::manifests::ManifestsExecutor;
+use flotilla_actors::scheduler::{
+    Executor, LocalExecutor, Queue, QueueSignals, SchedulerEffects, SchedulerMetrics,
+};
+use flotilla_bus::Bus;
+use flotilla_messages::{CommandRequest, Reply, Subjects};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+/// Where local attempts keep their files.
+pub fn jobs_dir(backend: &BackendChoice) -> PathBuf {
+    if let Some(dir) = std::env::var_os("FLOTILLA_JOBS_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    match backend {
+        BackendChoice::Embedded(dir) => dir.join("jobs"),
+        BackendChoice::Nats(_) => PathBuf::from(DEFAULT_DATA_DIR).join("jobs"),
+    }
+}
+
+/// The executors every scheduler process offers: `local` (attempt files
+/// under `jobs`) and `manifests` (under `jobs/manifests`, namespace
+/// `default` unless a job names one).
+pub fn base_executors(jobs: &std::path::Path) -> Vec<Arc<dyn Executor>> {
+    vec![
+        Arc::new(LocalExecutor::new(jobs)),
+        Arc::new(ManifestsExecutor::new(jobs.join("manifests"), "default")),
+    ]
+}
+
+/// The `kubernetes` executor, when this process can reach a cluster: a
+/// kubeconfig (`KUBECONFIG`, `~/.kube/config`) or the in-cluster service
+/// account. Jobs go to `FLOTILLA_K8S_NAMESPACE`, else the config's
+/// namespace, unless a job names one.
+pub async fn kubernetes_executor() -> Option<Arc<dyn Executor>> {
+    let config = match kube::Config::infer().await {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::info!(reason = %e, "no Kubernetes cluster configured: the kubernetes executor is off");
+            return None;
+        }
+    };
+    let namespace = std::env::var("FLOTILLA_K8S_NAMESPACE")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| config.default_namespace.clone());
+    match kube::Client::try_from(config) {
+        Ok(client) => Some(Arc::new(KubernetesExecutor::new(client, namespace))),
+        Err(e) => {
+            tracing::warn!(error = %e, "the kubernetes executor is off: cannot build a client");
+            None
+        }
+    }
+}
+
+/// The scheduler's registry with its effects on `executors`.
+pub fn scheduler_registry(
+    deps: HostDeps,
+    executors: Vec<Arc<dyn Executor>>,
+    metrics: SchedulerMetrics,
+) -> Arc<AggregateRegistry<Queue>> {
+    let effects = SchedulerEffects::new(executors, metrics);
+    let handler: Arc<dyn EffectHandler<Queue>> = effects.clone();
+    let registry = AggregateRegistry::<Queue>::new(deps, Some(handler));
+    effects.attach(registry.clone());
+    registry
+}
+
+/// Subscribes the scheduler's subjects, starts its signals and recovers
+/// its queues (re-driving their unsettled effects: attempts are adopted or
+/// collected). Returns how many queues were recovered and the tasks.
+pub async fn start(
+    deps: HostDeps,
+    bus: Arc<dyn Bus>,
+    subjects: &Subjects,
+    jobs: PathBuf,
+    prometheus: &prometheus::Registry,
+) -> Result<(usize, Vec<JoinHandle<()>>)> {
+    let metrics = SchedulerMetrics::register(prometheus)?;
+    let mut executors = base_executors(&jobs);
+    executors.extend(kubernetes_executor().await);
+    let registry = scheduler_registry(deps, executors, metrics.clone());
+    let mut tasks = CommandService::new(registry.clone(), bus.clone(), subjects.clone())
+        .start()
+        .await
+        .context("cannot subscribe the scheduler's subjects")?;
+    tasks.push(
+        QueueSignals::new(registry.clone(), bus, subjects.clone(), metrics)
+            .start()
+            .await
+            .context("cannot follow the scheduler's events")?,
+    );
+    let recovered = registry
+        .recover_all()
+        .await
+        .map_err(|r| anyhow!("recovery of the scheduler failed: {r}; run `flotilla audit`"))?;
+    Ok((recovered, tasks))
+}
+
+/// A scheduler hosted in this process on the embedded log, for commands
+/// that run jobs themselves (`flotilla plan --execute local`, `flotilla
+/// run --executor local`). Must be used inside an actix system.
+pub struct EmbeddedScheduler {
+    registry: Arc<AggregateRegistry<Queue>>,
+    deps: HostDeps,
+    /// The backend it runs on (its bus carries the scheduler's events).
+    pub backend: crate::backend::Backend,
+}
+
+impl EmbeddedScheduler {
+    /// Opens the embedded log in `data_dir`, running attempts on
+    /// `executors`. Queues with unsettled attempts are recovered when first
+    /// used (their attempts adopted or collected).
+    pub async fn open(
+        data_dir: &std::path::Path,
+        executors: Vec<Arc<dyn Executor>>,
+    ) -> Result<Self> {
+        let subjects = Subjects::default();
+        let choice = BackendChoice::Embedded(data_dir.to_path_buf());
+        let backend = crate::backend::open(&choice, &subjects, 1).await?;
+        let prometheus = prometheus::Registry::new();
+        let deps = HostDeps {
+            log: backend.log.clone(),
+            bus: backend.bus.clone(),
+            config: Arc::new(flotilla_actors::runtime::HostConfig {
+                subjects,
+                ..Default::default()
+            }),
+            metrics: flotilla_actors::runtime::HostMetrics::register(&prometheus)?,
+        };
+        let metrics = SchedulerMetrics::register(&prometheus)?;
+        let registry = scheduler_registry(deps.clone(), executors, metrics);
+        Ok(EmbeddedScheduler {
+            registry,
+            deps,
+            backend,
+        })
+    }
+
+    /// What hosts the scheduler here, to host other aggregates (a study)
+    /// on the same log and bus.
+    pub fn deps(&self) -> HostDeps {
+        self.deps.clone()
+    }
+
+    /// Runs one command on `queue`; a refusal is an error naming its code.
+    pub async fn command(&self, queue: &str, command: serde_json::Value) -> Result<Reply> {
+        let request = CommandRequest::from_value(command, None)
+            .map_err(|r| anyhow!("{}: {}", r.code, r.message))?;
+        let reply = self
+            .registry
+            .get(queue)
+            .map_err(|r| anyhow!("queue: {}", r.message))?
+            .send(Execute {
+                request,
+                correlation_id: None,
+            })
+            .await
+            .map_err(|e| anyhow!("the scheduler stopped: {e}"))?;
+        Ok(reply)
+    }
+
+    /// The queue's state (its `view`), or `None` if it does not exist.
+    pub async fn view(&self, queue: &str) -> Result<Option<serde_json::Value>> {
+        let addr = self
+            .registry
+            .find(queue)
+            .await
+            .map_err(|r| anyhow!("queue: {}", r.message))?;
+        let Some(addr) = addr else { return Ok(None) };
+        let reply = addr
+            .send(Query)
+            .await
+            .map_err(|e| anyhow!("the scheduler stopped: {e}"))?;
+        Ok(reply.result.filter(|_| reply.ok))
+    }
+
+    /// Waits until every job of `queue` is final; returns the last view.
+    pub async fn wait_all_final(&self, queue: &str) -> Result<serde_json::Value> {
+        loop {
+            let view = self
+                .view(queue)
+                .await?
+                .ok_or_else(|| anyhow!("queue {queue} does not exist"))?;
+            let open = ["pending", "backoff", "dispatched", "running"]
+                .iter()
+                .map(|s| view["counts"][s].as_u64().unwrap_or(0))
+                .sum::<u64>();
+            if open == 0 {
+                return Ok(view);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
