@@ -14,11 +14,17 @@
 //!   `expected_seq`, fields) and [`reply`]: the reply every command gets;
 //! - [`error`]: the typed error codes shared by every actor.
 //! - [`solver`]: the solver's commands and events.
+//! - [`fleet`]: GPU node pool configuration (both Navarch spellings);
+//!   [`provisioner`]: the pool aggregate's commands and events;
+//!   [`health`]: what node agents publish.
 
 pub mod codec;
 pub mod command;
 pub mod envelope;
 pub mod error;
+pub mod fleet;
+pub mod health;
+pub mod provisioner;
 pub mod reply;
 pub mod solver;
 pub mod subjects;
