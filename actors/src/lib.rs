@@ -7,9 +7,12 @@
 //!   → evolve → publish → reply, atomically per aggregate; effects after the
 //!   event that asks for them is stored.
 //! - [`solver`]: studies and trials (ask/tell hyperparameter search).
+//! - [`provisioner`]: GPU node pools, autoscaling and replacement.
+//! - [`health`]: the per-node health agent: hardware sources and policy.
 //!
 //! Messages come from `flotilla-messages`; storage and subjects from
 //! `flotilla-bus`; the HTTP face is `flotilla-gateway`.
 
+pub mod provisioner;
 pub mod runtime;
 pub mod solver;

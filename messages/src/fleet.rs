@@ -73,7 +73,9 @@ pub fn parse_seconds(text: &str) -> Result<Seconds, String> {
         return Err("empty duration".into());
     }
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit_end = rest[digits..]
             .find(|c: char| c.is_ascii_digit())
             .map_or(rest.len(), |i| digits + i);
@@ -263,7 +265,10 @@ impl AutoscalerConfig {
             } => {
                 let pct = |v: f64| v.is_finite() && (0.0..=100.0).contains(&v);
                 if !pct(*up) {
-                    return Some(("scale_up_threshold".into(), format!("must be in 0..=100, got {up}")));
+                    return Some((
+                        "scale_up_threshold".into(),
+                        format!("must be in 0..=100, got {up}"),
+                    ));
                 }
                 if !pct(*down) {
                     return Some((
@@ -283,7 +288,9 @@ impl AutoscalerConfig {
             AutoscalerConfig::Scheduled { schedule, fallback } => schedule
                 .iter()
                 .enumerate()
-                .find_map(|(i, w)| window_problem(w).map(|(f, m)| (format!("schedule[{i}].{f}"), m)))
+                .find_map(|(i, w)| {
+                    window_problem(w).map(|(f, m)| (format!("schedule[{i}].{f}"), m))
+                })
                 .or_else(|| {
                     let (f, m) = fallback.as_ref()?.problem()?;
                     Some((format!("fallback.{f}"), m))
@@ -299,7 +306,12 @@ impl AutoscalerConfig {
                     ));
                 }
                 let ok = growth_factor.is_finite() && *growth_factor > 0.0;
-                (!ok).then(|| ("growth_factor".into(), format!("must be > 0, got {growth_factor}")))
+                (!ok).then(|| {
+                    (
+                        "growth_factor".into(),
+                        format!("must be > 0, got {growth_factor}"),
+                    )
+                })
             }
             AutoscalerConfig::Composite { autoscalers, .. } => {
                 if autoscalers.is_empty() {
@@ -628,8 +640,7 @@ impl TryFrom<PoolWire> for PoolConfig {
             setup_commands: w.setup_commands,
             min_nodes,
             max_nodes,
-            cooldown: one_of("cooldown", w.cooldown, s.cooldown_period)?
-                .unwrap_or(Seconds(300)),
+            cooldown: one_of("cooldown", w.cooldown, s.cooldown_period)?.unwrap_or(Seconds(300)),
             autoscaling: one_of("autoscaler", w.autoscaling, s.autoscaler)?,
             health: w.health,
             replacement: w.replacement,
@@ -784,7 +795,8 @@ impl PoolsFile {
                     format!("pool {:?} is defined twice", pool.name),
                 ));
             }
-            let names = std::iter::once(&pool.provider).chain(pool.providers.iter().map(|p| &p.name));
+            let names =
+                std::iter::once(&pool.provider).chain(pool.providers.iter().map(|p| &p.name));
             for name in names {
                 let known =
                     self.providers.contains_key(name) || BUILTIN_PROVIDERS.contains(&name.as_str());
@@ -803,15 +815,23 @@ impl PoolsFile {
     }
 }
 
-fn parse_providers(value: serde_yaml::Value) -> Result<BTreeMap<String, ProviderConfig>, ConfigError> {
+fn parse_providers(
+    value: serde_yaml::Value,
+) -> Result<BTreeMap<String, ProviderConfig>, ConfigError> {
     let serde_yaml::Value::Mapping(map) = value else {
-        return Err(ConfigError::new("providers", "expected a map of providers by name"));
+        return Err(ConfigError::new(
+            "providers",
+            "expected a map of providers by name",
+        ));
     };
     let mut out = BTreeMap::new();
     for (key, value) in map {
         let name = key.as_str().unwrap_or_default().to_string();
         let path = format!("providers.{name}");
-        let kind = value.get("type").and_then(|t| t.as_str()).unwrap_or_default();
+        let kind = value
+            .get("type")
+            .and_then(|t| t.as_str())
+            .unwrap_or_default();
         if NAVARCH_PROVIDER_TYPES.contains(&kind) {
             return Err(ConfigError::new(
                 format!("{path}.type"),
@@ -965,14 +985,23 @@ pools:
 
     #[test]
     fn bad_input_names_the_field() {
-        let e = error("pools:\n  - name: a\n    provider: sim\n    scaling: {min_nodes: 5, max_nodes: 3}\n");
+        let e = error(
+            "pools:\n  - name: a\n    provider: sim\n    scaling: {min_nodes: 5, max_nodes: 3}\n",
+        );
         assert_eq!(e.path, "pools[0]");
-        assert!(e.message.contains("min_nodes (5) must not exceed max_nodes (3)"), "{e}");
+        assert!(
+            e.message
+                .contains("min_nodes (5) must not exceed max_nodes (3)"),
+            "{e}"
+        );
         let e = error("pools:\n  a: {provider: sim, max_nodes: 3, cooldown: -5m}\n");
         assert!(e.to_string().contains("pools.a.cooldown"), "{e}");
         assert!(e.message.contains("negative"), "{e}");
         let e = error("pools:\n  a: {provider: sim, max_nodes: 3, cooldown: -5}\n");
-        assert!(e.to_string().contains("cooldown") && e.message.contains("negative"), "{e}");
+        assert!(
+            e.to_string().contains("cooldown") && e.message.contains("negative"),
+            "{e}"
+        );
         let e = error("pools:\n  a: {provider: sim, max_nodes: 3, autoscaling: {type: magic}}\n");
         assert!(e.to_string().contains("pools.a.autoscaling"), "{e}");
         assert!(e.message.contains("unknown variant `magic`"), "{e}");

@@ -18,7 +18,9 @@
 use serde::{Deserialize, Serialize};
 
 /// How healthy a node is, as its agent's policy sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// Nothing wrong.
@@ -42,7 +44,9 @@ impl Verdict {
 }
 
 /// What the policy recommends for an unhealthy node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum HealthAction {
     /// Nothing.

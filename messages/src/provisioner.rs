@@ -446,7 +446,11 @@ mod tests {
             .unwrap()
             .parse::<ProvisionerCommand>("provisioner", COMMAND_TYPES)
             .unwrap_err();
-        assert!(e.message.contains("min_nodes (4) must not exceed max_nodes (3)"), "{e}");
+        assert!(
+            e.message
+                .contains("min_nodes (4) must not exceed max_nodes (3)"),
+            "{e}"
+        );
     }
 
     #[test]
