@@ -173,6 +173,52 @@ pub enum ProvisionerCommand {
     },
 }
 
+/// What the provider is asked to create: everything it needs, so the
+/// effect runs from the event alone (and an audit shows what was asked).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeSpec {
+    /// The pool.
+    pub pool: String,
+    /// The provider's name.
+    pub provider: String,
+    /// The instance type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_type: Option<String>,
+    /// The region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Labels for the node.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Commands to run on it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub setup_commands: Vec<String>,
+}
+
+impl NodeSpec {
+    /// The spec of a node of `pool`.
+    pub fn of(pool: &PoolConfig) -> Self {
+        NodeSpec {
+            pool: pool.name.clone(),
+            provider: pool.provider.clone(),
+            instance_type: pool.instance_type.clone(),
+            region: pool.region.clone(),
+            labels: pool.labels.clone(),
+            setup_commands: pool.setup_commands.clone(),
+        }
+    }
+}
+
+/// The node a provider call acts on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeTarget {
+    /// The provider's name.
+    pub provider: String,
+    /// The provider's id for the node, once created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+}
+
 /// Why a node was requested.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -230,6 +276,8 @@ pub enum ProvisionerEvent {
         /// The node it replaces.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         replaces: Option<String>,
+        /// What to create.
+        spec: NodeSpec,
         /// When.
         at: u64,
     },
@@ -246,6 +294,10 @@ pub enum ProvisionerEvent {
     NodeRegistered {
         /// The node.
         node_id: String,
+        /// Whether its agent registered it (so its heartbeats are watched)
+        /// rather than the provider.
+        #[serde(default)]
+        by_agent: bool,
         /// When.
         at: u64,
     },
@@ -284,6 +336,8 @@ pub enum ProvisionerEvent {
         node_id: String,
         /// Why.
         reason: RemovalReason,
+        /// Where it runs.
+        target: NodeTarget,
         /// When.
         at: u64,
     },
@@ -291,6 +345,8 @@ pub enum ProvisionerEvent {
     NodeUncordoned {
         /// The node.
         node_id: String,
+        /// Where it runs.
+        target: NodeTarget,
         /// When.
         at: u64,
     },
@@ -302,6 +358,8 @@ pub enum ProvisionerEvent {
         mode: DrainMode,
         /// When the drain times out, unix milliseconds.
         deadline: u64,
+        /// Where it runs.
+        target: NodeTarget,
         /// When.
         at: u64,
     },
@@ -325,6 +383,8 @@ pub enum ProvisionerEvent {
     NodeTerminationRequested {
         /// The node.
         node_id: String,
+        /// Where it runs.
+        target: NodeTarget,
         /// When.
         at: u64,
     },

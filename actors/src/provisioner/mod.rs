@@ -17,6 +17,16 @@
 //! (the host).
 
 pub mod autoscaler;
+pub mod effects;
+pub mod exec;
+pub mod metrics;
 pub mod pool;
+pub mod provider;
+pub mod service;
+pub mod sim;
 
+pub use effects::{wall_clock, Clock, ProviderEffects};
+pub use metrics::FleetMetrics;
 pub use pool::{Node, NodeStatus, Pool, PoolState};
+pub use provider::{Provider, ProviderSet};
+pub use service::{FleetService, FleetServiceConfig};

@@ -35,7 +35,8 @@ use crate::runtime::Aggregate;
 use flotilla_messages::fleet::{DrainMode, PoolConfig};
 use flotilla_messages::health::{HealthAction, Verdict};
 use flotilla_messages::provisioner::{
-    ProvisionerCommand, ProvisionerEvent, RemovalReason, RequestReason, SignalSample, COMMAND_TYPES,
+    NodeSpec, NodeTarget, ProvisionerCommand, ProvisionerEvent, RemovalReason, RequestReason,
+    SignalSample, COMMAND_TYPES,
 };
 use flotilla_messages::{Actor, ErrorCode, Rejection};
 use serde::{Deserialize, Serialize};
@@ -141,6 +142,9 @@ pub struct Node {
     pub replaced_by: Option<String>,
     /// The drain, once started.
     pub drain: Option<Drain>,
+    /// Whether its agent registered it (its heartbeats are watched).
+    #[serde(default)]
+    pub agent: bool,
 }
 
 impl Node {
@@ -160,6 +164,7 @@ impl Node {
             replaces,
             replaced_by: None,
             drain: None,
+            agent: false,
         }
     }
 
@@ -189,6 +194,7 @@ impl Node {
             "removal": self.removal,
             "registered_at": self.registered_at,
             "drain": self.drain,
+            "agent": self.agent,
         })
     }
 }
@@ -304,8 +310,13 @@ impl PoolState {
                     n.status = NodeStatus::Registering;
                 }
             }),
-            NodeRegistered { node_id, at } => self.update(node_id, |n| {
+            NodeRegistered {
+                node_id,
+                at,
+                by_agent,
+            } => self.update(node_id, |n| {
                 n.registered_at = Some(*at);
+                n.agent = *by_agent;
                 n.status = NodeStatus::Active;
             }),
             NodeFailed {
@@ -359,6 +370,7 @@ impl PoolState {
                 mode,
                 deadline,
                 at,
+                ..
             } => {
                 if self.nodes.get(node_id).and_then(|n| n.removal.as_ref())
                     == Some(&RemovalReason::Unhealthy)
@@ -479,10 +491,7 @@ impl Plan {
                     error: None,
                     at: now,
                 });
-                self.push(ProvisionerEvent::NodeTerminationRequested {
-                    node_id: n.id.clone(),
-                    at: now,
-                });
+                self.terminate(&n.id);
             }
             if let Some(last) = heartbeats.get(&n.id) {
                 self.check_heartbeat(n, *last);
@@ -585,7 +594,7 @@ impl Plan {
             node.status,
             NodeStatus::Provisioning | NodeStatus::Registering
         ) {
-            self.register(&node.id);
+            self.register(&node.id, true);
             return Ok(());
         }
         let grace = self.state.config.health.boot_grace.millis();
@@ -616,6 +625,7 @@ impl Plan {
             && verdict == Verdict::Healthy;
         if recovered {
             self.push(ProvisionerEvent::NodeUncordoned {
+                target: self.target(&node.id),
                 node_id: node.id,
                 at: self.now,
             });
@@ -623,9 +633,10 @@ impl Plan {
         Ok(())
     }
 
-    fn register(&mut self, node_id: &str) {
+    fn register(&mut self, node_id: &str, by_agent: bool) {
         self.push(ProvisionerEvent::NodeRegistered {
             node_id: node_id.to_string(),
+            by_agent,
             at: self.now,
         });
     }
@@ -684,8 +695,29 @@ impl Plan {
         true
     }
 
+    /// Where a provider call for `node_id` goes.
+    fn target(&self, node_id: &str) -> NodeTarget {
+        NodeTarget {
+            provider: self.state.config.provider.clone(),
+            instance_id: self
+                .state
+                .nodes
+                .get(node_id)
+                .and_then(|n| n.instance_id.clone()),
+        }
+    }
+
+    fn terminate(&mut self, node_id: &str) {
+        self.push(ProvisionerEvent::NodeTerminationRequested {
+            target: self.target(node_id),
+            node_id: node_id.to_string(),
+            at: self.now,
+        });
+    }
+
     fn cordon(&mut self, node_id: &str, reason: RemovalReason) {
         self.push(ProvisionerEvent::NodeCordoned {
+            target: self.target(node_id),
             node_id: node_id.to_string(),
             reason,
             at: self.now,
@@ -695,6 +727,7 @@ impl Plan {
     fn start_drain(&mut self, node_id: &str) {
         let r = &self.state.config.replacement;
         self.push(ProvisionerEvent::NodeDrainStarted {
+            target: self.target(node_id),
             node_id: node_id.to_string(),
             mode: r.drain_mode,
             deadline: self.now + r.drain_timeout.millis(),
@@ -739,6 +772,7 @@ impl Plan {
                     RequestReason::ScaleUp
                 },
                 replaces,
+                spec: NodeSpec::of(&self.state.config),
                 at: self.now,
             });
         }
@@ -768,10 +802,7 @@ impl Plan {
         });
         for n in candidates.into_iter().take(surplus as usize) {
             if n.status == NodeStatus::Registering {
-                self.push(ProvisionerEvent::NodeTerminationRequested {
-                    node_id: n.id,
-                    at: self.now,
-                });
+                self.terminate(&n.id);
             } else {
                 self.cordon(&n.id, RemovalReason::ScaleDown);
                 self.start_drain(&n.id);
@@ -800,10 +831,7 @@ impl Plan {
             .map(|n| n.id.clone())
             .collect();
         for id in ready {
-            self.push(ProvisionerEvent::NodeTerminationRequested {
-                node_id: id,
-                at: self.now,
-            });
+            self.terminate(&id);
         }
     }
 }
@@ -881,7 +909,9 @@ impl Pool {
             C::RegisterNode { node_id, .. } => {
                 let node = plan.node(node_id)?;
                 match node.status {
-                    NodeStatus::Provisioning | NodeStatus::Registering => plan.register(node_id),
+                    NodeStatus::Provisioning | NodeStatus::Registering => {
+                        plan.register(node_id, true)
+                    }
                     s if s.gone() => {
                         return Err(Rejection::new(
                             ErrorCode::InvalidState,
@@ -912,7 +942,7 @@ impl Pool {
                         at: plan.now,
                     });
                     if *registered && node.status == NodeStatus::Provisioning {
-                        plan.register(node_id);
+                        plan.register(node_id, false);
                     }
                 }
             }
