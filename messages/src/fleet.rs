@@ -60,22 +60,26 @@ impl Seconds {
 /// Parses `90`, `30s`, `5m`, `1h`, `1d`, `250ms`, `1h30m` into seconds
 /// (milliseconds round up). A negative length is an error.
 pub fn parse_seconds(text: &str) -> Result<Seconds, String> {
+    parse_millis(text).map(|ms| Seconds(ms.div_ceil(1000)))
+}
+
+/// Parses a duration like [`parse_seconds`] into milliseconds (a bare
+/// number is seconds).
+pub fn parse_millis(text: &str) -> Result<u64, String> {
     let t = text.trim();
     if t.starts_with('-') {
         return Err(format!("must not be negative, got {t:?}"));
     }
     if let Ok(n) = t.parse::<u64>() {
-        return Ok(Seconds(n));
+        return Ok(n.saturating_mul(1000));
+    }
+    if t.is_empty() {
+        return Err("empty duration".into());
     }
     let mut total_ms: u64 = 0;
     let mut rest = t;
-    if rest.is_empty() {
-        return Err("empty duration".into());
-    }
     while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
         let unit_end = rest[digits..]
             .find(|c: char| c.is_ascii_digit())
             .map_or(rest.len(), |i| digits + i);
@@ -94,7 +98,7 @@ pub fn parse_seconds(text: &str) -> Result<Seconds, String> {
         total_ms = total_ms.saturating_add(n.saturating_mul(ms));
         rest = &rest[unit_end..];
     }
-    Ok(Seconds(total_ms.div_ceil(1000)))
+    Ok(total_ms)
 }
 
 impl Serialize for Seconds {

@@ -1,8 +1,10 @@
 //! One module per subcommand.
 
+pub mod agent;
 pub mod audit;
 pub mod bench;
 pub mod events;
+pub mod pools;
 pub mod replay;
 pub mod run;
 pub mod send;
