@@ -13,6 +13,7 @@
 //! Messages come from `flotilla-messages`; storage and subjects from
 //! `flotilla-bus`; the HTTP face is `flotilla-gateway`.
 
+pub mod health;
 pub mod provisioner;
 pub mod runtime;
 pub mod solver;

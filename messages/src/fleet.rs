@@ -79,7 +79,9 @@ pub fn parse_millis(text: &str) -> Result<u64, String> {
     let mut total_ms: u64 = 0;
     let mut rest = t;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit_end = rest[digits..]
             .find(|c: char| c.is_ascii_digit())
             .map_or(rest.len(), |i| digits + i);

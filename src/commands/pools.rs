@@ -25,7 +25,8 @@ pub fn run(args: PoolsArgs) -> Result<ExitCode> {
     match args.what {
         PoolsWhat::Validate { file } => {
             let pools = load(&file)?;
-            ProviderSet::from_config(&pools.providers).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+            ProviderSet::from_config(&pools.providers)
+                .map_err(|e| anyhow!("{}: {e}", file.display()))?;
             println!("{}: ok, {} pool(s)", file.display(), pools.pools.len());
             for p in &pools.pools {
                 let autoscaler = p.autoscaling.as_ref().map_or("none", autoscaler_name);
@@ -58,7 +59,8 @@ fn autoscaler_name(a: &AutoscalerConfig) -> &'static str {
 
 /// Reads and validates a pools file; errors name the file and the field.
 pub fn load(path: &Path) -> Result<PoolsFile> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
     PoolsFile::from_yaml(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
 }
 
@@ -86,12 +88,17 @@ pub async fn start_provisioner(
     let providers = ProviderSet::from_config(&file.providers).map_err(|e| anyhow!("pools: {e}"))?;
     let tick = parse_millis(options.tick).map_err(|e| anyhow!("tick: {e}"))?;
     let clock = wall_clock();
-    let effects: Arc<dyn EffectHandler<Pool>> = Arc::new(ProviderEffects::new(providers, clock.clone()));
+    let effects: Arc<dyn EffectHandler<Pool>> =
+        Arc::new(ProviderEffects::new(providers, clock.clone()));
     let registry = AggregateRegistry::<Pool>::new(deps, Some(effects));
-    let mut tasks = CommandService::new(registry.clone(), backend.bus.clone(), options.subjects.clone())
-        .start()
-        .await
-        .context("cannot subscribe the provisioner's subjects")?;
+    let mut tasks = CommandService::new(
+        registry.clone(),
+        backend.bus.clone(),
+        options.subjects.clone(),
+    )
+    .start()
+    .await
+    .context("cannot subscribe the provisioner's subjects")?;
     let recovered = registry
         .recover_all()
         .await
@@ -114,6 +121,11 @@ pub async fn start_provisioner(
         }
         tracing::info!(pool = %pool.name, events = reply.events.map_or(0, |e| e.len()), "pool applied");
     }
-    tasks.extend(service.start().await.context("cannot subscribe the fleet's subjects")?);
+    tasks.extend(
+        service
+            .start()
+            .await
+            .context("cannot subscribe the fleet's subjects")?,
+    );
     Ok((recovered, tasks))
 }
