@@ -190,11 +190,9 @@ impl FaultQueue {
     /// Adds a fault that happens at `now` (unix ms): it shows in the next sample.
     pub fn inject_now(&self, what: FaultKind, now: u64) {
         let origin = self.origin.load(Ordering::Acquire);
-        let at = if origin == 0 {
-            0
-        } else {
-            now.saturating_sub(origin)
-        };
+        // One past `now`: a sample taken at this very millisecond has not
+        // seen it, the next one will.
+        let at = if origin == 0 { 0 } else { now.saturating_sub(origin) + 1 };
         self.inject(Fault { at, what });
     }
 

@@ -192,54 +192,27 @@ impl FleetService {
             tracing::debug!(node = %node_id, "health message from a node in no pool");
             return;
         };
-        let command = match message {
+        match &message {
             HealthMessage::Heartbeat { gpus, .. } => {
                 let mut util = Vec::new();
-                for g in &gpus {
-                    self.metrics
-                        .gpu(&node_id, g.index, g.temperature_c, g.utilization_percent);
+                for g in gpus {
+                    self.metrics.gpu(&node_id, g.index, g.temperature_c, g.utilization_percent);
                     util.extend(g.utilization_percent);
                 }
                 if !util.is_empty() {
                     let mean = util.iter().sum::<f64>() / util.len() as f64;
-                    self.observed()
-                        .utilization
-                        .insert(node_id.clone(), (now, mean));
-                }
-                let registering = matches!(known.status.as_str(), "provisioning" | "registering");
-                if !registering {
-                    return;
-                }
-                ProvisionerCommand::RegisterNode { node_id, now }
-            }
-            HealthMessage::Report {
-                verdict,
-                action,
-                reasons,
-                xids,
-                ..
-            } => {
-                self.metrics.xids(&node_id, &xids);
-                ProvisionerCommand::ReportHealth {
-                    node_id,
-                    now,
-                    verdict,
-                    action,
-                    reasons,
+                    self.observed().utilization.insert(node_id.clone(), (now, mean));
                 }
             }
+            HealthMessage::Report { xids, .. } => self.metrics.xids(&node_id, xids),
             HealthMessage::HealthSourceUnavailable { source, reason, .. } => {
-                let first = self
-                    .observed()
-                    .unavailable_logged
-                    .insert(node_id.clone(), reason.clone())
-                    != Some(reason.clone());
+                let first = self.observed().unavailable_logged.insert(node_id.clone(), reason.clone()) != Some(reason.clone());
                 if first {
                     tracing::warn!(node = %node_id, source = %source, reason = %reason, "node cannot read its GPUs");
                 }
-                return;
             }
-        };
+        }
+        let Some(command) = command_for(&message, &known.status, now) else { return };
         let reply = self.send(&known.pool, &command).await;
         if !reply.ok {
             tracing::debug!(node = %known.pool, error = ?reply.error, "health command refused");
@@ -357,6 +330,30 @@ impl FleetService {
         }
         drop(o);
         self.metrics.pool(pool, figures(&view));
+    }
+}
+
+/// The command a health message from a node in state `status` becomes, if
+/// any: a heartbeat registers a node that is coming up, a report is a
+/// `report_health`. (The simulator uses this too.)
+pub fn command_for(message: &HealthMessage, status: &str, now: u64) -> Option<ProvisionerCommand> {
+    let node_id = message.node_id().to_string();
+    match message {
+        HealthMessage::Heartbeat { .. } => matches!(status, "provisioning" | "registering")
+            .then_some(ProvisionerCommand::RegisterNode { node_id, now }),
+        HealthMessage::Report {
+            verdict,
+            action,
+            reasons,
+            ..
+        } => Some(ProvisionerCommand::ReportHealth {
+            node_id,
+            now,
+            verdict: *verdict,
+            action: *action,
+            reasons: reasons.clone(),
+        }),
+        HealthMessage::HealthSourceUnavailable { .. } => None,
     }
 }
 
