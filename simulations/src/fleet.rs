@@ -26,8 +26,8 @@ use flotilla_actors::runtime::Aggregate;
 use flotilla_messages::fleet::PoolConfig;
 use flotilla_messages::provisioner::{ProvisionerCommand, ProvisionerEvent};
 use flotilla_messages::Rejection;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 /// The simulated world's settings.
 #[derive(Debug, Clone)]
@@ -103,7 +103,11 @@ pub struct FleetSim {
 
 impl FleetSim {
     /// A world with `config`'s pool created at time 0.
-    pub fn new(config: PoolConfig, settings: WorldSettings, policy: HealthPolicy) -> Result<Self, Rejection> {
+    pub fn new(
+        config: PoolConfig,
+        settings: WorldSettings,
+        policy: HealthPolicy,
+    ) -> Result<Self, Rejection> {
         let mut sim = FleetSim {
             settings,
             pool: Pool::default(),
@@ -133,7 +137,10 @@ impl FleetSim {
     }
 
     /// Runs a command, records its events and schedules their effects.
-    pub fn command(&mut self, command: ProvisionerCommand) -> Result<Vec<ProvisionerEvent>, Rejection> {
+    pub fn command(
+        &mut self,
+        command: ProvisionerCommand,
+    ) -> Result<Vec<ProvisionerEvent>, Rejection> {
         let events = self.pool.decide(&command)?;
         for event in &events {
             self.pool = std::mem::take(&mut self.pool).evolve(event);
@@ -197,7 +204,8 @@ impl FleetSim {
                     },
                 );
             }
-            ProvisionerEvent::NodeTerminated { node_id, .. } | ProvisionerEvent::NodeFailed { node_id, .. } => {
+            ProvisionerEvent::NodeTerminated { node_id, .. }
+            | ProvisionerEvent::NodeFailed { node_id, .. } => {
                 self.agents.remove(node_id);
             }
             _ => {}
@@ -249,13 +257,21 @@ impl FleetSim {
 
     fn boot_agents(&mut self) {
         let now = self.now;
-        let (ready, waiting): (Vec<_>, Vec<_>) = self.booting.drain(..).partition(|(at, _)| *at <= now);
+        let (ready, waiting): (Vec<_>, Vec<_>) =
+            self.booting.drain(..).partition(|(at, _)| *at <= now);
         self.booting = waiting;
         for (_, node_id) in ready {
             let faults = FaultQueue::default();
             let source = SimSource::new(self.settings.gpus, faults.clone());
             let agent = HealthAgent::new(&node_id, Ok(Box::new(source)), self.policy.clone());
-            self.agents.insert(node_id, Agent { agent, faults, alive: true });
+            self.agents.insert(
+                node_id,
+                Agent {
+                    agent,
+                    faults,
+                    alive: true,
+                },
+            );
         }
     }
 
@@ -263,7 +279,10 @@ impl FleetSim {
         let now = self.now;
         let mut commands = Vec::new();
         for (node_id, a) in self.agents.iter_mut().filter(|(_, a)| a.alive) {
-            let status = self.pool.node(node_id).map_or("gone", |n| n.status.as_str());
+            let status = self
+                .pool
+                .node(node_id)
+                .map_or("gone", |n| n.status.as_str());
             for message in a.agent.step(now) {
                 self.heard.insert(node_id.clone(), now);
                 commands.extend(command_for(&message, status, now));
@@ -295,7 +314,13 @@ impl FleetSim {
     pub fn nodes_in(&self, status: NodeStatus) -> Vec<String> {
         self.pool
             .state()
-            .map(|s| s.nodes.values().filter(|n| n.status == status).map(|n| n.id.clone()).collect())
+            .map(|s| {
+                s.nodes
+                    .values()
+                    .filter(|n| n.status == status)
+                    .map(|n| n.id.clone())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -311,6 +336,9 @@ impl FleetSim {
 
     /// Events of type `kind`.
     pub fn count(&self, kind: &str) -> usize {
-        self.trace.iter().filter(|r| r.event.event_type() == kind).count()
+        self.trace
+            .iter()
+            .filter(|r| r.event.event_type() == kind)
+            .count()
     }
 }

@@ -48,20 +48,34 @@ fn xid_79_cordons_drains_replaces_before_terminating_and_restores_the_pool() {
     let drain = at("node_drain_started");
     let terminated = at("node_termination_requested");
     let replacement = sim
-        .first(t0, |e| matches!(e, E::NodeRequested { replaces: Some(old), .. } if old == "gpu-2"))
+        .first(
+            t0,
+            |e| matches!(e, E::NodeRequested { replaces: Some(old), .. } if old == "gpu-2"),
+        )
         .expect("a replacement");
     let index = |pred: &dyn Fn(&E) -> bool| sim.trace.iter().position(|r| pred(&r.event)).unwrap();
     assert!(cordoned <= drain && drain <= replacement.at);
     assert!(
-        index(&|e| matches!(e, E::NodeRequested { replaces: Some(_), .. }))
-            < index(&|e| matches!(e, E::NodeTerminationRequested { node_id, .. } if node_id == "gpu-2")),
+        index(&|e| matches!(
+            e,
+            E::NodeRequested {
+                replaces: Some(_),
+                ..
+            }
+        )) < index(
+            &|e| matches!(e, E::NodeTerminationRequested { node_id, .. } if node_id == "gpu-2")
+        ),
         "make before break"
     );
     assert!(replacement.at < terminated);
     assert_eq!(sim.nodes_in(NodeStatus::Terminated), vec!["gpu-2"]);
     assert_eq!(sim.serving(), 4, "back at size");
     // Detected within two report intervals (threshold 2).
-    assert!(cordoned - t0 <= 20_000, "time to detect {} ms", cordoned - t0);
+    assert!(
+        cordoned - t0 <= 20_000,
+        "time to detect {} ms",
+        cordoned - t0
+    );
 }
 
 #[test]
@@ -73,7 +87,11 @@ fn application_xids_never_replace() {
     sim.run_for(10 * MIN).unwrap();
     assert_eq!(sim.count("node_cordoned"), 0);
     assert_eq!(sim.count("node_requested"), 4, "only the initial nodes");
-    assert_eq!(sim.count("node_health_evaluated"), 0, "they stayed healthy throughout");
+    assert_eq!(
+        sim.count("node_health_evaluated"),
+        0,
+        "they stayed healthy throughout"
+    );
 }
 
 #[test]
@@ -99,8 +117,12 @@ fn a_thermal_blip_shorter_than_the_window_does_nothing() {
     );
     sim.run_for(5 * MIN).unwrap();
     assert!(matches!(
-        sim.first(0, |e| matches!(e, E::NodeCordoned { .. })).map(|r| &r.event),
-        Some(E::NodeCordoned { reason: flotilla_messages::provisioner::RemovalReason::GpuReset, .. })
+        sim.first(0, |e| matches!(e, E::NodeCordoned { .. }))
+            .map(|r| &r.event),
+        Some(E::NodeCordoned {
+            reason: flotilla_messages::provisioner::RemovalReason::GpuReset,
+            ..
+        })
     ));
     assert_eq!(sim.count("node_drain_started"), 0);
 }
@@ -112,13 +134,21 @@ fn a_dead_agent_makes_its_node_unhealthy_after_the_heartbeat_timeout() {
     sim.kill_agent("gpu-3");
     sim.run_for(5 * MIN).unwrap();
     let flagged = sim
-        .first(t0, |e| matches!(e, E::NodeHealthEvaluated { node_id, reasons, .. }
-            if node_id == "gpu-3" && reasons.iter().any(|r| r == "heartbeat_timeout")))
+        .first(t0, |e| {
+            matches!(e, E::NodeHealthEvaluated { node_id, reasons, .. }
+            if node_id == "gpu-3" && reasons.iter().any(|r| r == "heartbeat_timeout"))
+        })
         .expect("flagged");
     let silent_for = flagged.at - t0;
-    assert!((2 * MIN..=2 * MIN + 20_000).contains(&silent_for), "flagged after {silent_for} ms");
+    assert!(
+        (2 * MIN..=2 * MIN + 20_000).contains(&silent_for),
+        "flagged after {silent_for} ms"
+    );
     assert!(sim
-        .first(t0, |e| matches!(e, E::NodeRequested { replaces: Some(old), .. } if old == "gpu-3"))
+        .first(
+            t0,
+            |e| matches!(e, E::NodeRequested { replaces: Some(old), .. } if old == "gpu-3")
+        )
         .is_some());
 }
 
@@ -136,12 +166,22 @@ fn sixty_percent_failing_at_once_trips_the_circuit_breaker() {
         .filter(|e| matches!(e, E::CircuitBreakerTripped { .. }))
         .collect();
     assert_eq!(trips.len(), 1, "says so once");
-    let E::CircuitBreakerTripped { replacements, pool_size, percent, .. } = trips[0] else {
+    let E::CircuitBreakerTripped {
+        replacements,
+        pool_size,
+        percent,
+        ..
+    } = trips[0]
+    else {
         unreachable!()
     };
     assert_eq!((*replacements, *pool_size), (6, 10));
     assert!(*percent > 50.0);
-    assert_eq!(sim.count("node_drain_started"), 5, "five replaced, then it stopped");
+    assert_eq!(
+        sim.count("node_drain_started"),
+        5,
+        "five replaced, then it stopped"
+    );
 }
 
 #[test]

@@ -10,9 +10,9 @@
 //! their known optima, and [`solver_bench`], the quality and overhead
 //! measurements behind `flotilla bench solver`.
 
-pub mod objectives;
-pub mod solver_bench;
-pub mod study;
 pub mod fleet;
 #[cfg(test)]
 mod fleet_scenarios;
+pub mod objectives;
+pub mod solver_bench;
+pub mod study;

@@ -15,7 +15,9 @@ use anyhow::{anyhow, Context, Result};
 use flotilla_actors::health::agent::HealthAgent;
 use flotilla_actors::health::nvml::NvmlSource;
 use flotilla_actors::health::policy::HealthPolicy;
-use flotilla_actors::health::source::{parse_faults, FaultKind, FaultQueue, HealthSource, SimSource};
+use flotilla_actors::health::source::{
+    parse_faults, FaultKind, FaultQueue, HealthSource, SimSource,
+};
 use flotilla_actors::provisioner::{wall_clock, FleetMetrics};
 use flotilla_bus::nats::NatsBus;
 use flotilla_bus::{Bus, Message};
@@ -36,20 +38,30 @@ pub fn run(args: AgentArgs) -> Result<ExitCode> {
     let subjects = Subjects::new(&args.prefix).map_err(|e| anyhow!("prefix: {e}"))?;
     let policy = match &args.policy {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("policy {}: cannot read", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("policy {}: cannot read", path.display()))?;
             HealthPolicy::from_yaml(&text).map_err(|e| anyhow!("policy {}: {e}", path.display()))?
         }
         None => HealthPolicy::default(),
     };
-    let interval = parse_millis(&args.interval).map_err(|e| anyhow!("interval: {e}"))?.max(10);
+    let interval = parse_millis(&args.interval)
+        .map_err(|e| anyhow!("interval: {e}"))?
+        .max(10);
     let http: Option<SocketAddr> = match args.http.as_str() {
         "off" | "none" => None,
-        addr => Some(addr.parse().map_err(|_| anyhow!("http: invalid address {addr:?} (HOST:PORT or off)"))?),
+        addr => Some(
+            addr.parse()
+                .map_err(|_| anyhow!("http: invalid address {addr:?} (HOST:PORT or off)"))?,
+        ),
     };
     let faults = FaultQueue::default();
     if let Some(path) = &args.faults {
-        anyhow::ensure!(args.source == HealthSourceKind::Sim, "faults: needs --source sim");
-        let text = std::fs::read_to_string(path).with_context(|| format!("faults {}: cannot read", path.display()))?;
+        anyhow::ensure!(
+            args.source == HealthSourceKind::Sim,
+            "faults: needs --source sim"
+        );
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("faults {}: cannot read", path.display()))?;
         for f in parse_faults(&text).map_err(|e| anyhow!("faults {}: {e}", path.display()))? {
             faults.inject(f);
         }
@@ -85,7 +97,9 @@ async fn serve(
     let agent = Arc::new(Mutex::new(agent));
     let sink = match &args.nats {
         Some(url) => {
-            let bus = NatsBus::connect(url).await.with_context(|| format!("nats: cannot connect to {url}"))?;
+            let bus = NatsBus::connect(url)
+                .await
+                .with_context(|| format!("nats: cannot connect to {url}"))?;
             Sink::Nats(Arc::new(bus))
         }
         None => Sink::Stdout,
@@ -96,7 +110,9 @@ async fn serve(
     };
     let mut tasks = Vec::new();
     if let (Sink::Nats(bus), HealthSourceKind::Sim) = (&sink, args.source) {
-        let mut injected = bus.subscribe(&format!("{}.faults.{}", subjects.prefix(), args.node_id)).await?;
+        let mut injected = bus
+            .subscribe(&format!("{}.faults.{}", subjects.prefix(), args.node_id))
+            .await?;
         let (faults, clock) = (faults.clone(), clock.clone());
         tasks.push(actix_rt::spawn(async move {
             while let Some(msg) = injected.next().await {
@@ -117,7 +133,10 @@ async fn serve(
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
         }
-        let messages = agent.lock().unwrap_or_else(|e| e.into_inner()).step(clock());
+        let messages = agent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .step(clock());
         for m in &messages {
             record(&metrics, m);
             publish(&sink, &subject, m).await;
@@ -148,11 +167,14 @@ fn record(metrics: &FleetMetrics, message: &HealthMessage) {
 }
 
 async fn publish(sink: &Sink, subject: &str, message: &HealthMessage) {
-    let Ok(body) = serde_json::to_vec(message) else { return };
+    let Ok(body) = serde_json::to_vec(message) else {
+        return;
+    };
     match sink {
         Sink::Stdout => println!("{}", String::from_utf8_lossy(&body)),
         Sink::Nats(bus) => {
-            let msg = Message::new(subject.to_string(), body).with_header("Content-Type", "application/json");
+            let msg = Message::new(subject.to_string(), body)
+                .with_header("Content-Type", "application/json");
             if let Err(e) = bus.publish(msg).await {
                 tracing::warn!(error = %e, "health message not published");
             }
@@ -172,19 +194,29 @@ fn start_http(
             .route(
                 "/healthz",
                 web::get().to(move || {
-                    let status = agent.lock().unwrap_or_else(|e| e.into_inner()).status().clone();
+                    let status = agent
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .status()
+                        .clone();
                     async move { HttpResponse::Ok().json(status) }
                 }),
             )
-            .route("/readyz", web::get().to(|| async { HttpResponse::Ok().body("ready") }))
+            .route(
+                "/readyz",
+                web::get().to(|| async { HttpResponse::Ok().body("ready") }),
+            )
             .route(
                 "/metrics",
                 web::get().to(move || {
                     let mut out = String::new();
-                    let encoded = prometheus::TextEncoder::new().encode_utf8(&registry.gather(), &mut out);
+                    let encoded =
+                        prometheus::TextEncoder::new().encode_utf8(&registry.gather(), &mut out);
                     async move {
                         match encoded {
-                            Ok(()) => HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(out),
+                            Ok(()) => HttpResponse::Ok()
+                                .content_type("text/plain; version=0.0.4")
+                                .body(out),
                             Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
                         }
                     }

@@ -192,7 +192,11 @@ impl FaultQueue {
         let origin = self.origin.load(Ordering::Acquire);
         // One past `now`: a sample taken at this very millisecond has not
         // seen it, the next one will.
-        let at = if origin == 0 { 0 } else { now.saturating_sub(origin) + 1 };
+        let at = if origin == 0 {
+            0
+        } else {
+            now.saturating_sub(origin) + 1
+        };
         self.inject(Fault { at, what });
     }
 

@@ -164,7 +164,10 @@ async fn adopt_or_provision(
     };
     if let Some(instance) = existing {
         tracing::info!(node = node_id, instance = %instance.instance_id, "adopting an existing instance");
-        return Ok((instance.instance_id, provider.registers_itself()));
+        return Ok((
+            instance.instance_id,
+            instance.registered || provider.registers_itself(),
+        ));
     }
     let made = provider.provision(node_id, spec).await?;
     Ok((made.instance_id, made.registered))

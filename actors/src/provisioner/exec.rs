@@ -9,7 +9,8 @@
 //!
 //! - `provision` prints `{"instance_id": "...", "registered": false}`
 //!   (`registered` optional);
-//! - `list` prints `[{"node_id": "...", "instance_id": "..."}]`;
+//! - `list` prints `[{"node_id": "...", "instance_id": "...", "registered": true}]`
+//!   (`registered` optional);
 //! - `terminate`, `cordon`, `uncordon` succeed with exit status 0;
 //! - `drain` succeeds with exit status 0 and may print `{"forced": true}`.
 //!

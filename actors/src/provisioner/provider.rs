@@ -23,6 +23,9 @@ pub struct Instance {
     pub node_id: String,
     /// The provider's id.
     pub instance_id: String,
+    /// Whether it is up already (no agent registration to wait for).
+    #[serde(default)]
+    pub registered: bool,
 }
 
 /// What `provision` created.

@@ -196,23 +196,32 @@ impl FleetService {
             HealthMessage::Heartbeat { gpus, .. } => {
                 let mut util = Vec::new();
                 for g in gpus {
-                    self.metrics.gpu(&node_id, g.index, g.temperature_c, g.utilization_percent);
+                    self.metrics
+                        .gpu(&node_id, g.index, g.temperature_c, g.utilization_percent);
                     util.extend(g.utilization_percent);
                 }
                 if !util.is_empty() {
                     let mean = util.iter().sum::<f64>() / util.len() as f64;
-                    self.observed().utilization.insert(node_id.clone(), (now, mean));
+                    self.observed()
+                        .utilization
+                        .insert(node_id.clone(), (now, mean));
                 }
             }
             HealthMessage::Report { xids, .. } => self.metrics.xids(&node_id, xids),
             HealthMessage::HealthSourceUnavailable { source, reason, .. } => {
-                let first = self.observed().unavailable_logged.insert(node_id.clone(), reason.clone()) != Some(reason.clone());
+                let first = self
+                    .observed()
+                    .unavailable_logged
+                    .insert(node_id.clone(), reason.clone())
+                    != Some(reason.clone());
                 if first {
                     tracing::warn!(node = %node_id, source = %source, reason = %reason, "node cannot read its GPUs");
                 }
             }
         }
-        let Some(command) = command_for(&message, &known.status, now) else { return };
+        let Some(command) = command_for(&message, &known.status, now) else {
+            return;
+        };
         let reply = self.send(&known.pool, &command).await;
         if !reply.ok {
             tracing::debug!(node = %known.pool, error = ?reply.error, "health command refused");

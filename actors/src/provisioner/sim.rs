@@ -193,6 +193,7 @@ impl Provider for SimProvider {
             .map(|i| Instance {
                 node_id: i.node_id.clone(),
                 instance_id: i.instance_id.clone(),
+                registered: self.auto_register,
             })
             .collect())
     }
