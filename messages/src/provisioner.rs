@@ -73,7 +73,7 @@ pub enum ProvisionerCommand {
     /// configuration changes nothing).
     ApplyPool {
         /// The pool, in either spelling.
-        config: PoolConfig,
+        config: Box<PoolConfig>,
         /// The sender's clock, unix milliseconds.
         now: u64,
     },
@@ -252,7 +252,7 @@ pub enum ProvisionerEvent {
     /// The pool exists with this configuration (created or changed).
     PoolConfigured {
         /// The configuration.
-        config: PoolConfig,
+        config: Box<PoolConfig>,
         /// When.
         at: u64,
     },

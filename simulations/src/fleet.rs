@@ -122,7 +122,10 @@ impl FleetSim {
             booting: Vec::new(),
             trace: Vec::new(),
         };
-        sim.command(ProvisionerCommand::ApplyPool { config, now: 0 })?;
+        sim.command(ProvisionerCommand::ApplyPool {
+            config: Box::new(config),
+            now: 0,
+        })?;
         Ok(sim)
     }
 

@@ -258,7 +258,8 @@ mod tests {
             listed,
             vec![Instance {
                 node_id: "p-1".into(),
-                instance_id: "vm-p-1".into()
+                instance_id: "vm-p-1".into(),
+                registered: false,
             }]
         );
         p.cordon("p-1").await.unwrap();

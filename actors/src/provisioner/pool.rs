@@ -281,7 +281,7 @@ impl PoolState {
         use ProvisionerEvent::*;
         match event {
             // The size follows in its own `scale_decided`.
-            PoolConfigured { config, .. } => self.config = config.clone(),
+            PoolConfigured { config, .. } => self.config = (**config).clone(),
             ScaleDecided { to, at, .. } => {
                 self.desired = *to;
                 self.last_scale_at = Some(*at);
@@ -885,7 +885,7 @@ impl Pool {
         };
         match command {
             C::ApplyPool { config, .. } => {
-                if *config == state.config {
+                if **config == state.config {
                     return Ok(vec![]);
                 }
                 if config.name != state.config.name {
@@ -1011,7 +1011,7 @@ fn create(command: &ProvisionerCommand) -> Result<Vec<ProvisionerEvent>, Rejecti
         return Err(not_found());
     };
     let mut plan = Plan {
-        state: PoolState::new(config.clone()),
+        state: PoolState::new((**config).clone()),
         events: Vec::new(),
         now: *now,
     };
@@ -1040,7 +1040,7 @@ impl Aggregate for Pool {
     fn evolve(mut self, event: &ProvisionerEvent) -> Self {
         match (&mut self.state, event) {
             (None, ProvisionerEvent::PoolConfigured { config, .. }) => {
-                self.state = Some(PoolState::new(config.clone()));
+                self.state = Some(PoolState::new((**config).clone()));
             }
             (Some(state), e) => state.apply(e),
             (None, _) => {}

@@ -25,7 +25,10 @@ impl Given {
             pool: Pool::default(),
             now: 1_000,
         };
-        g.when(ProvisionerCommand::ApplyPool { config, now: 1_000 });
+        g.when(ProvisionerCommand::ApplyPool {
+            config: Box::new(config),
+            now: 1_000,
+        });
         g
     }
 
@@ -467,6 +470,9 @@ fn repeated_outcomes_change_nothing() {
     assert!(again.is_empty());
     let same = g.pool.state().unwrap().config.clone();
     assert!(g
-        .when(ProvisionerCommand::ApplyPool { config: same, now })
+        .when(ProvisionerCommand::ApplyPool {
+            config: Box::new(same),
+            now
+        })
         .is_empty());
 }

@@ -136,7 +136,7 @@ impl FleetService {
     /// Creates or updates a pool.
     pub async fn apply(&self, config: &PoolConfig) -> Reply {
         let command = ProvisionerCommand::ApplyPool {
-            config: config.clone(),
+            config: Box::new(config.clone()),
             now: (self.config.clock)(),
         };
         let reply = self.send(&config.name, &command).await;
