@@ -11,6 +11,7 @@
 //! measurements behind `flotilla bench solver`.
 
 pub mod fleet;
+pub mod fleet_bench;
 #[cfg(test)]
 mod fleet_scenarios;
 pub mod objectives;

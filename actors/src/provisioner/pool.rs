@@ -878,6 +878,10 @@ impl Pool {
         command: &ProvisionerCommand,
     ) -> Result<Vec<ProvisionerEvent>, Rejection> {
         use ProvisionerCommand as C;
+        if is_routine_report(state, command) {
+            // Most reports say "still healthy": answer without copying the pool.
+            return Ok(vec![]);
+        }
         let mut plan = Plan {
             state: state.clone(),
             events: Vec::new(),
@@ -1004,6 +1008,22 @@ impl Pool {
         plan.reconcile();
         Ok(plan.events)
     }
+}
+
+/// A healthy report about a serving node already counted healthy: it
+/// changes nothing.
+fn is_routine_report(state: &PoolState, command: &ProvisionerCommand) -> bool {
+    let ProvisionerCommand::ReportHealth {
+        node_id,
+        verdict: Verdict::Healthy,
+        ..
+    } = command
+    else {
+        return false;
+    };
+    state.nodes.get(node_id).is_some_and(|n| {
+        n.status.serving() && n.health == Verdict::Healthy && n.consecutive_unhealthy == 0
+    })
 }
 
 fn create(command: &ProvisionerCommand) -> Result<Vec<ProvisionerEvent>, Rejection> {
