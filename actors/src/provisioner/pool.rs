@@ -597,29 +597,21 @@ impl Plan {
             self.register(&node.id, true);
             return Ok(());
         }
-        let grace = self.state.config.health.boot_grace.millis();
-        let in_grace = node.registered_at.is_some_and(|r| self.now < r + grace);
-        let counted = node.status.serving() || node.status == NodeStatus::Cordoned;
-        if in_grace || !counted {
+        if report_changes_nothing(&self.state, &node, verdict, action, reasons, self.now) {
             return Ok(());
         }
         let consecutive = match verdict {
             Verdict::Unhealthy => node.consecutive_unhealthy + 1,
             _ => 0,
         };
-        let changed = verdict == Verdict::Unhealthy
-            || verdict != node.health
-            || node.consecutive_unhealthy != 0;
-        if changed {
-            self.push(ProvisionerEvent::NodeHealthEvaluated {
-                node_id: node.id.clone(),
-                verdict,
-                action,
-                consecutive_unhealthy: consecutive,
-                reasons: reasons.to_vec(),
-                at: self.now,
-            });
-        }
+        self.push(ProvisionerEvent::NodeHealthEvaluated {
+            node_id: node.id.clone(),
+            verdict,
+            action,
+            consecutive_unhealthy: consecutive,
+            reasons: reasons.to_vec(),
+            at: self.now,
+        });
         let recovered = node.status == NodeStatus::Cordoned
             && node.drain.is_none()
             && verdict == Verdict::Healthy;
@@ -1010,20 +1002,58 @@ impl Pool {
     }
 }
 
-/// A healthy report about a serving node already counted healthy: it
-/// changes nothing.
+/// A report that changes nothing (most say "still healthy"), recognised
+/// without copying the pool.
 fn is_routine_report(state: &PoolState, command: &ProvisionerCommand) -> bool {
     let ProvisionerCommand::ReportHealth {
         node_id,
-        verdict: Verdict::Healthy,
-        ..
+        verdict,
+        action,
+        reasons,
+        now,
     } = command
     else {
         return false;
     };
     state.nodes.get(node_id).is_some_and(|n| {
-        n.status.serving() && n.health == Verdict::Healthy && n.consecutive_unhealthy == 0
+        !matches!(n.status, NodeStatus::Provisioning | NodeStatus::Registering)
+            && report_changes_nothing(state, n, *verdict, *action, reasons, *now)
     })
+}
+
+/// Whether a report about a registered node changes nothing: it is within
+/// boot grace, about a node on its way out, a repeat of the node's healthy
+/// or degraded state, or one more unhealthy report past the threshold
+/// saying the same (counting further changes no decision).
+fn report_changes_nothing(
+    state: &PoolState,
+    node: &Node,
+    verdict: Verdict,
+    action: HealthAction,
+    reasons: &[String],
+    now: u64,
+) -> bool {
+    let health = &state.config.health;
+    let in_grace = node
+        .registered_at
+        .is_some_and(|r| now < r + health.boot_grace.millis());
+    let counted = node.status.serving() || node.status == NodeStatus::Cordoned;
+    if in_grace || !counted {
+        return true;
+    }
+    let may_come_back = node.status == NodeStatus::Cordoned && node.drain.is_none();
+    match verdict {
+        Verdict::Healthy => {
+            node.health == Verdict::Healthy && node.consecutive_unhealthy == 0 && !may_come_back
+        }
+        Verdict::Degraded => node.health == Verdict::Degraded && node.reasons == reasons,
+        Verdict::Unhealthy => {
+            node.health == Verdict::Unhealthy
+                && node.consecutive_unhealthy >= health.unhealthy_threshold
+                && node.action == action
+                && node.reasons == reasons
+        }
+    }
 }
 
 fn create(command: &ProvisionerCommand) -> Result<Vec<ProvisionerEvent>, Rejection> {
