@@ -13,7 +13,10 @@ fn peak_rss_mb() -> f64 {
 }
 
 fn main() {
-    let args: Vec<f64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<f64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let nodes = args.first().copied().unwrap_or(5000.0) as u32;
     let minutes = args.get(1).copied().unwrap_or(30.0) as u64;
     let rate = args.get(2).copied().unwrap_or(50.0);

@@ -96,8 +96,12 @@ pub fn run_chaos(s: ChaosSettings) -> ChaosReport {
         n = s.nodes,
         surge = (s.nodes / 10).max(1),
     );
-    let config = PoolsFile::from_yaml(&yaml).expect("chaos pool").pools.remove(0);
-    let mut sim = FleetSim::new(config, WorldSettings::default(), HealthPolicy::default()).expect("pool");
+    let config = PoolsFile::from_yaml(&yaml)
+        .expect("chaos pool")
+        .pools
+        .remove(0);
+    let mut sim =
+        FleetSim::new(config, WorldSettings::default(), HealthPolicy::default()).expect("pool");
     sim.run_for(5 * 60_000).expect("bring-up");
     let mut rng = ChaCha8Rng::seed_from_u64(s.seed);
     let mut report = ChaosReport::default();
@@ -130,7 +134,12 @@ pub fn run_chaos(s: ChaosSettings) -> ChaosReport {
     report
 }
 
-fn measure(sim: &FleetSim, first_fault: &HashMap<String, u64>, harmful: &HashSet<String>, report: &mut ChaosReport) {
+fn measure(
+    sim: &FleetSim,
+    first_fault: &HashMap<String, u64>,
+    harmful: &HashSet<String>,
+    report: &mut ChaosReport,
+) {
     let mut registered: HashMap<&str, u64> = HashMap::new();
     let mut replacement_of: HashMap<&str, &str> = HashMap::new();
     let mut detect = Vec::new();
@@ -144,7 +153,11 @@ fn measure(sim: &FleetSim, first_fault: &HashMap<String, u64>, harmful: &HashSet
                     report.wrongly_replaced += 1;
                 }
             }
-            E::NodeRequested { node_id, replaces: Some(old), .. } => {
+            E::NodeRequested {
+                node_id,
+                replaces: Some(old),
+                ..
+            } => {
                 report.replacements += 1;
                 replacement_of.insert(node_id, old);
             }
@@ -157,7 +170,9 @@ fn measure(sim: &FleetSim, first_fault: &HashMap<String, u64>, harmful: &HashSet
     }
     let replace: Vec<f64> = replacement_of
         .iter()
-        .filter_map(|(new, old)| Some((registered.get(new)? - first_fault.get(*old)?) as f64 / 1000.0))
+        .filter_map(|(new, old)| {
+            Some((registered.get(new)? - first_fault.get(*old)?) as f64 / 1000.0)
+        })
         .collect();
     report.detect_s = percentiles(detect);
     report.replace_s = percentiles(replace);

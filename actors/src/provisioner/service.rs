@@ -145,12 +145,22 @@ impl FleetService {
     }
 
     async fn send(&self, pool: &str, command: &ProvisionerCommand) -> Reply {
+        self.send_keyed(pool, command, None).await
+    }
+
+    /// Sends `command`, idempotent under `key` when given.
+    async fn send_keyed(
+        &self,
+        pool: &str,
+        command: &ProvisionerCommand,
+        key: Option<&str>,
+    ) -> Reply {
         let rejected = |r: &flotilla_messages::Rejection| Reply::rejected(r);
         let value = match serde_json::to_value(command) {
             Ok(v) => v,
             Err(e) => return rejected(&flotilla_messages::Rejection::invalid(e.to_string())),
         };
-        let request = match CommandRequest::from_value(value, None) {
+        let request = match CommandRequest::from_value(value, key) {
             Ok(r) => r,
             Err(r) => return rejected(&r),
         };
@@ -222,7 +232,11 @@ impl FleetService {
         let Some(command) = command_for(&message, &known.status, now) else {
             return;
         };
-        let reply = self.send(&known.pool, &command).await;
+        // Every provisioner process hears every agent (each needs the
+        // heartbeats); keying a report by node and time makes the pool
+        // count it once however many processes forward it.
+        let key = report_key(&message);
+        let reply = self.send_keyed(&known.pool, &command, key.as_deref()).await;
         if !reply.ok {
             tracing::debug!(node = %known.pool, error = ?reply.error, "health command refused");
         }
@@ -366,6 +380,20 @@ pub fn command_for(message: &HealthMessage, status: &str, now: u64) -> Option<Pr
     }
 }
 
+/// The idempotency key of a report: `rpt-<at>-<node>` (the node hashed
+/// when that would be too long for an id).
+fn report_key(message: &HealthMessage) -> Option<String> {
+    let HealthMessage::Report { node_id, at, .. } = message else {
+        return None;
+    };
+    let key = format!("rpt-{at}-{node_id}");
+    if key.len() <= 64 {
+        return Some(key);
+    }
+    let hash = super::sim::fnv1a(node_id.as_bytes(), 0);
+    Some(format!("rpt-{at}-{hash:016x}"))
+}
+
 fn figures(view: &Value) -> PoolFigures {
     let count = |k: &str| view[k].as_u64().unwrap_or(0);
     let nodes = view["nodes"].as_array().map_or(&[][..], Vec::as_slice);
@@ -378,5 +406,52 @@ fn figures(view: &Value) -> PoolFigures {
         unhealthy: count("unhealthy"),
         replacements: count("replacements"),
         breaker_open: view["circuit_breaker"] == "open",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_messages::health::{HealthAction, Verdict};
+
+    fn report(node: &str) -> HealthMessage {
+        HealthMessage::Report {
+            node_id: node.into(),
+            at: 1_795_000_000_000,
+            verdict: Verdict::Unhealthy,
+            action: HealthAction::Replace,
+            reasons: vec!["xid_79".into()],
+            xids: vec![79],
+        }
+    }
+
+    #[test]
+    fn messages_become_commands_by_node_state() {
+        let beat = HealthMessage::Heartbeat {
+            node_id: "n".into(),
+            at: 5,
+            gpus: vec![],
+        };
+        assert!(matches!(
+            command_for(&beat, "registering", 7),
+            Some(ProvisionerCommand::RegisterNode { now: 7, .. })
+        ));
+        assert_eq!(command_for(&beat, "active", 7), None);
+        assert!(matches!(
+            command_for(&report("n"), "active", 7),
+            Some(ProvisionerCommand::ReportHealth { .. })
+        ));
+    }
+
+    #[test]
+    fn report_keys_are_valid_ids_even_for_long_node_names() {
+        for node in ["gpu-1", &"x".repeat(64)] {
+            let key = report_key(&report(node)).unwrap();
+            assert!(flotilla_messages::validate_id("key", &key).is_ok(), "{key}");
+        }
+        assert_ne!(
+            report_key(&report(&"x".repeat(64))),
+            report_key(&report(&"y".repeat(64)))
+        );
     }
 }

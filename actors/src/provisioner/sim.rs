@@ -24,16 +24,21 @@ pub fn sim_fails(seed: u64, node_id: &str, rate: f64) -> bool {
         return false;
     }
     // FNV-1a over the id, mixed with the seed (splitmix64 finaliser).
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
-    for b in node_id.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
+    let mut h = fnv1a(node_id.as_bytes(), seed);
     h ^= h >> 30;
     h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
     h ^= h >> 27;
     h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
     h ^= h >> 31;
     ((h >> 11) as f64 / (1u64 << 53) as f64) < rate
+}
+
+/// FNV-1a of `bytes`, its basis mixed with `seed`: a stable hash (the
+/// same on every run and platform) for seeded choices and short ids.
+pub fn fnv1a(bytes: &[u8], seed: u64) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325 ^ seed, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// One fake instance.
