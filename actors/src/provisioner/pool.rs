@@ -752,8 +752,14 @@ impl Plan {
         if backoff {
             return;
         }
+        let (mut live, mut present) = (self.state.live(), self.state.present());
+        if live >= self.state.desired || present >= cap {
+            return;
+        }
         let mut waiting = self.awaiting_replacement().into_iter();
-        while self.state.live() < self.state.desired && self.state.present() < cap {
+        while live < self.state.desired && present < cap {
+            live += 1;
+            present += 1;
             let replaces = waiting.next();
             let number = self.state.next_number + 1;
             self.push(ProvisionerEvent::NodeRequested {
@@ -772,6 +778,9 @@ impl Plan {
 
     fn remove_surplus(&mut self) {
         let surplus = self.state.live().saturating_sub(self.state.desired);
+        if surplus == 0 {
+            return;
+        }
         let mut candidates: Vec<Node> = self
             .state
             .nodes
