@@ -61,6 +61,11 @@ pub enum Command {
     /// Plan a D28/D29 tuning session: write its Kubernetes Job manifests
     /// (and run it as local subprocesses with `--execute local`).
     Plan(PlanArgs),
+    /// Check GPU node pool files.
+    Pools(PoolsArgs),
+    /// Run a node's health agent: sample the GPUs, evaluate the health
+    /// policy, publish heartbeats and reports on `flotilla.health.<node>`.
+    Agent(AgentArgs),
 }
 
 /// Where the log lives: a data dir (embedded) or a NATS server.
@@ -98,6 +103,12 @@ pub struct UpArgs {
     /// JetStream replicas of the event stream.
     #[arg(long, env = "FLOTILLA_REPLICAS")]
     pub replicas: Option<usize>,
+    /// Pools file (YAML) the provisioner applies at start.
+    #[arg(long, env = "FLOTILLA_POOLS")]
+    pub pools: Option<PathBuf>,
+    /// How often the provisioner ticks its pools (`1s`, `500ms`).
+    #[arg(long, env = "FLOTILLA_TICK", default_value = "1s")]
+    pub tick: String,
 }
 
 /// `flotilla send`.
@@ -413,4 +424,61 @@ pub struct PlanArgs {
     /// Data directory of the embedded log for `--execute local` [default: .flotilla].
     #[arg(long, env = "FLOTILLA_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+}
+
+/// `flotilla pools`.
+#[derive(Debug, Args)]
+pub struct PoolsArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub what: PoolsWhat,
+}
+
+/// Pools subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PoolsWhat {
+    /// Check a pools file (either Navarch spelling); errors name the field.
+    Validate {
+        /// The YAML file.
+        file: PathBuf,
+    },
+}
+
+/// Where an agent reads GPU health from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HealthSourceKind {
+    /// NVIDIA's management library (libnvidia-ml.so.1).
+    Nvml,
+    /// Simulated GPUs with injected faults (`--faults`, or NATS commands on
+    /// `<prefix>.health.<node>.inject`).
+    Sim,
+}
+
+/// `flotilla agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// This node's id (as the provisioner named it).
+    #[arg(long, env = "FLOTILLA_NODE_ID")]
+    pub node_id: String,
+    /// NATS server to publish on; without it, messages are printed as JSON lines.
+    #[arg(long, env = "FLOTILLA_NATS")]
+    pub nats: Option<String>,
+    /// Subject prefix.
+    #[arg(long, env = "FLOTILLA_PREFIX", default_value = "flotilla")]
+    pub prefix: String,
+    /// Where health comes from.
+    #[arg(long, value_enum, default_value = "nvml")]
+    pub source: HealthSourceKind,
+    /// Health policy (YAML); NVIDIA's XID catalog rules when absent.
+    #[arg(long, env = "FLOTILLA_HEALTH_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// Faults for `--source sim` (YAML or JSON list of `{at, gpu, kind, ...}`).
+    #[arg(long)]
+    pub faults: Option<PathBuf>,
+    /// Address of /healthz, /readyz and /metrics (`off` to disable).
+    #[arg(long, env = "FLOTILLA_AGENT_HTTP", default_value = "127.0.0.1:9400")]
+    pub http: String,
+    /// How often to sample, evaluate and heartbeat (`10s`, `500ms`).
+    #[arg(long, default_value = "10s")]
+    pub interval: String,
 }

@@ -33,6 +33,8 @@ fn main() -> std::process::ExitCode {
         Command::Report(args) => commands::study::report(args),
         Command::Study(args) => commands::study::study(args),
         Command::Plan(args) => commands::plan::run(args),
+        Command::Pools(args) => commands::pools::run(args),
+        Command::Agent(args) => commands::agent::run(args),
     };
     match outcome {
         Ok(code) => code,

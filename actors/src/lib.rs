@@ -9,10 +9,14 @@
 //! - [`solver`]: studies and trials (ask/tell hyperparameter search).
 //! - [`scheduler`]: queues of jobs run on local processes, Kubernetes Jobs
 //!   or manifests.
+//! - [`provisioner`]: GPU node pools, autoscaling and replacement.
+//! - [`health`]: the per-node health agent: hardware sources and policy.
 //!
 //! Messages come from `flotilla-messages`; storage and subjects from
 //! `flotilla-bus`; the HTTP face is `flotilla-gateway`.
 
+pub mod health;
+pub mod provisioner;
 pub mod runtime;
 pub mod scheduler;
 pub mod solver;

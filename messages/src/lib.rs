@@ -18,12 +18,18 @@
 //! - [`solver`]: the solver's commands and events, with [`pruning`]
 //!   (`report` and the pruners) and [`warm_start`] (`seed`, `enqueue`).
 //! - [`scheduler`]: the scheduler's commands, events and queue signal.
+//! - [`fleet`]: GPU node pool configuration (both Navarch spellings);
+//!   [`provisioner`]: the pool aggregate's commands and events;
+//!   [`health`]: what node agents publish.
 
 pub mod codec;
 pub mod command;
 pub mod envelope;
 pub mod error;
 pub mod pruning;
+pub mod fleet;
+pub mod health;
+pub mod provisioner;
 pub mod reply;
 pub mod search_space;
 pub mod scheduler;

@@ -1,9 +1,11 @@
 //! One module per subcommand.
 
+pub mod agent;
 pub mod audit;
 pub mod bench;
 pub mod events;
 pub mod plan;
+pub mod pools;
 pub mod replay;
 pub mod run;
 pub mod scheduler;

@@ -8,6 +8,7 @@
 
 use crate::backend::{self, Backend};
 use crate::cli::UpArgs;
+use crate::commands::pools::{start_provisioner, ProvisionerOptions};
 use crate::config::{resolve_up, BackendChoice, UpSettings};
 use anyhow::{anyhow, bail, Context, Result};
 use flotilla_actors::runtime::{
@@ -25,11 +26,11 @@ use tokio::task::JoinHandle;
 /// Runs `flotilla up`.
 pub fn run(args: UpArgs) -> Result<ExitCode> {
     let settings = resolve_up(&args)?;
-    actix_rt::System::new().block_on(serve(settings))?;
+    actix_rt::System::new().block_on(serve(settings, &args))?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(settings: UpSettings) -> Result<()> {
+async fn serve(settings: UpSettings, args: &UpArgs) -> Result<()> {
     let backend = backend::open(&settings.backend, &settings.subjects, settings.replicas).await?;
     let registry = prometheus::Registry::new();
     let metrics = HostMetrics::register(&registry)?;
@@ -46,7 +47,7 @@ async fn serve(settings: UpSettings) -> Result<()> {
     };
     let ready = Arc::new(AtomicBool::new(false));
     let gateway = start_gateway(&settings, &backend, &registry, ready.clone())?;
-    let (recovered, services) = start_actors(&settings, &backend, deps, &registry).await?;
+    let (recovered, services) = start_actors(&settings, args, &backend, deps, &registry).await?;
     ready.store(true, Ordering::Release);
     tracing::info!(
         backend = %describe(&settings.backend),
@@ -102,6 +103,7 @@ fn start_gateway(
 /// Returns how many aggregates were recovered and the serving tasks.
 async fn start_actors(
     settings: &UpSettings,
+    args: &UpArgs,
     backend: &Backend,
     deps: HostDeps,
     prometheus: &prometheus::Registry,
@@ -139,10 +141,21 @@ async fn start_actors(
                 recovered += queues;
                 services.extend(tasks);
             }
+            Actor::Provisioner => {
+                let options = ProvisionerOptions {
+                    pools: args.pools.as_deref(),
+                    tick: &args.tick,
+                    subjects: &settings.subjects,
+                    registry: prometheus,
+                };
+                let (pools, tasks) = start_provisioner(options, backend, deps.clone()).await?;
+                recovered += pools;
+                services.extend(tasks);
+            }
             other => {
                 bail!(
                     "only: the {other} actor is not part of this build yet \
-                     (available: solver, scheduler)"
+                     (available: solver, scheduler, provisioner)"
                 )
             }
         }

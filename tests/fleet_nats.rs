@@ -1,0 +1,216 @@
+//! Fleet end to end over a real nats-server: `flotilla up --only
+//! provisioner` with the sim provider (nodes wait for their agents), and
+//! real `flotilla agent --source sim` processes publishing on
+//! `flotilla.health.<node>`. Faults are injected over NATS.
+//!
+//! Run: `NATS_SERVER_BIN=/path/to/nats-server cargo test --test fleet_nats`.
+
+mod common;
+
+use common::{flotilla_bin, FlotillaUp};
+use flotilla_bus::nats::NatsBus;
+use flotilla_bus::testing::NatsServer;
+use flotilla_bus::{Bus, Message};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A running `flotilla agent`, killed (by its own pid) on drop.
+struct Agent(Child);
+
+impl Agent {
+    fn start(url: &str, node: &str, log_dir: &Path) -> Agent {
+        let log = std::fs::File::create(log_dir.join(format!("agent-{node}.log"))).unwrap();
+        let child = Command::new(flotilla_bin())
+            .args(["agent", "--node-id", node, "--nats", url, "--source", "sim"])
+            .args(["--interval", "200ms", "--http", "off"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn agent");
+        Agent(child)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn publish(url: &str, subject: &str, body: Value) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let bus = NatsBus::connect(url).await.unwrap();
+            bus.publish(Message::new(subject, serde_json::to_vec(&body).unwrap()))
+                .await
+                .unwrap();
+            bus.flush().await.unwrap();
+        });
+}
+
+fn status_of(view: &Value, node: &str) -> String {
+    view["nodes"]
+        .as_array()
+        .and_then(|nodes| nodes.iter().find(|n| n["node_id"] == node))
+        .map_or("absent".into(), |n| {
+            n["status"].as_str().unwrap_or("?").to_string()
+        })
+}
+
+fn wait_for(up: &FlotillaUp, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let view = up.get("/v1/query/provisioner/gpu").1["result"].clone();
+        if done(&view) {
+            return view;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; pool: {view:#}\n{}",
+            up.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn pools(dir: &Path, autoscaling: &str) -> String {
+    let yaml = format!(
+        "providers:\n  cloud: {{type: sim, auto_register: false}}\npools:\n  gpu:\n    provider: cloud\n    min_nodes: 2\n    max_nodes: 4\n    cooldown: 0s\n{autoscaling}    health: {{unhealthy_threshold: 2, boot_grace: 0s, heartbeat_timeout: 3s}}\n    replacement: {{drain_mode: evict, circuit_breaker: {{max_replaced_percent: 100}}}}\n"
+    );
+    let path = dir.join("pools.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn agents_register_nodes_an_xid_79_replaces_and_a_dead_agent_is_noticed() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let pools = pools(dir.path(), "");
+    let up = FlotillaUp::start(
+        &[
+            "--nats",
+            &url,
+            "--only",
+            "provisioner",
+            "--pools",
+            &pools,
+            "--tick",
+            "200ms",
+        ],
+        dir.path(),
+    );
+    wait_for(&up, "two registering nodes", |v| {
+        status_of(v, "gpu-2") == "registering"
+    });
+
+    let a1 = Agent::start(&url, "gpu-1", dir.path());
+    let mut a2 = Some(Agent::start(&url, "gpu-2", dir.path()));
+    wait_for(&up, "agents to register their nodes", |v| {
+        status_of(v, "gpu-1") == "active" && status_of(v, "gpu-2") == "active"
+    });
+
+    // An application XID changes nothing; XID 79 takes gpu-1 out.
+    let xid =
+        |code: u32| json!({"kind": "event", "event": {"kind": "xid", "gpu": 0, "code": code}});
+    publish(&url, "flotilla.faults.gpu-1", xid(13));
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(
+        status_of(&up.get("/v1/query/provisioner/gpu").1["result"], "gpu-1"),
+        "active"
+    );
+    publish(&url, "flotilla.faults.gpu-1", xid(79));
+    let view = wait_for(&up, "gpu-1 to be drained", |v| {
+        status_of(v, "gpu-1") == "draining"
+    });
+    assert_eq!(status_of(&view, "gpu-3"), "registering");
+    // Make before break: gpu-1 stays until its replacement's agent is up.
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        status_of(&up.get("/v1/query/provisioner/gpu").1["result"], "gpu-1"),
+        "draining"
+    );
+    let _a3 = Agent::start(&url, "gpu-3", dir.path());
+    wait_for(&up, "gpu-1 terminated and gpu-3 active", |v| {
+        status_of(v, "gpu-1") == "terminated" && status_of(v, "gpu-3") == "active"
+    });
+    drop(a1);
+
+    // gpu-2's agent dies: unhealthy after the 3 s heartbeat timeout, replaced.
+    let killed = Instant::now();
+    a2.take();
+    let view = wait_for(&up, "gpu-2 to be taken out", |v| {
+        status_of(v, "gpu-2") == "draining"
+    });
+    assert!(killed.elapsed() >= Duration::from_secs(3));
+    let gpu2 = view["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"] == "gpu-2")
+        .unwrap();
+    assert_eq!(gpu2["reasons"], json!(["heartbeat_timeout"]));
+    assert_eq!(status_of(&view, "gpu-4"), "registering");
+
+    let (_, metrics) = (
+        0,
+        common::http_client()
+            .get(format!("{}/metrics", up.url))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap(),
+    );
+    for line in [
+        "navarch_xid_errors_total{node=\"gpu-1\",xid=\"79\"} 1",
+        "flotilla_xid_errors_total{node=\"gpu-1\",xid=\"13\"} 1",
+        "navarch_node_replacements_total{pool=\"gpu\"} 2",
+        "flotilla_circuit_breaker_open{pool=\"gpu\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+    assert!(metrics.contains("navarch_node_gpu_temperature_celsius{gpu=\"0\",node=\"gpu-3\"} 55"));
+}
+
+#[test]
+fn queue_signals_scale_the_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let pools = pools(
+        dir.path(),
+        "    autoscaling: {type: queue, jobs_per_node: 4}\n",
+    );
+    let up = FlotillaUp::start(
+        &[
+            "--nats",
+            &url,
+            "--only",
+            "provisioner",
+            "--pools",
+            &pools,
+            "--tick",
+            "200ms",
+        ],
+        dir.path(),
+    );
+    wait_for(&up, "the pool", |v| v["desired"] == 2);
+    let at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    publish(
+        &url,
+        "flotilla.signals.queue.gpu",
+        json!({"pool": "gpu", "pending": 9, "running": 4, "at": at}),
+    );
+    let view = wait_for(&up, "a scale-up to the max", |v| v["desired"] == 4);
+    assert_eq!(status_of(&view, "gpu-4"), "registering");
+}
