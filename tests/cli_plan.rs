@@ -101,7 +101,7 @@ fn stderr(out: &std::process::Output) -> String {
 }
 
 #[test]
-fn the_d29_example_is_reproduced_byte_for_byte_and_validates() {
+fn the_d29_example_matches_its_golden_files_and_the_guide_and_validates() {
     let root = env!("CARGO_MANIFEST_DIR");
     let dir = tempfile::tempdir().unwrap();
     let out = plan(

@@ -69,7 +69,7 @@ fn max_overlap(log: &str) -> usize {
 }
 
 #[test]
-fn a_200_trial_study_through_the_scheduler_finishes_with_200_results() {
+fn a_200_trial_study_through_the_scheduler_finishes_with_200_results_and_heartbeats_renew_leases() {
     let dir = tempfile::tempdir().unwrap();
     let config = study(dir.path(), "quad", 11, 200);
     let log = dir.path().join("overlap.log");
@@ -85,6 +85,17 @@ fn a_200_trial_study_through_the_scheduler_finishes_with_200_results() {
     );
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let (out, summary) = run(dir.path(), &config, &script, &["--parallel", "4"]);
+    let slow = write(dir.path(), "slow.sh", "sleep 1.5; echo RESULT=$ARQON_x");
+    let slow_config = study(dir.path(), "slow", 3, 2);
+    let beats = run_command(dir.path(), &slow_config, &slow, &["--executor", "local"])
+        .env("FLOTILLA_HEARTBEAT_SECONDS", "0.3")
+        .output()
+        .unwrap();
+    assert!(
+        beats.status.success(),
+        "{}",
+        String::from_utf8_lossy(&beats.stderr)
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -119,7 +130,10 @@ fn a_200_trial_study_through_the_scheduler_finishes_with_200_results() {
         .map(|e| e["payload"]["results"].as_array().unwrap().len())
         .sum();
     assert_eq!(told, 200);
-    assert!(study.iter().any(|e| e["type"] == "leases_renewed"));
+    // Quick trials end before a heartbeat is due; slow ones are renewed.
+    assert!(!study.iter().any(|e| e["type"] == "leases_renewed"));
+    let slow_study = events("solver/slow");
+    assert!(slow_study.iter().any(|e| e["type"] == "leases_renewed"));
     // The best value the run printed is the study's best.
     let show = flotilla(&["study", "show", "quad", "--data-dir", &data]);
     let shown: Value = serde_json::from_slice(&show.stdout).unwrap();

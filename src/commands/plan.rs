@@ -8,7 +8,10 @@
 //! % workers` one more (10 over 3 → 4, 3, 3); job `i` (from 0) of worker `w`
 //! is named `arb-tuning-{first 8 characters of session_id}-{w}-{i}` and
 //! written to `job-{i:02}-{name}.yaml` the way PyYAML's `yaml.dump` writes
-//! it (sorted keys). Labels, annotations (`created_at` is the local time,
+//! it (sorted keys, the same quoting and indentation). The one difference
+//! from D29's bytes: D29 passes the same labels dict twice, so PyYAML
+//! writes it once with an anchor (`&id001`) and then an alias (`*id001`);
+//! Flotilla writes the labels out both times (the same document once read). Labels, annotations (`created_at` is the local time,
 //! or `--created-at`), environment (`APP_ENV`, `REDIS_HOST`, `REDIS_PORT`,
 //! `SESSION_ID`, `WORKER_ID`, `MODE`, then `extra_env` over them), command,
 //! args and resources are D29's.

@@ -9,8 +9,9 @@
 //! (its parameters as `ARQON_<name>` and `FLOTILLA_PARAM_<name>`, the
 //! script as the command, `--timeout` as the job's), tell the study each
 //! job's value or fail the trial with the job's reason, and renew the
-//! leases of trials whose jobs run (`heartbeat`) when a job starts and
-//! every [`HEARTBEAT_EVERY`].
+//! leases of trials whose jobs run (`heartbeat`) every [`HEARTBEAT_EVERY`]
+//! (`FLOTILLA_HEARTBEAT_SECONDS` to change it) — and, on resume, at once
+//! for every trial an earlier run left asked.
 //!
 //! Everything is in the log, so a killed run resumes: the queue's
 //! unfinished attempts are adopted (or collected, or re-run when lost),
@@ -31,9 +32,26 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// How often the leases of trials with running jobs are renewed (besides
-/// when a job starts): well inside the solver's default one-hour lease.
+/// How often the leases of trials with running jobs are renewed: well
+/// inside the solver's default one-hour lease.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(60);
+
+/// The heartbeat interval: `FLOTILLA_HEARTBEAT_SECONDS`, else
+/// [`HEARTBEAT_EVERY`].
+fn heartbeat_every() -> Result<Duration> {
+    match std::env::var("FLOTILLA_HEARTBEAT_SECONDS") {
+        Err(_) => Ok(HEARTBEAT_EVERY),
+        Ok(text) => text
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(Duration::from_secs_f64)
+            .ok_or_else(|| {
+                anyhow!("FLOTILLA_HEARTBEAT_SECONDS: {text:?} is not a positive number of seconds")
+            }),
+    }
+}
 
 fn now_millis() -> u64 {
     SystemTime::now()
@@ -71,8 +89,11 @@ struct ScheduledRun {
     image: Option<String>,
     scheduler: EmbeddedScheduler,
     study: Arc<AggregateRegistry<Study>>,
-    /// Trials whose running jobs had their lease renewed, and when.
+    /// Trials with running jobs, and when their lease was last renewed
+    /// (or they were first seen running).
     renewed: BTreeMap<String, Instant>,
+    /// How often those leases are renewed.
+    heartbeat: Duration,
 }
 
 async fn drive(plan: Plan, executor: ExecutorKind, image: Option<String>) -> Result<ExitCode> {
@@ -93,6 +114,7 @@ async fn drive(plan: Plan, executor: ExecutorKind, image: Option<String>) -> Res
         scheduler,
         study,
         renewed: BTreeMap::new(),
+        heartbeat: heartbeat_every()?,
     };
     run.start().await?;
     run.evaluate_all().await?;
@@ -156,6 +178,15 @@ impl ScheduledRun {
                 );
             }
             eprintln!("resuming study {}", self.plan.study);
+            // Claim what an earlier run left asked: its leases may be old.
+            let asked: Vec<String> = stored["trials"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|t| t["state"] == "asked")
+                .filter_map(|t| t["trial_id"].as_str().map(str::to_string))
+                .collect();
+            self.heartbeat(&asked).await?;
         }
         let configure = json!({"type": "configure_queue", "concurrency": self.plan.parallel,
             "executor": self.executor});
@@ -261,28 +292,34 @@ impl ScheduledRun {
         Ok(())
     }
 
-    /// Renews the leases of trials whose jobs run: at once for a job that
-    /// just started, then every [`HEARTBEAT_EVERY`].
+    /// Renews the leases of trials whose jobs have run for a heartbeat
+    /// interval since they started or were last renewed.
     async fn renew(&mut self, running: BTreeSet<String>) -> Result<()> {
         self.renewed.retain(|id, _| running.contains(id));
-        let due: Vec<String> = running
-            .into_iter()
-            .filter(|id| {
-                self.renewed
-                    .get(id)
-                    .is_none_or(|at| at.elapsed() >= HEARTBEAT_EVERY)
-            })
-            .collect();
-        if due.is_empty() {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for id in running {
+            let since = *self.renewed.entry(id.clone()).or_insert(now);
+            if since.elapsed() >= self.heartbeat {
+                due.push(id);
+            }
+        }
+        self.heartbeat(&due).await?;
+        for id in due {
+            self.renewed.insert(id, Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Renews the leases of `ids` (nothing when empty).
+    async fn heartbeat(&self, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
             return Ok(());
         }
-        let beat = json!({"type": "heartbeat", "trial_ids": due, "now": now_millis()});
+        let beat = json!({"type": "heartbeat", "trial_ids": ids, "now": now_millis()});
         let reply = self.study_command(beat).await?;
         if !reply.ok {
             bail!("heartbeat refused: {}", refusal(&reply));
-        }
-        for id in due {
-            self.renewed.insert(id, Instant::now());
         }
         Ok(())
     }

@@ -319,9 +319,28 @@ impl Executor for KubernetesExecutor {
         }
     }
 
+    /// Deletes the attempt's Job wherever it is (a spec may name another
+    /// namespace than the executor's): found by its labels.
     async fn stop(&self, queue: &str, job_id: &str, attempt: u32, _grace: Duration) {
-        let name = job_name(queue, job_id, attempt);
-        self.delete(&self.jobs(&self.namespace), &name).await;
+        let selector = format!(
+            "flotilla.dev/queue={},flotilla.dev/job={},flotilla.dev/attempt={attempt}",
+            label_value(queue),
+            label_value(job_id)
+        );
+        let all: Api<Job> = Api::all(self.client.clone());
+        let found = match all.list(&ListParams::default().labels(&selector)).await {
+            Ok(list) => list.items,
+            Err(e) => {
+                tracing::warn!(queue, job_id, attempt, error = %e, "cannot find the Job to stop");
+                return;
+            }
+        };
+        for job in found {
+            let (Some(namespace), Some(name)) = (job.metadata.namespace, job.metadata.name) else {
+                continue;
+            };
+            self.delete(&self.jobs(&namespace), &name).await;
+        }
     }
 }
 
@@ -758,5 +777,36 @@ mod tests {
         );
         assert!(reason.contains("Invalid value"), "{reason}");
         server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn stop_deletes_the_attempts_job_in_whatever_namespace_it_runs() {
+        let mut elsewhere = job(json!({"active": 1}));
+        elsewhere["metadata"]["namespace"] = json!("tuning");
+        let script = vec![
+            exchange(
+                "GET",
+                "/apis/batch/v1/jobs",
+                vec![
+                    "flotilla.dev%2Fqueue%3Dlr-search",
+                    "flotilla.dev%2Fattempt%3D2",
+                ],
+                200,
+                list("JobList", vec![elsewhere]),
+            ),
+            exchange(
+                "DELETE",
+                "/apis/batch/v1/namespaces/tuning/jobs/fl-lr-search-t7-2",
+                vec![],
+                200,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+            ),
+        ];
+        let (client, server) = replaying(script);
+        let executor = KubernetesExecutor::new(client, "default");
+        executor
+            .stop("lr-search", "t7", 2, Duration::from_secs(1))
+            .await;
+        assert_eq!(server.await.unwrap().len(), 2);
     }
 }
