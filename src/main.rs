@@ -31,6 +31,8 @@ fn main() -> std::process::ExitCode {
         Command::Ask(args) => commands::study::ask(args),
         Command::Tell(args) => commands::study::tell(args),
         Command::Study(args) => commands::study::study(args),
+        Command::Worker(args) => commands::worker::run(args),
+        Command::Model(args) => commands::model::run(args),
     };
     match outcome {
         Ok(code) => code,

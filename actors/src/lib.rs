@@ -7,9 +7,11 @@
 //!   → evolve → publish → reply, atomically per aggregate; effects after the
 //!   event that asks for them is stored.
 //! - [`solver`]: studies and trials (ask/tell hyperparameter search).
+//! - [`inference`]: the policy-serving worker (candle, batching, model versions).
 //!
 //! Messages come from `flotilla-messages`; storage and subjects from
 //! `flotilla-bus`; the HTTP face is `flotilla-gateway`.
 
+pub mod inference;
 pub mod runtime;
 pub mod solver;

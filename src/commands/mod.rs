@@ -2,12 +2,15 @@
 
 pub mod audit;
 pub mod bench;
+pub mod bench_inference;
 pub mod events;
+pub mod model;
 pub mod replay;
 pub mod run;
 pub mod send;
 pub mod study;
 pub mod up;
+pub mod worker;
 
 use anyhow::Result;
 
