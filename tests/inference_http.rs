@@ -326,3 +326,24 @@ fn version_switches_under_load_fail_no_request() {
     let (_, health) = worker.get("/healthz");
     assert_eq!(health["version"], "v0.2.0");
 }
+
+#[test]
+fn a_pytorch_state_dict_serves_the_same_actions_as_safetensors() {
+    let dir = tempfile::tempdir().unwrap();
+    model_init(dir.path(), "v0.1.0", 5);
+    let out = common::flotilla(&[
+        "model", "init", dir.path().to_str().unwrap(), "--version", "v0.2.0", "--seed", "5",
+        "--format", "pytorch",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let card = std::fs::read_to_string(dir.path().join("v0.2.0/model_card.yaml")).unwrap();
+    assert!(card.contains("model.pt: sha256:") && card.contains("model_type: pytorch"), "{card}");
+    let worker = Worker::start(dir.path(), &[], &[]);
+    let (_, st, _) = worker.post("/predict", &predict_body(1, true));
+    assert_eq!(st["version"], "v0.2.0", "the newest stable version serves");
+    let (s, _, _) = worker.post("/versions/v0.1.0/activate", &json!({}));
+    assert_eq!(s, 200);
+    let (_, pt, _) = worker.post("/predict", &predict_body(1, true));
+    assert_eq!(pt["version"], "v0.1.0");
+    assert_eq!(st["actions"], pt["actions"]);
+}

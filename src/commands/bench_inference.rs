@@ -97,7 +97,12 @@ impl Drop for Worker {
 pub fn run(args: BenchInferenceArgs) -> Result<ExitCode> {
     let artifacts = std::env::temp_dir().join(format!("flotilla-bench-inference-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&artifacts);
-    flotilla_actors::inference::write_example(&artifacts, "v0.1.0", 0).map_err(|e| anyhow!(e))?;
+    flotilla_actors::inference::write_example(
+        &artifacts,
+        "v0.1.0",
+        0,
+        flotilla_actors::inference::WeightsFormat::Safetensors,
+    ).map_err(|e| anyhow!(e))?;
     let want_nats = args.transports.iter().any(|t| t == "nats");
     let worker = start_worker(&artifacts, want_nats, &args.worker_args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

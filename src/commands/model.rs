@@ -6,7 +6,7 @@
 
 use anyhow::{anyhow, Result};
 use clap::{Args, Subcommand};
-use flotilla_actors::inference::write_example;
+use flotilla_actors::inference::{write_example, WeightsFormat};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -36,13 +36,29 @@ pub struct ModelInitArgs {
     /// Seed of the weights.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Weights file: safetensors (model.safetensors) or pytorch (model.pt, a state_dict).
+    #[arg(long, value_enum, default_value = "safetensors")]
+    pub format: Format,
+}
+
+/// Weights formats.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    /// `model.safetensors`.
+    Safetensors,
+    /// `model.pt`, a PyTorch state_dict.
+    Pytorch,
 }
 
 /// Runs `flotilla model`.
 pub fn run(args: ModelArgs) -> Result<ExitCode> {
     match args.what {
         ModelWhat::Init(a) => {
-            let dir = write_example(&a.dir, &a.version, a.seed).map_err(|e| anyhow!(e))?;
+            let format = match a.format {
+                Format::Safetensors => WeightsFormat::Safetensors,
+                Format::Pytorch => WeightsFormat::Pytorch,
+            };
+            let dir = write_example(&a.dir, &a.version, a.seed, format).map_err(|e| anyhow!(e))?;
             println!("wrote {}", dir.display());
             println!(
                 "serve it: flotilla worker --artifacts {}",

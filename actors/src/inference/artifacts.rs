@@ -13,6 +13,7 @@
 
 use crate::inference::card::{expected_digest, sha256_hex, Activation, ModelCard, CARD_FILE};
 use crate::inference::preprocess::{PreprocessorStats, STATS_FILE};
+use crate::inference::torch_format::{write_state_dict, NamedTensor};
 use candle_core::{Device, Tensor};
 use flotilla_messages::inference::{ServingError, ServingErrorCode};
 use rand::{Rng, SeedableRng};
@@ -250,11 +251,70 @@ fn read_weights(
     Ok(map.into_iter().collect())
 }
 
+/// How `model init` stores the weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightsFormat {
+    /// `model.safetensors`.
+    #[default]
+    Safetensors,
+    /// `model.pt`, a PyTorch `state_dict` as CarlaRL ships it.
+    Pytorch,
+}
+
+/// CarlaRL's example network with weights drawn from `seed` (Glorot
+/// uniform) and its output bias `[0.5, -2.0, 0.0]`: name, values, shape.
+fn example_weights(seed: u64) -> Vec<(String, Vec<f32>, Vec<usize>)> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let sizes = [5usize, 64, 64, 3];
+    let mut tensors = Vec::new();
+    for (i, pair) in sizes.windows(2).enumerate() {
+        let (inp, out) = (pair[0], pair[1]);
+        let bound = (6.0 / (inp + out) as f32).sqrt();
+        let w: Vec<f32> = (0..inp * out).map(|_| rng.random_range(-bound..bound)).collect();
+        let b = if i == sizes.len() - 2 {
+            vec![0.5, -2.0, 0.0]
+        } else {
+            vec![0.0; out]
+        };
+        tensors.push((format!("net.{}.weight", 2 * i), w, vec![out, inp]));
+        tensors.push((format!("net.{}.bias", 2 * i), b, vec![out]));
+    }
+    tensors
+}
+
+fn write_weights(path: &Path, format: WeightsFormat, seed: u64) -> Result<(), String> {
+    let tensors = example_weights(seed);
+    match format {
+        WeightsFormat::Pytorch => {
+            let named: Vec<NamedTensor> = tensors
+                .iter()
+                .map(|(name, values, shape)| NamedTensor { name, values, shape })
+                .collect();
+            write_state_dict(path, &named)
+        }
+        WeightsFormat::Safetensors => {
+            let map = tensors
+                .into_iter()
+                .map(|(name, values, shape)| {
+                    Tensor::from_vec(values, shape, &Device::Cpu).map(|t| (name, t))
+                })
+                .collect::<Result<HashMap<_, _>, _>>()
+                .map_err(|e| e.to_string())?;
+            candle_core::safetensors::save(&map, path).map_err(|e| e.to_string())
+        }
+    }
+}
+
 /// Writes CarlaRL's example policy to `root/version/`: 5 → 64 (ReLU) → 64
 /// (ReLU) → 3 (Tanh) with weights drawn from `seed`, the output bias
 /// `[0.5, -2.0, 0.0]` CarlaRL's example uses, its preprocessing statistics,
 /// and a card with the real sha256 of each file. Returns the folder.
-pub fn write_example(root: &Path, version: &str, seed: u64) -> Result<PathBuf, String> {
+pub fn write_example(
+    root: &Path,
+    version: &str,
+    seed: u64,
+    format: WeightsFormat,
+) -> Result<PathBuf, String> {
     if stable_semver(version).is_none() {
         return Err(format!("version: {version:?} is not vX.Y.Z"));
     }
@@ -263,27 +323,12 @@ pub fn write_example(root: &Path, version: &str, seed: u64) -> Result<PathBuf, S
         return Err(format!("{} exists already", dir.join(CARD_FILE).display()));
     }
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let sizes = [5usize, 64, 64, 3];
-    let mut tensors = HashMap::new();
-    for (i, pair) in sizes.windows(2).enumerate() {
-        let (inp, out) = (pair[0], pair[1]);
-        let bound = (6.0 / (inp + out) as f32).sqrt();
-        let w: Vec<f32> = (0..inp * out).map(|_| rng.random_range(-bound..bound)).collect();
-        let b: Vec<f32> = if i == sizes.len() - 2 {
-            vec![0.5, -2.0, 0.0]
-        } else {
-            vec![0.0; out]
-        };
-        let layer = 2 * i;
-        let dev = &Device::Cpu;
-        let w = Tensor::from_vec(w, (out, inp), dev).map_err(|e| e.to_string())?;
-        let b = Tensor::from_vec(b, out, dev).map_err(|e| e.to_string())?;
-        tensors.insert(format!("net.{layer}.weight"), w);
-        tensors.insert(format!("net.{layer}.bias"), b);
-    }
-    let weights = dir.join("model.safetensors");
-    candle_core::safetensors::save(&tensors, &weights).map_err(|e| e.to_string())?;
+    let (weights_name, model_type) = match format {
+        WeightsFormat::Safetensors => ("model.safetensors", "safetensors"),
+        WeightsFormat::Pytorch => ("model.pt", "pytorch"),
+    };
+    let weights = dir.join(weights_name);
+    write_weights(&weights, format, seed)?;
     let stats = serde_json::to_vec_pretty(&PreprocessorStats::carla_example())
         .map_err(|e| e.to_string())?;
     std::fs::write(dir.join(STATS_FILE), &stats).map_err(|e| e.to_string())?;
@@ -291,17 +336,17 @@ pub fn write_example(root: &Path, version: &str, seed: u64) -> Result<PathBuf, S
     let card = ModelCard {
         model_name: "carla-ppo".into(),
         version: version.into(),
-        model_type: "safetensors".into(),
+        model_type: model_type.into(),
         description: Some(format!(
             "Example CarlaRL-shaped driving policy with untrained weights (seed {seed}), written by `flotilla model init`"
         )),
         input_shape: Some(vec![5]),
         output_shape: Some(vec![3]),
-        framework_version: Some(format!("candle-core {}", "0.11")),
+        framework_version: Some("candle-core 0.11".into()),
         performance_metrics: BTreeMap::new(),
         artifact_hashes: BTreeMap::from([
-            ("model.safetensors".to_string(), format!("sha256:{}", sha256_hex(&weights_bytes))),
-            (STATS_FILE.to_string(), format!("sha256:{}", sha256_hex(&stats))),
+            (weights_name.to_string(), format!("sha256:{}", sha256_hex(&weights_bytes))),
+            (STATS_FILE.to_string(), sha256_hex(&stats)),
         ]),
         activations: vec![Activation::Relu, Activation::Relu, Activation::Tanh],
         action_std: Some(0.1),
@@ -317,7 +362,7 @@ mod tests {
     #[test]
     fn the_example_loads_and_verifies() {
         let root = tempfile::tempdir().unwrap();
-        write_example(root.path(), "v0.1.0", 7).unwrap();
+        write_example(root.path(), "v0.1.0", 7, WeightsFormat::Safetensors).unwrap();
         let store = ArtifactStore::new(root.path());
         let a = store.load("v0.1.0", &Device::Cpu).unwrap();
         assert_eq!(a.card.model_name, "carla-ppo");
@@ -325,9 +370,27 @@ mod tests {
     }
 
     #[test]
+    fn a_pytorch_state_dict_serves_the_same_network() {
+        let root = tempfile::tempdir().unwrap();
+        write_example(root.path(), "v0.1.0", 3, WeightsFormat::Safetensors).unwrap();
+        write_example(root.path(), "v0.2.0", 3, WeightsFormat::Pytorch).unwrap();
+        let store = ArtifactStore::new(root.path());
+        let mut st = store.load("v0.1.0", &Device::Cpu).unwrap().tensors;
+        let mut pt = store.load("v0.2.0", &Device::Cpu).unwrap().tensors;
+        st.sort_by(|a, b| a.0.cmp(&b.0));
+        pt.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(st.len(), pt.len());
+        for ((n1, t1), (n2, t2)) in st.iter().zip(&pt) {
+            assert_eq!(n1, n2);
+            let (a, b) = (t1.flatten_all().unwrap(), t2.flatten_all().unwrap());
+            assert_eq!(a.to_vec1::<f32>().unwrap(), b.to_vec1::<f32>().unwrap());
+        }
+    }
+
+    #[test]
     fn a_changed_byte_is_an_artifact_validation_error() {
         let root = tempfile::tempdir().unwrap();
-        let dir = write_example(root.path(), "v0.1.0", 7).unwrap();
+        let dir = write_example(root.path(), "v0.1.0", 7, WeightsFormat::Safetensors).unwrap();
         let mut bytes = std::fs::read(dir.join(STATS_FILE)).unwrap();
         bytes.push(b' ');
         std::fs::write(dir.join(STATS_FILE), bytes).unwrap();
@@ -341,7 +404,7 @@ mod tests {
     #[test]
     fn an_unlisted_file_is_refused() {
         let root = tempfile::tempdir().unwrap();
-        let dir = write_example(root.path(), "v0.1.0", 7).unwrap();
+        let dir = write_example(root.path(), "v0.1.0", 7, WeightsFormat::Safetensors).unwrap();
         std::fs::write(dir.join("extra.pt"), b"x").unwrap();
         let e = ArtifactStore::new(root.path())
             .load("v0.1.0", &Device::Cpu)
@@ -353,7 +416,7 @@ mod tests {
     fn the_newest_stable_version_is_chosen() {
         let root = tempfile::tempdir().unwrap();
         for v in ["v0.9.0", "v0.10.0", "v0.2.1"] {
-            write_example(root.path(), v, 1).unwrap();
+            write_example(root.path(), v, 1, WeightsFormat::Safetensors).unwrap();
         }
         let rc = root.path().join("v1.0.0-rc1");
         std::fs::create_dir_all(&rc).unwrap();

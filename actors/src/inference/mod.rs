@@ -14,7 +14,8 @@
 //! aggregate records `load_version` / `activate_version` / `roll_back` as
 //! events, and its effects make the engine load (and warm) or switch; a
 //! caller uses [`control::VersionControl`] to wait for the outcome.
-//! [`metrics`] names everything as CarlaRL does.
+//! [`metrics`] names everything as CarlaRL does; [`torch_format`] writes
+//! PyTorch `state_dict` files for `model init --format pytorch`.
 
 pub mod artifacts;
 pub mod batcher;
@@ -27,8 +28,9 @@ pub mod nats;
 pub mod network;
 pub mod policy;
 pub mod preprocess;
+pub mod torch_format;
 
-pub use artifacts::{write_example, ArtifactStore};
+pub use artifacts::{write_example, ArtifactStore, WeightsFormat};
 pub use batcher::BatchConfig;
 pub use control::VersionControl;
 pub use deployment::{DeploymentEffects, ModelDeployment};

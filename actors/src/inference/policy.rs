@@ -236,12 +236,12 @@ fn standard_normal(rng: &mut impl Rng) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inference::artifacts::{write_example, ArtifactStore};
+    use crate::inference::artifacts::{write_example, ArtifactStore, WeightsFormat};
     use proptest::prelude::*;
 
     fn example() -> Policy {
         let root = tempfile::tempdir().unwrap();
-        write_example(root.path(), "v0.1.0", 42).unwrap();
+        write_example(root.path(), "v0.1.0", 42, WeightsFormat::Safetensors).unwrap();
         let a = ArtifactStore::new(root.path()).load("v0.1.0", &Device::Cpu).unwrap();
         Policy::new(a, &Device::Cpu).unwrap()
     }
