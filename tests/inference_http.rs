@@ -34,8 +34,14 @@ fn predict_answers_like_carla_rl_with_request_ids() {
     assert!(body["timingMs"].as_f64().unwrap() > 0.0);
     let actions = body["actions"].as_array().unwrap();
     assert_eq!(actions.len(), 2);
-    assert_eq!(actions[0], actions[1], "deterministic means the mean action");
-    assert_eq!(actions[0]["brake"], 0.0, "the example's output bias keeps brake at 0");
+    assert_eq!(
+        actions[0], actions[1],
+        "deterministic means the mean action"
+    );
+    assert_eq!(
+        actions[0]["brake"], 0.0,
+        "the example's output bias keeps brake at 0"
+    );
 
     // Sampling: same seed, same sample; always inside the action space.
     let seeded = json!({"observations": [observation()], "deterministic": false, "seed": 7});
@@ -49,7 +55,10 @@ fn predict_answers_like_carla_rl_with_request_ids() {
     for act in unseeded["actions"].as_array().unwrap() {
         let t = act["throttle"].as_f64().unwrap();
         let s = act["steer"].as_f64().unwrap();
-        assert!((0.0..=1.0).contains(&t) && (-1.0..=1.0).contains(&s), "{act}");
+        assert!(
+            (0.0..=1.0).contains(&t) && (-1.0..=1.0).contains(&s),
+            "{act}"
+        );
     }
 
     // MessagePack in, MessagePack out.
@@ -63,7 +72,10 @@ fn predict_answers_like_carla_rl_with_request_ids() {
     assert_eq!(r.status(), 200);
     let reply: Value = rmp_serde::from_slice(&r.bytes().unwrap()).unwrap();
     for key in ["throttle", "brake", "steer"] {
-        let (a, b) = (reply["actions"][0][key].as_f64().unwrap(), actions[0][key].as_f64().unwrap());
+        let (a, b) = (
+            reply["actions"][0][key].as_f64().unwrap(),
+            actions[0][key].as_f64().unwrap(),
+        );
         assert!((a - b).abs() < 1e-6, "{key}: {a} vs {b}");
     }
 }
@@ -94,7 +106,10 @@ fn every_endpoint_answers_and_metrics_use_carla_names() {
     assert_eq!(versions["current_version"], "v0.1.0");
     assert_eq!(versions["selection_strategy"], "latest_stable");
     let v = &versions["available_versions"][0];
-    assert_eq!((v["is_stable"].as_bool(), v["is_current"].as_bool()), (Some(true), Some(true)));
+    assert_eq!(
+        (v["is_stable"].as_bool(), v["is_current"].as_bool()),
+        (Some(true), Some(true))
+    );
     assert_eq!(v["model_card"]["model_name"], "carla-ppo");
     worker.post("/predict", &predict_body(1, true));
     let text = http_client()
@@ -128,7 +143,10 @@ fn assert_error(resp: (u16, Value, String), status: u16, code: &str) -> Value {
 
 fn first_error(body: &Value) -> (String, String) {
     let e = &body["details"]["validation_errors"][0];
-    (e["field"].as_str().unwrap().into(), e["type"].as_str().unwrap().into())
+    (
+        e["field"].as_str().unwrap().into(),
+        e["type"].as_str().unwrap().into(),
+    )
 }
 
 #[test]
@@ -139,10 +157,24 @@ fn bad_input_gets_the_right_code_and_the_worker_keeps_serving() {
     let post_raw = |b: &[u8]| worker.post_raw("/predict", b.to_vec(), "application/json");
 
     let body = assert_error(post_raw(b"{\"observations\": ["), 422, "VALIDATION_ERROR");
-    assert_eq!(first_error(&body), ("body.18".into(), "json_invalid".into()));
-    let body = assert_error(worker.post("/predict", &json!({"observations": []})), 422, "VALIDATION_ERROR");
-    assert_eq!(first_error(&body), ("body.observations".into(), "too_short".into()));
-    let body = assert_error(worker.post("/predict", &predict_body(1001, true)), 422, "VALIDATION_ERROR");
+    assert_eq!(
+        first_error(&body),
+        ("body.18".into(), "json_invalid".into())
+    );
+    let body = assert_error(
+        worker.post("/predict", &json!({"observations": []})),
+        422,
+        "VALIDATION_ERROR",
+    );
+    assert_eq!(
+        first_error(&body),
+        ("body.observations".into(), "too_short".into())
+    );
+    let body = assert_error(
+        worker.post("/predict", &predict_body(1001, true)),
+        422,
+        "VALIDATION_ERROR",
+    );
     assert_eq!(first_error(&body).1, "too_long");
     let body = assert_error(
         post_raw(br#"{"observations": [{"speed": NaN, "steering": 0, "sensors": [1, 2, 3]}]}"#),
@@ -152,16 +184,33 @@ fn bad_input_gets_the_right_code_and_the_worker_keeps_serving() {
     assert_eq!(first_error(&body).1, "json_invalid");
     let bad_speed = json!({"observations": [{"speed": 250, "steering": 0, "sensors": [1, 2, 3]}]});
     let body = assert_error(worker.post("/predict", &bad_speed), 422, "VALIDATION_ERROR");
-    assert_eq!(first_error(&body), ("body.observations.0.speed".into(), "less_than_equal".into()));
-    let bad_sensor = json!({"observations": [{"speed": 1, "steering": 0, "sensors": [1, 2, 1001]}]});
-    let body = assert_error(worker.post("/predict", &bad_sensor), 422, "VALIDATION_ERROR");
-    assert_eq!(first_error(&body), ("body.observations.0.sensors".into(), "value_error".into()));
+    assert_eq!(
+        first_error(&body),
+        ("body.observations.0.speed".into(), "less_than_equal".into())
+    );
+    let bad_sensor =
+        json!({"observations": [{"speed": 1, "steering": 0, "sensors": [1, 2, 1001]}]});
+    let body = assert_error(
+        worker.post("/predict", &bad_sensor),
+        422,
+        "VALIDATION_ERROR",
+    );
+    assert_eq!(
+        first_error(&body),
+        ("body.observations.0.sensors".into(), "value_error".into())
+    );
     let missing = json!({"observations": [{"speed": 1, "sensors": [1, 2, 3]}]});
     let body = assert_error(worker.post("/predict", &missing), 422, "VALIDATION_ERROR");
-    assert_eq!(first_error(&body), ("body.observations.0.steering".into(), "missing".into()));
+    assert_eq!(
+        first_error(&body),
+        ("body.observations.0.steering".into(), "missing".into())
+    );
     let five = json!({"observations": [observation(), {"speed": 1, "steering": 0, "sensors": [1, 2, 3, 4, 5]}]});
     let body = assert_error(worker.post("/predict", &five), 422, "VALIDATION_ERROR");
-    assert_eq!(first_error(&body), ("body.observations.1.sensors".into(), "sensor_count".into()));
+    assert_eq!(
+        first_error(&body),
+        ("body.observations.1.sensors".into(), "sensor_count".into())
+    );
     let big = vec![b' '; 300_000];
     let body = assert_error(post_raw(&big), 413, "PAYLOAD_TOO_LARGE");
     assert_eq!(body["details"]["max_body_bytes"], 200000);
@@ -169,8 +218,16 @@ fn bad_input_gets_the_right_code_and_the_worker_keeps_serving() {
 
     let (s, ok, _) = worker.post("/predict", &predict_body(3, true));
     assert_eq!(s, 200, "the worker keeps serving: {ok}");
-    let text = http_client().get(format!("{}/metrics", worker.url)).send().unwrap().text().unwrap();
-    assert!(text.contains("carla_rl_errors_total{error_type=\"VALIDATION_ERROR\"} 8"), "{text}");
+    let text = http_client()
+        .get(format!("{}/metrics", worker.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        text.contains("carla_rl_errors_total{error_type=\"VALIDATION_ERROR\"} 8"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -187,16 +244,48 @@ fn a_corrupt_artifact_starts_degraded_until_a_good_version_is_activated() {
     let (s, health) = worker.get("/healthz");
     assert_eq!((s, health["status"].as_str()), (200, Some("degraded")));
     let (s, ready) = worker.get("/readyz");
-    assert_eq!((s, ready["error"].as_str()), (503, Some("SERVICE_UNAVAILABLE")));
-    let body = assert_error(worker.post("/predict", &predict_body(1, true)), 503, "SERVICE_UNAVAILABLE");
+    assert_eq!(
+        (s, ready["error"].as_str()),
+        (503, Some("SERVICE_UNAVAILABLE"))
+    );
+    let body = assert_error(
+        worker.post("/predict", &predict_body(1, true)),
+        503,
+        "SERVICE_UNAVAILABLE",
+    );
     assert_eq!(body["details"]["model_loaded"], false);
     let (s, meta) = worker.get("/metadata");
-    assert_eq!((s, meta["error"].as_str()), (503, Some("SERVICE_UNAVAILABLE")));
-    assert_error(worker.post("/warmup", &json!({})), 503, "SERVICE_UNAVAILABLE");
-    let body = assert_error(worker.post("/versions/v0.1.0/load", &json!({})), 422, "ARTIFACT_VALIDATION_ERROR");
-    assert!(body["message"].as_str().unwrap().contains("sha256 mismatch"), "{body}");
-    assert_error(worker.post("/versions/v9.9.9/load", &json!({})), 500, "MODEL_LOADING_ERROR");
-    assert_error(worker.post("/versions/rollback", &json!({})), 422, "VALIDATION_ERROR");
+    assert_eq!(
+        (s, meta["error"].as_str()),
+        (503, Some("SERVICE_UNAVAILABLE"))
+    );
+    assert_error(
+        worker.post("/warmup", &json!({})),
+        503,
+        "SERVICE_UNAVAILABLE",
+    );
+    let body = assert_error(
+        worker.post("/versions/v0.1.0/load", &json!({})),
+        422,
+        "ARTIFACT_VALIDATION_ERROR",
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("sha256 mismatch"),
+        "{body}"
+    );
+    assert_error(
+        worker.post("/versions/v9.9.9/load", &json!({})),
+        500,
+        "MODEL_LOADING_ERROR",
+    );
+    assert_error(
+        worker.post("/versions/rollback", &json!({})),
+        422,
+        "VALIDATION_ERROR",
+    );
 
     model_init(dir.path(), "v0.2.0", 1);
     let (s, switched, _) = worker.post("/versions/v0.2.0/activate", &json!({}));
@@ -211,7 +300,14 @@ fn a_corrupt_artifact_starts_degraded_until_a_good_version_is_activated() {
 fn a_full_queue_answers_429_and_nothing_else_fails() {
     let dir = tempfile::tempdir().unwrap();
     model_init(dir.path(), "v0.1.0", 0);
-    let args = ["--queue-capacity", "1", "--max-batch-size", "1000", "--workers", "2"];
+    let args = [
+        "--queue-capacity",
+        "1",
+        "--max-batch-size",
+        "1000",
+        "--workers",
+        "2",
+    ];
     let worker = Worker::start(dir.path(), &args, &[]);
     let big = serde_json::to_vec(&predict_body(1000, false)).unwrap();
     let statuses: Vec<(u16, Value)> = std::thread::scope(|s| {
@@ -231,7 +327,11 @@ fn a_full_queue_answers_429_and_nothing_else_fails() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let refused: Vec<&Value> = statuses.iter().filter(|(s, _)| *s == 429).map(|(_, b)| b).collect();
+    let refused: Vec<&Value> = statuses
+        .iter()
+        .filter(|(s, _)| *s == 429)
+        .map(|(_, b)| b)
+        .collect();
     assert!(!refused.is_empty(), "no request was refused: {statuses:?}");
     assert_eq!(refused[0]["error"], "RESOURCE_EXHAUSTED");
     assert_eq!(refused[0]["details"]["queue_capacity"], 1);
@@ -244,7 +344,10 @@ fn a_full_queue_answers_429_and_nothing_else_fails() {
 fn cors_origins_and_allowed_hosts_are_enforced() {
     let dir = tempfile::tempdir().unwrap();
     model_init(dir.path(), "v0.1.0", 0);
-    let env = [("CORS_ORIGINS", "https://app.example"), ("ALLOWED_HOSTS", "127.0.0.1,*.fleet.example")];
+    let env = [
+        ("CORS_ORIGINS", "https://app.example"),
+        ("ALLOWED_HOSTS", "127.0.0.1,*.fleet.example"),
+    ];
     let worker = Worker::start(dir.path(), &[], &env);
     let client = http_client();
     let get = |host: Option<&str>, origin: Option<&str>| {
@@ -258,7 +361,10 @@ fn cors_origins_and_allowed_hosts_are_enforced() {
         req.send().unwrap()
     };
     let r = get(None, Some("https://app.example"));
-    assert_eq!(header(&r, "access-control-allow-origin"), "https://app.example");
+    assert_eq!(
+        header(&r, "access-control-allow-origin"),
+        "https://app.example"
+    );
     let r = get(None, Some("https://evil.example"));
     assert_eq!(header(&r, "access-control-allow-origin"), "");
     assert_eq!(get(Some("api.fleet.example"), None).status(), 200);
@@ -283,9 +389,16 @@ fn version_switches_under_load_fail_no_request() {
     let dir = tempfile::tempdir().unwrap();
     model_init(dir.path(), "v0.1.0", 0);
     model_init(dir.path(), "v0.2.0", 1);
-    let worker = Worker::start(dir.path(), &["--workers", "2"], &[("MODEL_VERSION", "v0.1.0")]);
+    let worker = Worker::start(
+        dir.path(),
+        &["--workers", "2"],
+        &[("MODEL_VERSION", "v0.1.0")],
+    );
     let (_, versions) = worker.get("/versions");
-    assert_eq!(versions["selection_strategy"], "pinned: MODEL_VERSION=v0.1.0");
+    assert_eq!(
+        versions["selection_strategy"],
+        "pinned: MODEL_VERSION=v0.1.0"
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let outcomes = std::thread::scope(|s| {
         let load: Vec<_> = (0..6)
@@ -295,7 +408,10 @@ fn version_switches_under_load_fail_no_request() {
                     let client = http_client();
                     let mut seen = Vec::new();
                     while !stop.load(Ordering::Relaxed) {
-                        let r = client.post(format!("{url}/predict")).json(&predict_body(4, true)).send();
+                        let r = client
+                            .post(format!("{url}/predict"))
+                            .json(&predict_body(4, true))
+                            .send();
                         let outcome = match r {
                             Ok(r) => {
                                 let status = r.status().as_u16();
@@ -311,16 +427,28 @@ fn version_switches_under_load_fail_no_request() {
             })
             .collect();
         std::thread::sleep(std::time::Duration::from_millis(300));
-        for path in ["/versions/v0.2.0/activate", "/versions/rollback", "/versions/v0.2.0/activate"] {
+        for path in [
+            "/versions/v0.2.0/activate",
+            "/versions/rollback",
+            "/versions/v0.2.0/activate",
+        ] {
             let (s, body, _) = worker.post(path, &json!({}));
             assert_eq!(s, 200, "{path}: {body}");
             std::thread::sleep(std::time::Duration::from_millis(300));
         }
         stop.store(true, Ordering::Relaxed);
-        load.into_iter().flat_map(|h| h.join().unwrap()).collect::<Vec<_>>()
+        load.into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect::<Vec<_>>()
     });
     let failed: Vec<_> = outcomes.iter().filter(|(s, _)| *s != 200).collect();
-    assert!(failed.is_empty(), "{} of {} failed: {:?}", failed.len(), outcomes.len(), &failed[..failed.len().min(5)]);
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {:?}",
+        failed.len(),
+        outcomes.len(),
+        &failed[..failed.len().min(5)]
+    );
     assert!(outcomes.iter().any(|(_, v)| v == "v0.1.0"));
     assert!(outcomes.iter().any(|(_, v)| v == "v0.2.0"));
     let (_, health) = worker.get("/healthz");
@@ -332,12 +460,26 @@ fn a_pytorch_state_dict_serves_the_same_actions_as_safetensors() {
     let dir = tempfile::tempdir().unwrap();
     model_init(dir.path(), "v0.1.0", 5);
     let out = common::flotilla(&[
-        "model", "init", dir.path().to_str().unwrap(), "--version", "v0.2.0", "--seed", "5",
-        "--format", "pytorch",
+        "model",
+        "init",
+        dir.path().to_str().unwrap(),
+        "--version",
+        "v0.2.0",
+        "--seed",
+        "5",
+        "--format",
+        "pytorch",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let card = std::fs::read_to_string(dir.path().join("v0.2.0/model_card.yaml")).unwrap();
-    assert!(card.contains("model.pt: sha256:") && card.contains("model_type: pytorch"), "{card}");
+    assert!(
+        card.contains("model.pt: sha256:") && card.contains("model_type: pytorch"),
+        "{card}"
+    );
     let worker = Worker::start(dir.path(), &[], &[]);
     let (_, st, _) = worker.post("/predict", &predict_body(1, true));
     assert_eq!(st["version"], "v0.2.0", "the newest stable version serves");

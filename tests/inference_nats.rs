@@ -24,13 +24,22 @@ struct Answer {
     request_id: String,
 }
 
-fn request(bus: &NatsBus, rt: &tokio::runtime::Runtime, subject: &str, body: Vec<u8>, ct: Option<&str>) -> Answer {
+fn request(
+    bus: &NatsBus,
+    rt: &tokio::runtime::Runtime,
+    subject: &str,
+    body: Vec<u8>,
+    ct: Option<&str>,
+) -> Answer {
     rt.block_on(async {
         let mut msg = Message::new(subject, body);
         if let Some(ct) = ct {
             msg = msg.with_header("Content-Type", ct);
         }
-        let reply = bus.request(msg, Duration::from_secs(10)).await.expect("a reply");
+        let reply = bus
+            .request(msg, Duration::from_secs(10))
+            .await
+            .expect("a reply");
         let h = |n: &str| reply.header(n).unwrap_or_default().to_string();
         Answer {
             status: h("Status"),
@@ -47,11 +56,19 @@ fn json_request(bus: &NatsBus, rt: &tokio::runtime::Runtime, subject: &str, body
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn served_requests(worker: &Worker) -> f64 {
-    let text = http_client().get(format!("{}/metrics", worker.url)).send().unwrap().text().unwrap();
+    let text = http_client()
+        .get(format!("{}/metrics", worker.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix("carla_rl_request_duration_seconds_count "))
         .and_then(|v| v.trim().parse().ok())
@@ -71,7 +88,13 @@ fn workers_share_the_infer_subject_in_json_and_msgpack() {
     let subject = "flotilla.infer.carla-ppo";
 
     for _ in 0..40 {
-        let answer = request(&bus, &rt, subject, serde_json::to_vec(&predict_body(2, true)).unwrap(), None);
+        let answer = request(
+            &bus,
+            &rt,
+            subject,
+            serde_json::to_vec(&predict_body(2, true)).unwrap(),
+            None,
+        );
         assert_eq!(answer.status, "200");
         assert_eq!(answer.content_type, "application/json");
         let reply: Value = serde_json::from_slice(&answer.body).unwrap();
@@ -80,19 +103,34 @@ fn workers_share_the_infer_subject_in_json_and_msgpack() {
     }
     let (na, nb) = (served_requests(&a), served_requests(&b));
     assert_eq!(na + nb, 40.0);
-    assert!(na > 0.0 && nb > 0.0, "the queue group shares the load: {na} / {nb}");
+    assert!(
+        na > 0.0 && nb > 0.0,
+        "the queue group shares the load: {na} / {nb}"
+    );
 
     let packed = rmp_serde::to_vec_named(&predict_body(1, true)).unwrap();
     let answer = request(&bus, &rt, subject, packed, Some("application/msgpack"));
-    assert_eq!((answer.status.as_str(), answer.content_type.as_str()), ("200", "application/msgpack"));
+    assert_eq!(
+        (answer.status.as_str(), answer.content_type.as_str()),
+        ("200", "application/msgpack")
+    );
     let reply: Value = rmp_serde::from_slice(&answer.body).unwrap();
     assert_eq!(reply["deterministic"], true);
 
-    let answer = request(&bus, &rt, subject, br#"{"observations": []}"#.to_vec(), None);
+    let answer = request(
+        &bus,
+        &rt,
+        subject,
+        br#"{"observations": []}"#.to_vec(),
+        None,
+    );
     assert_eq!(answer.status, "422");
     let error: Value = serde_json::from_slice(&answer.body).unwrap();
     assert_eq!(error["error"], "VALIDATION_ERROR");
-    assert_eq!(error["details"]["validation_errors"][0]["type"], "too_short");
+    assert_eq!(
+        error["details"]["validation_errors"][0]["type"],
+        "too_short"
+    );
     assert_eq!(error["details"]["request_id"], answer.request_id.as_str());
 }
 
@@ -112,10 +150,23 @@ fn versions_are_operated_with_nats_commands() {
     let refused = json_request(&bus, &rt, cmd, &json!({"type": "roll_back"}));
     assert_eq!(refused["ok"], false);
     assert_eq!(refused["error"]["code"], "INVALID_STATE");
-    let refused = json_request(&bus, &rt, cmd, &json!({"type": "activate_version", "version": "v0.2.0"}));
-    assert_eq!(refused["error"]["code"], "INVALID_STATE", "not loaded yet: {refused}");
+    let refused = json_request(
+        &bus,
+        &rt,
+        cmd,
+        &json!({"type": "activate_version", "version": "v0.2.0"}),
+    );
+    assert_eq!(
+        refused["error"]["code"], "INVALID_STATE",
+        "not loaded yet: {refused}"
+    );
 
-    let loading = json_request(&bus, &rt, cmd, &json!({"type": "load_version", "version": "v0.2.0"}));
+    let loading = json_request(
+        &bus,
+        &rt,
+        cmd,
+        &json!({"type": "load_version", "version": "v0.2.0"}),
+    );
     assert_eq!(loading["ok"], true, "{loading}");
     assert_eq!(loading["events"][0]["type"], "load_requested");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -128,12 +179,25 @@ fn versions_are_operated_with_nats_commands() {
         assert!(Instant::now() < deadline, "v0.2.0 never loaded: {state}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let switched = json_request(&bus, &rt, cmd, &json!({"type": "activate_version", "version": "v0.2.0"}));
-    assert_eq!(switched["result"]["current_version"], "v0.2.0", "{switched}");
+    let switched = json_request(
+        &bus,
+        &rt,
+        cmd,
+        &json!({"type": "activate_version", "version": "v0.2.0"}),
+    );
+    assert_eq!(
+        switched["result"]["current_version"], "v0.2.0",
+        "{switched}"
+    );
     assert_eq!(switched["result"]["previous_version"], "v0.1.0");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let reply = json_request(&bus, &rt, "flotilla.infer.carla-ppo", &predict_body(1, true));
+        let reply = json_request(
+            &bus,
+            &rt,
+            "flotilla.infer.carla-ppo",
+            &predict_body(1, true),
+        );
         if reply["version"] == "v0.2.0" {
             break;
         }

@@ -146,7 +146,9 @@ async fn envelope(
         Some(error_with_id(&state.engine, &request_id, &e))
     } else if req.method() == Method::OPTIONS
         && origin.is_some()
-        && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
     {
         Some(preflight(&req))
     } else {
@@ -179,7 +181,10 @@ async fn envelope(
             HeaderValue::from_static("X-Request-ID, X-Process-Time"),
         );
     }
-    let endpoint = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+    let endpoint = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".into());
     let status = res.status().as_u16().to_string();
     let labels = [method.as_str(), endpoint.as_str(), status.as_str()];
     let m = state.engine.metrics();
@@ -203,10 +208,12 @@ fn host_allowed(allowed: &[String], req: &ServiceRequest) -> bool {
         Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name.to_string(),
         _ => host,
     };
-    allowed.iter().any(|pattern| match pattern.strip_prefix("*.") {
-        Some(domain) => name.ends_with(&format!(".{domain}")),
-        None => pattern.eq_ignore_ascii_case(&name),
-    })
+    allowed
+        .iter()
+        .any(|pattern| match pattern.strip_prefix("*.") {
+            Some(domain) => name.ends_with(&format!(".{domain}")),
+            None => pattern.eq_ignore_ascii_case(&name),
+        })
 }
 
 fn preflight(req: &ServiceRequest) -> HttpResponse {
@@ -216,10 +223,7 @@ fn preflight(req: &ServiceRequest) -> HttpResponse {
         .cloned()
         .unwrap_or_else(|| HeaderValue::from_static("Content-Type, X-Request-ID"));
     HttpResponse::Ok()
-        .insert_header((
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            "GET, POST, OPTIONS",
-        ))
+        .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, OPTIONS"))
         .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, asked))
         .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"))
         .finish()
@@ -235,7 +239,8 @@ fn request_id(req: &HttpRequest) -> String {
 /// CarlaRL's error body with the request's id and the code's status.
 fn error_with_id(engine: &InferenceEngine, request_id: &str, e: &ServingError) -> HttpResponse {
     engine.record_error(e);
-    let status = StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status =
+        StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     HttpResponse::build(status).json(e.body(request_id, unix_timestamp()))
 }
 
@@ -263,7 +268,10 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| {
-            ServingError::new(ServingErrorCode::ValidationError, format!("cannot read the body: {e}"))
+            ServingError::new(
+                ServingErrorCode::ValidationError,
+                format!("cannot read the body: {e}"),
+            )
         })?;
         if body.len() + chunk.len() > limit {
             return Err(too_large());
@@ -292,7 +300,10 @@ async fn predict(
         .with_detail("max_body_bytes", limit)),
         _ => read_body(payload, limit).await,
     };
-    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
     let outcome = match body {
         Ok(body) => match Encoding::detect(content_type, &body) {
             Ok(encoding) => state
@@ -373,7 +384,10 @@ async fn warmup(state: web::Data<InferenceHttp>, req: HttpRequest) -> HttpRespon
             "device": state.engine.device_name(),
         })),
         Ok(Err(e)) => {
-            let e = ServingError { code: ServingErrorCode::ServiceUnavailable, ..e };
+            let e = ServingError {
+                code: ServingErrorCode::ServiceUnavailable,
+                ..e
+            };
             error(&state, &req, &e)
         }
         Err(e) => error(
@@ -388,22 +402,36 @@ async fn versions(state: web::Data<InferenceHttp>) -> HttpResponse {
     HttpResponse::Ok().json(state.engine.versions_view())
 }
 
-fn answered(state: &InferenceHttp, req: &HttpRequest, outcome: Result<Value, ServingError>) -> HttpResponse {
+fn answered(
+    state: &InferenceHttp,
+    req: &HttpRequest,
+    outcome: Result<Value, ServingError>,
+) -> HttpResponse {
     match outcome {
         Ok(v) => HttpResponse::Ok().json(v),
         Err(e) => error(state, req, &e),
     }
 }
 
-async fn load(state: web::Data<InferenceHttp>, req: HttpRequest, path: web::Path<String>) -> HttpResponse {
+async fn load(
+    state: web::Data<InferenceHttp>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
     let version = path.into_inner();
-    let outcome = state.control.load(&version).await.map(|loaded| {
-        json!({ "version": version, "status": "loaded", "loaded": loaded })
-    });
+    let outcome = state
+        .control
+        .load(&version)
+        .await
+        .map(|loaded| json!({ "version": version, "status": "loaded", "loaded": loaded }));
     answered(&state, &req, outcome)
 }
 
-async fn activate(state: web::Data<InferenceHttp>, req: HttpRequest, path: web::Path<String>) -> HttpResponse {
+async fn activate(
+    state: web::Data<InferenceHttp>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
     let outcome = state.control.activate(&path.into_inner()).await;
     answered(&state, &req, outcome)
 }
@@ -420,7 +448,11 @@ async fn metrics(state: web::Data<InferenceHttp>, req: HttpRequest) -> HttpRespo
     let mut out = String::new();
     let encoder = prometheus::TextEncoder::new();
     if let Err(e) = encoder.encode_utf8(&state.registry.gather(), &mut out) {
-        return error(&state, &req, &ServingError::new(ServingErrorCode::InternalError, e.to_string()));
+        return error(
+            &state,
+            &req,
+            &ServingError::new(ServingErrorCode::InternalError, e.to_string()),
+        );
     }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

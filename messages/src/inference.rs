@@ -156,9 +156,7 @@ impl ServingErrorCode {
     /// The HTTP status CarlaRL answers with.
     pub fn http_status(self) -> u16 {
         match self {
-            Self::ValidationError | Self::PreprocessingError | Self::ArtifactValidationError => {
-                422
-            }
+            Self::ValidationError | Self::PreprocessingError | Self::ArtifactValidationError => 422,
             Self::InferenceError | Self::ModelLoadingError | Self::InternalError => 500,
             Self::ServiceUnavailable => 503,
             Self::ResourceExhausted => 429,
@@ -370,7 +368,12 @@ fn observation(value: &Value, at: &str, errors: &mut Vec<FieldError>) -> Option<
         return None;
     };
     let before = errors.len();
-    let speed = bounded(fields.get("speed"), &format!("{at}.speed"), SPEED_RANGE, errors);
+    let speed = bounded(
+        fields.get("speed"),
+        &format!("{at}.speed"),
+        SPEED_RANGE,
+        errors,
+    );
     let steering = bounded(
         fields.get("steering"),
         &format!("{at}.steering"),
@@ -423,7 +426,10 @@ fn bounded(
     };
     let x = lax_float(value, field, errors)?;
     let problem = if !x.is_finite() {
-        Some(("finite_number", "Input should be a finite number".to_string()))
+        Some((
+            "finite_number",
+            "Input should be a finite number".to_string(),
+        ))
     } else if x < low {
         Some((
             "greater_than_equal",
@@ -481,7 +487,10 @@ fn sensors(value: Option<&Value>, field: &str, errors: &mut Vec<FieldError>) -> 
     if errors.len() > before {
         return None;
     }
-    if values.iter().any(|x| !x.is_finite() || x.abs() > SENSOR_BOUND) {
+    if values
+        .iter()
+        .any(|x| !x.is_finite() || x.abs() > SENSOR_BOUND)
+    {
         errors.push(FieldError::new(
             field,
             "value_error",
@@ -499,9 +508,9 @@ fn sensors(value: Option<&Value>, field: &str, errors: &mut Vec<FieldError>) -> 
 fn lax_bool(value: &Value, field: &str, errors: &mut Vec<FieldError>) -> Option<bool> {
     let parsed = match value {
         Value::Bool(b) => Some(*b),
-        Value::Number(n) => match n.as_f64() {
-            Some(x) if x == 0.0 => Some(false),
-            Some(x) if x == 1.0 => Some(true),
+        Value::Number(n) => match n.as_u64() {
+            Some(0) => Some(false),
+            Some(1) => Some(true),
             _ => None,
         },
         Value::String(s) => match s.to_ascii_lowercase().as_str() {
@@ -522,7 +531,12 @@ fn lax_bool(value: &Value, field: &str, errors: &mut Vec<FieldError>) -> Option<
 }
 
 /// The command types of the inference actor.
-pub const COMMAND_TYPES: &[&str] = &["load_version", "record_load", "activate_version", "roll_back"];
+pub const COMMAND_TYPES: &[&str] = &[
+    "load_version",
+    "record_load",
+    "activate_version",
+    "roll_back",
+];
 
 /// What an operator (or the worker itself) asks of a worker's model versions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -651,12 +665,17 @@ mod tests {
         let many: Vec<Value> = (0..1001)
             .map(|_| json!({"speed": 1, "steering": 0, "sensors": [1]}))
             .collect();
-        assert_eq!(body(json!({ "observations": many })).unwrap_err()[0].kind, "too_long");
+        assert_eq!(
+            body(json!({ "observations": many })).unwrap_err()[0].kind,
+            "too_long"
+        );
         let e = body(json!({"observations": [{"speed": 1, "sensors": [2000]}]})).unwrap_err();
         let kinds: Vec<&str> = e.iter().map(|e| e.kind.as_str()).collect();
         assert_eq!(kinds, ["missing", "value_error"]);
-        let e = body(json!({"observations": [{"speed": 1, "steering": 0, "sensors": [1]}],
-            "deterministic": "maybe"}))
+        let e = body(
+            json!({"observations": [{"speed": 1, "steering": 0, "sensors": [1]}],
+            "deterministic": "maybe"}),
+        )
         .unwrap_err();
         assert_eq!(e[0].kind, "bool_parsing");
     }

@@ -95,14 +95,16 @@ impl Drop for Worker {
 
 /// Runs `flotilla bench inference`.
 pub fn run(args: BenchInferenceArgs) -> Result<ExitCode> {
-    let artifacts = std::env::temp_dir().join(format!("flotilla-bench-inference-{}", std::process::id()));
+    let artifacts =
+        std::env::temp_dir().join(format!("flotilla-bench-inference-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&artifacts);
     flotilla_actors::inference::write_example(
         &artifacts,
         "v0.1.0",
         0,
         flotilla_actors::inference::WeightsFormat::Safetensors,
-    ).map_err(|e| anyhow!(e))?;
+    )
+    .map_err(|e| anyhow!(e))?;
     let want_nats = args.transports.iter().any(|t| t == "nats");
     let worker = start_worker(&artifacts, want_nats, &args.worker_args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -117,7 +119,9 @@ pub fn run(args: BenchInferenceArgs) -> Result<ExitCode> {
 }
 
 fn start_worker(artifacts: &Path, want_nats: bool, extra: &str) -> Result<Worker> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let http: SocketAddr = ([127, 0, 0, 1], port).into();
     let nats = if want_nats && flotilla_bus::testing::find_binary().is_some() {
         let server = flotilla_bus::testing::NatsServer::start();
@@ -183,7 +187,9 @@ async fn measure(args: &BenchInferenceArgs, worker: &Worker) -> Result<()> {
                 let label = format!("{transport} | {batch} | {concurrency}");
                 let run = match (transport.as_str(), &nats_bus) {
                     ("http", _) => closed_http(worker.http, batch, concurrency, seconds).await?,
-                    ("nats", Some(bus)) => closed_nats(bus.clone(), batch, concurrency, seconds).await,
+                    ("nats", Some(bus)) => {
+                        closed_nats(bus.clone(), batch, concurrency, seconds).await
+                    }
                     ("nats", None) => continue,
                     (other, _) => bail!("transports: unknown transport {other:?} (http, nats)"),
                 };
@@ -245,7 +251,8 @@ impl HttpConn {
                     .lines()
                     .find_map(|l| {
                         let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok())?
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse::<usize>().ok())?
                     })
                     .ok_or_else(|| anyhow!("response without Content-Length"))?;
                 while self.buf.len() < end + 4 + length {
@@ -289,7 +296,12 @@ fn merge(label: &str, batch: usize, tallies: Vec<Tally>, elapsed: Duration) -> R
     }
 }
 
-async fn closed_http(addr: SocketAddr, batch: usize, concurrency: usize, seconds: Duration) -> Result<Run> {
+async fn closed_http(
+    addr: SocketAddr,
+    batch: usize,
+    concurrency: usize,
+    seconds: Duration,
+) -> Result<Run> {
     let body = body(batch);
     let mut conns = Vec::new();
     for _ in 0..concurrency {
@@ -316,11 +328,20 @@ async fn closed_http(addr: SocketAddr, batch: usize, concurrency: usize, seconds
             })
         })
         .collect();
-    let tallies = futures::future::join_all(tasks).await.into_iter().flatten().collect();
+    let tallies = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
     Ok(merge("", batch, tallies, started.elapsed()))
 }
 
-async fn closed_nats(bus: Arc<dyn Bus>, batch: usize, concurrency: usize, seconds: Duration) -> Run {
+async fn closed_nats(
+    bus: Arc<dyn Bus>,
+    batch: usize,
+    concurrency: usize,
+    seconds: Duration,
+) -> Run {
     let body = body(batch);
     let started = Instant::now();
     let end = started + seconds;
@@ -342,7 +363,11 @@ async fn closed_nats(bus: Arc<dyn Bus>, batch: usize, concurrency: usize, second
             })
         })
         .collect();
-    let tallies = futures::future::join_all(tasks).await.into_iter().flatten().collect();
+    let tallies = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
     merge("", batch, tallies, started.elapsed())
 }
 
@@ -371,6 +396,10 @@ async fn open_http(addr: SocketAddr, rate: u64, seconds: Duration) -> Result<Run
             tally
         }));
     }
-    let tallies = futures::future::join_all(tasks).await.into_iter().flatten().collect();
+    let tallies = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
     Ok(merge("http | 1 | open loop", 1, tallies, started.elapsed()))
 }

@@ -60,10 +60,7 @@ pub fn run(args: ModelArgs) -> Result<ExitCode> {
             };
             let dir = write_example(&a.dir, &a.version, a.seed, format).map_err(|e| anyhow!(e))?;
             println!("wrote {}", dir.display());
-            println!(
-                "serve it: flotilla worker --artifacts {}",
-                a.dir.display()
-            );
+            println!("serve it: flotilla worker --artifacts {}", a.dir.display());
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -21,8 +21,8 @@ use clap::builder::BoolishValueParser;
 use clap::Args;
 use flotilla_actors::inference::nats::serve_predictions;
 use flotilla_actors::inference::{
-    ArtifactStore, BatchConfig, DeploymentEffects, EngineConfig, InferenceEngine,
-    InferenceMetrics, ModelDeployment, VersionControl,
+    ArtifactStore, BatchConfig, DeploymentEffects, EngineConfig, InferenceEngine, InferenceMetrics,
+    ModelDeployment, VersionControl,
 };
 use flotilla_actors::runtime::{
     AggregateRegistry, CommandService, EffectHandler, HostConfig, HostDeps, HostMetrics,
@@ -75,7 +75,12 @@ pub struct WorkerArgs {
     #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',', default_value = "*")]
     pub cors_origins: Vec<String>,
     /// Allowed Host names, comma-separated (`*`: any).
-    #[arg(long, env = "ALLOWED_HOSTS", value_delimiter = ',', default_value = "*")]
+    #[arg(
+        long,
+        env = "ALLOWED_HOSTS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
     pub allowed_hosts: Vec<String>,
     /// Largest request body in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
@@ -223,7 +228,10 @@ fn deployment(
     let effects: Arc<dyn EffectHandler<ModelDeployment>> = Arc::new(DeploymentEffects {
         engine: engine.clone(),
     });
-    Ok((AggregateRegistry::new(deps, Some(effects)), worker_id.to_string()))
+    Ok((
+        AggregateRegistry::new(deps, Some(effects)),
+        worker_id.to_string(),
+    ))
 }
 
 fn start_http(
@@ -244,7 +252,9 @@ fn start_http(
             allowed_hosts: trimmed(&args.allowed_hosts),
             max_body_bytes: args.max_body_bytes,
             workers: args.workers.max(1),
-            git: option_env!("FLOTILLA_GIT_SHA").unwrap_or("unknown").to_string(),
+            git: option_env!("FLOTILLA_GIT_SHA")
+                .unwrap_or("unknown")
+                .to_string(),
         }),
     };
     let server = flotilla_gateway::inference::start(state, addr)

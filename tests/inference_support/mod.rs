@@ -20,7 +20,11 @@ pub fn model_init(dir: &Path, version: &str, seed: u64) -> PathBuf {
         "--seed",
         &seed.to_string(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     dir.join(version)
 }
 
@@ -106,7 +110,10 @@ impl Worker {
 
     /// GET `path`: (status, body as JSON or Null, X-Request-ID).
     pub fn get(&self, path: &str) -> (u16, Value) {
-        let r = http_client().get(format!("{}{path}", self.url)).send().expect("GET");
+        let r = http_client()
+            .get(format!("{}{path}", self.url))
+            .send()
+            .expect("GET");
         (r.status().as_u16(), r.json().unwrap_or(Value::Null))
     }
 

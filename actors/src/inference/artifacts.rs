@@ -143,7 +143,10 @@ impl ArtifactStore {
         }
         let dir = self.root.join(version);
         let yaml = std::fs::read_to_string(dir.join(CARD_FILE)).map_err(|e| {
-            loading(format!("version {version}: cannot read {}: {e}", dir.join(CARD_FILE).display()))
+            loading(format!(
+                "version {version}: cannot read {}: {e}",
+                dir.join(CARD_FILE).display()
+            ))
         })?;
         let card = ModelCard::parse(&yaml).map_err(loading)?;
         if card.version != version {
@@ -171,24 +174,34 @@ impl ArtifactStore {
     }
 }
 
+/// File name → contents.
+type FileBytes = HashMap<String, Vec<u8>>;
+
 /// Reads every file the card lists, checks its hash, and checks that no
 /// other file sits in the folder unverified.
 fn verified_files(
     dir: &Path,
     card: &ModelCard,
-) -> Result<(HashMap<String, Vec<u8>>, BTreeMap<String, String>), ArtifactError> {
+) -> Result<(FileBytes, BTreeMap<String, String>), ArtifactError> {
     let invalid = ArtifactError::Validation;
     let mut files = HashMap::new();
     let mut hashes = BTreeMap::new();
     for (name, expected) in &card.artifact_hashes {
         if name.contains("..") || name.starts_with('/') {
-            return Err(invalid(format!("artifact_hashes: {name:?} leaves the version folder")));
+            return Err(invalid(format!(
+                "artifact_hashes: {name:?} leaves the version folder"
+            )));
         }
         let want = expected_digest(expected).ok_or_else(|| {
-            invalid(format!("artifact_hashes.{name}: {expected:?} is not a sha256 (sha256:<64 hex> or 64 hex)"))
+            invalid(format!(
+                "artifact_hashes.{name}: {expected:?} is not a sha256 (sha256:<64 hex> or 64 hex)"
+            ))
         })?;
-        let bytes = std::fs::read(dir.join(name))
-            .map_err(|e| invalid(format!("artifact {name} is listed in {CARD_FILE} but cannot be read: {e}")))?;
+        let bytes = std::fs::read(dir.join(name)).map_err(|e| {
+            invalid(format!(
+                "artifact {name} is listed in {CARD_FILE} but cannot be read: {e}"
+            ))
+        })?;
         let got = sha256_hex(&bytes);
         if got != want {
             return Err(invalid(format!(
@@ -212,12 +225,17 @@ fn verified_files(
 }
 
 fn is_pytorch(name: &str) -> bool {
-    [".pt", ".pth", ".bin"].iter().any(|ext| name.ends_with(ext))
+    [".pt", ".pth", ".bin"]
+        .iter()
+        .any(|ext| name.ends_with(ext))
 }
 
 /// The weights file: the `.safetensors` one, or the PyTorch one for
 /// `model_type: pytorch` when there is no safetensors file.
-fn weights_file(card: &ModelCard, files: &HashMap<String, Vec<u8>>) -> Result<String, ArtifactError> {
+fn weights_file(
+    card: &ModelCard,
+    files: &HashMap<String, Vec<u8>>,
+) -> Result<String, ArtifactError> {
     let mut names: Vec<&String> = files.keys().collect();
     names.sort();
     let safetensors = names.iter().find(|n| n.ends_with(".safetensors"));
@@ -270,7 +288,9 @@ fn example_weights(seed: u64) -> Vec<(String, Vec<f32>, Vec<usize>)> {
     for (i, pair) in sizes.windows(2).enumerate() {
         let (inp, out) = (pair[0], pair[1]);
         let bound = (6.0 / (inp + out) as f32).sqrt();
-        let w: Vec<f32> = (0..inp * out).map(|_| rng.random_range(-bound..bound)).collect();
+        let w: Vec<f32> = (0..inp * out)
+            .map(|_| rng.random_range(-bound..bound))
+            .collect();
         let b = if i == sizes.len() - 2 {
             vec![0.5, -2.0, 0.0]
         } else {
@@ -288,7 +308,11 @@ fn write_weights(path: &Path, format: WeightsFormat, seed: u64) -> Result<(), St
         WeightsFormat::Pytorch => {
             let named: Vec<NamedTensor> = tensors
                 .iter()
-                .map(|(name, values, shape)| NamedTensor { name, values, shape })
+                .map(|(name, values, shape)| NamedTensor {
+                    name,
+                    values,
+                    shape,
+                })
                 .collect();
             write_state_dict(path, &named)
         }
@@ -397,8 +421,14 @@ mod tests {
         let e = ArtifactStore::new(root.path())
             .load("v0.1.0", &Device::Cpu)
             .unwrap_err();
-        assert!(matches!(&e, ArtifactError::Validation(m) if m.contains("mismatch")), "{e}");
-        assert_eq!(e.to_serving().code, ServingErrorCode::ArtifactValidationError);
+        assert!(
+            matches!(&e, ArtifactError::Validation(m) if m.contains("mismatch")),
+            "{e}"
+        );
+        assert_eq!(
+            e.to_serving().code,
+            ServingErrorCode::ArtifactValidationError
+        );
     }
 
     #[test]
@@ -420,11 +450,19 @@ mod tests {
         }
         let rc = root.path().join("v1.0.0-rc1");
         std::fs::create_dir_all(&rc).unwrap();
-        std::fs::copy(root.path().join("v0.9.0").join(CARD_FILE), rc.join(CARD_FILE)).unwrap();
+        std::fs::copy(
+            root.path().join("v0.9.0").join(CARD_FILE),
+            rc.join(CARD_FILE),
+        )
+        .unwrap();
         let store = ArtifactStore::new(root.path());
         assert_eq!(store.choose(None).unwrap(), "v0.10.0");
         assert_eq!(store.choose(Some("v0.2.1")).unwrap(), "v0.2.1");
-        let listed: Vec<_> = store.versions().into_iter().map(|e| (e.version, e.stable)).collect();
+        let listed: Vec<_> = store
+            .versions()
+            .into_iter()
+            .map(|e| (e.version, e.stable))
+            .collect();
         assert_eq!(listed[0], ("v0.10.0".to_string(), true));
         assert!(listed.contains(&("v1.0.0-rc1".to_string(), false)));
     }

@@ -15,7 +15,7 @@
 
 use crate::inference::metrics::InferenceMetrics;
 use crate::inference::policy::Policy;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use flotilla_messages::inference::{Action, PredictRequest, ServingError, ServingErrorCode};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -156,10 +156,7 @@ fn run(rx: &Receiver<Job>, slot: &ServingSlot, metrics: &InferenceMetrics, confi
             let next = match rx.try_recv() {
                 Ok(job) => Some(job),
                 Err(TryRecvError::Empty) if !config.max_queue_delay.is_zero() => {
-                    match rx.recv_deadline(deadline) {
-                        Ok(job) => Some(job),
-                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-                    }
+                    rx.recv_deadline(deadline).ok()
                 }
                 Err(_) => None,
             };

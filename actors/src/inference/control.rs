@@ -73,7 +73,10 @@ impl VersionControl {
                 ErrorCode::parse(&e.code).unwrap_or(ErrorCode::Internal),
                 e.message,
             ))),
-            (false, None) => Err(ServingError::new(ServingErrorCode::InternalError, "refused")),
+            (false, None) => Err(ServingError::new(
+                ServingErrorCode::InternalError,
+                "refused",
+            )),
         }
     }
 
@@ -94,12 +97,14 @@ impl VersionControl {
                 let _ = tokio::time::timeout(Duration::from_millis(20), changes.changed()).await;
             }
         };
-        tokio::time::timeout(SETTLE_TIMEOUT, wait).await.map_err(|_| {
-            ServingError::new(
-                ServingErrorCode::ServiceUnavailable,
-                format!("{what} did not finish within {}s", SETTLE_TIMEOUT.as_secs()),
-            )
-        })
+        tokio::time::timeout(SETTLE_TIMEOUT, wait)
+            .await
+            .map_err(|_| {
+                ServingError::new(
+                    ServingErrorCode::ServiceUnavailable,
+                    format!("{what} did not finish within {}s", SETTLE_TIMEOUT.as_secs()),
+                )
+            })
     }
 
     /// Loads, verifies and warms `version` (no-op if loaded).
@@ -133,7 +138,10 @@ impl VersionControl {
     /// Routes traffic back to the previous version; answers once it serves.
     pub async fn roll_back(&self) -> Result<Value, ServingError> {
         let result = self.send(json!({"type": "roll_back"})).await?;
-        let to = result["current_version"].as_str().unwrap_or_default().to_string();
+        let to = result["current_version"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         self.serving(&to).await?;
         Ok(result)
     }

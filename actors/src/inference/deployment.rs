@@ -228,7 +228,10 @@ pub struct DeploymentEffects {
 }
 
 impl DeploymentEffects {
-    async fn load(&self, version: &str) -> Result<LoadedVersion, flotilla_messages::inference::ServingError> {
+    async fn load(
+        &self,
+        version: &str,
+    ) -> Result<LoadedVersion, flotilla_messages::inference::ServingError> {
         let engine = self.engine.clone();
         let v = version.to_string();
         tokio::task::spawn_blocking(move || engine.load(&v))

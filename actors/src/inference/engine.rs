@@ -14,8 +14,7 @@ use crate::inference::metrics::InferenceMetrics;
 use crate::inference::policy::{device_name, Policy};
 use candle_core::Device;
 use flotilla_messages::inference::{
-    decode_predict, LoadedVersion, PredictRequest, PredictResponse, ServingError,
-    ServingErrorCode,
+    decode_predict, LoadedVersion, PredictRequest, PredictResponse, ServingError, ServingErrorCode,
 };
 use flotilla_messages::Encoding;
 use serde_json::{json, Value};

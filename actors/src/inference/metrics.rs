@@ -45,19 +45,28 @@ impl InferenceMetrics {
         let http_labels = &["method", "endpoint", "status"];
         let m = InferenceMetrics {
             inference_seconds: Histogram::with_opts(
-                HistogramOpts::new("carla_rl_inference_duration_seconds", "Forward pass time per batch")
-                    .buckets(BUCKETS.to_vec()),
+                HistogramOpts::new(
+                    "carla_rl_inference_duration_seconds",
+                    "Forward pass time per batch",
+                )
+                .buckets(BUCKETS.to_vec()),
             )?,
             request_seconds: Histogram::with_opts(
-                HistogramOpts::new("carla_rl_request_duration_seconds", "Prediction time per request, queue included")
-                    .buckets(BUCKETS.to_vec()),
+                HistogramOpts::new(
+                    "carla_rl_request_duration_seconds",
+                    "Prediction time per request, queue included",
+                )
+                .buckets(BUCKETS.to_vec()),
             )?,
             errors: IntCounterVec::new(
                 Opts::new("carla_rl_errors_total", "Errors by code"),
                 &["error_type"],
             )?,
             model_loaded: IntGauge::new("carla_rl_model_loaded", "1 while a model serves")?,
-            model_warmed_up: IntGauge::new("carla_rl_model_warmed_up", "1 once the serving model is warm")?,
+            model_warmed_up: IntGauge::new(
+                "carla_rl_model_warmed_up",
+                "1 once the serving model is warm",
+            )?,
             uptime_seconds: Gauge::new("carla_rl_service_uptime_seconds", "Seconds since start")?,
             http_seconds: HistogramVec::new(
                 HistogramOpts::new("http_request_duration_seconds", "HTTP request time")
@@ -69,10 +78,18 @@ impl InferenceMetrics {
                 http_labels,
             )?,
             batch_rows: Histogram::with_opts(
-                HistogramOpts::new("flotilla_inference_batch_rows", "Observations per forward pass")
-                    .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0]),
+                HistogramOpts::new(
+                    "flotilla_inference_batch_rows",
+                    "Observations per forward pass",
+                )
+                .buckets(vec![
+                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+                ]),
             )?,
-            queue_depth: IntGauge::new("flotilla_inference_queue_depth", "Requests waiting for a batch")?,
+            queue_depth: IntGauge::new(
+                "flotilla_inference_queue_depth",
+                "Requests waiting for a batch",
+            )?,
             started: Instant::now(),
         };
         registry.register(Box::new(m.inference_seconds.clone()))?;

@@ -24,7 +24,11 @@ pub async fn serve_predictions(
     engine: Arc<InferenceEngine>,
 ) -> Result<JoinHandle<()>, BusError> {
     let mut requests = bus.queue_subscribe(subject, QUEUE_GROUP).await?;
-    tracing::info!(subject, group = QUEUE_GROUP, "serving predictions over the bus");
+    tracing::info!(
+        subject,
+        group = QUEUE_GROUP,
+        "serving predictions over the bus"
+    );
     Ok(tokio::spawn(async move {
         while let Some(msg) = requests.next().await {
             let (bus, engine) = (bus.clone(), engine.clone());

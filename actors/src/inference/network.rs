@@ -84,7 +84,10 @@ impl Mlp {
             let prefix = name.trim_end_matches(".weight");
             let bias = match find(&format!("{prefix}.bias")) {
                 Some(b) if b.dims() != [out] => {
-                    return Err(format!("{prefix}.bias has shape {:?}, expected [{out}]", b.dims()))
+                    return Err(format!(
+                        "{prefix}.bias has shape {:?}, expected [{out}]",
+                        b.dims()
+                    ))
                 }
                 Some(b) => Some(to_f32(b, device)?),
                 None => None,
@@ -188,7 +191,10 @@ mod tests {
         let mlp = Mlp::from_named(tensors, &acts, &Device::Cpu).unwrap();
         assert_eq!(mlp.sizes(), &[2, 1, 1]);
         // relu(1*3 - 1*1 + 0.5) * 2 = 5; relu(1 - 4 + 0.5) * 2 = 0
-        assert_eq!(mlp.forward(vec![3.0, 1.0, 1.0, 4.0], 2).unwrap(), vec![5.0, 0.0]);
+        assert_eq!(
+            mlp.forward(vec![3.0, 1.0, 1.0, 4.0], 2).unwrap(),
+            vec![5.0, 0.0]
+        );
     }
 
     #[test]

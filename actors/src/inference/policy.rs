@@ -159,10 +159,14 @@ impl Policy {
     ) -> Result<Vec<f32>, ServingError> {
         let mut features = Vec::with_capacity(rows * self.input_size());
         for obs in requests.flat_map(|r| r.observations.iter()) {
-            self.stats.write_row(obs, self.sensor_count(), &mut features);
+            self.stats
+                .write_row(obs, self.sensor_count(), &mut features);
         }
         self.mlp.forward(features, rows).map_err(|e| {
-            ServingError::new(ServingErrorCode::InferenceError, format!("forward pass: {e}"))
+            ServingError::new(
+                ServingErrorCode::InferenceError,
+                format!("forward pass: {e}"),
+            )
         })
     }
 
@@ -242,7 +246,9 @@ mod tests {
     fn example() -> Policy {
         let root = tempfile::tempdir().unwrap();
         write_example(root.path(), "v0.1.0", 42, WeightsFormat::Safetensors).unwrap();
-        let a = ArtifactStore::new(root.path()).load("v0.1.0", &Device::Cpu).unwrap();
+        let a = ArtifactStore::new(root.path())
+            .load("v0.1.0", &Device::Cpu)
+            .unwrap();
         Policy::new(a, &Device::Cpu).unwrap()
     }
 
@@ -275,7 +281,9 @@ mod tests {
     #[test]
     fn a_wrong_sensor_count_names_the_observation() {
         let p = example();
-        let e = p.check(&request(vec![vec![1.0; 3], vec![1.0; 5]])).unwrap_err();
+        let e = p
+            .check(&request(vec![vec![1.0; 3], vec![1.0; 5]]))
+            .unwrap_err();
         assert_eq!(e.code, ServingErrorCode::ValidationError);
         let first = &e.details["validation_errors"][0];
         assert_eq!(first["field"], "body.observations.1.sensors");

@@ -67,8 +67,7 @@ impl PreprocessorStats {
 
     /// Parses and checks `preprocessor.json`.
     pub fn parse(json: &[u8]) -> Result<Self, String> {
-        let stats: Self =
-            serde_json::from_slice(json).map_err(|e| format!("{STATS_FILE}: {e}"))?;
+        let stats: Self = serde_json::from_slice(json).map_err(|e| format!("{STATS_FILE}: {e}"))?;
         for (name, m) in [
             ("speed", stats.speed),
             ("steering", stats.steering),

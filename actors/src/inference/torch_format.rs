@@ -39,7 +39,8 @@ struct Pickle(Vec<u8>);
 impl Pickle {
     fn global(&mut self, module: &str, name: &str) {
         self.0.push(op::GLOBAL);
-        self.0.extend_from_slice(format!("{module}\n{name}\n").as_bytes());
+        self.0
+            .extend_from_slice(format!("{module}\n{name}\n").as_bytes());
     }
 
     fn string(&mut self, s: &str) {
@@ -93,7 +94,12 @@ impl Pickle {
 pub fn write_state_dict(path: &std::path::Path, tensors: &[NamedTensor]) -> Result<(), String> {
     for t in tensors {
         if t.values.len() != t.shape.iter().product::<usize>() {
-            return Err(format!("{}: {} values for shape {:?}", t.name, t.values.len(), t.shape));
+            return Err(format!(
+                "{}: {} values for shape {:?}",
+                t.name,
+                t.values.len(),
+                t.shape
+            ));
         }
     }
     let mut pickle = Pickle(vec![op::PROTO, 2]);
@@ -106,8 +112,8 @@ pub fn write_state_dict(path: &std::path::Path, tensors: &[NamedTensor]) -> Resu
     pickle.0.extend_from_slice(&[op::SETITEMS, op::STOP]);
     let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut zip = zip::ZipWriter::new(file);
-    let stored = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Stored);
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     let mut entry = |name: &str, bytes: &[u8]| -> Result<(), String> {
         zip.start_file(format!("archive/{name}"), stored)
             .and_then(|()| zip.write_all(bytes).map_err(Into::into))
@@ -120,7 +126,8 @@ pub fn write_state_dict(path: &std::path::Path, tensors: &[NamedTensor]) -> Resu
         entry(&format!("data/{key}"), &bytes)?;
     }
     entry("version", b"3\n")?;
-    zip.finish().map_err(|e| format!("{}: {e}", path.display()))?;
+    zip.finish()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(())
 }
 
@@ -137,8 +144,16 @@ mod tests {
         write_state_dict(
             &path,
             &[
-                NamedTensor { name: "net.0.weight", values: &w, shape: &[2, 3] },
-                NamedTensor { name: "net.0.bias", values: &b, shape: &[2] },
+                NamedTensor {
+                    name: "net.0.weight",
+                    values: &w,
+                    shape: &[2, 3],
+                },
+                NamedTensor {
+                    name: "net.0.bias",
+                    values: &b,
+                    shape: &[2],
+                },
             ],
         )
         .unwrap();
@@ -146,6 +161,9 @@ mod tests {
         read.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(read[0].0, "net.0.bias");
         assert_eq!(read[0].1.to_vec1::<f32>().unwrap(), b);
-        assert_eq!(read[1].1.to_vec2::<f32>().unwrap(), vec![vec![1.0, 2.0, 3.0], vec![4.0, 5.0, 6.0]]);
+        assert_eq!(
+            read[1].1.to_vec2::<f32>().unwrap(),
+            vec![vec![1.0, 2.0, 3.0], vec![4.0, 5.0, 6.0]]
+        );
     }
 }
