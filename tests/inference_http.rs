@@ -489,3 +489,23 @@ fn a_pytorch_state_dict_serves_the_same_actions_as_safetensors() {
     assert_eq!(pt["version"], "v0.1.0");
     assert_eq!(st["actions"], pt["actions"]);
 }
+
+#[test]
+fn a_restarted_worker_serves_again_from_its_recorded_deployment() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    model_init(dir.path(), "v0.1.0", 0);
+    model_init(dir.path(), "v0.2.0", 1);
+    let data_dir = data.path().to_str().unwrap();
+    let args = ["--data-dir", data_dir, "--worker-id", "w1"];
+    let worker = Worker::start(dir.path(), &args, &[("MODEL_VERSION", "v0.1.0")]);
+    let (s, _, _) = worker.post("/versions/v0.2.0/activate", &json!({}));
+    assert_eq!(s, 200);
+    drop(worker);
+
+    let worker = Worker::start(dir.path(), &args, &[]);
+    let (s, body, _) = worker.post("/predict", &predict_body(1, true));
+    assert_eq!((s, body["version"].as_str()), (200, Some("v0.2.0")), "{body}");
+    let (s, back, _) = worker.post("/versions/rollback", &json!({}));
+    assert_eq!((s, back["current_version"].as_str()), (200, Some("v0.1.0")), "{back}");
+}

@@ -42,18 +42,22 @@ impl VersionControl {
         &self.id
     }
 
-    /// The deployment's state (empty before the first command).
-    pub async fn state(&self) -> ModelDeployment {
+    /// The deployment's state (empty before the first command) and its seq.
+    pub async fn state(&self) -> (ModelDeployment, u64) {
         let Ok(addr) = self.registry.get(&self.id) else {
-            return ModelDeployment::default();
+            return (ModelDeployment::default(), 0);
         };
         match addr.send(Query).await {
             Ok(Reply {
                 ok: true,
                 result: Some(v),
+                seq,
                 ..
-            }) => serde_json::from_value(v).unwrap_or_default(),
-            _ => ModelDeployment::default(),
+            }) => (
+                serde_json::from_value(v).unwrap_or_default(),
+                seq.unwrap_or(0),
+            ),
+            _ => (ModelDeployment::default(), 0),
         }
     }
 
@@ -89,7 +93,7 @@ impl VersionControl {
         let mut changes = self.engine.changes();
         let wait = async {
             loop {
-                if let Some(out) = done(&self.state().await, &self.engine) {
+                if let Some(out) = done(&self.state().await.0, &self.engine) {
                     return out;
                 }
                 // Woken by the engine; the aggregate records the outcome a
@@ -111,6 +115,17 @@ impl VersionControl {
     pub async fn load(&self, version: &str) -> Result<LoadedVersion, ServingError> {
         self.send(json!({"type": "load_version", "version": version}))
             .await?;
+        let loaded = self.recorded_load(version).await?;
+        if !self.engine.is_loaded(version) {
+            // Recorded by an earlier process of this worker (a restart with
+            // a durable log): bring this process's engine up to the record.
+            self.engine.clone().load_off_thread(version).await?;
+        }
+        Ok(loaded)
+    }
+
+    /// Waits until the deployment records how loading `version` ended.
+    async fn recorded_load(&self, version: &str) -> Result<LoadedVersion, ServingError> {
         self.settle(&format!("loading {version}"), |s, _| {
             match s.versions.get(version)? {
                 VersionState::Loading => None,
@@ -131,6 +146,12 @@ impl VersionControl {
         let result = self
             .send(json!({"type": "activate_version", "version": version}))
             .await?;
+        if result.get("current_version").is_none() && !self.serves(version) {
+            // Already active in the record (a restart with a durable log):
+            // serve it as of the record's seq.
+            let (_, seq) = self.state().await;
+            self.engine.activate(version, seq)?;
+        }
         self.serving(version).await?;
         Ok(with_current(result, version))
     }
@@ -144,6 +165,10 @@ impl VersionControl {
             .to_string();
         self.serving(&to).await?;
         Ok(result)
+    }
+
+    fn serves(&self, version: &str) -> bool {
+        self.engine.active().is_some_and(|p| p.version() == version)
     }
 
     async fn serving(&self, version: &str) -> Result<(), ServingError> {

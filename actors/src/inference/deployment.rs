@@ -20,7 +20,7 @@ use crate::inference::engine::InferenceEngine;
 use crate::runtime::{Aggregate, EffectHandler};
 use async_trait::async_trait;
 use flotilla_messages::inference::{
-    InferenceCommand, InferenceEvent, LoadOutcome, LoadedVersion, COMMAND_TYPES,
+    InferenceCommand, InferenceEvent, LoadOutcome, LoadedVersion, ServingError, COMMAND_TYPES,
 };
 use flotilla_messages::{Actor, Envelope, ErrorCode, Rejection};
 use serde::{Deserialize, Serialize};
@@ -228,31 +228,20 @@ pub struct DeploymentEffects {
 }
 
 impl DeploymentEffects {
-    async fn load(
-        &self,
-        version: &str,
-    ) -> Result<LoadedVersion, flotilla_messages::inference::ServingError> {
-        let engine = self.engine.clone();
-        let v = version.to_string();
-        tokio::task::spawn_blocking(move || engine.load(&v))
-            .await
-            .unwrap_or_else(|e| {
-                Err(flotilla_messages::inference::ServingError::new(
-                    flotilla_messages::inference::ServingErrorCode::InternalError,
-                    format!("load task: {e}"),
-                ))
-            })
+    async fn load(&self, version: &str) -> Result<LoadedVersion, ServingError> {
+        self.engine.clone().load_off_thread(version).await
     }
 
-    /// Switches traffic, loading first if this process has not (after a restart).
-    async fn serve(&self, version: &str) {
+    /// Switches traffic as the event at `seq` says, loading first if this
+    /// process has not (after a restart).
+    async fn serve(&self, version: &str, seq: u64) {
         if !self.engine.is_loaded(version) {
             if let Err(e) = self.load(version).await {
                 tracing::error!(version, error = %e, "cannot serve the activated version");
                 return;
             }
         }
-        if let Err(e) = self.engine.activate(version) {
+        if let Err(e) = self.engine.activate(version, seq) {
             tracing::error!(version, error = %e, "cannot serve the activated version");
         }
     }
@@ -260,7 +249,7 @@ impl DeploymentEffects {
 
 #[async_trait]
 impl EffectHandler<ModelDeployment> for DeploymentEffects {
-    async fn run(&self, _: &Envelope, event: &InferenceEvent) -> Option<Value> {
+    async fn run(&self, envelope: &Envelope, event: &InferenceEvent) -> Option<Value> {
         match event {
             InferenceEvent::LoadRequested { version } => {
                 let outcome = match self.load(version).await {
@@ -277,11 +266,11 @@ impl EffectHandler<ModelDeployment> for DeploymentEffects {
                 serde_json::to_value(command).ok()
             }
             InferenceEvent::VersionActivated { version, .. } => {
-                self.serve(version).await;
+                self.serve(version, envelope.seq).await;
                 None
             }
             InferenceEvent::RolledBack { to, .. } => {
-                self.serve(to).await;
+                self.serve(to, envelope.seq).await;
                 None
             }
             _ => None,

@@ -44,6 +44,7 @@ pub struct InferenceEngine {
     config: EngineConfig,
     loaded: Mutex<BTreeMap<String, Arc<Policy>>>,
     failures: Mutex<BTreeMap<String, ServingError>>,
+    applied_seq: Mutex<u64>,
     slot: Arc<ServingSlot>,
     warmed: AtomicBool,
     batcher: Batcher,
@@ -79,6 +80,7 @@ impl InferenceEngine {
             config,
             loaded: Mutex::new(BTreeMap::new()),
             failures: Mutex::new(BTreeMap::new()),
+            applied_seq: Mutex::new(0),
             slot,
             warmed: AtomicBool::new(false),
             batcher,
@@ -136,15 +138,40 @@ impl InferenceEngine {
         result
     }
 
-    /// Routes traffic to the loaded `version` from the next batch on.
-    pub fn activate(&self, version: &str) -> Result<(), ServingError> {
+    /// [`InferenceEngine::load`] on the blocking pool.
+    pub async fn load_off_thread(
+        self: Arc<Self>,
+        version: &str,
+    ) -> Result<LoadedVersion, ServingError> {
+        let v = version.to_string();
+        tokio::task::spawn_blocking(move || self.load(&v))
+            .await
+            .unwrap_or_else(|e| {
+                Err(ServingError::new(
+                    ServingErrorCode::InternalError,
+                    format!("load task: {e}"),
+                ))
+            })
+    }
+
+    /// Routes traffic to the loaded `version` from the next batch on, as
+    /// the deployment's event at `seq` says. An activation older than the
+    /// last one applied is ignored: effects re-driven after a restart may
+    /// run in any order, and the newest event must win.
+    pub fn activate(&self, version: &str, seq: u64) -> Result<(), ServingError> {
         let policy = lock(&self.loaded).get(version).cloned().ok_or_else(|| {
             ServingError::new(
                 ServingErrorCode::ServiceUnavailable,
                 format!("version {version} is not loaded in this worker"),
             )
         })?;
+        let mut applied = lock(&self.applied_seq);
+        if seq < *applied {
+            return Ok(());
+        }
+        *applied = seq;
         let previous = self.slot.set(policy);
+        drop(applied);
         self.warmed.store(true, Ordering::Release);
         self.metrics.model_loaded.set(1);
         self.metrics.model_warmed_up.set(1);
