@@ -505,7 +505,15 @@ fn a_restarted_worker_serves_again_from_its_recorded_deployment() {
 
     let worker = Worker::start(dir.path(), &args, &[]);
     let (s, body, _) = worker.post("/predict", &predict_body(1, true));
-    assert_eq!((s, body["version"].as_str()), (200, Some("v0.2.0")), "{body}");
+    assert_eq!(
+        (s, body["version"].as_str()),
+        (200, Some("v0.2.0")),
+        "{body}"
+    );
     let (s, back, _) = worker.post("/versions/rollback", &json!({}));
-    assert_eq!((s, back["current_version"].as_str()), (200, Some("v0.1.0")), "{back}");
+    assert_eq!(
+        (s, back["current_version"].as_str()),
+        (200, Some("v0.1.0")),
+        "{back}"
+    );
 }

@@ -68,9 +68,9 @@ pub struct WorkerArgs {
     /// Run on CUDA device 0 (build with --features cuda).
     #[arg(long, env = "USE_GPU", value_parser = BoolishValueParser::new(), default_value = "false")]
     pub use_gpu: bool,
-    /// HTTP worker threads.
-    #[arg(long, env = "WORKERS", default_value_t = 1)]
-    pub workers: usize,
+    /// HTTP worker threads (default: one per CPU core).
+    #[arg(long, env = "WORKERS")]
+    pub workers: Option<usize>,
     /// Allowed CORS origins, comma-separated (`*`: any).
     #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',', default_value = "*")]
     pub cors_origins: Vec<String>,
@@ -251,7 +251,11 @@ fn start_http(
             cors_origins: trimmed(&args.cors_origins),
             allowed_hosts: trimmed(&args.allowed_hosts),
             max_body_bytes: args.max_body_bytes,
-            workers: args.workers.max(1),
+            workers: args
+                .workers
+                .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+                .unwrap_or(1)
+                .max(1),
             git: option_env!("FLOTILLA_GIT_SHA")
                 .unwrap_or("unknown")
                 .to_string(),
