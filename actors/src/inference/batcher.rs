@@ -262,3 +262,80 @@ fn execute(policy: Option<Arc<Policy>>, jobs: Vec<Job>, metrics: &InferenceMetri
         }));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inference::artifacts::{write_example, ArtifactStore, WeightsFormat};
+    use candle_core::Device;
+    use flotilla_messages::inference::Observation;
+
+    fn serving() -> Arc<ServingSlot> {
+        let root = tempfile::tempdir().unwrap();
+        write_example(root.path(), "v0.1.0", 1, WeightsFormat::Safetensors).unwrap();
+        let a = ArtifactStore::new(root.path()).load("v0.1.0", &Device::Cpu).unwrap();
+        let slot = Arc::new(ServingSlot::default());
+        slot.set(Arc::new(Policy::new(a, &Device::Cpu).unwrap()));
+        slot
+    }
+
+    fn request(rows: usize) -> PredictRequest {
+        let obs = Observation {
+            speed: 20.0,
+            steering: 0.0,
+            sensors: vec![0.5; 3],
+        };
+        PredictRequest {
+            observations: vec![obs; rows],
+            deterministic: true,
+            seed: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_queued_together_run_in_one_forward_pass() {
+        let metrics = InferenceMetrics::unregistered();
+        let config = BatchConfig {
+            max_batch_size: 8,
+            max_queue_delay: Duration::from_millis(200),
+            ..BatchConfig::default()
+        };
+        let batcher = Batcher::start(&config, serving(), metrics.clone());
+        let answers: Vec<_> = [1, 2, 3]
+            .into_iter()
+            .map(|rows| batcher.submit(request(rows), 0).unwrap())
+            .collect();
+        for (answer, rows) in answers.into_iter().zip([1, 2, 3]) {
+            assert_eq!(answer.await.unwrap().unwrap().actions.len(), rows);
+        }
+        assert_eq!(metrics.batch_rows.get_sample_count(), 1);
+        assert_eq!(metrics.batch_rows.get_sample_sum(), 6.0);
+    }
+
+    #[tokio::test]
+    async fn a_request_too_big_for_the_batch_runs_in_the_next_one() {
+        let metrics = InferenceMetrics::unregistered();
+        let config = BatchConfig {
+            max_batch_size: 4,
+            max_queue_delay: Duration::from_millis(100),
+            ..BatchConfig::default()
+        };
+        let batcher = Batcher::start(&config, serving(), metrics.clone());
+        let a = batcher.submit(request(3), 0).unwrap();
+        let b = batcher.submit(request(3), 0).unwrap();
+        assert_eq!(a.await.unwrap().unwrap().actions.len(), 3);
+        assert_eq!(b.await.unwrap().unwrap().actions.len(), 3);
+        assert_eq!(metrics.batch_rows.get_sample_count(), 2);
+    }
+
+    #[tokio::test]
+    async fn without_a_model_every_request_is_service_unavailable() {
+        let batcher = Batcher::start(
+            &BatchConfig::default(),
+            Arc::new(ServingSlot::default()),
+            InferenceMetrics::unregistered(),
+        );
+        let e = batcher.submit(request(1), 0).unwrap().await.unwrap().unwrap_err();
+        assert_eq!(e.code, ServingErrorCode::ServiceUnavailable);
+    }
+}
