@@ -215,6 +215,11 @@ fn bad_input_gets_the_right_code_and_the_worker_keeps_serving() {
     let body = assert_error(post_raw(&big), 413, "PAYLOAD_TOO_LARGE");
     assert_eq!(body["details"]["max_body_bytes"], 200000);
     assert_error(worker.post("/nowhere", &json!({})), 404, "NOT_FOUND");
+    assert_error(
+        worker.post("/healthz", &json!({})),
+        405,
+        "METHOD_NOT_ALLOWED",
+    );
 
     let (s, ok, _) = worker.post("/predict", &predict_body(3, true));
     assert_eq!(s, 200, "the worker keeps serving: {ok}");

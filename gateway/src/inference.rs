@@ -82,17 +82,27 @@ struct RequestId(String);
 pub fn configure(state: InferenceHttp) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(web::Data::new(state))
-            .route("/predict", web::post().to(predict))
-            .route("/healthz", web::get().to(healthz))
-            .route("/readyz", web::get().to(readyz))
-            .route("/metadata", web::get().to(metadata))
-            .route("/warmup", web::post().to(warmup))
-            .route("/versions", web::get().to(versions))
-            .route("/versions/rollback", web::post().to(roll_back))
-            .route("/versions/{version}/load", web::post().to(load))
-            .route("/versions/{version}/activate", web::post().to(activate))
-            .route("/metrics", web::get().to(metrics));
+            .service(endpoint("/predict", web::post().to(predict)))
+            .service(endpoint("/healthz", web::get().to(healthz)))
+            .service(endpoint("/readyz", web::get().to(readyz)))
+            .service(endpoint("/metadata", web::get().to(metadata)))
+            .service(endpoint("/warmup", web::post().to(warmup)))
+            .service(endpoint("/versions", web::get().to(versions)))
+            .service(endpoint("/versions/rollback", web::post().to(roll_back)))
+            .service(endpoint("/versions/{version}/load", web::post().to(load)))
+            .service(endpoint(
+                "/versions/{version}/activate",
+                web::post().to(activate),
+            ))
+            .service(endpoint("/metrics", web::get().to(metrics)));
     }
+}
+
+/// A route that answers 405 `METHOD_NOT_ALLOWED` to other methods.
+fn endpoint(path: &str, route: actix_web::Route) -> actix_web::Resource {
+    web::resource(path)
+        .route(route)
+        .default_service(web::to(method_not_allowed))
 }
 
 /// Binds `addr` and returns the running server.
@@ -252,6 +262,14 @@ async fn not_found(state: web::Data<InferenceHttp>, req: HttpRequest) -> HttpRes
     let e = ServingError::new(
         ServingErrorCode::NotFound,
         format!("no route {} {}", req.method(), req.path()),
+    );
+    error(&state, &req, &e)
+}
+
+async fn method_not_allowed(state: web::Data<InferenceHttp>, req: HttpRequest) -> HttpResponse {
+    let e = ServingError::new(
+        ServingErrorCode::MethodNotAllowed,
+        format!("{} is not allowed on {}", req.method(), req.path()),
     );
     error(&state, &req, &e)
 }

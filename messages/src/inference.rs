@@ -133,6 +133,8 @@ pub enum ServingErrorCode {
     InvalidHost,
     /// No such route or version (404).
     NotFound,
+    /// The route exists but not with this method (405).
+    MethodNotAllowed,
 }
 
 impl ServingErrorCode {
@@ -150,6 +152,7 @@ impl ServingErrorCode {
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             Self::InvalidHost => "INVALID_HOST",
             Self::NotFound => "NOT_FOUND",
+            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
         }
     }
 
@@ -163,6 +166,7 @@ impl ServingErrorCode {
             Self::PayloadTooLarge => 413,
             Self::InvalidHost => 400,
             Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
         }
     }
 }

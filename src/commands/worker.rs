@@ -137,17 +137,17 @@ async fn serve(args: WorkerArgs) -> Result<()> {
     );
     let worker_id = args.worker_id.clone().unwrap_or_else(default_worker_id);
     validate_id("worker-id", &worker_id)?;
-    let control = deployment(&backend, &registry, &subjects, &engine, &worker_id)?;
+    let deployments = deployment(&backend, &registry, &subjects, &engine)?;
     let mut tasks = Vec::new();
     if args.nats.is_some() {
         tasks.extend(
-            CommandService::new(control.0.clone(), backend.bus.clone(), subjects.clone())
+            CommandService::new(deployments.clone(), backend.bus.clone(), subjects.clone())
                 .start()
                 .await
                 .context("cannot subscribe the inference commands")?,
         );
     }
-    let control = VersionControl::new(control.0, &worker_id, engine.clone());
+    let control = VersionControl::new(deployments, &worker_id, engine.clone());
     let http = start_http(&args, &engine, &control, &registry)?;
     let chosen = store.choose(args.model_version.as_deref());
     if args.nats.is_some() {
@@ -214,8 +214,7 @@ fn deployment(
     registry: &prometheus::Registry,
     subjects: &Subjects,
     engine: &Arc<InferenceEngine>,
-    worker_id: &str,
-) -> Result<(Arc<AggregateRegistry<ModelDeployment>>, String)> {
+) -> Result<Arc<AggregateRegistry<ModelDeployment>>> {
     let deps = HostDeps {
         log: backend.log.clone(),
         bus: backend.bus.clone(),
@@ -228,10 +227,7 @@ fn deployment(
     let effects: Arc<dyn EffectHandler<ModelDeployment>> = Arc::new(DeploymentEffects {
         engine: engine.clone(),
     });
-    Ok((
-        AggregateRegistry::new(deps, Some(effects)),
-        worker_id.to_string(),
-    ))
+    Ok(AggregateRegistry::new(deps, Some(effects)))
 }
 
 fn start_http(

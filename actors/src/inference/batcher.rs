@@ -273,7 +273,9 @@ mod tests {
     fn serving() -> Arc<ServingSlot> {
         let root = tempfile::tempdir().unwrap();
         write_example(root.path(), "v0.1.0", 1, WeightsFormat::Safetensors).unwrap();
-        let a = ArtifactStore::new(root.path()).load("v0.1.0", &Device::Cpu).unwrap();
+        let a = ArtifactStore::new(root.path())
+            .load("v0.1.0", &Device::Cpu)
+            .unwrap();
         let slot = Arc::new(ServingSlot::default());
         slot.set(Arc::new(Policy::new(a, &Device::Cpu).unwrap()));
         slot
@@ -335,7 +337,12 @@ mod tests {
             Arc::new(ServingSlot::default()),
             InferenceMetrics::unregistered(),
         );
-        let e = batcher.submit(request(1), 0).unwrap().await.unwrap().unwrap_err();
+        let e = batcher
+            .submit(request(1), 0)
+            .unwrap()
+            .await
+            .unwrap()
+            .unwrap_err();
         assert_eq!(e.code, ServingErrorCode::ServiceUnavailable);
     }
 }
