@@ -259,6 +259,8 @@ fn a_corrupt_artifact_starts_degraded_until_a_good_version_is_activated() {
         "SERVICE_UNAVAILABLE",
     );
     assert_eq!(body["details"]["model_loaded"], false);
+    let body = assert_error(worker.post("/predict", &json!({"observations": []})), 422, "VALIDATION_ERROR");
+    assert_eq!(first_error(&body).1, "too_short", "the body is checked before the model");
     let (s, meta) = worker.get("/metadata");
     assert_eq!(
         (s, meta["error"].as_str()),

@@ -221,10 +221,12 @@ impl InferenceEngine {
         body: &[u8],
     ) -> Result<PredictResponse, ServingError> {
         let started = Instant::now();
+        // The body is validated first, as FastAPI does before CarlaRL's
+        // handler runs: a bad body is 422 even while no model serves.
+        let request = decode_predict(encoding, body)?;
         if self.active().is_none() {
             return Err(ServingError::no_model());
         }
-        let request = decode_predict(encoding, body)?;
         self.predict(request, started).await
     }
 
