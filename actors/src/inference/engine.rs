@@ -43,7 +43,6 @@ pub struct InferenceEngine {
     device: Device,
     config: EngineConfig,
     loaded: Mutex<BTreeMap<String, Arc<Policy>>>,
-    failures: Mutex<BTreeMap<String, ServingError>>,
     applied_seq: Mutex<u64>,
     slot: Arc<ServingSlot>,
     warmed: AtomicBool,
@@ -79,7 +78,6 @@ impl InferenceEngine {
             device: choose_device(config.use_gpu),
             config,
             loaded: Mutex::new(BTreeMap::new()),
-            failures: Mutex::new(BTreeMap::new()),
             applied_seq: Mutex::new(0),
             slot,
             warmed: AtomicBool::new(false),
@@ -124,13 +122,11 @@ impl InferenceEngine {
             Ok((policy, ms)) => {
                 let summary = policy.summary(ms);
                 lock(&self.loaded).insert(version.to_string(), Arc::new(policy));
-                lock(&self.failures).remove(version);
                 tracing::info!(version, warmup_ms = ms, "model version loaded and warm");
                 Ok(summary)
             }
             Err(e) => {
                 tracing::error!(version, error = %e, "model version not loaded");
-                lock(&self.failures).insert(version.to_string(), e.clone());
                 Err(e)
             }
         };
@@ -190,12 +186,7 @@ impl InferenceEngine {
         lock(&self.loaded).contains_key(version)
     }
 
-    /// Why `version` failed to load, if it did (and has not loaded since).
-    pub fn failure(&self, version: &str) -> Option<ServingError> {
-        lock(&self.failures).get(version).cloned()
-    }
-
-    /// Ticks on every load, failure and activation.
+    /// Ticks on every load (or failed load) and activation.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
     }
