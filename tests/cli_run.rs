@@ -533,33 +533,14 @@ fn parallel_tpe_with_out_of_order_tells_replays_to_identical_trials() {
     std::fs::write(&config, body.to_string()).unwrap();
     let config = config.display().to_string();
     let args = [
-        "run",
-        "--config",
-        &config,
-        "--script",
-        &script,
-        "--parallel",
-        "4",
-        "--data-dir",
-        "data",
+        "run", "--config", &config, "--script", &script, "--parallel", "4", "--data-dir", "data",
     ];
     let out = run(d, &args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(stdout_json(&out)["trials"]["completed"], 24);
 
-    let log = run(
-        d,
-        &["events", "--data-dir", "data", "--stream", "solver/tpe"],
-    );
-    assert!(
-        log.status.success(),
-        "{}",
-        String::from_utf8_lossy(&log.stderr)
-    );
+    let log = run(d, &["events", "--data-dir", "data", "--stream", "solver/tpe"]);
+    assert!(log.status.success(), "{}", String::from_utf8_lossy(&log.stderr));
     let events: Vec<SolverEvent> = String::from_utf8(log.stdout)
         .unwrap()
         .lines()
@@ -578,9 +559,6 @@ fn parallel_tpe_with_out_of_order_tells_replays_to_identical_trials() {
             _ => Vec::new(),
         })
         .collect();
-    assert!(
-        told.windows(2).any(|w| w[0] > w[1]),
-        "tells came in order: {told:?}"
-    );
+    assert!(told.windows(2).any(|w| w[0] > w[1]), "tells came in order: {told:?}");
     assert!(redecide_asks(&events) >= 24);
 }
