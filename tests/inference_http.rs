@@ -259,8 +259,16 @@ fn a_corrupt_artifact_starts_degraded_until_a_good_version_is_activated() {
         "SERVICE_UNAVAILABLE",
     );
     assert_eq!(body["details"]["model_loaded"], false);
-    let body = assert_error(worker.post("/predict", &json!({"observations": []})), 422, "VALIDATION_ERROR");
-    assert_eq!(first_error(&body).1, "too_short", "the body is checked before the model");
+    let body = assert_error(
+        worker.post("/predict", &json!({"observations": []})),
+        422,
+        "VALIDATION_ERROR",
+    );
+    assert_eq!(
+        first_error(&body).1,
+        "too_short",
+        "the body is checked before the model"
+    );
     let (s, meta) = worker.get("/metadata");
     assert_eq!(
         (s, meta["error"].as_str()),
@@ -293,6 +301,10 @@ fn a_corrupt_artifact_starts_degraded_until_a_good_version_is_activated() {
         422,
         "VALIDATION_ERROR",
     );
+    let (_, versions) = worker.get("/versions");
+    let record = &versions["deployment"]["versions"]["v0.1.0"];
+    assert_eq!(record["status"], "failed", "{versions}");
+    assert_eq!(record["code"], "ARTIFACT_VALIDATION_ERROR");
 
     model_init(dir.path(), "v0.2.0", 1);
     let (s, switched, _) = worker.post("/versions/v0.2.0/activate", &json!({}));

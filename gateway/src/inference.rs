@@ -8,7 +8,7 @@
 //! | `GET /readyz` | 503 until a model is loaded and warm |
 //! | `GET /metadata` | model name, version, device, input shape, action space; 503 without a model |
 //! | `POST /warmup` | runs the serving model once more; 503 without a model |
-//! | `GET /versions` | every version folder, which one serves, how it was chosen |
+//! | `GET /versions` | every version folder, which one serves, how it was chosen, and the deployment's record (load outcomes, history) |
 //! | `POST /versions/{version}/load` | load, verify and warm a version (an event of the deployment) |
 //! | `POST /versions/{version}/activate` | load if needed, then route traffic to it |
 //! | `POST /versions/rollback` | route traffic back to the version before |
@@ -417,7 +417,16 @@ async fn warmup(state: web::Data<InferenceHttp>, req: HttpRequest) -> HttpRespon
 }
 
 async fn versions(state: web::Data<InferenceHttp>) -> HttpResponse {
-    HttpResponse::Ok().json(state.engine.versions_view())
+    let mut view = state.engine.versions_view();
+    let (deployment, seq) = state.control.state().await;
+    view["deployment"] = json!({
+        "id": state.control.id(),
+        "seq": seq,
+        "active": deployment.active,
+        "history": deployment.history,
+        "versions": deployment.versions,
+    });
+    HttpResponse::Ok().json(view)
 }
 
 fn answered(
