@@ -378,6 +378,49 @@ mod tests {
         );
     }
 
+    fn command(kind: u8, v: u8, ok: bool) -> InferenceCommand {
+        let version = format!("v0.{}.0", v % 3);
+        match kind % 4 {
+            0 => InferenceCommand::LoadVersion { version },
+            1 => InferenceCommand::RecordLoad {
+                version,
+                outcome: if ok {
+                    LoadOutcome::Loaded(loaded())
+                } else {
+                    LoadOutcome::Failed {
+                        code: "ARTIFACT_VALIDATION_ERROR".into(),
+                        message: "bad hash".into(),
+                    }
+                },
+            },
+            2 => InferenceCommand::ActivateVersion { version },
+            _ => InferenceCommand::RollBack {},
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever operators send, traffic only ever goes to a loaded
+        /// version, and folding the decided events again gives the same state.
+        #[test]
+        fn only_loaded_versions_serve(ops in proptest::collection::vec((0u8..4, 0u8..3, proptest::bool::ANY), 0..40)) {
+            let mut state = ModelDeployment::default();
+            let mut log = Vec::new();
+            for (kind, v, ok) in ops {
+                if let Ok(events) = state.decide(&command(kind, v, ok)) {
+                    for e in &events {
+                        state = state.evolve(e);
+                    }
+                    log.extend(events);
+                }
+                if let Some(active) = &state.active {
+                    let loaded = matches!(state.versions.get(active), Some(VersionState::Loaded(_)));
+                    proptest::prop_assert!(loaded, "{active} serves but is {:?}", state.versions.get(active));
+                }
+            }
+            proptest::prop_assert_eq!(given(&log), state);
+        }
+    }
+
     #[test]
     fn bad_version_names_are_refused() {
         let e = ModelDeployment::default()
