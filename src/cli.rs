@@ -66,6 +66,10 @@ pub enum Command {
     /// Run a node's health agent: sample the GPUs, evaluate the health
     /// policy, publish heartbeats and reports on `flotilla.health.<node>`.
     Agent(AgentArgs),
+    /// Serve a driving policy (CarlaRL-compatible) over HTTP and NATS.
+    Worker(crate::commands::worker::WorkerArgs),
+    /// Model artifacts: `model init DIR` writes a working example.
+    Model(crate::commands::model::ModelArgs),
 }
 
 /// Where the log lives: a data dir (embedded) or a NATS server.
@@ -198,6 +202,8 @@ pub enum BenchWhat {
     /// Solver quality (regret per function × budget × sampler) and ask+tell
     /// overhead on large studies.
     Solver(BenchSolverArgs),
+    /// Inference worker: requests/s and latency over HTTP and NATS.
+    Inference(crate::commands::bench_inference::BenchInferenceArgs),
 }
 
 /// `flotilla bench solver`.

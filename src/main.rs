@@ -35,6 +35,8 @@ fn main() -> std::process::ExitCode {
         Command::Plan(args) => commands::plan::run(args),
         Command::Pools(args) => commands::pools::run(args),
         Command::Agent(args) => commands::agent::run(args),
+        Command::Worker(args) => commands::worker::run(args),
+        Command::Model(args) => commands::model::run(args),
     };
     match outcome {
         Ok(code) => code,

@@ -11,12 +11,14 @@
 //!   or manifests.
 //! - [`provisioner`]: GPU node pools, autoscaling and replacement.
 //! - [`health`]: the per-node health agent: hardware sources and policy.
+//! - [`inference`]: the policy-serving worker (candle, batching, model versions).
 //!
 //! Messages come from `flotilla-messages`; storage and subjects from
 //! `flotilla-bus`; the HTTP face is `flotilla-gateway`.
 
 pub mod health;
 pub mod provisioner;
+pub mod inference;
 pub mod runtime;
 pub mod scheduler;
 pub mod solver;

@@ -14,6 +14,10 @@
 //! | `POST /v1/cmd/{actor}/{id}` | a command (JSON or MessagePack), the reply as over NATS |
 //! | `GET /v1/query/{actor}[/{id}]` | state of one aggregate, or the list of ids |
 //! | `GET /v1/events?from=&stream=&follow=` | events as JSON lines, from the log |
+//!
+//! The inference worker's CarlaRL-compatible routes are in [`inference`].
+
+pub mod inference;
 
 use actix_web::dev::Server;
 use actix_web::http::header::{self, HeaderValue};

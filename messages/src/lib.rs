@@ -16,16 +16,19 @@
 //! - [`search_space`]: a study's parameters (float, int, categorical,
 //!   conditional) and how the unit cube maps onto them;
 //! - [`solver`]: the solver's commands and events, with [`pruning`]
-//!   (`report` and the pruners) and [`warm_start`] (`seed`, `enqueue`).
+//!   (`report` and the pruners) and [`warm_start`] (`seed`, `enqueue`);
 //! - [`scheduler`]: the scheduler's commands, events and queue signal.
 //! - [`fleet`]: GPU node pool configuration (both Navarch spellings);
 //!   [`provisioner`]: the pool aggregate's commands and events;
 //!   [`health`]: what node agents publish.
+//! - [`inference`]: CarlaRL-compatible `/predict` bodies and errors, and the
+//!   inference worker's version commands and events.
 
 pub mod codec;
 pub mod command;
 pub mod envelope;
 pub mod error;
+pub mod inference;
 pub mod pruning;
 pub mod fleet;
 pub mod health;

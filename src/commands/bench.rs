@@ -30,6 +30,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     match args.what {
         BenchWhat::Log(a) => bench_log(a),
         BenchWhat::Solver(a) => bench_solver(a),
+        BenchWhat::Inference(a) => super::bench_inference::run(a),
     }
 }
 

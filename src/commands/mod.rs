@@ -3,9 +3,11 @@
 pub mod agent;
 pub mod audit;
 pub mod bench;
+pub mod bench_inference;
 pub mod events;
 pub mod plan;
 pub mod pools;
+pub mod model;
 pub mod replay;
 pub mod run;
 pub mod scheduler;
@@ -13,6 +15,7 @@ pub mod scheduler_run;
 pub mod send;
 pub mod study;
 pub mod up;
+pub mod worker;
 
 use anyhow::Result;
 

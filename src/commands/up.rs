@@ -163,7 +163,8 @@ async fn start_actors(
     Ok((recovered, services))
 }
 
-async fn wait_for_shutdown() -> Result<()> {
+/// Waits for SIGINT or SIGTERM.
+pub(crate) async fn wait_for_shutdown() -> Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         r = tokio::signal::ctrl_c() => r?,

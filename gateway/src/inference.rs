@@ -1,0 +1,500 @@
+//! The inference worker's HTTP face, compatible with CarlaRL
+//! Policy-as-a-Service: same routes, bodies, error codes and headers.
+//!
+//! | route | what |
+//! |---|---|
+//! | `POST /predict` | actions for 1–1000 observations (JSON or MessagePack) |
+//! | `GET /healthz` | always 200: `ok`, or `degraded` when no model serves |
+//! | `GET /readyz` | 503 until a model is loaded and warm |
+//! | `GET /metadata` | model name, version, device, input shape, action space; 503 without a model |
+//! | `POST /warmup` | runs the serving model once more; 503 without a model |
+//! | `GET /versions` | every version folder, which one serves, how it was chosen, and the deployment's record (load outcomes, history) |
+//! | `POST /versions/{version}/load` | load, verify and warm a version (an event of the deployment) |
+//! | `POST /versions/{version}/activate` | load if needed, then route traffic to it |
+//! | `POST /versions/rollback` | route traffic back to the version before |
+//! | `GET /metrics` | Prometheus text (CarlaRL's names + `http_request_duration_seconds`) |
+//!
+//! Every response carries `X-Request-ID` (the caller's, or a new one; equal
+//! to `details.request_id` in error bodies) and `X-Process-Time` (seconds).
+//! `ALLOWED_HOSTS` and `CORS_ORIGINS` behave as Starlette's middlewares do in
+//! CarlaRL. The work itself is `flotilla_actors::inference`; this module only
+//! translates HTTP.
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, App, HttpMessage, HttpRequest, HttpResponse, HttpServer};
+use flotilla_actors::inference::{InferenceEngine, VersionControl};
+use flotilla_messages::inference::{unix_timestamp, ServingError, ServingErrorCode};
+use flotilla_messages::Encoding;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Settings of the HTTP server (CarlaRL's environment variables).
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// `CORS_ORIGINS`: allowed origins, `*` for any.
+    pub cors_origins: Vec<String>,
+    /// `ALLOWED_HOSTS`: allowed `Host` names, `*` for any, `*.example.com` for subdomains.
+    pub allowed_hosts: Vec<String>,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// `WORKERS`: HTTP worker threads.
+    pub workers: usize,
+    /// Reported by `/healthz`.
+    pub git: String,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            cors_origins: vec!["*".into()],
+            allowed_hosts: vec!["*".into()],
+            max_body_bytes: 8 * 1024 * 1024,
+            workers: 1,
+            git: "unknown".into(),
+        }
+    }
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct InferenceHttp {
+    /// The serving engine.
+    pub engine: Arc<InferenceEngine>,
+    /// Version operations (load, activate, roll back).
+    pub control: VersionControl,
+    /// Metrics to expose.
+    pub registry: prometheus::Registry,
+    /// Settings.
+    pub settings: Arc<HttpSettings>,
+}
+
+/// The request id of the request being served.
+#[derive(Debug, Clone)]
+struct RequestId(String);
+
+/// Adds the inference routes to an actix-web app.
+pub fn configure(state: InferenceHttp) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg: &mut web::ServiceConfig| {
+        cfg.app_data(web::Data::new(state))
+            .service(endpoint("/predict", web::post().to(predict)))
+            .service(endpoint("/healthz", web::get().to(healthz)))
+            .service(endpoint("/readyz", web::get().to(readyz)))
+            .service(endpoint("/metadata", web::get().to(metadata)))
+            .service(endpoint("/warmup", web::post().to(warmup)))
+            .service(endpoint("/versions", web::get().to(versions)))
+            .service(endpoint("/versions/rollback", web::post().to(roll_back)))
+            .service(endpoint("/versions/{version}/load", web::post().to(load)))
+            .service(endpoint(
+                "/versions/{version}/activate",
+                web::post().to(activate),
+            ))
+            .service(endpoint("/metrics", web::get().to(metrics)));
+    }
+}
+
+/// A route that answers 405 `METHOD_NOT_ALLOWED` to other methods.
+fn endpoint(path: &str, route: actix_web::Route) -> actix_web::Resource {
+    web::resource(path)
+        .route(route)
+        .default_service(web::to(method_not_allowed))
+}
+
+/// Binds `addr` and returns the running server.
+pub fn start(state: InferenceHttp, addr: std::net::SocketAddr) -> std::io::Result<Server> {
+    let workers = state.settings.workers.max(1);
+    let server = HttpServer::new(move || {
+        let s = state.clone();
+        App::new()
+            .wrap(from_fn(envelope))
+            .configure(configure(s))
+            .default_service(web::to(not_found))
+    })
+    .workers(workers)
+    .backlog(4096)
+    .disable_signals()
+    .shutdown_timeout(5)
+    .bind(addr)?
+    .run();
+    tracing::info!(%addr, workers, "inference HTTP listening");
+    Ok(server)
+}
+
+/// Request id, host check, CORS, `X-Process-Time` and the HTTP metrics
+/// around every request.
+async fn envelope(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let started = Instant::now();
+    let state = req
+        .app_data::<web::Data<InferenceHttp>>()
+        .cloned()
+        .expect("inference state");
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    req.extensions_mut().insert(RequestId(request_id.clone()));
+    let settings = &state.settings;
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .filter(|o| listed(&settings.cors_origins, o))
+        .map(str::to_string);
+    let early = if !host_allowed(&settings.allowed_hosts, &req) {
+        let e = ServingError::new(ServingErrorCode::InvalidHost, "Invalid host header");
+        Some(error_with_id(&state.engine, &request_id, &e))
+    } else if req.method() == Method::OPTIONS
+        && origin.is_some()
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+    {
+        Some(preflight(&req))
+    } else {
+        None
+    };
+    let method = req.method().to_string();
+    let mut res = match early {
+        Some(response) => req.into_response(response),
+        None => next.call(req).await?.map_into_boxed_body(),
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    let headers = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        headers.insert(HeaderName::from_static("x-request-id"), v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("{elapsed:.6}")) {
+        headers.insert(HeaderName::from_static("x-process-time"), v);
+    }
+    if let Some(origin) = origin {
+        let allow = if settings.cors_origins.iter().any(|o| o == "*") {
+            "*".to_string()
+        } else {
+            origin
+        };
+        if let Ok(v) = HeaderValue::from_str(&allow) {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        }
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("X-Request-ID, X-Process-Time"),
+        );
+    }
+    let endpoint = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".into());
+    let status = res.status().as_u16().to_string();
+    let labels = [method.as_str(), endpoint.as_str(), status.as_str()];
+    let m = state.engine.metrics();
+    m.http_seconds.with_label_values(&labels).observe(elapsed);
+    m.http_requests.with_label_values(&labels).inc();
+    Ok(res)
+}
+
+/// Whether `value` is in a comma list where `*` allows anything.
+fn listed(list: &[String], value: &str) -> bool {
+    list.iter().any(|o| o == "*" || o == value)
+}
+
+/// Starlette's TrustedHostMiddleware: `*`, exact names, or `*.domain`.
+fn host_allowed(allowed: &[String], req: &ServiceRequest) -> bool {
+    if allowed.iter().any(|h| h == "*") {
+        return true;
+    }
+    let host = req.connection_info().host().to_string();
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name.to_string(),
+        _ => host,
+    };
+    allowed
+        .iter()
+        .any(|pattern| match pattern.strip_prefix("*.") {
+            Some(domain) => name.ends_with(&format!(".{domain}")),
+            None => pattern.eq_ignore_ascii_case(&name),
+        })
+}
+
+fn preflight(req: &ServiceRequest) -> HttpResponse {
+    let asked = req
+        .headers()
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_static("Content-Type, X-Request-ID"));
+    HttpResponse::Ok()
+        .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, OPTIONS"))
+        .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, asked))
+        .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"))
+        .finish()
+}
+
+fn request_id(req: &HttpRequest) -> String {
+    req.extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default()
+}
+
+/// CarlaRL's error body with the request's id and the code's status.
+fn error_with_id(engine: &InferenceEngine, request_id: &str, e: &ServingError) -> HttpResponse {
+    engine.record_error(e);
+    let status =
+        StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    HttpResponse::build(status).json(e.body(request_id, unix_timestamp()))
+}
+
+fn error(state: &InferenceHttp, req: &HttpRequest, e: &ServingError) -> HttpResponse {
+    error_with_id(&state.engine, &request_id(req), e)
+}
+
+async fn not_found(state: web::Data<InferenceHttp>, req: HttpRequest) -> HttpResponse {
+    let e = ServingError::new(
+        ServingErrorCode::NotFound,
+        format!("no route {} {}", req.method(), req.path()),
+    );
+    error(&state, &req, &e)
+}
+
+async fn method_not_allowed(state: web::Data<InferenceHttp>, req: HttpRequest) -> HttpResponse {
+    let e = ServingError::new(
+        ServingErrorCode::MethodNotAllowed,
+        format!("{} is not allowed on {}", req.method(), req.path()),
+    );
+    error(&state, &req, &e)
+}
+
+/// Reads the body up to the limit; a larger one is refused with 413.
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ServingError> {
+    let too_large = || {
+        ServingError::new(
+            ServingErrorCode::PayloadTooLarge,
+            format!("request body is larger than {limit} bytes"),
+        )
+        .with_detail("max_body_bytes", limit)
+    };
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            ServingError::new(
+                ServingErrorCode::ValidationError,
+                format!("cannot read the body: {e}"),
+            )
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+async fn predict(
+    state: web::Data<InferenceHttp>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    let limit = state.settings.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let body = match declared {
+        Some(n) if n > limit => Err(ServingError::new(
+            ServingErrorCode::PayloadTooLarge,
+            format!("request body is larger than {limit} bytes"),
+        )
+        .with_detail("max_body_bytes", limit)),
+        _ => read_body(payload, limit).await,
+    };
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let outcome = match body {
+        Ok(body) => match Encoding::detect(content_type, &body) {
+            Ok(encoding) => state
+                .engine
+                .predict_body(encoding, &body)
+                .await
+                .map(|r| (encoding, r)),
+            Err(e) => Err(ServingError::validation(vec![
+                flotilla_messages::inference::FieldError {
+                    field: "body".into(),
+                    message: e.to_string(),
+                    kind: "content_type".into(),
+                },
+            ])),
+        },
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok((Encoding::Json, response)) => HttpResponse::Ok().json(response),
+        Ok((encoding, response)) => match encoding.encode(&response) {
+            Ok(bytes) => HttpResponse::Ok()
+                .content_type(encoding.content_type())
+                .body(bytes),
+            Err(e) => error(
+                &state,
+                &req,
+                &ServingError::new(ServingErrorCode::InternalError, e.to_string()),
+            ),
+        },
+        Err(e) => error(&state, &req, &e),
+    }
+}
+
+async fn healthz(state: web::Data<InferenceHttp>) -> HttpResponse {
+    let active = state.engine.active();
+    HttpResponse::Ok().json(json!({
+        "status": if active.is_some() { "ok" } else { "degraded" },
+        "version": active.as_ref().map(|p| p.version().to_string()),
+        "git": state.settings.git,
+        "device": state.engine.device_name(),
+        "timestamp": unix_timestamp(),
+    }))
+}
+
+async fn readyz(state: web::Data<InferenceHttp>, req: HttpRequest) -> HttpResponse {
+    if state.engine.ready() {
+        let version = state.engine.active().map(|p| p.version().to_string());
+        return HttpResponse::Ok().json(json!({ "status": "ready", "version": version }));
+    }
+    let e = ServingError::new(
+        ServingErrorCode::ServiceUnavailable,
+        "not ready: no model is loaded and warmed up",
+    )
+    .with_detail("model_loaded", state.engine.active().is_some());
+    error(&state, &req, &e)
+}
+
+async fn metadata(state: web::Data<InferenceHttp>, req: HttpRequest) -> HttpResponse {
+    let Some(policy) = state.engine.active() else {
+        return error(&state, &req, &ServingError::no_model());
+    };
+    HttpResponse::Ok().json(json!({
+        "modelName": policy.card().model_name,
+        "version": policy.version(),
+        "device": policy.device_name(),
+        "inputShape": [policy.input_size()],
+        "actionSpace": {"throttle": [0.0, 1.0], "brake": [0.0, 1.0], "steer": [-1.0, 1.0]},
+    }))
+}
+
+async fn warmup(state: web::Data<InferenceHttp>, req: HttpRequest) -> HttpResponse {
+    let engine = state.engine.clone();
+    let outcome = actix_web::rt::task::spawn_blocking(move || engine.warm_up()).await;
+    match outcome {
+        Ok(Ok(ms)) => HttpResponse::Ok().json(json!({
+            "status": "warmed",
+            "timingMs": ms,
+            "device": state.engine.device_name(),
+        })),
+        Ok(Err(e)) => {
+            let e = ServingError {
+                code: ServingErrorCode::ServiceUnavailable,
+                ..e
+            };
+            error(&state, &req, &e)
+        }
+        Err(e) => error(
+            &state,
+            &req,
+            &ServingError::new(ServingErrorCode::ServiceUnavailable, e.to_string()),
+        ),
+    }
+}
+
+async fn versions(state: web::Data<InferenceHttp>) -> HttpResponse {
+    let mut view = state.engine.versions_view();
+    let (deployment, seq) = state.control.state().await;
+    view["deployment"] = json!({
+        "id": state.control.id(),
+        "seq": seq,
+        "active": deployment.active,
+        "history": deployment.history,
+        "versions": deployment.versions,
+    });
+    HttpResponse::Ok().json(view)
+}
+
+fn answered(
+    state: &InferenceHttp,
+    req: &HttpRequest,
+    outcome: Result<Value, ServingError>,
+) -> HttpResponse {
+    match outcome {
+        Ok(v) => HttpResponse::Ok().json(v),
+        Err(e) => error(state, req, &e),
+    }
+}
+
+async fn load(
+    state: web::Data<InferenceHttp>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    let version = path.into_inner();
+    let outcome = state
+        .control
+        .load(&version)
+        .await
+        .map(|loaded| json!({ "version": version, "status": "loaded", "loaded": loaded }));
+    answered(&state, &req, outcome)
+}
+
+async fn activate(
+    state: web::Data<InferenceHttp>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    let outcome = state.control.activate(&path.into_inner()).await;
+    answered(&state, &req, outcome)
+}
+
+async fn roll_back(state: web::Data<InferenceHttp>, req: HttpRequest) -> HttpResponse {
+    let outcome = state.control.roll_back().await;
+    answered(&state, &req, outcome)
+}
+
+async fn metrics(state: web::Data<InferenceHttp>, req: HttpRequest) -> HttpResponse {
+    let m = state.engine.metrics();
+    m.uptime_seconds.set(m.uptime());
+    m.queue_depth.set(state.engine.queue_depth() as i64);
+    let mut out = String::new();
+    let encoder = prometheus::TextEncoder::new();
+    if let Err(e) = encoder.encode_utf8(&state.registry.gather(), &mut out) {
+        return error(
+            &state,
+            &req,
+            &ServingError::new(ServingErrorCode::InternalError, e.to_string()),
+        );
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_allow_stars_and_exact_values() {
+        let list = vec!["https://a.example".to_string()];
+        assert!(listed(&list, "https://a.example"));
+        assert!(!listed(&list, "https://b.example"));
+        assert!(listed(&["*".to_string()], "anything"));
+    }
+}

@@ -1,0 +1,289 @@
+//! `flotilla worker`: serves a driving policy, CarlaRL-compatible, over HTTP
+//! and (with `--nats`) in the `flotilla-inference` queue group.
+//!
+//! Start-up follows CarlaRL: the HTTP server answers at once (`/healthz`
+//! `degraded`, `/readyz` 503), then the version named by `MODEL_VERSION` —
+//! else the newest stable `vX.Y.Z` — is loaded, verified, warmed and
+//! activated through the worker's `ModelDeployment` aggregate (so the log
+//! records it). A version that fails to load leaves the worker running
+//! degraded: `/predict` and `/metadata` answer 503 until a good version is
+//! activated with `POST /versions/{v}/activate`.
+//!
+//! The deployment's events go to the embedded log (`--data-dir`, else a
+//! temporary one) or, with `--nats`, to the JetStream log, where operators
+//! can also send `load_version` / `activate_version` / `roll_back` on
+//! `<prefix>.cmd.inference.<worker-id>`.
+
+use crate::backend::{self, Backend};
+use crate::config::BackendChoice;
+use anyhow::{Context, Result};
+use clap::builder::BoolishValueParser;
+use clap::Args;
+use flotilla_actors::inference::nats::serve_predictions;
+use flotilla_actors::inference::{
+    ArtifactStore, BatchConfig, DeploymentEffects, EngineConfig, InferenceEngine, InferenceMetrics,
+    ModelDeployment, VersionControl,
+};
+use flotilla_actors::runtime::{
+    AggregateRegistry, CommandService, EffectHandler, HostConfig, HostDeps, HostMetrics,
+};
+use flotilla_gateway::inference::{HttpSettings, InferenceHttp};
+use flotilla_messages::{validate_id, Subjects};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `flotilla worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The artifact folder holding `vX.Y.Z/` version folders.
+    #[arg(long, env = "ARTIFACT_DIR", default_value = "artifacts")]
+    pub artifacts: PathBuf,
+    /// HTTP address (default 127.0.0.1 on PORT, else 8080).
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
+    /// HTTP port when --http is not given.
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// NATS server: serve `<prefix>.infer.<model>` and the deployment's commands.
+    #[arg(long, env = "FLOTILLA_NATS")]
+    pub nats: Option<String>,
+    /// Subject prefix.
+    #[arg(long, env = "FLOTILLA_PREFIX", default_value = "flotilla")]
+    pub prefix: String,
+    /// The version to serve (else the newest stable vX.Y.Z).
+    #[arg(long, env = "MODEL_VERSION")]
+    pub model_version: Option<String>,
+    /// The model's subject token (default: the card's model_name).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// This worker's deployment id (default worker-<pid>-<start time>).
+    #[arg(long)]
+    pub worker_id: Option<String>,
+    /// Embedded log directory (default: a temporary one).
+    #[arg(long, env = "FLOTILLA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Run on CUDA device 0 (build with --features cuda).
+    #[arg(long, env = "USE_GPU", value_parser = BoolishValueParser::new(), default_value = "false")]
+    pub use_gpu: bool,
+    /// HTTP worker threads (default: one per CPU core).
+    #[arg(long, env = "WORKERS")]
+    pub workers: Option<usize>,
+    /// Allowed CORS origins, comma-separated (`*`: any).
+    #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',', default_value = "*")]
+    pub cors_origins: Vec<String>,
+    /// Allowed Host names, comma-separated (`*`: any).
+    #[arg(
+        long,
+        env = "ALLOWED_HOSTS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    pub allowed_hosts: Vec<String>,
+    /// Largest request body in bytes.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Most observations per forward pass.
+    #[arg(long, env = "MAX_BATCH_SIZE", default_value_t = 256)]
+    pub max_batch_size: usize,
+    /// How long a batch waits for more requests, in microseconds.
+    #[arg(long, env = "MAX_QUEUE_DELAY_US", default_value_t = 0)]
+    pub max_queue_delay_us: u64,
+    /// Most requests waiting for a batch; beyond it 429.
+    #[arg(long, env = "QUEUE_CAPACITY", default_value_t = 1024)]
+    pub queue_capacity: usize,
+    /// Batch threads.
+    #[arg(long, env = "INFERENCE_THREADS", default_value_t = 1)]
+    pub inference_threads: usize,
+    /// Seed of the samples of requests that bring none.
+    #[arg(long, env = "INFERENCE_SEED", default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// Runs `flotilla worker` until SIGINT or SIGTERM.
+pub fn run(args: WorkerArgs) -> Result<ExitCode> {
+    single_threaded_matmuls();
+    actix_rt::System::new().block_on(serve(args))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// candle's CPU matmuls use a rayon pool sized by `RAYON_NUM_THREADS`; for
+/// a small MLP the pool costs ~30x the arithmetic, so the worker runs them
+/// single-threaded (unless the operator says otherwise) and gets its
+/// parallelism from concurrent batches. Called before any thread starts.
+pub fn single_threaded_matmuls() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
+}
+
+async fn serve(args: WorkerArgs) -> Result<()> {
+    let subjects = Subjects::new(&args.prefix).context("prefix")?;
+    let temp = tempfile_dir(&args)?;
+    let choice = match (&args.nats, &args.data_dir) {
+        (Some(url), _) => BackendChoice::Nats(url.clone()),
+        (None, Some(dir)) => BackendChoice::Embedded(dir.clone()),
+        (None, None) => BackendChoice::Embedded(temp.clone().unwrap_or_default()),
+    };
+    let backend = backend::open(&choice, &subjects, 1).await?;
+    let registry = prometheus::Registry::new();
+    let store = ArtifactStore::new(&args.artifacts);
+    let engine = InferenceEngine::new(
+        store.clone(),
+        engine_config(&args),
+        InferenceMetrics::register(&registry)?,
+    );
+    let worker_id = args.worker_id.clone().unwrap_or_else(default_worker_id);
+    validate_id("worker-id", &worker_id)?;
+    let deployments = deployment(&backend, &registry, &subjects, &engine)?;
+    let mut tasks = Vec::new();
+    if args.nats.is_some() {
+        tasks.extend(
+            CommandService::new(deployments.clone(), backend.bus.clone(), subjects.clone())
+                .start()
+                .await
+                .context("cannot subscribe the inference commands")?,
+        );
+    }
+    let control = VersionControl::new(deployments, &worker_id, engine.clone());
+    let http = start_http(&args, &engine, &control, &registry)?;
+    let chosen = store.choose(args.model_version.as_deref());
+    if args.nats.is_some() {
+        let model = model_name(&args, &store, chosen.as_ref().ok())?;
+        let subject = subjects.infer(&model);
+        tasks.push(serve_predictions(backend.bus.clone(), &subject, engine.clone()).await?);
+    }
+    match chosen.map_err(|e| e.to_serving()) {
+        Ok(version) => match control.activate(&version).await {
+            Ok(_) => tracing::info!(%version, worker = %worker_id, "worker is ready"),
+            Err(e) => tracing::error!(%version, error = %e, "model not loaded: serving degraded"),
+        },
+        Err(e) => tracing::error!(error = %e, "no model to load: serving degraded"),
+    }
+    crate::commands::up::wait_for_shutdown().await?;
+    tracing::info!("shutting down");
+    http.stop(true).await;
+    for task in tasks {
+        task.abort();
+        let _ = task.await;
+    }
+    backend.bus.flush().await.ok();
+    if let Some(dir) = temp {
+        std::fs::remove_dir_all(dir).ok();
+    }
+    Ok(())
+}
+
+fn engine_config(args: &WorkerArgs) -> EngineConfig {
+    EngineConfig {
+        batch: BatchConfig {
+            max_batch_size: args.max_batch_size.max(1),
+            max_queue_delay: Duration::from_micros(args.max_queue_delay_us),
+            queue_capacity: args.queue_capacity.max(1),
+            threads: args.inference_threads.max(1),
+        },
+        seed: args.seed,
+        use_gpu: args.use_gpu,
+        pinned_version: args.model_version.clone().filter(|v| !v.is_empty()),
+    }
+}
+
+/// A fresh directory for the embedded log when none is given.
+fn tempfile_dir(args: &WorkerArgs) -> Result<Option<PathBuf>> {
+    if args.nats.is_some() || args.data_dir.is_some() {
+        return Ok(None);
+    }
+    let dir = std::env::temp_dir().join(format!("flotilla-worker-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(Some(dir))
+}
+
+fn default_worker_id() -> String {
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    format!("worker-{}-{started}", std::process::id())
+}
+
+/// The registry of the worker's deployment aggregate, its effects wired to the engine.
+fn deployment(
+    backend: &Backend,
+    registry: &prometheus::Registry,
+    subjects: &Subjects,
+    engine: &Arc<InferenceEngine>,
+) -> Result<Arc<AggregateRegistry<ModelDeployment>>> {
+    let deps = HostDeps {
+        log: backend.log.clone(),
+        bus: backend.bus.clone(),
+        config: Arc::new(HostConfig {
+            subjects: subjects.clone(),
+            ..HostConfig::default()
+        }),
+        metrics: HostMetrics::register(registry)?,
+    };
+    let effects: Arc<dyn EffectHandler<ModelDeployment>> = Arc::new(DeploymentEffects {
+        engine: engine.clone(),
+    });
+    Ok(AggregateRegistry::new(deps, Some(effects)))
+}
+
+fn start_http(
+    args: &WorkerArgs,
+    engine: &Arc<InferenceEngine>,
+    control: &VersionControl,
+    registry: &prometheus::Registry,
+) -> Result<actix_web::dev::ServerHandle> {
+    let addr = args
+        .http
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], args.port)));
+    let state = InferenceHttp {
+        engine: engine.clone(),
+        control: control.clone(),
+        registry: registry.clone(),
+        settings: Arc::new(HttpSettings {
+            cors_origins: trimmed(&args.cors_origins),
+            allowed_hosts: trimmed(&args.allowed_hosts),
+            max_body_bytes: args.max_body_bytes,
+            workers: args
+                .workers
+                .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+                .unwrap_or(1)
+                .max(1),
+            git: option_env!("FLOTILLA_GIT_SHA")
+                .unwrap_or("unknown")
+                .to_string(),
+        }),
+    };
+    let server = flotilla_gateway::inference::start(state, addr)
+        .with_context(|| format!("http: cannot listen on {addr}"))?;
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    Ok(handle)
+}
+
+fn trimmed(list: &[String]) -> Vec<String> {
+    list.iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// The subject token: `--model`, else the chosen card's `model_name`.
+fn model_name(args: &WorkerArgs, store: &ArtifactStore, chosen: Option<&String>) -> Result<String> {
+    let from_card = || {
+        store
+            .versions()
+            .into_iter()
+            .find(|e| Some(&e.version) == chosen)
+            .and_then(|e| e.card.ok())
+            .map(|c| c.model_name)
+    };
+    let name = args.model.clone().or_else(from_card).ok_or_else(|| {
+        anyhow::anyhow!("model: no readable model card names the model; pass --model NAME")
+    })?;
+    validate_id("model", &name)?;
+    Ok(name)
+}

@@ -1,0 +1,152 @@
+//! Shared harness of the inference end-to-end tests: example artifacts
+//! written by `flotilla model init`, and the real `flotilla worker` as a
+//! child process on a free 127.0.0.1 port.
+#![allow(dead_code)]
+
+use crate::common::{flotilla, flotilla_bin, free_port, http_client};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Writes version `version` of the example model into `dir`.
+pub fn model_init(dir: &Path, version: &str, seed: u64) -> PathBuf {
+    let out = flotilla(&[
+        "model",
+        "init",
+        dir.to_str().unwrap(),
+        "--version",
+        version,
+        "--seed",
+        &seed.to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir.join(version)
+}
+
+/// One observation CarlaRL's README sends.
+pub fn observation() -> Value {
+    json!({"speed": 25.5, "steering": 0.1, "sensors": [0.8, 0.2, 0.5]})
+}
+
+/// A `/predict` body with `n` observations.
+pub fn predict_body(n: usize, deterministic: bool) -> Value {
+    json!({"observations": vec![observation(); n], "deterministic": deterministic})
+}
+
+/// A running `flotilla worker`; killed (by its pid) on drop.
+pub struct Worker {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    log: PathBuf,
+}
+
+impl Worker {
+    /// Starts `flotilla worker --artifacts <dir> --http 127.0.0.1:<free> <extra>`
+    /// with `env` and waits until `/readyz` answers (a model serves, warm).
+    pub fn start(artifacts: &Path, extra: &[&str], env: &[(&str, &str)]) -> Worker {
+        let mut worker = Self::start_degraded(artifacts, extra, env);
+        worker.wait_for("/readyz");
+        worker
+    }
+
+    /// Like [`Worker::start`] but waits only for `/healthz` (the process answers).
+    pub fn start_degraded(artifacts: &Path, extra: &[&str], env: &[(&str, &str)]) -> Worker {
+        let port = free_port();
+        let log = artifacts.join(format!("worker-{port}.log"));
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let mut cmd = Command::new(flotilla_bin());
+        cmd.arg("worker")
+            .arg("--artifacts")
+            .arg(artifacts)
+            .arg("--http")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(extra)
+            .env_remove("FLOTILLA_NATS")
+            .env_remove("MODEL_VERSION")
+            .env_remove("ARTIFACT_DIR")
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn flotilla worker");
+        let mut worker = Worker {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        worker.wait_for("/healthz");
+        worker
+    }
+
+    /// Waits until `path` answers 200.
+    pub fn wait_for(&mut self, path: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let client = http_client();
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("flotilla worker exited with {status}:\n{}", self.log());
+            }
+            if let Ok(r) = client.get(format!("{}{path}", self.url)).send() {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{path} never answered 200:\n{}", self.log());
+    }
+
+    /// The worker's stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GET `path`: (status, body as JSON or Null, X-Request-ID).
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let r = http_client()
+            .get(format!("{}{path}", self.url))
+            .send()
+            .expect("GET");
+        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+    }
+
+    /// POST JSON to `path`: (status, body, X-Request-ID).
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value, String) {
+        self.post_raw(path, serde_json::to_vec(body).unwrap(), "application/json")
+    }
+
+    /// POST raw bytes with a content type.
+    pub fn post_raw(&self, path: &str, body: Vec<u8>, content_type: &str) -> (u16, Value, String) {
+        let r = http_client()
+            .post(format!("{}{path}", self.url))
+            .header("Content-Type", content_type)
+            .body(body)
+            .send()
+            .expect("POST");
+        let id = header(&r, "x-request-id");
+        (r.status().as_u16(), r.json().unwrap_or(Value::Null), id)
+    }
+}
+
+/// A response header as a string ("" when absent).
+pub fn header(r: &reqwest::blocking::Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
