@@ -42,6 +42,7 @@ use flotilla_messages::{Actor, ErrorCode, Rejection};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// After a provisioning failure, no new node is requested for this long
 /// (a provider that always fails must not be hammered).
@@ -211,7 +212,9 @@ pub struct PoolState {
     /// The number of the next node.
     pub next_number: u64,
     /// Every node ever requested, by id.
-    pub nodes: BTreeMap<String, Node>,
+    /// Shared pointers, so that a decision's working copy of a pool of
+    /// thousands of nodes costs reference counts, not deep copies.
+    pub nodes: BTreeMap<Arc<str>, Arc<Node>>,
     /// When each replacement was requested (for the circuit breaker).
     pub replacements: Vec<u64>,
     /// When the circuit breaker tripped, while it is open.
@@ -234,7 +237,7 @@ impl Pool {
 
     /// A node by id.
     pub fn node(&self, id: &str) -> Option<&Node> {
-        self.state.as_ref()?.nodes.get(id)
+        self.state.as_ref()?.nodes.get(id).map(|n| &**n)
     }
 }
 
@@ -254,7 +257,7 @@ impl PoolState {
 
     /// Nodes in service.
     pub fn serving(&self) -> impl Iterator<Item = &Node> {
-        self.nodes.values().filter(|n| n.status.serving())
+        self.nodes.values().filter(|n| n.status.serving()).map(|n| &**n)
     }
 
     fn live(&self) -> u32 {
@@ -293,10 +296,12 @@ impl PoolState {
                 ..
             } => {
                 self.next_number += 1;
-                self.nodes
-                    .insert(node_id.clone(), Node::new(node_id, replaces.clone(), *at));
-                if let Some(old) = replaces.as_ref().and_then(|o| self.nodes.get_mut(o)) {
-                    old.replaced_by = Some(node_id.clone());
+                self.nodes.insert(
+                    Arc::from(node_id.as_str()),
+                    Arc::new(Node::new(node_id, replaces.clone(), *at)),
+                );
+                if let Some(old) = replaces.as_ref().and_then(|o| self.nodes.get_mut(o.as_str())) {
+                    Arc::make_mut(old).replaced_by = Some(node_id.clone());
                 }
             }
             NodeProvisioned {
@@ -372,7 +377,7 @@ impl PoolState {
                 at,
                 ..
             } => {
-                if self.nodes.get(node_id).and_then(|n| n.removal.as_ref())
+                if self.nodes.get(node_id.as_str()).and_then(|n| n.removal.as_ref())
                     == Some(&RemovalReason::Unhealthy)
                 {
                     self.replacements.push(*at);
@@ -417,7 +422,7 @@ impl PoolState {
 
     fn update(&mut self, node_id: &str, change: impl FnOnce(&mut Node)) {
         if let Some(n) = self.nodes.get_mut(node_id) {
-            change(n);
+            change(Arc::make_mut(n));
         }
     }
 
@@ -446,7 +451,7 @@ impl PoolState {
             "replacements": self.replacements.len(),
             "circuit_breaker": if self.breaker_open_since.is_some() { "open" } else { "closed" },
             "breaker_open_since": self.breaker_open_since,
-            "nodes": self.nodes.values().map(Node::view).collect::<Vec<_>>(),
+            "nodes": self.nodes.values().map(|n| n.view()).collect::<Vec<_>>(),
         })
     }
 }
@@ -465,7 +470,7 @@ impl Plan {
     }
 
     fn node(&self, id: &str) -> Result<&Node, Rejection> {
-        self.state.nodes.get(id).ok_or_else(|| {
+        self.state.nodes.get(id).map(|n| &**n).ok_or_else(|| {
             Rejection::new(
                 ErrorCode::NotFound,
                 format!("node {id:?} is not in pool {}", self.state.config.name),
@@ -478,7 +483,7 @@ impl Plan {
     fn tick(&mut self, samples: &[SignalSample], heartbeats: &BTreeMap<String, u64>) {
         let now = self.now;
         let cfg = self.state.config.clone();
-        let nodes: Vec<Node> = self.state.nodes.values().cloned().collect();
+        let nodes: Vec<Arc<Node>> = self.state.nodes.values().cloned().collect();
         for n in &nodes {
             let timed_out = n.status == NodeStatus::Registering
                 && n.provisioned_at.unwrap_or(n.requested_at)
@@ -643,7 +648,7 @@ impl Plan {
 
     fn take_out_unhealthy(&mut self) {
         let threshold = self.state.config.health.unhealthy_threshold;
-        let due: Vec<Node> = self
+        let due: Vec<Arc<Node>> = self
             .state
             .nodes
             .values()
@@ -734,7 +739,7 @@ impl Plan {
             .values()
             .filter(|n| n.removal == Some(RemovalReason::Unhealthy) && n.drain.is_some())
             .filter(
-                |n| match n.replaced_by.as_ref().and_then(|r| self.state.nodes.get(r)) {
+                |n| match n.replaced_by.as_ref().and_then(|r| self.state.nodes.get(r.as_str())) {
                     None => true,
                     Some(r) => r.status.gone() && r.registered_at.is_none(),
                 },
@@ -781,7 +786,7 @@ impl Plan {
         if surplus == 0 {
             return;
         }
-        let mut candidates: Vec<Node> = self
+        let mut candidates: Vec<Arc<Node>> = self
             .state
             .nodes
             .values()
@@ -824,7 +829,7 @@ impl Plan {
                 n.status == NodeStatus::Draining && n.drain.as_ref().is_some_and(|d| d.done)
             })
             .filter(
-                |n| match n.replaced_by.as_ref().and_then(|r| self.state.nodes.get(r)) {
+                |n| match n.replaced_by.as_ref().and_then(|r| self.state.nodes.get(r.as_str())) {
                     Some(r) => r.registered_at.is_some(),
                     None => n.removal != Some(RemovalReason::Unhealthy) || no_room,
                 },
@@ -1024,7 +1029,7 @@ fn is_routine_report(state: &PoolState, command: &ProvisionerCommand) -> bool {
     else {
         return false;
     };
-    state.nodes.get(node_id).is_some_and(|n| {
+    state.nodes.get(node_id.as_str()).is_some_and(|n| {
         !matches!(n.status, NodeStatus::Provisioning | NodeStatus::Registering)
             && report_changes_nothing(state, n, *verdict, *action, reasons, *now)
     })
