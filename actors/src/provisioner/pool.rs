@@ -146,6 +146,9 @@ pub struct Node {
     /// Whether its agent registered it (its heartbeats are watched).
     #[serde(default)]
     pub agent: bool,
+    /// When it was last cordoned.
+    #[serde(default)]
+    pub cordoned_at: Option<u64>,
 }
 
 impl Node {
@@ -166,6 +169,7 @@ impl Node {
             replaced_by: None,
             drain: None,
             agent: false,
+            cordoned_at: None,
         }
     }
 
@@ -257,7 +261,10 @@ impl PoolState {
 
     /// Nodes in service.
     pub fn serving(&self) -> impl Iterator<Item = &Node> {
-        self.nodes.values().filter(|n| n.status.serving()).map(|n| &**n)
+        self.nodes
+            .values()
+            .filter(|n| n.status.serving())
+            .map(|n| &**n)
     }
 
     fn live(&self) -> u32 {
@@ -300,7 +307,10 @@ impl PoolState {
                     Arc::from(node_id.as_str()),
                     Arc::new(Node::new(node_id, replaces.clone(), *at)),
                 );
-                if let Some(old) = replaces.as_ref().and_then(|o| self.nodes.get_mut(o.as_str())) {
+                if let Some(old) = replaces
+                    .as_ref()
+                    .and_then(|o| self.nodes.get_mut(o.as_str()))
+                {
                     Arc::make_mut(old).replaced_by = Some(node_id.clone());
                 }
             }
@@ -359,10 +369,14 @@ impl PoolState {
                 };
             }),
             NodeCordoned {
-                node_id, reason, ..
+                node_id,
+                reason,
+                at,
+                ..
             } => self.update(node_id, |n| {
                 n.status = NodeStatus::Cordoned;
                 n.removal = Some(reason.clone());
+                n.cordoned_at = Some(*at);
             }),
             NodeUncordoned { node_id, .. } => self.update(node_id, |n| {
                 n.status = NodeStatus::Active;
@@ -377,7 +391,10 @@ impl PoolState {
                 at,
                 ..
             } => {
-                if self.nodes.get(node_id.as_str()).and_then(|n| n.removal.as_ref())
+                if self
+                    .nodes
+                    .get(node_id.as_str())
+                    .and_then(|n| n.removal.as_ref())
                     == Some(&RemovalReason::Unhealthy)
                 {
                     self.replacements.push(*at);
@@ -659,6 +676,30 @@ impl Plan {
             })
             .cloned()
             .collect();
+        let reset_timeout = self.state.config.replacement.reset_timeout.millis();
+        let stuck: Vec<Arc<Node>> = self
+            .state
+            .nodes
+            .values()
+            .filter(|n| {
+                n.status == NodeStatus::Cordoned
+                    && n.removal == Some(RemovalReason::GpuReset)
+                    && n.cordoned_at
+                        .is_some_and(|at| self.now >= at + reset_timeout)
+            })
+            .cloned()
+            .collect();
+        // A reset that did not bring the node back within reset_timeout:
+        // replace it like any unhealthy node.
+        for n in stuck {
+            if self.state.config.health.auto_replace
+                && self.state.breaker_open_since.is_none()
+                && !self.trips_breaker(&n.id)
+            {
+                self.cordon(&n.id, RemovalReason::Unhealthy);
+                self.start_drain(&n.id);
+            }
+        }
         for n in due {
             if n.action == HealthAction::ResetGpu {
                 self.cordon(&n.id, RemovalReason::GpuReset);
@@ -738,12 +779,16 @@ impl Plan {
             .nodes
             .values()
             .filter(|n| n.removal == Some(RemovalReason::Unhealthy) && n.drain.is_some())
-            .filter(
-                |n| match n.replaced_by.as_ref().and_then(|r| self.state.nodes.get(r.as_str())) {
+            .filter(|n| {
+                match n
+                    .replaced_by
+                    .as_ref()
+                    .and_then(|r| self.state.nodes.get(r.as_str()))
+                {
                     None => true,
                     Some(r) => r.status.gone() && r.registered_at.is_none(),
-                },
-            )
+                }
+            })
             .map(|n| n.id.clone())
             .collect()
     }
@@ -828,12 +873,16 @@ impl Plan {
             .filter(|n| {
                 n.status == NodeStatus::Draining && n.drain.as_ref().is_some_and(|d| d.done)
             })
-            .filter(
-                |n| match n.replaced_by.as_ref().and_then(|r| self.state.nodes.get(r.as_str())) {
+            .filter(|n| {
+                match n
+                    .replaced_by
+                    .as_ref()
+                    .and_then(|r| self.state.nodes.get(r.as_str()))
+                {
                     Some(r) => r.registered_at.is_some(),
                     None => n.removal != Some(RemovalReason::Unhealthy) || no_room,
-                },
-            )
+                }
+            })
             .map(|n| n.id.clone())
             .collect();
         for id in ready {
