@@ -455,9 +455,17 @@ pub struct ReplacementSettings {
     /// (Navarch: 10 min).
     #[serde(default = "default_registration_timeout")]
     pub registration_timeout: Seconds,
+    /// A node cordoned for a GPU reset that is not healthy again within
+    /// this is replaced.
+    #[serde(default = "default_reset_timeout")]
+    pub reset_timeout: Seconds,
     /// The circuit breaker.
     #[serde(default)]
     pub circuit_breaker: CircuitBreakerSettings,
+}
+
+fn default_reset_timeout() -> Seconds {
+    Seconds(1800)
 }
 
 fn default_surge() -> u32 {
@@ -477,6 +485,7 @@ impl Default for ReplacementSettings {
             drain_timeout: default_drain_timeout(),
             drain_mode: DrainMode::default(),
             registration_timeout: default_registration_timeout(),
+            reset_timeout: default_reset_timeout(),
             circuit_breaker: CircuitBreakerSettings::default(),
         }
     }

@@ -286,8 +286,13 @@ impl FleetSim {
                 .pool
                 .node(node_id)
                 .map_or("gone", |n| n.status.as_str());
+            match self.heard.get_mut(node_id) {
+                Some(at) => *at = now,
+                None => {
+                    self.heard.insert(node_id.clone(), now);
+                }
+            }
             for message in a.agent.step(now) {
-                self.heard.insert(node_id.clone(), now);
                 commands.extend(command_for(&message, status, now));
             }
         }

@@ -143,10 +143,15 @@ fn measure(
     let mut registered: HashMap<&str, u64> = HashMap::new();
     let mut replacement_of: HashMap<&str, &str> = HashMap::new();
     let mut detect = Vec::new();
+    let mut detected: HashSet<&str> = HashSet::new();
     for r in &sim.trace {
         match &r.event {
             E::NodeCordoned { node_id, .. } => {
-                if let Some(t) = first_fault.get(node_id) {
+                // Time to detect: the fault → the node's first cordon.
+                if let Some(t) = first_fault
+                    .get(node_id)
+                    .filter(|_| detected.insert(node_id))
+                {
                     detect.push((r.at - t) as f64 / 1000.0);
                 }
                 if !harmful.contains(node_id) {

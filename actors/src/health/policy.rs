@@ -477,12 +477,19 @@ pub struct HealthEvaluator {
     reasons: Vec<String>,
     sticky: bool,
     clean_streak: u32,
+    /// Whether any rule can match a thermal observation (only conditions can).
+    thermal_rules: bool,
 }
 
 impl HealthEvaluator {
     /// An evaluator starting healthy.
     pub fn new(policy: HealthPolicy) -> Self {
+        let thermal_rules = policy
+            .rules
+            .iter()
+            .any(|r| matches!(r.matcher, Matcher::Condition(_)));
         HealthEvaluator {
+            thermal_rules,
             policy,
             thermal: VecDeque::new(),
             resets: HashMap::new(),
@@ -569,6 +576,9 @@ impl HealthEvaluator {
             };
             let slowdown = gpu.slowdown_c.unwrap_or(t.default_slowdown_c);
             bad |= slowdown - temp < t.margin_c;
+            if !self.thermal_rules {
+                continue;
+            }
             match self
                 .policy
                 .classify(&Observation::Thermal(gpu))

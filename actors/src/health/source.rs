@@ -244,7 +244,7 @@ impl SimSource {
             .map(|gpu| {
                 let mut t = GpuTelemetry {
                     index: gpu,
-                    uuid: Some(format!("GPU-sim-{gpu}")),
+                    uuid: None,
                     temperature_c: Some(SIM_IDLE_C),
                     slowdown_c: Some(self.slowdown_c),
                     utilization_percent: Some(0.0),

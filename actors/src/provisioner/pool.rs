@@ -42,6 +42,7 @@ use flotilla_messages::{Actor, ErrorCode, Rejection};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// After a provisioning failure, no new node is requested for this long
 /// (a provider that always fails must not be hammered).
@@ -145,6 +146,9 @@ pub struct Node {
     /// Whether its agent registered it (its heartbeats are watched).
     #[serde(default)]
     pub agent: bool,
+    /// When it was last cordoned.
+    #[serde(default)]
+    pub cordoned_at: Option<u64>,
 }
 
 impl Node {
@@ -165,6 +169,7 @@ impl Node {
             replaced_by: None,
             drain: None,
             agent: false,
+            cordoned_at: None,
         }
     }
 
@@ -211,7 +216,9 @@ pub struct PoolState {
     /// The number of the next node.
     pub next_number: u64,
     /// Every node ever requested, by id.
-    pub nodes: BTreeMap<String, Node>,
+    /// Shared pointers, so that a decision's working copy of a pool of
+    /// thousands of nodes costs reference counts, not deep copies.
+    pub nodes: BTreeMap<Arc<str>, Arc<Node>>,
     /// When each replacement was requested (for the circuit breaker).
     pub replacements: Vec<u64>,
     /// When the circuit breaker tripped, while it is open.
@@ -234,7 +241,7 @@ impl Pool {
 
     /// A node by id.
     pub fn node(&self, id: &str) -> Option<&Node> {
-        self.state.as_ref()?.nodes.get(id)
+        self.state.as_ref()?.nodes.get(id).map(|n| &**n)
     }
 }
 
@@ -254,7 +261,10 @@ impl PoolState {
 
     /// Nodes in service.
     pub fn serving(&self) -> impl Iterator<Item = &Node> {
-        self.nodes.values().filter(|n| n.status.serving())
+        self.nodes
+            .values()
+            .filter(|n| n.status.serving())
+            .map(|n| &**n)
     }
 
     fn live(&self) -> u32 {
@@ -293,10 +303,15 @@ impl PoolState {
                 ..
             } => {
                 self.next_number += 1;
-                self.nodes
-                    .insert(node_id.clone(), Node::new(node_id, replaces.clone(), *at));
-                if let Some(old) = replaces.as_ref().and_then(|o| self.nodes.get_mut(o)) {
-                    old.replaced_by = Some(node_id.clone());
+                self.nodes.insert(
+                    Arc::from(node_id.as_str()),
+                    Arc::new(Node::new(node_id, replaces.clone(), *at)),
+                );
+                if let Some(old) = replaces
+                    .as_ref()
+                    .and_then(|o| self.nodes.get_mut(o.as_str()))
+                {
+                    Arc::make_mut(old).replaced_by = Some(node_id.clone());
                 }
             }
             NodeProvisioned {
@@ -354,10 +369,14 @@ impl PoolState {
                 };
             }),
             NodeCordoned {
-                node_id, reason, ..
+                node_id,
+                reason,
+                at,
+                ..
             } => self.update(node_id, |n| {
                 n.status = NodeStatus::Cordoned;
                 n.removal = Some(reason.clone());
+                n.cordoned_at = Some(*at);
             }),
             NodeUncordoned { node_id, .. } => self.update(node_id, |n| {
                 n.status = NodeStatus::Active;
@@ -372,7 +391,10 @@ impl PoolState {
                 at,
                 ..
             } => {
-                if self.nodes.get(node_id).and_then(|n| n.removal.as_ref())
+                if self
+                    .nodes
+                    .get(node_id.as_str())
+                    .and_then(|n| n.removal.as_ref())
                     == Some(&RemovalReason::Unhealthy)
                 {
                     self.replacements.push(*at);
@@ -417,7 +439,7 @@ impl PoolState {
 
     fn update(&mut self, node_id: &str, change: impl FnOnce(&mut Node)) {
         if let Some(n) = self.nodes.get_mut(node_id) {
-            change(n);
+            change(Arc::make_mut(n));
         }
     }
 
@@ -446,7 +468,7 @@ impl PoolState {
             "replacements": self.replacements.len(),
             "circuit_breaker": if self.breaker_open_since.is_some() { "open" } else { "closed" },
             "breaker_open_since": self.breaker_open_since,
-            "nodes": self.nodes.values().map(Node::view).collect::<Vec<_>>(),
+            "nodes": self.nodes.values().map(|n| n.view()).collect::<Vec<_>>(),
         })
     }
 }
@@ -465,7 +487,7 @@ impl Plan {
     }
 
     fn node(&self, id: &str) -> Result<&Node, Rejection> {
-        self.state.nodes.get(id).ok_or_else(|| {
+        self.state.nodes.get(id).map(|n| &**n).ok_or_else(|| {
             Rejection::new(
                 ErrorCode::NotFound,
                 format!("node {id:?} is not in pool {}", self.state.config.name),
@@ -478,7 +500,7 @@ impl Plan {
     fn tick(&mut self, samples: &[SignalSample], heartbeats: &BTreeMap<String, u64>) {
         let now = self.now;
         let cfg = self.state.config.clone();
-        let nodes: Vec<Node> = self.state.nodes.values().cloned().collect();
+        let nodes: Vec<Arc<Node>> = self.state.nodes.values().cloned().collect();
         for n in &nodes {
             let timed_out = n.status == NodeStatus::Registering
                 && n.provisioned_at.unwrap_or(n.requested_at)
@@ -643,7 +665,7 @@ impl Plan {
 
     fn take_out_unhealthy(&mut self) {
         let threshold = self.state.config.health.unhealthy_threshold;
-        let due: Vec<Node> = self
+        let due: Vec<Arc<Node>> = self
             .state
             .nodes
             .values()
@@ -654,6 +676,30 @@ impl Plan {
             })
             .cloned()
             .collect();
+        let reset_timeout = self.state.config.replacement.reset_timeout.millis();
+        let stuck: Vec<Arc<Node>> = self
+            .state
+            .nodes
+            .values()
+            .filter(|n| {
+                n.status == NodeStatus::Cordoned
+                    && n.removal == Some(RemovalReason::GpuReset)
+                    && n.cordoned_at
+                        .is_some_and(|at| self.now >= at + reset_timeout)
+            })
+            .cloned()
+            .collect();
+        // A reset that did not bring the node back within reset_timeout:
+        // replace it like any unhealthy node.
+        for n in stuck {
+            if self.state.config.health.auto_replace
+                && self.state.breaker_open_since.is_none()
+                && !self.trips_breaker(&n.id)
+            {
+                self.cordon(&n.id, RemovalReason::Unhealthy);
+                self.start_drain(&n.id);
+            }
+        }
         for n in due {
             if n.action == HealthAction::ResetGpu {
                 self.cordon(&n.id, RemovalReason::GpuReset);
@@ -733,12 +779,16 @@ impl Plan {
             .nodes
             .values()
             .filter(|n| n.removal == Some(RemovalReason::Unhealthy) && n.drain.is_some())
-            .filter(
-                |n| match n.replaced_by.as_ref().and_then(|r| self.state.nodes.get(r)) {
+            .filter(|n| {
+                match n
+                    .replaced_by
+                    .as_ref()
+                    .and_then(|r| self.state.nodes.get(r.as_str()))
+                {
                     None => true,
                     Some(r) => r.status.gone() && r.registered_at.is_none(),
-                },
-            )
+                }
+            })
             .map(|n| n.id.clone())
             .collect()
     }
@@ -781,7 +831,7 @@ impl Plan {
         if surplus == 0 {
             return;
         }
-        let mut candidates: Vec<Node> = self
+        let mut candidates: Vec<Arc<Node>> = self
             .state
             .nodes
             .values()
@@ -823,12 +873,16 @@ impl Plan {
             .filter(|n| {
                 n.status == NodeStatus::Draining && n.drain.as_ref().is_some_and(|d| d.done)
             })
-            .filter(
-                |n| match n.replaced_by.as_ref().and_then(|r| self.state.nodes.get(r)) {
+            .filter(|n| {
+                match n
+                    .replaced_by
+                    .as_ref()
+                    .and_then(|r| self.state.nodes.get(r.as_str()))
+                {
                     Some(r) => r.registered_at.is_some(),
                     None => n.removal != Some(RemovalReason::Unhealthy) || no_room,
-                },
-            )
+                }
+            })
             .map(|n| n.id.clone())
             .collect();
         for id in ready {
@@ -1024,7 +1078,7 @@ fn is_routine_report(state: &PoolState, command: &ProvisionerCommand) -> bool {
     else {
         return false;
     };
-    state.nodes.get(node_id).is_some_and(|n| {
+    state.nodes.get(node_id.as_str()).is_some_and(|n| {
         !matches!(n.status, NodeStatus::Provisioning | NodeStatus::Registering)
             && report_changes_nothing(state, n, *verdict, *action, reasons, *now)
     })

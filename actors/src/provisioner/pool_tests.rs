@@ -311,6 +311,20 @@ fn a_gpu_reset_cordons_and_a_recovery_uncordons() {
 }
 
 #[test]
+fn a_reset_that_does_not_help_within_the_timeout_replaces() {
+    let mut g = Given::running(config("    replacement: {reset_timeout: 10m}\n"));
+    g.report("gpu-1", Verdict::Unhealthy, HealthAction::ResetGpu);
+    g.report("gpu-1", Verdict::Unhealthy, HealthAction::ResetGpu);
+    g.advance(10 * MIN - 1);
+    assert!(g.tick().is_empty());
+    g.advance(1);
+    assert_eq!(
+        types(&g.tick()),
+        ["node_cordoned", "node_drain_started", "node_requested"]
+    );
+}
+
+#[test]
 fn without_auto_replace_an_unhealthy_node_is_only_cordoned() {
     let mut c = config("");
     c.health.auto_replace = false;
