@@ -59,6 +59,10 @@ pub enum BackendChoice {
 pub const DEFAULT_DATA_DIR: &str = ".flotilla";
 /// The default gateway address.
 pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
+/// The actors `flotilla up` hosts when `--only` is not given: the control
+/// plane (inference workers and health agents are their own processes,
+/// `flotilla worker` and `flotilla agent`).
+pub const DEFAULT_ACTORS: &[&str] = &["solver", "scheduler", "provisioner"];
 
 /// Resolved settings of `flotilla up`.
 #[derive(Debug, Clone)]
@@ -166,7 +170,7 @@ pub fn resolve_up(args: &UpArgs) -> Result<UpSettings> {
         .only
         .clone()
         .or_else(|| file.only.clone())
-        .unwrap_or_else(|| vec!["solver".to_string()]);
+        .unwrap_or_else(|| DEFAULT_ACTORS.iter().map(|a| a.to_string()).collect());
     let only = only
         .iter()
         .map(|a| a.trim().parse::<Actor>().map_err(|e| anyhow!("only: {e}")))

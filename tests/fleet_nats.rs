@@ -14,7 +14,7 @@ use flotilla_bus::{Bus, Message};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// A running `flotilla agent`, killed (by its own pid) on drop.
 struct Agent(Child);
@@ -180,7 +180,7 @@ fn agents_register_nodes_an_xid_79_replaces_and_a_dead_agent_is_noticed() {
 }
 
 #[test]
-fn queue_signals_scale_the_pool() {
+fn the_schedulers_queue_signals_scale_the_pool() {
     let dir = tempfile::tempdir().unwrap();
     let nats = NatsServer::start();
     let url = nats.url();
@@ -193,7 +193,7 @@ fn queue_signals_scale_the_pool() {
             "--nats",
             &url,
             "--only",
-            "provisioner",
+            "scheduler,provisioner",
             "--pools",
             &pools,
             "--tick",
@@ -202,15 +202,20 @@ fn queue_signals_scale_the_pool() {
         dir.path(),
     );
     wait_for(&up, "the pool", |v| v["desired"] == 2);
-    let at = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    publish(
-        &url,
-        "flotilla.signals.queue.gpu",
-        json!({"pool": "gpu", "pending": 9, "running": 4, "at": at}),
-    );
+    // A real queue on the pool: 4 jobs run, 9 wait, so demand is 13 jobs
+    // at 4 per node and the pool grows to its max of 4.
+    let configure = json!({"type": "configure_queue", "concurrency": 4, "pool": "gpu", "executor": "local"});
+    assert_eq!(up.send("scheduler", "train", &configure).0, 200);
+    for i in 0..13 {
+        let submit = json!({"type": "submit", "job_id": format!("j{i}"),
+            "spec": {"command": ["sleep", "15"], "expects_value": false}});
+        let (status, reply) = up.send("scheduler", "train", &submit);
+        assert_eq!(status, 200, "{reply}");
+    }
     let view = wait_for(&up, "a scale-up to the max", |v| v["desired"] == 4);
     assert_eq!(status_of(&view, "gpu-4"), "registering");
+    for i in 0..13 {
+        let cancel = json!({"type": "cancel", "job_id": format!("j{i}")});
+        up.send("scheduler", "train", &cancel);
+    }
 }

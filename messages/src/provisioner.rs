@@ -52,19 +52,6 @@ pub struct SignalSample {
     pub running: Option<u64>,
 }
 
-/// What the scheduler publishes on `<prefix>.signals.queue.<pool>`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct QueueSignal {
-    /// The pool (label value) the jobs want.
-    pub pool: String,
-    /// Jobs waiting.
-    pub pending: u64,
-    /// Jobs running.
-    pub running: u64,
-    /// The scheduler's clock, unix milliseconds.
-    pub at: u64,
-}
-
 /// What a client or the host asks a pool to do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]

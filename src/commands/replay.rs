@@ -6,11 +6,28 @@ use crate::commands::block_on;
 use crate::config::resolve_reader;
 use anyhow::{anyhow, bail, Result};
 use flotilla_actors::runtime::{replay, Aggregate, Until};
+use flotilla_actors::inference::ModelDeployment;
+use flotilla_actors::provisioner::Pool;
 use flotilla_actors::scheduler::Queue;
+use flotilla_bus::EventLog;
 use flotilla_actors::solver::Study;
 use flotilla_messages::{Actor, StreamName};
 use serde_json::json;
 use std::process::ExitCode;
+
+/// The state of stream `name` (an `A` aggregate) at `until`, as its query
+/// shows it.
+async fn state_at<A: Aggregate>(
+    log: &dyn EventLog,
+    name: &str,
+    until: Until,
+) -> Result<serde_json::Value> {
+    let r = replay::<A>(log, name, until).await?;
+    if r.seq == 0 {
+        bail!("stream: {name} has no events");
+    }
+    Ok(json!({"stream": name, "seq": r.seq, "at": r.at, "state": r.state.view()}))
+}
 
 /// Runs `flotilla replay`.
 pub fn run(args: ReplayArgs) -> Result<ExitCode> {
@@ -28,22 +45,13 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     block_on(async {
         let log = open_log(&backend, &subjects).await?;
         let name = stream.to_string();
+        let log = log.as_ref();
         let view = match stream.actor {
-            Actor::Solver => {
-                let r = replay::<Study>(log.as_ref(), &name, until).await?;
-                if r.seq == 0 {
-                    bail!("stream: {name} has no events");
-                }
-                json!({"stream": name, "seq": r.seq, "at": r.at, "state": r.state.view()})
-            }
-            Actor::Scheduler => {
-                let r = replay::<Queue>(log.as_ref(), &name, until).await?;
-                if r.seq == 0 {
-                    bail!("stream: {name} has no events");
-                }
-                json!({"stream": name, "seq": r.seq, "at": r.at, "state": r.state.view()})
-            }
-            other => bail!("stream: the {other} actor is not part of this build yet"),
+            Actor::Solver => state_at::<Study>(log, &name, until).await?,
+            Actor::Scheduler => state_at::<Queue>(log, &name, until).await?,
+            Actor::Provisioner => state_at::<Pool>(log, &name, until).await?,
+            Actor::Inference => state_at::<ModelDeployment>(log, &name, until).await?,
+            Actor::Health => bail!("stream: health agents keep no stream; replay provisioner/<pool>"),
         };
         println!("{}", serde_json::to_string_pretty(&view)?);
         Ok(ExitCode::SUCCESS)

@@ -67,6 +67,9 @@ impl FlotillaUp {
             .args(&self.args)
             .env_remove("FLOTILLA_NATS")
             .env_remove("FLOTILLA_DATA_DIR")
+            // Relative defaults (`.flotilla`, its `jobs`) land in the test's
+            // own directory, never in the repository.
+            .current_dir(self.log_path.parent().expect("log in a directory"))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -10,7 +10,7 @@
 //!   node, below `scale_down_threshold` removes one;
 //! - queue: `ceil((pending + running) / jobs_per_node)` from the latest
 //!   sample that carries queue counts (what the scheduler publishes on
-//!   `flotilla.signals.queue.<pool>`);
+//!   `flotilla.signal.queue.<queue>`, summed per pool);
 //! - scheduled: the first window containing the time (UTC) bounds the
 //!   answer of its `fallback` (or the current size);
 //! - predictive: a least-squares line through the last `lookback_window`

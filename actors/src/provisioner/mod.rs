@@ -9,7 +9,7 @@
 //! - [`effects`]: runs provider calls after their event is stored, keyed by
 //!   event id;
 //! - [`service`]: the host side: ticks, agent reports from
-//!   `flotilla.health.>`, queue signals from `flotilla.signals.queue.>`,
+//!   `flotilla.health.>`, queue signals from `flotilla.signal.queue.>`,
 //!   metrics.
 //!
 //! Neighbours: `flotilla_messages::{fleet, provisioner, health}` (wire

@@ -7,8 +7,9 @@
 //!   (`register_node`), every heartbeat is remembered (when each agent was
 //!   last heard, GPU telemetry for metrics and the utilisation signal),
 //!   every `report` becomes `report_health`;
-//! - `<prefix>.signals.queue.<pool>`: the scheduler's pending/running job
-//!   counts ([`QueueSignal`]) for the queue autoscaler;
+//! - `<prefix>.signal.queue.<queue>`: the scheduler's pending/running job
+//!   counts per queue ([`QueueSignal`]); a pool's demand for the queue
+//!   autoscaler is the sum over the queues whose `pool` names it;
 //! - every `tick_every`, each pool gets a `tick` with the clock, the recent
 //!   demand samples and the heartbeat times of the agents it watches, then
 //!   its state is read back for the metrics and the node → pool index.
@@ -25,7 +26,8 @@ use crate::runtime::{AggregateRegistry, Execute, Query};
 use flotilla_bus::{Bus, BusError};
 use flotilla_messages::fleet::PoolConfig;
 use flotilla_messages::health::HealthMessage;
-use flotilla_messages::provisioner::{ProvisionerCommand, QueueSignal, SignalSample};
+use flotilla_messages::provisioner::{ProvisionerCommand, SignalSample};
+use flotilla_messages::scheduler::QueueSignal;
 use flotilla_messages::{CommandRequest, Encoding, Reply, Subjects};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -107,7 +109,7 @@ impl FleetService {
         let mut health = self.bus.subscribe(&format!("{prefix}.health.>")).await?;
         let mut queue = self
             .bus
-            .subscribe(&format!("{prefix}.signals.queue.>"))
+            .subscribe(&format!("{prefix}.signal.queue.>"))
             .await?;
         let me = self.clone();
         let health_task = actix::spawn(async move {
@@ -245,7 +247,7 @@ impl FleetService {
     fn on_queue(&self, payload: &[u8]) {
         match serde_json::from_slice::<QueueSignal>(payload) {
             Ok(signal) => {
-                self.observed().queue.insert(signal.pool.clone(), signal);
+                self.observed().queue.insert(signal.queue.clone(), signal);
             }
             Err(e) => tracing::debug!(error = %e, "bad queue signal"),
         }
@@ -296,13 +298,20 @@ impl FleetService {
                     .map(|(_, u)| *u)
             })
             .collect();
-        let queue = o.queue.get(pool).filter(|q| fresh(q.at)).cloned();
+        let queues: Vec<&QueueSignal> = o
+            .queue
+            .values()
+            .filter(|q| q.pool == pool && fresh(q.at))
+            .collect();
+        let total = |count: fn(&QueueSignal) -> u64| {
+            (!queues.is_empty()).then(|| queues.iter().map(|q| count(q)).sum())
+        };
         let sample = SignalSample {
             at: now,
             utilization: (!utils.is_empty())
                 .then(|| utils.iter().sum::<f64>() / utils.len() as f64),
-            pending: queue.as_ref().map(|q| q.pending),
-            running: queue.as_ref().map(|q| q.running),
+            pending: total(|q| q.pending),
+            running: total(|q| q.running),
         };
         let started_at = o.started_at;
         let heartbeats = members
