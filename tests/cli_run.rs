@@ -71,6 +71,13 @@ fn run_with_state(dir: &Path, config: &str, script: &str) -> Output {
     )
 }
 
+/// Runs flotilla, checks it succeeded and returns its stdout as JSON.
+fn run_ok(dir: &Path, args: &[&str]) -> Value {
+    let out = run(dir, args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    stdout_json(&out)
+}
+
 fn stdout_json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -543,13 +550,7 @@ fn parallel_tpe_with_out_of_order_tells_replays_to_identical_trials() {
         "--data-dir",
         "data",
     ];
-    let out = run(d, &args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(stdout_json(&out)["trials"]["completed"], 24);
+    assert_eq!(run_ok(d, &args)["trials"]["completed"], 24);
 
     let log = run(
         d,
@@ -614,13 +615,7 @@ fn scripts_get_int_categorical_and_conditional_values_as_text() {
         "--data-dir",
         "data",
     ];
-    let out = run(d, &args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary = stdout_json(&out);
+    let summary = run_ok(d, &args);
     assert_eq!(summary["trials"]["completed"], 12, "{summary}");
     let seen = std::fs::read_to_string(d.join("seen.txt")).unwrap();
     for line in seen.lines() {
