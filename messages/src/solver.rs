@@ -179,6 +179,17 @@ pub enum Sampler {
     /// bad ones (constant liar), so a batch spreads out. Tuned through
     /// `strategy_params` (see [`TPE_PARAMS`]).
     Tpe,
+    /// CMA-ES, the covariance matrix adaptation evolution strategy: each
+    /// generation of `4 + 3 ln d` points is drawn from a normal distribution
+    /// whose mean, step size and covariance adapt to the best points of the
+    /// generation before; restarts with a doubled population when it has
+    /// converged. Strong at larger budgets on continuous problems. Tuned
+    /// through `strategy_params` (see [`CMAES_PARAMS`]).
+    Cmaes,
+    /// Picks a sampler from the search space's shape (dimensions, budget,
+    /// parameter types) by a rule measured on the solver benchmark; reads
+    /// the `strategy_params` of the sampler it picks.
+    Auto,
 }
 
 /// TPE's default number of random trials before it models anything.
@@ -199,8 +210,8 @@ pub const TPE_MAX_EI_CANDIDATES: u64 = 1000;
 /// [`TPE_N_STARTUP_TRIALS`]), the candidates per trial (a whole number in
 /// 1..=[`TPE_MAX_EI_CANDIDATES`], default [`TPE_N_EI_CANDIDATES`]), the
 /// good share (in (0, 1], default [`TPE_GAMMA`]) and whether to model the
-/// parameters jointly (0, the default, or 1). Other keys are stored and
-/// ignored, as ArqonHPO's are.
+/// parameters jointly (1, the default as in Optuna 5, or 0). Other keys are
+/// stored and ignored, as ArqonHPO's are.
 pub const TPE_PARAMS: [&str; 4] = [
     "n_startup_trials",
     "n_ei_candidates",
@@ -208,9 +219,26 @@ pub const TPE_PARAMS: [&str; 4] = [
     "multivariate",
 ];
 
+/// The largest population a [`Sampler::Cmaes`] study may ask for.
+pub const CMAES_MAX_POPSIZE: u64 = 10_000;
+
+/// The `strategy_params` keys a [`Sampler::Cmaes`] study reads: the
+/// population size (a whole number in 2..=[`CMAES_MAX_POPSIZE`], default
+/// `4 + 3 ln d`), the initial step size in the unit cube (in (0, 1],
+/// default 1/6) and whether to restart with a doubled population on
+/// convergence (1, the default, or 0).
+pub const CMAES_PARAMS: [&str; 3] = ["popsize", "sigma0", "restarts"];
+
 impl Sampler {
     /// Every sampler, in declaration order.
-    pub const ALL: [Sampler; 4] = [Sampler::Random, Sampler::Sobol, Sampler::Grid, Sampler::Tpe];
+    pub const ALL: [Sampler; 6] = [
+        Sampler::Random,
+        Sampler::Sobol,
+        Sampler::Grid,
+        Sampler::Tpe,
+        Sampler::Cmaes,
+        Sampler::Auto,
+    ];
 
     /// The canonical spelling.
     pub fn as_str(self) -> &'static str {
@@ -219,7 +247,15 @@ impl Sampler {
             Sampler::Sobol => "sobol",
             Sampler::Grid => "grid",
             Sampler::Tpe => "tpe",
+            Sampler::Cmaes => "cmaes",
+            Sampler::Auto => "auto",
         }
+    }
+
+    /// Whether a trial's point depends on the trials before it (the
+    /// model-based samplers), not on the seed and its number alone.
+    pub fn reads_history(self) -> bool {
+        matches!(self, Sampler::Tpe | Sampler::Cmaes | Sampler::Auto)
     }
 
     /// Reads a spelling in any case; `None` if it names no sampler.
@@ -250,13 +286,13 @@ impl serde::de::Visitor<'_> for SamplerVisitor {
     type Value = Sampler;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("sampler: a name, one of random, sobol, grid or tpe")
+        f.write_str("sampler: a name, one of random, sobol, grid, tpe, cmaes or auto")
     }
 
     fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Sampler, E> {
         Sampler::parse(text).ok_or_else(|| {
             E::custom(format!(
-                "sampler: unknown value {text:?}: expected random, sobol, grid or tpe"
+                "sampler: unknown value {text:?}: expected random, sobol, grid, tpe, cmaes or auto"
             ))
         })
     }
@@ -379,8 +415,30 @@ impl StudyConfig {
                  got {dimensions}; use random, grid or tpe"
             )),
             Sampler::Tpe => self.tpe_problem(),
+            Sampler::Cmaes => self.cmaes_problem(),
+            // Auto may pick either model-based sampler: both sets of knobs
+            // must be valid.
+            Sampler::Auto => self.tpe_problem().or_else(|| self.cmaes_problem()),
             _ => None,
         }
+    }
+
+    /// Checks the [`CMAES_PARAMS`] that are given.
+    fn cmaes_problem(&self) -> Option<String> {
+        let whole = |v: f64| v >= 0.0 && v.fract() == 0.0;
+        self.strategy_params.iter().find_map(|(key, &v)| {
+            let expected = match key.as_str() {
+                "popsize" if !(whole(v) && (2.0..=CMAES_MAX_POPSIZE as f64).contains(&v)) => {
+                    "a whole number in 2..=10000"
+                }
+                "sigma0" if !(v > 0.0 && v <= 1.0) => "in (0, 1]",
+                "restarts" if v != 0.0 && v != 1.0 => "0 or 1",
+                _ => return None,
+            };
+            Some(format!(
+                "strategy_params.{key}: cmaes needs {expected}, got {v}"
+            ))
+        })
     }
 
     /// Checks the [`TPE_PARAMS`] that are given.
@@ -951,18 +1009,25 @@ mod tests {
                 json!(sampler.as_str())
             );
         }
-        let e = create(json!({"sampler": "cmaes"})).unwrap_err();
+        for (text, sampler) in [
+            ("cmaes", Sampler::Cmaes),
+            ("CMAES", Sampler::Cmaes),
+            ("Auto", Sampler::Auto),
+        ] {
+            assert_eq!(create(json!({ "sampler": text })).unwrap(), sampler);
+        }
+        let e = create(json!({"sampler": "bayes"})).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidField);
         assert_eq!(
             e.message,
-            "create_study: sampler: unknown value \"cmaes\": expected random, sobol, grid or tpe"
+            "create_study: sampler: unknown value \"bayes\": expected random, sobol, grid, tpe, cmaes or auto"
         );
         let e = create(json!({"sampler": 3})).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidField);
         assert_eq!(
             e.message,
             "create_study: invalid type: integer `3`, \
-             expected sampler: a name, one of random, sobol, grid or tpe"
+             expected sampler: a name, one of random, sobol, grid, tpe, cmaes or auto"
         );
     }
 
@@ -1004,6 +1069,48 @@ mod tests {
         random.sampler = Sampler::Random;
         random.strategy_params.insert("multivariate".into(), 7.0);
         assert!(random.validate().is_ok());
+    }
+
+    #[test]
+    fn cmaes_and_auto_configs_check_their_knobs() {
+        let body = json!({"type": "create_study", "seed": 7, "budget": 10, "sampler": "cmaes",
+            "bounds": {"lr": {"min": 1e-5, "max": 0.1, "scale": "log"}},
+            "strategy_params": {"popsize": 12, "sigma0": 0.2, "restarts": 0}});
+        let SolverCommand::CreateStudy(config) = parse(body).unwrap() else {
+            panic!("not a create")
+        };
+        assert_eq!(config.sampler, Sampler::Cmaes);
+        assert!(config.validate().is_ok());
+        assert_eq!(
+            serde_json::to_value(&config).unwrap()["sampler"],
+            json!("cmaes")
+        );
+        let problem = |sampler: Sampler, key: &str, v: f64| {
+            let mut c = config.clone();
+            c.sampler = sampler;
+            c.strategy_params.insert(key.into(), v);
+            c.validate().map_err(|e| e.message)
+        };
+        assert_eq!(
+            problem(Sampler::Cmaes, "popsize", 1.0).unwrap_err(),
+            "strategy_params.popsize: cmaes needs a whole number in 2..=10000, got 1"
+        );
+        assert!(problem(Sampler::Cmaes, "sigma0", 0.0)
+            .unwrap_err()
+            .contains("in (0, 1]"));
+        assert!(problem(Sampler::Cmaes, "restarts", 0.5)
+            .unwrap_err()
+            .contains("0 or 1"));
+        // TPE's knobs are not CMA-ES's business; auto checks both.
+        assert!(problem(Sampler::Cmaes, "gamma", 7.0).is_ok());
+        assert!(problem(Sampler::Auto, "gamma", 7.0)
+            .unwrap_err()
+            .contains("tpe needs"));
+        assert!(problem(Sampler::Auto, "popsize", 0.5)
+            .unwrap_err()
+            .contains("cmaes needs"));
+        assert!(Sampler::Cmaes.reads_history() && Sampler::Auto.reads_history());
+        assert!(!Sampler::Sobol.reads_history());
     }
 
     #[test]
@@ -1060,7 +1167,13 @@ mod tests {
             e.message,
             "sampler: sobol supports at most 32 parameters, got 33; use random, grid or tpe"
         );
-        for sampler in [Sampler::Random, Sampler::Grid, Sampler::Tpe] {
+        for sampler in [
+            Sampler::Random,
+            Sampler::Grid,
+            Sampler::Tpe,
+            Sampler::Cmaes,
+            Sampler::Auto,
+        ] {
             config.sampler = sampler;
             assert!(config.validate().is_ok(), "{sampler}");
         }
