@@ -370,6 +370,45 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+/// A sampler knob's rule: its key, whether a value is valid, and what it
+/// expects (for the message).
+type KnobRule = (&'static str, fn(f64) -> bool, &'static str);
+
+fn whole(v: f64) -> bool {
+    v >= 0.0 && v.fract() == 0.0
+}
+
+fn share(v: f64) -> bool {
+    v > 0.0 && v <= 1.0
+}
+
+fn flag(v: f64) -> bool {
+    v == 0.0 || v == 1.0
+}
+
+/// The rules of [`TPE_PARAMS`].
+const TPE_RULES: [KnobRule; 4] = [
+    ("n_startup_trials", whole, "a whole number >= 0"),
+    (
+        "n_ei_candidates",
+        |v| whole(v) && (1.0..=TPE_MAX_EI_CANDIDATES as f64).contains(&v),
+        "a whole number in 1..=1000",
+    ),
+    ("gamma", share, "in (0, 1]"),
+    ("multivariate", flag, "0 or 1"),
+];
+
+/// The rules of [`CMAES_PARAMS`].
+const CMAES_RULES: [KnobRule; 3] = [
+    (
+        "popsize",
+        |v| whole(v) && (2.0..=CMAES_MAX_POPSIZE as f64).contains(&v),
+        "a whole number in 2..=10000",
+    ),
+    ("sigma0", share, "in (0, 1]"),
+    ("restarts", flag, "0 or 1"),
+];
+
 impl StudyConfig {
     /// Checks the config; the rejection (`INVALID_FIELD`) names the field
     /// and the problem, e.g. `bounds.lr: min 0.1 must be below max 0.01`.
@@ -425,40 +464,20 @@ impl StudyConfig {
 
     /// Checks the [`CMAES_PARAMS`] that are given.
     fn cmaes_problem(&self) -> Option<String> {
-        let whole = |v: f64| v >= 0.0 && v.fract() == 0.0;
-        self.strategy_params.iter().find_map(|(key, &v)| {
-            let expected = match key.as_str() {
-                "popsize" if !(whole(v) && (2.0..=CMAES_MAX_POPSIZE as f64).contains(&v)) => {
-                    "a whole number in 2..=10000"
-                }
-                "sigma0" if !(v > 0.0 && v <= 1.0) => "in (0, 1]",
-                "restarts" if v != 0.0 && v != 1.0 => "0 or 1",
-                _ => return None,
-            };
-            Some(format!(
-                "strategy_params.{key}: cmaes needs {expected}, got {v}"
-            ))
-        })
+        self.knob_problem("cmaes", &CMAES_RULES)
     }
 
     /// Checks the [`TPE_PARAMS`] that are given.
     fn tpe_problem(&self) -> Option<String> {
-        let whole = |v: f64| v >= 0.0 && v.fract() == 0.0;
+        self.knob_problem("tpe", &TPE_RULES)
+    }
+
+    /// The first given knob that breaks its rule, named with `sampler`.
+    fn knob_problem(&self, sampler: &str, rules: &[KnobRule]) -> Option<String> {
         self.strategy_params.iter().find_map(|(key, &v)| {
-            let expected = match key.as_str() {
-                "n_startup_trials" if !whole(v) => "a whole number >= 0",
-                "n_ei_candidates"
-                    if !(whole(v) && (1.0..=TPE_MAX_EI_CANDIDATES as f64).contains(&v)) =>
-                {
-                    "a whole number in 1..=1000"
-                }
-                "gamma" if !(v > 0.0 && v <= 1.0) => "in (0, 1]",
-                "multivariate" if v != 0.0 && v != 1.0 => "0 or 1",
-                _ => return None,
-            };
-            Some(format!(
-                "strategy_params.{key}: tpe needs {expected}, got {v}"
-            ))
+            let (_, valid, expected) = rules.iter().find(|rule| rule.0 == key)?;
+            (!valid(v))
+                .then(|| format!("strategy_params.{key}: {sampler} needs {expected}, got {v}"))
         })
     }
 

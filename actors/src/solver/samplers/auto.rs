@@ -97,8 +97,8 @@ pub fn pick(shape: &SearchSpaceShape) -> Pick {
 /// `config`, with the config's knobs over the pick's settings.
 pub fn point(config: &StudyConfig, number: u64, history: &History) -> Vec<f64> {
     match pick(&SearchSpaceShape::of(config)) {
-        Pick::Tpe(s) => tpe::point_with(config, &s.over(config), number, history),
-        Pick::Cmaes(s) => cmaes::point_with(config, &s.over(config), number, history),
+        Pick::Tpe(s) => tpe::point(config, &s.over(config), number, history),
+        Pick::Cmaes(s) => cmaes::point(config, &s.over(config), number, history),
     }
 }
 
@@ -178,36 +178,37 @@ mod tests {
     fn it_runs_the_picked_sampler_with_the_configs_knobs() {
         let (points, values) = history_data(3, 30);
         let history = History::new(3, &points, &values);
-        // 3 dims, budget 100: TPE with auto's candidates.
-        let small = config(3, 100, &[]);
-        let tpe_settings = tpe::Settings {
+        let tpe = tpe::Settings {
             n_ei_candidates: TPE_EI_CANDIDATES,
             ..tpe::Settings::default()
         };
-        assert_eq!(
-            point(&small, 31, &history),
-            tpe::point_with(&small, &tpe_settings, 31, &history)
-        );
-        // Knobs apply over the pick's settings.
-        let knobbed = config(3, 100, &[("n_ei_candidates", 5.0)]);
-        let five = tpe::Settings {
-            n_ei_candidates: 5,
-            ..tpe_settings
-        };
-        assert_eq!(
-            point(&knobbed, 31, &history),
-            tpe::point_with(&knobbed, &five, 31, &history)
-        );
-        // Budget 1000: CMA-ES.
-        let large = config(3, 1000, &[("popsize", 7.0)]);
-        let cma = cmaes::Settings {
-            popsize: 7,
-            ..cmaes::Settings::for_dimensions(3)
-        };
-        assert_eq!(
-            point(&large, 31, &history),
-            cmaes::point_with(&large, &cma, 31, &history)
-        );
+        let cases = [
+            // 3 dims, budget 100: TPE with auto's candidates.
+            (config(3, 100, &[]), Pick::Tpe(tpe)),
+            // Knobs apply over the pick's settings.
+            (
+                config(3, 100, &[("n_ei_candidates", 5.0)]),
+                Pick::Tpe(tpe::Settings {
+                    n_ei_candidates: 5,
+                    ..tpe
+                }),
+            ),
+            // Budget 1000: CMA-ES.
+            (
+                config(3, 1000, &[("popsize", 7.0)]),
+                Pick::Cmaes(cmaes::Settings {
+                    popsize: 7,
+                    ..cmaes::Settings::for_dimensions(3)
+                }),
+            ),
+        ];
+        for (config, expected) in cases {
+            let direct = match expected {
+                Pick::Tpe(s) => tpe::point(&config, &s, 31, &history),
+                Pick::Cmaes(s) => cmaes::point(&config, &s, 31, &history),
+            };
+            assert_eq!(point(&config, 31, &history), direct, "{expected:?}");
+        }
     }
 
     #[test]

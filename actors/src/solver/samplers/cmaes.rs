@@ -111,13 +111,10 @@ pub fn default_popsize(dimensions: usize) -> usize {
     4 + (3.0 * (dimensions.max(1) as f64).ln()).floor() as usize
 }
 
-/// Trial `number`'s point in `[0, 1)^d` given the study's `history`.
-pub fn point(config: &StudyConfig, number: u64, history: &History) -> Vec<f64> {
-    point_with(config, &Settings::of(config), number, history)
-}
-
-/// [`point`] under explicit settings (the `auto` sampler picks its own).
-pub fn point_with(
+/// Trial `number`'s point in `[0, 1)^d` under `settings` (usually
+/// [`Settings::of`] the config; the `auto` sampler picks its own) given the
+/// study's `history`.
+pub fn point(
     config: &StudyConfig,
     settings: &Settings,
     number: u64,
@@ -609,6 +606,7 @@ impl Memo {
 mod tests {
     use super::*;
     use crate::solver::samplers::testing::{assert_replays_exactly, branin_space, unit_config};
+    use crate::solver::samplers::unit_point;
     use flotilla_messages::solver::Sampler;
 
     fn config(seed: u64, dimensions: usize, knobs: &[(&str, f64)]) -> StudyConfig {
@@ -628,7 +626,7 @@ mod tests {
         let d = config.bounds.len();
         let (mut points, mut values) = (Vec::new(), Vec::new());
         for number in 1..=trials as u64 {
-            let p = point(config, number, &History::new(d, &points, &values));
+            let p = unit_point(config, number, &History::new(d, &points, &values));
             values.push(Some(f(&p)));
             points.extend(p);
         }
@@ -720,7 +718,7 @@ mod tests {
         let mut history = History::new(4, &points, &values);
         let mut batch: Vec<Vec<u64>> = Vec::new();
         for number in 31..61 {
-            let p = point(&config, number, &history);
+            let p = unit_point(&config, number, &history);
             assert!(p.iter().all(|u| (0.0..1.0).contains(u)));
             history.push_pending(&p);
             batch.push(p.iter().map(|u| u.to_bits()).collect());

@@ -115,8 +115,8 @@ impl<'a> History<'a> {
 pub fn unit_point(config: &StudyConfig, number: u64, history: &History) -> Vec<f64> {
     let dimensions = config.bounds.len();
     match config.sampler {
-        Sampler::Tpe => tpe::point(config, number, history),
-        Sampler::Cmaes => cmaes::point(config, number, history),
+        Sampler::Tpe => tpe::point(config, &tpe::Settings::of(config), number, history),
+        Sampler::Cmaes => cmaes::point(config, &cmaes::Settings::of(config), number, history),
         Sampler::Auto => auto::point(config, number, history),
         Sampler::Random => random::point(config.seed, number, dimensions),
         Sampler::Sobol => sobol::point(config.seed, number, dimensions),

@@ -127,13 +127,10 @@ pub fn startup_point(seed: u64, number: u64, dimensions: usize) -> Vec<f64> {
     sobol::point(seed, number, dimensions)
 }
 
-/// Trial `number`'s point in `[0, 1)^d` given the study's `history`.
-pub fn point(config: &StudyConfig, number: u64, history: &History) -> Vec<f64> {
-    point_with(config, &Settings::of(config), number, history)
-}
-
-/// [`point`] under explicit settings (the `auto` sampler picks its own).
-pub fn point_with(
+/// Trial `number`'s point in `[0, 1)^d` under `settings` (usually
+/// [`Settings::of`] the config; the `auto` sampler picks its own) given the
+/// study's `history`.
+pub fn point(
     config: &StudyConfig,
     settings: &Settings,
     number: u64,
@@ -252,6 +249,7 @@ mod tests {
     use crate::solver::samplers::testing::{
         assert_replays_exactly, bound, branin, branin_space, config, run, Objective, Order,
     };
+    use crate::solver::samplers::unit_point;
     use flotilla_messages::solver::{Bound, Sampler, Scale};
     use std::collections::BTreeMap;
 
@@ -337,19 +335,19 @@ mod tests {
             );
             let (points, values) = history_data(3, 40, 5);
             let history = History::new(3, &points, &values);
-            let a = point(&config, 46, &history);
+            let a = unit_point(&config, 46, &history);
             let (points_again, values_again) = (points.clone(), values.clone());
             let again = History::new(3, &points_again, &values_again);
-            let b = point(&config, 46, &again);
+            let b = unit_point(&config, 46, &again);
             let to_bits = |p: &[f64]| p.iter().map(|u| u.to_bits()).collect::<Vec<_>>();
             assert_eq!(to_bits(&a), to_bits(&b));
             assert!(a.iter().all(|u| (0.0..1.0).contains(u)), "{a:?}");
             // Another trial number draws another point.
-            assert_ne!(to_bits(&a), to_bits(&point(&config, 47, &history)));
+            assert_ne!(to_bits(&a), to_bits(&unit_point(&config, 47, &history)));
             // Too few told trials: the start-up design's point.
             let (points, values) = history_data(3, 9, 5);
             let early = History::new(3, &points, &values);
-            assert_eq!(point(&config, 15, &early), sobol::point(5, 15, 3));
+            assert_eq!(unit_point(&config, 15, &early), sobol::point(5, 15, 3));
         }
     }
 
@@ -383,10 +381,10 @@ mod tests {
                 let fixed = History::new(2, &points, &values);
                 let (mut spread, mut piled) = (Vec::new(), Vec::new());
                 for number in 31..39 {
-                    let p = point(&config, number, &liar);
+                    let p = unit_point(&config, number, &liar);
                     liar.push_pending(&p);
                     spread.push(p);
-                    piled.push(point(&config, number, &fixed));
+                    piled.push(unit_point(&config, number, &fixed));
                 }
                 with_liar += min_distance(&spread) / 10.0;
                 without += min_distance(&piled) / 10.0;
