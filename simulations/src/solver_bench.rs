@@ -9,14 +9,16 @@ use super::objectives::Function;
 use super::study::run_study;
 use flotilla_actors::runtime::Aggregate;
 use flotilla_actors::solver::Study;
-use flotilla_messages::solver::{SolverCommand, SolverEvent, Tell, TrialResult};
+use flotilla_messages::solver::{Sampler, SolverCommand, SolverEvent, Tell, TrialResult};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-/// A sampler as the benchmark names it: `random`, `sobol`, `grid`, `tpe`,
-/// or `tpe-mv` (TPE with `multivariate: 1`).
+/// A sampler as the benchmark names it: a sampler's name (`random`,
+/// `sobol`, `grid`, `tpe`, `cmaes`, `auto`), `tpe-uni` (TPE with
+/// `multivariate: 0`), or any of them with `strategy_params` after colons:
+/// `tpe:gamma=0.2:n_ei_candidates=64`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplerSpec {
     /// The label in the tables.
@@ -28,16 +30,18 @@ pub struct SamplerSpec {
 }
 
 impl SamplerSpec {
-    /// Reads a label; `None` if it names no sampler.
+    /// Reads a label; `None` if it names no sampler or a knob is not
+    /// `key=number`.
     pub fn parse(label: &str) -> Option<Self> {
-        let (sampler, params) = match label {
-            "random" => ("random", json!({})),
-            "sobol" => ("sobol", json!({})),
-            "grid" => ("grid", json!({})),
-            "tpe" => ("tpe", json!({})),
-            "tpe-mv" => ("tpe", json!({"multivariate": 1})),
-            _ => return None,
+        let mut parts = label.split(':');
+        let (sampler, mut params) = match parts.next()? {
+            "tpe-uni" => ("tpe", json!({"multivariate": 0})),
+            name => (Sampler::parse(name)?.as_str(), json!({})),
         };
+        for knob in parts {
+            let (key, value) = knob.split_once('=')?;
+            params[key] = json!(value.parse::<f64>().ok()?);
+        }
         Some(SamplerSpec {
             label: label.to_string(),
             sampler,
@@ -47,9 +51,9 @@ impl SamplerSpec {
 
     /// Whether the first `b` trials of a run are the same whatever its
     /// budget, so one run at the largest budget answers every smaller one.
-    /// Only the grid is laid out for its budget.
+    /// The grid is laid out for its budget, and `auto` picks by it.
     fn budget_free(&self) -> bool {
-        self.sampler != "grid"
+        !matches!(self.sampler, "grid" | "auto")
     }
 
     fn config(&self, seed: u64, budget: u64, bounds: Value) -> Value {
@@ -64,7 +68,7 @@ impl SamplerSpec {
 #[derive(Debug, Clone)]
 pub struct Quality {
     /// The function's name.
-    pub function: &'static str,
+    pub function: String,
     /// The sampler's label.
     pub sampler: String,
     /// The budget.
@@ -145,7 +149,7 @@ pub fn quality(
                     .map(|(_, r)| r[bi] - f.optimum)
                     .collect();
                 out.push(Quality {
-                    function: f.name,
+                    function: f.name.clone(),
                     sampler: s.label.clone(),
                     budget,
                     regrets,
@@ -256,10 +260,20 @@ mod tests {
 
     #[test]
     fn every_label_parses_and_others_do_not() {
-        for label in ["random", "sobol", "grid", "tpe", "tpe-mv"] {
+        for label in [
+            "random", "sobol", "grid", "tpe", "tpe-uni", "cmaes", "auto", "TPE",
+        ] {
             assert_eq!(SamplerSpec::parse(label).unwrap().label, label);
         }
-        assert!(SamplerSpec::parse("cmaes").is_none());
+        let spec = SamplerSpec::parse("tpe-uni:gamma=0.2:n_ei_candidates=64").unwrap();
+        assert_eq!(spec.sampler, "tpe");
+        assert_eq!(
+            spec.strategy_params,
+            json!({"multivariate": 0, "gamma": 0.2, "n_ei_candidates": 64.0})
+        );
+        for bad in ["bayes", "tpe-mv", "tpe:gamma", "tpe:gamma=x", ""] {
+            assert!(SamplerSpec::parse(bad).is_none(), "{bad}");
+        }
     }
 
     #[test]
