@@ -224,12 +224,29 @@ pub fn prefilled(spec: &SamplerSpec, trials: u64, params: usize, extra: u64) -> 
     })
 }
 
-/// Wall time (seconds) of each of `window` ask(1) + tell rounds, each
-/// `decide` and `evolve`, on `study`, after `warmup` untimed rounds.
-pub fn ask_tell_times(mut study: Study, warmup: usize, window: usize) -> Vec<f64> {
-    let mut times = Vec::with_capacity(window);
+/// The time of each of `window` ask(1) + tell rounds (each `decide` and
+/// `evolve`) on `study`, after `warmup` untimed rounds, in seconds.
+#[derive(Debug, Clone, Default)]
+pub struct Timings {
+    /// Wall-clock time: what a caller waits, preemption included.
+    pub wall: Vec<f64>,
+    /// The thread's CPU time, by the `cpu_clock` given: the solver's own
+    /// work, without the time the thread waited for a core.
+    pub cpu: Vec<f64>,
+}
+
+/// Times `window` ask(1) + tell rounds on `study` after `warmup` untimed
+/// ones, by the wall clock and by `cpu_clock` (seconds of the calling
+/// thread's CPU time; the CLI reads `CLOCK_THREAD_CPUTIME_ID`).
+pub fn ask_tell_times(
+    mut study: Study,
+    warmup: usize,
+    window: usize,
+    cpu_clock: impl Fn() -> f64,
+) -> Timings {
+    let mut times = Timings::default();
     for i in 0..warmup + window {
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), cpu_clock());
         let (s, events) = step(study, &SolverCommand::Ask { n: 1, lease: None });
         let Some(SolverEvent::TrialsAsked { trials, .. }) = events.first() else {
             panic!("ask recorded no trials");
@@ -244,10 +261,11 @@ pub fn ask_tell_times(mut study: Study, warmup: usize, window: usize) -> Vec<f64
             }],
         });
         let (s, _) = step(s, &tell);
-        let elapsed = t.elapsed().as_secs_f64();
+        let (wall, cpu) = (t.elapsed().as_secs_f64(), cpu_clock() - cpu);
         study = s;
         if i >= warmup {
-            times.push(elapsed);
+            times.wall.push(wall);
+            times.cpu.push(cpu);
         }
     }
     times
@@ -321,7 +339,9 @@ mod tests {
         let spec = SamplerSpec::parse("tpe").unwrap();
         let study = prefilled(&spec, 50, 3, 10);
         assert_eq!(study.trials().len(), 50);
-        let times = ask_tell_times(study, 2, 5);
-        assert_eq!(times.len(), 5);
+        let start = Instant::now();
+        let times = ask_tell_times(study, 2, 5, || start.elapsed().as_secs_f64());
+        assert_eq!((times.wall.len(), times.cpu.len()), (5, 5));
+        assert!(times.cpu.iter().all(|t| *t >= 0.0));
     }
 }
