@@ -27,14 +27,16 @@
 //! in parallel); their results join the generations once told.
 //!
 //! Folding the whole history on every ask would cost `O(n/λ · d³)`, so a
-//! process-wide [`Memo`] keeps, per study, a copy of the history it folded
-//! and the states at its last generation boundaries. It is used only for
-//! the longest prefix where the copy and the current history agree bit for
-//! bit, from the last boundary inside that prefix — and the fold up to a
-//! boundary depends on nothing but the entries before it — so the state it
-//! gives is exactly the state a fold from scratch gives (a test checks
-//! this), at the cost of a comparison per ask plus one update per
-//! generation.
+//! process-wide memo (`Memo`) keeps, per study, a copy of the history it
+//! folded and the states at its last eight generation boundaries. It is
+//! used only for the longest prefix where the copy and the current history
+//! agree bit for bit, from the last boundary inside that prefix — and the
+//! fold up to a boundary depends on nothing but the entries before it — so
+//! the state it gives is exactly the state a fold from scratch gives (a
+//! test checks this), at the cost of an `O(n d)` comparison per ask plus one
+//! update per generation. It holds at most 64 studies (the least recently
+//! used go), each as `n (d + 1)` words; a study it dropped is folded from
+//! scratch once.
 //!
 //! # Restarts
 //!
