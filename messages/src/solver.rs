@@ -1114,20 +1114,17 @@ mod tests {
             problem(Sampler::Cmaes, "popsize", 1.0).unwrap_err(),
             "strategy_params.popsize: cmaes needs a whole number in 2..=10000, got 1"
         );
-        assert!(problem(Sampler::Cmaes, "sigma0", 0.0)
-            .unwrap_err()
-            .contains("in (0, 1]"));
-        assert!(problem(Sampler::Cmaes, "restarts", 0.5)
-            .unwrap_err()
-            .contains("0 or 1"));
         // TPE's knobs are not CMA-ES's business; auto checks both.
         assert!(problem(Sampler::Cmaes, "gamma", 7.0).is_ok());
-        assert!(problem(Sampler::Auto, "gamma", 7.0)
-            .unwrap_err()
-            .contains("tpe needs"));
-        assert!(problem(Sampler::Auto, "popsize", 0.5)
-            .unwrap_err()
-            .contains("cmaes needs"));
+        for (sampler, key, v, expected) in [
+            (Sampler::Cmaes, "sigma0", 0.0, "cmaes needs in (0, 1]"),
+            (Sampler::Cmaes, "restarts", 0.5, "cmaes needs 0 or 1"),
+            (Sampler::Auto, "gamma", 7.0, "tpe needs in (0, 1]"),
+            (Sampler::Auto, "popsize", 0.5, "cmaes needs a whole number"),
+        ] {
+            let message = problem(sampler, key, v).unwrap_err();
+            assert!(message.contains(expected), "{message}");
+        }
         assert!(Sampler::Cmaes.reads_history() && Sampler::Auto.reads_history());
         assert!(!Sampler::Sobol.reads_history());
     }
