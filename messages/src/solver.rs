@@ -172,12 +172,13 @@ pub enum Sampler {
     /// A full-factorial grid with at least `budget` points, visited in a
     /// seeded shuffled order without repeats.
     Grid,
-    /// The Tree-structured Parzen Estimator: after
-    /// [`TPE_N_STARTUP_TRIALS`] random trials, each point is the best of
-    /// [`TPE_N_EI_CANDIDATES`] candidates by the ratio of a density fitted to
-    /// the good trials to one fitted to the rest. Running trials count as
-    /// bad ones (constant liar), so a batch spreads out. Tuned through
-    /// `strategy_params` (see [`TPE_PARAMS`]).
+    /// The Tree-structured Parzen Estimator, as in Optuna 5: after
+    /// [`TPE_N_STARTUP_TRIALS`] trials of a scrambled Sobol design, each
+    /// point is the best of [`TPE_N_EI_CANDIDATES`] candidates by the ratio
+    /// of a density fitted to the good trials to one fitted to the rest,
+    /// over whole points (multivariate) unless `multivariate` is 0. Running
+    /// trials count as bad ones (constant liar), so a batch spreads out.
+    /// Tuned through `strategy_params` (see [`TPE_PARAMS`]).
     Tpe,
     /// CMA-ES, the covariance matrix adaptation evolution strategy: each
     /// generation of `4 + 3 ln d` points is drawn from a normal distribution
