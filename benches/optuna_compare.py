@@ -12,11 +12,14 @@ Samplers (labels as in the table):
 
 - ``optuna-tpe``: ``TPESampler(seed=s)`` with Optuna's defaults. In Optuna 5
   that is the *multivariate* TPE with the constant liar (10 start-up trials,
-  24 EI candidates).
-- ``optuna-tpe-uni``: the same with ``multivariate=False``, the univariate
-  TPE Flotilla's ``tpe`` follows (Flotilla's ``tpe-mv`` is the multivariate
-  one).
+  24 EI candidates): the model Flotilla's ``tpe`` follows.
+- ``optuna-tpe-uni``: the same with ``multivariate=False`` (Flotilla's
+  ``tpe-uni``).
 - ``optuna-random``: ``RandomSampler(seed=s)``.
+
+Functions: the seven of the quality goal by default; ``--functions`` also
+takes the scalable ones with a dimension (``levy5``) and any function with
+``-off`` (its domain shifted off centre), as ``objectives::by_name`` does.
 
 Setup (once, from the repository root; the venv lives under the ignored
 ``target/`` dir, where ``flotilla bench solver --compare`` looks for it):
@@ -116,17 +119,53 @@ def xs(d, lo, hi):
     return [(f"x{i}", lo, hi, False) for i in range(d)]
 
 
-# name -> (params [(name, min, max, log)], objective, f*); as in
+# The functions that scale to any dimension: stem -> (lo, hi, objective), as
+# `SCALABLE` in simulations/src/objectives.rs (f* = 0 for each).
+SCALABLE = {
+    "rosenbrock": (-5, 10, rosenbrock),
+    "rastrigin": (-5.12, 5.12, rastrigin),
+    "ackley": (-32.768, 32.768, ackley),
+    "levy": (-10, 10, levy),
+}
+
+# name -> (params [(name, min, max, log)], objective, f*); as `all()` in
 # simulations/src/objectives.rs.
 FUNCTIONS = {
     "branin": ([("x", -5, 10, False), ("y", 0, 15, False)], branin, 0.397887),
     "hartmann6": (xs(6, 0, 1), hartmann6, -3.32237),
-    "rosenbrock10": (xs(10, -5, 10), rosenbrock, 0.0),
-    "rastrigin10": (xs(10, -5.12, 5.12), rastrigin, 0.0),
-    "ackley10": (xs(10, -32.768, 32.768), ackley, 0.0),
-    "levy10": (xs(10, -10, 10), levy, 0.0),
+    **{f"{stem}10": (xs(10, lo, hi), f, 0.0) for stem, (lo, hi, f) in SCALABLE.items()},
     "lr_batch": ([("batch", 1, 64, True), ("lr", 1e-4, 1e-1, True)], lr_batch, 0.1),
 }
+
+
+def resolve(name):
+    """A function by name, as `objectives::by_name`: one of FUNCTIONS, a
+    scalable one with its dimension (``levy5``), or either with ``-off``
+    (the domain shifted down by 30% of its width, of ``ln x`` for log
+    parameters). ``None`` if unknown."""
+    if name.endswith("-off"):
+        base = resolve(name[: -len("-off")])
+        if base is None:
+            return None
+        params, objective, optimum = base
+        shifted = []
+        for n, lo, hi, log in params:
+            if log:
+                shift = math.exp(0.3 * math.log(hi / lo))
+                shifted.append((n, lo / shift, hi / shift, log))
+            else:
+                shift = 0.3 * (hi - lo)
+                shifted.append((n, lo - shift, hi - shift, log))
+        return shifted, objective, optimum
+    if name in FUNCTIONS:
+        return FUNCTIONS[name]
+    stem = name.rstrip("0123456789")
+    digits = name[len(stem) :]
+    if stem in SCALABLE and digits and 1 <= int(digits) <= 64:
+        lo, hi, f = SCALABLE[stem]
+        return xs(int(digits), lo, hi), f, 0.0
+    return None
+
 
 SAMPLERS = ["optuna-tpe", "optuna-tpe-uni", "optuna-random"]
 
@@ -150,7 +189,7 @@ def run(job):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore")
-    params, objective, _ = FUNCTIONS[function]
+    params, objective, _ = resolve(function)
 
     def evaluate(trial):
         p = {name: trial.suggest_float(name, lo, hi, log=log) for name, lo, hi, log in params}
@@ -196,7 +235,7 @@ def main():
     functions = a.functions.split(",")
     samplers = a.samplers.split(",")
     for f in functions:
-        if f not in FUNCTIONS:
+        if resolve(f) is None:
             raise SystemExit(f"unknown function {f!r}")
     for s in samplers:
         make_sampler(s, 0)
@@ -205,7 +244,7 @@ def main():
         bests = dict(zip(jobs, pool.map(run, jobs, chunksize=1)))
     cells = []
     for f in functions:
-        optimum = FUNCTIONS[f][2]
+        optimum = resolve(f)[2]
         for b in budgets:
             for s in samplers:
                 regrets = [bests[(f, s, k, budgets[-1])][b - 1] - optimum for k in range(a.seeds)]

@@ -215,17 +215,26 @@ pub struct BenchSolverArgs {
     /// Trial budgets, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "50,100,200")]
     pub budgets: Vec<u64>,
-    /// Samplers: random, sobol, grid, tpe, tpe-mv (TPE, multivariate).
+    /// Samplers: random, sobol, grid, tpe, tpe-uni (TPE, univariate),
+    /// cmaes, auto; knobs after colons, e.g. tpe:gamma=0.2:n_ei_candidates=64.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "random,sobol,grid,tpe,tpe-mv"
+        default_value = "random,sobol,grid,tpe,tpe-uni,cmaes,auto"
     )]
     pub samplers: Vec<String>,
-    /// Functions (default all): branin, hartmann6, rosenbrock10,
-    /// rastrigin10, ackley10, levy10, lr_batch.
+    /// Functions (default: the suite's): branin, hartmann6, rosenbrock10,
+    /// rastrigin10, ackley10, levy10, lr_batch; any of rosenbrock, rastrigin,
+    /// ackley, levy with a dimension (levy5); any of these with -off (the
+    /// domain shifted off centre).
     #[arg(long, value_delimiter = ',')]
     pub functions: Vec<String>,
+    /// The function suite when --functions is not given: goal (the seven
+    /// functions of the quality goal) or auto (the suite that measures the
+    /// auto sampler's rule: the scalable functions in 2, 5, 10 and 20
+    /// dimensions, centred and off centre, plus branin, hartmann6, lr_batch).
+    #[arg(long, default_value = "goal")]
+    pub suite: String,
     /// Also run Optuna (TPE and random) through benches/optuna_compare.py
     /// and show its regrets beside Flotilla's.
     #[arg(long)]

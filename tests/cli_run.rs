@@ -74,7 +74,11 @@ fn run_with_state(dir: &Path, config: &str, script: &str) -> Output {
 /// Runs flotilla, checks it succeeded and returns its stdout as JSON.
 fn run_ok(dir: &Path, args: &[&str]) -> Value {
     let out = run(dir, args);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     stdout_json(&out)
 }
 

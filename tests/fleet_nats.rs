@@ -204,7 +204,8 @@ fn the_schedulers_queue_signals_scale_the_pool() {
     wait_for(&up, "the pool", |v| v["desired"] == 2);
     // A real queue on the pool: 4 jobs run, 9 wait, so demand is 13 jobs
     // at 4 per node and the pool grows to its max of 4.
-    let configure = json!({"type": "configure_queue", "concurrency": 4, "pool": "gpu", "executor": "local"});
+    let configure =
+        json!({"type": "configure_queue", "concurrency": 4, "pool": "gpu", "executor": "local"});
     assert_eq!(up.send("scheduler", "train", &configure).0, 200);
     for i in 0..13 {
         let submit = json!({"type": "submit", "job_id": format!("j{i}"),

@@ -17,8 +17,8 @@
 //! `flotilla-bus`; the HTTP face is `flotilla-gateway`.
 
 pub mod health;
-pub mod provisioner;
 pub mod inference;
+pub mod provisioner;
 pub mod runtime;
 pub mod scheduler;
 pub mod solver;

@@ -21,7 +21,8 @@
 //!
 //! The create command is ArqonHPO's config (`seed`, `budget`, `bounds` with
 //! `scale` spelled in any case, `probe_ratio`, `strategy_params`) plus an
-//! optional `sampler` (`random`, the default, `sobol`, `grid` or `tpe`, in
+//! optional `sampler` (`auto`, the default, `random`, `sobol`, `grid`,
+//! `tpe` or `cmaes`, in
 //! any case), an optional `direction` (`minimize`, the default, or
 //! `maximize`) and the native parameter types of
 //! [`search_space`](crate::search_space): int, categorical, stepped and
@@ -168,13 +169,13 @@ pub const SOBOL_MAX_DIMENSIONS: usize = 32;
 /// How a study picks the points it hands out.
 ///
 /// Written lowercase (`"sobol"`); read in any case (`"Sobol"`, `"GRID"`),
-/// like [`Scale`]. Absent means [`Sampler::Random`], so ArqonHPO configs and
-/// events recorded before the field existed read as they always did.
+/// like [`Scale`]. Absent means [`Sampler::Auto`] in a `create_study`;
+/// recorded configs always name their sampler, so a later change of the
+/// default cannot change how a recorded study continues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Sampler {
     /// Independent uniform points: the baseline, good at any budget and
     /// dimension, but clumpy at small budgets.
-    #[default]
     Random,
     /// A scrambled Sobol sequence: quasi-random points that fill the space
     /// evenly, so a small budget leaves no large region unexplored. At most
@@ -183,13 +184,26 @@ pub enum Sampler {
     /// A full-factorial grid with at least `budget` points, visited in a
     /// seeded shuffled order without repeats.
     Grid,
-    /// The Tree-structured Parzen Estimator: after
-    /// [`TPE_N_STARTUP_TRIALS`] random trials, each point is the best of
-    /// [`TPE_N_EI_CANDIDATES`] candidates by the ratio of a density fitted to
-    /// the good trials to one fitted to the rest. Running trials count as
-    /// bad ones (constant liar), so a batch spreads out. Tuned through
-    /// `strategy_params` (see [`TPE_PARAMS`]).
+    /// The Tree-structured Parzen Estimator, as in Optuna 5: after
+    /// [`TPE_N_STARTUP_TRIALS`] trials of a scrambled Sobol design, each
+    /// point is the best of [`TPE_N_EI_CANDIDATES`] candidates by the ratio
+    /// of a density fitted to the good trials to one fitted to the rest,
+    /// over whole points (multivariate) unless `multivariate` is 0. Running
+    /// trials count as bad ones (constant liar), so a batch spreads out.
+    /// Tuned through `strategy_params` (see [`TPE_PARAMS`]).
     Tpe,
+    /// CMA-ES, the covariance matrix adaptation evolution strategy: each
+    /// generation of `4 + 3 ln d` points is drawn from a normal distribution
+    /// whose mean, step size and covariance adapt to the best points of the
+    /// generation before; restarts with a doubled population when it has
+    /// converged. Strong at larger budgets on continuous problems. Tuned
+    /// through `strategy_params` (see [`CMAES_PARAMS`]).
+    Cmaes,
+    /// Picks a sampler from the search space's shape (dimensions, budget,
+    /// parameter types) by a rule measured on the solver benchmark; reads
+    /// the `strategy_params` of the sampler it picks. The default.
+    #[default]
+    Auto,
 }
 
 /// TPE's default number of random trials before it models anything.
@@ -210,8 +224,8 @@ pub const TPE_MAX_EI_CANDIDATES: u64 = 1000;
 /// [`TPE_N_STARTUP_TRIALS`]), the candidates per trial (a whole number in
 /// 1..=[`TPE_MAX_EI_CANDIDATES`], default [`TPE_N_EI_CANDIDATES`]), the
 /// good share (in (0, 1], default [`TPE_GAMMA`]) and whether to model the
-/// parameters jointly (0, the default, or 1). Other keys are stored and
-/// ignored, as ArqonHPO's are.
+/// parameters jointly (1, the default as in Optuna 5, or 0). Other keys are
+/// stored and ignored, as ArqonHPO's are.
 pub const TPE_PARAMS: [&str; 4] = [
     "n_startup_trials",
     "n_ei_candidates",
@@ -219,9 +233,26 @@ pub const TPE_PARAMS: [&str; 4] = [
     "multivariate",
 ];
 
+/// The largest population a [`Sampler::Cmaes`] study may ask for.
+pub const CMAES_MAX_POPSIZE: u64 = 10_000;
+
+/// The `strategy_params` keys a [`Sampler::Cmaes`] study reads: the
+/// population size (a whole number in 2..=[`CMAES_MAX_POPSIZE`], default
+/// `4 + 3 ln d`), the initial step size in the unit cube (in (0, 1],
+/// default 1/6) and whether to restart with a doubled population on
+/// convergence (1, the default, or 0).
+pub const CMAES_PARAMS: [&str; 3] = ["popsize", "sigma0", "restarts"];
+
 impl Sampler {
     /// Every sampler, in declaration order.
-    pub const ALL: [Sampler; 4] = [Sampler::Random, Sampler::Sobol, Sampler::Grid, Sampler::Tpe];
+    pub const ALL: [Sampler; 6] = [
+        Sampler::Random,
+        Sampler::Sobol,
+        Sampler::Grid,
+        Sampler::Tpe,
+        Sampler::Cmaes,
+        Sampler::Auto,
+    ];
 
     /// The canonical spelling.
     pub fn as_str(self) -> &'static str {
@@ -230,7 +261,15 @@ impl Sampler {
             Sampler::Sobol => "sobol",
             Sampler::Grid => "grid",
             Sampler::Tpe => "tpe",
+            Sampler::Cmaes => "cmaes",
+            Sampler::Auto => "auto",
         }
+    }
+
+    /// Whether a trial's point depends on the trials before it (the
+    /// model-based samplers), not on the seed and its number alone.
+    pub fn reads_history(self) -> bool {
+        matches!(self, Sampler::Tpe | Sampler::Cmaes | Sampler::Auto)
     }
 
     /// Reads a spelling in any case; `None` if it names no sampler.
@@ -261,13 +300,13 @@ impl serde::de::Visitor<'_> for SamplerVisitor {
     type Value = Sampler;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("sampler: a name, one of random, sobol, grid or tpe")
+        f.write_str("sampler: a name, one of random, sobol, grid, tpe, cmaes or auto")
     }
 
     fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Sampler, E> {
         Sampler::parse(text).ok_or_else(|| {
             E::custom(format!(
-                "sampler: unknown value {text:?}: expected random, sobol, grid or tpe"
+                "sampler: unknown value {text:?}: expected random, sobol, grid, tpe, cmaes or auto"
             ))
         })
     }
@@ -302,7 +341,7 @@ pub struct StudyConfig {
     /// ArqonHPO's strategy tuning knobs; stored.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub strategy_params: BTreeMap<String, f64>,
-    /// How trials are picked; [`Sampler::Random`] when absent.
+    /// How trials are picked; [`Sampler::Auto`] when absent.
     ///
     /// Always written, so a recorded study names its sampler explicitly and
     /// a later change of the default cannot change how it continues.
@@ -322,6 +361,45 @@ pub struct StudyConfig {
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }
+
+/// A sampler knob's rule: its key, whether a value is valid, and what it
+/// expects (for the message).
+type KnobRule = (&'static str, fn(f64) -> bool, &'static str);
+
+fn whole(v: f64) -> bool {
+    v >= 0.0 && v.fract() == 0.0
+}
+
+fn share(v: f64) -> bool {
+    v > 0.0 && v <= 1.0
+}
+
+fn flag(v: f64) -> bool {
+    v == 0.0 || v == 1.0
+}
+
+/// The rules of [`TPE_PARAMS`].
+const TPE_RULES: [KnobRule; 4] = [
+    ("n_startup_trials", whole, "a whole number >= 0"),
+    (
+        "n_ei_candidates",
+        |v| whole(v) && (1.0..=TPE_MAX_EI_CANDIDATES as f64).contains(&v),
+        "a whole number in 1..=1000",
+    ),
+    ("gamma", share, "in (0, 1]"),
+    ("multivariate", flag, "0 or 1"),
+];
+
+/// The rules of [`CMAES_PARAMS`].
+const CMAES_RULES: [KnobRule; 3] = [
+    (
+        "popsize",
+        |v| whole(v) && (2.0..=CMAES_MAX_POPSIZE as f64).contains(&v),
+        "a whole number in 2..=10000",
+    ),
+    ("sigma0", share, "in (0, 1]"),
+    ("restarts", flag, "0 or 1"),
+];
 
 impl StudyConfig {
     /// Checks the config; the rejection (`INVALID_FIELD`) names the field
@@ -346,10 +424,10 @@ impl StudyConfig {
         }
         self.bounds_problem()
             .or_else(|| space_problem(&self.bounds))
+            .or_else(|| self.strategy_params_problem())
             .or_else(|| self.sampler_problem())
             .or_else(|| self.probe_ratio_problem())
             .or_else(|| self.pruner.and_then(|p| p.problem()))
-            .or_else(|| self.strategy_params_problem())
     }
 
     fn bounds_problem(&self) -> Option<String> {
@@ -370,28 +448,30 @@ impl StudyConfig {
                  got {dimensions}; use random, grid or tpe"
             )),
             Sampler::Tpe => self.tpe_problem(),
+            Sampler::Cmaes => self.cmaes_problem(),
+            // Auto may pick either model-based sampler: both sets of knobs
+            // must be valid.
+            Sampler::Auto => self.tpe_problem().or_else(|| self.cmaes_problem()),
             _ => None,
         }
     }
 
+    /// Checks the [`CMAES_PARAMS`] that are given.
+    fn cmaes_problem(&self) -> Option<String> {
+        self.knob_problem("cmaes", &CMAES_RULES)
+    }
+
     /// Checks the [`TPE_PARAMS`] that are given.
     fn tpe_problem(&self) -> Option<String> {
-        let whole = |v: f64| v >= 0.0 && v.fract() == 0.0;
+        self.knob_problem("tpe", &TPE_RULES)
+    }
+
+    /// The first given knob that breaks its rule, named with `sampler`.
+    fn knob_problem(&self, sampler: &str, rules: &[KnobRule]) -> Option<String> {
         self.strategy_params.iter().find_map(|(key, &v)| {
-            let expected = match key.as_str() {
-                "n_startup_trials" if !whole(v) => "a whole number >= 0",
-                "n_ei_candidates"
-                    if !(whole(v) && (1.0..=TPE_MAX_EI_CANDIDATES as f64).contains(&v)) =>
-                {
-                    "a whole number in 1..=1000"
-                }
-                "gamma" if !(v > 0.0 && v <= 1.0) => "in (0, 1]",
-                "multivariate" if v != 0.0 && v != 1.0 => "0 or 1",
-                _ => return None,
-            };
-            Some(format!(
-                "strategy_params.{key}: tpe needs {expected}, got {v}"
-            ))
+            let (_, valid, expected) = rules.iter().find(|rule| rule.0 == key)?;
+            (!valid(v))
+                .then(|| format!("strategy_params.{key}: {sampler} needs {expected}, got {v}"))
         })
     }
 
@@ -908,7 +988,7 @@ mod tests {
             bounds: BTreeMap::from([("lr".to_string(), bound)]),
             probe_ratio: None,
             strategy_params: BTreeMap::new(),
-            sampler: Sampler::Random,
+            sampler: Sampler::Auto,
             max_retries: 0,
             ..Default::default()
         }
@@ -958,7 +1038,7 @@ mod tests {
     }
 
     #[test]
-    fn sampler_defaults_to_random_and_is_read_in_any_case() {
+    fn sampler_defaults_to_auto_and_is_read_in_any_case() {
         let create = |extra: Value| -> Result<Sampler, Rejection> {
             let mut body = json!({"type": "create_study", "seed": 1, "budget": 5,
                                   "bounds": {"x": {"min": 0, "max": 1}}});
@@ -970,7 +1050,7 @@ mod tests {
                 other => panic!("not a create: {other:?}"),
             }
         };
-        assert_eq!(create(json!({})).unwrap(), Sampler::Random);
+        assert_eq!(create(json!({})).unwrap(), Sampler::Auto);
         for (text, sampler) in [
             ("random", Sampler::Random),
             ("Sobol", Sampler::Sobol),
@@ -987,18 +1067,25 @@ mod tests {
                 json!(sampler.as_str())
             );
         }
-        let e = create(json!({"sampler": "cmaes"})).unwrap_err();
+        for (text, sampler) in [
+            ("cmaes", Sampler::Cmaes),
+            ("CMAES", Sampler::Cmaes),
+            ("Auto", Sampler::Auto),
+        ] {
+            assert_eq!(create(json!({ "sampler": text })).unwrap(), sampler);
+        }
+        let e = create(json!({"sampler": "bayes"})).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidField);
         assert_eq!(
             e.message,
-            "create_study: sampler: unknown value \"cmaes\": expected random, sobol, grid or tpe"
+            "create_study: sampler: unknown value \"bayes\": expected random, sobol, grid, tpe, cmaes or auto"
         );
         let e = create(json!({"sampler": 3})).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidField);
         assert_eq!(
             e.message,
             "create_study: invalid type: integer `3`, \
-             expected sampler: a name, one of random, sobol, grid or tpe"
+             expected sampler: a name, one of random, sobol, grid, tpe, cmaes or auto"
         );
     }
 
@@ -1043,6 +1130,45 @@ mod tests {
     }
 
     #[test]
+    fn cmaes_and_auto_configs_check_their_knobs() {
+        let body = json!({"type": "create_study", "seed": 7, "budget": 10, "sampler": "cmaes",
+            "bounds": {"lr": {"min": 1e-5, "max": 0.1, "scale": "log"}},
+            "strategy_params": {"popsize": 12, "sigma0": 0.2, "restarts": 0}});
+        let SolverCommand::CreateStudy(config) = parse(body).unwrap() else {
+            panic!("not a create")
+        };
+        assert_eq!(config.sampler, Sampler::Cmaes);
+        assert!(config.validate().is_ok());
+        assert_eq!(
+            serde_json::to_value(&config).unwrap()["sampler"],
+            json!("cmaes")
+        );
+        let problem = |sampler: Sampler, key: &str, v: f64| {
+            let mut c = config.clone();
+            c.sampler = sampler;
+            c.strategy_params.insert(key.into(), v);
+            c.validate().map_err(|e| e.message)
+        };
+        assert_eq!(
+            problem(Sampler::Cmaes, "popsize", 1.0).unwrap_err(),
+            "strategy_params.popsize: cmaes needs a whole number in 2..=10000, got 1"
+        );
+        // TPE's knobs are not CMA-ES's business; auto checks both.
+        assert!(problem(Sampler::Cmaes, "gamma", 7.0).is_ok());
+        for (sampler, key, v, expected) in [
+            (Sampler::Cmaes, "sigma0", 0.0, "cmaes needs in (0, 1]"),
+            (Sampler::Cmaes, "restarts", 0.5, "cmaes needs 0 or 1"),
+            (Sampler::Auto, "gamma", 7.0, "tpe needs in (0, 1]"),
+            (Sampler::Auto, "popsize", 0.5, "cmaes needs a whole number"),
+        ] {
+            let message = problem(sampler, key, v).unwrap_err();
+            assert!(message.contains(expected), "{message}");
+        }
+        assert!(Sampler::Cmaes.reads_history() && Sampler::Auto.reads_history());
+        assert!(!Sampler::Sobol.reads_history());
+    }
+
+    #[test]
     fn configs_and_events_without_a_sampler_still_read() {
         let old_event = json!({"type": "study_created", "config": {
             "seed": 7, "budget": 10, "bounds": {"lr": {"min": 1e-5, "max": 0.1, "scale": "log"}}}});
@@ -1064,7 +1190,7 @@ mod tests {
     #[test]
     fn the_sampler_is_always_written() {
         let value = serde_json::to_value(lr_config()).unwrap();
-        assert_eq!(value["sampler"], json!("random"));
+        assert_eq!(value["sampler"], json!("auto"));
         let sobol = StudyConfig {
             sampler: Sampler::Sobol,
             ..lr_config()
@@ -1096,7 +1222,13 @@ mod tests {
             e.message,
             "sampler: sobol supports at most 32 parameters, got 33; use random, grid or tpe"
         );
-        for sampler in [Sampler::Random, Sampler::Grid, Sampler::Tpe] {
+        for sampler in [
+            Sampler::Random,
+            Sampler::Grid,
+            Sampler::Tpe,
+            Sampler::Cmaes,
+            Sampler::Auto,
+        ] {
             config.sampler = sampler;
             assert!(config.validate().is_ok(), "{sampler}");
         }

@@ -20,7 +20,11 @@ fn main() {
         .skip(1)
         .filter_map(|a| a.parse().ok())
         .collect();
-    let (default_nodes, default_minutes) = if benching { (5000.0, 30.0) } else { (100.0, 5.0) };
+    let (default_nodes, default_minutes) = if benching {
+        (5000.0, 30.0)
+    } else {
+        (100.0, 5.0)
+    };
     let nodes = args.first().copied().unwrap_or(default_nodes) as u32;
     let minutes = args.get(1).copied().unwrap_or(default_minutes) as u64;
     let rate = args.get(2).copied().unwrap_or(50.0);

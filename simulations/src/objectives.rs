@@ -36,7 +36,7 @@ use std::f64::consts::{E, PI};
 #[derive(Debug, Clone)]
 pub struct Function {
     /// Short name, e.g. `hartmann6`.
-    pub name: &'static str,
+    pub name: String,
     /// Parameters in order: name, min, max, log scale.
     pub params: Vec<(String, f64, f64, bool)>,
     /// The objective (minimised).
@@ -92,11 +92,25 @@ fn vector(p: &BTreeMap<String, f64>) -> Vec<f64> {
     v.into_iter().map(|(_, x)| x).collect()
 }
 
-/// Every benchmark function, in the order the tables list them.
+/// The functions that scale to any dimension: name stem, domain (the same
+/// in every coordinate), the minimiser's coordinate, objective.
+const SCALABLE: [(&str, f64, f64, f64, Objective); 4] = [
+    ("rosenbrock", -5.0, 10.0, 1.0, rosenbrock),
+    ("rastrigin", -5.12, 5.12, 0.0, rastrigin),
+    ("ackley", -32.768, 32.768, 0.0, ackley),
+    ("levy", -10.0, 10.0, 1.0, levy),
+];
+
+/// The most dimensions [`by_name`] builds a scalable function with.
+pub const MAX_DIMENSIONS: usize = 64;
+
+/// Every benchmark function of the goal tables, in the order they list
+/// them.
 pub fn all() -> Vec<Function> {
+    let ten = |stem| scalable(stem, 10).expect("a scalable function");
     vec![
         Function {
-            name: "branin",
+            name: "branin".into(),
             params: vec![
                 ("x".into(), -5.0, 10.0, false),
                 ("y".into(), 0.0, 15.0, false),
@@ -106,42 +120,18 @@ pub fn all() -> Vec<Function> {
             minimiser: vec![PI, 2.275],
         },
         Function {
-            name: "hartmann6",
+            name: "hartmann6".into(),
             params: xs(6, 0.0, 1.0),
             objective: hartmann6,
             optimum: -3.32237,
             minimiser: vec![0.20169, 0.150011, 0.476874, 0.275332, 0.311652, 0.6573],
         },
+        ten("rosenbrock"),
+        ten("rastrigin"),
+        ten("ackley"),
+        ten("levy"),
         Function {
-            name: "rosenbrock10",
-            params: xs(10, -5.0, 10.0),
-            objective: rosenbrock,
-            optimum: 0.0,
-            minimiser: vec![1.0; 10],
-        },
-        Function {
-            name: "rastrigin10",
-            params: xs(10, -5.12, 5.12),
-            objective: rastrigin,
-            optimum: 0.0,
-            minimiser: vec![0.0; 10],
-        },
-        Function {
-            name: "ackley10",
-            params: xs(10, -32.768, 32.768),
-            objective: ackley,
-            optimum: 0.0,
-            minimiser: vec![0.0; 10],
-        },
-        Function {
-            name: "levy10",
-            params: xs(10, -10.0, 10.0),
-            objective: levy,
-            optimum: 0.0,
-            minimiser: vec![1.0; 10],
-        },
-        Function {
-            name: "lr_batch",
+            name: "lr_batch".into(),
             params: vec![
                 ("batch".into(), 1.0, 64.0, true),
                 ("lr".into(), 1e-4, 1e-1, true),
@@ -153,9 +143,71 @@ pub fn all() -> Vec<Function> {
     ]
 }
 
-/// The function called `name`, if any.
+/// `stem` (`rosenbrock`, `rastrigin`, `ackley` or `levy`) in `d`
+/// dimensions on its standard domain, named `<stem><d>`.
+pub fn scalable(stem: &str, d: usize) -> Option<Function> {
+    let &(_, min, max, at, objective) = SCALABLE.iter().find(|s| s.0 == stem)?;
+    (1..=MAX_DIMENSIONS).contains(&d).then(|| Function {
+        name: format!("{stem}{d}"),
+        params: xs(d, min, max),
+        objective,
+        optimum: 0.0,
+        minimiser: vec![at; d],
+    })
+}
+
+/// `f` on its domain shifted down by 30% of its width in every coordinate
+/// (of `ln x` for log-scale parameters), named `<name>-off`. The scalable
+/// functions have their minimiser at or near the centre of the standard
+/// domain, which favours any sampler that starts there (CMA-ES's mean,
+/// TPE's prior); shifted, it sits near 80% of the range instead.
+pub fn off_centre(f: Function) -> Function {
+    let params = f
+        .params
+        .iter()
+        .map(|&(ref name, min, max, log)| {
+            let (min, max) = if log {
+                let shift = 0.3 * (max / min).ln();
+                (min / shift.exp(), max / shift.exp())
+            } else {
+                let shift = 0.3 * (max - min);
+                (min - shift, max - shift)
+            };
+            (name.clone(), min, max, log)
+        })
+        .collect();
+    Function {
+        name: format!("{}-off", f.name),
+        params,
+        ..f
+    }
+}
+
+/// The function called `name`, if any: one of [`all`], a [`scalable`]
+/// one (`levy5`, `ackley20`), or either with `-off` ([`off_centre`]).
 pub fn by_name(name: &str) -> Option<Function> {
-    all().into_iter().find(|f| f.name == name)
+    if let Some(base) = name.strip_suffix("-off") {
+        return by_name(base).map(off_centre);
+    }
+    if let Some(f) = all().into_iter().find(|f| f.name == name) {
+        return Some(f);
+    }
+    let digits = name.trim_start_matches(|c: char| !c.is_ascii_digit());
+    let stem = &name[..name.len() - digits.len()];
+    scalable(stem, digits.parse().ok()?)
+}
+
+/// The suite the `auto` sampler's rule is measured on: beyond [`all`], the
+/// scalable functions in 2, 5, 10 and 20 dimensions, each also off centre.
+pub fn auto_suite() -> Vec<Function> {
+    let mut suite = vec![by_name("branin"), by_name("hartmann6"), by_name("lr_batch")];
+    for d in [2, 5, 10, 20] {
+        for (stem, ..) in SCALABLE {
+            suite.push(scalable(stem, d));
+            suite.push(scalable(stem, d).map(off_centre));
+        }
+    }
+    suite.into_iter().flatten().collect()
 }
 
 /// Hartmann 6-D on `[0, 1]^6`; minimum -3.32237.
@@ -236,8 +288,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn names_resolve_to_the_goal_suite_scalable_and_off_centre_functions() {
+        for f in all().into_iter().chain(auto_suite()) {
+            let again = by_name(&f.name).unwrap();
+            assert_eq!((again.name, again.params), (f.name.clone(), f.params));
+        }
+        let off = by_name("ackley5-off").unwrap();
+        assert_eq!(off.params.len(), 5);
+        assert!((off.params[0].1 - (-32.768 - 0.3 * 65.536)).abs() < 1e-12);
+        let lr = by_name("lr_batch-off").unwrap();
+        assert!(
+            lr.params.iter().all(|p| p.1 > 0.0 && p.3),
+            "{:?}",
+            lr.params
+        );
+        for bad in [
+            "ackley", "ackley0", "ackley65", "sphere3", "branin2", "-off",
+        ] {
+            assert!(by_name(bad).is_none(), "{bad}");
+        }
+        assert_eq!(auto_suite().len(), 3 + 4 * 4 * 2);
+    }
+
+    #[test]
     fn every_function_attains_its_optimum_at_its_minimiser() {
-        for f in all() {
+        for f in all().into_iter().chain(auto_suite()) {
             assert_eq!(f.minimiser.len(), f.params.len(), "{}", f.name);
             let at = f.at(&f.minimiser);
             assert!(
@@ -251,7 +326,7 @@ mod tests {
 
     #[test]
     fn minimisers_lie_inside_the_domains() {
-        for f in all() {
+        for f in all().into_iter().chain(auto_suite()) {
             for ((name, min, max, _), x) in f.params.iter().zip(&f.minimiser) {
                 assert!(min < x && x < max, "{}.{name}: {x}", f.name);
             }
@@ -298,7 +373,7 @@ mod tests {
 
     #[test]
     fn bounds_are_a_valid_study_config() {
-        for f in all() {
+        for f in all().into_iter().chain(auto_suite()) {
             let config = json!({"seed": 1, "budget": 5, "bounds": f.bounds()});
             let parsed: flotilla_messages::solver::StudyConfig =
                 serde_json::from_value(config).unwrap();

@@ -9,14 +9,18 @@ use super::objectives::Function;
 use super::study::run_study;
 use flotilla_actors::runtime::Aggregate;
 use flotilla_actors::solver::Study;
-use flotilla_messages::solver::{ParamValue, SolverCommand, SolverEvent, Tell, TrialResult};
+use flotilla_messages::solver::{
+    ParamValue, Sampler, SolverCommand, SolverEvent, Tell, TrialResult,
+};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-/// A sampler as the benchmark names it: `random`, `sobol`, `grid`, `tpe`,
-/// or `tpe-mv` (TPE with `multivariate: 1`).
+/// A sampler as the benchmark names it: a sampler's name (`random`,
+/// `sobol`, `grid`, `tpe`, `cmaes`, `auto`), `tpe-uni` (TPE with
+/// `multivariate: 0`), or any of them with `strategy_params` after colons:
+/// `tpe:gamma=0.2:n_ei_candidates=64`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplerSpec {
     /// The label in the tables.
@@ -28,16 +32,18 @@ pub struct SamplerSpec {
 }
 
 impl SamplerSpec {
-    /// Reads a label; `None` if it names no sampler.
+    /// Reads a label; `None` if it names no sampler or a knob is not
+    /// `key=number`.
     pub fn parse(label: &str) -> Option<Self> {
-        let (sampler, params) = match label {
-            "random" => ("random", json!({})),
-            "sobol" => ("sobol", json!({})),
-            "grid" => ("grid", json!({})),
-            "tpe" => ("tpe", json!({})),
-            "tpe-mv" => ("tpe", json!({"multivariate": 1})),
-            _ => return None,
+        let mut parts = label.split(':');
+        let (sampler, mut params) = match parts.next()? {
+            "tpe-uni" => ("tpe", json!({"multivariate": 0})),
+            name => (Sampler::parse(name)?.as_str(), json!({})),
         };
+        for knob in parts {
+            let (key, value) = knob.split_once('=')?;
+            params[key] = json!(value.parse::<f64>().ok()?);
+        }
         Some(SamplerSpec {
             label: label.to_string(),
             sampler,
@@ -47,9 +53,9 @@ impl SamplerSpec {
 
     /// Whether the first `b` trials of a run are the same whatever its
     /// budget, so one run at the largest budget answers every smaller one.
-    /// Only the grid is laid out for its budget.
+    /// The grid is laid out for its budget, and `auto` picks by it.
     fn budget_free(&self) -> bool {
-        self.sampler != "grid"
+        !matches!(self.sampler, "grid" | "auto")
     }
 
     fn config(&self, seed: u64, budget: u64, bounds: Value) -> Value {
@@ -64,7 +70,7 @@ impl SamplerSpec {
 #[derive(Debug, Clone)]
 pub struct Quality {
     /// The function's name.
-    pub function: &'static str,
+    pub function: String,
     /// The sampler's label.
     pub sampler: String,
     /// The budget.
@@ -145,7 +151,7 @@ pub fn quality(
                     .map(|(_, r)| r[bi] - f.optimum)
                     .collect();
                 out.push(Quality {
-                    function: f.name,
+                    function: f.name.clone(),
                     sampler: s.label.clone(),
                     budget,
                     regrets,
@@ -220,12 +226,29 @@ pub fn prefilled(spec: &SamplerSpec, trials: u64, params: usize, extra: u64) -> 
     })
 }
 
-/// Wall time (seconds) of each of `window` ask(1) + tell rounds, each
-/// `decide` and `evolve`, on `study`, after `warmup` untimed rounds.
-pub fn ask_tell_times(mut study: Study, warmup: usize, window: usize) -> Vec<f64> {
-    let mut times = Vec::with_capacity(window);
+/// The time of each of `window` ask(1) + tell rounds (each `decide` and
+/// `evolve`) on `study`, after `warmup` untimed rounds, in seconds.
+#[derive(Debug, Clone, Default)]
+pub struct Timings {
+    /// Wall-clock time: what a caller waits, preemption included.
+    pub wall: Vec<f64>,
+    /// The thread's CPU time, by the `cpu_clock` given: the solver's own
+    /// work, without the time the thread waited for a core.
+    pub cpu: Vec<f64>,
+}
+
+/// Times `window` ask(1) + tell rounds on `study` after `warmup` untimed
+/// ones, by the wall clock and by `cpu_clock` (seconds of the calling
+/// thread's CPU time; the CLI reads `CLOCK_THREAD_CPUTIME_ID`).
+pub fn ask_tell_times(
+    mut study: Study,
+    warmup: usize,
+    window: usize,
+    cpu_clock: impl Fn() -> f64,
+) -> Timings {
+    let mut times = Timings::default();
     for i in 0..warmup + window {
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), cpu_clock());
         let (s, events) = step(study, &SolverCommand::Ask { n: 1, lease: None });
         let Some(SolverEvent::TrialsAsked { trials, .. }) = events.first() else {
             panic!("ask recorded no trials");
@@ -245,10 +268,11 @@ pub fn ask_tell_times(mut study: Study, warmup: usize, window: usize) -> Vec<f64
             }],
         });
         let (s, _) = step(s, &tell);
-        let elapsed = t.elapsed().as_secs_f64();
+        let (wall, cpu) = (t.elapsed().as_secs_f64(), cpu_clock() - cpu);
         study = s;
         if i >= warmup {
-            times.push(elapsed);
+            times.wall.push(wall);
+            times.cpu.push(cpu);
         }
     }
     times
@@ -261,10 +285,20 @@ mod tests {
 
     #[test]
     fn every_label_parses_and_others_do_not() {
-        for label in ["random", "sobol", "grid", "tpe", "tpe-mv"] {
+        for label in [
+            "random", "sobol", "grid", "tpe", "tpe-uni", "cmaes", "auto", "TPE",
+        ] {
             assert_eq!(SamplerSpec::parse(label).unwrap().label, label);
         }
-        assert!(SamplerSpec::parse("cmaes").is_none());
+        let spec = SamplerSpec::parse("tpe-uni:gamma=0.2:n_ei_candidates=64").unwrap();
+        assert_eq!(spec.sampler, "tpe");
+        assert_eq!(
+            spec.strategy_params,
+            json!({"multivariate": 0, "gamma": 0.2, "n_ei_candidates": 64.0})
+        );
+        for bad in ["bayes", "tpe-mv", "tpe:gamma", "tpe:gamma=x", ""] {
+            assert!(SamplerSpec::parse(bad).is_none(), "{bad}");
+        }
     }
 
     #[test]
@@ -312,7 +346,9 @@ mod tests {
         let spec = SamplerSpec::parse("tpe").unwrap();
         let study = prefilled(&spec, 50, 3, 10);
         assert_eq!(study.trials().len(), 50);
-        let times = ask_tell_times(study, 2, 5);
-        assert_eq!(times.len(), 5);
+        let start = Instant::now();
+        let times = ask_tell_times(study, 2, 5, || start.elapsed().as_secs_f64());
+        assert_eq!((times.wall.len(), times.cpu.len()), (5, 5));
+        assert!(times.cpu.iter().all(|t| *t >= 0.0));
     }
 }

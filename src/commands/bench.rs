@@ -5,10 +5,12 @@
 //!
 //! `flotilla bench solver`: the solver's regret on standard test functions
 //! per budget and sampler (optionally beside Optuna's, through
-//! `benches/optuna_compare.py`), and the wall time of one ask + tell on
-//! studies of 1,000 and 10,000 trials. The harness is the simulations
-//! crate's (`simulations/src/{study,objectives,solver_bench}.rs`), compiled
-//! in here so the CLI needs no extra dependency.
+//! `benches/optuna_compare.py`), which sampler leads per dimension and
+//! budget (the table the `auto` sampler's rule is read from; `--suite auto`
+//! runs its wider suite), and the wall time of one ask + tell on studies of
+//! 1,000 and 10,000 trials. The harness is the simulations crate's
+//! (`simulations/src/{study,objectives,solver_bench}.rs`), compiled in here
+//! so the CLI needs no extra dependency.
 
 use crate::cli::{BenchArgs, BenchLogArgs, BenchSolverArgs, BenchWhat};
 use crate::commands::block_on;
@@ -34,18 +36,11 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     }
 }
 
-use flotilla_simulations::objectives;
+use flotilla_simulations::objectives::{self, Function};
 use flotilla_simulations::solver_bench::{self, Quality, SamplerSpec};
 
 fn bench_solver(args: BenchSolverArgs) -> Result<ExitCode> {
-    let functions = if args.functions.is_empty() {
-        objectives::all()
-    } else {
-        args.functions
-            .iter()
-            .map(|n| objectives::by_name(n).ok_or_else(|| anyhow!("unknown function {n:?}")))
-            .collect::<Result<_>>()?
-    };
+    let functions = functions(&args)?;
     let samplers: Vec<SamplerSpec> = args
         .samplers
         .iter()
@@ -71,7 +66,7 @@ fn bench_solver(args: BenchSolverArgs) -> Result<ExitCode> {
         let mut optuna_seconds = None;
         if args.compare {
             let t = Instant::now();
-            let names: Vec<&'static str> = functions.iter().map(|f| f.name).collect();
+            let names: Vec<String> = functions.iter().map(|f| f.name.clone()).collect();
             let (optuna_labels, optuna_cells) = optuna(&args, &names, &budgets)?;
             labels.extend(optuna_labels);
             cells.extend(optuna_cells);
@@ -89,6 +84,7 @@ fn bench_solver(args: BenchSolverArgs) -> Result<ExitCode> {
             None => println!(")"),
         }
         println!();
+        print_leaders(&functions, &budgets, &labels, &cells);
     }
     if !args.no_overhead {
         print_overhead(&args, &samplers);
@@ -96,10 +92,26 @@ fn bench_solver(args: BenchSolverArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The functions `--functions` names, or else `--suite`'s.
+fn functions(args: &BenchSolverArgs) -> Result<Vec<Function>> {
+    if !args.functions.is_empty() {
+        return args
+            .functions
+            .iter()
+            .map(|n| objectives::by_name(n).ok_or_else(|| anyhow!("unknown function {n:?}")))
+            .collect();
+    }
+    match args.suite.as_str() {
+        "goal" => Ok(objectives::all()),
+        "auto" => Ok(objectives::auto_suite()),
+        other => Err(anyhow!("--suite {other:?}: expected goal or auto")),
+    }
+}
+
 /// Runs `benches/optuna_compare.py --json` and reads its cells.
 fn optuna(
     args: &BenchSolverArgs,
-    functions: &[&'static str],
+    functions: &[String],
     budgets: &[u64],
 ) -> Result<(Vec<String>, Vec<Quality>)> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -113,19 +125,19 @@ fn optuna(
          target/optuna-venv/bin/pip install optuna`, or pass --python",
         python.display()
     );
-    let join = |v: Vec<String>| v.join(",");
     let output = std::process::Command::new(&python)
         .arg(root.join("benches/optuna_compare.py"))
         .arg("--json")
         .args(["--seeds", &args.seeds.max(1).to_string()])
         .args([
             "--budgets",
-            &join(budgets.iter().map(u64::to_string).collect()),
+            &budgets
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
         ])
-        .args([
-            "--functions",
-            &join(functions.iter().map(|f| f.to_string()).collect()),
-        ])
+        .args(["--functions", &functions.join(",")])
         .stderr(std::process::Stdio::inherit())
         .output()?;
     anyhow::ensure!(
@@ -138,12 +150,11 @@ fn optuna(
     for line in String::from_utf8(output.stdout)?.lines() {
         let v: serde_json::Value = serde_json::from_str(line)?;
         let sampler = v["sampler"].as_str().unwrap_or_default().to_string();
-        let function = v["function"].as_str().unwrap_or_default();
-        let function = functions
-            .iter()
-            .copied()
-            .find(|f| *f == function)
-            .ok_or_else(|| anyhow!("optuna_compare.py reported function {function:?}"))?;
+        let function = v["function"].as_str().unwrap_or_default().to_string();
+        anyhow::ensure!(
+            functions.contains(&function),
+            "optuna_compare.py reported function {function:?}"
+        );
         if !labels.contains(&sampler) {
             labels.push(sampler.clone());
         }
@@ -163,6 +174,10 @@ fn cell<'a>(cells: &'a [Quality], function: &str, budget: u64, label: &str) -> O
         .find(|c| c.function == function && c.budget == budget && c.sampler == label)
 }
 
+fn median(c: &Quality) -> f64 {
+    solver_bench::quantile(&c.regrets, 0.5)
+}
+
 /// A regret compactly: 3 significant digits.
 fn num(x: f64) -> String {
     if x == 0.0 {
@@ -180,23 +195,24 @@ fn num(x: f64) -> String {
     }
 }
 
-fn print_quality(
-    functions: &[objectives::Function],
-    budgets: &[u64],
-    labels: &[String],
-    cells: &[Quality],
-) {
+fn print_quality(functions: &[Function], budgets: &[u64], labels: &[String], cells: &[Quality]) {
     const W: usize = 22;
-    print!("{:<13} {:>6}", "function", "budget");
+    let name_width = functions
+        .iter()
+        .map(|f| f.name.len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    print!("{:<name_width$} {:>6}", "function", "budget");
     for l in labels {
         print!(" {l:>W$}");
     }
     println!();
     for f in functions {
         for &b in budgets {
-            print!("{:<13} {:>6}", f.name, b);
+            print!("{:<name_width$} {:>6}", f.name, b);
             for l in labels {
-                let text = cell(cells, f.name, b, l).map_or("-".into(), |c| {
+                let text = cell(cells, &f.name, b, l).map_or("-".into(), |c| {
                     let q = |p| solver_bench::quantile(&c.regrets, p);
                     format!("{} [{} - {}]", num(q(0.5)), num(q(0.25)), num(q(0.75)))
                 });
@@ -210,7 +226,6 @@ fn print_quality(
 /// For each Flotilla sampler, on how many functions its median regret is
 /// no worse than each Optuna TPE's, per budget.
 fn print_wins(budgets: &[u64], labels: &[String], cells: &[Quality]) {
-    let median = |c: &Quality| solver_bench::quantile(&c.regrets, 0.5);
     for optuna in labels.iter().filter(|l| l.starts_with("optuna-tpe")) {
         for l in labels.iter().filter(|l| !l.starts_with("optuna")) {
             let counts: Vec<String> = budgets
@@ -221,7 +236,7 @@ fn print_wins(budgets: &[u64], labels: &[String], cells: &[Quality]) {
                         .iter()
                         .filter(|c| c.budget == b && &c.sampler == optuna)
                     {
-                        if let Some(ours) = cell(cells, theirs.function, b, l) {
+                        if let Some(ours) = cell(cells, &theirs.function, b, l) {
                             of += 1;
                             wins += usize::from(median(ours) <= median(theirs));
                         }
@@ -234,33 +249,97 @@ fn print_wins(budgets: &[u64], labels: &[String], cells: &[Quality]) {
     }
 }
 
+/// Per dimension, placement (standard domain, or shifted `-off` centre)
+/// and budget: on how many functions each sampler has the lowest median
+/// regret (ties count for each). This is the table the `auto` rule is read
+/// from.
+fn print_leaders(functions: &[Function], budgets: &[u64], labels: &[String], cells: &[Quality]) {
+    let group_of = |f: &Function| (f.params.len(), f.name.ends_with("-off"));
+    let mut groups: Vec<(usize, bool)> = functions.iter().map(group_of).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    println!(
+        "Functions where each sampler has the lowest median regret, by dimension, domain and budget"
+    );
+    print!(
+        "{:>4} {:>6} {:>6} {:>9}",
+        "dims", "domain", "budget", "functions"
+    );
+    for l in labels {
+        print!(" {l:>14}");
+    }
+    println!();
+    for group in groups {
+        let members: Vec<&Function> = functions.iter().filter(|f| group_of(f) == group).collect();
+        let domain = if group.1 { "off" } else { "std" };
+        for &b in budgets {
+            let mut leads = vec![0; labels.len()];
+            for f in &members {
+                let medians: Vec<f64> = labels
+                    .iter()
+                    .map(|l| cell(cells, &f.name, b, l).map_or(f64::INFINITY, median))
+                    .collect();
+                let best = medians.iter().copied().fold(f64::INFINITY, f64::min);
+                for (lead, m) in leads.iter_mut().zip(&medians) {
+                    *lead += usize::from(*m == best);
+                }
+            }
+            print!("{:>4} {domain:>6} {b:>6} {:>9}", group.0, members.len());
+            for lead in leads {
+                print!(" {lead:>14}");
+            }
+            println!();
+        }
+    }
+    println!();
+}
+
 fn print_overhead(args: &BenchSolverArgs, samplers: &[SamplerSpec]) {
     println!(
-        "Ask(1) + tell wall time (decide + evolve), {} rounds after the study holds N trials",
+        "Ask(1) + tell (decide + evolve), {} rounds after the study holds N trials: \
+         wall time, and the thread's CPU time (wall minus waiting for a core)",
         args.window
     );
     println!(
-        "{:<8} {:>7} {:>7} {:>10} {:>10} {:>10}",
-        "sampler", "trials", "params", "p50 ms", "p99 ms", "max ms"
+        "{:<8} {:>7} {:>7} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "sampler", "trials", "params", "p50 ms", "p99 ms", "max ms", "cpu p50", "cpu p99"
     );
     for spec in samplers {
         for &trials in &args.overhead_trials {
             for &params in &args.overhead_params {
                 let study = solver_bench::prefilled(spec, trials, params, args.window as u64 + 20);
-                let times = solver_bench::ask_tell_times(study, 20, args.window.max(1));
-                let ms = |q| solver_bench::quantile(&times, q) * 1e3;
+                let times =
+                    solver_bench::ask_tell_times(study, 20, args.window.max(1), thread_cpu_seconds);
+                let ms = |v: &[f64], q| solver_bench::quantile(v, q) * 1e3;
                 println!(
-                    "{:<8} {:>7} {:>7} {:>10.4} {:>10.4} {:>10.4}",
+                    "{:<8} {:>7} {:>7} {:>10.4} {:>10.4} {:>10.4} {:>10.4} {:>10.4}",
                     spec.label,
                     trials,
                     params,
-                    ms(0.5),
-                    ms(0.99),
-                    ms(1.0)
+                    ms(&times.wall, 0.5),
+                    ms(&times.wall, 0.99),
+                    ms(&times.wall, 1.0),
+                    ms(&times.cpu, 0.5),
+                    ms(&times.cpu, 0.99)
                 );
             }
         }
     }
+}
+
+/// The calling thread's CPU time in seconds (`CLOCK_THREAD_CPUTIME_ID`).
+fn thread_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer to
+    // a local; the clock id is a constant the kernel knows.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return f64::NAN;
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
 struct Row {

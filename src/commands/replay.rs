@@ -5,12 +5,12 @@ use crate::cli::ReplayArgs;
 use crate::commands::block_on;
 use crate::config::resolve_reader;
 use anyhow::{anyhow, bail, Result};
-use flotilla_actors::runtime::{replay, Aggregate, Until};
 use flotilla_actors::inference::ModelDeployment;
 use flotilla_actors::provisioner::Pool;
+use flotilla_actors::runtime::{replay, Aggregate, Until};
 use flotilla_actors::scheduler::Queue;
-use flotilla_bus::EventLog;
 use flotilla_actors::solver::Study;
+use flotilla_bus::EventLog;
 use flotilla_messages::{Actor, StreamName};
 use serde_json::json;
 use std::process::ExitCode;
@@ -51,7 +51,9 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
             Actor::Scheduler => state_at::<Queue>(log, &name, until).await?,
             Actor::Provisioner => state_at::<Pool>(log, &name, until).await?,
             Actor::Inference => state_at::<ModelDeployment>(log, &name, until).await?,
-            Actor::Health => bail!("stream: health agents keep no stream; replay provisioner/<pool>"),
+            Actor::Health => {
+                bail!("stream: health agents keep no stream; replay provisioner/<pool>")
+            }
         };
         println!("{}", serde_json::to_string_pretty(&view)?);
         Ok(ExitCode::SUCCESS)

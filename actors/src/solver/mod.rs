@@ -8,9 +8,11 @@
 //! and the state is a fold of those events, so a study recovered from its log
 //! is bit for bit the study that wrote it.
 //!
-//! Trials are drawn by the study's sampler ([`samplers`]: random, scrambled
-//! Sobol, a shuffled grid or TPE) in the unit cube and mapped onto the bounds
-//! by [`sampling`]. Each trial's point depends on the config, its number and
+//! Trials are drawn by the study's sampler ([`samplers`]: `auto`, the
+//! default, which picks TPE or CMA-ES from the space's shape; random,
+//! scrambled Sobol, a shuffled grid, TPE or CMA-ES) in the unit cube and
+//! mapped onto the parameters (float, int, categorical, conditional) by
+//! [`sampling`]; [`pruners`] stop trials early from their reports. Each trial's point depends on the config, its number and
 //! (for TPE) the trials recorded before it, so replaying a study's events
 //! always hands out the same trials.
 //!

@@ -1202,7 +1202,12 @@ mod tests {
         let command = json!({"type": "create_study", "seed": 42, "budget": 3, "probe_ratio": 0.2,
             "bounds": {"lr": {"min": 1e-5, "max": 0.1, "scale": "LOG"},
                        "momentum": {"min": 0.8, "max": 0.99}}});
-        assert_eq!(when(&given(&[]), command).unwrap(), vec![created(3)]);
+        // No sampler named: `auto`, written into the event.
+        let config = config_with(3, Sampler::Auto);
+        assert_eq!(
+            when(&given(&[]), command).unwrap(),
+            vec![SolverEvent::StudyCreated { config }]
+        );
     }
 
     #[test]
@@ -1949,6 +1954,7 @@ mod tests {
     fn events_from_before_leases_still_replay() {
         let log: Vec<SolverEvent> = [
             json!({"type": "study_created", "config": {"seed": 42, "budget": 2, "probe_ratio": 0.2,
+                "sampler": "random",
                 "bounds": {"lr": {"min": 1e-5, "max": 0.1, "scale": "log"},
                            "momentum": {"min": 0.8, "max": 0.99}}}}),
             json!({"type": "trials_asked", "trials": [trial(1), trial(2)], "study_done": false}),
@@ -2122,7 +2128,7 @@ mod tests {
                 for (i, record) in study.trials().iter().enumerate() {
                     prop_assert_eq!(record.trial.number, i as u64 + 1);
                     // TPE's points depend on the history as it was; the rest on the number alone.
-                    if config.sampler != Sampler::Tpe {
+                    if !config.sampler.reads_history() {
                         let expected = sample_params(config, i as u64 + 1, &History::default());
                         prop_assert_eq!(&record.trial.params, &expected);
                     }

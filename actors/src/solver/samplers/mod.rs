@@ -21,12 +21,24 @@
 //!   small budgets.
 //! - [`grid`]: a full-factorial grid with at least `budget` points, visited
 //!   in a seeded shuffled order.
-//! - [`tpe`]: the Tree-structured Parzen Estimator, which reads the history
-//!   (random, sobol and grid ignore it).
+//! - [`tpe`]: the Tree-structured Parzen Estimator (multivariate by default,
+//!   as in Optuna 5), on the Parzen estimators of [`parzen`].
+//! - [`cmaes`]: CMA-ES, its state a fold of the history.
+//! - [`auto`]: TPE or CMA-ES by the search space's shape and budget.
+//!
+//! random, sobol and grid ignore the history; tpe, cmaes and auto read it
+//! ([`Sampler::reads_history`]). [`normal`] holds the normal-distribution
+//! arithmetic the model-based ones share.
 
+pub mod auto;
+pub mod cmaes;
 pub mod grid;
+pub mod normal;
+pub mod parzen;
 pub mod random;
 pub mod sobol;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod tpe;
 
 use flotilla_messages::solver::{Sampler, StudyConfig};
@@ -99,11 +111,13 @@ impl<'a> History<'a> {
 
 /// Trial `number`'s point in the unit cube under the config's sampler: one
 /// coordinate in `[0, 1)` per bound, in the bounds' name order. Only the
-/// model-based samplers ([`tpe`]) look at `history`.
+/// model-based samplers (tpe, cmaes, auto) look at `history`.
 pub fn unit_point(config: &StudyConfig, number: u64, history: &History) -> Vec<f64> {
     let dimensions = config.bounds.len();
     match config.sampler {
-        Sampler::Tpe => tpe::point(config, number, history),
+        Sampler::Tpe => tpe::point(config, &tpe::Settings::of(config), number, history),
+        Sampler::Cmaes => cmaes::point(config, &cmaes::Settings::of(config), number, history),
+        Sampler::Auto => auto::point(config, number, history),
         Sampler::Random => random::point(config.seed, number, dimensions),
         Sampler::Sobol => sobol::point(config.seed, number, dimensions),
         Sampler::Grid => {
@@ -129,24 +143,10 @@ pub(crate) fn to_unit(x: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flotilla_messages::solver::{Bound, Scale};
     use proptest::prelude::*;
-    use std::collections::BTreeMap;
 
     fn config(sampler: Sampler, seed: u64, budget: u64, dimensions: usize) -> StudyConfig {
-        let bound = Bound::new(0.0, 1.0, Scale::Linear);
-        StudyConfig {
-            seed,
-            budget,
-            bounds: (0..dimensions)
-                .map(|d| (format!("p{d:02}"), bound.clone()))
-                .collect(),
-            probe_ratio: None,
-            strategy_params: BTreeMap::new(),
-            sampler,
-            max_retries: 0,
-            ..Default::default()
-        }
+        super::testing::unit_config(sampler, seed, budget, dimensions, &[])
     }
 
     #[test]
