@@ -162,6 +162,14 @@ fn bad_input_gets_a_typed_error_and_appends_nothing() {
             "/v1/cmd/scheduler/s",
             "application/json",
             br#"{"type": "submit"}"#.to_vec(),
+            400,
+            "INVALID_FIELD",
+        ),
+        // Inference workers are processes of their own, not hosted by `up`.
+        (
+            "/v1/cmd/inference/s",
+            "application/json",
+            br#"{"type": "roll_back"}"#.to_vec(),
             503,
             "UNAVAILABLE",
         ),
