@@ -18,6 +18,8 @@
 
 pub mod health;
 pub mod inference;
+#[cfg(test)]
+mod kube_replay;
 pub mod provisioner;
 pub mod runtime;
 pub mod scheduler;

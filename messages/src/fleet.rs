@@ -744,12 +744,24 @@ pub enum ProviderConfig {
         #[serde(default = "default_exec_timeout")]
         timeout: Seconds,
     },
-    /// Nodes are Kubernetes Nodes (cordon and drain through the API).
+    /// Nodes are Kubernetes Nodes (cordon and drain through the API): the
+    /// cluster's own node groups create them, a pool's are the Nodes
+    /// labelled `pool_label: <pool>`, a node's id is its Node's name.
     Kubernetes {
         /// Namespace scope of evictions (all when absent).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         namespace: Option<String>,
+        /// The Node label naming a Node's pool.
+        #[serde(default = "default_pool_label")]
+        pool_label: String,
     },
+}
+
+/// The Node label naming a Node's pool unless a provider says otherwise.
+pub const DEFAULT_POOL_LABEL: &str = "flotilla.dev/pool";
+
+fn default_pool_label() -> String {
+    DEFAULT_POOL_LABEL.into()
 }
 
 fn default_exec_timeout() -> Seconds {

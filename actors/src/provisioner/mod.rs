@@ -5,7 +5,9 @@
 //! - [`pool`]: the pool aggregate (node lifecycle, health counting,
 //!   replacement, circuit breaker) — pure `decide`/`evolve`;
 //! - [`provider`]: the [`provider::Provider`] trait the effects call, with
-//!   [`sim`] (in-process fake cloud) and [`exec`] (user commands) providers;
+//!   [`sim`] (in-process fake cloud), [`exec`] (user commands) and
+//!   [`kubernetes`] (Kubernetes Nodes: cordon and drain through the API)
+//!   providers;
 //! - [`effects`]: runs provider calls after their event is stored, keyed by
 //!   event id;
 //! - [`service`]: the host side: ticks, agent reports from
@@ -19,6 +21,7 @@
 pub mod autoscaler;
 pub mod effects;
 pub mod exec;
+pub mod kubernetes;
 pub mod metrics;
 pub mod pool;
 pub mod provider;

@@ -8,6 +8,7 @@
 //! succeeds, cordon and drain are idempotent by nature.
 
 use super::exec::ExecProvider;
+use super::kubernetes::KubernetesProvider;
 use super::sim::SimProvider;
 use async_trait::async_trait;
 use flotilla_messages::fleet::{DrainMode, ProviderConfig, BUILTIN_PROVIDERS};
@@ -139,12 +140,7 @@ impl ProviderSet {
                 }
                 ProviderConfig::Exec { .. } => Arc::new(ExecProvider::from_config(config)),
                 ProviderConfig::Kubernetes { .. } => {
-                    return Err(UnsupportedProvider {
-                        name: name.clone(),
-                        message: "the kubernetes provider is not part of this build yet; \
-                                  use exec with kubectl (cordon/drain commands) meanwhile"
-                            .into(),
-                    })
+                    Arc::new(KubernetesProvider::from_config(config))
                 }
             };
             set.insert(name, provider);

@@ -444,6 +444,7 @@ impl KubernetesExecutor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kube_replay::{exchange, list, replaying, Exchange};
     use flotilla_messages::scheduler::KubernetesSpec;
 
     fn attempt() -> Attempt {
@@ -494,35 +495,6 @@ mod tests {
         assert_eq!(typed.metadata.name.as_deref(), Some("fl-lr-search-t7-2"));
     }
 
-    /// One request the executor must make and the API server's recorded answer.
-    struct Exchange {
-        method: &'static str,
-        path: String,
-        /// Fragments the query must hold (`watch=true`, a selector).
-        query: Vec<&'static str>,
-        /// Whether the query must not hold `watch=true`.
-        not_watch: bool,
-        status: u16,
-        body: Vec<u8>,
-    }
-
-    fn exchange(
-        method: &'static str,
-        path: &str,
-        query: Vec<&'static str>,
-        status: u16,
-        body: Value,
-    ) -> Exchange {
-        Exchange {
-            method,
-            path: path.into(),
-            not_watch: !query.contains(&"watch=true"),
-            query,
-            status,
-            body: serde_json::to_vec(&body).unwrap(),
-        }
-    }
-
     const JOBS: &str = "/apis/batch/v1/namespaces/default/jobs";
 
     /// The API server's answer to deleting the attempt's Job.
@@ -542,10 +514,6 @@ mod tests {
         job["metadata"]["resourceVersion"] = json!("11");
         job["status"] = status;
         job
-    }
-
-    fn list(kind: &str, items: Vec<Value>) -> Value {
-        json!({"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": "11"}, "items": items})
     }
 
     fn condition(kind: &str, reason: &str) -> Value {
@@ -580,39 +548,6 @@ mod tests {
             ),
             watch,
         ]
-    }
-
-    /// A kube client whose API server answers `script` in order, checking
-    /// each request; the task ends with the requests it saw.
-    fn replaying(script: Vec<Exchange>) -> (Client, tokio::task::JoinHandle<Vec<String>>) {
-        use http::{Request, Response};
-        use kube::client::Body;
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let client = Client::new(service, "default");
-        let task = tokio::spawn(async move {
-            let mut seen = Vec::new();
-            for expected in script {
-                let (request, send) = handle.next_request().await.expect("a request");
-                let query = request.uri().query().unwrap_or_default().to_string();
-                let line = format!("{} {}?{query}", request.method(), request.uri().path());
-                assert_eq!(request.method().as_str(), expected.method, "{line}");
-                assert_eq!(request.uri().path(), expected.path, "{line}");
-                for fragment in &expected.query {
-                    assert!(query.contains(fragment), "{line} lacks {fragment}");
-                }
-                if expected.not_watch {
-                    assert!(!query.contains("watch=true"), "{line} watches");
-                }
-                let response = Response::builder()
-                    .status(expected.status)
-                    .body(Body::from(expected.body))
-                    .unwrap();
-                send.send_response(response);
-                seen.push(line);
-            }
-            seen
-        });
-        (client, task)
     }
 
     async fn run(executor: &KubernetesExecutor, attempt: &Attempt) -> (Outcome, bool) {
