@@ -868,9 +868,38 @@ fn parse_providers(
                 ),
             ));
         }
-        out.insert(name, from_value(&path, value)?);
+        let config: ProviderConfig = from_value(&path, value)?;
+        if let ProviderConfig::Kubernetes { pool_label, .. } = &config {
+            check_label_key(pool_label)
+                .map_err(|m| ConfigError::new(format!("{path}.pool_label"), m))?;
+        }
+        out.insert(name, config);
     }
     Ok(out)
+}
+
+/// Whether `key` can be a Kubernetes label key: an optional DNS prefix and
+/// `/`, then a name of at most 63 `[A-Za-z0-9._-]` starting and ending
+/// alphanumeric.
+fn check_label_key(key: &str) -> Result<(), String> {
+    let (prefix, name) = key.rsplit_once('/').unwrap_or(("", key));
+    let name_ok = (1..=63).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    let prefix_ok = prefix.len() <= 253
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.'));
+    if name_ok && prefix_ok && !(key.contains('/') && prefix.is_empty()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{key:?} is not a Kubernetes label key (e.g. flotilla.dev/pool)"
+        ))
+    }
 }
 
 fn parse_pools(value: serde_yaml::Value) -> Result<Vec<PoolConfig>, ConfigError> {
@@ -1044,8 +1073,34 @@ pools:
         assert_eq!(e.path, "providers.l.type");
         let e = error("pool: []\n");
         assert_eq!(e.path, "pool");
+        let e = error("providers:\n  k: {type: kubernetes, pool_label: 'a b'}\npools: []\n");
+        assert_eq!(e.path, "providers.k.pool_label");
+        let e = error("providers:\n  k: {type: kubernetes, selector: x}\npools: []\n");
+        assert!(e.to_string().contains("selector"), "{e}");
         let e = error("pools:\n  a: {provider: sim, max_nodes: 3, scaling: {autoscaler: {type: reactive, speed: 3}}}\n");
         assert!(e.to_string().contains("speed"), "{e}");
+    }
+
+    #[test]
+    fn a_kubernetes_provider_names_its_pool_label() {
+        let file = PoolsFile::from_yaml(
+            "providers:\n  k8s: {type: kubernetes, namespace: ml, pool_label: example.com/gpu-pool}\n\
+             pools:\n  a: {provider: k8s, max_nodes: 3}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            file.providers["k8s"],
+            ProviderConfig::Kubernetes {
+                namespace: Some("ml".into()),
+                pool_label: "example.com/gpu-pool".into(),
+            }
+        );
+        let file =
+            PoolsFile::from_yaml("providers:\n  k8s: {type: kubernetes}\npools: []\n").unwrap();
+        assert!(matches!(
+            &file.providers["k8s"],
+            ProviderConfig::Kubernetes { pool_label, .. } if pool_label == DEFAULT_POOL_LABEL
+        ));
     }
 
     #[test]
