@@ -536,6 +536,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn evict_after_timeout_waits_until_the_deadline_then_evicts_once() {
+        // Before the deadline the pods are left to finish.
+        let (client, server) = replaying(vec![
+            pods_on_node(vec![pod("trainer-0", None, json!({}))]),
+            pods_on_node(vec![]),
+        ]);
+        let drained = provider(client)
+            .drain("gpu-1", DrainMode::EvictAfterTimeout, now_ms() + 60_000)
+            .await;
+        assert_eq!(drained, Ok(false));
+        server.await.unwrap();
+        // Past it they are evicted; a pod already terminating is waited for.
+        let mut terminating = pod("trainer-0", None, json!({}));
+        terminating["metadata"]["deletionTimestamp"] = json!("2026-11-22T10:00:00Z");
+        let (client, server) = replaying(vec![
+            pods_on_node(vec![pod("trainer-0", None, json!({}))]),
+            evict("trainer-0", 201),
+            pods_on_node(vec![terminating]),
+            pods_on_node(vec![]),
+        ]);
+        let drained = provider(client)
+            .drain("gpu-1", DrainMode::EvictAfterTimeout, now_ms())
+            .await;
+        assert_eq!(drained, Ok(true));
+        let seen = server.await.unwrap();
+        assert_eq!(seen.iter().filter(|l| l.contains("eviction")).count(), 1);
+    }
+
+    #[tokio::test]
     async fn terminate_deletes_the_node_and_a_gone_node_is_fine() {
         let gone = status(404, "NotFound", "nodes \"gpu-1\" not found");
         let (client, server) = replaying(vec![
