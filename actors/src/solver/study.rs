@@ -1106,6 +1106,7 @@ impl Aggregate for Study {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::solver::samplers::testing::{bits, trial_bits};
     use crate::solver::samplers::{grid::Grid, sobol};
     use flotilla_messages::solver::{Bound, Lease, ParamValue, Params, Sampler, Scale};
     use flotilla_messages::CommandRequest;
@@ -2107,11 +2108,6 @@ mod tests {
         (study, log)
     }
 
-    fn bits(study: &Study) -> Vec<u64> {
-        let params = study.trials().iter().flat_map(|r| r.trial.params.values());
-        params.map(|v| v.as_f64().unwrap().to_bits()).collect()
-    }
-
     proptest! {
         #[test]
         fn random_sessions_keep_the_rules_and_replay_exactly(
@@ -2228,17 +2224,7 @@ mod tests {
         assert_eq!(study.trials().len(), 10);
         let grid = Grid::for_budget(10, 2);
         assert_eq!(grid.levels(), [4, 3]);
-        let mut points: Vec<Vec<u64>> = study
-            .trials()
-            .iter()
-            .map(|r| {
-                r.trial
-                    .params
-                    .values()
-                    .map(|v| v.as_f64().unwrap().to_bits())
-                    .collect()
-            })
-            .collect();
+        let mut points: Vec<Vec<u64>> = trial_bits(&study);
         points.sort();
         points.dedup();
         assert_eq!(points.len(), 10);

@@ -144,8 +144,22 @@ pub fn run(
 
 /// Every trial's parameter bits, in order.
 pub fn bits(study: &Study) -> Vec<u64> {
-    let params = study.trials().iter().flat_map(|r| r.trial.params.values());
-    params.map(|v| v.as_f64().unwrap().to_bits()).collect()
+    trial_bits(study).concat()
+}
+
+/// Each trial's parameter bits, one vector per trial (numeric parameters).
+pub fn trial_bits(study: &Study) -> Vec<Vec<u64>> {
+    let point = |params: &flotilla_messages::solver::Params| {
+        params
+            .values()
+            .map(|v| v.as_f64().unwrap().to_bits())
+            .collect()
+    };
+    study
+        .trials()
+        .iter()
+        .map(|r| point(&r.trial.params))
+        .collect()
 }
 
 /// Runs `config` on Branin in batches of 4 told out of order, and checks

@@ -247,7 +247,8 @@ mod tests {
     use super::*;
     use crate::solver::samplers::random;
     use crate::solver::samplers::testing::{
-        assert_replays_exactly, bound, branin, branin_space, config, run, Objective, Order,
+        assert_replays_exactly, bound, branin, branin_space, config, run, trial_bits, Objective,
+        Order,
     };
     use crate::solver::samplers::unit_point;
     use flotilla_messages::solver::{Bound, Sampler, Scale};
@@ -411,17 +412,7 @@ mod tests {
         let config = config(Sampler::Tpe, 8, 200, &space, &[]);
         let objective = |p: &BTreeMap<String, f64>| (p["x"] - 1.0).abs() + p["lr"].ln().abs();
         let (study, _, _) = run(config, objective, 16, Order::Together);
-        let mut seen: Vec<Vec<u64>> = study
-            .trials()
-            .iter()
-            .map(|r| {
-                r.trial
-                    .params
-                    .values()
-                    .map(|v| v.as_f64().unwrap().to_bits())
-                    .collect()
-            })
-            .collect();
+        let mut seen: Vec<Vec<u64>> = trial_bits(&study);
         for r in study.trials() {
             assert!((-5.0..=10.0).contains(&r.trial.params["x"].as_f64().unwrap()));
             assert!((1e-5..=0.1).contains(&r.trial.params["lr"].as_f64().unwrap()));
