@@ -113,7 +113,7 @@ fn a_parallel_run_finishes_the_budget_with_the_right_best() {
     let d = dir.path();
     let script = script(d, "sleep 0.1");
     let config = config(d, "quad.json", 12);
-    let out = run(
+    let summary = run_ok(
         d,
         &[
             "run",
@@ -129,12 +129,6 @@ fn a_parallel_run_finishes_the_budget_with_the_right_best() {
             "data",
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary = stdout_json(&out);
     assert_eq!(summary["trials"]["completed"], 12, "{summary}");
     assert_eq!(summary["trials"]["failed"], 0, "{summary}");
     assert_eq!(summary["status"], "completed");
@@ -263,7 +257,7 @@ fn failing_and_timed_out_trials_fail_alone_and_are_reported() {
     assert_eq!(stdout_json(&again)["trials"]["evaluated_by_this_run"], 0);
     assert_eq!(evals(d).values().sum::<usize>(), 8);
     // And so does resuming without it: the failures are in the log.
-    let stateless = run(
+    let summary = run_ok(
         d,
         &[
             "run",
@@ -275,12 +269,6 @@ fn failing_and_timed_out_trials_fail_alone_and_are_reported() {
             "data",
         ],
     );
-    assert!(
-        stateless.status.success(),
-        "{}",
-        String::from_utf8_lossy(&stateless.stderr)
-    );
-    let summary = stdout_json(&stateless);
     assert_eq!(summary["trials"]["evaluated_by_this_run"], 0, "{summary}");
     assert_eq!(summary["trials"]["failed"], 3, "{summary}");
     assert_eq!(summary["status"], "completed", "{summary}");
