@@ -523,7 +523,8 @@ mod tests {
     async fn an_attempt_is_adopted_even_when_the_jobs_directory_moved() {
         let first = tempfile::tempdir().unwrap();
         let second = tempfile::tempdir().unwrap();
-        let (executor, a) = attempt(first.path(), "moved", &["sh", "-c", "sleep 0.5; echo 3"]);
+        // Long enough to outlive both launches on a loaded machine.
+        let (executor, a) = attempt(first.path(), "moved", &["sh", "-c", "sleep 2; echo 3"]);
         let Launch::Running { end: own, .. } = executor.launch(&a).await else {
             panic!("not started")
         };
