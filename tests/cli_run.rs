@@ -6,11 +6,11 @@
 mod common;
 
 use common::flotilla_bin;
-use flotilla_actors::runtime::Aggregate;
-use flotilla_actors::solver::Study;
+use flotilla_host::Aggregate;
 use flotilla_messages::solver::{
     trial_number, Lease, SolverCommand, SolverEvent, DEFAULT_LEASE_SECONDS,
 };
+use flotilla_solver::Study;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -17,7 +17,7 @@
 //! Every response carries `X-Request-ID` (the caller's, or a new one; equal
 //! to `details.request_id` in error bodies) and `X-Process-Time` (seconds).
 //! `ALLOWED_HOSTS` and `CORS_ORIGINS` behave as Starlette's middlewares do in
-//! CarlaRL. The work itself is `flotilla_actors::inference`; this module only
+//! CarlaRL. The work itself is `flotilla_inference`; this module only
 //! translates HTTP.
 
 use actix_web::body::{BoxBody, MessageBody};
@@ -26,7 +26,7 @@ use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpMessage, HttpRequest, HttpResponse, HttpServer};
-use flotilla_actors::inference::{InferenceEngine, VersionControl};
+use flotilla_inference::{InferenceEngine, VersionControl};
 use flotilla_messages::inference::{unix_timestamp, ServingError, ServingErrorCode};
 use flotilla_messages::Encoding;
 use futures::StreamExt;

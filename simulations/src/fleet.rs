@@ -15,17 +15,17 @@
 //! order of things (cordon before drain, replacement requested before the
 //! old node is terminated) and measure time-to-detect and time-to-replace.
 
-use flotilla_actors::health::agent::HealthAgent;
-use flotilla_actors::health::policy::HealthPolicy;
-use flotilla_actors::health::source::{FaultKind, FaultQueue, SimSource};
-use flotilla_actors::provisioner::pool::NodeStatus;
-use flotilla_actors::provisioner::service::command_for;
-use flotilla_actors::provisioner::sim::sim_fails;
-use flotilla_actors::provisioner::Pool;
-use flotilla_actors::runtime::Aggregate;
+use flotilla_health::HealthAgent;
+use flotilla_health::HealthPolicy;
+use flotilla_health::{FaultKind, FaultQueue, SimSource};
+use flotilla_host::Aggregate;
 use flotilla_messages::fleet::PoolConfig;
 use flotilla_messages::provisioner::{ProvisionerCommand, ProvisionerEvent};
 use flotilla_messages::Rejection;
+use flotilla_provisioner::command_for;
+use flotilla_provisioner::sim_fails;
+use flotilla_provisioner::NodeStatus;
+use flotilla_provisioner::Pool;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 

@@ -8,11 +8,11 @@
 //! `cargo bench -p flotilla-simulations --bench fleet` prints the table.
 
 use crate::fleet::{FleetSim, WorldSettings};
-use flotilla_actors::health::policy::{HealthPolicy, APPLICATION_XIDS, IGNORABLE_XIDS};
-use flotilla_actors::health::source::{FaultKind, GpuEvent};
-use flotilla_actors::provisioner::pool::NodeStatus;
+use flotilla_health::{FaultKind, GpuEvent};
+use flotilla_health::{HealthPolicy, APPLICATION_XIDS, IGNORABLE_XIDS};
 use flotilla_messages::fleet::PoolsFile;
 use flotilla_messages::provisioner::ProvisionerEvent as E;
+use flotilla_provisioner::NodeStatus;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, HashMap, HashSet};

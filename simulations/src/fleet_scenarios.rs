@@ -3,11 +3,11 @@
 //! blip, a silent agent detected, the circuit breaker tripping.
 
 use crate::fleet::{FleetSim, WorldSettings};
-use flotilla_actors::health::policy::HealthPolicy;
-use flotilla_actors::health::source::{FaultKind, GpuEvent};
-use flotilla_actors::provisioner::pool::NodeStatus;
+use flotilla_health::HealthPolicy;
+use flotilla_health::{FaultKind, GpuEvent};
 use flotilla_messages::fleet::PoolsFile;
 use flotilla_messages::provisioner::ProvisionerEvent as E;
+use flotilla_provisioner::NodeStatus;
 
 const MIN: u64 = 60_000;
 

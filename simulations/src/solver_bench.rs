@@ -7,11 +7,11 @@
 
 use super::objectives::Function;
 use super::study::run_study;
-use flotilla_actors::runtime::Aggregate;
-use flotilla_actors::solver::Study;
+use flotilla_host::Aggregate;
 use flotilla_messages::solver::{
     ParamValue, Sampler, SolverCommand, SolverEvent, Tell, TrialResult,
 };
+use flotilla_solver::Study;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;

@@ -1,11 +1,11 @@
 //! A study run end to end through the solver's `decide`/`evolve`, against a
 //! benchmark objective, in batches as parallel workers would ask.
 
-use flotilla_actors::runtime::Aggregate;
-use flotilla_actors::solver::Study;
+use flotilla_host::Aggregate;
 use flotilla_messages::search_space::numeric_params;
 use flotilla_messages::solver::{SolverCommand, SolverEvent, Tell, TrialResult};
 use flotilla_messages::Rejection;
+use flotilla_solver::Study;
 use std::collections::BTreeMap;
 
 /// An objective to minimise over named parameters.

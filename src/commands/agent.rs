@@ -12,18 +12,16 @@
 
 use crate::cli::{AgentArgs, HealthSourceKind};
 use anyhow::{anyhow, Context, Result};
-use flotilla_actors::health::agent::HealthAgent;
-use flotilla_actors::health::nvml::NvmlSource;
-use flotilla_actors::health::policy::HealthPolicy;
-use flotilla_actors::health::source::{
-    parse_faults, FaultKind, FaultQueue, HealthSource, SimSource,
-};
-use flotilla_actors::provisioner::{wall_clock, FleetMetrics};
 use flotilla_bus::nats::NatsBus;
 use flotilla_bus::{Bus, Message};
+use flotilla_health::HealthAgent;
+use flotilla_health::HealthPolicy;
+use flotilla_health::NvmlSource;
+use flotilla_health::{parse_faults, FaultKind, FaultQueue, HealthSource, SimSource};
 use flotilla_messages::fleet::parse_millis;
 use flotilla_messages::health::HealthMessage;
 use flotilla_messages::{validate_id, Subjects};
+use flotilla_provisioner::{wall_clock, FleetMetrics};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};

@@ -15,13 +15,13 @@
 use crate::cli::{BenchArgs, BenchLogArgs, BenchSolverArgs, BenchWhat};
 use crate::commands::block_on;
 use anyhow::{anyhow, Result};
-use flotilla_actors::runtime::{AggregateCore, HostConfig, HostDeps, HostMetrics};
-use flotilla_actors::solver::Study;
 use flotilla_bus::embedded::{EmbeddedBus, SledLog};
 use flotilla_bus::nats::{JetStreamLog, NatsBus};
 use flotilla_bus::EventLog;
+use flotilla_host::{AggregateCore, HostConfig, HostDeps, HostMetrics};
 use flotilla_messages::envelope::now_micros;
 use flotilla_messages::{CommandRequest, Payload, PendingEvent, StreamName, Subjects};
+use flotilla_solver::Study;
 use futures::TryStreamExt;
 use std::process::ExitCode;
 use std::sync::Arc;

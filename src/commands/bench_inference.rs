@@ -100,11 +100,11 @@ pub fn run(args: BenchInferenceArgs) -> Result<ExitCode> {
     let artifacts =
         std::env::temp_dir().join(format!("flotilla-bench-inference-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&artifacts);
-    flotilla_actors::inference::write_example(
+    flotilla_inference::write_example(
         &artifacts,
         "v0.1.0",
         0,
-        flotilla_actors::inference::WeightsFormat::Safetensors,
+        flotilla_inference::WeightsFormat::Safetensors,
     )
     .map_err(|e| anyhow!(e))?;
     let want_nats = args.transports.iter().any(|t| t == "nats");

@@ -6,7 +6,7 @@
 
 use anyhow::{anyhow, Result};
 use clap::{Args, Subcommand};
-use flotilla_actors::inference::{write_example, WeightsFormat};
+use flotilla_inference::{write_example, WeightsFormat};
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -25,7 +25,8 @@
 use crate::cli::PlanArgs;
 use crate::commands::scheduler::{base_executors, EmbeddedScheduler};
 use anyhow::{anyhow, bail, Context, Result};
-use flotilla_actors::scheduler::manifests::{check_dns1123_label, check_quantity, to_yaml};
+use flotilla_messages::scheduler::{check_dns1123_label, check_quantity};
+use flotilla_scheduler::to_yaml;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;

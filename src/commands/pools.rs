@@ -8,12 +8,12 @@
 use crate::backend::Backend;
 use crate::cli::{PoolsArgs, PoolsWhat};
 use anyhow::{anyhow, Context, Result};
-use flotilla_actors::provisioner::{
-    wall_clock, FleetMetrics, FleetService, FleetServiceConfig, Pool, ProviderEffects, ProviderSet,
-};
-use flotilla_actors::runtime::{AggregateRegistry, CommandService, EffectHandler, HostDeps};
+use flotilla_host::{AggregateRegistry, CommandService, EffectHandler, HostDeps};
 use flotilla_messages::fleet::{parse_millis, AutoscalerConfig, PoolsFile};
 use flotilla_messages::Subjects;
+use flotilla_provisioner::{
+    wall_clock, FleetMetrics, FleetService, FleetServiceConfig, Pool, ProviderEffects, ProviderSet,
+};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -5,13 +5,13 @@ use crate::cli::ReplayArgs;
 use crate::commands::block_on;
 use crate::config::resolve_reader;
 use anyhow::{anyhow, bail, Result};
-use flotilla_actors::inference::ModelDeployment;
-use flotilla_actors::provisioner::Pool;
-use flotilla_actors::runtime::{replay, Aggregate, Until};
-use flotilla_actors::scheduler::Queue;
-use flotilla_actors::solver::Study;
 use flotilla_bus::EventLog;
+use flotilla_host::{replay, Aggregate, Until};
+use flotilla_inference::ModelDeployment;
 use flotilla_messages::{Actor, StreamName};
+use flotilla_provisioner::Pool;
+use flotilla_scheduler::Queue;
+use flotilla_solver::Study;
 use serde_json::json;
 use std::process::ExitCode;
 

@@ -30,12 +30,12 @@ use crate::cli::RunArgs;
 use crate::commands::block_on;
 use crate::commands::study::{data_dir_or_default, refusal, EmbeddedStudy};
 use anyhow::{anyhow, bail, Context, Result};
-use flotilla_actors::scheduler::process::{parse_result, signal_group};
-use flotilla_actors::solver::TrialState;
 use flotilla_messages::solver::{
     Params, SolverCommand, StudyConfig, Trial, COMMAND_TYPES, DEFAULT_LEASE_SECONDS,
 };
 use flotilla_messages::CommandRequest;
+use flotilla_scheduler::{parse_result, signal_group};
+use flotilla_solver::TrialState;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};

@@ -11,16 +11,14 @@
 
 use crate::config::{BackendChoice, DEFAULT_DATA_DIR};
 use anyhow::{anyhow, Context, Result};
-use flotilla_actors::runtime::{
-    AggregateRegistry, CommandService, EffectHandler, Execute, HostDeps, Query,
-};
-use flotilla_actors::scheduler::kubernetes::KubernetesExecutor;
-use flotilla_actors::scheduler::manifests::ManifestsExecutor;
-use flotilla_actors::scheduler::{
+use flotilla_bus::Bus;
+use flotilla_host::{AggregateRegistry, CommandService, EffectHandler, Execute, HostDeps, Query};
+use flotilla_messages::{CommandRequest, Reply, Subjects};
+use flotilla_scheduler::KubernetesExecutor;
+use flotilla_scheduler::ManifestsExecutor;
+use flotilla_scheduler::{
     Executor, LocalExecutor, Queue, QueueSignals, SchedulerEffects, SchedulerMetrics,
 };
-use flotilla_bus::Bus;
-use flotilla_messages::{CommandRequest, Reply, Subjects};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
@@ -140,11 +138,11 @@ impl EmbeddedScheduler {
         let deps = HostDeps {
             log: backend.log.clone(),
             bus: backend.bus.clone(),
-            config: Arc::new(flotilla_actors::runtime::HostConfig {
+            config: Arc::new(flotilla_host::HostConfig {
                 subjects,
                 ..Default::default()
             }),
-            metrics: flotilla_actors::runtime::HostMetrics::register(&prometheus)?,
+            metrics: flotilla_host::HostMetrics::register(&prometheus)?,
         };
         let metrics = SchedulerMetrics::register(&prometheus)?;
         let registry = scheduler_registry(deps.clone(), executors, metrics);

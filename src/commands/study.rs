@@ -12,10 +12,10 @@ use crate::cli::{AskArgs, ReportArgs, StudyArgs, StudyShowArgs, StudyTarget, Stu
 use crate::commands::block_on;
 use crate::config::{BackendChoice, DEFAULT_DATA_DIR};
 use anyhow::{anyhow, bail, Context, Result};
-use flotilla_actors::runtime::{AggregateCore, HostConfig, HostDeps, HostMetrics};
-use flotilla_actors::solver::Study;
 use flotilla_bus::EventLog;
+use flotilla_host::{AggregateCore, HostConfig, HostDeps, HostMetrics};
 use flotilla_messages::{validate_id, Actor, CommandRequest, Reply, StreamName, Subjects};
+use flotilla_solver::Study;
 use futures::TryStreamExt;
 use serde_json::{json, Map, Value};
 use std::io::Read;

@@ -11,12 +11,10 @@ use crate::cli::UpArgs;
 use crate::commands::pools::{start_provisioner, ProvisionerOptions};
 use crate::config::{resolve_up, BackendChoice, UpSettings};
 use anyhow::{anyhow, bail, Context, Result};
-use flotilla_actors::runtime::{
-    AggregateRegistry, CommandService, HostConfig, HostDeps, HostMetrics,
-};
-use flotilla_actors::solver::Study;
 use flotilla_gateway::GatewayState;
+use flotilla_host::{AggregateRegistry, CommandService, HostConfig, HostDeps, HostMetrics};
 use flotilla_messages::Actor;
+use flotilla_solver::Study;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -19,15 +19,15 @@ use crate::config::BackendChoice;
 use anyhow::{Context, Result};
 use clap::builder::BoolishValueParser;
 use clap::Args;
-use flotilla_actors::inference::nats::serve_predictions;
-use flotilla_actors::inference::{
+use flotilla_gateway::inference::{HttpSettings, InferenceHttp};
+use flotilla_host::{
+    AggregateRegistry, CommandService, EffectHandler, HostConfig, HostDeps, HostMetrics,
+};
+use flotilla_inference::serve_predictions;
+use flotilla_inference::{
     ArtifactStore, BatchConfig, DeploymentEffects, EngineConfig, InferenceEngine, InferenceMetrics,
     ModelDeployment, VersionControl,
 };
-use flotilla_actors::runtime::{
-    AggregateRegistry, CommandService, EffectHandler, HostConfig, HostDeps, HostMetrics,
-};
-use flotilla_gateway::inference::{HttpSettings, InferenceHttp};
 use flotilla_messages::{validate_id, Subjects};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -59,7 +59,7 @@ pub struct WorkerArgs {
     /// The model's subject token (default: the card's model_name).
     #[arg(long)]
     pub model: Option<String>,
-    /// This worker's deployment id (default worker-<pid>-<start time>).
+    /// This worker's deployment id (default `worker-<pid>-<start time>`).
     #[arg(long)]
     pub worker_id: Option<String>,
     /// Embedded log directory (default: a temporary one).

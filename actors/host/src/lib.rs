@@ -1,0 +1,27 @@
+//! The event-sourced actor host.
+//!
+//! - [`Aggregate`]: the pure `decide`/`evolve` contract;
+//! - [`AggregateCore`]: recovery and the durable command step for one aggregate;
+//! - [`AggregateActor`] and [`AggregateRegistry`]: actix hosting, one actor per aggregate;
+//! - [`CommandService`]: subscribes an actor kind's `cmd` and `query` subjects on the bus;
+//! - [`EffectHandler`]: side effects after their event is stored;
+//! - [`HostMetrics`]: Prometheus metrics;
+//! - [`replay()`]: fold a stream outside the host (audits, point-in-time views).
+
+#![warn(missing_docs)]
+
+mod aggregate;
+mod core;
+mod effects;
+mod host;
+mod metrics;
+mod replay;
+mod service;
+
+pub use aggregate::Aggregate;
+pub use core::{AggregateCore, EffectJob, HostConfig, HostDeps};
+pub use effects::{outcome_command_id, EffectHandler};
+pub use host::{AggregateActor, AggregateRegistry, Execute, Query, Recovered};
+pub use metrics::HostMetrics;
+pub use replay::{replay, Replayed, Until};
+pub use service::CommandService;

@@ -1,0 +1,194 @@
+//! Puts an actor kind on the bus: its `cmd` and `query` subjects.
+//!
+//! Subscriptions are in a queue group per actor (`flotilla-<actor>`), so
+//! several processes running the same actor share the load. Each command is
+//! decoded here (encoding by `Content-Type` or sniffing, id from the subject,
+//! idempotency key from `command_id` or `Nats-Msg-Id`), handed to its
+//! aggregate's mailbox in arrival order, and answered in the request's
+//! encoding.
+
+use crate::host::{Execute, Query};
+use crate::{Aggregate, AggregateRegistry};
+use flotilla_bus::{Bus, BusError, Message};
+use flotilla_messages::subjects::SubjectKind;
+use flotilla_messages::{CommandRequest, Encoding, ErrorCode, Rejection, Reply, Subjects};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+/// The header that carries a correlation id across commands.
+pub const CORRELATION_HEADER: &str = "Flotilla-Correlation-Id";
+
+/// Serves one actor kind's commands and queries on the bus.
+pub struct CommandService<A: Aggregate> {
+    registry: Arc<AggregateRegistry<A>>,
+    bus: Arc<dyn Bus>,
+    subjects: Subjects,
+}
+
+impl<A: Aggregate> CommandService<A> {
+    /// A service for the aggregates of `registry`.
+    pub fn new(
+        registry: Arc<AggregateRegistry<A>>,
+        bus: Arc<dyn Bus>,
+        subjects: Subjects,
+    ) -> Arc<Self> {
+        Arc::new(CommandService {
+            registry,
+            bus,
+            subjects,
+        })
+    }
+
+    /// Subscribes and serves until the bus closes or the returned tasks are
+    /// aborted. Must run inside an actix system. Abort (and await) the tasks
+    /// before the runtime stops, so that the subscriptions are dropped while
+    /// their client can still unsubscribe.
+    pub async fn start(self: Arc<Self>) -> Result<Vec<JoinHandle<()>>, BusError> {
+        let group = format!("flotilla-{}", A::ACTOR);
+        let mut commands = self
+            .bus
+            .queue_subscribe(&self.subjects.commands_of(A::ACTOR), &group)
+            .await?;
+        let mut queries = self
+            .bus
+            .queue_subscribe(&self.subjects.queries_of(A::ACTOR), &group)
+            .await?;
+        let mut lists = self
+            .bus
+            .queue_subscribe(&self.subjects.query_list(A::ACTOR), &group)
+            .await?;
+        let me = self.clone();
+        let serve_commands = actix::spawn(async move {
+            while let Some(msg) = commands.next().await {
+                me.dispatch(msg);
+            }
+        });
+        let me = self.clone();
+        let serve_queries = actix::spawn(async move {
+            while let Some(msg) = queries.next().await {
+                me.dispatch(msg);
+            }
+        });
+        let me = self;
+        let serve_lists = actix::spawn(async move {
+            while let Some(msg) = lists.next().await {
+                let answer = me.clone().list();
+                me.answer(msg, Encoding::Json, answer);
+            }
+        });
+        Ok(vec![serve_commands, serve_queries, serve_lists])
+    }
+
+    /// Routes one message to its aggregate now (keeping arrival order) and
+    /// replies when the aggregate answers.
+    fn dispatch(self: &Arc<Self>, msg: Message) {
+        let encoding = Encoding::detect(msg.header("Content-Type"), &msg.payload);
+        let reply_encoding = encoding.as_ref().copied().unwrap_or(Encoding::Json);
+        let answer = match encoding {
+            Ok(enc) => self.route(&msg, enc),
+            Err(e) => ready(Rejection::new(ErrorCode::MalformedBody, e.to_string())),
+        };
+        self.answer(msg, reply_encoding, answer);
+    }
+
+    fn route(&self, msg: &Message, encoding: Encoding) -> BoxFuture<'static, Reply> {
+        let Some(parsed) = self.subjects.parse(&msg.subject) else {
+            return ready(Rejection::new(
+                ErrorCode::InvalidId,
+                format!("bad subject {}", msg.subject),
+            ));
+        };
+        let id = parsed.id.unwrap_or_default();
+        if parsed.kind == SubjectKind::Query {
+            return self.query(id);
+        }
+        let request =
+            match CommandRequest::decode(encoding, &msg.payload, msg.header("Nats-Msg-Id")) {
+                Ok(r) => r,
+                Err(r) => return ready(r),
+            };
+        if request.command_id.as_deref().is_some_and(is_reserved_id) {
+            return ready(Rejection::new(
+                ErrorCode::InvalidId,
+                "command ids starting with \"fx-\" are reserved for effect outcomes",
+            ));
+        }
+        let addr = match self.registry.get(&id) {
+            Ok(addr) => addr,
+            Err(r) => return ready(r),
+        };
+        let correlation_id = msg.header(CORRELATION_HEADER).map(str::to_string);
+        addr.send(Execute {
+            request,
+            correlation_id,
+        })
+        .map(|r| r.unwrap_or_else(mailbox_closed))
+        .boxed()
+    }
+
+    /// Answers a state query without starting an actor for an aggregate
+    /// that does not exist (so queries cannot grow the registry).
+    fn query(&self, id: String) -> BoxFuture<'static, Reply> {
+        let registry = self.registry.clone();
+        async move {
+            match registry.find(&id).await {
+                Ok(Some(addr)) => addr.send(Query).await.unwrap_or_else(mailbox_closed),
+                Ok(None) => Reply::rejected(&Rejection::new(
+                    ErrorCode::NotFound,
+                    format!("{}/{id} does not exist", A::ACTOR),
+                )),
+                Err(r) => Reply::rejected(&r),
+            }
+        }
+        .boxed()
+    }
+
+    fn list(self: Arc<Self>) -> BoxFuture<'static, Reply> {
+        async move {
+            match self.registry.ids().await {
+                Ok(ids) => Reply::accepted(
+                    A::ACTOR.as_str(),
+                    ids.len() as u64,
+                    vec![],
+                    serde_json::json!({ "ids": ids }),
+                ),
+                Err(e) => Reply::rejected(&Rejection::new(ErrorCode::Unavailable, e.to_string())),
+            }
+        }
+        .boxed()
+    }
+
+    fn answer(&self, msg: Message, encoding: Encoding, answer: BoxFuture<'static, Reply>) {
+        let Some(reply_to) = msg.reply else { return };
+        let bus = self.bus.clone();
+        actix::spawn(async move {
+            let reply = answer.await;
+            let (used, body) = match encoding.encode(&reply) {
+                Ok(body) => (encoding, body),
+                Err(_) => (
+                    Encoding::Json,
+                    Encoding::Json.encode(&reply).unwrap_or_default(),
+                ),
+            };
+            let out = Message::new(reply_to, body).with_header("Content-Type", used.content_type());
+            if let Err(e) = bus.publish(out).await {
+                tracing::warn!(error = %e, "reply not sent");
+            }
+        });
+    }
+}
+
+fn mailbox_closed(e: actix::MailboxError) -> Reply {
+    Reply::rejected(&Rejection::new(ErrorCode::Unavailable, e.to_string()))
+}
+
+/// Command ids of this form record effect outcomes; clients may not use them.
+fn is_reserved_id(id: &str) -> bool {
+    id.starts_with("fx-")
+}
+
+fn ready(rejection: Rejection) -> BoxFuture<'static, Reply> {
+    futures::future::ready(Reply::rejected(&rejection)).boxed()
+}

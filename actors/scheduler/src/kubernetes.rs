@@ -1,0 +1,747 @@
+//! The `kubernetes` executor: each attempt is a `batch/v1` Job, created
+//! with kube-rs, watched with a kube-runtime watcher until it completes or
+//! fails, its result read from the pod's termination message (the last log
+//! lines when there is none), then deleted or kept by the spec's policy.
+//!
+//! The Job is named `fl-<queue>-<job>-<attempt>` (made a valid DNS-1123
+//! label) and labelled `app.kubernetes.io/managed-by: flotilla`,
+//! `flotilla.dev/queue`, `flotilla.dev/job`, `flotilla.dev/study`,
+//! `flotilla.dev/trial`, `flotilla.dev/attempt` and `flotilla.dev/attempt-key`
+//! (the dispatch event's id). A restarted scheduler finds the Job of an
+//! attempt by that last label and adopts it instead of creating another;
+//! creating a name that exists adopts it too. `backoffLimit` is 0 (the
+//! scheduler retries, with its own backoff), `activeDeadlineSeconds` is the
+//! spec's timeout (a Job failed with `DeadlineExceeded` is timed out),
+//! `ttlSecondsAfterFinished`, resources (with `nvidia.com/gpu` for GPUs),
+//! node selector and tolerations come from the spec's `kubernetes` part.
+//!
+//! [`job_manifest`] is also what the `manifests` executor writes.
+
+use crate::executor::{Attempt, Executor, Launch};
+use crate::process::{parse_result, success_outcome, tail};
+use async_trait::async_trait;
+use flotilla_messages::scheduler::{
+    ExecutorHandle, ExecutorKind, JobOutputs, JobSpec, Outcome, TAIL_CHARS,
+};
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
+use kube::Client;
+use serde_json::{json, Map, Value};
+use std::time::Duration;
+
+/// The label that names an attempt's Job uniquely.
+pub const ATTEMPT_KEY_LABEL: &str = "flotilla.dev/attempt-key";
+
+/// How many log lines are read when a pod left no termination message.
+const LOG_LINES: i64 = 20;
+
+/// A label value from any text: at most 63 of `[A-Za-z0-9._-]`, starting
+/// and ending alphanumeric.
+fn label_value(text: &str) -> String {
+    let cleaned: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    cleaned
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
+}
+
+/// FNV-1a: a short stable digest that keeps truncated names distinct.
+fn digest(text: &str) -> String {
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{:08x}", hash & 0xffff_ffff)
+}
+
+/// The Job name of an attempt: `fl-<queue>-<job>-<attempt>` as a DNS-1123
+/// label (lowercase, at most 63 characters; a long one ends in a digest).
+pub fn job_name(queue: &str, job_id: &str, attempt: u32) -> String {
+    let full = format!("fl-{queue}-{job_id}-{attempt}").to_ascii_lowercase();
+    let cleaned: String = full
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let name = if cleaned.len() <= 63 {
+        cleaned
+    } else {
+        format!("{}-{}", &cleaned[..54], digest(&full))
+    };
+    name.trim_matches('-').to_string()
+}
+
+/// The Job of one attempt, as JSON (the `kubernetes` executor creates it,
+/// the `manifests` executor writes it).
+pub fn job_manifest(attempt: &Attempt, default_namespace: &str) -> Value {
+    let spec = &attempt.spec;
+    let kube = spec.kubernetes.clone().unwrap_or_default();
+    let name = job_name(&attempt.queue, &attempt.job_id, attempt.attempt);
+    let mut labels = Map::new();
+    labels.insert("app.kubernetes.io/managed-by".into(), json!("flotilla"));
+    labels.insert(
+        "flotilla.dev/queue".into(),
+        json!(label_value(&attempt.queue)),
+    );
+    labels.insert(
+        "flotilla.dev/job".into(),
+        json!(label_value(&attempt.job_id)),
+    );
+    labels.insert(
+        "flotilla.dev/attempt".into(),
+        json!(attempt.attempt.to_string()),
+    );
+    labels.insert(ATTEMPT_KEY_LABEL.into(), json!(label_value(&attempt.key)));
+    if let Some(study) = &spec.study {
+        labels.insert("flotilla.dev/study".into(), json!(label_value(study)));
+    }
+    if let Some(trial) = &spec.trial_id {
+        labels.insert("flotilla.dev/trial".into(), json!(label_value(trial)));
+    }
+    let mut env: Vec<Value> = spec
+        .environment()
+        .into_iter()
+        .map(|(name, value)| json!({"name": name, "value": value}))
+        .collect();
+    env.push(json!({"name": "FLOTILLA_JOB_ID", "value": attempt.job_id}));
+    env.push(json!({"name": "FLOTILLA_ATTEMPT_NUMBER", "value": attempt.attempt.to_string()}));
+    let mut limits: Map<String, Value> = kube
+        .limits
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    let mut requests: Map<String, Value> = kube
+        .requests
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    if kube.gpus > 0 {
+        limits.insert("nvidia.com/gpu".into(), json!(kube.gpus.to_string()));
+        requests.insert("nvidia.com/gpu".into(), json!(kube.gpus.to_string()));
+    }
+    let mut container = json!({
+        "name": "job",
+        "image": kube.image,
+        "command": spec.command,
+        "env": env,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    });
+    if !limits.is_empty() || !requests.is_empty() {
+        let mut resources = Map::new();
+        if !limits.is_empty() {
+            resources.insert("limits".into(), Value::Object(limits));
+        }
+        if !requests.is_empty() {
+            resources.insert("requests".into(), Value::Object(requests));
+        }
+        container["resources"] = Value::Object(resources);
+    }
+    if let Some(dir) = &spec.workdir {
+        container["workingDir"] = json!(dir);
+    }
+    let mut pod = json!({"containers": [container], "restartPolicy": "Never"});
+    if !kube.node_selector.is_empty() {
+        pod["nodeSelector"] = json!(kube.node_selector);
+    }
+    if !kube.tolerations.is_empty() {
+        pod["tolerations"] = json!(kube.tolerations);
+    }
+    let mut job_spec = json!({
+        "backoffLimit": 0,
+        "template": {"metadata": {"labels": labels}, "spec": pod},
+    });
+    if let Some(timeout) = spec.timeout_seconds {
+        job_spec["activeDeadlineSeconds"] = json!(timeout.ceil() as i64);
+    }
+    if let Some(ttl) = kube.ttl_seconds_after_finished {
+        job_spec["ttlSecondsAfterFinished"] = json!(ttl);
+    }
+    json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": kube.namespace.unwrap_or_else(|| default_namespace.to_string()),
+            "labels": labels,
+        },
+        "spec": job_spec,
+    })
+}
+
+/// Attempts as Kubernetes Jobs.
+#[derive(Clone)]
+pub struct KubernetesExecutor {
+    client: Client,
+    namespace: String,
+}
+
+impl KubernetesExecutor {
+    /// Jobs through `client`, in `namespace` unless a spec names another.
+    pub fn new(client: Client, namespace: impl Into<String>) -> Self {
+        KubernetesExecutor {
+            client,
+            namespace: namespace.into(),
+        }
+    }
+
+    fn jobs(&self, namespace: &str) -> Api<Job> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// The Job already made for this attempt, if any.
+    async fn find(&self, api: &Api<Job>, key: &str) -> kube::Result<Option<Job>> {
+        let selector = format!("{ATTEMPT_KEY_LABEL}={}", label_value(key));
+        let list = api.list(&ListParams::default().labels(&selector)).await?;
+        Ok(list.items.into_iter().next())
+    }
+
+    async fn create_or_adopt(
+        &self,
+        api: &Api<Job>,
+        manifest: Value,
+    ) -> Result<(Job, bool), String> {
+        let job: Job = serde_json::from_value(manifest).map_err(|e| format!("bad Job: {e}"))?;
+        let name = job.metadata.name.clone().unwrap_or_default();
+        match api.create(&PostParams::default(), &job).await {
+            Ok(created) => Ok((created, false)),
+            Err(kube::Error::Api(status)) if status.code == 409 => api
+                .get(&name)
+                .await
+                .map(|j| (j, true))
+                .map_err(|e| format!("Job {name} exists but cannot be read: {e}")),
+            Err(e) => Err(format!("cannot create Job {name}: {e}")),
+        }
+    }
+
+    async fn delete(&self, api: &Api<Job>, name: &str) {
+        if let Err(e) = api.delete(name, &DeleteParams::background()).await {
+            tracing::warn!(job = name, error = %e, "finished Job not deleted");
+        }
+    }
+}
+
+/// How a Job ended, from its status; `None` while it runs.
+fn job_end(job: &Job) -> Option<Result<(), String>> {
+    let status = job.status.as_ref()?;
+    for condition in status.conditions.iter().flatten() {
+        if condition.status != "True" {
+            continue;
+        }
+        match condition.type_.as_str() {
+            "Complete" | "SuccessCriteriaMet" => return Some(Ok(())),
+            "Failed" | "FailureTarget" => {
+                return Some(Err(condition
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| "Failed".into())))
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// What the pod's container said when it terminated: exit code and message.
+async fn termination(pods: &Api<Pod>, job: &str) -> (Option<String>, Option<i32>, String) {
+    let selector = format!("batch.kubernetes.io/job-name={job}");
+    let Ok(list) = pods.list(&ListParams::default().labels(&selector)).await else {
+        return (None, None, String::new());
+    };
+    let Some(pod) = list.items.into_iter().last() else {
+        return (None, None, String::new());
+    };
+    let name = pod.metadata.name.clone();
+    let terminated = pod
+        .status
+        .and_then(|s| s.container_statuses)
+        .and_then(|c| c.into_iter().next())
+        .and_then(|c| c.state)
+        .and_then(|s| s.terminated);
+    let code = terminated.as_ref().map(|t| t.exit_code);
+    let message = terminated.and_then(|t| t.message).unwrap_or_default();
+    (name, code, message)
+}
+
+#[async_trait]
+impl Executor for KubernetesExecutor {
+    fn kind(&self) -> ExecutorKind {
+        ExecutorKind::Kubernetes
+    }
+
+    async fn launch(&self, attempt: &Attempt) -> Launch {
+        if attempt.spec.kubernetes.is_none() {
+            return Launch::Ended(Outcome::Failed {
+                exit_code: None,
+                reason: "cannot start: the job has no kubernetes settings (spec.kubernetes.image)"
+                    .into(),
+                outputs: JobOutputs::default(),
+            });
+        }
+        let manifest = job_manifest(attempt, &self.namespace);
+        let namespace = manifest["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let api = self.jobs(&namespace);
+        let found = match self.find(&api, &attempt.key).await {
+            Ok(found) => found,
+            Err(e) => return Launch::Ended(cannot_start(format!("cannot list Jobs: {e}"))),
+        };
+        let (job, adopted) = match found {
+            Some(job) => (job, true),
+            None => match self.create_or_adopt(&api, manifest).await {
+                Ok(made) => made,
+                Err(reason) => return Launch::Ended(cannot_start(reason)),
+            },
+        };
+        let name = job.metadata.name.clone().unwrap_or_default();
+        let handle = ExecutorHandle::Kubernetes {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            uid: job.metadata.uid.clone().unwrap_or_default(),
+        };
+        let me = self.clone();
+        let spec = attempt.spec.clone();
+        let end = async move { me.watch(namespace, name, spec).await };
+        Launch::Running {
+            handle,
+            adopted,
+            end: end.boxed(),
+        }
+    }
+
+    /// Deletes the attempt's Job wherever it is (a spec may name another
+    /// namespace than the executor's): found by its labels.
+    async fn stop(&self, queue: &str, job_id: &str, attempt: u32, _grace: Duration) {
+        let selector = format!(
+            "flotilla.dev/queue={},flotilla.dev/job={},flotilla.dev/attempt={attempt}",
+            label_value(queue),
+            label_value(job_id)
+        );
+        let all: Api<Job> = Api::all(self.client.clone());
+        let found = match all.list(&ListParams::default().labels(&selector)).await {
+            Ok(list) => list.items,
+            Err(e) => {
+                tracing::warn!(queue, job_id, attempt, error = %e, "cannot find the Job to stop");
+                return;
+            }
+        };
+        for job in found {
+            let (Some(namespace), Some(name)) = (job.metadata.namespace, job.metadata.name) else {
+                continue;
+            };
+            self.delete(&self.jobs(&namespace), &name).await;
+        }
+    }
+}
+
+fn cannot_start(reason: String) -> Outcome {
+    Outcome::Failed {
+        exit_code: None,
+        reason: format!("cannot start: {reason}"),
+        outputs: JobOutputs::default(),
+    }
+}
+
+impl KubernetesExecutor {
+    /// Watches Job `name` until it ends, reads its result, applies the
+    /// delete/keep policy.
+    async fn watch(&self, namespace: String, name: String, spec: JobSpec) -> Outcome {
+        let api = self.jobs(&namespace);
+        let mut updates = kube::runtime::watcher::watch_object(api.clone(), &name).boxed();
+        let end = loop {
+            match updates.next().await {
+                Some(Ok(Some(job))) => {
+                    if let Some(end) = job_end(&job) {
+                        break end;
+                    }
+                }
+                Some(Ok(None)) => {
+                    return Outcome::Lost {
+                        reason: format!("Job {namespace}/{name} was deleted before it finished"),
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(job = %name, error = %e, "watching the Job failed; watching again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                None => {
+                    updates = kube::runtime::watcher::watch_object(api.clone(), &name).boxed();
+                }
+            }
+        };
+        drop(updates);
+        let outcome = self.outcome(&namespace, &name, &spec, end).await;
+        let keep = spec.kubernetes.as_ref().is_some_and(|k| k.keep_finished);
+        if !keep {
+            self.delete(&api, &name).await;
+        }
+        outcome
+    }
+
+    async fn outcome(
+        &self,
+        namespace: &str,
+        name: &str,
+        spec: &JobSpec,
+        end: Result<(), String>,
+    ) -> Outcome {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let (pod, exit_code, message) = termination(&pods, name).await;
+        let mut text = message.clone();
+        if parse_result(&text).is_err() {
+            if let Some(pod) = &pod {
+                let lp = LogParams {
+                    tail_lines: Some(LOG_LINES),
+                    ..LogParams::default()
+                };
+                if let Ok(logs) = pods.logs(pod, &lp).await {
+                    text = logs;
+                }
+            }
+        }
+        let outputs = JobOutputs {
+            stdout_tail: tail(&text, TAIL_CHARS),
+            stderr_tail: String::new(),
+            logs: Some(format!("kubernetes://{namespace}/jobs/{name}")),
+        };
+        match end {
+            Ok(()) => success_outcome(&text, spec.expects_value, exit_code, outputs, ""),
+            Err(reason) if reason == "DeadlineExceeded" => Outcome::TimedOut {
+                after_seconds: spec.timeout_seconds.unwrap_or_default(),
+                outputs,
+            },
+            Err(reason) => {
+                let how = exit_code.map_or_else(
+                    || format!("Job {name} failed ({reason})"),
+                    |c| format!("exited with status {c}"),
+                );
+                let said = tail(message.trim(), 300);
+                let reason = if said.is_empty() {
+                    how
+                } else {
+                    format!("{how}; {said}")
+                };
+                Outcome::Failed {
+                    exit_code,
+                    reason,
+                    outputs,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_kube_replay::{exchange, list, replaying, Exchange};
+    use flotilla_messages::scheduler::KubernetesSpec;
+
+    fn attempt() -> Attempt {
+        let mut spec = JobSpec::new(vec!["python".into(), "train.py".into()]);
+        spec.study = Some("lr-search".into());
+        spec.trial_id = Some("t7".into());
+        spec.timeout_seconds = Some(90.5);
+        spec.params.insert("lr".into(), json!(0.01));
+        spec.kubernetes = Some(KubernetesSpec {
+            image: "trainer:1".into(),
+            gpus: 2,
+            ..Default::default()
+        });
+        Attempt {
+            queue: "lr-search".into(),
+            job_id: "t7".into(),
+            attempt: 2,
+            spec,
+            key: "01a2024f-2dcf-700b-accf-fd30ec885ae6".into(),
+        }
+    }
+
+    #[test]
+    fn job_names_are_valid_labels_and_stay_distinct() {
+        assert_eq!(job_name("lr-search", "t7", 2), "fl-lr-search-t7-2");
+        assert_eq!(job_name("Q_1", "Job_A", 1), "fl-q-1-job-a-1");
+        let long = job_name(&"q".repeat(64), &"j".repeat(64), 3);
+        assert!(long.len() <= 63);
+        assert_ne!(long, job_name(&"q".repeat(64), &"j".repeat(64), 4));
+    }
+
+    #[test]
+    fn the_manifest_carries_labels_limits_deadline_and_env() {
+        let job = job_manifest(&attempt(), "default");
+        let labels = &job["metadata"]["labels"];
+        assert_eq!(labels["app.kubernetes.io/managed-by"], "flotilla");
+        assert_eq!(labels["flotilla.dev/study"], "lr-search");
+        assert_eq!(labels["flotilla.dev/trial"], "t7");
+        assert_eq!(labels["flotilla.dev/attempt"], "2");
+        assert_eq!(job["spec"]["backoffLimit"], 0);
+        assert_eq!(job["spec"]["activeDeadlineSeconds"], 91);
+        let container = &job["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(container["resources"]["limits"]["nvidia.com/gpu"], "2");
+        let env = container["env"].as_array().unwrap();
+        assert!(env.contains(&json!({"name": "ARQON_lr", "value": "0.01"})));
+        // It is a valid Job for the API types.
+        let typed: Job = serde_json::from_value(job).unwrap();
+        assert_eq!(typed.metadata.name.as_deref(), Some("fl-lr-search-t7-2"));
+    }
+
+    const JOBS: &str = "/apis/batch/v1/namespaces/default/jobs";
+
+    /// The API server's answer to deleting the attempt's Job.
+    fn deleted() -> Exchange {
+        exchange(
+            "DELETE",
+            &format!("{JOBS}/fl-lr-search-t7-2"),
+            vec![],
+            200,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+        )
+    }
+
+    fn job(status: Value) -> Value {
+        let mut job = job_manifest(&attempt(), "default");
+        job["metadata"]["uid"] = json!("9f1c-uid");
+        job["metadata"]["resourceVersion"] = json!("11");
+        job["status"] = status;
+        job
+    }
+
+    fn condition(kind: &str, reason: &str) -> Value {
+        json!({"conditions": [{"type": kind, "status": "True", "reason": reason}]})
+    }
+
+    fn pod(exit_code: i32, message: &str) -> Value {
+        json!({"metadata": {"name": "fl-lr-search-t7-2-abcde"},
+            "status": {"containerStatuses": [{"name": "job", "image": "trainer:1", "imageID": "",
+                "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": exit_code, "message": message}}}]}})
+    }
+
+    /// The watcher's list and watch of the Job, ending in `end`.
+    fn watched(end: Value) -> Vec<Exchange> {
+        let mut watch = exchange(
+            "GET",
+            JOBS,
+            vec!["watch=true", "metadata.name%3Dfl-lr-search-t7-2"],
+            200,
+            json!(null),
+        );
+        let event = json!({"type": "MODIFIED", "object": job(end)});
+        watch.body = format!("{}\n", serde_json::to_string(&event).unwrap()).into_bytes();
+        vec![
+            exchange(
+                "GET",
+                JOBS,
+                vec!["metadata.name%3Dfl-lr-search-t7-2"],
+                200,
+                list("JobList", vec![job(json!({"active": 1}))]),
+            ),
+            watch,
+        ]
+    }
+
+    async fn run(executor: &KubernetesExecutor, attempt: &Attempt) -> (Outcome, bool) {
+        match executor.launch(attempt).await {
+            Launch::Running { end, adopted, .. } => (end.await, adopted),
+            Launch::Ended(outcome) => (outcome, false),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_job_is_created_watched_read_from_its_termination_message_and_deleted() {
+        let mut script = vec![
+            exchange(
+                "GET",
+                JOBS,
+                vec!["labelSelector=flotilla.dev%2Fattempt-key%3D01a2024f"],
+                200,
+                list("JobList", vec![]),
+            ),
+            exchange("POST", JOBS, vec![], 201, job(json!({}))),
+        ];
+        script.extend(watched(condition("Complete", "CompletionsReached")));
+        script.push(exchange(
+            "GET",
+            "/api/v1/namespaces/default/pods",
+            vec!["labelSelector=batch.kubernetes.io%2Fjob-name%3Dfl-lr-search-t7-2"],
+            200,
+            list("PodList", vec![pod(0, "epoch 3\nRESULT=0.125\n")]),
+        ));
+        script.push(deleted());
+        let (client, server) = replaying(script);
+        let executor = KubernetesExecutor::new(client, "default");
+        let (outcome, adopted) = run(&executor, &attempt()).await;
+        assert!(!adopted);
+        let Outcome::Succeeded { value, outputs } = outcome else {
+            panic!("not a success: {outcome:?}")
+        };
+        assert_eq!(value, Some(0.125));
+        assert_eq!(
+            outputs.logs.as_deref(),
+            Some("kubernetes://default/jobs/fl-lr-search-t7-2")
+        );
+        assert_eq!(server.await.unwrap().len(), 6);
+    }
+
+    #[tokio::test]
+    async fn after_a_restart_the_job_is_adopted_by_label_and_a_deadline_is_a_timeout() {
+        let mut script = vec![exchange(
+            "GET",
+            JOBS,
+            vec!["labelSelector=flotilla.dev%2Fattempt-key%3D01a2024f"],
+            200,
+            list("JobList", vec![job(json!({"active": 1}))]),
+        )];
+        script.extend(watched(condition("Failed", "DeadlineExceeded")));
+        script.push(exchange(
+            "GET",
+            "/api/v1/namespaces/default/pods",
+            vec![],
+            200,
+            list("PodList", vec![pod(137, "")]),
+        ));
+        // No termination message: the last log lines are read instead.
+        let mut logs = exchange(
+            "GET",
+            "/api/v1/namespaces/default/pods/fl-lr-search-t7-2-abcde/log",
+            vec!["tailLines=20"],
+            200,
+            json!(null),
+        );
+        logs.body = b"epoch 1\nepoch 2\n".to_vec();
+        script.push(logs);
+        let (client, server) = replaying(script);
+        let mut kept = attempt();
+        kept.spec.kubernetes.as_mut().unwrap().keep_finished = true;
+        let executor = KubernetesExecutor::new(client, "default");
+        let (outcome, adopted) = run(&executor, &kept).await;
+        assert!(adopted, "the running Job was adopted, not created again");
+        let Outcome::TimedOut {
+            after_seconds,
+            outputs,
+        } = outcome
+        else {
+            panic!("not a timeout: {outcome:?}")
+        };
+        assert_eq!(after_seconds, 90.5);
+        assert_eq!(outputs.stdout_tail, "epoch 1\nepoch 2\n");
+        // keep_finished: no DELETE was made.
+        let seen = server.await.unwrap();
+        assert!(seen.iter().all(|l| !l.starts_with("DELETE")), "{seen:?}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_job_reports_its_exit_code_and_message() {
+        let mut script = vec![
+            exchange("GET", JOBS, vec![], 200, list("JobList", vec![])),
+            exchange("POST", JOBS, vec![], 201, job(json!({}))),
+        ];
+        script.extend(watched(condition("Failed", "BackoffLimitExceeded")));
+        script.push(exchange(
+            "GET",
+            "/api/v1/namespaces/default/pods",
+            vec![],
+            200,
+            list("PodList", vec![pod(3, "Traceback: CUDA out of memory")]),
+        ));
+        let mut logs = exchange(
+            "GET",
+            "/api/v1/namespaces/default/pods/fl-lr-search-t7-2-abcde/log",
+            vec![],
+            200,
+            json!(null),
+        );
+        logs.body = b"Traceback: CUDA out of memory\n".to_vec();
+        script.push(logs);
+        script.push(deleted());
+        let (client, server) = replaying(script);
+        let executor = KubernetesExecutor::new(client, "default");
+        let (outcome, _) = run(&executor, &attempt()).await;
+        let Outcome::Failed {
+            exit_code, reason, ..
+        } = outcome
+        else {
+            panic!("not a failure: {outcome:?}")
+        };
+        assert_eq!(exit_code, Some(3));
+        assert_eq!(
+            reason,
+            "exited with status 3; Traceback: CUDA out of memory"
+        );
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_refused_create_fails_the_attempt_with_the_api_servers_reason() {
+        let script = vec![
+            exchange("GET", JOBS, vec![], 200, list("JobList", vec![])),
+            exchange(
+                "POST",
+                JOBS,
+                vec![],
+                422,
+                json!({"kind": "Status", "apiVersion": "v1",
+                "status": "Failure", "reason": "Invalid", "code": 422,
+                "message": "Job.batch \"fl-lr-search-t7-2\" is invalid: spec.template.spec.containers[0].resources.limits[cpu]: Invalid value"}),
+            ),
+        ];
+        let (client, server) = replaying(script);
+        let executor = KubernetesExecutor::new(client, "default");
+        let (outcome, _) = run(&executor, &attempt()).await;
+        let Outcome::Failed {
+            reason,
+            exit_code: None,
+            ..
+        } = outcome
+        else {
+            panic!("not a failure: {outcome:?}")
+        };
+        assert!(
+            reason.starts_with("cannot start: cannot create Job fl-lr-search-t7-2"),
+            "{reason}"
+        );
+        assert!(reason.contains("Invalid value"), "{reason}");
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn stop_deletes_the_attempts_job_in_whatever_namespace_it_runs() {
+        let mut elsewhere = job(json!({"active": 1}));
+        elsewhere["metadata"]["namespace"] = json!("tuning");
+        let script = vec![
+            exchange(
+                "GET",
+                "/apis/batch/v1/jobs",
+                vec![
+                    "flotilla.dev%2Fqueue%3Dlr-search",
+                    "flotilla.dev%2Fattempt%3D2",
+                ],
+                200,
+                list("JobList", vec![elsewhere]),
+            ),
+            exchange(
+                "DELETE",
+                "/apis/batch/v1/namespaces/tuning/jobs/fl-lr-search-t7-2",
+                vec![],
+                200,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+            ),
+        ];
+        let (client, server) = replaying(script);
+        let executor = KubernetesExecutor::new(client, "default");
+        executor
+            .stop("lr-search", "t7", 2, Duration::from_secs(1))
+            .await;
+        assert_eq!(server.await.unwrap().len(), 2);
+    }
+}

@@ -1,0 +1,34 @@
+//! The scheduler actor: runs jobs (a study's trials, a tuning session's
+//! workers) on an executor, durably.
+//!
+//! - `queue`: the pure [`Queue`] aggregate — jobs, attempts, retries with
+//!   backoff, the concurrency limit and priorities;
+//! - `executor`: the [`Executor`] trait every place that runs attempts
+//!   implements; `local`: subprocesses; `process`: what subprocess
+//!   runners share (result parsing, stopping a process group, knowing a
+//!   process again after a restart);
+//! - `kubernetes`: Jobs through kube-rs, watched, adopted by label;
+//! - `manifests`: Job manifests as PyYAML-compatible YAML, and the API
+//!   server's checks for quantities and names;
+//! - `host`: the effects (start, adopt, stop attempts; wake retries),
+//!   the queue signals for the provisioner, and the metrics.
+//!
+//! The wire types live in `flotilla_messages::scheduler`.
+
+#![warn(missing_docs)]
+
+mod executor;
+mod host;
+mod kubernetes;
+mod local;
+mod manifests;
+mod process;
+mod queue;
+
+pub use executor::{Attempt, Executor, Launch};
+pub use host::{QueueSignals, SchedulerEffects, SchedulerMetrics};
+pub use kubernetes::{job_manifest, job_name, KubernetesExecutor, ATTEMPT_KEY_LABEL};
+pub use local::LocalExecutor;
+pub use manifests::{check_dns1123_subdomain, to_yaml, ManifestsExecutor};
+pub use process::{parse_result, signal_group, ProcessIdentity};
+pub use queue::{Depth, JobRecord, JobStatus, Queue};

@@ -1,0 +1,248 @@
+//! What every subprocess runner in Flotilla shares: reading a result from a
+//! script's stdout the way ArqonHPO does, stopping a process group (SIGTERM,
+//! a grace period, SIGKILL), and identifying a live process by pid and start
+//! time so a restarted scheduler can tell its own process from a recycled
+//! pid.
+//!
+//! `flotilla run` (the solver's ArqonHPO-compatible loop) and the
+//! scheduler's local executor ([`crate::local`]) both use it.
+
+use flotilla_messages::scheduler::{JobOutputs, Outcome};
+use std::path::Path;
+use std::time::Duration;
+
+/// The outcome of an attempt that ended well (exit 0, a completed Job):
+/// its value read from `output`, required when `expects_value` (its
+/// absence is then a failure whose reason ends with `detail`).
+pub fn success_outcome(
+    output: &str,
+    expects_value: bool,
+    exit_code: Option<i32>,
+    outputs: JobOutputs,
+    detail: &str,
+) -> Outcome {
+    match (parse_result(output), expects_value) {
+        (Ok(value), _) => Outcome::Succeeded {
+            value: Some(value),
+            outputs,
+        },
+        (Err(_), false) => Outcome::Succeeded {
+            value: None,
+            outputs,
+        },
+        (Err(reason), true) => Outcome::Failed {
+            exit_code,
+            reason: format!("{reason}{detail}"),
+            outputs,
+        },
+    }
+}
+
+/// The value a script reported: the last `RESULT=<float>` line, else the
+/// last line that is a number. It must be finite.
+pub fn parse_result(stdout: &str) -> Result<f64, String> {
+    let lines: Vec<&str> = stdout
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let value = match lines.iter().rev().find_map(|l| l.strip_prefix("RESULT=")) {
+        Some(text) => text
+            .trim()
+            .parse::<f64>()
+            .map_err(|_| format!("RESULT={text} is not a number"))?,
+        None => lines
+            .iter()
+            .rev()
+            .find_map(|l| l.parse::<f64>().ok())
+            .ok_or_else(|| {
+                let last = lines.last().map_or("(no output)".to_string(), |l| {
+                    format!("last line {:?}", l.chars().take(80).collect::<String>())
+                });
+                format!(
+                    "the script printed no number (expected RESULT=<float> or a number; {last})"
+                )
+            })?,
+    };
+    if !value.is_finite() {
+        return Err(format!("the script's result {value} is not finite"));
+    }
+    Ok(value)
+}
+
+/// The last `max` characters of `text` (on a character boundary).
+pub fn tail(text: &str, max: usize) -> String {
+    let count = text.chars().count();
+    text.chars().skip(count.saturating_sub(max)).collect()
+}
+
+/// Signals the process group `pgid` (created for one of our children with
+/// `process_group(0)`, so its id is the child's pid): the script and
+/// whatever it started.
+pub fn signal_group(pgid: i32, signal: i32) {
+    if pgid > 1 {
+        // SAFETY: kill(2) has no memory-safety preconditions; the negative
+        // pid addresses only a group created for our own child.
+        unsafe {
+            libc::kill(-pgid, signal);
+        }
+    }
+}
+
+/// A process as `/proc` shows it: enough to know it is the one we started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessIdentity {
+    /// Its pid.
+    pub pid: u32,
+    /// Its start time in clock ticks since boot (`/proc/<pid>/stat` field 22).
+    pub start_ticks: u64,
+}
+
+impl ProcessIdentity {
+    /// Reads `pid`'s identity; `None` if there is no such process or it is
+    /// a zombie (it has exited).
+    pub fn of(pid: u32) -> Option<Self> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name (field 2) may hold spaces and parentheses: the
+        // fields after it start after the last ')'.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // rest[0] is field 3 (state); field 22 is rest[19].
+        if fields.first().is_some_and(|s| *s == "Z" || *s == "X") {
+            return None;
+        }
+        let start_ticks = fields.get(19)?.parse().ok()?;
+        Some(ProcessIdentity { pid, start_ticks })
+    }
+
+    /// Whether this very process still runs (same pid, same start time).
+    pub fn is_alive(&self) -> bool {
+        ProcessIdentity::of(self.pid).is_some_and(|now| now == *self)
+    }
+}
+
+/// The live processes whose environment holds `NAME=value` exactly (our
+/// own processes only: others' environments are not readable).
+pub fn find_by_env(name: &str, value: &str) -> Vec<ProcessIdentity> {
+    let wanted = format!("{name}={value}");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == wanted.as_bytes()))
+        })
+        .filter_map(ProcessIdentity::of)
+        .collect()
+}
+
+/// The value of variable `name` in the environment process `pid` started
+/// with (our own processes only).
+pub fn env_of(pid: u32, name: &str) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let prefix = format!("{name}=");
+    environ.split(|b| *b == 0).find_map(|entry| {
+        let value = entry.strip_prefix(prefix.as_bytes())?;
+        Some(String::from_utf8_lossy(value).into_owned())
+    })
+}
+
+/// Stops process group `pgid` whose leader is `leader`: SIGTERM, up to
+/// `grace` for it to exit, then SIGKILL. Whatever else runs in the group
+/// gets SIGKILL at the end too.
+pub async fn stop_group(leader: ProcessIdentity, grace: Duration) {
+    let pgid = leader.pid as i32;
+    signal_group(pgid, libc::SIGTERM);
+    let deadline = tokio::time::Instant::now() + grace;
+    while leader.is_alive() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    signal_group(pgid, libc::SIGKILL);
+}
+
+/// Whether `program` names something that can be run: a path to an
+/// executable file (relative to `workdir`), or a name found on `PATH`.
+pub fn program_exists(program: &str, workdir: Option<&Path>) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let path = Path::new(program);
+        let path = match workdir {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path.to_path_buf(),
+        };
+        return executable(&path);
+    }
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| executable(&dir.join(program)))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_are_read_like_arqonhpo() {
+        assert_eq!(parse_result("hello\nRESULT=1.5\n2.0\n"), Ok(1.5));
+        assert_eq!(parse_result("x\n3.25\ndone\n"), Ok(3.25));
+        assert!(parse_result("nothing here\n")
+            .unwrap_err()
+            .contains("no number"));
+        assert!(parse_result("RESULT=abc")
+            .unwrap_err()
+            .contains("not a number"));
+        assert!(parse_result("NaN").unwrap_err().contains("not finite"));
+        assert!(parse_result("").unwrap_err().contains("(no output)"));
+    }
+
+    #[test]
+    fn tails_keep_the_last_characters() {
+        assert_eq!(tail("abcdef", 3), "def");
+        assert_eq!(tail("ab", 3), "ab");
+        assert_eq!(tail("añb", 2), "ñb");
+    }
+
+    #[test]
+    fn our_own_process_is_identified_and_found_by_env() {
+        let me = ProcessIdentity::of(std::process::id()).unwrap();
+        assert!(me.is_alive());
+        let recycled = ProcessIdentity {
+            start_ticks: me.start_ticks + 1,
+            ..me
+        };
+        assert!(!recycled.is_alive());
+        let child = std::process::Command::new("sleep")
+            .arg("5")
+            .env("FLOTILLA_TEST_MARK", "find-me-42")
+            .spawn()
+            .unwrap();
+        let found = find_by_env("FLOTILLA_TEST_MARK", "find-me-42");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].pid, child.id());
+        assert_eq!(
+            env_of(child.id(), "FLOTILLA_TEST_MARK").as_deref(),
+            Some("find-me-42")
+        );
+        let mut child = child;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(find_by_env("FLOTILLA_TEST_MARK", "find-me-42").is_empty());
+    }
+
+    #[test]
+    fn programs_are_found_on_the_path_or_by_path() {
+        assert!(program_exists("sh", None));
+        assert!(program_exists("/bin/sh", None));
+        assert!(!program_exists("no-such-program-flotilla", None));
+        assert!(!program_exists(
+            "./no-such-script.sh",
+            Some(Path::new("/tmp"))
+        ));
+    }
+}

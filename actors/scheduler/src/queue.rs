@@ -1,0 +1,1229 @@
+//! The queue aggregate: one queue's jobs, from `submit` through attempts to
+//! succeeded, failed, timed out or cancelled.
+//!
+//! A queue holds its jobs so that the concurrency limit and the priorities
+//! are decided on one consistent view: a command that frees a slot (a
+//! result, a cancel, a higher limit) hands it to the next ready job in the
+//! same atomic append. The rules:
+//!
+//! - `configure_queue` validates (`INVALID_FIELD`) and records the settings;
+//!   the same settings again record nothing. The first `submit` to a queue
+//!   never configured records the defaults first.
+//! - `submit` validates the job id and spec (`INVALID_FIELD`); a job id in
+//!   use with the same spec records nothing (a retried submit), with a
+//!   different spec is `ALREADY_EXISTS`.
+//! - Ready jobs are dispatched while fewer than `concurrency` attempts are
+//!   dispatched or started: highest `priority` first, then submission order.
+//!   A dispatch (`job_dispatched`, attempt n) asks the host to start the
+//!   attempt; `record_started` records where it runs (`job_started`).
+//!   Lowering the limit stops nothing: running attempts finish, and no new
+//!   one starts until the running ones are below it.
+//! - `report_result` for the current attempt of a dispatched or started job
+//!   records its end; for any other attempt, or a finished job, it records
+//!   nothing (a late or repeated report changes nothing). A failure or
+//!   timeout with retries left (`backoff_limit`) schedules attempt n+1 after
+//!   the spec's backoff counted from the report's `now`; `retry_due` then
+//!   makes it ready again (`job_requeued`). A success without a value for a
+//!   job that expects one is recorded as a failure, so nothing is lost.
+//! - `cancel` cancels a job that has not finished (`INVALID_STATE` once it
+//!   has; cancelling again records nothing); a dispatched attempt is named
+//!   in the event so the host stops it.
+
+use flotilla_messages::scheduler::{
+    validate_job_id, ExecutorHandle, ExecutorKind, JobOutputs, JobSpec, Outcome, QueueConfig,
+    ReportResult, SchedulerCommand, SchedulerEvent, COMMAND_TYPES,
+};
+use flotilla_messages::{Actor, ErrorCode, Rejection};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+
+use flotilla_host::Aggregate;
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Waiting for a slot.
+    Pending,
+    /// Waiting for its retry's backoff to pass.
+    Backoff,
+    /// Given a slot; the host is starting it.
+    Dispatched,
+    /// Its process or Job exists.
+    Running,
+    /// Finished with success.
+    Succeeded,
+    /// Failed with no retry left.
+    Failed,
+    /// Ran past its timeout with no retry left.
+    TimedOut,
+    /// Cancelled.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// Every status, in life order.
+    pub const ALL: [JobStatus; 8] = [
+        JobStatus::Pending,
+        JobStatus::Backoff,
+        JobStatus::Dispatched,
+        JobStatus::Running,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::TimedOut,
+        JobStatus::Cancelled,
+    ];
+
+    /// The wire spelling, e.g. `timed_out`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Pending => "pending",
+            JobStatus::Backoff => "backoff",
+            JobStatus::Dispatched => "dispatched",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::TimedOut => "timed_out",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the job will change no more.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::TimedOut | JobStatus::Cancelled
+        )
+    }
+
+    /// Whether it holds one of the queue's slots.
+    pub fn holds_slot(self) -> bool {
+        matches!(self, JobStatus::Dispatched | JobStatus::Running)
+    }
+
+    /// Whether it counts as pending in the queue's depth.
+    pub fn is_waiting(self) -> bool {
+        matches!(self, JobStatus::Pending | JobStatus::Backoff)
+    }
+}
+
+/// One job and what its attempts gave.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// The job's id.
+    pub job_id: String,
+    /// What it runs.
+    pub spec: JobSpec,
+    /// Its place in submission order.
+    pub number: u64,
+    /// Where it is.
+    pub status: JobStatus,
+    /// The latest attempt dispatched (0 before the first).
+    pub attempt: u32,
+    /// Where the latest attempt runs, once started.
+    pub handle: Option<ExecutorHandle>,
+    /// The value of the successful attempt.
+    pub value: Option<f64>,
+    /// The latest attempt's exit status, if it exited non-zero.
+    pub exit_code: Option<i32>,
+    /// Why the latest attempt failed (or the job was cancelled).
+    pub reason: Option<String>,
+    /// The latest finished attempt's output.
+    pub outputs: JobOutputs,
+    /// When the scheduled retry may start (unix milliseconds).
+    pub not_before: Option<u64>,
+    /// Attempts lost (not counted as retries).
+    #[serde(default)]
+    pub lost: u32,
+}
+
+impl JobRecord {
+    fn view(&self) -> Value {
+        json!({
+            "job_id": self.job_id,
+            "status": self.status.as_str(),
+            "attempt": self.attempt,
+            "priority": self.spec.priority,
+            "trial_id": self.spec.trial_id,
+            "value": self.value,
+            "exit_code": self.exit_code,
+            "reason": self.reason,
+            "handle": self.handle,
+            "outputs": self.outputs,
+            "not_before": self.not_before,
+        })
+    }
+}
+
+/// The order ready jobs are dispatched in: priority (highest first), then
+/// submission number.
+type ReadyKey = (i64, u64);
+
+/// The state of a queue that exists. Snapshots hold the settings and the
+/// jobs; the indexes are rebuilt from the jobs' statuses when read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredQueue")]
+struct QueueState {
+    config: QueueConfig,
+    jobs: BTreeMap<String, JobRecord>,
+    submitted: u64,
+    /// Ready jobs by dispatch order: derived.
+    #[serde(skip)]
+    ready: BTreeMap<ReadyKey, String>,
+    /// Jobs holding a slot: derived.
+    #[serde(skip)]
+    holding: BTreeSet<String>,
+    /// Jobs waiting for a backoff: derived.
+    #[serde(skip)]
+    backoff: BTreeSet<String>,
+}
+
+/// The recorded fields of [`QueueState`].
+#[derive(Deserialize)]
+struct StoredQueue {
+    config: QueueConfig,
+    jobs: BTreeMap<String, JobRecord>,
+    submitted: u64,
+}
+
+impl From<StoredQueue> for QueueState {
+    fn from(stored: StoredQueue) -> Self {
+        let mut state = QueueState::new(stored.config);
+        state.submitted = stored.submitted;
+        for (id, job) in stored.jobs {
+            let status = job.status;
+            state.jobs.insert(
+                id.clone(),
+                JobRecord {
+                    status: JobStatus::Cancelled,
+                    ..job
+                },
+            );
+            state.set_status(&id, status);
+        }
+        state
+    }
+}
+
+/// One queue: its settings and jobs. The default is a queue never
+/// configured nor submitted to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Queue {
+    state: Option<QueueState>,
+}
+
+/// How many jobs of a queue are pending and running.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Depth {
+    /// Waiting for a slot or a backoff.
+    pub pending: u64,
+    /// Holding a slot.
+    pub running: u64,
+}
+
+impl Queue {
+    /// Whether the queue exists.
+    pub fn exists(&self) -> bool {
+        self.state.is_some()
+    }
+
+    /// Its settings (the defaults before it exists).
+    pub fn config(&self) -> QueueConfig {
+        self.state
+            .as_ref()
+            .map_or_else(QueueConfig::default, |s| s.config.clone())
+    }
+
+    /// One job.
+    pub fn job(&self, job_id: &str) -> Option<&JobRecord> {
+        self.state.as_ref()?.jobs.get(job_id)
+    }
+
+    /// Every job, by id.
+    pub fn jobs(&self) -> impl Iterator<Item = &JobRecord> {
+        self.state.iter().flat_map(|s| s.jobs.values())
+    }
+
+    /// Pending and running counts.
+    pub fn depth(&self) -> Depth {
+        self.state.as_ref().map_or_else(Depth::default, |s| Depth {
+            pending: (s.ready.len() + s.backoff.len()) as u64,
+            running: s.holding.len() as u64,
+        })
+    }
+}
+
+fn not_found(job_id: &str) -> Rejection {
+    Rejection::new(
+        ErrorCode::NotFound,
+        format!("job {job_id} is not in this queue"),
+    )
+}
+
+impl QueueState {
+    fn new(config: QueueConfig) -> Self {
+        QueueState {
+            config,
+            jobs: BTreeMap::new(),
+            ready: BTreeMap::new(),
+            holding: BTreeSet::new(),
+            backoff: BTreeSet::new(),
+            submitted: 0,
+        }
+    }
+
+    fn job(&self, job_id: &str) -> Result<&JobRecord, Rejection> {
+        self.jobs.get(job_id).ok_or_else(|| not_found(job_id))
+    }
+
+    /// `events`, followed by the dispatches the state after them allows.
+    ///
+    /// It follows only what the events change — the settings, the slots
+    /// they free, the jobs they make ready or take out of line — rather
+    /// than a copy of the queue, so a command costs as much in a queue of
+    /// ten jobs as in one of ten thousand.
+    fn then_dispatch(&self, mut events: Vec<SchedulerEvent>) -> Vec<SchedulerEvent> {
+        let mut config = &self.config;
+        let mut holding = self.holding.len();
+        let mut submitted = self.submitted;
+        // Jobs the events make ready: key, id, spec, last attempt.
+        let mut added: Vec<(ReadyKey, &str, &JobSpec, u32)> = Vec::new();
+        let mut removed: BTreeSet<ReadyKey> = BTreeSet::new();
+        for event in &events {
+            let known = event.job_id().and_then(|id| self.jobs.get(id));
+            let held = known.is_some_and(|j| j.status.holds_slot());
+            match event {
+                SchedulerEvent::QueueConfigured { config: c } => config = c,
+                SchedulerEvent::JobSubmitted { job_id, spec } => {
+                    submitted += 1;
+                    added.push(((-i64::from(spec.priority), submitted), job_id, spec, 0));
+                }
+                SchedulerEvent::JobSucceeded { .. }
+                | SchedulerEvent::JobFailed { .. }
+                | SchedulerEvent::JobTimedOut { .. }
+                | SchedulerEvent::JobCancelled { .. }
+                    if held =>
+                {
+                    holding -= 1
+                }
+                SchedulerEvent::JobCancelled { .. } => {
+                    if let Some(job) = known.filter(|j| j.status == JobStatus::Pending) {
+                        removed.insert(Self::ready_key(job));
+                    }
+                }
+                SchedulerEvent::JobLost { .. } | SchedulerEvent::JobRequeued { .. } => {
+                    if let Some(job) = known {
+                        holding -= usize::from(held);
+                        added.push((Self::ready_key(job), &job.job_id, &job.spec, job.attempt));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let free = (config.concurrency as usize).saturating_sub(holding);
+        let mut line: Vec<(ReadyKey, &str, &JobSpec, u32)> = self
+            .ready
+            .iter()
+            .filter(|(key, _)| !removed.contains(key))
+            .take(free)
+            .map(|(key, id)| {
+                let job = &self.jobs[id];
+                (*key, id.as_str(), &job.spec, job.attempt)
+            })
+            .chain(added)
+            .collect();
+        line.sort_by_key(|entry| entry.0);
+        let dispatches: Vec<SchedulerEvent> = line
+            .into_iter()
+            .take(free)
+            .map(|(_, id, spec, attempt)| SchedulerEvent::JobDispatched {
+                job_id: id.to_string(),
+                attempt: attempt + 1,
+                spec: spec.clone(),
+                executor: config.executor,
+            })
+            .collect();
+        events.extend(dispatches);
+        events
+    }
+
+    fn decide_configure(&self, config: &QueueConfig) -> Result<Vec<SchedulerEvent>, Rejection> {
+        config.validate()?;
+        if *config == self.config {
+            return Ok(vec![]);
+        }
+        Ok(self.then_dispatch(vec![SchedulerEvent::QueueConfigured {
+            config: config.clone(),
+        }]))
+    }
+
+    fn decide_submit(
+        &self,
+        job_id: &str,
+        spec: &JobSpec,
+    ) -> Result<Vec<SchedulerEvent>, Rejection> {
+        validate_job_id(job_id)?;
+        spec.validate()?;
+        if let Some(job) = self.jobs.get(job_id) {
+            if job.spec == *spec {
+                return Ok(vec![]);
+            }
+            return Err(Rejection::new(
+                ErrorCode::AlreadyExists,
+                format!("job {job_id} exists with another spec"),
+            ));
+        }
+        Ok(self.then_dispatch(vec![SchedulerEvent::JobSubmitted {
+            job_id: job_id.to_string(),
+            spec: spec.clone(),
+        }]))
+    }
+
+    fn decide_cancel(
+        &self,
+        job_id: &str,
+        reason: &Option<String>,
+    ) -> Result<Vec<SchedulerEvent>, Rejection> {
+        let job = self.job(job_id)?;
+        match job.status {
+            JobStatus::Cancelled => return Ok(vec![]),
+            s if s.is_final() => {
+                return Err(Rejection::new(
+                    ErrorCode::InvalidState,
+                    format!("cancel: job {job_id} has finished ({})", s.as_str()),
+                ))
+            }
+            _ => {}
+        }
+        Ok(self.then_dispatch(vec![SchedulerEvent::JobCancelled {
+            job_id: job_id.to_string(),
+            reason: reason.clone(),
+            running_attempt: job.status.holds_slot().then_some(job.attempt),
+        }]))
+    }
+
+    fn decide_started(
+        &self,
+        job_id: &str,
+        attempt: u32,
+        handle: &ExecutorHandle,
+    ) -> Result<Vec<SchedulerEvent>, Rejection> {
+        let job = self.job(job_id)?;
+        if job.attempt != attempt || job.status != JobStatus::Dispatched {
+            return Ok(vec![]);
+        }
+        Ok(vec![SchedulerEvent::JobStarted {
+            job_id: job_id.to_string(),
+            attempt,
+            handle: handle.clone(),
+        }])
+    }
+
+    fn decide_report(&self, report: &ReportResult) -> Result<Vec<SchedulerEvent>, Rejection> {
+        let job = self.job(&report.job_id)?;
+        if let Outcome::Succeeded { value: Some(v), .. } = report.outcome {
+            if !v.is_finite() {
+                return Err(Rejection::invalid(format!(
+                    "outcome.value must be finite, got {v}"
+                )));
+            }
+        }
+        if job.attempt != report.attempt || !job.status.holds_slot() {
+            return Ok(vec![]);
+        }
+        let retry = job.attempt - job.lost.min(job.attempt) <= job.spec.backoff_limit;
+        let job_id = report.job_id.clone();
+        let attempt = report.attempt;
+        let mut events = vec![match report.outcome.clone() {
+            // A manifest is all a `manifests` queue makes: it has no value.
+            Outcome::Succeeded {
+                value: None,
+                outputs,
+            } if job.spec.expects_value && self.config.executor != ExecutorKind::Manifests => {
+                SchedulerEvent::JobFailed {
+                    job_id: job_id.clone(),
+                    attempt,
+                    exit_code: Some(0),
+                    reason: "succeeded without a value, but the job expects one".into(),
+                    outputs,
+                    will_retry: retry,
+                }
+            }
+            Outcome::Succeeded { value, outputs } => SchedulerEvent::JobSucceeded {
+                job_id: job_id.clone(),
+                attempt,
+                value,
+                outputs,
+            },
+            Outcome::Failed {
+                exit_code,
+                reason,
+                outputs,
+            } => SchedulerEvent::JobFailed {
+                job_id: job_id.clone(),
+                attempt,
+                exit_code,
+                reason,
+                outputs,
+                will_retry: retry,
+            },
+            Outcome::Lost { reason } => SchedulerEvent::JobLost {
+                job_id: job_id.clone(),
+                attempt,
+                reason,
+            },
+            Outcome::TimedOut {
+                after_seconds,
+                outputs,
+            } => SchedulerEvent::JobTimedOut {
+                job_id: job_id.clone(),
+                attempt,
+                after_seconds,
+                outputs,
+                will_retry: retry,
+            },
+        }];
+        let failed = matches!(
+            events[0],
+            SchedulerEvent::JobFailed { .. } | SchedulerEvent::JobTimedOut { .. }
+        );
+        if failed && retry {
+            let delay_ms = job.spec.backoff_ms(attempt + 1);
+            events.push(SchedulerEvent::RetryScheduled {
+                job_id,
+                attempt: attempt + 1,
+                delay_ms,
+                not_before: report.now.saturating_add(delay_ms),
+            });
+        }
+        Ok(self.then_dispatch(events))
+    }
+
+    fn decide_retry_due(
+        &self,
+        job_id: &str,
+        attempt: u32,
+    ) -> Result<Vec<SchedulerEvent>, Rejection> {
+        let job = self.job(job_id)?;
+        if job.status != JobStatus::Backoff || job.attempt + 1 != attempt {
+            return Ok(vec![]);
+        }
+        Ok(self.then_dispatch(vec![SchedulerEvent::JobRequeued {
+            job_id: job_id.to_string(),
+            attempt,
+        }]))
+    }
+
+    fn ready_key(job: &JobRecord) -> ReadyKey {
+        (-i64::from(job.spec.priority), job.number)
+    }
+
+    /// Moves `job_id` to `status`, keeping the indexes in step.
+    fn set_status(&mut self, job_id: &str, status: JobStatus) {
+        let Some(job) = self.jobs.get_mut(job_id) else {
+            return;
+        };
+        let key = Self::ready_key(job);
+        match job.status {
+            JobStatus::Pending => {
+                self.ready.remove(&key);
+            }
+            JobStatus::Backoff => {
+                self.backoff.remove(job_id);
+            }
+            s if s.holds_slot() => {
+                self.holding.remove(job_id);
+            }
+            _ => {}
+        }
+        job.status = status;
+        match status {
+            JobStatus::Pending => {
+                self.ready.insert(key, job_id.to_string());
+            }
+            JobStatus::Backoff => {
+                self.backoff.insert(job_id.to_string());
+            }
+            s if s.holds_slot() => {
+                self.holding.insert(job_id.to_string());
+            }
+            _ => {}
+        }
+    }
+
+    fn finish(
+        &mut self,
+        job_id: &str,
+        exit_code: Option<i32>,
+        reason: Option<String>,
+        outputs: &JobOutputs,
+    ) {
+        if let Some(job) = self.jobs.get_mut(job_id) {
+            job.exit_code = exit_code;
+            job.reason = reason;
+            job.outputs = outputs.clone();
+        }
+    }
+
+    /// An attempt failed or timed out: the job backs off for a retry, or
+    /// ends with `end`'s status; either way its exit code and reason stay.
+    fn attempt_failed(
+        &mut self,
+        job_id: &str,
+        will_retry: bool,
+        end: (JobStatus, Option<i32>, String),
+        outputs: &JobOutputs,
+    ) {
+        let (status, exit_code, reason) = end;
+        let status = if will_retry {
+            JobStatus::Backoff
+        } else {
+            status
+        };
+        self.set_status(job_id, status);
+        self.finish(job_id, exit_code, Some(reason), outputs);
+    }
+
+    fn apply(&mut self, event: &SchedulerEvent) {
+        match event {
+            SchedulerEvent::QueueConfigured { config } => self.config = config.clone(),
+            SchedulerEvent::JobSubmitted { job_id, spec } => {
+                self.submitted += 1;
+                self.jobs.insert(
+                    job_id.clone(),
+                    JobRecord {
+                        job_id: job_id.clone(),
+                        spec: spec.clone(),
+                        number: self.submitted,
+                        status: JobStatus::Cancelled,
+                        attempt: 0,
+                        handle: None,
+                        value: None,
+                        exit_code: None,
+                        reason: None,
+                        outputs: JobOutputs::default(),
+                        not_before: None,
+                        lost: 0,
+                    },
+                );
+                self.set_status(job_id, JobStatus::Pending);
+            }
+            SchedulerEvent::JobDispatched {
+                job_id, attempt, ..
+            } => {
+                self.set_status(job_id, JobStatus::Dispatched);
+                if let Some(job) = self.jobs.get_mut(job_id) {
+                    job.attempt = *attempt;
+                    job.handle = None;
+                    job.not_before = None;
+                }
+            }
+            SchedulerEvent::JobStarted { job_id, handle, .. } => {
+                self.set_status(job_id, JobStatus::Running);
+                if let Some(job) = self.jobs.get_mut(job_id) {
+                    job.handle = Some(handle.clone());
+                }
+            }
+            SchedulerEvent::JobSucceeded {
+                job_id,
+                value,
+                outputs,
+                ..
+            } => {
+                self.set_status(job_id, JobStatus::Succeeded);
+                self.finish(job_id, None, None, outputs);
+                if let Some(job) = self.jobs.get_mut(job_id) {
+                    job.value = *value;
+                }
+            }
+            SchedulerEvent::JobFailed {
+                job_id,
+                exit_code,
+                reason,
+                outputs,
+                will_retry,
+                ..
+            } => {
+                let end = (JobStatus::Failed, *exit_code, reason.clone());
+                self.attempt_failed(job_id, *will_retry, end, outputs);
+            }
+            SchedulerEvent::JobTimedOut {
+                job_id,
+                after_seconds,
+                outputs,
+                will_retry,
+                ..
+            } => {
+                let reason = format!("timed out after {after_seconds} s");
+                let end = (JobStatus::TimedOut, None, reason);
+                self.attempt_failed(job_id, *will_retry, end, outputs);
+            }
+            SchedulerEvent::RetryScheduled {
+                job_id, not_before, ..
+            } => {
+                if let Some(job) = self.jobs.get_mut(job_id) {
+                    job.not_before = Some(*not_before);
+                }
+            }
+            SchedulerEvent::JobLost { job_id, reason, .. } => {
+                self.set_status(job_id, JobStatus::Pending);
+                if let Some(job) = self.jobs.get_mut(job_id) {
+                    job.lost += 1;
+                    job.reason = Some(reason.clone());
+                }
+            }
+            SchedulerEvent::JobRequeued { job_id, .. } => {
+                self.set_status(job_id, JobStatus::Pending);
+            }
+            SchedulerEvent::JobCancelled { job_id, reason, .. } => {
+                self.set_status(job_id, JobStatus::Cancelled);
+                if let Some(job) = self.jobs.get_mut(job_id) {
+                    job.reason = reason.clone().or_else(|| Some("cancelled".into()));
+                    job.not_before = None;
+                }
+            }
+        }
+    }
+
+    fn view(&self) -> Value {
+        let mut counts: BTreeMap<&str, u64> =
+            JobStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+        for job in self.jobs.values() {
+            *counts.entry(job.status.as_str()).or_default() += 1;
+        }
+        let jobs: Vec<Value> = self.jobs.values().map(JobRecord::view).collect();
+        json!({
+            "config": self.config,
+            "depth": {
+                "pending": self.ready.len() + self.backoff.len(),
+                "running": self.holding.len(),
+            },
+            "counts": counts,
+            "jobs": jobs,
+        })
+    }
+}
+
+impl Aggregate for Queue {
+    const ACTOR: Actor = Actor::Scheduler;
+    const COMMAND_TYPES: &'static [&'static str] = COMMAND_TYPES;
+    type Command = SchedulerCommand;
+    type Event = SchedulerEvent;
+
+    fn decide(&self, command: &SchedulerCommand) -> Result<Vec<SchedulerEvent>, Rejection> {
+        let fresh;
+        let (state, mut prefix) = match &self.state {
+            Some(state) => (state, vec![]),
+            None => match command {
+                SchedulerCommand::ConfigureQueue(_) | SchedulerCommand::Submit { .. } => {
+                    fresh = QueueState::new(QueueConfig::default());
+                    let configured = SchedulerEvent::QueueConfigured {
+                        config: QueueConfig::default(),
+                    };
+                    (&fresh, vec![configured])
+                }
+                _ => {
+                    return Err(Rejection::new(
+                        ErrorCode::NotFound,
+                        "the queue does not exist (submit a job or configure it first)",
+                    ))
+                }
+            },
+        };
+        let events = match command {
+            SchedulerCommand::ConfigureQueue(config) => {
+                config.validate()?;
+                if prefix.is_empty() {
+                    state.decide_configure(config)?
+                } else {
+                    // A new queue records the given settings, not the defaults.
+                    prefix.clear();
+                    vec![SchedulerEvent::QueueConfigured {
+                        config: config.clone(),
+                    }]
+                }
+            }
+            SchedulerCommand::Submit { job_id, spec } => state.decide_submit(job_id, spec)?,
+            SchedulerCommand::Cancel { job_id, reason } => state.decide_cancel(job_id, reason)?,
+            SchedulerCommand::RecordStarted {
+                job_id,
+                attempt,
+                handle,
+            } => state.decide_started(job_id, *attempt, handle)?,
+            SchedulerCommand::ReportResult(report) => state.decide_report(report)?,
+            SchedulerCommand::RetryDue { job_id, attempt } => {
+                state.decide_retry_due(job_id, *attempt)?
+            }
+        };
+        prefix.extend(events);
+        Ok(prefix)
+    }
+
+    fn evolve(mut self, event: &SchedulerEvent) -> Self {
+        match (&mut self.state, event) {
+            (Some(state), event) => state.apply(event),
+            (None, SchedulerEvent::QueueConfigured { config }) => {
+                self.state = Some(QueueState::new(config.clone()));
+            }
+            (None, _) => {}
+        }
+        self
+    }
+
+    fn result(events: &[SchedulerEvent]) -> Value {
+        let dispatched: Vec<Value> = events
+            .iter()
+            .filter_map(|e| match e {
+                SchedulerEvent::JobDispatched {
+                    job_id, attempt, ..
+                } => Some(json!({"job_id": job_id, "attempt": attempt})),
+                _ => None,
+            })
+            .collect();
+        let mut jobs: Vec<&str> = events.iter().filter_map(SchedulerEvent::job_id).collect();
+        jobs.dedup();
+        json!({ "job_ids": jobs, "dispatched": dispatched })
+    }
+
+    fn view(&self) -> Value {
+        self.state.as_ref().map_or(Value::Null, QueueState::view)
+    }
+
+    fn event_type(event: &SchedulerEvent) -> &'static str {
+        event.event_type()
+    }
+
+    fn wants_effect(event: &SchedulerEvent) -> bool {
+        matches!(
+            event,
+            SchedulerEvent::JobDispatched { .. }
+                | SchedulerEvent::RetryScheduled { .. }
+                | SchedulerEvent::JobCancelled {
+                    running_attempt: Some(_),
+                    ..
+                }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_messages::scheduler::{JobSpec, Outcome};
+
+    fn spec() -> JobSpec {
+        JobSpec::new(vec!["true".into()])
+    }
+
+    fn given(events: &[SchedulerEvent]) -> Queue {
+        events.iter().fold(Queue::default(), |q, e| q.evolve(e))
+    }
+
+    fn when(queue: &Queue, command: SchedulerCommand) -> Result<Vec<SchedulerEvent>, Rejection> {
+        queue.decide(&command)
+    }
+
+    fn run(commands: Vec<SchedulerCommand>) -> (Queue, Vec<SchedulerEvent>) {
+        let mut queue = Queue::default();
+        let mut all = Vec::new();
+        for c in commands {
+            let events = queue.decide(&c).unwrap();
+            for e in &events {
+                queue = queue.evolve(e);
+            }
+            all.extend(events);
+        }
+        (queue, all)
+    }
+
+    fn configure(concurrency: u32) -> SchedulerCommand {
+        SchedulerCommand::ConfigureQueue(QueueConfig {
+            concurrency,
+            ..QueueConfig::default()
+        })
+    }
+
+    fn submit(id: &str, priority: i32) -> SchedulerCommand {
+        SchedulerCommand::Submit {
+            job_id: id.into(),
+            spec: Box::new(JobSpec { priority, ..spec() }),
+        }
+    }
+
+    fn report(id: &str, attempt: u32, outcome: Outcome) -> SchedulerCommand {
+        SchedulerCommand::ReportResult(ReportResult {
+            job_id: id.into(),
+            attempt,
+            now: 1_000,
+            outcome,
+        })
+    }
+
+    fn ok(value: f64) -> Outcome {
+        Outcome::Succeeded {
+            value: Some(value),
+            outputs: JobOutputs::default(),
+        }
+    }
+
+    fn failed(code: i32) -> Outcome {
+        Outcome::Failed {
+            exit_code: Some(code),
+            reason: format!("exited with status {code}"),
+            outputs: JobOutputs::default(),
+        }
+    }
+
+    fn dispatched(events: &[SchedulerEvent]) -> Vec<(String, u32)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                SchedulerEvent::JobDispatched {
+                    job_id, attempt, ..
+                } => Some((job_id.clone(), *attempt)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_first_submit_configures_the_defaults_and_dispatches() {
+        let events = when(&Queue::default(), submit("a", 0)).unwrap();
+        assert_eq!(
+            events[0],
+            SchedulerEvent::QueueConfigured {
+                config: QueueConfig::default()
+            }
+        );
+        assert_eq!(events[1].event_type(), "job_submitted");
+        assert_eq!(dispatched(&events), vec![("a".to_string(), 1)]);
+    }
+
+    #[test]
+    fn the_concurrency_limit_holds_and_freed_slots_go_to_the_highest_priority() {
+        let (queue, events) = run(vec![
+            configure(2),
+            submit("a", 0),
+            submit("b", 0),
+            submit("c", 0),
+            submit("d", 5),
+        ]);
+        assert_eq!(
+            dispatched(&events),
+            vec![("a".to_string(), 1), ("b".to_string(), 1)]
+        );
+        assert_eq!(
+            queue.depth(),
+            Depth {
+                pending: 2,
+                running: 2
+            }
+        );
+        let next = when(&queue, report("a", 1, ok(1.0))).unwrap();
+        assert_eq!(dispatched(&next), vec![("d".to_string(), 1)]);
+    }
+
+    #[test]
+    fn raising_the_concurrency_dispatches_at_once() {
+        let (queue, _) = run(vec![submit("a", 0), submit("b", 0), submit("c", 0)]);
+        assert_eq!(
+            queue.depth(),
+            Depth {
+                pending: 2,
+                running: 1
+            }
+        );
+        let events = when(&queue, configure(3)).unwrap();
+        assert_eq!(dispatched(&events).len(), 2);
+    }
+
+    #[test]
+    fn a_repeated_submit_records_nothing_and_another_spec_is_refused() {
+        let (queue, _) = run(vec![submit("a", 0)]);
+        assert_eq!(when(&queue, submit("a", 0)).unwrap(), vec![]);
+        let e = when(&queue, submit("a", 3)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::AlreadyExists);
+    }
+
+    #[test]
+    fn bad_submits_are_refused_naming_the_field() {
+        let bad_id = when(&Queue::default(), submit("a b", 0)).unwrap_err();
+        assert_eq!(bad_id.code, ErrorCode::InvalidField);
+        assert!(bad_id.message.contains("job_id"), "{}", bad_id.message);
+        let empty = SchedulerCommand::Submit {
+            job_id: "a".into(),
+            spec: Box::new(JobSpec::new(vec![])),
+        };
+        let e = when(&Queue::default(), empty).unwrap_err();
+        assert_eq!(e.message, "spec.command must not be empty");
+    }
+
+    #[test]
+    fn a_failure_with_retries_left_backs_off_then_requeues() {
+        let retrying = SchedulerCommand::Submit {
+            job_id: "a".into(),
+            spec: Box::new(JobSpec {
+                backoff_limit: 1,
+                backoff_seconds: Some(2.0),
+                ..spec()
+            }),
+        };
+        let (queue, _) = run(vec![retrying]);
+        let events = when(&queue, report("a", 1, failed(3))).unwrap();
+        assert!(matches!(
+            events[0],
+            SchedulerEvent::JobFailed {
+                will_retry: true,
+                ..
+            }
+        ));
+        assert_eq!(
+            events[1],
+            SchedulerEvent::RetryScheduled {
+                job_id: "a".into(),
+                attempt: 2,
+                delay_ms: 2000,
+                not_before: 3000
+            }
+        );
+        let queue = events.iter().fold(queue, |q, e| q.evolve(e));
+        assert_eq!(queue.job("a").unwrap().status, JobStatus::Backoff);
+        assert_eq!(
+            queue.depth(),
+            Depth {
+                pending: 1,
+                running: 0
+            }
+        );
+        // A stale wake-up records nothing; the right one dispatches attempt 2.
+        let stale = SchedulerCommand::RetryDue {
+            job_id: "a".into(),
+            attempt: 5,
+        };
+        assert_eq!(when(&queue, stale).unwrap(), vec![]);
+        let due = SchedulerCommand::RetryDue {
+            job_id: "a".into(),
+            attempt: 2,
+        };
+        let events = when(&queue, due).unwrap();
+        assert_eq!(dispatched(&events), vec![("a".to_string(), 2)]);
+        let queue = events.iter().fold(queue, |q, e| q.evolve(e));
+        let last = when(&queue, report("a", 2, failed(1))).unwrap();
+        assert!(matches!(
+            last[..],
+            [SchedulerEvent::JobFailed {
+                will_retry: false,
+                ..
+            }]
+        ));
+        let queue = last.iter().fold(queue, |q, e| q.evolve(e));
+        let job = queue.job("a").unwrap();
+        assert_eq!(job.status, JobStatus::Failed);
+        assert_eq!(job.exit_code, Some(1));
+    }
+
+    #[test]
+    fn a_lost_attempt_runs_again_without_using_a_retry() {
+        let (queue, _) = run(vec![configure(1), submit("a", 0), submit("b", 0)]);
+        let lost = Outcome::Lost {
+            reason: "gone".into(),
+        };
+        let events = when(&queue, report("a", 1, lost)).unwrap();
+        assert_eq!(events[0].event_type(), "job_lost");
+        // Lost goes back in line by priority and submission: "a" first.
+        assert_eq!(dispatched(&events), vec![("a".to_string(), 2)]);
+        let queue = events.iter().fold(queue, |q, e| q.evolve(e));
+        let last = when(&queue, report("a", 2, failed(1))).unwrap();
+        assert!(matches!(
+            last[0],
+            SchedulerEvent::JobFailed {
+                will_retry: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_timeout_without_retries_is_final() {
+        let (queue, _) = run(vec![submit("a", 0)]);
+        let timed_out = Outcome::TimedOut {
+            after_seconds: 1.5,
+            outputs: JobOutputs::default(),
+        };
+        let (queue, _) = {
+            let events = when(&queue, report("a", 1, timed_out)).unwrap();
+            (events.iter().fold(queue, |q, e| q.evolve(e)), events)
+        };
+        let job = queue.job("a").unwrap();
+        assert_eq!(job.status, JobStatus::TimedOut);
+        assert_eq!(job.reason.as_deref(), Some("timed out after 1.5 s"));
+    }
+
+    #[test]
+    fn reports_are_recorded_once_and_only_for_the_current_attempt() {
+        let (queue, _) = run(vec![submit("a", 0), report("a", 1, ok(0.5))]);
+        assert_eq!(queue.job("a").unwrap().value, Some(0.5));
+        assert_eq!(when(&queue, report("a", 1, ok(0.7))).unwrap(), vec![]);
+        assert_eq!(when(&queue, report("a", 2, ok(0.7))).unwrap(), vec![]);
+        let unknown = when(&queue, report("zz", 1, ok(0.7))).unwrap_err();
+        assert_eq!(unknown.code, ErrorCode::NotFound);
+    }
+
+    #[test]
+    fn a_success_without_a_value_fails_a_job_that_expects_one() {
+        let (queue, _) = run(vec![submit("a", 0)]);
+        let empty = Outcome::Succeeded {
+            value: None,
+            outputs: JobOutputs::default(),
+        };
+        let events = when(&queue, report("a", 1, empty)).unwrap();
+        assert!(matches!(events[0], SchedulerEvent::JobFailed { .. }));
+    }
+
+    #[test]
+    fn started_is_recorded_for_the_dispatched_attempt_only() {
+        let (queue, _) = run(vec![submit("a", 0)]);
+        let handle = ExecutorHandle::Manifests { path: "x".into() };
+        let start = |attempt| SchedulerCommand::RecordStarted {
+            job_id: "a".into(),
+            attempt,
+            handle: handle.clone(),
+        };
+        assert_eq!(when(&queue, start(2)).unwrap(), vec![]);
+        let events = when(&queue, start(1)).unwrap();
+        let queue = events.iter().fold(queue, |q, e| q.evolve(e));
+        assert_eq!(queue.job("a").unwrap().status, JobStatus::Running);
+        assert_eq!(when(&queue, start(1)).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn cancel_names_the_running_attempt_and_frees_its_slot() {
+        let (queue, _) = run(vec![submit("a", 0), submit("b", 0)]);
+        let cancel = |id: &str| SchedulerCommand::Cancel {
+            job_id: id.into(),
+            reason: Some("enough".into()),
+        };
+        let events = when(&queue, cancel("a")).unwrap();
+        assert_eq!(
+            events[0],
+            SchedulerEvent::JobCancelled {
+                job_id: "a".into(),
+                reason: Some("enough".into()),
+                running_attempt: Some(1)
+            }
+        );
+        assert!(Queue::wants_effect(&events[0]));
+        assert_eq!(dispatched(&events), vec![("b".to_string(), 1)]);
+        let queue = events.iter().fold(queue, |q, e| q.evolve(e));
+        assert_eq!(when(&queue, cancel("a")).unwrap(), vec![]);
+        assert_eq!(when(&queue, report("a", 1, ok(1.0))).unwrap(), vec![]);
+        let (done, _) = run(vec![submit("c", 0), report("c", 1, ok(1.0))]);
+        assert_eq!(
+            when(&done, cancel("c")).unwrap_err().code,
+            ErrorCode::InvalidState
+        );
+    }
+
+    #[test]
+    fn commands_other_than_submit_need_a_queue() {
+        let e = when(
+            &Queue::default(),
+            SchedulerCommand::Cancel {
+                job_id: "a".into(),
+                reason: None,
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotFound);
+    }
+
+    #[test]
+    fn a_recovered_queue_equals_the_one_that_wrote_the_events() {
+        let (queue, events) = run(vec![
+            configure(2),
+            submit("a", 1),
+            submit("b", 0),
+            submit("c", 2),
+            report("a", 1, failed(2)),
+        ]);
+        assert_eq!(given(&events), queue);
+        let text = serde_json::to_string(&queue).unwrap();
+        let back: Queue = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, queue);
+        let bytes = rmp_serde::to_vec_named(&queue).unwrap();
+        let back: Queue = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(back, queue);
+    }
+
+    fn any_command() -> impl proptest::strategy::Strategy<Value = SchedulerCommand> {
+        use proptest::prelude::*;
+        let id = || (0..6u8).prop_map(|i| format!("j{i}"));
+        let outcome = prop_oneof![
+            Just(ok(1.0)),
+            Just(failed(1)),
+            Just(Outcome::Lost {
+                reason: "gone".into()
+            }),
+        ];
+        prop_oneof![
+            (1..4u32).prop_map(configure),
+            (id(), -1..2i32).prop_map(|(id, p)| SchedulerCommand::Submit {
+                job_id: id,
+                spec: Box::new(JobSpec {
+                    priority: p,
+                    backoff_limit: 1,
+                    ..spec()
+                }),
+            }),
+            (id(), 1..4u32, outcome).prop_map(|(id, a, o)| report(&id, a, o)),
+            id().prop_map(|id| SchedulerCommand::Cancel {
+                job_id: id,
+                reason: None
+            }),
+            (id(), 1..4u32).prop_map(|(id, attempt)| SchedulerCommand::RetryDue {
+                job_id: id,
+                attempt
+            }),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever the commands, the queue never dispatches past its
+        /// concurrency, never leaves a slot free while a job is ready,
+        /// hands slots out by priority, and reads back from a snapshot
+        /// as the same queue.
+        #[test]
+        fn the_limit_holds_and_no_slot_idles_while_a_job_waits(
+            commands in proptest::collection::vec(any_command(), 1..40)
+        ) {
+            let mut queue = Queue::default();
+            for command in commands {
+                let Ok(events) = queue.decide(&command) else { continue };
+                for e in &events {
+                    queue = queue.evolve(e);
+                }
+                let state = queue.state.as_ref().unwrap();
+                let depth = queue.depth();
+                // A lowered limit lets running attempts finish, but no
+                // command dispatches past it.
+                let dispatched = events.iter().any(|e| e.event_type() == "job_dispatched");
+                let within = depth.running <= u64::from(state.config.concurrency);
+                proptest::prop_assert!(within || !dispatched, "{:?}", events);
+                let idle = depth.running < u64::from(state.config.concurrency);
+                proptest::prop_assert!(!idle || state.ready.is_empty(), "{:?}", events);
+                // Dispatched jobs come before every job left waiting.
+                let waiting_best = state.ready.keys().next();
+                for e in &events {
+                    if let SchedulerEvent::JobDispatched { job_id, .. } = e {
+                        let key = QueueState::ready_key(&state.jobs[job_id]);
+                        proptest::prop_assert!(waiting_best.is_none_or(|w| key < *w));
+                    }
+                }
+                let bytes = rmp_serde::to_vec_named(&queue).unwrap();
+                let back: Queue = rmp_serde::from_slice(&bytes).unwrap();
+                proptest::prop_assert_eq!(&back, &queue);
+            }
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! Test support shared by the samplers' tests: configs, a study run through
+//! the aggregate's `decide`/`evolve`, and the replay check every
+//! history-reading sampler must pass.
+
+use crate::Study;
+use flotilla_host::Aggregate;
+use flotilla_messages::search_space::numeric_params;
+use flotilla_messages::solver::{
+    Bound, Sampler, Scale, SolverCommand, SolverEvent, StudyConfig, Tell, TrialResult,
+};
+use std::collections::BTreeMap;
+
+/// An objective over named parameters.
+pub type Objective = fn(&BTreeMap<String, f64>) -> f64;
+
+/// A linear bound.
+pub fn bound(min: f64, max: f64) -> Bound {
+    Bound::new(min, max, Scale::Linear)
+}
+
+/// A config of `sampler` over `bounds` with `knobs` as `strategy_params`.
+pub fn config(
+    sampler: Sampler,
+    seed: u64,
+    budget: u64,
+    bounds: &[(&str, Bound)],
+    knobs: &[(&str, f64)],
+) -> StudyConfig {
+    StudyConfig {
+        seed,
+        budget,
+        bounds: bounds
+            .iter()
+            .map(|(n, b)| (n.to_string(), b.clone()))
+            .collect(),
+        probe_ratio: None,
+        strategy_params: knobs.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        sampler,
+        max_retries: 0,
+        ..Default::default()
+    }
+}
+
+/// A config of `sampler` over `dimensions` parameters `x00`, `x01`, … in
+/// `[0, 1]`.
+pub fn unit_config(
+    sampler: Sampler,
+    seed: u64,
+    budget: u64,
+    dimensions: usize,
+    knobs: &[(&str, f64)],
+) -> StudyConfig {
+    let names: Vec<String> = (0..dimensions).map(|d| format!("x{d:02}")).collect();
+    let bounds: Vec<(&str, Bound)> = names
+        .iter()
+        .map(|n| (n.as_str(), bound(0.0, 1.0)))
+        .collect();
+    config(sampler, seed, budget, &bounds, knobs)
+}
+
+/// Branin on `x`, `y`.
+pub fn branin(p: &BTreeMap<String, f64>) -> f64 {
+    use std::f64::consts::PI;
+    let (x, y) = (p["x"], p["y"]);
+    let b = 5.1 / (4.0 * PI * PI);
+    let c = 5.0 / PI;
+    let t = 1.0 / (8.0 * PI);
+    (y - b * x * x + c * x - 6.0).powi(2) + 10.0 * (1.0 - t) * x.cos() + 10.0
+}
+
+/// Branin's domain, plus a log-scale `lr` it ignores.
+pub fn branin_space() -> Vec<(&'static str, Bound)> {
+    vec![
+        ("x", bound(-5.0, 10.0)),
+        ("y", bound(0.0, 15.0)),
+        ("lr", Bound::new(1e-5, 0.1, Scale::Log)),
+    ]
+}
+
+/// Decides `command` on `study`, logs and applies its events.
+pub fn apply(study: Study, command: &SolverCommand, log: &mut Vec<SolverEvent>) -> Study {
+    let events = study.decide(command).unwrap();
+    log.extend(events.iter().cloned());
+    events.iter().fold(study, Study::evolve)
+}
+
+/// How a batch's results come back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// One tell for the whole batch.
+    Together,
+    /// One tell per trial, the last asked first, as parallel workers
+    /// finishing out of order would.
+    Reversed,
+}
+
+/// Runs a study to its budget, `batch` trials per ask, telling each batch
+/// in `order`; returns the study, its log and the best value.
+pub fn run(
+    config: StudyConfig,
+    objective: Objective,
+    batch: u32,
+    order: Order,
+) -> (Study, Vec<SolverEvent>, f64) {
+    let mut log = Vec::new();
+    let mut study = apply(
+        Study::default(),
+        &SolverCommand::CreateStudy(config),
+        &mut log,
+    );
+    let mut best = f64::INFINITY;
+    loop {
+        let before = study.trials().len();
+        let ask = SolverCommand::Ask {
+            n: batch,
+            lease: None,
+        };
+        study = apply(study, &ask, &mut log);
+        let fresh = &study.trials()[before..];
+        if fresh.is_empty() {
+            return (study, log, best);
+        }
+        let results: Vec<TrialResult> = fresh
+            .iter()
+            .map(|r| {
+                let value = objective(&numeric_params(&r.trial.params));
+                best = best.min(value);
+                TrialResult {
+                    trial_id: r.trial.trial_id.clone(),
+                    value,
+                    cost: None,
+                }
+            })
+            .collect();
+        let tells = match order {
+            Order::Together => vec![results],
+            Order::Reversed => results.into_iter().rev().map(|r| vec![r]).collect(),
+        };
+        for results in tells {
+            study = apply(study, &SolverCommand::Tell(Tell { results }), &mut log);
+        }
+    }
+}
+
+/// Every trial's parameter bits, in order.
+pub fn bits(study: &Study) -> Vec<u64> {
+    trial_bits(study).concat()
+}
+
+/// Each trial's parameter bits, one vector per trial (numeric parameters).
+pub fn trial_bits(study: &Study) -> Vec<Vec<u64>> {
+    let point = |params: &flotilla_messages::solver::Params| {
+        params
+            .values()
+            .map(|v| v.as_f64().unwrap().to_bits())
+            .collect()
+    };
+    study
+        .trials()
+        .iter()
+        .map(|r| point(&r.trial.params))
+        .collect()
+}
+
+/// Runs `config` on Branin in batches of 4 told out of order, and checks
+/// the replay: the log folds back to the same study bit for bit, a
+/// snapshot reads back equal, and at every ask, the study replayed up to
+/// it decides the same trials again.
+pub fn assert_replays_exactly(config: StudyConfig) {
+    let budget = config.budget as usize;
+    let (study, log, _) = run(config, branin, 4, Order::Reversed);
+    assert_eq!(study.trials().len(), budget);
+    let replayed = log.iter().fold(Study::default(), Study::evolve);
+    assert_eq!(replayed, study);
+    assert_eq!(bits(&replayed), bits(&study));
+    let snapshot: Study = serde_json::from_str(&serde_json::to_string(&study).unwrap()).unwrap();
+    assert_eq!(snapshot, study);
+    for (at, event) in log.iter().enumerate() {
+        if let SolverEvent::TrialsAsked { trials, .. } = event {
+            if trials.is_empty() {
+                continue;
+            }
+            let before = log[..at].iter().fold(Study::default(), Study::evolve);
+            let ask = SolverCommand::Ask { n: 4, lease: None };
+            assert_eq!(&before.decide(&ask).unwrap()[0], event, "ask at event {at}");
+        }
+    }
+}
