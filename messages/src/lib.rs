@@ -17,7 +17,8 @@
 //!   parts: [`search_space`], a study's parameters (float, int,
 //!   categorical, conditional) and how the unit cube maps onto them;
 //!   [`pruning`] (`report` and the pruners) and [`warm_start`] (`seed`,
-//!   `enqueue`). The three are also reachable at the crate root;
+//!   `enqueue`), also re-exported at the crate root
+//!   (`flotilla_messages::search_space` and so on);
 //! - [`scheduler`]: the scheduler's commands, events and queue signal.
 //! - [`fleet`]: GPU node pool configuration (both Navarch spellings);
 //!   [`provisioner`]: the pool aggregate's commands and events;

@@ -67,8 +67,8 @@
 //! times; a stale trial with no retry left counts as finished. A result or
 //! failure for a stale trial is still recorded.
 //!
-//! The source follows the same split: `config.rs` is the study's
-//! configuration and its checks, `commands.rs` the commands and their wire
+//! In the source, `config.rs` holds the study's configuration and its
+//! checks, `commands.rs` the commands and their wire
 //! spellings, `events.rs` the events and trial ids, all re-exported here;
 //! [`search_space`] (the parameters), [`pruning`] (`report` and the pruners)
 //! and [`warm_start`] (`seed` and `enqueue`) are modules of their own.
