@@ -68,8 +68,8 @@
 //! failure for a stale trial is still recorded.
 //!
 //! In the source, `config.rs` holds the study's configuration and its
-//! checks, `commands.rs` the commands and their wire
-//! spellings, `events.rs` the events and trial ids, all re-exported here;
+//! checks, `commands.rs` the commands and their wire spellings, `events.rs`
+//! the events and trial ids, all re-exported here;
 //! [`search_space`] (the parameters), [`pruning`] (`report` and the pruners)
 //! and [`warm_start`] (`seed` and `enqueue`) are modules of their own.
 
