@@ -13,10 +13,12 @@
 //! - [`command`]: the generic command request (`type`, `command_id`,
 //!   `expected_seq`, fields) and [`reply`]: the reply every command gets;
 //! - [`error`]: the typed error codes shared by every actor.
-//! - [`search_space`]: a study's parameters (float, int, categorical,
-//!   conditional) and how the unit cube maps onto them;
-//! - [`solver`]: the solver's commands and events, with [`pruning`]
-//!   (`report` and the pruners) and [`warm_start`] (`seed`, `enqueue`);
+//! - [`solver`]: the solver's study config, commands and events, with its
+//!   parts: [`search_space`], a study's parameters (float, int,
+//!   categorical, conditional) and how the unit cube maps onto them;
+//!   [`pruning`] (`report` and the pruners) and [`warm_start`] (`seed`,
+//!   `enqueue`), also re-exported at the crate root
+//!   (`flotilla_messages::search_space` and so on);
 //! - [`scheduler`]: the scheduler's commands, events and queue signal.
 //! - [`fleet`]: GPU node pool configuration (both Navarch spellings);
 //!   [`provisioner`]: the pool aggregate's commands and events;
@@ -32,17 +34,15 @@ pub mod fleet;
 pub mod health;
 pub mod inference;
 pub mod provisioner;
-pub mod pruning;
 pub mod reply;
 pub mod scheduler;
-pub mod search_space;
 pub mod solver;
 pub mod subjects;
-pub mod warm_start;
 
 pub use codec::{CodecError, Encoding};
 pub use command::CommandRequest;
 pub use envelope::{Envelope, IntegrityError, Payload, PendingEvent, GENESIS_HASH};
 pub use error::{ErrorBody, ErrorCode, Rejection};
 pub use reply::Reply;
+pub use solver::{pruning, search_space, warm_start};
 pub use subjects::{validate_id, Actor, IdError, StreamName, Subjects};

@@ -1196,5 +1196,4 @@ impl Aggregate for Pool {
 }
 
 #[cfg(test)]
-#[path = "pool_tests.rs"]
 mod tests;

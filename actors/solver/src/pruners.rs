@@ -16,7 +16,7 @@
 //!   had at that rung (the best one while fewer than `η` got there); no
 //!   trial waits for others, so the workers never idle.
 
-use flotilla_messages::pruning::Pruner;
+use flotilla_messages::solver::pruning::Pruner;
 use std::collections::BTreeMap;
 
 /// The reports of one trial, step → loss.

@@ -18,7 +18,7 @@
 //! scale and every parameter type the same way.
 
 use super::samplers::{unit_point, History};
-use flotilla_messages::search_space::is_active;
+use flotilla_messages::solver::search_space::is_active;
 #[cfg(test)]
 use flotilla_messages::solver::Bound;
 use flotilla_messages::solver::{Params, StudyConfig};

@@ -4,7 +4,7 @@
 
 use crate::Study;
 use flotilla_host::Aggregate;
-use flotilla_messages::search_space::numeric_params;
+use flotilla_messages::solver::search_space::numeric_params;
 use flotilla_messages::solver::{
     Bound, Sampler, Scale, SolverCommand, SolverEvent, StudyConfig, Tell, TrialResult,
 };

@@ -1,5 +1,5 @@
 //! `seed` and `enqueue`: trials the study did not sample itself
-//! ([`warm_start`](flotilla_messages::warm_start) has the wire form).
+//! ([`warm_start`](flotilla_messages::solver::warm_start) has the wire form).
 //!
 //! Both check every value against the search space first, so what enters
 //! the log always fits the study: a seeded trial names every active
@@ -9,11 +9,11 @@
 use super::{StudyState, StudyStatus, TrialRecord};
 use crate::samplers::{unit_point, History};
 use crate::sampling::params_at;
-use flotilla_messages::search_space::is_active;
+use flotilla_messages::solver::search_space::is_active;
+use flotilla_messages::solver::warm_start::MAX_WARM_START;
 use flotilla_messages::solver::{
     trial_id, Enqueue, Params, SeedTrials, SolverEvent, StudyConfig, Trial, TrialResult,
 };
-use flotilla_messages::warm_start::MAX_WARM_START;
 use flotilla_messages::{ErrorCode, Rejection};
 
 impl StudyState {

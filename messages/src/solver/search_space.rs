@@ -30,8 +30,7 @@
 //! Checks ([`Bound::problem`], [`space_problem`]) name the parameter and
 //! the field: `bounds.lr: log scale needs min > 0, got 0`.
 
-use crate::solver::Scale;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -161,6 +160,65 @@ impl Direction {
     /// Whether `a` is strictly better than `b`.
     pub fn better(self, a: f64, b: f64) -> bool {
         self.loss(a) < self.loss(b)
+    }
+}
+
+/// How a parameter's range is searched.
+///
+/// Written lowercase (`"linear"`); read in any case (`"Linear"`, `"LOG"`), as
+/// ArqonHPO's configs spell it both ways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Scale {
+    /// Uniform between `min` and `max`.
+    #[default]
+    Linear,
+    /// Uniform in `ln(x)`: every decade gets the same share. Needs `min > 0`.
+    Log,
+    /// A range that wraps around (an angle, a phase); sampled uniformly.
+    Periodic,
+}
+
+impl Scale {
+    /// The canonical spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scale::Linear => "linear",
+            Scale::Log => "log",
+            Scale::Periodic => "periodic",
+        }
+    }
+
+    /// Reads a spelling in any case; `None` if it names no scale.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.to_ascii_lowercase().as_str() {
+            "linear" => Some(Scale::Linear),
+            "log" => Some(Scale::Log),
+            "periodic" => Some(Scale::Periodic),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Scale {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Scale {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Scale {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Scale::parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown scale {text:?}: expected linear, log or periodic"
+            ))
+        })
     }
 }
 

@@ -24,7 +24,7 @@
 //! given for a parameter that is inactive there) and the whole command is
 //! refused naming the first problem.
 
-use crate::search_space::Params;
+use super::search_space::Params;
 use serde::{Deserialize, Serialize};
 
 /// The most results one `seed` or candidates one `enqueue` may carry.
@@ -76,7 +76,7 @@ impl TryFrom<EnqueueWire> for Enqueue {
     type Error = String;
 
     fn try_from(wire: EnqueueWire) -> Result<Self, String> {
-        let candidates = crate::solver::one_or_many(
+        let candidates = super::commands::one_or_many(
             "candidates",
             "`params`",
             wire.candidates,

@@ -1,0 +1,345 @@
+//! A study's configuration: ArqonHPO's config (`seed`, `budget`, `bounds`,
+//! `probe_ratio`, `strategy_params`) plus the native `direction`, `sampler`,
+//! `max_retries` and `pruner`, and how it is checked.
+//!
+//! [`StudyConfig::validate`] names the field and the problem; the search
+//! space's own checks live with it in [`search_space`](super::search_space),
+//! the pruner's in [`pruning`](super::pruning). A sampler's knobs are read
+//! from `strategy_params` by the rules of [`TPE_PARAMS`] and [`CMAES_PARAMS`].
+
+use super::pruning::Pruner;
+use super::search_space::{space_problem, Bound, Direction};
+use crate::error::Rejection;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The most times a stale trial may be handed out again.
+pub const MAX_RETRIES: u32 = 100;
+
+/// The most parameters a [`Sampler::Sobol`] study may have: the dimensions
+/// of the Joe–Kuo direction-number table the solver carries.
+pub const SOBOL_MAX_DIMENSIONS: usize = 32;
+
+/// How a study picks the points it hands out.
+///
+/// Written lowercase (`"sobol"`); read in any case (`"Sobol"`, `"GRID"`),
+/// like [`Scale`](super::Scale). Absent means [`Sampler::Auto`] in a `create_study`;
+/// recorded configs always name their sampler, so a later change of the
+/// default cannot change how a recorded study continues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Sampler {
+    /// Independent uniform points: the baseline, good at any budget and
+    /// dimension, but clumpy at small budgets.
+    Random,
+    /// A scrambled Sobol sequence: quasi-random points that fill the space
+    /// evenly, so a small budget leaves no large region unexplored. At most
+    /// [`SOBOL_MAX_DIMENSIONS`] parameters.
+    Sobol,
+    /// A full-factorial grid with at least `budget` points, visited in a
+    /// seeded shuffled order without repeats.
+    Grid,
+    /// The Tree-structured Parzen Estimator, as in Optuna 5: after
+    /// [`TPE_N_STARTUP_TRIALS`] trials of a scrambled Sobol design, each
+    /// point is the best of [`TPE_N_EI_CANDIDATES`] candidates by the ratio
+    /// of a density fitted to the good trials to one fitted to the rest,
+    /// over whole points (multivariate) unless `multivariate` is 0. Running
+    /// trials count as bad ones (constant liar), so a batch spreads out.
+    /// Tuned through `strategy_params` (see [`TPE_PARAMS`]).
+    Tpe,
+    /// CMA-ES, the covariance matrix adaptation evolution strategy: each
+    /// generation of `4 + 3 ln d` points is drawn from a normal distribution
+    /// whose mean, step size and covariance adapt to the best points of the
+    /// generation before; restarts with a doubled population when it has
+    /// converged. Strong at larger budgets on continuous problems. Tuned
+    /// through `strategy_params` (see [`CMAES_PARAMS`]).
+    Cmaes,
+    /// Picks a sampler from the search space's shape (dimensions, budget,
+    /// parameter types) by a rule measured on the solver benchmark; reads
+    /// the `strategy_params` of the sampler it picks. The default.
+    #[default]
+    Auto,
+}
+
+/// TPE's default number of random trials before it models anything.
+pub const TPE_N_STARTUP_TRIALS: u64 = 10;
+
+/// TPE's default number of candidates scored per trial.
+pub const TPE_N_EI_CANDIDATES: u64 = 24;
+
+/// TPE's default share of trials counted as good (at most 25 of them):
+/// Optuna's `min(ceil(0.1 n), 25)`.
+pub const TPE_GAMMA: f64 = 0.1;
+
+/// The most candidates a TPE study may score per trial.
+pub const TPE_MAX_EI_CANDIDATES: u64 = 1000;
+
+/// The `strategy_params` keys a [`Sampler::Tpe`] study reads: the number of
+/// random start-up trials (a whole number, default
+/// [`TPE_N_STARTUP_TRIALS`]), the candidates per trial (a whole number in
+/// 1..=[`TPE_MAX_EI_CANDIDATES`], default [`TPE_N_EI_CANDIDATES`]), the
+/// good share (in (0, 1], default [`TPE_GAMMA`]) and whether to model the
+/// parameters jointly (1, the default as in Optuna 5, or 0). Other keys are
+/// stored and ignored, as ArqonHPO's are.
+pub const TPE_PARAMS: [&str; 4] = [
+    "n_startup_trials",
+    "n_ei_candidates",
+    "gamma",
+    "multivariate",
+];
+
+/// The largest population a [`Sampler::Cmaes`] study may ask for.
+pub const CMAES_MAX_POPSIZE: u64 = 10_000;
+
+/// The `strategy_params` keys a [`Sampler::Cmaes`] study reads: the
+/// population size (a whole number in 2..=[`CMAES_MAX_POPSIZE`], default
+/// `4 + 3 ln d`), the initial step size in the unit cube (in (0, 1],
+/// default 1/6) and whether to restart with a doubled population on
+/// convergence (1, the default, or 0).
+pub const CMAES_PARAMS: [&str; 3] = ["popsize", "sigma0", "restarts"];
+
+impl Sampler {
+    /// Every sampler, in declaration order.
+    pub const ALL: [Sampler; 6] = [
+        Sampler::Random,
+        Sampler::Sobol,
+        Sampler::Grid,
+        Sampler::Tpe,
+        Sampler::Cmaes,
+        Sampler::Auto,
+    ];
+
+    /// The canonical spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sampler::Random => "random",
+            Sampler::Sobol => "sobol",
+            Sampler::Grid => "grid",
+            Sampler::Tpe => "tpe",
+            Sampler::Cmaes => "cmaes",
+            Sampler::Auto => "auto",
+        }
+    }
+
+    /// Whether a trial's point depends on the trials before it (the
+    /// model-based samplers), not on the seed and its number alone.
+    pub fn reads_history(self) -> bool {
+        matches!(self, Sampler::Tpe | Sampler::Cmaes | Sampler::Auto)
+    }
+
+    /// Reads a spelling in any case; `None` if it names no sampler.
+    pub fn parse(text: &str) -> Option<Self> {
+        Sampler::ALL
+            .into_iter()
+            .find(|s| s.as_str().eq_ignore_ascii_case(text))
+    }
+}
+
+impl fmt::Display for Sampler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Sampler {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Reads a [`Sampler`]; every error names the field and the choices, as the
+/// path to it is lost inside the internally tagged command enum.
+struct SamplerVisitor;
+
+impl serde::de::Visitor<'_> for SamplerVisitor {
+    type Value = Sampler;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("sampler: a name, one of random, sobol, grid, tpe, cmaes or auto")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Sampler, E> {
+        Sampler::parse(text).ok_or_else(|| {
+            E::custom(format!(
+                "sampler: unknown value {text:?}: expected random, sobol, grid, tpe, cmaes or auto"
+            ))
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Sampler {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(SamplerVisitor)
+    }
+}
+
+/// A study's configuration: ArqonHPO's config, field for field, plus the native
+/// form's `direction`, parameter types and conditions. The default is an
+/// empty config for struct update syntax, not a valid study.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StudyConfig {
+    /// Seeds every trial's sampling (together with the trial number).
+    pub seed: u64,
+    /// How many trials the study hands out in total.
+    pub budget: u64,
+    /// The search space: parameter name → range, type and condition
+    /// ([`search_space`](super::search_space)); also read as `params`.
+    #[serde(alias = "params")]
+    pub bounds: BTreeMap<String, Bound>,
+    /// Whether lower or higher values are better; minimise when absent.
+    #[serde(default, skip_serializing_if = "Direction::is_minimize")]
+    pub direction: Direction,
+    /// ArqonHPO's share of the budget spent probing, in (0, 1]; stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_ratio: Option<f64>,
+    /// ArqonHPO's strategy tuning knobs; stored.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub strategy_params: BTreeMap<String, f64>,
+    /// How trials are picked; [`Sampler::Auto`] when absent.
+    ///
+    /// Always written, so a recorded study names its sampler explicitly and
+    /// a later change of the default cannot change how it continues.
+    #[serde(default)]
+    pub sampler: Sampler,
+    /// How many times a stale trial may be handed out again (0..=
+    /// [`MAX_RETRIES`]); 0 when absent, and then not written, so configs
+    /// and events from before leases read and write as they did.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_retries: u32,
+    /// How reports stop trials early ([`pruning`](super::pruning)); never when
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pruner: Option<Pruner>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// A sampler knob's rule: its key, whether a value is valid, and what it
+/// expects (for the message).
+type KnobRule = (&'static str, fn(f64) -> bool, &'static str);
+
+fn whole(v: f64) -> bool {
+    v >= 0.0 && v.fract() == 0.0
+}
+
+fn share(v: f64) -> bool {
+    v > 0.0 && v <= 1.0
+}
+
+fn flag(v: f64) -> bool {
+    v == 0.0 || v == 1.0
+}
+
+/// The rules of [`TPE_PARAMS`].
+const TPE_RULES: [KnobRule; 4] = [
+    ("n_startup_trials", whole, "a whole number >= 0"),
+    (
+        "n_ei_candidates",
+        |v| whole(v) && (1.0..=TPE_MAX_EI_CANDIDATES as f64).contains(&v),
+        "a whole number in 1..=1000",
+    ),
+    ("gamma", share, "in (0, 1]"),
+    ("multivariate", flag, "0 or 1"),
+];
+
+/// The rules of [`CMAES_PARAMS`].
+const CMAES_RULES: [KnobRule; 3] = [
+    (
+        "popsize",
+        |v| whole(v) && (2.0..=CMAES_MAX_POPSIZE as f64).contains(&v),
+        "a whole number in 2..=10000",
+    ),
+    ("sigma0", share, "in (0, 1]"),
+    ("restarts", flag, "0 or 1"),
+];
+
+impl StudyConfig {
+    /// Checks the config; the rejection (`INVALID_FIELD`) names the field
+    /// and the problem, e.g. `bounds.lr: min 0.1 must be below max 0.01`.
+    pub fn validate(&self) -> Result<(), Rejection> {
+        self.problem()
+            .map_or(Ok(()), |m| Err(Rejection::invalid(m)))
+    }
+
+    fn problem(&self) -> Option<String> {
+        if self.budget == 0 {
+            return Some("budget must be at least 1, got 0".to_string());
+        }
+        if self.bounds.is_empty() {
+            return Some("bounds: at least one parameter is required".to_string());
+        }
+        if self.max_retries > MAX_RETRIES {
+            return Some(format!(
+                "max_retries must be at most {MAX_RETRIES}, got {}",
+                self.max_retries
+            ));
+        }
+        self.bounds_problem()
+            .or_else(|| space_problem(&self.bounds))
+            .or_else(|| self.strategy_params_problem())
+            .or_else(|| self.sampler_problem())
+            .or_else(|| self.probe_ratio_problem())
+            .or_else(|| self.pruner.and_then(|p| p.problem()))
+    }
+
+    fn bounds_problem(&self) -> Option<String> {
+        self.bounds.iter().find_map(|(name, bound)| {
+            if name.trim().is_empty() {
+                Some(format!("bounds: parameter name {name:?} must not be blank"))
+            } else {
+                bound.problem(name)
+            }
+        })
+    }
+
+    fn sampler_problem(&self) -> Option<String> {
+        let dimensions = self.bounds.len();
+        match self.sampler {
+            Sampler::Sobol if dimensions > SOBOL_MAX_DIMENSIONS => Some(format!(
+                "sampler: sobol supports at most {SOBOL_MAX_DIMENSIONS} parameters, \
+                 got {dimensions}; use random, grid or tpe"
+            )),
+            Sampler::Tpe => self.tpe_problem(),
+            Sampler::Cmaes => self.cmaes_problem(),
+            // Auto may pick either model-based sampler: both sets of knobs
+            // must be valid.
+            Sampler::Auto => self.tpe_problem().or_else(|| self.cmaes_problem()),
+            _ => None,
+        }
+    }
+
+    /// Checks the [`CMAES_PARAMS`] that are given.
+    fn cmaes_problem(&self) -> Option<String> {
+        self.knob_problem("cmaes", &CMAES_RULES)
+    }
+
+    /// Checks the [`TPE_PARAMS`] that are given.
+    fn tpe_problem(&self) -> Option<String> {
+        self.knob_problem("tpe", &TPE_RULES)
+    }
+
+    /// The first given knob that breaks its rule, named with `sampler`.
+    fn knob_problem(&self, sampler: &str, rules: &[KnobRule]) -> Option<String> {
+        self.strategy_params.iter().find_map(|(key, &v)| {
+            let (_, valid, expected) = rules.iter().find(|rule| rule.0 == key)?;
+            (!valid(v))
+                .then(|| format!("strategy_params.{key}: {sampler} needs {expected}, got {v}"))
+        })
+    }
+
+    fn probe_ratio_problem(&self) -> Option<String> {
+        let ratio = self.probe_ratio?;
+        let valid = ratio > 0.0 && ratio <= 1.0;
+        (!valid).then(|| format!("probe_ratio must be in (0, 1], got {ratio}"))
+    }
+
+    fn strategy_params_problem(&self) -> Option<String> {
+        self.strategy_params
+            .iter()
+            .find(|(_, v)| !v.is_finite())
+            .map(|(k, v)| format!("strategy_params.{k}: must be finite, got {v}"))
+    }
+}
