@@ -13,7 +13,7 @@ pub struct Exchange {
     /// The URI path.
     pub path: String,
     /// Fragments the query must hold (`watch=true`, a selector).
-    pub query: Vec<&'static str>,
+    pub query: Vec<String>,
     /// Whether the query must not hold `watch=true`.
     pub not_watch: bool,
     /// The JSON body the request must carry, when it matters.
@@ -28,7 +28,7 @@ pub struct Exchange {
 pub fn exchange(
     method: &'static str,
     path: &str,
-    query: Vec<&'static str>,
+    query: Vec<&str>,
     status: u16,
     body: Value,
 ) -> Exchange {
@@ -36,7 +36,7 @@ pub fn exchange(
         method,
         path: path.into(),
         not_watch: !query.contains(&"watch=true"),
-        query,
+        query: query.into_iter().map(str::to_string).collect(),
         request: None,
         status,
         body: serde_json::to_vec(&body).unwrap(),
