@@ -99,3 +99,33 @@ pub fn replaying(script: Vec<Exchange>) -> (Client, tokio::task::JoinHandle<Vec<
     });
     (client, task)
 }
+
+/// A kube client and the recorded API server it talks to, for a test that
+/// makes several clients over the same recording (as after a restart).
+pub struct Replay {
+    client: Client,
+    server: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl Replay {
+    /// A recorded API server answering `script` in order (see [`replaying`]).
+    pub fn new(script: Vec<Exchange>) -> Self {
+        let (client, server) = replaying(script);
+        Replay { client, server }
+    }
+
+    /// A client of the recorded server.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// Waits until every recorded exchange was made, in order, and returns
+    /// the requests seen. Callers drop their clients first: a request still
+    /// missing then fails at once rather than after the wait.
+    pub async fn finish(self) -> Vec<String> {
+        drop(self.client);
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(20), self.server);
+        let followed = waited.await.expect("the recorded exchanges were made");
+        followed.expect("the requests follow the recording")
+    }
+}

@@ -767,12 +767,10 @@ mod tests {
     mod conformance {
         use super::*;
         use crate::conformance::{self as suite, ExecutorCase, ExecutorHarness, NEVER_LAUNCHED};
+        use flotilla_kube_replay::Replay;
         use std::sync::Arc;
 
-        struct KubernetesHarness {
-            client: Client,
-            server: tokio::task::JoinHandle<Vec<String>>,
-        }
+        struct KubernetesHarness(Replay);
 
         /// The case's attempt as a Job: an image, and the Job kept where
         /// the case needs to find it after its end (the attempt of a
@@ -873,8 +871,7 @@ mod tests {
             }
 
             fn start(case: ExecutorCase) -> Self {
-                let (client, server) = replaying(recording(case, &kube_attempt(case)));
-                KubernetesHarness { client, server }
+                KubernetesHarness(Replay::new(recording(case, &kube_attempt(case))))
             }
 
             fn runs(&self) -> bool {
@@ -882,7 +879,7 @@ mod tests {
             }
 
             fn executor(&self) -> Arc<dyn Executor> {
-                Arc::new(KubernetesExecutor::new(self.client.clone(), "default"))
+                Arc::new(KubernetesExecutor::new(self.0.client(), "default"))
             }
 
             fn attempt(&self, case: ExecutorCase) -> Attempt {
@@ -891,10 +888,7 @@ mod tests {
 
             /// Every recorded exchange was made, in order.
             async fn finish(self) {
-                drop(self.client);
-                let waited = tokio::time::timeout(Duration::from_secs(20), self.server);
-                let followed = waited.await.expect("the recorded exchanges were made");
-                followed.expect("the requests follow the recording");
+                self.0.finish().await;
             }
         }
 
