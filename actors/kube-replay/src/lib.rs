@@ -13,7 +13,7 @@ pub struct Exchange {
     /// The URI path.
     pub path: String,
     /// Fragments the query must hold (`watch=true`, a selector).
-    pub query: Vec<&'static str>,
+    pub query: Vec<String>,
     /// Whether the query must not hold `watch=true`.
     pub not_watch: bool,
     /// The JSON body the request must carry, when it matters.
@@ -28,7 +28,7 @@ pub struct Exchange {
 pub fn exchange(
     method: &'static str,
     path: &str,
-    query: Vec<&'static str>,
+    query: Vec<&str>,
     status: u16,
     body: Value,
 ) -> Exchange {
@@ -36,7 +36,7 @@ pub fn exchange(
         method,
         path: path.into(),
         not_watch: !query.contains(&"watch=true"),
-        query,
+        query: query.into_iter().map(str::to_string).collect(),
         request: None,
         status,
         body: serde_json::to_vec(&body).unwrap(),
@@ -98,4 +98,34 @@ pub fn replaying(script: Vec<Exchange>) -> (Client, tokio::task::JoinHandle<Vec<
         seen
     });
     (client, task)
+}
+
+/// A kube client and the recorded API server it talks to, for a test that
+/// makes several clients over the same recording (as after a restart).
+pub struct Replay {
+    client: Client,
+    server: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl Replay {
+    /// A recorded API server answering `script` in order (see [`replaying`]).
+    pub fn new(script: Vec<Exchange>) -> Self {
+        let (client, server) = replaying(script);
+        Replay { client, server }
+    }
+
+    /// A client of the recorded server.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// Waits until every recorded exchange was made, in order, and returns
+    /// the requests seen. Callers drop their clients first: a request still
+    /// missing then fails at once rather than after the wait.
+    pub async fn finish(self) -> Vec<String> {
+        drop(self.client);
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(20), self.server);
+        let followed = waited.await.expect("the recorded exchanges were made");
+        followed.expect("the requests follow the recording")
+    }
 }

@@ -145,7 +145,7 @@ impl ProviderEffects {
 }
 
 /// The instance already carrying `node_id`, or a new one.
-async fn adopt_or_provision(
+pub(crate) async fn adopt_or_provision(
     provider: &dyn Provider,
     node_id: &str,
     spec: &NodeSpec,

@@ -291,4 +291,88 @@ mod tests {
         let e = bad.terminate("p-1", None).await.unwrap_err();
         assert!(matches!(e, ProviderError::Timeout { .. }), "{e}");
     }
+
+    /// The provider conformance suite on a cloud of shell scripts: a node
+    /// is a file `nodes/<pool>/<node id>` next to them.
+    mod conformance {
+        use super::*;
+        use crate::conformance::{ProviderCase, ProviderHarness};
+        use std::path::Path;
+        use std::sync::Arc;
+
+        /// Each instance made gets an id of its own (the shell's pid), so
+        /// a node made twice would show.
+        const PROVISION: &str = r#"mkdir -p "$FLOTILLA_POOL"
+id="vm-$FLOTILLA_NODE_ID-$$"
+echo "$id" > "$FLOTILLA_POOL/$FLOTILLA_NODE_ID"
+printf '{"instance_id": "%s"}' "$id""#;
+
+        const LIST: &str = r#"printf '['
+sep=''
+for node in "$FLOTILLA_POOL"/*; do
+    [ -e "$node" ] || continue
+    printf '%s{"node_id": "%s", "instance_id": "%s"}' "$sep" "$(basename "$node")" "$(cat "$node")"
+    sep=','
+done
+printf ']'"#;
+
+        const TERMINATE: &str = r#"rm -f ./*/"$FLOTILLA_NODE_ID""#;
+
+        /// Refuses a node that does not exist.
+        const CORDON: &str = r#"ls ./*/"$FLOTILLA_NODE_ID" > /dev/null"#;
+
+        const DRAIN: &str = r#"[ "$FLOTILLA_DRAIN_MODE" = wait ] || echo '{"forced": true}'"#;
+
+        /// Writes the cloud's command `name`, run in `nodes`, as a script
+        /// in `cloud`; returns how to run it.
+        fn command(cloud: &Path, nodes: &Path, name: &str, body: &str) -> String {
+            let script = cloud.join(format!("{name}.sh"));
+            let text = format!("cd {}\n{body}\n", nodes.display());
+            std::fs::write(&script, text).expect("a script");
+            format!("sh {}", script.display())
+        }
+
+        struct ExecHarness {
+            config: ProviderConfig,
+            _cloud: tempfile::TempDir,
+        }
+
+        #[async_trait]
+        impl ProviderHarness for ExecHarness {
+            fn skip(_: ProviderCase) -> Option<&'static str> {
+                None
+            }
+
+            fn start(_: ProviderCase) -> Self {
+                let cloud = tempfile::tempdir().expect("a directory for the cloud");
+                let nodes = cloud.path().join("nodes");
+                std::fs::create_dir(&nodes).expect("the nodes directory");
+                let command = |name, body| command(cloud.path(), &nodes, name, body);
+                let config = ProviderConfig::Exec {
+                    provision: command("provision", PROVISION),
+                    list: command("list", LIST),
+                    terminate: command("terminate", TERMINATE),
+                    cordon: Some(command("cordon", CORDON)),
+                    drain: Some(command("drain", DRAIN)),
+                    timeout: flotilla_messages::fleet::Seconds(10),
+                };
+                ExecHarness {
+                    config,
+                    _cloud: cloud,
+                }
+            }
+
+            fn makes_nodes(&self) -> bool {
+                true
+            }
+
+            fn provider(&self) -> Arc<dyn Provider> {
+                Arc::new(ExecProvider::from_config(&self.config))
+            }
+
+            async fn finish(self) {}
+        }
+
+        crate::provider_conformance_tests!(ExecHarness);
+    }
 }

@@ -356,7 +356,12 @@ mod tests {
     const PODS: &str = "/api/v1/pods";
 
     fn node(name: &str, ready: &str) -> Value {
-        json!({"metadata": {"name": name, "labels": {"flotilla.dev/pool": "train"}},
+        node_in("train", name, ready)
+    }
+
+    /// Node `name` of `pool`, its Ready condition `ready`.
+    fn node_in(pool: &str, name: &str, ready: &str) -> Value {
+        json!({"metadata": {"name": name, "labels": {"flotilla.dev/pool": pool}},
             "spec": {"providerID": format!("aws:///us-east-1a/i-{name}")},
             "status": {"conditions": [{"type": "Ready", "status": ready}]}})
     }
@@ -633,5 +638,103 @@ mod tests {
         let defined = [("k8s".to_string(), config)].into_iter().collect();
         let set = super::super::provider::ProviderSet::from_config(&defined).unwrap();
         assert!(set.get("k8s").is_some());
+    }
+
+    /// The provider conformance suite against a recorded API server whose
+    /// cluster has the cases' Nodes already: each case's exchanges as the
+    /// cluster would answer them.
+    mod conformance {
+        use super::*;
+        use crate::conformance::{
+            ProviderCase, ProviderHarness, NEVER_MADE, NODE, OTHER_NODE, OTHER_POOL, POOL,
+        };
+        use flotilla_kube_replay::{Exchange, Replay};
+        use std::sync::Arc;
+
+        struct KubernetesHarness(Replay);
+
+        /// The list of `pool`'s Nodes, finding `nodes` (names).
+        fn pool_holds(pool: &str, nodes: &[&str]) -> Exchange {
+            let selector = format!("labelSelector=flotilla.dev%2Fpool%3D{pool}");
+            let items = nodes.iter().map(|n| node_in(pool, n, "True")).collect();
+            exchange("GET", NODES, vec![&selector], 200, list("NodeList", items))
+        }
+
+        fn node_call(method: &'static str, name: &str, code: u16) -> Exchange {
+            let answer = match code {
+                404 => status(404, "NotFound", &format!("nodes \"{name}\" not found")),
+                _ => node(name, "True"),
+            };
+            exchange(method, &format!("{NODES}/{name}"), vec![], code, answer)
+        }
+
+        fn unschedulable(value: bool) -> Exchange {
+            node_call("PATCH", NODE, 200).expecting(json!({"spec": {"unschedulable": value}}))
+        }
+
+        /// What the API server answers in `case`, in order.
+        fn recording(case: ProviderCase) -> Vec<Exchange> {
+            let train = || pool_holds(POOL, &[NODE]);
+            match case {
+                // Nothing to adopt: provision looks the Node up, refuses.
+                ProviderCase::Provisions => {
+                    vec![node_call("GET", NODE, 404), pool_holds(POOL, &[])]
+                }
+                ProviderCase::Adopts => vec![train(), train(), train()],
+                ProviderCase::Lists => {
+                    let infer = || pool_holds(OTHER_POOL, &[OTHER_NODE]);
+                    vec![train(), infer(), train(), infer()]
+                }
+                ProviderCase::Terminates => vec![
+                    train(),
+                    node_call("DELETE", NODE, 200),
+                    pool_holds(POOL, &[]),
+                    node_call("DELETE", NODE, 404),
+                    node_call("DELETE", NEVER_MADE, 404),
+                ],
+                ProviderCase::Cordons => vec![
+                    train(),
+                    unschedulable(true),
+                    unschedulable(true),
+                    unschedulable(false),
+                    unschedulable(false),
+                    train(),
+                ],
+                ProviderCase::Drains => vec![
+                    train(),
+                    pods_on_node(vec![pod("trainer-0", None, json!({}))]),
+                    evict("trainer-0", 201),
+                    pods_on_node(vec![]),
+                    // Wait mode: nothing left to wait for.
+                    pods_on_node(vec![]),
+                ],
+            }
+        }
+
+        #[async_trait]
+        impl ProviderHarness for KubernetesHarness {
+            fn skip(_: ProviderCase) -> Option<&'static str> {
+                None
+            }
+
+            fn start(case: ProviderCase) -> Self {
+                KubernetesHarness(Replay::new(recording(case)))
+            }
+
+            fn makes_nodes(&self) -> bool {
+                false
+            }
+
+            fn provider(&self) -> Arc<dyn Provider> {
+                Arc::new(provider(self.0.client()))
+            }
+
+            /// Every recorded exchange was made, in order.
+            async fn finish(self) {
+                self.0.finish().await;
+            }
+        }
+
+        crate::provider_conformance_tests!(KubernetesHarness);
     }
 }

@@ -12,7 +12,9 @@
 //!   event id;
 //! - `service`: the host side: ticks, agent reports from
 //!   `flotilla.health.>`, queue signals from `flotilla.signal.queue.>`,
-//!   metrics.
+//!   metrics;
+//! - `conformance` (tests and the `test-util` feature only): the cases
+//!   every provider passes, run against all three.
 //!
 //! Neighbours: `flotilla_messages::{fleet, provisioner, health}` (wire
 //! types), `flotilla_health` (the agent that reports), `flotilla_host`
@@ -21,6 +23,8 @@
 #![warn(missing_docs)]
 
 mod autoscaler;
+#[cfg(any(test, feature = "test-util"))]
+pub mod conformance;
 mod effects;
 mod exec;
 mod kubernetes;

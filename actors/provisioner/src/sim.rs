@@ -280,4 +280,50 @@ mod tests {
         again.terminate("p-1", None).await.unwrap();
         assert_eq!(again.cloud().terminated, 1);
     }
+
+    /// The provider conformance suite on a fake cloud kept in a state
+    /// file, so a restarted provider finds what the first one made.
+    mod conformance {
+        use super::*;
+        use crate::conformance::{ProviderCase, ProviderHarness};
+        use async_trait::async_trait;
+        use std::sync::Arc;
+
+        struct SimHarness {
+            config: ProviderConfig,
+            _dir: tempfile::TempDir,
+        }
+
+        #[async_trait]
+        impl ProviderHarness for SimHarness {
+            fn skip(_: ProviderCase) -> Option<&'static str> {
+                None
+            }
+
+            fn start(_: ProviderCase) -> Self {
+                let dir = tempfile::tempdir().expect("a directory for the cloud");
+                let state_file = dir.path().join("cloud.json").display().to_string();
+                let config = ProviderConfig::Sim {
+                    provision_delay: Default::default(),
+                    failure_rate: 0.0,
+                    seed: 0,
+                    auto_register: true,
+                    state_file: Some(state_file),
+                };
+                SimHarness { config, _dir: dir }
+            }
+
+            fn makes_nodes(&self) -> bool {
+                true
+            }
+
+            fn provider(&self) -> Arc<dyn Provider> {
+                Arc::new(SimProvider::from_config(&self.config).expect("the sim cloud"))
+            }
+
+            async fn finish(self) {}
+        }
+
+        crate::provider_conformance_tests!(SimHarness);
+    }
 }

@@ -499,9 +499,14 @@ mod tests {
 
     /// The API server's answer to deleting the attempt's Job.
     fn deleted() -> Exchange {
+        deleted_job("fl-lr-search-t7-2")
+    }
+
+    /// The API server's answer to deleting Job `name`.
+    fn deleted_job(name: &str) -> Exchange {
         exchange(
             "DELETE",
-            &format!("{JOBS}/fl-lr-search-t7-2"),
+            &format!("{JOBS}/{name}"),
             vec![],
             200,
             json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
@@ -509,7 +514,12 @@ mod tests {
     }
 
     fn job(status: Value) -> Value {
-        let mut job = job_manifest(&attempt(), "default");
+        job_of(&attempt(), status)
+    }
+
+    /// The Job of `attempt` as the API server holds it, with `status`.
+    fn job_of(attempt: &Attempt, status: Value) -> Value {
+        let mut job = job_manifest(attempt, "default");
         job["metadata"]["uid"] = json!("9f1c-uid");
         job["metadata"]["resourceVersion"] = json!("11");
         job["status"] = status;
@@ -521,7 +531,12 @@ mod tests {
     }
 
     fn pod(exit_code: i32, message: &str) -> Value {
-        json!({"metadata": {"name": "fl-lr-search-t7-2-abcde"},
+        pod_of("fl-lr-search-t7-2", exit_code, message)
+    }
+
+    /// The pod of Job `job`, terminated with `exit_code` and `message`.
+    fn pod_of(job: &str, exit_code: i32, message: &str) -> Value {
+        json!({"metadata": {"name": format!("{job}-abcde")},
             "status": {"containerStatuses": [{"name": "job", "image": "trainer:1", "imageID": "",
                 "ready": false, "restartCount": 0,
                 "state": {"terminated": {"exitCode": exit_code, "message": message}}}]}})
@@ -529,22 +544,24 @@ mod tests {
 
     /// The watcher's list and watch of the Job, ending in `end`.
     fn watched(end: Value) -> Vec<Exchange> {
-        let mut watch = exchange(
-            "GET",
-            JOBS,
-            vec!["watch=true", "metadata.name%3Dfl-lr-search-t7-2"],
-            200,
-            json!(null),
-        );
-        let event = json!({"type": "MODIFIED", "object": job(end)});
+        watched_job(&attempt(), end)
+    }
+
+    /// The watcher's list (`attempt`'s Job running) and watch (it ends in
+    /// `end`).
+    fn watched_job(attempt: &Attempt, end: Value) -> Vec<Exchange> {
+        let name = job_name(&attempt.queue, &attempt.job_id, attempt.attempt);
+        let by_name = format!("metadata.name%3D{name}");
+        let mut watch = exchange("GET", JOBS, vec!["watch=true", &by_name], 200, json!(null));
+        let event = json!({"type": "MODIFIED", "object": job_of(attempt, end)});
         watch.body = format!("{}\n", serde_json::to_string(&event).unwrap()).into_bytes();
         vec![
             exchange(
                 "GET",
                 JOBS,
-                vec!["metadata.name%3Dfl-lr-search-t7-2"],
+                vec![&by_name],
                 200,
-                list("JobList", vec![job(json!({"active": 1}))]),
+                list("JobList", vec![job_of(attempt, json!({"active": 1}))]),
             ),
             watch,
         ]
@@ -743,5 +760,138 @@ mod tests {
             .stop("lr-search", "t7", 2, Duration::from_secs(1))
             .await;
         assert_eq!(server.await.unwrap().len(), 2);
+    }
+
+    /// The executor conformance suite against a recorded API server: each
+    /// case's exchanges as a cluster would answer them.
+    mod conformance {
+        use super::*;
+        use crate::conformance::{self as suite, ExecutorCase, ExecutorHarness, NEVER_LAUNCHED};
+        use flotilla_kube_replay::Replay;
+        use std::sync::Arc;
+
+        struct KubernetesHarness(Replay);
+
+        /// The case's attempt as a Job: an image, and the Job kept where
+        /// the case needs to find it after its end (the attempt of a
+        /// deleted Job would be started again).
+        fn kube_attempt(case: ExecutorCase) -> Attempt {
+            let mut attempt = suite::attempt(case);
+            attempt.spec.kubernetes = Some(KubernetesSpec {
+                image: "trainer:1".into(),
+                keep_finished: case == ExecutorCase::Collects,
+                ..Default::default()
+            });
+            attempt
+        }
+
+        /// The launch's lookup of the attempt's Job by its key, finding `jobs`.
+        fn by_key(jobs: Vec<Value>) -> Exchange {
+            let selector = "labelSelector=flotilla.dev%2Fattempt-key";
+            exchange("GET", JOBS, vec![selector], 200, list("JobList", jobs))
+        }
+
+        /// Stop's lookup of job `job_id`'s Jobs in every namespace.
+        fn stop_finds(job_id: &str, jobs: Vec<Value>) -> Exchange {
+            let selector = format!("flotilla.dev%2Fjob%3D{job_id}");
+            let all = "/apis/batch/v1/jobs";
+            exchange("GET", all, vec![&selector], 200, list("JobList", jobs))
+        }
+
+        /// The watcher's list of Job `name`, finding `jobs`.
+        fn named(name: &str, jobs: Vec<Value>) -> Exchange {
+            let selector = format!("metadata.name%3D{name}");
+            exchange("GET", JOBS, vec![&selector], 200, list("JobList", jobs))
+        }
+
+        /// The pods of Job `name`: one, terminated as given.
+        fn pods(name: &str, exit_code: i32, message: &str) -> Exchange {
+            let selector = format!("batch.kubernetes.io%2Fjob-name%3D{name}");
+            let pods = list("PodList", vec![pod_of(name, exit_code, message)]);
+            let path = "/api/v1/namespaces/default/pods";
+            exchange("GET", path, vec![&selector], 200, pods)
+        }
+
+        /// What the API server answers in `case`, in order.
+        fn recording(case: ExecutorCase, attempt: &Attempt) -> Vec<Exchange> {
+            let name = job_name(&attempt.queue, &attempt.job_id, attempt.attempt);
+            let complete = || condition("Complete", "CompletionsReached");
+            let succeeded = || pods(&name, 0, "RESULT=0.5\n");
+            let mut script = vec![
+                by_key(vec![]),
+                exchange("POST", JOBS, vec![], 201, job_of(attempt, json!({}))),
+            ];
+            match case {
+                ExecutorCase::Runs | ExecutorCase::StopsEnded => {
+                    script.extend(watched_job(attempt, complete()));
+                    script.extend([succeeded(), deleted_job(&name)]);
+                    if case == ExecutorCase::StopsEnded {
+                        script.push(stop_finds(&attempt.job_id, vec![]));
+                        script.push(stop_finds(NEVER_LAUNCHED, vec![]));
+                    }
+                }
+                ExecutorCase::Fails => {
+                    script.extend(watched_job(
+                        attempt,
+                        condition("Failed", "BackoffLimitExceeded"),
+                    ));
+                    let log = format!("/api/v1/namespaces/default/pods/{name}-abcde/log");
+                    let mut logs = exchange("GET", &log, vec![], 200, json!(null));
+                    logs.body = b"boom\n".to_vec();
+                    script.extend([pods(&name, 3, "boom"), logs, deleted_job(&name)]);
+                }
+                ExecutorCase::Adopts => {
+                    // The restarted executor finds the running Job by its key.
+                    script.push(by_key(vec![job_of(attempt, json!({"active": 1}))]));
+                    script.extend(watched_job(attempt, complete()));
+                    script.extend([succeeded(), deleted_job(&name)]);
+                }
+                ExecutorCase::Collects => {
+                    script.extend(watched_job(attempt, complete()));
+                    // Kept: no DELETE. The relaunch finds the finished Job,
+                    // whose watch ends at its first list.
+                    let finished = || job_of(attempt, complete());
+                    script.extend([succeeded(), by_key(vec![finished()])]);
+                    script.extend([named(&name, vec![finished()]), succeeded()]);
+                }
+                ExecutorCase::StopsRunning => {
+                    let running = job_of(attempt, json!({"active": 1}));
+                    script.push(stop_finds(&attempt.job_id, vec![running]));
+                    // Deleted: the watch finds no Job and reports it lost.
+                    script.extend([deleted_job(&name), named(&name, vec![])]);
+                }
+            }
+            script
+        }
+
+        #[async_trait]
+        impl ExecutorHarness for KubernetesHarness {
+            fn skip(_: ExecutorCase) -> Option<&'static str> {
+                None
+            }
+
+            fn start(case: ExecutorCase) -> Self {
+                KubernetesHarness(Replay::new(recording(case, &kube_attempt(case))))
+            }
+
+            fn runs(&self) -> bool {
+                true
+            }
+
+            fn executor(&self) -> Arc<dyn Executor> {
+                Arc::new(KubernetesExecutor::new(self.0.client(), "default"))
+            }
+
+            fn attempt(&self, case: ExecutorCase) -> Attempt {
+                kube_attempt(case)
+            }
+
+            /// Every recorded exchange was made, in order.
+            async fn finish(self) {
+                self.0.finish().await;
+            }
+        }
+
+        crate::executor_conformance_tests!(KubernetesHarness);
     }
 }

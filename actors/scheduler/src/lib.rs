@@ -11,12 +11,16 @@
 //! - `manifests`: Job manifests as PyYAML-compatible YAML, and the API
 //!   server's checks for quantities and names;
 //! - `host`: the effects (start, adopt, stop attempts; wake retries),
-//!   the queue signals for the provisioner, and the metrics.
+//!   the queue signals for the provisioner, and the metrics;
+//! - `conformance` (tests and the `test-util` feature only): the cases
+//!   every executor passes, run against all three.
 //!
 //! The wire types live in `flotilla_messages::scheduler`.
 
 #![warn(missing_docs)]
 
+#[cfg(any(test, feature = "test-util"))]
+pub mod conformance;
 mod executor;
 mod host;
 mod kubernetes;

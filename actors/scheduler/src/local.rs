@@ -553,4 +553,49 @@ mod tests {
         );
         assert_eq!(one, two);
     }
+
+    /// The executor conformance suite on real subprocesses under a temp
+    /// jobs directory.
+    mod conformance {
+        use super::*;
+        use crate::conformance::{self as suite, ExecutorCase, ExecutorHarness};
+        use std::sync::Arc;
+
+        struct LocalHarness {
+            root: tempfile::TempDir,
+        }
+
+        #[async_trait]
+        impl ExecutorHarness for LocalHarness {
+            fn skip(_: ExecutorCase) -> Option<&'static str> {
+                None
+            }
+
+            fn start(_: ExecutorCase) -> Self {
+                let root = tempfile::tempdir().expect("a jobs directory");
+                LocalHarness { root }
+            }
+
+            fn runs(&self) -> bool {
+                true
+            }
+
+            fn executor(&self) -> Arc<dyn Executor> {
+                Arc::new(LocalExecutor::new(self.root.path()))
+            }
+
+            fn attempt(&self, case: ExecutorCase) -> Attempt {
+                let mut attempt = suite::attempt(case);
+                // Attempts are found by their label among all of this
+                // user's processes: it must be this run's own.
+                let run = self.root.path().file_name().unwrap_or_default();
+                attempt.key = format!("{}-{}", attempt.key, run.to_string_lossy());
+                attempt
+            }
+
+            async fn finish(self) {}
+        }
+
+        crate::executor_conformance_tests!(LocalHarness);
+    }
 }

@@ -357,4 +357,75 @@ spec:
         assert!(check_dns1123_subdomain("name", "a.b-c").is_ok());
         assert!(check_dns1123_subdomain("name", "a..b").is_err());
     }
+
+    /// The executor conformance suite on a temp manifests directory.
+    mod conformance {
+        use super::*;
+        use crate::conformance::{self as suite, ExecutorCase, ExecutorHarness, QUEUE};
+        use flotilla_messages::scheduler::KubernetesSpec;
+        use std::sync::Arc;
+
+        struct ManifestsHarness {
+            case: ExecutorCase,
+            dir: tempfile::TempDir,
+        }
+
+        #[async_trait]
+        impl ExecutorHarness for ManifestsHarness {
+            fn skip(case: ExecutorCase) -> Option<&'static str> {
+                match case {
+                    ExecutorCase::Runs | ExecutorCase::StopsEnded => None,
+                    ExecutorCase::Fails => {
+                        Some("a manifest is written, not run: no script exits with a status")
+                    }
+                    ExecutorCase::Adopts => {
+                        Some("nothing runs to adopt: every launch writes the same manifest again")
+                    }
+                    ExecutorCase::Collects => Some(
+                        "nothing runs to end: every launch writes the manifest again and succeeds",
+                    ),
+                    ExecutorCase::StopsRunning => Some("nothing runs to stop: stop does nothing"),
+                }
+            }
+
+            fn start(case: ExecutorCase) -> Self {
+                let dir = tempfile::tempdir().expect("a manifests directory");
+                ManifestsHarness { case, dir }
+            }
+
+            fn runs(&self) -> bool {
+                false
+            }
+
+            fn executor(&self) -> Arc<dyn Executor> {
+                Arc::new(ManifestsExecutor::new(self.dir.path(), "default"))
+            }
+
+            fn attempt(&self, case: ExecutorCase) -> Attempt {
+                let mut attempt = suite::attempt(case);
+                attempt.spec.kubernetes = Some(KubernetesSpec {
+                    image: "trainer:1".into(),
+                    ..KubernetesSpec::default()
+                });
+                attempt
+            }
+
+            /// The queue's directory holds the case's Job manifest, alone.
+            async fn finish(self) {
+                let name = job_name(QUEUE, self.case.job_id(), 1);
+                let written: Vec<_> = std::fs::read_dir(self.dir.path().join(QUEUE))
+                    .expect("the queue's manifests")
+                    .map(|e| {
+                        e.expect("an entry")
+                            .file_name()
+                            .to_string_lossy()
+                            .into_owned()
+                    })
+                    .collect();
+                assert_eq!(written, vec![format!("{name}.yaml")]);
+            }
+        }
+
+        crate::executor_conformance_tests!(ManifestsHarness);
+    }
 }
