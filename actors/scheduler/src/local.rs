@@ -312,8 +312,9 @@ fn collect(dir: &Path, spec: &JobSpec, code: Option<i32>) -> Outcome {
             let stdout = read_end(&dir.join("stdout"), RESULT_WINDOW);
             success_outcome(&stdout, spec.expects_value, Some(0), outputs, &detail)
         }
-        // The wrapper recorded the command's code; a signal is only seen
-        // when the wrapper itself was killed, and then not which one.
+        // Only the code is known here (it may come from the exit file,
+        // where the wrapper writes the command's): none means the wrapper
+        // itself was killed.
         code => Outcome::Failed {
             exit_code: code,
             reason: format!("{}{detail}", exit_reason(code, None)),

@@ -6,6 +6,7 @@
 
 use super::state_file::StateFile;
 use crate::cli::RunArgs;
+use crate::commands::id_chars;
 use crate::commands::study::data_dir_or_default;
 use anyhow::{anyhow, bail, Context, Result};
 use flotilla_messages::solver::{SolverCommand, StudyConfig, COMMAND_TYPES};
@@ -130,17 +131,7 @@ fn study_name(config: &Path) -> String {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let name: String = stem
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(64)
-        .collect();
+    let name = id_chars(&stem, 64);
     if name.is_empty() {
         "study".into()
     } else {
