@@ -2,7 +2,9 @@
 //! come from a `FLOTILLA_*` environment variable or the config file; see
 //! [`crate::config`] for the precedence.
 
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// Flotilla: an event-sourced control plane for GPU fleets that tune and serve models.
@@ -67,7 +69,7 @@ pub enum Command {
     /// policy, publish heartbeats and reports on `flotilla.health.<node>`.
     Agent(AgentArgs),
     /// Serve a driving policy (CarlaRL-compatible) over HTTP and NATS.
-    Worker(crate::commands::worker::WorkerArgs),
+    Worker(WorkerArgs),
     /// Model artifacts: `model init DIR` writes a working example.
     Model(crate::commands::model::ModelArgs),
 }
@@ -496,4 +498,71 @@ pub struct AgentArgs {
     /// How often to sample, evaluate and heartbeat (`10s`, `500ms`).
     #[arg(long, default_value = "10s")]
     pub interval: String,
+}
+
+/// `flotilla worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The artifact folder holding `vX.Y.Z/` version folders.
+    #[arg(long, env = "ARTIFACT_DIR", default_value = "artifacts")]
+    pub artifacts: PathBuf,
+    /// HTTP address (default 127.0.0.1 on PORT, else 8080).
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
+    /// HTTP port when --http is not given.
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// NATS server: serve `<prefix>.infer.<model>` and the deployment's commands.
+    #[arg(long, env = "FLOTILLA_NATS")]
+    pub nats: Option<String>,
+    /// Subject prefix.
+    #[arg(long, env = "FLOTILLA_PREFIX", default_value = "flotilla")]
+    pub prefix: String,
+    /// The version to serve (else the newest stable vX.Y.Z).
+    #[arg(long, env = "MODEL_VERSION")]
+    pub model_version: Option<String>,
+    /// The model's subject token (default: the card's model_name).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// This worker's deployment id (default `worker-<pid>-<start time>`).
+    #[arg(long)]
+    pub worker_id: Option<String>,
+    /// Embedded log directory (default: a temporary one).
+    #[arg(long, env = "FLOTILLA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Run on CUDA device 0 (build with --features cuda).
+    #[arg(long, env = "USE_GPU", value_parser = BoolishValueParser::new(), default_value = "false")]
+    pub use_gpu: bool,
+    /// HTTP worker threads (default: one per CPU core).
+    #[arg(long, env = "WORKERS")]
+    pub workers: Option<usize>,
+    /// Allowed CORS origins, comma-separated (`*`: any).
+    #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',', default_value = "*")]
+    pub cors_origins: Vec<String>,
+    /// Allowed Host names, comma-separated (`*`: any).
+    #[arg(
+        long,
+        env = "ALLOWED_HOSTS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    pub allowed_hosts: Vec<String>,
+    /// Largest request body in bytes.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Most observations per forward pass.
+    #[arg(long, env = "MAX_BATCH_SIZE", default_value_t = 256)]
+    pub max_batch_size: usize,
+    /// How long a batch waits for more requests, in microseconds.
+    #[arg(long, env = "MAX_QUEUE_DELAY_US", default_value_t = 0)]
+    pub max_queue_delay_us: u64,
+    /// Most requests waiting for a batch; beyond it 429.
+    #[arg(long, env = "QUEUE_CAPACITY", default_value_t = 1024)]
+    pub queue_capacity: usize,
+    /// Batch threads.
+    #[arg(long, env = "INFERENCE_THREADS", default_value_t = 1)]
+    pub inference_threads: usize,
+    /// Seed of the samples of requests that bring none.
+    #[arg(long, env = "INFERENCE_SEED", default_value_t = 0)]
+    pub seed: u64,
 }

@@ -53,6 +53,7 @@
 //! milliseconds), so deciding stays pure.
 
 use crate::error::Rejection;
+use crate::solver::ParamValue;
 use crate::subjects::{validate_id, Subjects};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -478,16 +479,13 @@ impl JobSpec {
     }
 }
 
-/// A parameter as its environment variable spells it: numbers as Rust
-/// prints them (`0.003`, `7`), strings as they are.
+/// A parameter as its environment variable spells it: as a trial's
+/// [`ParamValue`] shows it (`0.003`, `7`, `adam`); anything else (which
+/// [`JobSpec::validate`] refuses) as JSON.
 pub fn param_text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => i.to_string(),
-            None => n.as_f64().map_or_else(|| n.to_string(), |f| f.to_string()),
-        },
-        other => other.to_string(),
+    match ParamValue::deserialize(value) {
+        Ok(param) => param.to_string(),
+        Err(_) => value.to_string(),
     }
 }
 
@@ -1103,6 +1101,24 @@ mod tests {
         assert_eq!(env["SESSION_ID"], "sess");
         assert_eq!(env["WORKER_ID"], "worker-1");
         assert_eq!(env["MODE"], "paper");
+    }
+
+    #[test]
+    fn parameters_read_in_the_environment_as_trials_show_them() {
+        let shown = |v: Value| param_text(&v);
+        assert_eq!(shown(json!(0.003)), "0.003");
+        assert_eq!(shown(json!(4.0)), "4");
+        assert_eq!(shown(json!(-7)), "-7");
+        assert_eq!(shown(json!(u64::MAX)), "18446744073709552000");
+        assert_eq!(shown(json!(true)), "true");
+        assert_eq!(shown(json!("adam")), "adam");
+        assert_eq!(shown(json!(null)), "null");
+        assert_eq!(shown(json!([1])), "[1]");
+        let param = ParamValue::Float(1e-7);
+        assert_eq!(
+            shown(serde_json::to_value(&param).unwrap()),
+            param.to_string()
+        );
     }
 
     #[test]

@@ -124,12 +124,15 @@ async fn serve(
     tracing::info!(node = %args.node_id, interval_ms = interval, "health agent running");
     let subject = subjects.health(&args.node_id);
     let mut every = tokio::time::interval(Duration::from_millis(interval));
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let shutdown = crate::commands::wait_for_shutdown();
+    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = every.tick() => {}
-            _ = tokio::signal::ctrl_c() => break,
-            _ = term.recv() => break,
+            stopped = &mut shutdown => {
+                stopped?;
+                break;
+            }
         }
         let messages = agent
             .lock()

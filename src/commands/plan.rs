@@ -405,17 +405,7 @@ fn print_summary(config: &K8sConfig, jobs: &[PlannedJob], files: &[PathBuf]) {
 
 /// A queue id from a session id: what `[A-Za-z0-9_-]` allows, at most 64.
 fn queue_id(session_id: &str) -> String {
-    let cleaned: String = session_id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(58)
-        .collect();
+    let cleaned = crate::commands::id_chars(session_id, 58);
     format!(
         "plan-{}",
         if cleaned.is_empty() {

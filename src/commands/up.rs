@@ -53,7 +53,7 @@ async fn serve(settings: UpSettings, args: &UpArgs) -> Result<()> {
         actors = ?settings.only,
         "flotilla is ready"
     );
-    wait_for_shutdown().await?;
+    crate::commands::wait_for_shutdown().await?;
     tracing::info!("shutting down");
     if let Some(handle) = gateway {
         handle.stop(true).await;
@@ -159,14 +159,4 @@ async fn start_actors(
         }
     }
     Ok((recovered, services))
-}
-
-/// Waits for SIGINT or SIGTERM.
-pub(crate) async fn wait_for_shutdown() -> Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = term.recv() => {}
-    }
-    Ok(())
 }

@@ -15,10 +15,9 @@
 //! `<prefix>.cmd.inference.<worker-id>`.
 
 use crate::backend::{self, Backend};
+use crate::cli::WorkerArgs;
 use crate::config::BackendChoice;
 use anyhow::{Context, Result};
-use clap::builder::BoolishValueParser;
-use clap::Args;
 use flotilla_gateway::inference::{HttpSettings, InferenceHttp};
 use flotilla_host::{
     AggregateRegistry, CommandService, EffectHandler, HostConfig, HostDeps, HostMetrics,
@@ -34,73 +33,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// `flotilla worker`.
-#[derive(Debug, Args)]
-pub struct WorkerArgs {
-    /// The artifact folder holding `vX.Y.Z/` version folders.
-    #[arg(long, env = "ARTIFACT_DIR", default_value = "artifacts")]
-    pub artifacts: PathBuf,
-    /// HTTP address (default 127.0.0.1 on PORT, else 8080).
-    #[arg(long)]
-    pub http: Option<SocketAddr>,
-    /// HTTP port when --http is not given.
-    #[arg(long, env = "PORT", default_value_t = 8080)]
-    pub port: u16,
-    /// NATS server: serve `<prefix>.infer.<model>` and the deployment's commands.
-    #[arg(long, env = "FLOTILLA_NATS")]
-    pub nats: Option<String>,
-    /// Subject prefix.
-    #[arg(long, env = "FLOTILLA_PREFIX", default_value = "flotilla")]
-    pub prefix: String,
-    /// The version to serve (else the newest stable vX.Y.Z).
-    #[arg(long, env = "MODEL_VERSION")]
-    pub model_version: Option<String>,
-    /// The model's subject token (default: the card's model_name).
-    #[arg(long)]
-    pub model: Option<String>,
-    /// This worker's deployment id (default `worker-<pid>-<start time>`).
-    #[arg(long)]
-    pub worker_id: Option<String>,
-    /// Embedded log directory (default: a temporary one).
-    #[arg(long, env = "FLOTILLA_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Run on CUDA device 0 (build with --features cuda).
-    #[arg(long, env = "USE_GPU", value_parser = BoolishValueParser::new(), default_value = "false")]
-    pub use_gpu: bool,
-    /// HTTP worker threads (default: one per CPU core).
-    #[arg(long, env = "WORKERS")]
-    pub workers: Option<usize>,
-    /// Allowed CORS origins, comma-separated (`*`: any).
-    #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',', default_value = "*")]
-    pub cors_origins: Vec<String>,
-    /// Allowed Host names, comma-separated (`*`: any).
-    #[arg(
-        long,
-        env = "ALLOWED_HOSTS",
-        value_delimiter = ',',
-        default_value = "*"
-    )]
-    pub allowed_hosts: Vec<String>,
-    /// Largest request body in bytes.
-    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
-    pub max_body_bytes: usize,
-    /// Most observations per forward pass.
-    #[arg(long, env = "MAX_BATCH_SIZE", default_value_t = 256)]
-    pub max_batch_size: usize,
-    /// How long a batch waits for more requests, in microseconds.
-    #[arg(long, env = "MAX_QUEUE_DELAY_US", default_value_t = 0)]
-    pub max_queue_delay_us: u64,
-    /// Most requests waiting for a batch; beyond it 429.
-    #[arg(long, env = "QUEUE_CAPACITY", default_value_t = 1024)]
-    pub queue_capacity: usize,
-    /// Batch threads.
-    #[arg(long, env = "INFERENCE_THREADS", default_value_t = 1)]
-    pub inference_threads: usize,
-    /// Seed of the samples of requests that bring none.
-    #[arg(long, env = "INFERENCE_SEED", default_value_t = 0)]
-    pub seed: u64,
-}
 
 /// Runs `flotilla worker` until SIGINT or SIGTERM.
 pub fn run(args: WorkerArgs) -> Result<ExitCode> {
@@ -162,7 +94,7 @@ async fn serve(args: WorkerArgs) -> Result<()> {
         },
         Err(e) => tracing::error!(error = %e, "no model to load: serving degraded"),
     }
-    crate::commands::up::wait_for_shutdown().await?;
+    crate::commands::wait_for_shutdown().await?;
     tracing::info!("shutting down");
     http.stop(true).await;
     for task in tasks {

@@ -5,8 +5,10 @@
 //!   backoff, the concurrency limit and priorities;
 //! - `executor`: the [`Executor`] trait every place that runs attempts
 //!   implements; `local`: subprocesses; `process`: what subprocess
-//!   runners share (result parsing, stopping a process group, knowing a
-//!   process again after a restart);
+//!   runners share, here and in `flotilla run` (starting a command in its
+//!   own process group, waiting with a deadline and stopping the group,
+//!   wording its end, result parsing, knowing a process again after a
+//!   restart);
 //! - `kubernetes`: Jobs through kube-rs, watched, adopted by label;
 //! - `manifests`: Job manifests as PyYAML-compatible YAML, and the API
 //!   server's checks for quantities and names;
@@ -34,5 +36,8 @@ pub use host::{QueueSignals, SchedulerEffects, SchedulerMetrics};
 pub use kubernetes::{job_manifest, job_name, KubernetesExecutor, ATTEMPT_KEY_LABEL};
 pub use local::LocalExecutor;
 pub use manifests::{check_dns1123_subdomain, to_yaml, ManifestsExecutor};
-pub use process::{parse_result, signal_group, ProcessIdentity};
+pub use process::{
+    exit_reason, group_command, group_leader, parse_result, signal_group, stderr_detail,
+    stop_group, wait_or_stop, ProcessIdentity,
+};
 pub use queue::{Depth, JobRecord, JobStatus, Queue};

@@ -19,7 +19,8 @@
 
 use crate::executor::{Attempt, Executor, Launch};
 use crate::process::{
-    env_of, find_by_env, program_exists, stop_group, success_outcome, tail, ProcessIdentity,
+    env_of, exit_reason, find_by_env, group_command, group_leader, program_exists, stderr_detail,
+    stop_group, success_outcome, tail, wait_or_stop, ProcessIdentity,
 };
 use async_trait::async_trait;
 use flotilla_messages::scheduler::{
@@ -30,7 +31,6 @@ use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The variable that labels an attempt's processes.
@@ -136,33 +136,24 @@ impl LocalExecutor {
             })
         };
         let (stdout, stderr) = (file("stdout")?, file("stderr")?);
-        let mut cmd = tokio::process::Command::new("/bin/sh");
-        cmd.arg("-c")
-            .arg(WRAPPER)
-            .arg("flotilla-job")
-            .args(&spec.command);
-        cmd.envs(spec.environment())
-            .env("FLOTILLA_EXIT_FILE", dir.join("exit"))
+        let wrapped: Vec<String> = ["/bin/sh", "-c", WRAPPER, "flotilla-job"]
+            .into_iter()
+            .map(String::from)
+            .chain(spec.command.iter().cloned())
+            .collect();
+        let mut cmd = group_command(&wrapped, spec.environment(), workdir);
+        cmd.env("FLOTILLA_EXIT_FILE", dir.join("exit"))
             .env("FLOTILLA_JOB_ID", &attempt.job_id)
             .env("FLOTILLA_ATTEMPT_NUMBER", attempt.attempt.to_string())
             .env(ATTEMPT_ENV, &attempt.key)
-            .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
-            .process_group(0)
             .kill_on_drop(false);
-        if let Some(w) = workdir {
-            cmd.current_dir(w);
-        }
         let started_at = now_millis();
         let child = cmd
             .spawn()
             .map_err(|e| cannot_start(format!("cannot start {program:?}: {e}")))?;
-        let pid = child.id().unwrap_or(0);
-        let identity = ProcessIdentity::of(pid).unwrap_or(ProcessIdentity {
-            pid,
-            start_ticks: 0,
-        });
+        let identity = group_leader(&child);
         write_handle(dir, &identity, started_at);
         let handle = Self::handle(dir, identity, started_at);
         let end = watch_child(child, identity, dir.to_path_buf(), spec.clone(), started_at);
@@ -226,10 +217,13 @@ async fn watch_child(
     spec: JobSpec,
     started_at: u64,
 ) -> Outcome {
-    let waited = match deadline(&spec, started_at) {
-        Some(at) => tokio::time::timeout_at(at, child.wait()).await.ok(),
-        None => Some(child.wait().await),
-    };
+    let waited = wait_or_stop(
+        &mut child,
+        identity,
+        deadline(&spec, started_at),
+        grace(&spec),
+    )
+    .await;
     match waited {
         Some(Ok(status)) => {
             // The group may hold what the command left running.
@@ -241,11 +235,7 @@ async fn watch_child(
             reason: format!("cannot wait for the process: {e}"),
             outputs: outputs(&dir),
         },
-        None => {
-            stop_group(identity, grace(&spec)).await;
-            let _ = child.wait().await;
-            timed_out(&dir, &spec)
-        }
+        None => timed_out(&dir, &spec),
     }
 }
 
@@ -316,33 +306,18 @@ fn outputs(dir: &Path) -> JobOutputs {
 /// The outcome of an attempt that exited with `code`.
 fn collect(dir: &Path, spec: &JobSpec, code: Option<i32>) -> Outcome {
     let outputs = outputs(dir);
-    let last_err = || {
-        let lines: Vec<&str> = outputs
-            .stderr_tail
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .collect();
-        let from = lines.len().saturating_sub(3);
-        if lines.is_empty() {
-            String::new()
-        } else {
-            format!("; stderr: {}", lines[from..].join(" | "))
-        }
-    };
+    let detail = stderr_detail(&outputs.stderr_tail);
     match code {
         Some(0) => {
             let stdout = read_end(&dir.join("stdout"), RESULT_WINDOW);
-            let detail = last_err();
             success_outcome(&stdout, spec.expects_value, Some(0), outputs, &detail)
         }
-        Some(code) => Outcome::Failed {
-            exit_code: Some(code),
-            reason: format!("exited with status {code}{}", last_err()),
-            outputs,
-        },
-        None => Outcome::Failed {
-            exit_code: None,
-            reason: format!("killed by a signal{}", last_err()),
+        // Only the code is known here (it may come from the exit file,
+        // where the wrapper writes the command's): none means the wrapper
+        // itself was killed.
+        code => Outcome::Failed {
+            exit_code: code,
+            reason: format!("{}{detail}", exit_reason(code, None)),
             outputs,
         },
     }

@@ -1,15 +1,94 @@
-//! What every subprocess runner in Flotilla shares: reading a result from a
-//! script's stdout the way ArqonHPO does, stopping a process group (SIGTERM,
-//! a grace period, SIGKILL), and identifying a live process by pid and start
+//! What every subprocess runner in Flotilla shares: starting a command in
+//! a process group of its own, waiting for it until its deadline and then
+//! stopping the group (SIGTERM, a grace period, SIGKILL), wording how it
+//! ended (its exit, the end of its stderr), reading a result from its stdout
+//! the way ArqonHPO does, and identifying a live process by pid and start
 //! time so a restarted scheduler can tell its own process from a recycled
 //! pid.
 //!
-//! `flotilla run` (the solver's ArqonHPO-compatible loop) and the
-//! scheduler's local executor ([`crate::local`]) both use it.
+//! `flotilla run` (the solver's ArqonHPO-compatible loop, whose trials run
+//! attached with their output piped) and the scheduler's local executor
+//! ([`crate::local`], whose attempts outlive it) both use it.
 
 use flotilla_messages::scheduler::{JobOutputs, Outcome};
 use std::path::Path;
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
+
+/// A command that starts `argv` in a process group of its own (so that a
+/// stop reaches whatever it starts too), with `env` on top of ours, stdin
+/// closed, in `workdir` (ours when `None`). The caller picks where its
+/// output goes and whether it dies with its handle.
+pub fn group_command(
+    argv: &[String],
+    env: Vec<(String, String)>,
+    workdir: Option<&Path>,
+) -> tokio::process::Command {
+    let (program, args) = argv
+        .split_first()
+        .map_or(("", &[][..]), |(p, a)| (p.as_str(), a));
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .envs(env)
+        .stdin(Stdio::null())
+        .process_group(0);
+    if let Some(dir) = workdir {
+        cmd.current_dir(dir);
+    }
+    cmd
+}
+
+/// The leader of the process group a [`group_command`] just started.
+pub fn group_leader(child: &tokio::process::Child) -> ProcessIdentity {
+    let pid = child.id().unwrap_or(0);
+    ProcessIdentity::of(pid).unwrap_or(ProcessIdentity {
+        pid,
+        start_ticks: 0,
+    })
+}
+
+/// Waits for `child` (the `leader` of its own group) to exit, until
+/// `deadline`; past it, stops the group ([`stop_group`] with `grace`),
+/// reaps the child and returns `None`.
+pub async fn wait_or_stop(
+    child: &mut tokio::process::Child,
+    leader: ProcessIdentity,
+    deadline: Option<tokio::time::Instant>,
+    grace: Duration,
+) -> Option<std::io::Result<ExitStatus>> {
+    let waited = match deadline {
+        Some(at) => tokio::time::timeout_at(at, child.wait()).await.ok(),
+        None => Some(child.wait().await),
+    };
+    if waited.is_none() {
+        stop_group(leader, grace).await;
+        let _ = child.wait().await;
+    }
+    waited
+}
+
+/// How a process ended, as a failure's reason says it: `exited with
+/// status 3`, `killed by signal 9`, or `killed by a signal` when which one
+/// is not known.
+pub fn exit_reason(code: Option<i32>, signal: Option<i32>) -> String {
+    match (code, signal) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        (None, None) => "killed by a signal".to_string(),
+    }
+}
+
+/// The end of a process's stderr for a failure's reason: `; stderr: ` and
+/// its last three non-blank lines joined by ` | ` (nothing when it wrote
+/// none).
+pub fn stderr_detail(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    let from = lines.len().saturating_sub(3);
+    format!("; stderr: {}", lines[from..].join(" | "))
+}
 
 /// The outcome of an attempt that ended well (exit 0, a completed Job):
 /// its value read from `output`, required when `expects_value` (its
@@ -199,6 +278,32 @@ mod tests {
             .contains("not a number"));
         assert!(parse_result("NaN").unwrap_err().contains("not finite"));
         assert!(parse_result("").unwrap_err().contains("(no output)"));
+    }
+
+    #[test]
+    fn endings_are_worded_for_reasons() {
+        assert_eq!(exit_reason(Some(3), None), "exited with status 3");
+        assert_eq!(exit_reason(None, Some(9)), "killed by signal 9");
+        assert_eq!(exit_reason(None, None), "killed by a signal");
+        assert_eq!(stderr_detail(" \n"), "");
+        assert_eq!(stderr_detail("a\n\nb\nc\nd\n"), "; stderr: b | c | d");
+    }
+
+    #[tokio::test]
+    async fn a_group_past_its_deadline_is_stopped() {
+        let mark = format!("stop-me-{}", std::process::id());
+        let argv = ["sh", "-c", "sleep 30 & sleep 30"].map(String::from);
+        let env = vec![("FLOTILLA_TEST_GROUP".to_string(), mark.clone())];
+        let mut child = group_command(&argv, env, None).spawn().unwrap();
+        let leader = group_leader(&child);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(200);
+        let grace = Duration::from_millis(200);
+        let waited = wait_or_stop(&mut child, leader, Some(deadline), grace).await;
+        assert!(waited.is_none(), "stopped, not exited");
+        assert!(
+            find_by_env("FLOTILLA_TEST_GROUP", &mark).is_empty(),
+            "the group is gone"
+        );
     }
 
     #[test]

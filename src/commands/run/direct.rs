@@ -1,12 +1,8 @@
-//! `flotilla run`: ArqonHPO's `run`, durable and parallel.
-//!
-//! The study lives in the embedded event log (`--data-dir`, default
-//! `.flotilla`), driven through the host's command step: every ask and tell
-//! is an acknowledged, durable event before anything depends on it. Up to
-//! `--parallel` trials run at once, each as a subprocess in its own process
-//! group with its parameters in the environment (`ARQON_<name>`,
-//! `FLOTILLA_PARAM_<name>`, `FLOTILLA_TRIAL_ID`). A script that exits
-//! non-zero, times out or prints no number fails that trial only.
+//! `flotilla run` without `--executor`: each trial a subprocess of this
+//! process, in its own process group (started, waited for and stopped with
+//! the scheduler's process pieces), its output piped. A timed-out script
+//! gets SIGTERM, then SIGKILL [`KILL_GRACE`] later; Ctrl-C sends SIGTERM to
+//! every running script.
 //!
 //! A failed trial is recorded in the log with the solver's `fail` command
 //! (with the reason), so it counts toward the budget, a run with failures
@@ -26,23 +22,23 @@
 //! ends; with `max_retries` in the config a stale trial comes back through
 //! `ask` and is evaluated again.
 
-use crate::cli::RunArgs;
-use crate::commands::block_on;
-use crate::commands::study::{data_dir_or_default, refusal, EmbeddedStudy};
-use anyhow::{anyhow, bail, Context, Result};
-use flotilla_messages::solver::{
-    Params, SolverCommand, StudyConfig, Trial, COMMAND_TYPES, DEFAULT_LEASE_SECONDS,
+use super::config::{Plan, Script};
+use super::state_file::{FailedTrial, FlotillaState, HistoryEntry, StateFile};
+use super::{finish, trial_spec};
+use crate::commands::study::{refusal, EmbeddedStudy};
+use anyhow::{anyhow, bail, Result};
+use flotilla_messages::scheduler::JobSpec;
+use flotilla_messages::solver::{Params, Trial, DEFAULT_LEASE_SECONDS};
+use flotilla_scheduler::{
+    exit_reason, group_command, group_leader, parse_result, signal_group, stderr_detail,
+    wait_or_stop,
 };
-use flotilla_messages::CommandRequest;
-use flotilla_scheduler::{parse_result, signal_group};
 use flotilla_solver::TrialState;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::io::{IsTerminal, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::io::IsTerminal;
+use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -66,277 +62,6 @@ fn now_millis() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Runs `flotilla run`.
-pub fn run(args: RunArgs) -> Result<ExitCode> {
-    let plan = Plan::from_args(&args)?;
-    if let Some(executor) = &args.executor {
-        return crate::commands::scheduler_run::run(plan, executor, args.image.clone());
-    }
-    block_on(drive(plan))
-}
-
-/// Everything `run` needs, checked before the log is opened.
-pub(crate) struct Plan {
-    pub(crate) config_path: PathBuf,
-    /// The config file as written (the state file's `config`).
-    raw_config: Value,
-    pub(crate) config: StudyConfig,
-    /// The `create_study` command built from the file.
-    pub(crate) create: Value,
-    pub(crate) study: String,
-    pub(crate) data_dir: PathBuf,
-    pub(crate) state_path: Option<PathBuf>,
-    previous: Option<StateFile>,
-    pub(crate) script: Arc<Script>,
-    pub(crate) parallel: usize,
-    pub(crate) timeout: Option<Duration>,
-}
-
-impl Plan {
-    fn from_args(args: &RunArgs) -> Result<Self> {
-        if args.parallel == 0 {
-            bail!("parallel: must be at least 1");
-        }
-        let timeout = args.timeout.as_deref().map(parse_duration).transpose()?;
-        let (raw_config, config, create) = load_config(&args.config)?;
-        let previous = match &args.state {
-            Some(path) if path.exists() => Some(StateFile::load(path)?),
-            _ => None,
-        };
-        let recorded = previous
-            .as_ref()
-            .and_then(|s| s.flotilla.as_ref())
-            .map(|f| f.study.clone());
-        let study = match (&args.study, recorded) {
-            (Some(s), _) => s.clone(),
-            (None, Some(s)) => s,
-            (None, None) => study_name(&args.config),
-        };
-        flotilla_messages::validate_id("study", &study).map_err(|e| anyhow!("study: {e}"))?;
-        Ok(Plan {
-            config_path: args.config.clone(),
-            raw_config,
-            config,
-            create,
-            study,
-            data_dir: data_dir_or_default(&args.data_dir),
-            state_path: args.state.clone(),
-            previous,
-            script: Arc::new(Script::parse(&args.script)),
-            parallel: args.parallel,
-            timeout,
-        })
-    }
-}
-
-/// Reads the ArqonHPO config: every field goes into `create_study`, so
-/// unknown or missing fields are refused naming the field.
-fn load_config(path: &Path) -> Result<(Value, StudyConfig, Value)> {
-    let shown = path.display();
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("config {shown}: cannot read"))?;
-    let raw: Value =
-        serde_json::from_str(&text).map_err(|e| anyhow!("config {shown}: invalid JSON: {e}"))?;
-    let Value::Object(mut fields) = raw.clone() else {
-        bail!("config {shown}: expected a JSON object with seed, budget and bounds");
-    };
-    for reserved in ["type", "command_id", "expected_seq"] {
-        if fields.contains_key(reserved) {
-            bail!("config {shown}: unknown field `{reserved}`");
-        }
-    }
-    // The field's path (`bounds.x.scale`) makes the message precise.
-    if let Err(e) = serde_path_to_error::deserialize::<_, StudyConfig>(&raw) {
-        let path = e.path().to_string();
-        let message = e.into_inner().to_string();
-        if path != "." && !message.starts_with(&path) {
-            bail!("config {shown}: {path}: {message}");
-        }
-    }
-    fields.insert("type".into(), json!("create_study"));
-    let create = Value::Object(fields);
-    let request = CommandRequest::from_value(create.clone(), None)
-        .map_err(|r| anyhow!("config {shown}: {}", r.message))?;
-    let command: SolverCommand = request
-        .parse("solver", COMMAND_TYPES)
-        .map_err(|r| anyhow!("config {shown}: {}", strip_command(&r.message)))?;
-    let SolverCommand::CreateStudy(config) = command else {
-        bail!("config {shown}: not a study config");
-    };
-    Ok((raw, config, create))
-}
-
-/// `create_study: missing field ...` reads as `missing field ...` in a
-/// config file's error.
-fn strip_command(message: &str) -> &str {
-    message.strip_prefix("create_study: ").unwrap_or(message)
-}
-
-/// The study id from the config file's name: `my conf.json` → `my-conf`.
-fn study_name(config: &Path) -> String {
-    let stem = config
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let name: String = stem
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(64)
-        .collect();
-    if name.is_empty() {
-        "study".into()
-    } else {
-        name
-    }
-}
-
-/// `90`, `90s`, `1.5s`, `500ms`, `5m`, `1h`.
-fn parse_duration(text: &str) -> Result<Duration> {
-    let t = text.trim();
-    let (number, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => t.split_at(i),
-        None => (t, "s"),
-    };
-    let scale = match unit {
-        "ms" => 0.001,
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => bail!("timeout: unknown unit in {text:?} (use ms, s, m or h)"),
-    };
-    let n: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| anyhow!("timeout: {text:?} is not a duration like 60s"))?;
-    if !(n.is_finite() && n > 0.0) {
-        bail!("timeout: must be positive, got {text:?}");
-    }
-    Ok(Duration::from_secs_f64(n * scale))
-}
-
-/// How a trial's script is started.
-#[derive(Debug)]
-pub(crate) enum Script {
-    /// An executable file.
-    Exec(PathBuf),
-    /// A file without the executable bit: `sh <file>`.
-    Sh(PathBuf),
-    /// Anything else: `sh -c <line>`.
-    Line(String),
-}
-
-impl Script {
-    fn parse(text: &str) -> Script {
-        let path = Path::new(text);
-        if !path.is_file() {
-            return Script::Line(text.to_string());
-        }
-        let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        let executable = std::fs::metadata(path)
-            .map(|m| m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false);
-        if executable {
-            Script::Exec(absolute)
-        } else {
-            Script::Sh(absolute)
-        }
-    }
-
-    /// The program and its arguments.
-    pub(crate) fn argv(&self) -> Vec<String> {
-        match self {
-            Script::Exec(path) => vec![path.display().to_string()],
-            Script::Sh(path) => vec!["sh".into(), path.display().to_string()],
-            Script::Line(line) => vec!["sh".into(), "-c".into(), line.clone()],
-        }
-    }
-
-    fn command(&self) -> tokio::process::Command {
-        match self {
-            Script::Exec(path) => tokio::process::Command::new(path),
-            Script::Sh(path) => {
-                let mut c = tokio::process::Command::new("sh");
-                c.arg(path);
-                c
-            }
-            Script::Line(line) => {
-                let mut c = tokio::process::Command::new("sh");
-                c.arg("-c").arg(line);
-                c
-            }
-        }
-    }
-}
-
-/// The state file: ArqonHPO's `{config, history, run_id}` plus what
-/// Flotilla needs to resume.
-#[derive(Debug, Serialize, Deserialize)]
-struct StateFile {
-    config: Value,
-    history: Vec<HistoryEntry>,
-    run_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    flotilla: Option<FlotillaState>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct HistoryEntry {
-    params: Params,
-    value: f64,
-    cost: Option<f64>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct FlotillaState {
-    study: String,
-    data_dir: PathBuf,
-    #[serde(default)]
-    failed: Vec<FailedTrial>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct FailedTrial {
-    trial_id: String,
-    reason: String,
-}
-
-impl StateFile {
-    fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("state {}: cannot read", path.display()))?;
-        serde_json::from_str(&text).map_err(|e| anyhow!("state {}: {e}", path.display()))
-    }
-
-    /// Writes `path` atomically: a temp file in the same directory, synced,
-    /// then renamed over it.
-    fn save(&self, path: &Path) -> Result<()> {
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "state.json".into());
-        let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-        let body = serde_json::to_vec_pretty(self)?;
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&body)?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        };
-        write().with_context(|| format!("state {}: cannot write", path.display()))
-    }
-}
-
 /// What one evaluation gave.
 struct Evaluation {
     trial: Trial,
@@ -358,7 +83,8 @@ struct Run {
     leases: BTreeMap<String, Option<u64>>,
 }
 
-async fn drive(plan: Plan) -> Result<ExitCode> {
+/// Runs the study of `plan` here.
+pub(super) async fn drive(plan: Plan) -> Result<ExitCode> {
     let mut study = EmbeddedStudy::open(&plan.data_dir, &plan.study, true).await?;
     let resumed = study.core.state().exists();
     if resumed {
@@ -426,18 +152,6 @@ async fn drive(plan: Plan) -> Result<ExitCode> {
     run.evaluate_all().await?;
     run.bar.finish_and_clear();
     finish(&run.summary())
-}
-
-/// Prints a run's summary; the exit status says whether any trial was
-/// completed.
-pub(crate) fn finish(summary: &Value) -> Result<ExitCode> {
-    println!("{}", serde_json::to_string_pretty(summary)?);
-    let completed = summary["trials"]["completed"].as_u64().unwrap_or(0);
-    Ok(if completed > 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
 }
 
 fn check_same_config(plan: &Plan, study: &EmbeddedStudy) -> Result<()> {
@@ -556,9 +270,9 @@ impl Run {
                 if let Some(trial) = queue.pop_front() {
                     set.spawn(evaluate(
                         self.plan.script.clone(),
+                        spec_of(&self.plan, &trial),
                         trial,
                         self.plan.timeout,
-                        self.plan.study.clone(),
                         running.clone(),
                     ));
                     continue;
@@ -837,15 +551,29 @@ fn stop_all(running: &Running) {
     }
 }
 
+/// A trial's job spec here: [`trial_spec`] and the trial's number
+/// (`FLOTILLA_TRIAL_NUMBER`).
+fn spec_of(plan: &Plan, trial: &Trial) -> JobSpec {
+    let params = trial
+        .params
+        .iter()
+        .map(|(name, value)| (name.clone(), json!(value)))
+        .collect();
+    let mut spec = trial_spec(plan, &trial.trial_id, params);
+    spec.env
+        .insert("FLOTILLA_TRIAL_NUMBER".into(), trial.number.to_string());
+    spec
+}
+
 async fn evaluate(
     script: Arc<Script>,
+    spec: JobSpec,
     trial: Trial,
     timeout: Option<Duration>,
-    study: String,
     running: Running,
 ) -> Evaluation {
     let started = Instant::now();
-    let outcome = run_script(&script, &trial, timeout, &study, &running).await;
+    let outcome = run_script(&script, &spec, timeout, &running).await;
     Evaluation {
         trial,
         outcome,
@@ -853,58 +581,35 @@ async fn evaluate(
     }
 }
 
+/// Runs `spec`'s command (the script) to its end: its value, or why the
+/// trial failed.
 async fn run_script(
     script: &Script,
-    trial: &Trial,
+    spec: &JobSpec,
     timeout: Option<Duration>,
-    study: &str,
     running: &Running,
 ) -> Result<f64, String> {
-    let mut cmd = script.command();
-    for (name, value) in &trial.params {
-        cmd.env(format!("ARQON_{name}"), value.to_string());
-        cmd.env(format!("FLOTILLA_PARAM_{name}"), value.to_string());
-    }
-    cmd.env("FLOTILLA_TRIAL_ID", &trial.trial_id)
-        .env("FLOTILLA_TRIAL_NUMBER", trial.number.to_string())
-        .env("FLOTILLA_STUDY", study)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+    let mut cmd = group_command(&spec.command, spec.environment(), None);
+    cmd.stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
         .kill_on_drop(true);
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot start the script ({script:?}): {e}"))?;
-    let pgid = child.id().map_or(0, |p| p as i32);
+    let leader = group_leader(&child);
+    let pgid = leader.pid as i32;
     if let Ok(mut g) = running.lock() {
         g.insert(pgid);
     }
     let stdout = child.stdout.take().map(read_all);
     let stderr = child.stderr.take().map(read_all);
-    let waited = match timeout {
-        Some(limit) => tokio::time::timeout(limit, child.wait()).await.ok(),
-        None => Some(child.wait().await),
-    };
-    let status = match waited {
-        Some(status) => status,
-        None => {
-            signal_group(pgid, libc::SIGTERM);
-            if tokio::time::timeout(KILL_GRACE, child.wait())
-                .await
-                .is_err()
-            {
-                signal_group(pgid, libc::SIGKILL);
-                let _ = child.wait().await;
-            }
-            // Whatever the script started in its group goes too.
-            signal_group(pgid, libc::SIGKILL);
-            forget(running, pgid);
-            let limit = timeout.unwrap_or_default();
-            return Err(format!("timed out after {limit:?} (terminated)"));
-        }
-    };
+    let deadline = timeout.map(|limit| tokio::time::Instant::now() + limit);
+    let waited = wait_or_stop(&mut child, leader, deadline, KILL_GRACE).await;
     forget(running, pgid);
+    let Some(status) = waited else {
+        let limit = timeout.unwrap_or_default();
+        return Err(format!("timed out after {limit:?} (terminated)"));
+    };
     let status = status.map_err(|e| format!("cannot wait for the script: {e}"))?;
     let err_text = match stderr {
         Some(task) => tokio::time::timeout(OUTPUT_GRACE, task)
@@ -925,19 +630,12 @@ async fn run_script(
         },
         None => String::new(),
     };
-    let tail = stderr_tail(&err_text);
+    let detail = stderr_detail(&err_text);
     if !status.success() {
-        let how = match (
-            status.code(),
-            std::os::unix::process::ExitStatusExt::signal(&status),
-        ) {
-            (Some(code), _) => format!("exited with status {code}"),
-            (None, Some(sig)) => format!("killed by signal {sig}"),
-            _ => "failed".to_string(),
-        };
-        return Err(format!("the script {how}{tail}"));
+        let how = exit_reason(status.code(), status.signal());
+        return Err(format!("the script {how}{detail}"));
     }
-    parse_result(&out_text).map_err(|e| format!("{e}{tail}"))
+    parse_result(&out_text).map_err(|e| format!("{e}{detail}"))
 }
 
 fn forget(running: &Running, pgid: i32) {
@@ -955,30 +653,4 @@ where
         let _ = reader.read_to_end(&mut bytes).await;
         String::from_utf8_lossy(&bytes).into_owned()
     })
-}
-
-/// The last lines of stderr, for a failure's reason.
-fn stderr_tail(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    if lines.is_empty() {
-        return String::new();
-    }
-    let from = lines.len().saturating_sub(3);
-    format!("; stderr: {}", lines[from..].join(" | "))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_and_names() {
-        assert_eq!(parse_duration("60s").unwrap(), Duration::from_secs(60));
-        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert!(parse_duration("5x").is_err());
-        assert!(parse_duration("-1s").is_err());
-        assert_eq!(study_name(Path::new("dir/my conf.json")), "my-conf");
-    }
 }

@@ -18,12 +18,13 @@
 //! finished jobs not yet told are told, and asked trials without a job get
 //! one. Submits and tells are idempotent, so nothing is counted twice.
 
-use crate::commands::run::Plan;
+use super::config::Plan;
+use super::{finish, trial_spec};
 use crate::commands::scheduler::{base_executors, kubernetes_executor, EmbeddedScheduler};
 use crate::commands::study::refusal;
 use anyhow::{anyhow, bail, Result};
 use flotilla_host::{AggregateRegistry, Execute, Query};
-use flotilla_messages::scheduler::ExecutorKind;
+use flotilla_messages::scheduler::{ExecutorKind, KubernetesSpec};
 use flotilla_messages::{CommandRequest, Reply};
 use flotilla_solver::Study;
 use serde_json::{json, Value};
@@ -60,7 +61,7 @@ fn now_millis() -> u64 {
 }
 
 /// Runs the study of `plan` through the scheduler on `executor`.
-pub fn run(plan: Plan, executor: &str, image: Option<String>) -> Result<ExitCode> {
+pub(super) fn run(plan: Plan, executor: &str, image: Option<String>) -> Result<ExitCode> {
     let executor = match (executor, image) {
         ("local", None) => ExecutorKind::Local,
         ("local", Some(_)) => bail!("image: only with --executor kubernetes"),
@@ -118,7 +119,7 @@ async fn drive(plan: Plan, executor: ExecutorKind, image: Option<String>) -> Res
     };
     run.start().await?;
     run.evaluate_all().await?;
-    crate::commands::run::finish(&run.summary().await?)
+    finish(&run.summary().await?)
 }
 
 impl ScheduledRun {
@@ -212,26 +213,22 @@ impl ScheduledRun {
             .collect())
     }
 
-    /// The job spec of one trial.
-    fn spec(&self, trial: &Value) -> Value {
-        let mut spec = json!({
-            "command": self.plan.script.argv(),
-            "params": trial["params"],
-            "study": self.plan.study,
-            "trial_id": trial["trial_id"],
+    /// The job spec of one trial: [`trial_spec`], on `--image` when the
+    /// jobs run on Kubernetes.
+    fn spec(&self, id: &str, trial: &Value) -> Result<Value> {
+        let params = serde_json::from_value(trial["params"].clone())
+            .map_err(|e| anyhow!("trial {id}: params: {e}"))?;
+        let mut spec = trial_spec(&self.plan, id, params);
+        spec.kubernetes = self.image.clone().map(|image| KubernetesSpec {
+            image,
+            ..KubernetesSpec::default()
         });
-        if let Some(t) = self.plan.timeout {
-            spec["timeout_seconds"] = json!(t.as_secs_f64());
-        }
-        if let Some(image) = &self.image {
-            spec["kubernetes"] = json!({"image": image});
-        }
-        spec
+        Ok(serde_json::to_value(spec)?)
     }
 
     async fn submit(&self, trial: &Value) -> Result<()> {
         let id = trial["trial_id"].as_str().unwrap_or_default();
-        let submit = json!({"type": "submit", "job_id": id, "spec": self.spec(trial)});
+        let submit = json!({"type": "submit", "job_id": id, "spec": self.spec(id, trial)?});
         let reply = self.scheduler.command(&self.plan.study, submit).await?;
         if !reply.ok {
             bail!("submit {id}: {}", refusal(&reply));

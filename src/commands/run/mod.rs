@@ -1,0 +1,66 @@
+//! `flotilla run`: ArqonHPO's `run`, durable and parallel.
+//!
+//! The study lives in the embedded event log (`--data-dir`, default
+//! `.flotilla`), driven through the host's command step: every ask and tell
+//! is an acknowledged, durable event before anything depends on it. Up to
+//! `--parallel` trials run at once, each with its parameters in the
+//! environment (`ARQON_<name>`, `FLOTILLA_PARAM_<name>`,
+//! `FLOTILLA_TRIAL_ID`). A script that exits non-zero, times out or prints
+//! no number fails that trial only.
+//!
+//! - `config`: the [`Plan`] — the config file, checked field by field, the
+//!   study's name, the script and the timeout;
+//! - `state_file`: ArqonHPO's state file, with what a resume needs;
+//! - `direct` (the default): each trial a subprocess of this process;
+//! - `scheduled` (`--executor local|kubernetes`): each trial a job of a
+//!   scheduler queue hosted here.
+//!
+//! Both give a trial the same job spec ([`trial_spec`]) and print the same
+//! summary ([`finish`]).
+
+mod config;
+mod direct;
+mod scheduled;
+mod state_file;
+
+use crate::cli::RunArgs;
+use crate::commands::block_on;
+use anyhow::Result;
+use config::Plan;
+use flotilla_messages::scheduler::JobSpec;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+/// Runs `flotilla run`.
+pub fn run(args: RunArgs) -> Result<ExitCode> {
+    let plan = Plan::from_args(&args)?;
+    if let Some(executor) = &args.executor {
+        return scheduled::run(plan, executor, args.image.clone());
+    }
+    block_on(direct::drive(plan))
+}
+
+/// Prints a run's summary; the exit status says whether any trial was
+/// completed.
+fn finish(summary: &Value) -> Result<ExitCode> {
+    println!("{}", serde_json::to_string_pretty(summary)?);
+    let completed = summary["trials"]["completed"].as_u64().unwrap_or(0);
+    Ok(if completed > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// A trial's job spec, the same for both runners: the script as the
+/// command, the trial's parameters, study and id (its environment, see
+/// [`JobSpec::environment`]) and the run's timeout.
+fn trial_spec(plan: &Plan, trial_id: &str, params: BTreeMap<String, Value>) -> JobSpec {
+    let mut spec = JobSpec::new(plan.script.argv());
+    spec.params = params;
+    spec.study = Some(plan.study.clone());
+    spec.trial_id = Some(trial_id.to_string());
+    spec.timeout_seconds = plan.timeout.map(|t| t.as_secs_f64());
+    spec
+}
