@@ -6,7 +6,8 @@
 //! The command step is: idempotency check on the command id → expected-seq
 //! check → parse → decide → append with the expected seq (on a conflict:
 //! catch up from the log and decide again) → evolve → publish → reply.
-//! A rejection or a failed append leaves the state untouched.
+//! A command typed in this process skips the parse. A rejection or a failed
+//! append leaves the state untouched.
 
 use crate::effects::outcome_command_id;
 use crate::{Aggregate, HostMetrics};
