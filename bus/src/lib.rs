@@ -262,6 +262,11 @@ pub trait EventLog: Send + Sync + 'static {
     }
 }
 
+/// Maps any backend failure (I/O, connection, timeout) to [`LogError::Backend`].
+pub(crate) fn backend(e: impl std::fmt::Display) -> LogError {
+    LogError::Backend(e.to_string())
+}
+
 /// Checks a batch for [`EventLog::append`]: non-empty.
 pub(crate) fn check_batch(stream: &str, events: &[PendingEvent]) -> Result<(), LogError> {
     if events.is_empty() {

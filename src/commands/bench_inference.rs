@@ -298,6 +298,75 @@ fn merge(label: &str, batch: usize, tallies: Vec<Tally>, elapsed: Duration) -> R
     }
 }
 
+/// One client of a closed loop: sends a request and waits for its answer.
+trait Client: Send + 'static {
+    /// Whether the request was answered with success.
+    fn call(&mut self) -> impl std::future::Future<Output = bool> + Send;
+}
+
+impl Client for HttpConn {
+    async fn call(&mut self) -> bool {
+        matches!(self.post().await, Ok(true))
+    }
+}
+
+/// A NATS requester of the model's predictions.
+struct NatsClient {
+    bus: Arc<dyn Bus>,
+    body: Vec<u8>,
+}
+
+impl Client for NatsClient {
+    async fn call(&mut self) -> bool {
+        let msg = Message::new("flotilla.infer.carla-ppo", self.body.clone())
+            .with_header("Content-Type", "application/json");
+        match self.bus.request(msg, Duration::from_secs(5)).await {
+            Ok(r) => r.header("Status") == Some("200"),
+            Err(_) => false,
+        }
+    }
+}
+
+/// Each client sends, waits for the answer and sends again, until
+/// `seconds` have passed.
+async fn closed_loop(clients: Vec<impl Client>, batch: usize, seconds: Duration) -> Run {
+    let started = Instant::now();
+    let end = started + seconds;
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| {
+            tokio::spawn(async move {
+                let mut tally: Tally = (Vec::new(), 0);
+                while Instant::now() < end {
+                    let t = Instant::now();
+                    if client.call().await {
+                        tally.0.push(t.elapsed());
+                    } else {
+                        tally.1 += 1;
+                    }
+                }
+                tally
+            })
+        })
+        .collect();
+    gather("", batch, tasks, started).await
+}
+
+/// The tallies of the client tasks, as one run since `started`.
+async fn gather(
+    label: &str,
+    batch: usize,
+    tasks: impl IntoIterator<Item = tokio::task::JoinHandle<Tally>>,
+    started: Instant,
+) -> Run {
+    let tallies = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    merge(label, batch, tallies, started.elapsed())
+}
+
 async fn closed_http(
     addr: SocketAddr,
     batch: usize,
@@ -312,30 +381,7 @@ async fn closed_http(
     for conn in &mut conns {
         conn.post().await?;
     }
-    let started = Instant::now();
-    let end = started + seconds;
-    let tasks: Vec<_> = conns
-        .into_iter()
-        .map(|mut conn| {
-            tokio::spawn(async move {
-                let mut tally: Tally = (Vec::new(), 0);
-                while Instant::now() < end {
-                    let t = Instant::now();
-                    match conn.post().await {
-                        Ok(true) => tally.0.push(t.elapsed()),
-                        _ => tally.1 += 1,
-                    }
-                }
-                tally
-            })
-        })
-        .collect();
-    let tallies = futures::future::join_all(tasks)
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
-    Ok(merge("", batch, tallies, started.elapsed()))
+    Ok(closed_loop(conns, batch, seconds).await)
 }
 
 async fn closed_nats(
@@ -345,32 +391,13 @@ async fn closed_nats(
     seconds: Duration,
 ) -> Run {
     let body = body(batch);
-    let started = Instant::now();
-    let end = started + seconds;
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (bus, body) = (bus.clone(), body.clone());
-            tokio::spawn(async move {
-                let mut tally: Tally = (Vec::new(), 0);
-                while Instant::now() < end {
-                    let t = Instant::now();
-                    let msg = Message::new("flotilla.infer.carla-ppo", body.clone())
-                        .with_header("Content-Type", "application/json");
-                    match bus.request(msg, Duration::from_secs(5)).await {
-                        Ok(r) if r.header("Status") == Some("200") => tally.0.push(t.elapsed()),
-                        _ => tally.1 += 1,
-                    }
-                }
-                tally
-            })
+    let clients: Vec<NatsClient> = (0..concurrency)
+        .map(|_| NatsClient {
+            bus: bus.clone(),
+            body: body.clone(),
         })
         .collect();
-    let tallies = futures::future::join_all(tasks)
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
-    merge("", batch, tallies, started.elapsed())
+    closed_loop(clients, batch, seconds).await
 }
 
 /// Batch 1 at `rate` req/s over 16 connections; latency from the scheduled send.
@@ -408,10 +435,5 @@ async fn open_http(addr: SocketAddr, rate: u64, seconds: Duration) -> Result<Run
             tally
         }));
     }
-    let tallies = futures::future::join_all(tasks)
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
-    Ok(merge("http | 1 | open loop", 1, tallies, started.elapsed()))
+    Ok(gather("http | 1 | open loop", 1, tasks, started).await)
 }

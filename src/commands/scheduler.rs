@@ -12,7 +12,7 @@
 use crate::config::{BackendChoice, DEFAULT_DATA_DIR};
 use anyhow::{anyhow, Context, Result};
 use flotilla_bus::Bus;
-use flotilla_host::{AggregateRegistry, CommandService, EffectHandler, Execute, HostDeps, Query};
+use flotilla_host::{AggregateRegistry, CommandService, EffectHandler, HostDeps, Query};
 use flotilla_messages::{CommandRequest, Reply, Subjects};
 use flotilla_scheduler::KubernetesExecutor;
 use flotilla_scheduler::ManifestsExecutor;
@@ -159,21 +159,13 @@ impl EmbeddedScheduler {
         self.deps.clone()
     }
 
-    /// Runs one command on `queue`; a refusal is an error naming its code.
+    /// Runs one command on `queue` and returns its reply (a refusal, or a
+    /// queue that cannot be reached, is a rejected reply); a body that is
+    /// not a command is an error naming its code.
     pub async fn command(&self, queue: &str, command: serde_json::Value) -> Result<Reply> {
         let request = CommandRequest::from_value(command, None)
             .map_err(|r| anyhow!("{}: {}", r.code, r.message))?;
-        let reply = self
-            .registry
-            .get(queue)
-            .map_err(|r| anyhow!("queue: {}", r.message))?
-            .send(Execute {
-                request,
-                correlation_id: None,
-            })
-            .await
-            .map_err(|e| anyhow!("the scheduler stopped: {e}"))?;
-        Ok(reply)
+        Ok(self.registry.execute(queue, request, None).await)
     }
 
     /// The queue's state (its `view`), or `None` if it does not exist.

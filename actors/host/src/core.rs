@@ -6,17 +6,19 @@
 //! The command step is: idempotency check on the command id → expected-seq
 //! check → parse → decide → append with the expected seq (on a conflict:
 //! catch up from the log and decide again) → evolve → publish → reply.
-//! A rejection or a failed append leaves the state untouched.
+//! A command typed in this process skips the parse. A rejection or a failed
+//! append leaves the state untouched.
 
 use crate::effects::outcome_command_id;
 use crate::{Aggregate, HostMetrics};
 use flotilla_bus::{Bus, EventLog, LogError, Message, Snapshot, StreamHead};
 use flotilla_messages::envelope::now_micros;
 use flotilla_messages::{
-    CommandRequest, Encoding, Envelope, ErrorCode, IntegrityError, Payload, PendingEvent,
-    Rejection, Reply, StreamName, Subjects,
+    validate_id, CommandRequest, Encoding, Envelope, ErrorCode, IntegrityError, Payload,
+    PendingEvent, Rejection, Reply, StreamName, Subjects,
 };
 use futures::TryStreamExt;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -117,6 +119,56 @@ pub struct EffectJob<A: Aggregate> {
     pub envelope: Envelope,
     /// Its typed payload.
     pub event: A::Event,
+}
+
+/// A command as the step takes it: off the wire, or typed in this process.
+pub(crate) enum Submission<C> {
+    /// A request still to be parsed into the aggregate's command.
+    Request(CommandRequest),
+    /// A command built in this process (its id already checked).
+    Typed {
+        /// The command.
+        command: C,
+        /// Its idempotency key, if any.
+        command_id: Option<String>,
+    },
+}
+
+impl<C: DeserializeOwned> Submission<C> {
+    /// A typed command, idempotent under `command_id` when given; refused
+    /// like a request whose `command_id` is not a valid id.
+    pub(crate) fn typed(command: C, command_id: Option<String>) -> Result<Self, Rejection> {
+        if let Some(id) = &command_id {
+            validate_id("command_id", id)
+                .map_err(|e| Rejection::new(ErrorCode::InvalidId, e.to_string()))?;
+        }
+        Ok(Submission::Typed {
+            command,
+            command_id,
+        })
+    }
+
+    fn command_id(&self) -> Option<&str> {
+        match self {
+            Submission::Request(request) => request.command_id.as_deref(),
+            Submission::Typed { command_id, .. } => command_id.as_deref(),
+        }
+    }
+
+    fn expected_seq(&self) -> Option<u64> {
+        match self {
+            Submission::Request(request) => request.expected_seq,
+            Submission::Typed { .. } => None,
+        }
+    }
+
+    /// The aggregate's command: parsed from a request, or as given.
+    fn into_command<A: Aggregate<Command = C>>(self) -> Result<C, Rejection> {
+        match self {
+            Submission::Request(request) => request.parse(A::ACTOR.as_str(), A::COMMAND_TYPES),
+            Submission::Typed { command, .. } => Ok(command),
+        }
+    }
 }
 
 /// One aggregate's state and the machinery to change it durably.
@@ -287,8 +339,18 @@ impl<A: Aggregate> AggregateCore<A> {
         request: CommandRequest,
         correlation_id: Option<String>,
     ) -> (Reply, Vec<EffectJob<A>>) {
+        self.submit(Submission::Request(request), correlation_id)
+            .await
+    }
+
+    /// Runs one command, off the wire or typed.
+    pub(crate) async fn submit(
+        &mut self,
+        submission: Submission<A::Command>,
+        correlation_id: Option<String>,
+    ) -> (Reply, Vec<EffectJob<A>>) {
         let started = Instant::now();
-        let (reply, jobs, outcome) = match self.step(request, correlation_id).await {
+        let (reply, jobs, outcome) = match self.step(submission, correlation_id).await {
             Ok((reply, jobs, repeated)) => {
                 (reply, jobs, if repeated { "repeated" } else { "accepted" })
             }
@@ -306,7 +368,7 @@ impl<A: Aggregate> AggregateCore<A> {
 
     async fn step(
         &mut self,
-        request: CommandRequest,
+        submission: Submission<A::Command>,
         correlation_id: Option<String>,
     ) -> Result<(Reply, Vec<EffectJob<A>>, bool), StepError> {
         // After a failed append the log may hold events this host never
@@ -321,11 +383,26 @@ impl<A: Aggregate> AggregateCore<A> {
                 .await
                 .map_err(StepError::from_log)?;
         }
-        if let Some(reply) = self.recall(request.command_id.as_deref()).await? {
+        let command_id = submission.command_id().map(str::to_string);
+        if let Some(reply) = self.recall(command_id.as_deref()).await? {
             return Ok((reply, landed, true));
         }
-        let result = self.decide_and_append(&request, correlation_id).await;
-        if let (Err(StepError::Rejected(r)), Some(id)) = (&result, &request.command_id) {
+        let expected_seq = submission.expected_seq();
+        // Parsed only now: a repeated id is answered even if its body no
+        // longer parses, and a body that does not parse is remembered.
+        let result = match submission.into_command::<A>() {
+            Ok(command) => {
+                self.decide_and_append(
+                    &command,
+                    command_id.as_deref(),
+                    expected_seq,
+                    correlation_id,
+                )
+                .await
+            }
+            Err(rejection) => Err(StepError::Rejected(rejection)),
+        };
+        if let (Err(StepError::Rejected(r)), Some(id)) = (&result, &command_id) {
             self.remember_rejection(id, r);
         }
         result.map(|(reply, mut jobs)| {
@@ -336,22 +413,20 @@ impl<A: Aggregate> AggregateCore<A> {
 
     async fn decide_and_append(
         &mut self,
-        request: &CommandRequest,
+        command: &A::Command,
+        command_id: Option<&str>,
+        expected_seq: Option<u64>,
         correlation_id: Option<String>,
     ) -> Result<(Reply, Vec<EffectJob<A>>), StepError> {
-        let command: A::Command = request
-            .parse(A::ACTOR.as_str(), A::COMMAND_TYPES)
-            .map_err(StepError::Rejected)?;
-        let causation = request
-            .command_id
-            .clone()
+        let causation = command_id
+            .map(str::to_string)
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
         let correlation = correlation_id.unwrap_or_else(|| causation.clone());
         let mut attempt = 0;
         loop {
             let decided = self
-                .check_expected(request.expected_seq)
-                .and_then(|()| self.state.decide(&command));
+                .check_expected(expected_seq)
+                .and_then(|()| self.state.decide(command));
             let events = match decided {
                 Ok(events) => events,
                 Err(rejection) => {
@@ -360,7 +435,7 @@ impl<A: Aggregate> AggregateCore<A> {
                     if attempt < self.deps.config.max_conflict_retries && self.is_behind().await? {
                         attempt += 1;
                         self.catch_up().await.map_err(StepError::from_log)?;
-                        if let Some(reply) = self.recall(request.command_id.as_deref()).await? {
+                        if let Some(reply) = self.recall(command_id).await? {
                             return Ok((reply, vec![]));
                         }
                         continue;
@@ -386,7 +461,7 @@ impl<A: Aggregate> AggregateCore<A> {
                 {
                     attempt += 1;
                     self.catch_up().await.map_err(StepError::from_log)?;
-                    if let Some(reply) = self.recall(request.command_id.as_deref()).await? {
+                    if let Some(reply) = self.recall(command_id).await? {
                         return Ok((reply, vec![]));
                     }
                 }

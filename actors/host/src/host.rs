@@ -8,12 +8,13 @@
 //! means in the brief. Recovery runs in `started` under `ctx.wait`, so no
 //! command is seen before the state is rebuilt.
 
-use crate::core::{AggregateCore, EffectJob, HostDeps};
+use crate::core::{AggregateCore, EffectJob, HostDeps, Submission};
 use crate::effects::{outcome_command_id, EffectHandler};
 use crate::Aggregate;
 use actix::prelude::*;
 use flotilla_messages::{CommandRequest, ErrorCode, Rejection, Reply, StreamName};
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 /// Runs a command on the aggregate.
@@ -24,6 +25,23 @@ pub struct Execute {
     pub request: CommandRequest,
     /// The conversation it belongs to, if the caller knows it.
     pub correlation_id: Option<String>,
+}
+
+impl Execute {
+    /// A command outside any known conversation.
+    pub fn new(request: CommandRequest) -> Self {
+        Execute {
+            request,
+            correlation_id: None,
+        }
+    }
+}
+
+/// Runs a command built in this process (see [`AggregateRegistry::execute_typed`]).
+struct Submit<C>(Submission<C>);
+
+impl<C: 'static> Message for Submit<C> {
+    type Result = Reply;
 }
 
 /// Asks for the aggregate's state.
@@ -119,11 +137,7 @@ async fn report_outcome<A: Aggregate>(
     };
     let mut pause = std::time::Duration::from_millis(100);
     for _ in 0..OUTCOME_ATTEMPTS {
-        let execute = Execute {
-            request: request.clone(),
-            correlation_id: None,
-        };
-        let Ok(reply) = me.send(execute).await else {
+        let Ok(reply) = me.send(Execute::new(request.clone())).await else {
             return;
         };
         if !is_log_failure(&reply) {
@@ -232,16 +246,33 @@ impl<A: Aggregate> AggregateActor<A> {
             },
         )))
     }
+
+    /// Runs one command with the mailbox held.
+    fn submit(
+        &mut self,
+        submission: Submission<A::Command>,
+        correlation_id: Option<String>,
+    ) -> AtomicResponse<Self, Reply> {
+        self.with_core(|mut core| async move {
+            let (reply, jobs) = core.submit(submission, correlation_id).await;
+            (core, reply, jobs)
+        })
+    }
 }
 
 impl<A: Aggregate> Handler<Execute> for AggregateActor<A> {
     type Result = AtomicResponse<Self, Reply>;
 
     fn handle(&mut self, msg: Execute, _: &mut Context<Self>) -> Self::Result {
-        self.with_core(|mut core| async move {
-            let (reply, jobs) = core.execute(msg.request, msg.correlation_id).await;
-            (core, reply, jobs)
-        })
+        self.submit(Submission::Request(msg.request), msg.correlation_id)
+    }
+}
+
+impl<A: Aggregate> Handler<Submit<A::Command>> for AggregateActor<A> {
+    type Result = AtomicResponse<Self, Reply>;
+
+    fn handle(&mut self, msg: Submit<A::Command>, _: &mut Context<Self>) -> Self::Result {
+        self.submit(msg.0, None)
     }
 }
 
@@ -298,6 +329,41 @@ impl<A: Aggregate> AggregateRegistry<A> {
         let addr = AggregateActor::new(stream, self.deps.clone(), self.effects.clone()).start();
         actors.insert(id.to_string(), addr.clone());
         Ok(addr)
+    }
+
+    /// Runs `request` on aggregate `id`, starting its actor if needed.
+    ///
+    /// The command is queued by this call, not when the future is awaited
+    /// (unless the mailbox is full), so commands keep the order of the
+    /// calls. The future answers the reply; an invalid id or a stopped
+    /// actor is a rejection.
+    pub fn execute(
+        &self,
+        id: &str,
+        request: CommandRequest,
+        correlation_id: Option<String>,
+    ) -> impl Future<Output = Reply> + Send + 'static {
+        let sent = self.get(id).map(|addr| {
+            addr.send(Execute {
+                request,
+                correlation_id,
+            })
+        });
+        answer(sent)
+    }
+
+    /// Runs a command built in this process on aggregate `id` (no JSON in
+    /// between), idempotent under `command_id` when given; otherwise as
+    /// [`Self::execute`].
+    pub fn execute_typed(
+        &self,
+        id: &str,
+        command: A::Command,
+        command_id: Option<String>,
+    ) -> impl Future<Output = Reply> + Send + 'static {
+        let sent = Submission::typed(command, command_id)
+            .and_then(|submission| Ok(self.get(id)?.send(Submit(submission))));
+        answer(sent)
     }
 
     /// The actor of aggregate `id` if it exists (hosted, or with events in
@@ -371,4 +437,20 @@ impl<A: Aggregate> AggregateRegistry<A> {
         }
         outcome
     }
+}
+
+/// The reply to a command handed to an actor (or refused before that).
+async fn answer<F>(sent: Result<F, Rejection>) -> Reply
+where
+    F: Future<Output = Result<Reply, MailboxError>>,
+{
+    match sent {
+        Ok(reply) => reply.await.unwrap_or_else(mailbox_closed),
+        Err(rejection) => Reply::rejected(&rejection),
+    }
+}
+
+/// The reply when an actor stopped before answering.
+pub(crate) fn mailbox_closed(e: MailboxError) -> Reply {
+    Reply::rejected(&Rejection::new(ErrorCode::Unavailable, e.to_string()))
 }

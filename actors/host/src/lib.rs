@@ -6,11 +6,13 @@
 //! - [`CommandService`]: subscribes an actor kind's `cmd` and `query` subjects on the bus;
 //! - [`EffectHandler`]: side effects after their event is stored;
 //! - [`HostMetrics`]: Prometheus metrics;
+//! - [`Clock`], [`wall_clock`] and [`unix_millis`]: the time the hosts stamp commands with;
 //! - [`replay()`]: fold a stream outside the host (audits, point-in-time views).
 
 #![warn(missing_docs)]
 
 mod aggregate;
+mod clock;
 mod core;
 mod effects;
 mod host;
@@ -19,6 +21,7 @@ mod replay;
 mod service;
 
 pub use aggregate::Aggregate;
+pub use clock::{unix_millis, wall_clock, Clock};
 pub use core::{AggregateCore, EffectJob, HostConfig, HostDeps};
 pub use effects::{outcome_command_id, EffectHandler};
 pub use host::{AggregateActor, AggregateRegistry, Execute, Query, Recovered};

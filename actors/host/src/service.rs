@@ -7,7 +7,7 @@
 //! aggregate's mailbox in arrival order, and answered in the request's
 //! encoding.
 
-use crate::host::{Execute, Query};
+use crate::host::{mailbox_closed, Query};
 use crate::{Aggregate, AggregateRegistry};
 use flotilla_bus::{Bus, BusError, Message};
 use flotilla_messages::subjects::SubjectKind;
@@ -115,17 +115,8 @@ impl<A: Aggregate> CommandService<A> {
                 "command ids starting with \"fx-\" are reserved for effect outcomes",
             ));
         }
-        let addr = match self.registry.get(&id) {
-            Ok(addr) => addr,
-            Err(r) => return ready(r),
-        };
         let correlation_id = msg.header(CORRELATION_HEADER).map(str::to_string);
-        addr.send(Execute {
-            request,
-            correlation_id,
-        })
-        .map(|r| r.unwrap_or_else(mailbox_closed))
-        .boxed()
+        self.registry.execute(&id, request, correlation_id).boxed()
     }
 
     /// Answers a state query without starting an actor for an aggregate
@@ -178,10 +169,6 @@ impl<A: Aggregate> CommandService<A> {
             }
         });
     }
-}
-
-fn mailbox_closed(e: actix::MailboxError) -> Reply {
-    Reply::rejected(&Rejection::new(ErrorCode::Unavailable, e.to_string()))
 }
 
 /// Command ids of this form record effect outcomes; clients may not use them.

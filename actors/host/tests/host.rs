@@ -543,3 +543,42 @@ async fn a_passing_failure_during_recovery_is_recovered_from() {
         "a fresh actor recovered and took the command"
     );
 }
+
+#[actix_rt::test]
+async fn a_typed_command_runs_like_its_wire_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = AggregateRegistry::<Launcher>::new(deps(dir.path(), 0), None);
+    let launch = || LauncherCommand::Launch { name: "a".into() };
+    let first = registry
+        .execute_typed("j", launch(), Some("k1".into()))
+        .await;
+    assert!(first.ok, "{first:?}");
+    let again = registry
+        .execute_typed("j", launch(), Some("k1".into()))
+        .await;
+    assert_eq!(again.seq, first.seq, "a repeated id is recalled");
+    let wire = json!({"type": "launch", "name": "a"});
+    let wire = registry.execute("j", keyed(wire, "k1"), None).await;
+    assert_eq!(wire.seq, first.seq, "both forms share the ids");
+    let bad = registry
+        .execute_typed("j", launch(), Some("not an id".into()))
+        .await;
+    assert_eq!(
+        bad.error.map(|e| e.code),
+        Some(ErrorCode::InvalidId.as_str().to_string()),
+        "a typed command's id is checked like a request's"
+    );
+    let view = registry.get("j").unwrap().send(Query).await.unwrap();
+    assert_eq!(view.result.unwrap()["launched"], json!(["a"]));
+}
+
+#[actix_rt::test]
+async fn commands_run_in_the_order_of_the_calls_not_of_the_awaits() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = AggregateRegistry::<Launcher>::new(deps(dir.path(), 0), None);
+    let launch = |name: &str| request(json!({"type": "launch", "name": name}));
+    let first = registry.execute("j", launch("x"), None);
+    let second = registry.execute("j", launch("y"), None);
+    let (second, first) = (second.await, first.await);
+    assert_eq!((first.seq, second.seq), (Some(1), Some(2)));
+}

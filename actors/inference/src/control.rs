@@ -5,7 +5,7 @@
 
 use crate::deployment::{ModelDeployment, VersionState};
 use crate::engine::InferenceEngine;
-use flotilla_host::{AggregateRegistry, Execute, Query};
+use flotilla_host::{AggregateRegistry, Query};
 use flotilla_messages::inference::{LoadedVersion, ServingError, ServingErrorCode};
 use flotilla_messages::{CommandRequest, ErrorCode, Reply};
 use serde_json::{json, Value};
@@ -63,14 +63,7 @@ impl VersionControl {
 
     async fn send(&self, command: Value) -> Result<Value, ServingError> {
         let request = CommandRequest::from_value(command, None).map_err(rejected)?;
-        let addr = self.registry.get(&self.id).map_err(rejected)?;
-        let reply = addr
-            .send(Execute {
-                request,
-                correlation_id: None,
-            })
-            .await
-            .map_err(|e| ServingError::new(ServingErrorCode::ServiceUnavailable, e.to_string()))?;
+        let reply = self.registry.execute(&self.id, request, None).await;
         match (reply.ok, reply.error) {
             (true, _) => Ok(reply.result.unwrap_or_default()),
             (false, Some(e)) => Err(rejected(flotilla_messages::Rejection::new(

@@ -10,23 +10,10 @@
 
 use super::provider::{Provider, ProviderError, ProviderSet};
 use async_trait::async_trait;
-use flotilla_host::EffectHandler;
+use flotilla_host::{Clock, EffectHandler};
 use flotilla_messages::provisioner::{NodeSpec, ProvisionerCommand, ProvisionerEvent};
 use flotilla_messages::Envelope;
-use std::sync::Arc;
 use std::time::Duration;
-
-/// A clock: unix milliseconds.
-pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
-
-/// The wall clock.
-pub fn wall_clock() -> Clock {
-    Arc::new(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
-    })
-}
 
 /// How often a `list` before provisioning is tried.
 const LIST_ATTEMPTS: u32 = 3;

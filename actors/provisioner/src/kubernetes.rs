@@ -26,6 +26,7 @@
 
 use super::provider::{Instance, Provider, ProviderError, Provisioned};
 use async_trait::async_trait;
+use flotilla_host::unix_millis;
 use flotilla_messages::fleet::{DrainMode, ProviderConfig, DEFAULT_POOL_LABEL};
 use flotilla_messages::provisioner::NodeSpec;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -34,7 +35,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::json;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::OnceCell;
 
 /// The annotation the kubelet puts on a static pod's API mirror.
@@ -226,12 +227,6 @@ fn done_or_gone<T>(
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 #[async_trait]
 impl Provider for KubernetesProvider {
     async fn provision(
@@ -321,7 +316,7 @@ impl Provider for KubernetesProvider {
             if pods.is_empty() {
                 return Ok(evicted);
             }
-            if now_ms() >= evict_from {
+            if unix_millis() >= evict_from {
                 let mut blocked = Vec::new();
                 // A pod already being deleted needs only waiting for.
                 for pod in pods
@@ -333,7 +328,7 @@ impl Provider for KubernetesProvider {
                         Evicted::Blocked(why) => blocked.push(why),
                     }
                 }
-                if !blocked.is_empty() && now_ms() >= deadline_ms {
+                if !blocked.is_empty() && unix_millis() >= deadline_ms {
                     return Err(ProviderError::Refused(format!(
                         "drain of node {node_id}: a PodDisruptionBudget blocks eviction (429, \
                          retry later): {}",
@@ -486,7 +481,7 @@ mod tests {
             pods_on_node(vec![]),
         ]);
         let forced = provider(client)
-            .drain("gpu-1", DrainMode::Evict, now_ms() + 60_000)
+            .drain("gpu-1", DrainMode::Evict, unix_millis() + 60_000)
             .await
             .unwrap();
         assert!(forced, "pods were evicted");
@@ -507,7 +502,7 @@ mod tests {
             pods_on_node(vec![]),
         ]);
         let drained = provider(client)
-            .drain("gpu-1", DrainMode::Evict, now_ms() + 60_000)
+            .drain("gpu-1", DrainMode::Evict, unix_millis() + 60_000)
             .await;
         assert_eq!(drained, Ok(true));
         server.await.unwrap();
@@ -517,7 +512,7 @@ mod tests {
             evict("trainer-0", 429),
         ]);
         let Err(ProviderError::Refused(why)) = provider(client)
-            .drain("gpu-1", DrainMode::Evict, now_ms())
+            .drain("gpu-1", DrainMode::Evict, unix_millis())
             .await
         else {
             panic!("a blocked eviction past the deadline is a refusal")
@@ -548,7 +543,11 @@ mod tests {
             pods_on_node(vec![]),
         ]);
         let drained = provider(client)
-            .drain("gpu-1", DrainMode::EvictAfterTimeout, now_ms() + 60_000)
+            .drain(
+                "gpu-1",
+                DrainMode::EvictAfterTimeout,
+                unix_millis() + 60_000,
+            )
             .await;
         assert_eq!(drained, Ok(false));
         server.await.unwrap();
@@ -562,7 +561,7 @@ mod tests {
             pods_on_node(vec![]),
         ]);
         let drained = provider(client)
-            .drain("gpu-1", DrainMode::EvictAfterTimeout, now_ms())
+            .drain("gpu-1", DrainMode::EvictAfterTimeout, unix_millis())
             .await;
         assert_eq!(drained, Ok(true));
         let seen = server.await.unwrap();

@@ -35,8 +35,9 @@ mod service;
 mod sim;
 
 pub use autoscaler::{decide_scale, ScaleInput, ScaleLimits};
-pub use effects::{wall_clock, Clock, ProviderEffects};
+pub use effects::ProviderEffects;
 pub use exec::ExecProvider;
+pub use flotilla_host::{wall_clock, Clock};
 pub use kubernetes::KubernetesProvider;
 pub use metrics::FleetMetrics;
 pub use pool::{Node, NodeStatus, Pool, PoolState};

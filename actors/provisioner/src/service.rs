@@ -19,16 +19,15 @@
 //! restart gives every agent a full `heartbeat_timeout` to show up again
 //! rather than declaring the fleet dead (or never noticing a dead agent).
 
-use super::effects::Clock;
 use super::metrics::{FleetMetrics, PoolFigures};
 use super::Pool;
 use flotilla_bus::{Bus, BusError};
-use flotilla_host::{AggregateRegistry, Execute, Query};
+use flotilla_host::{AggregateRegistry, Clock, Query};
 use flotilla_messages::fleet::PoolConfig;
 use flotilla_messages::health::HealthMessage;
 use flotilla_messages::provisioner::{ProvisionerCommand, SignalSample};
 use flotilla_messages::scheduler::QueueSignal;
-use flotilla_messages::{CommandRequest, Encoding, Reply, Subjects};
+use flotilla_messages::{Encoding, Reply, Subjects};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -141,45 +140,12 @@ impl FleetService {
             config: Box::new(config.clone()),
             now: (self.config.clock)(),
         };
-        let reply = self.send(&config.name, &command).await;
+        let reply = self
+            .registry
+            .execute_typed(&config.name, command, None)
+            .await;
         self.refresh(&config.name).await;
         reply
-    }
-
-    async fn send(&self, pool: &str, command: &ProvisionerCommand) -> Reply {
-        self.send_keyed(pool, command, None).await
-    }
-
-    /// Sends `command`, idempotent under `key` when given.
-    async fn send_keyed(
-        &self,
-        pool: &str,
-        command: &ProvisionerCommand,
-        key: Option<&str>,
-    ) -> Reply {
-        let rejected = |r: &flotilla_messages::Rejection| Reply::rejected(r);
-        let value = match serde_json::to_value(command) {
-            Ok(v) => v,
-            Err(e) => return rejected(&flotilla_messages::Rejection::invalid(e.to_string())),
-        };
-        let request = match CommandRequest::from_value(value, key) {
-            Ok(r) => r,
-            Err(r) => return rejected(&r),
-        };
-        let addr = match self.registry.get(pool) {
-            Ok(a) => a,
-            Err(r) => return rejected(&r),
-        };
-        let execute = Execute {
-            request,
-            correlation_id: None,
-        };
-        addr.send(execute).await.unwrap_or_else(|e| {
-            rejected(&flotilla_messages::Rejection::new(
-                flotilla_messages::ErrorCode::Unavailable,
-                e.to_string(),
-            ))
-        })
     }
 
     async fn on_health(&self, payload: &[u8]) {
@@ -238,7 +204,7 @@ impl FleetService {
         // heartbeats); keying a report by node and time makes the pool
         // count it once however many processes forward it.
         let key = report_key(&message);
-        let reply = self.send_keyed(&known.pool, &command, key.as_deref()).await;
+        let reply = self.registry.execute_typed(&known.pool, command, key).await;
         if !reply.ok {
             tracing::debug!(node = %known.pool, error = ?reply.error, "health command refused");
         }
@@ -270,7 +236,7 @@ impl FleetService {
                 samples,
                 heartbeats,
             };
-            let reply = self.send(&pool, &tick).await;
+            let reply = self.registry.execute_typed(&pool, tick, None).await;
             if !reply.ok {
                 tracing::warn!(pool = %pool, error = ?reply.error, "tick refused");
             }
@@ -308,8 +274,11 @@ impl FleetService {
         };
         let sample = SignalSample {
             at: now,
+            // A non-finite mean (an agent reporting absurd figures) says
+            // nothing about demand, and no command on the wire could carry it.
             utilization: (!utils.is_empty())
-                .then(|| utils.iter().sum::<f64>() / utils.len() as f64),
+                .then(|| utils.iter().sum::<f64>() / utils.len() as f64)
+                .filter(|u| u.is_finite()),
             pending: total(|q| q.pending),
             running: total(|q| q.running),
         };

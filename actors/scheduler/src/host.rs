@@ -19,8 +19,7 @@ use crate::executor::{Attempt, Executor, Launch};
 use crate::queue::{JobStatus, Queue};
 use async_trait::async_trait;
 use flotilla_bus::{Bus, BusError, Message};
-use flotilla_host::outcome_command_id;
-use flotilla_host::{AggregateRegistry, EffectHandler, Execute, Query};
+use flotilla_host::{outcome_command_id, unix_millis, AggregateRegistry, EffectHandler, Query};
 use flotilla_messages::scheduler::{
     queue_signal_subject, ExecutorKind, Outcome, QueueSignal, SchedulerEvent,
     DEFAULT_KILL_GRACE_SECONDS,
@@ -30,7 +29,7 @@ use prometheus::{HistogramOpts, HistogramVec, IntGaugeVec, Opts, Registry};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// The scheduler's Prometheus metrics.
 #[derive(Clone)]
@@ -79,12 +78,6 @@ impl SchedulerMetrics {
     pub fn unregistered() -> Self {
         Self::register(&Registry::new()).expect("fresh registry")
     }
-}
-
-fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The queue id of a scheduler stream (`scheduler/<queue>`).
@@ -143,17 +136,7 @@ impl SchedulerEffects {
                 return;
             }
         };
-        let sent = match registry.get(queue) {
-            Ok(addr) => addr
-                .send(Execute {
-                    request,
-                    correlation_id: None,
-                })
-                .await
-                .ok(),
-            Err(_) => None,
-        };
-        if sent.is_none_or(|reply| !reply.ok) {
+        if !registry.execute(queue, request, None).await.ok {
             tracing::warn!(queue, event = %envelope.id, "the start of an attempt was not recorded");
         }
     }
@@ -209,7 +192,7 @@ impl SchedulerEffects {
         };
         Some(
             json!({"type": "report_result", "job_id": job_id, "attempt": attempt,
-            "now": now_millis(), "outcome": outcome}),
+            "now": unix_millis(), "outcome": outcome}),
         )
     }
 }
@@ -225,7 +208,7 @@ impl EffectHandler<Queue> for SchedulerEffects {
                 not_before,
                 ..
             } => {
-                let wait = not_before.saturating_sub(now_millis());
+                let wait = not_before.saturating_sub(unix_millis());
                 tokio::time::sleep(Duration::from_millis(wait)).await;
                 Some(json!({"type": "retry_due", "job_id": job_id, "attempt": attempt}))
             }
@@ -341,7 +324,7 @@ impl QueueSignals {
                 .as_u64()
                 .and_then(|c| u32::try_from(c).ok())
                 .unwrap_or(0),
-            at: now_millis(),
+            at: unix_millis(),
         };
         self.gauges(&signal, &view);
         let changed = {

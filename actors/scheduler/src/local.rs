@@ -23,6 +23,7 @@ use crate::process::{
     stop_group, success_outcome, tail, wait_or_stop, ProcessIdentity,
 };
 use async_trait::async_trait;
+use flotilla_host::unix_millis;
 use flotilla_messages::scheduler::{
     ExecutorHandle, ExecutorKind, JobOutputs, JobSpec, Outcome, DEFAULT_KILL_GRACE_SECONDS,
     TAIL_CHARS,
@@ -31,7 +32,7 @@ use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// The variable that labels an attempt's processes.
 pub const ATTEMPT_ENV: &str = "FLOTILLA_ATTEMPT";
@@ -59,12 +60,6 @@ struct HandleFile {
     pid: u32,
     start_ticks: u64,
     started_at: u64,
-}
-
-fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl LocalExecutor {
@@ -102,7 +97,7 @@ impl LocalExecutor {
         let own_dir = env_of(leader.pid, "FLOTILLA_EXIT_FILE")
             .and_then(|f| Path::new(&f).parent().map(Path::to_path_buf))
             .unwrap_or_else(|| dir.to_path_buf());
-        let started_at = read_handle(&own_dir).map_or_else(now_millis, |h| h.started_at);
+        let started_at = read_handle(&own_dir).map_or_else(unix_millis, |h| h.started_at);
         Some((leader, started_at, own_dir))
     }
 
@@ -149,7 +144,7 @@ impl LocalExecutor {
             .stdout(stdout)
             .stderr(stderr)
             .kill_on_drop(false);
-        let started_at = now_millis();
+        let started_at = unix_millis();
         let child = cmd
             .spawn()
             .map_err(|e| cannot_start(format!("cannot start {program:?}: {e}")))?;
@@ -205,7 +200,7 @@ fn grace(spec: &JobSpec) -> Duration {
 /// When the attempt's time is up, if it has a timeout.
 fn deadline(spec: &JobSpec, started_at: u64) -> Option<tokio::time::Instant> {
     let limit = Duration::from_secs_f64(spec.timeout_seconds?);
-    let elapsed = Duration::from_millis(now_millis().saturating_sub(started_at));
+    let elapsed = Duration::from_millis(unix_millis().saturating_sub(started_at));
     Some(tokio::time::Instant::now() + limit.saturating_sub(elapsed))
 }
 

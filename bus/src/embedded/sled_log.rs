@@ -18,8 +18,8 @@
 //! a second tree.
 
 use crate::{
-    check_batch, check_stream_name, seal_batch, ChainVerifier, EventLog, EventStream, LogError,
-    Positioned, PositionedStream, Snapshot, StreamHead,
+    backend, check_batch, check_stream_name, seal_batch, ChainVerifier, EventLog, EventStream,
+    LogError, Positioned, PositionedStream, Snapshot, StreamHead,
 };
 use async_trait::async_trait;
 use chrono::DateTime;
@@ -141,10 +141,6 @@ fn be_u64(bytes: &[u8]) -> u64 {
     let n = bytes.len().min(8);
     b[..n].copy_from_slice(&bytes[..n]);
     u64::from_be_bytes(b)
-}
-
-fn backend(e: impl std::fmt::Display) -> LogError {
-    LogError::Backend(e.to_string())
 }
 
 fn unreadable(stream: &str, seq: u64, reason: impl std::fmt::Display) -> LogError {

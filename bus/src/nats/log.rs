@@ -13,11 +13,11 @@
 //! orphans of a batch a crashed writer left incomplete. The log assumes one
 //! writer per stream (the actor host), as the `EventLog` trait does.
 
-use super::read::{self, backend, last_for, locate, pump_all, pump_stream, Record, Scanner};
+use super::read::{self, last_for, locate, pump_all, pump_stream, Record, Scanner};
 use super::snapshots::{SnapshotStore, SNAPSHOT_BUCKET};
 use crate::{
-    check_batch, seal_batch, ChainVerifier, EventLog, EventStream, LogError, PositionedStream,
-    Snapshot, StreamHead,
+    backend, check_batch, seal_batch, ChainVerifier, EventLog, EventStream, LogError,
+    PositionedStream, Snapshot, StreamHead,
 };
 use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::kv;

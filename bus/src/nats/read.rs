@@ -10,7 +10,7 @@
 //! [`ChainVerifier`].
 
 use super::log::{BATCH_BASE_HEADER, BATCH_END_HEADER, SEQ_HEADER};
-use crate::{ChainVerifier, LogError, Positioned, StreamHead};
+use crate::{backend, ChainVerifier, LogError, Positioned, StreamHead};
 use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig};
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::message::StreamMessage;
@@ -25,11 +25,6 @@ use std::time::Duration;
 
 /// How long a non-following scan waits before checking it is caught up.
 const IDLE_PROBE: Duration = Duration::from_secs(2);
-
-/// Maps any backend failure to [`LogError::Backend`].
-pub(crate) fn backend(e: impl std::fmt::Display) -> LogError {
-    LogError::Backend(e.to_string())
-}
 
 /// One message of the JetStream stream.
 #[derive(Debug, Clone)]

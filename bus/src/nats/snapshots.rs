@@ -9,8 +9,7 @@
 //! leaves the previous snapshot intact; the previous generation's parts are
 //! deleted afterwards.
 
-use super::read::backend;
-use crate::{LogError, Snapshot};
+use crate::{backend, LogError, Snapshot};
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use flotilla_messages::StreamName;

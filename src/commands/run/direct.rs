@@ -27,6 +27,7 @@ use super::state_file::{FailedTrial, FlotillaState, HistoryEntry, StateFile};
 use super::{finish, trial_spec};
 use crate::commands::study::{refusal, EmbeddedStudy};
 use anyhow::{anyhow, bail, Result};
+use flotilla_host::unix_millis;
 use flotilla_messages::scheduler::JobSpec;
 use flotilla_messages::solver::{Params, Trial, DEFAULT_LEASE_SECONDS};
 use flotilla_scheduler::{
@@ -41,7 +42,7 @@ use std::io::IsTerminal;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 use tokio::task::JoinSet;
 
@@ -53,14 +54,6 @@ const OUTPUT_GRACE: Duration = Duration::from_secs(5);
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 /// A running trial's lease is renewed once less than this is left (ms).
 const RENEW_BEFORE_MS: u64 = DEFAULT_LEASE_SECONDS * 1000 / 2;
-
-/// The wall clock in unix milliseconds: the `now` the run stamps on its
-/// commands.
-fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
 
 /// What one evaluation gave.
 struct Evaluation {
@@ -318,7 +311,7 @@ impl Run {
         }
         let reply = self
             .study
-            .command(json!({"type": "heartbeat", "trial_ids": ids, "now": now_millis()}))
+            .command(json!({"type": "heartbeat", "trial_ids": ids, "now": unix_millis()}))
             .await?;
         if !reply.ok {
             bail!("heartbeat refused: {}", refusal(&reply));
@@ -334,7 +327,7 @@ impl Run {
     /// Renews the leases that end soon and expires the study's overdue
     /// trials; whether any trial went stale.
     async fn keep_leases(&mut self) -> Result<bool> {
-        let now = now_millis();
+        let now = unix_millis();
         let due: Vec<String> = self
             .leases
             .iter()
@@ -369,7 +362,7 @@ impl Run {
     async fn ask(&mut self, n: usize) -> Result<Vec<Trial>> {
         let reply = self
             .study
-            .command(json!({"type": "ask", "n": n, "now": now_millis()}))
+            .command(json!({"type": "ask", "n": n, "now": unix_millis()}))
             .await?;
         if !reply.ok {
             let code = reply.error.as_ref().map(|e| e.code.as_str());

@@ -23,7 +23,7 @@ use super::{finish, trial_spec};
 use crate::commands::scheduler::{base_executors, kubernetes_executor, EmbeddedScheduler};
 use crate::commands::study::refusal;
 use anyhow::{anyhow, bail, Result};
-use flotilla_host::{AggregateRegistry, Execute, Query};
+use flotilla_host::{unix_millis, AggregateRegistry, Query};
 use flotilla_messages::scheduler::{ExecutorKind, KubernetesSpec};
 use flotilla_messages::{CommandRequest, Reply};
 use flotilla_solver::Study;
@@ -31,7 +31,7 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// How often the leases of trials with running jobs are renewed: well
 /// inside the solver's default one-hour lease.
@@ -52,12 +52,6 @@ fn heartbeat_every() -> Result<Duration> {
                 anyhow!("FLOTILLA_HEARTBEAT_SECONDS: {text:?} is not a positive number of seconds")
             }),
     }
-}
-
-fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Runs the study of `plan` through the scheduler on `executor`.
@@ -126,15 +120,7 @@ impl ScheduledRun {
     async fn study_command(&self, command: Value) -> Result<Reply> {
         let request =
             CommandRequest::from_value(command, None).map_err(|r| anyhow!("{}", r.message))?;
-        self.study
-            .get(&self.plan.study)
-            .map_err(|r| anyhow!("study: {}", r.message))?
-            .send(Execute {
-                request,
-                correlation_id: None,
-            })
-            .await
-            .map_err(|e| anyhow!("the study stopped: {e}"))
+        Ok(self.study.execute(&self.plan.study, request, None).await)
     }
 
     async fn study_view(&self) -> Result<Value> {
@@ -313,7 +299,7 @@ impl ScheduledRun {
         if ids.is_empty() {
             return Ok(());
         }
-        let beat = json!({"type": "heartbeat", "trial_ids": ids, "now": now_millis()});
+        let beat = json!({"type": "heartbeat", "trial_ids": ids, "now": unix_millis()});
         let reply = self.study_command(beat).await?;
         if !reply.ok {
             bail!("heartbeat refused: {}", refusal(&reply));
@@ -323,7 +309,7 @@ impl ScheduledRun {
 
     /// Asks for up to `n` trials and submits them; whether any came.
     async fn ask_and_submit(&self, n: usize) -> Result<bool> {
-        let ask = json!({"type": "ask", "n": n, "now": now_millis()});
+        let ask = json!({"type": "ask", "n": n, "now": unix_millis()});
         let reply = self.study_command(ask).await?;
         if !reply.ok {
             if reply
