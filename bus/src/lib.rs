@@ -223,12 +223,22 @@ pub trait EventLog: Send + Sync + 'static {
     /// sealed envelopes. Re-appending a batch whose event ids are already
     /// stored right after `expected_seq` returns the stored envelopes (a
     /// retried append is not a conflict and stores nothing twice).
+    ///
+    /// Every provider gets the same checks of the batch (non-empty, a valid
+    /// stream name) here, before its own [`EventLog::store_batch`] runs.
     async fn append(
         &self,
         stream: &str,
         expected_seq: u64,
         events: Vec<PendingEvent>,
-    ) -> Result<Vec<Envelope>, LogError>;
+    ) -> Result<Vec<Envelope>, LogError> {
+        let batch = CheckedBatch::new(stream, expected_seq, events)?;
+        self.store_batch(batch).await
+    }
+
+    /// The provider's half of [`EventLog::append`], with the same contract,
+    /// for a batch that passed the checks. Callers use `append`.
+    async fn store_batch(&self, batch: CheckedBatch<'_>) -> Result<Vec<Envelope>, LogError>;
 
     /// The stream's last seq and checksum.
     async fn head(&self, stream: &str) -> Result<StreamHead, LogError>;
@@ -267,12 +277,37 @@ pub(crate) fn backend(e: impl std::fmt::Display) -> LogError {
     LogError::Backend(e.to_string())
 }
 
-/// Checks a batch for [`EventLog::append`]: non-empty.
-pub(crate) fn check_batch(stream: &str, events: &[PendingEvent]) -> Result<(), LogError> {
-    if events.is_empty() {
-        return Err(LogError::Invalid(format!("stream {stream}: empty batch")));
+/// A batch for [`EventLog::store_batch`], made only by [`EventLog::append`]'s
+/// checks: its events are not empty and its stream is `<actor>/<id>`, so no
+/// provider is ever handed a batch that skipped them.
+#[derive(Debug)]
+pub struct CheckedBatch<'a> {
+    stream: &'a str,
+    expected_seq: u64,
+    events: Vec<PendingEvent>,
+}
+
+impl<'a> CheckedBatch<'a> {
+    fn new(
+        stream: &'a str,
+        expected_seq: u64,
+        events: Vec<PendingEvent>,
+    ) -> Result<Self, LogError> {
+        if events.is_empty() {
+            return Err(LogError::Invalid(format!("stream {stream}: empty batch")));
+        }
+        check_stream_name(stream)?;
+        Ok(CheckedBatch {
+            stream,
+            expected_seq,
+            events,
+        })
     }
-    check_stream_name(stream)
+
+    /// The stream, the seq its head must have, and the events.
+    pub fn into_parts(self) -> (&'a str, u64, Vec<PendingEvent>) {
+        (self.stream, self.expected_seq, self.events)
+    }
 }
 
 /// Checks that `stream` is `<actor>/<id>`.

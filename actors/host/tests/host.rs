@@ -363,12 +363,11 @@ fn take(flag: &std::sync::atomic::AtomicBool) -> bool {
 
 #[async_trait]
 impl EventLog for FaultyLog {
-    async fn append(
+    async fn store_batch(
         &self,
-        stream: &str,
-        expected_seq: u64,
-        events: Vec<flotilla_messages::PendingEvent>,
+        batch: flotilla_bus::CheckedBatch<'_>,
     ) -> Result<Vec<Envelope>, flotilla_bus::LogError> {
+        let (stream, expected_seq, events) = batch.into_parts();
         let outcome = events.iter().any(|e| e.causation_id.starts_with("fx-"));
         if outcome && take(&self.faults.refuse_outcome) {
             return Err(flotilla_bus::LogError::Backend(

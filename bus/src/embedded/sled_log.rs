@@ -18,12 +18,12 @@
 //! a second tree.
 
 use crate::{
-    backend, check_batch, check_stream_name, seal_batch, ChainVerifier, EventLog, EventStream,
+    backend, check_stream_name, seal_batch, ChainVerifier, CheckedBatch, EventLog, EventStream,
     LogError, Positioned, PositionedStream, Snapshot, StreamHead,
 };
 use async_trait::async_trait;
 use chrono::DateTime;
-use flotilla_messages::{Envelope, IntegrityError, Payload, PendingEvent};
+use flotilla_messages::{Envelope, IntegrityError, Payload};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -667,13 +667,8 @@ const CHUNK: usize = 4096;
 
 #[async_trait]
 impl EventLog for SledLog {
-    async fn append(
-        &self,
-        stream: &str,
-        expected_seq: u64,
-        events: Vec<PendingEvent>,
-    ) -> Result<Vec<Envelope>, LogError> {
-        check_batch(stream, &events)?;
+    async fn store_batch(&self, batch: CheckedBatch<'_>) -> Result<Vec<Envelope>, LogError> {
+        let (stream, expected_seq, events) = batch.into_parts();
         if let Some(e) = self.group_commit.failure() {
             return Err(LogError::Backend(format!(
                 "the log stopped after a failed flush: {e}"

@@ -16,7 +16,7 @@
 use super::read::{self, last_for, locate, pump_all, pump_stream, Record, Scanner};
 use super::snapshots::{SnapshotStore, SNAPSHOT_BUCKET};
 use crate::{
-    backend, check_batch, seal_batch, ChainVerifier, EventLog, EventStream, LogError,
+    backend, seal_batch, ChainVerifier, CheckedBatch, EventLog, EventStream, LogError,
     PositionedStream, Snapshot, StreamHead,
 };
 use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
@@ -26,7 +26,7 @@ use async_nats::jetstream::stream::{Config, StorageType, Stream};
 use async_nats::{jetstream, Client, HeaderMap};
 use async_trait::async_trait;
 use bytes::Bytes;
-use flotilla_messages::{Envelope, IntegrityError, PendingEvent, StreamName, Subjects};
+use flotilla_messages::{Envelope, IntegrityError, StreamName, Subjects};
 use futures::channel::mpsc;
 use futures::{StreamExt, TryStreamExt};
 use std::collections::BTreeSet;
@@ -447,13 +447,8 @@ async fn open_bucket(js: &jetstream::Context, replicas: usize) -> Result<kv::Sto
 
 #[async_trait]
 impl EventLog for JetStreamLog {
-    async fn append(
-        &self,
-        stream: &str,
-        expected_seq: u64,
-        events: Vec<PendingEvent>,
-    ) -> Result<Vec<Envelope>, LogError> {
-        check_batch(stream, &events)?;
+    async fn store_batch(&self, batch: CheckedBatch<'_>) -> Result<Vec<Envelope>, LogError> {
+        let (stream, expected_seq, events) = batch.into_parts();
         let subject = self.subject_of(stream)?;
         let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
         let tail = self.tail(stream, &subject).await?;
