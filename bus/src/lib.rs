@@ -8,14 +8,19 @@
 //! | embedded (default, nothing to install) | [`embedded::EmbeddedBus`]: in-process subject router with NATS semantics | [`embedded::SledLog`]: sled trees, checksummed and hash-chained, durable on return |
 //! | NATS (many processes) | [`nats::NatsBus`]: async-nats core | [`nats::JetStreamLog`]: the `FLOTILLA_EVENTS` stream, KV for snapshots |
 //!
-//! The same conformance suite ([`conformance`]) runs against both, in the
+//! The same conformance suite (`conformance`) runs against both, in the
 //! manner of Restate's Bifrost: one trait, several providers, one test suite.
+//! It, the test harness (`testing`) and `embedded::corrupt_event_for_test`
+//! are for tests only: they exist with the `test-util` feature, which the
+//! workspace's tests enable through their dev-dependencies.
 //! Messages and envelopes come from `flotilla-messages`; the actix host in
 //! `flotilla-actors` is the only writer of the log.
 
+#[cfg(feature = "test-util")]
 pub mod conformance;
 pub mod embedded;
 pub mod nats;
+#[cfg(feature = "test-util")]
 pub mod testing;
 
 use async_trait::async_trait;

@@ -13,6 +13,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
+use flotilla_bus::nats::server::{NatsServer, ServerError};
 use flotilla_bus::nats::NatsBus;
 use flotilla_bus::{Bus, Message};
 use serde_json::json;
@@ -85,7 +86,7 @@ impl Run {
 struct Worker {
     child: Child,
     http: SocketAddr,
-    nats: Option<(flotilla_bus::testing::NatsServer, String)>,
+    nats: Option<(NatsServer, String)>,
 }
 
 impl Drop for Worker {
@@ -125,15 +126,17 @@ fn start_worker(artifacts: &Path, want_nats: bool, extra: &str) -> Result<Worker
         .local_addr()?
         .port();
     let http: SocketAddr = ([127, 0, 0, 1], port).into();
-    let nats = if want_nats && flotilla_bus::testing::find_binary().is_some() {
-        let server = flotilla_bus::testing::NatsServer::start();
-        let url = server.url();
-        Some((server, url))
-    } else {
-        if want_nats {
-            eprintln!("nats-server not found (set NATS_SERVER_BIN): NATS rows skipped");
+    let nats = match want_nats.then(NatsServer::start) {
+        Some(Ok(server)) => {
+            let url = server.url();
+            Some((server, url))
         }
-        None
+        Some(Err(ServerError::NotFound)) => {
+            eprintln!("nats-server not found (set NATS_SERVER_BIN): NATS rows skipped");
+            None
+        }
+        Some(Err(e)) => return Err(e.into()),
+        None => None,
     };
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.arg("worker")

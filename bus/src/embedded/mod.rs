@@ -10,4 +10,6 @@ mod router;
 mod sled_log;
 
 pub use router::EmbeddedBus;
-pub use sled_log::{corrupt_event_for_test, SledLog};
+#[cfg(feature = "test-util")]
+pub use sled_log::corrupt_event_for_test;
+pub use sled_log::SledLog;

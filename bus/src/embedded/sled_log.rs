@@ -802,6 +802,7 @@ fn flatten_chunks<T: Send + 'static>(
 /// Flips one byte of the payload of a stored event, for corruption tests.
 /// The log in `dir` must be closed. The record stays decodable, so only the
 /// checksum can tell.
+#[cfg(feature = "test-util")]
 pub fn corrupt_event_for_test(dir: &Path, stream: &str, seq: u64) {
     let db = sled::open(dir).expect("open the sled log to corrupt it");
     let tree = db.open_tree("events").expect("events tree");

@@ -1,6 +1,7 @@
 //! The NATS backend: [`NatsBus`] ([`Bus`] over async-nats core) and
 //! [`JetStreamLog`] ([`crate::EventLog`] over a JetStream stream plus a KV
-//! bucket for snapshots).
+//! bucket for snapshots), and [`server::NatsServer`], a local nats-server
+//! as a child process.
 //!
 //! This is the backend for many processes and machines; the embedded backend
 //! (`crate::embedded`) is its single-process twin, and both pass the same
@@ -10,6 +11,7 @@
 
 mod log;
 mod read;
+pub mod server;
 mod snapshots;
 
 pub use log::{JetStreamLog, BATCH_BASE_HEADER, BATCH_END_HEADER, SEQ_HEADER, STREAM_NAME};

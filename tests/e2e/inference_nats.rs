@@ -4,17 +4,13 @@
 //! commands on `flotilla.cmd.inference.<worker-id>`. A real nats-server is
 //! started per test.
 
-mod common;
-#[path = "inference_support/mod.rs"]
-mod support;
-
-use common::http_client;
+use crate::support::http_client;
+use crate::support::inference::{model_init, predict_body, Worker};
 use flotilla_bus::nats::NatsBus;
 use flotilla_bus::testing::NatsServer;
 use flotilla_bus::{Bus, Message};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use support::{model_init, predict_body, Worker};
 
 /// A NATS request: (body, headers Status / Content-Type / X-Request-ID).
 struct Answer {

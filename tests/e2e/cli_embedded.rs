@@ -2,9 +2,7 @@
 //! contract, bad input, encodings, and the log tools (`events`, `audit`,
 //! `replay`) on the data it wrote, including a corrupted record.
 
-mod common;
-
-use common::{flotilla, json_lines, FlotillaUp};
+use crate::support::{flotilla, flotilla_bin, http_client, json_lines, FlotillaUp};
 use serde_json::{json, Value};
 
 fn create(budget: u64) -> Value {
@@ -35,7 +33,7 @@ fn health_readiness_and_metrics_are_served() {
     assert_eq!(up.get("/healthz").0, 200);
     assert_eq!(up.get("/readyz"), (200, json!({"status": "ready"})));
     up.send("solver", "m", &create(3));
-    let text = common::http_client()
+    let text = http_client()
         .get(format!("{}/metrics", up.url))
         .send()
         .unwrap()
@@ -52,7 +50,7 @@ fn bad_input_gets_a_typed_error_and_appends_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let up = start(dir.path());
     assert_eq!(up.send("solver", "s", &create(10)).0, 200);
-    let client = common::http_client();
+    let client = http_client();
     let raw = |path: &str, ct: &str, body: Vec<u8>| {
         let r = client
             .post(format!("{}{path}", up.url))
@@ -201,7 +199,7 @@ fn msgpack_requests_get_msgpack_replies_and_keys_make_commands_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let up = start(dir.path());
     let body = rmp_serde_named(&create(6));
-    let r = common::http_client()
+    let r = http_client()
         .post(format!("{}/v1/cmd/solver/mp", up.url))
         .header("Content-Type", "application/msgpack")
         .body(body)
@@ -374,7 +372,7 @@ fn a_flag_beats_the_environment() {
     run_study(&up, "p", 1);
     up.terminate();
     let data = dir.path().join("data");
-    let out = std::process::Command::new(common::flotilla_bin())
+    let out = std::process::Command::new(flotilla_bin())
         .args(["audit", "--data-dir", data.to_str().unwrap()])
         .env("FLOTILLA_NATS", "nats://127.0.0.1:1")
         .output()
@@ -384,7 +382,7 @@ fn a_flag_beats_the_environment() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = std::process::Command::new(common::flotilla_bin())
+    let out = std::process::Command::new(flotilla_bin())
         .args(["audit"])
         .env("FLOTILLA_DATA_DIR", data.to_str().unwrap())
         .output()
@@ -420,7 +418,7 @@ fn configuration_errors_name_the_field() {
         dir.path().to_str().unwrap(),
     ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("only:"));
-    let out = std::process::Command::new(common::flotilla_bin())
+    let out = std::process::Command::new(flotilla_bin())
         .args(["up", "--data-dir", dir.path().to_str().unwrap()])
         .env("FLOTILLA_SNAPSHOT_EVERY", "-3")
         .output()

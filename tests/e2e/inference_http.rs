@@ -4,15 +4,11 @@
 //! CORS and allowed hosts, and version switches under load without a
 //! failed request.
 
-mod common;
-#[path = "inference_support/mod.rs"]
-mod support;
-
-use common::http_client;
+use crate::support::inference::{header, model_init, observation, predict_body, Worker};
+use crate::support::{flotilla, http_client};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use support::{header, model_init, observation, predict_body, Worker};
 
 #[test]
 fn predict_answers_like_carla_rl_with_request_ids() {
@@ -478,7 +474,7 @@ fn version_switches_under_load_fail_no_request() {
 fn a_pytorch_state_dict_serves_the_same_actions_as_safetensors() {
     let dir = tempfile::tempdir().unwrap();
     model_init(dir.path(), "v0.1.0", 5);
-    let out = common::flotilla(&[
+    let out = flotilla(&[
         "model",
         "init",
         dir.path().to_str().unwrap(),

@@ -7,9 +7,7 @@
 //! creating a second one, the old node is terminated once the new one is
 //! up (make-before-break), and nothing is orphaned.
 
-mod common;
-
-use common::{flotilla, FlotillaUp};
+use crate::support::{flotilla, json_lines, FlotillaUp};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -190,7 +188,7 @@ fn killed_mid_replacement_the_provisioner_continues_without_a_second_node() {
         "--stream",
         "provisioner/gpu",
     ]);
-    let types: Vec<String> = common::json_lines(&events.stdout)
+    let types: Vec<String> = json_lines(&events.stdout)
         .iter()
         .map(|e| {
             format!(

@@ -3,11 +3,9 @@
 //! real `flotilla agent --source sim` processes publishing on
 //! `flotilla.health.<node>`. Faults are injected over NATS.
 //!
-//! Run: `NATS_SERVER_BIN=/path/to/nats-server cargo test --test fleet_nats`.
+//! Run: `NATS_SERVER_BIN=/path/to/nats-server cargo test --test e2e fleet_nats::`.
 
-mod common;
-
-use common::{flotilla_bin, FlotillaUp};
+use crate::support::{flotilla_bin, http_client, FlotillaUp};
 use flotilla_bus::nats::NatsBus;
 use flotilla_bus::testing::NatsServer;
 use flotilla_bus::{Bus, Message};
@@ -161,7 +159,7 @@ fn agents_register_nodes_an_xid_79_replaces_and_a_dead_agent_is_noticed() {
 
     let (_, metrics) = (
         0,
-        common::http_client()
+        http_client()
             .get(format!("{}/metrics", up.url))
             .send()
             .unwrap()

@@ -3,9 +3,7 @@
 //! the `auto` rule is read from, and the overhead table; bad flags are
 //! errors that name the flag or value.
 
-mod common;
-
-use common::flotilla;
+use crate::support::flotilla;
 
 fn stdout(args: &[&str]) -> String {
     let out = flotilla(args);

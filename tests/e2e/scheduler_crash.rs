@@ -6,9 +6,7 @@
 //! job, every result recorded exactly once. On both backends: the
 //! embedded log and NATS (JetStream log).
 
-mod common;
-
-use common::{flotilla, FlotillaUp};
+use crate::support::{flotilla, json_lines, FlotillaUp};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -87,33 +85,20 @@ fn intervals(runs: &Path) -> BTreeMap<(String, u32), (Option<u128>, Option<u128>
     out
 }
 
-/// Where both tests keep attempt files (the NATS backend has no data dir);
-/// the queue names differ per test. Set before any child is spawned.
-fn share_jobs_dir() -> std::path::PathBuf {
-    let jobs = std::env::temp_dir().join(format!("flotilla-crash-jobs-{}", std::process::id()));
-    // SAFETY: both tests set the same value before they spawn anything.
-    unsafe { std::env::set_var("FLOTILLA_JOBS_DIR", &jobs) };
-    jobs
-}
-
 #[test]
 fn sigkill_embedded_while_eight_jobs_run_adopts_collects_or_reruns_each_once() {
-    let jobs = share_jobs_dir();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data").display().to_string();
     let backend = ["--data-dir".to_string(), data];
     scenario(dir.path(), "crash-embedded", &backend);
-    std::fs::remove_dir_all(jobs.join("crash-embedded")).ok();
 }
 
 #[test]
 fn sigkill_nats_while_eight_jobs_run_adopts_collects_or_reruns_each_once() {
-    let jobs = share_jobs_dir();
     let dir = tempfile::tempdir().unwrap();
     let nats = flotilla_bus::testing::NatsServer::start();
     let backend = ["--nats".to_string(), nats.url()];
     scenario(dir.path(), "crash-nats", &backend);
-    std::fs::remove_dir_all(jobs.join("crash-nats")).ok();
 }
 
 /// Runs 8 jobs on queue `name`, kills the scheduler, kills job 8, restarts
@@ -122,7 +107,11 @@ fn scenario(dir: &Path, name: &str, backend: &[String]) {
     let runs = dir.join("runs.log");
     let mut args = vec!["--only", "scheduler"];
     args.extend(backend.iter().map(String::as_str));
-    let mut up = FlotillaUp::start(&args, dir);
+    // Attempt files go to `FLOTILLA_JOBS_DIR` (the NATS backend has no data
+    // dir); the restarted scheduler gets the same one.
+    let jobs_dir = dir.join("jobs");
+    let envs = [("FLOTILLA_JOBS_DIR", jobs_dir.as_os_str())];
+    let mut up = FlotillaUp::start_with_env(&args, &envs, dir);
     let (status, reply) = up.send(
         "scheduler",
         name,
@@ -183,7 +172,7 @@ fn scenario(dir: &Path, name: &str, backend: &[String]) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let events = common::json_lines(&out.stdout);
+    let events = json_lines(&out.stdout);
     let mut succeeded: BTreeMap<String, u32> = BTreeMap::new();
     let mut started: BTreeMap<(String, u64), u32> = BTreeMap::new();
     let mut lost = 0;

@@ -2,9 +2,7 @@
 //! say so once, clearly, keep heartbeating, serve /healthz, and never
 //! crash. A bad policy rule is refused with the rule's name.
 
-mod common;
-
-use common::{flotilla, flotilla_bin, free_port, http_client, json_lines};
+use crate::support::{flotilla, flotilla_bin, free_port, http_client, json_lines};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 

@@ -3,9 +3,7 @@
 //! requests in JSON and MessagePack, two processes sharing one actor, and
 //! the log tools reading JetStream.
 
-mod common;
-
-use common::{flotilla, json_lines, FlotillaUp};
+use crate::support::{flotilla, json_lines, FlotillaUp};
 use flotilla_bus::nats::NatsBus;
 use flotilla_bus::testing::NatsServer;
 use flotilla_bus::{Bus, Message};

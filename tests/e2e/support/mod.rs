@@ -1,8 +1,11 @@
 //! Shared harness for the end-to-end tests: the real `flotilla` binary as a
-//! child process on a free loopback port, and small HTTP helpers.
-#![allow(dead_code)]
+//! child process on a free loopback port, and small HTTP helpers; the
+//! inference tests' own harness is [`inference`].
+
+pub mod inference;
 
 use serde_json::Value;
+use std::ffi::{OsStr, OsString};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -35,6 +38,9 @@ pub fn flotilla(args: &[&str]) -> Output {
 pub struct FlotillaUp {
     child: Option<Child>,
     args: Vec<String>,
+    /// Extra environment of the child (the test process's own is shared by
+    /// every test, so it is never changed).
+    envs: Vec<(String, OsString)>,
     /// The gateway's base URL.
     pub url: String,
     log_path: PathBuf,
@@ -44,12 +50,22 @@ impl FlotillaUp {
     /// Starts `flotilla up <extra> --http 127.0.0.1:<free>` and waits for `/readyz`.
     /// stderr goes to `log_dir/up.log` (appended across restarts).
     pub fn start(extra: &[&str], log_dir: &Path) -> FlotillaUp {
+        Self::start_with_env(extra, &[], log_dir)
+    }
+
+    /// Like [`FlotillaUp::start`], with `envs` added to the child's
+    /// environment (on every restart too).
+    pub fn start_with_env(extra: &[&str], envs: &[(&str, &OsStr)], log_dir: &Path) -> FlotillaUp {
         let port = free_port();
         let mut args: Vec<String> = vec!["up".into(), "--http".into(), format!("127.0.0.1:{port}")];
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut up = FlotillaUp {
             child: None,
             args,
+            envs: envs
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_os_string()))
+                .collect(),
             url: format!("http://127.0.0.1:{port}"),
             log_path: log_dir.join("up.log"),
         };
@@ -67,6 +83,7 @@ impl FlotillaUp {
             .args(&self.args)
             .env_remove("FLOTILLA_NATS")
             .env_remove("FLOTILLA_DATA_DIR")
+            .envs(self.envs.iter().map(|(name, value)| (name, value)))
             // Relative defaults (`.flotilla`, its `jobs`) land in the test's
             // own directory, never in the repository.
             .current_dir(self.log_path.parent().expect("log in a directory"))
@@ -96,11 +113,6 @@ impl FlotillaUp {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("flotilla up not ready in {within:?}:\n{}", self.log());
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
     }
 
     /// SIGKILL by our own pid, then reap.

@@ -3,14 +3,12 @@
 //! `kubernetes-validate --strict`, bad configs refused naming the field,
 //! and `--execute local` running the plan through the scheduler.
 
-mod common;
-
-use common::{flotilla, json_lines};
+use crate::support::{flotilla, json_lines, FlotillaUp};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/d29");
+const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/golden/d29");
 const CREATED_AT: &str = "2025-11-16T18:21:45.906585";
 
 /// `kubernetes-validate`: `KUBERNETES_VALIDATE_BIN`, else on `PATH`, else
@@ -304,7 +302,7 @@ fn the_schedulers_job_manifests_validate_too() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let data_arg = data.display().to_string();
-    let up = common::FlotillaUp::start(
+    let up = FlotillaUp::start(
         &["--only", "scheduler", "--data-dir", &data_arg],
         dir.path(),
     );

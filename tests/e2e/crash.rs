@@ -29,11 +29,11 @@
 //! still depends on the machine, so a seed reproduces the command sequence
 //! and the kill plan, not the exact instants.
 //!
-//! Run: `NATS_SERVER_BIN=/path/to/nats-server cargo test --test crash -- --nocapture`.
+//! Run: `NATS_SERVER_BIN=/path/to/nats-server cargo test --test e2e crash:: --
+//! --skip fleet_crash:: --skip scheduler_crash:: --nocapture` (test filters
+//! match substrings).
 
-mod common;
-
-use common::{flotilla, json_lines, FlotillaUp};
+use crate::support::{flotilla, json_lines, FlotillaUp};
 use flotilla_bus::testing::NatsServer;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -1,9 +1,8 @@
 //! Shared harness of the inference end-to-end tests: example artifacts
 //! written by `flotilla model init`, and the real `flotilla worker` as a
 //! child process on a free 127.0.0.1 port.
-#![allow(dead_code)]
 
-use crate::common::{flotilla, flotilla_bin, free_port, http_client};
+use super::{flotilla, flotilla_bin, free_port, http_client};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -2,9 +2,7 @@
 //! jobs — 200 trials with `--parallel 4` finish with 200 results, never
 //! more than 4 at once; bad scripts fail their trials with clear reasons.
 
-mod common;
-
-use common::{flotilla, json_lines};
+use crate::support::{flotilla, flotilla_bin, json_lines};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -19,7 +17,7 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 /// started yet.
 fn run_command(dir: &Path, config: &str, script: &str, extra: &[&str]) -> Command {
     let data = dir.join("data").display().to_string();
-    let mut command = Command::new(common::flotilla_bin());
+    let mut command = Command::new(flotilla_bin());
     command
         .args(["run", "--config", config, "--script", script])
         .args(["--data-dir", &data])

@@ -3,9 +3,7 @@
 //! and resume from the state file, config errors — and `ask`/`tell`/`study
 //! show` on the log it wrote.
 
-mod common;
-
-use common::flotilla_bin;
+use crate::support::flotilla_bin;
 use flotilla_host::Aggregate;
 use flotilla_messages::solver::{
     trial_number, Lease, SolverCommand, SolverEvent, DEFAULT_LEASE_SECONDS,

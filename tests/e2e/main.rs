@@ -1,0 +1,26 @@
+//! The end-to-end tests of the `flotilla` binary, in one test binary (one
+//! link of the workspace instead of one per area). Each area is a module:
+//! `cargo test --test e2e cli_run::` runs one (filters match substrings, so
+//! `crash::` also selects `fleet_crash::` and `scheduler_crash::`; add
+//! `-- --skip fleet_crash:: --skip scheduler_crash::`). The shared harness
+//! is [`support`]; golden files are under `tests/e2e/golden`.
+//!
+//! Tests run in parallel threads of one process, so none changes the
+//! process's environment or working directory: a child's environment and
+//! directory are set on its `Command`.
+
+mod support;
+
+mod cli_bench;
+mod cli_embedded;
+mod cli_nats;
+mod cli_plan;
+mod cli_run;
+mod cli_run_scheduled;
+mod crash;
+mod fleet_agent;
+mod fleet_crash;
+mod fleet_nats;
+mod inference_http;
+mod inference_nats;
+mod scheduler_crash;
