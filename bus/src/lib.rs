@@ -14,7 +14,7 @@
 //! are for tests only: they exist with the `test-util` feature, which the
 //! workspace's tests enable through their dev-dependencies.
 //! Messages and envelopes come from `flotilla-messages`; the actix host in
-//! `flotilla-actors` is the only writer of the log.
+//! `flotilla-host` is the only writer of the log.
 
 #[cfg(feature = "test-util")]
 pub mod conformance;

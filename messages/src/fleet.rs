@@ -18,7 +18,7 @@
 //! durations in seconds), which reads back through the same path.
 //!
 //! Neighbours: [`crate::provisioner`] (commands and events that carry a
-//! [`PoolConfig`]); the provisioner actor in `flotilla-actors` interprets the
+//! [`PoolConfig`]); the provisioner actor (`flotilla-provisioner`) interprets the
 //! autoscalers; the CLI's `pools validate` prints [`ConfigError`]s.
 
 use serde::de::{self, Deserializer, Visitor};

@@ -12,8 +12,8 @@
 //! The agent evaluates its own health policy (windows and hysteresis live
 //! next to the data), the control plane (the provisioner) counts
 //! consecutive unhealthy reports against the pool's `unhealthy_threshold`
-//! and acts. Neighbours: `flotilla-actors`' `health` module (agent, sources,
-//! policy) and `provisioner` module (the pool aggregate).
+//! and acts. Neighbours: `flotilla-health` (agent, sources,
+//! policy) and `flotilla-provisioner` (the pool aggregate).
 
 use serde::{Deserialize, Serialize};
 

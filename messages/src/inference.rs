@@ -14,7 +14,7 @@
 //!
 //! The same bodies travel over HTTP (`flotilla-gateway`'s inference routes)
 //! and over NATS on `<prefix>.infer.<model>`. The worker itself (batching,
-//! candle, artifacts) lives in `flotilla-actors`' `inference` module; the
+//! candle, artifacts) lives in `flotilla-inference`; the
 //! version commands and events ([`InferenceCommand`], [`InferenceEvent`]) are
 //! decided by its `ModelDeployment` aggregate.
 

@@ -13,7 +13,7 @@
 //! `node_terminated` / `provider_call_failed`, with the id `fx-<event id>`.
 //!
 //! Neighbours: [`crate::fleet`] (the pool configuration), [`crate::health`]
-//! (what agents publish), and the pool aggregate in `flotilla-actors`.
+//! (what agents publish), and the pool aggregate in `flotilla-provisioner`.
 
 use crate::fleet::{DrainMode, PoolConfig};
 use crate::health::{HealthAction, Verdict};

@@ -1,7 +1,7 @@
 //! Deterministic simulations on virtual time.
 //!
 //! A simulation drives an actor's pure domain logic (`decide` and `evolve`
-//! from `flotilla-actors`) with scripted commands, without a bus, a log or a
+//! from the actor crates: `flotilla-solver`, `flotilla-provisioner`, `flotilla-health`) with scripted commands, without a bus, a log or a
 //! clock, so a run is a function of its seed alone and takes microseconds
 //! per step. [`fleet`] runs a GPU node pool (the provisioner's pool
 //! aggregate, real health agents on simulated GPUs) under injected faults
