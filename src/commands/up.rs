@@ -4,7 +4,8 @@
 //! command is lost while recovering — it waits in its aggregate's mailbox),
 //! the gateway answers `/readyz` with 503, every aggregate in the log is
 //! recovered (and its unsettled effects re-driven), and only then is the
-//! process ready.
+//! process ready. A NATS backend that cannot be opened at start is tried
+//! again with a growing pause; `up` does not exit because of it.
 
 use crate::backend::{self, Backend};
 use crate::cli::UpArgs;
@@ -21,6 +22,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
+/// The first pause before opening a NATS backend again.
+const FIRST_OPEN_RETRY: Duration = Duration::from_secs(1);
+/// The longest pause between two attempts to open a NATS backend.
+const MAX_OPEN_RETRY: Duration = Duration::from_secs(15);
+
 /// Runs `flotilla up`.
 pub fn run(args: UpArgs) -> Result<ExitCode> {
     let settings = resolve_up(&args)?;
@@ -29,7 +35,9 @@ pub fn run(args: UpArgs) -> Result<ExitCode> {
 }
 
 async fn serve(settings: UpSettings, args: &UpArgs) -> Result<()> {
-    let backend = backend::open(&settings.backend, &settings.subjects, settings.replicas).await?;
+    let Some(backend) = open_backend(&settings).await? else {
+        return Ok(());
+    };
     let registry = prometheus::Registry::new();
     let metrics = HostMetrics::register(&registry)?;
     let deps = HostDeps {
@@ -64,6 +72,31 @@ async fn serve(settings: UpSettings, args: &UpArgs) -> Result<()> {
     }
     backend.bus.flush().await.ok();
     Ok(())
+}
+
+/// Opens the backend. A NATS backend that cannot be opened yet (the server
+/// down or restarting, JetStream not ready) is tried again with a growing
+/// pause until it opens, so `up` outlives a misbehaving NATS; `None` when a
+/// shutdown signal comes first.
+async fn open_backend(settings: &UpSettings) -> Result<Option<Backend>> {
+    let mut pause = FIRST_OPEN_RETRY;
+    loop {
+        let opened = backend::open(&settings.backend, &settings.subjects, settings.replicas).await;
+        let error = match opened {
+            Ok(backend) => return Ok(Some(backend)),
+            Err(e) if matches!(settings.backend, BackendChoice::Nats(_)) => e,
+            Err(e) => return Err(e),
+        };
+        tracing::warn!(error = %format!("{error:#}"), retry_in = ?pause, "NATS not usable yet, trying again");
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            signal = crate::commands::wait_for_shutdown() => {
+                signal?;
+                return Ok(None);
+            }
+        }
+        pause = (pause * 2).min(MAX_OPEN_RETRY);
+    }
 }
 
 fn describe(choice: &BackendChoice) -> String {
