@@ -167,3 +167,27 @@ fn report(what: &str, events: usize, took: Duration) {
     let rate = events as f64 / took.as_secs_f64();
     println!("{what}: {events} events in {took:.2?} = {rate:.0} events/s");
 }
+
+/// Prints how long a following `read_all` takes to see an appended event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: run with --ignored --nocapture"]
+async fn follow_latency() {
+    let server = NatsServer::start();
+    let log = open(&server).await;
+    let mut live = log.read_all(1, true).await.expect("read_all follow");
+    let mut took = Vec::new();
+    for seq in 0..50 {
+        let started = Instant::now();
+        log.append("health/beat", seq, events(1))
+            .await
+            .expect("append");
+        live.next().await.expect("open").expect("an event");
+        took.push(started.elapsed());
+    }
+    took.sort();
+    println!(
+        "follow: append to delivery median {:.2?}, max {:.2?}",
+        took[took.len() / 2],
+        took[took.len() - 1]
+    );
+}
