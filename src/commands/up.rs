@@ -11,6 +11,8 @@ use crate::backend::{self, Backend};
 use crate::cli::UpArgs;
 use crate::commands::pools::{start_provisioner, ProvisionerOptions};
 use crate::config::{resolve_up, BackendChoice, UpSettings};
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::{anyhow, bail, Context, Result};
 use flotilla_gateway::GatewayState;
 use flotilla_host::{AggregateRegistry, CommandService, HostConfig, HostDeps, HostMetrics};
@@ -35,7 +37,12 @@ pub fn run(args: UpArgs) -> Result<ExitCode> {
 }
 
 async fn serve(settings: UpSettings, args: &UpArgs) -> Result<()> {
-    let Some(backend) = open_backend(&settings).await? else {
+    let waiting = start_waiting_gateway(&settings)?;
+    let opened = open_backend(&settings).await;
+    if let Some(handle) = waiting {
+        handle.stop(false).await;
+    }
+    let Some(backend) = opened? else {
         return Ok(());
     };
     let registry = prometheus::Registry::new();
@@ -99,6 +106,31 @@ async fn open_backend(settings: &UpSettings) -> Result<Option<Backend>> {
     }
 }
 
+/// While a NATS backend is being opened, the gateway's address answers 503
+/// `UNAVAILABLE` (so `/readyz` says not ready) instead of refusing connections.
+fn start_waiting_gateway(settings: &UpSettings) -> Result<Option<ServerHandle>> {
+    let (Some(addr), BackendChoice::Nats(_)) = (settings.http, &settings.backend) else {
+        return Ok(None);
+    };
+    let server = HttpServer::new(|| App::new().default_service(web::to(waiting_for_nats)))
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(0)
+        .bind(addr)
+        .with_context(|| format!("http: cannot listen on {addr}"))?
+        .run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    Ok(Some(handle))
+}
+
+async fn waiting_for_nats() -> HttpResponse {
+    HttpResponse::ServiceUnavailable().json(serde_json::json!({
+        "status": "waiting_for_nats",
+        "error": {"code": "UNAVAILABLE", "message": "NATS is not usable yet; flotilla keeps trying"},
+    }))
+}
+
 fn describe(choice: &BackendChoice) -> String {
     match choice {
         BackendChoice::Embedded(dir) => format!("embedded ({})", dir.display()),
@@ -111,7 +143,7 @@ fn start_gateway(
     backend: &Backend,
     registry: &prometheus::Registry,
     ready: Arc<AtomicBool>,
-) -> Result<Option<actix_web::dev::ServerHandle>> {
+) -> Result<Option<ServerHandle>> {
     let Some(addr) = settings.http else {
         return Ok(None);
     };
