@@ -82,8 +82,10 @@ async fn recovering_many_aggregates_leaves_few_consumers() {
     drop(log);
     server.restart();
     let log = open(&server).await;
+    let started = Instant::now();
     let reads = names.iter().map(|name| recover(&log, name));
     let counts = all_succeed(reads, RECOVERY_CONCURRENCY).await;
+    println!("recovered 5,000 aggregates in {:.2?}", started.elapsed());
     assert!(counts.iter().all(|n| *n == 2), "every aggregate recovered");
     assert_few_consumers(&log, "5,000 recoveries").await;
 }
