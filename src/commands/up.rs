@@ -4,12 +4,15 @@
 //! command is lost while recovering — it waits in its aggregate's mailbox),
 //! the gateway answers `/readyz` with 503, every aggregate in the log is
 //! recovered (and its unsettled effects re-driven), and only then is the
-//! process ready.
+//! process ready. A NATS backend that cannot be opened at start is tried
+//! again with a growing pause; `up` does not exit because of it.
 
 use crate::backend::{self, Backend};
 use crate::cli::UpArgs;
 use crate::commands::pools::{start_provisioner, ProvisionerOptions};
 use crate::config::{resolve_up, BackendChoice, UpSettings};
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::{anyhow, bail, Context, Result};
 use flotilla_gateway::GatewayState;
 use flotilla_host::{AggregateRegistry, CommandService, HostConfig, HostDeps, HostMetrics};
@@ -21,6 +24,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
+/// The first pause before opening a NATS backend again.
+const FIRST_OPEN_RETRY: Duration = Duration::from_secs(1);
+/// The longest pause between two attempts to open a NATS backend.
+const MAX_OPEN_RETRY: Duration = Duration::from_secs(15);
+
 /// Runs `flotilla up`.
 pub fn run(args: UpArgs) -> Result<ExitCode> {
     let settings = resolve_up(&args)?;
@@ -29,7 +37,14 @@ pub fn run(args: UpArgs) -> Result<ExitCode> {
 }
 
 async fn serve(settings: UpSettings, args: &UpArgs) -> Result<()> {
-    let backend = backend::open(&settings.backend, &settings.subjects, settings.replicas).await?;
+    let waiting = start_waiting_gateway(&settings)?;
+    let opened = open_backend(&settings).await;
+    if let Some(handle) = waiting {
+        handle.stop(false).await;
+    }
+    let Some(backend) = opened? else {
+        return Ok(());
+    };
     let registry = prometheus::Registry::new();
     let metrics = HostMetrics::register(&registry)?;
     let deps = HostDeps {
@@ -66,6 +81,56 @@ async fn serve(settings: UpSettings, args: &UpArgs) -> Result<()> {
     Ok(())
 }
 
+/// Opens the backend. A NATS backend that cannot be opened yet (the server
+/// down or restarting, JetStream not ready) is tried again with a growing
+/// pause until it opens, so `up` outlives a misbehaving NATS; `None` when a
+/// shutdown signal comes first.
+async fn open_backend(settings: &UpSettings) -> Result<Option<Backend>> {
+    let mut pause = FIRST_OPEN_RETRY;
+    loop {
+        let opened = backend::open(&settings.backend, &settings.subjects, settings.replicas).await;
+        let error = match opened {
+            Ok(backend) => return Ok(Some(backend)),
+            Err(e) if matches!(settings.backend, BackendChoice::Nats(_)) => e,
+            Err(e) => return Err(e),
+        };
+        tracing::warn!(error = %format!("{error:#}"), retry_in = ?pause, "NATS not usable yet, trying again");
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            signal = crate::commands::wait_for_shutdown() => {
+                signal?;
+                return Ok(None);
+            }
+        }
+        pause = (pause * 2).min(MAX_OPEN_RETRY);
+    }
+}
+
+/// While a NATS backend is being opened, the gateway's address answers 503
+/// `UNAVAILABLE` (so `/readyz` says not ready) instead of refusing connections.
+fn start_waiting_gateway(settings: &UpSettings) -> Result<Option<ServerHandle>> {
+    let (Some(addr), BackendChoice::Nats(_)) = (settings.http, &settings.backend) else {
+        return Ok(None);
+    };
+    let server = HttpServer::new(|| App::new().default_service(web::to(waiting_for_nats)))
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(0)
+        .bind(addr)
+        .with_context(|| format!("http: cannot listen on {addr}"))?
+        .run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    Ok(Some(handle))
+}
+
+async fn waiting_for_nats() -> HttpResponse {
+    HttpResponse::ServiceUnavailable().json(serde_json::json!({
+        "status": "waiting_for_nats",
+        "error": {"code": "UNAVAILABLE", "message": "NATS is not usable yet; flotilla keeps trying"},
+    }))
+}
+
 fn describe(choice: &BackendChoice) -> String {
     match choice {
         BackendChoice::Embedded(dir) => format!("embedded ({})", dir.display()),
@@ -78,7 +143,7 @@ fn start_gateway(
     backend: &Backend,
     registry: &prometheus::Registry,
     ready: Arc<AtomicBool>,
-) -> Result<Option<actix_web::dev::ServerHandle>> {
+) -> Result<Option<ServerHandle>> {
     let Some(addr) = settings.http else {
         return Ok(None);
     };

@@ -24,3 +24,4 @@ mod fleet_nats;
 mod inference_http;
 mod inference_nats;
 mod scheduler_crash;
+mod up_nats_start;

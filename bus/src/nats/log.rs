@@ -54,6 +54,7 @@ const READ_BUFFER: usize = 512;
 /// An [`EventLog`] on JetStream; cloning shares the connection.
 #[derive(Clone, Debug)]
 pub struct JetStreamLog {
+    client: Client,
     js: jetstream::Context,
     stream: Stream,
     snapshots: SnapshotStore,
@@ -86,7 +87,7 @@ impl JetStreamLog {
         replicas: usize,
     ) -> Result<JetStreamLog, LogError> {
         let max_payload = client.server_info().max_payload;
-        let mut js = jetstream::new(client);
+        let mut js = jetstream::new(client.clone());
         // A publish lost in a server restart is retried (deduplicated) after
         // this long; JetStream's default of 5 s stalls the aggregate for that.
         js.set_timeout(API_TIMEOUT);
@@ -96,6 +97,7 @@ impl JetStreamLog {
             .map_err(backend)?;
         let kv = open_bucket(&js, replicas).await?;
         Ok(JetStreamLog {
+            client,
             js,
             stream,
             snapshots: SnapshotStore::new(kv, max_payload),
@@ -121,6 +123,12 @@ impl JetStreamLog {
         };
         let found = locate(&self.stream, &subject, seq, last.js_seq).await?;
         Ok(found.map(|r| r.js_seq))
+    }
+
+    /// A scanner of `filter` from JetStream sequence `start`.
+    fn scanner(&self, filter: String, start: u64, follow: bool) -> Scanner {
+        let api = read::direct_get_subject(&self.stream.cached_info().config.name);
+        Scanner::new(self.client.clone(), api, filter, start, follow)
     }
 
     fn subject_of(&self, stream: &str) -> Result<String, LogError> {
@@ -478,7 +486,7 @@ impl EventLog for JetStreamLog {
         let subject = self.subject_of(stream)?;
         let from_seq = from_seq.max(1);
         let (start, head) = self.read_start(stream, &subject, from_seq).await?;
-        let scanner = Scanner::new(self.stream.clone(), subject, start, false);
+        let scanner = self.scanner(subject, start, false);
         let verifier = ChainVerifier::new(stream, head);
         let (tx, rx) = mpsc::channel(READ_BUFFER);
         tokio::spawn(pump_stream(
@@ -497,7 +505,7 @@ impl EventLog for JetStreamLog {
         follow: bool,
     ) -> Result<PositionedStream, LogError> {
         let filter = self.subjects.all_events();
-        let scanner = Scanner::new(self.stream.clone(), filter, from_position, follow);
+        let scanner = self.scanner(filter, from_position, follow);
         let (tx, rx) = mpsc::channel(READ_BUFFER);
         tokio::spawn(pump_all(scanner, self.subjects.clone(), from_position, tx));
         Ok(rx.boxed())

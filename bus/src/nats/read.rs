@@ -1,5 +1,5 @@
-//! Reading the JetStream event log: stored records, the scanner over an
-//! ordered consumer, batch reassembly and the verifying pumps behind
+//! Reading the JetStream event log: stored records, the scanner over
+//! batched direct gets (no JetStream consumer), batch reassembly and the verifying pumps behind
 //! [`super::JetStreamLog`]'s `read_stream` and `read_all`.
 //!
 //! A record is a message carrying [`BATCH_END_HEADER`]; anything else that
@@ -11,20 +11,15 @@
 
 use super::log::{BATCH_BASE_HEADER, BATCH_END_HEADER, SEQ_HEADER};
 use crate::{backend, ChainVerifier, LogError, Positioned, StreamHead};
-use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig};
-use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::message::StreamMessage;
 use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
-use async_nats::HeaderMap;
+use async_nats::{Client, HeaderMap, StatusCode, Subscriber};
 use bytes::Bytes;
 use flotilla_messages::{Envelope, IntegrityError, StreamName, Subjects};
 use futures::channel::mpsc;
-use futures::{SinkExt, StreamExt};
-use std::collections::HashMap;
+use futures::{FutureExt, SinkExt, StreamExt};
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
-
-/// How long a non-following scan waits before checking it is caught up.
-const IDLE_PROBE: Duration = Duration::from_secs(2);
 
 /// One message of the JetStream stream.
 #[derive(Debug, Clone)]
@@ -181,99 +176,243 @@ pub(crate) async fn locate(
     Ok(None)
 }
 
-/// Whether `filter` has a message at or after `from`.
-async fn has_more(stream: &Stream, filter: &str, from: u64) -> Result<bool, LogError> {
-    Ok(next_for(stream, filter, from).await?.is_some())
+/// Messages asked for in one batched direct get.
+const BATCH: usize = 256;
+/// How long each reply of a batched direct get may take.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How many times a batch whose replies stopped coming is asked for.
+const BATCH_ATTEMPTS: u32 = 3;
+/// How often an idle follower looks for new messages when no publish was seen.
+const FOLLOW_POLL: Duration = Duration::from_millis(500);
+/// How soon a follower looks again when a publish was seen but not yet stored.
+const HINT_RETRY: Duration = Duration::from_millis(10);
+/// How many quick looks a seen publish is worth.
+const HINT_RETRIES: u8 = 3;
+/// The status of the reply that ends a batched direct get (`204 EOB`).
+const END_OF_BATCH_STATUS: u16 = 204;
+/// `Nats-Num-Pending`: how many messages on the filter follow a direct get's reply.
+const NUM_PENDING_HEADER: &str = "Nats-Num-Pending";
+
+/// Where `stream`'s direct gets are requested.
+pub(crate) fn direct_get_subject(stream: &str) -> String {
+    format!("$JS.API.DIRECT.GET.{stream}")
 }
 
-/// Reads messages of a subject filter in stream order from an ordered
-/// consumer; without `follow` it ends once caught up.
+/// Reads messages of a subject filter in stream order with batched direct
+/// gets (`DIRECT.GET` with `batch`, nats-server 2.11+), so a read holds no
+/// JetStream consumer, however many readers there are. A following scanner
+/// learns of new messages from a core subscription on the filter (the
+/// publishes themselves), with a slow poll as a backstop.
 pub(crate) struct Scanner {
-    stream: Stream,
+    client: Client,
+    api: String,
     filter: String,
     next_js: u64,
     follow: bool,
-    done: bool,
-    messages: Option<Ordered>,
+    caught_up: bool,
+    ready: VecDeque<Record>,
+    replies: Option<(String, Subscriber)>,
+    requested: bool,
+    hints: Option<Subscriber>,
+    quick_looks: u8,
 }
 
 impl Scanner {
-    /// A scanner over `filter` from JetStream sequence `start`.
-    pub fn new(stream: Stream, filter: String, start: u64, follow: bool) -> Self {
+    /// A scanner over `filter` of the stream whose direct gets are
+    /// requested on `api`, from JetStream sequence `start`.
+    pub fn new(client: Client, api: String, filter: String, start: u64, follow: bool) -> Self {
         Scanner {
-            stream,
+            client,
+            api,
             filter,
             next_js: start.max(1),
             follow,
-            done: false,
-            messages: None,
+            caught_up: false,
+            ready: VecDeque::new(),
+            replies: None,
+            requested: false,
+            hints: None,
+            quick_looks: 0,
         }
     }
 
-    /// The next message, or `None` once caught up (never when following).
-    pub async fn next(&mut self) -> Result<Option<Record>, LogError> {
-        if self.done {
-            return Ok(None);
-        }
-        if self.messages.is_none() {
-            if !self.follow && !has_more(&self.stream, &self.filter, self.next_js).await? {
-                self.done = true;
+    /// The next message for the reader at the other end of `reader`:
+    /// `None` once caught up, or, when following, once the reader is gone.
+    pub async fn next_for<T>(
+        &mut self,
+        reader: &mpsc::Sender<T>,
+    ) -> Result<Option<Record>, LogError> {
+        loop {
+            if self.ready.is_empty() && !self.caught_up {
+                self.fetch().await?;
+            }
+            if let Some(rec) = self.ready.pop_front() {
+                return Ok(Some(rec));
+            }
+            if !self.follow || reader.is_closed() {
                 return Ok(None);
             }
-            let open = Self::open(self.stream.clone(), self.filter.clone(), self.next_js);
-            self.messages = Some(open.await?);
+            self.wait_for_more().await?;
         }
-        self.receive().await
     }
 
-    async fn open(stream: Stream, filter: String, start: u64) -> Result<Ordered, LogError> {
-        let config = OrderedConfig {
-            filter_subject: filter,
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: start,
-            },
-            ..Default::default()
+    /// Waits until a message may have been stored after the last one read:
+    /// a publish on the filter was seen, or [`FOLLOW_POLL`] passed.
+    async fn wait_for_more(&mut self) -> Result<(), LogError> {
+        let pause = if self.quick_looks > 0 {
+            self.quick_looks -= 1;
+            HINT_RETRY
+        } else {
+            FOLLOW_POLL
         };
-        let consumer = stream.create_consumer(config).await.map_err(backend)?;
-        consumer.messages().await.map_err(backend)
+        let hints = self
+            .hints
+            .as_mut()
+            .expect("a following scanner subscribes first");
+        match tokio::time::timeout(pause, hints.next()).await {
+            Ok(Some(_)) => {
+                // One look covers every publish seen so far.
+                while let Some(Some(_)) = hints.next().now_or_never() {}
+                self.quick_looks = HINT_RETRIES;
+            }
+            Ok(None) => return Err(backend("the follow subscription ended")),
+            Err(_) => {}
+        }
+        self.caught_up = false;
+        Ok(())
     }
 
-    async fn receive(&mut self) -> Result<Option<Record>, LogError> {
+    /// Asks for the next batch and queues what arrives; marks the scanner
+    /// caught up when nothing follows it.
+    async fn fetch(&mut self) -> Result<(), LogError> {
+        if self.follow && self.hints.is_none() {
+            // Before the first look, so no publish after it goes unseen.
+            let hints = self.client.subscribe(self.filter.clone()).await;
+            self.hints = Some(hints.map_err(backend)?);
+        }
+        for attempt in 1..=BATCH_ATTEMPTS {
+            let outcome = self.receive_batch().await;
+            if !matches!(outcome, Ok(Some(_))) {
+                // Late replies of a failed batch must not reach the next one.
+                self.replies = None;
+                self.requested = false;
+            }
+            match outcome? {
+                Some(got) => {
+                    if got > 0 {
+                        self.quick_looks = 0;
+                    }
+                    return Ok(());
+                }
+                None => {
+                    tracing::warn!(api = %self.api, attempt, "direct get timed out, asking again")
+                }
+            }
+        }
+        Err(backend(format!(
+            "direct get on {}: no reply after {BATCH_ATTEMPTS} attempts",
+            self.api
+        )))
+    }
+
+    /// Asks for the batch that starts at `next_js`, subscribing to its replies first.
+    async fn request(&mut self) -> Result<(), LogError> {
+        if self.replies.is_none() {
+            let inbox = self.client.new_inbox();
+            let sub = self
+                .client
+                .subscribe(inbox.clone())
+                .await
+                .map_err(backend)?;
+            self.replies = Some((inbox, sub));
+        }
+        let inbox = self.replies.as_ref().expect("subscribed").0.clone();
+        let request = serde_json::json!({
+            "seq": self.next_js,
+            "next_by_subj": self.filter,
+            "batch": BATCH,
+        });
+        let body = Bytes::from(serde_json::to_vec(&request).map_err(backend)?);
+        self.client
+            .publish_with_reply(self.api.clone(), inbox, body)
+            .await
+            .map_err(backend)?;
+        self.requested = true;
+        Ok(())
+    }
+
+    /// Reads the replies of the batch asked for (asking first if need be); returns how
+    /// many messages it queued, or `None` when a reply did not come in time.
+    async fn receive_batch(&mut self) -> Result<Option<usize>, LogError> {
+        if !self.requested {
+            self.request().await?;
+        }
+        self.requested = false;
+        let mut got = 0;
         loop {
-            let messages = self.messages.as_mut().expect("opened");
-            let next = if self.follow {
-                messages.next().await
-            } else {
-                match tokio::time::timeout(IDLE_PROBE, messages.next()).await {
-                    Ok(next) => next,
-                    Err(_) if has_more(&self.stream, &self.filter, self.next_js).await? => continue,
-                    Err(_) => {
-                        self.done = true;
-                        return Ok(None);
+            let (_, replies) = self.replies.as_mut().expect("subscribed");
+            let Ok(reply) = tokio::time::timeout(REPLY_TIMEOUT, replies.next()).await else {
+                return Ok(None);
+            };
+            let reply = reply.ok_or_else(|| backend("the direct get subscription ended"))?;
+            match Reply::of(reply)? {
+                Reply::Record(rec, pending) => {
+                    self.next_js = rec.js_seq + 1;
+                    self.ready.push_back(rec);
+                    got += 1;
+                    // A server without batches answers with one plain message.
+                    if pending.is_none() {
+                        return Ok(Some(got));
                     }
                 }
-            };
-            let msg = next
-                .ok_or_else(|| backend("JetStream consumer ended"))?
-                .map_err(backend)?;
-            return Ok(Some(self.record(msg)?));
+                Reply::End { pending } => {
+                    self.caught_up = pending == 0;
+                    if !self.caught_up {
+                        // The server reads the next batch while the reader checks this one.
+                        self.request().await?;
+                    }
+                    return Ok(Some(got));
+                }
+                Reply::NotFound => {
+                    self.caught_up = true;
+                    return Ok(Some(got));
+                }
+            }
         }
     }
+}
 
-    fn record(&mut self, msg: async_nats::jetstream::Message) -> Result<Record, LogError> {
-        let info = msg.info().map_err(|e| backend(e.to_string()))?;
-        let (js_seq, pending) = (info.stream_sequence, info.pending);
-        self.next_js = js_seq + 1;
-        if !self.follow && pending == 0 {
-            self.done = true;
+/// One reply to a batched direct get.
+enum Reply {
+    /// A stored message, and how many on the filter follow it.
+    Record(Record, Option<u64>),
+    /// The end of the batch, and how many messages on the filter follow it.
+    End { pending: u64 },
+    /// No message on the filter at or after the asked sequence.
+    NotFound,
+}
+
+impl Reply {
+    fn of(msg: async_nats::Message) -> Result<Reply, LogError> {
+        let pending = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(NUM_PENDING_HEADER))
+            .and_then(|v| v.as_str().parse().ok());
+        match msg.status {
+            None => {
+                let rec = StreamMessage::try_from(msg).map_err(backend)?.into();
+                Ok(Reply::Record(rec, pending))
+            }
+            Some(StatusCode::NOT_FOUND) => Ok(Reply::NotFound),
+            Some(status) if status.as_u16() == END_OF_BATCH_STATUS => Ok(Reply::End {
+                pending: pending.unwrap_or(1),
+            }),
+            Some(status) => Err(backend(format!(
+                "direct get: {status} {}",
+                msg.description.unwrap_or_default()
+            ))),
         }
-        let m = msg.message;
-        Ok(Record {
-            js_seq,
-            subject: m.subject.to_string(),
-            headers: m.headers.unwrap_or_default(),
-            payload: m.payload,
-        })
     }
 }
 
@@ -319,7 +458,7 @@ pub(crate) async fn pump_stream(
 ) {
     let mut buffer = BatchBuffer::default();
     let result: Result<(), LogError> = async {
-        while let Some(rec) = scanner.next().await? {
+        while let Some(rec) = scanner.next_for(&tx).await? {
             if !rec.is_record() {
                 continue;
             }
@@ -383,7 +522,7 @@ pub(crate) async fn pump_all(
 ) {
     let mut states: HashMap<String, StreamState> = HashMap::new();
     let result: Result<(), LogError> = async {
-        while let Some(rec) = scanner.next().await? {
+        while let Some(rec) = scanner.next_for(&tx).await? {
             let Some(name) = stream_of(&subjects, &rec.subject).filter(|_| rec.is_record()) else {
                 continue;
             };
