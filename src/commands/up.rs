@@ -107,21 +107,31 @@ async fn open_backend(settings: &UpSettings) -> Result<Option<Backend>> {
 }
 
 /// While a NATS backend is being opened, the gateway's address answers 503
-/// `UNAVAILABLE` (so `/readyz` says not ready) instead of refusing connections.
+/// `UNAVAILABLE` (so `/readyz` says not ready) instead of refusing
+/// connections; `/healthz` answers 200, since the process is alive and
+/// retrying, and a liveness probe must not restart it for NATS's sake.
 fn start_waiting_gateway(settings: &UpSettings) -> Result<Option<ServerHandle>> {
     let (Some(addr), BackendChoice::Nats(_)) = (settings.http, &settings.backend) else {
         return Ok(None);
     };
-    let server = HttpServer::new(|| App::new().default_service(web::to(waiting_for_nats)))
-        .workers(1)
-        .disable_signals()
-        .shutdown_timeout(0)
-        .bind(addr)
-        .with_context(|| format!("http: cannot listen on {addr}"))?
-        .run();
+    let server = HttpServer::new(|| {
+        App::new()
+            .route("/healthz", web::get().to(alive_waiting_for_nats))
+            .default_service(web::to(waiting_for_nats))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(0)
+    .bind(addr)
+    .with_context(|| format!("http: cannot listen on {addr}"))?
+    .run();
     let handle = server.handle();
     actix_rt::spawn(server);
     Ok(Some(handle))
+}
+
+async fn alive_waiting_for_nats() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "waiting_for_nats"}))
 }
 
 async fn waiting_for_nats() -> HttpResponse {

@@ -1,7 +1,7 @@
 //! `flotilla up --nats` outlives a NATS that is not there at start (issue 11,
 //! defect 1): it keeps trying with a growing pause instead of exiting,
-//! answers `/readyz` with 503 meanwhile, and becomes ready once the server
-//! comes up.
+//! answers `/readyz` with 503 (and `/healthz` with 200) meanwhile, and
+//! becomes ready once the server comes up.
 
 use crate::support::{flotilla_bin, free_port, http_client};
 use flotilla_bus::testing::NatsServer;
@@ -24,10 +24,15 @@ impl Drop for Up {
     }
 }
 
+/// The status of `GET <base><path>`, or `None` while nothing answers.
+fn status(base: &str, path: &str) -> Option<u16> {
+    let reply = http_client().get(format!("{base}{path}")).send().ok()?;
+    Some(reply.status().as_u16())
+}
+
 /// `/readyz`'s status, or `None` while nothing answers.
 fn readyz(base: &str) -> Option<u16> {
-    let reply = http_client().get(format!("{base}/readyz")).send().ok()?;
-    Some(reply.status().as_u16())
+    status(base, "/readyz")
 }
 
 #[test]
@@ -48,6 +53,7 @@ fn up_waits_for_a_nats_server_that_starts_late() {
     let base = format!("http://{http}");
     let started = Instant::now();
     let mut answered = Vec::new();
+    let mut alive = Vec::new();
     while started.elapsed() < SERVER_DOWN_FOR {
         assert!(
             up.0.try_wait().unwrap().is_none(),
@@ -55,12 +61,18 @@ fn up_waits_for_a_nats_server_that_starts_late() {
             std::fs::read_to_string(dir.path().join("up.log")).unwrap_or_default()
         );
         answered.extend(readyz(&base));
+        alive.extend(status(&base, "/healthz"));
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(!answered.is_empty(), "the gateway answered while waiting");
     assert!(
         answered.iter().all(|s| *s == 503),
         "not ready: {answered:?}"
+    );
+    // Alive while it waits: a liveness probe must not restart it.
+    assert!(
+        !alive.is_empty() && alive.iter().all(|s| *s == 200),
+        "alive: {alive:?}"
     );
     nats.restart();
     let back = Instant::now();
