@@ -16,6 +16,8 @@
 //! Messages and envelopes come from `flotilla-messages`; the actix host in
 //! `flotilla-host` is the only writer of the log.
 
+#![warn(missing_docs)]
+
 #[cfg(feature = "test-util")]
 pub mod conformance;
 pub mod embedded;

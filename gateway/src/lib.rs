@@ -17,6 +17,8 @@
 //!
 //! The inference worker's CarlaRL-compatible routes are in [`inference`].
 
+#![warn(missing_docs)]
+
 pub mod inference;
 
 use actix_web::dev::Server;

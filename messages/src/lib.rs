@@ -26,6 +26,8 @@
 //! - [`inference`]: CarlaRL-compatible `/predict` bodies and errors, and the
 //!   inference worker's version commands and events.
 
+#![warn(missing_docs)]
+
 pub mod codec;
 pub mod command;
 pub mod envelope;

@@ -10,6 +10,8 @@
 //! their known optima, and [`solver_bench`], the quality and overhead
 //! measurements behind `flotilla bench solver`.
 
+#![warn(missing_docs)]
+
 pub mod fleet;
 pub mod fleet_bench;
 #[cfg(test)]

@@ -3,6 +3,8 @@
 //! over a `tower-test` mock service that replays recorded API-server
 //! exchanges in order, checking each request against the recording.
 
+#![warn(missing_docs)]
+
 use kube::Client;
 use serde_json::Value;
 

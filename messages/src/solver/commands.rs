@@ -31,6 +31,7 @@ pub const COMMAND_TYPES: &[&str] = &[
     "enqueue",
 ];
 
+/// One trial's result in a `tell`: its score and, optionally, its cost.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrialResult {
