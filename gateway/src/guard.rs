@@ -8,36 +8,37 @@
 //! the `Host` must be an allowed name ([`RequestPolicy::host_allowed`]): a
 //! rebound DNS name pointing at 127.0.0.1 is not one.
 
-use flotilla_messages::Encoding;
+use flotilla_messages::{Encoding, ErrorCode, Rejection};
 use std::net::{IpAddr, SocketAddr};
 
 /// Host names that always mean this machine.
 pub const LOOPBACK_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
 
-/// The MessagePack media types a command may declare.
-const MSGPACK_TYPES: [&str; 3] = [
-    "application/msgpack",
-    "application/x-msgpack",
-    "application/vnd.msgpack",
+/// The media types a browser may send cross-origin without a CORS preflight.
+const SIMPLE_TYPES: [&str; 3] = [
+    "text/plain",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data",
 ];
 
 /// The encoding a command's `Content-Type` declares, or why it is refused:
-/// only JSON and MessagePack (with any parameters) are accepted, so a
-/// browser cannot send one without a CORS preflight.
-pub fn command_media_type(content_type: Option<&str>) -> Result<Encoding, String> {
+/// none or a simple type (what a page can send cross-origin without a
+/// preflight) is `UNSUPPORTED_MEDIA_TYPE`; another type that is not JSON or
+/// MessagePack is `MALFORMED_BODY`, as on NATS.
+pub fn command_media_type(content_type: Option<&str>) -> Result<Encoding, Rejection> {
+    let unsupported = |why: String| Rejection::new(ErrorCode::UnsupportedMediaType, why);
     let Some(declared) = content_type.filter(|ct| !ct.trim().is_empty()) else {
-        return Err("a command needs Content-Type: application/json or application/msgpack".into());
+        return Err(unsupported(
+            "a command needs Content-Type: application/json or application/msgpack".into(),
+        ));
     };
-    let essence = media_type(declared);
-    if essence == "application/json" {
-        Ok(Encoding::Json)
-    } else if MSGPACK_TYPES.contains(&essence.as_str()) {
-        Ok(Encoding::MsgPack)
-    } else {
-        Err(format!(
+    if SIMPLE_TYPES.contains(&media_type(declared).as_str()) {
+        return Err(unsupported(format!(
             "Content-Type {declared} is not accepted: send application/json or application/msgpack"
-        ))
+        )));
     }
+    Encoding::from_content_type(declared)
+        .map_err(|e| Rejection::new(ErrorCode::MalformedBody, e.to_string()))
 }
 
 /// The media type without parameters, lower case (`Text/Plain; x=1` → `text/plain`).
@@ -147,29 +148,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn commands_accept_json_and_msgpack_with_parameters_only() {
+    fn commands_need_json_or_msgpack_and_simple_types_are_unsupported() {
+        let code = |ct| command_media_type(ct).map_err(|r| r.code);
+        assert_eq!(code(Some("application/json")), Ok(Encoding::Json));
         assert_eq!(
-            command_media_type(Some("application/json")),
+            code(Some("Application/JSON; charset=utf-8")),
             Ok(Encoding::Json)
         );
-        assert_eq!(
-            command_media_type(Some("Application/JSON; charset=utf-8")),
-            Ok(Encoding::Json)
-        );
-        for msgpack in MSGPACK_TYPES {
-            assert_eq!(command_media_type(Some(msgpack)), Ok(Encoding::MsgPack));
+        for msgpack in [
+            "application/msgpack",
+            "application/x-msgpack",
+            "application/vnd.msgpack",
+        ] {
+            assert_eq!(code(Some(msgpack)), Ok(Encoding::MsgPack));
         }
         for simple in [
             "text/plain",
-            "text/plain;charset=UTF-8",
+            "Text/Plain;charset=UTF-8",
             "application/x-www-form-urlencoded",
             "multipart/form-data; boundary=x",
-            "application/jsonp",
             "",
         ] {
-            assert!(command_media_type(Some(simple)).is_err(), "{simple}");
+            assert_eq!(
+                code(Some(simple)),
+                Err(ErrorCode::UnsupportedMediaType),
+                "{simple}"
+            );
         }
-        assert!(command_media_type(None).is_err());
+        assert_eq!(code(None), Err(ErrorCode::UnsupportedMediaType));
+        assert_eq!(code(Some("text/csv")), Err(ErrorCode::MalformedBody));
     }
 
     #[test]

@@ -212,7 +212,7 @@ async fn command(
         .and_then(|v| v.to_str().ok());
     let encoding = match guard::command_media_type(content_type) {
         Ok(e) => e,
-        Err(why) => return error_response(&Rejection::new(ErrorCode::UnsupportedMediaType, why)),
+        Err(rejection) => return error_response(&rejection),
     };
     let mut msg = Message::new(state.subjects.command(&stream), body)
         .with_header("Content-Type", encoding.content_type());
