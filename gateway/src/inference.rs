@@ -42,7 +42,8 @@ use std::time::Instant;
 /// Settings of the HTTP server (CarlaRL's environment variables).
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
-    /// `CORS_ORIGINS`: allowed origins, `*` for any.
+    /// `CORS_ORIGINS`: allowed origins, `*` for any (on `/predict` and reads;
+    /// the version routes need a listed origin).
     pub cors_origins: Vec<String>,
     /// `ALLOWED_HOSTS`: allowed `Host` names, `*` for any, `*.example.com` for subdomains.
     pub allowed_hosts: Vec<String>,
