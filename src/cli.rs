@@ -115,6 +115,13 @@ pub struct UpArgs {
     /// How often the provisioner ticks its pools (`1s`, `500ms`).
     #[arg(long, env = "FLOTILLA_TICK", default_value = "1s")]
     pub tick: String,
+    /// `Host` names the gateway serves, comma-separated (`*.domain`, `*`: any)
+    /// [default: loopback names, plus the bound address if not loopback].
+    #[arg(long, env = "FLOTILLA_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`https://ui.example`) allowed besides the gateway's own, comma-separated.
+    #[arg(long, env = "FLOTILLA_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
 }
 
 /// `flotilla send`.

@@ -17,9 +17,14 @@
 //! Every response carries `X-Request-ID` (the caller's, or a new one; equal
 //! to `details.request_id` in error bodies) and `X-Process-Time` (seconds).
 //! `ALLOWED_HOSTS` and `CORS_ORIGINS` behave as Starlette's middlewares do in
-//! CarlaRL. The work itself is `flotilla_inference`; this module only
+//! CarlaRL. The routes that change what serves (`/warmup`, `/versions/...`)
+//! are guarded further, as the gateway's commands are ([`crate::guard`]):
+//! a JSON or MessagePack body or none, no `Origin` but the worker's own or
+//! one listed in `CORS_ORIGINS` (`*` opens `/predict` only), and with
+//! `ALLOWED_HOSTS=*` a loopback name or IP literal as `Host`. The work itself is `flotilla_inference`; this module only
 //! translates HTTP.
 
+use crate::guard;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
@@ -37,7 +42,8 @@ use std::time::Instant;
 /// Settings of the HTTP server (CarlaRL's environment variables).
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
-    /// `CORS_ORIGINS`: allowed origins, `*` for any.
+    /// `CORS_ORIGINS`: allowed origins, `*` for any (on `/predict` and reads;
+    /// the version routes need a listed origin).
     pub cors_origins: Vec<String>,
     /// `ALLOWED_HOSTS`: allowed `Host` names, `*` for any, `*.example.com` for subdomains.
     pub allowed_hosts: Vec<String>,
@@ -154,6 +160,8 @@ async fn envelope(
     let early = if !host_allowed(&settings.allowed_hosts, &req) {
         let e = ServingError::new(ServingErrorCode::InvalidHost, "Invalid host header");
         Some(error_with_id(&state.engine, &request_id, &e))
+    } else if let Some(e) = control_refusal(settings, &req) {
+        Some(error_with_id(&state.engine, &request_id, &e))
     } else if req.method() == Method::OPTIONS
         && origin.is_some()
         && req
@@ -224,6 +232,42 @@ fn host_allowed(allowed: &[String], req: &ServiceRequest) -> bool {
             Some(domain) => name.ends_with(&format!(".{domain}")),
             None => pattern.eq_ignore_ascii_case(&name),
         })
+}
+
+/// Why a request to a route that changes what serves is refused, if it is:
+/// what a web page could send cross-origin (or through a rebound DNS name)
+/// without a preflight.
+fn control_refusal(settings: &HttpSettings, req: &ServiceRequest) -> Option<ServingError> {
+    let path = req.path();
+    if req.method() != Method::POST || !(path == "/warmup" || path.starts_with("/versions/")) {
+        return None;
+    }
+    let header_str = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let host = header_str(header::HOST).unwrap_or_default();
+    if settings.allowed_hosts.iter().any(|h| h == "*") && !guard::rebinding_safe(host) {
+        let e = format!("Host {host:?} may not change versions: list it in ALLOWED_HOSTS");
+        return Some(ServingError::new(ServingErrorCode::InvalidHost, e));
+    }
+    let has_body = header_str(header::CONTENT_LENGTH).is_some_and(|n| n.trim() != "0");
+    let media_ok = match header_str(header::CONTENT_TYPE) {
+        Some(ct) => guard::command_media_type(Some(ct)).is_ok(),
+        None => !has_body,
+    };
+    if !media_ok {
+        let e = "send no body, or Content-Type: application/json";
+        return Some(ServingError::new(ServingErrorCode::UnsupportedMediaType, e));
+    }
+    let origin = header_str(header::ORIGIN)?;
+    let listed = settings.cors_origins.iter().filter(|o| *o != "*").cloned();
+    let policy = guard::RequestPolicy {
+        allowed_hosts: Vec::new(),
+        allowed_origins: listed.collect(),
+    };
+    let scheme = req.connection_info().scheme().to_string();
+    (!policy.origin_allowed(origin, &scheme, host)).then(|| {
+        let e = format!("Origin {origin:?} may not change versions: list it in CORS_ORIGINS");
+        ServingError::new(ServingErrorCode::ForbiddenOrigin, e)
+    })
 }
 
 fn preflight(req: &ServiceRequest) -> HttpResponse {

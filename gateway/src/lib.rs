@@ -15,15 +15,23 @@
 //! | `GET /v1/query/{actor}[/{id}]` | state of one aggregate, or the list of ids |
 //! | `GET /v1/events?from=&stream=&follow=` | events as JSON lines, from the log |
 //!
+//! Every `/v1/` request must name an allowed `Host` and carry no foreign
+//! `Origin`, and a command must be JSON or MessagePack ([`guard`]): a web
+//! page cannot drive a local control plane.
+//!
 //! The inference worker's CarlaRL-compatible routes are in [`inference`].
 
 #![warn(missing_docs)]
 
+pub mod guard;
 pub mod inference;
 
+use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::Server;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
+use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use bytes::Bytes;
 use flotilla_bus::{Bus, BusError, EventLog, Message};
@@ -54,6 +62,8 @@ pub struct GatewayState {
     pub registry: prometheus::Registry,
     /// How long to wait for an actor's reply.
     pub request_timeout: Duration,
+    /// Allowed `Host` and `Origin` values.
+    pub policy: guard::RequestPolicy,
 }
 
 /// Adds the gateway's routes to an actix-web app.
@@ -73,14 +83,59 @@ pub fn configure(state: GatewayState) -> impl FnOnce(&mut web::ServiceConfig) {
 
 /// Binds `addr` and returns the running server (a future to spawn or await).
 pub fn start(state: GatewayState, addr: std::net::SocketAddr) -> std::io::Result<Server> {
-    let server = HttpServer::new(move || App::new().configure(configure(state.clone())))
-        .workers(1)
-        .disable_signals()
-        .shutdown_timeout(2)
-        .bind(addr)?
-        .run();
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(from_fn(refuse_foreign))
+            .configure(configure(state.clone()))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(2)
+    .bind(addr)?
+    .run();
     tracing::info!(%addr, "HTTP gateway listening");
     Ok(server)
+}
+
+/// Refuses an API request whose `Host` is not allowed (DNS rebinding) or
+/// whose `Origin` is foreign (CSRF). Probes and metrics stay open: they
+/// change nothing and are read by whatever address the prober uses.
+async fn refuse_foreign(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let refusal = match req.app_data::<web::Data<GatewayState>>() {
+        Some(state) if req.path().starts_with("/v1/") => foreign_request(&state.policy, &req),
+        _ => None,
+    };
+    match refusal {
+        Some(rejection) => Ok(req.into_response(error_response(&rejection))),
+        None => Ok(next.call(req).await?.map_into_boxed_body()),
+    }
+}
+
+/// Why `req` is refused under `policy`, if it is.
+fn foreign_request(policy: &guard::RequestPolicy, req: &ServiceRequest) -> Option<Rejection> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !policy.host_allowed(host) {
+        return Some(Rejection::new(
+            ErrorCode::ForbiddenHost,
+            format!("Host {host:?} is not an allowed host (see --allowed-hosts)"),
+        ));
+    }
+    let origin = req.headers().get(header::ORIGIN)?;
+    let origin = origin.to_str().unwrap_or("?");
+    let scheme = req.connection_info().scheme().to_string();
+    (!policy.origin_allowed(origin, &scheme, host)).then(|| {
+        Rejection::new(
+            ErrorCode::ForbiddenOrigin,
+            format!("Origin {origin:?} is not allowed (see --allowed-origins)"),
+        )
+    })
 }
 
 async fn healthz() -> HttpResponse {
@@ -150,18 +205,16 @@ async fn command(
         Ok(s) => s,
         Err(r) => return error_response(&r),
     };
-    // curl sends form-urlencoded by default: treat it (and text/plain) as no
-    // declared encoding, so the body is sniffed as on NATS.
+    // Unlike NATS, HTTP never sniffs: a browser may send text/plain, form
+    // and multipart bodies (and bodies without a type) cross-origin without
+    // a preflight.
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .filter(|ct| {
-            !ct.starts_with("application/x-www-form-urlencoded") && !ct.starts_with("text/plain")
-        });
-    let encoding = match Encoding::detect(content_type, &body) {
+        .and_then(|v| v.to_str().ok());
+    let encoding = match guard::command_media_type(content_type) {
         Ok(e) => e,
-        Err(e) => return error_response(&Rejection::new(ErrorCode::MalformedBody, e.to_string())),
+        Err(rejection) => return error_response(&rejection),
     };
     let mut msg = Message::new(state.subjects.command(&stream), body)
         .with_header("Content-Type", encoding.content_type());

@@ -37,11 +37,17 @@ pub enum ErrorCode {
     Corrupt,
     /// A bug or an unexpected backend failure.
     Internal,
+    /// An HTTP command's `Content-Type` is not JSON or MessagePack (or is missing).
+    UnsupportedMediaType,
+    /// An HTTP request's `Origin` is neither the gateway's own nor an allowed one.
+    ForbiddenOrigin,
+    /// An HTTP request's `Host` is not an allowed host (DNS rebinding).
+    ForbiddenHost,
 }
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::MalformedBody,
         ErrorCode::UnknownCommand,
         ErrorCode::UnknownField,
@@ -57,6 +63,9 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::Corrupt,
         ErrorCode::Internal,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::ForbiddenOrigin,
+        ErrorCode::ForbiddenHost,
     ];
 
     /// The code a wire spelling names, if any.
@@ -82,6 +91,9 @@ impl ErrorCode {
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Corrupt => "CORRUPT",
             ErrorCode::Internal => "INTERNAL",
+            ErrorCode::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            ErrorCode::ForbiddenOrigin => "FORBIDDEN_ORIGIN",
+            ErrorCode::ForbiddenHost => "FORBIDDEN_HOST",
         }
     }
 
@@ -99,6 +111,8 @@ impl ErrorCode {
             ErrorCode::Timeout => 504,
             ErrorCode::Unavailable => 503,
             ErrorCode::Corrupt | ErrorCode::Internal => 500,
+            ErrorCode::UnsupportedMediaType => 415,
+            ErrorCode::ForbiddenOrigin | ErrorCode::ForbiddenHost => 403,
         }
     }
 }

@@ -135,6 +135,10 @@ pub enum ServingErrorCode {
     NotFound,
     /// The route exists but not with this method (405).
     MethodNotAllowed,
+    /// A version route's body is not JSON (415): a browser's simple request.
+    UnsupportedMediaType,
+    /// A version route's `Origin` is not the worker's own nor in `CORS_ORIGINS` (403).
+    ForbiddenOrigin,
 }
 
 impl ServingErrorCode {
@@ -153,6 +157,8 @@ impl ServingErrorCode {
             Self::InvalidHost => "INVALID_HOST",
             Self::NotFound => "NOT_FOUND",
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            Self::ForbiddenOrigin => "FORBIDDEN_ORIGIN",
         }
     }
 
@@ -167,6 +173,8 @@ impl ServingErrorCode {
             Self::InvalidHost => 400,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
+            Self::UnsupportedMediaType => 415,
+            Self::ForbiddenOrigin => 403,
         }
     }
 }

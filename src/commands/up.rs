@@ -10,10 +10,12 @@
 use crate::backend::{self, Backend};
 use crate::cli::UpArgs;
 use crate::commands::pools::{start_provisioner, ProvisionerOptions};
+use crate::commands::worker::trimmed;
 use crate::config::{resolve_up, BackendChoice, UpSettings};
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::{anyhow, bail, Context, Result};
+use flotilla_gateway::guard::RequestPolicy;
 use flotilla_gateway::GatewayState;
 use flotilla_host::{AggregateRegistry, CommandService, HostConfig, HostDeps, HostMetrics};
 use flotilla_messages::Actor;
@@ -59,7 +61,7 @@ async fn serve(settings: UpSettings, args: &UpArgs) -> Result<()> {
         metrics,
     };
     let ready = Arc::new(AtomicBool::new(false));
-    let gateway = start_gateway(&settings, &backend, &registry, ready.clone())?;
+    let gateway = start_gateway(&settings, args, &backend, &registry, ready.clone())?;
     let (recovered, services) = start_actors(&settings, args, &backend, deps, &registry).await?;
     ready.store(true, Ordering::Release);
     tracing::info!(
@@ -150,6 +152,7 @@ fn describe(choice: &BackendChoice) -> String {
 
 fn start_gateway(
     settings: &UpSettings,
+    args: &UpArgs,
     backend: &Backend,
     registry: &prometheus::Registry,
     ready: Arc<AtomicBool>,
@@ -164,6 +167,11 @@ fn start_gateway(
         ready,
         registry: registry.clone(),
         request_timeout: Duration::from_secs(30),
+        policy: RequestPolicy::for_bind(
+            addr,
+            trimmed(&args.allowed_hosts),
+            trimmed(&args.allowed_origins),
+        ),
     };
     let server = flotilla_gateway::start(state, addr)
         .with_context(|| format!("http: cannot listen on {addr}"))?;

@@ -196,7 +196,8 @@ fn start_http(
     Ok(handle)
 }
 
-fn trimmed(list: &[String]) -> Vec<String> {
+/// The non-empty, trimmed items of a comma list.
+pub(crate) fn trimmed(list: &[String]) -> Vec<String> {
     list.iter()
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())

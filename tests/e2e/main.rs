@@ -21,6 +21,7 @@ mod crash;
 mod fleet_agent;
 mod fleet_crash;
 mod fleet_nats;
+mod gateway_origin;
 mod inference_http;
 mod inference_nats;
 mod scheduler_crash;
