@@ -452,7 +452,7 @@ mod tests {
         let outcome = run(&executor, &a).await;
         assert!(matches!(outcome, Outcome::TimedOut { after_seconds, .. } if after_seconds == 0.3));
         assert!(
-            find_by_env(ATTEMPT_ENV, &a.key).is_empty(),
+            crate::process::group_vanishes(ATTEMPT_ENV, &a.key).await,
             "the group is gone"
         );
     }
@@ -498,6 +498,14 @@ mod tests {
         let Launch::Running { end: own, .. } = executor.launch(&a).await else {
             panic!("not started")
         };
+        // A restarted scheduler comes later than the exec: until the kernel
+        // has set up the new image, /proc shows no environment (spawn returns
+        // once the child execs, a moment before), so wait for the label.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while find_by_env(ATTEMPT_ENV, &a.key).is_empty() {
+            assert!(std::time::Instant::now() < deadline, "never labelled");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         // A scheduler restarted with another jobs directory finds the
         // process by its label, and its files where its environment says.
         let elsewhere = LocalExecutor::new(second.path());

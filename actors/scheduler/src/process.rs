@@ -262,6 +262,22 @@ pub fn program_exists(program: &str, workdir: Option<&Path>) -> bool {
     })
 }
 
+/// Test support: waits (up to 5 s) until no live process holds `NAME=value`
+/// and says whether that happened. A SIGKILLed process is gone only once
+/// the kernel has run it to its exit, which on a loaded machine can take a
+/// while after `kill` returns.
+#[cfg(test)]
+pub(crate) async fn group_vanishes(name: &str, value: &str) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !find_by_env(name, value).is_empty() {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,7 +317,7 @@ mod tests {
         let waited = wait_or_stop(&mut child, leader, Some(deadline), grace).await;
         assert!(waited.is_none(), "stopped, not exited");
         assert!(
-            find_by_env("FLOTILLA_TEST_GROUP", &mark).is_empty(),
+            group_vanishes("FLOTILLA_TEST_GROUP", &mark).await,
             "the group is gone"
         );
     }
