@@ -78,6 +78,20 @@ pub fn rebinding_safe(host: &str) -> bool {
     LOOPBACK_NAMES.iter().any(|l| l.eq_ignore_ascii_case(name)) || is_ip_literal(name)
 }
 
+/// Whether `host` (a `Host` value, port ignored) matches one of `patterns`:
+/// `*`, an exact name, or `*.domain` for its subdomains (Starlette's
+/// TrustedHostMiddleware rules), without regard to case.
+pub fn host_listed(patterns: &[String], host: &str) -> bool {
+    let name = host_name(host).to_ascii_lowercase();
+    patterns
+        .iter()
+        .any(|pattern| match pattern.strip_prefix("*.") {
+            _ if pattern == "*" => true,
+            Some(domain) => name.ends_with(&format!(".{}", domain.to_ascii_lowercase())),
+            None => pattern.eq_ignore_ascii_case(&name),
+        })
+}
+
 /// Which `Host` and `Origin` values the gateway serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestPolicy {
@@ -120,16 +134,7 @@ impl RequestPolicy {
         if self.allowed_hosts.is_empty() {
             return rebinding_safe(host);
         }
-        let name = host_name(host);
-        self.allowed_hosts
-            .iter()
-            .any(|pattern| match pattern.strip_prefix("*.") {
-                _ if pattern == "*" => true,
-                Some(domain) => name
-                    .to_ascii_lowercase()
-                    .ends_with(&format!(".{}", domain.to_ascii_lowercase())),
-                None => pattern.eq_ignore_ascii_case(name),
-            })
+        host_listed(&self.allowed_hosts, host)
     }
 
     /// Whether a request to `scheme://host` may come from `origin`: its own

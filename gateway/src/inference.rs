@@ -157,7 +157,7 @@ async fn envelope(
         .and_then(|v| v.to_str().ok())
         .filter(|o| listed(&settings.cors_origins, o))
         .map(str::to_string);
-    let early = if !host_allowed(&settings.allowed_hosts, &req) {
+    let early = if !guard::host_listed(&settings.allowed_hosts, req.connection_info().host()) {
         let e = ServingError::new(ServingErrorCode::InvalidHost, "Invalid host header");
         Some(error_with_id(&state.engine, &request_id, &e))
     } else if let Some(e) = control_refusal(settings, &req) {
@@ -214,24 +214,6 @@ async fn envelope(
 /// Whether `value` is in a comma list where `*` allows anything.
 fn listed(list: &[String], value: &str) -> bool {
     list.iter().any(|o| o == "*" || o == value)
-}
-
-/// Starlette's TrustedHostMiddleware: `*`, exact names, or `*.domain`.
-fn host_allowed(allowed: &[String], req: &ServiceRequest) -> bool {
-    if allowed.iter().any(|h| h == "*") {
-        return true;
-    }
-    let host = req.connection_info().host().to_string();
-    let name = match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name.to_string(),
-        _ => host,
-    };
-    allowed
-        .iter()
-        .any(|pattern| match pattern.strip_prefix("*.") {
-            Some(domain) => name.ends_with(&format!(".{domain}")),
-            None => pattern.eq_ignore_ascii_case(&name),
-        })
 }
 
 /// Why a request to a route that changes what serves is refused, if it is:
