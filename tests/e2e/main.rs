@@ -24,5 +24,6 @@ mod fleet_nats;
 mod gateway_origin;
 mod inference_http;
 mod inference_nats;
+mod nats_two_hosts;
 mod scheduler_crash;
 mod up_nats_start;
