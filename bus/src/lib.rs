@@ -20,10 +20,13 @@
 
 #[cfg(feature = "test-util")]
 pub mod conformance;
+mod corrupt_streams;
 pub mod embedded;
 pub mod nats;
 #[cfg(feature = "test-util")]
 pub mod testing;
+
+pub use corrupt_streams::CorruptStreams;
 
 use async_trait::async_trait;
 use bytes::Bytes;

@@ -9,7 +9,7 @@
 //! | route | what |
 //! |---|---|
 //! | `GET /healthz` | the process is alive |
-//! | `GET /readyz` | 503 until every actor has recovered |
+//! | `GET /readyz` | 503 until every actor has recovered; then 200, `degraded` with the `corrupt` streams listed if any |
 //! | `GET /metrics` | Prometheus text |
 //! | `POST /v1/cmd/{actor}/{id}` | a command (JSON or MessagePack), the reply as over NATS |
 //! | `GET /v1/query/{actor}[/{id}]` | state of one aggregate, or the list of ids |
@@ -34,7 +34,7 @@ use actix_web::http::StatusCode;
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use bytes::Bytes;
-use flotilla_bus::{Bus, BusError, EventLog, Message};
+use flotilla_bus::{Bus, BusError, CorruptStreams, EventLog, Message};
 use flotilla_messages::{
     validate_id, Actor, Encoding, ErrorCode, Rejection, Reply, StreamName, Subjects,
 };
@@ -58,6 +58,8 @@ pub struct GatewayState {
     pub subjects: Subjects,
     /// Set once every actor has recovered.
     pub ready: Arc<AtomicBool>,
+    /// Streams set aside as corrupt during recovery (listed by `/readyz`).
+    pub corrupt: CorruptStreams,
     /// Metrics to expose.
     pub registry: prometheus::Registry,
     /// How long to wait for an actor's reply.
@@ -142,9 +144,16 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
+/// Ready once every actor has recovered. Corrupt aggregates do not make the
+/// process unready (the others serve, and a load balancer must keep sending
+/// them traffic): they are listed under `corrupt`, with status `degraded`.
 async fn readyz(state: web::Data<GatewayState>) -> HttpResponse {
     if state.ready.load(Ordering::Acquire) {
-        HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
+        let corrupt = state.corrupt.list();
+        if corrupt.is_empty() {
+            return HttpResponse::Ok().json(serde_json::json!({"status": "ready"}));
+        }
+        HttpResponse::Ok().json(serde_json::json!({"status": "degraded", "corrupt": corrupt}))
     } else {
         HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "recovering"}))
     }

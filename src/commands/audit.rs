@@ -1,7 +1,7 @@
 //! `flotilla audit`: reads the whole log in global order, verifying every
 //! checksum and every hash-chain link, checks each stream's head, and
 //! replays every stream of a known actor through its `evolve`. Prints a JSON
-//! summary; exits 1 naming the first bad stream and seq.
+//! summary; exits 1 listing every bad stream and seq (under `errors`).
 
 use crate::backend::open_log;
 use crate::cli::AuditArgs;
@@ -31,22 +31,31 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
     block_on(async {
         let log = open_log(&backend, &subjects).await?;
         let mut streams = BTreeMap::new();
-        let outcome = audit(log.as_ref(), &mut streams).await;
+        let problems = audit(log.as_ref(), &mut streams).await?;
         let events: u64 = streams.values().map(|s| s.events).sum();
         let mut summary =
-            json!({"ok": outcome.is_ok(), "streams": streams.len(), "events": events});
-        let code = match outcome {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                let (stream, seq) = location(&e);
-                summary["error"] = json!({"stream": stream, "seq": seq, "message": e.to_string()});
-                eprintln!("audit failed: {e}");
-                ExitCode::from(1)
-            }
-        };
+            json!({"ok": problems.is_empty(), "streams": streams.len(), "events": events});
+        let errors: Vec<_> = problems.iter().map(describe).collect();
+        for e in &problems {
+            eprintln!("audit failed: {e}");
+        }
+        if let Some(first) = errors.first() {
+            // `error` (the first) predates `errors` (all); both are kept.
+            summary["error"] = first.clone();
+            summary["errors"] = json!(errors);
+        }
         println!("{}", serde_json::to_string_pretty(&summary)?);
-        Ok(code)
+        Ok(if problems.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        })
     })
+}
+
+fn describe(e: &LogError) -> serde_json::Value {
+    let (stream, seq) = location(e);
+    json!({"stream": stream, "seq": seq, "message": e.to_string()})
 }
 
 fn location(e: &LogError) -> (Option<String>, Option<u64>) {
@@ -61,7 +70,51 @@ fn location(e: &LogError) -> (Option<String>, Option<u64>) {
     }
 }
 
+/// Audits the whole log and returns every problem found, not just the
+/// first: the global read stops at a bad record, so after one the streams
+/// are read one by one, each up to its own first bad record. An error that
+/// is not the log's content (the backend down) ends the audit.
 async fn audit(
+    log: &dyn EventLog,
+    streams: &mut BTreeMap<String, StreamAudit>,
+) -> Result<Vec<LogError>, LogError> {
+    let mut problems = Vec::new();
+    if let Err(global) = read_globally(log, streams).await {
+        let global = content_problem(global)?;
+        streams.clear();
+        for name in log.streams().await? {
+            if let Err(e) = read_one(log, &name, streams).await {
+                problems.push(content_problem(e)?);
+            }
+        }
+        // A problem of the log as a whole (a truncation, an event out of
+        // global order) shows only in the global read.
+        if !problems.iter().any(|p| location(p) == location(&global)) {
+            problems.insert(0, global);
+        }
+    }
+    let unreadable: Vec<Option<String>> = problems.iter().map(|p| location(p).0).collect();
+    for name in log.streams().await? {
+        if unreadable.contains(&Some(name.clone())) {
+            continue;
+        }
+        if let Err(e) = check_head(log, &name, streams.get(&name)).await {
+            problems.push(content_problem(e)?);
+        }
+    }
+    Ok(problems)
+}
+
+/// Passes a problem of the log's content through; any other error ends the audit.
+fn content_problem(e: LogError) -> Result<LogError, LogError> {
+    match e {
+        LogError::Backend(_) => Err(e),
+        _ => Ok(e),
+    }
+}
+
+/// Every event in global order, each folded into its stream's audit.
+async fn read_globally(
     log: &dyn EventLog,
     streams: &mut BTreeMap<String, StreamAudit>,
 ) -> Result<(), LogError> {
@@ -70,18 +123,38 @@ async fn audit(
         let entry = streams.entry(p.envelope.stream.clone()).or_default();
         fold(entry, &p.envelope)?;
     }
-    for name in log.streams().await? {
-        let head = log.head(&name).await?;
-        let seen = streams.get(&name);
-        let (events, checksum) = seen.map_or((0, ""), |s| (s.events, s.last_checksum.as_str()));
-        if head.seq != events || (events > 0 && head.checksum != checksum) {
-            return Err(LogError::Corrupt(IntegrityError::Position {
-                stream: name.clone(),
-                expected: events + 1,
-                found_stream: name,
-                found: head.seq,
-            }));
-        }
+    Ok(())
+}
+
+/// Every event of stream `name`, folded into its audit.
+async fn read_one(
+    log: &dyn EventLog,
+    name: &str,
+    streams: &mut BTreeMap<String, StreamAudit>,
+) -> Result<(), LogError> {
+    let entry = streams.entry(name.to_string()).or_default();
+    let mut events = log.read_stream(name, 1).await?;
+    while let Some(env) = events.try_next().await? {
+        fold(entry, &env)?;
+    }
+    Ok(())
+}
+
+/// The stream's stored head matches the last event read.
+async fn check_head(
+    log: &dyn EventLog,
+    name: &str,
+    seen: Option<&StreamAudit>,
+) -> Result<(), LogError> {
+    let head = log.head(name).await?;
+    let (events, checksum) = seen.map_or((0, ""), |s| (s.events, s.last_checksum.as_str()));
+    if head.seq != events || (events > 0 && head.checksum != checksum) {
+        return Err(LogError::Corrupt(IntegrityError::Position {
+            stream: name.to_string(),
+            expected: events + 1,
+            found_stream: name.to_string(),
+            found: head.seq,
+        }));
     }
     Ok(())
 }

@@ -15,6 +15,7 @@ use crate::config::{resolve_up, BackendChoice, UpSettings};
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::{anyhow, bail, Context, Result};
+use flotilla_bus::CorruptStreams;
 use flotilla_gateway::guard::RequestPolicy;
 use flotilla_gateway::GatewayState;
 use flotilla_host::{AggregateRegistry, CommandService, HostConfig, HostDeps, HostMetrics};
@@ -61,7 +62,8 @@ async fn serve(settings: UpSettings, args: &UpArgs) -> Result<()> {
         metrics,
     };
     let ready = Arc::new(AtomicBool::new(false));
-    let gateway = start_gateway(&settings, args, &backend, &registry, ready.clone())?;
+    let corrupt = deps.metrics.corrupt_streams.clone();
+    let gateway = start_gateway(&settings, args, &backend, &registry, ready.clone(), corrupt)?;
     let (recovered, services) = start_actors(&settings, args, &backend, deps, &registry).await?;
     ready.store(true, Ordering::Release);
     tracing::info!(
@@ -156,6 +158,7 @@ fn start_gateway(
     backend: &Backend,
     registry: &prometheus::Registry,
     ready: Arc<AtomicBool>,
+    corrupt: CorruptStreams,
 ) -> Result<Option<ServerHandle>> {
     let Some(addr) = settings.http else {
         return Ok(None);
@@ -165,6 +168,7 @@ fn start_gateway(
         log: backend.log.clone(),
         subjects: settings.subjects.clone(),
         ready,
+        corrupt,
         registry: registry.clone(),
         request_timeout: Duration::from_secs(30),
         policy: RequestPolicy::for_bind(

@@ -17,6 +17,7 @@ mod cli_nats;
 mod cli_plan;
 mod cli_run;
 mod cli_run_scheduled;
+mod corrupt_isolation;
 mod crash;
 mod fleet_agent;
 mod fleet_crash;

@@ -89,6 +89,21 @@ impl<A: Aggregate> AggregateActor<A> {
         Reply::rejected(&rejection)
     }
 
+    /// Marks this aggregate corrupt for `/readyz` and the metric; it stays
+    /// up, answering `CORRUPT`, so that it is not recovered again and again.
+    fn set_aside(&self, reason: &str) {
+        let metrics = &self.deps.metrics;
+        if metrics
+            .corrupt_streams
+            .mark(&self.stream.to_string(), reason)
+        {
+            metrics
+                .aggregates_corrupt
+                .with_label_values(&[A::ACTOR.as_str()])
+                .inc();
+        }
+    }
+
     fn spawn_effects(&self, jobs: Vec<EffectJob<A>>, ctx: &mut Context<Self>) {
         let Some(handler) = self.effects.clone() else {
             return;
@@ -207,7 +222,11 @@ impl<A: Aggregate> Actor for AggregateActor<A> {
                         } else {
                             ErrorCode::Unavailable
                         };
-                        act.failure = Some(Rejection::new(code, format!("{}: {e}", act.stream)));
+                        let message = format!("{}: {e}", act.stream);
+                        if corrupt {
+                            act.set_aside(&message);
+                        }
+                        act.failure = Some(Rejection::new(code, message));
                         if !corrupt {
                             // A passing failure: answer what is queued, then make
                             // way for a fresh actor that recovers again.
@@ -408,15 +427,27 @@ impl<A: Aggregate> AggregateRegistry<A> {
 
     /// Starts and recovers every aggregate that has events, re-driving their
     /// unsettled effects. Returns how many were recovered.
+    ///
+    /// An aggregate whose stream is corrupt is set aside (it answers
+    /// `CORRUPT`, naming the stream and seq, and is listed in the metrics'
+    /// `corrupt_streams`) and the others recover: one bad record does not
+    /// stop the control plane. Any other failure, after retries, does.
     pub async fn recover_all(&self) -> Result<usize, Rejection> {
         let ids = self
             .ids()
             .await
             .map_err(|e| Rejection::new(ErrorCode::Unavailable, e.to_string()))?;
+        let mut recovered = 0;
         for id in &ids {
-            self.recover_one(id).await?;
+            match self.recover_one(id).await {
+                Ok(_) => recovered += 1,
+                Err(r) if r.code == ErrorCode::Corrupt => {
+                    tracing::error!(error = %r.message, "aggregate set aside; the others serve (run `flotilla audit`)");
+                }
+                Err(r) => return Err(r),
+            }
         }
-        Ok(ids.len())
+        Ok(recovered)
     }
 
     /// Recovers one aggregate, trying again after a passing failure.

@@ -1,6 +1,9 @@
 //! Prometheus metrics of the actor host.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use flotilla_bus::CorruptStreams;
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 /// Counters and histograms shared by every aggregate host in a process.
 #[derive(Clone)]
@@ -15,6 +18,10 @@ pub struct HostMetrics {
     pub events_replayed: IntCounterVec,
     /// Aggregates currently hosted.
     pub aggregates: IntGauge,
+    /// Aggregates whose stream failed its integrity checks, by actor.
+    pub aggregates_corrupt: IntGaugeVec,
+    /// Which streams those are (listed on `/readyz`).
+    pub corrupt_streams: CorruptStreams,
 }
 
 impl HostMetrics {
@@ -48,12 +55,21 @@ impl HostMetrics {
                 &["actor"],
             )?,
             aggregates: IntGauge::new("flotilla_aggregates", "Aggregates hosted")?,
+            aggregates_corrupt: IntGaugeVec::new(
+                Opts::new(
+                    "flotilla_aggregates_corrupt",
+                    "Aggregates set aside because their stream failed its integrity checks",
+                ),
+                &["actor"],
+            )?,
+            corrupt_streams: CorruptStreams::default(),
         };
         registry.register(Box::new(m.commands.clone()))?;
         registry.register(Box::new(m.command_seconds.clone()))?;
         registry.register(Box::new(m.events_appended.clone()))?;
         registry.register(Box::new(m.events_replayed.clone()))?;
         registry.register(Box::new(m.aggregates.clone()))?;
+        registry.register(Box::new(m.aggregates_corrupt.clone()))?;
         Ok(m)
     }
 
