@@ -32,12 +32,20 @@ pub async fn open(choice: &BackendChoice, subjects: &Subjects, replicas: usize) 
             })
         }
         BackendChoice::Nats(url) => {
-            let bus = NatsBus::connect(url)
-                .await
-                .with_context(|| format!("nats: cannot connect to {url}"))?;
+            let bus = NatsBus::connect(url).await.with_context(|| {
+                format!(
+                    "nats: cannot connect to {}",
+                    flotilla_bus::nats::redacted(url)
+                )
+            })?;
             let log = JetStreamLog::open(bus.client(), subjects.clone(), replicas)
                 .await
-                .with_context(|| format!("nats: cannot open the JetStream log on {url}"))?;
+                .with_context(|| {
+                    format!(
+                        "nats: cannot open the JetStream log on {}",
+                        flotilla_bus::nats::redacted(url)
+                    )
+                })?;
             Ok(Backend {
                 bus: Arc::new(bus),
                 log: Arc::new(log),

@@ -95,9 +95,12 @@ async fn serve(
     let agent = Arc::new(Mutex::new(agent));
     let sink = match &args.nats {
         Some(url) => {
-            let bus = NatsBus::connect(url)
-                .await
-                .with_context(|| format!("nats: cannot connect to {url}"))?;
+            let bus = NatsBus::connect(url).await.with_context(|| {
+                format!(
+                    "nats: cannot connect to {}",
+                    flotilla_bus::nats::redacted(&url)
+                )
+            })?;
             Sink::Nats(Arc::new(bus))
         }
         None => Sink::Stdout,

@@ -87,9 +87,12 @@ fn via_nats(
 ) -> Result<Vec<u8>> {
     let subjects = Subjects::new(&args.prefix).map_err(|e| anyhow!("prefix: {e}"))?;
     block_on(async {
-        let bus = NatsBus::connect(url)
-            .await
-            .with_context(|| format!("nats: cannot connect to {url}"))?;
+        let bus = NatsBus::connect(url).await.with_context(|| {
+            format!(
+                "nats: cannot connect to {}",
+                flotilla_bus::nats::redacted(url)
+            )
+        })?;
         let mut msg = Message::new(subjects.command(stream), serde_json::to_vec(command)?)
             .with_header("Content-Type", Encoding::Json.content_type());
         if let Some(key) = &args.id_key {

@@ -148,7 +148,7 @@ async fn waiting_for_nats() -> HttpResponse {
 fn describe(choice: &BackendChoice) -> String {
     match choice {
         BackendChoice::Embedded(dir) => format!("embedded ({})", dir.display()),
-        BackendChoice::Nats(url) => format!("nats ({url})"),
+        BackendChoice::Nats(url) => format!("nats ({})", flotilla_bus::nats::redacted(url)),
     }
 }
 

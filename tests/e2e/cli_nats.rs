@@ -131,3 +131,16 @@ fn two_processes_share_one_actor_without_handing_out_a_trial_twice() {
     let audit = flotilla(&["audit", "--nats", &url]);
     assert!(audit.status.success());
 }
+
+/// A NATS URL's password never shows in an error (issue 11, defect 7):
+/// before, `send` echoed `nats://alice:s3cret@…` in its failure.
+#[test]
+fn a_password_in_the_nats_url_is_never_printed() {
+    let port = crate::support::free_port();
+    let url = format!("nats://alice:s3cret@127.0.0.1:{port}");
+    let out = flotilla(&["send", "solver", "j", r#"{"type": "stop"}"#, "--nats", &url]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("alice:***@127.0.0.1"), "{stderr}");
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+}

@@ -45,13 +45,16 @@ impl NatsBus {
     pub async fn connect(url: &str) -> Result<NatsBus, BusError> {
         let mut backoff = Duration::from_millis(100);
         let mut attempt = 1;
+        let shown = redacted(url);
         loop {
             match connect_options().connect(url).await {
                 Ok(client) => return Ok(NatsBus { client }),
                 Err(e) if attempt >= CONNECT_ATTEMPTS => {
-                    return Err(BusError::Connection(format!("{url}: {e}")))
+                    return Err(BusError::Connection(format!("{shown}: {e}")))
                 }
-                Err(e) => tracing::warn!(url, attempt, error = %e, "NATS connect failed, retrying"),
+                Err(e) => {
+                    tracing::warn!(url = %shown, attempt, error = %e, "NATS connect failed, retrying")
+                }
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -67,6 +70,45 @@ impl NatsBus {
     /// The underlying async-nats client (e.g. for [`JetStreamLog::open`]).
     pub fn client(&self) -> Client {
         self.client.clone()
+    }
+}
+
+/// `url` with any password (or token) in its user part replaced by `***`,
+/// for errors and logs: a secret in a URL must never be printed.
+pub fn redacted(url: &str) -> String {
+    url.split(',')
+        .map(|one| {
+            let Some((scheme, rest)) = one.split_once("://") else {
+                return one.to_string();
+            };
+            match rest.rsplit_once('@') {
+                Some((user, host)) => match user.split_once(':') {
+                    Some((name, _)) => format!("{scheme}://{name}:***@{host}"),
+                    None => format!("{scheme}://***@{host}"),
+                },
+                None => one.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::redacted;
+
+    #[test]
+    fn passwords_and_tokens_are_never_shown() {
+        assert_eq!(
+            redacted("nats://alice:s3cret@127.0.0.1:4222"),
+            "nats://alice:***@127.0.0.1:4222"
+        );
+        assert_eq!(redacted("nats://tok3n@h:1"), "nats://***@h:1");
+        assert_eq!(
+            redacted("nats://a:p@h1:1,nats://h2:2"),
+            "nats://a:***@h1:1,nats://h2:2"
+        );
+        assert_eq!(redacted("127.0.0.1:4222"), "127.0.0.1:4222");
     }
 }
 
