@@ -93,25 +93,6 @@ pub fn redacted(url: &str) -> String {
         .join(",")
 }
 
-#[cfg(test)]
-mod redaction_tests {
-    use super::redacted;
-
-    #[test]
-    fn passwords_and_tokens_are_never_shown() {
-        assert_eq!(
-            redacted("nats://alice:s3cret@127.0.0.1:4222"),
-            "nats://alice:***@127.0.0.1:4222"
-        );
-        assert_eq!(redacted("nats://tok3n@h:1"), "nats://***@h:1");
-        assert_eq!(
-            redacted("nats://a:p@h1:1,nats://h2:2"),
-            "nats://a:***@h1:1,nats://h2:2"
-        );
-        assert_eq!(redacted("127.0.0.1:4222"), "127.0.0.1:4222");
-    }
-}
-
 fn connect_options() -> ConnectOptions {
     ConnectOptions::new()
         .connection_timeout(Duration::from_secs(5))
@@ -236,5 +217,24 @@ impl Bus for NatsBus {
 
     async fn flush(&self) -> Result<(), BusError> {
         self.client.flush().await.map_err(connection)
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::redacted;
+
+    #[test]
+    fn passwords_and_tokens_are_never_shown() {
+        assert_eq!(
+            redacted("nats://alice:s3cret@127.0.0.1:4222"),
+            "nats://alice:***@127.0.0.1:4222"
+        );
+        assert_eq!(redacted("nats://tok3n@h:1"), "nats://***@h:1");
+        assert_eq!(
+            redacted("nats://a:p@h1:1,nats://h2:2"),
+            "nats://a:***@h1:1,nats://h2:2"
+        );
+        assert_eq!(redacted("127.0.0.1:4222"), "127.0.0.1:4222");
     }
 }
