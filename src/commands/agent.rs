@@ -98,7 +98,7 @@ async fn serve(
             let bus = NatsBus::connect(url).await.with_context(|| {
                 format!(
                     "nats: cannot connect to {}",
-                    flotilla_bus::nats::redacted(&url)
+                    flotilla_bus::nats::redacted(url)
                 )
             })?;
             Sink::Nats(Arc::new(bus))
