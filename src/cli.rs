@@ -109,6 +109,10 @@ pub struct UpArgs {
     /// JetStream replicas of the event stream.
     #[arg(long, env = "FLOTILLA_REPLICAS")]
     pub replicas: Option<usize>,
+    /// Stop an aggregate's actor after this long without a command (`10m`,
+    /// `off`); its next command recovers it [default: 10m].
+    #[arg(long, env = "FLOTILLA_PASSIVATE_AFTER")]
+    pub passivate_after: Option<String>,
     /// Pools file (YAML) the provisioner applies at start.
     #[arg(long, env = "FLOTILLA_POOLS")]
     pub pools: Option<PathBuf>,

@@ -32,6 +32,8 @@ pub struct FileConfig {
     pub replicas: Option<usize>,
     /// Command ids remembered per aggregate.
     pub idempotency_window: Option<usize>,
+    /// Idle time before an aggregate's actor stops (`10m`, `off`).
+    pub passivate_after: Option<String>,
 }
 
 impl FileConfig {
@@ -81,6 +83,24 @@ pub struct UpSettings {
     pub replicas: usize,
     /// Command ids remembered per aggregate.
     pub idempotency_window: usize,
+    /// Idle time before an aggregate's actor stops; `None`: never.
+    pub passivate_after: Option<std::time::Duration>,
+}
+
+/// How long an aggregate's actor stays idle before it stops, by default.
+pub const DEFAULT_PASSIVATE_AFTER: &str = "10m";
+
+/// `off` or a duration like `90s`, `10m`.
+fn parse_passivate_after(text: &str) -> Result<Option<std::time::Duration>> {
+    if matches!(text.trim(), "off" | "never") {
+        return Ok(None);
+    }
+    let ms = flotilla_messages::fleet::parse_millis(text)
+        .map_err(|e| anyhow!("passivate_after: {e}"))?;
+    if ms == 0 {
+        bail!("passivate_after: must be positive or `off`, got {text:?}");
+    }
+    Ok(Some(std::time::Duration::from_millis(ms)))
 }
 
 /// The backend named by the environment (`FLOTILLA_NATS`, `FLOTILLA_DATA_DIR`).
@@ -187,6 +207,12 @@ pub fn resolve_up(args: &UpArgs) -> Result<UpSettings> {
         snapshot_every: args.snapshot_every.or(file.snapshot_every).unwrap_or(1000),
         replicas,
         idempotency_window: file.idempotency_window.unwrap_or(10_000),
+        passivate_after: parse_passivate_after(
+            args.passivate_after
+                .as_deref()
+                .or(file.passivate_after.as_deref())
+                .unwrap_or(DEFAULT_PASSIVATE_AFTER),
+        )?,
     })
 }
 
@@ -253,5 +279,23 @@ mod tests {
         let e = FileConfig::load(Some(&dir)).unwrap_err();
         assert!(e.to_string().contains("snapshot_evry"), "{e}");
         std::fs::remove_file(dir).ok();
+    }
+
+    #[test]
+    fn passivation_is_a_duration_or_off_and_a_bad_one_names_the_field() {
+        use std::time::Duration;
+        assert_eq!(
+            parse_passivate_after("10m").unwrap(),
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(
+            parse_passivate_after("250ms").unwrap(),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(parse_passivate_after("off").unwrap(), None);
+        for bad in ["0", "soon", "-1s"] {
+            let e = parse_passivate_after(bad).unwrap_err().to_string();
+            assert!(e.starts_with("passivate_after:"), "{bad}: {e}");
+        }
     }
 }

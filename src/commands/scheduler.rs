@@ -12,7 +12,7 @@
 use crate::config::{BackendChoice, DEFAULT_DATA_DIR};
 use anyhow::{anyhow, Context, Result};
 use flotilla_bus::Bus;
-use flotilla_host::{AggregateRegistry, CommandService, EffectHandler, HostDeps, Query};
+use flotilla_host::{AggregateRegistry, CommandService, EffectHandler, HostDeps};
 use flotilla_messages::{CommandRequest, Reply, Subjects};
 use flotilla_scheduler::KubernetesExecutor;
 use flotilla_scheduler::ManifestsExecutor;
@@ -170,16 +170,13 @@ impl EmbeddedScheduler {
 
     /// The queue's state (its `view`), or `None` if it does not exist.
     pub async fn view(&self, queue: &str) -> Result<Option<serde_json::Value>> {
-        let addr = self
-            .registry
-            .find(queue)
-            .await
-            .map_err(|r| anyhow!("queue: {}", r.message))?;
-        let Some(addr) = addr else { return Ok(None) };
-        let reply = addr
-            .send(Query)
-            .await
-            .map_err(|e| anyhow!("the scheduler stopped: {e}"))?;
+        let reply = self.registry.query(queue).await;
+        if reply.error.as_ref().is_some_and(|e| e.code == "NOT_FOUND") {
+            return Ok(None);
+        }
+        if let Some(e) = reply.error.as_ref().filter(|_| !reply.ok) {
+            return Err(anyhow!("queue: {}: {}", e.code, e.message));
+        }
         Ok(reply.result.filter(|_| reply.ok))
     }
 

@@ -57,6 +57,7 @@ async fn serve(settings: UpSettings, args: &UpArgs) -> Result<()> {
             subjects: settings.subjects.clone(),
             snapshot_every: settings.snapshot_every,
             idempotency_window: settings.idempotency_window,
+            passivate_after: settings.passivate_after,
             ..HostConfig::default()
         }),
         metrics,

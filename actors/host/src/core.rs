@@ -35,6 +35,9 @@ pub struct HostConfig {
     pub idempotency_window: usize,
     /// How often a command is decided again after losing an append race.
     pub max_conflict_retries: u32,
+    /// An aggregate's actor idle this long is stopped (its next command
+    /// recovers it); `None` keeps actors until the process ends.
+    pub passivate_after: Option<std::time::Duration>,
 }
 
 impl Default for HostConfig {
@@ -44,6 +47,7 @@ impl Default for HostConfig {
             snapshot_every: 1000,
             idempotency_window: 10_000,
             max_conflict_retries: 8,
+            passivate_after: Some(std::time::Duration::from_secs(600)),
         }
     }
 }
@@ -305,6 +309,12 @@ impl<A: Aggregate> AggregateCore<A> {
     /// The last seq.
     pub fn seq(&self) -> u64 {
         self.head.seq
+    }
+
+    /// Whether the stream is known to hold no event: none folded, and no
+    /// failed append that may have landed unseen.
+    pub fn is_empty(&self) -> bool {
+        self.head.seq == 0 && !self.stale
     }
 
     /// Answers a state query.

@@ -7,6 +7,14 @@
 //! is durable and the state evolved, which is what "atomic per aggregate"
 //! means in the brief. Recovery runs in `started` under `ctx.wait`, so no
 //! command is seen before the state is rebuilt.
+//!
+//! An actor lives only while it is useful. One whose stream is still empty
+//! after a command (the command was refused, or changed nothing) leaves the
+//! registry at once, so ids that were only ever refused hold no memory; one
+//! idle for [`crate::HostConfig::passivate_after`] leaves too (Akka's
+//! passivation) and is recovered by its next command. The registry counts
+//! the messages on their way to each actor, so an actor leaves only with an
+//! empty mailbox and no effect running: nothing sent to it is dropped.
 
 use crate::core::{AggregateCore, EffectJob, HostDeps, Submission};
 use crate::effects::{outcome_command_id, EffectHandler};
@@ -15,7 +23,9 @@ use actix::prelude::*;
 use flotilla_messages::{CommandRequest, ErrorCode, Rejection, Reply, StreamName};
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 /// Runs a command on the aggregate.
 #[derive(Message)]
@@ -54,6 +64,50 @@ pub struct Query;
 #[rtype(result = "Result<u64, Rejection>")]
 pub struct Recovered;
 
+/// A message the registry sent, with the ticket that counts it as on its
+/// way until the actor takes it up.
+struct Ticketed<M>(M, Ticket);
+
+impl<M: Message<Result = Reply>> Message for Ticketed<M> {
+    type Result = Reply;
+}
+
+/// Takes a ticketed message up: the ticket is dropped (the message is no
+/// longer on its way) and the message handled as if sent directly.
+macro_rules! handle_ticketed {
+    ($message:ty) => {
+        impl<A: Aggregate> Handler<Ticketed<$message>> for AggregateActor<A> {
+            type Result = AtomicResponse<Self, Reply>;
+
+            fn handle(&mut self, msg: Ticketed<$message>, ctx: &mut Context<Self>) -> Self::Result {
+                let Ticketed(message, ticket) = msg;
+                drop(ticket);
+                <Self as Handler<$message>>::handle(self, message, ctx)
+            }
+        }
+    };
+}
+
+handle_ticketed!(Execute);
+handle_ticketed!(Submit<A::Command>);
+handle_ticketed!(Query);
+
+/// Counts one message as on its way to an actor, until dropped.
+struct Ticket(Arc<AtomicUsize>);
+
+impl Ticket {
+    fn new(in_flight: &Arc<AtomicUsize>) -> Self {
+        in_flight.fetch_add(1, Ordering::SeqCst);
+        Ticket(in_flight.clone())
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// The actix actor hosting one aggregate.
 pub struct AggregateActor<A: Aggregate> {
     stream: StreamName,
@@ -61,7 +115,17 @@ pub struct AggregateActor<A: Aggregate> {
     core: Option<AggregateCore<A>>,
     failure: Option<Rejection>,
     effects: Option<Arc<dyn EffectHandler<A>>>,
+    /// Effects started and not yet reported back.
+    effects_running: usize,
+    /// When the last command or query was answered.
+    last_active: Instant,
+    /// Takes this actor out of its registry (when it has one).
+    retire: Option<Retire>,
 }
+
+/// Takes an actor out of its registry if nothing is on its way to it (or,
+/// when forced, whatever is); answers whether it may stop.
+type Retire = Box<dyn Fn(bool) -> bool + Send>;
 
 impl<A: Aggregate> AggregateActor<A> {
     /// An actor for `stream`; it recovers when started.
@@ -76,7 +140,39 @@ impl<A: Aggregate> AggregateActor<A> {
             core: None,
             failure: None,
             effects,
+            effects_running: 0,
+            last_active: Instant::now(),
+            retire: None,
         }
+    }
+
+    /// Stops the actor if its registry lets it go (nothing queued for it)
+    /// and no effect of it is running. Without a registry it stays.
+    fn leave_if_unused(&mut self, ctx: &mut Context<Self>) {
+        if self.effects_running > 0 {
+            return;
+        }
+        if self.retire.as_ref().is_some_and(|retire| retire(false)) {
+            ctx.stop();
+        }
+    }
+
+    /// Leaves when the stream is still empty: the id was refused or its
+    /// command changed nothing, and keeping an actor for it only costs memory.
+    fn leave_if_empty(&mut self, ctx: &mut Context<Self>) {
+        if self.core.as_ref().is_some_and(AggregateCore::is_empty) {
+            self.leave_if_unused(ctx);
+        }
+    }
+
+    /// Checks for idleness every so often and leaves after `after` of it.
+    fn passivate_after(&mut self, after: Duration, ctx: &mut Context<Self>) {
+        let every = (after / 4).clamp(Duration::from_millis(10), Duration::from_secs(30));
+        ctx.run_interval(every, move |act, ctx| {
+            if act.last_active.elapsed() >= after {
+                act.leave_if_unused(ctx);
+            }
+        });
     }
 
     fn unavailable(&self) -> Reply {
@@ -104,19 +200,21 @@ impl<A: Aggregate> AggregateActor<A> {
         }
     }
 
-    fn spawn_effects(&self, jobs: Vec<EffectJob<A>>, ctx: &mut Context<Self>) {
+    fn spawn_effects(&mut self, jobs: Vec<EffectJob<A>>, ctx: &mut Context<Self>) {
         let Some(handler) = self.effects.clone() else {
             return;
         };
         for job in jobs {
             let handler = handler.clone();
             let me = ctx.address();
+            self.effects_running += 1;
             ctx.spawn(
                 async move {
                     let outcome = handler.run(&job.envelope, &job.event).await;
                     report_outcome(me, job.envelope.id, outcome).await;
                 }
-                .into_actor(self),
+                .into_actor(self)
+                .map(|(), act, _| act.effects_running -= 1),
             );
         }
     }
@@ -209,6 +307,9 @@ impl<A: Aggregate> Actor for AggregateActor<A> {
                         act.core = Some(core);
                         act.deps.metrics.aggregates.inc();
                         act.spawn_effects(jobs, ctx);
+                        if let Some(after) = act.deps.config.passivate_after {
+                            act.passivate_after(after, ctx);
+                        }
                     }
                     Err(e) => {
                         tracing::error!(stream = %act.stream, error = %e, "recovery failed");
@@ -228,8 +329,12 @@ impl<A: Aggregate> Actor for AggregateActor<A> {
                         }
                         act.failure = Some(Rejection::new(code, message));
                         if !corrupt {
-                            // A passing failure: answer what is queued, then make
-                            // way for a fresh actor that recovers again.
+                            // A passing failure: make way for a fresh actor
+                            // that recovers again; what is queued is answered
+                            // UNAVAILABLE.
+                            if let Some(retire) = &act.retire {
+                                retire(true);
+                            }
                             ctx.stop();
                         }
                     }
@@ -260,7 +365,9 @@ impl<A: Aggregate> AggregateActor<A> {
         AtomicResponse::new(Box::pin(work(core).into_actor(self).map(
             |(core, reply, jobs), act, ctx| {
                 act.core = Some(core);
+                act.last_active = Instant::now();
                 act.spawn_effects(jobs, ctx);
+                act.leave_if_empty(ctx);
                 reply
             },
         )))
@@ -320,11 +427,23 @@ impl<A: Aggregate> Handler<Recovered> for AggregateActor<A> {
 /// How often start-up recovery of one aggregate is tried.
 const RECOVERY_ATTEMPTS: u32 = 4;
 
-/// Finds the actor of an aggregate, starting (and so recovering) it on first use.
+/// A hosted actor, and how many messages are on their way to it.
+struct Entry<A: Aggregate> {
+    addr: Addr<AggregateActor<A>>,
+    generation: u64,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// The hosted actors by aggregate id.
+type Actors<A> = Mutex<HashMap<String, Entry<A>>>;
+
+/// Finds the actor of an aggregate, starting (and so recovering) it on first
+/// use, and lets it go when it is no longer needed (see the module docs).
 pub struct AggregateRegistry<A: Aggregate> {
     deps: HostDeps,
     effects: Option<Arc<dyn EffectHandler<A>>>,
-    actors: Mutex<HashMap<String, Addr<AggregateActor<A>>>>,
+    actors: Arc<Actors<A>>,
+    generations: AtomicU64,
 }
 
 impl<A: Aggregate> AggregateRegistry<A> {
@@ -333,21 +452,51 @@ impl<A: Aggregate> AggregateRegistry<A> {
         Arc::new(AggregateRegistry {
             deps,
             effects,
-            actors: Mutex::new(HashMap::new()),
+            actors: Arc::new(Mutex::new(HashMap::new())),
+            generations: AtomicU64::new(0),
         })
     }
 
     /// The actor hosting aggregate `id` (must run inside an actix system).
+    ///
+    /// A message sent on the address directly is not counted as on its way:
+    /// the actor may passivate before it arrives, and it is then answered
+    /// with a closed mailbox. [`Self::execute`] and [`Self::query`] count.
     pub fn get(&self, id: &str) -> Result<Addr<AggregateActor<A>>, Rejection> {
-        let stream = StreamName::new(A::ACTOR, id)
-            .map_err(|e| Rejection::new(ErrorCode::InvalidId, e.to_string()))?;
-        let mut actors = self.actors.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(addr) = actors.get(id).filter(|a| a.connected()) {
-            return Ok(addr.clone());
+        self.with_entry(id, |entry| entry.addr.clone())
+    }
+
+    /// How many actors are hosted now.
+    pub fn hosted(&self) -> usize {
+        lock(&self.actors).len()
+    }
+
+    /// Runs `f` on the entry of `id`, starting its actor if there is none.
+    fn with_entry<T>(&self, id: &str, f: impl FnOnce(&Entry<A>) -> T) -> Result<T, Rejection> {
+        let stream = stream_of::<A>(id)?;
+        let mut actors = lock(&self.actors);
+        if let Some(entry) = actors.get(id).filter(|e| e.addr.connected()) {
+            return Ok(f(entry));
         }
-        let addr = AggregateActor::new(stream, self.deps.clone(), self.effects.clone()).start();
-        actors.insert(id.to_string(), addr.clone());
-        Ok(addr)
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
+        let mut actor = AggregateActor::new(stream, self.deps.clone(), self.effects.clone());
+        actor.retire = Some(retirement(&self.actors, id, generation));
+        let entry = Entry {
+            addr: actor.start(),
+            generation,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        };
+        let out = f(&entry);
+        actors.insert(id.to_string(), entry);
+        Ok(out)
+    }
+
+    /// The actor of `id` and a ticket counting one message as on its way
+    /// to it until the actor takes it up, so it does not leave before.
+    fn ticketed(&self, id: &str) -> Result<(Addr<AggregateActor<A>>, Ticket), Rejection> {
+        self.with_entry(id, |entry| {
+            (entry.addr.clone(), Ticket::new(&entry.in_flight))
+        })
     }
 
     /// Runs `request` on aggregate `id`, starting its actor if needed.
@@ -362,12 +511,13 @@ impl<A: Aggregate> AggregateRegistry<A> {
         request: CommandRequest,
         correlation_id: Option<String>,
     ) -> impl Future<Output = Reply> + Send + 'static {
-        let sent = self.get(id).map(|addr| {
-            addr.send(Execute {
-                request,
-                correlation_id,
-            })
-        });
+        let message = Execute {
+            request,
+            correlation_id,
+        };
+        let sent = self
+            .ticketed(id)
+            .map(|(addr, ticket)| addr.send(Ticketed(message, ticket)));
         answer(sent)
     }
 
@@ -380,22 +530,39 @@ impl<A: Aggregate> AggregateRegistry<A> {
         command: A::Command,
         command_id: Option<String>,
     ) -> impl Future<Output = Reply> + Send + 'static {
-        let sent = Submission::typed(command, command_id)
-            .and_then(|submission| Ok(self.get(id)?.send(Submit(submission))));
+        let sent = Submission::typed(command, command_id).and_then(|submission| {
+            let (addr, ticket) = self.ticketed(id)?;
+            Ok(addr.send(Ticketed(Submit(submission), ticket)))
+        });
         answer(sent)
     }
 
-    /// The actor of aggregate `id` if it exists (hosted, or with events in
-    /// the log); `None` otherwise, without starting anything.
-    pub async fn find(&self, id: &str) -> Result<Option<Addr<AggregateActor<A>>>, Rejection> {
-        let stream = StreamName::new(A::ACTOR, id)
-            .map_err(|e| Rejection::new(ErrorCode::InvalidId, e.to_string()))?;
-        let hosted = {
-            let actors = self.actors.lock().unwrap_or_else(|e| e.into_inner());
-            actors.get(id).filter(|a| a.connected()).cloned()
-        };
-        if hosted.is_some() {
-            return Ok(hosted);
+    /// The state of aggregate `id`: `NOT_FOUND` without starting anything
+    /// when it is neither hosted nor has events in the log.
+    pub async fn query(&self, id: &str) -> Reply {
+        match self.exists(id).await {
+            Ok(true) => {
+                let sent = self
+                    .ticketed(id)
+                    .map(|(addr, ticket)| addr.send(Ticketed(Query, ticket)));
+                answer(sent).await
+            }
+            Ok(false) => Reply::rejected(&Rejection::new(
+                ErrorCode::NotFound,
+                format!("{}/{id} does not exist", A::ACTOR),
+            )),
+            Err(rejection) => Reply::rejected(&rejection),
+        }
+    }
+
+    /// Whether aggregate `id` is hosted or has events in the log.
+    pub async fn exists(&self, id: &str) -> Result<bool, Rejection> {
+        let stream = stream_of::<A>(id)?;
+        let hosted = lock(&self.actors)
+            .get(id)
+            .is_some_and(|e| e.addr.connected());
+        if hosted {
+            return Ok(true);
         }
         let head = self
             .deps
@@ -403,10 +570,7 @@ impl<A: Aggregate> AggregateRegistry<A> {
             .head(&stream.to_string())
             .await
             .map_err(|e| Rejection::new(ErrorCode::Unavailable, e.to_string()))?;
-        if head.seq == 0 {
-            return Ok(None);
-        }
-        self.get(id).map(Some)
+        Ok(head.seq > 0)
     }
 
     /// The ids of the aggregates in the log (and any started since).
@@ -468,6 +632,39 @@ impl<A: Aggregate> AggregateRegistry<A> {
         }
         outcome
     }
+}
+
+/// The stream of aggregate `id`, or `INVALID_ID`.
+fn stream_of<A: Aggregate>(id: &str) -> Result<StreamName, Rejection> {
+    StreamName::new(A::ACTOR, id).map_err(|e| Rejection::new(ErrorCode::InvalidId, e.to_string()))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How the actor of `id` (started as `generation`) takes itself out of the
+/// registry: only if the entry is still its own and, unless forced, nothing
+/// is on its way to it. An entry that is no longer its own lets it stop.
+fn retirement<A: Aggregate>(actors: &Arc<Actors<A>>, id: &str, generation: u64) -> Retire {
+    let actors: Weak<Actors<A>> = Arc::downgrade(actors);
+    let id = id.to_string();
+    Box::new(move |force| {
+        let Some(actors) = actors.upgrade() else {
+            return true;
+        };
+        let mut actors = lock(&actors);
+        match actors.get(&id) {
+            Some(e) if e.generation == generation => {
+                if !force && e.in_flight.load(Ordering::SeqCst) > 0 {
+                    return false;
+                }
+                actors.remove(&id);
+                true
+            }
+            _ => true,
+        }
+    })
 }
 
 /// The reply to a command handed to an actor (or refused before that).

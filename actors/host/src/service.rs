@@ -7,7 +7,6 @@
 //! aggregate's mailbox in arrival order, and answered in the request's
 //! encoding.
 
-use crate::host::{mailbox_closed, Query};
 use crate::{Aggregate, AggregateRegistry};
 use flotilla_bus::{Bus, BusError, Message};
 use flotilla_messages::subjects::SubjectKind;
@@ -123,17 +122,7 @@ impl<A: Aggregate> CommandService<A> {
     /// that does not exist (so queries cannot grow the registry).
     fn query(&self, id: String) -> BoxFuture<'static, Reply> {
         let registry = self.registry.clone();
-        async move {
-            match registry.find(&id).await {
-                Ok(Some(addr)) => addr.send(Query).await.unwrap_or_else(mailbox_closed),
-                Ok(None) => Reply::rejected(&Rejection::new(
-                    ErrorCode::NotFound,
-                    format!("{}/{id} does not exist", A::ACTOR),
-                )),
-                Err(r) => Reply::rejected(&r),
-            }
-        }
-        .boxed()
+        async move { registry.query(&id).await }.boxed()
     }
 
     fn list(self: Arc<Self>) -> BoxFuture<'static, Reply> {

@@ -581,3 +581,74 @@ async fn commands_run_in_the_order_of_the_calls_not_of_the_awaits() {
     let (second, first) = (second.await, first.await);
     assert_eq!((first.seq, second.seq), (Some(1), Some(2)));
 }
+
+/// A registry of studies whose actors passivate after `idle`.
+fn passivating(dir: &std::path::Path, idle: std::time::Duration) -> Arc<AggregateRegistry<Study>> {
+    let mut d = deps(dir, 0);
+    d.config = Arc::new(HostConfig {
+        passivate_after: Some(idle),
+        ..HostConfig::default()
+    });
+    AggregateRegistry::<Study>::new(d, None)
+}
+
+#[actix_rt::test]
+async fn ids_that_were_only_refused_hold_no_actor() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = passivating(dir.path(), std::time::Duration::from_secs(3600));
+    for i in 0..500 {
+        let reply = registry
+            .execute(&format!("ghost-{i}"), request(json!({"type": "ask"})), None)
+            .await;
+        assert_eq!(reply.error.unwrap().code, "NOT_FOUND");
+    }
+    let created = registry.execute("real", request(create()), None).await;
+    assert!(created.ok, "{created:?}");
+    assert_eq!(registry.hosted(), 1, "only the study that exists is hosted");
+}
+
+#[actix_rt::test]
+async fn an_idle_actor_passivates_and_its_next_command_recovers_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = passivating(dir.path(), std::time::Duration::from_millis(50));
+    assert!(registry.execute("s", request(create()), None).await.ok);
+    let asked = registry
+        .execute("s", request(json!({"type": "ask"})), None)
+        .await;
+    assert_eq!(asked.seq, Some(2));
+    for _ in 0..100 {
+        if registry.hosted() == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(registry.hosted(), 0, "the idle study was passivated");
+    let again = registry
+        .execute("s", request(json!({"type": "ask"})), None)
+        .await;
+    assert_eq!(again.seq, Some(3), "recovered where it left off: {again:?}");
+}
+
+#[actix_rt::test]
+async fn no_command_is_lost_when_its_actor_passivates_as_it_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = passivating(dir.path(), std::time::Duration::from_millis(10));
+    let big = json!({"type": "create_study", "seed": 3, "budget": 5000,
+                     "bounds": {"x": {"min": 0, "max": 1}}});
+    assert!(registry.execute("s", request(big), None).await.ok);
+    let mut passivated = 0;
+    for i in 0..300u64 {
+        // Pauses around the passivation time, so commands meet actors
+        // that are about to leave.
+        tokio::time::sleep(std::time::Duration::from_millis(i % 13)).await;
+        passivated += usize::from(registry.hosted() == 0);
+        let replies = futures::future::join_all(
+            (0..3).map(|_| registry.execute("s", request(json!({"type": "ask"})), None)),
+        )
+        .await;
+        for reply in replies {
+            assert!(reply.ok, "command {i}: {reply:?}");
+        }
+    }
+    assert!(passivated > 10, "the actor passivated {passivated} times");
+}

@@ -5,7 +5,7 @@
 
 use crate::deployment::{ModelDeployment, VersionState};
 use crate::engine::InferenceEngine;
-use flotilla_host::{AggregateRegistry, Query};
+use flotilla_host::AggregateRegistry;
 use flotilla_messages::inference::{LoadedVersion, ServingError, ServingErrorCode};
 use flotilla_messages::{CommandRequest, ErrorCode, Reply};
 use serde_json::{json, Value};
@@ -44,16 +44,13 @@ impl VersionControl {
 
     /// The deployment's state (empty before the first command) and its seq.
     pub async fn state(&self) -> (ModelDeployment, u64) {
-        let Ok(addr) = self.registry.get(&self.id) else {
-            return (ModelDeployment::default(), 0);
-        };
-        match addr.send(Query).await {
-            Ok(Reply {
+        match self.registry.query(&self.id).await {
+            Reply {
                 ok: true,
                 result: Some(v),
                 seq,
                 ..
-            }) => (
+            } => (
                 serde_json::from_value(v).unwrap_or_default(),
                 seq.unwrap_or(0),
             ),

@@ -22,7 +22,7 @@
 use super::metrics::{FleetMetrics, PoolFigures};
 use super::Pool;
 use flotilla_bus::{Bus, BusError};
-use flotilla_host::{AggregateRegistry, Clock, Query};
+use flotilla_host::{AggregateRegistry, Clock};
 use flotilla_messages::fleet::PoolConfig;
 use flotilla_messages::health::HealthMessage;
 use flotilla_messages::provisioner::{ProvisionerCommand, SignalSample};
@@ -301,12 +301,7 @@ impl FleetService {
 
     /// Reads `pool`'s state: node index and metrics.
     async fn refresh(&self, pool: &str) {
-        let Ok(addr) = self.registry.get(pool) else {
-            return;
-        };
-        let Ok(reply) = addr.send(Query).await else {
-            return;
-        };
+        let reply = self.registry.query(pool).await;
         let Some(view) = reply.result.filter(|_| reply.ok) else {
             return;
         };

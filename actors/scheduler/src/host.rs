@@ -19,7 +19,7 @@ use crate::executor::{Attempt, Executor, Launch};
 use crate::queue::{JobStatus, Queue};
 use async_trait::async_trait;
 use flotilla_bus::{Bus, BusError, Message};
-use flotilla_host::{outcome_command_id, unix_millis, AggregateRegistry, EffectHandler, Query};
+use flotilla_host::{outcome_command_id, unix_millis, AggregateRegistry, EffectHandler};
 use flotilla_messages::scheduler::{
     queue_signal_subject, ExecutorKind, Outcome, QueueSignal, SchedulerEvent,
     DEFAULT_KILL_GRACE_SECONDS,
@@ -303,12 +303,7 @@ impl QueueSignals {
 
     /// Reads queue `id`'s depth; publishes it if it changed (or `always`).
     async fn refresh(&self, id: &str, always: bool) {
-        let Ok(Some(addr)) = self.registry.find(id).await else {
-            return;
-        };
-        let Ok(reply) = addr.send(Query).await else {
-            return;
-        };
+        let reply = self.registry.query(id).await;
         let Some(view) = reply.result.filter(|_| reply.ok) else {
             return;
         };
