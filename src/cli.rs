@@ -113,6 +113,13 @@ pub struct UpArgs {
     /// `off`); its next command recovers it [default: 10m].
     #[arg(long, env = "FLOTILLA_PASSIVATE_AFTER")]
     pub passivate_after: Option<String>,
+    /// The largest event one command may cause, in bytes [default: 262144].
+    #[arg(long, env = "FLOTILLA_MAX_EVENT_BYTES")]
+    pub max_event_bytes: Option<usize>,
+    /// The most bytes of events one command may cause [default: 524288;
+    /// on NATS also below half the server's max_payload].
+    #[arg(long, env = "FLOTILLA_MAX_BATCH_BYTES")]
+    pub max_batch_bytes: Option<usize>,
     /// Pools file (YAML) the provisioner applies at start.
     #[arg(long, env = "FLOTILLA_POOLS")]
     pub pools: Option<PathBuf>,

@@ -34,6 +34,10 @@ pub struct FileConfig {
     pub idempotency_window: Option<usize>,
     /// Idle time before an aggregate's actor stops (`10m`, `off`).
     pub passivate_after: Option<String>,
+    /// The largest event one command may cause, in bytes.
+    pub max_event_bytes: Option<usize>,
+    /// The most bytes of events one command may cause.
+    pub max_batch_bytes: Option<usize>,
 }
 
 impl FileConfig {
@@ -85,6 +89,25 @@ pub struct UpSettings {
     pub idempotency_window: usize,
     /// Idle time before an aggregate's actor stops; `None`: never.
     pub passivate_after: Option<std::time::Duration>,
+    /// The largest event one command may cause, in bytes.
+    pub max_event_bytes: usize,
+    /// The most bytes of events one command may cause.
+    pub max_batch_bytes: usize,
+}
+
+/// A size limit in bytes: from the flag, the file or the default, at
+/// least 1 KiB and at most 64 MiB.
+fn byte_limit(
+    field: &str,
+    flag: Option<usize>,
+    file: Option<usize>,
+    default: usize,
+) -> Result<usize> {
+    let n = flag.or(file).unwrap_or(default);
+    if !(1024..=64 * 1024 * 1024).contains(&n) {
+        bail!("{field}: must be between 1024 and 67108864 bytes, got {n}");
+    }
+    Ok(n)
 }
 
 /// How long an aggregate's actor stays idle before it stops, by default.
@@ -212,6 +235,18 @@ pub fn resolve_up(args: &UpArgs) -> Result<UpSettings> {
                 .as_deref()
                 .or(file.passivate_after.as_deref())
                 .unwrap_or(DEFAULT_PASSIVATE_AFTER),
+        )?,
+        max_event_bytes: byte_limit(
+            "max_event_bytes",
+            args.max_event_bytes,
+            file.max_event_bytes,
+            flotilla_host::DEFAULT_MAX_EVENT_BYTES,
+        )?,
+        max_batch_bytes: byte_limit(
+            "max_batch_bytes",
+            args.max_batch_bytes,
+            file.max_batch_bytes,
+            flotilla_host::DEFAULT_MAX_BATCH_BYTES,
         )?,
     })
 }

@@ -144,6 +144,12 @@ pub trait Bus: Send + Sync + 'static {
     async fn request(&self, msg: Message, timeout: Duration) -> Result<Message, BusError>;
     /// Waits until everything published so far has left this process.
     async fn flush(&self) -> Result<(), BusError>;
+    /// The largest message payload the transport carries, if it has a limit
+    /// (NATS: the server's `max_payload`, 1 MiB by default). Hosts keep what
+    /// a command writes and answers below it.
+    fn max_payload(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// Why an event log operation failed.

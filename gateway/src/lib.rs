@@ -12,7 +12,7 @@
 //! | `GET /readyz` | 503 until every actor has recovered; then 200, `degraded` with the `corrupt` streams listed if any |
 //! | `GET /metrics` | Prometheus text |
 //! | `POST /v1/cmd/{actor}/{id}` | a command (JSON or MessagePack), the reply as over NATS |
-//! | `GET /v1/query/{actor}[/{id}]` | state of one aggregate, or the list of ids |
+//! | `GET /v1/query/{actor}[/{id}]` | state of one aggregate (`?after=&limit=` pages a queue's jobs), or the list of ids |
 //! | `GET /v1/events?from=&stream=&follow=` | events as JSON lines, from the log |
 //!
 //! Every `/v1/` request must name an allowed `Host` and carry no foreign
@@ -275,15 +275,31 @@ fn status_of(code: &str) -> StatusCode {
 async fn query_one(
     state: web::Data<GatewayState>,
     path: web::Path<(String, String)>,
+    req: HttpRequest,
 ) -> HttpResponse {
     let (actor, id) = path.into_inner();
+    let query = match query_page(req.query_string()) {
+        Ok(body) => body,
+        Err(r) => return error_response(&r),
+    };
     match parse_stream(&actor, &id) {
         Ok(stream) => {
-            let msg = Message::new(state.subjects.query(&stream), Bytes::from_static(b"{}"));
+            let msg = Message::new(state.subjects.query(&stream), query);
             forward(&state, msg, Encoding::Json, stream.actor.as_str()).await
         }
         Err(r) => error_response(&r),
     }
+}
+
+/// The query body for `?after=ID&limit=N` (see [`flotilla_messages::Page`]);
+/// an unknown parameter or a bad limit is `INVALID_FIELD`, naming it.
+fn query_page(query: &str) -> Result<Bytes, Rejection> {
+    let page = web::Query::<flotilla_messages::Page>::from_query(query)
+        .map_err(|e| Rejection::invalid(format!("query: {e}")))?
+        .into_inner();
+    page.validate()?;
+    let body = serde_json::to_vec(&page).map_err(|e| Rejection::invalid(e.to_string()))?;
+    Ok(Bytes::from(body))
 }
 
 async fn query_list(state: web::Data<GatewayState>, path: web::Path<String>) -> HttpResponse {

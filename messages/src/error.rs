@@ -43,11 +43,14 @@ pub enum ErrorCode {
     ForbiddenOrigin,
     /// An HTTP request's `Host` is not an allowed host (DNS rebinding).
     ForbiddenHost,
+    /// What a command would write or answer is above a size limit (the
+    /// message names the limit and its setting).
+    TooLarge,
 }
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::MalformedBody,
         ErrorCode::UnknownCommand,
         ErrorCode::UnknownField,
@@ -66,6 +69,7 @@ impl ErrorCode {
         ErrorCode::UnsupportedMediaType,
         ErrorCode::ForbiddenOrigin,
         ErrorCode::ForbiddenHost,
+        ErrorCode::TooLarge,
     ];
 
     /// The code a wire spelling names, if any.
@@ -94,6 +98,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             ErrorCode::ForbiddenOrigin => "FORBIDDEN_ORIGIN",
             ErrorCode::ForbiddenHost => "FORBIDDEN_HOST",
+            ErrorCode::TooLarge => "TOO_LARGE",
         }
     }
 
@@ -113,6 +118,7 @@ impl ErrorCode {
             ErrorCode::Corrupt | ErrorCode::Internal => 500,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::ForbiddenOrigin | ErrorCode::ForbiddenHost => 403,
+            ErrorCode::TooLarge => 413,
         }
     }
 }

@@ -12,6 +12,7 @@
 //! - [`envelope`]: the stored, checksummed and hash-chained event;
 //! - [`command`]: the generic command request (`type`, `command_id`,
 //!   `expected_seq`, fields) and [`reply`]: the reply every command gets;
+//!   [`query`]: which page of a long list a state query answers;
 //! - [`error`]: the typed error codes shared by every actor.
 //! - [`solver`]: the solver's study config, commands and events, with its
 //!   parts: [`search_space`], a study's parameters (float, int,
@@ -36,6 +37,7 @@ pub mod fleet;
 pub mod health;
 pub mod inference;
 pub mod provisioner;
+pub mod query;
 pub mod reply;
 pub mod scheduler;
 pub mod solver;
@@ -45,6 +47,7 @@ pub use codec::{CodecError, Encoding};
 pub use command::CommandRequest;
 pub use envelope::{Envelope, IntegrityError, Payload, PendingEvent, GENESIS_HASH};
 pub use error::{ErrorBody, ErrorCode, Rejection};
+pub use query::Page;
 pub use reply::Reply;
 pub use solver::{pruning, search_space, warm_start};
 pub use subjects::{validate_id, Actor, IdError, StreamName, Subjects};

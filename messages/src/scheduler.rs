@@ -139,10 +139,38 @@ pub struct QueueConfig {
     /// Where attempts run; `local` when absent.
     #[serde(default)]
     pub executor: ExecutorKind,
+    /// How many finished jobs the queue keeps (the oldest go first),
+    /// 1..=[`MAX_RETAIN_FINISHED`]; [`DEFAULT_RETAIN_FINISHED`] when absent.
+    /// The event log keeps them all, for audits.
+    #[serde(default = "default_retain_finished")]
+    pub retain_finished: u32,
+    /// How long the queue keeps a job after its end was reported, in
+    /// seconds, 1..=[`MAX_RETAIN_FINISHED_SECONDS`]; a week when absent.
+    /// Time is the latest `now` the queue was told; cancelled jobs, whose
+    /// end has no reported time, are kept by count only.
+    #[serde(default = "default_retain_finished_seconds")]
+    pub retain_finished_seconds: u64,
 }
+
+/// Finished jobs a queue keeps when it names no number.
+pub const DEFAULT_RETAIN_FINISHED: u32 = 1_000;
+/// The most finished jobs a queue may keep.
+pub const MAX_RETAIN_FINISHED: u32 = 100_000;
+/// How long a queue keeps a finished job when it names no time: a week.
+pub const DEFAULT_RETAIN_FINISHED_SECONDS: u64 = 7 * 24 * 3600;
+/// The longest a queue may keep a finished job: ten years.
+pub const MAX_RETAIN_FINISHED_SECONDS: u64 = 10 * 365 * 24 * 3600;
 
 fn default_pool() -> String {
     DEFAULT_POOL.to_string()
+}
+
+fn default_retain_finished() -> u32 {
+    DEFAULT_RETAIN_FINISHED
+}
+
+fn default_retain_finished_seconds() -> u64 {
+    DEFAULT_RETAIN_FINISHED_SECONDS
 }
 
 impl Default for QueueConfig {
@@ -151,6 +179,8 @@ impl Default for QueueConfig {
             concurrency: DEFAULT_CONCURRENCY,
             pool: default_pool(),
             executor: ExecutorKind::Local,
+            retain_finished: DEFAULT_RETAIN_FINISHED,
+            retain_finished_seconds: DEFAULT_RETAIN_FINISHED_SECONDS,
         }
     }
 }
@@ -162,6 +192,18 @@ impl QueueConfig {
             return Err(Rejection::invalid(format!(
                 "concurrency must be between 1 and {MAX_CONCURRENCY}, got {}",
                 self.concurrency
+            )));
+        }
+        if !(1..=MAX_RETAIN_FINISHED).contains(&self.retain_finished) {
+            return Err(Rejection::invalid(format!(
+                "retain_finished must be between 1 and {MAX_RETAIN_FINISHED}, got {}",
+                self.retain_finished
+            )));
+        }
+        if !(1..=MAX_RETAIN_FINISHED_SECONDS).contains(&self.retain_finished_seconds) {
+            return Err(Rejection::invalid(format!(
+                "retain_finished_seconds must be between 1 and {MAX_RETAIN_FINISHED_SECONDS}, got {}",
+                self.retain_finished_seconds
             )));
         }
         check_label("pool", &self.pool)
@@ -783,6 +825,10 @@ pub enum SchedulerEvent {
         value: Option<f64>,
         /// Its output.
         outputs: JobOutputs,
+        /// When the end was reported (the report's `now`, unix milliseconds);
+        /// absent in events recorded before it was kept.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<u64>,
     },
     /// The attempt failed.
     JobFailed {
@@ -799,6 +845,10 @@ pub enum SchedulerEvent {
         outputs: JobOutputs,
         /// Whether a `retry_scheduled` follows; if not, the job is failed.
         will_retry: bool,
+        /// When the end was reported (the report's `now`, unix milliseconds);
+        /// absent in events recorded before it was kept.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<u64>,
     },
     /// The attempt ran past its timeout and was stopped.
     JobTimedOut {
@@ -812,6 +862,10 @@ pub enum SchedulerEvent {
         outputs: JobOutputs,
         /// Whether a `retry_scheduled` follows; if not, the job is timed out.
         will_retry: bool,
+        /// When the end was reported (the report's `now`, unix milliseconds);
+        /// absent in events recorded before it was kept.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<u64>,
     },
     /// The job gets another attempt after a backoff.
     RetryScheduled {
@@ -1209,14 +1263,16 @@ mod tests {
                 id,
                 any::<u32>(),
                 proptest::option::of(-1e9f64..1e9),
-                outputs()
+                outputs(),
+                proptest::option::of(any::<u64>())
             )
-                .prop_map(|(job_id, attempt, value, outputs)| {
+                .prop_map(|(job_id, attempt, value, outputs, at)| {
                     SchedulerEvent::JobSucceeded {
                         job_id,
                         attempt,
                         value,
                         outputs,
+                        at,
                     }
                 }),
             (
@@ -1236,6 +1292,7 @@ mod tests {
                             reason,
                             outputs,
                             will_retry,
+                            at: None,
                         }
                     }
                 ),

@@ -430,7 +430,8 @@ fn execute_local(args: &PlanArgs, config: &K8sConfig, jobs: &[PlannedJob]) -> Re
         let reply = scheduler
             .command(
                 &queue,
-                json!({"type": "configure_queue", "concurrency": workers}),
+                json!({"type": "configure_queue", "concurrency": workers,
+                       "retain_finished": crate::commands::scheduler::keep_all(jobs.len())}),
             )
             .await?;
         if !reply.ok {

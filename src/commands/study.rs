@@ -179,7 +179,7 @@ fn show(args: StudyShowArgs) -> Result<ExitCode> {
             let dir = data_dir_or_default(&args.target.data_dir);
             block_on(async {
                 let study = EmbeddedStudy::open(&dir, &args.study, false).await?;
-                Ok(study.core.query())
+                Ok(study.core.query(None))
             })?
         }
     };

@@ -58,6 +58,8 @@ async fn serve(settings: UpSettings, args: &UpArgs) -> Result<()> {
             snapshot_every: settings.snapshot_every,
             idempotency_window: settings.idempotency_window,
             passivate_after: settings.passivate_after,
+            max_event_bytes: settings.max_event_bytes,
+            max_batch_bytes: settings.max_batch_bytes,
             ..HostConfig::default()
         }),
         metrics,

@@ -25,6 +25,8 @@ mod fleet_nats;
 mod gateway_origin;
 mod inference_http;
 mod inference_nats;
+mod limits;
+mod memory_bound;
 mod nats_two_hosts;
 mod scheduler_crash;
 mod up_nats_start;

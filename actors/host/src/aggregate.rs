@@ -37,6 +37,12 @@ pub trait Aggregate:
     /// The state as a query answers it.
     fn view(&self) -> serde_json::Value;
 
+    /// One page of the state, for a query that names a page (from the
+    /// wire). Aggregates without long lists answer their whole [`Self::view`].
+    fn view_page(&self, _page: &flotilla_messages::Page) -> serde_json::Value {
+        self.view()
+    }
+
     /// The snake_case type tag of an event.
     fn event_type(event: &Self::Event) -> &'static str;
 

@@ -14,7 +14,7 @@ use crate::{Aggregate, HostMetrics};
 use flotilla_bus::{Bus, EventLog, LogError, Message, Snapshot, StreamHead};
 use flotilla_messages::envelope::now_micros;
 use flotilla_messages::{
-    validate_id, CommandRequest, Encoding, Envelope, ErrorCode, IntegrityError, Payload,
+    validate_id, CommandRequest, Encoding, Envelope, ErrorCode, IntegrityError, Page, Payload,
     PendingEvent, Rejection, Reply, StreamName, Subjects,
 };
 use futures::TryStreamExt;
@@ -38,7 +38,22 @@ pub struct HostConfig {
     /// An aggregate's actor idle this long is stopped (its next command
     /// recovers it); `None` keeps actors until the process ends.
     pub passivate_after: Option<std::time::Duration>,
+    /// The largest encoded event a command may cause, in bytes.
+    pub max_event_bytes: usize,
+    /// The most bytes of events one command may cause. Below the
+    /// transport's message limit either way (see [`HostDeps::batch_limit`]).
+    pub max_batch_bytes: usize,
 }
+
+/// [`HostConfig::max_event_bytes`] by default: 256 KiB.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 256 * 1024;
+/// [`HostConfig::max_batch_bytes`] by default: 512 KiB.
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 512 * 1024;
+/// What a reply adds around its events (ids, checksums, the stream name),
+/// per event, by a generous estimate.
+const ENVELOPE_BYTES: usize = 512;
+/// Room kept free in a transport message for headers and the reply's frame.
+const MESSAGE_HEADROOM: usize = 64 * 1024;
 
 impl Default for HostConfig {
     fn default() -> Self {
@@ -48,6 +63,8 @@ impl Default for HostConfig {
             idempotency_window: 10_000,
             max_conflict_retries: 8,
             passivate_after: Some(std::time::Duration::from_secs(600)),
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
         }
     }
 }
@@ -63,6 +80,24 @@ pub struct HostDeps {
     pub config: Arc<HostConfig>,
     /// Metrics.
     pub metrics: HostMetrics,
+}
+
+impl HostDeps {
+    /// The most bytes of events one command may cause: the configured
+    /// limit, and below half the transport's message limit, since a reply
+    /// carries the events and a result derived from them.
+    pub fn batch_limit(&self) -> usize {
+        let transport = self
+            .bus
+            .max_payload()
+            .map_or(usize::MAX, |max| max.saturating_sub(MESSAGE_HEADROOM) / 2);
+        self.config.max_batch_bytes.min(transport)
+    }
+
+    /// The largest encoded event: the configured limit, within the batch's.
+    pub fn event_limit(&self) -> usize {
+        self.config.max_event_bytes.min(self.batch_limit())
+    }
 }
 
 /// A command id and the events it caused.
@@ -317,20 +352,24 @@ impl<A: Aggregate> AggregateCore<A> {
         self.head.seq == 0 && !self.stale
     }
 
-    /// Answers a state query.
-    pub fn query(&self) -> Reply {
+    /// Answers a state query: the whole view, or one page of it.
+    pub fn query(&self, page: Option<&Page>) -> Reply {
         if self.head.seq == 0 {
             return Reply::rejected(&Rejection::new(
                 ErrorCode::NotFound,
                 format!("{} does not exist", self.name),
             ));
         }
-        Reply::accepted(self.name.clone(), self.head.seq, vec![], self.state.view())
+        let view = match page {
+            Some(page) => self.state.view_page(page),
+            None => self.state.view(),
+        };
+        Reply::accepted(self.name.clone(), self.head.seq, vec![], view)
     }
 
     /// Answers a state query after folding whatever other hosts of this
     /// aggregate appended since (one head lookup when nothing changed).
-    pub async fn query_fresh(&mut self) -> Reply {
+    pub async fn query_fresh(&mut self, page: Option<&Page>) -> Reply {
         match self.is_behind().await {
             Ok(false) => {}
             Ok(true) => {
@@ -340,7 +379,7 @@ impl<A: Aggregate> AggregateCore<A> {
             }
             Err(e) => return Reply::rejected(&Rejection::from(e)),
         }
-        self.query()
+        self.query(page)
     }
 
     /// Runs one command and returns the reply plus the effects to start.
@@ -516,7 +555,7 @@ impl<A: Aggregate> AggregateCore<A> {
         correlation: &str,
     ) -> Result<Vec<PendingEvent>, StepError> {
         let at = now_micros();
-        events
+        let pending = events
             .iter()
             .map(|e| {
                 let payload = Payload::encode(e).map_err(|err| {
@@ -534,7 +573,47 @@ impl<A: Aggregate> AggregateCore<A> {
                     payload,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, StepError>>()?;
+        self.check_size(&pending)?;
+        Ok(pending)
+    }
+
+    /// Refuses (`TOO_LARGE`, naming the limit's setting) a batch that one
+    /// event or the whole would make too big to store and answer.
+    fn check_size(&self, pending: &[PendingEvent]) -> Result<(), StepError> {
+        let sizes = pending
+            .iter()
+            .map(|e| e.payload.as_str().len() + ENVELOPE_BYTES);
+        let (event_limit, batch_limit) = (self.deps.event_limit(), self.deps.batch_limit());
+        let too_large = |what: String, limit: usize, setting: &str| {
+            StepError::Rejected(Rejection::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "{what} bytes, above the limit of {limit} ({setting}): \
+                     ask for less (fewer trials, parameters or items) or raise {setting}"
+                ),
+            ))
+        };
+        if let Some((event, size)) = pending
+            .iter()
+            .zip(sizes.clone())
+            .find(|(_, n)| *n > event_limit)
+        {
+            return Err(too_large(
+                format!("one {} event would take {size}", event.event_type),
+                event_limit,
+                "max_event_bytes",
+            ));
+        }
+        let total: usize = sizes.sum();
+        if total > batch_limit {
+            return Err(too_large(
+                format!("the command's {} events would take {total}", pending.len()),
+                batch_limit,
+                "max_batch_bytes",
+            ));
+        }
+        Ok(())
     }
 
     /// Folds freshly stored events, publishes them and snapshots if due.

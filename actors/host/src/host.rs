@@ -20,7 +20,7 @@ use crate::core::{AggregateCore, EffectJob, HostDeps, Submission};
 use crate::effects::{outcome_command_id, EffectHandler};
 use crate::Aggregate;
 use actix::prelude::*;
-use flotilla_messages::{CommandRequest, ErrorCode, Rejection, Reply, StreamName};
+use flotilla_messages::{CommandRequest, ErrorCode, Page, Rejection, Reply, StreamName};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -54,10 +54,16 @@ impl<C: 'static> Message for Submit<C> {
     type Result = Reply;
 }
 
-/// Asks for the aggregate's state.
+/// Asks for the aggregate's whole state.
 #[derive(Message)]
 #[rtype(result = "Reply")]
 pub struct Query;
+
+/// Asks for one page of the aggregate's state (a query off the wire), or
+/// the whole of it.
+#[derive(Message)]
+#[rtype(result = "Reply")]
+struct QueryPage(Option<Page>);
 
 /// Waits until recovery finished; answers whether it succeeded.
 #[derive(Message)]
@@ -90,7 +96,7 @@ macro_rules! handle_ticketed {
 
 handle_ticketed!(Execute);
 handle_ticketed!(Submit<A::Command>);
-handle_ticketed!(Query);
+handle_ticketed!(QueryPage);
 
 /// Counts one message as on its way to an actor, until dropped.
 struct Ticket(Arc<AtomicUsize>);
@@ -406,8 +412,23 @@ impl<A: Aggregate> Handler<Query> for AggregateActor<A> {
     type Result = AtomicResponse<Self, Reply>;
 
     fn handle(&mut self, _: Query, _: &mut Context<Self>) -> Self::Result {
+        self.query(None)
+    }
+}
+
+impl<A: Aggregate> Handler<QueryPage> for AggregateActor<A> {
+    type Result = AtomicResponse<Self, Reply>;
+
+    fn handle(&mut self, msg: QueryPage, _: &mut Context<Self>) -> Self::Result {
+        self.query(msg.0)
+    }
+}
+
+impl<A: Aggregate> AggregateActor<A> {
+    /// Answers the state, or a page of it, with the mailbox held.
+    fn query(&mut self, page: Option<Page>) -> AtomicResponse<Self, Reply> {
         self.with_core(|mut core| async move {
-            let reply = core.query_fresh().await;
+            let reply = core.query_fresh(page.as_ref()).await;
             (core, reply, Vec::new())
         })
     }
@@ -537,14 +558,20 @@ impl<A: Aggregate> AggregateRegistry<A> {
         answer(sent)
     }
 
-    /// The state of aggregate `id`: `NOT_FOUND` without starting anything
-    /// when it is neither hosted nor has events in the log.
+    /// The whole state of aggregate `id`: `NOT_FOUND` without starting
+    /// anything when it is neither hosted nor has events in the log.
     pub async fn query(&self, id: &str) -> Reply {
+        self.query_page(id, None).await
+    }
+
+    /// The state of aggregate `id`, or one page of it (see [`Page`]), as
+    /// [`Self::query`].
+    pub async fn query_page(&self, id: &str, page: Option<Page>) -> Reply {
         match self.exists(id).await {
             Ok(true) => {
                 let sent = self
                     .ticketed(id)
-                    .map(|(addr, ticket)| addr.send(Ticketed(Query, ticket)));
+                    .map(|(addr, ticket)| addr.send(Ticketed(QueryPage(page), ticket)));
                 answer(sent).await
             }
             Ok(false) => Reply::rejected(&Rejection::new(

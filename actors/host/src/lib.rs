@@ -22,7 +22,10 @@ mod service;
 
 pub use aggregate::Aggregate;
 pub use clock::{unix_millis, wall_clock, Clock};
-pub use core::{AggregateCore, EffectJob, HostConfig, HostDeps};
+pub use core::{
+    AggregateCore, EffectJob, HostConfig, HostDeps, DEFAULT_MAX_BATCH_BYTES,
+    DEFAULT_MAX_EVENT_BYTES,
+};
 pub use effects::{outcome_command_id, EffectHandler};
 pub use host::{AggregateActor, AggregateRegistry, Execute, Query, Recovered};
 pub use metrics::HostMetrics;

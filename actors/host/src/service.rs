@@ -10,7 +10,7 @@
 use crate::{Aggregate, AggregateRegistry};
 use flotilla_bus::{Bus, BusError, Message};
 use flotilla_messages::subjects::SubjectKind;
-use flotilla_messages::{CommandRequest, Encoding, ErrorCode, Rejection, Reply, Subjects};
+use flotilla_messages::{CommandRequest, Encoding, ErrorCode, Page, Rejection, Reply, Subjects};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use std::sync::Arc;
@@ -101,7 +101,10 @@ impl<A: Aggregate> CommandService<A> {
         };
         let id = parsed.id.unwrap_or_default();
         if parsed.kind == SubjectKind::Query {
-            return self.query(id);
+            return match Page::parse(&msg.payload) {
+                Ok(page) => self.query(id, page),
+                Err(r) => ready(r),
+            };
         }
         let request =
             match CommandRequest::decode(encoding, &msg.payload, msg.header("Nats-Msg-Id")) {
@@ -118,11 +121,12 @@ impl<A: Aggregate> CommandService<A> {
         self.registry.execute(&id, request, correlation_id).boxed()
     }
 
-    /// Answers a state query without starting an actor for an aggregate
-    /// that does not exist (so queries cannot grow the registry).
-    fn query(&self, id: String) -> BoxFuture<'static, Reply> {
+    /// Answers a state query (one page of it) without starting an actor
+    /// for an aggregate that does not exist (so queries cannot grow the
+    /// registry).
+    fn query(&self, id: String, page: Page) -> BoxFuture<'static, Reply> {
         let registry = self.registry.clone();
-        async move { registry.query(&id).await }.boxed()
+        async move { registry.query_page(&id, Some(page)).await }.boxed()
     }
 
     fn list(self: Arc<Self>) -> BoxFuture<'static, Reply> {
@@ -152,12 +156,35 @@ impl<A: Aggregate> CommandService<A> {
                     Encoding::Json.encode(&reply).unwrap_or_default(),
                 ),
             };
+            let (used, body) = within_limit(bus.max_payload(), used, body);
             let out = Message::new(reply_to, body).with_header("Content-Type", used.content_type());
             if let Err(e) = bus.publish(out).await {
                 tracing::warn!(error = %e, "reply not sent");
             }
         });
     }
+}
+
+/// The reply as encoded, or a `TOO_LARGE` refusal in its place when it is
+/// above the transport's limit (a publish that large would cost the
+/// connection, and every other client's replies with it). Commands are kept
+/// below it by the batch limit; this catches a state too big to answer whole.
+fn within_limit(max: Option<usize>, encoding: Encoding, body: Vec<u8>) -> (Encoding, Vec<u8>) {
+    let Some(max) = max.filter(|max| body.len() > max.saturating_sub(4096)) else {
+        return (encoding, body);
+    };
+    let refusal = Reply::rejected(&Rejection::new(
+        ErrorCode::TooLarge,
+        format!(
+            "the reply would take {} bytes, above the transport's max_payload of {max}: \
+             query a page of it (after, limit) or less at once",
+            body.len()
+        ),
+    ));
+    (
+        Encoding::Json,
+        Encoding::Json.encode(&refusal).unwrap_or_default(),
+    )
 }
 
 /// Command ids of this form record effect outcomes; clients may not use them.

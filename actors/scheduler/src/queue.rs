@@ -33,7 +33,7 @@ use flotilla_messages::scheduler::{
     validate_job_id, ExecutorHandle, ExecutorKind, JobOutputs, JobSpec, Outcome, QueueConfig,
     ReportResult, SchedulerCommand, SchedulerEvent, COMMAND_TYPES,
 };
-use flotilla_messages::{Actor, ErrorCode, Rejection};
+use flotilla_messages::{Actor, ErrorCode, Page, Rejection};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -136,6 +136,13 @@ pub struct JobRecord {
     /// Attempts lost (not counted as retries).
     #[serde(default)]
     pub lost: u32,
+    /// Its place in the order jobs finished, once final (the oldest
+    /// finished job is forgotten first when the queue keeps too many).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<u64>,
+    /// When its end was reported (unix milliseconds), if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<u64>,
 }
 
 impl JobRecord {
@@ -152,6 +159,7 @@ impl JobRecord {
             "handle": self.handle,
             "outputs": self.outputs,
             "not_before": self.not_before,
+            "ended_at": self.ended_at,
         })
     }
 }
@@ -168,6 +176,16 @@ struct QueueState {
     config: QueueConfig,
     jobs: BTreeMap<String, JobRecord>,
     submitted: u64,
+    /// Jobs that ever finished.
+    ended: u64,
+    /// The latest `now` a report told (unix milliseconds): the queue's time.
+    clock: u64,
+    /// Finished jobs by the order they finished: derived.
+    #[serde(skip)]
+    by_end: BTreeMap<u64, String>,
+    /// Finished jobs with a reported end, by its time: derived.
+    #[serde(skip)]
+    by_end_time: BTreeSet<(u64, String)>,
     /// Ready jobs by dispatch order: derived.
     #[serde(skip)]
     ready: BTreeMap<ReadyKey, String>,
@@ -185,12 +203,18 @@ struct StoredQueue {
     config: QueueConfig,
     jobs: BTreeMap<String, JobRecord>,
     submitted: u64,
+    #[serde(default)]
+    ended: u64,
+    #[serde(default)]
+    clock: u64,
 }
 
 impl From<StoredQueue> for QueueState {
     fn from(stored: StoredQueue) -> Self {
         let mut state = QueueState::new(stored.config);
         state.submitted = stored.submitted;
+        state.ended = stored.ended;
+        state.clock = stored.clock;
         for (id, job) in stored.jobs {
             let status = job.status;
             state.jobs.insert(
@@ -201,6 +225,7 @@ impl From<StoredQueue> for QueueState {
                 },
             );
             state.set_status(&id, status);
+            state.index_end(&id);
         }
         state
     }
@@ -270,7 +295,74 @@ impl QueueState {
             holding: BTreeSet::new(),
             backoff: BTreeSet::new(),
             submitted: 0,
+            ended: 0,
+            clock: 0,
+            by_end: BTreeMap::new(),
+            by_end_time: BTreeSet::new(),
         }
+    }
+
+    /// Puts a final job in the retention indexes (numbering it if a
+    /// snapshot from before retention left it without a number).
+    fn index_end(&mut self, job_id: &str) {
+        let Some(job) = self.jobs.get_mut(job_id).filter(|j| j.status.is_final()) else {
+            return;
+        };
+        let number = *job.ended.get_or_insert_with(|| {
+            self.ended += 1;
+            self.ended
+        });
+        self.by_end.insert(number, job_id.to_string());
+        if let Some(at) = job.ended_at {
+            self.by_end_time.insert((at, job_id.to_string()));
+        }
+    }
+
+    /// Records that a job just became final, its end reported `at`.
+    fn end(&mut self, job_id: &str, at: Option<u64>) {
+        if let Some(job) = self.jobs.get_mut(job_id) {
+            job.ended = None;
+            job.ended_at = at;
+        }
+        self.index_end(job_id);
+    }
+
+    /// Forgets the finished jobs beyond the retention settings: the oldest
+    /// past `retain_finished`, and those ended more than
+    /// `retain_finished_seconds` before the queue's time.
+    fn expire(&mut self) {
+        while self.by_end.len() > self.config.retain_finished as usize {
+            let Some((_, id)) = self.by_end.pop_first() else {
+                break;
+            };
+            self.forget(&id);
+        }
+        let keep_ms = self.config.retain_finished_seconds.saturating_mul(1000);
+        let horizon = self.clock.saturating_sub(keep_ms);
+        while let Some((at, id)) = self.by_end_time.first().cloned() {
+            if at >= horizon {
+                break;
+            }
+            self.forget(&id);
+        }
+    }
+
+    /// Drops a finished job from the state (the log still holds it).
+    fn forget(&mut self, job_id: &str) {
+        let Some(job) = self.jobs.remove(job_id) else {
+            return;
+        };
+        if let Some(number) = job.ended {
+            self.by_end.remove(&number);
+        }
+        if let Some(at) = job.ended_at {
+            self.by_end_time.remove(&(at, job_id.to_string()));
+        }
+    }
+
+    /// Moves the queue's time to `at` if that is later.
+    fn tick(&mut self, at: Option<u64>) {
+        self.clock = self.clock.max(at.unwrap_or(0));
     }
 
     fn job(&self, job_id: &str) -> Result<&JobRecord, Rejection> {
@@ -448,6 +540,7 @@ impl QueueState {
                     reason: "succeeded without a value, but the job expects one".into(),
                     outputs,
                     will_retry: retry,
+                    at: Some(report.now),
                 }
             }
             Outcome::Succeeded { value, outputs } => SchedulerEvent::JobSucceeded {
@@ -455,6 +548,7 @@ impl QueueState {
                 attempt,
                 value,
                 outputs,
+                at: Some(report.now),
             },
             Outcome::Failed {
                 exit_code,
@@ -467,6 +561,7 @@ impl QueueState {
                 reason,
                 outputs,
                 will_retry: retry,
+                at: Some(report.now),
             },
             Outcome::Lost { reason } => SchedulerEvent::JobLost {
                 job_id: job_id.clone(),
@@ -482,6 +577,7 @@ impl QueueState {
                 after_seconds,
                 outputs,
                 will_retry: retry,
+                at: Some(report.now),
             },
         }];
         let failed = matches!(
@@ -605,6 +701,8 @@ impl QueueState {
                         outputs: JobOutputs::default(),
                         not_before: None,
                         lost: 0,
+                        ended: None,
+                        ended_at: None,
                     },
                 );
                 self.set_status(job_id, JobStatus::Pending);
@@ -629,13 +727,16 @@ impl QueueState {
                 job_id,
                 value,
                 outputs,
+                at,
                 ..
             } => {
+                self.tick(*at);
                 self.set_status(job_id, JobStatus::Succeeded);
                 self.finish(job_id, None, None, outputs);
                 if let Some(job) = self.jobs.get_mut(job_id) {
                     job.value = *value;
                 }
+                self.end(job_id, *at);
             }
             SchedulerEvent::JobFailed {
                 job_id,
@@ -643,21 +744,31 @@ impl QueueState {
                 reason,
                 outputs,
                 will_retry,
+                at,
                 ..
             } => {
+                self.tick(*at);
                 let end = (JobStatus::Failed, *exit_code, reason.clone());
                 self.attempt_failed(job_id, *will_retry, end, outputs);
+                if !will_retry {
+                    self.end(job_id, *at);
+                }
             }
             SchedulerEvent::JobTimedOut {
                 job_id,
                 after_seconds,
                 outputs,
                 will_retry,
+                at,
                 ..
             } => {
+                self.tick(*at);
                 let reason = format!("timed out after {after_seconds} s");
                 let end = (JobStatus::TimedOut, None, reason);
                 self.attempt_failed(job_id, *will_retry, end, outputs);
+                if !will_retry {
+                    self.end(job_id, *at);
+                }
             }
             SchedulerEvent::RetryScheduled {
                 job_id, not_before, ..
@@ -682,17 +793,25 @@ impl QueueState {
                     job.reason = reason.clone().or_else(|| Some("cancelled".into()));
                     job.not_before = None;
                 }
+                self.end(job_id, None);
             }
         }
+        self.expire();
     }
 
     fn view(&self) -> Value {
+        let mut view = self.view_without_jobs();
+        view["jobs"] = self.jobs.values().map(JobRecord::view).collect();
+        view
+    }
+
+    /// The settings, depth and counts of every status.
+    fn view_without_jobs(&self) -> Value {
         let mut counts: BTreeMap<&str, u64> =
             JobStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect();
         for job in self.jobs.values() {
             *counts.entry(job.status.as_str()).or_default() += 1;
         }
-        let jobs: Vec<Value> = self.jobs.values().map(JobRecord::view).collect();
         json!({
             "config": self.config,
             "depth": {
@@ -700,8 +819,21 @@ impl QueueState {
                 "running": self.holding.len(),
             },
             "counts": counts,
-            "jobs": jobs,
         })
+    }
+
+    /// The view with one page of jobs (by id) and the id to ask for the
+    /// next one after, so a reply stays small however long the queue.
+    fn view_page(&self, page: &Page) -> Value {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let from = page.after.as_deref().map_or(Unbounded, Excluded);
+        let mut rest = self.jobs.range::<str, _>((from, Unbounded));
+        let jobs: Vec<&JobRecord> = rest.by_ref().take(page.limit()).map(|(_, j)| j).collect();
+        let next = rest.next().and(jobs.last()).map(|j| j.job_id.clone());
+        let mut view = self.view_without_jobs();
+        view["jobs"] = jobs.into_iter().map(JobRecord::view).collect();
+        view["next"] = json!(next);
+        view
     }
 }
 
@@ -790,6 +922,12 @@ impl Aggregate for Queue {
         self.state.as_ref().map_or(Value::Null, QueueState::view)
     }
 
+    fn view_page(&self, page: &Page) -> Value {
+        self.state
+            .as_ref()
+            .map_or(Value::Null, |s| s.view_page(page))
+    }
+
     fn event_type(event: &SchedulerEvent) -> &'static str {
         event.event_type()
     }
@@ -810,7 +948,7 @@ impl Aggregate for Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flotilla_messages::scheduler::{JobSpec, Outcome};
+    use flotilla_messages::scheduler::{JobSpec, Outcome, MAX_RETAIN_FINISHED as MAX_RETAIN};
 
     fn spec() -> JobSpec {
         JobSpec::new(vec!["true".into()])
@@ -1154,6 +1292,127 @@ mod tests {
         let bytes = rmp_serde::to_vec_named(&queue).unwrap();
         let back: Queue = rmp_serde::from_slice(&bytes).unwrap();
         assert_eq!(back, queue);
+    }
+
+    fn retaining(finished: u32, seconds: u64) -> SchedulerCommand {
+        SchedulerCommand::ConfigureQueue(QueueConfig {
+            concurrency: 1,
+            retain_finished: finished,
+            retain_finished_seconds: seconds,
+            ..QueueConfig::default()
+        })
+    }
+
+    fn report_at(id: &str, now: u64) -> SchedulerCommand {
+        SchedulerCommand::ReportResult(ReportResult {
+            now,
+            ..match report(id, 1, ok(1.0)) {
+                SchedulerCommand::ReportResult(r) => r,
+                _ => unreachable!(),
+            }
+        })
+    }
+
+    fn ids(queue: &Queue) -> Vec<&str> {
+        queue.jobs().map(|j| j.job_id.as_str()).collect()
+    }
+
+    #[test]
+    fn a_queue_keeps_only_its_newest_finished_jobs() {
+        let mut commands = vec![retaining(3, 3600)];
+        for i in 0..10 {
+            commands.push(submit(&format!("j{i}"), 0));
+            commands.push(report_at(&format!("j{i}"), 1_000 + i));
+        }
+        commands.push(submit("waiting", 0));
+        commands.push(submit("queued", 0));
+        let (queue, events) = run(commands);
+        assert_eq!(ids(&queue), ["j7", "j8", "j9", "queued", "waiting"]);
+        assert_eq!(given(&events), queue, "a replay forgets the same jobs");
+        // A forgotten id is free again: the log, not the state, is the history.
+        let again = when(&queue, submit("j0", 0)).unwrap();
+        assert!(matches!(&again[0], SchedulerEvent::JobSubmitted { job_id, .. } if job_id == "j0"));
+    }
+
+    #[test]
+    fn finished_jobs_older_than_the_retention_time_are_forgotten() {
+        let (queue, _) = run(vec![
+            retaining(1000, 60),
+            submit("old", 0),
+            report_at("old", 1_000),
+            submit("cancelled", 0),
+            SchedulerCommand::Cancel {
+                job_id: "cancelled".into(),
+                reason: None,
+            },
+            submit("young", 0),
+            report_at("young", 50_000),
+        ]);
+        assert_eq!(
+            ids(&queue),
+            ["cancelled", "old", "young"],
+            "60 s have not passed"
+        );
+        let (queue, events) = run(vec![
+            retaining(1000, 60),
+            submit("old", 0),
+            report_at("old", 1_000),
+            submit("cancelled", 0),
+            SchedulerCommand::Cancel {
+                job_id: "cancelled".into(),
+                reason: None,
+            },
+            submit("young", 0),
+            report_at("young", 61_001),
+        ]);
+        assert_eq!(
+            ids(&queue),
+            ["cancelled", "young"],
+            "old ended 60.001 s before"
+        );
+        let text = serde_json::to_string(&queue).unwrap();
+        let back: Queue = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, queue, "a snapshot keeps the retention indexes");
+        assert_eq!(given(&events), queue);
+    }
+
+    #[test]
+    fn retention_settings_out_of_range_are_refused_naming_the_field() {
+        for (finished, seconds, field) in [
+            (0, 60, "retain_finished"),
+            (MAX_RETAIN + 1, 60, "retain_finished"),
+            (10, 0, "retain_finished_seconds"),
+        ] {
+            let e = when(&Queue::default(), retaining(finished, seconds)).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidField);
+            assert!(e.message.starts_with(field), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn a_page_holds_at_most_its_limit_and_names_the_next() {
+        let (queue, _) = run((0..5).map(|i| submit(&format!("j{i}"), 0)).collect());
+        let page = |after: Option<&str>| {
+            queue.view_page(&Page {
+                after: after.map(str::to_string),
+                limit: Some(2),
+            })
+        };
+        let ids = |v: &Value| -> Vec<String> {
+            v["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|j| j["job_id"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let first = page(None);
+        assert_eq!(ids(&first), ["j0", "j1"]);
+        assert_eq!(first["next"], "j1");
+        assert_eq!(first["counts"]["pending"], 4, "counts cover every job");
+        let last = page(Some("j3"));
+        assert_eq!(ids(&last), ["j4"]);
+        assert_eq!(last["next"], Value::Null);
     }
 
     fn any_command() -> impl proptest::strategy::Strategy<Value = SchedulerCommand> {

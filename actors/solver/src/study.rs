@@ -64,7 +64,7 @@
 
 use flotilla_messages::solver::{
     trial_id, trial_number, Fail, Lease, Params, SolverCommand, SolverEvent, StudyConfig, Tell,
-    Trial, TrialFailure, TrialResult, COMMAND_TYPES, MAX_ASK,
+    Trial, TrialFailure, TrialResult, COMMAND_TYPES, MAX_ASK, MAX_ASK_VALUES,
 };
 use flotilla_messages::{Actor, ErrorCode, Rejection};
 use serde::{Deserialize, Serialize};
@@ -501,6 +501,17 @@ impl StudyState {
         if !(1..=MAX_ASK).contains(&n) {
             return Err(Rejection::invalid(format!(
                 "ask: n must be between 1 and {MAX_ASK}, got {n}"
+            )));
+        }
+        // Checked before any sampling: the work and the event grow with
+        // n x parameters, so a wide study gets fewer trials per ask.
+        let parameters = self.config.bounds.len().max(1);
+        let values = n as usize * parameters;
+        if values > MAX_ASK_VALUES {
+            return Err(Rejection::invalid(format!(
+                "ask: n must be at most {} for a study of {parameters} parameters \
+                 (n x parameters at most {MAX_ASK_VALUES}), got {n}",
+                MAX_ASK_VALUES / parameters
             )));
         }
         if self.status == StudyStatus::Stopped {

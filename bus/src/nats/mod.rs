@@ -156,6 +156,10 @@ fn connection(e: impl std::fmt::Display) -> BusError {
 
 #[async_trait]
 impl Bus for NatsBus {
+    fn max_payload(&self) -> Option<usize> {
+        Some(self.client.server_info().max_payload)
+    }
+
     async fn publish(&self, msg: Message) -> Result<(), BusError> {
         check_subject(&msg.subject)?;
         let headers = to_header_map(&msg.headers);

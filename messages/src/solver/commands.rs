@@ -10,6 +10,11 @@ use serde::{Deserialize, Serialize};
 /// The most trials one `ask` may request.
 pub const MAX_ASK: u32 = 1000;
 
+/// The most parameter values one `ask` may sample (`n` x the study's
+/// parameters): 1,000 trials of 8 parameters, 32 of 256. Bounds the work of
+/// one command and the size of the event it writes.
+pub const MAX_ASK_VALUES: usize = 8_192;
+
 /// A lease's length when `ask` or `heartbeat` gives `now` but no
 /// `lease_seconds`: one hour.
 pub const DEFAULT_LEASE_SECONDS: u64 = 3600;

@@ -17,6 +17,11 @@ use std::fmt;
 /// The most times a stale trial may be handed out again.
 pub const MAX_RETRIES: u32 = 100;
 
+/// The most parameters a study may search. Real searches have tens; the
+/// bound keeps one `ask` (its trials carry every parameter) small enough to
+/// store and answer in one message.
+pub const MAX_PARAMETERS: usize = 256;
+
 /// The most parameters a [`Sampler::Sobol`] study may have: the dimensions
 /// of the Joe–Kuo direction-number table the solver carries.
 pub const SOBOL_MAX_DIMENSIONS: usize = 32;
@@ -270,6 +275,12 @@ impl StudyConfig {
         }
         if self.bounds.is_empty() {
             return Some("bounds: at least one parameter is required".to_string());
+        }
+        if self.bounds.len() > MAX_PARAMETERS {
+            return Some(format!(
+                "bounds: at most {MAX_PARAMETERS} parameters, got {}",
+                self.bounds.len()
+            ));
         }
         if self.max_retries > MAX_RETRIES {
             return Some(format!(

@@ -82,11 +82,12 @@ pub mod warm_start;
 
 pub use commands::{
     Fail, Heartbeat, Lease, SolverCommand, Tell, TrialFailure, TrialResult, COMMAND_TYPES,
-    DEFAULT_LEASE_SECONDS, MAX_ASK, MAX_LEASE_SECONDS,
+    DEFAULT_LEASE_SECONDS, MAX_ASK, MAX_ASK_VALUES, MAX_LEASE_SECONDS,
 };
 pub use config::{
-    Sampler, StudyConfig, CMAES_MAX_POPSIZE, CMAES_PARAMS, MAX_RETRIES, SOBOL_MAX_DIMENSIONS,
-    TPE_GAMMA, TPE_MAX_EI_CANDIDATES, TPE_N_EI_CANDIDATES, TPE_N_STARTUP_TRIALS, TPE_PARAMS,
+    Sampler, StudyConfig, CMAES_MAX_POPSIZE, CMAES_PARAMS, MAX_PARAMETERS, MAX_RETRIES,
+    SOBOL_MAX_DIMENSIONS, TPE_GAMMA, TPE_MAX_EI_CANDIDATES, TPE_N_EI_CANDIDATES,
+    TPE_N_STARTUP_TRIALS, TPE_PARAMS,
 };
 pub use events::{trial_id, trial_number, SolverEvent, Trial};
 pub use pruning::{PruneAction, Pruner, Report};

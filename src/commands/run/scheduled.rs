@@ -175,8 +175,9 @@ impl ScheduledRun {
                 .collect();
             self.heartbeat(&asked).await?;
         }
+        // The run reads every trial's job back: keep them all.
         let configure = json!({"type": "configure_queue", "concurrency": self.plan.parallel,
-            "executor": self.executor});
+            "executor": self.executor, "retain_finished": crate::commands::scheduler::keep_all(self.plan.config.budget)});
         let reply = self.scheduler.command(&self.plan.study, configure).await?;
         if !reply.ok {
             bail!("queue {}: {}", self.plan.study, refusal(&reply));
