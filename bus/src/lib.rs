@@ -144,6 +144,12 @@ pub trait Bus: Send + Sync + 'static {
     async fn request(&self, msg: Message, timeout: Duration) -> Result<Message, BusError>;
     /// Waits until everything published so far has left this process.
     async fn flush(&self) -> Result<(), BusError>;
+    /// Why the bus cannot carry messages right now (its server connection
+    /// is down), for readiness probes; `None` while it can. An in-process
+    /// bus is always connected.
+    fn unavailable(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Why an event log operation failed.

@@ -25,6 +25,8 @@ mod fleet_nats;
 mod gateway_origin;
 mod inference_http;
 mod inference_nats;
+mod nats_auth;
 mod nats_two_hosts;
+mod readyz_nats;
 mod scheduler_crash;
 mod up_nats_start;
