@@ -305,11 +305,10 @@ async fn query_list(state: web::Data<GatewayState>, path: web::Path<String>) -> 
 /// The wire code of a log failure: damage is `CORRUPT`, anything else
 /// (a timeout, a lost connection) `UNAVAILABLE`.
 fn log_error_code(e: &flotilla_bus::LogError) -> ErrorCode {
-    match e {
-        flotilla_bus::LogError::Corrupt(_) | flotilla_bus::LogError::Truncated { .. } => {
-            ErrorCode::Corrupt
-        }
-        _ => ErrorCode::Unavailable,
+    if e.is_damage() {
+        ErrorCode::Corrupt
+    } else {
+        ErrorCode::Unavailable
     }
 }
 

@@ -29,4 +29,5 @@ mod nats_auth;
 mod nats_two_hosts;
 mod readyz_nats;
 mod scheduler_crash;
+mod sled_damage;
 mod up_nats_start;
