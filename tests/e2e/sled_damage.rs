@@ -1,8 +1,9 @@
 //! Damaged sled files are reported as such (issue 11, defect 7): real
-//! sled files written by `flotilla up` are truncated at many lengths, and
-//! the watermark is overwritten. Before, some truncations made sled panic
-//! (exit 101) in `audit` and `up`, the others said only "event log
-//! truncated", and a garbled `flotilla-watermark` passed `audit`. Now each
+//! sled files written by `flotilla up` are truncated at many lengths, a
+//! byte of a blob file is flipped, and the watermark is overwritten.
+//! Before, some truncations and the flip made sled panic (exit 101) in
+//! `audit` and `up`, the others said only "event log truncated", and a
+//! garbled `flotilla-watermark` passed `audit`. Now each
 //! damaged store is refused with `CORRUPT` naming the file, exit 2.
 
 use crate::support::{flotilla, flotilla_bin, free_port, http_client, FlotillaUp};
@@ -155,6 +156,22 @@ fn a_truncated_or_garbled_sled_store_is_reported_corrupt() {
         }
     }
     assert!(refused > 0, "some cut of a {size}-byte log is noticed");
+
+    // sled keeps large values (these studies' blocks) in blob files.
+    let flipped = root.path().join("flipped");
+    copy_tree(&data, &flipped);
+    let mut blobs: Vec<_> = std::fs::read_dir(flipped.join("log/blobs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    blobs.sort();
+    let blob = blobs.first().expect("sled wrote a blob");
+    let mut bytes = std::fs::read(blob).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(blob, bytes).unwrap();
+    let audit = flotilla(&["audit", "--data-dir", &flipped.display().to_string()]);
+    assert_corrupt(&audit, &flipped.join("log"));
 
     let garbled = root.path().join("garbled");
     copy_tree(&data, &garbled);
