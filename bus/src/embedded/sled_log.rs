@@ -297,12 +297,21 @@ impl Watermark {
         }
     }
 
-    /// Fails if the log ends before the watermark.
+    /// Fails if the log ends before the watermark, or if the watermark is
+    /// gone while the log holds events. A new log gets its watermark (0)
+    /// here, before any append, so a missing one is never a crash's doing.
     fn check(&self, db: &sled::Db) -> Result<(), LogError> {
+        let found = last_position(db)?;
         let Some(acknowledged) = self.read()? else {
+            if found > 0 {
+                return Err(self.damaged(format!(
+                    "missing, but the log holds events up to position {found}: \
+                     without it a truncation goes unnoticed"
+                )));
+            }
+            self.record(0);
             return Ok(());
         };
-        let found = last_position(db)?;
         if found < acknowledged {
             return Err(LogError::Truncated {
                 acknowledged,
@@ -968,6 +977,13 @@ mod watermark_tests {
         // Lowering the position is the harmful change: it hides a truncation.
         assert!(stored.contains(" 3 "), "{stored:?}");
         std::fs::write(&path, stored.replacen(" 3 ", " 1 ", 1)).unwrap();
+        assert_refused(dir.path());
+    }
+
+    #[tokio::test]
+    async fn a_deleted_watermark_refuses_to_open() {
+        let dir = closed_log_with_events().await;
+        std::fs::remove_file(dir.path().join(Watermark::FILE)).unwrap();
         assert_refused(dir.path());
     }
 
