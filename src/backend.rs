@@ -25,7 +25,7 @@ pub async fn open(choice: &BackendChoice, subjects: &Subjects, replicas: usize) 
             let log_dir = dir.join("log");
             std::fs::create_dir_all(&log_dir)
                 .with_context(|| format!("data_dir: cannot create {}", log_dir.display()))?;
-            let log = SledLog::open(&log_dir)?;
+            let log = SledLog::open(&log_dir).map_err(|e| open_failure(e, &log_dir))?;
             Ok(Backend {
                 bus: Arc::new(EmbeddedBus::new()),
                 log: Arc::new(log),
@@ -51,6 +51,20 @@ pub async fn open(choice: &BackendChoice, subjects: &Subjects, replicas: usize) 
                 log: Arc::new(log),
             })
         }
+    }
+}
+
+/// Damage found while opening the log in `log_dir` says `CORRUPT`, like
+/// a damaged record does on the wire, and names the directory; other
+/// failures pass through.
+fn open_failure(e: flotilla_bus::LogError, log_dir: &std::path::Path) -> anyhow::Error {
+    if e.is_damage() {
+        anyhow::anyhow!(
+            "CORRUPT: the event log in {} is damaged: {e}; nothing was changed (restore it from a backup)",
+            log_dir.display()
+        )
+    } else {
+        e.into()
     }
 }
 

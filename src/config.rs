@@ -188,7 +188,10 @@ pub fn resolve_reader(src: &LogSource) -> Result<(BackendChoice, Subjects)> {
 fn check_url(field: &str, url: &str) -> Result<String> {
     let ok = url.starts_with("nats://") || url.starts_with("tls://") || url.contains(':');
     if !ok || url.contains(char::is_whitespace) {
-        bail!("{field}: invalid NATS URL {url:?} (expected e.g. nats://127.0.0.1:4222)");
+        bail!(
+            "{field}: invalid NATS URL {:?} (expected e.g. nats://127.0.0.1:4222)",
+            flotilla_bus::nats::redacted(url)
+        );
     }
     Ok(url.to_string())
 }

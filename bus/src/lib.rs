@@ -150,6 +150,12 @@ pub trait Bus: Send + Sync + 'static {
     fn max_payload(&self) -> Option<usize> {
         None
     }
+    /// Why the bus cannot carry messages right now (its server connection
+    /// is down), for readiness probes; `None` while it can. An in-process
+    /// bus is always connected.
+    fn unavailable(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Why an event log operation failed.
@@ -188,9 +194,39 @@ pub enum LogError {
         /// The last position found.
         found: u64,
     },
+    /// A storage file is damaged (the embedded backend's sled files, or
+    /// its watermark), so the log cannot be opened or read as stored.
+    #[error("damaged storage file {}{}: {reason}", .file.display(), at_offset(.offset))]
+    Damaged {
+        /// The file.
+        file: std::path::PathBuf,
+        /// Where in it, when the storage says.
+        offset: Option<u64>,
+        /// What is wrong.
+        reason: String,
+    },
     /// The storage backend failed (I/O, connection, timeout).
     #[error("event log backend failed: {0}")]
     Backend(String),
+}
+
+impl LogError {
+    /// Whether this is damage to what is stored (a bad record, missing
+    /// events, a damaged file), reported as `CORRUPT`, rather than a
+    /// failure to reach the storage.
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            LogError::Corrupt(_) | LogError::Truncated { .. } | LogError::Damaged { .. }
+        )
+    }
+}
+
+/// ` at offset N`, or nothing when the offset is unknown.
+fn at_offset(offset: &Option<u64>) -> String {
+    offset
+        .map(|o| format!(" at offset {o}"))
+        .unwrap_or_default()
 }
 
 /// An event together with its position in the global order of the log.

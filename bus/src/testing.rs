@@ -21,6 +21,14 @@ impl NatsServer {
         NatsServer(server::NatsServer::start().unwrap_or_else(|e| panic!("{e}")))
     }
 
+    /// Starts a server with `extra_args` (see
+    /// [`server::NatsServer::start_with_args`]); panics when it does not come up.
+    pub fn start_with_args(extra_args: &[&str]) -> NatsServer {
+        NatsServer(
+            server::NatsServer::start_with_args(extra_args).unwrap_or_else(|e| panic!("{e}")),
+        )
+    }
+
     /// Restarts it on the same port and store (see
     /// [`server::NatsServer::restart`]); panics when it does not come up.
     pub fn restart(&mut self) {

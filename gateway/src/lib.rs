@@ -9,7 +9,7 @@
 //! | route | what |
 //! |---|---|
 //! | `GET /healthz` | the process is alive |
-//! | `GET /readyz` | 503 until every actor has recovered; then 200, `degraded` with the `corrupt` streams listed if any |
+//! | `GET /readyz` | 503 until every actor has recovered, and `unavailable` while the bus is disconnected; then 200, `degraded` with the `corrupt` streams listed if any |
 //! | `GET /metrics` | Prometheus text |
 //! | `POST /v1/cmd/{actor}/{id}` | a command (JSON or MessagePack), the reply as over NATS |
 //! | `GET /v1/query/{actor}[/{id}]` | state of one aggregate (`?after=&limit=` pages a queue's jobs), or the list of ids |
@@ -147,7 +147,13 @@ async fn healthz() -> HttpResponse {
 /// Ready once every actor has recovered. Corrupt aggregates do not make the
 /// process unready (the others serve, and a load balancer must keep sending
 /// them traffic): they are listed under `corrupt`, with status `degraded`.
+/// Whatever the actors' state, a bus that cannot carry messages (NATS
+/// down) makes the process unavailable.
 async fn readyz(state: web::Data<GatewayState>) -> HttpResponse {
+    if let Some(reason) = state.bus.unavailable() {
+        return HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({"status": "unavailable", "reason": reason}));
+    }
     if state.ready.load(Ordering::Acquire) {
         let corrupt = state.corrupt.list();
         if corrupt.is_empty() {
@@ -315,11 +321,10 @@ async fn query_list(state: web::Data<GatewayState>, path: web::Path<String>) -> 
 /// The wire code of a log failure: damage is `CORRUPT`, anything else
 /// (a timeout, a lost connection) `UNAVAILABLE`.
 fn log_error_code(e: &flotilla_bus::LogError) -> ErrorCode {
-    match e {
-        flotilla_bus::LogError::Corrupt(_) | flotilla_bus::LogError::Truncated { .. } => {
-            ErrorCode::Corrupt
-        }
-        _ => ErrorCode::Unavailable,
+    if e.is_damage() {
+        ErrorCode::Corrupt
+    } else {
+        ErrorCode::Unavailable
     }
 }
 

@@ -777,7 +777,7 @@ enum StepError {
 impl StepError {
     fn from_log(e: LogError) -> Self {
         let code = match &e {
-            LogError::Corrupt(_) | LogError::Truncated { .. } => ErrorCode::Corrupt,
+            e if e.is_damage() => ErrorCode::Corrupt,
             // Lost every race for the aggregate, or the backend is down:
             // both are worth retrying.
             LogError::Backend(_) | LogError::Conflict { .. } => ErrorCode::Unavailable,

@@ -319,11 +319,7 @@ impl<A: Aggregate> Actor for AggregateActor<A> {
                     }
                     Err(e) => {
                         tracing::error!(stream = %act.stream, error = %e, "recovery failed");
-                        let corrupt = matches!(
-                            e,
-                            flotilla_bus::LogError::Corrupt(_)
-                                | flotilla_bus::LogError::Truncated { .. }
-                        );
+                        let corrupt = e.is_damage();
                         let code = if corrupt {
                             ErrorCode::Corrupt
                         } else {

@@ -264,30 +264,54 @@ impl Watermark {
         }
     }
 
-    fn read(&self) -> Option<u64> {
-        std::fs::read_to_string(&self.path)
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+    /// The recorded position; `None` when there is no file yet. A file that
+    /// does not decode, or whose checksum fails, is an error: treating it as
+    /// absent would silently switch the guard off.
+    fn read(&self) -> Result<Option<u64>, LogError> {
+        let text = match std::fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.damaged(format!("cannot read it: {e}"))),
+        };
+        let text = String::from_utf8(text).map_err(|_| self.damaged("not text".into()))?;
+        decode_watermark(text.trim())
+            .map(Some)
+            .map_err(|reason| self.damaged(reason))
+    }
+
+    fn damaged(&self, reason: String) -> LogError {
+        LogError::Damaged {
+            file: self.path.clone(),
+            offset: None,
+            reason,
+        }
     }
 
     /// Records `position` (write to a temp file, then rename over).
     fn record(&self, position: u64) {
         let tmp = self.path.with_extension("tmp");
-        let written = std::fs::write(&tmp, position.to_string())
+        let written = std::fs::write(&tmp, encode_watermark(position))
             .and_then(|_| std::fs::rename(&tmp, &self.path));
         if let Err(e) = written {
             tracing::warn!(error = %e, "cannot record the log's watermark");
         }
     }
 
-    /// Fails if the log ends before the watermark.
+    /// Fails if the log ends before the watermark, or if the watermark is
+    /// gone while the log holds events. A new log gets its watermark (0)
+    /// here, before any append, so a missing one is never a crash's doing.
     fn check(&self, db: &sled::Db) -> Result<(), LogError> {
-        let Some(acknowledged) = self.read() else {
+        let found = last_position(db)?;
+        let Some(acknowledged) = self.read()? else {
+            if found > 0 {
+                return Err(self.damaged(format!(
+                    "missing, but the log holds events up to position {found}: \
+                     without it a truncation goes unnoticed"
+                )));
+            }
+            self.record(0);
             return Ok(());
         };
-        let found = last_position(db)?;
         if found < acknowledged {
             return Err(LogError::Truncated {
                 acknowledged,
@@ -298,6 +322,47 @@ impl Watermark {
     }
 }
 
+/// The first line of a watermark file of this format.
+const WATERMARK_V1: &str = "flotilla-watermark v1";
+
+/// The checksum of a watermark: the first 16 hex digits of the SHA-256 of
+/// its position, so a flipped digit cannot pass as another position.
+fn watermark_checksum(position: u64) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{WATERMARK_V1} {position}"));
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `position` as a watermark file: `flotilla-watermark v1 <position> <checksum>`.
+fn encode_watermark(position: u64) -> String {
+    format!(
+        "{WATERMARK_V1} {position} {}\n",
+        watermark_checksum(position)
+    )
+}
+
+/// The position in a watermark file's text, strictly: the v1 format with
+/// a matching checksum, or a bare number (the format before checksums).
+fn decode_watermark(text: &str) -> Result<u64, String> {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().map_err(|e| format!("bad position: {e}"));
+    }
+    let rest = text
+        .strip_prefix(WATERMARK_V1)
+        .ok_or_else(|| format!("not a watermark (expected {WATERMARK_V1:?})"))?;
+    let (position, checksum) = rest
+        .trim()
+        .split_once(' ')
+        .ok_or_else(|| "no checksum".to_string())?;
+    let position: u64 = position
+        .parse()
+        .map_err(|e| format!("bad position {position:?}: {e}"))?;
+    if checksum != watermark_checksum(position) {
+        return Err(format!("checksum mismatch for position {position}"));
+    }
+    Ok(position)
+}
+
 /// The last global position stored (0 when empty).
 fn last_position(db: &sled::Db) -> Result<u64, LogError> {
     let events = db.open_tree("events").map_err(backend)?;
@@ -306,6 +371,54 @@ fn last_position(db: &sled::Db) -> Result<u64, LogError> {
         .map_err(backend)?
         .map(|b| be_u64(&b).saturating_sub(1))
         .unwrap_or(0))
+}
+
+/// Opens sled in `dir`. Damage sled notices is [`LogError::Damaged`] naming
+/// the file and offset; damage that makes sled panic while it recovers
+/// (a log cut short in the middle of a segment) is caught and reported the
+/// same way, without an offset, instead of ending the process.
+fn open_db(dir: &Path) -> Result<sled::Db, LogError> {
+    let config = sled::Config::new()
+        .path(dir)
+        .mode(sled::Mode::HighThroughput)
+        .cache_capacity(CACHE_BYTES);
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
+    let log_file = dir.join("db");
+    match opened {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(sled::Error::Corruption { at, .. })) => Err(LogError::Damaged {
+            file: log_file,
+            offset: at.map(|ptr| ptr.lid()),
+            reason: "sled found a damaged record".into(),
+        }),
+        Ok(Err(sled::Error::Io(io)))
+            if io.kind() == std::io::ErrorKind::WouldBlock
+                || io.to_string().contains("could not acquire lock") =>
+        {
+            Err(LogError::Backend(format!(
+                "the event log in {} is in use by another process (is `flotilla up` running? use --http to reach it)",
+                dir.display()
+            )))
+        }
+        Ok(Err(other)) => Err(LogError::Backend(format!(
+            "cannot open event log in {}: {other}",
+            dir.display()
+        ))),
+        Err(panic) => Err(LogError::Damaged {
+            file: log_file,
+            offset: None,
+            reason: format!("sled cannot recover it: {}", panic_message(&*panic)),
+        }),
+    }
+}
+
+/// The text of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "it panicked".into())
 }
 
 /// The sled-backed [`EventLog`]. Cheap to clone; clones share the database.
@@ -328,23 +441,7 @@ impl SledLog {
     /// Opens (or creates) the log in `dir`. Fails clearly if another process
     /// holds it, or if it ends before the last position it acknowledged.
     pub fn open(dir: &Path) -> Result<Self, LogError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            .cache_capacity(CACHE_BYTES)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().contains("could not acquire lock") =>
-                {
-                    LogError::Backend(format!(
-                        "the event log in {} is in use by another process (is `flotilla up` running? use --http to reach it)",
-                        dir.display()
-                    ))
-                }
-                other => LogError::Backend(format!("cannot open event log in {}: {other}", dir.display())),
-            })?;
+        let db = open_db(dir)?;
         let watermark = Watermark::new(dir);
         watermark.check(&db)?;
         let events = db.open_tree("events").map_err(backend)?;
@@ -829,4 +926,76 @@ pub fn corrupt_event_for_test(dir: &Path, stream: &str, seq: u64) {
     tree.insert(key, rmp_serde::to_vec(&records).expect("encode"))
         .expect("write");
     db.flush().expect("flush");
+}
+
+#[cfg(test)]
+mod watermark_tests {
+    use super::{SledLog, Watermark};
+    use crate::{conformance::events, EventLog, LogError};
+
+    /// A log in a temporary directory with 3 durable events, closed.
+    async fn closed_log_with_events() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SledLog::open(dir.path()).unwrap();
+        log.append("solver/w", 0, events(3)).await.unwrap();
+        drop(log);
+        dir
+    }
+
+    /// Opens the log in `dir` once the group-commit thread of a dropped
+    /// handle has let go of sled's lock.
+    fn open_when_free(dir: &std::path::Path) -> Result<SledLog, LogError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match SledLog::open(dir) {
+                Err(LogError::Backend(e)) if e.contains("in use") => {
+                    assert!(std::time::Instant::now() < deadline, "{e}");
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Opening fails naming the watermark file.
+    fn assert_refused(dir: &std::path::Path) {
+        match open_when_free(dir) {
+            Err(e @ LogError::Damaged { .. }) => {
+                assert!(e.to_string().contains(Watermark::FILE), "{e}")
+            }
+            Err(other) => panic!("not a damaged file: {other}"),
+            Ok(_) => panic!("a corrupt watermark was accepted"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_watermark_refuses_to_open() {
+        let dir = closed_log_with_events().await;
+        std::fs::write(dir.path().join(Watermark::FILE), "3\u{1}x").unwrap();
+        assert_refused(dir.path());
+    }
+
+    #[tokio::test]
+    async fn a_watermark_whose_checksum_fails_refuses_to_open() {
+        let dir = closed_log_with_events().await;
+        let path = dir.path().join(Watermark::FILE);
+        let stored = std::fs::read_to_string(&path).unwrap();
+        // Lowering the position is the harmful change: it hides a truncation.
+        assert!(stored.contains(" 3 "), "{stored:?}");
+        std::fs::write(&path, stored.replacen(" 3 ", " 1 ", 1)).unwrap();
+        assert_refused(dir.path());
+    }
+
+    #[tokio::test]
+    async fn a_deleted_watermark_refuses_to_open() {
+        let dir = closed_log_with_events().await;
+        std::fs::remove_file(dir.path().join(Watermark::FILE)).unwrap();
+        assert_refused(dir.path());
+    }
+
+    #[tokio::test]
+    async fn a_sound_watermark_opens() {
+        let dir = closed_log_with_events().await;
+        open_when_free(dir.path()).unwrap();
+    }
 }

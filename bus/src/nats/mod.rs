@@ -19,7 +19,7 @@ pub use snapshots::SNAPSHOT_BUCKET;
 
 use crate::{Bus, BusError, Headers, Message, Subscription};
 use async_nats::client::RequestErrorKind;
-use async_nats::{Client, ConnectOptions, HeaderMap};
+use async_nats::{Client, ConnectErrorKind, ConnectOptions, HeaderMap, ServerAddr};
 use async_trait::async_trait;
 use flotilla_messages::subjects::{is_publishable, is_valid_pattern};
 use futures::StreamExt;
@@ -47,9 +47,13 @@ impl NatsBus {
         let mut attempt = 1;
         let shown = redacted(url);
         loop {
-            match connect_options().connect(url).await {
+            match with_credentials(connect_options(), url).connect(url).await {
                 Ok(client) => return Ok(NatsBus { client }),
-                Err(e) if attempt >= CONNECT_ATTEMPTS => {
+                // Wrong credentials stay wrong: trying again only delays the error.
+                Err(e)
+                    if attempt >= CONNECT_ATTEMPTS
+                        || e.kind() == ConnectErrorKind::AuthorizationViolation =>
+                {
                     return Err(BusError::Connection(format!("{shown}: {e}")))
                 }
                 Err(e) => {
@@ -91,6 +95,41 @@ pub fn redacted(url: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// The user and password, or the token, that the first server of `url`
+/// with any names (`nats://user:pass@host`, `nats://token@host`), decoded.
+#[derive(Debug, PartialEq, Eq)]
+enum Credentials {
+    UserAndPassword(String, String),
+    Token(String),
+}
+
+fn credentials(url: &str) -> Option<Credentials> {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .to_string()
+    };
+    url.split(',').find_map(|one| {
+        let addr = one.trim().parse::<ServerAddr>().ok()?;
+        let user = decode(addr.username()?);
+        Some(match addr.password() {
+            Some(pass) => Credentials::UserAndPassword(user, decode(pass)),
+            None => Credentials::Token(user),
+        })
+    })
+}
+
+/// `options` with the credentials in `url`: async-nats takes them only from
+/// its options and ignores those in the URL, so without this every server
+/// that requires them refuses the connection.
+fn with_credentials(options: ConnectOptions, url: &str) -> ConnectOptions {
+    match credentials(url) {
+        Some(Credentials::UserAndPassword(user, pass)) => options.user_and_password(user, pass),
+        Some(Credentials::Token(token)) => options.token(token),
+        None => options,
+    }
 }
 
 fn connect_options() -> ConnectOptions {
@@ -222,11 +261,31 @@ impl Bus for NatsBus {
     async fn flush(&self) -> Result<(), BusError> {
         self.client.flush().await.map_err(connection)
     }
+
+    fn unavailable(&self) -> Option<String> {
+        match self.client.connection_state() {
+            async_nats::connection::State::Connected => None,
+            state => Some(format!("the NATS connection is {state}; reconnecting")),
+        }
+    }
 }
 
 #[cfg(test)]
 mod redaction_tests {
-    use super::redacted;
+    use super::{credentials, redacted, Credentials};
+
+    #[test]
+    fn credentials_come_from_the_url_decoded() {
+        assert_eq!(
+            credentials("nats://al%40ce:p%3Ass@127.0.0.1:4222"),
+            Some(Credentials::UserAndPassword("al@ce".into(), "p:ss".into()))
+        );
+        assert_eq!(
+            credentials("nats://h1:1,nats://t0k@h2:2"),
+            Some(Credentials::Token("t0k".into()))
+        );
+        assert_eq!(credentials("nats://127.0.0.1:4222"), None);
+    }
 
     #[test]
     fn passwords_and_tokens_are_never_shown() {

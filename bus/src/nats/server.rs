@@ -59,6 +59,8 @@ pub struct NatsServer {
     binary: PathBuf,
     port: u16,
     store: tempfile::TempDir,
+    /// Arguments added to every start (e.g. `--user`/`--pass`).
+    extra_args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -66,6 +68,12 @@ impl NatsServer {
     /// Finds the binary, starts it on a free 127.0.0.1 port with a fresh
     /// JetStream store directory and waits until it accepts connections.
     pub fn start() -> Result<NatsServer, ServerError> {
+        Self::start_with_args(&[])
+    }
+
+    /// Like [`NatsServer::start`], with `extra_args` passed to nats-server
+    /// on this start and every restart (e.g. `["--user", "u", "--pass", "p"]`).
+    pub fn start_with_args(extra_args: &[&str]) -> Result<NatsServer, ServerError> {
         let binary = find_binary().ok_or(ServerError::NotFound)?;
         let store = tempfile::Builder::new()
             .prefix("flotilla-nats-")
@@ -79,6 +87,7 @@ impl NatsServer {
             binary,
             port,
             store,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
             child: None,
         };
         server.spawn()?;
@@ -125,6 +134,7 @@ impl NatsServer {
                 "-sd",
             ])
             .arg(&jetstream_dir)
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
