@@ -109,6 +109,11 @@ pub struct UpArgs {
     /// JetStream replicas of the event stream.
     #[arg(long, env = "FLOTILLA_REPLICAS")]
     pub replicas: Option<usize>,
+    /// The control plane's Ed25519 key file (generated if missing; its public
+    /// key is written beside it as FILE.pub) [default: DATA_DIR/signing.key
+    /// on the embedded backend; none on NATS: events unsigned].
+    #[arg(long, env = "FLOTILLA_SIGNING_KEY_FILE")]
+    pub signing_key: Option<PathBuf>,
     /// Pools file (YAML) the provisioner applies at start.
     #[arg(long, env = "FLOTILLA_POOLS")]
     pub pools: Option<PathBuf>,
@@ -176,6 +181,11 @@ pub struct AuditArgs {
     /// Backend.
     #[command(flatten)]
     pub source: LogSource,
+    /// The control plane's public key file (`signing.key.pub`), to check
+    /// every signature [default: DATA_DIR/signing.key.pub on the embedded
+    /// backend].
+    #[arg(long, env = "FLOTILLA_VERIFY_KEY_FILE")]
+    pub verify_key: Option<PathBuf>,
 }
 
 /// `flotilla replay`.

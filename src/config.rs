@@ -32,6 +32,8 @@ pub struct FileConfig {
     pub replicas: Option<usize>,
     /// Command ids remembered per aggregate.
     pub idempotency_window: Option<usize>,
+    /// The control plane's signing key file.
+    pub signing_key: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -81,6 +83,8 @@ pub struct UpSettings {
     pub replicas: usize,
     /// Command ids remembered per aggregate.
     pub idempotency_window: usize,
+    /// The signing key file, if named (else the backend's default).
+    pub signing_key: Option<PathBuf>,
 }
 
 /// The backend named by the environment (`FLOTILLA_NATS`, `FLOTILLA_DATA_DIR`).
@@ -187,6 +191,7 @@ pub fn resolve_up(args: &UpArgs) -> Result<UpSettings> {
         snapshot_every: args.snapshot_every.or(file.snapshot_every).unwrap_or(1000),
         replicas,
         idempotency_window: file.idempotency_window.unwrap_or(10_000),
+        signing_key: args.signing_key.clone().or(file.signing_key),
     })
 }
 

@@ -27,6 +27,7 @@ pub mod nats;
 pub mod testing;
 
 pub use corrupt_streams::CorruptStreams;
+pub use flotilla_messages::{SigningKey, VerifyingKey};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -328,27 +329,75 @@ pub(crate) fn check_stream_name(stream: &str) -> Result<(), LogError> {
         .map_err(|e| LogError::Invalid(e.to_string()))
 }
 
-/// Seals a batch after `head`: seqs from `head.seq + 1`, each chained to the previous.
-pub fn seal_batch(stream: &str, head: &StreamHead, events: Vec<PendingEvent>) -> Vec<Envelope> {
+/// The keys a log signs its appends with and checks its reads against.
+///
+/// The control plane holds the signing key (and so the public key); a reader
+/// such as `audit` holds only the public key; without either, events are
+/// neither signed nor checked (the log as it was before signing).
+#[derive(Debug, Clone, Default)]
+pub struct LogKeys {
+    signing: Option<SigningKey>,
+    verifying: Option<VerifyingKey>,
+}
+
+impl LogKeys {
+    /// A writer's keys: signs every appended event, checks what it reads.
+    pub fn signer(key: SigningKey) -> Self {
+        LogKeys {
+            verifying: Some(key.verifying_key()),
+            signing: Some(key),
+        }
+    }
+
+    /// A reader's key: checks signatures, signs nothing.
+    pub fn verifier(key: VerifyingKey) -> Self {
+        LogKeys {
+            signing: None,
+            verifying: Some(key),
+        }
+    }
+
+    /// The key appends are signed with.
+    pub fn signing(&self) -> Option<&SigningKey> {
+        self.signing.as_ref()
+    }
+
+    /// The public key reads are checked against.
+    pub fn verifying(&self) -> Option<&VerifyingKey> {
+        self.verifying.as_ref()
+    }
+}
+
+/// Seals a batch after `head`: seqs from `head.seq + 1`, each chained to the
+/// previous and signed with `key` when there is one.
+pub fn seal_batch(
+    stream: &str,
+    head: &StreamHead,
+    events: Vec<PendingEvent>,
+    key: Option<&SigningKey>,
+) -> Vec<Envelope> {
     let mut prev = head.checksum.clone();
     let mut seq = head.seq;
     events
         .into_iter()
         .map(|e| {
             seq += 1;
-            let env = e.seal(stream, seq, &prev);
+            let env = e.seal_signed(stream, seq, &prev, key);
             prev = env.checksum.clone();
             env
         })
         .collect()
 }
 
-/// Verifies envelopes read in stream order, tracking the chain.
+/// Verifies envelopes read in stream order, tracking the chain and, with a
+/// public key, the signatures.
 #[derive(Debug, Clone)]
 pub struct ChainVerifier {
     stream: String,
     next_seq: u64,
     prev_checksum: String,
+    key: Option<VerifyingKey>,
+    signed_before: bool,
 }
 
 impl ChainVerifier {
@@ -358,17 +407,29 @@ impl ChainVerifier {
             stream: stream.to_string(),
             next_seq: after.seq + 1,
             prev_checksum: after.checksum,
+            key: None,
+            signed_before: false,
         }
+    }
+
+    /// Also checks signatures against `key` (when there is one);
+    /// `signed_before` tells whether the event before `after` was signed,
+    /// for a read that does not start at the stream's first event.
+    pub fn with_key(mut self, key: Option<&VerifyingKey>, signed_before: bool) -> Self {
+        self.key = key.copied();
+        self.signed_before = signed_before;
+        self
     }
 
     /// Checks the next envelope and advances.
     pub fn check(&mut self, env: &Envelope) -> Result<(), IntegrityError> {
         env.verify_position(&self.stream, self.next_seq)?;
-        self.check_verified(env, env.verify())
+        self.check_verified(env, env.verify_sealed(self.key.as_ref()))
     }
 
-    /// Like [`Self::check`], with the checksum's verdict computed elsewhere
-    /// (readers hash in parallel; the chain itself is checked in order).
+    /// Like [`Self::check`], with the verdict of
+    /// [`Envelope::verify_sealed`] computed elsewhere (readers hash in
+    /// parallel; the chain itself is checked in order).
     pub fn check_verified(
         &mut self,
         env: &Envelope,
@@ -377,6 +438,10 @@ impl ChainVerifier {
         env.verify_position(&self.stream, self.next_seq)?;
         checksum?;
         env.verify_link(&self.stream, &self.prev_checksum)?;
+        if self.key.is_some() {
+            env.verify_unsigned_after(self.signed_before)?;
+            self.signed_before |= env.signature.is_some();
+        }
         self.next_seq += 1;
         self.prev_checksum.clone_from(&env.checksum);
         Ok(())

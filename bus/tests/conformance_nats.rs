@@ -121,7 +121,7 @@ async fn publish_half_batch(fx: &NatsFixture, stream: &str, ids: [&str; 2]) -> E
         .expect("locate")
         .unwrap_or(0);
     let batch = vec![conformance::event(ids[0], 3), conformance::event(ids[1], 4)];
-    let sealed = seal_batch(stream, &head, batch);
+    let sealed = seal_batch(stream, &head, batch, None);
     let mut headers = HeaderMap::new();
     headers.insert("Nats-Msg-Id", ids[0]);
     headers.insert(SEQ_HEADER, sealed[0].seq.to_string().as_str());

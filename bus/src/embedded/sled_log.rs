@@ -19,11 +19,11 @@
 
 use crate::{
     backend, check_stream_name, seal_batch, ChainVerifier, CheckedBatch, EventLog, EventStream,
-    LogError, Positioned, PositionedStream, Snapshot, StreamHead,
+    LogError, LogKeys, Positioned, PositionedStream, Snapshot, StreamHead,
 };
 use async_trait::async_trait;
 use chrono::DateTime;
-use flotilla_messages::{Envelope, IntegrityError, Payload};
+use flotilla_messages::{Envelope, IntegrityError, Payload, VerifyingKey};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -46,6 +46,9 @@ struct StoredRecord {
     checksum: String,
     prev_hash: String,
     payload: String,
+    /// Last, and defaulted, so blocks written before signing still decode.
+    #[serde(default)]
+    signature: Option<String>,
 }
 
 impl StoredRecord {
@@ -61,6 +64,7 @@ impl StoredRecord {
             checksum: e.checksum.clone(),
             prev_hash: e.prev_hash.clone(),
             payload: e.payload.as_str().to_string(),
+            signature: e.signature.clone(),
         }
     }
 
@@ -76,6 +80,7 @@ impl StoredRecord {
             checksum: self.checksum,
             prev_hash: self.prev_hash,
             payload: Payload::from_canonical_text(self.payload),
+            signature: self.signature,
         }
     }
 }
@@ -317,6 +322,7 @@ pub struct SledLog {
     write_lock: Arc<Mutex<()>>,
     group_commit: Arc<GroupCommit>,
     appended: Arc<Notify>,
+    keys: LogKeys,
 }
 
 impl SledLog {
@@ -350,7 +356,19 @@ impl SledLog {
             snapshots,
             write_lock: Arc::new(Mutex::new(())),
             appended: Arc::new(Notify::new()),
+            keys: LogKeys::default(),
         })
+    }
+
+    /// Signs appends and checks reads with `keys`.
+    pub fn with_keys(mut self, keys: LogKeys) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    /// A verifier of `stream` after `head`, checking signatures with the log's key.
+    fn verifier(&self, stream: &str, head: StreamHead, signed_before: bool) -> ChainVerifier {
+        ChainVerifier::new(stream, head).with_key(self.keys.verifying(), signed_before)
     }
 
     /// How much space the database takes on disk, in bytes.
@@ -484,7 +502,7 @@ impl SledLog {
             Err(e) => return vec![Err(e)],
         };
         let mut out = Vec::new();
-        for hashed in decode_and_hash(stream, blocks) {
+        for hashed in decode_and_hash(stream, blocks, self.keys.verifying()) {
             let (env, checksum) = match hashed {
                 Ok(h) => h,
                 Err(e) => {
@@ -511,21 +529,20 @@ impl SledLog {
     /// The chain state just before `from_seq` (verifying that predecessor).
     fn verifier_before(&self, stream: &str, from_seq: u64) -> Result<ChainVerifier, LogError> {
         if from_seq <= 1 {
-            return Ok(ChainVerifier::new(stream, StreamHead::empty()));
+            return Ok(self.verifier(stream, StreamHead::empty(), false));
         }
         let before = from_seq - 1;
         let Some(prev) = self.get_sync(stream, before)? else {
             let head = self.head_sync(stream)?;
-            return Ok(ChainVerifier::new(stream, head));
+            return Ok(self.verifier(stream, head, false));
         };
-        prev.verify()?;
-        Ok(ChainVerifier::new(
-            stream,
-            StreamHead {
-                seq: before,
-                checksum: prev.checksum,
-            },
-        ))
+        prev.verify_sealed(self.keys.verifying())?;
+        let signed = prev.signature.is_some();
+        let head = StreamHead {
+            seq: before,
+            checksum: prev.checksum,
+        };
+        Ok(self.verifier(stream, head, signed))
     }
 
     /// The next verified events in global order from `from_position`; like
@@ -610,17 +627,21 @@ impl SledLog {
 /// An event with its checksum's verdict.
 type Hashed = (Envelope, Result<(), IntegrityError>);
 
-/// Decodes blocks and checks every event's checksum, spread over the
-/// machine's cores: hashing is most of a replay's work and does not depend
-/// on order (the chain is then checked in order by the caller). Results
-/// keep the blocks' order; an undecodable block ends them.
-fn decode_and_hash(stream: &str, blocks: Vec<(u64, sled::IVec)>) -> Vec<Result<Hashed, LogError>> {
+/// Decodes blocks and checks every event's checksum (and signature, given
+/// `key`), spread over the machine's cores: hashing is most of a replay's
+/// work and does not depend on order (the chain is then checked in order by
+/// the caller). Results keep the blocks' order; an undecodable block ends them.
+fn decode_and_hash(
+    stream: &str,
+    blocks: Vec<(u64, sled::IVec)>,
+    key: Option<&VerifyingKey>,
+) -> Vec<Result<Hashed, LogError>> {
     let hash_block = |(first, block): &(u64, sled::IVec)| -> Result<Vec<Hashed>, LogError> {
         let events = decode_block(stream, *first, block)?;
         Ok(events
             .into_iter()
             .map(|e| {
-                let v = e.verify();
+                let v = e.verify_sealed(key);
                 (e, v)
             })
             .collect())
@@ -688,7 +709,7 @@ impl EventLog for SledLog {
                     }),
                 };
             }
-            let sealed = seal_batch(stream, &head, events);
+            let sealed = seal_batch(stream, &head, events, self.keys.signing());
             self.write_batch(stream, &sealed)?;
             sealed
         };
