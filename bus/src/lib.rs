@@ -34,6 +34,7 @@ use bytes::Bytes;
 use flotilla_messages::{Envelope, IntegrityError, PendingEvent};
 use futures::stream::BoxStream;
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 /// Message headers (NATS headers, single-valued).
@@ -183,6 +184,15 @@ pub enum LogError {
         /// The last position found.
         found: u64,
     },
+    /// Events were removed from the log (deleted or purged) at these global
+    /// positions.
+    #[error("events at log positions {first}..={last} were deleted or purged (the log never removes an event)")]
+    Removed {
+        /// The first missing position.
+        first: u64,
+        /// The last missing position.
+        last: u64,
+    },
     /// The storage backend failed (I/O, connection, timeout).
     #[error("event log backend failed: {0}")]
     Backend(String),
@@ -275,12 +285,41 @@ pub trait EventLog: Send + Sync + 'static {
     /// The latest snapshot of `stream`.
     async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, LogError>;
 
+    /// The global positions that were assigned to events that are gone
+    /// (deleted or purged), as inclusive ranges, in order. The log itself
+    /// never removes an event, so any range here is a removal from outside:
+    /// state rebuilt from the log would silently miss those events. A
+    /// provider that cannot tell (a test wrapper) reports none.
+    async fn removed_positions(&self) -> Result<Vec<RangeInclusive<u64>>, LogError> {
+        Ok(Vec::new())
+    }
+
     /// Whether appending also publishes each event on its `evt` subject (true
     /// for JetStream, whose stream captures that subject). When false, the
     /// host publishes events on the bus itself after the append.
     fn publishes_events(&self) -> bool {
         false
     }
+}
+
+/// The ranges of `1..=last` that `present` (ascending, non-overlapping
+/// ranges of positions still stored) does not cover.
+pub(crate) fn missing_ranges(
+    present: impl IntoIterator<Item = RangeInclusive<u64>>,
+    last: u64,
+) -> Vec<RangeInclusive<u64>> {
+    let mut missing = Vec::new();
+    let mut next = 1;
+    for range in present {
+        if *range.start() > next {
+            missing.push(next..=range.start() - 1);
+        }
+        next = next.max(range.end() + 1);
+    }
+    if last >= next {
+        missing.push(next..=last);
+    }
+    missing
 }
 
 /// Maps any backend failure (I/O, connection, timeout) to [`LogError::Backend`].
@@ -463,5 +502,21 @@ impl StreamHead {
             seq: 0,
             checksum: flotilla_messages::GENESIS_HASH.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::missing_ranges;
+
+    #[test]
+    fn missing_ranges_are_the_gaps_the_head_and_the_tail() {
+        assert_eq!(missing_ranges([1..=3, 4..=9], 9), vec![]);
+        assert_eq!(
+            missing_ranges([3..=4, 7..=8], 10),
+            vec![1..=2, 5..=6, 9..=10]
+        );
+        assert_eq!(missing_ranges([], 4), vec![1..=4]);
+        assert_eq!(missing_ranges([], 0), vec![]);
     }
 }

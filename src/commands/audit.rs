@@ -3,8 +3,10 @@
 //! replays every stream of a known actor through its `evolve`. With the
 //! control plane's public key (`--verify-key`, or the embedded data dir's)
 //! it checks every signature too, so a forged event (a bad signature, or an
-//! unsigned event after signed ones) is an error. Prints a JSON summary;
-//! exits 1 listing every bad stream and seq (under `errors`).
+//! unsigned event after signed ones) is an error. Events removed from the
+//! log (a deleted message, a purged subject: gone global positions, which
+//! the log never makes itself) are errors too. Prints a JSON summary; exits
+//! 1 listing every bad stream and seq (under `errors`).
 
 use crate::backend::open_log;
 use crate::cli::AuditArgs;
@@ -76,6 +78,7 @@ fn location(e: &LogError) -> (Option<String>, Option<u64>) {
         }
         LogError::Conflict { stream, actual, .. } => (Some(stream.clone()), Some(*actual)),
         LogError::BadSnapshot { stream, .. } => (Some(stream.clone()), None),
+        LogError::Removed { first, .. } => (None, Some(*first)),
         _ => (None, None),
     }
 }
@@ -111,6 +114,10 @@ async fn audit(
         if let Err(e) = check_head(log, &name, streams.get(&name)).await {
             problems.push(content_problem(e)?);
         }
+    }
+    for gone in log.removed_positions().await? {
+        let (first, last) = gone.into_inner();
+        problems.push(LogError::Removed { first, last });
     }
     Ok(problems)
 }

@@ -3,7 +3,9 @@
 //! published straight onto a study's JetStream subject with a valid checksum
 //! and chain was served and passed `audit`. Now the control plane signs what
 //! it appends: `audit --verify-key` names the forged events and `up` answers
-//! `CORRUPT` for their studies.
+//! `CORRUPT` for their studies. Likewise a purged subject or a deleted
+//! message left no trace that `audit` saw; now it reports the log positions
+//! that were removed, on both backends.
 
 use crate::support::{flotilla, FlotillaUp};
 use flotilla_bus::nats::{NatsBus, BATCH_BASE_HEADER, BATCH_END_HEADER, SEQ_HEADER, STREAM_NAME};
@@ -55,6 +57,37 @@ fn forge_next_event(url: &str, study: &str, reuse_signature: bool) {
             .await
             .unwrap();
     });
+}
+
+/// A JetStream API request (`$JS.API.<api>`) from an ordinary client.
+fn jetstream_api(url: &str, api: &str, body: Value) -> Value {
+    runtime().block_on(async {
+        let bus = NatsBus::connect(url).await.unwrap();
+        let reply = bus
+            .client()
+            .request(
+                format!("$JS.API.{api}"),
+                serde_json::to_vec(&body).unwrap().into(),
+            )
+            .await
+            .unwrap();
+        serde_json::from_slice(&reply.payload).unwrap()
+    })
+}
+
+/// The JetStream sequence of `study`'s last event.
+fn last_sequence(url: &str, study: &str) -> u64 {
+    runtime().block_on(async {
+        let bus = NatsBus::connect(url).await.unwrap();
+        let js = async_nats::jetstream::new(bus.client());
+        let stream = js.get_stream(STREAM_NAME).await.unwrap();
+        let subject = format!("flotilla.evt.solver.{study}");
+        stream
+            .get_last_raw_message_by_subject(&subject)
+            .await
+            .unwrap()
+            .sequence
+    })
 }
 
 /// The (stream, seq, message) of every error `audit` reports.
@@ -125,4 +158,73 @@ fn an_event_forged_on_jetstream_is_named_by_audit_and_refused_by_up() {
         let message = reply["error"]["message"].as_str().unwrap();
         assert!(message.contains(&format!("solver/{id} seq 3")), "{message}");
     }
+}
+
+/// Before, `audit` passed after a study's subject was purged (the study
+/// vanished) and after a study's last event was deleted (its state rolled
+/// back); now it reports the removed log positions.
+#[test]
+fn a_purged_subject_and_a_deleted_message_on_jetstream_are_reported_by_audit() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let mut up = FlotillaUp::start(&["--nats", &url], dir.path());
+    for id in ["purged", "kept", "rolled-back"] {
+        assert_eq!(up.send("solver", id, &create()).0, 200);
+        assert_eq!(up.send("solver", id, &json!({"type": "ask"})).0, 200);
+    }
+    up.terminate();
+    let (code, summary, _) = audit_errors(&["audit", "--nats", &url]);
+    assert_eq!(
+        (code, &summary["events"]),
+        (Some(0), &json!(6)),
+        "untouched: {summary}"
+    );
+
+    let api = format!("STREAM.PURGE.{STREAM_NAME}");
+    let purged = jetstream_api(&url, &api, json!({"filter": "flotilla.evt.solver.purged"}));
+    assert_eq!(purged["purged"], 2, "{purged}");
+    let last = last_sequence(&url, "rolled-back");
+    let api = format!("STREAM.MSG.DELETE.{STREAM_NAME}");
+    let deleted = jetstream_api(&url, &api, json!({"seq": last}));
+    assert_eq!(deleted["success"], true, "{deleted}");
+
+    let (code, summary, errors) = audit_errors(&["audit", "--nats", &url]);
+    assert_eq!(code, Some(1), "{summary}");
+    let removed: Vec<u64> = errors.iter().map(|(_, first, _)| *first).collect();
+    assert_eq!(removed, [1, last], "{summary}");
+    assert!(
+        errors[0]
+            .2
+            .contains("positions 1..=2 were deleted or purged"),
+        "{summary}"
+    );
+}
+
+/// The embedded log: a stream removed from the sled files (every record and
+/// its head) passed `audit`; now its positions are reported.
+#[test]
+fn a_stream_removed_from_the_sled_files_is_reported_by_audit() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.display().to_string();
+    let mut up = FlotillaUp::start(&["--data-dir", &data_arg], dir.path());
+    for id in ["first", "removed", "last"] {
+        assert_eq!(up.send("solver", id, &create()).0, 200);
+    }
+    up.terminate();
+    let (code, summary, _) = audit_errors(&["audit", "--data-dir", &data_arg]);
+    assert_eq!(
+        (code, &summary["events"]),
+        (Some(0), &json!(3)),
+        "untouched: {summary}"
+    );
+    flotilla_bus::embedded::purge_stream_for_test(&data.join("log"), "solver/removed");
+
+    let (code, summary, errors) = audit_errors(&["audit", "--data-dir", &data_arg]);
+    assert_eq!(code, Some(1), "{summary}");
+    assert_eq!(summary["streams"], 2, "{summary}");
+    let found: Vec<u64> = errors.iter().map(|(_, first, _)| *first).collect();
+    assert_eq!(found, [2], "{summary}");
+    assert!(errors[0].2.contains("positions 2..=2"), "{summary}");
 }

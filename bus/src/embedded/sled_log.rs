@@ -27,6 +27,7 @@ use flotilla_messages::{Envelope, IntegrityError, Payload, VerifyingKey};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::ops::RangeInclusive;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -164,6 +165,12 @@ fn decode_block(stream: &str, first_seq: u64, bytes: &[u8]) -> Result<Vec<Envelo
         .into_iter()
         .map(StoredRecord::into_envelope)
         .collect())
+}
+
+/// How many records a block holds, read from its MessagePack array header
+/// without decoding them (0 if unreadable: its read reports why).
+fn block_len(block: &[u8]) -> u64 {
+    rmp::decode::read_array_len(&mut &block[..]).map_or(0, u64::from)
 }
 
 /// The first seq (or position) encoded at the end of a block key.
@@ -787,6 +794,24 @@ impl EventLog for SledLog {
             .collect()
     }
 
+    async fn removed_positions(&self) -> Result<Vec<RangeInclusive<u64>>, LogError> {
+        let mut present = Vec::new();
+        for item in self.events.range(global_key(0)..=global_key(u64::MAX)) {
+            let (gk, skey) = item.map_err(backend)?;
+            let first = key_suffix(&gk);
+            // A block whose records are gone stores nothing at its positions.
+            let events = self
+                .events
+                .get(&skey)
+                .map_err(backend)?
+                .map_or(0, |b| block_len(&b));
+            if events > 0 {
+                present.push(first..=first + events - 1);
+            }
+        }
+        Ok(crate::missing_ranges(present, last_position(&self.db)?))
+    }
+
     async fn save_snapshot(&self, stream: &str, snapshot: Snapshot) -> Result<(), LogError> {
         check_stream_name(stream)?;
         let bytes = rmp_serde::to_vec(&(snapshot.seq, &snapshot.checksum, &snapshot.state))
@@ -818,6 +843,32 @@ fn flatten_chunks<T: Send + 'static>(
     chunks: impl futures::Stream<Item = Vec<Result<T, LogError>>> + Send + 'static,
 ) -> futures::stream::BoxStream<'static, Result<T, LogError>> {
     chunks.flat_map(futures::stream::iter).boxed()
+}
+
+/// Removes every trace of `stream` (its blocks, their global positions and
+/// its head), as someone with write access to the files could, for tamper
+/// tests. The log in `dir` must be closed.
+#[cfg(feature = "test-util")]
+pub fn purge_stream_for_test(dir: &Path, stream: &str) {
+    let db = sled::open(dir).expect("open the sled log to purge a stream");
+    let tree = db.open_tree("events").expect("events tree");
+    let prefix = stream_prefix(stream);
+    let globals: Vec<sled::IVec> = tree
+        .scan_prefix(b"g")
+        .filter_map(|item| item.ok())
+        .filter(|(_, skey)| skey.starts_with(&prefix))
+        .map(|(gk, _)| gk)
+        .collect();
+    let blocks: Vec<sled::IVec> = tree
+        .scan_prefix(&prefix)
+        .keys()
+        .filter_map(|k| k.ok())
+        .collect();
+    for key in globals.iter().chain(&blocks) {
+        tree.remove(key).expect("remove");
+    }
+    tree.remove(head_key(stream)).expect("remove the head");
+    db.flush().expect("flush");
 }
 
 /// Flips one byte of the payload of a stored event, for corruption tests.

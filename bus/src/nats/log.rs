@@ -30,6 +30,7 @@ use flotilla_messages::{Envelope, IntegrityError, StreamName, Subjects};
 use futures::channel::mpsc;
 use futures::{StreamExt, TryStreamExt};
 use std::collections::BTreeSet;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 /// The JetStream stream that holds every event.
@@ -547,6 +548,37 @@ impl EventLog for JetStreamLog {
 
     async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, LogError> {
         self.snapshots.load(stream).await
+    }
+
+    async fn removed_positions(&self) -> Result<Vec<RangeInclusive<u64>>, LogError> {
+        let state = self
+            .stream
+            .info_builder()
+            .with_deleted(true)
+            .fetch()
+            .await
+            .map_err(backend)?
+            .info
+            .state;
+        // What is stored: from the first message to the last, less the
+        // interior deletions JetStream lists.
+        let mut deleted = state.deleted.unwrap_or_default();
+        deleted.sort_unstable();
+        let mut present = Vec::new();
+        let mut from = state.first_sequence.max(1);
+        for d in deleted {
+            if d < from {
+                continue;
+            }
+            if d > from {
+                present.push(from..=d - 1);
+            }
+            from = d + 1;
+        }
+        if state.messages > 0 && from <= state.last_sequence {
+            present.push(from..=state.last_sequence);
+        }
+        Ok(crate::missing_ranges(present, state.last_sequence))
     }
 
     fn publishes_events(&self) -> bool {
