@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use flotilla_bus::conformance::{self, LogFixture};
 use flotilla_bus::nats::{JetStreamLog, NatsBus, BATCH_BASE_HEADER, BATCH_END_HEADER, SEQ_HEADER};
 use flotilla_bus::testing::NatsServer;
-use flotilla_bus::{seal_batch, Bus, EventLog, LogError};
+use flotilla_bus::{seal_batch, Bus, EventLog, LogError, LogKeys};
 use flotilla_messages::{Envelope, Subjects};
 use futures::StreamExt;
 use std::sync::Arc;
@@ -57,6 +57,10 @@ impl LogFixture for NatsFixture {
 
     async fn corrupt(&mut self, stream: &str, seq: u64) {
         tamper(&self.client, &self.log, stream, seq).await;
+    }
+
+    async fn with_keys(&self, keys: LogKeys) -> Arc<dyn EventLog> {
+        Arc::new((*self.log).clone().with_keys(keys))
     }
 }
 
