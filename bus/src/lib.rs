@@ -428,6 +428,35 @@ pub fn seal_batch(
         .collect()
 }
 
+/// Checks the signatures of a run of events of one stream whose checksums,
+/// chain and signature policy are already verified, with one Ed25519
+/// verification instead of one per event: each checksum covers its
+/// predecessor's, so the last signed event's valid signature vouches for
+/// every event before it. Only when that fails is each signed event checked,
+/// and the run is cut at the first forged one (which ends it as an error).
+pub(crate) fn settle_signatures(
+    run: &mut Vec<Result<Envelope, LogError>>,
+    key: Option<&VerifyingKey>,
+) {
+    let Some(key) = key else { return };
+    let signed = |r: &Result<Envelope, LogError>| matches!(r, Ok(e) if e.signature.is_some());
+    let Some(last) = run.iter().rposition(signed) else {
+        return;
+    };
+    let verdict = |r: &Result<Envelope, LogError>| match r {
+        Ok(e) => e.verify_sealed(Some(key)),
+        Err(_) => Ok(()),
+    };
+    if verdict(&run[last]).is_ok() {
+        return;
+    }
+    let forged = run.iter().position(|r| verdict(r).is_err()).unwrap_or(last);
+    if let Err(e) = verdict(&run[forged]) {
+        run.truncate(forged);
+        run.push(Err(e.into()));
+    }
+}
+
 /// Verifies envelopes read in stream order, tracking the chain and, with a
 /// public key, the signatures.
 #[derive(Debug, Clone)]
@@ -507,7 +536,51 @@ impl StreamHead {
 
 #[cfg(test)]
 mod tests {
-    use super::missing_ranges;
+    use super::*;
+
+    fn signed_run(key: &SigningKey, n: u64) -> Vec<Result<Envelope, LogError>> {
+        let events = (0..n)
+            .map(|i| conformance::event(&format!("e{i}"), i))
+            .collect();
+        seal_batch("solver/s", &StreamHead::empty(), events, Some(key))
+            .into_iter()
+            .map(Ok)
+            .collect()
+    }
+
+    fn seqs(run: &[Result<Envelope, LogError>]) -> Vec<Result<u64, String>> {
+        run.iter()
+            .map(|r| r.as_ref().map(|e| e.seq).map_err(|e| e.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn one_signature_settles_a_run_and_a_forged_one_is_named() {
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let mut run = signed_run(&key, 3);
+        settle_signatures(&mut run, Some(&key.verifying_key()));
+        assert_eq!(seqs(&run), vec![Ok(1), Ok(2), Ok(3)]);
+
+        let other = SigningKey::from_bytes(&[2; 32]);
+        let mut run = signed_run(&key, 3);
+        if let Ok(last) = &mut run[2] {
+            last.signature = signed_run(&other, 3)[2].as_ref().unwrap().signature.clone();
+        }
+        settle_signatures(&mut run, Some(&key.verifying_key()));
+        let named = seqs(&run);
+        assert_eq!(&named[..2], &[Ok(1), Ok(2)]);
+        assert!(
+            matches!(&named[2], Err(m) if m.contains("seq 3: signature invalid")),
+            "{named:?}"
+        );
+
+        let mut run = signed_run(&other, 2);
+        settle_signatures(&mut run, Some(&key.verifying_key()));
+        assert!(
+            matches!(&seqs(&run)[..], [Err(m)] if m.contains("seq 1")),
+            "cut at the first"
+        );
+    }
 
     #[test]
     fn missing_ranges_are_the_gaps_the_head_and_the_tail() {

@@ -23,7 +23,7 @@ use crate::{
 };
 use async_trait::async_trait;
 use chrono::DateTime;
-use flotilla_messages::{Envelope, IntegrityError, Payload, VerifyingKey};
+use flotilla_messages::{Envelope, IntegrityError, Payload};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -509,7 +509,7 @@ impl SledLog {
             Err(e) => return vec![Err(e)],
         };
         let mut out = Vec::new();
-        for hashed in decode_and_hash(stream, blocks, self.keys.verifying()) {
+        for hashed in decode_and_hash(stream, blocks) {
             let (env, checksum) = match hashed {
                 Ok(h) => h,
                 Err(e) => {
@@ -530,6 +530,7 @@ impl SledLog {
                 break;
             }
         }
+        crate::settle_signatures(&mut out, self.keys.verifying());
         out
     }
 
@@ -634,21 +635,17 @@ impl SledLog {
 /// An event with its checksum's verdict.
 type Hashed = (Envelope, Result<(), IntegrityError>);
 
-/// Decodes blocks and checks every event's checksum (and signature, given
-/// `key`), spread over the machine's cores: hashing is most of a replay's
-/// work and does not depend on order (the chain is then checked in order by
-/// the caller). Results keep the blocks' order; an undecodable block ends them.
-fn decode_and_hash(
-    stream: &str,
-    blocks: Vec<(u64, sled::IVec)>,
-    key: Option<&VerifyingKey>,
-) -> Vec<Result<Hashed, LogError>> {
+/// Decodes blocks and checks every event's checksum, spread over the
+/// machine's cores: hashing is most of a replay's work and does not depend
+/// on order (the chain is then checked in order by the caller). Results
+/// keep the blocks' order; an undecodable block ends them.
+fn decode_and_hash(stream: &str, blocks: Vec<(u64, sled::IVec)>) -> Vec<Result<Hashed, LogError>> {
     let hash_block = |(first, block): &(u64, sled::IVec)| -> Result<Vec<Hashed>, LogError> {
         let events = decode_block(stream, *first, block)?;
         Ok(events
             .into_iter()
             .map(|e| {
-                let v = e.verify_sealed(key);
+                let v = e.verify();
                 (e, v)
             })
             .collect())
