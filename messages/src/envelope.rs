@@ -1,8 +1,8 @@
 //! The envelope: one stored event, checksummed and hash-chained.
 //!
-//! `{id, stream, seq, type, at, causation_id, correlation_id, checksum, prev_hash, payload}`
+//! `{id, stream, seq, type, at, causation_id, correlation_id, checksum, prev_hash, payload, signature}`
 //!
-//! `checksum` is the SHA-256 of every other field (with `prev_hash`; `seq`
+//! `checksum` is the SHA-256 of every other field but `signature` (with `prev_hash`; `seq`
 //! and `at`, in microseconds since the epoch, as little-endian u64), so a
 //! flipped byte anywhere in the record is caught; `prev_hash` is the checksum
 //! of the previous event of the same stream ([`GENESIS_HASH`] for seq 1), so
@@ -108,7 +108,7 @@ pub struct Envelope {
     pub causation_id: String,
     /// The conversation it belongs to.
     pub correlation_id: String,
-    /// SHA-256 (hex) of every other field, see the module docs.
+    /// SHA-256 (hex) of every other field but `signature`, see the module docs.
     pub checksum: String,
     /// The checksum of the stream's previous event.
     pub prev_hash: String,
