@@ -93,21 +93,33 @@ fn load_or_generate(path: &Path) -> Result<SigningKey> {
     Ok(key)
 }
 
-/// Creates a new key file at `path` (never over an existing one).
+/// Creates a new key file at `path` (never over an existing one). Written
+/// aside and linked into place, so a crash never leaves a half-written key.
 fn generate(path: &Path) -> std::io::Result<SigningKey> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
+    let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    let mut aside = path.as_os_str().to_os_string();
+    aside.push(format!(".{}.tmp", uuid::Uuid::new_v4()));
+    let aside = PathBuf::from(aside);
+    let written = write_private(&aside, &hex::encode(key.as_bytes()))
+        .and_then(|()| std::fs::hard_link(&aside, path));
+    let _ = std::fs::remove_file(&aside);
+    written?;
+    tracing::info!(key = %path.display(), "generated the control plane's signing key");
+    Ok(key)
+}
+
+/// Writes `text` to a new file readable by its owner only, durably.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)?;
-    let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
-    writeln!(file, "{}", hex::encode(key.as_bytes()))?;
-    file.sync_all()?;
-    tracing::info!(key = %path.display(), "generated the control plane's signing key");
-    Ok(key)
+    writeln!(file, "{text}")?;
+    file.sync_all()
 }
 
 fn read_hex32(path: &Path) -> Result<[u8; 32]> {

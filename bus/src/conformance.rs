@@ -535,6 +535,24 @@ pub async fn log_checks_signatures(fx: &mut impl LogFixture) {
     assert!(good.is_empty(), "{good:?}");
     assert!(err.to_string().contains("signature invalid"), "{err}");
     assert_corrupt_at(&err, forged, 1);
+    let all = reader.read_all(1, false).await.expect("read_all");
+    let all: Vec<_> = within("read_all", all.collect::<Vec<_>>()).await;
+    let good: Vec<_> = all
+        .iter()
+        .map_while(|r| r.as_ref().ok())
+        .map(|p| p.envelope.seq)
+        .collect();
+    assert_eq!(
+        good,
+        vec![1, 2, 3],
+        "in global order, up to the forged event"
+    );
+    let err = all
+        .into_iter()
+        .find_map(Result::err)
+        .expect("read_all fails");
+    assert!(err.to_string().contains("signature invalid"), "{err}");
+    assert_corrupt_at(&err, forged, 1);
     assert_eq!(
         read(&*unsigned, s, 1).await.len(),
         4,

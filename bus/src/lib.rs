@@ -428,31 +428,42 @@ pub fn seal_batch(
         .collect()
 }
 
-/// Checks the signatures of a run of events of one stream whose checksums,
-/// chain and signature policy are already verified, with one Ed25519
-/// verification instead of one per event: each checksum covers its
-/// predecessor's, so the last signed event's valid signature vouches for
-/// every event before it. Only when that fails is each signed event checked,
-/// and the run is cut at the first forged one (which ends it as an error).
-pub(crate) fn settle_signatures(
-    run: &mut Vec<Result<Envelope, LogError>>,
+/// Checks the signatures of a run of events (of one or several streams)
+/// whose checksums, chains and signature policy are already verified, with
+/// one Ed25519 verification per stream instead of one per event: each
+/// checksum covers its predecessor's, so a stream's last signed event's
+/// valid signature vouches for every event before it. Only when that fails
+/// are that stream's signed events checked, and the run is cut at the first
+/// forged one (which ends it as an error).
+pub(crate) fn settle_signatures<T>(
+    run: &mut Vec<Result<T, LogError>>,
     key: Option<&VerifyingKey>,
+    envelope: impl Fn(&T) -> &Envelope,
 ) {
     let Some(key) = key else { return };
-    let signed = |r: &Result<Envelope, LogError>| matches!(r, Ok(e) if e.signature.is_some());
-    let Some(last) = run.iter().rposition(signed) else {
-        return;
-    };
-    let verdict = |r: &Result<Envelope, LogError>| match r {
-        Ok(e) => e.verify_sealed(Some(key)),
-        Err(_) => Ok(()),
-    };
-    if verdict(&run[last]).is_ok() {
+    let mut last_signed: BTreeMap<&str, &Envelope> = BTreeMap::new();
+    for env in run.iter().flatten().map(&envelope) {
+        if env.signature.is_some() {
+            last_signed.insert(&env.stream, env);
+        }
+    }
+    let failing: Vec<String> = last_signed
+        .values()
+        .filter(|env| env.verify_sealed(Some(key)).is_err())
+        .map(|env| env.stream.clone())
+        .collect();
+    if failing.is_empty() {
         return;
     }
-    let forged = run.iter().position(|r| verdict(r).is_err()).unwrap_or(last);
-    if let Err(e) = verdict(&run[forged]) {
-        run.truncate(forged);
+    let forged = run.iter().enumerate().find_map(|(i, r)| {
+        let env = envelope(r.as_ref().ok()?);
+        if !failing.contains(&env.stream) {
+            return None;
+        }
+        env.verify_sealed(Some(key)).err().map(|e| (i, e))
+    });
+    if let Some((i, e)) = forged {
+        run.truncate(i);
         run.push(Err(e.into()));
     }
 }
@@ -558,7 +569,7 @@ mod tests {
     fn one_signature_settles_a_run_and_a_forged_one_is_named() {
         let key = SigningKey::from_bytes(&[1; 32]);
         let mut run = signed_run(&key, 3);
-        settle_signatures(&mut run, Some(&key.verifying_key()));
+        settle_signatures(&mut run, Some(&key.verifying_key()), |e| e);
         assert_eq!(seqs(&run), vec![Ok(1), Ok(2), Ok(3)]);
 
         let other = SigningKey::from_bytes(&[2; 32]);
@@ -566,7 +577,7 @@ mod tests {
         if let Ok(last) = &mut run[2] {
             last.signature = signed_run(&other, 3)[2].as_ref().unwrap().signature.clone();
         }
-        settle_signatures(&mut run, Some(&key.verifying_key()));
+        settle_signatures(&mut run, Some(&key.verifying_key()), |e| e);
         let named = seqs(&run);
         assert_eq!(&named[..2], &[Ok(1), Ok(2)]);
         assert!(
@@ -575,7 +586,7 @@ mod tests {
         );
 
         let mut run = signed_run(&other, 2);
-        settle_signatures(&mut run, Some(&key.verifying_key()));
+        settle_signatures(&mut run, Some(&key.verifying_key()), |e| e);
         assert!(
             matches!(&seqs(&run)[..], [Err(m)] if m.contains("seq 1")),
             "cut at the first"

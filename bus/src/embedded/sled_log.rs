@@ -530,7 +530,7 @@ impl SledLog {
                 break;
             }
         }
-        crate::settle_signatures(&mut out, self.keys.verifying());
+        crate::settle_signatures(&mut out, self.keys.verifying(), |e| e);
         out
     }
 
@@ -556,6 +556,17 @@ impl SledLog {
     /// The next verified events in global order from `from_position`; like
     /// [`Self::stream_chunk`], a bad record ends the chunk with its error.
     fn all_chunk(
+        &self,
+        from_position: u64,
+        verifiers: &mut HashMap<String, ChainVerifier>,
+    ) -> Vec<Result<Positioned, LogError>> {
+        let mut out = self.all_chunk_unsigned(from_position, verifiers);
+        crate::settle_signatures(&mut out, self.keys.verifying(), |p| &p.envelope);
+        out
+    }
+
+    /// [`Self::all_chunk`] before its signatures are checked.
+    fn all_chunk_unsigned(
         &self,
         from_position: u64,
         verifiers: &mut HashMap<String, ChainVerifier>,
@@ -628,7 +639,8 @@ impl SledLog {
                 verifiers.entry(stream.clone()).or_insert(v)
             }
         };
-        Ok(verifier.check(&p.envelope)?)
+        // Checksums here; signatures once per chunk (`settle_signatures`).
+        Ok(verifier.check_verified(&p.envelope, p.envelope.verify())?)
     }
 }
 
