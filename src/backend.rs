@@ -5,7 +5,7 @@ use crate::config::BackendChoice;
 use anyhow::{Context, Result};
 use flotilla_bus::embedded::{EmbeddedBus, SledLog};
 use flotilla_bus::nats::{JetStreamLog, NatsBus};
-use flotilla_bus::{Bus, EventLog};
+use flotilla_bus::{Bus, EventLog, LogKeys};
 use flotilla_messages::Subjects;
 use std::sync::Arc;
 
@@ -18,14 +18,28 @@ pub struct Backend {
     pub log: Arc<dyn EventLog>,
 }
 
-/// Opens the backend.
+/// Opens the backend for a writer with the default key (the data dir's on
+/// the embedded backend, see `crate::signing`).
 pub async fn open(choice: &BackendChoice, subjects: &Subjects, replicas: usize) -> Result<Backend> {
+    let keys = crate::signing::writer_keys(choice, None)?;
+    open_with_keys(choice, subjects, replicas, keys).await
+}
+
+/// Opens the backend; its log signs and checks with `keys`.
+pub async fn open_with_keys(
+    choice: &BackendChoice,
+    subjects: &Subjects,
+    replicas: usize,
+    keys: LogKeys,
+) -> Result<Backend> {
     match choice {
         BackendChoice::Embedded(dir) => {
             let log_dir = dir.join("log");
             std::fs::create_dir_all(&log_dir)
                 .with_context(|| format!("data_dir: cannot create {}", log_dir.display()))?;
-            let log = SledLog::open(&log_dir).map_err(|e| open_failure(e, &log_dir))?;
+            let log = SledLog::open(&log_dir)
+                .map_err(|e| open_failure(e, &log_dir))?
+                .with_keys(keys);
             Ok(Backend {
                 bus: Arc::new(EmbeddedBus::new()),
                 log: Arc::new(log),
@@ -45,7 +59,8 @@ pub async fn open(choice: &BackendChoice, subjects: &Subjects, replicas: usize) 
                         "nats: cannot open the JetStream log on {}",
                         flotilla_bus::nats::redacted(url)
                     )
-                })?;
+                })?
+                .with_keys(keys);
             Ok(Backend {
                 bus: Arc::new(bus),
                 log: Arc::new(log),
@@ -68,8 +83,13 @@ fn open_failure(e: flotilla_bus::LogError, log_dir: &std::path::Path) -> anyhow:
     }
 }
 
-/// Opens only the log of a backend (for readers such as `audit`).
-pub async fn open_log(choice: &BackendChoice, subjects: &Subjects) -> Result<Arc<dyn EventLog>> {
+/// Opens only the log of a backend (for readers such as `audit`), checking
+/// signatures against `keys` (see `crate::signing::reader_keys`).
+pub async fn open_log(
+    choice: &BackendChoice,
+    subjects: &Subjects,
+    keys: LogKeys,
+) -> Result<Arc<dyn EventLog>> {
     if let BackendChoice::Embedded(dir) = choice {
         let log_dir = dir.join("log");
         anyhow::ensure!(
@@ -79,5 +99,5 @@ pub async fn open_log(choice: &BackendChoice, subjects: &Subjects) -> Result<Arc
             dir.display()
         );
     }
-    Ok(open(choice, subjects, 1).await?.log)
+    Ok(open_with_keys(choice, subjects, 1, keys).await?.log)
 }

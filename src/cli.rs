@@ -120,6 +120,11 @@ pub struct UpArgs {
     /// on NATS also below half the server's max_payload].
     #[arg(long, env = "FLOTILLA_MAX_BATCH_BYTES")]
     pub max_batch_bytes: Option<usize>,
+    /// The control plane's Ed25519 key file (generated if missing; its public
+    /// key is written beside it as FILE.pub) [default: DATA_DIR/signing.key
+    /// on the embedded backend; none on NATS: events unsigned].
+    #[arg(long, env = "FLOTILLA_SIGNING_KEY_FILE")]
+    pub signing_key: Option<PathBuf>,
     /// Pools file (YAML) the provisioner applies at start.
     #[arg(long, env = "FLOTILLA_POOLS")]
     pub pools: Option<PathBuf>,
@@ -187,6 +192,11 @@ pub struct AuditArgs {
     /// Backend.
     #[command(flatten)]
     pub source: LogSource,
+    /// The control plane's public key file (`signing.key.pub`), to check
+    /// every signature [default: DATA_DIR/signing.key.pub on the embedded
+    /// backend].
+    #[arg(long, env = "FLOTILLA_VERIFY_KEY_FILE")]
+    pub verify_key: Option<PathBuf>,
 }
 
 /// `flotilla replay`.

@@ -38,6 +38,8 @@ pub struct FileConfig {
     pub max_event_bytes: Option<usize>,
     /// The most bytes of events one command may cause.
     pub max_batch_bytes: Option<usize>,
+    /// The control plane's signing key file.
+    pub signing_key: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -93,6 +95,8 @@ pub struct UpSettings {
     pub max_event_bytes: usize,
     /// The most bytes of events one command may cause.
     pub max_batch_bytes: usize,
+    /// The signing key file, if named (else the backend's default).
+    pub signing_key: Option<PathBuf>,
 }
 
 /// A size limit in bytes: from the flag, the file or the default, at
@@ -251,6 +255,7 @@ pub fn resolve_up(args: &UpArgs) -> Result<UpSettings> {
             file.max_batch_bytes,
             flotilla_host::DEFAULT_MAX_BATCH_BYTES,
         )?,
+        signing_key: args.signing_key.clone().or(file.signing_key),
     })
 }
 

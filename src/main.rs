@@ -8,6 +8,7 @@ mod backend;
 mod cli;
 mod commands;
 mod config;
+mod signing;
 
 use clap::Parser;
 use cli::{Cli, Command, LogFormat};

@@ -8,7 +8,7 @@
 //! with a message on failure, like `assert!`.
 
 use crate::{Bus, BusError, EventLog, EventStream, LogError, Message, Positioned, Snapshot};
-use crate::{StreamHead, Subscription};
+use crate::{LogKeys, SigningKey, StreamHead, Subscription};
 use async_trait::async_trait;
 use flotilla_messages::envelope::now_micros;
 use flotilla_messages::{Envelope, Payload, PendingEvent, GENESIS_HASH};
@@ -33,6 +33,8 @@ pub trait LogFixture: Send + Sync {
     /// Damages the stored record of (`stream`, `seq`) the way a disk fault
     /// or an attacker would. Callers drop their handles first.
     async fn corrupt(&mut self, stream: &str, seq: u64);
+    /// A handle on the same storage that signs and checks with `keys`.
+    async fn with_keys(&self, keys: LogKeys) -> Arc<dyn EventLog>;
 }
 
 /// A pending event with id `id` and payload `{"type": "tick", "n": n}`.
@@ -497,6 +499,67 @@ pub async fn log_detects_corruption(fx: &mut impl LogFixture) {
     );
 }
 
+/// A writer with the key signs every event; readers with its public key
+/// accept them (and older unsigned ones before them), and refuse an event
+/// signed with another key or an unsigned one after signed ones.
+pub async fn log_checks_signatures(fx: &mut impl LogFixture) {
+    let (s, forged) = ("solver/signed", "solver/forged");
+    let key = SigningKey::from_bytes(&[3; 32]);
+    let public = || LogKeys::verifier(key.verifying_key());
+    let unsigned = fx.log().await;
+    append(&*unsigned, s, 0, events(1)).await;
+    let signer = fx.with_keys(LogKeys::signer(key.clone())).await;
+    let signed = append(&*signer, s, 1, events(2)).await;
+    assert!(signed.iter().all(|e| e.signature.is_some()), "{signed:?}");
+    let forger = fx
+        .with_keys(LogKeys::signer(SigningKey::from_bytes(&[4; 32])))
+        .await;
+    append(&*forger, forged, 0, events(1)).await;
+    append(&*unsigned, s, 3, events(1)).await;
+
+    let reader = fx.with_keys(public()).await;
+    let (good, err) = read_until_error(reader.read_stream(s, 1).await.expect("read")).await;
+    assert_eq!(
+        seqs(&good),
+        vec![1, 2, 3],
+        "the legacy and the signed events"
+    );
+    assert!(
+        err.to_string().contains("unsigned event after signed ones"),
+        "{err}"
+    );
+    assert_corrupt_at(&err, s, 4);
+    let (_, err) = read_until_error(reader.read_stream(s, 4).await.expect("read")).await;
+    assert_corrupt_at(&err, s, 4);
+    let (good, err) = read_until_error(reader.read_stream(forged, 1).await.expect("read")).await;
+    assert!(good.is_empty(), "{good:?}");
+    assert!(err.to_string().contains("signature invalid"), "{err}");
+    assert_corrupt_at(&err, forged, 1);
+    let all = reader.read_all(1, false).await.expect("read_all");
+    let all: Vec<_> = within("read_all", all.collect::<Vec<_>>()).await;
+    let good: Vec<_> = all
+        .iter()
+        .map_while(|r| r.as_ref().ok())
+        .map(|p| p.envelope.seq)
+        .collect();
+    assert_eq!(
+        good,
+        vec![1, 2, 3],
+        "in global order, up to the forged event"
+    );
+    let err = all
+        .into_iter()
+        .find_map(Result::err)
+        .expect("read_all fails");
+    assert!(err.to_string().contains("signature invalid"), "{err}");
+    assert_corrupt_at(&err, forged, 1);
+    assert_eq!(
+        read(&*unsigned, s, 1).await.len(),
+        4,
+        "without a key, nothing is checked"
+    );
+}
+
 async fn subscribe(bus: &dyn Bus, pattern: &str) -> Subscription {
     let sub = bus.subscribe(pattern).await.expect("subscribe");
     bus.flush().await.expect("flush");
@@ -707,7 +770,8 @@ macro_rules! conformance_tests {
             log_appends_batches_all_or_nothing, log_deduplicates_retried_appends,
             log_reads_stream_from_seq, log_follows_new_events, log_lists_streams,
             log_handles_large_batches,
-            log_stores_snapshots, log_survives_reopen, log_detects_corruption);
+            log_stores_snapshots, log_survives_reopen, log_detects_corruption,
+            log_checks_signatures);
         $crate::conformance_tests!(@bus $bus;
             bus_publish_subscribe, bus_wildcards, bus_queue_groups, bus_request_reply,
             bus_request_timeout, bus_no_responders, bus_preserves_headers,

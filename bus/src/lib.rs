@@ -27,12 +27,14 @@ pub mod nats;
 pub mod testing;
 
 pub use corrupt_streams::CorruptStreams;
+pub use flotilla_messages::{SigningKey, VerifyingKey};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use flotilla_messages::{Envelope, IntegrityError, PendingEvent};
 use futures::stream::BoxStream;
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 /// Message headers (NATS headers, single-valued).
@@ -205,6 +207,15 @@ pub enum LogError {
         /// What is wrong.
         reason: String,
     },
+    /// Events were removed from the log (deleted or purged) at these global
+    /// positions.
+    #[error("events at log positions {first}..={last} were deleted or purged (the log never removes an event)")]
+    Removed {
+        /// The first missing position.
+        first: u64,
+        /// The last missing position.
+        last: u64,
+    },
     /// The storage backend failed (I/O, connection, timeout).
     #[error("event log backend failed: {0}")]
     Backend(String),
@@ -316,12 +327,41 @@ pub trait EventLog: Send + Sync + 'static {
     /// The latest snapshot of `stream`.
     async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, LogError>;
 
+    /// The global positions that were assigned to events that are gone
+    /// (deleted or purged), as inclusive ranges, in order. The log itself
+    /// never removes an event, so any range here is a removal from outside:
+    /// state rebuilt from the log would silently miss those events. A
+    /// provider that cannot tell (a test wrapper) reports none.
+    async fn removed_positions(&self) -> Result<Vec<RangeInclusive<u64>>, LogError> {
+        Ok(Vec::new())
+    }
+
     /// Whether appending also publishes each event on its `evt` subject (true
     /// for JetStream, whose stream captures that subject). When false, the
     /// host publishes events on the bus itself after the append.
     fn publishes_events(&self) -> bool {
         false
     }
+}
+
+/// The ranges of `1..=last` that `present` (ascending, non-overlapping
+/// ranges of positions still stored) does not cover.
+pub(crate) fn missing_ranges(
+    present: impl IntoIterator<Item = RangeInclusive<u64>>,
+    last: u64,
+) -> Vec<RangeInclusive<u64>> {
+    let mut missing = Vec::new();
+    let mut next = 1;
+    for range in present {
+        if *range.start() > next {
+            missing.push(next..=range.start() - 1);
+        }
+        next = next.max(range.end() + 1);
+    }
+    if last >= next {
+        missing.push(next..=last);
+    }
+    missing
 }
 
 /// Maps any backend failure (I/O, connection, timeout) to [`LogError::Backend`].
@@ -370,27 +410,115 @@ pub(crate) fn check_stream_name(stream: &str) -> Result<(), LogError> {
         .map_err(|e| LogError::Invalid(e.to_string()))
 }
 
-/// Seals a batch after `head`: seqs from `head.seq + 1`, each chained to the previous.
-pub fn seal_batch(stream: &str, head: &StreamHead, events: Vec<PendingEvent>) -> Vec<Envelope> {
+/// The keys a log signs its appends with and checks its reads against.
+///
+/// The control plane holds the signing key (and so the public key); a reader
+/// such as `audit` holds only the public key; without either, events are
+/// neither signed nor checked (the log as it was before signing).
+#[derive(Debug, Clone, Default)]
+pub struct LogKeys {
+    signing: Option<SigningKey>,
+    verifying: Option<VerifyingKey>,
+}
+
+impl LogKeys {
+    /// A writer's keys: signs every appended event, checks what it reads.
+    pub fn signer(key: SigningKey) -> Self {
+        LogKeys {
+            verifying: Some(key.verifying_key()),
+            signing: Some(key),
+        }
+    }
+
+    /// A reader's key: checks signatures, signs nothing.
+    pub fn verifier(key: VerifyingKey) -> Self {
+        LogKeys {
+            signing: None,
+            verifying: Some(key),
+        }
+    }
+
+    /// The key appends are signed with.
+    pub fn signing(&self) -> Option<&SigningKey> {
+        self.signing.as_ref()
+    }
+
+    /// The public key reads are checked against.
+    pub fn verifying(&self) -> Option<&VerifyingKey> {
+        self.verifying.as_ref()
+    }
+}
+
+/// Seals a batch after `head`: seqs from `head.seq + 1`, each chained to the
+/// previous and signed with `key` when there is one.
+pub fn seal_batch(
+    stream: &str,
+    head: &StreamHead,
+    events: Vec<PendingEvent>,
+    key: Option<&SigningKey>,
+) -> Vec<Envelope> {
     let mut prev = head.checksum.clone();
     let mut seq = head.seq;
     events
         .into_iter()
         .map(|e| {
             seq += 1;
-            let env = e.seal(stream, seq, &prev);
+            let env = e.seal_signed(stream, seq, &prev, key);
             prev = env.checksum.clone();
             env
         })
         .collect()
 }
 
-/// Verifies envelopes read in stream order, tracking the chain.
+/// Checks the signatures of a run of events (of one or several streams)
+/// whose checksums, chains and signature policy are already verified, with
+/// one Ed25519 verification per stream instead of one per event: each
+/// checksum covers its predecessor's, so a stream's last signed event's
+/// valid signature vouches for every event before it. Only when that fails
+/// are that stream's signed events checked, and the run is cut at the first
+/// forged one (which ends it as an error).
+pub(crate) fn settle_signatures<T>(
+    run: &mut Vec<Result<T, LogError>>,
+    key: Option<&VerifyingKey>,
+    envelope: impl Fn(&T) -> &Envelope,
+) {
+    let Some(key) = key else { return };
+    let mut last_signed: BTreeMap<&str, &Envelope> = BTreeMap::new();
+    for env in run.iter().flatten().map(&envelope) {
+        if env.signature.is_some() {
+            last_signed.insert(&env.stream, env);
+        }
+    }
+    let failing: Vec<String> = last_signed
+        .values()
+        .filter(|env| env.verify_sealed(Some(key)).is_err())
+        .map(|env| env.stream.clone())
+        .collect();
+    if failing.is_empty() {
+        return;
+    }
+    let forged = run.iter().enumerate().find_map(|(i, r)| {
+        let env = envelope(r.as_ref().ok()?);
+        if !failing.contains(&env.stream) {
+            return None;
+        }
+        env.verify_sealed(Some(key)).err().map(|e| (i, e))
+    });
+    if let Some((i, e)) = forged {
+        run.truncate(i);
+        run.push(Err(e.into()));
+    }
+}
+
+/// Verifies envelopes read in stream order, tracking the chain and, with a
+/// public key, the signatures.
 #[derive(Debug, Clone)]
 pub struct ChainVerifier {
     stream: String,
     next_seq: u64,
     prev_checksum: String,
+    key: Option<VerifyingKey>,
+    signed_before: bool,
 }
 
 impl ChainVerifier {
@@ -400,17 +528,29 @@ impl ChainVerifier {
             stream: stream.to_string(),
             next_seq: after.seq + 1,
             prev_checksum: after.checksum,
+            key: None,
+            signed_before: false,
         }
+    }
+
+    /// Also checks signatures against `key` (when there is one);
+    /// `signed_before` tells whether the event before `after` was signed,
+    /// for a read that does not start at the stream's first event.
+    pub fn with_key(mut self, key: Option<&VerifyingKey>, signed_before: bool) -> Self {
+        self.key = key.copied();
+        self.signed_before = signed_before;
+        self
     }
 
     /// Checks the next envelope and advances.
     pub fn check(&mut self, env: &Envelope) -> Result<(), IntegrityError> {
         env.verify_position(&self.stream, self.next_seq)?;
-        self.check_verified(env, env.verify())
+        self.check_verified(env, env.verify_sealed(self.key.as_ref()))
     }
 
-    /// Like [`Self::check`], with the checksum's verdict computed elsewhere
-    /// (readers hash in parallel; the chain itself is checked in order).
+    /// Like [`Self::check`], with the verdict of
+    /// [`Envelope::verify_sealed`] computed elsewhere (readers hash in
+    /// parallel; the chain itself is checked in order).
     pub fn check_verified(
         &mut self,
         env: &Envelope,
@@ -419,6 +559,10 @@ impl ChainVerifier {
         env.verify_position(&self.stream, self.next_seq)?;
         checksum?;
         env.verify_link(&self.stream, &self.prev_checksum)?;
+        if self.key.is_some() {
+            env.verify_unsigned_after(self.signed_before)?;
+            self.signed_before |= env.signature.is_some();
+        }
         self.next_seq += 1;
         self.prev_checksum.clone_from(&env.checksum);
         Ok(())
@@ -440,5 +584,65 @@ impl StreamHead {
             seq: 0,
             checksum: flotilla_messages::GENESIS_HASH.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signed_run(key: &SigningKey, n: u64) -> Vec<Result<Envelope, LogError>> {
+        let events = (0..n)
+            .map(|i| conformance::event(&format!("e{i}"), i))
+            .collect();
+        seal_batch("solver/s", &StreamHead::empty(), events, Some(key))
+            .into_iter()
+            .map(Ok)
+            .collect()
+    }
+
+    fn seqs(run: &[Result<Envelope, LogError>]) -> Vec<Result<u64, String>> {
+        run.iter()
+            .map(|r| r.as_ref().map(|e| e.seq).map_err(|e| e.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn one_signature_settles_a_run_and_a_forged_one_is_named() {
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let mut run = signed_run(&key, 3);
+        settle_signatures(&mut run, Some(&key.verifying_key()), |e| e);
+        assert_eq!(seqs(&run), vec![Ok(1), Ok(2), Ok(3)]);
+
+        let other = SigningKey::from_bytes(&[2; 32]);
+        let mut run = signed_run(&key, 3);
+        if let Ok(last) = &mut run[2] {
+            last.signature = signed_run(&other, 3)[2].as_ref().unwrap().signature.clone();
+        }
+        settle_signatures(&mut run, Some(&key.verifying_key()), |e| e);
+        let named = seqs(&run);
+        assert_eq!(&named[..2], &[Ok(1), Ok(2)]);
+        assert!(
+            matches!(&named[2], Err(m) if m.contains("seq 3: signature invalid")),
+            "{named:?}"
+        );
+
+        let mut run = signed_run(&other, 2);
+        settle_signatures(&mut run, Some(&key.verifying_key()), |e| e);
+        assert!(
+            matches!(&seqs(&run)[..], [Err(m)] if m.contains("seq 1")),
+            "cut at the first"
+        );
+    }
+
+    #[test]
+    fn missing_ranges_are_the_gaps_the_head_and_the_tail() {
+        assert_eq!(missing_ranges([1..=3, 4..=9], 9), vec![]);
+        assert_eq!(
+            missing_ranges([3..=4, 7..=8], 10),
+            vec![1..=2, 5..=6, 9..=10]
+        );
+        assert_eq!(missing_ranges([], 4), vec![1..=4]);
+        assert_eq!(missing_ranges([], 0), vec![]);
     }
 }

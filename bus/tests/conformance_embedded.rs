@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use flotilla_bus::conformance::{self, LogFixture};
 use flotilla_bus::embedded::{corrupt_event_for_test, EmbeddedBus, SledLog};
-use flotilla_bus::EventLog;
+use flotilla_bus::{EventLog, LogKeys};
 use std::sync::Arc;
 
 struct SledFixture {
@@ -78,6 +78,11 @@ impl LogFixture for SledFixture {
         self.close().await;
         corrupt_event_for_test(self.dir.path(), stream, seq);
         self.open_again();
+    }
+
+    async fn with_keys(&self, keys: LogKeys) -> Arc<dyn EventLog> {
+        let log = self.log.as_deref().expect("open").clone();
+        Arc::new(log.with_keys(keys))
     }
 }
 

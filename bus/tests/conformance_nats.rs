@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use flotilla_bus::conformance::{self, LogFixture};
 use flotilla_bus::nats::{JetStreamLog, NatsBus, BATCH_BASE_HEADER, BATCH_END_HEADER, SEQ_HEADER};
 use flotilla_bus::testing::NatsServer;
-use flotilla_bus::{seal_batch, Bus, EventLog, LogError};
+use flotilla_bus::{seal_batch, Bus, EventLog, LogError, LogKeys};
 use flotilla_messages::{Envelope, Subjects};
 use futures::StreamExt;
 use std::sync::Arc;
@@ -57,6 +57,10 @@ impl LogFixture for NatsFixture {
 
     async fn corrupt(&mut self, stream: &str, seq: u64) {
         tamper(&self.client, &self.log, stream, seq).await;
+    }
+
+    async fn with_keys(&self, keys: LogKeys) -> Arc<dyn EventLog> {
+        Arc::new((*self.log).clone().with_keys(keys))
     }
 }
 
@@ -121,7 +125,7 @@ async fn publish_half_batch(fx: &NatsFixture, stream: &str, ids: [&str; 2]) -> E
         .expect("locate")
         .unwrap_or(0);
     let batch = vec![conformance::event(ids[0], 3), conformance::event(ids[1], 4)];
-    let sealed = seal_batch(stream, &head, batch);
+    let sealed = seal_batch(stream, &head, batch, None);
     let mut headers = HeaderMap::new();
     headers.insert("Nats-Msg-Id", ids[0]);
     headers.insert(SEQ_HEADER, sealed[0].seq.to_string().as_str());

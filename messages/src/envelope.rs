@@ -1,8 +1,8 @@
 //! The envelope: one stored event, checksummed and hash-chained.
 //!
-//! `{id, stream, seq, type, at, causation_id, correlation_id, checksum, prev_hash, payload}`
+//! `{id, stream, seq, type, at, causation_id, correlation_id, checksum, prev_hash, payload, signature}`
 //!
-//! `checksum` is the SHA-256 of every other field (with `prev_hash`; `seq`
+//! `checksum` is the SHA-256 of every other field but `signature` (with `prev_hash`; `seq`
 //! and `at`, in microseconds since the epoch, as little-endian u64), so a
 //! flipped byte anywhere in the record is caught; `prev_hash` is the checksum
 //! of the previous event of the same stream ([`GENESIS_HASH`] for seq 1), so
@@ -11,8 +11,16 @@
 //! length-prefixed framing of the fields and the payload's canonical JSON
 //! text, so it does not depend on the wire encoding: the same event hashes
 //! the same in sled, in JetStream, in JSON and in MessagePack.
+//!
+//! The checksum has no key, so anyone who can write the log could forge a
+//! well-chained event. The control plane therefore also signs each event it
+//! appends: `signature` is an Ed25519 signature (hex) of the checksum with a
+//! key only the control plane holds, and readers that have its public key
+//! tell its events from forged ones. Events written before signing existed
+//! carry no `signature` and still decode ("unsigned").
 
 use chrono::{DateTime, Utc};
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
@@ -100,12 +108,16 @@ pub struct Envelope {
     pub causation_id: String,
     /// The conversation it belongs to.
     pub correlation_id: String,
-    /// SHA-256 (hex) of every other field, see the module docs.
+    /// SHA-256 (hex) of every other field but `signature`, see the module docs.
     pub checksum: String,
     /// The checksum of the stream's previous event.
     pub prev_hash: String,
     /// The event body.
     pub payload: Payload,
+    /// The control plane's Ed25519 signature (hex) of `checksum`; absent on
+    /// events written before signing (or by a writer without a key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 /// An event that the host wants to append; the log seals it with its stream
@@ -127,7 +139,7 @@ pub struct PendingEvent {
 }
 
 impl PendingEvent {
-    /// Gives the event its position and computes its checksum.
+    /// Gives the event its position and computes its checksum (unsigned).
     pub fn seal(self, stream: &str, seq: u64, prev_hash: &str) -> Envelope {
         let mut env = Envelope {
             id: self.id,
@@ -140,10 +152,36 @@ impl PendingEvent {
             checksum: String::new(),
             prev_hash: prev_hash.to_string(),
             payload: self.payload,
+            signature: None,
         };
         env.checksum = env.compute_checksum();
         env
     }
+
+    /// Seals the event, and signs it when the writer holds a key.
+    pub fn seal_signed(
+        self,
+        stream: &str,
+        seq: u64,
+        prev_hash: &str,
+        key: Option<&SigningKey>,
+    ) -> Envelope {
+        let mut env = self.seal(stream, seq, prev_hash);
+        if let Some(key) = key {
+            env.signature = Some(hex::encode(
+                key.sign(&signed_message(&env.checksum)).to_bytes(),
+            ));
+        }
+        env
+    }
+}
+
+/// What a signature covers: a domain tag and the checksum (which covers
+/// every other field, the link to the predecessor included).
+fn signed_message(checksum: &str) -> Vec<u8> {
+    let mut m = b"flotilla-event-v1:".to_vec();
+    m.extend_from_slice(checksum.as_bytes());
+    m
 }
 
 /// A stored event that failed verification.
@@ -187,6 +225,23 @@ pub enum IntegrityError {
         /// The record's seq.
         found: u64,
     },
+    /// The record's signature is not the control plane's.
+    #[error("stream {stream} seq {seq}: signature invalid (forged event?)")]
+    Signature {
+        /// The stream.
+        stream: String,
+        /// The forged event's seq.
+        seq: u64,
+    },
+    /// An event without a signature after signed ones: only a writer without
+    /// the control plane's key appends such an event.
+    #[error("stream {stream} seq {seq}: unsigned event after signed ones (forged event?)")]
+    Unsigned {
+        /// The stream.
+        stream: String,
+        /// The unsigned event's seq.
+        seq: u64,
+    },
     /// The record cannot be decoded at all.
     #[error("stream {stream} seq {seq}: unreadable record: {reason}")]
     Unreadable {
@@ -205,6 +260,8 @@ impl IntegrityError {
         match self {
             IntegrityError::Checksum { stream, seq, .. }
             | IntegrityError::Chain { stream, seq, .. }
+            | IntegrityError::Signature { stream, seq }
+            | IntegrityError::Unsigned { stream, seq }
             | IntegrityError::Unreadable { stream, seq, .. } => (stream, *seq),
             IntegrityError::Position {
                 stream, expected, ..
@@ -256,6 +313,49 @@ impl Envelope {
                 computed: hex::encode(digest),
             })
         }
+    }
+
+    /// Checks the checksum and, given the control plane's public key, the
+    /// signature if there is one (whether one must be there depends on the
+    /// events before, see [`Envelope::verify_unsigned_after`]).
+    pub fn verify_sealed(&self, key: Option<&VerifyingKey>) -> Result<(), IntegrityError> {
+        self.verify()?;
+        match (key, &self.signature) {
+            (Some(key), Some(sig)) => self.verify_signature(key, sig),
+            _ => Ok(()),
+        }
+    }
+
+    fn verify_signature(&self, key: &VerifyingKey, sig: &str) -> Result<(), IntegrityError> {
+        let mut bytes = [0u8; 64];
+        let decoded = hex::decode_to_slice(sig, &mut bytes).is_ok();
+        let valid = decoded
+            && key
+                .verify(
+                    &signed_message(&self.checksum),
+                    &Signature::from_bytes(&bytes),
+                )
+                .is_ok();
+        if valid {
+            Ok(())
+        } else {
+            Err(IntegrityError::Signature {
+                stream: self.stream.clone(),
+                seq: self.seq,
+            })
+        }
+    }
+
+    /// Fails for an unsigned event when the stream's earlier events were
+    /// signed: once the control plane signs, every later event is signed.
+    pub fn verify_unsigned_after(&self, signed_before: bool) -> Result<(), IntegrityError> {
+        if signed_before && self.signature.is_none() {
+            return Err(IntegrityError::Unsigned {
+                stream: self.stream.clone(),
+                seq: self.seq,
+            });
+        }
+        Ok(())
     }
 
     /// Checks the checksum, the position (`stream`, `expected_seq`) and the
@@ -336,6 +436,43 @@ mod tests {
             tampered.verify(),
             Err(IntegrityError::Checksum { seq: 2, .. })
         ));
+    }
+
+    #[test]
+    fn only_the_control_planes_key_signs_a_valid_event() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let forger = SigningKey::from_bytes(&[8; 32]);
+        let public = key.verifying_key();
+        let signed =
+            pending(json!({"type": "x"})).seal_signed("solver/s", 1, GENESIS_HASH, Some(&key));
+        assert!(signed.verify_sealed(Some(&public)).is_ok());
+        let forged =
+            pending(json!({"type": "x"})).seal_signed("solver/s", 1, GENESIS_HASH, Some(&forger));
+        assert_eq!(
+            forged.verify_sealed(Some(&public)),
+            Err(IntegrityError::Signature {
+                stream: "solver/s".into(),
+                seq: 1
+            })
+        );
+        let unsigned = pending(json!({"type": "x"})).seal("solver/s", 2, &signed.checksum);
+        assert!(unsigned.verify_sealed(Some(&public)).is_ok());
+        assert!(unsigned.verify_unsigned_after(false).is_ok());
+        assert!(matches!(
+            unsigned.verify_unsigned_after(true),
+            Err(IntegrityError::Unsigned { seq: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn an_envelope_written_before_signing_still_decodes_as_unsigned() {
+        let env = pending(json!({"type": "x"})).seal("solver/s", 1, GENESIS_HASH);
+        let mut old = serde_json::to_value(&env).unwrap();
+        assert!(old.get("signature").is_none(), "no field when unsigned");
+        old.as_object_mut().unwrap().remove("signature");
+        let back: Envelope = serde_json::from_value(old).unwrap();
+        assert_eq!(back.signature, None);
+        assert!(back.verify().is_ok());
     }
 
     proptest! {

@@ -45,6 +45,7 @@ pub mod subjects;
 
 pub use codec::{CodecError, Encoding};
 pub use command::CommandRequest;
+pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use envelope::{Envelope, IntegrityError, Payload, PendingEvent, GENESIS_HASH};
 pub use error::{ErrorBody, ErrorCode, Rejection};
 pub use query::Page;

@@ -1,12 +1,18 @@
 //! `flotilla audit`: reads the whole log in global order, verifying every
 //! checksum and every hash-chain link, checks each stream's head, and
-//! replays every stream of a known actor through its `evolve`. Prints a JSON
-//! summary; exits 1 listing every bad stream and seq (under `errors`).
+//! replays every stream of a known actor through its `evolve`. With the
+//! control plane's public key (`--verify-key`, or the embedded data dir's)
+//! it checks every signature too, so a forged event (a bad signature, or an
+//! unsigned event after signed ones) is an error. Events removed from the
+//! log (a deleted message, a purged subject: gone global positions, which
+//! the log never makes itself) are errors too. Prints a JSON summary; exits
+//! 1 listing every bad stream and seq (under `errors`).
 
 use crate::backend::open_log;
 use crate::cli::AuditArgs;
 use crate::commands::block_on;
 use crate::config::resolve_reader;
+use crate::signing::reader_keys;
 use anyhow::Result;
 use flotilla_bus::{EventLog, LogError};
 use flotilla_host::Aggregate;
@@ -21,6 +27,7 @@ use std::process::ExitCode;
 #[derive(Default)]
 struct StreamAudit {
     events: u64,
+    signed: u64,
     last_checksum: String,
     study: Option<Study>,
 }
@@ -29,12 +36,17 @@ struct StreamAudit {
 pub fn run(args: AuditArgs) -> Result<ExitCode> {
     let (backend, subjects) = resolve_reader(&args.source)?;
     block_on(async {
-        let log = open_log(&backend, &subjects).await?;
+        let keys = reader_keys(&backend, args.verify_key.as_deref())?;
+        let checked = keys.verifying().is_some();
+        let log = open_log(&backend, &subjects, keys).await?;
         let mut streams = BTreeMap::new();
         let problems = audit(log.as_ref(), &mut streams).await?;
         let events: u64 = streams.values().map(|s| s.events).sum();
-        let mut summary =
-            json!({"ok": problems.is_empty(), "streams": streams.len(), "events": events});
+        let signed: u64 = streams.values().map(|s| s.signed).sum();
+        let mut summary = json!({
+            "ok": problems.is_empty(), "streams": streams.len(), "events": events,
+            "signed": signed, "unsigned": events - signed, "signatures_checked": checked,
+        });
         let errors: Vec<_> = problems.iter().map(describe).collect();
         for e in &problems {
             eprintln!("audit failed: {e}");
@@ -66,6 +78,7 @@ fn location(e: &LogError) -> (Option<String>, Option<u64>) {
         }
         LogError::Conflict { stream, actual, .. } => (Some(stream.clone()), Some(*actual)),
         LogError::BadSnapshot { stream, .. } => (Some(stream.clone()), None),
+        LogError::Removed { first, .. } => (None, Some(*first)),
         _ => (None, None),
     }
 }
@@ -101,6 +114,10 @@ async fn audit(
         if let Err(e) = check_head(log, &name, streams.get(&name)).await {
             problems.push(content_problem(e)?);
         }
+    }
+    for gone in log.removed_positions().await? {
+        let (first, last) = gone.into_inner();
+        problems.push(LogError::Removed { first, last });
     }
     Ok(problems)
 }
@@ -162,6 +179,7 @@ async fn check_head(
 /// Counts the event and folds it into the stream's aggregate, if its actor is known.
 fn fold(entry: &mut StreamAudit, env: &Envelope) -> Result<(), LogError> {
     entry.events += 1;
+    entry.signed += u64::from(env.signature.is_some());
     entry.last_checksum = env.checksum.clone();
     let actor = env.stream.parse::<StreamName>().map(|s| s.actor).ok();
     if actor == Some(Study::ACTOR) {

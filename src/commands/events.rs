@@ -36,7 +36,12 @@ fn print_line(value: &impl serde::Serialize) -> Result<()> {
 fn from_log(args: &EventsArgs) -> Result<()> {
     let (backend, subjects) = resolve_reader(&args.source)?;
     block_on(async {
-        let log = open_log(&backend, &subjects).await?;
+        let log = open_log(
+            &backend,
+            &subjects,
+            crate::signing::reader_keys(&backend, None)?,
+        )
+        .await?;
         match (&args.stream, args.follow) {
             (Some(stream), false) => {
                 let mut events = log.read_stream(stream, args.from).await?;

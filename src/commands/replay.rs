@@ -43,7 +43,12 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     };
     let (backend, subjects) = resolve_reader(&args.source)?;
     block_on(async {
-        let log = open_log(&backend, &subjects).await?;
+        let log = open_log(
+            &backend,
+            &subjects,
+            crate::signing::reader_keys(&backend, None)?,
+        )
+        .await?;
         let name = stream.to_string();
         let log = log.as_ref();
         let view = match stream.actor {

@@ -93,9 +93,13 @@ async fn serve(settings: UpSettings, args: &UpArgs) -> Result<()> {
 /// pause until it opens, so `up` outlives a misbehaving NATS; `None` when a
 /// shutdown signal comes first.
 async fn open_backend(settings: &UpSettings) -> Result<Option<Backend>> {
+    // Outside the retries: a bad key file is an error, not NATS being slow.
+    let keys = crate::signing::writer_keys(&settings.backend, settings.signing_key.as_deref())?;
     let mut pause = FIRST_OPEN_RETRY;
     loop {
-        let opened = backend::open(&settings.backend, &settings.subjects, settings.replicas).await;
+        let (choice, subjects) = (&settings.backend, &settings.subjects);
+        let opened =
+            backend::open_with_keys(choice, subjects, settings.replicas, keys.clone()).await;
         let error = match opened {
             Ok(backend) => return Ok(Some(backend)),
             Err(e) if matches!(settings.backend, BackendChoice::Nats(_)) => e,

@@ -22,6 +22,7 @@ mod crash;
 mod fleet_agent;
 mod fleet_crash;
 mod fleet_nats;
+mod forgery;
 mod gateway_origin;
 mod inference_http;
 mod inference_nats;

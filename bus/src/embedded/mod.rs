@@ -10,6 +10,6 @@ mod router;
 mod sled_log;
 
 pub use router::EmbeddedBus;
-#[cfg(feature = "test-util")]
-pub use sled_log::corrupt_event_for_test;
 pub use sled_log::SledLog;
+#[cfg(feature = "test-util")]
+pub use sled_log::{corrupt_event_for_test, purge_stream_for_test};

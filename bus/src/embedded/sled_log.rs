@@ -19,7 +19,7 @@
 
 use crate::{
     backend, check_stream_name, seal_batch, ChainVerifier, CheckedBatch, EventLog, EventStream,
-    LogError, Positioned, PositionedStream, Snapshot, StreamHead,
+    LogError, LogKeys, Positioned, PositionedStream, Snapshot, StreamHead,
 };
 use async_trait::async_trait;
 use chrono::DateTime;
@@ -27,6 +27,7 @@ use flotilla_messages::{Envelope, IntegrityError, Payload};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::ops::RangeInclusive;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +47,9 @@ struct StoredRecord {
     checksum: String,
     prev_hash: String,
     payload: String,
+    /// Last, and defaulted, so blocks written before signing still decode.
+    #[serde(default)]
+    signature: Option<String>,
 }
 
 impl StoredRecord {
@@ -61,6 +65,7 @@ impl StoredRecord {
             checksum: e.checksum.clone(),
             prev_hash: e.prev_hash.clone(),
             payload: e.payload.as_str().to_string(),
+            signature: e.signature.clone(),
         }
     }
 
@@ -76,6 +81,7 @@ impl StoredRecord {
             checksum: self.checksum,
             prev_hash: self.prev_hash,
             payload: Payload::from_canonical_text(self.payload),
+            signature: self.signature,
         }
     }
 }
@@ -159,6 +165,12 @@ fn decode_block(stream: &str, first_seq: u64, bytes: &[u8]) -> Result<Vec<Envelo
         .into_iter()
         .map(StoredRecord::into_envelope)
         .collect())
+}
+
+/// How many records a block holds, read from its MessagePack array header
+/// without decoding them (0 if unreadable: its read reports why).
+fn block_len(block: &[u8]) -> u64 {
+    rmp::decode::read_array_len(&mut &block[..]).map_or(0, u64::from)
 }
 
 /// The first seq (or position) encoded at the end of a block key.
@@ -430,6 +442,7 @@ pub struct SledLog {
     write_lock: Arc<Mutex<()>>,
     group_commit: Arc<GroupCommit>,
     appended: Arc<Notify>,
+    keys: LogKeys,
 }
 
 /// sled's page cache, in bytes. sled's own default (1 GiB) lets a busy log
@@ -453,7 +466,19 @@ impl SledLog {
             snapshots,
             write_lock: Arc::new(Mutex::new(())),
             appended: Arc::new(Notify::new()),
+            keys: LogKeys::default(),
         })
+    }
+
+    /// Signs appends and checks reads with `keys`.
+    pub fn with_keys(mut self, keys: LogKeys) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    /// A verifier of `stream` after `head`, checking signatures with the log's key.
+    fn verifier(&self, stream: &str, head: StreamHead, signed_before: bool) -> ChainVerifier {
+        ChainVerifier::new(stream, head).with_key(self.keys.verifying(), signed_before)
     }
 
     /// How much space the database takes on disk, in bytes.
@@ -608,32 +633,43 @@ impl SledLog {
                 break;
             }
         }
+        crate::settle_signatures(&mut out, self.keys.verifying(), |e| e);
         out
     }
 
     /// The chain state just before `from_seq` (verifying that predecessor).
     fn verifier_before(&self, stream: &str, from_seq: u64) -> Result<ChainVerifier, LogError> {
         if from_seq <= 1 {
-            return Ok(ChainVerifier::new(stream, StreamHead::empty()));
+            return Ok(self.verifier(stream, StreamHead::empty(), false));
         }
         let before = from_seq - 1;
         let Some(prev) = self.get_sync(stream, before)? else {
             let head = self.head_sync(stream)?;
-            return Ok(ChainVerifier::new(stream, head));
+            return Ok(self.verifier(stream, head, false));
         };
-        prev.verify()?;
-        Ok(ChainVerifier::new(
-            stream,
-            StreamHead {
-                seq: before,
-                checksum: prev.checksum,
-            },
-        ))
+        prev.verify_sealed(self.keys.verifying())?;
+        let signed = prev.signature.is_some();
+        let head = StreamHead {
+            seq: before,
+            checksum: prev.checksum,
+        };
+        Ok(self.verifier(stream, head, signed))
     }
 
     /// The next verified events in global order from `from_position`; like
     /// [`Self::stream_chunk`], a bad record ends the chunk with its error.
     fn all_chunk(
+        &self,
+        from_position: u64,
+        verifiers: &mut HashMap<String, ChainVerifier>,
+    ) -> Vec<Result<Positioned, LogError>> {
+        let mut out = self.all_chunk_unsigned(from_position, verifiers);
+        crate::settle_signatures(&mut out, self.keys.verifying(), |p| &p.envelope);
+        out
+    }
+
+    /// [`Self::all_chunk`] before its signatures are checked.
+    fn all_chunk_unsigned(
         &self,
         from_position: u64,
         verifiers: &mut HashMap<String, ChainVerifier>,
@@ -706,7 +742,8 @@ impl SledLog {
                 verifiers.entry(stream.clone()).or_insert(v)
             }
         };
-        Ok(verifier.check(&p.envelope)?)
+        // Checksums here; signatures once per chunk (`settle_signatures`).
+        Ok(verifier.check_verified(&p.envelope, p.envelope.verify())?)
     }
 }
 
@@ -791,7 +828,7 @@ impl EventLog for SledLog {
                     }),
                 };
             }
-            let sealed = seal_batch(stream, &head, events);
+            let sealed = seal_batch(stream, &head, events, self.keys.signing());
             self.write_batch(stream, &sealed)?;
             sealed
         };
@@ -869,6 +906,24 @@ impl EventLog for SledLog {
             .collect()
     }
 
+    async fn removed_positions(&self) -> Result<Vec<RangeInclusive<u64>>, LogError> {
+        let mut present = Vec::new();
+        for item in self.events.range(global_key(0)..=global_key(u64::MAX)) {
+            let (gk, skey) = item.map_err(backend)?;
+            let first = key_suffix(&gk);
+            // A block whose records are gone stores nothing at its positions.
+            let events = self
+                .events
+                .get(&skey)
+                .map_err(backend)?
+                .map_or(0, |b| block_len(&b));
+            if events > 0 {
+                present.push(first..=first + events - 1);
+            }
+        }
+        Ok(crate::missing_ranges(present, last_position(&self.db)?))
+    }
+
     async fn save_snapshot(&self, stream: &str, snapshot: Snapshot) -> Result<(), LogError> {
         check_stream_name(stream)?;
         let bytes = rmp_serde::to_vec(&(snapshot.seq, &snapshot.checksum, &snapshot.state))
@@ -900,6 +955,32 @@ fn flatten_chunks<T: Send + 'static>(
     chunks: impl futures::Stream<Item = Vec<Result<T, LogError>>> + Send + 'static,
 ) -> futures::stream::BoxStream<'static, Result<T, LogError>> {
     chunks.flat_map(futures::stream::iter).boxed()
+}
+
+/// Removes every trace of `stream` (its blocks, their global positions and
+/// its head), as someone with write access to the files could, for tamper
+/// tests. The log in `dir` must be closed.
+#[cfg(feature = "test-util")]
+pub fn purge_stream_for_test(dir: &Path, stream: &str) {
+    let db = sled::open(dir).expect("open the sled log to purge a stream");
+    let tree = db.open_tree("events").expect("events tree");
+    let prefix = stream_prefix(stream);
+    let globals: Vec<sled::IVec> = tree
+        .scan_prefix(b"g")
+        .filter_map(|item| item.ok())
+        .filter(|(_, skey)| skey.starts_with(&prefix))
+        .map(|(gk, _)| gk)
+        .collect();
+    let blocks: Vec<sled::IVec> = tree
+        .scan_prefix(&prefix)
+        .keys()
+        .filter_map(|k| k.ok())
+        .collect();
+    for key in globals.iter().chain(&blocks) {
+        tree.remove(key).expect("remove");
+    }
+    tree.remove(head_key(stream)).expect("remove the head");
+    db.flush().expect("flush");
 }
 
 /// Flips one byte of the payload of a stored event, for corruption tests.

@@ -16,7 +16,7 @@
 use super::read::{self, last_for, locate, pump_all, pump_stream, Record, Scanner};
 use super::snapshots::{SnapshotStore, SNAPSHOT_BUCKET};
 use crate::{
-    backend, seal_batch, ChainVerifier, CheckedBatch, EventLog, EventStream, LogError,
+    backend, seal_batch, ChainVerifier, CheckedBatch, EventLog, EventStream, LogError, LogKeys,
     PositionedStream, Snapshot, StreamHead,
 };
 use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
@@ -30,6 +30,7 @@ use flotilla_messages::{Envelope, IntegrityError, StreamName, Subjects};
 use futures::channel::mpsc;
 use futures::{StreamExt, TryStreamExt};
 use std::collections::BTreeSet;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 /// The JetStream stream that holds every event.
@@ -59,6 +60,7 @@ pub struct JetStreamLog {
     stream: Stream,
     snapshots: SnapshotStore,
     subjects: Subjects,
+    keys: LogKeys,
 }
 
 /// A subject's last complete event and the JetStream sequence to expect.
@@ -102,7 +104,14 @@ impl JetStreamLog {
             stream,
             snapshots: SnapshotStore::new(kv, max_payload),
             subjects,
+            keys: LogKeys::default(),
         })
+    }
+
+    /// Signs appends and checks reads with `keys`.
+    pub fn with_keys(mut self, keys: LogKeys) -> Self {
+        self.keys = keys;
+        self
     }
 
     /// The subjects this log stores under.
@@ -171,7 +180,7 @@ impl JetStreamLog {
             let Some(rec) = self.record_at_or_before(subject, candidate.take()).await? else {
                 return Ok(StreamHead::empty());
             };
-            let env = verified(&rec, stream)?;
+            let env = verified(&rec, stream, &self.keys)?;
             if !rec.ends_before_batch(env.seq) {
                 return Ok(StreamHead {
                     seq: env.seq,
@@ -352,16 +361,16 @@ impl JetStreamLog {
         }
     }
 
-    /// Where `read_stream` starts: the JetStream sequence and the verified
-    /// head before it. Found by binary search on the predecessor; when that
+    /// Where `read_stream` starts: the JetStream sequence, the verified
+    /// head before it and whether that head is signed. Found by binary search on the predecessor; when that
     /// fails (e.g. a tampered, out-of-order stream) from the very start.
     async fn read_start(
         &self,
         stream: &str,
         subject: &str,
         from_seq: u64,
-    ) -> Result<(u64, StreamHead), LogError> {
-        let start = (1, StreamHead::empty());
+    ) -> Result<(u64, StreamHead, bool), LogError> {
+        let start = (1, StreamHead::empty(), false);
         if from_seq <= 1 {
             return Ok(start);
         }
@@ -371,8 +380,11 @@ impl JetStreamLog {
         let Some(rec) = locate(&self.stream, subject, from_seq - 1, last.js_seq).await? else {
             return Ok(start);
         };
-        match verified(&rec, stream) {
-            Ok(env) if env.seq == from_seq - 1 => Ok((rec.js_seq + 1, Tail::of(&env, 0).head)),
+        match verified(&rec, stream, &self.keys) {
+            Ok(env) if env.seq == from_seq - 1 => {
+                let signed = env.signature.is_some();
+                Ok((rec.js_seq + 1, Tail::of(&env, 0).head, signed))
+            }
             _ => Ok(start),
         }
     }
@@ -397,8 +409,9 @@ impl Tail {
     }
 }
 
-/// The envelope of `rec`, which must belong to `stream` and match its checksum.
-fn verified(rec: &Record, stream: &str) -> Result<Envelope, IntegrityError> {
+/// The envelope of `rec`, which must belong to `stream` and match its
+/// checksum (and signature, given a key).
+fn verified(rec: &Record, stream: &str, keys: &LogKeys) -> Result<Envelope, IntegrityError> {
     let env = rec.envelope(stream)?;
     if env.stream != stream {
         return Err(IntegrityError::Position {
@@ -408,7 +421,7 @@ fn verified(rec: &Record, stream: &str) -> Result<Envelope, IntegrityError> {
             found: env.seq,
         });
     }
-    env.verify()?;
+    env.verify_sealed(keys.verifying())?;
     Ok(env)
 }
 
@@ -465,7 +478,7 @@ impl EventLog for JetStreamLog {
                 .dedup_or_conflict(stream, expected_seq, tail.head.seq, &ids)
                 .await;
         }
-        let envs = seal_batch(stream, &tail.head, events);
+        let envs = seal_batch(stream, &tail.head, events, self.keys.signing());
         match self.publish_batch(&subject, &envs, tail.last_js).await {
             Ok(()) => Ok(envs),
             Err(PublishFail::WrongLast) => {
@@ -485,9 +498,9 @@ impl EventLog for JetStreamLog {
     async fn read_stream(&self, stream: &str, from_seq: u64) -> Result<EventStream, LogError> {
         let subject = self.subject_of(stream)?;
         let from_seq = from_seq.max(1);
-        let (start, head) = self.read_start(stream, &subject, from_seq).await?;
+        let (start, head, signed) = self.read_start(stream, &subject, from_seq).await?;
         let scanner = self.scanner(subject, start, false);
-        let verifier = ChainVerifier::new(stream, head);
+        let verifier = ChainVerifier::new(stream, head).with_key(self.keys.verifying(), signed);
         let (tx, rx) = mpsc::channel(READ_BUFFER);
         tokio::spawn(pump_stream(
             scanner,
@@ -507,7 +520,9 @@ impl EventLog for JetStreamLog {
         let filter = self.subjects.all_events();
         let scanner = self.scanner(filter, from_position, follow);
         let (tx, rx) = mpsc::channel(READ_BUFFER);
-        tokio::spawn(pump_all(scanner, self.subjects.clone(), from_position, tx));
+        let key = self.keys.verifying().copied();
+        let subjects = self.subjects.clone();
+        tokio::spawn(pump_all(scanner, subjects, key, from_position, tx));
         Ok(rx.boxed())
     }
 
@@ -533,6 +548,37 @@ impl EventLog for JetStreamLog {
 
     async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, LogError> {
         self.snapshots.load(stream).await
+    }
+
+    async fn removed_positions(&self) -> Result<Vec<RangeInclusive<u64>>, LogError> {
+        let state = self
+            .stream
+            .info_builder()
+            .with_deleted(true)
+            .fetch()
+            .await
+            .map_err(backend)?
+            .info
+            .state;
+        // What is stored: from the first message to the last, less the
+        // interior deletions JetStream lists.
+        let mut deleted = state.deleted.unwrap_or_default();
+        deleted.sort_unstable();
+        let mut present = Vec::new();
+        let mut from = state.first_sequence.max(1);
+        for d in deleted {
+            if d < from {
+                continue;
+            }
+            if d > from {
+                present.push(from..=d - 1);
+            }
+            from = d + 1;
+        }
+        if state.messages > 0 && from <= state.last_sequence {
+            present.push(from..=state.last_sequence);
+        }
+        Ok(crate::missing_ranges(present, state.last_sequence))
     }
 
     fn publishes_events(&self) -> bool {

@@ -15,7 +15,7 @@ use async_nats::jetstream::message::StreamMessage;
 use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
 use async_nats::{Client, HeaderMap, StatusCode, Subscriber};
 use bytes::Bytes;
-use flotilla_messages::{Envelope, IntegrityError, StreamName, Subjects};
+use flotilla_messages::{Envelope, IntegrityError, StreamName, Subjects, VerifyingKey};
 use futures::channel::mpsc;
 use futures::{FutureExt, SinkExt, StreamExt};
 use std::collections::{HashMap, VecDeque};
@@ -485,22 +485,28 @@ struct StreamState {
 }
 
 impl StreamState {
-    fn new(stream: &str, from_start: bool) -> Self {
+    fn new(stream: &str, from_start: bool, key: Option<&VerifyingKey>) -> Self {
         StreamState {
-            verifier: from_start.then(|| ChainVerifier::new(stream, StreamHead::empty())),
+            verifier: from_start
+                .then(|| ChainVerifier::new(stream, StreamHead::empty()).with_key(key, false)),
             buffer: BatchBuffer::default(),
         }
     }
 
     /// Checks `env`; the first event seen when not reading from the start
-    /// anchors the chain (its own checksum is still checked).
-    fn check(&mut self, stream: &str, env: &Envelope) -> Result<(), IntegrityError> {
+    /// anchors the chain (its own checksum and signature are still checked).
+    fn check(
+        &mut self,
+        stream: &str,
+        env: &Envelope,
+        key: Option<&VerifyingKey>,
+    ) -> Result<(), IntegrityError> {
         let verifier = self.verifier.get_or_insert_with(|| {
             let anchor = StreamHead {
                 seq: env.seq.saturating_sub(1),
                 checksum: env.prev_hash.clone(),
             };
-            ChainVerifier::new(stream, anchor)
+            ChainVerifier::new(stream, anchor).with_key(key, false)
         });
         verifier.check(env)
     }
@@ -513,10 +519,12 @@ pub(crate) fn stream_of(subjects: &Subjects, subject: &str) -> Option<String> {
     Some(name.to_string())
 }
 
-/// Feeds `read_all`: every verified event in global order.
+/// Feeds `read_all`: every verified event in global order (signatures
+/// checked against `key` when there is one).
 pub(crate) async fn pump_all(
     mut scanner: Scanner,
     subjects: Subjects,
+    key: Option<VerifyingKey>,
     from_position: u64,
     mut tx: mpsc::Sender<Result<Positioned, LogError>>,
 ) {
@@ -529,10 +537,10 @@ pub(crate) async fn pump_all(
             let (env, end) = decode(&rec, &name)?;
             let state = states
                 .entry(name.clone())
-                .or_insert_with(|| StreamState::new(&name, from_position <= 1));
+                .or_insert_with(|| StreamState::new(&name, from_position <= 1, key.as_ref()));
             for (position, envelope) in state.buffer.push(rec.js_seq, env, end).unwrap_or_default()
             {
-                state.check(&name, &envelope)?;
+                state.check(&name, &envelope, key.as_ref())?;
                 if tx
                     .send(Ok(Positioned { position, envelope }))
                     .await
