@@ -799,9 +799,11 @@ impl QueueState {
         self.expire();
     }
 
+    /// Every job: the one page there is (so it reads like a paged view).
     fn view(&self) -> Value {
         let mut view = self.view_without_jobs();
         view["jobs"] = self.jobs.values().map(JobRecord::view).collect();
+        view["next"] = Value::Null;
         view
     }
 
