@@ -32,6 +32,11 @@ const FIRST_OPEN_RETRY: Duration = Duration::from_secs(1);
 /// The longest pause between two attempts to open a NATS backend.
 const MAX_OPEN_RETRY: Duration = Duration::from_secs(15);
 
+/// Threads each actor kind spreads its aggregates over: more than this
+/// machine's cores would need, so that a long command on one thread leaves
+/// the others' aggregates answering while the OS shares the cores.
+const ARBITERS_PER_ACTOR: usize = 4;
+
 /// Runs `flotilla up`.
 pub fn run(args: UpArgs) -> Result<ExitCode> {
     let settings = resolve_up(&args)?;
@@ -60,6 +65,7 @@ async fn serve(settings: UpSettings, args: &UpArgs) -> Result<()> {
             passivate_after: settings.passivate_after,
             max_event_bytes: settings.max_event_bytes,
             max_batch_bytes: settings.max_batch_bytes,
+            arbiters: ARBITERS_PER_ACTOR,
             ..HostConfig::default()
         }),
         metrics,

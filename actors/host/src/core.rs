@@ -43,6 +43,10 @@ pub struct HostConfig {
     /// The most bytes of events one command may cause. Below the
     /// transport's message limit either way (see [`HostDeps::batch_limit`]).
     pub max_batch_bytes: usize,
+    /// Threads (actix arbiters) each registry spreads its aggregates over,
+    /// by id, so that one aggregate's long command does not hold the others
+    /// back; 0 hosts them all on the caller's arbiter.
+    pub arbiters: usize,
 }
 
 /// [`HostConfig::max_event_bytes`] by default: 256 KiB.
@@ -65,6 +69,7 @@ impl Default for HostConfig {
             passivate_after: Some(std::time::Duration::from_secs(600)),
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            arbiters: 0,
         }
     }
 }

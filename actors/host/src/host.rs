@@ -461,17 +461,44 @@ pub struct AggregateRegistry<A: Aggregate> {
     effects: Option<Arc<dyn EffectHandler<A>>>,
     actors: Arc<Actors<A>>,
     generations: AtomicU64,
+    /// Where actors run (see [`crate::HostConfig::arbiters`]); empty: here.
+    arbiters: Vec<actix::Arbiter>,
 }
 
 impl<A: Aggregate> AggregateRegistry<A> {
-    /// An empty registry.
+    /// An empty registry. With [`crate::HostConfig::arbiters`] above 0 it
+    /// starts that many arbiter threads (inside an actix system).
     pub fn new(deps: HostDeps, effects: Option<Arc<dyn EffectHandler<A>>>) -> Arc<Self> {
+        let arbiters = (0..deps.config.arbiters)
+            .map(|_| actix::Arbiter::new())
+            .collect();
         Arc::new(AggregateRegistry {
             deps,
             effects,
             actors: Arc::new(Mutex::new(HashMap::new())),
             generations: AtomicU64::new(0),
+            arbiters,
         })
+    }
+
+    /// Which of the registry's arbiters hosts aggregate `id` (by a hash of
+    /// it); `None` when they all run on the caller's.
+    pub fn arbiter_of(&self, id: &str) -> Option<usize> {
+        use std::hash::{Hash, Hasher};
+        if self.arbiters.is_empty() {
+            return None;
+        }
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        id.hash(&mut hasher);
+        Some(hasher.finish() as usize % self.arbiters.len())
+    }
+
+    /// Starts `actor` on the arbiter its id falls to, or here.
+    fn start(&self, id: &str, actor: AggregateActor<A>) -> Addr<AggregateActor<A>> {
+        match self.arbiter_of(id) {
+            Some(i) => AggregateActor::start_in_arbiter(&self.arbiters[i].handle(), move |_| actor),
+            None => actor.start(),
+        }
     }
 
     /// The actor hosting aggregate `id` (must run inside an actix system).
@@ -499,7 +526,7 @@ impl<A: Aggregate> AggregateRegistry<A> {
         let mut actor = AggregateActor::new(stream, self.deps.clone(), self.effects.clone());
         actor.retire = Some(retirement(&self.actors, id, generation));
         let entry = Entry {
-            addr: actor.start(),
+            addr: self.start(id, actor),
             generation,
             in_flight: Arc::new(AtomicUsize::new(0)),
         };
@@ -688,6 +715,14 @@ fn retirement<A: Aggregate>(actors: &Arc<Actors<A>>, id: &str, generation: u64) 
             _ => true,
         }
     })
+}
+
+impl<A: Aggregate> Drop for AggregateRegistry<A> {
+    fn drop(&mut self) {
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+    }
 }
 
 /// The reply to a command handed to an actor (or refused before that).

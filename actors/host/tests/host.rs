@@ -652,3 +652,92 @@ async fn no_command_is_lost_when_its_actor_passivates_as_it_arrives() {
     }
     assert!(passivated > 10, "the actor passivated {passivated} times");
 }
+
+/// Lets [`Slow`]'s long command finish.
+static RELEASE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// An aggregate whose `work` with `hold` decides until [`RELEASE`] is set
+/// (or 20 s pass): a command that keeps its thread busy.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Slow {
+    done: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum SlowCommand {
+    Work { hold: bool },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum SlowEvent {
+    Worked,
+}
+
+impl Aggregate for Slow {
+    const ACTOR: Actor = Actor::Solver;
+    const COMMAND_TYPES: &'static [&'static str] = &["work"];
+    type Command = SlowCommand;
+    type Event = SlowEvent;
+
+    fn decide(&self, command: &SlowCommand) -> Result<Vec<SlowEvent>, Rejection> {
+        let SlowCommand::Work { hold } = command;
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while *hold && !RELEASE.load(Ordering::SeqCst) && std::time::Instant::now() < until {
+            std::hint::spin_loop();
+        }
+        Ok(vec![SlowEvent::Worked])
+    }
+
+    fn evolve(mut self, _: &SlowEvent) -> Self {
+        self.done += 1;
+        self
+    }
+
+    fn result(_: &[SlowEvent]) -> Value {
+        json!({"released": RELEASE.load(Ordering::SeqCst)})
+    }
+
+    fn view(&self) -> Value {
+        json!({"done": self.done})
+    }
+
+    fn event_type(_: &SlowEvent) -> &'static str {
+        "worked"
+    }
+}
+
+#[actix_rt::test]
+async fn a_long_command_does_not_hold_back_an_aggregate_on_another_arbiter() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = deps(dir.path(), 0);
+    d.config = Arc::new(HostConfig {
+        arbiters: 4,
+        ..HostConfig::default()
+    });
+    let registry = AggregateRegistry::<Slow>::new(d, None);
+    let heavy = "heavy";
+    let light = (0..100)
+        .map(|i| format!("light-{i}"))
+        .find(|id| registry.arbiter_of(id) != registry.arbiter_of(heavy))
+        .expect("an id on another arbiter");
+    let held = registry.execute(heavy, request(json!({"type": "work", "hold": true})), None);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let quick = registry
+        .execute(
+            &light,
+            request(json!({"type": "work", "hold": false})),
+            None,
+        )
+        .await;
+    // Answered while the long command still decides: it has not been released.
+    assert!(quick.ok, "{quick:?}");
+    RELEASE.store(true, Ordering::SeqCst);
+    let held = held.await;
+    assert_eq!(
+        held.result.unwrap()["released"],
+        true,
+        "the long command waited for the release"
+    );
+}
