@@ -214,7 +214,11 @@ fn the_schedulers_queue_signals_scale_the_pool() {
         let (status, reply) = up.send("scheduler", "train", &submit);
         assert_eq!(status, 200, "{reply}");
     }
-    let view = wait_for(&up, "a scale-up to the max", |v| v["desired"] == 4);
+    // The new node is provisioned by an effect after the scale-up is
+    // recorded: wait for both.
+    let view = wait_for(&up, "a scale-up to the max", |v| {
+        v["desired"] == 4 && status_of(v, "gpu-4") != "provisioning"
+    });
     assert_eq!(status_of(&view, "gpu-4"), "registering");
     for i in 0..13 {
         let cancel = json!({"type": "cancel", "job_id": format!("j{i}")});
