@@ -6,6 +6,7 @@
 //! the contract in one small crate means a Python or `nats` CLI user and our
 //! own code read exactly the same definitions:
 //!
+//! - [`auth`]: principals, roles and permissions (who may do what);
 //! - [`subjects`]: subject names (`<prefix>.cmd|evt|query.<actor>.<id>`), id
 //!   validation and NATS wildcard matching;
 //! - [`codec`]: JSON and MessagePack, chosen by `Content-Type` or by sniffing;
@@ -29,6 +30,7 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod codec;
 pub mod command;
 pub mod envelope;
