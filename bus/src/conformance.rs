@@ -46,6 +46,7 @@ pub fn event(id: &str, n: u64) -> PendingEvent {
         causation_id: format!("cmd-{id}"),
         correlation_id: "conformance".to_string(),
         payload: Payload::from_value(&serde_json::json!({"type": "tick", "n": n})),
+        principal: Some("conformance".to_string()),
     }
 }
 

@@ -25,6 +25,9 @@ pub struct CommandRequest {
     pub expected_seq: Option<u64>,
     /// The remaining fields, `type` included.
     pub fields: Map<String, Value>,
+    /// Who sent it, as the transport vouched for it (`crate::auth`); never
+    /// read from the body, so a client cannot name itself.
+    pub principal: Option<String>,
 }
 
 impl CommandRequest {
@@ -90,7 +93,14 @@ impl CommandRequest {
             command_id,
             expected_seq,
             fields,
+            principal: None,
         })
+    }
+
+    /// The same request, attributed to `principal`.
+    pub fn by(mut self, principal: impl Into<String>) -> Self {
+        self.principal = Some(principal.into());
+        self
     }
 
     /// Parses the fields into an actor's command enum (internally tagged by

@@ -1,6 +1,6 @@
 //! The envelope: one stored event, checksummed and hash-chained.
 //!
-//! `{id, stream, seq, type, at, causation_id, correlation_id, checksum, prev_hash, payload, signature}`
+//! `{id, stream, seq, type, at, causation_id, correlation_id, checksum, prev_hash, payload, principal, signature}`
 //!
 //! `checksum` is the SHA-256 of every other field but `signature` (with `prev_hash`; `seq`
 //! and `at`, in microseconds since the epoch, as little-endian u64), so a
@@ -18,6 +18,12 @@
 //! key only the control plane holds, and readers that have its public key
 //! tell its events from forged ones. Events written before signing existed
 //! carry no `signature` and still decode ("unsigned").
+//!
+//! `principal` names who caused the event (see `crate::auth`): the token or
+//! key the command came with, or `flotilla` for what the control plane did
+//! by itself. It is covered by the checksum (and so by the signature) when
+//! present; events written before attribution have none, and their checksum
+//! is computed exactly as it was then, so old logs still verify.
 
 use chrono::{DateTime, Utc};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
@@ -114,6 +120,10 @@ pub struct Envelope {
     pub prev_hash: String,
     /// The event body.
     pub payload: Payload,
+    /// Who caused it (see [`crate::auth`]); absent on events written before
+    /// attribution existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
     /// The control plane's Ed25519 signature (hex) of `checksum`; absent on
     /// events written before signing (or by a writer without a key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -136,6 +146,8 @@ pub struct PendingEvent {
     pub correlation_id: String,
     /// The body.
     pub payload: Payload,
+    /// Who caused it.
+    pub principal: Option<String>,
 }
 
 impl PendingEvent {
@@ -152,6 +164,7 @@ impl PendingEvent {
             checksum: String::new(),
             prev_hash: prev_hash.to_string(),
             payload: self.payload,
+            principal: self.principal,
             signature: None,
         };
         env.checksum = env.compute_checksum();
@@ -295,6 +308,12 @@ impl Envelope {
             h.update((field.len() as u64).to_le_bytes());
             h.update(field.as_bytes());
         }
+        // Only when present, so events from before attribution hash as they did.
+        if let Some(principal) = &self.principal {
+            h.update(b"principal");
+            h.update((principal.len() as u64).to_le_bytes());
+            h.update(principal.as_bytes());
+        }
         h.finalize().into()
     }
 
@@ -419,6 +438,7 @@ mod tests {
             causation_id: "c1".into(),
             correlation_id: "c1".into(),
             payload: Payload::from_value(&payload),
+            principal: None,
         }
     }
 

@@ -46,11 +46,16 @@ pub enum ErrorCode {
     /// What a command would write or answer is above a size limit (the
     /// message names the limit and its setting).
     TooLarge,
+    /// No credentials, or credentials nobody knows (a missing or unknown
+    /// token, an unsigned or badly signed NATS command where one is needed).
+    Unauthenticated,
+    /// The caller is known but its role lacks the permission the message names.
+    Forbidden,
 }
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::MalformedBody,
         ErrorCode::UnknownCommand,
         ErrorCode::UnknownField,
@@ -70,6 +75,8 @@ impl ErrorCode {
         ErrorCode::ForbiddenOrigin,
         ErrorCode::ForbiddenHost,
         ErrorCode::TooLarge,
+        ErrorCode::Unauthenticated,
+        ErrorCode::Forbidden,
     ];
 
     /// The code a wire spelling names, if any.
@@ -99,6 +106,8 @@ impl ErrorCode {
             ErrorCode::ForbiddenOrigin => "FORBIDDEN_ORIGIN",
             ErrorCode::ForbiddenHost => "FORBIDDEN_HOST",
             ErrorCode::TooLarge => "TOO_LARGE",
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::Forbidden => "FORBIDDEN",
         }
     }
 
@@ -119,6 +128,8 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::ForbiddenOrigin | ErrorCode::ForbiddenHost => 403,
             ErrorCode::TooLarge => 413,
+            ErrorCode::Unauthenticated => 401,
+            ErrorCode::Forbidden => 403,
         }
     }
 }

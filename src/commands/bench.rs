@@ -397,6 +397,7 @@ fn event(i: u64) -> PendingEvent {
         causation_id: format!("cmd-{i}"),
         correlation_id: format!("cmd-{i}"),
         payload: Payload::from_value(&payload),
+        principal: Some("bench".into()),
     }
 }
 

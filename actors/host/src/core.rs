@@ -14,6 +14,7 @@ use crate::{Aggregate, HostMetrics};
 use flotilla_bus::{Bus, EventLog, LogError, Message, Snapshot, StreamHead};
 use flotilla_messages::envelope::now_micros;
 use flotilla_messages::{
+    auth,
     validate_id, CommandRequest, Encoding, Envelope, ErrorCode, IntegrityError, Page, Payload,
     PendingEvent, Rejection, Reply, StreamName, Subjects,
 };
@@ -165,6 +166,12 @@ pub struct EffectJob<A: Aggregate> {
     pub event: A::Event,
 }
 
+/// Where a command comes from: its conversation and who sent it.
+struct Origin {
+    correlation_id: Option<String>,
+    principal: String,
+}
+
 /// A command as the step takes it: off the wire, or typed in this process.
 pub(crate) enum Submission<C> {
     /// A request still to be parsed into the aggregate's command.
@@ -196,6 +203,19 @@ impl<C: DeserializeOwned> Submission<C> {
         match self {
             Submission::Request(request) => request.command_id.as_deref(),
             Submission::Typed { command_id, .. } => command_id.as_deref(),
+        }
+    }
+
+    /// Who the events it causes are attributed to: the request's principal
+    /// as the transport vouched for it, or the control plane for what this
+    /// process built itself (effect outcomes, ticks, ingested reports).
+    fn principal(&self) -> String {
+        match self {
+            Submission::Request(request) => request
+                .principal
+                .clone()
+                .unwrap_or_else(|| auth::ANONYMOUS.to_string()),
+            Submission::Typed { .. } => auth::CONTROL_PLANE.to_string(),
         }
     }
 
@@ -442,16 +462,16 @@ impl<A: Aggregate> AggregateCore<A> {
             return Ok((reply, landed, true));
         }
         let expected_seq = submission.expected_seq();
+        let principal = submission.principal();
         // Parsed only now: a repeated id is answered even if its body no
         // longer parses, and a body that does not parse is remembered.
         let result = match submission.into_command::<A>() {
             Ok(command) => {
-                self.decide_and_append(
-                    &command,
-                    command_id.as_deref(),
-                    expected_seq,
+                let origin = Origin {
                     correlation_id,
-                )
+                    principal,
+                };
+                self.decide_and_append(&command, command_id.as_deref(), expected_seq, origin)
                 .await
             }
             Err(rejection) => Err(StepError::Rejected(rejection)),
@@ -470,12 +490,13 @@ impl<A: Aggregate> AggregateCore<A> {
         command: &A::Command,
         command_id: Option<&str>,
         expected_seq: Option<u64>,
-        correlation_id: Option<String>,
+        origin: Origin,
     ) -> Result<(Reply, Vec<EffectJob<A>>), StepError> {
         let causation = command_id
             .map(str::to_string)
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-        let correlation = correlation_id.unwrap_or_else(|| causation.clone());
+        let correlation = origin.correlation_id.unwrap_or_else(|| causation.clone());
+        let principal = origin.principal;
         let mut attempt = 0;
         loop {
             let decided = self
@@ -502,7 +523,7 @@ impl<A: Aggregate> AggregateCore<A> {
                     Reply::accepted(self.name.clone(), self.head.seq, vec![], A::result(&[]));
                 return Ok((reply, vec![]));
             }
-            let pending = self.pending(&events, &causation, &correlation)?;
+            let pending = self.pending(&events, &causation, &correlation, &principal)?;
             match self
                 .deps
                 .log
@@ -558,6 +579,7 @@ impl<A: Aggregate> AggregateCore<A> {
         events: &[A::Event],
         causation: &str,
         correlation: &str,
+        principal: &str,
     ) -> Result<Vec<PendingEvent>, StepError> {
         let at = now_micros();
         let pending = events
@@ -576,6 +598,7 @@ impl<A: Aggregate> AggregateCore<A> {
                     causation_id: causation.to_string(),
                     correlation_id: correlation.to_string(),
                     payload,
+                    principal: Some(principal.to_string()),
                 })
             })
             .collect::<Result<Vec<_>, StepError>>()?;

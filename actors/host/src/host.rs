@@ -20,7 +20,7 @@ use crate::core::{AggregateCore, EffectJob, HostDeps, Submission};
 use crate::effects::{outcome_command_id, EffectHandler};
 use crate::Aggregate;
 use actix::prelude::*;
-use flotilla_messages::{CommandRequest, ErrorCode, Page, Rejection, Reply, StreamName};
+use flotilla_messages::{auth, CommandRequest, ErrorCode, Page, Rejection, Reply, StreamName};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -242,7 +242,7 @@ async fn report_outcome<A: Aggregate>(
     let request = match outcome.map(|v| CommandRequest::from_value(v, Some(&command_id))) {
         Some(Ok(mut request)) => {
             request.command_id = Some(command_id);
-            request
+            request.by(auth::CONTROL_PLANE)
         }
         Some(Err(r)) => {
             tracing::warn!(event = %event_id, error = %r, "effect outcome is not a command");

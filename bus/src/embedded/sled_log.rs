@@ -50,6 +50,10 @@ struct StoredRecord {
     /// Last, and defaulted, so blocks written before signing still decode.
     #[serde(default)]
     signature: Option<String>,
+    /// After `signature`, and defaulted, so blocks written before
+    /// attribution still decode.
+    #[serde(default)]
+    principal: Option<String>,
 }
 
 impl StoredRecord {
@@ -66,6 +70,7 @@ impl StoredRecord {
             prev_hash: e.prev_hash.clone(),
             payload: e.payload.as_str().to_string(),
             signature: e.signature.clone(),
+            principal: e.principal.clone(),
         }
     }
 
@@ -82,6 +87,7 @@ impl StoredRecord {
             prev_hash: self.prev_hash,
             payload: Payload::from_canonical_text(self.payload),
             signature: self.signature,
+            principal: self.principal,
         }
     }
 }

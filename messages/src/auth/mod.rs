@@ -7,7 +7,12 @@
 //! check `Role::allows(permission)` before they act; the host records the
 //! principal that the transport vouched for (see `flotilla-host`'s command
 //! service). Keeping the table here means every entry point and the docs
-//! read one definition.
+//! read one definition. [`signature`] is how a NATS command proves who sent
+//! it.
+
+pub mod signature;
+
+pub use signature::{CommandSigner, KeyRing, KnownKey};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

@@ -1,0 +1,274 @@
+//! Signed commands: how a NATS command proves who sent it.
+//!
+//! NATS tells a subscriber nothing about the publisher, and the server's
+//! permissions say only which *role* may publish a subject. So a client that
+//! wants its commands attributed signs each one with its Ed25519 key (the
+//! nkey seed it connects with) and sends four headers:
+//!
+//! | header | value |
+//! |---|---|
+//! | `Flotilla-Signer` | the signer's public key: an nkey (`U…`) or 64 hex digits |
+//! | `Flotilla-Principal` | who the command is for: the signer's own name, or, for a key that may vouch (the control plane's gateway), the HTTP caller's |
+//! | `Flotilla-Signed-At` | when, in microseconds since the epoch |
+//! | `Flotilla-Signature` | hex Ed25519 signature of [`signed_bytes`] |
+//!
+//! The host checks the signature against a [`KeyRing`] of known public keys
+//! (from `flotilla nats-config`'s `principals.toml`, plus the control
+//! plane's own key) and records the key's name. The signature covers the
+//! subject, the body, the idempotency key and the time, so it cannot be moved
+//! to another aggregate or command, and it expires after [`MAX_SKEW`]:
+//! a captured command can be replayed only within that window, where a
+//! repeated idempotency key answers the first reply again.
+
+use super::{Role, PRINCIPAL_HEADER};
+use crate::error::{ErrorCode, Rejection};
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+
+/// The signer's public key.
+pub const SIGNER_HEADER: &str = "Flotilla-Signer";
+/// When the command was signed (microseconds since the epoch).
+pub const SIGNED_AT_HEADER: &str = "Flotilla-Signed-At";
+/// The Ed25519 signature (hex).
+pub const SIGNATURE_HEADER: &str = "Flotilla-Signature";
+/// How far a signature's time may be from the verifier's clock, in
+/// microseconds (5 minutes, both ways).
+pub const MAX_SKEW: i64 = 5 * 60 * 1_000_000;
+
+/// What a signature covers: a domain tag, then the subject, principal,
+/// signed-at time and idempotency key, each on its line, then the body's
+/// SHA-256.
+pub fn signed_bytes(
+    subject: &str,
+    principal: &str,
+    signed_at: i64,
+    msg_id: Option<&str>,
+    body: &[u8],
+) -> Vec<u8> {
+    let head = format!(
+        "flotilla-command-v1\n{subject}\n{principal}\n{signed_at}\n{}\n",
+        msg_id.unwrap_or("")
+    );
+    let mut m = head.into_bytes();
+    m.extend_from_slice(&Sha256::digest(body));
+    m
+}
+
+/// One known key: its name and what it may do.
+#[derive(Debug, Clone)]
+pub struct KnownKey {
+    /// The principal its commands are recorded under.
+    pub name: String,
+    /// `None` for the control plane itself, which may vouch for others.
+    pub role: Option<Role>,
+}
+
+/// A client's key, with which it signs its commands.
+pub struct CommandSigner {
+    key: SigningKey,
+    public: String,
+    principal: String,
+}
+
+impl CommandSigner {
+    /// A signer whose commands are for `principal` (its own name; the
+    /// verifier checks that the key may speak for it). `public` is how the
+    /// key is named in the `Flotilla-Signer` header (its nkey, or hex).
+    pub fn new(key: SigningKey, public: String, principal: String) -> Self {
+        CommandSigner {
+            key,
+            public,
+            principal,
+        }
+    }
+
+    /// The headers that sign a command to `subject` with `body`, at
+    /// `signed_at` (microseconds), for `principal` (or the signer's own).
+    pub fn headers(
+        &self,
+        subject: &str,
+        principal: Option<&str>,
+        signed_at: i64,
+        msg_id: Option<&str>,
+        body: &[u8],
+    ) -> [(&'static str, String); 4] {
+        let principal = principal.unwrap_or(&self.principal).to_string();
+        let sig = self
+            .key
+            .sign(&signed_bytes(subject, &principal, signed_at, msg_id, body));
+        [
+            (SIGNER_HEADER, self.public.clone()),
+            (PRINCIPAL_HEADER, principal),
+            (SIGNED_AT_HEADER, signed_at.to_string()),
+            (SIGNATURE_HEADER, hex::encode(sig.to_bytes())),
+        ]
+    }
+}
+
+/// The public keys a host accepts signed commands from.
+#[derive(Debug, Clone, Default)]
+pub struct KeyRing {
+    keys: HashMap<[u8; 32], KnownKey>,
+}
+
+impl KeyRing {
+    /// Adds a key (raw Ed25519 public key bytes).
+    pub fn insert(&mut self, public: [u8; 32], known: KnownKey) {
+        self.keys.insert(public, known);
+    }
+
+    /// Whether the ring knows no key.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Checks a signed command and answers the principal to record.
+    ///
+    /// `header` reads the message's headers; `signer` decodes the
+    /// `Flotilla-Signer` value into raw key bytes (nkey or hex). Refuses
+    /// with `UNAUTHENTICATED` (unknown key, bad or expired signature) or
+    /// `FORBIDDEN` (a key speaking for another, or a role that may not send
+    /// commands); never panics on hostile headers.
+    pub fn verify<'a>(
+        &self,
+        subject: &str,
+        body: &[u8],
+        header: impl Fn(&str) -> Option<&'a str>,
+        signer: impl Fn(&str) -> Option<[u8; 32]>,
+        now_micros: i64,
+    ) -> Result<String, Rejection> {
+        let unauthenticated = |why: String| Rejection::new(ErrorCode::Unauthenticated, why);
+        let need = |name: &str| {
+            header(name).ok_or_else(|| unauthenticated(format!("signed command: missing header {name}")))
+        };
+        let signer_text = need(SIGNER_HEADER)?;
+        let public = signer(signer_text)
+            .ok_or_else(|| unauthenticated(format!("{SIGNER_HEADER}: not a public key")))?;
+        let known = self.keys.get(&public).ok_or_else(|| {
+            unauthenticated(format!("{SIGNER_HEADER}: key {signer_text} is not a known principal"))
+        })?;
+        let principal = need(PRINCIPAL_HEADER)?;
+        let signed_at: i64 = need(SIGNED_AT_HEADER)?
+            .parse()
+            .map_err(|_| unauthenticated(format!("{SIGNED_AT_HEADER}: not a number")))?;
+        if (now_micros - signed_at).abs() > MAX_SKEW {
+            return Err(unauthenticated(format!(
+                "{SIGNED_AT_HEADER}: the signature is more than 5 minutes from this host's clock (expired or clock skew)"
+            )));
+        }
+        let mut sig = [0u8; 64];
+        hex::decode_to_slice(need(SIGNATURE_HEADER)?, &mut sig)
+            .map_err(|_| unauthenticated(format!("{SIGNATURE_HEADER}: not 128 hex digits")))?;
+        let message = signed_bytes(subject, principal, signed_at, header("Nats-Msg-Id"), body);
+        VerifyingKey::from_bytes(&public)
+            .and_then(|key| key.verify(&message, &Signature::from_bytes(&sig)))
+            .map_err(|_| unauthenticated(format!("{SIGNATURE_HEADER}: invalid signature")))?;
+        match known.role {
+            None => Ok(principal.to_string()),
+            Some(_) if principal != known.name => Err(Rejection::new(
+                ErrorCode::Forbidden,
+                format!("key {} may not send commands for {principal:?}", known.name),
+            )),
+            Some(role) if !role.allows(super::Permission::Command) => Err(Rejection::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "{} ({role}) lacks the permission command",
+                    known.name
+                ),
+            )),
+            Some(_) => Ok(known.name.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000_000_000;
+
+    fn key(n: u8) -> SigningKey {
+        SigningKey::from_bytes(&[n; 32])
+    }
+
+    fn ring() -> KeyRing {
+        let mut ring = KeyRing::default();
+        let entry = |name: &str, role| KnownKey {
+            name: name.into(),
+            role,
+        };
+        ring.insert(key(1).verifying_key().to_bytes(), entry("alice", Some(Role::Operator)));
+        ring.insert(key(2).verifying_key().to_bytes(), entry("audit", Some(Role::Auditor)));
+        ring.insert(key(3).verifying_key().to_bytes(), entry("flotilla", None));
+        ring
+    }
+
+    fn signer(n: u8, name: &str) -> CommandSigner {
+        CommandSigner::new(key(n), hex::encode(key(n).verifying_key().to_bytes()), name.into())
+    }
+
+    fn hex_key(text: &str) -> Option<[u8; 32]> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(text, &mut out).ok().map(|()| out)
+    }
+
+    fn check(
+        headers: &[(&'static str, String)],
+        subject: &str,
+        body: &[u8],
+        now: i64,
+    ) -> Result<String, Rejection> {
+        let find = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        ring().verify(subject, body, find, hex_key, now)
+    }
+
+    #[test]
+    fn a_known_operator_is_recorded_under_its_name() {
+        let mut h = signer(1, "alice")
+            .headers("f.cmd.solver.s1", None, NOW, Some("k1"), b"{}")
+            .to_vec();
+        h.push(("Nats-Msg-Id", "k1".into()));
+        assert_eq!(check(&h, "f.cmd.solver.s1", b"{}", NOW + 1_000_000).unwrap(), "alice");
+        h.last_mut().unwrap().1 = "k2".into();
+        let err = check(&h, "f.cmd.solver.s1", b"{}", NOW).unwrap_err();
+        assert_eq!(err.code, ErrorCode::Unauthenticated, "the idempotency key is signed");
+    }
+
+    #[test]
+    fn a_signature_does_not_move_to_another_subject_or_body() {
+        let h = signer(1, "alice").headers("f.cmd.solver.s1", None, NOW, None, b"{}");
+        for (subject, body) in [("f.cmd.solver.s2", &b"{}"[..]), ("f.cmd.solver.s1", b"{\"n\":1}")] {
+            let err = check(&h, subject, body, NOW).unwrap_err();
+            assert_eq!(err.code, ErrorCode::Unauthenticated, "{subject}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_expired_signatures_and_missing_headers_are_refused() {
+        let stranger = signer(9, "mallory").headers("s", None, NOW, None, b"");
+        assert!(check(&stranger, "s", b"", NOW).unwrap_err().message.contains("not a known"));
+        let old = signer(1, "alice").headers("s", None, NOW, None, b"");
+        let err = check(&old, "s", b"", NOW + MAX_SKEW + 1).unwrap_err();
+        assert!(err.message.contains("5 minutes"), "{}", err.message);
+        let err = check(&old[..3], "s", b"", NOW).unwrap_err();
+        assert!(err.message.contains(SIGNATURE_HEADER), "{}", err.message);
+    }
+
+    #[test]
+    fn only_the_control_plane_speaks_for_others_and_auditors_do_not_command() {
+        let vouched = signer(3, "flotilla").headers("s", Some("bob"), NOW, None, b"");
+        assert_eq!(check(&vouched, "s", b"", NOW).unwrap(), "bob");
+        let posing = signer(1, "alice").headers("s", Some("bob"), NOW, None, b"");
+        assert_eq!(check(&posing, "s", b"", NOW).unwrap_err().code, ErrorCode::Forbidden);
+        let auditor = signer(2, "audit").headers("s", None, NOW, None, b"");
+        let err = check(&auditor, "s", b"", NOW).unwrap_err();
+        assert_eq!(err.code, ErrorCode::Forbidden);
+        assert!(err.message.contains("command"), "{}", err.message);
+    }
+}
