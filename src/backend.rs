@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use flotilla_bus::embedded::{EmbeddedBus, SledLog};
 use flotilla_bus::nats::{JetStreamLog, NatsBus};
 use flotilla_bus::{Bus, EventLog, LogKeys};
+use flotilla_host::CommandTrust;
 use flotilla_messages::Subjects;
 use std::sync::Arc;
 
@@ -16,6 +17,10 @@ pub struct Backend {
     pub bus: Arc<dyn Bus>,
     /// The event log.
     pub log: Arc<dyn EventLog>,
+    /// Whom commands on this bus are attributed to (by default: the
+    /// transport's word on the embedded bus; signatures on NATS, unsigned
+    /// ones accepted only on loopback; `up` sets it from its settings).
+    pub trust: CommandTrust,
 }
 
 /// Opens the backend for a writer with the default key (the data dir's on
@@ -43,6 +48,7 @@ pub async fn open_with_keys(
             Ok(Backend {
                 bus: Arc::new(EmbeddedBus::new()),
                 log: Arc::new(log),
+                trust: CommandTrust::Transport,
             })
         }
         BackendChoice::Nats(url) => {
@@ -59,11 +65,12 @@ pub async fn open_with_keys(
                         "nats: cannot open the JetStream log on {}",
                         flotilla_bus::nats::redacted(url)
                     )
-                })?
-                .with_keys(keys);
+                })?;
+            let trust = crate::trust::command_trust(choice, None, None, keys.verifying())?;
             Ok(Backend {
                 bus: Arc::new(bus),
-                log: Arc::new(log),
+                log: Arc::new(log.with_keys(keys)),
+                trust,
             })
         }
     }

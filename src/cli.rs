@@ -125,6 +125,14 @@ pub struct UpArgs {
     /// on the embedded backend; none on NATS: events unsigned].
     #[arg(long, env = "FLOTILLA_SIGNING_KEY_FILE")]
     pub signing_key: Option<PathBuf>,
+    /// The NATS principals whose signed commands are accepted (TOML, as
+    /// `flotilla nats-config` writes it).
+    #[arg(long, env = "FLOTILLA_PRINCIPALS_FILE")]
+    pub principals: Option<PathBuf>,
+    /// Whether unsigned NATS commands are accepted (recorded as `unsigned`)
+    /// [default: accept when the NATS server is on loopback, else refuse].
+    #[arg(long, env = "FLOTILLA_UNSIGNED_COMMANDS", value_enum)]
+    pub unsigned_commands: Option<crate::trust::UnsignedCommands>,
     /// Pools file (YAML) the provisioner applies at start.
     #[arg(long, env = "FLOTILLA_POOLS")]
     pub pools: Option<PathBuf>,
@@ -184,6 +192,10 @@ pub struct EventsArgs {
     /// Keep printing new events.
     #[arg(long)]
     pub follow: bool,
+    /// Only events caused by this principal (a token or key name,
+    /// `anonymous`, `unsigned`, or `flotilla` for the control plane's own).
+    #[arg(long)]
+    pub principal: Option<String>,
 }
 
 /// `flotilla audit`.

@@ -40,6 +40,10 @@ pub struct FileConfig {
     pub max_batch_bytes: Option<usize>,
     /// The control plane's signing key file.
     pub signing_key: Option<PathBuf>,
+    /// The NATS principals file.
+    pub principals_file: Option<PathBuf>,
+    /// `accept` or `refuse` unsigned NATS commands.
+    pub unsigned_commands: Option<crate::trust::UnsignedCommands>,
 }
 
 impl FileConfig {
@@ -97,6 +101,10 @@ pub struct UpSettings {
     pub max_batch_bytes: usize,
     /// The signing key file, if named (else the backend's default).
     pub signing_key: Option<PathBuf>,
+    /// The NATS principals file, if any.
+    pub principals: Option<PathBuf>,
+    /// Whether unsigned NATS commands are accepted, if set.
+    pub unsigned_commands: Option<crate::trust::UnsignedCommands>,
 }
 
 /// A size limit in bytes: from the flag, the file or the default, at
@@ -256,6 +264,8 @@ pub fn resolve_up(args: &UpArgs) -> Result<UpSettings> {
             flotilla_host::DEFAULT_MAX_BATCH_BYTES,
         )?,
         signing_key: args.signing_key.clone().or(file.signing_key),
+        principals: args.principals.clone().or(file.principals_file),
+        unsigned_commands: args.unsigned_commands.or(file.unsigned_commands),
     })
 }
 

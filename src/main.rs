@@ -9,6 +9,7 @@ mod cli;
 mod commands;
 mod config;
 mod signing;
+mod trust;
 
 use clap::Parser;
 use cli::{Cli, Command, LogFormat};

@@ -6,7 +6,9 @@
 //! unsigned event after signed ones) is an error. Events removed from the
 //! log (a deleted message, a purged subject: gone global positions, which
 //! the log never makes itself) are errors too. Prints a JSON summary; exits
-//! 1 listing every bad stream and seq (under `errors`).
+//! 1 listing every bad stream and seq (under `errors`). The summary counts
+//! events by `principal` (who caused them; `unattributed` for events
+//! written before attribution existed).
 
 use crate::backend::open_log;
 use crate::cli::AuditArgs;
@@ -23,11 +25,15 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
+/// The principal counted for events written before attribution existed.
+const UNATTRIBUTED: &str = "unattributed";
+
 /// What the audit saw of one stream.
 #[derive(Default)]
 struct StreamAudit {
     events: u64,
     signed: u64,
+    principals: BTreeMap<String, u64>,
     last_checksum: String,
     study: Option<Study>,
 }
@@ -43,9 +49,14 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
         let problems = audit(log.as_ref(), &mut streams).await?;
         let events: u64 = streams.values().map(|s| s.events).sum();
         let signed: u64 = streams.values().map(|s| s.signed).sum();
+        let mut principals = BTreeMap::<&str, u64>::new();
+        for (name, n) in streams.values().flat_map(|s| &s.principals) {
+            *principals.entry(name).or_default() += n;
+        }
         let mut summary = json!({
             "ok": problems.is_empty(), "streams": streams.len(), "events": events,
             "signed": signed, "unsigned": events - signed, "signatures_checked": checked,
+            "principals": principals,
         });
         let errors: Vec<_> = problems.iter().map(describe).collect();
         for e in &problems {
@@ -180,6 +191,13 @@ async fn check_head(
 fn fold(entry: &mut StreamAudit, env: &Envelope) -> Result<(), LogError> {
     entry.events += 1;
     entry.signed += u64::from(env.signature.is_some());
+    let principal = env.principal.as_deref().unwrap_or(UNATTRIBUTED);
+    match entry.principals.get_mut(principal) {
+        Some(n) => *n += 1,
+        None => {
+            entry.principals.insert(principal.to_string(), 1);
+        }
+    }
     entry.last_checksum = env.checksum.clone();
     let actor = env.stream.parse::<StreamName>().map(|s| s.actor).ok();
     if actor == Some(Study::ACTOR) {

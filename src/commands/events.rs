@@ -25,9 +25,16 @@ pub fn run(args: EventsArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_line(value: &impl serde::Serialize) -> Result<()> {
+/// Prints `value` (an envelope) if `--principal` does not leave it out.
+fn print_line(args: &EventsArgs, value: &impl serde::Serialize) -> Result<()> {
+    let value = serde_json::to_value(value)?;
+    if let Some(wanted) = &args.principal {
+        if value["principal"].as_str() != Some(wanted.as_str()) {
+            return Ok(());
+        }
+    }
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer(&mut out, value)?;
+    serde_json::to_writer(&mut out, &value)?;
     out.write_all(b"\n")?;
     out.flush()?;
     Ok(())
@@ -46,7 +53,7 @@ fn from_log(args: &EventsArgs) -> Result<()> {
             (Some(stream), false) => {
                 let mut events = log.read_stream(stream, args.from).await?;
                 while let Some(env) = events.try_next().await? {
-                    print_line(&env)?;
+                    print_line(args, &env)?;
                 }
             }
             (only, follow) => {
@@ -57,7 +64,7 @@ fn from_log(args: &EventsArgs) -> Result<()> {
                         .as_ref()
                         .is_none_or(|s| &p.envelope.stream == s && p.envelope.seq >= args.from);
                     if wanted {
-                        print_line(&p.envelope)?;
+                        print_line(args, &p.envelope)?;
                     }
                 }
             }
@@ -94,7 +101,7 @@ fn from_http(url: &str, args: &EventsArgs) -> Result<()> {
                 continue;
             }
         }
-        print_line(&value)?;
+        print_line(args, &value)?;
     }
     Ok(())
 }

@@ -95,6 +95,7 @@ pub async fn start_provisioner(
         registry.clone(),
         backend.bus.clone(),
         options.subjects.clone(),
+        backend.trust.clone(),
     )
     .start()
     .await

@@ -12,7 +12,7 @@
 use crate::config::{BackendChoice, DEFAULT_DATA_DIR};
 use anyhow::{anyhow, Context, Result};
 use flotilla_bus::Bus;
-use flotilla_host::{AggregateRegistry, CommandService, EffectHandler, HostDeps};
+use flotilla_host::{AggregateRegistry, CommandService, CommandTrust, EffectHandler, HostDeps};
 use flotilla_messages::{CommandRequest, Reply, Subjects};
 use flotilla_scheduler::KubernetesExecutor;
 use flotilla_scheduler::ManifestsExecutor;
@@ -91,12 +91,13 @@ pub async fn start(
     subjects: &Subjects,
     jobs: PathBuf,
     prometheus: &prometheus::Registry,
+    trust: CommandTrust,
 ) -> Result<(usize, Vec<JoinHandle<()>>)> {
     let metrics = SchedulerMetrics::register(prometheus)?;
     let mut executors = base_executors(&jobs);
     executors.extend(kubernetes_executor().await);
     let registry = scheduler_registry(deps, executors, metrics.clone());
-    let mut tasks = CommandService::new(registry.clone(), bus.clone(), subjects.clone())
+    let mut tasks = CommandService::new(registry.clone(), bus.clone(), subjects.clone(), trust)
         .start()
         .await
         .context("cannot subscribe the scheduler's subjects")?;

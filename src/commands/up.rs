@@ -101,13 +101,24 @@ async fn serve(settings: UpSettings, args: &UpArgs) -> Result<()> {
 async fn open_backend(settings: &UpSettings) -> Result<Option<Backend>> {
     // Outside the retries: a bad key file is an error, not NATS being slow.
     let keys = crate::signing::writer_keys(&settings.backend, settings.signing_key.as_deref())?;
+    let trust = crate::trust::command_trust(
+        &settings.backend,
+        settings.principals.as_deref(),
+        settings.unsigned_commands,
+        keys.verifying(),
+    )?;
+    crate::trust::require_signing_key(&settings.backend, &keys)?;
+    crate::trust::warn_if_unsigned(&trust);
     let mut pause = FIRST_OPEN_RETRY;
     loop {
         let (choice, subjects) = (&settings.backend, &settings.subjects);
         let opened =
             backend::open_with_keys(choice, subjects, settings.replicas, keys.clone()).await;
         let error = match opened {
-            Ok(backend) => return Ok(Some(backend)),
+            Ok(backend) => {
+                let trust = trust.clone();
+                return Ok(Some(Backend { trust, ..backend }));
+            }
             Err(e) if matches!(settings.backend, BackendChoice::Nats(_)) => e,
             Err(e) => return Err(e),
         };
@@ -217,6 +228,7 @@ async fn start_actors(
                         registry.clone(),
                         backend.bus.clone(),
                         settings.subjects.clone(),
+                        backend.trust.clone(),
                     )
                     .start()
                     .await
@@ -234,6 +246,7 @@ async fn start_actors(
                     &settings.subjects,
                     jobs,
                     prometheus,
+                    backend.trust.clone(),
                 )
                 .await?;
                 recovered += queues;

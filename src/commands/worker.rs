@@ -73,10 +73,15 @@ async fn serve(args: WorkerArgs) -> Result<()> {
     let mut tasks = Vec::new();
     if args.nats.is_some() {
         tasks.extend(
-            CommandService::new(deployments.clone(), backend.bus.clone(), subjects.clone())
-                .start()
-                .await
-                .context("cannot subscribe the inference commands")?,
+            CommandService::new(
+                deployments.clone(),
+                backend.bus.clone(),
+                subjects.clone(),
+                backend.trust.clone(),
+            )
+            .start()
+            .await
+            .context("cannot subscribe the inference commands")?,
         );
     }
     let control = VersionControl::new(deployments, &worker_id, engine.clone());

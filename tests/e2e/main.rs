@@ -9,6 +9,7 @@
 //! process's environment or working directory: a child's environment and
 //! directory are set on its `Command`.
 
+mod attribution;
 mod support;
 
 mod cli_bench;

@@ -14,9 +14,8 @@ use crate::{Aggregate, HostMetrics};
 use flotilla_bus::{Bus, EventLog, LogError, Message, Snapshot, StreamHead};
 use flotilla_messages::envelope::now_micros;
 use flotilla_messages::{
-    auth,
-    validate_id, CommandRequest, Encoding, Envelope, ErrorCode, IntegrityError, Page, Payload,
-    PendingEvent, Rejection, Reply, StreamName, Subjects,
+    auth, validate_id, CommandRequest, Encoding, Envelope, ErrorCode, IntegrityError, Page,
+    Payload, PendingEvent, Rejection, Reply, StreamName, Subjects,
 };
 use futures::TryStreamExt;
 use serde::de::DeserializeOwned;
@@ -472,7 +471,7 @@ impl<A: Aggregate> AggregateCore<A> {
                     principal,
                 };
                 self.decide_and_append(&command, command_id.as_deref(), expected_seq, origin)
-                .await
+                    .await
             }
             Err(rejection) => Err(StepError::Rejected(rejection)),
         };

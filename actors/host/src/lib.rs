@@ -4,6 +4,7 @@
 //! - [`AggregateCore`]: recovery and the durable command step for one aggregate;
 //! - [`AggregateActor`] and [`AggregateRegistry`]: actix hosting, one actor per aggregate;
 //! - [`CommandService`]: subscribes an actor kind's `cmd` and `query` subjects on the bus;
+//!   [`CommandTrust`]: whom a command on the bus is attributed to;
 //! - [`EffectHandler`]: side effects after their event is stored;
 //! - [`HostMetrics`]: Prometheus metrics;
 //! - [`Clock`], [`wall_clock`] and [`unix_millis`]: the time the hosts stamp commands with;
@@ -19,6 +20,7 @@ mod host;
 mod metrics;
 mod replay;
 mod service;
+mod trust;
 
 pub use aggregate::Aggregate;
 pub use clock::{unix_millis, wall_clock, Clock};
@@ -31,3 +33,4 @@ pub use host::{AggregateActor, AggregateRegistry, Execute, Query, Recovered};
 pub use metrics::HostMetrics;
 pub use replay::{replay, Replayed, Until};
 pub use service::CommandService;
+pub use trust::CommandTrust;

@@ -5,9 +5,10 @@
 //! decoded here (encoding by `Content-Type` or sniffing, id from the subject,
 //! idempotency key from `command_id` or `Nats-Msg-Id`), handed to its
 //! aggregate's mailbox in arrival order, and answered in the request's
-//! encoding.
+//! encoding. Each command is attributed first ([`CommandTrust`]): a command
+//! the trust policy refuses reaches no aggregate.
 
-use crate::{Aggregate, AggregateRegistry};
+use crate::{Aggregate, AggregateRegistry, CommandTrust};
 use flotilla_bus::{Bus, BusError, Message};
 use flotilla_messages::subjects::SubjectKind;
 use flotilla_messages::{CommandRequest, Encoding, ErrorCode, Page, Rejection, Reply, Subjects};
@@ -24,19 +25,23 @@ pub struct CommandService<A: Aggregate> {
     registry: Arc<AggregateRegistry<A>>,
     bus: Arc<dyn Bus>,
     subjects: Subjects,
+    trust: CommandTrust,
 }
 
 impl<A: Aggregate> CommandService<A> {
-    /// A service for the aggregates of `registry`.
+    /// A service for the aggregates of `registry`, attributing commands as
+    /// `trust` says.
     pub fn new(
         registry: Arc<AggregateRegistry<A>>,
         bus: Arc<dyn Bus>,
         subjects: Subjects,
+        trust: CommandTrust,
     ) -> Arc<Self> {
         Arc::new(CommandService {
             registry,
             bus,
             subjects,
+            trust,
         })
     }
 
@@ -106,9 +111,14 @@ impl<A: Aggregate> CommandService<A> {
                 Err(r) => ready(r),
             };
         }
+        let now = chrono::Utc::now().timestamp_micros();
+        let principal = match self.trust.principal(msg, now) {
+            Ok(p) => p,
+            Err(r) => return ready(r),
+        };
         let request =
             match CommandRequest::decode(encoding, &msg.payload, msg.header("Nats-Msg-Id")) {
-                Ok(r) => r,
+                Ok(r) => r.by(principal),
                 Err(r) => return ready(r),
             };
         if request.command_id.as_deref().is_some_and(is_reserved_id) {

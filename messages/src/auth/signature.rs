@@ -20,9 +20,10 @@
 //! a captured command can be replayed only within that window, where a
 //! repeated idempotency key answers the first reply again.
 
-use super::{Role, PRINCIPAL_HEADER};
+use super::PRINCIPAL_HEADER;
 use crate::error::{ErrorCode, Rejection};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
@@ -55,13 +56,59 @@ pub fn signed_bytes(
     m
 }
 
+/// The role of a NATS identity, as `flotilla nats-config` writes it in
+/// `principals.toml` (one NATS user per role).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyRole {
+    /// The control plane (`up`): may speak for the HTTP callers its gateway
+    /// authenticated.
+    ControlPlane,
+    /// A person or tool that sends commands.
+    Operator,
+    /// Reads the log; sends no commands.
+    Auditor,
+    /// A node's health agent; sends no commands.
+    Agent,
+    /// An inference worker; sends no commands.
+    Worker,
+}
+
+impl KeyRole {
+    /// The role's name, as in `principals.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyRole::ControlPlane => "control-plane",
+            KeyRole::Operator => "operator",
+            KeyRole::Auditor => "auditor",
+            KeyRole::Agent => "agent",
+            KeyRole::Worker => "worker",
+        }
+    }
+
+    /// Whether commands signed by such a key are accepted.
+    pub fn may_command(self) -> bool {
+        matches!(self, KeyRole::ControlPlane | KeyRole::Operator)
+    }
+}
+
+/// The raw Ed25519 public key a `Flotilla-Signer` (or `principals.toml`)
+/// value names: a NATS user nkey (`U…`) or 64 hex digits.
+pub fn decode_public_key(text: &str) -> Option<[u8; 32]> {
+    if text.len() == 64 {
+        let mut out = [0u8; 32];
+        return hex::decode_to_slice(text, &mut out).ok().map(|()| out);
+    }
+    nkeys::from_public_key(text).ok().map(|(_, key)| key)
+}
+
 /// One known key: its name and what it may do.
 #[derive(Debug, Clone)]
 pub struct KnownKey {
     /// The principal its commands are recorded under.
     pub name: String,
-    /// `None` for the control plane itself, which may vouch for others.
-    pub role: Option<Role>,
+    /// What it may do.
+    pub role: KeyRole,
 }
 
 /// A client's key, with which it signs its commands.
@@ -125,8 +172,7 @@ impl KeyRing {
 
     /// Checks a signed command and answers the principal to record.
     ///
-    /// `header` reads the message's headers; `signer` decodes the
-    /// `Flotilla-Signer` value into raw key bytes (nkey or hex). Refuses
+    /// `header` reads the message's headers. Refuses
     /// with `UNAUTHENTICATED` (unknown key, bad or expired signature) or
     /// `FORBIDDEN` (a key speaking for another, or a role that may not send
     /// commands); never panics on hostile headers.
@@ -135,18 +181,20 @@ impl KeyRing {
         subject: &str,
         body: &[u8],
         header: impl Fn(&str) -> Option<&'a str>,
-        signer: impl Fn(&str) -> Option<[u8; 32]>,
         now_micros: i64,
     ) -> Result<String, Rejection> {
         let unauthenticated = |why: String| Rejection::new(ErrorCode::Unauthenticated, why);
         let need = |name: &str| {
-            header(name).ok_or_else(|| unauthenticated(format!("signed command: missing header {name}")))
+            header(name)
+                .ok_or_else(|| unauthenticated(format!("signed command: missing header {name}")))
         };
         let signer_text = need(SIGNER_HEADER)?;
-        let public = signer(signer_text)
+        let public = decode_public_key(signer_text)
             .ok_or_else(|| unauthenticated(format!("{SIGNER_HEADER}: not a public key")))?;
         let known = self.keys.get(&public).ok_or_else(|| {
-            unauthenticated(format!("{SIGNER_HEADER}: key {signer_text} is not a known principal"))
+            unauthenticated(format!(
+                "{SIGNER_HEADER}: key {signer_text} is not a known principal"
+            ))
         })?;
         let principal = need(PRINCIPAL_HEADER)?;
         let signed_at: i64 = need(SIGNED_AT_HEADER)?
@@ -164,20 +212,19 @@ impl KeyRing {
         VerifyingKey::from_bytes(&public)
             .and_then(|key| key.verify(&message, &Signature::from_bytes(&sig)))
             .map_err(|_| unauthenticated(format!("{SIGNATURE_HEADER}: invalid signature")))?;
+        let forbidden = |why: String| Err(Rejection::new(ErrorCode::Forbidden, why));
         match known.role {
-            None => Ok(principal.to_string()),
-            Some(_) if principal != known.name => Err(Rejection::new(
-                ErrorCode::Forbidden,
-                format!("key {} may not send commands for {principal:?}", known.name),
+            role if !role.may_command() => forbidden(format!(
+                "{} ({}) lacks the permission command",
+                known.name,
+                role.as_str()
             )),
-            Some(role) if !role.allows(super::Permission::Command) => Err(Rejection::new(
-                ErrorCode::Forbidden,
-                format!(
-                    "{} ({role}) lacks the permission command",
-                    known.name
-                ),
+            KeyRole::ControlPlane => Ok(principal.to_string()),
+            _ if principal != known.name => forbidden(format!(
+                "key {} may not send commands for {principal:?}",
+                known.name
             )),
-            Some(_) => Ok(known.name.clone()),
+            _ => Ok(known.name.clone()),
         }
     }
 }
@@ -198,19 +245,40 @@ mod tests {
             name: name.into(),
             role,
         };
-        ring.insert(key(1).verifying_key().to_bytes(), entry("alice", Some(Role::Operator)));
-        ring.insert(key(2).verifying_key().to_bytes(), entry("audit", Some(Role::Auditor)));
-        ring.insert(key(3).verifying_key().to_bytes(), entry("flotilla", None));
+        ring.insert(
+            key(1).verifying_key().to_bytes(),
+            entry("alice", KeyRole::Operator),
+        );
+        ring.insert(
+            key(2).verifying_key().to_bytes(),
+            entry("audit", KeyRole::Auditor),
+        );
+        ring.insert(
+            key(3).verifying_key().to_bytes(),
+            entry("flotilla", KeyRole::ControlPlane),
+        );
         ring
     }
 
     fn signer(n: u8, name: &str) -> CommandSigner {
-        CommandSigner::new(key(n), hex::encode(key(n).verifying_key().to_bytes()), name.into())
+        CommandSigner::new(
+            key(n),
+            hex::encode(key(n).verifying_key().to_bytes()),
+            name.into(),
+        )
     }
 
-    fn hex_key(text: &str) -> Option<[u8; 32]> {
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(text, &mut out).ok().map(|()| out)
+    #[test]
+    fn signers_are_named_by_nkey_or_hex() {
+        let user = nkeys::KeyPair::new_user();
+        let raw = decode_public_key(&user.public_key()).unwrap();
+        let seed = nkeys::decode_seed(&user.seed().unwrap()).unwrap().1;
+        assert_eq!(
+            raw,
+            SigningKey::from_bytes(&seed).verifying_key().to_bytes()
+        );
+        assert_eq!(decode_public_key(&hex::encode(raw)), Some(raw));
+        assert_eq!(decode_public_key("Unot-a-key"), None);
     }
 
     fn check(
@@ -225,7 +293,7 @@ mod tests {
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| v.as_str())
         };
-        ring().verify(subject, body, find, hex_key, now)
+        ring().verify(subject, body, find, now)
     }
 
     #[test]
@@ -234,16 +302,26 @@ mod tests {
             .headers("f.cmd.solver.s1", None, NOW, Some("k1"), b"{}")
             .to_vec();
         h.push(("Nats-Msg-Id", "k1".into()));
-        assert_eq!(check(&h, "f.cmd.solver.s1", b"{}", NOW + 1_000_000).unwrap(), "alice");
+        assert_eq!(
+            check(&h, "f.cmd.solver.s1", b"{}", NOW + 1_000_000).unwrap(),
+            "alice"
+        );
         h.last_mut().unwrap().1 = "k2".into();
         let err = check(&h, "f.cmd.solver.s1", b"{}", NOW).unwrap_err();
-        assert_eq!(err.code, ErrorCode::Unauthenticated, "the idempotency key is signed");
+        assert_eq!(
+            err.code,
+            ErrorCode::Unauthenticated,
+            "the idempotency key is signed"
+        );
     }
 
     #[test]
     fn a_signature_does_not_move_to_another_subject_or_body() {
         let h = signer(1, "alice").headers("f.cmd.solver.s1", None, NOW, None, b"{}");
-        for (subject, body) in [("f.cmd.solver.s2", &b"{}"[..]), ("f.cmd.solver.s1", b"{\"n\":1}")] {
+        for (subject, body) in [
+            ("f.cmd.solver.s2", &b"{}"[..]),
+            ("f.cmd.solver.s1", b"{\"n\":1}"),
+        ] {
             let err = check(&h, subject, body, NOW).unwrap_err();
             assert_eq!(err.code, ErrorCode::Unauthenticated, "{subject}");
         }
@@ -252,7 +330,10 @@ mod tests {
     #[test]
     fn unknown_keys_expired_signatures_and_missing_headers_are_refused() {
         let stranger = signer(9, "mallory").headers("s", None, NOW, None, b"");
-        assert!(check(&stranger, "s", b"", NOW).unwrap_err().message.contains("not a known"));
+        assert!(check(&stranger, "s", b"", NOW)
+            .unwrap_err()
+            .message
+            .contains("not a known"));
         let old = signer(1, "alice").headers("s", None, NOW, None, b"");
         let err = check(&old, "s", b"", NOW + MAX_SKEW + 1).unwrap_err();
         assert!(err.message.contains("5 minutes"), "{}", err.message);
@@ -265,7 +346,10 @@ mod tests {
         let vouched = signer(3, "flotilla").headers("s", Some("bob"), NOW, None, b"");
         assert_eq!(check(&vouched, "s", b"", NOW).unwrap(), "bob");
         let posing = signer(1, "alice").headers("s", Some("bob"), NOW, None, b"");
-        assert_eq!(check(&posing, "s", b"", NOW).unwrap_err().code, ErrorCode::Forbidden);
+        assert_eq!(
+            check(&posing, "s", b"", NOW).unwrap_err().code,
+            ErrorCode::Forbidden
+        );
         let auditor = signer(2, "audit").headers("s", None, NOW, None, b"");
         let err = check(&auditor, "s", b"", NOW).unwrap_err();
         assert_eq!(err.code, ErrorCode::Forbidden);

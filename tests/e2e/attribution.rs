@@ -1,0 +1,207 @@
+//! Attribution (issue 12, item 4): every event records who caused it.
+//! On the embedded default an HTTP command without auth is `anonymous` and
+//! what the control plane does by itself is `flotilla`. On NATS a command
+//! names its sender only by an Ed25519 signature from a key in the
+//! principals file: a forged `Flotilla-Principal` header is recorded as
+//! `unsigned` (where unsigned commands are allowed at all), an unknown key
+//! or a key speaking for someone else is refused and changes nothing, and
+//! `--unsigned-commands refuse` refuses unsigned ones. `flotilla events
+//! --principal` and `flotilla audit` show it.
+
+use crate::support::{flotilla, json_lines, FlotillaUp};
+use flotilla_bus::nats::NatsBus;
+use flotilla_bus::testing::NatsServer;
+use flotilla_bus::{Bus, Message};
+use flotilla_messages::auth::CommandSigner;
+use flotilla_messages::SigningKey;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::Duration;
+
+fn create(seed: u64) -> Value {
+    json!({"type": "create_study", "seed": seed, "budget": 10, "bounds": {"x": {"min": 0, "max": 1}}})
+}
+
+/// A NATS user key: its signer (for `principal`) and its public nkey.
+fn user_key(principal: &str) -> (CommandSigner, String) {
+    let pair = nkeys::KeyPair::new_user();
+    let seed = nkeys::decode_seed(&pair.seed().unwrap()).unwrap().1;
+    let public = pair.public_key();
+    let signer = CommandSigner::new(
+        SigningKey::from_bytes(&seed),
+        public.clone(),
+        principal.into(),
+    );
+    (signer, public)
+}
+
+fn write_principals(dir: &Path, entries: &[(&str, &str, &str)]) -> String {
+    let text: String = entries
+        .iter()
+        .map(|(name, role, key)| {
+            format!(
+                "[[principal]]\nname = \"{name}\"\nrole = \"{role}\"\npublic_key = \"{key}\"\n\n"
+            )
+        })
+        .collect();
+    let path = dir.join("principals.toml");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// Sends `body` to `subject`, signed by `signer` (for `principal`, or its
+/// own) or unsigned with a forged `Flotilla-Principal`; returns the reply.
+fn send(
+    url: &str,
+    subject: &str,
+    body: &Value,
+    signer: Option<(&CommandSigner, Option<&str>)>,
+) -> Value {
+    let body = serde_json::to_vec(body).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let bus = NatsBus::connect(url).await.unwrap();
+        let mut msg = Message::new(subject, body.clone());
+        match signer {
+            Some((signer, principal)) => {
+                let now = chrono::Utc::now().timestamp_micros();
+                for (name, value) in signer.headers(subject, principal, now, None, &body) {
+                    msg = msg.with_header(name, value);
+                }
+            }
+            None => msg = msg.with_header("Flotilla-Principal", "alice"),
+        }
+        let reply = bus.request(msg, Duration::from_secs(10)).await.unwrap();
+        serde_json::from_slice(&reply.payload).unwrap()
+    })
+}
+
+fn events(args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["events"];
+    all.extend_from_slice(args);
+    let out = flotilla(&all);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json_lines(&out.stdout)
+}
+
+#[test]
+fn embedded_commands_are_anonymous_and_effects_are_the_control_planes() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = FlotillaUp::start(&["--data-dir", "d"], dir.path());
+    let (status, reply) = up.send("solver", "s1", &create(1));
+    assert_eq!(status, 200, "{reply}");
+    let lines = events(&["--http", &up.url, "--stream", "solver/s1"]);
+    assert!(!lines.is_empty());
+    assert!(
+        lines.iter().all(|e| e["principal"] == "anonymous"),
+        "{lines:?}"
+    );
+    let filtered = events(&["--http", &up.url, "--principal", "somebody-else"]);
+    assert!(filtered.is_empty(), "{filtered:?}");
+}
+
+#[test]
+fn nats_commands_are_attributed_by_signature_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let (alice, alice_key) = user_key("alice");
+    let (auditor, auditor_key) = user_key("audit1");
+    let (stranger, _) = user_key("mallory");
+    let principals = write_principals(
+        dir.path(),
+        &[
+            ("alice", "operator", &alice_key),
+            ("audit1", "auditor", &auditor_key),
+        ],
+    );
+    let mut up = FlotillaUp::start(&["--nats", &url, "--principals", &principals], dir.path());
+
+    let signed = send(
+        &url,
+        "flotilla.cmd.solver.a",
+        &create(1),
+        Some((&alice, None)),
+    );
+    assert_eq!(signed["ok"], true, "{signed}");
+    let forged = send(&url, "flotilla.cmd.solver.u", &create(2), None);
+    assert_eq!(
+        forged["ok"], true,
+        "unsigned commands are allowed on loopback: {forged}"
+    );
+
+    let refusals = [
+        (Some((&stranger, None)), "UNAUTHENTICATED", "b"),
+        (Some((&alice, Some("bob"))), "FORBIDDEN", "c"),
+        (Some((&auditor, None)), "FORBIDDEN", "d"),
+    ];
+    for (signer, code, id) in refusals {
+        let reply = send(
+            &url,
+            &format!("flotilla.cmd.solver.{id}"),
+            &create(3),
+            signer,
+        );
+        assert_eq!(reply["error"]["code"], code, "{reply}");
+    }
+
+    let by_alice = events(&["--nats", &url, "--principal", "alice"]);
+    assert!(!by_alice.is_empty());
+    assert!(
+        by_alice.iter().all(|e| e["stream"] == "solver/a"),
+        "{by_alice:?}"
+    );
+    let unsigned = events(&["--nats", &url, "--stream", "solver/u"]);
+    assert!(
+        unsigned.iter().all(|e| e["principal"] == "unsigned"),
+        "a forged header is not believed: {unsigned:?}"
+    );
+    let all = events(&["--nats", &url]);
+    let refused: Vec<_> = all
+        .iter()
+        .filter(|e| {
+            ["solver/b", "solver/c", "solver/d"].contains(&e["stream"].as_str().unwrap_or(""))
+        })
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "refused commands change nothing: {refused:?}"
+    );
+
+    let audit = flotilla(&["audit", "--nats", &url]);
+    let summary: Value = serde_json::from_slice(&audit.stdout).unwrap();
+    assert_eq!(summary["principals"]["alice"], by_alice.len(), "{summary}");
+    assert!(
+        summary["principals"]["unsigned"].as_u64().unwrap() >= 1,
+        "{summary}"
+    );
+
+    up.kill();
+    let _strict = FlotillaUp::start(
+        &[
+            "--nats",
+            &url,
+            "--principals",
+            &principals,
+            "--unsigned-commands",
+            "refuse",
+        ],
+        dir.path(),
+    );
+    let refused = send(&url, "flotilla.cmd.solver.e", &create(4), None);
+    assert_eq!(refused["error"]["code"], "UNAUTHENTICATED", "{refused}");
+    let accepted = send(
+        &url,
+        "flotilla.cmd.solver.e",
+        &create(4),
+        Some((&alice, None)),
+    );
+    assert_eq!(accepted["ok"], true, "{accepted}");
+}
