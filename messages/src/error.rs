@@ -46,11 +46,15 @@ pub enum ErrorCode {
     /// What a command would write or answer is above a size limit (the
     /// message names the limit and its setting).
     TooLarge,
+    /// A job's program is not in the local executor's allowlist
+    /// (`scheduler.local.allowed_commands`; the message names the program
+    /// and the setting).
+    CommandNotAllowed,
 }
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::MalformedBody,
         ErrorCode::UnknownCommand,
         ErrorCode::UnknownField,
@@ -70,6 +74,7 @@ impl ErrorCode {
         ErrorCode::ForbiddenOrigin,
         ErrorCode::ForbiddenHost,
         ErrorCode::TooLarge,
+        ErrorCode::CommandNotAllowed,
     ];
 
     /// The code a wire spelling names, if any.
@@ -99,6 +104,7 @@ impl ErrorCode {
             ErrorCode::ForbiddenOrigin => "FORBIDDEN_ORIGIN",
             ErrorCode::ForbiddenHost => "FORBIDDEN_HOST",
             ErrorCode::TooLarge => "TOO_LARGE",
+            ErrorCode::CommandNotAllowed => "COMMAND_NOT_ALLOWED",
         }
     }
 
@@ -117,7 +123,9 @@ impl ErrorCode {
             ErrorCode::Unavailable => 503,
             ErrorCode::Corrupt | ErrorCode::Internal => 500,
             ErrorCode::UnsupportedMediaType => 415,
-            ErrorCode::ForbiddenOrigin | ErrorCode::ForbiddenHost => 403,
+            ErrorCode::ForbiddenOrigin
+            | ErrorCode::ForbiddenHost
+            | ErrorCode::CommandNotAllowed => 403,
             ErrorCode::TooLarge => 413,
         }
     }

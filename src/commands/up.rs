@@ -233,6 +233,7 @@ async fn start_actors(
                     backend.bus.clone(),
                     &settings.subjects,
                     jobs,
+                    settings.allowed_commands.clone(),
                     prometheus,
                 )
                 .await?;
