@@ -146,6 +146,13 @@ pub struct UpArgs {
     /// Origins (`https://ui.example`) allowed besides the gateway's own, comma-separated.
     #[arg(long, env = "FLOTILLA_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+    /// Programs the scheduler's local executor may run, comma-separated: an
+    /// absolute path (exactly), a bare name (as found on PATH), a directory
+    /// ending in `/` (anything under it), a prefix ending in `*`, or `*`
+    /// (all); empty allows none [default: `*` on the embedded backend with
+    /// the gateway on loopback or off; none otherwise].
+    #[arg(long, env = "FLOTILLA_ALLOWED_COMMANDS", value_delimiter = ',')]
+    pub allowed_commands: Option<Vec<String>>,
 }
 
 /// `flotilla send`.

@@ -8,6 +8,7 @@
 use crate::cli::{LogSource, UpArgs};
 use anyhow::{anyhow, bail, Context, Result};
 use flotilla_messages::{Actor, Subjects};
+use flotilla_scheduler::AllowedCommands;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -44,6 +45,25 @@ pub struct FileConfig {
     pub principals_file: Option<PathBuf>,
     /// `accept` or `refuse` unsigned NATS commands.
     pub unsigned_commands: Option<crate::trust::UnsignedCommands>,
+    /// The scheduler's settings (`[scheduler.local]`).
+    pub scheduler: Option<SchedulerFileConfig>,
+}
+
+/// The config file's `[scheduler]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerFileConfig {
+    /// The local executor's settings.
+    pub local: Option<LocalExecutorFileConfig>,
+}
+
+/// The config file's `[scheduler.local]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalExecutorFileConfig {
+    /// `scheduler.local.allowed_commands`: the programs the local executor
+    /// may run (see [`AllowedCommands`]).
+    pub allowed_commands: Option<Vec<String>>,
 }
 
 impl FileConfig {
@@ -105,6 +125,8 @@ pub struct UpSettings {
     pub principals: Option<PathBuf>,
     /// Whether unsigned NATS commands are accepted, if set.
     pub unsigned_commands: Option<crate::trust::UnsignedCommands>,
+    /// The programs the scheduler's local executor may run.
+    pub allowed_commands: AllowedCommands,
 }
 
 /// A size limit in bytes: from the flag, the file or the default, at
@@ -208,6 +230,37 @@ fn check_url(field: &str, url: &str) -> Result<String> {
     Ok(url.to_string())
 }
 
+/// The programs the scheduler's local executor may run
+/// (`scheduler.local.allowed_commands`): the flag or its variable, else the
+/// file, else the default. A local job runs code on this machine, so only
+/// the quick tour's setup — the embedded backend, its gateway on loopback
+/// or off, so that only this machine's users can submit — allows every
+/// program; a NATS backend or a gateway others can reach allows none until
+/// the setting names some.
+fn resolve_allowed_commands(
+    flag: Option<&[String]>,
+    file: &FileConfig,
+    backend: &BackendChoice,
+    http: Option<SocketAddr>,
+) -> Result<AllowedCommands> {
+    let configured = flag.or_else(|| {
+        file.scheduler
+            .as_ref()
+            .and_then(|s| s.local.as_ref())
+            .and_then(|l| l.allowed_commands.as_deref())
+    });
+    if let Some(entries) = configured {
+        return Ok(AllowedCommands::parse(entries)?);
+    }
+    let private = matches!(backend, BackendChoice::Embedded(_))
+        && http.is_none_or(|addr| addr.ip().is_loopback());
+    Ok(if private {
+        AllowedCommands::any()
+    } else {
+        AllowedCommands::none()
+    })
+}
+
 /// Resolves every setting of `flotilla up`.
 pub fn resolve_up(args: &UpArgs) -> Result<UpSettings> {
     let file = FileConfig::load(args.source.config.as_deref())?;
@@ -233,6 +286,8 @@ pub fn resolve_up(args: &UpArgs) -> Result<UpSettings> {
         .iter()
         .map(|a| a.trim().parse::<Actor>().map_err(|e| anyhow!("only: {e}")))
         .collect::<Result<Vec<_>>>()?;
+    let allowed_commands =
+        resolve_allowed_commands(args.allowed_commands.as_deref(), &file, &backend, http)?;
     let replicas = args.replicas.or(file.replicas).unwrap_or(1);
     if !(1..=5).contains(&replicas) {
         bail!("replicas: {replicas} is out of range 1..=5");
@@ -266,6 +321,7 @@ pub fn resolve_up(args: &UpArgs) -> Result<UpSettings> {
         signing_key: args.signing_key.clone().or(file.signing_key),
         principals: args.principals.clone().or(file.principals_file),
         unsigned_commands: args.unsigned_commands.or(file.unsigned_commands),
+        allowed_commands,
     })
 }
 
@@ -332,6 +388,49 @@ mod tests {
         let e = FileConfig::load(Some(&dir)).unwrap_err();
         assert!(e.to_string().contains("snapshot_evry"), "{e}");
         std::fs::remove_file(dir).ok();
+    }
+
+    #[test]
+    fn only_the_embedded_loopback_default_allows_every_local_program() {
+        let embedded = BackendChoice::Embedded(DEFAULT_DATA_DIR.into());
+        let nats = BackendChoice::Nats("nats://127.0.0.1:4222".into());
+        let loopback: SocketAddr = DEFAULT_HTTP.parse().unwrap();
+        let public: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let none = FileConfig::default();
+        let default = |backend, http| resolve_allowed_commands(None, &none, backend, http).unwrap();
+        assert!(default(&embedded, Some(loopback)).allows_all());
+        assert!(default(&embedded, None).allows_all());
+        assert!(default(&embedded, Some(public)).is_empty());
+        assert!(default(&nats, Some(loopback)).is_empty());
+        assert!(default(&nats, None).is_empty());
+    }
+
+    #[test]
+    fn allowed_commands_come_from_the_flag_then_the_file() {
+        let nats = BackendChoice::Nats("nats://127.0.0.1:4222".into());
+        let file: FileConfig =
+            toml::from_str("[scheduler.local]\nallowed_commands = [\"/opt/jobs/\", \"python3\"]\n")
+                .unwrap();
+        let from_file = resolve_allowed_commands(None, &file, &nats, None).unwrap();
+        assert_eq!(from_file.to_string(), "/opt/jobs/,python3");
+        let flag = vec!["sh".to_string()];
+        let from_flag = resolve_allowed_commands(Some(&flag), &file, &nats, None).unwrap();
+        assert_eq!(from_flag.to_string(), "sh");
+        // Set but empty: nothing, even where the default would allow all.
+        let embedded = BackendChoice::Embedded(DEFAULT_DATA_DIR.into());
+        let empty = vec![String::new()];
+        let off = resolve_allowed_commands(Some(&empty), &file, &embedded, None).unwrap();
+        assert!(off.is_empty());
+        let bad = vec!["bin/x".to_string()];
+        let e = resolve_allowed_commands(Some(&bad), &file, &nats, None).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("scheduler.local.allowed_commands: entry \"bin/x\""),
+            "{e}"
+        );
+        let typo: Result<FileConfig, _> =
+            toml::from_str("[scheduler.local]\nallowed_command = []\n");
+        assert!(typo.unwrap_err().to_string().contains("allowed_command"));
     }
 
     #[test]

@@ -51,11 +51,15 @@ pub enum ErrorCode {
     Unauthenticated,
     /// The caller is known but its role lacks the permission the message names.
     Forbidden,
+    /// A job's program is not in the local executor's allowlist
+    /// (`scheduler.local.allowed_commands`; the message names the program
+    /// and the setting).
+    CommandNotAllowed,
 }
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::MalformedBody,
         ErrorCode::UnknownCommand,
         ErrorCode::UnknownField,
@@ -77,6 +81,7 @@ impl ErrorCode {
         ErrorCode::TooLarge,
         ErrorCode::Unauthenticated,
         ErrorCode::Forbidden,
+        ErrorCode::CommandNotAllowed,
     ];
 
     /// The code a wire spelling names, if any.
@@ -108,6 +113,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => "TOO_LARGE",
             ErrorCode::Unauthenticated => "UNAUTHENTICATED",
             ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::CommandNotAllowed => "COMMAND_NOT_ALLOWED",
         }
     }
 
@@ -126,7 +132,9 @@ impl ErrorCode {
             ErrorCode::Unavailable => 503,
             ErrorCode::Corrupt | ErrorCode::Internal => 500,
             ErrorCode::UnsupportedMediaType => 415,
-            ErrorCode::ForbiddenOrigin | ErrorCode::ForbiddenHost => 403,
+            ErrorCode::ForbiddenOrigin
+            | ErrorCode::ForbiddenHost
+            | ErrorCode::CommandNotAllowed => 403,
             ErrorCode::TooLarge => 413,
             ErrorCode::Unauthenticated => 401,
             ErrorCode::Forbidden => 403,

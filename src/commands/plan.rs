@@ -27,6 +27,7 @@ use crate::commands::scheduler::{base_executors, EmbeddedScheduler};
 use anyhow::{anyhow, bail, Context, Result};
 use flotilla_messages::scheduler::{check_dns1123_label, check_quantity};
 use flotilla_scheduler::to_yaml;
+use flotilla_scheduler::AllowedCommands;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -425,7 +426,8 @@ fn execute_local(args: &PlanArgs, config: &K8sConfig, jobs: &[PlannedJob]) -> Re
     let jobs = jobs.to_vec();
     let workers = config.workers;
     actix_rt::System::new().block_on(async move {
-        let executors = base_executors(&data_dir.join("jobs"));
+        // The user's own plan, run by this process: every program allowed.
+        let executors = base_executors(&data_dir.join("jobs"), &AllowedCommands::any());
         let scheduler = EmbeddedScheduler::open(&data_dir, executors).await?;
         let reply = scheduler
             .command(

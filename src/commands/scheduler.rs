@@ -7,7 +7,10 @@
 //! else `.flotilla/jobs`. A restarted scheduler must see the same directory
 //! to adopt the attempts that kept running. The `manifests` executor writes
 //! under `<jobs dir>/manifests`; the `kubernetes` executor is on when a
-//! cluster is configured (see [`kubernetes_executor`]).
+//! cluster is configured (see [`kubernetes_executor`]). The local executor
+//! runs only the programs of `scheduler.local.allowed_commands` (see
+//! `flotilla_scheduler::AllowedCommands`): a job naming another is refused
+//! at submit with `COMMAND_NOT_ALLOWED`.
 
 use crate::config::{BackendChoice, DEFAULT_DATA_DIR};
 use anyhow::{anyhow, Context, Result};
@@ -17,7 +20,8 @@ use flotilla_messages::{CommandRequest, Reply, Subjects};
 use flotilla_scheduler::KubernetesExecutor;
 use flotilla_scheduler::ManifestsExecutor;
 use flotilla_scheduler::{
-    Executor, LocalExecutor, Queue, QueueSignals, SchedulerEffects, SchedulerMetrics,
+    AllowedCommands, Executor, LocalExecutor, Queue, QueueSignals, SchedulerEffects,
+    SchedulerMetrics, ALLOWED_COMMANDS_SETTING,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,11 +39,11 @@ pub fn jobs_dir(backend: &BackendChoice) -> PathBuf {
 }
 
 /// The executors every scheduler process offers: `local` (attempt files
-/// under `jobs`) and `manifests` (under `jobs/manifests`, namespace
-/// `default` unless a job names one).
-pub fn base_executors(jobs: &std::path::Path) -> Vec<Arc<dyn Executor>> {
+/// under `jobs`, only the programs `allowed` names) and `manifests` (under
+/// `jobs/manifests`, namespace `default` unless a job names one).
+pub fn base_executors(jobs: &std::path::Path, allowed: &AllowedCommands) -> Vec<Arc<dyn Executor>> {
     vec![
-        Arc::new(LocalExecutor::new(jobs)),
+        Arc::new(LocalExecutor::new(jobs, allowed.clone())),
         Arc::new(ManifestsExecutor::new(jobs.join("manifests"), "default")),
     ]
 }
@@ -69,34 +73,46 @@ pub async fn kubernetes_executor() -> Option<Arc<dyn Executor>> {
     }
 }
 
-/// The scheduler's registry with its effects on `executors`.
+/// The scheduler's registry with its effects on `executors`; its queues
+/// refuse local jobs whose program `allowed` does not name.
 pub fn scheduler_registry(
     deps: HostDeps,
     executors: Vec<Arc<dyn Executor>>,
     metrics: SchedulerMetrics,
+    allowed: AllowedCommands,
 ) -> Arc<AggregateRegistry<Queue>> {
     let effects = SchedulerEffects::new(executors, metrics);
     let handler: Arc<dyn EffectHandler<Queue>> = effects.clone();
-    let registry = AggregateRegistry::<Queue>::new(deps, Some(handler));
+    let registry = AggregateRegistry::<Queue>::with_settings(deps, Some(handler), allowed);
     effects.attach(registry.clone());
     registry
 }
 
 /// Subscribes the scheduler's subjects, starts its signals and recovers
 /// its queues (re-driving their unsettled effects: attempts are adopted or
-/// collected). Returns how many queues were recovered and the tasks.
+/// collected, or fail if their program is no longer `allowed`). Returns
+/// how many queues were recovered and the tasks.
 pub async fn start(
     deps: HostDeps,
     bus: Arc<dyn Bus>,
     subjects: &Subjects,
     jobs: PathBuf,
+    allowed: AllowedCommands,
     prometheus: &prometheus::Registry,
     trust: CommandTrust,
 ) -> Result<(usize, Vec<JoinHandle<()>>)> {
+    if allowed.is_empty() {
+        tracing::info!(
+            "the local executor runs no program: local jobs are refused \
+            until {ALLOWED_COMMANDS_SETTING} (--allowed-commands) names some"
+        );
+    } else {
+        tracing::info!(allowed = %allowed, "the local executor runs only these programs");
+    }
     let metrics = SchedulerMetrics::register(prometheus)?;
-    let mut executors = base_executors(&jobs);
+    let mut executors = base_executors(&jobs, &allowed);
     executors.extend(kubernetes_executor().await);
-    let registry = scheduler_registry(deps, executors, metrics.clone());
+    let registry = scheduler_registry(deps, executors, metrics.clone(), allowed);
     let mut tasks = CommandService::new(registry.clone(), bus.clone(), subjects.clone(), trust)
         .start()
         .await
@@ -146,7 +162,9 @@ impl EmbeddedScheduler {
             metrics: flotilla_host::HostMetrics::register(&prometheus)?,
         };
         let metrics = SchedulerMetrics::register(&prometheus)?;
-        let registry = scheduler_registry(deps.clone(), executors, metrics);
+        // Only this process submits to it (the caller's own plan or study:
+        // there is no gateway), so its queues allow what its executors do.
+        let registry = scheduler_registry(deps.clone(), executors, metrics, AllowedCommands::any());
         Ok(EmbeddedScheduler {
             registry,
             deps,

@@ -245,6 +245,7 @@ async fn start_actors(
                     backend.bus.clone(),
                     &settings.subjects,
                     jobs,
+                    settings.allowed_commands.clone(),
                     prometheus,
                     backend.trust.clone(),
                 )

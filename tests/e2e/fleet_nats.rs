@@ -195,6 +195,9 @@ fn the_schedulers_queue_signals_scale_the_pool() {
             &url,
             "--only",
             "scheduler,provisioner",
+            // NATS allows no local program until told: these jobs `sleep`.
+            "--allowed-commands",
+            "sleep",
             "--pools",
             &pools,
             "--tick",

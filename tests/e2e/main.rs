@@ -32,6 +32,7 @@ mod memory_bound;
 mod nats_auth;
 mod nats_two_hosts;
 mod readyz_nats;
+mod scheduler_allowlist;
 mod scheduler_crash;
 mod sled_damage;
 mod up_nats_start;

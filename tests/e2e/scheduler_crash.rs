@@ -6,11 +6,11 @@
 //! job, every result recorded exactly once. On both backends: the
 //! embedded log and NATS (JetStream log).
 
-use crate::support::{flotilla, json_lines, FlotillaUp};
+use crate::support::{flotilla, json_lines, queue, wait_for_queue, FlotillaUp};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const JOBS: usize = 8;
 
@@ -26,12 +26,6 @@ fn script(runs: &Path, job: usize, sleep: f64) -> Vec<String> {
     vec!["sh".into(), "-c".into(), line]
 }
 
-fn queue(up: &FlotillaUp, name: &str) -> Value {
-    let (status, body) = up.get(&format!("/v1/query/scheduler/{name}"));
-    assert_eq!(status, 200, "{body}");
-    body["result"].clone()
-}
-
 fn jobs(view: &Value) -> BTreeMap<String, Value> {
     view["jobs"]
         .as_array()
@@ -39,26 +33,6 @@ fn jobs(view: &Value) -> BTreeMap<String, Value> {
         .iter()
         .map(|j| (j["job_id"].as_str().unwrap().to_string(), j.clone()))
         .collect()
-}
-
-fn wait_for(
-    up: &FlotillaUp,
-    name: &str,
-    what: &str,
-    within: Duration,
-    cond: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let view = queue(up, name);
-        if cond(&view) {
-            return view;
-        }
-        if Instant::now() > deadline {
-            panic!("{what} not reached in {within:?}: {view:#}\n{}", up.log());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// (start, end) times per (job, attempt) from the jobs' own log.
@@ -90,7 +64,7 @@ fn sigkill_embedded_while_eight_jobs_run_adopts_collects_or_reruns_each_once() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data").display().to_string();
     let backend = ["--data-dir".to_string(), data];
-    scenario(dir.path(), "crash-embedded", &backend);
+    scenario(dir.path(), "crash-embedded", &backend, &[]);
 }
 
 #[test]
@@ -98,15 +72,23 @@ fn sigkill_nats_while_eight_jobs_run_adopts_collects_or_reruns_each_once() {
     let dir = tempfile::tempdir().unwrap();
     let nats = flotilla_bus::testing::NatsServer::start();
     let backend = ["--nats".to_string(), nats.url()];
-    scenario(dir.path(), "crash-nats", &backend);
+    // NATS allows no local program until told: these jobs are `sh` scripts.
+    scenario(
+        dir.path(),
+        "crash-nats",
+        &backend,
+        &["--allowed-commands", "sh"],
+    );
 }
 
 /// Runs 8 jobs on queue `name`, kills the scheduler, kills job 8, restarts
-/// and checks every result is recorded once; `backend` selects the log.
-fn scenario(dir: &Path, name: &str, backend: &[String]) {
+/// and checks every result is recorded once; `backend` selects the log,
+/// `settings` are more arguments of `up`.
+fn scenario(dir: &Path, name: &str, backend: &[String], settings: &[&str]) {
     let runs = dir.join("runs.log");
     let mut args = vec!["--only", "scheduler"];
     args.extend(backend.iter().map(String::as_str));
+    args.extend(settings);
     // Attempt files go to `FLOTILLA_JOBS_DIR` (the NATS backend has no data
     // dir); the restarted scheduler gets the same one.
     let jobs_dir = dir.join("jobs");
@@ -127,7 +109,7 @@ fn scenario(dir: &Path, name: &str, backend: &[String]) {
         let (status, reply) = up.send("scheduler", name, &body);
         assert_eq!(status, 200, "{reply}");
     }
-    let view = wait_for(&up, name, "8 jobs running", Duration::from_secs(30), |v| {
+    let view = wait_for_queue(&up, name, "8 jobs running", Duration::from_secs(30), |v| {
         v["counts"]["running"] == json!(JOBS)
     });
     let victim = jobs(&view)["j8"]["handle"]["pid"].as_i64().unwrap() as i32;
@@ -139,7 +121,7 @@ fn scenario(dir: &Path, name: &str, backend: &[String]) {
     }
     std::thread::sleep(Duration::from_millis(1500));
     up.restart();
-    let view = wait_for(
+    let view = wait_for_queue(
         &up,
         name,
         "every job succeeded",

@@ -23,9 +23,29 @@ pub trait Aggregate:
     type Command: DeserializeOwned + Send + 'static;
     /// Events, internally tagged by `type` (snake_case).
     type Event: Serialize + DeserializeOwned + Clone + Send + 'static;
+    /// Host configuration the decision also depends on: settings of the
+    /// process hosting the aggregate (e.g. which programs the scheduler's
+    /// local executor may run), not facts of its history, so they are
+    /// never stored in events or snapshots. The host hands them to
+    /// [`Self::decide_with`]; most aggregates need none and use `()`.
+    ///
+    /// They are a value handed in, not something `decide` looks up, so the
+    /// decision stays pure: the same state, settings and command give the
+    /// same events, and a replay (which only evolves) never needs them.
+    type Settings: Clone + Send + Sync + Unpin + 'static;
 
     /// Which events `command` causes in the current state, or why it is refused.
     fn decide(&self, command: &Self::Command) -> Result<Vec<Self::Event>, Rejection>;
+
+    /// [`Self::decide`] under the host's `settings`: what the host calls.
+    /// Aggregates whose decisions depend on no host setting keep this default.
+    fn decide_with(
+        &self,
+        _settings: &Self::Settings,
+        command: &Self::Command,
+    ) -> Result<Vec<Self::Event>, Rejection> {
+        self.decide(command)
+    }
 
     /// The state after `event`.
     fn evolve(self, event: &Self::Event) -> Self;

@@ -247,13 +247,28 @@ pub struct AggregateCore<A: Aggregate> {
     stale: bool,
     last_snapshot: u64,
     deps: HostDeps,
+    /// The host's settings every decision of this aggregate is made under.
+    settings: A::Settings,
 }
 
 const REJECTION_MEMORY: usize = 1024;
 
 impl<A: Aggregate> AggregateCore<A> {
-    /// Recovers the aggregate: latest snapshot, then the events after it.
-    pub async fn recover(stream: StreamName, deps: HostDeps) -> Result<Self, LogError> {
+    /// Recovers the aggregate: latest snapshot, then the events after it;
+    /// it decides under the default settings.
+    pub async fn recover(stream: StreamName, deps: HostDeps) -> Result<Self, LogError>
+    where
+        A::Settings: Default,
+    {
+        Self::recover_with(stream, deps, A::Settings::default()).await
+    }
+
+    /// Recovers the aggregate, which then decides under `settings`.
+    pub async fn recover_with(
+        stream: StreamName,
+        deps: HostDeps,
+        settings: A::Settings,
+    ) -> Result<Self, LogError> {
         let name = stream.to_string();
         let mut core = AggregateCore {
             commands: CommandWindow {
@@ -269,6 +284,7 @@ impl<A: Aggregate> AggregateCore<A> {
             last_snapshot: 0,
             deps,
             name,
+            settings,
         };
         core.restore_snapshot().await?;
         core.catch_up().await?;
@@ -500,7 +516,7 @@ impl<A: Aggregate> AggregateCore<A> {
         loop {
             let decided = self
                 .check_expected(expected_seq)
-                .and_then(|()| self.state.decide(command));
+                .and_then(|()| self.state.decide_with(&self.settings, command));
             let events = match decided {
                 Ok(events) => events,
                 Err(rejection) => {

@@ -127,6 +127,8 @@ pub struct AggregateActor<A: Aggregate> {
     last_active: Instant,
     /// Takes this actor out of its registry (when it has one).
     retire: Option<Retire>,
+    /// The host's settings its decisions are made under.
+    settings: A::Settings,
 }
 
 /// Takes an actor out of its registry if nothing is on its way to it (or,
@@ -134,11 +136,12 @@ pub struct AggregateActor<A: Aggregate> {
 type Retire = Box<dyn Fn(bool) -> bool + Send>;
 
 impl<A: Aggregate> AggregateActor<A> {
-    /// An actor for `stream`; it recovers when started.
+    /// An actor for `stream` deciding under `settings`; it recovers when started.
     pub fn new(
         stream: StreamName,
         deps: HostDeps,
         effects: Option<Arc<dyn EffectHandler<A>>>,
+        settings: A::Settings,
     ) -> Self {
         AggregateActor {
             stream,
@@ -149,6 +152,7 @@ impl<A: Aggregate> AggregateActor<A> {
             effects_running: 0,
             last_active: Instant::now(),
             retire: None,
+            settings,
         }
     }
 
@@ -300,8 +304,9 @@ impl<A: Aggregate> Actor for AggregateActor<A> {
     fn started(&mut self, ctx: &mut Context<Self>) {
         let stream = self.stream.clone();
         let deps = self.deps.clone();
+        let settings = self.settings.clone();
         let recovery = async move {
-            let core = AggregateCore::<A>::recover(stream, deps).await?;
+            let core = AggregateCore::<A>::recover_with(stream, deps, settings).await?;
             let jobs = core.unsettled_effects().await?;
             Ok::<_, flotilla_bus::LogError>((core, jobs))
         };
@@ -459,6 +464,8 @@ type Actors<A> = Mutex<HashMap<String, Entry<A>>>;
 pub struct AggregateRegistry<A: Aggregate> {
     deps: HostDeps,
     effects: Option<Arc<dyn EffectHandler<A>>>,
+    /// The host's settings every aggregate here decides under.
+    settings: A::Settings,
     actors: Arc<Actors<A>>,
     generations: AtomicU64,
     /// Where actors run (see [`crate::HostConfig::arbiters`]); empty: here.
@@ -466,15 +473,30 @@ pub struct AggregateRegistry<A: Aggregate> {
 }
 
 impl<A: Aggregate> AggregateRegistry<A> {
-    /// An empty registry. With [`crate::HostConfig::arbiters`] above 0 it
-    /// starts that many arbiter threads (inside an actix system).
-    pub fn new(deps: HostDeps, effects: Option<Arc<dyn EffectHandler<A>>>) -> Arc<Self> {
+    /// An empty registry whose aggregates decide under the default
+    /// settings. With [`crate::HostConfig::arbiters`] above 0 it starts
+    /// that many arbiter threads (inside an actix system).
+    pub fn new(deps: HostDeps, effects: Option<Arc<dyn EffectHandler<A>>>) -> Arc<Self>
+    where
+        A::Settings: Default,
+    {
+        Self::with_settings(deps, effects, A::Settings::default())
+    }
+
+    /// An empty registry whose aggregates decide under `settings` (see
+    /// [`Aggregate::Settings`]); otherwise as [`Self::new`].
+    pub fn with_settings(
+        deps: HostDeps,
+        effects: Option<Arc<dyn EffectHandler<A>>>,
+        settings: A::Settings,
+    ) -> Arc<Self> {
         let arbiters = (0..deps.config.arbiters)
             .map(|_| actix::Arbiter::new())
             .collect();
         Arc::new(AggregateRegistry {
             deps,
             effects,
+            settings,
             actors: Arc::new(Mutex::new(HashMap::new())),
             generations: AtomicU64::new(0),
             arbiters,
@@ -523,7 +545,12 @@ impl<A: Aggregate> AggregateRegistry<A> {
             return Ok(f(entry));
         }
         let generation = self.generations.fetch_add(1, Ordering::Relaxed);
-        let mut actor = AggregateActor::new(stream, self.deps.clone(), self.effects.clone());
+        let mut actor = AggregateActor::new(
+            stream,
+            self.deps.clone(),
+            self.effects.clone(),
+            self.settings.clone(),
+        );
         actor.retire = Some(retirement(&self.actors, id, generation));
         let entry = Entry {
             addr: self.start(id, actor),

@@ -213,6 +213,7 @@ impl Aggregate for Launcher {
     const COMMAND_TYPES: &'static [&'static str] = &["launch", "finished"];
     type Command = LauncherCommand;
     type Event = LauncherEvent;
+    type Settings = ();
 
     fn decide(&self, command: &LauncherCommand) -> Result<Vec<LauncherEvent>, Rejection> {
         Ok(match command {
@@ -681,6 +682,7 @@ impl Aggregate for Slow {
     const COMMAND_TYPES: &'static [&'static str] = &["work"];
     type Command = SlowCommand;
     type Event = SlowEvent;
+    type Settings = ();
 
     fn decide(&self, command: &SlowCommand) -> Result<Vec<SlowEvent>, Rejection> {
         let SlowCommand::Work { hold } = command;

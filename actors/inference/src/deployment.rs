@@ -138,6 +138,7 @@ impl Aggregate for ModelDeployment {
     const COMMAND_TYPES: &'static [&'static str] = COMMAND_TYPES;
     type Command = InferenceCommand;
     type Event = InferenceEvent;
+    type Settings = ();
 
     fn decide(&self, command: &InferenceCommand) -> Result<Vec<InferenceEvent>, Rejection> {
         match command {

@@ -1142,6 +1142,7 @@ impl Aggregate for Pool {
     const COMMAND_TYPES: &'static [&'static str] = COMMAND_TYPES;
     type Command = ProvisionerCommand;
     type Event = ProvisionerEvent;
+    type Settings = ();
 
     fn decide(&self, command: &ProvisionerCommand) -> Result<Vec<ProvisionerEvent>, Rejection> {
         match &self.state {

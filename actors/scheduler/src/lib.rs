@@ -3,6 +3,8 @@
 //!
 //! - `queue`: the pure [`Queue`] aggregate — jobs, attempts, retries with
 //!   backoff, the concurrency limit and priorities;
+//! - `allowlist`: [`AllowedCommands`], the programs the local executor may
+//!   run (`scheduler.local.allowed_commands`), the queue's host settings;
 //! - `executor`: the [`Executor`] trait every place that runs attempts
 //!   implements; `local`: subprocesses; `process`: what subprocess
 //!   runners share, here and in `flotilla run` (starting a command in its
@@ -21,6 +23,7 @@
 
 #![warn(missing_docs)]
 
+mod allowlist;
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 mod executor;
@@ -31,6 +34,7 @@ mod manifests;
 mod process;
 mod queue;
 
+pub use allowlist::{AllowedCommands, AllowlistError, ALLOWED_COMMANDS_SETTING};
 pub use executor::{Attempt, Executor, Launch};
 pub use host::{QueueSignals, SchedulerEffects, SchedulerMetrics};
 pub use kubernetes::{job_manifest, job_name, KubernetesExecutor, ATTEMPT_KEY_LABEL};

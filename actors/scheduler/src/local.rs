@@ -16,12 +16,21 @@
 //! `FLOTILLA_STUDY`, `FLOTILLA_TRIAL_ID`) and `FLOTILLA_JOB_ID`,
 //! `FLOTILLA_ATTEMPT_NUMBER`, `FLOTILLA_ATTEMPT`. A timeout sends SIGTERM to
 //! the group, waits the spec's grace and sends SIGKILL.
+//!
+//! Only programs in the host's allowlist run ([`AllowedCommands`]; the
+//! queue refuses others at submit). The executor checks again before it
+//! starts an attempt, and before it adopts one: a job accepted under an
+//! older list, or recovered after a restart, fails `COMMAND_NOT_ALLOWED`
+//! (naming the program) instead of running, and an adopted process whose
+//! program is no longer allowed is stopped. An attempt that already ended
+//! is collected as it ended: it ran while it was allowed.
 
 use crate::executor::{Attempt, Executor, Launch};
 use crate::process::{
     env_of, exit_reason, find_by_env, group_command, group_leader, program_exists, stderr_detail,
     stop_group, success_outcome, tail, wait_or_stop, ProcessIdentity,
 };
+use crate::AllowedCommands;
 use async_trait::async_trait;
 use flotilla_host::unix_millis;
 use flotilla_messages::scheduler::{
@@ -48,10 +57,11 @@ const RESULT_WINDOW: u64 = 1 << 20;
 /// that ended while nobody watched).
 const WRAPPER: &str = r#""$@"; code=$?; echo "$code" > "$FLOTILLA_EXIT_FILE.tmp" && mv "$FLOTILLA_EXIT_FILE.tmp" "$FLOTILLA_EXIT_FILE"; exit "$code""#;
 
-/// Subprocess attempts under one directory.
+/// Subprocess attempts under one directory, of the allowed programs only.
 #[derive(Debug, Clone)]
 pub struct LocalExecutor {
     root: PathBuf,
+    allowed: AllowedCommands,
 }
 
 /// `handle.json`: what a restarted scheduler needs to adopt the process.
@@ -64,11 +74,12 @@ struct HandleFile {
 
 impl LocalExecutor {
     /// Attempts live under `root` (created on first use; made absolute,
-    /// as handles and workdirs must not depend on the current directory).
-    pub fn new(root: impl Into<PathBuf>) -> Self {
+    /// as handles and workdirs must not depend on the current directory)
+    /// and run only the programs `allowed` names.
+    pub fn new(root: impl Into<PathBuf>, allowed: AllowedCommands) -> Self {
         let root = root.into();
         let root = std::path::absolute(&root).unwrap_or(root);
-        LocalExecutor { root }
+        LocalExecutor { root, allowed }
     }
 
     /// The directory of one attempt.
@@ -157,6 +168,16 @@ impl LocalExecutor {
             adopted: false,
             end: end.boxed(),
         })
+    }
+}
+
+/// The end of an attempt whose program is not allowed (`how`: `cannot
+/// start` or `stopped`), naming the program and the setting.
+fn not_allowed(how: &str, refusal: &flotilla_messages::Rejection) -> Outcome {
+    Outcome::Failed {
+        exit_code: None,
+        reason: format!("{how}: {}: {}", refusal.code, refusal.message),
+        outputs: JobOutputs::default(),
     }
 }
 
@@ -332,7 +353,13 @@ impl Executor for LocalExecutor {
                 dir.display()
             )));
         }
+        let refusal = self.allowed.check(&attempt.spec).err();
         if let Some((identity, started_at, own)) = Self::find_live(&dir, Some(&attempt.key)) {
+            if let Some(refusal) = &refusal {
+                // Started under an older list: it must not go on running.
+                stop_group(identity, grace(&attempt.spec)).await;
+                return Launch::Ended(not_allowed("stopped", refusal));
+            }
             let handle = Self::handle(&own, identity, started_at);
             let end = watch_adopted(identity, own, attempt.spec.clone(), started_at);
             return Launch::Running {
@@ -347,6 +374,9 @@ impl Executor for LocalExecutor {
         if dir.join("stdout").exists() {
             let pid = read_handle(&dir).map_or(0, |h| h.pid);
             return Launch::Ended(lost(pid));
+        }
+        if let Some(refusal) = &refusal {
+            return Launch::Ended(not_allowed("cannot start", refusal));
         }
         match self.spawn(attempt, &dir) {
             Ok(launch) => launch,
@@ -368,7 +398,7 @@ mod tests {
     use serde_json::json;
 
     fn attempt(root: &Path, job: &str, command: &[&str]) -> (LocalExecutor, Attempt) {
-        let executor = LocalExecutor::new(root);
+        let executor = LocalExecutor::new(root, AllowedCommands::any());
         let attempt = Attempt {
             queue: "q".into(),
             job_id: job.into(),
@@ -508,7 +538,7 @@ mod tests {
         }
         // A scheduler restarted with another jobs directory finds the
         // process by its label, and its files where its environment says.
-        let elsewhere = LocalExecutor::new(second.path());
+        let elsewhere = LocalExecutor::new(second.path(), AllowedCommands::any());
         let Launch::Running {
             end: adopted_end,
             adopted: true,
@@ -530,6 +560,65 @@ mod tests {
             "{two:?}"
         );
         assert_eq!(one, two);
+    }
+
+    fn failure_reason(launch: Launch) -> String {
+        match launch {
+            Launch::Ended(Outcome::Failed {
+                exit_code: None,
+                reason,
+                ..
+            }) => reason,
+            Launch::Ended(other) => panic!("not refused: {other:?}"),
+            Launch::Running { .. } => panic!("started"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_program_not_allowed_is_never_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        let touch = format!("touch {}", marker.display());
+        let (_, a) = attempt(dir.path(), "refused", &["sh", "-c", &touch]);
+        let only_jobs = AllowedCommands::parse(["/opt/flotilla-jobs/"]).unwrap();
+        let executor = LocalExecutor::new(dir.path(), only_jobs);
+        let reason = failure_reason(executor.launch(&a).await);
+        assert!(
+            reason.starts_with("cannot start: COMMAND_NOT_ALLOWED: program \"sh\""),
+            "{reason}"
+        );
+        assert!(
+            reason.contains("scheduler.local.allowed_commands"),
+            "{reason}"
+        );
+        assert!(!marker.exists(), "the refused program ran");
+        // Allowed by name, the same attempt runs.
+        let by_name = LocalExecutor::new(dir.path(), AllowedCommands::parse(["sh"]).unwrap());
+        let (_, mut a) = attempt(dir.path(), "allowed", &["sh", "-c", &touch]);
+        a.spec.expects_value = false;
+        assert!(matches!(run(&by_name, &a).await, Outcome::Succeeded { .. }));
+        assert!(marker.exists());
+    }
+
+    #[tokio::test]
+    async fn an_attempt_adopted_after_its_program_was_disallowed_is_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (executor, a) = attempt(dir.path(), "revoked", &["sh", "-c", "sleep 30"]);
+        let Launch::Running { end, .. } = executor.launch(&a).await else {
+            panic!("not started")
+        };
+        // A scheduler restarted with a list that no longer allows `sh`.
+        let restarted = LocalExecutor::new(dir.path(), AllowedCommands::none());
+        let reason = failure_reason(restarted.launch(&a).await);
+        assert!(
+            reason.starts_with("stopped: COMMAND_NOT_ALLOWED"),
+            "{reason}"
+        );
+        assert!(
+            crate::process::group_vanishes(ATTEMPT_ENV, &a.key).await,
+            "the group is gone"
+        );
+        assert!(!matches!(end.await, Outcome::Succeeded { .. }));
     }
 
     /// The executor conformance suite on real subprocesses under a temp
@@ -559,7 +648,7 @@ mod tests {
             }
 
             fn executor(&self) -> Arc<dyn Executor> {
-                Arc::new(LocalExecutor::new(self.root.path()))
+                Arc::new(LocalExecutor::new(self.root.path(), AllowedCommands::any()))
             }
 
             fn attempt(&self, case: ExecutorCase) -> Attempt {

@@ -9,9 +9,14 @@
 //! - `configure_queue` validates (`INVALID_FIELD`) and records the settings;
 //!   the same settings again record nothing. The first `submit` to a queue
 //!   never configured records the defaults first.
-//! - `submit` validates the job id and spec (`INVALID_FIELD`); a job id in
+//! - `submit` validates the job id and spec (`INVALID_FIELD`); on a `local`
+//!   queue its program must be in the host's allowlist (the aggregate's
+//!   settings, see [`crate::AllowedCommands`]; `COMMAND_NOT_ALLOWED`
+//!   otherwise, so a refused job is never accepted); a job id in
 //!   use with the same spec records nothing (a retried submit), with a
-//!   different spec is `ALREADY_EXISTS`.
+//!   different spec is `ALREADY_EXISTS`. `configure_queue` that turns a
+//!   queue to `local` is refused the same way while one of its unfinished
+//!   jobs names a program the list does not allow.
 //! - Ready jobs are dispatched while fewer than `concurrency` attempts are
 //!   dispatched or started: highest `priority` first, then submission order.
 //!   A dispatch (`job_dispatched`, attempt n) asks the host to start the
@@ -38,6 +43,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::AllowedCommands;
 use flotilla_host::Aggregate;
 
 /// Where a job is in its life.
@@ -440,10 +446,22 @@ impl QueueState {
         events
     }
 
-    fn decide_configure(&self, config: &QueueConfig) -> Result<Vec<SchedulerEvent>, Rejection> {
+    fn decide_configure(
+        &self,
+        config: &QueueConfig,
+        allowed: &AllowedCommands,
+    ) -> Result<Vec<SchedulerEvent>, Rejection> {
         config.validate()?;
         if *config == self.config {
             return Ok(vec![]);
+        }
+        if config.executor == ExecutorKind::Local && self.config.executor != ExecutorKind::Local {
+            // Its waiting jobs would run here: each must be allowed.
+            for job in self.jobs.values().filter(|j| !j.status.is_final()) {
+                allowed.check(&job.spec).map_err(|r| {
+                    Rejection::new(r.code, format!("job {}: {}", job.job_id, r.message))
+                })?;
+            }
         }
         Ok(self.then_dispatch(vec![SchedulerEvent::QueueConfigured {
             config: config.clone(),
@@ -454,9 +472,13 @@ impl QueueState {
         &self,
         job_id: &str,
         spec: &JobSpec,
+        allowed: &AllowedCommands,
     ) -> Result<Vec<SchedulerEvent>, Rejection> {
         validate_job_id(job_id)?;
         spec.validate()?;
+        if self.config.executor == ExecutorKind::Local {
+            allowed.check(spec)?;
+        }
         if let Some(job) = self.jobs.get(job_id) {
             if job.spec == *spec {
                 return Ok(vec![]);
@@ -844,8 +866,25 @@ impl Aggregate for Queue {
     const COMMAND_TYPES: &'static [&'static str] = COMMAND_TYPES;
     type Command = SchedulerCommand;
     type Event = SchedulerEvent;
+    /// The programs the host's `local` executor may run. A host setting,
+    /// not a fact of the queue's history, so it is handed in rather than
+    /// recorded: the same events replay to the same queue under any list,
+    /// and changing the list changes only what is accepted from then on
+    /// (the executor checks again before it runs an attempt).
+    type Settings = AllowedCommands;
 
+    /// Decides as the embedded loopback default does, every program
+    /// allowed (the simulator and the tests); a host decides under its own
+    /// list through [`Aggregate::decide_with`].
     fn decide(&self, command: &SchedulerCommand) -> Result<Vec<SchedulerEvent>, Rejection> {
+        self.decide_with(&AllowedCommands::any(), command)
+    }
+
+    fn decide_with(
+        &self,
+        allowed: &AllowedCommands,
+        command: &SchedulerCommand,
+    ) -> Result<Vec<SchedulerEvent>, Rejection> {
         let fresh;
         let (state, mut prefix) = match &self.state {
             Some(state) => (state, vec![]),
@@ -869,7 +908,7 @@ impl Aggregate for Queue {
             SchedulerCommand::ConfigureQueue(config) => {
                 config.validate()?;
                 if prefix.is_empty() {
-                    state.decide_configure(config)?
+                    state.decide_configure(config, allowed)?
                 } else {
                     // A new queue records the given settings, not the defaults.
                     prefix.clear();
@@ -878,7 +917,9 @@ impl Aggregate for Queue {
                     }]
                 }
             }
-            SchedulerCommand::Submit { job_id, spec } => state.decide_submit(job_id, spec)?,
+            SchedulerCommand::Submit { job_id, spec } => {
+                state.decide_submit(job_id, spec, allowed)?
+            }
             SchedulerCommand::Cancel { job_id, reason } => state.decide_cancel(job_id, reason)?,
             SchedulerCommand::RecordStarted {
                 job_id,
@@ -1415,6 +1456,134 @@ mod tests {
         let last = page(Some("j3"));
         assert_eq!(ids(&last), ["j4"]);
         assert_eq!(last["next"], Value::Null);
+    }
+
+    /// The decider under a host's allowlist: `when` with settings.
+    fn when_allowing(
+        queue: &Queue,
+        allowed: &[&str],
+        command: SchedulerCommand,
+    ) -> Result<Vec<SchedulerEvent>, Rejection> {
+        let allowed = AllowedCommands::parse(allowed).expect("valid entries");
+        queue.decide_with(&allowed, &command)
+    }
+
+    fn submit_program(id: &str, command: &[&str]) -> SchedulerCommand {
+        SchedulerCommand::Submit {
+            job_id: id.into(),
+            spec: Box::new(JobSpec::new(
+                command.iter().map(|s| s.to_string()).collect(),
+            )),
+        }
+    }
+
+    fn submitted(events: &[SchedulerEvent]) -> Vec<&str> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                SchedulerEvent::JobSubmitted { job_id, .. } => Some(job_id.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_local_job_whose_exact_program_is_allowed_is_accepted() {
+        let command = submit_program("a", &["/usr/bin/python3", "train.py"]);
+        let events = when_allowing(&Queue::default(), &["/usr/bin/python3"], command).unwrap();
+        assert_eq!(submitted(&events), ["a"]);
+        assert_eq!(dispatched(&events), vec![("a".to_string(), 1)]);
+    }
+
+    #[test]
+    fn a_local_job_under_an_allowed_prefix_is_accepted() {
+        let (queue, _) = run(vec![configure(2)]);
+        let command = submit_program("a", &["/opt/jobs/sweep/eval.sh"]);
+        let events = when_allowing(&queue, &["/opt/jobs/"], command).unwrap();
+        assert_eq!(submitted(&events), ["a"]);
+        let command = submit_program("b", &["/opt/jobs/train-7"]);
+        assert!(when_allowing(&queue, &["/opt/jobs/train-*"], command).is_ok());
+    }
+
+    #[test]
+    fn a_local_job_not_allowed_is_refused_and_records_nothing() {
+        let (queue, _) = run(vec![configure(2)]);
+        let e = when_allowing(
+            &queue,
+            &["/opt/jobs/"],
+            submit_program("a", &["sh", "-c", "id"]),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::CommandNotAllowed);
+        assert!(e.message.contains("program \"sh\""), "{}", e.message);
+        assert!(
+            e.message.contains("scheduler.local.allowed_commands"),
+            "{}",
+            e.message
+        );
+        // Refused on a queue that does not exist yet too: not even created.
+        let fresh = when_allowing(&Queue::default(), &[], submit_program("a", &["true"]));
+        assert_eq!(fresh.unwrap_err().code, ErrorCode::CommandNotAllowed);
+    }
+
+    #[test]
+    fn dot_dot_does_not_take_a_job_out_of_an_allowed_directory() {
+        let command = submit_program("a", &["/usr/bin/../../tmp/x"]);
+        let e = when_allowing(&Queue::default(), &["/usr/bin/"], command).unwrap_err();
+        assert_eq!(e.code, ErrorCode::CommandNotAllowed);
+        assert!(e.message.contains("(that is /tmp/x)"), "{}", e.message);
+    }
+
+    #[test]
+    fn an_empty_list_refuses_every_local_job_but_not_other_executors() {
+        for program in ["true", "/bin/true", "python3"] {
+            let e = when_allowing(&Queue::default(), &[], submit_program("a", &[program]));
+            assert_eq!(
+                e.unwrap_err().code,
+                ErrorCode::CommandNotAllowed,
+                "{program}"
+            );
+        }
+        let manifests = SchedulerCommand::ConfigureQueue(QueueConfig {
+            executor: ExecutorKind::Manifests,
+            ..QueueConfig::default()
+        });
+        let (queue, _) = run(vec![manifests]);
+        let events = when_allowing(&queue, &[], submit_program("a", &["true"])).unwrap();
+        assert_eq!(
+            submitted(&events),
+            ["a"],
+            "a container's command is not this host's"
+        );
+        // Turning the queue local while that job is unfinished is refused.
+        let queue = events.iter().fold(queue, |q, e| q.evolve(e));
+        let e = when_allowing(&queue, &[], configure(1)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::CommandNotAllowed);
+        assert!(
+            e.message.starts_with("job a: program \"true\""),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn allow_all_accepts_any_local_job_as_decide_does() {
+        let command = submit_program("a", &["../../anything"]);
+        let events = when_allowing(&Queue::default(), &["*"], command.clone()).unwrap();
+        assert_eq!(events, when(&Queue::default(), command).unwrap());
+        assert_eq!(submitted(&events), ["a"]);
+    }
+
+    #[test]
+    fn the_list_changes_what_is_accepted_not_what_was() {
+        // Accepted under allow-all, then the list shrinks: the job stays,
+        // its retried submit records nothing new, and replay is the same.
+        let (queue, events) = run(vec![submit_program("a", &["sh"])]);
+        let again = when_allowing(&queue, &["/opt/jobs/"], submit_program("a", &["sh"]));
+        assert_eq!(again.unwrap_err().code, ErrorCode::CommandNotAllowed);
+        assert_eq!(given(&events), queue);
+        let report = when_allowing(&queue, &[], report("a", 1, failed(1))).unwrap();
+        assert!(matches!(report[0], SchedulerEvent::JobFailed { .. }));
     }
 
     fn any_command() -> impl proptest::strategy::Strategy<Value = SchedulerCommand> {

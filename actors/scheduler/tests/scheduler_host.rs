@@ -11,7 +11,8 @@ use flotilla_messages::scheduler::QueueSignal;
 use flotilla_messages::{CommandRequest, Reply, Subjects};
 use flotilla_scheduler::ManifestsExecutor;
 use flotilla_scheduler::{
-    Executor, LocalExecutor, Queue, QueueSignals, SchedulerEffects, SchedulerMetrics,
+    AllowedCommands, Executor, LocalExecutor, Queue, QueueSignals, SchedulerEffects,
+    SchedulerMetrics,
 };
 use serde_json::{json, Value};
 use std::path::Path;
@@ -25,6 +26,11 @@ struct Host {
 }
 
 fn host(dir: &Path) -> Host {
+    host_allowing(dir, AllowedCommands::any())
+}
+
+/// A host whose local executor runs only what `allowed` names.
+fn host_allowing(dir: &Path, allowed: AllowedCommands) -> Host {
     let deps = HostDeps {
         log: Arc::new(SledLog::open(&dir.join("log")).expect("open log")),
         bus: Arc::new(EmbeddedBus::new()),
@@ -33,12 +39,12 @@ fn host(dir: &Path) -> Host {
     };
     let metrics = SchedulerMetrics::unregistered();
     let executors: Vec<Arc<dyn Executor>> = vec![
-        Arc::new(LocalExecutor::new(dir.join("jobs"))),
+        Arc::new(LocalExecutor::new(dir.join("jobs"), allowed.clone())),
         Arc::new(ManifestsExecutor::new(dir.join("manifests"), "default")),
     ];
     let effects = SchedulerEffects::new(executors, metrics.clone());
     let handler: Arc<dyn EffectHandler<Queue>> = effects.clone();
-    let registry = AggregateRegistry::<Queue>::new(deps.clone(), Some(handler));
+    let registry = AggregateRegistry::<Queue>::with_settings(deps.clone(), Some(handler), allowed);
     effects.attach(registry.clone());
     Host {
         registry,
@@ -229,4 +235,43 @@ async fn a_manifests_queue_writes_the_job_and_succeeds_without_a_value() {
         .await;
     let reason = job(&view, "t2")["reason"].as_str().unwrap();
     assert!(reason.contains("spec.kubernetes.image"), "{reason}");
+}
+
+#[actix_rt::test]
+async fn a_job_the_allowlist_refuses_is_rejected_at_submit_and_records_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let h = host_allowing(
+        dir.path(),
+        AllowedCommands::parse(["/opt/flotilla-jobs/"]).unwrap(),
+    );
+    let submit = json!({"type": "submit", "job_id": "pwn",
+        "spec": {"command": ["touch", marker.display().to_string()], "expects_value": false}});
+    let reply = h.send("locked", submit).await;
+    let error = reply.error.expect("refused");
+    assert_eq!(error.code, "COMMAND_NOT_ALLOWED");
+    assert!(
+        error.message.contains("program \"touch\""),
+        "{}",
+        error.message
+    );
+    assert!(
+        error.message.contains("scheduler.local.allowed_commands"),
+        "{}",
+        error.message
+    );
+    let query = h.registry.query("locked").await;
+    assert_eq!(
+        query.error.expect("no queue").code,
+        "NOT_FOUND",
+        "nothing recorded"
+    );
+    // A manifests queue is not the local executor's: the same job is accepted.
+    let configure = json!({"type": "configure_queue", "concurrency": 1, "executor": "manifests"});
+    assert!(h.send("k8s", configure).await.ok);
+    let submit = json!({"type": "submit", "job_id": "m", "spec": {"command": ["touch", "x"],
+        "expects_value": false, "kubernetes": {"image": "busybox:1"}}});
+    let reply = h.send("k8s", submit).await;
+    assert!(reply.ok, "{reply:?}");
+    assert!(!marker.exists(), "a refused job ran");
 }

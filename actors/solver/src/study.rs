@@ -903,6 +903,7 @@ impl Aggregate for Study {
     const COMMAND_TYPES: &'static [&'static str] = COMMAND_TYPES;
     type Command = SolverCommand;
     type Event = SolverEvent;
+    type Settings = ();
 
     fn decide(&self, command: &SolverCommand) -> Result<Vec<SolverEvent>, Rejection> {
         let Some(state) = &self.state else {

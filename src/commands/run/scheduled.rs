@@ -26,6 +26,7 @@ use anyhow::{anyhow, bail, Result};
 use flotilla_host::{unix_millis, AggregateRegistry, Query};
 use flotilla_messages::scheduler::{ExecutorKind, KubernetesSpec};
 use flotilla_messages::{CommandRequest, Reply};
+use flotilla_scheduler::AllowedCommands;
 use flotilla_solver::Study;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -93,7 +94,8 @@ struct ScheduledRun {
 
 async fn drive(plan: Plan, executor: ExecutorKind, image: Option<String>) -> Result<ExitCode> {
     let jobs = plan.data_dir.join("jobs");
-    let mut executors = base_executors(&jobs);
+    // The user's own study, run by this process: every program allowed.
+    let mut executors = base_executors(&jobs, &AllowedCommands::any());
     if executor == ExecutorKind::Kubernetes {
         let kubernetes = kubernetes_executor().await.ok_or_else(|| {
             anyhow!("executor: no Kubernetes cluster configured (KUBECONFIG, ~/.kube/config or an in-cluster service account)")

@@ -187,6 +187,35 @@ impl Drop for FlotillaUp {
     }
 }
 
+/// The scheduler's queue `name` as its query answers it (asserting 200).
+pub fn queue(up: &FlotillaUp, name: &str) -> Value {
+    let (status, body) = up.get(&format!("/v1/query/scheduler/{name}"));
+    assert_eq!(status, 200, "{body}");
+    body["result"].clone()
+}
+
+/// Polls queue `name` until `cond` holds and returns that view; panics
+/// with the view and the log after `within`.
+pub fn wait_for_queue(
+    up: &FlotillaUp,
+    name: &str,
+    what: &str,
+    within: Duration,
+    cond: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let view = queue(up, name);
+        if cond(&view) {
+            return view;
+        }
+        if Instant::now() > deadline {
+            panic!("{what} not reached in {within:?}: {view:#}\n{}", up.log());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A blocking HTTP client with a generous timeout.
 pub fn http_client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
