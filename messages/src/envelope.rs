@@ -495,6 +495,30 @@ mod tests {
         assert!(back.verify().is_ok());
     }
 
+    /// An event as a log from before attribution holds it: no `principal`
+    /// field. Its checksum was computed by an independent implementation of
+    /// the framing in the module docs (Python's hashlib), so a change that
+    /// altered how old events hash would fail here.
+    #[test]
+    fn an_envelope_written_before_attribution_verifies_unchanged() {
+        let old = json!({
+            "id": "0190e1a2-0000-7000-8000-000000000001", "stream": "solver/s1", "seq": 3,
+            "type": "trials_told", "at": "2026-11-01T12:00:00.123456Z",
+            "causation_id": "k1", "correlation_id": "k1",
+            "checksum": "fdd8fae27e0b811a9c0c853b77f4dacdb0226269e2f0aaf72e080480bb99c643",
+            "prev_hash": "0".repeat(64), "payload": {"type": "trials_told"},
+        });
+        let env: Envelope = serde_json::from_value(old).unwrap();
+        assert_eq!(env.principal, None);
+        assert!(env.verify().is_ok(), "{:?}", env.verify());
+        let mut attributed = env.clone();
+        attributed.principal = Some("alice".into());
+        assert!(
+            attributed.verify().is_err(),
+            "the principal is covered by the checksum"
+        );
+    }
+
     proptest! {
         #[test]
         fn envelopes_round_trip_in_both_encodings(

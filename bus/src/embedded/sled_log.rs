@@ -1086,3 +1086,44 @@ mod watermark_tests {
         open_when_free(dir.path()).unwrap();
     }
 }
+
+#[cfg(test)]
+mod record_format_tests {
+    use super::StoredRecord;
+
+    /// Records as logs from before signing (10 fields) and before
+    /// attribution (11 fields) stored them still decode, unsigned and
+    /// unattributed.
+    #[test]
+    fn records_from_older_versions_decode() {
+        let fields10 = (
+            "id", "solver/s", 1u64, "tick", 5i64, "c", "c", "sum", "prev", "{}",
+        );
+        let old = rmp_serde::to_vec(&fields10).unwrap();
+        let rec: StoredRecord = rmp_serde::from_slice(&old).unwrap();
+        assert_eq!(
+            (rec.signature.as_deref(), rec.principal.as_deref()),
+            (None, None)
+        );
+        let fields11 = (
+            "id",
+            "solver/s",
+            1u64,
+            "tick",
+            5i64,
+            "c",
+            "c",
+            "sum",
+            "prev",
+            "{}",
+            Some("sig"),
+        );
+        let old = rmp_serde::to_vec(&fields11).unwrap();
+        let rec: StoredRecord = rmp_serde::from_slice(&old).unwrap();
+        assert_eq!(
+            (rec.signature.as_deref(), rec.principal.as_deref()),
+            (Some("sig"), None)
+        );
+        assert_eq!(rec.into_envelope().payload.as_str(), "{}");
+    }
+}
