@@ -5,7 +5,7 @@
 //! environment; this module layers the file and the defaults underneath and
 //! checks every value, naming the field when one is wrong.
 
-use crate::cli::{LogSource, UpArgs};
+use crate::cli::{HttpAuthArgs, LogSource, UpArgs};
 use anyhow::{anyhow, bail, Context, Result};
 use flotilla_messages::{Actor, Subjects};
 use serde::Deserialize;
@@ -40,6 +40,25 @@ pub struct FileConfig {
     pub max_batch_bytes: Option<usize>,
     /// The control plane's signing key file.
     pub signing_key: Option<PathBuf>,
+    /// HTTP bearer tokens file (`flotilla token create`).
+    pub tokens_file: Option<PathBuf>,
+    /// `/metrics`: `open` or `token`.
+    pub metrics_auth: Option<String>,
+    /// Listen beyond loopback without tokens.
+    pub insecure_no_auth: Option<bool>,
+    /// Rate limits per role (and `anonymous`): `{per_second, burst}` or `"off"`.
+    pub rate_limits: Option<std::collections::BTreeMap<String, FileRateLimit>>,
+}
+
+/// A rate limit in the config file: `[rate_limits.operator] per_second = 50,
+/// burst = 100`, or `rate_limits.viewer = "off"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum FileRateLimit {
+    /// A bucket.
+    Limit(flotilla_gateway::auth::RateLimit),
+    /// `off`: not limited.
+    Word(String),
 }
 
 impl FileConfig {
@@ -97,6 +116,8 @@ pub struct UpSettings {
     pub max_batch_bytes: usize,
     /// The signing key file, if named (else the backend's default).
     pub signing_key: Option<PathBuf>,
+    /// Who may call the gateway.
+    pub auth: HttpAuthSettings,
 }
 
 /// A size limit in bytes: from the flag, the file or the default, at
@@ -200,6 +221,47 @@ fn check_url(field: &str, url: &str) -> Result<String> {
     Ok(url.to_string())
 }
 
+/// The HTTP auth settings of `up`, `worker` or `agent`, resolved.
+#[derive(Debug, Clone)]
+pub struct HttpAuthSettings {
+    /// The tokens file; `None`: no auth.
+    pub tokens_file: Option<PathBuf>,
+    /// Whether `/metrics` needs a token.
+    pub metrics: flotilla_gateway::auth::MetricsAuth,
+    /// Listen beyond loopback without tokens.
+    pub insecure_no_auth: bool,
+    /// The rate limits.
+    pub rate_limits: flotilla_gateway::auth::RateLimitTable,
+}
+
+/// Resolves the HTTP auth settings: flag > env (clap) > file > defaults;
+/// a bad value names its setting.
+pub fn resolve_http_auth(args: &HttpAuthArgs, file: &FileConfig) -> Result<HttpAuthSettings> {
+    use flotilla_gateway::auth::{MetricsAuth, RateLimitTable};
+    let metrics = match args.metrics_auth.as_deref().or(file.metrics_auth.as_deref()) {
+        Some(text) => MetricsAuth::parse(text).map_err(|e| anyhow!("metrics_auth: {e}"))?,
+        None => MetricsAuth::Open,
+    };
+    let mut rate_limits = RateLimitTable::default();
+    for (who, limit) in file.rate_limits.iter().flatten() {
+        let limit = match limit {
+            FileRateLimit::Limit(l) => Some(*l),
+            FileRateLimit::Word(w) if w == "off" => None,
+            FileRateLimit::Word(w) => bail!("rate_limits.{who}: {w:?} is not a table or \"off\""),
+        };
+        rate_limits.set(who, limit)?;
+    }
+    for spec in args.rate_limits.iter().filter(|s| !s.trim().is_empty()) {
+        rate_limits.apply_spec(spec)?;
+    }
+    Ok(HttpAuthSettings {
+        tokens_file: args.tokens.clone().or_else(|| file.tokens_file.clone()),
+        metrics,
+        insecure_no_auth: args.insecure_no_auth || file.insecure_no_auth.unwrap_or(false),
+        rate_limits,
+    })
+}
+
 /// Resolves every setting of `flotilla up`.
 pub fn resolve_up(args: &UpArgs) -> Result<UpSettings> {
     let file = FileConfig::load(args.source.config.as_deref())?;
@@ -255,6 +317,7 @@ pub fn resolve_up(args: &UpArgs) -> Result<UpSettings> {
             file.max_batch_bytes,
             flotilla_host::DEFAULT_MAX_BATCH_BYTES,
         )?,
+        auth: resolve_http_auth(&args.auth, &file)?,
         signing_key: args.signing_key.clone().or(file.signing_key),
     })
 }

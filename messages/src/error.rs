@@ -46,11 +46,19 @@ pub enum ErrorCode {
     /// What a command would write or answer is above a size limit (the
     /// message names the limit and its setting).
     TooLarge,
+    /// An HTTP request carries no bearer token, or one that is not known (401).
+    Unauthenticated,
+    /// The token's role lacks the permission the route needs (403; the body
+    /// names it as `missing_permission`).
+    Forbidden,
+    /// The principal sent more than its role's rate limit allows (429, with
+    /// `Retry-After`).
+    RateLimited,
 }
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::MalformedBody,
         ErrorCode::UnknownCommand,
         ErrorCode::UnknownField,
@@ -70,6 +78,9 @@ impl ErrorCode {
         ErrorCode::ForbiddenOrigin,
         ErrorCode::ForbiddenHost,
         ErrorCode::TooLarge,
+        ErrorCode::Unauthenticated,
+        ErrorCode::Forbidden,
+        ErrorCode::RateLimited,
     ];
 
     /// The code a wire spelling names, if any.
@@ -99,6 +110,9 @@ impl ErrorCode {
             ErrorCode::ForbiddenOrigin => "FORBIDDEN_ORIGIN",
             ErrorCode::ForbiddenHost => "FORBIDDEN_HOST",
             ErrorCode::TooLarge => "TOO_LARGE",
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::RateLimited => "RATE_LIMITED",
         }
     }
 
@@ -119,6 +133,9 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::ForbiddenOrigin | ErrorCode::ForbiddenHost => 403,
             ErrorCode::TooLarge => 413,
+            ErrorCode::Unauthenticated => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::RateLimited => 429,
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod run;
 pub mod scheduler;
 pub mod send;
 pub mod study;
+pub mod token;
 pub mod up;
 pub mod worker;
 
