@@ -104,7 +104,11 @@ pub struct HttpAuthArgs {
     /// comma-separated; `anonymous` is callers without a token, by IP
     /// [env: FLOTILLA_RATE_LIMITS; file table: rate_limits.ROLE; default:
     /// 100/200 per role, inference 1000/2000, anonymous off].
-    #[arg(long = "rate-limit", env = "FLOTILLA_RATE_LIMITS", value_delimiter = ',')]
+    #[arg(
+        long = "rate-limit",
+        env = "FLOTILLA_RATE_LIMITS",
+        value_delimiter = ','
+    )]
     pub rate_limits: Vec<String>,
 }
 
@@ -115,7 +119,12 @@ pub struct TokenArgs {
     #[command(subcommand)]
     pub what: TokenWhat,
     /// The tokens file [env: FLOTILLA_TOKENS_FILE; default: .flotilla/tokens.json].
-    #[arg(long = "tokens", env = "FLOTILLA_TOKENS_FILE", global = true, value_name = "FILE")]
+    #[arg(
+        long = "tokens",
+        env = "FLOTILLA_TOKENS_FILE",
+        global = true,
+        value_name = "FILE"
+    )]
     pub tokens: Option<PathBuf>,
 }
 

@@ -238,7 +238,11 @@ pub struct HttpAuthSettings {
 /// a bad value names its setting.
 pub fn resolve_http_auth(args: &HttpAuthArgs, file: &FileConfig) -> Result<HttpAuthSettings> {
     use flotilla_gateway::auth::{MetricsAuth, RateLimitTable};
-    let metrics = match args.metrics_auth.as_deref().or(file.metrics_auth.as_deref()) {
+    let metrics = match args
+        .metrics_auth
+        .as_deref()
+        .or(file.metrics_auth.as_deref())
+    {
         Some(text) => MetricsAuth::parse(text).map_err(|e| anyhow!("metrics_auth: {e}"))?,
         None => MetricsAuth::Open,
     };

@@ -7,7 +7,9 @@
 use crate::config::HttpAuthSettings;
 use actix_web::web;
 use anyhow::{Context, Result};
-use flotilla_gateway::auth::{check_bind, Access, HttpAuth, RateLimiters, RenderRefusal, TokenStore};
+use flotilla_gateway::auth::{
+    check_bind, Access, HttpAuth, RateLimiters, RenderRefusal, TokenStore,
+};
 use std::net::SocketAddr;
 
 /// One server's route table and error shape.
@@ -40,7 +42,12 @@ pub fn build(
         }
         None => None,
     };
-    check_bind(server.what, addr, tokens.is_some(), settings.insecure_no_auth)?;
+    check_bind(
+        server.what,
+        addr,
+        tokens.is_some(),
+        settings.insecure_no_auth,
+    )?;
     let limits = server
         .rate_limited
         .then(|| RateLimiters::new(&settings.rate_limits));

@@ -392,7 +392,8 @@ impl RateLimitTable {
             self.anonymous = limit;
             return Ok(());
         }
-        let role = Role::parse(who).map_err(|e| AuthError::RateLimit(format!("{e} or anonymous")))?;
+        let role =
+            Role::parse(who).map_err(|e| AuthError::RateLimit(format!("{e} or anonymous")))?;
         match limit {
             Some(l) => self.roles.insert(role, l),
             None => self.roles.remove(&role),
@@ -454,7 +455,10 @@ pub struct Bucket {
 impl RateLimiters {
     /// Buckets for `table`.
     pub fn new(table: &RateLimitTable) -> Self {
-        let limiter = |l: &RateLimit| l.quota().map(|q| (*l, RateLimiter::keyed(q).with_middleware()));
+        let limiter = |l: &RateLimit| {
+            l.quota()
+                .map(|q| (*l, RateLimiter::keyed(q).with_middleware()))
+        };
         RateLimiters {
             roles: table
                 .roles
@@ -554,9 +558,7 @@ impl Refusal {
             Refusal::RateLimited {
                 principal,
                 retry_after_secs,
-            } => format!(
-                "{principal} is over its rate limit; retry in {retry_after_secs} s"
-            ),
+            } => format!("{principal} is over its rate limit; retry in {retry_after_secs} s"),
         }
     }
 
@@ -637,7 +639,9 @@ impl HttpAuth {
         if let Some(b) = bucket.filter(|b| b.refused) {
             let principal = match &caller {
                 Ok(p) if p.role.is_some() => p.name.clone(),
-                _ => peer.map(|ip| ip.to_string()).unwrap_or_else(|| ANONYMOUS.into()),
+                _ => peer
+                    .map(|ip| ip.to_string())
+                    .unwrap_or_else(|| ANONYMOUS.into()),
             };
             let refusal = Refusal::RateLimited {
                 principal,
@@ -800,7 +804,10 @@ mod tests {
         let (file, tokens) = file_with(&[("alice", Role::Operator), ("bob", Role::Viewer)]);
         assert_ne!(tokens[0], tokens[1]);
         for t in &tokens {
-            assert!(t.starts_with(TOKEN_PREFIX) && t.len() == TOKEN_PREFIX.len() + 43, "{t}");
+            assert!(
+                t.starts_with(TOKEN_PREFIX) && t.len() == TOKEN_PREFIX.len() + 43,
+                "{t}"
+            );
         }
         let json = serde_json::to_string(&file).unwrap();
         assert!(!json.contains(&tokens[0][TOKEN_PREFIX.len()..]), "{json}");
@@ -812,10 +819,18 @@ mod tests {
         let (mut file, _) = file_with(&[("alice", Role::Operator)]);
         let dup = file.create("alice", Role::Admin).unwrap_err().to_string();
         assert!(dup.contains("exists already"), "{dup}");
-        assert!(file.create("anonymous", Role::Admin).unwrap_err().to_string().contains("reserved"));
+        assert!(file
+            .create("anonymous", Role::Admin)
+            .unwrap_err()
+            .to_string()
+            .contains("reserved"));
         assert!(file.create("a b", Role::Admin).is_err());
         file.revoke("alice").unwrap();
-        assert!(file.revoke("alice").unwrap_err().to_string().contains("no token"));
+        assert!(file
+            .revoke("alice")
+            .unwrap_err()
+            .to_string()
+            .contains("no token"));
     }
 
     #[test]
@@ -844,7 +859,11 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(TokenFile::load(&path).unwrap(), file);
-        std::fs::write(&path, r#"{"tokens":[{"name":"x","role":"root","sha256":"00"}]}"#).unwrap();
+        std::fs::write(
+            &path,
+            r#"{"tokens":[{"name":"x","role":"root","sha256":"00"}]}"#,
+        )
+        .unwrap();
         let e = TokenFile::load(&path).unwrap_err().to_string();
         assert!(e.contains("tokens file") && e.contains("root"), "{e}");
         std::fs::remove_dir_all(dir).ok();
@@ -856,10 +875,28 @@ mod tests {
         t.apply_spec("operator=5/10").unwrap();
         t.apply_spec("anonymous=1/2").unwrap();
         t.apply_spec("viewer=off").unwrap();
-        assert_eq!(t.roles[&Role::Operator], RateLimit { per_second: 5, burst: 10 });
-        assert_eq!(t.anonymous, Some(RateLimit { per_second: 1, burst: 2 }));
+        assert_eq!(
+            t.roles[&Role::Operator],
+            RateLimit {
+                per_second: 5,
+                burst: 10
+            }
+        );
+        assert_eq!(
+            t.anonymous,
+            Some(RateLimit {
+                per_second: 1,
+                burst: 2
+            })
+        );
         assert!(!t.roles.contains_key(&Role::Viewer));
-        for bad in ["operator", "operator=5", "root=1/1", "admin=0/1", "admin=x/1"] {
+        for bad in [
+            "operator",
+            "operator=5",
+            "root=1/1",
+            "admin=0/1",
+            "admin=x/1",
+        ] {
             let e = t.apply_spec(bad).unwrap_err().to_string();
             assert!(e.starts_with("rate_limits:"), "{bad}: {e}");
         }
@@ -870,13 +907,31 @@ mod tests {
         let mut table = RateLimitTable::default();
         table.apply_spec("operator=1/3").unwrap();
         let limits = RateLimiters::new(&table);
-        let alice = Principal { name: "alice".into(), role: Some(Role::Operator) };
-        let bob = Principal { name: "bob".into(), role: Some(Role::Operator) };
-        let seen: Vec<_> = (0..4).map(|_| limits.check(Some(&alice), None).unwrap()).collect();
-        assert_eq!(seen.iter().map(|b| b.remaining).collect::<Vec<_>>(), vec![2, 1, 0, 0]);
+        let alice = Principal {
+            name: "alice".into(),
+            role: Some(Role::Operator),
+        };
+        let bob = Principal {
+            name: "bob".into(),
+            role: Some(Role::Operator),
+        };
+        let seen: Vec<_> = (0..4)
+            .map(|_| limits.check(Some(&alice), None).unwrap())
+            .collect();
+        assert_eq!(
+            seen.iter().map(|b| b.remaining).collect::<Vec<_>>(),
+            vec![2, 1, 0, 0]
+        );
         assert!(seen[3].refused && seen[3].reset_secs >= 1);
-        assert!(!limits.check(Some(&bob), None).unwrap().refused, "bob has his own bucket");
-        assert_eq!(limits.check(None, None), None, "anonymous is not limited by default");
+        assert!(
+            !limits.check(Some(&bob), None).unwrap().refused,
+            "bob has his own bucket"
+        );
+        assert_eq!(
+            limits.check(None, None),
+            None,
+            "anonymous is not limited by default"
+        );
     }
 
     #[test]
@@ -886,8 +941,13 @@ mod tests {
         assert!(check_bind("http", local, false, false).is_ok());
         assert!(check_bind("http", public, true, false).is_ok());
         assert!(check_bind("http", public, false, true).is_ok());
-        let e = check_bind("http", public, false, false).unwrap_err().to_string();
-        assert!(e.contains("0.0.0.0:80") && e.contains("--tokens FILE"), "{e}");
+        let e = check_bind("http", public, false, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("0.0.0.0:80") && e.contains("--tokens FILE"),
+            "{e}"
+        );
         assert!(e.contains("--insecure-no-auth"), "{e}");
     }
 
@@ -909,7 +969,10 @@ mod tests {
     }
 
     fn h<B>(res: &ServiceResponse<B>, name: impl actix_web::http::header::AsHeaderName) -> String {
-        res.headers().get(name).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default()
+        res.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
     }
 
     #[actix_web::test]
@@ -944,9 +1007,20 @@ mod tests {
         assert_eq!(res.status(), 200);
         let res = call_service(&app, call("/cmd", None)).await;
         assert_eq!(res.status(), 401);
-        assert_eq!(h(&res, header::WWW_AUTHENTICATE), "Bearer realm=\"flotilla\"");
-        assert_eq!(call_service(&app, call("/metrics", None)).await.status(), 401);
-        assert_eq!(call_service(&app, call("/cmd", Some("flt_x"))).await.status(), 401);
+        assert_eq!(
+            h(&res, header::WWW_AUTHENTICATE),
+            "Bearer realm=\"flotilla\""
+        );
+        assert_eq!(
+            call_service(&app, call("/metrics", None)).await.status(),
+            401
+        );
+        assert_eq!(
+            call_service(&app, call("/cmd", Some("flt_x")))
+                .await
+                .status(),
+            401
+        );
         let res = call_service(&app, call("/cmd", Some(&tokens[0]))).await;
         assert_eq!(res.status(), 200);
         assert_eq!(actix_web::test::read_body(res).await, "alice");
@@ -955,7 +1029,12 @@ mod tests {
         assert_eq!(h(&res, "ratelimit-remaining"), "1");
         let body: serde_json::Value = actix_web::test::read_body_json(res).await;
         assert_eq!(body["missing"], "command");
-        assert_eq!(call_service(&app, call("/other", Some(&tokens[1]))).await.status(), 200);
+        assert_eq!(
+            call_service(&app, call("/other", Some(&tokens[1])))
+                .await
+                .status(),
+            200
+        );
         let res = call_service(&app, call("/other", Some(&tokens[1]))).await;
         assert_eq!(res.status(), 429);
         assert!(h(&res, header::RETRY_AFTER).parse::<u64>().unwrap() >= 1);

@@ -123,8 +123,10 @@ pub fn render_refusal(req: &ServiceRequest, refusal: &Refusal) -> HttpResponse {
         .unwrap_or_default();
     match req.app_data::<web::Data<InferenceHttp>>() {
         Some(state) => error_with_id(&state.engine, &id, &e),
-        None => HttpResponse::build(StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::FORBIDDEN))
-            .json(e.body(&id, unix_timestamp())),
+        None => HttpResponse::build(
+            StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::FORBIDDEN),
+        )
+        .json(e.body(&id, unix_timestamp())),
     }
 }
 

@@ -41,8 +41,8 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use bytes::Bytes;
 use auth::{Access, HttpAuth, Refusal};
+use bytes::Bytes;
 use flotilla_bus::{Bus, BusError, CorruptStreams, EventLog, Message};
 use flotilla_messages::auth::{Permission, PRINCIPAL_HEADER};
 use flotilla_messages::{

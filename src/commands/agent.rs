@@ -13,14 +13,14 @@
 use crate::cli::{AgentArgs, HealthSourceKind};
 use actix_web::web;
 use anyhow::{anyhow, Context, Result};
-use flotilla_gateway::auth::{Access, HttpAuth};
-use flotilla_messages::auth::Permission;
 use flotilla_bus::nats::NatsBus;
 use flotilla_bus::{Bus, Message};
+use flotilla_gateway::auth::{Access, HttpAuth};
 use flotilla_health::HealthAgent;
 use flotilla_health::HealthPolicy;
 use flotilla_health::NvmlSource;
 use flotilla_health::{parse_faults, FaultKind, FaultQueue, HealthSource, SimSource};
+use flotilla_messages::auth::Permission;
 use flotilla_messages::fleet::parse_millis;
 use flotilla_messages::health::HealthMessage;
 use flotilla_messages::{validate_id, Subjects};

@@ -16,8 +16,8 @@ use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::{anyhow, bail, Context, Result};
 use flotilla_bus::CorruptStreams;
-use flotilla_gateway::guard::RequestPolicy;
 use flotilla_gateway::auth::HttpAuth;
+use flotilla_gateway::guard::RequestPolicy;
 use flotilla_gateway::GatewayState;
 use flotilla_host::{AggregateRegistry, CommandService, HostConfig, HostDeps, HostMetrics};
 use flotilla_messages::Actor;
@@ -43,7 +43,11 @@ pub fn run(args: UpArgs) -> Result<ExitCode> {
     let settings = resolve_up(&args)?;
     // Before anything listens: a bind beyond loopback without tokens stops here.
     let auth = match settings.http {
-        Some(addr) => Some(crate::http_auth::build(&settings.auth, gateway_server(), addr)?),
+        Some(addr) => Some(crate::http_auth::build(
+            &settings.auth,
+            gateway_server(),
+            addr,
+        )?),
         None => None,
     };
     actix_rt::System::new().block_on(serve(settings, &args, auth))?;

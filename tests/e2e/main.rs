@@ -24,6 +24,7 @@ mod fleet_crash;
 mod fleet_nats;
 mod forgery;
 mod gateway_origin;
+mod http_auth;
 mod inference_http;
 mod inference_nats;
 mod limits;
