@@ -31,6 +31,7 @@ mod limits;
 mod memory_bound;
 mod nats_auth;
 mod nats_two_hosts;
+mod rate_limit;
 mod readyz_nats;
 mod scheduler_crash;
 mod sled_damage;
