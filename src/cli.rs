@@ -313,6 +313,8 @@ pub enum BenchWhat {
     Solver(BenchSolverArgs),
     /// Inference worker: requests/s and latency over HTTP and NATS.
     Inference(crate::commands::bench_inference::BenchInferenceArgs),
+    /// HTTP command latency (p50/p99) with and without bearer-token auth.
+    Auth(crate::commands::bench_auth::BenchAuthArgs),
 }
 
 /// `flotilla bench solver`.

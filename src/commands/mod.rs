@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod audit;
 pub mod bench;
+pub mod bench_auth;
 pub mod bench_inference;
 pub mod events;
 pub mod model;

@@ -609,3 +609,21 @@ fn subdir(dir: &Path, name: &str) -> PathBuf {
     std::fs::create_dir_all(&path).unwrap();
     path
 }
+
+#[test]
+fn bench_auth_prints_command_latency_with_and_without_tokens() {
+    let out = flotilla(&["bench", "auth", "--commands", "20", "--warmup", "5"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for row in [
+        "| no auth (anonymous) |",
+        "| bearer token + rate limit |",
+        "auth adds",
+    ] {
+        assert!(text.contains(row), "{row} missing:\n{text}");
+    }
+}
