@@ -2,7 +2,8 @@
 //! the resolved settings ([`crate::config::HttpAuthSettings`]) to the
 //! [`HttpAuth`] their apps carry, refusing a bind beyond loopback without a
 //! tokens file (unless `--insecure-no-auth`). The checks themselves are
-//! `flotilla_gateway::auth`.
+//! `flotilla_gateway::auth`. The CLI's own HTTP clients present
+//! `FLOTILLA_TOKEN` (or the file `FLOTILLA_TOKEN_FILE`) through [`client`].
 
 use crate::config::HttpAuthSettings;
 use actix_web::web;
@@ -58,4 +59,40 @@ pub fn build(
         limits,
         render: server.render,
     }))
+}
+
+/// The bearer token the CLI's HTTP clients (`send`, `events --http`,
+/// `ask`/`tell`/`report`/`study show --http`) present: `FLOTILLA_TOKEN`,
+/// else the first line of the file `FLOTILLA_TOKEN_FILE` names (never a
+/// flag: a flag's value shows in `ps`).
+pub fn client_token() -> Result<Option<String>> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    if let Some(token) = var("FLOTILLA_TOKEN") {
+        return Ok(Some(token.trim().to_string()));
+    }
+    let Some(path) = var("FLOTILLA_TOKEN_FILE") else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("FLOTILLA_TOKEN_FILE {path}: cannot read"))?;
+    let token = text.lines().next().unwrap_or_default().trim().to_string();
+    anyhow::ensure!(!token.is_empty(), "FLOTILLA_TOKEN_FILE {path}: empty");
+    Ok(Some(token))
+}
+
+/// A blocking HTTP client that sends [`client_token`] as
+/// `Authorization: Bearer` on every request (marked sensitive, so it is
+/// never logged), with `timeout` (`None`: none, for streams).
+pub fn client(timeout: Option<std::time::Duration>) -> Result<reqwest::blocking::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = client_token()? {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| anyhow::anyhow!("FLOTILLA_TOKEN: not a valid header value"))?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    Ok(reqwest::blocking::Client::builder()
+        .timeout(timeout)
+        .default_headers(headers)
+        .build()?)
 }

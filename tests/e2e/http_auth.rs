@@ -627,3 +627,36 @@ fn bench_auth_prints_command_latency_with_and_without_tokens() {
         assert!(text.contains(row), "{row} missing:\n{text}");
     }
 }
+
+#[test]
+fn the_clis_http_clients_present_flotilla_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, tokens) = tokens_file(dir.path());
+    let up = FlotillaUp::start(&["--tokens", file.to_str().unwrap()], dir.path());
+    let send = |env: &[(&str, &str)]| {
+        let out = Command::new(flotilla_bin())
+            .args([
+                "send",
+                "solver",
+                "s9",
+                r#"{"type": "ask"}"#,
+                "--http",
+                &up.url,
+            ])
+            .env_remove("FLOTILLA_TOKEN")
+            .env_remove("FLOTILLA_TOKEN_FILE")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+    };
+    assert!(send(&[]).contains("UNAUTHENTICATED"));
+    assert!(send(&[("FLOTILLA_TOKEN", &tokens["viewer"])]).contains("FORBIDDEN"));
+    let token_file = dir.path().join("operator.token");
+    std::fs::write(&token_file, format!("{}\n", tokens["operator"])).unwrap();
+    let out = send(&[("FLOTILLA_TOKEN_FILE", token_file.to_str().unwrap())]);
+    assert!(
+        out.contains("NOT_FOUND") && !out.contains(&tokens["operator"]),
+        "{out}"
+    );
+}
