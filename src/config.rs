@@ -408,4 +408,54 @@ mod tests {
             assert!(e.starts_with("passivate_after:"), "{bad}: {e}");
         }
     }
+
+    fn auth_args() -> HttpAuthArgs {
+        HttpAuthArgs {
+            tokens: None,
+            metrics_auth: None,
+            insecure_no_auth: false,
+            rate_limits: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn http_auth_comes_from_flags_over_the_file_and_bad_values_name_the_setting() {
+        use flotilla_gateway::auth::{MetricsAuth, RateLimit};
+        use flotilla_messages::auth::Role;
+        let file: FileConfig = toml::from_str(
+            "tokens_file = \"t.json\"\nmetrics_auth = \"token\"\ninsecure_no_auth = true\n\
+             [rate_limits]\nviewer = \"off\"\n[rate_limits.operator]\nper_second = 5\nburst = 9\n",
+        )
+        .unwrap();
+        let s = resolve_http_auth(&auth_args(), &file).unwrap();
+        assert_eq!(s.tokens_file, Some(PathBuf::from("t.json")));
+        assert_eq!(s.metrics, MetricsAuth::Token);
+        assert!(s.insecure_no_auth);
+        let five_nine = RateLimit {
+            per_second: 5,
+            burst: 9,
+        };
+        assert_eq!(s.rate_limits.roles.get(&Role::Operator), Some(&five_nine));
+        assert!(!s.rate_limits.roles.contains_key(&Role::Viewer));
+        let mut flags = auth_args();
+        flags.tokens = Some("flag.json".into());
+        flags.metrics_auth = Some("open".into());
+        flags.rate_limits = vec!["operator=1/2".into()];
+        let s = resolve_http_auth(&flags, &file).unwrap();
+        assert_eq!(s.tokens_file, Some(PathBuf::from("flag.json")));
+        assert_eq!(s.metrics, MetricsAuth::Open);
+        let one_two = RateLimit {
+            per_second: 1,
+            burst: 2,
+        };
+        assert_eq!(s.rate_limits.roles.get(&Role::Operator), Some(&one_two));
+        flags.metrics_auth = Some("maybe".into());
+        let e = resolve_http_auth(&flags, &file).unwrap_err().to_string();
+        assert!(e.starts_with("metrics_auth:"), "{e}");
+        let bad: FileConfig = toml::from_str("[rate_limits]\nroot = \"off\"\n").unwrap();
+        let e = resolve_http_auth(&auth_args(), &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("rate_limits:") && e.contains("root"), "{e}");
+    }
 }
