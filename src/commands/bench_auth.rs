@@ -8,7 +8,10 @@
 //! keep-alive connection, alternating between the two servers request by
 //! request so that drift (the other helpers on the machine, sled's cache
 //! warming) falls on both alike. It prints p50/p99/mean per mode and the
-//! difference at p50.
+//! difference at p50, and, since a loaded machine's noise is larger than
+//! the difference, the in-process cost of the check itself: one token
+//! lookup (hash + constant-time compare with every stored hash) and one
+//! rate-limit bucket check, averaged over many calls.
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -138,7 +141,44 @@ pub fn run(args: BenchAuthArgs) -> Result<ExitCode> {
     let _ = std::fs::remove_dir_all(&root);
     let modes = outcome?;
     print_table(&args, &modes);
+    print_check_cost(args.tokens_in_file.max(1));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The time of one authentication decision's parts, in-process.
+fn print_check_cost(tokens_in_file: usize) {
+    use flotilla_gateway::auth::{RateLimitTable, RateLimiters, TokenStore};
+    const CALLS: u32 = 100_000;
+    let mut file = TokenFile::default();
+    let mut token = String::new();
+    for i in 0..tokens_in_file {
+        token = file
+            .create(&format!("t{i}"), Role::Operator)
+            .unwrap_or_default();
+    }
+    let store = TokenStore::new(&file);
+    let started = Instant::now();
+    let mut found = 0;
+    for _ in 0..CALLS {
+        found += usize::from(store.lookup(std::hint::black_box(&token)).is_some());
+    }
+    let lookup = started.elapsed() / CALLS;
+    let mut table = RateLimitTable::default();
+    // A bucket that never runs dry, so every check takes the same path.
+    let _ = table.apply_spec("operator=1000000000/1000000000");
+    let limits = RateLimiters::new(&table);
+    let principal = store.lookup(&token).cloned();
+    let started = Instant::now();
+    for _ in 0..CALLS {
+        std::hint::black_box(limits.check(principal.as_ref(), None));
+    }
+    let bucket = started.elapsed() / CALLS;
+    println!(
+        "per request, in-process: token lookup among {tokens_in_file} {:.1} µs ({found} found), \
+         rate-limit check {:.1} µs",
+        lookup.as_secs_f64() * 1e6,
+        bucket.as_secs_f64() * 1e6
+    );
 }
 
 fn measure(args: &BenchAuthArgs, root: &Path) -> Result<Vec<Mode>> {
