@@ -3,7 +3,7 @@
 //! [`crate::config`] for the precedence.
 
 use clap::builder::BoolishValueParser;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -72,6 +72,82 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Model artifacts: `model init DIR` writes a working example.
     Model(crate::commands::model::ModelArgs),
+    /// HTTP bearer tokens: `token create --name N --role R` prints a new
+    /// token once and stores only its hash; `token list`, `token revoke`.
+    Token(TokenArgs),
+}
+
+/// Who may call a Flotilla HTTP server (`up`, `worker`, `agent`): bearer
+/// tokens, `/metrics`, rate limits, and the refusal to listen beyond
+/// loopback without them.
+#[derive(Debug, Clone, Args)]
+pub struct HttpAuthArgs {
+    /// Tokens file (from `flotilla token create`): every route but
+    /// /healthz and /readyz then needs `Authorization: Bearer <token>`
+    /// [env: FLOTILLA_TOKENS_FILE; file key: tokens_file; default: no auth].
+    #[arg(long = "tokens", env = "FLOTILLA_TOKENS_FILE", value_name = "FILE")]
+    pub tokens: Option<PathBuf>,
+    /// Whether /metrics is `open` or needs a `token` (of any role)
+    /// [env: FLOTILLA_METRICS_AUTH; file key: metrics_auth; default: open].
+    #[arg(long, env = "FLOTILLA_METRICS_AUTH", value_name = "open|token")]
+    pub metrics_auth: Option<String>,
+    /// Listen beyond loopback without a tokens file (logs a warning on
+    /// every start) [env: FLOTILLA_INSECURE_NO_AUTH; file key: insecure_no_auth].
+    #[arg(
+        long,
+        env = "FLOTILLA_INSECURE_NO_AUTH",
+        action = ArgAction::SetTrue,
+        value_parser = BoolishValueParser::new()
+    )]
+    pub insecure_no_auth: bool,
+    /// Rate limits per role, `ROLE=PER_SECOND/BURST` or `ROLE=off`,
+    /// comma-separated; `anonymous` is callers without a token, by IP
+    /// [env: FLOTILLA_RATE_LIMITS; file table: rate_limits.ROLE; default:
+    /// 100/200 per role, inference 1000/2000, anonymous off].
+    #[arg(
+        long = "rate-limit",
+        env = "FLOTILLA_RATE_LIMITS",
+        value_delimiter = ','
+    )]
+    pub rate_limits: Vec<String>,
+}
+
+/// `flotilla token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub what: TokenWhat,
+    /// The tokens file [env: FLOTILLA_TOKENS_FILE; default: .flotilla/tokens.json].
+    #[arg(
+        long = "tokens",
+        env = "FLOTILLA_TOKENS_FILE",
+        global = true,
+        value_name = "FILE"
+    )]
+    pub tokens: Option<PathBuf>,
+}
+
+/// Token subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokenWhat {
+    /// Create a token: prints it once on stdout; the file keeps its SHA-256.
+    Create {
+        /// The principal (1-64 of `[A-Za-z0-9._-]`; not anonymous, unsigned, flotilla).
+        #[arg(long)]
+        name: String,
+        /// admin, operator, viewer, auditor or inference.
+        #[arg(long)]
+        role: String,
+    },
+    /// List the tokens' names and roles.
+    List,
+    /// Revoke a token (servers read the file at start: restart them).
+    Revoke {
+        /// The token's name.
+        #[arg(long)]
+        name: String,
+    },
 }
 
 /// Where the log lives: a data dir (embedded) or a NATS server.
@@ -153,6 +229,9 @@ pub struct UpArgs {
     /// the gateway on loopback or off; none otherwise].
     #[arg(long, env = "FLOTILLA_ALLOWED_COMMANDS", value_delimiter = ',')]
     pub allowed_commands: Option<Vec<String>>,
+    /// Bearer tokens, roles and rate limits of the gateway.
+    #[command(flatten)]
+    pub auth: HttpAuthArgs,
 }
 
 /// `flotilla send`.
@@ -253,6 +332,8 @@ pub enum BenchWhat {
     Solver(BenchSolverArgs),
     /// Inference worker: requests/s and latency over HTTP and NATS.
     Inference(crate::commands::bench_inference::BenchInferenceArgs),
+    /// HTTP command latency (p50/p99) with and without bearer-token auth.
+    Auth(crate::commands::bench_auth::BenchAuthArgs),
 }
 
 /// `flotilla bench solver`.
@@ -545,6 +626,12 @@ pub struct AgentArgs {
     /// How often to sample, evaluate and heartbeat (`10s`, `500ms`).
     #[arg(long, default_value = "10s")]
     pub interval: String,
+    /// Config file (TOML, `up`'s format; the agent reads its HTTP auth keys).
+    #[arg(long, env = "FLOTILLA_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Bearer tokens of the agent's HTTP routes.
+    #[command(flatten)]
+    pub auth: HttpAuthArgs,
 }
 
 /// `flotilla worker`.
@@ -612,4 +699,10 @@ pub struct WorkerArgs {
     /// Seed of the samples of requests that bring none.
     #[arg(long, env = "INFERENCE_SEED", default_value_t = 0)]
     pub seed: u64,
+    /// Config file (TOML, `up`'s format; the worker reads its HTTP auth keys).
+    #[arg(long, env = "FLOTILLA_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Bearer tokens, roles and rate limits of the worker's routes.
+    #[command(flatten)]
+    pub auth: HttpAuthArgs,
 }

@@ -5,7 +5,7 @@
 //! environment; this module layers the file and the defaults underneath and
 //! checks every value, naming the field when one is wrong.
 
-use crate::cli::{LogSource, UpArgs};
+use crate::cli::{HttpAuthArgs, LogSource, UpArgs};
 use anyhow::{anyhow, bail, Context, Result};
 use flotilla_messages::{Actor, Subjects};
 use flotilla_scheduler::AllowedCommands;
@@ -47,6 +47,14 @@ pub struct FileConfig {
     pub unsigned_commands: Option<crate::trust::UnsignedCommands>,
     /// The scheduler's settings (`[scheduler.local]`).
     pub scheduler: Option<SchedulerFileConfig>,
+    /// HTTP bearer tokens file (`flotilla token create`).
+    pub tokens_file: Option<PathBuf>,
+    /// `/metrics`: `open` or `token`.
+    pub metrics_auth: Option<String>,
+    /// Listen beyond loopback without tokens.
+    pub insecure_no_auth: Option<bool>,
+    /// Rate limits per role (and `anonymous`): `{per_second, burst}` or `"off"`.
+    pub rate_limits: Option<std::collections::BTreeMap<String, FileRateLimit>>,
 }
 
 /// The config file's `[scheduler]` table.
@@ -64,6 +72,17 @@ pub struct LocalExecutorFileConfig {
     /// `scheduler.local.allowed_commands`: the programs the local executor
     /// may run (see [`AllowedCommands`]).
     pub allowed_commands: Option<Vec<String>>,
+}
+
+/// A rate limit in the config file: `[rate_limits.operator] per_second = 50,
+/// burst = 100`, or `rate_limits.viewer = "off"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum FileRateLimit {
+    /// A bucket.
+    Limit(flotilla_gateway::auth::RateLimit),
+    /// `off`: not limited.
+    Word(String),
 }
 
 impl FileConfig {
@@ -127,6 +146,8 @@ pub struct UpSettings {
     pub unsigned_commands: Option<crate::trust::UnsignedCommands>,
     /// The programs the scheduler's local executor may run.
     pub allowed_commands: AllowedCommands,
+    /// Who may call the gateway.
+    pub auth: HttpAuthSettings,
 }
 
 /// A size limit in bytes: from the flag, the file or the default, at
@@ -261,6 +282,51 @@ fn resolve_allowed_commands(
     })
 }
 
+/// The HTTP auth settings of `up`, `worker` or `agent`, resolved.
+#[derive(Debug, Clone)]
+pub struct HttpAuthSettings {
+    /// The tokens file; `None`: no auth.
+    pub tokens_file: Option<PathBuf>,
+    /// Whether `/metrics` needs a token.
+    pub metrics: flotilla_gateway::auth::MetricsAuth,
+    /// Listen beyond loopback without tokens.
+    pub insecure_no_auth: bool,
+    /// The rate limits.
+    pub rate_limits: flotilla_gateway::auth::RateLimitTable,
+}
+
+/// Resolves the HTTP auth settings: flag > env (clap) > file > defaults;
+/// a bad value names its setting.
+pub fn resolve_http_auth(args: &HttpAuthArgs, file: &FileConfig) -> Result<HttpAuthSettings> {
+    use flotilla_gateway::auth::{MetricsAuth, RateLimitTable};
+    let metrics = match args
+        .metrics_auth
+        .as_deref()
+        .or(file.metrics_auth.as_deref())
+    {
+        Some(text) => MetricsAuth::parse(text).map_err(|e| anyhow!("metrics_auth: {e}"))?,
+        None => MetricsAuth::Open,
+    };
+    let mut rate_limits = RateLimitTable::default();
+    for (who, limit) in file.rate_limits.iter().flatten() {
+        let limit = match limit {
+            FileRateLimit::Limit(l) => Some(*l),
+            FileRateLimit::Word(w) if w == "off" => None,
+            FileRateLimit::Word(w) => bail!("rate_limits.{who}: {w:?} is not a table or \"off\""),
+        };
+        rate_limits.set(who, limit)?;
+    }
+    for spec in args.rate_limits.iter().filter(|s| !s.trim().is_empty()) {
+        rate_limits.apply_spec(spec)?;
+    }
+    Ok(HttpAuthSettings {
+        tokens_file: args.tokens.clone().or_else(|| file.tokens_file.clone()),
+        metrics,
+        insecure_no_auth: args.insecure_no_auth || file.insecure_no_auth.unwrap_or(false),
+        rate_limits,
+    })
+}
+
 /// Resolves every setting of `flotilla up`.
 pub fn resolve_up(args: &UpArgs) -> Result<UpSettings> {
     let file = FileConfig::load(args.source.config.as_deref())?;
@@ -318,6 +384,7 @@ pub fn resolve_up(args: &UpArgs) -> Result<UpSettings> {
             file.max_batch_bytes,
             flotilla_host::DEFAULT_MAX_BATCH_BYTES,
         )?,
+        auth: resolve_http_auth(&args.auth, &file)?,
         signing_key: args.signing_key.clone().or(file.signing_key),
         principals: args.principals.clone().or(file.principals_file),
         unsigned_commands: args.unsigned_commands.or(file.unsigned_commands),
@@ -449,5 +516,55 @@ mod tests {
             let e = parse_passivate_after(bad).unwrap_err().to_string();
             assert!(e.starts_with("passivate_after:"), "{bad}: {e}");
         }
+    }
+
+    fn auth_args() -> HttpAuthArgs {
+        HttpAuthArgs {
+            tokens: None,
+            metrics_auth: None,
+            insecure_no_auth: false,
+            rate_limits: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn http_auth_comes_from_flags_over_the_file_and_bad_values_name_the_setting() {
+        use flotilla_gateway::auth::{MetricsAuth, RateLimit};
+        use flotilla_messages::auth::Role;
+        let file: FileConfig = toml::from_str(
+            "tokens_file = \"t.json\"\nmetrics_auth = \"token\"\ninsecure_no_auth = true\n\
+             [rate_limits]\nviewer = \"off\"\n[rate_limits.operator]\nper_second = 5\nburst = 9\n",
+        )
+        .unwrap();
+        let s = resolve_http_auth(&auth_args(), &file).unwrap();
+        assert_eq!(s.tokens_file, Some(PathBuf::from("t.json")));
+        assert_eq!(s.metrics, MetricsAuth::Token);
+        assert!(s.insecure_no_auth);
+        let five_nine = RateLimit {
+            per_second: 5,
+            burst: 9,
+        };
+        assert_eq!(s.rate_limits.roles.get(&Role::Operator), Some(&five_nine));
+        assert!(!s.rate_limits.roles.contains_key(&Role::Viewer));
+        let mut flags = auth_args();
+        flags.tokens = Some("flag.json".into());
+        flags.metrics_auth = Some("open".into());
+        flags.rate_limits = vec!["operator=1/2".into()];
+        let s = resolve_http_auth(&flags, &file).unwrap();
+        assert_eq!(s.tokens_file, Some(PathBuf::from("flag.json")));
+        assert_eq!(s.metrics, MetricsAuth::Open);
+        let one_two = RateLimit {
+            per_second: 1,
+            burst: 2,
+        };
+        assert_eq!(s.rate_limits.roles.get(&Role::Operator), Some(&one_two));
+        flags.metrics_auth = Some("maybe".into());
+        let e = resolve_http_auth(&flags, &file).unwrap_err().to_string();
+        assert!(e.starts_with("metrics_auth:"), "{e}");
+        let bad: FileConfig = toml::from_str("[rate_limits]\nroot = \"off\"\n").unwrap();
+        let e = resolve_http_auth(&auth_args(), &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("rate_limits:") && e.contains("root"), "{e}");
     }
 }

@@ -8,6 +8,7 @@ mod backend;
 mod cli;
 mod commands;
 mod config;
+mod http_auth;
 mod signing;
 mod trust;
 
@@ -39,6 +40,7 @@ fn main() -> std::process::ExitCode {
         Command::Agent(args) => commands::agent::run(args),
         Command::Worker(args) => commands::worker::run(args),
         Command::Model(args) => commands::model::run(args),
+        Command::Token(args) => commands::token::run(args),
     };
     match outcome {
         Ok(code) => code,

@@ -23,7 +23,15 @@
 //! one listed in `CORS_ORIGINS` (`*` opens `/predict` only), and with
 //! `ALLOWED_HOSTS=*` a loopback name or IP literal as `Host`. The work itself is `flotilla_inference`; this module only
 //! translates HTTP.
+//!
+//! With a tokens file ([`crate::auth`]), the probes stay open, `/metrics`
+//! is open or needs a token, and every other route a token whose role
+//! allows it ([`access`]): `infer` to predict, read metadata, warm up and
+//! list versions; `serve_admin` to load, activate or roll back. Refusals
+//! are CarlaRL-shaped errors (`UNAUTHENTICATED`, `FORBIDDEN` with
+//! `details.missing_permission`, `RATE_LIMITED`).
 
+use crate::auth::{self, Access, HttpAuth, Refusal};
 use crate::guard;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
@@ -78,6 +86,48 @@ pub struct InferenceHttp {
     pub registry: prometheus::Registry,
     /// Settings.
     pub settings: Arc<HttpSettings>,
+    /// Tokens, roles and rate limits.
+    pub auth: web::Data<HttpAuth>,
+}
+
+/// What each worker route needs (the probes and `/metrics` are decided by
+/// [`crate::auth`]): changing what serves needs `serve_admin`, every other
+/// route `infer`; an unknown path a valid token (it answers 404).
+pub fn access(method: &Method, path: &str) -> Access {
+    use flotilla_messages::auth::Permission;
+    match path {
+        "/predict" | "/metadata" | "/warmup" | "/versions" => Access::Needs(Permission::Infer),
+        p if p.starts_with("/versions/") && *method == Method::POST => {
+            Access::Needs(Permission::ServeAdmin)
+        }
+        p if p.starts_with("/versions/") => Access::Needs(Permission::Infer),
+        _ => Access::Authenticated,
+    }
+}
+
+/// A refusal of [`crate::auth`] as CarlaRL's error body, with the request's id.
+pub fn render_refusal(req: &ServiceRequest, refusal: &Refusal) -> HttpResponse {
+    let code = match refusal {
+        Refusal::Unauthenticated(_) => ServingErrorCode::Unauthenticated,
+        Refusal::Forbidden { .. } => ServingErrorCode::Forbidden,
+        Refusal::RateLimited { .. } => ServingErrorCode::RateLimited,
+    };
+    let mut e = ServingError::new(code, refusal.message());
+    if let Some(missing) = refusal.missing_permission() {
+        e = e.with_detail("missing_permission", missing.as_str());
+    }
+    let id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    match req.app_data::<web::Data<InferenceHttp>>() {
+        Some(state) => error_with_id(&state.engine, &id, &e),
+        None => HttpResponse::build(
+            StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::FORBIDDEN),
+        )
+        .json(e.body(&id, unix_timestamp())),
+    }
 }
 
 /// The request id of the request being served.
@@ -87,7 +137,8 @@ struct RequestId(String);
 /// Adds the inference routes to an actix-web app.
 pub fn configure(state: InferenceHttp) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
-        cfg.app_data(web::Data::new(state))
+        cfg.app_data(state.auth.clone())
+            .app_data(web::Data::new(state))
             .service(endpoint("/predict", web::post().to(predict)))
             .service(endpoint("/healthz", web::get().to(healthz)))
             .service(endpoint("/readyz", web::get().to(readyz)))
@@ -117,6 +168,7 @@ pub fn start(state: InferenceHttp, addr: std::net::SocketAddr) -> std::io::Resul
     let server = HttpServer::new(move || {
         let s = state.clone();
         App::new()
+            .wrap(from_fn(auth::authenticate))
             .wrap(from_fn(envelope))
             .configure(configure(s))
             .default_service(web::to(not_found))

@@ -19,10 +19,18 @@
 //! `Origin`, and a command must be JSON or MessagePack ([`guard`]): a web
 //! page cannot drive a local control plane.
 //!
+//! With a tokens file, every route but the probes (and `/metrics` when it
+//! is open) needs a bearer token whose role allows it, within its rate
+//! limit ([`auth`]; see [`access`] for the table). Every command put on the
+//! bus carries the caller's principal in `Flotilla-Principal`
+//! (`anonymous` without auth); a client's own header of that name is never
+//! passed on.
+//!
 //! The inference worker's CarlaRL-compatible routes are in [`inference`].
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod guard;
 pub mod inference;
 
@@ -33,8 +41,10 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use auth::{Access, HttpAuth, Refusal};
 use bytes::Bytes;
 use flotilla_bus::{Bus, BusError, CorruptStreams, EventLog, Message};
+use flotilla_messages::auth::{Permission, PRINCIPAL_HEADER};
 use flotilla_messages::{
     validate_id, Actor, Encoding, ErrorCode, Rejection, Reply, StreamName, Subjects,
 };
@@ -66,12 +76,48 @@ pub struct GatewayState {
     pub request_timeout: Duration,
     /// Allowed `Host` and `Origin` values.
     pub policy: guard::RequestPolicy,
+    /// Tokens, roles and rate limits ([`access`] is the route table).
+    pub auth: web::Data<HttpAuth>,
+}
+
+/// What each gateway route needs: commands `command`, queries `query`,
+/// the log `events`; any other path a valid token (it answers 404). The
+/// probes and `/metrics` are decided by [`auth`] itself.
+pub fn access(method: &actix_web::http::Method, path: &str) -> Access {
+    use actix_web::http::Method;
+    if *method == Method::POST && path.starts_with("/v1/cmd/") {
+        Access::Needs(Permission::Command)
+    } else if *method == Method::GET && path.starts_with("/v1/query/") {
+        Access::Needs(Permission::Query)
+    } else if *method == Method::GET && path == "/v1/events" {
+        Access::Needs(Permission::Events)
+    } else {
+        Access::Authenticated
+    }
+}
+
+/// A refusal of [`auth`] in the gateway's reply shape: `{"ok": false,
+/// "error": {"code", "message"}}`, plus `missing_permission` on a 403.
+pub fn render_refusal(_req: &ServiceRequest, refusal: &Refusal) -> HttpResponse {
+    let code = match refusal {
+        Refusal::Unauthenticated(_) => ErrorCode::Unauthenticated,
+        Refusal::Forbidden { .. } => ErrorCode::Forbidden,
+        Refusal::RateLimited { .. } => ErrorCode::RateLimited,
+    };
+    let rejection = Rejection::new(code, refusal.message());
+    let mut body = serde_json::to_value(Reply::rejected(&rejection)).unwrap_or_default();
+    if let Some(missing) = refusal.missing_permission() {
+        body["missing_permission"] = serde_json::Value::from(missing.as_str());
+    }
+    let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::FORBIDDEN);
+    HttpResponse::build(status).json(body)
 }
 
 /// Adds the gateway's routes to an actix-web app.
 pub fn configure(state: GatewayState) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
-        cfg.app_data(web::Data::new(state))
+        cfg.app_data(state.auth.clone())
+            .app_data(web::Data::new(state))
             .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
@@ -87,6 +133,7 @@ pub fn configure(state: GatewayState) -> impl FnOnce(&mut web::ServiceConfig) {
 pub fn start(state: GatewayState, addr: std::net::SocketAddr) -> std::io::Result<Server> {
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(from_fn(auth::authenticate))
             .wrap(from_fn(refuse_foreign))
             .configure(configure(state.clone()))
     })
@@ -240,15 +287,20 @@ async fn command(
     {
         msg = msg.with_header("Nats-Msg-Id", key);
     }
-    forward(&state, msg, encoding, stream.actor.as_str()).await
+    forward(&state, &req, msg, encoding, stream.actor.as_str()).await
 }
 
+/// Puts `msg` on the bus as the request's principal and passes the reply
+/// through. The message is built here from scratch, so no header of the
+/// client's reaches the bus but the ones copied on purpose.
 async fn forward(
     state: &GatewayState,
+    req: &HttpRequest,
     msg: Message,
     encoding: Encoding,
     what: &str,
 ) -> HttpResponse {
+    let msg = msg.with_header(PRINCIPAL_HEADER, auth::principal_of(req).name);
     match state.bus.request(msg, state.request_timeout).await {
         Ok(reply) => reply_response(reply.payload, encoding),
         Err(e) => error_response(&bus_rejection(e, what)),
@@ -291,7 +343,7 @@ async fn query_one(
     match parse_stream(&actor, &id) {
         Ok(stream) => {
             let msg = Message::new(state.subjects.query(&stream), query);
-            forward(&state, msg, Encoding::Json, stream.actor.as_str()).await
+            forward(&state, &req, msg, Encoding::Json, stream.actor.as_str()).await
         }
         Err(r) => error_response(&r),
     }
@@ -308,11 +360,15 @@ fn query_page(query: &str) -> Result<Bytes, Rejection> {
     Ok(Bytes::from(body))
 }
 
-async fn query_list(state: web::Data<GatewayState>, path: web::Path<String>) -> HttpResponse {
+async fn query_list(
+    state: web::Data<GatewayState>,
+    path: web::Path<String>,
+    req: HttpRequest,
+) -> HttpResponse {
     match parse_actor(&path) {
         Ok(actor) => {
             let msg = Message::new(state.subjects.query_list(actor), Bytes::from_static(b"{}"));
-            forward(&state, msg, Encoding::Json, actor.as_str()).await
+            forward(&state, &req, msg, Encoding::Json, actor.as_str()).await
         }
         Err(r) => error_response(&r),
     }

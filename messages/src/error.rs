@@ -55,11 +55,14 @@ pub enum ErrorCode {
     /// (`scheduler.local.allowed_commands`; the message names the program
     /// and the setting).
     CommandNotAllowed,
+    /// The principal sent more than its role's rate limit allows (429, with
+    /// `Retry-After`).
+    RateLimited,
 }
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::MalformedBody,
         ErrorCode::UnknownCommand,
         ErrorCode::UnknownField,
@@ -82,6 +85,7 @@ impl ErrorCode {
         ErrorCode::Unauthenticated,
         ErrorCode::Forbidden,
         ErrorCode::CommandNotAllowed,
+        ErrorCode::RateLimited,
     ];
 
     /// The code a wire spelling names, if any.
@@ -114,6 +118,7 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => "UNAUTHENTICATED",
             ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::CommandNotAllowed => "COMMAND_NOT_ALLOWED",
+            ErrorCode::RateLimited => "RATE_LIMITED",
         }
     }
 
@@ -138,6 +143,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => 413,
             ErrorCode::Unauthenticated => 401,
             ErrorCode::Forbidden => 403,
+            ErrorCode::RateLimited => 429,
         }
     }
 }

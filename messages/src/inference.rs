@@ -139,6 +139,12 @@ pub enum ServingErrorCode {
     UnsupportedMediaType,
     /// A version route's `Origin` is not the worker's own nor in `CORS_ORIGINS` (403).
     ForbiddenOrigin,
+    /// No bearer token, or an unknown one (401).
+    Unauthenticated,
+    /// The token's role lacks the route's permission (403; `details.missing_permission`).
+    Forbidden,
+    /// The principal is over its role's rate limit (429, with `Retry-After`).
+    RateLimited,
 }
 
 impl ServingErrorCode {
@@ -159,6 +165,9 @@ impl ServingErrorCode {
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             Self::ForbiddenOrigin => "FORBIDDEN_ORIGIN",
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::Forbidden => "FORBIDDEN",
+            Self::RateLimited => "RATE_LIMITED",
         }
     }
 
@@ -174,7 +183,9 @@ impl ServingErrorCode {
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::UnsupportedMediaType => 415,
-            Self::ForbiddenOrigin => 403,
+            Self::ForbiddenOrigin | Self::Forbidden => 403,
+            Self::Unauthenticated => 401,
+            Self::RateLimited => 429,
         }
     }
 }

@@ -11,13 +11,16 @@
 //! `{"kind": "event", "event": {"kind": "xid", "gpu": 0, "code": 79}}`).
 
 use crate::cli::{AgentArgs, HealthSourceKind};
+use actix_web::web;
 use anyhow::{anyhow, Context, Result};
 use flotilla_bus::nats::NatsBus;
 use flotilla_bus::{Bus, Message};
+use flotilla_gateway::auth::{Access, HttpAuth};
 use flotilla_health::HealthAgent;
 use flotilla_health::HealthPolicy;
 use flotilla_health::NvmlSource;
 use flotilla_health::{parse_faults, FaultKind, FaultQueue, HealthSource, SimSource};
+use flotilla_messages::auth::Permission;
 use flotilla_messages::fleet::parse_millis;
 use flotilla_messages::health::HealthMessage;
 use flotilla_messages::{validate_id, Subjects};
@@ -71,6 +74,11 @@ pub fn run(args: AgentArgs) -> Result<ExitCode> {
         HealthSourceKind::Sim => Ok(Box::new(SimSource::new(SIM_GPUS, faults.clone()))),
     };
     let agent = HealthAgent::new(&args.node_id, source, policy);
+    let auth = match http {
+        Some(addr) => Some(agent_auth(&args, addr)?),
+        None => None,
+    };
+    let http = http.zip(auth);
     actix_rt::System::new().block_on(serve(args, subjects, agent, faults, interval, http))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -87,7 +95,7 @@ async fn serve(
     agent: HealthAgent,
     faults: FaultQueue,
     interval: u64,
-    http: Option<SocketAddr>,
+    http: Option<(SocketAddr, web::Data<HttpAuth>)>,
 ) -> Result<()> {
     let clock = wall_clock();
     let registry = prometheus::Registry::new();
@@ -106,7 +114,7 @@ async fn serve(
         None => Sink::Stdout,
     };
     let server = match http {
-        Some(addr) => Some(start_http(addr, agent.clone(), registry.clone())?),
+        Some((addr, auth)) => Some(start_http(addr, agent.clone(), registry.clone(), auth)?),
         None => None,
     };
     let mut tasks = Vec::new();
@@ -186,15 +194,39 @@ async fn publish(sink: &Sink, subject: &str, message: &HealthMessage) {
     }
 }
 
+/// What the agent's routes need: `agent_read` for anything but the
+/// probes and `/metrics` (which [`flotilla_gateway::auth`] decides).
+fn agent_access(_: &actix_web::http::Method, _: &str) -> Access {
+    Access::Needs(Permission::AgentRead)
+}
+
+/// The agent's HTTP auth (its refusals use the gateway's reply shape; no
+/// rate limits: it serves probes and scrapes), checked before it listens.
+fn agent_auth(args: &AgentArgs, addr: SocketAddr) -> Result<web::Data<HttpAuth>> {
+    let file = crate::config::FileConfig::load(args.config.as_deref())?;
+    let settings = crate::config::resolve_http_auth(&args.auth, &file)?;
+    let server = crate::http_auth::Server {
+        what: "agent http",
+        access: agent_access,
+        render: flotilla_gateway::render_refusal,
+        rate_limited: false,
+    };
+    crate::http_auth::build(&settings, server, addr)
+}
+
 fn start_http(
     addr: SocketAddr,
     agent: Arc<Mutex<HealthAgent>>,
     registry: prometheus::Registry,
+    auth: web::Data<HttpAuth>,
 ) -> Result<actix_web::dev::ServerHandle> {
-    use actix_web::{web, App, HttpResponse, HttpServer};
+    use actix_web::middleware::from_fn;
+    use actix_web::{App, HttpResponse, HttpServer};
     let server = HttpServer::new(move || {
         let (agent, registry) = (agent.clone(), registry.clone());
         App::new()
+            .app_data(auth.clone())
+            .wrap(from_fn(flotilla_gateway::auth::authenticate))
             .route(
                 "/healthz",
                 web::get().to(move || {

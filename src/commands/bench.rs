@@ -11,6 +11,10 @@
 //! 1,000 and 10,000 trials. The harness is the simulations crate's
 //! (`simulations/src/{study,objectives,solver_bench}.rs`), compiled in here
 //! so the CLI needs no extra dependency.
+//!
+//! `flotilla bench inference` is [`super::bench_inference`]; `flotilla
+//! bench auth` (HTTP command latency with and without bearer tokens) is
+//! [`super::bench_auth`].
 
 use crate::cli::{BenchArgs, BenchLogArgs, BenchSolverArgs, BenchWhat};
 use crate::commands::block_on;
@@ -33,6 +37,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         BenchWhat::Log(a) => bench_log(a),
         BenchWhat::Solver(a) => bench_solver(a),
         BenchWhat::Inference(a) => super::bench_inference::run(a),
+        BenchWhat::Auth(a) => super::bench_auth::run(a),
     }
 }
 

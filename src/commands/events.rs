@@ -81,9 +81,7 @@ fn from_http(url: &str, args: &EventsArgs) -> Result<()> {
         query.push(("from", args.from.to_string()));
     }
     let endpoint = format!("{}/v1/events", url.trim_end_matches('/'));
-    let resp = reqwest::blocking::Client::builder()
-        .timeout(None)
-        .build()?
+    let resp = crate::http_auth::client(None)?
         .get(&endpoint)
         .query(&query)
         .send()

@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod audit;
 pub mod bench;
+pub mod bench_auth;
 pub mod bench_inference;
 pub mod events;
 pub mod model;
@@ -15,6 +16,7 @@ pub mod run;
 pub mod scheduler;
 pub mod send;
 pub mod study;
+pub mod token;
 pub mod up;
 pub mod worker;
 

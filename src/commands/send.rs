@@ -67,9 +67,7 @@ fn via_http(
         stream.actor,
         stream.id
     );
-    let client = reqwest::blocking::Client::builder()
-        .timeout(timeout)
-        .build()?;
+    let client = crate::http_auth::client(Some(timeout))?;
     let mut req = client.post(&url).json(command);
     if let Some(key) = &args.id_key {
         req = req.header("Idempotency-Key", key);

@@ -214,9 +214,7 @@ fn send(target: &StudyTarget, study: &str, command: Value) -> Result<Reply> {
 }
 
 fn client() -> Result<reqwest::blocking::Client> {
-    Ok(reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?)
+    crate::http_auth::client(Some(Duration::from_secs(30)))
 }
 
 fn http_reply(request: reqwest::blocking::RequestBuilder, url: &str) -> Result<Reply> {

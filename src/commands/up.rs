@@ -16,6 +16,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::{anyhow, bail, Context, Result};
 use flotilla_bus::CorruptStreams;
+use flotilla_gateway::auth::HttpAuth;
 use flotilla_gateway::guard::RequestPolicy;
 use flotilla_gateway::GatewayState;
 use flotilla_host::{AggregateRegistry, CommandService, HostConfig, HostDeps, HostMetrics};
@@ -40,11 +41,34 @@ const ARBITERS_PER_ACTOR: usize = 4;
 /// Runs `flotilla up`.
 pub fn run(args: UpArgs) -> Result<ExitCode> {
     let settings = resolve_up(&args)?;
-    actix_rt::System::new().block_on(serve(settings, &args))?;
+    // Before anything listens: a bind beyond loopback without tokens stops here.
+    let auth = match settings.http {
+        Some(addr) => Some(crate::http_auth::build(
+            &settings.auth,
+            gateway_server(),
+            addr,
+        )?),
+        None => None,
+    };
+    actix_rt::System::new().block_on(serve(settings, &args, auth))?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(settings: UpSettings, args: &UpArgs) -> Result<()> {
+/// The gateway's route table and error shape, rate limited.
+fn gateway_server() -> crate::http_auth::Server {
+    crate::http_auth::Server {
+        what: "http",
+        access: flotilla_gateway::access,
+        render: flotilla_gateway::render_refusal,
+        rate_limited: true,
+    }
+}
+
+async fn serve(
+    settings: UpSettings,
+    args: &UpArgs,
+    auth: Option<web::Data<HttpAuth>>,
+) -> Result<()> {
     let waiting = start_waiting_gateway(&settings)?;
     let opened = open_backend(&settings).await;
     if let Some(handle) = waiting {
@@ -72,7 +96,19 @@ async fn serve(settings: UpSettings, args: &UpArgs) -> Result<()> {
     };
     let ready = Arc::new(AtomicBool::new(false));
     let corrupt = deps.metrics.corrupt_streams.clone();
-    let gateway = start_gateway(&settings, args, &backend, &registry, ready.clone(), corrupt)?;
+    let gateway = match (settings.http, auth) {
+        (Some(addr), Some(auth)) => {
+            let sources = GatewaySources {
+                backend: &backend,
+                registry: &registry,
+                ready: ready.clone(),
+                corrupt,
+                auth,
+            };
+            Some(start_gateway(&settings, args, addr, sources)?)
+        }
+        _ => None,
+    };
     let (recovered, services) = start_actors(&settings, args, &backend, deps, &registry).await?;
     ready.store(true, Ordering::Release);
     tracing::info!(
@@ -176,24 +212,29 @@ fn describe(choice: &BackendChoice) -> String {
     }
 }
 
+/// What the gateway serves from.
+struct GatewaySources<'a> {
+    backend: &'a Backend,
+    registry: &'a prometheus::Registry,
+    ready: Arc<AtomicBool>,
+    corrupt: CorruptStreams,
+    auth: web::Data<HttpAuth>,
+}
+
 fn start_gateway(
     settings: &UpSettings,
     args: &UpArgs,
-    backend: &Backend,
-    registry: &prometheus::Registry,
-    ready: Arc<AtomicBool>,
-    corrupt: CorruptStreams,
-) -> Result<Option<ServerHandle>> {
-    let Some(addr) = settings.http else {
-        return Ok(None);
-    };
+    addr: std::net::SocketAddr,
+    sources: GatewaySources<'_>,
+) -> Result<ServerHandle> {
     let state = GatewayState {
-        bus: backend.bus.clone(),
-        log: backend.log.clone(),
+        bus: sources.backend.bus.clone(),
+        log: sources.backend.log.clone(),
         subjects: settings.subjects.clone(),
-        ready,
-        corrupt,
-        registry: registry.clone(),
+        ready: sources.ready,
+        corrupt: sources.corrupt,
+        registry: sources.registry.clone(),
+        auth: sources.auth,
         request_timeout: Duration::from_secs(30),
         policy: RequestPolicy::for_bind(
             addr,
@@ -205,7 +246,7 @@ fn start_gateway(
         .with_context(|| format!("http: cannot listen on {addr}"))?;
     let handle = server.handle();
     actix_rt::spawn(server);
-    Ok(Some(handle))
+    Ok(handle)
 }
 
 /// Subscribes every selected actor, then recovers their aggregates.

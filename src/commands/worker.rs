@@ -17,7 +17,9 @@
 use crate::backend::{self, Backend};
 use crate::cli::WorkerArgs;
 use crate::config::BackendChoice;
+use actix_web::web;
 use anyhow::{Context, Result};
+use flotilla_gateway::auth::HttpAuth;
 use flotilla_gateway::inference::{HttpSettings, InferenceHttp};
 use flotilla_host::{
     AggregateRegistry, CommandService, EffectHandler, HostConfig, HostDeps, HostMetrics,
@@ -37,7 +39,8 @@ use std::time::Duration;
 /// Runs `flotilla worker` until SIGINT or SIGTERM.
 pub fn run(args: WorkerArgs) -> Result<ExitCode> {
     single_threaded_matmuls();
-    actix_rt::System::new().block_on(serve(args))?;
+    let auth = worker_auth(&args)?;
+    actix_rt::System::new().block_on(serve(args, auth))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -51,7 +54,26 @@ pub fn single_threaded_matmuls() {
     }
 }
 
-async fn serve(args: WorkerArgs) -> Result<()> {
+/// The HTTP address: `--http`, else 127.0.0.1 on `--port`.
+fn http_addr(args: &WorkerArgs) -> SocketAddr {
+    args.http
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], args.port)))
+}
+
+/// The worker's HTTP auth, checked before anything listens.
+fn worker_auth(args: &WorkerArgs) -> Result<web::Data<HttpAuth>> {
+    let file = crate::config::FileConfig::load(args.config.as_deref())?;
+    let settings = crate::config::resolve_http_auth(&args.auth, &file)?;
+    let server = crate::http_auth::Server {
+        what: "worker http",
+        access: flotilla_gateway::inference::access,
+        render: flotilla_gateway::inference::render_refusal,
+        rate_limited: true,
+    };
+    crate::http_auth::build(&settings, server, http_addr(args))
+}
+
+async fn serve(args: WorkerArgs, auth: web::Data<HttpAuth>) -> Result<()> {
     let subjects = Subjects::new(&args.prefix).context("prefix")?;
     let temp = tempfile_dir(&args)?;
     let choice = match (&args.nats, &args.data_dir) {
@@ -85,7 +107,7 @@ async fn serve(args: WorkerArgs) -> Result<()> {
         );
     }
     let control = VersionControl::new(deployments, &worker_id, engine.clone());
-    let http = start_http(&args, &engine, &control, &registry)?;
+    let http = start_http(&args, &engine, &control, &registry, auth)?;
     let chosen = store.choose(args.model_version.as_deref());
     if args.nats.is_some() {
         let model = model_name(&args, &store, chosen.as_ref().ok())?;
@@ -172,11 +194,11 @@ fn start_http(
     engine: &Arc<InferenceEngine>,
     control: &VersionControl,
     registry: &prometheus::Registry,
+    auth: web::Data<HttpAuth>,
 ) -> Result<actix_web::dev::ServerHandle> {
-    let addr = args
-        .http
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], args.port)));
+    let addr = http_addr(args);
     let state = InferenceHttp {
+        auth,
         engine: engine.clone(),
         control: control.clone(),
         registry: registry.clone(),

@@ -1,0 +1,263 @@
+//! `flotilla bench auth`: what bearer-token auth costs a command over HTTP.
+//!
+//! It starts two real `flotilla up` processes on 127.0.0.1, each with its
+//! own embedded log: one without auth, one with a tokens file (of
+//! `--tokens-in-file` tokens, the caller's last, so the lookup compares
+//! against all of them as it always does) and the default rate limits. On
+//! each it creates a study, then sends `ask` commands one at a time over a
+//! keep-alive connection, alternating between the two servers request by
+//! request so that drift (the other helpers on the machine, sled's cache
+//! warming) falls on both alike. It prints p50/p99/mean per mode and the
+//! difference at p50, and, since a loaded machine's noise is larger than
+//! the difference, the in-process cost of the check itself: one token
+//! lookup (hash + constant-time compare with every stored hash) and one
+//! rate-limit bucket check, averaged over many calls.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use flotilla_gateway::auth::TokenFile;
+use flotilla_messages::auth::Role;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+/// `flotilla bench auth`.
+#[derive(Debug, Args)]
+pub struct BenchAuthArgs {
+    /// Timed commands per mode (after `--warmup` untimed ones).
+    #[arg(long, default_value_t = 2000)]
+    pub commands: usize,
+    /// Untimed commands per mode first.
+    #[arg(long, default_value_t = 100)]
+    pub warmup: usize,
+    /// Tokens in the secured server's file (the lookup compares with each).
+    #[arg(long, default_value_t = 10)]
+    pub tokens_in_file: usize,
+}
+
+/// A `flotilla up` child, killed by its pid on drop.
+struct Up {
+    child: Child,
+    url: String,
+    dir: PathBuf,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start_up(dir: PathBuf, tokens: Option<&Path>) -> Result<Up> {
+    std::fs::create_dir_all(&dir)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let http: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(["up", "--http", &http.to_string()])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .env("FLOTILLA_LOG", "warn")
+        .env_remove("FLOTILLA_NATS")
+        .env_remove("FLOTILLA_TOKENS_FILE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    if let Some(file) = tokens {
+        cmd.arg("--tokens").arg(file);
+    }
+    let child = cmd.spawn().context("cannot start flotilla up")?;
+    let up = Up {
+        child,
+        url: format!("http://{http}"),
+        dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let client = reqwest::blocking::Client::new();
+    while Instant::now() < deadline {
+        let ready = client
+            .get(format!("{}/readyz", up.url))
+            .send()
+            .is_ok_and(|r| r.status().is_success());
+        if ready {
+            return Ok(up);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("flotilla up did not become ready on {http} within 60 s")
+}
+
+/// One mode's server and the caller's token.
+struct Mode {
+    label: &'static str,
+    up: Up,
+    token: Option<String>,
+    latencies: Vec<Duration>,
+}
+
+impl Mode {
+    fn send(
+        &self,
+        client: &reqwest::blocking::Client,
+        body: &serde_json::Value,
+    ) -> Result<Duration> {
+        let mut req = client
+            .post(format!("{}/v1/cmd/solver/bench", self.up.url))
+            .json(body);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let started = Instant::now();
+        let r = req.send()?;
+        let status = r.status();
+        let text = r.text()?;
+        let took = started.elapsed();
+        if !status.is_success() {
+            bail!("{}: {status} {text}", self.label);
+        }
+        Ok(took)
+    }
+
+    fn percentile_ms(&self, p: f64) -> f64 {
+        let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies[i].as_secs_f64() * 1e3
+    }
+
+    fn mean_ms(&self) -> f64 {
+        let total: Duration = self.latencies.iter().sum();
+        total.as_secs_f64() * 1e3 / self.latencies.len().max(1) as f64
+    }
+}
+
+/// Runs `flotilla bench auth`.
+pub fn run(args: BenchAuthArgs) -> Result<ExitCode> {
+    let root = std::env::temp_dir().join(format!("flotilla-bench-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&root)?;
+    let outcome = measure(&args, &root);
+    let _ = std::fs::remove_dir_all(&root);
+    let modes = outcome?;
+    print_table(&args, &modes);
+    print_check_cost(args.tokens_in_file.max(1));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The time of one authentication decision's parts, in-process.
+fn print_check_cost(tokens_in_file: usize) {
+    use flotilla_gateway::auth::{RateLimitTable, RateLimiters, TokenStore};
+    const CALLS: u32 = 100_000;
+    let mut file = TokenFile::default();
+    let mut token = String::new();
+    for i in 0..tokens_in_file {
+        token = file
+            .create(&format!("t{i}"), Role::Operator)
+            .unwrap_or_default();
+    }
+    let store = TokenStore::new(&file);
+    let started = Instant::now();
+    let mut found = 0;
+    for _ in 0..CALLS {
+        found += usize::from(store.lookup(std::hint::black_box(&token)).is_some());
+    }
+    let lookup = started.elapsed() / CALLS;
+    let mut table = RateLimitTable::default();
+    // A bucket that never runs dry, so every check takes the same path.
+    let _ = table.apply_spec("operator=1000000000/1000000000");
+    let limits = RateLimiters::new(&table);
+    let principal = store.lookup(&token).cloned();
+    let started = Instant::now();
+    for _ in 0..CALLS {
+        std::hint::black_box(limits.check(principal.as_ref(), None));
+    }
+    let bucket = started.elapsed() / CALLS;
+    println!(
+        "per request, in-process: token lookup among {tokens_in_file} {:.1} µs ({found} found), \
+         rate-limit check {:.1} µs",
+        lookup.as_secs_f64() * 1e6,
+        bucket.as_secs_f64() * 1e6
+    );
+}
+
+fn measure(args: &BenchAuthArgs, root: &Path) -> Result<Vec<Mode>> {
+    let file_path = root.join("tokens.json");
+    let mut file = TokenFile::default();
+    for i in 1..args.tokens_in_file.max(1) {
+        file.create(&format!("other-{i}"), Role::Viewer)?;
+    }
+    let token = file.create("bench", Role::Operator)?;
+    file.save(&file_path)?;
+    let mut modes = vec![
+        Mode {
+            label: "no auth (anonymous)",
+            up: start_up(root.join("open"), None)?,
+            token: None,
+            latencies: Vec::new(),
+        },
+        Mode {
+            label: "bearer token + rate limit",
+            up: start_up(root.join("secured"), Some(&file_path))?,
+            token: Some(token),
+            latencies: Vec::new(),
+        },
+    ];
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let create = json!({"type": "create_study", "seed": 1, "budget": 1_000_000_000u64,
+        "sampler": "random", "bounds": {"x": {"min": 0, "max": 1}}});
+    let ask = json!({"type": "ask", "n": 1});
+    for m in &modes {
+        m.send(&client, &create)?;
+        for _ in 0..args.warmup {
+            m.send(&client, &ask)?;
+        }
+    }
+    // The default operator limit is 100/s: pace so neither mode is limited.
+    let pace = Duration::from_millis(6);
+    for _ in 0..args.commands {
+        for m in modes.iter_mut() {
+            let started = Instant::now();
+            let took = m.send(&client, &ask)?;
+            m.latencies.push(took);
+            if let Some(rest) = pace.checked_sub(started.elapsed()) {
+                std::thread::sleep(rest);
+            }
+        }
+    }
+    for m in modes.iter_mut() {
+        m.latencies.sort();
+    }
+    Ok(modes)
+}
+
+fn print_table(args: &BenchAuthArgs, modes: &[Mode]) {
+    let build = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    println!(
+        "command latency over HTTP (POST /v1/cmd/solver, ask n=1, embedded, {} commands per mode, \
+         interleaved; {} tokens in the file; {build} build)",
+        args.commands, args.tokens_in_file
+    );
+    println!("| mode | p50 ms | p99 ms | mean ms |");
+    println!("|---|---|---|---|");
+    for m in modes {
+        println!(
+            "| {} | {:.3} | {:.3} | {:.3} |",
+            m.label,
+            m.percentile_ms(0.5),
+            m.percentile_ms(0.99),
+            m.mean_ms()
+        );
+    }
+    if let [open, secured] = modes {
+        let p50 = (secured.percentile_ms(0.5) / open.percentile_ms(0.5) - 1.0) * 100.0;
+        let p99 = (secured.percentile_ms(0.99) / open.percentile_ms(0.99) - 1.0) * 100.0;
+        println!("auth adds {p50:+.1}% at p50, {p99:+.1}% at p99");
+    }
+}
