@@ -89,6 +89,42 @@ pub struct LogSource {
     /// Config file (TOML).
     #[arg(long, env = "FLOTILLA_CONFIG")]
     pub config: Option<PathBuf>,
+    /// NATS credentials and TLS.
+    #[command(flatten)]
+    pub nats_auth: NatsAuthArgs,
+}
+
+/// How a NATS connection authenticates and encrypts, wherever a NATS URL
+/// is accepted. Secrets are files (or the env-only `FLOTILLA_NATS_PASSWORD`
+/// and `FLOTILLA_NATS_TOKEN`), never flag values, which `ps` would show.
+/// Precedence: flag > `FLOTILLA_NATS_*` variable > config-file key
+/// (`nats_creds`, …); see `crate::config::nats_auth`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct NatsAuthArgs {
+    /// NATS `.creds` file (user JWT + nkey seed), as `nsc` writes it.
+    #[arg(long, env = "FLOTILLA_NATS_CREDS", value_name = "FILE")]
+    pub nats_creds: Option<PathBuf>,
+    /// File holding the NATS user's nkey seed (`SU…`).
+    #[arg(long, env = "FLOTILLA_NATS_NKEY", value_name = "FILE")]
+    pub nats_nkey: Option<PathBuf>,
+    /// NATS user name (its password: --nats-password-file or FLOTILLA_NATS_PASSWORD).
+    #[arg(long, env = "FLOTILLA_NATS_USER", value_name = "NAME")]
+    pub nats_user: Option<String>,
+    /// File holding the NATS user's password.
+    #[arg(long, env = "FLOTILLA_NATS_PASSWORD_FILE", value_name = "FILE")]
+    pub nats_password_file: Option<PathBuf>,
+    /// File holding the NATS token (or the env-only FLOTILLA_NATS_TOKEN).
+    #[arg(long, env = "FLOTILLA_NATS_TOKEN_FILE", value_name = "FILE")]
+    pub nats_token_file: Option<PathBuf>,
+    /// PEM file of the CA certificates that sign the NATS server's; TLS is required.
+    #[arg(long, env = "FLOTILLA_NATS_CA", value_name = "FILE")]
+    pub nats_ca: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS (with --nats-key).
+    #[arg(long, env = "FLOTILLA_NATS_CERT", value_name = "FILE")]
+    pub nats_cert: Option<PathBuf>,
+    /// PEM private key of --nats-cert.
+    #[arg(long, env = "FLOTILLA_NATS_KEY", value_name = "FILE")]
+    pub nats_key: Option<PathBuf>,
 }
 
 /// `flotilla up`.
@@ -152,6 +188,9 @@ pub struct SendArgs {
     /// Send over NATS instead of HTTP [env: FLOTILLA_NATS].
     #[arg(long, conflicts_with = "http")]
     pub nats: Option<String>,
+    /// NATS credentials and TLS.
+    #[command(flatten)]
+    pub nats_auth: NatsAuthArgs,
     /// The gateway's URL [env: FLOTILLA_URL; default: http://127.0.0.1:8080].
     #[arg(long)]
     pub http: Option<String>,
@@ -298,6 +337,9 @@ pub struct BenchLogArgs {
     /// Also measure the NATS backend on this server.
     #[arg(long)]
     pub nats: Option<String>,
+    /// NATS credentials and TLS.
+    #[command(flatten)]
+    pub nats_auth: NatsAuthArgs,
     /// Events appended per measurement.
     #[arg(long, default_value_t = 20_000)]
     pub events: u64,
@@ -508,6 +550,9 @@ pub struct AgentArgs {
     /// NATS server to publish on; without it, messages are printed as JSON lines.
     #[arg(long, env = "FLOTILLA_NATS")]
     pub nats: Option<String>,
+    /// NATS credentials and TLS.
+    #[command(flatten)]
+    pub nats_auth: NatsAuthArgs,
     /// Subject prefix.
     #[arg(long, env = "FLOTILLA_PREFIX", default_value = "flotilla")]
     pub prefix: String,
@@ -543,6 +588,9 @@ pub struct WorkerArgs {
     /// NATS server: serve `<prefix>.infer.<model>` and the deployment's commands.
     #[arg(long, env = "FLOTILLA_NATS")]
     pub nats: Option<String>,
+    /// NATS credentials and TLS.
+    #[command(flatten)]
+    pub nats_auth: NatsAuthArgs,
     /// Subject prefix.
     #[arg(long, env = "FLOTILLA_PREFIX", default_value = "flotilla")]
     pub prefix: String,

@@ -73,7 +73,10 @@ impl Role {
             .find(|r| r.as_str() == name)
             .ok_or_else(|| {
                 let names: Vec<_> = Role::ALL.iter().map(|r| r.as_str()).collect();
-                format!("unknown role {name:?} (expected one of {})", names.join(", "))
+                format!(
+                    "unknown role {name:?} (expected one of {})",
+                    names.join(", ")
+                )
             })
     }
 
@@ -189,7 +192,10 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", role.as_str()));
         }
         let err = Role::parse("root").unwrap_err();
-        assert!(err.contains("admin, operator, viewer, auditor, inference"), "{err}");
+        assert!(
+            err.contains("admin, operator, viewer, auditor, inference"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -197,7 +203,9 @@ mod tests {
         assert!(validate_principal("alice.ops-1").is_ok());
         assert!(validate_principal("").is_err());
         assert!(validate_principal("a b").unwrap_err().contains("' '"));
-        assert!(validate_principal("flotilla").unwrap_err().contains("reserved"));
+        assert!(validate_principal("flotilla")
+            .unwrap_err()
+            .contains("reserved"));
         assert!(validate_principal(&"x".repeat(65)).is_err());
     }
 }

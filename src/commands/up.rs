@@ -108,7 +108,13 @@ async fn open_backend(settings: &UpSettings) -> Result<Option<Backend>> {
             backend::open_with_keys(choice, subjects, settings.replicas, keys.clone()).await;
         let error = match opened {
             Ok(backend) => return Ok(Some(backend)),
-            Err(e) if matches!(settings.backend, BackendChoice::Nats(_)) => e,
+            // A bad setting or a refused credential stays so: stop.
+            Err(e)
+                if matches!(settings.backend, BackendChoice::Nats(_))
+                    && !backend::is_permanent(&e) =>
+            {
+                e
+            }
             Err(e) => return Err(e),
         };
         tracing::warn!(error = %format!("{error:#}"), retry_in = ?pause, "NATS not usable yet, trying again");
@@ -161,7 +167,9 @@ async fn waiting_for_nats() -> HttpResponse {
 fn describe(choice: &BackendChoice) -> String {
     match choice {
         BackendChoice::Embedded(dir) => format!("embedded ({})", dir.display()),
-        BackendChoice::Nats(url) => format!("nats ({})", flotilla_bus::nats::redacted(url)),
+        BackendChoice::Nats(target) => {
+            format!("nats ({})", flotilla_bus::nats::redacted(&target.url))
+        }
     }
 }
 

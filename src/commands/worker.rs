@@ -55,7 +55,9 @@ async fn serve(args: WorkerArgs) -> Result<()> {
     let subjects = Subjects::new(&args.prefix).context("prefix")?;
     let temp = tempfile_dir(&args)?;
     let choice = match (&args.nats, &args.data_dir) {
-        (Some(url), _) => BackendChoice::Nats(url.clone()),
+        (Some(url), _) => {
+            BackendChoice::Nats(Box::new(crate::config::nats_target(url, &args.nats_auth)?))
+        }
         (None, Some(dir)) => BackendChoice::Embedded(dir.clone()),
         (None, None) => BackendChoice::Embedded(temp.clone().unwrap_or_default()),
     };

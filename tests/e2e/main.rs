@@ -29,6 +29,7 @@ mod inference_nats;
 mod limits;
 mod memory_bound;
 mod nats_auth;
+mod nats_credentials;
 mod nats_two_hosts;
 mod readyz_nats;
 mod scheduler_crash;

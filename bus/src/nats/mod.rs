@@ -9,11 +9,13 @@
 //! `flotilla_messages::Subjects`; headers cross the wire unchanged in both
 //! directions.
 
+mod connect;
 mod log;
 mod read;
 pub mod server;
 mod snapshots;
 
+pub use connect::{load_nkey_seed, LoadedAuth, NatsAuth, NatsAuthError, SecretSource};
 pub use log::{JetStreamLog, BATCH_BASE_HEADER, BATCH_END_HEADER, SEQ_HEADER, STREAM_NAME};
 pub use snapshots::SNAPSHOT_BUCKET;
 
@@ -39,22 +41,99 @@ pub struct NatsBus {
     client: Client,
 }
 
+/// Why [`NatsBus::connect_with`] has no connection.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsConnectError {
+    /// A credential or TLS setting cannot be used (checked before connecting).
+    #[error(transparent)]
+    Settings(#[from] NatsAuthError),
+    /// The server refused the credential presented.
+    #[error("authorization violation: the server refused {credential}")]
+    Refused {
+        /// The URL, any secret in it redacted.
+        url: String,
+        /// Which credential was presented (never its secret).
+        credential: String,
+    },
+    /// No connection after every attempt (server down, TLS handshake failed, …).
+    #[error("{error}")]
+    Unreachable {
+        /// The URL, any secret in it redacted.
+        url: String,
+        /// The last attempt's error.
+        error: String,
+    },
+}
+
+impl NatsConnectError {
+    /// Whether trying again cannot help: a bad setting or a refused
+    /// credential stays so until the configuration changes.
+    pub fn is_permanent(&self) -> bool {
+        !matches!(self, NatsConnectError::Unreachable { .. })
+    }
+}
+
+impl From<NatsConnectError> for BusError {
+    fn from(e: NatsConnectError) -> BusError {
+        match &e {
+            NatsConnectError::Settings(_) => BusError::Connection(e.to_string()),
+            NatsConnectError::Refused { url, .. } | NatsConnectError::Unreachable { url, .. } => {
+                BusError::Connection(format!("{url}: {e}"))
+            }
+        }
+    }
+}
+
 impl NatsBus {
-    /// Connects to `url` (e.g. `nats://127.0.0.1:4222`), retrying the first
-    /// connection with a bounded exponential backoff.
+    /// Connects to `url` (e.g. `nats://127.0.0.1:4222`) with the
+    /// credentials in the URL, if any; see [`NatsBus::connect_with`].
     pub async fn connect(url: &str) -> Result<NatsBus, BusError> {
+        Ok(Self::connect_with(url, &NatsAuth::default()).await?)
+    }
+
+    /// Connects to `url` with the credential and TLS settings of `auth`
+    /// (checked first, see [`NatsAuth::load`]), retrying the first
+    /// connection with a bounded exponential backoff. `tls://` URLs, or a
+    /// CA file or client certificate in `auth`, require TLS.
+    pub async fn connect_with(url: &str, auth: &NatsAuth) -> Result<NatsBus, NatsConnectError> {
+        let loaded = auth.load()?;
+        let shown = redacted(url);
+        let in_url = credentials(url);
+        if in_url.is_some() && loaded.has_credential() {
+            return Err(NatsAuthError::Conflict {
+                setting: "nats",
+                what: format!(
+                    "{shown} carries a credential and {} is set; use one",
+                    loaded.described()
+                ),
+            }
+            .into());
+        }
+        let credential = match &in_url {
+            Some(Credentials::UserAndPassword(user, _)) => {
+                format!("the user {user} and password in the URL")
+            }
+            Some(Credentials::Token(_)) => "the token in the URL".to_string(),
+            None => loaded.described().to_string(),
+        };
         let mut backoff = Duration::from_millis(100);
         let mut attempt = 1;
-        let shown = redacted(url);
         loop {
-            match with_credentials(connect_options(), url).connect(url).await {
+            let options = loaded.apply(with_credentials(connect_options(), url));
+            match options.connect(url).await {
                 Ok(client) => return Ok(NatsBus { client }),
                 // Wrong credentials stay wrong: trying again only delays the error.
-                Err(e)
-                    if attempt >= CONNECT_ATTEMPTS
-                        || e.kind() == ConnectErrorKind::AuthorizationViolation =>
-                {
-                    return Err(BusError::Connection(format!("{shown}: {e}")))
+                Err(e) if e.kind() == ConnectErrorKind::AuthorizationViolation => {
+                    return Err(NatsConnectError::Refused {
+                        url: shown,
+                        credential,
+                    })
+                }
+                Err(e) if attempt >= CONNECT_ATTEMPTS => {
+                    return Err(NatsConnectError::Unreachable {
+                        url: shown,
+                        error: e.to_string(),
+                    })
                 }
                 Err(e) => {
                     tracing::warn!(url = %shown, attempt, error = %e, "NATS connect failed, retrying")
