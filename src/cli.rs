@@ -72,6 +72,33 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Model artifacts: `model init DIR` writes a working example.
     Model(crate::commands::model::ModelArgs),
+    /// Write a least-privilege nats-server configuration: one nkey user per
+    /// principal, their seed files and `principals.toml`.
+    NatsConfig(NatsConfigArgs),
+}
+
+/// `flotilla nats-config`.
+#[derive(Debug, Args)]
+pub struct NatsConfigArgs {
+    /// Where `nats-server.conf`, `principals.toml` and the `<name>.nk` seed
+    /// files go (existing seed files are kept).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Subject prefix the deployment uses.
+    #[arg(long, default_value = "flotilla")]
+    pub prefix: String,
+    /// A node's health agent (its node id); repeatable.
+    #[arg(long = "agent", value_name = "NODE_ID")]
+    pub agents: Vec<String>,
+    /// An inference worker (its `--worker-id`); repeatable.
+    #[arg(long = "worker", value_name = "WORKER_ID")]
+    pub workers: Vec<String>,
+    /// A person or tool that sends commands and queries; repeatable.
+    #[arg(long = "operator", value_name = "NAME")]
+    pub operators: Vec<String>,
+    /// A reader of the event stream (`flotilla audit`); repeatable.
+    #[arg(long = "auditor", value_name = "NAME")]
+    pub auditors: Vec<String>,
 }
 
 /// Where the log lives: a data dir (embedded) or a NATS server.

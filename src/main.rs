@@ -38,6 +38,7 @@ fn main() -> std::process::ExitCode {
         Command::Agent(args) => commands::agent::run(args),
         Command::Worker(args) => commands::worker::run(args),
         Command::Model(args) => commands::model::run(args),
+        Command::NatsConfig(args) => commands::nats_config::run(args),
     };
     match outcome {
         Ok(code) => code,

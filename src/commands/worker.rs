@@ -75,10 +75,18 @@ async fn serve(args: WorkerArgs) -> Result<()> {
     let mut tasks = Vec::new();
     if args.nats.is_some() {
         tasks.extend(
-            CommandService::new(deployments.clone(), backend.bus.clone(), subjects.clone())
-                .start()
-                .await
-                .context("cannot subscribe the inference commands")?,
+            CommandService::for_one(
+                deployments.clone(),
+                backend.bus.clone(),
+                subjects.clone(),
+                flotilla_messages::StreamName::new(
+                    flotilla_messages::Actor::Inference,
+                    &worker_id,
+                )?,
+            )
+            .start()
+            .await
+            .context("cannot subscribe the inference commands")?,
         );
     }
     let control = VersionControl::new(deployments, &worker_id, engine.clone());

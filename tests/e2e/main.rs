@@ -30,6 +30,7 @@ mod limits;
 mod memory_bound;
 mod nats_auth;
 mod nats_credentials;
+mod nats_permissions;
 mod nats_two_hosts;
 mod readyz_nats;
 mod scheduler_crash;

@@ -25,6 +25,7 @@ use async_nats::{Client, ConnectErrorKind, ConnectOptions, HeaderMap, ServerAddr
 use async_trait::async_trait;
 use flotilla_messages::subjects::{is_publishable, is_valid_pattern};
 use futures::StreamExt;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Initial-connect attempts before [`NatsBus::connect`] gives up.
@@ -39,6 +40,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 #[derive(Clone, Debug)]
 pub struct NatsBus {
     client: Client,
+    /// The server's last permissions violation on this connection, so a
+    /// request it refused fails saying so instead of timing out mutely.
+    violation: Arc<Mutex<Option<String>>>,
 }
 
 /// Why [`NatsBus::connect_with`] has no connection.
@@ -118,10 +122,11 @@ impl NatsBus {
         };
         let mut backoff = Duration::from_millis(100);
         let mut attempt = 1;
+        let violation = Arc::new(Mutex::new(None));
         loop {
-            let options = loaded.apply(with_credentials(connect_options(), url));
+            let options = loaded.apply(with_credentials(connect_options(&violation), url));
             match options.connect(url).await {
-                Ok(client) => return Ok(NatsBus { client }),
+                Ok(client) => return Ok(NatsBus { client, violation }),
                 // Wrong credentials stay wrong: trying again only delays the error.
                 Err(e) if e.kind() == ConnectErrorKind::AuthorizationViolation => {
                     return Err(NatsConnectError::Refused {
@@ -147,7 +152,17 @@ impl NatsBus {
 
     /// Wraps an existing async-nats client.
     pub fn from_client(client: Client) -> NatsBus {
-        NatsBus { client }
+        NatsBus {
+            client,
+            violation: Arc::default(),
+        }
+    }
+
+    /// The server's permissions violation for `subject`, if it refused it.
+    fn refused(&self, subject: &str) -> Option<String> {
+        let last = self.violation.lock().unwrap_or_else(|e| e.into_inner());
+        last.clone()
+            .filter(|m| m.contains(&format!("\"{subject}\"")))
     }
 
     /// The underlying async-nats client (e.g. for [`JetStreamLog::open`]).
@@ -211,14 +226,27 @@ fn with_credentials(options: ConnectOptions, url: &str) -> ConnectOptions {
     }
 }
 
-fn connect_options() -> ConnectOptions {
+/// Options of every connection: connection events logged, the server's
+/// permissions violations logged as warnings and kept in `violation`.
+fn connect_options(violation: &Arc<Mutex<Option<String>>>) -> ConnectOptions {
+    let violation = violation.clone();
     ConnectOptions::new()
         .connection_timeout(Duration::from_secs(5))
-        .event_callback(|event| async move {
-            match event {
-                async_nats::Event::Connected => tracing::info!("NATS connected"),
-                async_nats::Event::Disconnected => tracing::warn!("NATS disconnected"),
-                other => tracing::info!(event = %other, "NATS connection event"),
+        .event_callback(move |event| {
+            let violation = violation.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => tracing::info!("NATS connected"),
+                    async_nats::Event::Disconnected => tracing::warn!("NATS disconnected"),
+                    async_nats::Event::ServerError(e)
+                        if e.to_string().contains("Permissions Violation") =>
+                    {
+                        let message = e.to_string();
+                        tracing::warn!(error = %message, "NATS refused a subject to this user");
+                        *violation.lock().unwrap_or_else(|e| e.into_inner()) = Some(message);
+                    }
+                    other => tracing::info!(event = %other, "NATS connection event"),
+                }
             }
         })
 }
@@ -331,7 +359,10 @@ impl Bus for NatsBus {
             Ok(reply) => Ok(from_nats(reply)),
             Err(e) => Err(match e.kind() {
                 RequestErrorKind::NoResponders => BusError::NoResponders(subject),
-                RequestErrorKind::TimedOut => BusError::Timeout { subject, timeout },
+                RequestErrorKind::TimedOut => match self.refused(&subject) {
+                    Some(message) => BusError::PermissionDenied { subject, message },
+                    None => BusError::Timeout { subject, timeout },
+                },
                 RequestErrorKind::Other => connection(e),
             }),
         }
