@@ -19,7 +19,7 @@
 
 use crate::cli::NatsConfigArgs;
 use anyhow::{anyhow, bail, Context, Result};
-use flotilla_bus::nats::{load_nkey_seed, SNAPSHOT_BUCKET, STREAM_NAME};
+use flotilla_bus::nats::{inbox_prefix, load_nkey_seed, SNAPSHOT_BUCKET, STREAM_NAME};
 use flotilla_messages::auth::{CONTROL_PLANE, RESERVED_PRINCIPALS};
 use flotilla_messages::{validate_id, Subjects};
 use nkeys::KeyPair;
@@ -83,13 +83,17 @@ fn event_reads() -> Vec<String> {
     ]
 }
 
-/// Where replies to this user's own requests arrive (async-nats's inboxes).
-const INBOXES: &str = "_INBOX.>";
-
 /// What `role` needs, `name` being its node or worker id for agents and
-/// workers.
-pub fn permissions(subjects: &Subjects, role: NatsRole, name: &str) -> Permissions {
+/// workers and `public_key` its nkey (its replies arrive under
+/// [`inbox_prefix`] of it, and nobody else's).
+pub fn permissions(
+    subjects: &Subjects,
+    role: NatsRole,
+    name: &str,
+    public_key: &str,
+) -> Permissions {
     let p = subjects.prefix();
+    let inboxes = format!("{}.>", inbox_prefix(public_key));
     let (s, kv, bucket) = (
         STREAM_NAME,
         format!("KV_{SNAPSHOT_BUCKET}"),
@@ -122,7 +126,7 @@ pub fn permissions(subjects: &Subjects, role: NatsRole, name: &str) -> Permissio
                     &format!("{p}.evt.>"),
                     &format!("{p}.health.>"),
                     &format!("{p}.signal.>"),
-                    INBOXES,
+                    &inboxes,
                 ]),
                 allow_responses: true,
             }
@@ -151,14 +155,14 @@ pub fn permissions(subjects: &Subjects, role: NatsRole, name: &str) -> Permissio
                     format!("{p}.cmd.inference.{name}"),
                     format!("{p}.query.inference.{name}"),
                     format!("{p}.query.inference"),
-                    INBOXES.to_string(),
+                    inboxes.clone(),
                 ],
                 allow_responses: true,
             }
         }
         NatsRole::Operator => Permissions {
             publish: vec![format!("{p}.cmd.>"), format!("{p}.query.>")],
-            subscribe: vec![INBOXES.to_string()],
+            subscribe: vec![inboxes.clone()],
             allow_responses: false,
         },
         NatsRole::Auditor => {
@@ -173,7 +177,7 @@ pub fn permissions(subjects: &Subjects, role: NatsRole, name: &str) -> Permissio
             ]);
             Permissions {
                 publish,
-                subscribe: vec![INBOXES.to_string()],
+                subscribe: vec![inboxes.clone()],
                 allow_responses: false,
             }
         }
@@ -211,7 +215,7 @@ pub fn run(args: NatsConfigArgs) -> Result<ExitCode> {
             &key.public_key(),
             name,
             *role,
-            &permissions(&subjects, *role, name),
+            &permissions(&subjects, *role, name, &key.public_key()),
         ));
         principals.push(Principal {
             name: name.clone(),
@@ -373,7 +377,7 @@ mod tests {
 
     #[test]
     fn an_agent_may_publish_only_its_own_health_and_hear_only_its_own_faults() {
-        let p = permissions(&Subjects::default(), NatsRole::Agent, "n1");
+        let p = permissions(&Subjects::default(), NatsRole::Agent, "n1", "UN1");
         assert_eq!(p.publish, vec!["flotilla.health.n1"]);
         assert_eq!(p.subscribe, vec!["flotilla.faults.n1"]);
         assert!(!p.allow_responses);
@@ -383,21 +387,22 @@ mod tests {
     fn only_the_control_plane_may_append_to_every_stream() {
         let s = Subjects::new("prod.fl").unwrap();
         for role in [NatsRole::Agent, NatsRole::Operator, NatsRole::Auditor] {
-            let p = permissions(&s, role, "x");
+            let p = permissions(&s, role, "x", "UX");
             assert!(
                 p.publish.iter().all(|s| !s.contains(".evt.")),
                 "{role:?}: {:?}",
                 p.publish
             );
         }
-        let worker = permissions(&s, NatsRole::Worker, "w1");
+        let worker = permissions(&s, NatsRole::Worker, "w1", "UW1");
         let appends: Vec<_> = worker
             .publish
             .iter()
             .filter(|s| s.contains(".evt."))
             .collect();
         assert_eq!(appends, ["prod.fl.evt.inference.w1"]);
-        let cp = permissions(&s, NatsRole::ControlPlane, "flotilla");
+        let cp = permissions(&s, NatsRole::ControlPlane, "flotilla", "UCP");
+        assert!(cp.subscribe.contains(&"_INBOX.UCP.>".to_string()));
         assert!(cp.publish.contains(&"prod.fl.evt.>".to_string()));
     }
 }

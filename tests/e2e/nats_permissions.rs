@@ -64,24 +64,38 @@ fn server_log(nats: &NatsServer) -> String {
 /// `subject`.
 fn wait_for_refusal(nats: &NatsServer, public_key: &str, subject: &str) {
     let needle = format!("Publish Violation - Subject \"{subject}\"");
+    wait_for_violation(nats, public_key, &needle);
+}
+
+/// Waits until the server logs a line naming `public_key` and `needle`.
+fn wait_for_violation(nats: &NatsServer, public_key: &str, needle: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         let log = server_log(nats);
         if log
             .lines()
-            .any(|l| l.contains(public_key) && l.contains(&needle))
+            .any(|l| l.contains(public_key) && l.contains(needle))
         {
             return;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("no refusal of {subject} logged:\n{}", server_log(nats));
+    panic!("no {needle:?} logged:\n{}", server_log(nats));
 }
 
 /// A NATS connection as the user whose seed is `seed`, on its own runtime.
 struct Client {
     rt: tokio::runtime::Runtime,
     bus: NatsBus,
+    /// Subscriptions held, dropped inside the runtime (unsubscribing needs it).
+    subscriptions: Vec<flotilla_bus::Subscription>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _inside = self.rt.enter();
+        self.subscriptions.clear();
+    }
 }
 
 impl Client {
@@ -95,7 +109,21 @@ impl Client {
             ..NatsAuth::default()
         };
         let bus = rt.block_on(NatsBus::connect_with(url, &auth)).unwrap();
-        Client { rt, bus }
+        Client {
+            rt,
+            bus,
+            subscriptions: Vec::new(),
+        }
+    }
+
+    /// Subscribes to `pattern` (and waits until the server has seen it).
+    fn subscribe(&mut self, pattern: &str) {
+        let sub = self.rt.block_on(async {
+            let sub = self.bus.subscribe(pattern).await.unwrap();
+            self.bus.flush().await.unwrap();
+            sub
+        });
+        self.subscriptions.push(sub);
     }
 
     fn publish(&self, subject: &str, body: &[u8]) {
@@ -214,6 +242,15 @@ fn the_control_plane_serves_an_operator_and_an_auditor_reads_but_cannot_command(
             && stderr(&refused).contains("flotilla.cmd.solver.guarded"),
         "an auditor cannot send a command: {}",
         stderr(&refused)
+    );
+
+    // Replies are private: alice may not hear everyone's inboxes.
+    let mut eavesdropper = Client::connect(&url, &alice);
+    eavesdropper.subscribe("_INBOX.>");
+    wait_for_violation(
+        &nats,
+        &public_key(dir.path(), "alice"),
+        "Subscription Violation - Subject \"_INBOX.>\"",
     );
 
     // Everything above ran with the control plane's permissions only.

@@ -11,6 +11,11 @@
 //! name the file or the variable they came from, never what it holds.
 //! The CLI (`src/cli.rs`, `src/config.rs`) fills [`NatsAuth`] from flags,
 //! `FLOTILLA_NATS_*` variables and the config file.
+//!
+//! A connection with an nkey (a seed file or a `.creds` file) takes its
+//! replies on [`inbox_prefix`]`(its public key)`, so a server's permissions
+//! can let each user hear only its own replies (`flotilla nats-config`
+//! does), not everyone's `_INBOX.>`.
 
 use async_nats::ConnectOptions;
 use nkeys::KeyPair;
@@ -154,6 +159,8 @@ enum Credential {
 #[derive(Clone)]
 pub struct LoadedAuth {
     credential: Credential,
+    /// Where replies arrive: [`inbox_prefix`] of the nkey, if there is one.
+    inbox: Option<String>,
     /// Which credential, for errors: `nats_nkey /path (public key U…)`.
     described: String,
     ca_file: Option<PathBuf>,
@@ -183,6 +190,13 @@ impl NatsAuth {
     /// Reads and checks every file and secret, before any connection.
     pub fn load(&self) -> Result<LoadedAuth, NatsAuthError> {
         let (credential, described) = self.credential()?;
+        let inbox = match &credential {
+            Credential::Creds(_, key) => Some(inbox_prefix(&key.public_key())),
+            Credential::Nkey(seed) => KeyPair::from_seed(seed)
+                .ok()
+                .map(|key| inbox_prefix(&key.public_key())),
+            _ => None,
+        };
         if let Some(ca) = &self.ca_file {
             check_certificates("nats_ca", ca)?;
         }
@@ -202,6 +216,7 @@ impl NatsAuth {
         };
         Ok(LoadedAuth {
             credential,
+            inbox,
             described,
             ca_file: self.ca_file.clone(),
             client,
@@ -312,6 +327,9 @@ impl LoadedAuth {
             }
             Credential::Token(token) => options.token(token.clone()),
         };
+        if let Some(inbox) = &self.inbox {
+            options = options.custom_inbox_prefix(inbox);
+        }
         if let Some(ca) = &self.ca_file {
             options = options.add_root_certificates(ca.clone());
         }
@@ -322,6 +340,13 @@ impl LoadedAuth {
         // never fall back to plain text.
         options.require_tls(self.wants_tls())
     }
+}
+
+/// The prefix of the reply subjects of the user with nkey `public_key`:
+/// `_INBOX.<public key>` (a connection's inboxes are `<prefix>.<id>…`), so
+/// permitting `_INBOX.<public key>.>` lets a user hear its own replies only.
+pub fn inbox_prefix(public_key: &str) -> String {
+    format!("_INBOX.{public_key}")
 }
 
 /// Reads the nkey seed in `path` (the `nats_nkey` file, or any seed file

@@ -15,7 +15,9 @@ mod read;
 pub mod server;
 mod snapshots;
 
-pub use connect::{load_nkey_seed, LoadedAuth, NatsAuth, NatsAuthError, SecretSource};
+pub use connect::{
+    inbox_prefix, load_nkey_seed, LoadedAuth, NatsAuth, NatsAuthError, SecretSource,
+};
 pub use log::{JetStreamLog, BATCH_BASE_HEADER, BATCH_END_HEADER, SEQ_HEADER, STREAM_NAME};
 pub use snapshots::SNAPSHOT_BUCKET;
 
