@@ -178,25 +178,10 @@ impl fmt::Debug for LoadedAuth {
 }
 
 impl NatsAuth {
-    /// Whether any credential is set (the URL's own then must not be).
-    pub fn has_credential(&self) -> bool {
-        self.creds_file.is_some()
-            || self.nkey_file.is_some()
-            || self.user.is_some()
-            || self.password.is_some()
-            || self.token.is_some()
-    }
-
     /// Reads and checks every file and secret, before any connection.
     pub fn load(&self) -> Result<LoadedAuth, NatsAuthError> {
-        let (credential, described) = self.credential()?;
-        let inbox = match &credential {
-            Credential::Creds(_, key) => Some(inbox_prefix(&key.public_key())),
-            Credential::Nkey(seed) => KeyPair::from_seed(seed)
-                .ok()
-                .map(|key| inbox_prefix(&key.public_key())),
-            _ => None,
-        };
+        let (credential, described, public_key) = self.credential()?;
+        let inbox = public_key.as_deref().map(inbox_prefix);
         if let Some(ca) = &self.ca_file {
             check_certificates("nats_ca", ca)?;
         }
@@ -223,8 +208,42 @@ impl NatsAuth {
         })
     }
 
-    /// The one credential set, read, and how to name it in errors.
-    fn credential(&self) -> Result<(Credential, String), NatsAuthError> {
+    /// The one credential set, read: what it is, how to name it in errors,
+    /// and its public nkey if it has one.
+    fn credential(&self) -> Result<(Credential, String, Option<String>), NatsAuthError> {
+        self.at_most_one_credential()?;
+        if let Some(path) = &self.creds_file {
+            let (jwt, key) = load_creds(path)?;
+            let public = key.public_key();
+            let described = format!("nats_creds {} (public key {public})", path.display());
+            return Ok((
+                Credential::Creds(jwt, Arc::new(key)),
+                described,
+                Some(public),
+            ));
+        }
+        if let Some(path) = &self.nkey_file {
+            let key = load_nkey_seed("nats_nkey", path)?;
+            let seed = key
+                .seed()
+                .map_err(|e| invalid("nats_nkey", path, e.to_string()))?;
+            let public = key.public_key();
+            let described = format!("nats_nkey {} (public key {public})", path.display());
+            return Ok((Credential::Nkey(seed), described, Some(public)));
+        }
+        if let Some((credential, described)) = self.user_and_password()? {
+            return Ok((credential, described, None));
+        }
+        if let Some(token) = &self.token {
+            return Ok((Credential::Token(token.read()?), token.origin(), None));
+        }
+        let described = "a connection without credentials (set nats_creds, nats_nkey, \
+                         nats_user with a password, or nats_token_file)";
+        Ok((Credential::None, described.to_string(), None))
+    }
+
+    /// A connection presents one credential: two set is a mistake.
+    fn at_most_one_credential(&self) -> Result<(), NatsAuthError> {
         let set: Vec<&str> = [
             self.creds_file.as_ref().map(|_| "nats_creds"),
             self.nkey_file.as_ref().map(|_| "nats_nkey"),
@@ -234,62 +253,36 @@ impl NatsAuth {
         .into_iter()
         .flatten()
         .collect();
-        if set.len() > 1 {
-            return Err(conflict(
-                set[1],
-                &format!("cannot be combined with {}; set one credential", set[0]),
-            ));
+        match set.as_slice() {
+            [first, second, ..] => Err(conflict(
+                second,
+                &format!("cannot be combined with {first}; set one credential"),
+            )),
+            _ => Ok(()),
         }
-        if let Some(path) = &self.creds_file {
-            let (jwt, key) = load_creds(path)?;
-            let described = format!(
-                "nats_creds {} (public key {})",
-                path.display(),
-                key.public_key()
-            );
-            return Ok((Credential::Creds(jwt, Arc::new(key)), described));
-        }
-        if let Some(path) = &self.nkey_file {
-            let key = load_nkey_seed("nats_nkey", path)?;
-            let seed = key
-                .seed()
-                .map_err(|e| invalid("nats_nkey", path, e.to_string()))?;
-            let described = format!(
-                "nats_nkey {} (public key {})",
-                path.display(),
-                key.public_key()
-            );
-            return Ok((Credential::Nkey(seed), described));
-        }
+    }
+
+    /// The user and its password, both or neither.
+    fn user_and_password(&self) -> Result<Option<(Credential, String)>, NatsAuthError> {
         match (&self.user, &self.password) {
             (Some(user), Some(password)) => {
                 let pass = password.read()?;
                 let described = format!("nats_user {user} with {}", password.origin());
-                return Ok((Credential::UserAndPassword(user.clone(), pass), described));
+                Ok(Some((
+                    Credential::UserAndPassword(user.clone(), pass),
+                    described,
+                )))
             }
-            (Some(_), None) => {
-                return Err(conflict(
-                    "nats_user",
-                    "needs a password: nats_password_file or FLOTILLA_NATS_PASSWORD",
-                ))
-            }
-            (None, Some(password)) => {
-                return Err(conflict(
-                    "nats_user",
-                    &format!("{} is set but no user is", password.origin()),
-                ))
-            }
-            (None, None) => {}
+            (Some(_), None) => Err(conflict(
+                "nats_user",
+                "needs a password: nats_password_file or FLOTILLA_NATS_PASSWORD",
+            )),
+            (None, Some(password)) => Err(conflict(
+                "nats_user",
+                &format!("{} is set but no user is", password.origin()),
+            )),
+            (None, None) => Ok(None),
         }
-        if let Some(token) = &self.token {
-            return Ok((Credential::Token(token.read()?), token.origin()));
-        }
-        Ok((
-            Credential::None,
-            "a connection without credentials (set nats_creds, nats_nkey, nats_user with a \
-             password, or nats_token_file)"
-                .to_string(),
-        ))
     }
 }
 

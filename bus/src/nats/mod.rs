@@ -104,24 +104,7 @@ impl NatsBus {
     pub async fn connect_with(url: &str, auth: &NatsAuth) -> Result<NatsBus, NatsConnectError> {
         let loaded = auth.load()?;
         let shown = redacted(url);
-        let in_url = credentials(url);
-        if in_url.is_some() && loaded.has_credential() {
-            return Err(NatsAuthError::Conflict {
-                setting: "nats",
-                what: format!(
-                    "{shown} carries a credential and {} is set; use one",
-                    loaded.described()
-                ),
-            }
-            .into());
-        }
-        let credential = match &in_url {
-            Some(Credentials::UserAndPassword(user, _)) => {
-                format!("the user {user} and password in the URL")
-            }
-            Some(Credentials::Token(_)) => "the token in the URL".to_string(),
-            None => loaded.described().to_string(),
-        };
+        let credential = presented(url, &loaded)?;
         let mut backoff = Duration::from_millis(100);
         let mut attempt = 1;
         let violation = Arc::new(Mutex::new(None));
@@ -171,6 +154,29 @@ impl NatsBus {
     pub fn client(&self) -> Client {
         self.client.clone()
     }
+}
+
+/// Which credential a connection to `url` with `loaded` presents, for a
+/// refusal's message: the URL's or the settings', never both.
+fn presented(url: &str, loaded: &LoadedAuth) -> Result<String, NatsAuthError> {
+    let in_url = credentials(url);
+    if in_url.is_some() && loaded.has_credential() {
+        return Err(NatsAuthError::Conflict {
+            setting: "nats",
+            what: format!(
+                "{} carries a credential and {} is set; use one",
+                redacted(url),
+                loaded.described()
+            ),
+        });
+    }
+    Ok(match in_url {
+        Some(Credentials::UserAndPassword(user, _)) => {
+            format!("the user {user} and password in the URL")
+        }
+        Some(Credentials::Token(_)) => "the token in the URL".to_string(),
+        None => loaded.described().to_string(),
+    })
 }
 
 /// `url` with any password (or token) in its user part replaced by `***`,
