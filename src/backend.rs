@@ -1,10 +1,10 @@
 //! Opens the chosen backend: the embedded bus and sled log, or a NATS
 //! connection with its JetStream log.
 
-use crate::config::BackendChoice;
+use crate::config::{BackendChoice, NatsTarget};
 use anyhow::{Context, Result};
 use flotilla_bus::embedded::{EmbeddedBus, SledLog};
-use flotilla_bus::nats::{JetStreamLog, NatsBus};
+use flotilla_bus::nats::{redacted, JetStreamLog, NatsBus, NatsConnectError};
 use flotilla_bus::{Bus, EventLog, LogKeys};
 use flotilla_host::CommandTrust;
 use flotilla_messages::Subjects;
@@ -51,19 +51,14 @@ pub async fn open_with_keys(
                 trust: CommandTrust::Transport,
             })
         }
-        BackendChoice::Nats(url) => {
-            let bus = NatsBus::connect(url).await.with_context(|| {
-                format!(
-                    "nats: cannot connect to {}",
-                    flotilla_bus::nats::redacted(url)
-                )
-            })?;
+        BackendChoice::Nats(target) => {
+            let bus = connect_nats(target).await?;
             let log = JetStreamLog::open(bus.client(), subjects.clone(), replicas)
                 .await
                 .with_context(|| {
                     format!(
                         "nats: cannot open the JetStream log on {}",
-                        flotilla_bus::nats::redacted(url)
+                        redacted(&target.url)
                     )
                 })?;
             let trust = crate::trust::command_trust(choice, None, None, keys.verifying())?;
@@ -74,6 +69,33 @@ pub async fn open_with_keys(
             })
         }
     }
+}
+
+/// Connects to `target` with its credentials and TLS. A bad setting
+/// names the setting (`nats_nkey: …`); a refused or failed connection
+/// names the URL and, when refused, the credential presented.
+pub async fn connect_nats(target: &NatsTarget) -> Result<NatsBus> {
+    NatsBus::connect_with(&target.url, &target.auth)
+        .await
+        .map_err(|e| {
+            let settings = matches!(e, NatsConnectError::Settings(_));
+            let e = anyhow::Error::new(e);
+            if settings {
+                e
+            } else {
+                e.context(format!("nats: cannot connect to {}", redacted(&target.url)))
+            }
+        })
+}
+
+/// Whether `e` is a NATS failure that trying again cannot help (a bad
+/// setting, a refused credential): `up` stops instead of retrying.
+pub fn is_permanent(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<NatsConnectError>()
+            .is_some_and(NatsConnectError::is_permanent)
+    })
 }
 
 /// Damage found while opening the log in `log_dir` says `CORRUPT`, like

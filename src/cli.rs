@@ -75,6 +75,9 @@ pub enum Command {
     /// HTTP bearer tokens: `token create --name N --role R` prints a new
     /// token once and stores only its hash; `token list`, `token revoke`.
     Token(TokenArgs),
+    /// Write a least-privilege nats-server configuration: one nkey user per
+    /// principal, their seed files and `principals.toml`.
+    NatsConfig(NatsConfigArgs),
 }
 
 /// Who may call a Flotilla HTTP server (`up`, `worker`, `agent`): bearer
@@ -150,6 +153,30 @@ pub enum TokenWhat {
     },
 }
 
+/// `flotilla nats-config`.
+#[derive(Debug, Args)]
+pub struct NatsConfigArgs {
+    /// Where `nats-server.conf`, `principals.toml` and the `<name>.nk` seed
+    /// files go (existing seed files are kept).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Subject prefix the deployment uses.
+    #[arg(long, default_value = "flotilla")]
+    pub prefix: String,
+    /// A node's health agent (its node id); repeatable.
+    #[arg(long = "agent", value_name = "NODE_ID")]
+    pub agents: Vec<String>,
+    /// An inference worker (its `--worker-id`); repeatable.
+    #[arg(long = "worker", value_name = "WORKER_ID")]
+    pub workers: Vec<String>,
+    /// A person or tool that sends commands and queries; repeatable.
+    #[arg(long = "operator", value_name = "NAME")]
+    pub operators: Vec<String>,
+    /// A reader of the event stream (`flotilla audit`); repeatable.
+    #[arg(long = "auditor", value_name = "NAME")]
+    pub auditors: Vec<String>,
+}
+
 /// Where the log lives: a data dir (embedded) or a NATS server.
 #[derive(Debug, Clone, Args)]
 pub struct LogSource {
@@ -165,6 +192,42 @@ pub struct LogSource {
     /// Config file (TOML).
     #[arg(long, env = "FLOTILLA_CONFIG")]
     pub config: Option<PathBuf>,
+    /// NATS credentials and TLS.
+    #[command(flatten)]
+    pub nats_auth: NatsAuthArgs,
+}
+
+/// How a NATS connection authenticates and encrypts, wherever a NATS URL
+/// is accepted. Secrets are files (or the env-only `FLOTILLA_NATS_PASSWORD`
+/// and `FLOTILLA_NATS_TOKEN`), never flag values, which `ps` would show.
+/// Precedence: flag > `FLOTILLA_NATS_*` variable > config-file key
+/// (`nats_creds`, …); see `crate::config::nats_auth`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct NatsAuthArgs {
+    /// NATS `.creds` file (user JWT + nkey seed), as `nsc` writes it.
+    #[arg(long, env = "FLOTILLA_NATS_CREDS", value_name = "FILE")]
+    pub nats_creds: Option<PathBuf>,
+    /// File holding the NATS user's nkey seed (`SU…`).
+    #[arg(long, env = "FLOTILLA_NATS_NKEY", value_name = "FILE")]
+    pub nats_nkey: Option<PathBuf>,
+    /// NATS user name (its password: --nats-password-file or FLOTILLA_NATS_PASSWORD).
+    #[arg(long, env = "FLOTILLA_NATS_USER", value_name = "NAME")]
+    pub nats_user: Option<String>,
+    /// File holding the NATS user's password.
+    #[arg(long, env = "FLOTILLA_NATS_PASSWORD_FILE", value_name = "FILE")]
+    pub nats_password_file: Option<PathBuf>,
+    /// File holding the NATS token (or the env-only FLOTILLA_NATS_TOKEN).
+    #[arg(long, env = "FLOTILLA_NATS_TOKEN_FILE", value_name = "FILE")]
+    pub nats_token_file: Option<PathBuf>,
+    /// PEM file of the CA certificates that sign the NATS server's; TLS is required.
+    #[arg(long, env = "FLOTILLA_NATS_CA", value_name = "FILE")]
+    pub nats_ca: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS (with --nats-key).
+    #[arg(long, env = "FLOTILLA_NATS_CERT", value_name = "FILE")]
+    pub nats_cert: Option<PathBuf>,
+    /// PEM private key of --nats-cert.
+    #[arg(long, env = "FLOTILLA_NATS_KEY", value_name = "FILE")]
+    pub nats_key: Option<PathBuf>,
 }
 
 /// `flotilla up`.
@@ -246,6 +309,9 @@ pub struct SendArgs {
     /// Send over NATS instead of HTTP [env: FLOTILLA_NATS].
     #[arg(long, conflicts_with = "http")]
     pub nats: Option<String>,
+    /// NATS credentials and TLS.
+    #[command(flatten)]
+    pub nats_auth: NatsAuthArgs,
     /// The gateway's URL [env: FLOTILLA_URL; default: http://127.0.0.1:8080].
     #[arg(long)]
     pub http: Option<String>,
@@ -398,6 +464,9 @@ pub struct BenchLogArgs {
     /// Also measure the NATS backend on this server.
     #[arg(long)]
     pub nats: Option<String>,
+    /// NATS credentials and TLS.
+    #[command(flatten)]
+    pub nats_auth: NatsAuthArgs,
     /// Events appended per measurement.
     #[arg(long, default_value_t = 20_000)]
     pub events: u64,
@@ -608,6 +677,9 @@ pub struct AgentArgs {
     /// NATS server to publish on; without it, messages are printed as JSON lines.
     #[arg(long, env = "FLOTILLA_NATS")]
     pub nats: Option<String>,
+    /// NATS credentials and TLS.
+    #[command(flatten)]
+    pub nats_auth: NatsAuthArgs,
     /// Subject prefix.
     #[arg(long, env = "FLOTILLA_PREFIX", default_value = "flotilla")]
     pub prefix: String,
@@ -649,6 +721,9 @@ pub struct WorkerArgs {
     /// NATS server: serve `<prefix>.infer.<model>` and the deployment's commands.
     #[arg(long, env = "FLOTILLA_NATS")]
     pub nats: Option<String>,
+    /// NATS credentials and TLS.
+    #[command(flatten)]
+    pub nats_auth: NatsAuthArgs,
     /// Subject prefix.
     #[arg(long, env = "FLOTILLA_PREFIX", default_value = "flotilla")]
     pub prefix: String,

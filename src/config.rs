@@ -5,8 +5,9 @@
 //! environment; this module layers the file and the defaults underneath and
 //! checks every value, naming the field when one is wrong.
 
-use crate::cli::{HttpAuthArgs, LogSource, UpArgs};
+use crate::cli::{HttpAuthArgs, LogSource, NatsAuthArgs, UpArgs};
 use anyhow::{anyhow, bail, Context, Result};
+use flotilla_bus::nats::{NatsAuth, SecretSource};
 use flotilla_messages::{Actor, Subjects};
 use flotilla_scheduler::AllowedCommands;
 use serde::Deserialize;
@@ -55,6 +56,22 @@ pub struct FileConfig {
     pub insecure_no_auth: Option<bool>,
     /// Rate limits per role (and `anonymous`): `{per_second, burst}` or `"off"`.
     pub rate_limits: Option<std::collections::BTreeMap<String, FileRateLimit>>,
+    /// NATS `.creds` file.
+    pub nats_creds: Option<PathBuf>,
+    /// NATS nkey seed file.
+    pub nats_nkey: Option<PathBuf>,
+    /// NATS user name.
+    pub nats_user: Option<String>,
+    /// File holding the NATS user's password.
+    pub nats_password_file: Option<PathBuf>,
+    /// File holding the NATS token.
+    pub nats_token_file: Option<PathBuf>,
+    /// PEM file of the CAs of the NATS server's certificate.
+    pub nats_ca: Option<PathBuf>,
+    /// PEM client certificate (mutual TLS).
+    pub nats_cert: Option<PathBuf>,
+    /// PEM private key of `nats_cert`.
+    pub nats_key: Option<PathBuf>,
 }
 
 /// The config file's `[scheduler]` table.
@@ -103,7 +120,78 @@ pub enum BackendChoice {
     /// In-process bus and a sled log under this directory.
     Embedded(PathBuf),
     /// A NATS server (core + JetStream).
-    Nats(String),
+    Nats(Box<NatsTarget>),
+}
+
+/// A NATS server and how to connect to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsTarget {
+    /// The server URL(s), `nats://` or `tls://`.
+    pub url: String,
+    /// Credentials and TLS.
+    pub auth: NatsAuth,
+}
+
+impl BackendChoice {
+    /// A NATS backend at `url` with no credentials (for tests).
+    #[cfg(test)]
+    pub fn nats_at(url: &str) -> BackendChoice {
+        BackendChoice::Nats(Box::new(NatsTarget {
+            url: url.to_string(),
+            auth: NatsAuth::default(),
+        }))
+    }
+}
+
+/// The NATS credential and TLS settings: each from its flag, else its
+/// `FLOTILLA_NATS_*` variable (both through clap), else the config file's
+/// key. A password or token may also be the value of the env-only
+/// `FLOTILLA_NATS_PASSWORD` / `FLOTILLA_NATS_TOKEN`; a file named by flag
+/// or variable beats it, and it beats the config file's.
+pub fn nats_auth(args: &NatsAuthArgs, env: &EnvBackend, file: &FileConfig) -> NatsAuth {
+    let pick = |flag: &Option<PathBuf>, key: &Option<PathBuf>| flag.clone().or_else(|| key.clone());
+    let secret = |flag: &Option<PathBuf>,
+                  setting: &'static str,
+                  var: &'static str,
+                  value: &Option<String>,
+                  key: &Option<PathBuf>| {
+        let file_source = |path: PathBuf| SecretSource::File { setting, path };
+        flag.clone()
+            .map(file_source)
+            .or_else(|| value.clone().map(|value| SecretSource::Env { var, value }))
+            .or_else(|| key.clone().map(file_source))
+    };
+    NatsAuth {
+        creds_file: pick(&args.nats_creds, &file.nats_creds),
+        nkey_file: pick(&args.nats_nkey, &file.nats_nkey),
+        user: args.nats_user.clone().or_else(|| file.nats_user.clone()),
+        password: secret(
+            &args.nats_password_file,
+            "nats_password_file",
+            "FLOTILLA_NATS_PASSWORD",
+            &env.nats_password,
+            &file.nats_password_file,
+        ),
+        token: secret(
+            &args.nats_token_file,
+            "nats_token_file",
+            "FLOTILLA_NATS_TOKEN",
+            &env.nats_token,
+            &file.nats_token_file,
+        ),
+        ca_file: pick(&args.nats_ca, &file.nats_ca),
+        client_cert: pick(&args.nats_cert, &file.nats_cert),
+        client_key: pick(&args.nats_key, &file.nats_key),
+    }
+}
+
+/// The NATS target of a command without a config file (`send`, `agent`,
+/// `worker`, `bench`): `url` with the flags' and the environment's settings.
+pub fn nats_target(url: &str, args: &NatsAuthArgs) -> Result<NatsTarget> {
+    Ok(NatsTarget {
+        url: check_url("nats", url)?,
+        auth: nats_auth(args, &EnvBackend::from_process(), &FileConfig::default()),
+    })
 }
 
 /// The default data directory.
@@ -186,12 +274,34 @@ fn parse_passivate_after(text: &str) -> Result<Option<std::time::Duration>> {
 /// Read here rather than by clap so that a flag always beats a variable:
 /// clap would treat `--data-dir` given with `FLOTILLA_NATS` set as two
 /// conflicting flags.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// It also carries the env-only NATS secrets, so its `Debug` shows only
+/// whether they are set.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct EnvBackend {
     /// `FLOTILLA_NATS`.
     pub nats: Option<String>,
     /// `FLOTILLA_DATA_DIR`.
     pub data_dir: Option<PathBuf>,
+    /// `FLOTILLA_NATS_PASSWORD` (a secret).
+    pub nats_password: Option<String>,
+    /// `FLOTILLA_NATS_TOKEN` (a secret).
+    pub nats_token: Option<String>,
+}
+
+impl std::fmt::Debug for EnvBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |v: &Option<String>| v.as_ref().map(|_| "***");
+        f.debug_struct("EnvBackend")
+            .field(
+                "nats",
+                &self.nats.as_deref().map(flotilla_bus::nats::redacted),
+            )
+            .field("data_dir", &self.data_dir)
+            .field("nats_password", &set(&self.nats_password))
+            .field("nats_token", &set(&self.nats_token))
+            .finish()
+    }
 }
 
 impl EnvBackend {
@@ -201,6 +311,8 @@ impl EnvBackend {
         EnvBackend {
             nats: var("FLOTILLA_NATS"),
             data_dir: var("FLOTILLA_DATA_DIR").map(PathBuf::from),
+            nats_password: var("FLOTILLA_NATS_PASSWORD"),
+            nats_token: var("FLOTILLA_NATS_TOKEN"),
         }
     }
 }
@@ -220,7 +332,12 @@ pub fn resolve_source(
     let backend = layers
         .iter()
         .find_map(|(nats, dir)| match (nats, dir) {
-            (Some(url), _) => Some(check_url("nats", url).map(BackendChoice::Nats)),
+            (Some(url), _) => Some(check_url("nats", url).map(|url| {
+                BackendChoice::Nats(Box::new(NatsTarget {
+                    url,
+                    auth: nats_auth(&src.nats_auth, env, file),
+                }))
+            })),
             (None, Some(dir)) => Some(Ok(BackendChoice::Embedded(dir.clone()))),
             (None, None) => None,
         })
@@ -402,6 +519,7 @@ mod tests {
             nats: None,
             prefix: None,
             config: None,
+            nats_auth: NatsAuthArgs::default(),
         }
     }
 
@@ -414,11 +532,14 @@ mod tests {
         };
         let no_env = EnvBackend::default();
         let (b, s) = resolve_source(&source(), &no_env, &file).unwrap();
-        assert_eq!(b, BackendChoice::Nats("nats://127.0.0.1:4222".into()));
+        let BackendChoice::Nats(target) = b else {
+            panic!("{b:?}")
+        };
+        assert_eq!(target.url, "nats://127.0.0.1:4222");
         assert_eq!(s.prefix(), "filep");
         let env = EnvBackend {
-            nats: None,
             data_dir: Some("envdir".into()),
+            ..EnvBackend::default()
         };
         let (b, _) = resolve_source(&source(), &env, &file).unwrap();
         assert_eq!(
@@ -431,7 +552,7 @@ mod tests {
         flags.prefix = Some("flagp".into());
         let nats_env = EnvBackend {
             nats: Some("nats://127.0.0.1:1".into()),
-            data_dir: None,
+            ..EnvBackend::default()
         };
         let (b, s) = resolve_source(&flags, &nats_env, &file).unwrap();
         assert_eq!(
@@ -442,6 +563,66 @@ mod tests {
         assert_eq!(s.prefix(), "flagp");
         let (b, _) = resolve_source(&source(), &no_env, &FileConfig::default()).unwrap();
         assert_eq!(b, BackendChoice::Embedded(DEFAULT_DATA_DIR.into()));
+    }
+
+    #[test]
+    fn nats_settings_come_from_the_flag_then_the_env_then_the_file() {
+        let file = FileConfig {
+            nats_nkey: Some("file.nk".into()),
+            nats_ca: Some("file-ca.pem".into()),
+            nats_user: Some("fileuser".into()),
+            nats_password_file: Some("file-pw".into()),
+            nats_token_file: Some("file-token".into()),
+            ..FileConfig::default()
+        };
+        let flags = NatsAuthArgs {
+            nats_ca: Some("flag-ca.pem".into()),
+            ..NatsAuthArgs::default()
+        };
+        let env = EnvBackend {
+            nats_password: Some("from-env".into()),
+            ..EnvBackend::default()
+        };
+        let auth = nats_auth(&flags, &env, &file);
+        assert_eq!(
+            auth.ca_file,
+            Some("flag-ca.pem".into()),
+            "a flag beats the file"
+        );
+        assert_eq!(auth.nkey_file, Some("file.nk".into()));
+        assert_eq!(auth.user.as_deref(), Some("fileuser"));
+        assert_eq!(
+            auth.password,
+            Some(SecretSource::Env {
+                var: "FLOTILLA_NATS_PASSWORD",
+                value: "from-env".into()
+            }),
+            "the env-only secret beats the file's"
+        );
+        assert!(
+            !format!("{env:?} {auth:?}").contains("from-env"),
+            "secrets never shown"
+        );
+        let with_file_flag = NatsAuthArgs {
+            nats_password_file: Some("flag-pw".into()),
+            ..NatsAuthArgs::default()
+        };
+        let auth = nats_auth(&with_file_flag, &env, &file);
+        assert_eq!(
+            auth.password,
+            Some(SecretSource::File {
+                setting: "nats_password_file",
+                path: "flag-pw".into()
+            })
+        );
+        let auth = nats_auth(&NatsAuthArgs::default(), &EnvBackend::default(), &file);
+        assert_eq!(
+            auth.token,
+            Some(SecretSource::File {
+                setting: "nats_token_file",
+                path: "file-token".into()
+            })
+        );
     }
 
     #[test]
@@ -460,7 +641,7 @@ mod tests {
     #[test]
     fn only_the_embedded_loopback_default_allows_every_local_program() {
         let embedded = BackendChoice::Embedded(DEFAULT_DATA_DIR.into());
-        let nats = BackendChoice::Nats("nats://127.0.0.1:4222".into());
+        let nats = BackendChoice::nats_at("nats://127.0.0.1:4222");
         let loopback: SocketAddr = DEFAULT_HTTP.parse().unwrap();
         let public: SocketAddr = "0.0.0.0:8080".parse().unwrap();
         let none = FileConfig::default();
@@ -474,7 +655,7 @@ mod tests {
 
     #[test]
     fn allowed_commands_come_from_the_flag_then_the_file() {
-        let nats = BackendChoice::Nats("nats://127.0.0.1:4222".into());
+        let nats = BackendChoice::nats_at("nats://127.0.0.1:4222");
         let file: FileConfig =
             toml::from_str("[scheduler.local]\nallowed_commands = [\"/opt/jobs/\", \"python3\"]\n")
                 .unwrap();

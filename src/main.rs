@@ -41,6 +41,7 @@ fn main() -> std::process::ExitCode {
         Command::Worker(args) => commands::worker::run(args),
         Command::Model(args) => commands::model::run(args),
         Command::Token(args) => commands::token::run(args),
+        Command::NatsConfig(args) => commands::nats_config::run(args),
     };
     match outcome {
         Ok(code) => code,

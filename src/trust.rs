@@ -55,9 +55,10 @@ pub fn command_trust(
     unsigned: Option<UnsignedCommands>,
     control_plane: Option<&VerifyingKey>,
 ) -> Result<CommandTrust> {
-    let BackendChoice::Nats(url) = backend else {
+    let BackendChoice::Nats(target) = backend else {
         return Ok(CommandTrust::Transport);
     };
+    let url = &target.url;
     let mut keys = match principals {
         Some(path) => load_principals(path)?,
         None => KeyRing::default(),
@@ -97,11 +98,15 @@ pub fn warn_if_unsigned(trust: &CommandTrust) {
 /// events that audits cannot tell from real ones.
 pub fn require_signing_key(backend: &BackendChoice, keys: &flotilla_bus::LogKeys) -> Result<()> {
     match backend {
-        BackendChoice::Nats(url) if keys.signing().is_none() && !is_loopback_url(url) => bail!(
-            "signing_key: required with a NATS server that is not on loopback ({}): \
-             pass --signing-key FILE (generated if missing) so that every appended event is signed",
-            flotilla_bus::nats::redacted(url)
-        ),
+        BackendChoice::Nats(target)
+            if keys.signing().is_none() && !is_loopback_url(&target.url) =>
+        {
+            bail!(
+                "signing_key: required with a NATS server that is not on loopback ({}): \
+                 pass --signing-key FILE (generated if missing) so that every appended event is signed",
+                flotilla_bus::nats::redacted(&target.url)
+            )
+        }
         _ => Ok(()),
     }
 }
@@ -194,7 +199,7 @@ mod tests {
         let embedded = BackendChoice::Embedded("d".into());
         let trust = command_trust(&embedded, None, None, None).unwrap();
         assert!(matches!(trust, CommandTrust::Transport));
-        let remote = BackendChoice::Nats("nats://10.1.2.3:4222".into());
+        let remote = BackendChoice::nats_at("nats://10.1.2.3:4222");
         let trust = command_trust(&remote, None, None, None).unwrap();
         assert!(matches!(
             trust,
@@ -203,7 +208,7 @@ mod tests {
                 ..
             }
         ));
-        let local = BackendChoice::Nats("nats://127.0.0.1:4222".into());
+        let local = BackendChoice::nats_at("nats://127.0.0.1:4222");
         let trust = command_trust(&local, None, None, None).unwrap();
         assert!(matches!(
             trust,

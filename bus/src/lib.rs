@@ -99,6 +99,15 @@ pub enum BusError {
     /// The connection is gone.
     #[error("bus connection failed: {0}")]
     Connection(String),
+    /// The server refused this connection's user a subject (NATS
+    /// authorization): a request on it can never be answered.
+    #[error("permission denied: {message}")]
+    PermissionDenied {
+        /// The subject refused.
+        subject: String,
+        /// What the server said.
+        message: String,
+    },
 }
 
 /// A live subscription: a stream of messages that ends when the bus closes.

@@ -13,7 +13,6 @@
 use crate::cli::{AgentArgs, HealthSourceKind};
 use actix_web::web;
 use anyhow::{anyhow, Context, Result};
-use flotilla_bus::nats::NatsBus;
 use flotilla_bus::{Bus, Message};
 use flotilla_gateway::auth::{Access, HttpAuth};
 use flotilla_health::HealthAgent;
@@ -103,12 +102,8 @@ async fn serve(
     let agent = Arc::new(Mutex::new(agent));
     let sink = match &args.nats {
         Some(url) => {
-            let bus = NatsBus::connect(url).await.with_context(|| {
-                format!(
-                    "nats: cannot connect to {}",
-                    flotilla_bus::nats::redacted(url)
-                )
-            })?;
+            let target = crate::config::nats_target(url, &args.nats_auth)?;
+            let bus = crate::backend::connect_nats(&target).await?;
             Sink::Nats(Arc::new(bus))
         }
         None => Sink::Stdout,

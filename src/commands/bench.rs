@@ -20,7 +20,7 @@ use crate::cli::{BenchArgs, BenchLogArgs, BenchSolverArgs, BenchWhat};
 use crate::commands::block_on;
 use anyhow::{anyhow, Result};
 use flotilla_bus::embedded::{EmbeddedBus, SledLog};
-use flotilla_bus::nats::{JetStreamLog, NatsBus};
+use flotilla_bus::nats::JetStreamLog;
 use flotilla_bus::EventLog;
 use flotilla_host::{AggregateCore, HostConfig, HostDeps, HostMetrics};
 use flotilla_messages::envelope::now_micros;
@@ -361,7 +361,8 @@ fn bench_log(args: BenchLogArgs) -> Result<ExitCode> {
         let mut rows = measure("embedded", sled, &args, args.replay_events).await?;
         std::fs::remove_dir_all(&dir).ok();
         if let Some(url) = &args.nats {
-            let bus = NatsBus::connect(url).await?;
+            let target = crate::config::nats_target(url, &args.nats_auth)?;
+            let bus = crate::backend::connect_nats(&target).await?;
             let subjects = Subjects::default();
             let js: Arc<dyn EventLog> =
                 Arc::new(JetStreamLog::open(bus.client(), subjects, 1).await?);

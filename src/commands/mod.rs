@@ -9,6 +9,7 @@ pub mod bench_auth;
 pub mod bench_inference;
 pub mod events;
 pub mod model;
+pub mod nats_config;
 pub mod plan;
 pub mod pools;
 pub mod replay;

@@ -3,8 +3,8 @@
 
 use crate::cli::SendArgs;
 use crate::commands::block_on;
+use crate::config::NatsTarget;
 use anyhow::{anyhow, Context, Result};
-use flotilla_bus::nats::NatsBus;
 use flotilla_bus::{Bus, Message};
 use flotilla_messages::{validate_id, Actor, Encoding, Reply, StreamName, Subjects};
 use std::process::ExitCode;
@@ -19,7 +19,10 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
         serde_json::from_str(&args.command).map_err(|e| anyhow!("command: invalid JSON: {e}"))?;
     let timeout = Duration::from_secs_f64(args.timeout.max(0.001));
     let body = match target(&args) {
-        Target::Nats(url) => via_nats(&url, &args, &stream, &command, timeout)?,
+        Target::Nats(url) => {
+            let target = crate::config::nats_target(&url, &args.nats_auth)?;
+            via_nats(&target, &args, &stream, &command, timeout)?
+        }
         Target::Http(url) => via_http(&url, &args, &stream, &command, timeout)?,
     };
     let reply: Reply = serde_json::from_slice(&body)
@@ -77,7 +80,7 @@ fn via_http(
 }
 
 fn via_nats(
-    url: &str,
+    target: &NatsTarget,
     args: &SendArgs,
     stream: &StreamName,
     command: &serde_json::Value,
@@ -85,12 +88,7 @@ fn via_nats(
 ) -> Result<Vec<u8>> {
     let subjects = Subjects::new(&args.prefix).map_err(|e| anyhow!("prefix: {e}"))?;
     block_on(async {
-        let bus = NatsBus::connect(url).await.with_context(|| {
-            format!(
-                "nats: cannot connect to {}",
-                flotilla_bus::nats::redacted(url)
-            )
-        })?;
+        let bus = crate::backend::connect_nats(target).await?;
         let mut msg = Message::new(subjects.command(stream), serde_json::to_vec(command)?)
             .with_header("Content-Type", Encoding::Json.content_type());
         if let Some(key) = &args.id_key {

@@ -155,7 +155,13 @@ async fn open_backend(settings: &UpSettings) -> Result<Option<Backend>> {
                 let trust = trust.clone();
                 return Ok(Some(Backend { trust, ..backend }));
             }
-            Err(e) if matches!(settings.backend, BackendChoice::Nats(_)) => e,
+            // A bad setting or a refused credential stays so: stop.
+            Err(e)
+                if matches!(settings.backend, BackendChoice::Nats(_))
+                    && !backend::is_permanent(&e) =>
+            {
+                e
+            }
             Err(e) => return Err(e),
         };
         tracing::warn!(error = %format!("{error:#}"), retry_in = ?pause, "NATS not usable yet, trying again");
@@ -208,7 +214,9 @@ async fn waiting_for_nats() -> HttpResponse {
 fn describe(choice: &BackendChoice) -> String {
     match choice {
         BackendChoice::Embedded(dir) => format!("embedded ({})", dir.display()),
-        BackendChoice::Nats(url) => format!("nats ({})", flotilla_bus::nats::redacted(url)),
+        BackendChoice::Nats(target) => {
+            format!("nats ({})", flotilla_bus::nats::redacted(&target.url))
+        }
     }
 }
 

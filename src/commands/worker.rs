@@ -77,7 +77,9 @@ async fn serve(args: WorkerArgs, auth: web::Data<HttpAuth>) -> Result<()> {
     let subjects = Subjects::new(&args.prefix).context("prefix")?;
     let temp = tempfile_dir(&args)?;
     let choice = match (&args.nats, &args.data_dir) {
-        (Some(url), _) => BackendChoice::Nats(url.clone()),
+        (Some(url), _) => {
+            BackendChoice::Nats(Box::new(crate::config::nats_target(url, &args.nats_auth)?))
+        }
         (None, Some(dir)) => BackendChoice::Embedded(dir.clone()),
         (None, None) => BackendChoice::Embedded(temp.clone().unwrap_or_default()),
     };
@@ -95,11 +97,15 @@ async fn serve(args: WorkerArgs, auth: web::Data<HttpAuth>) -> Result<()> {
     let mut tasks = Vec::new();
     if args.nats.is_some() {
         tasks.extend(
-            CommandService::new(
+            CommandService::for_one(
                 deployments.clone(),
                 backend.bus.clone(),
                 subjects.clone(),
                 backend.trust.clone(),
+                flotilla_messages::StreamName::new(
+                    flotilla_messages::Actor::Inference,
+                    &worker_id,
+                )?,
             )
             .start()
             .await

@@ -31,6 +31,8 @@ mod inference_nats;
 mod limits;
 mod memory_bound;
 mod nats_auth;
+mod nats_credentials;
+mod nats_permissions;
 mod nats_two_hosts;
 mod rate_limit;
 mod readyz_nats;

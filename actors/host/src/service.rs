@@ -26,6 +26,9 @@ pub struct CommandService<A: Aggregate> {
     bus: Arc<dyn Bus>,
     subjects: Subjects,
     trust: CommandTrust,
+    /// Serve only this aggregate's commands and queries (an inference
+    /// worker serves its own deployment), not every aggregate of the kind.
+    only: Option<flotilla_messages::StreamName>,
 }
 
 impl<A: Aggregate> CommandService<A> {
@@ -42,6 +45,27 @@ impl<A: Aggregate> CommandService<A> {
             bus,
             subjects,
             trust,
+            only: None,
+        })
+    }
+
+    /// A service for one aggregate of `registry`, `stream`: it subscribes
+    /// to that aggregate's command and query subjects only (plus the kind's
+    /// list query), so a NATS user allowed just those subjects can run it,
+    /// and a command for another aggregate never reaches this process.
+    pub fn for_one(
+        registry: Arc<AggregateRegistry<A>>,
+        bus: Arc<dyn Bus>,
+        subjects: Subjects,
+        trust: CommandTrust,
+        stream: flotilla_messages::StreamName,
+    ) -> Arc<Self> {
+        Arc::new(CommandService {
+            registry,
+            bus,
+            subjects,
+            trust,
+            only: Some(stream),
         })
     }
 
@@ -51,14 +75,15 @@ impl<A: Aggregate> CommandService<A> {
     /// their client can still unsubscribe.
     pub async fn start(self: Arc<Self>) -> Result<Vec<JoinHandle<()>>, BusError> {
         let group = format!("flotilla-{}", A::ACTOR);
-        let mut commands = self
-            .bus
-            .queue_subscribe(&self.subjects.commands_of(A::ACTOR), &group)
-            .await?;
-        let mut queries = self
-            .bus
-            .queue_subscribe(&self.subjects.queries_of(A::ACTOR), &group)
-            .await?;
+        let (commands_subject, queries_subject) = match &self.only {
+            Some(stream) => (self.subjects.command(stream), self.subjects.query(stream)),
+            None => (
+                self.subjects.commands_of(A::ACTOR),
+                self.subjects.queries_of(A::ACTOR),
+            ),
+        };
+        let mut commands = self.bus.queue_subscribe(&commands_subject, &group).await?;
+        let mut queries = self.bus.queue_subscribe(&queries_subject, &group).await?;
         let mut lists = self
             .bus
             .queue_subscribe(&self.subjects.query_list(A::ACTOR), &group)

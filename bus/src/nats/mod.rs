@@ -9,11 +9,15 @@
 //! `flotilla_messages::Subjects`; headers cross the wire unchanged in both
 //! directions.
 
+mod connect;
 mod log;
 mod read;
 pub mod server;
 mod snapshots;
 
+pub use connect::{
+    inbox_prefix, load_nkey_seed, LoadedAuth, NatsAuth, NatsAuthError, SecretSource,
+};
 pub use log::{JetStreamLog, BATCH_BASE_HEADER, BATCH_END_HEADER, SEQ_HEADER, STREAM_NAME};
 pub use snapshots::SNAPSHOT_BUCKET;
 
@@ -23,6 +27,7 @@ use async_nats::{Client, ConnectErrorKind, ConnectOptions, HeaderMap, ServerAddr
 use async_trait::async_trait;
 use flotilla_messages::subjects::{is_publishable, is_valid_pattern};
 use futures::StreamExt;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Initial-connect attempts before [`NatsBus::connect`] gives up.
@@ -37,24 +42,88 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 #[derive(Clone, Debug)]
 pub struct NatsBus {
     client: Client,
+    /// The server's last permissions violation on this connection, so a
+    /// request it refused fails saying so instead of timing out mutely.
+    violation: Arc<Mutex<Option<String>>>,
+}
+
+/// Why [`NatsBus::connect_with`] has no connection.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsConnectError {
+    /// A credential or TLS setting cannot be used (checked before connecting).
+    #[error(transparent)]
+    Settings(#[from] NatsAuthError),
+    /// The server refused the credential presented.
+    #[error("authorization violation: the server refused {credential}")]
+    Refused {
+        /// The URL, any secret in it redacted.
+        url: String,
+        /// Which credential was presented (never its secret).
+        credential: String,
+    },
+    /// No connection after every attempt (server down, TLS handshake failed, …).
+    #[error("{error}")]
+    Unreachable {
+        /// The URL, any secret in it redacted.
+        url: String,
+        /// The last attempt's error.
+        error: String,
+    },
+}
+
+impl NatsConnectError {
+    /// Whether trying again cannot help: a bad setting or a refused
+    /// credential stays so until the configuration changes.
+    pub fn is_permanent(&self) -> bool {
+        !matches!(self, NatsConnectError::Unreachable { .. })
+    }
+}
+
+impl From<NatsConnectError> for BusError {
+    fn from(e: NatsConnectError) -> BusError {
+        match &e {
+            NatsConnectError::Settings(_) => BusError::Connection(e.to_string()),
+            NatsConnectError::Refused { url, .. } | NatsConnectError::Unreachable { url, .. } => {
+                BusError::Connection(format!("{url}: {e}"))
+            }
+        }
+    }
 }
 
 impl NatsBus {
-    /// Connects to `url` (e.g. `nats://127.0.0.1:4222`), retrying the first
-    /// connection with a bounded exponential backoff.
+    /// Connects to `url` (e.g. `nats://127.0.0.1:4222`) with the
+    /// credentials in the URL, if any; see [`NatsBus::connect_with`].
     pub async fn connect(url: &str) -> Result<NatsBus, BusError> {
+        Ok(Self::connect_with(url, &NatsAuth::default()).await?)
+    }
+
+    /// Connects to `url` with the credential and TLS settings of `auth`
+    /// (checked first, see [`NatsAuth::load`]), retrying the first
+    /// connection with a bounded exponential backoff. `tls://` URLs, or a
+    /// CA file or client certificate in `auth`, require TLS.
+    pub async fn connect_with(url: &str, auth: &NatsAuth) -> Result<NatsBus, NatsConnectError> {
+        let loaded = auth.load()?;
+        let shown = redacted(url);
+        let credential = presented(url, &loaded)?;
         let mut backoff = Duration::from_millis(100);
         let mut attempt = 1;
-        let shown = redacted(url);
+        let violation = Arc::new(Mutex::new(None));
         loop {
-            match with_credentials(connect_options(), url).connect(url).await {
-                Ok(client) => return Ok(NatsBus { client }),
+            let options = loaded.apply(with_credentials(connect_options(&violation), url));
+            match options.connect(url).await {
+                Ok(client) => return Ok(NatsBus { client, violation }),
                 // Wrong credentials stay wrong: trying again only delays the error.
-                Err(e)
-                    if attempt >= CONNECT_ATTEMPTS
-                        || e.kind() == ConnectErrorKind::AuthorizationViolation =>
-                {
-                    return Err(BusError::Connection(format!("{shown}: {e}")))
+                Err(e) if e.kind() == ConnectErrorKind::AuthorizationViolation => {
+                    return Err(NatsConnectError::Refused {
+                        url: shown,
+                        credential,
+                    })
+                }
+                Err(e) if attempt >= CONNECT_ATTEMPTS => {
+                    return Err(NatsConnectError::Unreachable {
+                        url: shown,
+                        error: e.to_string(),
+                    })
                 }
                 Err(e) => {
                     tracing::warn!(url = %shown, attempt, error = %e, "NATS connect failed, retrying")
@@ -68,13 +137,46 @@ impl NatsBus {
 
     /// Wraps an existing async-nats client.
     pub fn from_client(client: Client) -> NatsBus {
-        NatsBus { client }
+        NatsBus {
+            client,
+            violation: Arc::default(),
+        }
+    }
+
+    /// The server's permissions violation for `subject`, if it refused it.
+    fn refused(&self, subject: &str) -> Option<String> {
+        let last = self.violation.lock().unwrap_or_else(|e| e.into_inner());
+        last.clone()
+            .filter(|m| m.contains(&format!("\"{subject}\"")))
     }
 
     /// The underlying async-nats client (e.g. for [`JetStreamLog::open`]).
     pub fn client(&self) -> Client {
         self.client.clone()
     }
+}
+
+/// Which credential a connection to `url` with `loaded` presents, for a
+/// refusal's message: the URL's or the settings', never both.
+fn presented(url: &str, loaded: &LoadedAuth) -> Result<String, NatsAuthError> {
+    let in_url = credentials(url);
+    if in_url.is_some() && loaded.has_credential() {
+        return Err(NatsAuthError::Conflict {
+            setting: "nats",
+            what: format!(
+                "{} carries a credential and {} is set; use one",
+                redacted(url),
+                loaded.described()
+            ),
+        });
+    }
+    Ok(match in_url {
+        Some(Credentials::UserAndPassword(user, _)) => {
+            format!("the user {user} and password in the URL")
+        }
+        Some(Credentials::Token(_)) => "the token in the URL".to_string(),
+        None => loaded.described().to_string(),
+    })
 }
 
 /// `url` with any password (or token) in its user part replaced by `***`,
@@ -132,14 +234,27 @@ fn with_credentials(options: ConnectOptions, url: &str) -> ConnectOptions {
     }
 }
 
-fn connect_options() -> ConnectOptions {
+/// Options of every connection: connection events logged, the server's
+/// permissions violations logged as warnings and kept in `violation`.
+fn connect_options(violation: &Arc<Mutex<Option<String>>>) -> ConnectOptions {
+    let violation = violation.clone();
     ConnectOptions::new()
         .connection_timeout(Duration::from_secs(5))
-        .event_callback(|event| async move {
-            match event {
-                async_nats::Event::Connected => tracing::info!("NATS connected"),
-                async_nats::Event::Disconnected => tracing::warn!("NATS disconnected"),
-                other => tracing::info!(event = %other, "NATS connection event"),
+        .event_callback(move |event| {
+            let violation = violation.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => tracing::info!("NATS connected"),
+                    async_nats::Event::Disconnected => tracing::warn!("NATS disconnected"),
+                    async_nats::Event::ServerError(e)
+                        if e.to_string().contains("Permissions Violation") =>
+                    {
+                        let message = e.to_string();
+                        tracing::warn!(error = %message, "NATS refused a subject to this user");
+                        *violation.lock().unwrap_or_else(|e| e.into_inner()) = Some(message);
+                    }
+                    other => tracing::info!(event = %other, "NATS connection event"),
+                }
             }
         })
 }
@@ -252,7 +367,10 @@ impl Bus for NatsBus {
             Ok(reply) => Ok(from_nats(reply)),
             Err(e) => Err(match e.kind() {
                 RequestErrorKind::NoResponders => BusError::NoResponders(subject),
-                RequestErrorKind::TimedOut => BusError::Timeout { subject, timeout },
+                RequestErrorKind::TimedOut => match self.refused(&subject) {
+                    Some(message) => BusError::PermissionDenied { subject, message },
+                    None => BusError::Timeout { subject, timeout },
+                },
                 RequestErrorKind::Other => connection(e),
             }),
         }

@@ -3,6 +3,7 @@
 //! inference tests' own harness is [`inference`].
 
 pub mod inference;
+pub mod nats_security;
 
 use serde_json::Value;
 use std::ffi::{OsStr, OsString};
