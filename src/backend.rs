@@ -7,6 +7,7 @@ use flotilla_bus::embedded::{EmbeddedBus, SledLog};
 use flotilla_bus::nats::{redacted, JetStreamLog, NatsBus, NatsConnectError};
 use flotilla_bus::{Bus, EventLog, LogKeys};
 use flotilla_host::CommandTrust;
+use flotilla_messages::auth::CommandSigner;
 use flotilla_messages::Subjects;
 use std::sync::Arc;
 
@@ -21,6 +22,9 @@ pub struct Backend {
     /// transport's word on the embedded bus; signatures on NATS, unsigned
     /// ones accepted only on loopback; `up` sets it from its settings).
     pub trust: CommandTrust,
+    /// On NATS with the control plane's key: signs what the gateway
+    /// forwards for the callers it authenticated (see `crate::trust`).
+    pub command_signer: Option<Arc<CommandSigner>>,
 }
 
 /// Opens the backend for a writer with the default key (the data dir's on
@@ -49,6 +53,7 @@ pub async fn open_with_keys(
                 bus: Arc::new(EmbeddedBus::new()),
                 log: Arc::new(log),
                 trust: CommandTrust::Transport,
+                command_signer: None,
             })
         }
         BackendChoice::Nats(target) => {
@@ -62,10 +67,14 @@ pub async fn open_with_keys(
                     )
                 })?;
             let trust = crate::trust::command_trust(choice, None, None, keys.verifying())?;
+            let command_signer = keys
+                .signing()
+                .map(|key| Arc::new(CommandSigner::from_key(key.clone())));
             Ok(Backend {
                 bus: Arc::new(bus),
                 log: Arc::new(log.with_keys(keys)),
                 trust,
+                command_signer,
             })
         }
     }

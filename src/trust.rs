@@ -125,7 +125,11 @@ pub fn load_principals(path: &Path) -> Result<KeyRing> {
             i + 1,
             entry.name
         );
-        auth::validate_principal(&entry.name).map_err(|e| anyhow!("{at}: {e}"))?;
+        // The control plane's own key goes by the control plane's name.
+        let own_name = entry.role == KeyRole::ControlPlane && entry.name == auth::CONTROL_PLANE;
+        if !own_name {
+            auth::validate_principal(&entry.name).map_err(|e| anyhow!("{at}: {e}"))?;
+        }
         let Some(key) = decode_public_key(&entry.public_key) else {
             bail!("{at}: public_key is not a NATS user nkey (U…) or 64 hex digits");
         };

@@ -78,6 +78,10 @@ pub struct GatewayState {
     pub policy: guard::RequestPolicy,
     /// Tokens, roles and rate limits ([`access`] is the route table).
     pub auth: web::Data<HttpAuth>,
+    /// Signs what the gateway forwards for the caller it authenticated, on
+    /// a shared bus (NATS), where a bare `Flotilla-Principal` is not
+    /// believed; `None` on the embedded bus.
+    pub signer: Option<Arc<flotilla_messages::auth::CommandSigner>>,
 }
 
 /// What each gateway route needs: commands `command`, queries `query`,
@@ -300,7 +304,25 @@ async fn forward(
     encoding: Encoding,
     what: &str,
 ) -> HttpResponse {
-    let msg = msg.with_header(PRINCIPAL_HEADER, auth::principal_of(req).name);
+    let principal = auth::principal_of(req).name;
+    let msg = match &state.signer {
+        // On a shared bus only a signature makes the host believe the name.
+        Some(signer) => {
+            let now = chrono::Utc::now().timestamp_micros();
+            let id = msg.header("Nats-Msg-Id").map(str::to_string);
+            signer
+                .headers(
+                    &msg.subject,
+                    Some(&principal),
+                    now,
+                    id.as_deref(),
+                    &msg.payload,
+                )
+                .into_iter()
+                .fold(msg, |msg, (name, value)| msg.with_header(name, value))
+        }
+        None => msg.with_header(PRINCIPAL_HEADER, principal),
+    };
     match state.bus.request(msg, state.request_timeout).await {
         Ok(reply) => reply_response(reply.payload, encoding),
         Err(e) => error_response(&bus_rejection(e, what)),

@@ -6,6 +6,7 @@ use crate::commands::block_on;
 use crate::config::NatsTarget;
 use anyhow::{anyhow, Context, Result};
 use flotilla_bus::{Bus, Message};
+use flotilla_messages::auth::CommandSigner;
 use flotilla_messages::{validate_id, Actor, Encoding, Reply, StreamName, Subjects};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -79,6 +80,23 @@ fn via_http(
     Ok(resp.bytes()?.to_vec())
 }
 
+/// `msg` signed with the connection's nkey, if it has one (`--nats-nkey`
+/// or `--nats-creds`), so the control plane records the command under the
+/// key's name; unsigned otherwise (accepted only where the control plane
+/// allows unsigned commands).
+fn signed(target: &NatsTarget, msg: Message) -> Result<Message> {
+    let Some(seed) = target.auth.load()?.nkey_seed() else {
+        return Ok(msg);
+    };
+    let signer = CommandSigner::from_nkey_seed(&seed).map_err(|e| anyhow!("nats_nkey: {e}"))?;
+    let now = chrono::Utc::now().timestamp_micros();
+    let id = msg.header("Nats-Msg-Id").map(str::to_string);
+    let headers = signer.headers(&msg.subject, None, now, id.as_deref(), &msg.payload);
+    Ok(headers
+        .into_iter()
+        .fold(msg, |msg, (name, value)| msg.with_header(name, value)))
+}
+
 fn via_nats(
     target: &NatsTarget,
     args: &SendArgs,
@@ -94,6 +112,7 @@ fn via_nats(
         if let Some(key) = &args.id_key {
             msg = msg.with_header("Nats-Msg-Id", key.clone());
         }
+        let msg = signed(target, msg)?;
         let reply = bus.request(msg, timeout).await?;
         Ok(reply.payload.to_vec())
     })

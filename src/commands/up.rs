@@ -243,6 +243,7 @@ fn start_gateway(
         corrupt: sources.corrupt,
         registry: sources.registry.clone(),
         auth: sources.auth,
+        signer: sources.backend.command_signer.clone(),
         request_timeout: Duration::from_secs(30),
         policy: RequestPolicy::for_bind(
             addr,

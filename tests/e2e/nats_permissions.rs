@@ -172,7 +172,9 @@ fn the_control_plane_serves_an_operator_and_an_auditor_reads_but_cannot_command(
     );
 
     // Snapshots every 2 events, so the snapshot bucket's API is used too.
+    // Signed commands only, from the principals the config names.
     let control_plane = seed(dir.path(), "flotilla");
+    let principals = dir.path().join("principals.toml").display().to_string();
     let up = UpOverNats::start(
         &[
             "--nats",
@@ -181,6 +183,10 @@ fn the_control_plane_serves_an_operator_and_an_auditor_reads_but_cannot_command(
             &control_plane,
             "--snapshot-every",
             "2",
+            "--principals",
+            &principals,
+            "--unsigned-commands",
+            "refuse",
         ],
         &[],
         dir.path(),
@@ -221,6 +227,10 @@ fn the_control_plane_serves_an_operator_and_an_auditor_reads_but_cannot_command(
     let summary: Value = serde_json::from_slice(&audit.stdout).unwrap();
     assert_eq!(summary["ok"], true, "{summary}");
     assert!(summary["events"].as_u64().unwrap() >= 4, "{summary}");
+    assert_eq!(
+        summary["principals"]["alice"], summary["events"],
+        "every event is alice's, named by her key's signature: {summary}"
+    );
     let events = flotilla(&["events", "--nats", &url, "--nats-nkey", &auditor]);
     assert!(events.status.success(), "{}", stderr(&events));
 

@@ -41,7 +41,13 @@ impl CommandTrust {
                 keys,
                 accept_unsigned,
             } => {
-                if msg.header(auth::signature::SIGNATURE_HEADER).is_some() {
+                // A key nobody listed vouches for no one: where unsigned
+                // commands are accepted, its command counts as unsigned.
+                let signer = msg.header(auth::signature::SIGNER_HEADER);
+                let unknown = signer.is_some_and(|s| !keys.knows(s));
+                if msg.header(auth::signature::SIGNATURE_HEADER).is_some()
+                    && !(unknown && *accept_unsigned)
+                {
                     return keys.verify(&msg.subject, &msg.payload, |h| msg.header(h), now_micros);
                 }
                 if *accept_unsigned {
@@ -65,11 +71,7 @@ mod tests {
     use flotilla_messages::SigningKey;
 
     fn signed_by(key: &SigningKey, subject: &str, body: &str) -> Message {
-        let signer = CommandSigner::new(
-            key.clone(),
-            hex::encode(key.verifying_key().to_bytes()),
-            "alice".into(),
-        );
+        let signer = CommandSigner::from_key(key.clone());
         let now = chrono::Utc::now().timestamp_micros();
         let mut msg = Message::new(subject, body.as_bytes().to_vec());
         for (name, value) in signer.headers(subject, None, now, None, body.as_bytes()) {
@@ -91,6 +93,22 @@ mod tests {
             keys: Arc::new(ring),
             accept_unsigned,
         }
+    }
+
+    #[test]
+    fn an_unknown_key_counts_as_unsigned_where_those_are_accepted() {
+        let known = SigningKey::from_bytes(&[7; 32]);
+        let stranger = SigningKey::from_bytes(&[8; 32]);
+        let now = chrono::Utc::now().timestamp_micros();
+        let msg = signed_by(&stranger, "f.cmd.solver.s", "{}");
+        assert_eq!(
+            signed_trust(&known, true).principal(&msg, now).unwrap(),
+            "unsigned"
+        );
+        let err = signed_trust(&known, false)
+            .principal(&msg, now)
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::Unauthenticated);
     }
 
     #[test]

@@ -177,6 +177,19 @@ impl fmt::Debug for LoadedAuth {
     }
 }
 
+impl LoadedAuth {
+    /// The nkey seed (`SU…`) of this connection's identity, from the nkey
+    /// seed file or the `.creds` file: what a client signs its commands
+    /// with, so that the control plane records them under its name.
+    pub fn nkey_seed(&self) -> Option<String> {
+        match &self.credential {
+            Credential::Nkey(seed) => Some(seed.clone()),
+            Credential::Creds(_, key) => key.seed().ok(),
+            Credential::None | Credential::UserAndPassword(..) | Credential::Token(_) => None,
+        }
+    }
+}
+
 impl NatsAuth {
     /// Reads and checks every file and secret, before any connection.
     pub fn load(&self) -> Result<LoadedAuth, NatsAuthError> {

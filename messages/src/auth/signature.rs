@@ -8,7 +8,7 @@
 //! | header | value |
 //! |---|---|
 //! | `Flotilla-Signer` | the signer's public key: an nkey (`U…`) or 64 hex digits |
-//! | `Flotilla-Principal` | who the command is for: the signer's own name, or, for a key that may vouch (the control plane's gateway), the HTTP caller's |
+//! | `Flotilla-Principal` | only from a key that may vouch (the control plane's gateway): the HTTP caller it authenticated; absent, the command is the signer's own |
 //! | `Flotilla-Signed-At` | when, in microseconds since the epoch |
 //! | `Flotilla-Signature` | hex Ed25519 signature of [`signed_bytes`] |
 //!
@@ -115,41 +115,57 @@ pub struct KnownKey {
 pub struct CommandSigner {
     key: SigningKey,
     public: String,
-    principal: String,
 }
 
 impl CommandSigner {
-    /// A signer whose commands are for `principal` (its own name; the
-    /// verifier checks that the key may speak for it). `public` is how the
-    /// key is named in the `Flotilla-Signer` header (its nkey, or hex).
-    pub fn new(key: SigningKey, public: String, principal: String) -> Self {
-        CommandSigner {
-            key,
-            public,
-            principal,
-        }
+    /// A signer; `public` is how the key is named in the `Flotilla-Signer`
+    /// header (its nkey, or hex). The verifier records the name the key is
+    /// known by.
+    pub fn new(key: SigningKey, public: String) -> Self {
+        CommandSigner { key, public }
+    }
+
+    /// A signer named by its raw public key in hex (the control plane's).
+    pub fn from_key(key: SigningKey) -> Self {
+        let public = hex::encode(key.verifying_key().to_bytes());
+        CommandSigner { key, public }
+    }
+
+    /// A signer from an nkey seed (`SU…`), named by its public nkey.
+    pub fn from_nkey_seed(seed: &str) -> Result<Self, String> {
+        let pair = nkeys::KeyPair::from_seed(seed).map_err(|e| e.to_string())?;
+        let (_, raw) = nkeys::decode_seed(seed).map_err(|e| e.to_string())?;
+        Ok(CommandSigner::new(
+            SigningKey::from_bytes(&raw),
+            pair.public_key(),
+        ))
     }
 
     /// The headers that sign a command to `subject` with `body`, at
-    /// `signed_at` (microseconds), for `principal` (or the signer's own).
+    /// `signed_at` (microseconds): the signer's own, or, with `for_whom`,
+    /// on behalf of a principal it authenticated (only a key that may vouch
+    /// is believed).
     pub fn headers(
         &self,
         subject: &str,
-        principal: Option<&str>,
+        for_whom: Option<&str>,
         signed_at: i64,
         msg_id: Option<&str>,
         body: &[u8],
-    ) -> [(&'static str, String); 4] {
-        let principal = principal.unwrap_or(&self.principal).to_string();
+    ) -> Vec<(&'static str, String)> {
+        let principal = for_whom.unwrap_or("");
         let sig = self
             .key
-            .sign(&signed_bytes(subject, &principal, signed_at, msg_id, body));
-        [
+            .sign(&signed_bytes(subject, principal, signed_at, msg_id, body));
+        let mut headers = vec![
             (SIGNER_HEADER, self.public.clone()),
-            (PRINCIPAL_HEADER, principal),
             (SIGNED_AT_HEADER, signed_at.to_string()),
             (SIGNATURE_HEADER, hex::encode(sig.to_bytes())),
-        ]
+        ];
+        if let Some(who) = for_whom {
+            headers.push((PRINCIPAL_HEADER, who.to_string()));
+        }
+        headers
     }
 }
 
@@ -163,6 +179,11 @@ impl KeyRing {
     /// Adds a key (raw Ed25519 public key bytes).
     pub fn insert(&mut self, public: [u8; 32], known: KnownKey) {
         self.keys.insert(public, known);
+    }
+
+    /// Whether `signer` (a `Flotilla-Signer` value) names a known key.
+    pub fn knows(&self, signer: &str) -> bool {
+        decode_public_key(signer).is_some_and(|key| self.keys.contains_key(&key))
     }
 
     /// Whether the ring knows no key.
@@ -196,7 +217,7 @@ impl KeyRing {
                 "{SIGNER_HEADER}: key {signer_text} is not a known principal"
             ))
         })?;
-        let principal = need(PRINCIPAL_HEADER)?;
+        let principal = header(PRINCIPAL_HEADER).unwrap_or("");
         let signed_at: i64 = need(SIGNED_AT_HEADER)?
             .parse()
             .map_err(|_| unauthenticated(format!("{SIGNED_AT_HEADER}: not a number")))?;
@@ -219,8 +240,8 @@ impl KeyRing {
                 known.name,
                 role.as_str()
             )),
-            KeyRole::ControlPlane => Ok(principal.to_string()),
-            _ if principal != known.name => forbidden(format!(
+            KeyRole::ControlPlane if !principal.is_empty() => Ok(principal.to_string()),
+            _ if !principal.is_empty() && principal != known.name => forbidden(format!(
                 "key {} may not send commands for {principal:?}",
                 known.name
             )),
@@ -260,12 +281,8 @@ mod tests {
         ring
     }
 
-    fn signer(n: u8, name: &str) -> CommandSigner {
-        CommandSigner::new(
-            key(n),
-            hex::encode(key(n).verifying_key().to_bytes()),
-            name.into(),
-        )
+    fn signer(n: u8) -> CommandSigner {
+        CommandSigner::from_key(key(n))
     }
 
     #[test]
@@ -298,7 +315,7 @@ mod tests {
 
     #[test]
     fn a_known_operator_is_recorded_under_its_name() {
-        let mut h = signer(1, "alice")
+        let mut h = signer(1)
             .headers("f.cmd.solver.s1", None, NOW, Some("k1"), b"{}")
             .to_vec();
         h.push(("Nats-Msg-Id", "k1".into()));
@@ -317,7 +334,7 @@ mod tests {
 
     #[test]
     fn a_signature_does_not_move_to_another_subject_or_body() {
-        let h = signer(1, "alice").headers("f.cmd.solver.s1", None, NOW, None, b"{}");
+        let h = signer(1).headers("f.cmd.solver.s1", None, NOW, None, b"{}");
         for (subject, body) in [
             ("f.cmd.solver.s2", &b"{}"[..]),
             ("f.cmd.solver.s1", b"{\"n\":1}"),
@@ -329,28 +346,37 @@ mod tests {
 
     #[test]
     fn unknown_keys_expired_signatures_and_missing_headers_are_refused() {
-        let stranger = signer(9, "mallory").headers("s", None, NOW, None, b"");
+        let stranger = signer(9).headers("s", None, NOW, None, b"");
         assert!(check(&stranger, "s", b"", NOW)
             .unwrap_err()
             .message
             .contains("not a known"));
-        let old = signer(1, "alice").headers("s", None, NOW, None, b"");
+        let old = signer(1).headers("s", None, NOW, None, b"");
         let err = check(&old, "s", b"", NOW + MAX_SKEW + 1).unwrap_err();
         assert!(err.message.contains("5 minutes"), "{}", err.message);
-        let err = check(&old[..3], "s", b"", NOW).unwrap_err();
+        let err = check(&old[..2], "s", b"", NOW).unwrap_err();
         assert!(err.message.contains(SIGNATURE_HEADER), "{}", err.message);
     }
 
     #[test]
     fn only_the_control_plane_speaks_for_others_and_auditors_do_not_command() {
-        let vouched = signer(3, "flotilla").headers("s", Some("bob"), NOW, None, b"");
+        let vouched = signer(3).headers("s", Some("bob"), NOW, None, b"");
         assert_eq!(check(&vouched, "s", b"", NOW).unwrap(), "bob");
-        let posing = signer(1, "alice").headers("s", Some("bob"), NOW, None, b"");
+        let own = signer(3).headers("s", None, NOW, None, b"");
+        assert_eq!(check(&own, "s", b"", NOW).unwrap(), "flotilla");
+        let mut moved = signer(1).headers("s", None, NOW, None, b"");
+        moved.push((PRINCIPAL_HEADER, "bob".into()));
+        assert_eq!(
+            check(&moved, "s", b"", NOW).unwrap_err().code,
+            ErrorCode::Unauthenticated,
+            "the principal is signed"
+        );
+        let posing = signer(1).headers("s", Some("bob"), NOW, None, b"");
         assert_eq!(
             check(&posing, "s", b"", NOW).unwrap_err().code,
             ErrorCode::Forbidden
         );
-        let auditor = signer(2, "audit").headers("s", None, NOW, None, b"");
+        let auditor = signer(2).headers("s", None, NOW, None, b"");
         let err = check(&auditor, "s", b"", NOW).unwrap_err();
         assert_eq!(err.code, ErrorCode::Forbidden);
         assert!(err.message.contains("command"), "{}", err.message);
