@@ -526,7 +526,7 @@ async fn load(
     let version = path.into_inner();
     let outcome = state
         .control
-        .load(&version)
+        .load(&version, &auth::principal_of(&req).name)
         .await
         .map(|loaded| json!({ "version": version, "status": "loaded", "loaded": loaded }));
     answered(&state, &req, outcome)
@@ -537,12 +537,16 @@ async fn activate(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> HttpResponse {
-    let outcome = state.control.activate(&path.into_inner()).await;
+    let principal = auth::principal_of(&req).name;
+    let outcome = state.control.activate(&path.into_inner(), &principal).await;
     answered(&state, &req, outcome)
 }
 
 async fn roll_back(state: web::Data<InferenceHttp>, req: HttpRequest) -> HttpResponse {
-    let outcome = state.control.roll_back().await;
+    let outcome = state
+        .control
+        .roll_back(&auth::principal_of(&req).name)
+        .await;
     answered(&state, &req, outcome)
 }
 

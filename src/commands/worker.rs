@@ -121,7 +121,10 @@ async fn serve(args: WorkerArgs, auth: web::Data<HttpAuth>) -> Result<()> {
         tasks.push(serve_predictions(backend.bus.clone(), &subject, engine.clone()).await?);
     }
     match chosen.map_err(|e| e.to_serving()) {
-        Ok(version) => match control.activate(&version).await {
+        Ok(version) => match control
+            .activate(&version, flotilla_messages::auth::CONTROL_PLANE)
+            .await
+        {
             Ok(_) => tracing::info!(%version, worker = %worker_id, "worker is ready"),
             Err(e) => tracing::error!(%version, error = %e, "model not loaded: serving degraded"),
         },

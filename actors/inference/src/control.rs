@@ -58,8 +58,10 @@ impl VersionControl {
         }
     }
 
-    async fn send(&self, command: Value) -> Result<Value, ServingError> {
-        let request = CommandRequest::from_value(command, None).map_err(rejected)?;
+    async fn send(&self, command: Value, principal: &str) -> Result<Value, ServingError> {
+        let request = CommandRequest::from_value(command, None)
+            .map_err(rejected)?
+            .by(principal);
         let reply = self.registry.execute(&self.id, request, None).await;
         match (reply.ok, reply.error) {
             (true, _) => Ok(reply.result.unwrap_or_default()),
@@ -101,10 +103,18 @@ impl VersionControl {
             })
     }
 
-    /// Loads, verifies and warms `version` (no-op if loaded).
-    pub async fn load(&self, version: &str) -> Result<LoadedVersion, ServingError> {
-        self.send(json!({"type": "load_version", "version": version}))
-            .await?;
+    /// Loads, verifies and warms `version` (no-op if loaded), recording
+    /// `principal` as who asked.
+    pub async fn load(
+        &self,
+        version: &str,
+        principal: &str,
+    ) -> Result<LoadedVersion, ServingError> {
+        self.send(
+            json!({"type": "load_version", "version": version}),
+            principal,
+        )
+        .await?;
         let loaded = self.recorded_load(version).await?;
         if !self.engine.is_loaded(version) {
             // Recorded by an earlier process of this worker (a restart with
@@ -131,10 +141,13 @@ impl VersionControl {
     }
 
     /// Loads `version` if needed, then routes traffic to it; answers once it serves.
-    pub async fn activate(&self, version: &str) -> Result<Value, ServingError> {
-        self.load(version).await?;
+    pub async fn activate(&self, version: &str, principal: &str) -> Result<Value, ServingError> {
+        self.load(version, principal).await?;
         let result = self
-            .send(json!({"type": "activate_version", "version": version}))
+            .send(
+                json!({"type": "activate_version", "version": version}),
+                principal,
+            )
             .await?;
         if result.get("current_version").is_none() && !self.serves(version) {
             // Already active in the record (a restart with a durable log):
@@ -147,8 +160,8 @@ impl VersionControl {
     }
 
     /// Routes traffic back to the previous version; answers once it serves.
-    pub async fn roll_back(&self) -> Result<Value, ServingError> {
-        let result = self.send(json!({"type": "roll_back"})).await?;
+    pub async fn roll_back(&self, principal: &str) -> Result<Value, ServingError> {
+        let result = self.send(json!({"type": "roll_back"}), principal).await?;
         let to = result["current_version"]
             .as_str()
             .unwrap_or_default()
