@@ -1,4 +1,5 @@
-//! `flotilla bench auth`: what bearer-token auth costs a command over HTTP.
+//! `flotilla bench auth`: what auth costs a command, over HTTP (bearer
+//! tokens) and over NATS (signed commands).
 //!
 //! It starts two real `flotilla up` processes on 127.0.0.1, each with its
 //! own embedded log: one without auth, one with a tokens file (of
@@ -12,11 +13,18 @@
 //! the difference, the in-process cost of the check itself: one token
 //! lookup (hash + constant-time compare with every stored hash) and one
 //! rate-limit bucket check, averaged over many calls.
+//!
+//! Over NATS it starts two nats-servers, each with its `flotilla up`: one
+//! accepting unsigned commands, one accepting only commands signed by a key
+//! of its principals file. The client sends `ask` as NATS requests,
+//! alternating between the two, signing each one for the second (the
+//! signature is computed inside the timed span, as a real client does), and
+//! prints the same table.
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use flotilla_gateway::auth::TokenFile;
-use flotilla_messages::auth::Role;
+use flotilla_messages::auth::{CommandSigner, Role};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,6 +43,10 @@ pub struct BenchAuthArgs {
     /// Tokens in the secured server's file (the lookup compares with each).
     #[arg(long, default_value_t = 10)]
     pub tokens_in_file: usize,
+    /// Measure only HTTP (skip the NATS part, which needs a nats-server on
+    /// PATH or in NATS_SERVER_BIN).
+    #[arg(long)]
+    pub http_only: bool,
 }
 
 /// A `flotilla up` child, killed by its pid on drop.
@@ -53,25 +65,32 @@ impl Drop for Up {
 }
 
 fn start_up(dir: PathBuf, tokens: Option<&Path>) -> Result<Up> {
+    let extra: Vec<String> = tokens
+        .map(|f| vec!["--tokens".to_string(), f.display().to_string()])
+        .unwrap_or_default();
+    start_up_with(dir, &extra)
+}
+
+/// Starts `flotilla up` with `extra` arguments and waits for `/readyz`.
+fn start_up_with(dir: PathBuf, extra: &[String]) -> Result<Up> {
     std::fs::create_dir_all(&dir)?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
     let http: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.args(["up", "--http", &http.to_string()])
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .env("FLOTILLA_LOG", "warn")
+    cmd.args(["up", "--http", &http.to_string()]);
+    if !extra.iter().any(|a| a == "--nats") {
+        cmd.arg("--data-dir").arg(dir.join("data"));
+    }
+    cmd.env("FLOTILLA_LOG", "warn")
         .env_remove("FLOTILLA_NATS")
         .env_remove("FLOTILLA_TOKENS_FILE")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
-    if let Some(file) = tokens {
-        cmd.arg("--tokens").arg(file);
-    }
+    cmd.args(extra);
     let child = cmd.spawn().context("cannot start flotilla up")?;
-    let up = Up {
+    let mut up = Up {
         child,
         url: format!("http://{http}"),
         dir,
@@ -79,6 +98,9 @@ fn start_up(dir: PathBuf, tokens: Option<&Path>) -> Result<Up> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let client = reqwest::blocking::Client::new();
     while Instant::now() < deadline {
+        if let Some(status) = up.child.try_wait()? {
+            bail!("flotilla up exited ({status}) before it was ready");
+        }
         let ready = client
             .get(format!("{}/readyz", up.url))
             .send()
@@ -142,7 +164,127 @@ pub fn run(args: BenchAuthArgs) -> Result<ExitCode> {
     let modes = outcome?;
     print_table(&args, &modes);
     print_check_cost(args.tokens_in_file.max(1));
+    if !args.http_only {
+        let root = root.with_extension("nats");
+        std::fs::create_dir_all(&root)?;
+        let outcome = measure_nats(&args, &root);
+        let _ = std::fs::remove_dir_all(&root);
+        print_nats_table(&args, &outcome?);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One NATS mode: its server, its `up`, the subject and the signer.
+struct NatsMode {
+    label: &'static str,
+    _server: flotilla_bus::nats::server::NatsServer,
+    _up: Up,
+    url: String,
+    signer: Option<CommandSigner>,
+    latencies: Vec<Duration>,
+}
+
+fn nats_mode(label: &'static str, root: &Path, signed: bool) -> Result<NatsMode> {
+    let server = flotilla_bus::nats::server::NatsServer::start()
+        .map_err(|e| anyhow::anyhow!("nats-server: {e}"))?;
+    let url = server.url();
+    let dir = root.join(label.split_whitespace().next().unwrap_or("m"));
+    std::fs::create_dir_all(&dir)?;
+    let mut extra = vec!["--nats".to_string(), url.clone()];
+    let mut signer = None;
+    if signed {
+        let pair = nkeys::KeyPair::new_user();
+        let principals = dir.join("principals.toml");
+        std::fs::write(
+            &principals,
+            format!(
+                "[[principal]]\nname = \"bench\"\nrole = \"operator\"\npublic_key = \"{}\"\n",
+                pair.public_key()
+            ),
+        )?;
+        extra.extend(["--principals".into(), principals.display().to_string()]);
+        extra.extend(["--unsigned-commands".into(), "refuse".into()]);
+        let seed = pair.seed().map_err(|e| anyhow::anyhow!("nkey: {e}"))?;
+        signer = Some(CommandSigner::from_nkey_seed(&seed).map_err(anyhow::Error::msg)?);
+    }
+    let up = start_up_with(dir, &extra)?;
+    Ok(NatsMode {
+        label,
+        _server: server,
+        _up: up,
+        url,
+        signer,
+        latencies: Vec::new(),
+    })
+}
+
+fn measure_nats(args: &BenchAuthArgs, root: &Path) -> Result<Vec<NatsMode>> {
+    use flotilla_bus::{Bus, Message};
+    let mut modes = vec![
+        nats_mode("unsigned", root, false)?,
+        nats_mode("signed (Ed25519 nkey)", root, true)?,
+    ];
+    crate::commands::block_on(async {
+        let mut buses = Vec::new();
+        for m in &modes {
+            buses.push(flotilla_bus::nats::NatsBus::connect(&m.url).await?);
+        }
+        let subject = "flotilla.cmd.solver.bench";
+        let create = serde_json::to_vec(&json!({"type": "create_study", "seed": 1,
+            "budget": 1_000_000_000u64, "sampler": "random", "bounds": {"x": {"min": 0, "max": 1}}}))?;
+        let ask = serde_json::to_vec(&json!({"type": "ask", "n": 1}))?;
+        let total = args.warmup + args.commands;
+        for i in 0..=total {
+            for (m, bus) in modes.iter_mut().zip(&buses) {
+                let body = if i == 0 { &create } else { &ask };
+                let started = Instant::now();
+                let mut msg = Message::new(subject, body.clone());
+                if let Some(signer) = &m.signer {
+                    let now = chrono::Utc::now().timestamp_micros();
+                    for (name, value) in signer.headers(subject, None, now, None, body) {
+                        msg = msg.with_header(name, value);
+                    }
+                }
+                let reply = bus.request(msg, Duration::from_secs(30)).await?;
+                let took = started.elapsed();
+                let answer: serde_json::Value = serde_json::from_slice(&reply.payload)?;
+                if answer["ok"] != true {
+                    bail!("{}: {answer}", m.label);
+                }
+                if i > args.warmup {
+                    m.latencies.push(took);
+                }
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    for m in modes.iter_mut() {
+        m.latencies.sort();
+    }
+    Ok(modes)
+}
+
+fn print_nats_table(args: &BenchAuthArgs, modes: &[NatsMode]) {
+    let pct = |m: &NatsMode, p: f64| {
+        let i = ((m.latencies.len() as f64 - 1.0) * p).round() as usize;
+        m.latencies[i].as_secs_f64() * 1e3
+    };
+    println!();
+    println!(
+        "command latency over NATS (request on flotilla.cmd.solver, ask n=1, JetStream log, {} \
+         commands per mode, interleaved)",
+        args.commands
+    );
+    println!("| mode | p50 ms | p99 ms |");
+    println!("|---|---|---|");
+    for m in modes {
+        println!("| {} | {:.3} | {:.3} |", m.label, pct(m, 0.5), pct(m, 0.99));
+    }
+    if let [open, signed] = modes {
+        let p50 = (pct(signed, 0.5) / pct(open, 0.5) - 1.0) * 100.0;
+        let p99 = (pct(signed, 0.99) / pct(open, 0.99) - 1.0) * 100.0;
+        println!("signing adds {p50:+.1}% at p50, {p99:+.1}% at p99");
+    }
 }
 
 /// The time of one authentication decision's parts, in-process.
