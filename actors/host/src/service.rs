@@ -40,13 +40,7 @@ impl<A: Aggregate> CommandService<A> {
         subjects: Subjects,
         trust: CommandTrust,
     ) -> Arc<Self> {
-        Arc::new(CommandService {
-            registry,
-            bus,
-            subjects,
-            trust,
-            only: None,
-        })
+        Self::serving(registry, bus, subjects, trust, None)
     }
 
     /// A service for one aggregate of `registry`, `stream`: it subscribes
@@ -60,12 +54,22 @@ impl<A: Aggregate> CommandService<A> {
         trust: CommandTrust,
         stream: flotilla_messages::StreamName,
     ) -> Arc<Self> {
+        Self::serving(registry, bus, subjects, trust, Some(stream))
+    }
+
+    fn serving(
+        registry: Arc<AggregateRegistry<A>>,
+        bus: Arc<dyn Bus>,
+        subjects: Subjects,
+        trust: CommandTrust,
+        only: Option<flotilla_messages::StreamName>,
+    ) -> Arc<Self> {
         Arc::new(CommandService {
             registry,
             bus,
             subjects,
             trust,
-            only: Some(stream),
+            only,
         })
     }
 
