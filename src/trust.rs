@@ -66,7 +66,7 @@ pub fn command_trust(
     if let Some(key) = control_plane {
         let name = auth::CONTROL_PLANE.to_string();
         let role = KeyRole::ControlPlane;
-        keys.insert(key.to_bytes(), KnownKey { name, role });
+        keys.insert(*key, KnownKey { name, role });
     }
     let unsigned = unsigned.unwrap_or(if crate::trust::is_loopback_url(url) {
         UnsignedCommands::Accept
@@ -130,8 +130,10 @@ pub fn load_principals(path: &Path) -> Result<KeyRing> {
         if !own_name {
             auth::validate_principal(&entry.name).map_err(|e| anyhow!("{at}: {e}"))?;
         }
-        let Some(key) = decode_public_key(&entry.public_key) else {
-            bail!("{at}: public_key is not a NATS user nkey (U…) or 64 hex digits");
+        let Some(key) = decode_public_key(&entry.public_key)
+            .and_then(|raw| VerifyingKey::from_bytes(&raw).ok())
+        else {
+            bail!("{at}: public_key is not a NATS user nkey (U…) or 64 hex digits of an Ed25519 key");
         };
         ring.insert(
             key,

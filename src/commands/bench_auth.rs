@@ -170,6 +170,7 @@ pub fn run(args: BenchAuthArgs) -> Result<ExitCode> {
         let outcome = measure_nats(&args, &root);
         let _ = std::fs::remove_dir_all(&root);
         print_nats_table(&args, &outcome?);
+        print_signature_cost();
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -216,6 +217,49 @@ fn nats_mode(label: &'static str, root: &Path, signed: bool) -> Result<NatsMode>
         signer,
         latencies: Vec::new(),
     })
+}
+
+/// The time of signing a command and of checking it, in-process.
+fn print_signature_cost() {
+    use flotilla_messages::auth::{KeyRing, KeyRole, KnownKey};
+    const CALLS: u32 = 20_000;
+    let pair = nkeys::KeyPair::new_user();
+    let seed = pair.seed().unwrap_or_default();
+    let Ok(signer) = CommandSigner::from_nkey_seed(&seed) else {
+        return;
+    };
+    let mut ring = KeyRing::default();
+    if let Some(key) = flotilla_messages::auth::signature::decode_public_key(&pair.public_key())
+        .and_then(|raw| flotilla_messages::VerifyingKey::from_bytes(&raw).ok())
+    {
+        let (name, role) = ("bench".to_string(), KeyRole::Operator);
+        ring.insert(key, KnownKey { name, role });
+    }
+    let (subject, body) = ("flotilla.cmd.solver.bench", br#"{"type":"ask","n":1}"#);
+    let now = chrono::Utc::now().timestamp_micros();
+    let started = Instant::now();
+    let mut headers = Vec::new();
+    for _ in 0..CALLS {
+        headers = signer.headers(subject, None, now, None, std::hint::black_box(body));
+    }
+    let sign = started.elapsed() / CALLS;
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let started = Instant::now();
+    let mut ok = 0;
+    for _ in 0..CALLS {
+        ok += usize::from(matches!(ring.verify(subject, body, find, now), Ok(Some(_))));
+    }
+    let verify = started.elapsed() / CALLS;
+    println!(
+        "per command, in-process: sign {:.1} µs (client), verify {:.1} µs (host; {ok} verified)",
+        sign.as_secs_f64() * 1e6,
+        verify.as_secs_f64() * 1e6
+    );
 }
 
 fn measure_nats(args: &BenchAuthArgs, root: &Path) -> Result<Vec<NatsMode>> {

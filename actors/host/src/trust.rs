@@ -41,14 +41,24 @@ impl CommandTrust {
                 keys,
                 accept_unsigned,
             } => {
-                // A key nobody listed vouches for no one: where unsigned
-                // commands are accepted, its command counts as unsigned.
-                let signer = msg.header(auth::signature::SIGNER_HEADER);
-                let unknown = signer.is_some_and(|s| !keys.knows(s));
-                if msg.header(auth::signature::SIGNATURE_HEADER).is_some()
-                    && !(unknown && *accept_unsigned)
-                {
-                    return keys.verify(&msg.subject, &msg.payload, |h| msg.header(h), now_micros);
+                if msg.header(auth::signature::SIGNATURE_HEADER).is_some() {
+                    let verdict =
+                        keys.verify(&msg.subject, &msg.payload, |h| msg.header(h), now_micros)?;
+                    // A key nobody listed vouches for no one: where unsigned
+                    // commands are accepted, its command counts as unsigned.
+                    if let Some(principal) = verdict {
+                        return Ok(principal);
+                    }
+                    if !*accept_unsigned {
+                        return Err(Rejection::new(
+                            ErrorCode::Unauthenticated,
+                            format!(
+                                "{}: key {} is not a known principal",
+                                auth::signature::SIGNER_HEADER,
+                                msg.header(auth::signature::SIGNER_HEADER).unwrap_or("")
+                            ),
+                        ));
+                    }
                 }
                 if *accept_unsigned {
                     return Ok(auth::UNSIGNED.to_string());
@@ -83,7 +93,7 @@ mod tests {
     fn signed_trust(key: &SigningKey, accept_unsigned: bool) -> CommandTrust {
         let mut ring = KeyRing::default();
         ring.insert(
-            key.verifying_key().to_bytes(),
+            key.verifying_key(),
             KnownKey {
                 name: "alice".into(),
                 role: KeyRole::Operator,
