@@ -153,6 +153,19 @@ pub enum TokenWhat {
     },
 }
 
+/// Who a process that serves NATS commands (`up`, `worker`) believes.
+#[derive(Debug, Clone, Args)]
+pub struct CommandTrustArgs {
+    /// The NATS principals whose signed commands are accepted (TOML, as
+    /// `flotilla nats-config` writes it).
+    #[arg(long, env = "FLOTILLA_PRINCIPALS_FILE")]
+    pub principals: Option<PathBuf>,
+    /// Whether unsigned NATS commands are accepted (recorded as `unsigned`)
+    /// [default: accept when the NATS server is on loopback, else refuse].
+    #[arg(long, env = "FLOTILLA_UNSIGNED_COMMANDS", value_enum)]
+    pub unsigned_commands: Option<crate::trust::UnsignedCommands>,
+}
+
 /// `flotilla nats-config`.
 #[derive(Debug, Args)]
 pub struct NatsConfigArgs {
@@ -264,14 +277,9 @@ pub struct UpArgs {
     /// on the embedded backend; none on NATS: events unsigned].
     #[arg(long, env = "FLOTILLA_SIGNING_KEY_FILE")]
     pub signing_key: Option<PathBuf>,
-    /// The NATS principals whose signed commands are accepted (TOML, as
-    /// `flotilla nats-config` writes it).
-    #[arg(long, env = "FLOTILLA_PRINCIPALS_FILE")]
-    pub principals: Option<PathBuf>,
-    /// Whether unsigned NATS commands are accepted (recorded as `unsigned`)
-    /// [default: accept when the NATS server is on loopback, else refuse].
-    #[arg(long, env = "FLOTILLA_UNSIGNED_COMMANDS", value_enum)]
-    pub unsigned_commands: Option<crate::trust::UnsignedCommands>,
+    /// Whose signed NATS commands count, and whether unsigned ones do.
+    #[command(flatten)]
+    pub trust: CommandTrustArgs,
     /// Pools file (YAML) the provisioner applies at start.
     #[arg(long, env = "FLOTILLA_POOLS")]
     pub pools: Option<PathBuf>,
@@ -724,6 +732,9 @@ pub struct WorkerArgs {
     /// NATS credentials and TLS.
     #[command(flatten)]
     pub nats_auth: NatsAuthArgs,
+    /// Whose signed version commands count, and whether unsigned ones do.
+    #[command(flatten)]
+    pub trust: CommandTrustArgs,
     /// Subject prefix.
     #[arg(long, env = "FLOTILLA_PREFIX", default_value = "flotilla")]
     pub prefix: String,

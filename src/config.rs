@@ -503,8 +503,8 @@ pub fn resolve_up(args: &UpArgs) -> Result<UpSettings> {
         )?,
         auth: resolve_http_auth(&args.auth, &file)?,
         signing_key: args.signing_key.clone().or(file.signing_key),
-        principals: args.principals.clone().or(file.principals_file),
-        unsigned_commands: args.unsigned_commands.or(file.unsigned_commands),
+        principals: args.trust.principals.clone().or(file.principals_file),
+        unsigned_commands: args.trust.unsigned_commands.or(file.unsigned_commands),
         allowed_commands,
     })
 }

@@ -133,7 +133,9 @@ pub fn load_principals(path: &Path) -> Result<KeyRing> {
         let Some(key) = decode_public_key(&entry.public_key)
             .and_then(|raw| VerifyingKey::from_bytes(&raw).ok())
         else {
-            bail!("{at}: public_key is not a NATS user nkey (U…) or 64 hex digits of an Ed25519 key");
+            bail!(
+                "{at}: public_key is not a NATS user nkey (U…) or 64 hex digits of an Ed25519 key"
+            );
         };
         ring.insert(
             key,

@@ -83,7 +83,17 @@ async fn serve(args: WorkerArgs, auth: web::Data<HttpAuth>) -> Result<()> {
         (None, Some(dir)) => BackendChoice::Embedded(dir.clone()),
         (None, None) => BackendChoice::Embedded(temp.clone().unwrap_or_default()),
     };
-    let backend = backend::open(&choice, &subjects, 1).await?;
+    let mut backend = backend::open(&choice, &subjects, 1).await?;
+    let file = crate::config::FileConfig::load(args.config.as_deref())?;
+    backend.trust = crate::trust::command_trust(
+        &choice,
+        args.trust
+            .principals
+            .as_deref()
+            .or(file.principals_file.as_deref()),
+        args.trust.unsigned_commands.or(file.unsigned_commands),
+        None,
+    )?;
     let registry = prometheus::Registry::new();
     let store = ArtifactStore::new(&args.artifacts);
     let engine = InferenceEngine::new(

@@ -287,11 +287,12 @@ fn events_audit_and_replay_read_what_up_wrote() {
     );
     let summary: Value = serde_json::from_slice(&audit.stdout).unwrap();
     // The embedded control plane signs with the data dir's key, and audit
-    // checks with its public key from there.
+    // checks with its public key from there; every command came over the
+    // unauthenticated loopback gateway.
     assert_eq!(
         summary,
         json!({"ok": true, "streams": 2, "events": 18, "signed": 18, "unsigned": 0,
-               "signatures_checked": true})
+               "signatures_checked": true, "principals": {"anonymous": 18}})
     );
 
     let replay = flotilla(&["replay", "--stream", "solver/a", &data[0], &data[1]]);

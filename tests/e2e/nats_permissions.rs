@@ -475,9 +475,21 @@ fn a_worker_serves_its_own_deployment_with_only_its_permissions() {
         dir.path(),
     );
     let w1 = seed(dir.path(), "w1");
+    let principals = dir.path().join("principals.toml").display().to_string();
     let worker = Worker::start(
         &artifacts,
-        &["--nats", &url, "--nats-nkey", &w1, "--worker-id", "w1"],
+        &[
+            "--nats",
+            &url,
+            "--nats-nkey",
+            &w1,
+            "--worker-id",
+            "w1",
+            "--principals",
+            &principals,
+            "--unsigned-commands",
+            "refuse",
+        ],
         &[("MODEL_VERSION", "v0.1.0")],
     );
     let alice = seed(dir.path(), "alice");
@@ -498,6 +510,22 @@ fn a_worker_serves_its_own_deployment_with_only_its_permissions() {
         String::from_utf8_lossy(&out.stdout),
         stderr(&out),
         worker.log()
+    );
+    let loaded = flotilla(&[
+        "events",
+        "--nats",
+        &url,
+        "--nats-nkey",
+        &seed(dir.path(), "flotilla"),
+        "--stream",
+        "inference/w1",
+        "--principal",
+        "alice",
+    ]);
+    assert!(
+        !crate::support::json_lines(&loaded.stdout).is_empty(),
+        "the worker records alice's signed command as hers: {}",
+        stderr(&loaded)
     );
     // w1 serves only its own deployment's subjects.
     let other = flotilla(&[

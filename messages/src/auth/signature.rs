@@ -261,14 +261,8 @@ mod tests {
             name: name.into(),
             role,
         };
-        ring.insert(
-            key(1).verifying_key(),
-            entry("alice", KeyRole::Operator),
-        );
-        ring.insert(
-            key(2).verifying_key(),
-            entry("audit", KeyRole::Auditor),
-        );
+        ring.insert(key(1).verifying_key(), entry("alice", KeyRole::Operator));
+        ring.insert(key(2).verifying_key(), entry("audit", KeyRole::Auditor));
         ring.insert(
             key(3).verifying_key(),
             entry("flotilla", KeyRole::ControlPlane),
