@@ -130,7 +130,7 @@ impl SchedulerEffects {
         };
         let id = format!("{}-started", outcome_command_id(&envelope.id));
         let request = match CommandRequest::from_value(command, Some(&id)) {
-            Ok(r) => r,
+            Ok(r) => r.by(flotilla_messages::auth::CONTROL_PLANE),
             Err(r) => {
                 tracing::warn!(error = %r, "record_started is not a command");
                 return;
