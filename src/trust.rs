@@ -152,7 +152,10 @@ pub fn load_principals(path: &Path) -> Result<KeyRing> {
 pub fn is_loopback_url(url: &str) -> bool {
     url.split(',').all(|one| {
         let rest = one.trim().split_once("://").map_or(one.trim(), |(_, r)| r);
-        let host_port = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+        // The authority ends at the first `/`, `?` or `#`: an `@` after it
+        // (`…/?x=@127.0.0.1`) names no host.
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
         let host = match host_port.strip_prefix('[') {
             Some(v6) => v6.split(']').next().unwrap_or(""),
             None => host_port.split(':').next().unwrap_or(""),
@@ -178,6 +181,7 @@ mod tests {
             "nats://127.0.0.1:4222,nats://10.0.0.2:4222"
         ));
         assert!(!is_loopback_url("tls://nats.example:4222"));
+        assert!(!is_loopback_url("nats://nats.example:4222/?x=@127.0.0.1"));
     }
 
     #[test]

@@ -605,6 +605,14 @@ pub fn is_probe(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz")
 }
 
+/// The path the router matches `req` on: percent-decoded (but for `%2F`,
+/// `%25` and `+`). Every check decides on this path, never on the raw
+/// `req.path()`, or `/v1/%63md/...` would pass as an unknown route and then
+/// be routed to `/v1/cmd/...`.
+pub fn routed_path(req: &ServiceRequest) -> &str {
+    req.match_info().as_str()
+}
+
 /// The bearer token of an `Authorization` value, if it is one.
 pub fn bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
@@ -616,7 +624,7 @@ impl HttpAuth {
     /// Decides on `req`: the caller (to put in the extensions), the bucket
     /// it drew from, or why it is refused (and the bucket, for the headers).
     fn decide(&self, req: &ServiceRequest) -> (Result<Principal, Refusal>, Option<Bucket>) {
-        let path = req.path();
+        let path = routed_path(req);
         let access = if path == "/metrics" {
             metrics_access(self.metrics)
         } else if is_probe(path) {
@@ -686,7 +694,7 @@ pub async fn authenticate(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let Some(auth) = req.app_data::<web::Data<HttpAuth>>().cloned() else {
-        if is_probe(req.path()) {
+        if is_probe(routed_path(&req)) {
             return Ok(next.call(req).await?.map_into_boxed_body());
         }
         tracing::error!("HTTP auth middleware without its settings: refusing");

@@ -272,7 +272,7 @@ fn listed(list: &[String], value: &str) -> bool {
 /// what a web page could send cross-origin (or through a rebound DNS name)
 /// without a preflight.
 fn control_refusal(settings: &HttpSettings, req: &ServiceRequest) -> Option<ServingError> {
-    let path = req.path();
+    let path = auth::routed_path(req);
     if req.method() != Method::POST || !(path == "/warmup" || path.starts_with("/versions/")) {
         return None;
     }

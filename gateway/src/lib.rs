@@ -158,7 +158,9 @@ async fn refuse_foreign(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let refusal = match req.app_data::<web::Data<GatewayState>>() {
-        Some(state) if req.path().starts_with("/v1/") => foreign_request(&state.policy, &req),
+        Some(state) if auth::routed_path(&req).starts_with("/v1/") => {
+            foreign_request(&state.policy, &req)
+        }
         _ => None,
     };
     match refusal {

@@ -94,6 +94,9 @@ async fn serve(args: WorkerArgs, auth: web::Data<HttpAuth>) -> Result<()> {
         args.trust.unsigned_commands.or(file.unsigned_commands),
         None,
     )?;
+    if args.nats.is_some() {
+        crate::trust::warn_if_unsigned(&backend.trust);
+    }
     let registry = prometheus::Registry::new();
     let store = ArtifactStore::new(&args.artifacts);
     let engine = InferenceEngine::new(

@@ -92,6 +92,14 @@ fn cross_origin_simple_posts_and_rebinding_cannot_configure_a_queue_or_run_a_com
         403,
         "FORBIDDEN_HOST",
     );
+    // The same, percent-encoded: the router decodes it to /v1/cmd/..., so
+    // the guard must too.
+    let encoded = format!("{}/%76%31/%63md/scheduler/q", up.url);
+    assert_refused(
+        post(&encoded, &configure, json_type, &rebound),
+        403,
+        "FORBIDDEN_HOST",
+    );
     let (status, reply) = up.get("/v1/query/scheduler/q");
     assert_eq!(status, 404, "no attack created the queue: {reply}");
 
@@ -146,6 +154,7 @@ fn the_workers_version_routes_refuse_cross_origin_and_foreign_hosts() {
         "/versions/v0.2.0/activate",
         "/versions/v0.2.0/load",
         "/versions/rollback",
+        "/%76ersions/rollback",
     ] {
         let (status, body) = post(&url(path), &empty, "text/plain", &[("Origin", EVIL)]);
         assert!(matches!(status, 403 | 415), "{path}: {status} {body}");

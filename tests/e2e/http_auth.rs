@@ -197,6 +197,24 @@ fn the_gateway_answers_401_403_or_the_handler_per_route_and_role() {
             permission: "command",
             ok: 200,
         },
+        // Percent-encoded, the path routes to the same handler: it must
+        // need the same permission.
+        Route {
+            method: "POST",
+            path: "/v1/%63md/solver/s1",
+            body: Some(json!({"type": "ask", "n": 1})),
+            admits: Some(COMMANDERS),
+            permission: "command",
+            ok: 200,
+        },
+        Route {
+            method: "GET",
+            path: "/v1/%71uery/solver",
+            body: None,
+            admits: Some(READERS),
+            permission: "query",
+            ok: 200,
+        },
         Route {
             method: "POST",
             path: "/v1/cmd/solver/missing",
@@ -316,6 +334,16 @@ fn the_worker_answers_401_403_or_the_handler_per_route_and_role() {
         Route {
             method: "POST",
             path: "/versions/v1.0.0/activate",
+            body: None,
+            admits: Some(COMMANDERS),
+            permission: "serve_admin",
+            ok: 200,
+        },
+        // Percent-encoded, the path routes to the same handler: it must
+        // need the same permission.
+        Route {
+            method: "POST",
+            path: "/%76ersions/v1.0.0/activate",
             body: None,
             admits: Some(COMMANDERS),
             permission: "serve_admin",

@@ -67,10 +67,23 @@ const LOADER_VARIABLES: &[&str] = &[
     "SHELLOPTS",
     "BASHOPTS",
     "PS4",
+    // What an allowed interpreter loads or runs besides its script.
+    "PERL5OPT",
+    "PERL5LIB",
+    "PERLLIB",
+    "NODE_OPTIONS",
+    "NODE_PATH",
+    "RUBYOPT",
+    "RUBYLIB",
+    "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    "JDK_JAVA_OPTIONS",
+    "BROWSER",
+    "GCONV_PATH",
 ];
 
 /// Prefixes of the dynamic loaders' variables (`LD_PRELOAD`, `DYLD_INSERT_LIBRARIES`).
-const LOADER_PREFIXES: &[&str] = &["LD_", "DYLD_"];
+const LOADER_PREFIXES: &[&str] = &["LD_", "DYLD_", "PYTHON", "BASH_FUNC_"];
 
 /// The programs the local executor may run (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,8 +201,18 @@ fn not_allowed(message: String) -> Rejection {
     Rejection::new(ErrorCode::CommandNotAllowed, message)
 }
 
+/// A variable a restricted job may not set: one of the lists above, or a
+/// name that is not a plain shell identifier (bash imports functions from
+/// names like `BASH_FUNC_mv%%`, and the job runs under `/bin/sh`).
 fn is_loader_variable(name: &str) -> bool {
-    LOADER_VARIABLES.contains(&name) || LOADER_PREFIXES.iter().any(|p| name.starts_with(p))
+    let identifier = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    !identifier
+        || LOADER_VARIABLES.contains(&name)
+        || LOADER_PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
 impl fmt::Display for AllowedCommands {
@@ -462,6 +485,15 @@ mod tests {
             "DYLD_INSERT_LIBRARIES",
             "BASH_ENV",
             "SHELLOPTS",
+            "BASH_FUNC_mv%%",
+            "PYTHONWARNINGS",
+            "PYTHONPATH",
+            "PERL5OPT",
+            "NODE_OPTIONS",
+            "JAVA_TOOL_OPTIONS",
+            "BROWSER",
+            "A-B",
+            "",
         ] {
             let mut spec = job(&["python3"]);
             spec.env.insert(name.into(), "/tmp".into());

@@ -217,7 +217,7 @@ impl KeyRing {
         let signed_at: i64 = need(SIGNED_AT_HEADER)?
             .parse()
             .map_err(|_| unauthenticated(format!("{SIGNED_AT_HEADER}: not a number")))?;
-        if (now_micros - signed_at).abs() > MAX_SKEW {
+        if now_micros.abs_diff(signed_at) > MAX_SKEW.unsigned_abs() {
             return Err(unauthenticated(format!(
                 "{SIGNED_AT_HEADER}: the signature is more than 5 minutes from this host's clock (expired or clock skew)"
             )));
@@ -347,6 +347,14 @@ mod tests {
         assert!(err.message.contains("5 minutes"), "{}", err.message);
         let err = check(&old[..2], "s", b"", NOW).unwrap_err();
         assert!(err.message.contains(SIGNATURE_HEADER), "{}", err.message);
+        let mut hostile = old.clone();
+        hostile[1].1 = i64::MIN.to_string();
+        let err = check(&hostile, "s", b"", NOW).unwrap_err();
+        assert!(
+            err.message.contains("5 minutes"),
+            "no overflow: {}",
+            err.message
+        );
     }
 
     #[test]
