@@ -399,6 +399,10 @@ fn resolve_allowed_commands(
     })
 }
 
+/// Requests per second per address without a valid token, when a tokens
+/// file is set and `rate_limits.anonymous` is not.
+pub const DEFAULT_UNAUTHENTICATED_PER_SECOND: u32 = 20;
+
 /// The HTTP auth settings of `up`, `worker` or `agent`, resolved.
 #[derive(Debug, Clone)]
 pub struct HttpAuthSettings {
@@ -436,8 +440,20 @@ pub fn resolve_http_auth(args: &HttpAuthArgs, file: &FileConfig) -> Result<HttpA
     for spec in args.rate_limits.iter().filter(|s| !s.trim().is_empty()) {
         rate_limits.apply_spec(spec)?;
     }
+    let tokens_file = args.tokens.clone().or_else(|| file.tokens_file.clone());
+    let anonymous_set = file.rate_limits.iter().flatten().any(|(who, _)| who == "anonymous")
+        || args.rate_limits.iter().any(|s| s.trim().starts_with("anonymous="));
+    if tokens_file.is_some() && !anonymous_set {
+        // With tokens, a caller without a valid one is refused; its
+        // refusals still cost: bound them per address.
+        let limit = flotilla_gateway::auth::RateLimit {
+            per_second: DEFAULT_UNAUTHENTICATED_PER_SECOND,
+            burst: 2 * DEFAULT_UNAUTHENTICATED_PER_SECOND,
+        };
+        rate_limits.set("anonymous", Some(limit))?;
+    }
     Ok(HttpAuthSettings {
-        tokens_file: args.tokens.clone().or_else(|| file.tokens_file.clone()),
+        tokens_file,
         metrics,
         insecure_no_auth: args.insecure_no_auth || file.insecure_no_auth.unwrap_or(false),
         rate_limits,

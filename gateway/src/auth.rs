@@ -151,14 +151,17 @@ impl TokenFile {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
         let mut tmp = path.as_os_str().to_os_string();
-        tmp.push(format!(".tmp.{}", std::process::id()));
+        // An unguessable name, created new: a file or symlink planted in a
+        // shared directory is never followed or overwritten.
+        let mut nonce = [0u8; 8];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut nonce);
+        tmp.push(format!(".tmp.{}", hex::encode(nonce)));
         let tmp = PathBuf::from(tmp);
         let mut body = serde_json::to_vec_pretty(self).map_err(|e| io(e.into()))?;
         body.push(b'\n');
         let written = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
             .open(&tmp)
             .and_then(|mut f| f.write_all(&body).and_then(|()| f.sync_all()));
