@@ -441,8 +441,15 @@ pub fn resolve_http_auth(args: &HttpAuthArgs, file: &FileConfig) -> Result<HttpA
         rate_limits.apply_spec(spec)?;
     }
     let tokens_file = args.tokens.clone().or_else(|| file.tokens_file.clone());
-    let anonymous_set = file.rate_limits.iter().flatten().any(|(who, _)| who == "anonymous")
-        || args.rate_limits.iter().any(|s| s.trim().starts_with("anonymous="));
+    let anonymous_set = file
+        .rate_limits
+        .iter()
+        .flatten()
+        .any(|(who, _)| who == "anonymous")
+        || args
+            .rate_limits
+            .iter()
+            .any(|s| s.trim().starts_with("anonymous="));
     if tokens_file.is_some() && !anonymous_set {
         // With tokens, a caller without a valid one is refused; its
         // refusals still cost: bound them per address.
