@@ -735,6 +735,11 @@ pub struct WorkerArgs {
     /// Whose signed version commands count, and whether unsigned ones do.
     #[command(flatten)]
     pub trust: CommandTrustArgs,
+    /// The control plane's public key (`signing.key.pub`): commands its
+    /// gateway forwards, signed for the HTTP caller it authenticated, are
+    /// then recorded under that caller's name.
+    #[arg(long, env = "FLOTILLA_CONTROL_PLANE_KEY_FILE")]
+    pub control_plane_key: Option<PathBuf>,
     /// Subject prefix.
     #[arg(long, env = "FLOTILLA_PREFIX", default_value = "flotilla")]
     pub prefix: String,

@@ -85,6 +85,10 @@ async fn serve(args: WorkerArgs, auth: web::Data<HttpAuth>) -> Result<()> {
     };
     let mut backend = backend::open(&choice, &subjects, 1).await?;
     let file = crate::config::FileConfig::load(args.config.as_deref())?;
+    let control_plane = match &args.control_plane_key {
+        Some(path) => crate::signing::reader_keys(&choice, Some(path))?,
+        None => flotilla_bus::LogKeys::default(),
+    };
     backend.trust = crate::trust::command_trust(
         &choice,
         args.trust
@@ -92,7 +96,7 @@ async fn serve(args: WorkerArgs, auth: web::Data<HttpAuth>) -> Result<()> {
             .as_deref()
             .or(file.principals_file.as_deref()),
         args.trust.unsigned_commands.or(file.unsigned_commands),
-        None,
+        control_plane.verifying(),
     )?;
     if args.nats.is_some() {
         crate::trust::warn_if_unsigned(&backend.trust);

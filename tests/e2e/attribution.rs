@@ -265,3 +265,74 @@ fn on_nats_the_gateway_signs_for_the_token_it_checked() {
     let forged = send(&url, "flotilla.cmd.solver.h2", &create(8), None);
     assert_eq!(forged["error"]["code"], "UNAUTHENTICATED", "{forged}");
 }
+
+#[test]
+fn a_worker_that_knows_the_control_planes_key_records_the_gateways_caller() {
+    use crate::support::inference::{model_init, Worker};
+    let dir = tempfile::tempdir().unwrap();
+    let artifacts = dir.path().join("artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    model_init(&artifacts, "v0.1.0", 0);
+    model_init(&artifacts, "v0.2.0", 1);
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let tokens = dir.path().join("tokens.json").display().to_string();
+    let created = flotilla(&[
+        "token", "create", "--tokens", &tokens, "--name", "ops2", "--role", "operator",
+    ]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let token = String::from_utf8_lossy(&created.stdout).trim().to_string();
+    let key = dir.path().join("signing.key").display().to_string();
+    let up = FlotillaUp::start(
+        &["--nats", &url, "--tokens", &tokens, "--signing-key", &key],
+        dir.path(),
+    );
+    let public = format!("{key}.pub");
+    let _worker = Worker::start(
+        &artifacts,
+        &[
+            "--nats",
+            &url,
+            "--worker-id",
+            "w1",
+            "--control-plane-key",
+            &public,
+            "--unsigned-commands",
+            "refuse",
+        ],
+        &[("MODEL_VERSION", "v0.1.0")],
+    );
+    let reply = crate::support::http_client()
+        .post(format!("{}/v1/cmd/inference/w1", up.url))
+        .bearer_auth(&token)
+        .json(&json!({"type": "load_version", "version": "v0.2.0"}))
+        .send()
+        .unwrap();
+    assert_eq!(
+        reply.status().as_u16(),
+        200,
+        "{}",
+        reply.text().unwrap_or_default()
+    );
+    let theirs = events(&[
+        "--nats",
+        &url,
+        "--stream",
+        "inference/w1",
+        "--principal",
+        "ops2",
+    ]);
+    assert!(!theirs.is_empty(), "the load is recorded as ops2's");
+    // Unsigned, the same command is refused: the worker believes only signatures.
+    let forged = send(
+        &url,
+        "flotilla.cmd.inference.w1",
+        &json!({"type": "load_version", "version": "v0.2.0"}),
+        None,
+    );
+    assert_eq!(forged["error"]["code"], "UNAUTHENTICATED", "{forged}");
+}
