@@ -70,6 +70,28 @@ impl Message {
         self
     }
 
+    /// The message signed by `signer` now, as a command of the signer's
+    /// own or, with `for_whom`, on behalf of a caller it authenticated (see
+    /// `flotilla_messages::auth::signature`); the signature covers the
+    /// subject, the payload and the `Nats-Msg-Id` already set.
+    pub fn signed_by(
+        self,
+        signer: &flotilla_messages::auth::CommandSigner,
+        for_whom: Option<&str>,
+    ) -> Self {
+        let now = chrono::Utc::now().timestamp_micros();
+        let headers = signer.headers(
+            &self.subject,
+            for_whom,
+            now,
+            self.header("Nats-Msg-Id"),
+            &self.payload,
+        );
+        headers
+            .into_iter()
+            .fold(self, |msg, (name, value)| msg.with_header(name, value))
+    }
+
     /// A header's value, matched case-insensitively as NATS clients do.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers

@@ -309,20 +309,7 @@ async fn forward(
     let principal = auth::principal_of(req).name;
     let msg = match &state.signer {
         // On a shared bus only a signature makes the host believe the name.
-        Some(signer) => {
-            let now = chrono::Utc::now().timestamp_micros();
-            let id = msg.header("Nats-Msg-Id").map(str::to_string);
-            signer
-                .headers(
-                    &msg.subject,
-                    Some(&principal),
-                    now,
-                    id.as_deref(),
-                    &msg.payload,
-                )
-                .into_iter()
-                .fold(msg, |msg, (name, value)| msg.with_header(name, value))
-        }
+        Some(signer) => msg.signed_by(signer, Some(&principal)),
         None => msg.with_header(PRINCIPAL_HEADER, principal),
     };
     match state.bus.request(msg, state.request_timeout).await {

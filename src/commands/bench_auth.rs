@@ -285,10 +285,7 @@ fn measure_nats(args: &BenchAuthArgs, root: &Path) -> Result<Vec<NatsMode>> {
                 let started = Instant::now();
                 let mut msg = Message::new(subject, body.clone());
                 if let Some(signer) = &m.signer {
-                    let now = chrono::Utc::now().timestamp_micros();
-                    for (name, value) in signer.headers(subject, None, now, None, body) {
-                        msg = msg.with_header(name, value);
-                    }
+                    msg = msg.signed_by(signer, None);
                 }
                 let reply = bus.request(msg, Duration::from_secs(30)).await?;
                 let took = started.elapsed();

@@ -27,14 +27,14 @@ pub fn run(args: EventsArgs) -> Result<ExitCode> {
 
 /// Prints `value` (an envelope) if `--principal` does not leave it out.
 fn print_line(args: &EventsArgs, value: &impl serde::Serialize) -> Result<()> {
-    let value = serde_json::to_value(value)?;
+    // Only a filter needs the envelope as a value; a whole dump writes it as is.
     if let Some(wanted) = &args.principal {
-        if value["principal"].as_str() != Some(wanted.as_str()) {
+        if serde_json::to_value(value)?["principal"].as_str() != Some(wanted.as_str()) {
             return Ok(());
         }
     }
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer(&mut out, &value)?;
+    serde_json::to_writer(&mut out, value)?;
     out.write_all(b"\n")?;
     out.flush()?;
     Ok(())

@@ -89,12 +89,7 @@ fn signed(target: &NatsTarget, msg: Message) -> Result<Message> {
         return Ok(msg);
     };
     let signer = CommandSigner::from_nkey_seed(&seed).map_err(|e| anyhow!("nats_nkey: {e}"))?;
-    let now = chrono::Utc::now().timestamp_micros();
-    let id = msg.header("Nats-Msg-Id").map(str::to_string);
-    let headers = signer.headers(&msg.subject, None, now, id.as_deref(), &msg.payload);
-    Ok(headers
-        .into_iter()
-        .fold(msg, |msg, (name, value)| msg.with_header(name, value)))
+    Ok(msg.signed_by(&signer, None))
 }
 
 fn via_nats(

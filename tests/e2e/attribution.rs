@@ -58,16 +58,11 @@ fn send(
         .unwrap();
     rt.block_on(async {
         let bus = NatsBus::connect(url).await.unwrap();
-        let mut msg = Message::new(subject, body.clone());
-        match signer {
-            Some((signer, principal)) => {
-                let now = chrono::Utc::now().timestamp_micros();
-                for (name, value) in signer.headers(subject, principal, now, None, &body) {
-                    msg = msg.with_header(name, value);
-                }
-            }
-            None => msg = msg.with_header("Flotilla-Principal", "alice"),
-        }
+        let msg = Message::new(subject, body.clone());
+        let msg = match signer {
+            Some((signer, principal)) => msg.signed_by(signer, principal),
+            None => msg.with_header("Flotilla-Principal", "alice"),
+        };
         let reply = bus.request(msg, Duration::from_secs(10)).await.unwrap();
         serde_json::from_slice(&reply.payload).unwrap()
     })

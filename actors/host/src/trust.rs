@@ -44,30 +44,26 @@ impl CommandTrust {
                 if msg.header(auth::signature::SIGNATURE_HEADER).is_some() {
                     let verdict =
                         keys.verify(&msg.subject, &msg.payload, |h| msg.header(h), now_micros)?;
-                    // A key nobody listed vouches for no one: where unsigned
-                    // commands are accepted, its command counts as unsigned.
                     if let Some(principal) = verdict {
                         return Ok(principal);
                     }
-                    if !*accept_unsigned {
-                        return Err(Rejection::new(
-                            ErrorCode::Unauthenticated,
-                            format!(
-                                "{}: key {} is not a known principal",
-                                auth::signature::SIGNER_HEADER,
-                                msg.header(auth::signature::SIGNER_HEADER).unwrap_or("")
-                            ),
-                        ));
-                    }
                 }
+                // Unsigned, or signed by a key nobody listed (which vouches
+                // for no one): the same thing.
                 if *accept_unsigned {
                     return Ok(auth::UNSIGNED.to_string());
                 }
+                let why = match msg.header(auth::signature::SIGNER_HEADER) {
+                    Some(key) => format!("key {key} is not a known principal"),
+                    None => "unsigned command".to_string(),
+                };
                 Err(Rejection::new(
                     ErrorCode::Unauthenticated,
-                    "unsigned command refused: this control plane accepts only signed NATS \
-                     commands (send with --nats-nkey SEED_FILE of a principal in its \
-                     principals file, or set unsigned_commands = \"accept\")",
+                    format!(
+                        "{why}: this control plane accepts only NATS commands signed by a \
+                         key of its principals file (send with --nats-nkey SEED_FILE, or set \
+                         unsigned_commands = \"accept\")"
+                    ),
                 ))
             }
         }
@@ -82,12 +78,7 @@ mod tests {
 
     fn signed_by(key: &SigningKey, subject: &str, body: &str) -> Message {
         let signer = CommandSigner::from_key(key.clone());
-        let now = chrono::Utc::now().timestamp_micros();
-        let mut msg = Message::new(subject, body.as_bytes().to_vec());
-        for (name, value) in signer.headers(subject, None, now, None, body.as_bytes()) {
-            msg = msg.with_header(name, value);
-        }
-        msg
+        Message::new(subject, body.as_bytes().to_vec()).signed_by(&signer, None)
     }
 
     fn signed_trust(key: &SigningKey, accept_unsigned: bool) -> CommandTrust {
