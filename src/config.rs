@@ -428,7 +428,18 @@ pub fn resolve_http_auth(args: &HttpAuthArgs, file: &FileConfig) -> Result<HttpA
         Some(text) => MetricsAuth::parse(text).map_err(|e| anyhow!("metrics_auth: {e}"))?,
         None => MetricsAuth::Open,
     };
+    let tokens_file = args.tokens.clone().or_else(|| file.tokens_file.clone());
     let mut rate_limits = RateLimitTable::default();
+    if tokens_file.is_some() {
+        // With tokens, a caller without a valid one is refused; its
+        // refusals still cost: bound them per address (the file and the
+        // flags below may say otherwise).
+        let limit = flotilla_gateway::auth::RateLimit {
+            per_second: DEFAULT_UNAUTHENTICATED_PER_SECOND,
+            burst: 2 * DEFAULT_UNAUTHENTICATED_PER_SECOND,
+        };
+        rate_limits.set("anonymous", Some(limit))?;
+    }
     for (who, limit) in file.rate_limits.iter().flatten() {
         let limit = match limit {
             FileRateLimit::Limit(l) => Some(*l),
@@ -439,25 +450,6 @@ pub fn resolve_http_auth(args: &HttpAuthArgs, file: &FileConfig) -> Result<HttpA
     }
     for spec in args.rate_limits.iter().filter(|s| !s.trim().is_empty()) {
         rate_limits.apply_spec(spec)?;
-    }
-    let tokens_file = args.tokens.clone().or_else(|| file.tokens_file.clone());
-    let anonymous_set = file
-        .rate_limits
-        .iter()
-        .flatten()
-        .any(|(who, _)| who == "anonymous")
-        || args
-            .rate_limits
-            .iter()
-            .any(|s| s.trim().starts_with("anonymous="));
-    if tokens_file.is_some() && !anonymous_set {
-        // With tokens, a caller without a valid one is refused; its
-        // refusals still cost: bound them per address.
-        let limit = flotilla_gateway::auth::RateLimit {
-            per_second: DEFAULT_UNAUTHENTICATED_PER_SECOND,
-            burst: 2 * DEFAULT_UNAUTHENTICATED_PER_SECOND,
-        };
-        rate_limits.set("anonymous", Some(limit))?;
     }
     Ok(HttpAuthSettings {
         tokens_file,
@@ -770,5 +762,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("rate_limits:") && e.contains("root"), "{e}");
+    }
+
+    #[test]
+    fn with_tokens_callers_without_one_are_limited_unless_a_setting_says_otherwise() {
+        use flotilla_gateway::auth::RateLimit;
+        let none = resolve_http_auth(&auth_args(), &FileConfig::default()).unwrap();
+        assert_eq!(
+            none.rate_limits.anonymous, None,
+            "no tokens: the loopback default"
+        );
+        let mut flags = auth_args();
+        flags.tokens = Some("t.json".into());
+        let limited = resolve_http_auth(&flags, &FileConfig::default()).unwrap();
+        let default = RateLimit {
+            per_second: DEFAULT_UNAUTHENTICATED_PER_SECOND,
+            burst: 2 * DEFAULT_UNAUTHENTICATED_PER_SECOND,
+        };
+        assert_eq!(limited.rate_limits.anonymous, Some(default));
+        for spec in ["anonymous=off", "anonymous = off"] {
+            flags.rate_limits = vec![spec.into()];
+            let off = resolve_http_auth(&flags, &FileConfig::default()).unwrap();
+            assert_eq!(off.rate_limits.anonymous, None, "{spec:?} is obeyed");
+        }
+        flags.rate_limits = vec![];
+        let file: FileConfig = toml::from_str("[rate_limits]\nanonymous = \"off\"\n").unwrap();
+        let off = resolve_http_auth(&flags, &file).unwrap();
+        assert_eq!(off.rate_limits.anonymous, None, "the file is obeyed");
     }
 }

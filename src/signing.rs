@@ -93,22 +93,28 @@ fn load_or_generate(path: &Path) -> Result<SigningKey> {
     Ok(key)
 }
 
-/// Creates a new key file at `path` (never over an existing one). Written
-/// aside and linked into place, so a crash never leaves a half-written key.
+/// Creates a new key file at `path` (never over an existing one).
 fn generate(path: &Path) -> std::io::Result<SigningKey> {
+    let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    write_new_secret(path, &hex::encode(key.as_bytes()))?;
+    tracing::info!(key = %path.display(), "generated the control plane's signing key");
+    Ok(key)
+}
+
+/// Writes `text` as a new secret file at `path`, readable by its owner only
+/// (never over an existing file). Written aside, synced and linked into
+/// place, so a crash never leaves a half-written secret. Also what
+/// `flotilla nats-config` writes seeds with.
+pub(crate) fn write_new_secret(path: &Path, text: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
     let mut aside = path.as_os_str().to_os_string();
     aside.push(format!(".{}.tmp", uuid::Uuid::new_v4()));
     let aside = PathBuf::from(aside);
-    let written = write_private(&aside, &hex::encode(key.as_bytes()))
-        .and_then(|()| std::fs::hard_link(&aside, path));
+    let written = write_private(&aside, text).and_then(|()| std::fs::hard_link(&aside, path));
     let _ = std::fs::remove_file(&aside);
-    written?;
-    tracing::info!(key = %path.display(), "generated the control plane's signing key");
-    Ok(key)
+    written
 }
 
 /// Writes `text` to a new file readable by its owner only, durably.

@@ -95,22 +95,8 @@ fn start_up_with(dir: PathBuf, extra: &[String]) -> Result<Up> {
         url: format!("http://{http}"),
         dir,
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let client = reqwest::blocking::Client::new();
-    while Instant::now() < deadline {
-        if let Some(status) = up.child.try_wait()? {
-            bail!("flotilla up exited ({status}) before it was ready");
-        }
-        let ready = client
-            .get(format!("{}/readyz", up.url))
-            .send()
-            .is_ok_and(|r| r.status().is_success());
-        if ready {
-            return Ok(up);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("flotilla up did not become ready on {http} within 60 s")
+    super::wait_ready("flotilla up", http, &mut up.child)?;
+    Ok(up)
 }
 
 /// One mode's server and the caller's token.
@@ -145,8 +131,7 @@ impl Mode {
     }
 
     fn percentile_ms(&self, p: f64) -> f64 {
-        let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
-        self.latencies[i].as_secs_f64() * 1e3
+        super::percentile_ms(&self.latencies, p)
     }
 
     fn mean_ms(&self) -> f64 {
@@ -307,10 +292,7 @@ fn measure_nats(args: &BenchAuthArgs, root: &Path) -> Result<Vec<NatsMode>> {
 }
 
 fn print_nats_table(args: &BenchAuthArgs, modes: &[NatsMode]) {
-    let pct = |m: &NatsMode, p: f64| {
-        let i = ((m.latencies.len() as f64 - 1.0) * p).round() as usize;
-        m.latencies[i].as_secs_f64() * 1e3
-    };
+    let pct = |m: &NatsMode, p: f64| super::percentile_ms(&m.latencies, p);
     println!();
     println!(
         "command latency over NATS (request on flotilla.cmd.solver, ask n=1, JetStream log, {} \

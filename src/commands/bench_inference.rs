@@ -60,11 +60,7 @@ struct Run {
 
 impl Run {
     fn percentile(&self, p: f64) -> f64 {
-        if self.latencies.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
-        self.latencies[i].as_secs_f64() * 1e3
+        super::percentile_ms(&self.latencies, p)
     }
 
     fn row(&self) -> String {
@@ -152,25 +148,9 @@ fn start_worker(artifacts: &Path, want_nats: bool, extra: &str) -> Result<Worker
         cmd.arg("--nats").arg(url);
     }
     let child = cmd.spawn().context("cannot start the worker")?;
-    let worker = Worker { child, http, nats };
-    wait_ready(http)?;
+    let mut worker = Worker { child, http, nats };
+    super::wait_ready("the worker", http, &mut worker.child)?;
     Ok(worker)
-}
-
-fn wait_ready(http: SocketAddr) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let client = reqwest::blocking::Client::new();
-    while Instant::now() < deadline {
-        let ready = client
-            .get(format!("http://{http}/readyz"))
-            .send()
-            .is_ok_and(|r| r.status().is_success());
-        if ready {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    bail!("the worker did not become ready on {http} within 60 s")
 }
 
 fn body(batch: usize) -> Vec<u8> {

@@ -57,3 +57,39 @@ pub async fn wait_for_shutdown() -> Result<()> {
     }
     Ok(())
 }
+
+/// The `p` quantile (0 to 1) of `sorted` latencies, in milliseconds; NaN
+/// when there are none. The benches' one percentile.
+pub(crate) fn percentile_ms(sorted: &[std::time::Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e3
+}
+
+/// Waits up to 60 s until `http://addr/readyz` answers 200; `what` (the
+/// child serving it) exiting first is an error at once.
+pub(crate) fn wait_ready(
+    what: &str,
+    addr: std::net::SocketAddr,
+    child: &mut std::process::Child,
+) -> Result<()> {
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let client = reqwest::blocking::Client::new();
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("{what} exited ({status}) before it was ready");
+        }
+        let ready = client
+            .get(format!("http://{addr}/readyz"))
+            .send()
+            .is_ok_and(|r| r.status().is_success());
+        if ready {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    anyhow::bail!("{what} did not become ready on {addr} within 60 s")
+}

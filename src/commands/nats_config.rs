@@ -25,8 +25,6 @@ use flotilla_messages::{validate_id, Subjects};
 use nkeys::KeyPair;
 use serde::Serialize;
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -278,13 +276,7 @@ fn seed_for(dir: &Path, name: &str) -> Result<KeyPair> {
     let seed = key
         .seed()
         .map_err(|e| anyhow!("cannot encode a seed: {e}"))?;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("out: cannot create {}", path.display()))?;
-    file.write_all(format!("{seed}\n").as_bytes())
+    crate::signing::write_new_secret(&path, &seed)
         .with_context(|| format!("out: cannot write {}", path.display()))?;
     Ok(key)
 }

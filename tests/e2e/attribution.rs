@@ -80,6 +80,38 @@ fn events(args: &[&str]) -> Vec<Value> {
     json_lines(&out.stdout)
 }
 
+/// `flotilla up --nats url` with a tokens file holding one operator token
+/// for `name` and the control plane's signing key (so its gateway signs
+/// what it forwards); returns it, the token and the key file.
+fn secured_up(dir: &Path, url: &str, name: &str, extra: &[&str]) -> (FlotillaUp, String, String) {
+    let tokens = dir.join("tokens.json").display().to_string();
+    let created = flotilla(&[
+        "token", "create", "--tokens", &tokens, "--name", name, "--role", "operator",
+    ]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let token = String::from_utf8_lossy(&created.stdout).trim().to_string();
+    let key = dir.join("signing.key").display().to_string();
+    let mut args = vec!["--nats", url, "--tokens", &tokens, "--signing-key", &key];
+    args.extend_from_slice(extra);
+    (FlotillaUp::start(&args, dir), token, key)
+}
+
+/// POSTs `body` to the gateway's `/v1/cmd/<stream>` with `token`; expects 200.
+fn post_as(up: &FlotillaUp, token: &str, stream: &str, body: &Value) {
+    let reply = crate::support::http_client()
+        .post(format!("{}/v1/cmd/{stream}", up.url))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .unwrap();
+    let status = reply.status().as_u16();
+    assert_eq!(status, 200, "{}", reply.text().unwrap_or_default());
+}
+
 #[test]
 fn embedded_commands_are_anonymous_and_effects_are_the_control_planes() {
     let dir = tempfile::tempdir().unwrap();
@@ -216,42 +248,8 @@ fn on_nats_the_gateway_signs_for_the_token_it_checked() {
     let dir = tempfile::tempdir().unwrap();
     let nats = NatsServer::start();
     let url = nats.url();
-    let tokens = dir.path().join("tokens.json").display().to_string();
-    let created = flotilla(&[
-        "token", "create", "--tokens", &tokens, "--name", "ops1", "--role", "operator",
-    ]);
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
-    let token = String::from_utf8_lossy(&created.stdout).trim().to_string();
-    let key = dir.path().join("signing.key").display().to_string();
-    let up = FlotillaUp::start(
-        &[
-            "--nats",
-            &url,
-            "--tokens",
-            &tokens,
-            "--signing-key",
-            &key,
-            "--unsigned-commands",
-            "refuse",
-        ],
-        dir.path(),
-    );
-    let reply = crate::support::http_client()
-        .post(format!("{}/v1/cmd/solver/h1", up.url))
-        .bearer_auth(&token)
-        .json(&create(7))
-        .send()
-        .unwrap();
-    assert_eq!(
-        reply.status().as_u16(),
-        200,
-        "{}",
-        reply.text().unwrap_or_default()
-    );
+    let (up, token, _) = secured_up(dir.path(), &url, "ops1", &["--unsigned-commands", "refuse"]);
+    post_as(&up, &token, "solver/h1", &create(7));
     let lines = events(&["--nats", &url, "--stream", "solver/h1"]);
     assert!(!lines.is_empty());
     assert!(lines.iter().all(|e| e["principal"] == "ops1"), "{lines:?}");
@@ -271,21 +269,7 @@ fn a_worker_that_knows_the_control_planes_key_records_the_gateways_caller() {
     model_init(&artifacts, "v0.2.0", 1);
     let nats = NatsServer::start();
     let url = nats.url();
-    let tokens = dir.path().join("tokens.json").display().to_string();
-    let created = flotilla(&[
-        "token", "create", "--tokens", &tokens, "--name", "ops2", "--role", "operator",
-    ]);
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
-    let token = String::from_utf8_lossy(&created.stdout).trim().to_string();
-    let key = dir.path().join("signing.key").display().to_string();
-    let up = FlotillaUp::start(
-        &["--nats", &url, "--tokens", &tokens, "--signing-key", &key],
-        dir.path(),
-    );
+    let (up, token, key) = secured_up(dir.path(), &url, "ops2", &[]);
     let public = format!("{key}.pub");
     let _worker = Worker::start(
         &artifacts,
@@ -301,18 +285,8 @@ fn a_worker_that_knows_the_control_planes_key_records_the_gateways_caller() {
         ],
         &[("MODEL_VERSION", "v0.1.0")],
     );
-    let reply = crate::support::http_client()
-        .post(format!("{}/v1/cmd/inference/w1", up.url))
-        .bearer_auth(&token)
-        .json(&json!({"type": "load_version", "version": "v0.2.0"}))
-        .send()
-        .unwrap();
-    assert_eq!(
-        reply.status().as_u16(),
-        200,
-        "{}",
-        reply.text().unwrap_or_default()
-    );
+    let load = json!({"type": "load_version", "version": "v0.2.0"});
+    post_as(&up, &token, "inference/w1", &load);
     let theirs = events(&[
         "--nats",
         &url,
