@@ -201,7 +201,7 @@ pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
 /// The actors `flotilla up` hosts when `--only` is not given: the control
 /// plane (inference workers and health agents are their own processes,
 /// `flotilla worker` and `flotilla agent`).
-pub const DEFAULT_ACTORS: &[&str] = &["solver", "scheduler", "provisioner"];
+pub const DEFAULT_ACTORS: &[&str] = &["solver", "scheduler", "provisioner", "study_run"];
 
 /// Resolved settings of `flotilla up`.
 #[derive(Debug, Clone)]

@@ -27,6 +27,8 @@
 //!   [`health`]: what node agents publish.
 //! - [`inference`]: CarlaRL-compatible `/predict` bodies and errors, and the
 //!   inference worker's version commands and events.
+//! - [`study_run`]: a study run's commands and events (the control plane
+//!   running a study's trials as jobs by itself).
 
 #![warn(missing_docs)]
 
@@ -43,6 +45,7 @@ pub mod query;
 pub mod reply;
 pub mod scheduler;
 pub mod solver;
+pub mod study_run;
 pub mod subjects;
 
 pub use codec::{CodecError, Encoding};

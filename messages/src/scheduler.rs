@@ -154,6 +154,14 @@ pub struct QueueConfig {
 
 /// Finished jobs a queue keeps when it names no number.
 pub const DEFAULT_RETAIN_FINISHED: u32 = 1_000;
+
+/// A queue retention that keeps `jobs` finished jobs (within the bounds).
+pub fn retain_all(jobs: impl TryInto<u32>) -> u32 {
+    jobs.try_into()
+        .unwrap_or(MAX_RETAIN_FINISHED)
+        .clamp(DEFAULT_RETAIN_FINISHED, MAX_RETAIN_FINISHED)
+}
+
 /// The most finished jobs a queue may keep.
 pub const MAX_RETAIN_FINISHED: u32 = 100_000;
 /// How long a queue keeps a finished job when it names no time: a week.

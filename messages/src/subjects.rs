@@ -39,7 +39,8 @@ pub fn validate_id(what: &'static str, value: &str) -> Result<(), IdError> {
     }
 }
 
-/// The five actors of Flotilla.
+/// The actors of Flotilla: the five of the brief, and the study runs that
+/// tie the solver to the scheduler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Actor {
     /// Hyperparameter search: studies and trials.
@@ -52,16 +53,20 @@ pub enum Actor {
     Health,
     /// Policy serving.
     Inference,
+    /// Study runs: the process manager that runs a study's trials as jobs
+    /// (`study_run/<study>`, see [`crate::study_run`]).
+    StudyRun,
 }
 
 impl Actor {
     /// Every actor, in a stable order.
-    pub const ALL: [Actor; 5] = [
+    pub const ALL: [Actor; 6] = [
         Actor::Solver,
         Actor::Scheduler,
         Actor::Provisioner,
         Actor::Health,
         Actor::Inference,
+        Actor::StudyRun,
     ];
 
     /// The subject token, e.g. `solver`.
@@ -72,6 +77,7 @@ impl Actor {
             Actor::Provisioner => "provisioner",
             Actor::Health => "health",
             Actor::Inference => "inference",
+            Actor::StudyRun => "study_run",
         }
     }
 }
@@ -82,9 +88,9 @@ impl fmt::Display for Actor {
     }
 }
 
-/// A name that is not one of the five actors.
+/// A name that is not one of the actors.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown actor {0:?}: expected one of solver, scheduler, provisioner, health, inference")]
+#[error("unknown actor {0:?}: expected one of solver, scheduler, provisioner, health, inference, study_run")]
 pub struct UnknownActor(pub String);
 
 impl FromStr for Actor {

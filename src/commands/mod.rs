@@ -17,6 +17,7 @@ pub mod run;
 pub mod scheduler;
 pub mod send;
 pub mod study;
+pub mod study_runs;
 pub mod token;
 pub mod up;
 pub mod worker;

@@ -433,7 +433,7 @@ fn execute_local(args: &PlanArgs, config: &K8sConfig, jobs: &[PlannedJob]) -> Re
             .command(
                 &queue,
                 json!({"type": "configure_queue", "concurrency": workers,
-                       "retain_finished": crate::commands::scheduler::keep_all(jobs.len())}),
+                       "retain_finished": flotilla_messages::scheduler::retain_all(jobs.len())}),
             )
             .await?;
         if !reply.ok {

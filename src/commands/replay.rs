@@ -10,6 +10,7 @@ use flotilla_host::{replay, Aggregate, Until};
 use flotilla_inference::ModelDeployment;
 use flotilla_messages::{Actor, StreamName};
 use flotilla_provisioner::Pool;
+use flotilla_runner::StudyRun;
 use flotilla_scheduler::Queue;
 use flotilla_solver::Study;
 use serde_json::json;
@@ -56,6 +57,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
             Actor::Scheduler => state_at::<Queue>(log, &name, until).await?,
             Actor::Provisioner => state_at::<Pool>(log, &name, until).await?,
             Actor::Inference => state_at::<ModelDeployment>(log, &name, until).await?,
+            Actor::StudyRun => state_at::<StudyRun>(log, &name, until).await?,
             Actor::Health => {
                 bail!("stream: health agents keep no stream; replay provisioner/<pool>")
             }

@@ -217,11 +217,3 @@ impl EmbeddedScheduler {
         }
     }
 }
-
-/// A queue retention that keeps `jobs` finished jobs (within the bounds).
-pub fn keep_all(jobs: impl TryInto<u32>) -> u32 {
-    use flotilla_messages::scheduler::{DEFAULT_RETAIN_FINISHED, MAX_RETAIN_FINISHED};
-    jobs.try_into()
-        .unwrap_or(MAX_RETAIN_FINISHED)
-        .clamp(DEFAULT_RETAIN_FINISHED, MAX_RETAIN_FINISHED)
-}

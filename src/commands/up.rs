@@ -314,10 +314,21 @@ async fn start_actors(
                 recovered += pools;
                 services.extend(tasks);
             }
+            Actor::StudyRun => {
+                let (runs, tasks) = crate::commands::study_runs::start(
+                    deps.clone(),
+                    backend,
+                    &settings.subjects,
+                    prometheus,
+                )
+                .await?;
+                recovered += runs;
+                services.extend(tasks);
+            }
             other => {
                 bail!(
-                    "only: the {other} actor is not part of this build yet \
-                     (available: solver, scheduler, provisioner)"
+                    "only: the {other} actor is not part of `flotilla up` \
+                     (available: solver, scheduler, provisioner, study_run)"
                 )
             }
         }

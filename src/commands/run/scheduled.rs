@@ -41,18 +41,10 @@ pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(60);
 /// The heartbeat interval: `FLOTILLA_HEARTBEAT_SECONDS`, else
 /// [`HEARTBEAT_EVERY`].
 fn heartbeat_every() -> Result<Duration> {
-    match std::env::var("FLOTILLA_HEARTBEAT_SECONDS") {
-        Err(_) => Ok(HEARTBEAT_EVERY),
-        Ok(text) => text
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|s| s.is_finite() && *s > 0.0)
-            .map(Duration::from_secs_f64)
-            .ok_or_else(|| {
-                anyhow!("FLOTILLA_HEARTBEAT_SECONDS: {text:?} is not a positive number of seconds")
-            }),
-    }
+    Ok(
+        crate::commands::study_runs::seconds_env("FLOTILLA_HEARTBEAT_SECONDS")?
+            .unwrap_or(HEARTBEAT_EVERY),
+    )
 }
 
 /// Runs the study of `plan` through the scheduler on `executor`.
@@ -179,7 +171,7 @@ impl ScheduledRun {
         }
         // The run reads every trial's job back: keep them all.
         let configure = json!({"type": "configure_queue", "concurrency": self.plan.parallel,
-            "executor": self.executor, "retain_finished": crate::commands::scheduler::keep_all(self.plan.config.budget)});
+            "executor": self.executor, "retain_finished": flotilla_messages::scheduler::retain_all(self.plan.config.budget)});
         let reply = self.scheduler.command(&self.plan.study, configure).await?;
         if !reply.ok {
             bail!("queue {}: {}", self.plan.study, refusal(&reply));
