@@ -1,23 +1,35 @@
-//! Opens the chosen backend: the embedded bus and sled log, or a NATS
-//! connection with its JetStream log.
+//! Opens the chosen backend: the embedded bus, sled log and in-process
+//! leases, or a NATS connection with its JetStream log and KV leases.
 
 use crate::config::{BackendChoice, NatsTarget};
 use anyhow::{Context, Result};
-use flotilla_bus::embedded::{EmbeddedBus, SledLog};
-use flotilla_bus::nats::{redacted, JetStreamLog, NatsBus, NatsConnectError};
-use flotilla_bus::{Bus, EventLog, LogKeys};
+use flotilla_bus::embedded::{EmbeddedBus, EmbeddedLeases, SledLog};
+use flotilla_bus::nats::{redacted, JetStreamLog, NatsBus, NatsConnectError, NatsLeases};
+use flotilla_bus::{Bus, EventLog, LeaseStore, LogKeys};
 use flotilla_host::CommandTrust;
 use flotilla_messages::auth::CommandSigner;
 use flotilla_messages::Subjects;
 use std::sync::Arc;
 
-/// A bus and a log.
+/// A bus, a log and leases.
 #[derive(Clone)]
 pub struct Backend {
     /// Subjects and request/reply.
     pub bus: Arc<dyn Bus>,
     /// The event log.
     pub log: Arc<dyn EventLog>,
+    /// Named leases, for work exactly one replica may drive: in-process on
+    /// the embedded backend; on NATS the `FLOTILLA_LEASES` KV bucket on the
+    /// log's connection, got or created on first use (so processes that
+    /// never take a lease need no permissions on it).
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "`up` takes its driver lease here (issue 13); remove when it does"
+        )
+    )]
+    pub leases: Arc<dyn LeaseStore>,
     /// Whom commands on this bus are attributed to (by default: the
     /// transport's word on the embedded bus; signatures on NATS, unsigned
     /// ones accepted only on loopback; `up` sets it from its settings).
@@ -52,6 +64,7 @@ pub async fn open_with_keys(
             Ok(Backend {
                 bus: Arc::new(EmbeddedBus::new()),
                 log: Arc::new(log),
+                leases: Arc::new(EmbeddedLeases::new()),
                 trust: CommandTrust::Transport,
                 command_signer: None,
             })
@@ -70,9 +83,11 @@ pub async fn open_with_keys(
             let command_signer = keys
                 .signing()
                 .map(|key| Arc::new(CommandSigner::from_key(key.clone())));
+            let leases = NatsLeases::new(log.jetstream().clone(), replicas);
             Ok(Backend {
                 bus: Arc::new(bus),
                 log: Arc::new(log.with_keys(keys)),
+                leases: Arc::new(leases),
                 trust,
                 command_signer,
             })
@@ -138,4 +153,56 @@ pub async fn open_log(
         );
     }
     Ok(open_with_keys(choice, subjects, 1, keys).await?.log)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_bus::testing::NatsServer;
+    use std::time::Duration;
+
+    /// Two NATS backends, as two `up` replicas, share one set of leases
+    /// on their logs' connections.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nats_backends_share_their_leases() {
+        let server = NatsServer::start();
+        let choice = BackendChoice::nats_at(&server.url());
+        let subjects = Subjects::default();
+        let open = || open_with_keys(&choice, &subjects, 1, LogKeys::default());
+        let (a, b) = (open().await.expect("open a"), open().await.expect("open b"));
+        let ttl = Duration::from_secs(600);
+        let taken = a.leases.acquire("driver", "a", ttl).await.expect("acquire");
+        assert!(taken.acquired);
+        let refused = b.leases.acquire("driver", "b", ttl).await.expect("acquire");
+        assert_eq!((refused.acquired, refused.lease), (false, taken.lease));
+        assert!(a.leases.release("driver", "a").await.expect("release"));
+        assert!(
+            b.leases
+                .acquire("driver", "b", ttl)
+                .await
+                .expect("acquire")
+                .acquired
+        );
+    }
+
+    /// The embedded backend's leases are one map for all its users.
+    #[tokio::test]
+    async fn embedded_leases_are_shared_by_clones_of_the_backend() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let choice = BackendChoice::Embedded(dir.path().to_path_buf());
+        let a = open_with_keys(&choice, &Subjects::default(), 1, LogKeys::default())
+            .await
+            .expect("open");
+        let b = a.clone();
+        let ttl = Duration::from_secs(600);
+        assert!(
+            a.leases
+                .acquire("driver", "a", ttl)
+                .await
+                .expect("acquire")
+                .acquired
+        );
+        let seen = b.leases.holder("driver").await.expect("holder");
+        assert_eq!(seen.map(|l| l.holder), Some("a".to_string()));
+    }
 }

@@ -1,13 +1,15 @@
-//! The conformance suite: one set of checks that every [`Bus`] and
-//! [`EventLog`] provider must pass.
+//! The conformance suite: one set of checks that every [`Bus`],
+//! [`EventLog`] and [`LeaseStore`] provider must pass.
 //!
-//! Each check is a `pub async fn` taking an `Arc<dyn Bus>` or a
-//! [`LogFixture`]; the test files `bus/tests/conformance_embedded.rs` and
+//! Each check is a `pub async fn` taking an `Arc<dyn Bus>`, a
+//! [`LogFixture`] or a [`LeaseFixture`]; the test files `bus/tests/conformance_embedded.rs` and
 //! `bus/tests/conformance_nats.rs` call every one of them against their
 //! backend (embedded router + sled, or async-nats + JetStream). Checks panic
 //! with a message on failure, like `assert!`.
 
+use crate::lease::wall_clock_ms;
 use crate::{Bus, BusError, EventLog, EventStream, LogError, Message, Positioned, Snapshot};
+use crate::{Lease, LeaseError, LeaseState, LeaseStore};
 use crate::{LogKeys, SigningKey, StreamHead, Subscription};
 use async_trait::async_trait;
 use flotilla_messages::envelope::now_micros;
@@ -759,14 +761,252 @@ pub async fn bus_rejects_invalid_subjects(bus: Arc<dyn Bus>) {
     }
 }
 
+/// Gives the lease checks a store.
+#[async_trait]
+pub trait LeaseFixture: Send + Sync {
+    /// A handle on the fixture's one store of leases. A provider for many
+    /// processes gives a new connection on each call, so that handles stand
+    /// for separate replicas.
+    async fn leases(&self) -> Arc<dyn LeaseStore>;
+}
+
+/// A long ttl: no check outlives it.
+const LONG_TTL: Duration = Duration::from_secs(600);
+/// A short ttl, for checks that wait for a lease to expire.
+const SHORT_TTL: Duration = Duration::from_millis(200);
+
+/// A lease name no other check uses.
+fn lease_name(what: &str) -> String {
+    format!("conf/{what}.{}", uuid::Uuid::new_v4().simple())
+}
+
+async fn acquire(leases: &dyn LeaseStore, name: &str, holder: &str, ttl: Duration) -> LeaseState {
+    within("acquire", leases.acquire(name, holder, ttl))
+        .await
+        .unwrap_or_else(|e| panic!("acquire {name} for {holder}: {e}"))
+}
+
+async fn current(leases: &dyn LeaseStore, name: &str) -> Option<Lease> {
+    within("holder", leases.holder(name))
+        .await
+        .unwrap_or_else(|e| panic!("holder of {name}: {e}"))
+}
+
+async fn release(leases: &dyn LeaseStore, name: &str, holder: &str) -> bool {
+    within("release", leases.release(name, holder))
+        .await
+        .unwrap_or_else(|e| panic!("release {name} by {holder}: {e}"))
+}
+
+/// Sleeps until the wall clock, which leases expire by, is past `lease`'s
+/// expiry.
+async fn outlive(lease: &Lease) {
+    while lease.is_valid_at(wall_clock_ms()) {
+        tokio::time::sleep(lease.remaining_at(wall_clock_ms()) + Duration::from_millis(5)).await;
+    }
+}
+
+/// While a lease is valid, another holder is refused and told who holds it
+/// until when; its holder renews it.
+pub async fn lease_is_exclusive(fx: &mut impl LeaseFixture) {
+    let (a, b) = (fx.leases().await, fx.leases().await);
+    let name = lease_name("exclusive");
+    assert_eq!(current(&*a, &name).await, None, "a new lease is free");
+    let taken = acquire(&*a, &name, "a", LONG_TTL).await;
+    assert!(taken.acquired, "a free lease is taken");
+    assert_eq!(taken.lease.holder, "a");
+    let refused = acquire(&*b, &name, "b", LONG_TTL).await;
+    assert_eq!(
+        refused,
+        LeaseState {
+            lease: taken.lease.clone(),
+            acquired: false
+        },
+        "b is refused and told a's lease"
+    );
+    assert_eq!(current(&*b, &name).await, Some(taken.lease.clone()));
+    assert!(
+        acquire(&*a, &name, "a", LONG_TTL).await.acquired,
+        "a renews"
+    );
+}
+
+/// Renewing moves the expiry to a ttl from the renewal: the lease outlives
+/// its first expiry.
+pub async fn lease_renewal_extends(fx: &mut impl LeaseFixture) {
+    let (a, b) = (fx.leases().await, fx.leases().await);
+    let name = lease_name("renewal");
+    let first = acquire(&*a, &name, "a", SHORT_TTL).await;
+    assert!(first.acquired);
+    let renewed = acquire(&*a, &name, "a", LONG_TTL).await;
+    assert!(renewed.acquired, "the holder renews");
+    assert_eq!(renewed.lease.holder, "a");
+    assert!(
+        renewed.lease.expires_at_ms > first.lease.expires_at_ms,
+        "{renewed:?} expires after {first:?}"
+    );
+    outlive(&first.lease).await;
+    let refused = acquire(&*b, &name, "b", LONG_TTL).await;
+    assert_eq!(
+        (refused.acquired, refused.lease),
+        (false, renewed.lease.clone()),
+        "past the first expiry the renewed lease still holds"
+    );
+}
+
+/// An expired lease is free: nobody holds it, and the next acquirer takes it.
+pub async fn lease_is_taken_over_after_expiry(fx: &mut impl LeaseFixture) {
+    let (a, b) = (fx.leases().await, fx.leases().await);
+    let name = lease_name("expiry");
+    let first = acquire(&*a, &name, "a", SHORT_TTL).await;
+    assert!(first.acquired);
+    outlive(&first.lease).await;
+    assert_eq!(current(&*b, &name).await, None, "an expired lease is free");
+    let taken = acquire(&*b, &name, "b", LONG_TTL).await;
+    assert!(taken.acquired, "b takes the expired lease");
+    assert_eq!(taken.lease.holder, "b");
+    assert_eq!(current(&*a, &name).await, Some(taken.lease.clone()));
+    let late = acquire(&*a, &name, "a", LONG_TTL).await;
+    assert_eq!(
+        (late.acquired, late.lease),
+        (false, taken.lease),
+        "the old holder cannot renew what b took"
+    );
+    assert!(!release(&*a, &name, "a").await, "nor release it");
+}
+
+/// A release by the holder frees the lease at once for another.
+pub async fn lease_release_frees_it_at_once(fx: &mut impl LeaseFixture) {
+    let (a, b) = (fx.leases().await, fx.leases().await);
+    let name = lease_name("release");
+    assert!(acquire(&*a, &name, "a", LONG_TTL).await.acquired);
+    assert!(release(&*a, &name, "a").await, "the holder releases");
+    assert_eq!(current(&*b, &name).await, None, "a released lease is free");
+    let taken = acquire(&*b, &name, "b", LONG_TTL).await;
+    assert!(taken.acquired, "b takes it without waiting for the ttl");
+    assert_eq!(taken.lease.holder, "b");
+    assert!(!release(&*a, &name, "a").await, "released twice: no-op");
+}
+
+/// A release by anyone but the holder (or of a free lease) changes nothing.
+pub async fn lease_release_by_another_changes_nothing(fx: &mut impl LeaseFixture) {
+    let (a, b) = (fx.leases().await, fx.leases().await);
+    let name = lease_name("foreign-release");
+    assert!(
+        !release(&*b, &name, "b").await,
+        "a free lease: nothing to release"
+    );
+    let taken = acquire(&*a, &name, "a", LONG_TTL).await;
+    assert!(!release(&*b, &name, "b").await, "b does not hold it");
+    assert_eq!(current(&*b, &name).await, Some(taken.lease.clone()));
+    let refused = acquire(&*b, &name, "b", LONG_TTL).await;
+    assert_eq!((refused.acquired, refused.lease), (false, taken.lease));
+}
+
+/// How many handles race for one lease.
+const RACERS: usize = 8;
+
+/// `RACERS` handles, each its own holder, acquire `name` at once: exactly
+/// one wins, and every loser is told the winner, which is returned.
+async fn race(fx: &impl LeaseFixture, name: &str, round: usize, ttl: Duration) -> Lease {
+    let mut handles = Vec::new();
+    for _ in 0..RACERS {
+        handles.push(fx.leases().await);
+    }
+    let start = Arc::new(tokio::sync::Barrier::new(RACERS));
+    let tasks: Vec<_> = handles
+        .into_iter()
+        .enumerate()
+        .map(|(i, leases)| {
+            let (start, name) = (start.clone(), name.to_string());
+            tokio::spawn(async move {
+                start.wait().await;
+                leases.acquire(&name, &format!("r{round}-{i}"), ttl).await
+            })
+        })
+        .collect();
+    let mut states = Vec::new();
+    for task in tasks {
+        let state = within("a racer", task).await.expect("racer task");
+        states.push(state.unwrap_or_else(|e| panic!("racer: {e}")));
+    }
+    let winners: Vec<_> = states.iter().filter(|s| s.acquired).collect();
+    assert_eq!(winners.len(), 1, "round {round}: one winner of {states:?}");
+    let winner = winners[0].lease.clone();
+    for state in &states {
+        assert_eq!(state.lease, winner, "round {round}: all see the winner");
+    }
+    winner
+}
+
+/// Racers for a free lease, then for an expired one: one winner each time.
+pub async fn lease_race_has_one_winner(fx: &mut impl LeaseFixture) {
+    let name = lease_name("race");
+    let first = race(fx, &name, 1, SHORT_TTL).await;
+    let leases = fx.leases().await;
+    assert_eq!(current(&*leases, &name).await, Some(first.clone()));
+    outlive(&first).await;
+    let second = race(fx, &name, 2, LONG_TTL).await;
+    assert_eq!(current(&*leases, &name).await, Some(second));
+}
+
+fn assert_invalid<T: std::fmt::Debug>(result: Result<T, LeaseError>, field: &str, what: &str) {
+    match result {
+        Err(LeaseError::Invalid { field: f, reason }) => {
+            assert_eq!(f, field, "{what}: {reason}");
+            assert!(!reason.is_empty(), "{what}: a reason");
+        }
+        other => panic!("{what}: expected an invalid {field}, got {other:?}"),
+    }
+}
+
+/// Names that are not NATS KV keys, empty holders and ttls under a
+/// millisecond are refused naming the argument, and change nothing.
+pub async fn lease_refuses_bad_input(fx: &mut impl LeaseFixture) {
+    let leases = fx.leases().await;
+    for bad in [
+        "",
+        "a b",
+        ".a",
+        "a.",
+        "a..b",
+        "a*",
+        "a>",
+        "lease\u{e9}",
+        "a\n",
+    ] {
+        let what = format!("name {bad:?}");
+        assert_invalid(leases.acquire(bad, "a", LONG_TTL).await, "name", &what);
+        assert_invalid(leases.release(bad, "a").await, "name", &what);
+        assert_invalid(leases.holder(bad).await, "name", &what);
+    }
+    let long = "x".repeat(crate::lease::MAX_NAME_LEN + 1);
+    assert_invalid(leases.holder(&long).await, "name", "a long name");
+    let name = lease_name("bad-input");
+    assert_invalid(leases.acquire(&name, "", LONG_TTL).await, "holder", "empty");
+    assert_invalid(leases.release(&name, "").await, "holder", "empty");
+    for ttl in [Duration::ZERO, Duration::from_micros(999)] {
+        assert_invalid(leases.acquire(&name, "a", ttl).await, "ttl", "short");
+    }
+    assert_eq!(current(&*leases, &name).await, None, "nothing was taken");
+    for good in ["study-runs", "A/b.c_d=e-1"] {
+        let name = format!("{good}.{}", uuid::Uuid::new_v4().simple());
+        assert!(
+            acquire(&*leases, &name, "a", LONG_TTL).await.acquired,
+            "{good}"
+        );
+    }
+}
+
 /// Generates one `#[tokio::test]` per conformance check, so every backend's
 /// test file runs the same list. `$fixture` is an async expression giving a
 /// fresh [`LogFixture`]; `$bus` one giving `(guard, Arc<dyn Bus>)`, where the
-/// guard (a server, or `()`) lives as long as the test.
+/// guard (a server, or `()`) lives as long as the test; `$leases` one giving
+/// a fresh [`LeaseFixture`].
 #[macro_export]
 macro_rules! conformance_tests {
-    (log: $fixture:expr, bus: $bus:expr $(,)?) => {
-        $crate::conformance_tests!(@log $fixture;
+    (log: $fixture:expr, bus: $bus:expr, leases: $leases:expr $(,)?) => {
+        $crate::conformance_tests!(@fixture $fixture;
             log_orders_each_stream, log_reads_all_in_global_order, log_rejects_wrong_expected_seq,
             log_appends_batches_all_or_nothing, log_deduplicates_retried_appends,
             log_reads_stream_from_seq, log_follows_new_events, log_lists_streams,
@@ -777,8 +1017,12 @@ macro_rules! conformance_tests {
             bus_publish_subscribe, bus_wildcards, bus_queue_groups, bus_request_reply,
             bus_request_timeout, bus_no_responders, bus_preserves_headers,
             bus_rejects_invalid_subjects);
+        $crate::conformance_tests!(@fixture $leases;
+            lease_is_exclusive, lease_renewal_extends, lease_is_taken_over_after_expiry,
+            lease_release_frees_it_at_once, lease_release_by_another_changes_nothing,
+            lease_race_has_one_winner, lease_refuses_bad_input);
     };
-    (@log $fixture:expr; $($name:ident),*) => {$(
+    (@fixture $fixture:expr; $($name:ident),*) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $name() {
             let mut fixture = $fixture;

@@ -1,12 +1,14 @@
 //! The two things every actor needs from the outside world: a [`Bus`] to
-//! exchange messages on NATS subjects and an [`EventLog`] to store events.
+//! exchange messages on NATS subjects and an [`EventLog`] to store events;
+//! and, for replicas of which exactly one may drive some work, a
+//! [`LeaseStore`] of named leases (in `lease`).
 //!
-//! Both are traits with two providers each, chosen at start-up:
+//! All three are traits with two providers each, chosen at start-up:
 //!
-//! | | [`Bus`] | [`EventLog`] |
-//! |---|---|---|
-//! | embedded (default, nothing to install) | [`embedded::EmbeddedBus`]: in-process subject router with NATS semantics | [`embedded::SledLog`]: sled trees, checksummed and hash-chained, durable on return |
-//! | NATS (many processes) | [`nats::NatsBus`]: async-nats core | [`nats::JetStreamLog`]: the `FLOTILLA_EVENTS` stream, KV for snapshots |
+//! | | [`Bus`] | [`EventLog`] | [`LeaseStore`] |
+//! |---|---|---|---|
+//! | embedded (default, nothing to install) | [`embedded::EmbeddedBus`]: in-process subject router with NATS semantics | [`embedded::SledLog`]: sled trees, checksummed and hash-chained, durable on return | [`embedded::EmbeddedLeases`]: an in-process map |
+//! | NATS (many processes) | [`nats::NatsBus`]: async-nats core | [`nats::JetStreamLog`]: the `FLOTILLA_EVENTS` stream, KV for snapshots | [`nats::NatsLeases`]: the `FLOTILLA_LEASES` KV bucket, compare-and-set |
 //!
 //! The same conformance suite (`conformance`) runs against both, in the
 //! manner of Restate's Bifrost: one trait, several providers, one test suite.
@@ -22,12 +24,14 @@
 pub mod conformance;
 mod corrupt_streams;
 pub mod embedded;
+pub mod lease;
 pub mod nats;
 #[cfg(feature = "test-util")]
 pub mod testing;
 
 pub use corrupt_streams::CorruptStreams;
 pub use flotilla_messages::{SigningKey, VerifyingKey};
+pub use lease::{Lease, LeaseError, LeaseState, LeaseStore};
 
 use async_trait::async_trait;
 use bytes::Bytes;

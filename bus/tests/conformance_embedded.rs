@@ -1,12 +1,13 @@
 //! The conformance suite against the embedded backend: `EmbeddedBus` and
 //! `SledLog` in a temp dir. Reopening drops the handle and opens the same
 //! directory; corrupting flips a payload byte inside the stored record with
-//! the log closed, as a disk fault would.
+//! the log closed, as a disk fault would. Leases are one `EmbeddedLeases`
+//! shared by every handle, as in the one process that holds them.
 
 use async_trait::async_trait;
-use flotilla_bus::conformance::{self, LogFixture};
-use flotilla_bus::embedded::{corrupt_event_for_test, EmbeddedBus, SledLog};
-use flotilla_bus::{EventLog, LogKeys};
+use flotilla_bus::conformance::{self, LeaseFixture, LogFixture};
+use flotilla_bus::embedded::{corrupt_event_for_test, EmbeddedBus, EmbeddedLeases, SledLog};
+use flotilla_bus::{EventLog, LeaseStore, LogKeys};
 use std::sync::Arc;
 
 struct SledFixture {
@@ -86,9 +87,21 @@ impl LogFixture for SledFixture {
     }
 }
 
+/// One in-process store; every handle is the same map.
+#[derive(Default)]
+struct LeasesFixture(Arc<EmbeddedLeases>);
+
+#[async_trait]
+impl LeaseFixture for LeasesFixture {
+    async fn leases(&self) -> Arc<dyn LeaseStore> {
+        self.0.clone()
+    }
+}
+
 flotilla_bus::conformance_tests!(
     log: SledFixture::new(),
     bus: ((), Arc::new(EmbeddedBus::new())),
+    leases: LeasesFixture::default(),
 );
 
 /// Flips one byte inside the sled files themselves (not through sled), as

@@ -3,13 +3,18 @@
 //! `flotilla_bus::testing::NatsServer`. Reopening restarts the server with
 //! SIGKILL on the same store; corrupting deletes a record and publishes a
 //! forged copy with one payload byte changed, as a tampering attacker would.
+//! Each handle on the leases is a connection of its own, as another
+//! replica's would be.
 
 use async_nats::HeaderMap;
 use async_trait::async_trait;
-use flotilla_bus::conformance::{self, LogFixture};
-use flotilla_bus::nats::{JetStreamLog, NatsBus, BATCH_BASE_HEADER, BATCH_END_HEADER, SEQ_HEADER};
+use flotilla_bus::conformance::{self, LeaseFixture, LogFixture};
+use flotilla_bus::nats::{
+    JetStreamLog, NatsBus, NatsLeases, BATCH_BASE_HEADER, BATCH_END_HEADER, LEASE_BUCKET,
+    SEQ_HEADER,
+};
 use flotilla_bus::testing::NatsServer;
-use flotilla_bus::{seal_batch, Bus, EventLog, LogError, LogKeys};
+use flotilla_bus::{seal_batch, Bus, EventLog, LeaseError, LeaseStore, LogError, LogKeys};
 use flotilla_messages::{Envelope, Subjects};
 use futures::StreamExt;
 use std::sync::Arc;
@@ -105,6 +110,33 @@ async fn tamper(client: &async_nats::Client, log: &JetStreamLog, stream: &str, s
         .expect("forged ack");
 }
 
+/// A server whose lease handles are each a connection of their own.
+struct LeasesFixture {
+    server: NatsServer,
+}
+
+#[async_trait]
+impl LeaseFixture for LeasesFixture {
+    /// Opens the bucket on first use, as a backend's leases do (so the
+    /// first handles of a race also race to create it).
+    async fn leases(&self) -> Arc<dyn LeaseStore> {
+        let bus = NatsBus::connect(&self.server.url()).await.expect("connect");
+        let js = async_nats::jetstream::new(bus.client());
+        Arc::new(NatsLeases::new(js, 1))
+    }
+}
+
+/// Leases on a new connection to `server`.
+async fn leases_on(server: &NatsServer) -> Arc<NatsLeases> {
+    let bus = NatsBus::connect(&server.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(bus.client());
+    Arc::new(
+        NatsLeases::open(js, 1)
+            .await
+            .expect("open the lease bucket"),
+    )
+}
+
 flotilla_bus::conformance_tests!(
     log: NatsFixture::start().await,
     bus: {
@@ -112,6 +144,7 @@ flotilla_bus::conformance_tests!(
         let bus = NatsBus::connect(&server.url()).await.expect("connect");
         (server, Arc::new(bus))
     },
+    leases: LeasesFixture { server: NatsServer::start() },
 );
 
 /// Publishes the first record of a two-event batch and stops, as a writer
@@ -320,4 +353,167 @@ async fn forged_batch_headers_never_delete_history() {
         .await
         .expect("the stored events still read");
     assert_eq!(read, stored, "nothing stored was removed or forked");
+}
+
+const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// A lease written before a restart of the server holds after it, for a
+/// new connection (refused) and for its holder's own, reconnected one
+/// (which renews it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_survives_a_server_restart() {
+    let mut server = NatsServer::start();
+    let a = leases_on(&server).await;
+    let taken = a.acquire("driver", "a", LEASE_TTL).await.expect("acquire");
+    assert!(taken.acquired);
+    server.restart();
+    let b = leases_on(&server).await;
+    assert_eq!(
+        b.holder("driver").await.expect("holder"),
+        Some(taken.lease.clone())
+    );
+    let refused = b.acquire("driver", "b", LEASE_TTL).await.expect("acquire");
+    assert_eq!((refused.acquired, refused.lease), (false, taken.lease));
+    let renewed = until_reconnected(|| a.acquire("driver", "a", LEASE_TTL)).await;
+    assert!(
+        renewed.acquired,
+        "the holder renews on its reconnected connection"
+    );
+    assert_eq!(
+        b.holder("driver").await.expect("holder"),
+        Some(renewed.lease)
+    );
+}
+
+/// `op`'s first success, trying again while the connection is down.
+async fn until_reconnected<T, F>(op: impl Fn() -> F) -> T
+where
+    F: std::future::Future<Output = Result<T, LeaseError>>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match op().await {
+            Ok(value) => return value,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("not yet reconnected: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("still failing after a restart: {e}"),
+        }
+    }
+}
+
+/// Two connections, as two processes: both see one holder, and a release
+/// on one lets the other take the lease at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_connections_see_one_holder() {
+    let server = NatsServer::start();
+    let (a, b) = (leases_on(&server).await, leases_on(&server).await);
+    let taken = a.acquire("driver", "a", LEASE_TTL).await.expect("acquire");
+    assert!(taken.acquired);
+    for leases in [&a, &b] {
+        assert_eq!(
+            leases.holder("driver").await.expect("holder"),
+            Some(taken.lease.clone())
+        );
+    }
+    assert!(
+        !b.acquire("driver", "b", LEASE_TTL)
+            .await
+            .expect("acquire")
+            .acquired
+    );
+    assert!(a.release("driver", "a").await.expect("release"));
+    let took_over = b.acquire("driver", "b", LEASE_TTL).await.expect("acquire");
+    assert!(took_over.acquired, "b takes it at once");
+    assert_eq!(
+        a.holder("driver").await.expect("holder"),
+        Some(took_over.lease)
+    );
+}
+
+/// The bucket, read and written beside the store, as an operator would.
+async fn raw_bucket(server: &NatsServer) -> async_nats::jetstream::kv::Store {
+    let bus = NatsBus::connect(&server.url()).await.expect("connect");
+    async_nats::jetstream::new(bus.client())
+        .get_key_value(LEASE_BUCKET)
+        .await
+        .expect("the lease bucket")
+}
+
+/// A lease whose key was deleted or purged (by an operator) is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_or_purged_lease_is_free() {
+    let server = NatsServer::start();
+    let leases = leases_on(&server).await;
+    let kv = raw_bucket(&server).await;
+    assert!(
+        leases
+            .acquire("driver", "a", LEASE_TTL)
+            .await
+            .expect("acquire")
+            .acquired
+    );
+    kv.delete("driver").await.expect("delete");
+    assert_eq!(leases.holder("driver").await.expect("holder"), None);
+    let b = leases
+        .acquire("driver", "b", LEASE_TTL)
+        .await
+        .expect("acquire");
+    assert!(b.acquired, "taken after a delete");
+    kv.purge("driver").await.expect("purge");
+    assert_eq!(leases.holder("driver").await.expect("holder"), None);
+    let c = leases
+        .acquire("driver", "c", LEASE_TTL)
+        .await
+        .expect("acquire");
+    assert!(c.acquired, "taken after a purge");
+    assert_eq!(
+        leases.holder("driver").await.expect("holder"),
+        Some(c.lease)
+    );
+}
+
+/// A value that is not a lease is reported naming the lease, and kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_that_is_not_a_lease_is_refused_and_kept() {
+    let server = NatsServer::start();
+    let leases = leases_on(&server).await;
+    let kv = raw_bucket(&server).await;
+    kv.put("driver", "not json".into()).await.expect("put");
+    for result in [
+        leases.acquire("driver", "a", LEASE_TTL).await.map(|_| ()),
+        leases.holder("driver").await.map(|_| ()),
+        leases.release("driver", "a").await.map(|_| ()),
+    ] {
+        assert!(
+            matches!(&result, Err(LeaseError::Corrupt { name, .. }) if name == "driver"),
+            "{result:?}"
+        );
+    }
+    let kept = kv.get("driver").await.expect("get");
+    assert_eq!(kept.as_deref(), Some(&b"not json"[..]));
+}
+
+/// The bucket keeps one value per lease, on file, with the replicas asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_bucket_keeps_one_value_per_key_on_file() {
+    let server = NatsServer::start();
+    let _leases = leases_on(&server).await;
+    let mut stream = async_nats::jetstream::new(
+        NatsBus::connect(&server.url())
+            .await
+            .expect("connect")
+            .client(),
+    )
+    .get_stream(format!("KV_{LEASE_BUCKET}"))
+    .await
+    .expect("the bucket's stream");
+    let config = stream.info().await.expect("info").config.clone();
+    assert_eq!(config.max_messages_per_subject, 1);
+    assert_eq!(config.num_replicas, 1);
+    assert_eq!(
+        config.storage,
+        async_nats::jetstream::stream::StorageType::File
+    );
 }

@@ -19,7 +19,9 @@
 
 use crate::cli::NatsConfigArgs;
 use anyhow::{anyhow, bail, Context, Result};
-use flotilla_bus::nats::{inbox_prefix, load_nkey_seed, SNAPSHOT_BUCKET, STREAM_NAME};
+use flotilla_bus::nats::{
+    inbox_prefix, load_nkey_seed, LEASE_BUCKET, SNAPSHOT_BUCKET, STREAM_NAME,
+};
 use flotilla_messages::auth::{CONTROL_PLANE, RESERVED_PRINCIPALS};
 use flotilla_messages::{validate_id, Subjects};
 use nkeys::KeyPair;
@@ -81,6 +83,20 @@ fn event_reads() -> Vec<String> {
     ]
 }
 
+/// The JetStream API subjects that get or create the lease bucket, read
+/// its keys and compare-and-set them (the control plane's replicas elect
+/// their driver with it; see `flotilla_bus::nats::NatsLeases`).
+fn lease_use() -> Vec<String> {
+    let kv = format!("KV_{LEASE_BUCKET}");
+    vec![
+        format!("$JS.API.STREAM.INFO.{kv}"),
+        format!("$JS.API.STREAM.CREATE.{kv}"),
+        format!("$JS.API.DIRECT.GET.{kv}.>"),
+        format!("$JS.API.STREAM.MSG.GET.{kv}"),
+        format!("$KV.{LEASE_BUCKET}.>"),
+    ]
+}
+
 /// What `role` needs, `name` being its node or worker id for agents and
 /// workers and `public_key` its nkey (its replies arrive under
 /// [`inbox_prefix`] of it, and nobody else's).
@@ -116,6 +132,7 @@ pub fn permissions(
                 &format!("$KV.{bucket}.>"),
             ]);
             publish.extend(event_reads());
+            publish.extend(lease_use());
             Permissions {
                 publish,
                 subscribe: strings(&[
@@ -396,5 +413,25 @@ mod tests {
         let cp = permissions(&s, NatsRole::ControlPlane, "flotilla", "UCP");
         assert!(cp.subscribe.contains(&"_INBOX.UCP.>".to_string()));
         assert!(cp.publish.contains(&"prod.fl.evt.>".to_string()));
+    }
+
+    #[test]
+    fn only_the_control_plane_may_take_leases() {
+        let s = Subjects::default();
+        let cp = permissions(&s, NatsRole::ControlPlane, "flotilla", "UCP");
+        assert!(cp.publish.contains(&"$KV.FLOTILLA_LEASES.>".to_string()));
+        for role in [
+            NatsRole::Agent,
+            NatsRole::Worker,
+            NatsRole::Operator,
+            NatsRole::Auditor,
+        ] {
+            let p = permissions(&s, role, "x", "UX");
+            assert!(
+                p.publish.iter().all(|s| !s.contains("LEASES")),
+                "{role:?}: {:?}",
+                p.publish
+            );
+        }
     }
 }

@@ -5,10 +5,13 @@
 //! cannot tell it from a NATS server. [`SledLog`] keeps the event log in a
 //! sled database under the data dir; every append is flushed before it
 //! returns, and concurrent appends share one flush (group commit).
+//! [`EmbeddedLeases`] keeps leases in memory: one process, one map.
 
+mod lease;
 mod router;
 mod sled_log;
 
+pub use lease::EmbeddedLeases;
 pub use router::EmbeddedBus;
 pub use sled_log::SledLog;
 #[cfg(feature = "test-util")]

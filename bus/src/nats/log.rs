@@ -119,6 +119,12 @@ impl JetStreamLog {
         &self.subjects
     }
 
+    /// The JetStream context the log uses (its connection and API timeout),
+    /// for stores beside it such as [`super::NatsLeases`].
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
     /// The JetStream stream handle (for operators and tests).
     pub fn jetstream_stream(&self) -> &Stream {
         &self.stream

@@ -1,7 +1,8 @@
 //! The NATS backend: [`NatsBus`] ([`Bus`] over async-nats core) and
 //! [`JetStreamLog`] ([`crate::EventLog`] over a JetStream stream plus a KV
-//! bucket for snapshots), and [`server::NatsServer`], a local nats-server
-//! as a child process.
+//! bucket for snapshots), [`NatsLeases`] ([`crate::LeaseStore`] over a KV
+//! bucket of its own) and [`server::NatsServer`], a local nats-server as a
+//! child process.
 //!
 //! This is the backend for many processes and machines; the embedded backend
 //! (`crate::embedded`) is its single-process twin, and both pass the same
@@ -10,6 +11,7 @@
 //! directions.
 
 mod connect;
+mod lease;
 mod log;
 mod read;
 pub mod server;
@@ -18,6 +20,7 @@ mod snapshots;
 pub use connect::{
     inbox_prefix, load_nkey_seed, LoadedAuth, NatsAuth, NatsAuthError, SecretSource,
 };
+pub use lease::{NatsLeases, LEASE_BUCKET};
 pub use log::{JetStreamLog, BATCH_BASE_HEADER, BATCH_END_HEADER, SEQ_HEADER, STREAM_NAME};
 pub use snapshots::SNAPSHOT_BUCKET;
 
