@@ -22,13 +22,6 @@ pub struct Backend {
     /// the embedded backend; on NATS the `FLOTILLA_LEASES` KV bucket on the
     /// log's connection, got or created on first use (so processes that
     /// never take a lease need no permissions on it).
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "`up` takes its driver lease here (issue 13); remove when it does"
-        )
-    )]
     pub leases: Arc<dyn LeaseStore>,
     /// Whom commands on this bus are attributed to (by default: the
     /// transport's word on the embedded bus; signatures on NATS, unsigned

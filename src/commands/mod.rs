@@ -8,6 +8,7 @@ pub mod bench;
 pub mod bench_auth;
 pub mod bench_inference;
 pub mod events;
+pub mod leadership;
 pub mod model;
 pub mod nats_config;
 pub mod plan;

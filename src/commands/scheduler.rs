@@ -88,37 +88,71 @@ pub fn scheduler_registry(
     registry
 }
 
-/// Subscribes the scheduler's subjects, starts its signals and recovers
-/// its queues (re-driving their unsettled effects: attempts are adopted or
-/// collected, or fail if their program is no longer `allowed`). Returns
-/// how many queues were recovered and the tasks.
-pub async fn start(
-    deps: HostDeps,
-    bus: Arc<dyn Bus>,
-    subjects: &Subjects,
-    jobs: PathBuf,
-    allowed: AllowedCommands,
+/// What the scheduler needs in `up`.
+pub struct SchedulerPart {
+    /// Host dependencies.
+    pub deps: HostDeps,
+    /// The bus.
+    pub bus: Arc<dyn Bus>,
+    /// Subject names.
+    pub subjects: Subjects,
+    /// Where local attempts keep their files.
+    pub jobs: PathBuf,
+    /// The programs local jobs may run.
+    pub allowed: AllowedCommands,
+    /// Whom commands on the bus are attributed to.
+    pub trust: CommandTrust,
+}
+
+/// The scheduler as a part of the control plane that one replica runs at
+/// a time (see `crate::commands::leadership`): each call subscribes its
+/// subjects, starts its signals and recovers its queues, re-driving their
+/// unsettled effects (attempts are adopted or collected, or fail if their
+/// program is no longer `allowed`).
+pub fn part(
+    part: SchedulerPart,
     prometheus: &prometheus::Registry,
-    trust: CommandTrust,
-) -> Result<(usize, Vec<JoinHandle<()>>)> {
-    if allowed.is_empty() {
+) -> Result<crate::commands::leadership::PartStarter> {
+    if part.allowed.is_empty() {
         tracing::info!(
             "the local executor runs no program: local jobs are refused \
             until {ALLOWED_COMMANDS_SETTING} (--allowed-commands) names some"
         );
     } else {
-        tracing::info!(allowed = %allowed, "the local executor runs only these programs");
+        tracing::info!(allowed = %part.allowed, "the local executor runs only these programs");
     }
     let metrics = SchedulerMetrics::register(prometheus)?;
-    let mut executors = base_executors(&jobs, &allowed);
+    let part = std::rc::Rc::new(part);
+    Ok(Box::new(move || {
+        let (part, metrics) = (part.clone(), metrics.clone());
+        Box::pin(async move { start(&part, metrics).await })
+    }))
+}
+
+async fn start(
+    part: &SchedulerPart,
+    metrics: SchedulerMetrics,
+) -> Result<(usize, Vec<JoinHandle<()>>)> {
+    let mut executors = base_executors(&part.jobs, &part.allowed);
     executors.extend(kubernetes_executor().await);
-    let registry = scheduler_registry(deps, executors, metrics.clone(), allowed);
-    let mut tasks = CommandService::new(registry.clone(), bus.clone(), subjects.clone(), trust)
-        .start()
-        .await
-        .context("cannot subscribe the scheduler's subjects")?;
+    let registry = scheduler_registry(
+        part.deps.clone(),
+        executors,
+        metrics.clone(),
+        part.allowed.clone(),
+    );
+    let (bus, subjects) = (part.bus.clone(), part.subjects.clone());
+    let mut tasks = CommandService::new(
+        registry.clone(),
+        bus.clone(),
+        subjects.clone(),
+        part.trust.clone(),
+    )
+    .start()
+    .await
+    .context("cannot subscribe the scheduler's subjects")?;
     tasks.push(
-        QueueSignals::new(registry.clone(), bus, subjects.clone(), metrics)
+        QueueSignals::new(registry.clone(), bus, subjects, metrics)
             .start()
             .await
             .context("cannot follow the scheduler's events")?,

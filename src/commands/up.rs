@@ -9,6 +9,7 @@
 
 use crate::backend::{self, Backend};
 use crate::cli::UpArgs;
+use crate::commands::leadership::Leadership;
 use crate::commands::pools::{start_provisioner, ProvisionerOptions};
 use crate::commands::worker::trimmed;
 use crate::config::{resolve_up, BackendChoice, UpSettings};
@@ -109,7 +110,11 @@ async fn serve(
         }
         _ => None,
     };
-    let (recovered, services) = start_actors(&settings, args, &backend, deps, &registry).await?;
+    let Started {
+        recovered,
+        services,
+        leadership,
+    } = start_actors(&settings, args, &backend, deps, &registry).await?;
     ready.store(true, Ordering::Release);
     tracing::info!(
         backend = %describe(&settings.backend),
@@ -125,6 +130,9 @@ async fn serve(
     for task in services {
         task.abort();
         let _ = task.await;
+    }
+    if let Some(claim) = leadership {
+        claim.release().await;
     }
     backend.bus.flush().await.ok();
     Ok(())
@@ -258,17 +266,28 @@ fn start_gateway(
     Ok(handle)
 }
 
+/// What [`start_actors`] started.
+struct Started {
+    /// How many aggregates were recovered.
+    recovered: usize,
+    /// The serving tasks.
+    services: Vec<JoinHandle<()>>,
+    /// The claim on the control-plane lease, when leased parts are hosted here.
+    leadership: Option<Leadership>,
+}
+
 /// Subscribes every selected actor, then recovers their aggregates.
-/// Returns how many aggregates were recovered and the serving tasks.
 async fn start_actors(
     settings: &UpSettings,
     args: &UpArgs,
     backend: &Backend,
     deps: HostDeps,
     prometheus: &prometheus::Registry,
-) -> Result<(usize, Vec<JoinHandle<()>>)> {
+) -> Result<Started> {
     let mut recovered = 0;
     let mut services = Vec::new();
+    // Started last, under the lease: one replica at a time runs them.
+    let mut leased = Vec::new();
     for actor in &settings.only {
         match actor {
             Actor::Solver => {
@@ -289,19 +308,15 @@ async fn start_actors(
                 })?;
             }
             Actor::Scheduler => {
-                let jobs = crate::commands::scheduler::jobs_dir(&settings.backend);
-                let (queues, tasks) = crate::commands::scheduler::start(
-                    deps.clone(),
-                    backend.bus.clone(),
-                    &settings.subjects,
-                    jobs,
-                    settings.allowed_commands.clone(),
-                    prometheus,
-                    backend.trust.clone(),
-                )
-                .await?;
-                recovered += queues;
-                services.extend(tasks);
+                let part = crate::commands::scheduler::SchedulerPart {
+                    deps: deps.clone(),
+                    bus: backend.bus.clone(),
+                    subjects: settings.subjects.clone(),
+                    jobs: crate::commands::scheduler::jobs_dir(&settings.backend),
+                    allowed: settings.allowed_commands.clone(),
+                    trust: backend.trust.clone(),
+                };
+                leased.push(crate::commands::scheduler::part(part, prometheus)?);
             }
             Actor::Provisioner => {
                 let options = ProvisionerOptions {
@@ -314,17 +329,12 @@ async fn start_actors(
                 recovered += pools;
                 services.extend(tasks);
             }
-            Actor::StudyRun => {
-                let (runs, tasks) = crate::commands::study_runs::start(
-                    deps.clone(),
-                    backend,
-                    &settings.subjects,
-                    prometheus,
-                )
-                .await?;
-                recovered += runs;
-                services.extend(tasks);
-            }
+            Actor::StudyRun => leased.push(crate::commands::study_runs::part(
+                deps.clone(),
+                backend,
+                &settings.subjects,
+                prometheus,
+            )?),
             other => {
                 bail!(
                     "only: the {other} actor is not part of `flotilla up` \
@@ -333,5 +343,16 @@ async fn start_actors(
             }
         }
     }
-    Ok((recovered, services))
+    let mut leadership = None;
+    if !leased.is_empty() {
+        let (n, task, claim) = Leadership::start(backend.leases.clone(), leased).await?;
+        recovered += n;
+        services.push(task);
+        leadership = Some(claim);
+    }
+    Ok(Started {
+        recovered,
+        services,
+        leadership,
+    })
 }

@@ -32,6 +32,7 @@
 
 use flotilla_host::Aggregate;
 use flotilla_messages::scheduler::{ExecutorKind, JobSpec, KubernetesSpec};
+use flotilla_messages::solver::trial_number;
 use flotilla_messages::study_run::{
     JobEnd, RunCommand, RunEvent, RunSpec, RunStatus, RunTrial, COMMAND_TYPES,
 };
@@ -440,17 +441,24 @@ impl StudyRun {
         if t.phase != TrialPhase::Requested {
             return Ok(vec![]);
         }
-        Ok(vec![match refused {
-            None => RunEvent::JobAccepted {
+        let Some(reason) = refused else {
+            return Ok(vec![RunEvent::JobAccepted {
                 trial_id: trial_id.to_string(),
+            }]);
+        };
+        // Every job of the run has the same spec: the others would be
+        // refused too, so the run stops rather than burn the budget.
+        let reason = format!("the queue refused the job of {trial_id}: {reason}");
+        let mut events = vec![RunEvent::JobEnded {
+            trial_id: trial_id.to_string(),
+            end: JobEnd::Failed {
+                reason: reason.clone(),
             },
-            Some(reason) => RunEvent::JobEnded {
-                trial_id: trial_id.to_string(),
-                end: JobEnd::Failed {
-                    reason: format!("the queue refused the job: {reason}"),
-                },
-            },
-        }])
+        }];
+        if self.status().is_some_and(RunStatus::is_active) {
+            events.push(RunEvent::RunFailed { reason });
+        }
+        Ok(events)
     }
 
     fn decide_job_started(
@@ -775,9 +783,10 @@ impl Aggregate for StudyRun {
         let Some(s) = &self.state else {
             return json!({});
         };
-        let trials: Vec<Value> = s
-            .trials
-            .values()
+        let mut records: Vec<&RunTrialRecord> = s.trials.values().collect();
+        records.sort_by_key(|t| trial_number(&t.trial.trial_id));
+        let trials: Vec<Value> = records
+            .iter()
             .map(|t| {
                 json!({
                     "trial_id": t.trial.trial_id,
@@ -793,9 +802,8 @@ impl Aggregate for StudyRun {
                 })
             })
             .collect();
-        let running: Vec<Value> = s
-            .trials
-            .values()
+        let running: Vec<Value> = records
+            .iter()
             .filter(|t| t.phase.job_open())
             .map(|t| {
                 json!({"trial_id": t.trial.trial_id, "job_id": t.job_id,

@@ -276,8 +276,10 @@ fn a_refused_job_fails_its_trial_and_a_refused_value_too() {
             refused: Some("COMMAND_NOT_ALLOWED: sh".into()),
         },
     );
-    assert_eq!(types(&events), ["job_ended"]);
-    let (run, _) = when(run, recorded("t1"));
+    assert_eq!(types(&events), ["job_ended", "run_failed"]);
+    assert_eq!(run.status(), Some(RunStatus::Failed));
+    let (run, events) = when(run, recorded("t1"));
+    assert_eq!(types(&events), ["result_recorded"]);
     let (run, _) = when(run, ended("t2", 1.0));
     let (run, _) = when(
         run,
