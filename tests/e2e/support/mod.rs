@@ -244,3 +244,18 @@ pub fn json_lines(bytes: &[u8]) -> Vec<Value> {
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
         .collect()
 }
+
+/// Polls `check` every 100 ms until it gives a value, or `None` after
+/// `within`.
+pub fn wait_until<T>(within: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

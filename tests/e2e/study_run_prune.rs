@@ -1,0 +1,80 @@
+//! A study run with a pruner: each job reports its intermediate value to
+//! the study over HTTP, the study's median pruner answers, and a `prune`
+//! answer makes the run cancel that job and count the trial as pruned,
+//! while the run still ends with exactly the budget's results.
+
+use crate::support::{wait_until, FlotillaUp};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// Reports step 1 (the trial's loss) to the study; if the pruner says go
+/// on, prints the loss as the result, else waits to be cancelled.
+const SCRIPT: &str = r#"#!/bin/sh
+loss=$(awk -v x="$ARQON_x" 'BEGIN { printf "%f", (x - 2) * (x - 2) }')
+body="{\"type\": \"report\", \"trial_id\": \"$FLOTILLA_TRIAL_ID\", \"step\": 1, \"value\": $loss}"
+answer=$(curl -s -X POST -H 'Content-Type: application/json' -d "$body" "$FLOTILLA_GATEWAY/v1/cmd/solver/$FLOTILLA_STUDY")
+case "$answer" in
+  *'"action":"prune"'*) sleep 60 ;;
+esac
+echo "RESULT=$loss"
+"#;
+
+fn run_view(up: &FlotillaUp, study: &str) -> Value {
+    let (status, body) = up.get(&format!("/v1/query/study_run/{study}"));
+    assert_eq!(status, 200, "{body}");
+    body["result"].clone()
+}
+
+#[test]
+fn pruned_trials_have_their_jobs_cancelled_and_the_budget_is_met() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("report.sh");
+    std::fs::write(&script, SCRIPT).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    let data = dir.path().join("data");
+    let up = FlotillaUp::start_with_env(
+        &["--data-dir", data.to_str().unwrap()],
+        &[("FLOTILLA_RECONCILE_SECONDS", "1".as_ref())],
+        dir.path(),
+    );
+    let create = json!({"type": "create_study", "seed": 3, "budget": 10, "sampler": "random",
+        "bounds": {"x": {"min": -10.0, "max": 10.0}},
+        "pruner": {"type": "median", "n_startup_trials": 2}});
+    let (status, reply) = up.send("solver", "pruned", &create);
+    assert_eq!(status, 200, "{reply}");
+    let start = json!({"type": "start_run", "command": [script.to_str().unwrap()], "parallel": 1,
+        "env": {"FLOTILLA_GATEWAY": up.url}});
+    let (status, reply) = up.send("study_run", "pruned", &start);
+    assert_eq!(status, 200, "{reply}");
+
+    let view = wait_until(Duration::from_secs(120), || {
+        let view = run_view(&up, "pruned");
+        (view["status"] == "finished").then_some(view)
+    })
+    .unwrap_or_else(|| panic!("the run did not finish: {}\n{}", run_view(&up, "pruned"), up.log()));
+    let counts = &view["counts"];
+    let pruned = counts["pruned"].as_u64().unwrap();
+    assert!(pruned > 0, "nothing was pruned: {view}");
+    assert_eq!(
+        counts["completed"].as_u64().unwrap() + pruned + counts["failed"].as_u64().unwrap(),
+        10,
+        "{view}"
+    );
+    let (_, study) = up.get("/v1/query/solver/pruned");
+    assert_eq!(study["result"]["counts"]["pruned"], pruned, "{study}");
+    assert_eq!(study["result"]["status"], "completed", "{study}");
+    // Each pruned trial's job was cancelled, not left to time out.
+    let queue = crate::support::queue(&up, "pruned");
+    for trial in view["trials"].as_array().unwrap() {
+        if trial["state"] == "pruned" {
+            let job = queue["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|j| j["job_id"] == trial["job_id"])
+                .expect("the pruned trial's job");
+            assert_eq!(job["status"], "cancelled", "{job}");
+        }
+    }
+}
