@@ -99,7 +99,14 @@ fn is_zero(n: &u32) -> bool {
 impl RunSpec {
     /// Checks the spec field by field (`INVALID_FIELD`, naming it).
     pub fn validate(&self) -> Result<(), Rejection> {
-        let invalid = |m: String| Err(Rejection::invalid(format!("start_run: {m}")));
+        self.problem().map_or(Ok(()), |m| {
+            Err(Rejection::invalid(format!("start_run: {m}")))
+        })
+    }
+
+    /// What is wrong with the spec, naming the field.
+    pub fn problem(&self) -> Option<String> {
+        let invalid = |m: String| Some(m);
         if !(1..=MAX_PARALLEL).contains(&self.parallel) {
             return invalid(format!(
                 "parallel must be between 1 and {MAX_PARALLEL}, got {}",
@@ -130,7 +137,7 @@ impl RunSpec {
                     self.executor.as_str()
                 ))
             }
-            _ => Ok(()),
+            _ => None,
         }
     }
 }

@@ -38,6 +38,6 @@ mod rate_limit;
 mod readyz_nats;
 mod scheduler_allowlist;
 mod scheduler_crash;
-mod study_run_prune;
 mod sled_damage;
+mod study_run;
 mod up_nats_start;

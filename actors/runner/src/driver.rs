@@ -148,12 +148,23 @@ impl RunDriver {
         let Some(id) = msg.subject.rsplit('.').next() else {
             return;
         };
-        let Some(event) = decode_event(&msg.payload) else {
+        let Some((event_id, event)) = decode_event(&msg.payload) else {
             return;
         };
         if actor == Actor::StudyRun {
             if event["type"] == "run_started" {
                 self.active_set().insert(id.to_string());
+            }
+            return;
+        }
+        if let Some((command, command_id)) = reactions::runner_of_new_study(&event, &event_id) {
+            self.active_set().insert(id.to_string());
+            let reply = self
+                .registry
+                .execute_typed(id, command, Some(command_id))
+                .await;
+            if let Some(e) = reply.error.filter(|_| !reply.ok) {
+                tracing::warn!(run = id, code = %e.code, error = %e.message, "the study's runner did not start");
             }
             return;
         }
@@ -257,11 +268,12 @@ impl RunDriver {
     }
 }
 
-/// The payload of a published envelope, as JSON (either encoding).
-fn decode_event(payload: &[u8]) -> Option<Value> {
+/// The id and payload of a published envelope, as JSON (either encoding).
+fn decode_event(payload: &[u8]) -> Option<(String, Value)> {
     let envelope: Envelope = Encoding::Json
         .decode(payload)
         .or_else(|_| Encoding::MsgPack.decode(payload))
         .ok()?;
-    envelope.payload.decode::<Value>().ok()
+    let event = envelope.payload.decode::<Value>().ok()?;
+    Some((envelope.id, event))
 }

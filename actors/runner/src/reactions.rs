@@ -6,7 +6,7 @@
 //! queue's state say the same thing. The run records nothing for a command
 //! that repeats what it knows, so hearing an end twice is harmless.
 
-use flotilla_messages::study_run::{JobEnd, RunCommand};
+use flotilla_messages::study_run::{JobEnd, RunCommand, RunSpec};
 use serde_json::Value;
 
 /// The run command a scheduler event of queue `<study>` means, if any.
@@ -95,6 +95,21 @@ pub fn from_job_view(job: &Value) -> Option<RunCommand> {
     }
 }
 
+/// The `start_run` a new study's `runner` section asks for, and the
+/// command id that makes it once per study (from the event's id), if the
+/// event is a `study_created` with one.
+pub fn runner_of_new_study(event: &Value, event_id: &str) -> Option<(RunCommand, String)> {
+    if event["type"] != "study_created" || event_id.is_empty() {
+        return None;
+    }
+    let spec: RunSpec = serde_json::from_value(event["config"]["runner"].clone()).ok()?;
+    let compact: String = event_id
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    Some((RunCommand::StartRun(spec), format!("runner-{compact}")))
+}
+
 /// The run command a solver event of study `<study>` means, if any: a
 /// trial the pruner stopped.
 pub fn from_solver_event(event: &Value) -> Option<RunCommand> {
@@ -170,5 +185,20 @@ mod tests {
                 trial_id: "t1".into()
             })
         );
+    }
+
+    #[test]
+    fn a_new_study_with_a_runner_starts_its_run_once() {
+        let created = json!({"type": "study_created", "config": {"seed": 1, "budget": 3,
+            "bounds": {}, "runner": {"command": ["./eval.sh"], "parallel": 2}}});
+        let (command, id) = runner_of_new_study(&created, "01a2-42").unwrap();
+        assert_eq!(id, "runner-01a242");
+        let RunCommand::StartRun(spec) = command else {
+            panic!("not start_run")
+        };
+        assert_eq!(spec.parallel, 2);
+        let plain =
+            json!({"type": "study_created", "config": {"seed": 1, "budget": 3, "bounds": {}}});
+        assert_eq!(runner_of_new_study(&plain, "01a2"), None);
     }
 }

@@ -216,6 +216,12 @@ pub struct StudyConfig {
     /// absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pruner: Option<Pruner>,
+    /// How the control plane runs the study's trials by itself, as
+    /// `start_run` on `study_run/<study>` would (see
+    /// [`crate::study_run`]): `flotilla up` starts the run when the study
+    /// is created. No run when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner: Option<crate::study_run::RunSpec>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -294,6 +300,10 @@ impl StudyConfig {
             .or_else(|| self.sampler_problem())
             .or_else(|| self.probe_ratio_problem())
             .or_else(|| self.pruner.and_then(|p| p.problem()))
+            .or_else(|| {
+                let runner = self.runner.as_ref()?;
+                runner.problem().map(|m| format!("runner.{m}"))
+            })
     }
 
     fn bounds_problem(&self) -> Option<String> {

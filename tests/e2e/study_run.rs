@@ -1,7 +1,8 @@
-//! A study run with a pruner: each job reports its intermediate value to
-//! the study over HTTP, the study's median pruner answers, and a `prune`
-//! answer makes the run cancel that job and count the trial as pruned,
-//! while the run still ends with exactly the budget's results.
+//! Study runs in the control plane: a study created with a `runner`
+//! section runs by itself; a run with a pruner has each job report its
+//! intermediate value to the study over HTTP, and a `prune` answer makes
+//! the run cancel that job and count the trial as pruned, while the run
+//! still ends with exactly the budget's results.
 
 use crate::support::{wait_until, FlotillaUp};
 use serde_json::{json, Value};
@@ -30,8 +31,7 @@ fn pruned_trials_have_their_jobs_cancelled_and_the_budget_is_met() {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("report.sh");
     std::fs::write(&script, SCRIPT).unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let data = dir.path().join("data");
     let up = FlotillaUp::start_with_env(
         &["--data-dir", data.to_str().unwrap()],
@@ -52,7 +52,13 @@ fn pruned_trials_have_their_jobs_cancelled_and_the_budget_is_met() {
         let view = run_view(&up, "pruned");
         (view["status"] == "finished").then_some(view)
     })
-    .unwrap_or_else(|| panic!("the run did not finish: {}\n{}", run_view(&up, "pruned"), up.log()));
+    .unwrap_or_else(|| {
+        panic!(
+            "the run did not finish: {}\n{}",
+            run_view(&up, "pruned"),
+            up.log()
+        )
+    });
     let counts = &view["counts"];
     let pruned = counts["pruned"].as_u64().unwrap();
     assert!(pruned > 0, "nothing was pruned: {view}");
@@ -77,4 +83,47 @@ fn pruned_trials_have_their_jobs_cancelled_and_the_budget_is_met() {
             assert_eq!(job["status"], "cancelled", "{job}");
         }
     }
+}
+
+fn write_script(dir: &std::path::Path, name: &str, body: &str) -> std::path::PathBuf {
+    let script = dir.join(name);
+    std::fs::write(&script, body).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    script
+}
+
+#[test]
+fn a_study_created_with_a_runner_runs_by_itself_and_bad_runners_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = write_script(
+        dir.path(),
+        "eval.sh",
+        "#!/bin/sh\nawk -v x=\"$ARQON_x\" 'BEGIN { printf \"RESULT=%f\\n\", x * x }'\n",
+    );
+    let data = dir.path().join("data");
+    let up = FlotillaUp::start(&["--data-dir", data.to_str().unwrap()], dir.path());
+    let bad = json!({"type": "create_study", "seed": 1, "budget": 6,
+        "bounds": {"x": {"min": -1.0, "max": 1.0}},
+        "runner": {"command": [script.to_str().unwrap()], "parallel": 0}});
+    let (status, reply) = up.send("solver", "self", &bad);
+    assert_eq!(status, 400, "{reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("runner.parallel"),
+        "{reply}"
+    );
+    let good = json!({"type": "create_study", "seed": 1, "budget": 6,
+        "bounds": {"x": {"min": -1.0, "max": 1.0}},
+        "runner": {"command": [script.to_str().unwrap()], "parallel": 3}});
+    let (status, reply) = up.send("solver", "self", &good);
+    assert_eq!(status, 200, "{reply}");
+    let view = wait_until(Duration::from_secs(60), || {
+        let (status, body) = up.get("/v1/query/study_run/self");
+        (status == 200 && body["result"]["status"] == "finished").then(|| body["result"].clone())
+    })
+    .unwrap_or_else(|| panic!("the runner did not finish the study:\n{}", up.log()));
+    assert_eq!(view["counts"]["completed"], 6, "{view}");
+    assert_eq!(view["spec"]["parallel"], 3, "{view}");
 }
