@@ -39,4 +39,5 @@ mod readyz_nats;
 mod scheduler_allowlist;
 mod scheduler_crash;
 mod sled_damage;
+mod study_run_cli;
 mod up_nats_start;
