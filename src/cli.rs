@@ -58,7 +58,7 @@ pub enum Command {
     /// Report a running trial's intermediate result; exits 0 to continue,
     /// 3 when the study's pruner says prune.
     Report(ReportArgs),
-    /// Inspect a study.
+    /// Inspect a study, or follow and steer its run in the control plane.
     Study(StudyArgs),
     /// Plan a D28/D29 tuning session: write its Kubernetes Job manifests
     /// (and run it as local subprocesses with `--execute local`).
@@ -521,6 +521,8 @@ pub struct RunArgs {
     /// `kubernetes`): each trial is a job of queue `<study>` whose
     /// concurrency is `--parallel`; running jobs renew their trials'
     /// leases, and a killed run resumes by adopting the jobs that still run.
+    /// With `--remote`/`--nats`: the control plane's executor (`local`, the
+    /// default, `kubernetes` or `manifests`).
     #[arg(long)]
     pub executor: Option<String>,
     /// The container image of the trials (`--executor kubernetes`, and
