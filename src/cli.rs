@@ -58,7 +58,7 @@ pub enum Command {
     /// Report a running trial's intermediate result; exits 0 to continue,
     /// 3 when the study's pruner says prune.
     Report(ReportArgs),
-    /// Inspect a study.
+    /// Inspect a study, or follow and steer its run in the control plane.
     Study(StudyArgs),
     /// Plan a D28/D29 tuning session: write its Kubernetes Job manifests
     /// (and run it as local subprocesses with `--execute local`).
@@ -521,12 +521,31 @@ pub struct RunArgs {
     /// `kubernetes`): each trial is a job of queue `<study>` whose
     /// concurrency is `--parallel`; running jobs renew their trials'
     /// leases, and a killed run resumes by adopting the jobs that still run.
+    /// With `--remote`/`--nats`: the control plane's executor (`local`, the
+    /// default, `kubernetes` or `manifests`).
     #[arg(long)]
     pub executor: Option<String>,
-    /// The container image of the trials (`--executor kubernetes`); the
-    /// script is the container's command.
+    /// The container image of the trials (`--executor kubernetes`, and
+    /// `manifests` with `--remote`/`--nats`); the script is the
+    /// container's command.
     #[arg(long)]
     pub image: Option<String>,
+    /// Run the study in the control plane of a running `flotilla up`,
+    /// through its gateway (`http://host:8080`; `FLOTILLA_TOKEN` as with
+    /// `send`): the study is created there, the run started (`start_run`)
+    /// and followed here. Ctrl-C detaches; the run goes on
+    /// (`flotilla study watch`, `flotilla study stop`).
+    #[arg(long, conflicts_with = "nats", value_name = "URL")]
+    pub remote: Option<String>,
+    /// Like `--remote`, over NATS (this server URL).
+    #[arg(long, value_name = "URL")]
+    pub nats: Option<String>,
+    /// NATS credentials and TLS (with `--nats`).
+    #[command(flatten)]
+    pub nats_auth: NatsAuthArgs,
+    /// Subject prefix (with `--nats`).
+    #[arg(long, env = "FLOTILLA_PREFIX", default_value = "flotilla")]
+    pub prefix: String,
 }
 
 /// Where `ask`, `tell` and `study show` reach a study.
@@ -603,6 +622,57 @@ pub struct StudyArgs {
 pub enum StudyWhat {
     /// Print a study's state: status, counts, best trial, trials.
     Show(StudyShowArgs),
+    /// Follow a study's run in the control plane (progress on stderr, the
+    /// summary on stdout at its end), as `flotilla run --remote` does;
+    /// Ctrl-C detaches again.
+    Watch(StudyRunArgs),
+    /// Stop a study's run: its running jobs are cancelled, no new trial starts.
+    Stop(StudyStopArgs),
+    /// Pause a study's run: running jobs go on, no new trial starts.
+    Pause(StudyRunArgs),
+    /// Resume a paused run.
+    Resume(StudyRunArgs),
+}
+
+/// Where a study's run is reached: a running control plane's gateway or
+/// its NATS server.
+#[derive(Debug, Clone, Args)]
+pub struct ControlPlaneArgs {
+    /// The gateway's URL [env: FLOTILLA_URL; default: http://127.0.0.1:8080].
+    #[arg(long, conflicts_with = "nats", value_name = "URL")]
+    pub http: Option<String>,
+    /// Over NATS instead of HTTP [env: FLOTILLA_NATS].
+    #[arg(long, value_name = "URL")]
+    pub nats: Option<String>,
+    /// NATS credentials and TLS.
+    #[command(flatten)]
+    pub nats_auth: NatsAuthArgs,
+    /// Subject prefix (NATS).
+    #[arg(long, env = "FLOTILLA_PREFIX", default_value = "flotilla")]
+    pub prefix: String,
+}
+
+/// `flotilla study watch|pause|resume`.
+#[derive(Debug, Args)]
+pub struct StudyRunArgs {
+    /// The study's id.
+    pub study: String,
+    /// Where its run is.
+    #[command(flatten)]
+    pub target: ControlPlaneArgs,
+}
+
+/// `flotilla study stop`.
+#[derive(Debug, Args)]
+pub struct StudyStopArgs {
+    /// The study's id.
+    pub study: String,
+    /// Why, for the record (the run's `reason`).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Where its run is.
+    #[command(flatten)]
+    pub target: ControlPlaneArgs,
 }
 
 /// `flotilla study show`.

@@ -3,7 +3,8 @@
 //! [`HttpAuth`] their apps carry, refusing a bind beyond loopback without a
 //! tokens file (unless `--insecure-no-auth`). The checks themselves are
 //! `flotilla_gateway::auth`. The CLI's own HTTP clients present
-//! `FLOTILLA_TOKEN` (or the file `FLOTILLA_TOKEN_FILE`) through [`client`].
+//! `FLOTILLA_TOKEN` (or the file `FLOTILLA_TOKEN_FILE`) through [`client`]
+//! (or [`async_client`]).
 
 use crate::config::HttpAuthSettings;
 use actix_web::web;
@@ -84,6 +85,24 @@ pub fn client_token() -> Result<Option<String>> {
 /// `Authorization: Bearer` on every request (marked sensitive, so it is
 /// never logged), with `timeout` (`None`: none, for streams).
 pub fn client(timeout: Option<std::time::Duration>) -> Result<reqwest::blocking::Client> {
+    Ok(reqwest::blocking::Client::builder()
+        .timeout(timeout)
+        .default_headers(token_headers()?)
+        .build()?)
+}
+
+/// The async twin of [`client`], for commands that wait on other things
+/// while they talk to the gateway (`run --remote`, `study watch`).
+pub fn async_client(timeout: Option<std::time::Duration>) -> Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder().default_headers(token_headers()?);
+    if let Some(timeout) = timeout {
+        builder = builder.timeout(timeout);
+    }
+    Ok(builder.build()?)
+}
+
+/// `Authorization: Bearer` [`client_token`] (marked sensitive), if there is one.
+fn token_headers() -> Result<reqwest::header::HeaderMap> {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(token) = client_token()? {
         let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
@@ -91,8 +110,5 @@ pub fn client(timeout: Option<std::time::Duration>) -> Result<reqwest::blocking:
         value.set_sensitive(true);
         headers.insert(reqwest::header::AUTHORIZATION, value);
     }
-    Ok(reqwest::blocking::Client::builder()
-        .timeout(timeout)
-        .default_headers(headers)
-        .build()?)
+    Ok(headers)
 }

@@ -13,6 +13,7 @@ pub mod model;
 pub mod nats_config;
 pub mod plan;
 pub mod pools;
+pub mod remote;
 pub mod replay;
 pub mod run;
 pub mod scheduler;
@@ -21,6 +22,7 @@ pub mod study;
 pub mod study_runs;
 pub mod token;
 pub mod up;
+pub mod watch;
 pub mod worker;
 
 use anyhow::Result;

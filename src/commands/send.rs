@@ -3,6 +3,7 @@
 
 use crate::cli::SendArgs;
 use crate::commands::block_on;
+use crate::commands::remote::{endpoint, Endpoint};
 use crate::config::NatsTarget;
 use anyhow::{anyhow, Context, Result};
 use flotilla_bus::{Bus, Message};
@@ -19,12 +20,12 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
     let command: serde_json::Value =
         serde_json::from_str(&args.command).map_err(|e| anyhow!("command: invalid JSON: {e}"))?;
     let timeout = Duration::from_secs_f64(args.timeout.max(0.001));
-    let body = match target(&args) {
-        Target::Nats(url) => {
+    let body = match endpoint(args.http.as_ref(), args.nats.as_ref()) {
+        Endpoint::Nats(url) => {
             let target = crate::config::nats_target(&url, &args.nats_auth)?;
             via_nats(&target, &args, &stream, &command, timeout)?
         }
-        Target::Http(url) => via_http(&url, &args, &stream, &command, timeout)?,
+        Endpoint::Http(url) => via_http(&url, &args, &stream, &command, timeout)?,
     };
     let reply: Reply = serde_json::from_slice(&body)
         .with_context(|| format!("unexpected reply: {}", String::from_utf8_lossy(&body)))?;
@@ -35,28 +36,6 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
         ExitCode::from(1)
     })
 }
-
-/// Where a command goes.
-enum Target {
-    Http(String),
-    Nats(String),
-}
-
-/// Flags first (`--http`, `--nats`), then `FLOTILLA_NATS`, then
-/// `FLOTILLA_URL`, then the default gateway.
-fn target(args: &SendArgs) -> Target {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    match (&args.http, &args.nats, &var("FLOTILLA_NATS")) {
-        (Some(url), _, _) => Target::Http(url.clone()),
-        (None, Some(url), _) | (None, None, Some(url)) => Target::Nats(url.clone()),
-        (None, None, None) => {
-            Target::Http(var("FLOTILLA_URL").unwrap_or_else(|| DEFAULT_URL.to_string()))
-        }
-    }
-}
-
-/// The gateway `flotilla up` serves by default.
-const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 
 fn via_http(
     base: &str,
@@ -85,11 +64,21 @@ fn via_http(
 /// key's name; unsigned otherwise (accepted only where the control plane
 /// allows unsigned commands).
 fn signed(target: &NatsTarget, msg: Message) -> Result<Message> {
+    Ok(match signer(target)? {
+        Some(signer) => msg.signed_by(&signer, None),
+        None => msg,
+    })
+}
+
+/// The signer of the connection's nkey (`--nats-nkey` or `--nats-creds`),
+/// if it has one.
+pub(crate) fn signer(target: &NatsTarget) -> Result<Option<CommandSigner>> {
     let Some(seed) = target.auth.load()?.nkey_seed() else {
-        return Ok(msg);
+        return Ok(None);
     };
-    let signer = CommandSigner::from_nkey_seed(&seed).map_err(|e| anyhow!("nats_nkey: {e}"))?;
-    Ok(msg.signed_by(&signer, None))
+    CommandSigner::from_nkey_seed(&seed)
+        .map(Some)
+        .map_err(|e| anyhow!("nats_nkey: {e}"))
 }
 
 fn via_nats(

@@ -1,6 +1,8 @@
 //! `flotilla ask`, `flotilla tell` and `flotilla study show`: a study's
 //! ask/tell loop for scripts, straight on the embedded log (no `flotilla up`
-//! needed) or through a running gateway with `--http`.
+//! needed) or through a running gateway with `--http`. `study watch|stop|
+//! pause|resume`, which talk to a study's run in the control plane, are
+//! `crate::commands::watch`.
 //!
 //! Exit status: 0 accepted, 1 refused by the study, 2 could not ask.
 //!
@@ -161,6 +163,10 @@ pub fn report(args: ReportArgs) -> Result<ExitCode> {
 pub fn study(args: StudyArgs) -> Result<ExitCode> {
     match args.what {
         StudyWhat::Show(args) => show(args),
+        StudyWhat::Watch(args) => crate::commands::watch::watch(args),
+        StudyWhat::Stop(args) => crate::commands::watch::stop(args),
+        StudyWhat::Pause(args) => crate::commands::watch::pause(args),
+        StudyWhat::Resume(args) => crate::commands::watch::resume(args),
     }
 }
 

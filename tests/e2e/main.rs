@@ -40,4 +40,5 @@ mod scheduler_allowlist;
 mod scheduler_crash;
 mod sled_damage;
 mod study_run;
+mod study_run_cli;
 mod up_nats_start;

@@ -163,7 +163,9 @@ fn check_same_config(plan: &Plan, study: &EmbeddedStudy) -> Result<()> {
     Ok(())
 }
 
-fn progress_bar(budget: u64) -> ProgressBar {
+/// The progress bar of a run, on stderr when it is a terminal (hidden
+/// otherwise).
+pub(crate) fn progress_bar(budget: u64) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }

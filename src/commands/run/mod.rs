@@ -13,13 +13,17 @@
 //! - `state_file`: ArqonHPO's state file, with what a resume needs;
 //! - `direct` (the default): each trial a subprocess of this process;
 //! - `scheduled` (`--executor local|kubernetes`): each trial a job of a
-//!   scheduler queue hosted here.
+//!   scheduler queue hosted here;
+//! - `remote` (`--remote URL` or `--nats URL`): the study created in a
+//!   running control plane, its run started there (`study_run/<study>`)
+//!   and followed here (`crate::commands::watch`); Ctrl-C detaches.
 //!
-//! Both give a trial the same job spec ([`trial_spec`]) and print the same
-//! summary ([`finish`]).
+//! The first two give a trial the same job spec ([`trial_spec`]); all
+//! three print the same summary ([`finish`]).
 
 mod config;
 mod direct;
+mod remote;
 mod scheduled;
 mod state_file;
 
@@ -27,6 +31,7 @@ use crate::cli::RunArgs;
 use crate::commands::block_on;
 use anyhow::Result;
 use config::Plan;
+pub(crate) use direct::progress_bar;
 use flotilla_messages::scheduler::JobSpec;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -34,6 +39,9 @@ use std::process::ExitCode;
 
 /// Runs `flotilla run`.
 pub fn run(args: RunArgs) -> Result<ExitCode> {
+    if args.remote.is_some() || args.nats.is_some() {
+        return remote::run(&args);
+    }
     let plan = Plan::from_args(&args)?;
     if let Some(executor) = &args.executor {
         return scheduled::run(plan, executor, args.image.clone());
@@ -43,7 +51,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
 
 /// Prints a run's summary; the exit status says whether any trial was
 /// completed.
-fn finish(summary: &Value) -> Result<ExitCode> {
+pub(crate) fn finish(summary: &Value) -> Result<ExitCode> {
     println!("{}", serde_json::to_string_pretty(summary)?);
     let completed = summary["trials"]["completed"].as_u64().unwrap_or(0);
     Ok(if completed > 0 {
