@@ -23,34 +23,44 @@
 //!   "outcome": {"status": "timed_out", "after_seconds": 600}}
 //! ```
 //!
-//! Two more commands come from the host's effects, not from clients:
+//! More commands come from the host's effects, not from clients:
 //! `record_started {job_id, attempt, handle}` once an attempt's process or
-//! Kubernetes Job exists, and `retry_due {job_id, attempt}` when a retry's
-//! backoff has passed. A queue that was never configured is created by its
-//! first `submit` with [`DEFAULT_CONCURRENCY`], pool [`DEFAULT_POOL`] and
-//! the `local` executor.
+//! Kubernetes Job exists, `retry_due {job_id, attempt}` when a retry's
+//! backoff has passed, `place {job_id, attempt, nodes}` with the ready
+//! nodes of the queue's pool when the provisioner has that pool, and
+//! `node_lost {node, reason}` when the provisioner records that a node
+//! failed or leaves its pool. A queue that was never configured is created
+//! by its first `submit` with [`DEFAULT_CONCURRENCY`], pool
+//! [`DEFAULT_POOL`] and the `local` executor.
 //!
 //! Events:
 //!
 //! ```json
 //! {"type": "queue_configured", "config": {"concurrency": 4, "pool": "gpu-a100", "executor": "local"}}
 //! {"type": "job_submitted", "job_id": "t17", "spec": {...}}
-//! {"type": "job_dispatched", "job_id": "t17", "attempt": 1, "spec": {...}, "executor": "local"}
-//! {"type": "job_started", "job_id": "t17", "attempt": 1, "handle": {"executor": "local", "pid": 4242, "start_ticks": 991, "dir": "..."}}
+//! {"type": "job_dispatched", "job_id": "t17", "attempt": 1, "spec": {...}, "executor": "local", "pool": "gpu"}
+//! {"type": "job_placed", "job_id": "t17", "attempt": 1, "node": "gpu-3", "spec": {...}, "executor": "local", "pool": "gpu"}
+//! {"type": "job_started", "job_id": "t17", "attempt": 1, "handle": {"executor": "local", "pid": 4242, "start_ticks": 991, "dir": "..."}, "node": "gpu-3"}
 //! {"type": "job_succeeded", "job_id": "t17", "attempt": 1, "value": 0.31, "outputs": {...}}
 //! {"type": "job_failed", "job_id": "t17", "attempt": 1, "exit_code": 3, "reason": "...", "outputs": {...}, "will_retry": true}
 //! {"type": "job_timed_out", "job_id": "t17", "attempt": 1, "after_seconds": 600, "outputs": {...}, "will_retry": false}
 //! {"type": "retry_scheduled", "job_id": "t17", "attempt": 2, "delay_ms": 10000, "not_before": 1767225610000}
 //! {"type": "job_lost", "job_id": "t17", "attempt": 1, "reason": "process 4242 is gone and left no exit status"}
+//! {"type": "job_lost", "job_id": "t17", "attempt": 1, "reason": "node gpu-3 failed (xid_replace:xid_79)", "node": "gpu-3"}
 //! {"type": "job_requeued", "job_id": "t17", "attempt": 2}
 //! {"type": "job_cancelled", "job_id": "t17", "reason": "not needed", "running_attempt": 1}
 //! ```
 //!
 //! `job_dispatched` asks the host to start the attempt (it carries the spec
-//! so the effect needs nothing else), `retry_scheduled` to wake the job up
-//! after its backoff, and a `job_cancelled` with a `running_attempt` to stop
-//! that attempt. Time enters only through commands (`now`, unix
-//! milliseconds), so deciding stays pure.
+//! so the effect needs nothing else) — or, when the provisioner has a pool
+//! of the queue's `pool` name, to place it first: the host waits until the
+//! pool has a ready node and answers `place` with the ready nodes; the
+//! queue picks one (fewest of its attempts running there, then node id)
+//! and records `job_placed`, whose effect starts the attempt there. `retry_scheduled` asks to wake the job up after its
+//! backoff, a `job_cancelled` with a `running_attempt` to stop that
+//! attempt, and a `job_lost` with a `node` to stop what is left of the
+//! attempt on that node. Time and nodes enter only through commands (`now`,
+//! unix milliseconds; `nodes`), so deciding stays pure.
 
 use crate::error::Rejection;
 use crate::solver::ParamValue;
@@ -68,6 +78,8 @@ pub const COMMAND_TYPES: &[&str] = &[
     "record_started",
     "report_result",
     "retry_due",
+    "place",
+    "node_lost",
 ];
 
 /// A queue's concurrency when it was never configured.
@@ -765,6 +777,24 @@ pub enum SchedulerCommand {
         /// The attempt due.
         attempt: u32,
     },
+    /// The nodes a dispatched attempt may be placed on: the ready nodes of
+    /// the queue's pool, as the provisioner last recorded them.
+    Place {
+        /// The job.
+        job_id: String,
+        /// The dispatched attempt.
+        attempt: u32,
+        /// Ready node ids; at least one.
+        nodes: Vec<String>,
+    },
+    /// A node failed or leaves its pool: every attempt placed on it is lost
+    /// and runs again elsewhere.
+    NodeLost {
+        /// The node.
+        node: String,
+        /// What the provisioner recorded, for people (it names the node).
+        reason: String,
+    },
 }
 
 impl SchedulerCommand {
@@ -777,6 +807,8 @@ impl SchedulerCommand {
             SchedulerCommand::RecordStarted { .. } => "record_started",
             SchedulerCommand::ReportResult(_) => "report_result",
             SchedulerCommand::RetryDue { .. } => "retry_due",
+            SchedulerCommand::Place { .. } => "place",
+            SchedulerCommand::NodeLost { .. } => "node_lost",
         }
     }
 }
@@ -812,6 +844,26 @@ pub enum SchedulerEvent {
         spec: JobSpec,
         /// Where.
         executor: ExecutorKind,
+        /// The queue's pool label: the host places the attempt on one of
+        /// that pool's nodes when the provisioner has the pool. Absent in
+        /// events recorded before placement (they ran unplaced).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pool: Option<String>,
+    },
+    /// The attempt was placed on a node of its pool: the host starts it there.
+    JobPlaced {
+        /// The job.
+        job_id: String,
+        /// The attempt.
+        attempt: u32,
+        /// The node.
+        node: String,
+        /// What to run.
+        spec: JobSpec,
+        /// Where.
+        executor: ExecutorKind,
+        /// The node's pool.
+        pool: String,
     },
     /// The attempt's process or Job exists.
     JobStarted {
@@ -821,6 +873,9 @@ pub enum SchedulerEvent {
         attempt: u32,
         /// Where it runs.
         handle: ExecutorHandle,
+        /// The node it was placed on, if it was.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<String>,
     },
     /// The attempt succeeded: the job is done.
     JobSucceeded {
@@ -886,8 +941,9 @@ pub enum SchedulerEvent {
         /// When it may start, unix milliseconds.
         not_before: u64,
     },
-    /// The attempt vanished without an outcome: the job waits for a slot
-    /// again and runs as a new attempt (not counted as a retry).
+    /// The attempt vanished without an outcome, or its node failed or left
+    /// its pool: the job waits for a slot again and runs as a new attempt
+    /// (not counted as a retry).
     JobLost {
         /// The job.
         job_id: String,
@@ -895,6 +951,10 @@ pub enum SchedulerEvent {
         attempt: u32,
         /// What was found.
         reason: String,
+        /// The node the attempt was placed on, if it was: the host stops
+        /// what may still run of it there.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<String>,
     },
     /// A retry's backoff passed: the job waits for a slot again.
     JobRequeued {
@@ -923,6 +983,7 @@ impl SchedulerEvent {
             SchedulerEvent::QueueConfigured { .. } => "queue_configured",
             SchedulerEvent::JobSubmitted { .. } => "job_submitted",
             SchedulerEvent::JobDispatched { .. } => "job_dispatched",
+            SchedulerEvent::JobPlaced { .. } => "job_placed",
             SchedulerEvent::JobStarted { .. } => "job_started",
             SchedulerEvent::JobSucceeded { .. } => "job_succeeded",
             SchedulerEvent::JobFailed { .. } => "job_failed",
@@ -940,6 +1001,7 @@ impl SchedulerEvent {
             SchedulerEvent::QueueConfigured { .. } => None,
             SchedulerEvent::JobSubmitted { job_id, .. }
             | SchedulerEvent::JobDispatched { job_id, .. }
+            | SchedulerEvent::JobPlaced { job_id, .. }
             | SchedulerEvent::JobStarted { job_id, .. }
             | SchedulerEvent::JobSucceeded { job_id, .. }
             | SchedulerEvent::JobFailed { job_id, .. }
@@ -1233,6 +1295,15 @@ mod tests {
                 job_id: "j".into(),
                 attempt: 2,
             },
+            SchedulerCommand::Place {
+                job_id: "j".into(),
+                attempt: 1,
+                nodes: vec!["gpu-1".into()],
+            },
+            SchedulerCommand::NodeLost {
+                node: "gpu-1".into(),
+                reason: "node gpu-1 failed".into(),
+            },
         ];
         for (command, tag) in commands.iter().zip(COMMAND_TYPES) {
             assert_eq!(command.command_type(), *tag);
@@ -1240,6 +1311,49 @@ mod tests {
             let back = parse(serde_json::to_value(command).unwrap()).unwrap();
             assert_eq!(&back, command);
         }
+    }
+
+    #[test]
+    fn events_recorded_before_placement_read_without_a_pool_or_node() {
+        let dispatched: SchedulerEvent = serde_json::from_value(json!({"type": "job_dispatched",
+            "job_id": "j", "attempt": 1, "spec": {"command": ["true"]}, "executor": "local"}))
+        .unwrap();
+        assert!(matches!(
+            dispatched,
+            SchedulerEvent::JobDispatched { pool: None, .. }
+        ));
+        let lost: SchedulerEvent = serde_json::from_value(json!({"type": "job_lost",
+            "job_id": "j", "attempt": 1, "reason": "gone"}))
+        .unwrap();
+        assert!(matches!(lost, SchedulerEvent::JobLost { node: None, .. }));
+        // And an unplaced event is written as before: no `node` field.
+        let started = SchedulerEvent::JobStarted {
+            job_id: "j".into(),
+            attempt: 1,
+            handle: ExecutorHandle::Manifests { path: "p".into() },
+            node: None,
+        };
+        assert!(serde_json::to_value(&started)
+            .unwrap()
+            .get("node")
+            .is_none());
+    }
+
+    #[test]
+    fn place_and_node_lost_read_in_their_wire_form() {
+        let place = parse(json!({"type": "place", "job_id": "j", "attempt": 2,
+            "nodes": ["gpu-1", "gpu-2"]}))
+        .unwrap();
+        assert_eq!(
+            place,
+            SchedulerCommand::Place {
+                job_id: "j".into(),
+                attempt: 2,
+                nodes: vec!["gpu-1".into(), "gpu-2".into()]
+            }
+        );
+        let e = parse(json!({"type": "node_lost", "node": "gpu-1"})).unwrap_err();
+        assert!(e.message.contains("reason"), "{}", e.message);
     }
 
     fn outputs() -> impl Strategy<Value = JobOutputs> {
@@ -1265,6 +1379,7 @@ mod tests {
                         dir: "d".into(),
                         started_at: t,
                     },
+                    node: (pid % 2 == 0).then(|| format!("gpu-{attempt}")),
                 }
             }),
             (
@@ -1312,6 +1427,28 @@ mod tests {
                     not_before
                 }
             ),
+            (
+                id,
+                any::<u32>(),
+                ".{0,10}",
+                proptest::option::of("[a-z0-9-]{1,8}")
+            )
+                .prop_map(|(job_id, attempt, reason, node)| SchedulerEvent::JobLost {
+                    job_id,
+                    attempt,
+                    reason,
+                    node
+                }),
+            (id, any::<u32>(), "[a-z0-9-]{1,8}").prop_map(|(job_id, attempt, node)| {
+                SchedulerEvent::JobPlaced {
+                    job_id,
+                    attempt,
+                    node,
+                    spec: JobSpec::new(vec!["true".into()]),
+                    executor: ExecutorKind::Local,
+                    pool: "gpu".into(),
+                }
+            }),
             (
                 id,
                 proptest::option::of(".{0,8}"),

@@ -11,6 +11,13 @@
 //! runs only the programs of `scheduler.local.allowed_commands` (see
 //! `flotilla_scheduler::AllowedCommands`): a job naming another is refused
 //! at submit with `COMMAND_NOT_ALLOWED`.
+//!
+//! In `up`, a queue whose `pool` names a pool of the provisioner (in this
+//! process or another on the same log) has its attempts placed on that
+//! pool's ready nodes, read from the event log, and a node the provisioner
+//! records failed or leaving loses the attempts placed on it, which run
+//! again elsewhere (see `flotilla_scheduler::{NodeDirectory, NodeWatch}`).
+//! The embedded scheduler of `run` and `plan` places nothing.
 
 use crate::config::{BackendChoice, DEFAULT_DATA_DIR};
 use anyhow::{anyhow, Context, Result};
@@ -20,8 +27,8 @@ use flotilla_messages::{CommandRequest, Reply, Subjects};
 use flotilla_scheduler::KubernetesExecutor;
 use flotilla_scheduler::ManifestsExecutor;
 use flotilla_scheduler::{
-    AllowedCommands, Executor, LocalExecutor, Queue, QueueSignals, SchedulerEffects,
-    SchedulerMetrics, ALLOWED_COMMANDS_SETTING,
+    AllowedCommands, Executor, LocalExecutor, NodeDirectory, NodeWatch, Queue, QueueSignals,
+    SchedulerEffects, SchedulerMetrics, ALLOWED_COMMANDS_SETTING,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -73,19 +80,24 @@ pub async fn kubernetes_executor() -> Option<Arc<dyn Executor>> {
     }
 }
 
-/// The scheduler's registry with its effects on `executors`; its queues
-/// refuse local jobs whose program `allowed` does not name.
+/// The scheduler's registry with its effects on `executors` (placing
+/// attempts on the nodes `nodes` reads, when given); its queues refuse
+/// local jobs whose program `allowed` does not name.
 pub fn scheduler_registry(
     deps: HostDeps,
     executors: Vec<Arc<dyn Executor>>,
     metrics: SchedulerMetrics,
     allowed: AllowedCommands,
-) -> Arc<AggregateRegistry<Queue>> {
-    let effects = SchedulerEffects::new(executors, metrics);
+    nodes: Option<Arc<NodeDirectory>>,
+) -> (Arc<AggregateRegistry<Queue>>, Arc<SchedulerEffects>) {
+    let effects = match nodes {
+        Some(nodes) => SchedulerEffects::placing(executors, metrics, nodes),
+        None => SchedulerEffects::new(executors, metrics),
+    };
     let handler: Arc<dyn EffectHandler<Queue>> = effects.clone();
     let registry = AggregateRegistry::<Queue>::with_settings(deps, Some(handler), allowed);
     effects.attach(registry.clone());
-    registry
+    (registry, effects)
 }
 
 /// What the scheduler needs in `up`.
@@ -135,11 +147,13 @@ async fn start(
 ) -> Result<(usize, Vec<JoinHandle<()>>)> {
     let mut executors = base_executors(&part.jobs, &part.allowed);
     executors.extend(kubernetes_executor().await);
-    let registry = scheduler_registry(
+    let nodes = NodeDirectory::new(part.deps.log.clone());
+    let (registry, effects) = scheduler_registry(
         part.deps.clone(),
         executors,
         metrics.clone(),
         part.allowed.clone(),
+        Some(nodes.clone()),
     );
     let (bus, subjects) = (part.bus.clone(), part.subjects.clone());
     let mut tasks = CommandService::new(
@@ -151,6 +165,12 @@ async fn start(
     .start()
     .await
     .context("cannot subscribe the scheduler's subjects")?;
+    // Before recovery: a node lost while attempts are re-driven is heard.
+    tasks.push(
+        NodeWatch::start(nodes, effects, bus.clone(), &subjects)
+            .await
+            .context("cannot follow the provisioner's events")?,
+    );
     tasks.push(
         QueueSignals::new(registry.clone(), bus, subjects, metrics)
             .start()
@@ -198,7 +218,13 @@ impl EmbeddedScheduler {
         let metrics = SchedulerMetrics::register(&prometheus)?;
         // Only this process submits to it (the caller's own plan or study:
         // there is no gateway), so its queues allow what its executors do.
-        let registry = scheduler_registry(deps.clone(), executors, metrics, AllowedCommands::any());
+        let (registry, _) = scheduler_registry(
+            deps.clone(),
+            executors,
+            metrics,
+            AllowedCommands::any(),
+            None,
+        );
         Ok(EmbeddedScheduler {
             registry,
             deps,

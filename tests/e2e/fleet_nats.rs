@@ -5,61 +5,11 @@
 //!
 //! Run: `NATS_SERVER_BIN=/path/to/nats-server cargo test --test e2e fleet_nats::`.
 
-use crate::support::{flotilla_bin, http_client, FlotillaUp};
-use flotilla_bus::nats::NatsBus;
+use crate::support::{http_client, node_status, publish_json, FlotillaUp, SimAgent};
 use flotilla_bus::testing::NatsServer;
-use flotilla_bus::{Bus, Message};
 use serde_json::{json, Value};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A running `flotilla agent`, killed (by its own pid) on drop.
-struct Agent(Child);
-
-impl Agent {
-    fn start(url: &str, node: &str, log_dir: &Path) -> Agent {
-        let log = std::fs::File::create(log_dir.join(format!("agent-{node}.log"))).unwrap();
-        let child = Command::new(flotilla_bin())
-            .args(["agent", "--node-id", node, "--nats", url, "--source", "sim"])
-            .args(["--interval", "200ms", "--http", "off"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn agent");
-        Agent(child)
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn publish(url: &str, subject: &str, body: Value) {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let bus = NatsBus::connect(url).await.unwrap();
-            bus.publish(Message::new(subject, serde_json::to_vec(&body).unwrap()))
-                .await
-                .unwrap();
-            bus.flush().await.unwrap();
-        });
-}
-
-fn status_of(view: &Value, node: &str) -> String {
-    view["nodes"]
-        .as_array()
-        .and_then(|nodes| nodes.iter().find(|n| n["node_id"] == node))
-        .map_or("absent".into(), |n| {
-            n["status"].as_str().unwrap_or("?").to_string()
-        })
-}
 
 fn wait_for(up: &FlotillaUp, what: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -106,39 +56,39 @@ fn agents_register_nodes_an_xid_79_replaces_and_a_dead_agent_is_noticed() {
         dir.path(),
     );
     wait_for(&up, "two registering nodes", |v| {
-        status_of(v, "gpu-2") == "registering"
+        node_status(v, "gpu-2") == "registering"
     });
 
-    let a1 = Agent::start(&url, "gpu-1", dir.path());
-    let mut a2 = Some(Agent::start(&url, "gpu-2", dir.path()));
+    let a1 = SimAgent::start(&url, "gpu-1", dir.path());
+    let mut a2 = Some(SimAgent::start(&url, "gpu-2", dir.path()));
     wait_for(&up, "agents to register their nodes", |v| {
-        status_of(v, "gpu-1") == "active" && status_of(v, "gpu-2") == "active"
+        node_status(v, "gpu-1") == "active" && node_status(v, "gpu-2") == "active"
     });
 
     // An application XID changes nothing; XID 79 takes gpu-1 out.
     let xid =
         |code: u32| json!({"kind": "event", "event": {"kind": "xid", "gpu": 0, "code": code}});
-    publish(&url, "flotilla.faults.gpu-1", xid(13));
+    publish_json(&url, "flotilla.faults.gpu-1", xid(13));
     std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(
-        status_of(&up.get("/v1/query/provisioner/gpu").1["result"], "gpu-1"),
+        node_status(&up.get("/v1/query/provisioner/gpu").1["result"], "gpu-1"),
         "active"
     );
-    publish(&url, "flotilla.faults.gpu-1", xid(79));
+    publish_json(&url, "flotilla.faults.gpu-1", xid(79));
     // The replacement is provisioned asynchronously (the sim provider's
     // delay): wait for it to be registering, not only requested.
     wait_for(&up, "gpu-1 drained and gpu-3 registering", |v| {
-        status_of(v, "gpu-1") == "draining" && status_of(v, "gpu-3") == "registering"
+        node_status(v, "gpu-1") == "draining" && node_status(v, "gpu-3") == "registering"
     });
     // Make before break: gpu-1 stays until its replacement's agent is up.
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(
-        status_of(&up.get("/v1/query/provisioner/gpu").1["result"], "gpu-1"),
+        node_status(&up.get("/v1/query/provisioner/gpu").1["result"], "gpu-1"),
         "draining"
     );
-    let _a3 = Agent::start(&url, "gpu-3", dir.path());
+    let _a3 = SimAgent::start(&url, "gpu-3", dir.path());
     wait_for(&up, "gpu-1 terminated and gpu-3 active", |v| {
-        status_of(v, "gpu-1") == "terminated" && status_of(v, "gpu-3") == "active"
+        node_status(v, "gpu-1") == "terminated" && node_status(v, "gpu-3") == "active"
     });
     drop(a1);
 
@@ -146,7 +96,7 @@ fn agents_register_nodes_an_xid_79_replaces_and_a_dead_agent_is_noticed() {
     let killed = Instant::now();
     a2.take();
     let view = wait_for(&up, "gpu-2 taken out and gpu-4 registering", |v| {
-        status_of(v, "gpu-2") == "draining" && status_of(v, "gpu-4") == "registering"
+        node_status(v, "gpu-2") == "draining" && node_status(v, "gpu-4") == "registering"
     });
     // Not before the timeout: the agent's last heartbeat may precede the
     // kill by up to one 200 ms interval, so the timeout runs from there.
@@ -158,7 +108,7 @@ fn agents_register_nodes_an_xid_79_replaces_and_a_dead_agent_is_noticed() {
         .find(|n| n["node_id"] == "gpu-2")
         .unwrap();
     assert_eq!(gpu2["reasons"], json!(["heartbeat_timeout"]));
-    assert_eq!(status_of(&view, "gpu-4"), "registering");
+    assert_eq!(node_status(&view, "gpu-4"), "registering");
 
     let (_, metrics) = (
         0,
@@ -220,9 +170,9 @@ fn the_schedulers_queue_signals_scale_the_pool() {
     // The new node is provisioned by an effect after the scale-up is
     // recorded: wait for both.
     let view = wait_for(&up, "a scale-up to the max", |v| {
-        v["desired"] == 4 && status_of(v, "gpu-4") != "provisioning"
+        v["desired"] == 4 && node_status(v, "gpu-4") != "provisioning"
     });
-    assert_eq!(status_of(&view, "gpu-4"), "registering");
+    assert_eq!(node_status(&view, "gpu-4"), "registering");
     for i in 0..13 {
         let cancel = json!({"type": "cancel", "job_id": format!("j{i}")});
         up.send("scheduler", "train", &cancel);

@@ -34,6 +34,7 @@ mod nats_auth;
 mod nats_credentials;
 mod nats_permissions;
 mod nats_two_hosts;
+mod placement;
 mod rate_limit;
 mod readyz_nats;
 mod scheduler_allowlist;

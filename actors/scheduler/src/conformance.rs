@@ -92,6 +92,7 @@ pub fn attempt(case: ExecutorCase) -> Attempt {
         attempt: 1,
         spec: JobSpec::new(command),
         key: format!("{QUEUE}-{}", case.job_id()),
+        node: None,
     }
 }
 

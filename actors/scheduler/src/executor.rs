@@ -13,6 +13,9 @@ use flotilla_messages::scheduler::{ExecutorHandle, ExecutorKind, JobSpec, Outcom
 use futures::future::BoxFuture;
 use std::time::Duration;
 
+/// The variable that tells a placed attempt its node's id.
+pub const NODE_ENV: &str = "FLOTILLA_NODE";
+
 /// One attempt of one job, as the dispatch event describes it.
 #[derive(Debug, Clone)]
 pub struct Attempt {
@@ -24,9 +27,13 @@ pub struct Attempt {
     pub attempt: u32,
     /// What to run.
     pub spec: JobSpec,
-    /// The dispatch event's id: a label unique to this attempt, carried by
-    /// its process or Job so a restarted scheduler can find it.
+    /// The dispatch event's id (the placement event's, for a placed
+    /// attempt): a label unique to this attempt, carried by its process or
+    /// Job so a restarted scheduler can find it.
     pub key: String,
+    /// The node of the queue's pool it was placed on, if it was
+    /// (`FLOTILLA_NODE` in its environment).
+    pub node: Option<String>,
 }
 
 /// What launching an attempt gave.

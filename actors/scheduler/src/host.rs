@@ -4,11 +4,25 @@
 //! event id, so an attempt's result is recorded once however often the
 //! effect is re-driven.
 //!
-//! - `job_dispatched` → launch (or adopt) the attempt on the queue's
-//!   executor, record `record_started` with its handle as soon as it
-//!   exists, wait for its end, and report it (`report_result`);
+//! - `job_dispatched` → when the provisioner has a pool of the queue's
+//!   `pool` name (see [`NodeDirectory`]), wait until it has a ready node
+//!   and answer `place` with its ready nodes; otherwise launch (or adopt)
+//!   the attempt on the queue's executor, record `record_started` with its
+//!   handle as soon as it exists, wait for its end, and report it
+//!   (`report_result`);
+//! - `job_placed` → the same on the node the queue chose (the attempt gets
+//!   `FLOTILLA_NODE`), unless that node is lost already (it failed while
+//!   this scheduler was down, say): then whatever is left of the attempt
+//!   is stopped and it is reported lost;
 //! - `retry_scheduled` → sleep until `not_before`, then `retry_due`;
-//! - `job_cancelled` with a running attempt → stop it.
+//! - `job_cancelled` with a running attempt → stop it (or stop waiting for
+//!   a node for it); `job_lost` on a node → stop what may still run of it.
+//!
+//! The effects know which placed attempts run in this process, by node, so
+//! that [`SchedulerEffects::node_lost`] — called by the [`crate::NodeWatch`]
+//! for every node the provisioner records lost — sends `node_lost` to
+//! exactly the queues that have attempts there, idempotently under an id
+//! derived from the provisioner's event id.
 //!
 //! [`QueueSignals`] follows the scheduler's events on the bus and publishes
 //! each changed queue's depth on `<prefix>.signal.queue.<queue>` (see
@@ -16,13 +30,15 @@
 //! seconds for late subscribers, updating the Prometheus gauges on the way.
 
 use crate::executor::{Attempt, Executor, Launch};
+use crate::nodes::NodeDirectory;
+use crate::placement::NodeLoss;
 use crate::queue::{JobStatus, Queue};
 use async_trait::async_trait;
 use flotilla_bus::{Bus, BusError, Message};
 use flotilla_host::{outcome_command_id, unix_millis, AggregateRegistry, EffectHandler};
 use flotilla_messages::scheduler::{
-    queue_signal_subject, ExecutorKind, Outcome, QueueSignal, SchedulerEvent,
-    DEFAULT_KILL_GRACE_SECONDS,
+    queue_signal_subject, ExecutorKind, JobSpec, Outcome, QueueSignal, SchedulerCommand,
+    SchedulerEvent, DEFAULT_KILL_GRACE_SECONDS,
 };
 use flotilla_messages::{CommandRequest, Encoding, Envelope, Subjects};
 use prometheus::{HistogramOpts, HistogramVec, IntGaugeVec, Opts, Registry};
@@ -30,6 +46,11 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// How often an attempt waiting for a ready node looks again without being
+/// told of a change (a missed bus message, a log that failed to read).
+pub const NODE_RECHECK: Duration = Duration::from_secs(5);
 
 /// The scheduler's Prometheus metrics.
 #[derive(Clone)]
@@ -97,22 +118,182 @@ fn outcome_label(outcome: &Outcome) -> &'static str {
     }
 }
 
+/// One attempt of one job of one queue.
+type AttemptKey = (String, String, u32);
+
 /// Runs the scheduler's effects on its executors.
 pub struct SchedulerEffects {
     executors: HashMap<ExecutorKind, Arc<dyn Executor>>,
     registry: OnceLock<Arc<AggregateRegistry<Queue>>>,
     metrics: SchedulerMetrics,
+    /// The provisioner's pools; without it nothing is placed.
+    nodes: Option<Arc<NodeDirectory>>,
+    /// The placed attempts running in this process, by node.
+    placed: Mutex<BTreeMap<String, BTreeSet<AttemptKey>>>,
+    /// Dispatched attempts waiting for a ready node: told when cancelled.
+    waiting: Mutex<HashMap<AttemptKey, Arc<Notify>>>,
+}
+
+/// What a dispatched attempt of a pool's queue gets.
+enum Placement {
+    /// The provisioner has no such pool: run it unplaced.
+    NoPool,
+    /// These nodes are ready.
+    Ready(Vec<String>),
+    /// It was cancelled while it waited.
+    Cancelled,
+}
+
+/// What one attempt runs, and where.
+struct Target<'a> {
+    job_id: &'a str,
+    attempt: u32,
+    spec: &'a JobSpec,
+    executor: ExecutorKind,
+    node: Option<&'a str>,
+}
+
+/// Counts a placed attempt as running on its node while it lives.
+struct PlacedGuard<'a> {
+    effects: &'a SchedulerEffects,
+    node: String,
+    key: AttemptKey,
+}
+
+impl Drop for PlacedGuard<'_> {
+    fn drop(&mut self) {
+        let mut placed = lock(&self.effects.placed);
+        if let Some(on_node) = placed.get_mut(&self.node) {
+            on_node.remove(&self.key);
+            if on_node.is_empty() {
+                placed.remove(&self.node);
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The id of the `node_lost` that reacts to provisioner event `event_id`.
+pub fn node_lost_command_id(event_id: &str) -> String {
+    let compact: String = event_id.chars().filter(|c| *c != '-').collect();
+    format!("node-lost-{compact}")
 }
 
 impl SchedulerEffects {
     /// Effects on `executors` (one per kind; a dispatch to a kind not given
-    /// fails its attempt with a clear reason).
+    /// fails its attempt with a clear reason). Nothing is placed on nodes.
     pub fn new(executors: Vec<Arc<dyn Executor>>, metrics: SchedulerMetrics) -> Arc<Self> {
+        Self::build(executors, metrics, None)
+    }
+
+    /// Effects that place the attempts of a queue on the nodes of the
+    /// provisioner's pool of the queue's `pool` name, as `nodes` reads them.
+    pub fn placing(
+        executors: Vec<Arc<dyn Executor>>,
+        metrics: SchedulerMetrics,
+        nodes: Arc<NodeDirectory>,
+    ) -> Arc<Self> {
+        Self::build(executors, metrics, Some(nodes))
+    }
+
+    fn build(
+        executors: Vec<Arc<dyn Executor>>,
+        metrics: SchedulerMetrics,
+        nodes: Option<Arc<NodeDirectory>>,
+    ) -> Arc<Self> {
         Arc::new(SchedulerEffects {
             executors: executors.into_iter().map(|e| (e.kind(), e)).collect(),
             registry: OnceLock::new(),
             metrics,
+            nodes,
+            placed: Mutex::new(BTreeMap::new()),
+            waiting: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Tells every queue with an attempt running on the lost node in this
+    /// process (`node_lost`, under an id derived from the provisioner
+    /// event, so telling twice records nothing twice).
+    pub async fn node_lost(&self, loss: &NodeLoss) {
+        let Some(registry) = self.registry.get() else {
+            return;
+        };
+        let queues: BTreeSet<String> = lock(&self.placed)
+            .get(&loss.node)
+            .map(|on_node| on_node.iter().map(|(q, _, _)| q.clone()).collect())
+            .unwrap_or_default();
+        for queue in queues {
+            let command = SchedulerCommand::NodeLost {
+                node: loss.node.clone(),
+                reason: loss.reason.clone(),
+            };
+            let id = node_lost_command_id(&loss.event_id);
+            let reply = registry.execute_typed(&queue, command, Some(id)).await;
+            if !reply.ok {
+                tracing::warn!(queue, node = %loss.node, error = ?reply.error, "node_lost not recorded");
+            }
+        }
+    }
+
+    fn count_placed(&self, node: &str, key: AttemptKey) -> PlacedGuard<'_> {
+        lock(&self.placed)
+            .entry(node.to_string())
+            .or_default()
+            .insert(key.clone());
+        PlacedGuard {
+            effects: self,
+            node: node.to_string(),
+            key,
+        }
+    }
+
+    /// Waits until `pool` has a ready node (or is no provisioner pool, or
+    /// the attempt is cancelled).
+    async fn wait_for_node(
+        &self,
+        nodes: &NodeDirectory,
+        pool: &str,
+        key: &AttemptKey,
+    ) -> Placement {
+        let cancelled = Arc::new(Notify::new());
+        lock(&self.waiting).insert(key.clone(), cancelled.clone());
+        let mut changes = nodes.changes();
+        let mut told = false;
+        let placement = loop {
+            match nodes.ready(pool).await {
+                Ok(None) => break Placement::NoPool,
+                Ok(Some(ready)) if !ready.is_empty() => break Placement::Ready(ready),
+                Ok(Some(_)) if !told => {
+                    told = true;
+                    tracing::info!(queue = %key.0, job_id = %key.1, attempt = key.2, pool,
+                        "the pool has no ready node: the attempt waits for one");
+                }
+                Ok(Some(_)) => {}
+                Err(e) => tracing::warn!(pool, error = %e, "cannot read the pool's nodes"),
+            }
+            tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        tokio::time::sleep(NODE_RECHECK).await;
+                    }
+                }
+                _ = cancelled.notified() => break Placement::Cancelled,
+                _ = tokio::time::sleep(NODE_RECHECK) => {}
+            }
+        };
+        lock(&self.waiting).remove(key);
+        placement
+    }
+
+    /// Stops attempt `attempt` of `job_id` wherever it may run.
+    async fn stop_everywhere(&self, queue: &str, job_id: &str, attempt: u32) {
+        let grace = Duration::from_secs_f64(DEFAULT_KILL_GRACE_SECONDS);
+        for executor in self.executors.values() {
+            executor.stop(queue, job_id, attempt, grace).await;
+        }
     }
 
     /// Connects the effects to the queues they report to (once, right after
@@ -141,18 +322,93 @@ impl SchedulerEffects {
         }
     }
 
-    async fn run_attempt(&self, envelope: &Envelope, event: &SchedulerEvent) -> Option<Value> {
+    /// A dispatched attempt: placed first when its queue's pool is a
+    /// provisioner pool, else run here and now.
+    async fn dispatch(&self, envelope: &Envelope, event: &SchedulerEvent) -> Option<Value> {
         let SchedulerEvent::JobDispatched {
             job_id,
             attempt,
             spec,
             executor,
+            pool,
         } = event
         else {
             return None;
         };
         let queue = queue_of(envelope);
-        let outcome = match self.executors.get(executor) {
+        if let (Some(nodes), Some(pool)) = (&self.nodes, pool) {
+            let key = (queue.clone(), job_id.clone(), *attempt);
+            match self.wait_for_node(nodes, pool, &key).await {
+                Placement::Ready(ready) => {
+                    return Some(json!({"type": "place", "job_id": job_id,
+                        "attempt": attempt, "nodes": ready}))
+                }
+                Placement::Cancelled => return None,
+                Placement::NoPool => {}
+            }
+        }
+        let target = Target {
+            job_id,
+            attempt: *attempt,
+            spec,
+            executor: *executor,
+            node: None,
+        };
+        Some(self.run_attempt(envelope, &queue, target).await)
+    }
+
+    /// A placed attempt: run on its node, unless the node is lost already.
+    async fn run_placed(&self, envelope: &Envelope, event: &SchedulerEvent) -> Option<Value> {
+        let SchedulerEvent::JobPlaced {
+            job_id,
+            attempt,
+            node,
+            spec,
+            executor,
+            pool,
+        } = event
+        else {
+            return None;
+        };
+        let queue = queue_of(envelope);
+        // Counted first, so a loss the watch reads from now on finds it.
+        let _running = self.count_placed(node, (queue.clone(), job_id.clone(), *attempt));
+        let lost = match &self.nodes {
+            Some(nodes) => nodes.loss(pool, node).await.unwrap_or_else(|e| {
+                tracing::warn!(pool, node, error = %e, "cannot read the node; running the attempt");
+                None
+            }),
+            None => None,
+        };
+        if let Some(reason) = lost {
+            self.stop_everywhere(&queue, job_id, *attempt).await;
+            let outcome = Outcome::Lost { reason };
+            return Some(
+                json!({"type": "report_result", "job_id": job_id, "attempt": attempt,
+                "now": unix_millis(), "outcome": outcome}),
+            );
+        }
+        let target = Target {
+            job_id,
+            attempt: *attempt,
+            spec,
+            executor: *executor,
+            node: Some(node),
+        };
+        Some(self.run_attempt(envelope, &queue, target).await)
+    }
+
+    /// Launches (or adopts) one attempt, records its start, waits for its
+    /// end and returns the report.
+    async fn run_attempt(&self, envelope: &Envelope, queue: &str, target: Target<'_>) -> Value {
+        let Target {
+            job_id,
+            attempt,
+            spec,
+            executor,
+            node,
+        } = target;
+        let outcome = match self.executors.get(&executor) {
             None => Outcome::Failed {
                 exit_code: None,
                 reason: format!("cannot start: no {executor} executor runs in this scheduler"),
@@ -160,11 +416,12 @@ impl SchedulerEffects {
             },
             Some(runner) => {
                 let this = Attempt {
-                    queue: queue.clone(),
-                    job_id: job_id.clone(),
-                    attempt: *attempt,
+                    queue: queue.to_string(),
+                    job_id: job_id.to_string(),
+                    attempt,
                     spec: spec.clone(),
                     key: envelope.id.clone(),
+                    node: node.map(str::to_string),
                 };
                 let started = Instant::now();
                 let outcome = match runner.launch(&this).await {
@@ -179,7 +436,7 @@ impl SchedulerEffects {
                         }
                         let started_cmd = json!({"type": "record_started", "job_id": job_id,
                             "attempt": attempt, "handle": handle});
-                        self.record_started(&queue, envelope, started_cmd).await;
+                        self.record_started(queue, envelope, started_cmd).await;
                         end.await
                     }
                 };
@@ -190,10 +447,8 @@ impl SchedulerEffects {
                 outcome
             }
         };
-        Some(
-            json!({"type": "report_result", "job_id": job_id, "attempt": attempt,
-            "now": unix_millis(), "outcome": outcome}),
-        )
+        json!({"type": "report_result", "job_id": job_id, "attempt": attempt,
+            "now": unix_millis(), "outcome": outcome})
     }
 }
 
@@ -201,7 +456,8 @@ impl SchedulerEffects {
 impl EffectHandler<Queue> for SchedulerEffects {
     async fn run(&self, envelope: &Envelope, event: &SchedulerEvent) -> Option<Value> {
         match event {
-            SchedulerEvent::JobDispatched { .. } => self.run_attempt(envelope, event).await,
+            SchedulerEvent::JobDispatched { .. } => self.dispatch(envelope, event).await,
+            SchedulerEvent::JobPlaced { .. } => self.run_placed(envelope, event).await,
             SchedulerEvent::RetryScheduled {
                 job_id,
                 attempt,
@@ -218,10 +474,21 @@ impl EffectHandler<Queue> for SchedulerEffects {
                 ..
             } => {
                 let queue = queue_of(envelope);
-                let grace = Duration::from_secs_f64(DEFAULT_KILL_GRACE_SECONDS);
-                for executor in self.executors.values() {
-                    executor.stop(&queue, job_id, *attempt, grace).await;
+                let key = (queue.clone(), job_id.clone(), *attempt);
+                if let Some(waiter) = lock(&self.waiting).get(&key) {
+                    waiter.notify_one();
                 }
+                self.stop_everywhere(&queue, job_id, *attempt).await;
+                None
+            }
+            SchedulerEvent::JobLost {
+                job_id,
+                attempt,
+                node: Some(_),
+                ..
+            } => {
+                self.stop_everywhere(&queue_of(envelope), job_id, *attempt)
+                    .await;
                 None
             }
             _ => None,

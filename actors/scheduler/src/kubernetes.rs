@@ -17,7 +17,7 @@
 //!
 //! [`job_manifest`] is also what the `manifests` executor writes.
 
-use crate::executor::{Attempt, Executor, Launch};
+use crate::executor::{Attempt, Executor, Launch, NODE_ENV};
 use crate::process::{parse_result, success_outcome, tail};
 use async_trait::async_trait;
 use flotilla_messages::scheduler::{
@@ -114,6 +114,9 @@ pub fn job_manifest(attempt: &Attempt, default_namespace: &str) -> Value {
         .collect();
     env.push(json!({"name": "FLOTILLA_JOB_ID", "value": attempt.job_id}));
     env.push(json!({"name": "FLOTILLA_ATTEMPT_NUMBER", "value": attempt.attempt.to_string()}));
+    if let Some(node) = &attempt.node {
+        env.push(json!({"name": NODE_ENV, "value": node}));
+    }
     let mut limits: Map<String, Value> = kube
         .limits
         .iter()
@@ -464,6 +467,7 @@ mod tests {
             attempt: 2,
             spec,
             key: "01a2024f-2dcf-700b-accf-fd30ec885ae6".into(),
+            node: None,
         }
     }
 

@@ -14,8 +14,12 @@
 //! - `kubernetes`: Jobs through kube-rs, watched, adopted by label;
 //! - `manifests`: Job manifests as PyYAML-compatible YAML, and the API
 //!   server's checks for quantities and names;
-//! - `host`: the effects (start, adopt, stop attempts; wake retries),
-//!   the queue signals for the provisioner, and the metrics;
+//! - `placement`: the pure rules of placement — which nodes of a pool are
+//!   ready, when a node's attempts are lost with it, [`choose_node`];
+//!   `nodes`: the [`NodeDirectory`] that folds the provisioner's pools from
+//!   the event log and the [`NodeWatch`] that reacts to lost nodes;
+//! - `host`: the effects (place, start, adopt, stop attempts; wake
+//!   retries), the queue signals for the provisioner, and the metrics;
 //! - `conformance` (tests and the `test-util` feature only): the cases
 //!   every executor passes, run against all three.
 //!
@@ -31,17 +35,21 @@ mod host;
 mod kubernetes;
 mod local;
 mod manifests;
+mod nodes;
+mod placement;
 mod process;
 mod queue;
 
 pub use allowlist::{AllowedCommands, AllowlistError, ALLOWED_COMMANDS_SETTING};
-pub use executor::{Attempt, Executor, Launch};
-pub use host::{QueueSignals, SchedulerEffects, SchedulerMetrics};
+pub use executor::{Attempt, Executor, Launch, NODE_ENV};
+pub use host::{node_lost_command_id, QueueSignals, SchedulerEffects, SchedulerMetrics};
 pub use kubernetes::{job_manifest, job_name, KubernetesExecutor, ATTEMPT_KEY_LABEL};
 pub use local::LocalExecutor;
 pub use manifests::{check_dns1123_subdomain, to_yaml, ManifestsExecutor};
+pub use nodes::{NodeDirectory, NodeWatch, NodeWatchError};
+pub use placement::{choose_node, is_ready, loss_by, loss_reason, ready_nodes, NodeLoss};
 pub use process::{
     exit_reason, group_command, group_leader, parse_result, signal_group, stderr_detail,
     stop_group, wait_or_stop, ProcessIdentity,
 };
-pub use queue::{Depth, JobRecord, JobStatus, Queue};
+pub use queue::{AttemptRecord, AttemptStatus, Depth, JobRecord, JobStatus, Queue, ATTEMPTS_KEPT};

@@ -14,7 +14,8 @@
 //! The environment is the scheduler's, plus the spec's (extra env,
 //! `SESSION_ID`, `WORKER_ID`, `MODE`, `ARQON_<name>`, `FLOTILLA_PARAM_<name>`,
 //! `FLOTILLA_STUDY`, `FLOTILLA_TRIAL_ID`) and `FLOTILLA_JOB_ID`,
-//! `FLOTILLA_ATTEMPT_NUMBER`, `FLOTILLA_ATTEMPT`. A timeout sends SIGTERM to
+//! `FLOTILLA_ATTEMPT_NUMBER`, `FLOTILLA_ATTEMPT`, and `FLOTILLA_NODE` for an
+//! attempt placed on a node of the queue's pool. A timeout sends SIGTERM to
 //! the group, waits the spec's grace and sends SIGKILL.
 //!
 //! Only programs in the host's allowlist run ([`AllowedCommands`]; the
@@ -25,7 +26,7 @@
 //! program is no longer allowed is stopped. An attempt that already ended
 //! is collected as it ended: it ran while it was allowed.
 
-use crate::executor::{Attempt, Executor, Launch};
+use crate::executor::{Attempt, Executor, Launch, NODE_ENV};
 use crate::process::{
     env_of, exit_reason, find_by_env, group_command, group_leader, program_exists, stderr_detail,
     stop_group, success_outcome, tail, wait_or_stop, ProcessIdentity,
@@ -152,6 +153,7 @@ impl LocalExecutor {
             .env("FLOTILLA_JOB_ID", &attempt.job_id)
             .env("FLOTILLA_ATTEMPT_NUMBER", attempt.attempt.to_string())
             .env(ATTEMPT_ENV, &attempt.key)
+            .envs(attempt.node.as_ref().map(|node| (NODE_ENV, node)))
             .stdout(stdout)
             .stderr(stderr)
             .kill_on_drop(false);
@@ -405,6 +407,7 @@ mod tests {
             attempt: 1,
             spec: JobSpec::new(command.iter().map(|s| s.to_string()).collect()),
             key: format!("key-{job}-{}", std::process::id()),
+            node: None,
         };
         (executor, attempt)
     }

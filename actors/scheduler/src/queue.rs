@@ -33,16 +33,27 @@
 //! - `cancel` cancels a job that has not finished (`INVALID_STATE` once it
 //!   has; cancelling again records nothing); a dispatched attempt is named
 //!   in the event so the host stops it.
+//! - `place` (from the host, with the ready nodes of the queue's pool)
+//!   places the current attempt of a dispatched job not placed yet on the
+//!   node [`choose_node`] picks — fewest of this queue's attempts holding a
+//!   slot there, then node id — and records `job_placed`; for any other
+//!   attempt it records nothing. A `place` naming no node, or a node id
+//!   that is not an id, is `INVALID_FIELD`.
+//! - `node_lost` records `job_lost` for every attempt holding a slot on
+//!   that node, naming the node: each job waits for a slot again and runs
+//!   as a new attempt (not counted as a retry), dispatched in the same
+//!   append when a slot is free. A node no attempt runs on records nothing.
 
 use flotilla_messages::scheduler::{
     validate_job_id, ExecutorHandle, ExecutorKind, JobOutputs, JobSpec, Outcome, QueueConfig,
     ReportResult, SchedulerCommand, SchedulerEvent, COMMAND_TYPES,
 };
-use flotilla_messages::{Actor, ErrorCode, Page, Rejection};
+use flotilla_messages::{validate_id, Actor, ErrorCode, Page, Rejection};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::placement::choose_node;
 use crate::AllowedCommands;
 use flotilla_host::Aggregate;
 
@@ -114,6 +125,45 @@ impl JobStatus {
     }
 }
 
+/// How one attempt went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptStatus {
+    /// Given a slot (waiting for a node, or being started).
+    Dispatched,
+    /// Its process or Job exists.
+    Running,
+    /// It succeeded.
+    Succeeded,
+    /// It failed.
+    Failed,
+    /// It ran past its timeout.
+    TimedOut,
+    /// It vanished, or its node failed or left the pool.
+    Lost,
+    /// Its job was cancelled while it ran.
+    Cancelled,
+}
+
+/// One attempt of a job: where it ran and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// The attempt number (1, 2, ...).
+    pub attempt: u32,
+    /// The node it was placed on, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// How it went.
+    pub status: AttemptStatus,
+    /// Why it failed, timed out, was lost or cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// How many attempts a job keeps a record of (the newest; the log keeps
+/// them all).
+pub const ATTEMPTS_KEPT: usize = 100;
+
 /// One job and what its attempts gave.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
@@ -149,14 +199,37 @@ pub struct JobRecord {
     /// When its end was reported (unix milliseconds), if it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<u64>,
+    /// The node the latest attempt was placed on, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Its attempts, oldest first (at most [`ATTEMPTS_KEPT`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<AttemptRecord>,
 }
 
 impl JobRecord {
+    /// Changes the record of the latest attempt, if it is `attempt`.
+    fn update_attempt(&mut self, attempt: u32, change: impl FnOnce(&mut AttemptRecord)) {
+        if let Some(record) = self.attempts.last_mut().filter(|r| r.attempt == attempt) {
+            change(record);
+        }
+    }
+
+    /// Records how `attempt` ended.
+    fn end_attempt(&mut self, attempt: u32, status: AttemptStatus, reason: Option<String>) {
+        self.update_attempt(attempt, |r| {
+            r.status = status;
+            r.reason = reason;
+        });
+    }
+
     fn view(&self) -> Value {
         json!({
             "job_id": self.job_id,
             "status": self.status.as_str(),
             "attempt": self.attempt,
+            "node": self.node,
+            "attempts": self.attempts,
             "priority": self.spec.priority,
             "trial_id": self.spec.trial_id,
             "value": self.value,
@@ -440,6 +513,7 @@ impl QueueState {
                 attempt: attempt + 1,
                 spec: spec.clone(),
                 executor: config.executor,
+                pool: Some(config.pool.clone()),
             })
             .collect();
         events.extend(dispatches);
@@ -531,7 +605,67 @@ impl QueueState {
             job_id: job_id.to_string(),
             attempt,
             handle: handle.clone(),
+            node: job.node.clone(),
         }])
+    }
+
+    /// The queue's attempts holding a slot on each node.
+    fn load_by_node(&self) -> BTreeMap<&str, usize> {
+        let mut load = BTreeMap::new();
+        for id in &self.holding {
+            if let Some(node) = self.jobs.get(id).and_then(|j| j.node.as_deref()) {
+                *load.entry(node).or_default() += 1;
+            }
+        }
+        load
+    }
+
+    fn decide_place(
+        &self,
+        job_id: &str,
+        attempt: u32,
+        nodes: &[String],
+    ) -> Result<Vec<SchedulerEvent>, Rejection> {
+        if nodes.is_empty() {
+            return Err(Rejection::invalid(
+                "nodes must name at least one ready node",
+            ));
+        }
+        for (i, node) in nodes.iter().enumerate() {
+            validate_id("node id", node)
+                .map_err(|e| Rejection::invalid(format!("nodes[{i}]: {e}")))?;
+        }
+        let job = self.job(job_id)?;
+        let placeable =
+            job.attempt == attempt && job.status == JobStatus::Dispatched && job.node.is_none();
+        let Some(node) = choose_node(nodes, &self.load_by_node()).filter(|_| placeable) else {
+            return Ok(vec![]);
+        };
+        Ok(vec![SchedulerEvent::JobPlaced {
+            job_id: job_id.to_string(),
+            attempt,
+            node: node.to_string(),
+            spec: job.spec.clone(),
+            executor: self.config.executor,
+            pool: self.config.pool.clone(),
+        }])
+    }
+
+    fn decide_node_lost(&self, node: &str, reason: &str) -> Result<Vec<SchedulerEvent>, Rejection> {
+        validate_id("node id", node).map_err(|e| Rejection::invalid(format!("node: {e}")))?;
+        let lost = self
+            .holding
+            .iter()
+            .filter_map(|id| self.jobs.get(id))
+            .filter(|job| job.node.as_deref() == Some(node))
+            .map(|job| SchedulerEvent::JobLost {
+                job_id: job.job_id.clone(),
+                attempt: job.attempt,
+                reason: reason.to_string(),
+                node: Some(node.to_string()),
+            })
+            .collect();
+        Ok(self.then_dispatch(lost))
     }
 
     fn decide_report(&self, report: &ReportResult) -> Result<Vec<SchedulerEvent>, Rejection> {
@@ -589,6 +723,7 @@ impl QueueState {
                 job_id: job_id.clone(),
                 attempt,
                 reason,
+                node: job.node.clone(),
             },
             Outcome::TimedOut {
                 after_seconds,
@@ -670,6 +805,13 @@ impl QueueState {
         }
     }
 
+    /// Records how `attempt` of `job_id` ended.
+    fn end_attempt(&mut self, job_id: &str, attempt: u32, status: AttemptStatus, reason: &str) {
+        if let Some(job) = self.jobs.get_mut(job_id) {
+            job.end_attempt(attempt, status, Some(reason.to_string()));
+        }
+    }
+
     fn finish(
         &mut self,
         job_id: &str,
@@ -725,6 +867,8 @@ impl QueueState {
                         lost: 0,
                         ended: None,
                         ended_at: None,
+                        node: None,
+                        attempts: Vec::new(),
                     },
                 );
                 self.set_status(job_id, JobStatus::Pending);
@@ -736,56 +880,86 @@ impl QueueState {
                 if let Some(job) = self.jobs.get_mut(job_id) {
                     job.attempt = *attempt;
                     job.handle = None;
+                    job.node = None;
                     job.not_before = None;
+                    if job.attempts.len() >= ATTEMPTS_KEPT {
+                        job.attempts.remove(0);
+                    }
+                    job.attempts.push(AttemptRecord {
+                        attempt: *attempt,
+                        node: None,
+                        status: AttemptStatus::Dispatched,
+                        reason: None,
+                    });
                 }
             }
-            SchedulerEvent::JobStarted { job_id, handle, .. } => {
+            SchedulerEvent::JobPlaced {
+                job_id,
+                attempt,
+                node,
+                ..
+            } => {
+                if let Some(job) = self.jobs.get_mut(job_id) {
+                    job.node = Some(node.clone());
+                    job.update_attempt(*attempt, |r| r.node = Some(node.clone()));
+                }
+            }
+            SchedulerEvent::JobStarted {
+                job_id,
+                attempt,
+                handle,
+                ..
+            } => {
                 self.set_status(job_id, JobStatus::Running);
                 if let Some(job) = self.jobs.get_mut(job_id) {
                     job.handle = Some(handle.clone());
+                    job.update_attempt(*attempt, |r| r.status = AttemptStatus::Running);
                 }
             }
             SchedulerEvent::JobSucceeded {
                 job_id,
+                attempt,
                 value,
                 outputs,
                 at,
-                ..
             } => {
                 self.tick(*at);
                 self.set_status(job_id, JobStatus::Succeeded);
                 self.finish(job_id, None, None, outputs);
                 if let Some(job) = self.jobs.get_mut(job_id) {
                     job.value = *value;
+                    job.end_attempt(*attempt, AttemptStatus::Succeeded, None);
                 }
                 self.end(job_id, *at);
             }
             SchedulerEvent::JobFailed {
                 job_id,
+                attempt,
                 exit_code,
                 reason,
                 outputs,
                 will_retry,
                 at,
-                ..
             } => {
                 self.tick(*at);
                 let end = (JobStatus::Failed, *exit_code, reason.clone());
                 self.attempt_failed(job_id, *will_retry, end, outputs);
+                self.end_attempt(job_id, *attempt, AttemptStatus::Failed, reason);
                 if !will_retry {
                     self.end(job_id, *at);
                 }
             }
             SchedulerEvent::JobTimedOut {
                 job_id,
+                attempt,
                 after_seconds,
                 outputs,
                 will_retry,
                 at,
-                ..
             } => {
                 self.tick(*at);
                 let reason = format!("timed out after {after_seconds} s");
+                self.end_attempt(job_id, *attempt, AttemptStatus::TimedOut, &reason);
                 let end = (JobStatus::TimedOut, None, reason);
                 self.attempt_failed(job_id, *will_retry, end, outputs);
                 if !will_retry {
@@ -799,8 +973,14 @@ impl QueueState {
                     job.not_before = Some(*not_before);
                 }
             }
-            SchedulerEvent::JobLost { job_id, reason, .. } => {
+            SchedulerEvent::JobLost {
+                job_id,
+                attempt,
+                reason,
+                ..
+            } => {
                 self.set_status(job_id, JobStatus::Pending);
+                self.end_attempt(job_id, *attempt, AttemptStatus::Lost, reason);
                 if let Some(job) = self.jobs.get_mut(job_id) {
                     job.lost += 1;
                     job.reason = Some(reason.clone());
@@ -809,11 +989,19 @@ impl QueueState {
             SchedulerEvent::JobRequeued { job_id, .. } => {
                 self.set_status(job_id, JobStatus::Pending);
             }
-            SchedulerEvent::JobCancelled { job_id, reason, .. } => {
+            SchedulerEvent::JobCancelled {
+                job_id,
+                reason,
+                running_attempt,
+            } => {
                 self.set_status(job_id, JobStatus::Cancelled);
                 if let Some(job) = self.jobs.get_mut(job_id) {
                     job.reason = reason.clone().or_else(|| Some("cancelled".into()));
                     job.not_before = None;
+                    if let Some(attempt) = running_attempt {
+                        let why = job.reason.clone();
+                        job.end_attempt(*attempt, AttemptStatus::Cancelled, why);
+                    }
                 }
                 self.end(job_id, None);
             }
@@ -930,6 +1118,12 @@ impl Aggregate for Queue {
             SchedulerCommand::RetryDue { job_id, attempt } => {
                 state.decide_retry_due(job_id, *attempt)?
             }
+            SchedulerCommand::Place {
+                job_id,
+                attempt,
+                nodes,
+            } => state.decide_place(job_id, *attempt, nodes)?,
+            SchedulerCommand::NodeLost { node, reason } => state.decide_node_lost(node, reason)?,
         };
         prefix.extend(events);
         Ok(prefix)
@@ -979,11 +1173,13 @@ impl Aggregate for Queue {
         matches!(
             event,
             SchedulerEvent::JobDispatched { .. }
+                | SchedulerEvent::JobPlaced { .. }
                 | SchedulerEvent::RetryScheduled { .. }
                 | SchedulerEvent::JobCancelled {
                     running_attempt: Some(_),
                     ..
                 }
+                | SchedulerEvent::JobLost { node: Some(_), .. }
         )
     }
 }
@@ -1586,6 +1782,232 @@ mod tests {
         assert!(matches!(report[0], SchedulerEvent::JobFailed { .. }));
     }
 
+    fn start_attempt(id: &str, attempt: u32) -> SchedulerCommand {
+        SchedulerCommand::RecordStarted {
+            job_id: id.into(),
+            attempt,
+            handle: ExecutorHandle::Manifests { path: "p".into() },
+        }
+    }
+
+    fn start(id: &str) -> SchedulerCommand {
+        start_attempt(id, 1)
+    }
+
+    fn place(id: &str, attempt: u32, nodes: &[&str]) -> SchedulerCommand {
+        SchedulerCommand::Place {
+            job_id: id.into(),
+            attempt,
+            nodes: nodes.iter().map(|n| n.to_string()).collect(),
+        }
+    }
+
+    fn node_lost(node: &str) -> SchedulerCommand {
+        SchedulerCommand::NodeLost {
+            node: node.into(),
+            reason: format!("node {node} failed (xid_replace:xid_79)"),
+        }
+    }
+
+    fn placed(events: &[SchedulerEvent]) -> Vec<(&str, u32, &str)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                SchedulerEvent::JobPlaced {
+                    job_id,
+                    attempt,
+                    node,
+                    ..
+                } => Some((job_id.as_str(), *attempt, node.as_str())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn gpu_queue(concurrency: u32) -> SchedulerCommand {
+        SchedulerCommand::ConfigureQueue(QueueConfig {
+            concurrency,
+            pool: "gpu".into(),
+            ..QueueConfig::default()
+        })
+    }
+
+    #[test]
+    fn a_dispatch_names_the_queues_pool_and_place_picks_the_least_loaded_node() {
+        let (queue, events) = run(vec![gpu_queue(3), submit("a", 0), submit("b", 0)]);
+        assert!(
+            matches!(&events[2], SchedulerEvent::JobDispatched { pool: Some(p), .. } if p == "gpu")
+        );
+        let nodes = ["gpu-2", "gpu-1"];
+        let first = when(&queue, place("a", 1, &nodes)).unwrap();
+        assert_eq!(placed(&first), [("a", 1, "gpu-1")], "idle: the smallest id");
+        let queue = first.iter().fold(queue, |q, e| q.evolve(e));
+        let second = when(&queue, place("b", 1, &nodes)).unwrap();
+        assert_eq!(
+            placed(&second),
+            [("b", 1, "gpu-2")],
+            "gpu-1 runs one already"
+        );
+        let SchedulerEvent::JobPlaced {
+            spec,
+            pool,
+            executor,
+            ..
+        } = &second[0]
+        else {
+            unreachable!()
+        };
+        assert_eq!((pool.as_str(), *executor), ("gpu", ExecutorKind::Local));
+        assert_eq!(
+            spec,
+            &queue.job("b").unwrap().spec,
+            "the effect needs nothing else"
+        );
+        let queue = second.iter().fold(queue, |q, e| q.evolve(e));
+        // Placed once: a repeated or late place, or one for another attempt, records nothing.
+        assert_eq!(when(&queue, place("a", 1, &["gpu-3"])).unwrap(), vec![]);
+        assert_eq!(when(&queue, place("a", 2, &["gpu-3"])).unwrap(), vec![]);
+        // The start record and the view carry the node.
+        let started = when(&queue, start("a")).unwrap();
+        assert!(
+            matches!(&started[0], SchedulerEvent::JobStarted { node: Some(n), .. } if n == "gpu-1")
+        );
+        let queue = started.iter().fold(queue, |q, e| q.evolve(e));
+        let view = queue.view();
+        let a = view["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["job_id"] == "a")
+            .unwrap();
+        assert_eq!(a["node"], "gpu-1");
+        assert_eq!(
+            a["attempts"],
+            json!([{"attempt": 1, "node": "gpu-1", "status": "running"}])
+        );
+    }
+
+    #[test]
+    fn place_without_a_valid_node_is_refused_naming_the_field() {
+        let (queue, _) = run(vec![gpu_queue(1), submit("a", 0)]);
+        let e = when(&queue, place("a", 1, &[])).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidField);
+        assert_eq!(e.message, "nodes must name at least one ready node");
+        let e = when(&queue, place("a", 1, &["gpu-1", "gpu 2"])).unwrap_err();
+        assert!(
+            e.message.starts_with("nodes[1]: invalid node id"),
+            "{}",
+            e.message
+        );
+        let e = when(&queue, node_lost("")).unwrap_err();
+        assert!(
+            e.message.starts_with("node: invalid node id"),
+            "{}",
+            e.message
+        );
+        let e = when(&queue, place("zz", 1, &["gpu-1"])).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotFound);
+    }
+
+    /// Given a queue of three jobs, two placed on gpu-1 (one started) and
+    /// one on gpu-2, and a fourth job waiting.
+    fn three_placed() -> Queue {
+        let (queue, _) = run(vec![
+            gpu_queue(3),
+            submit("a", 0),
+            submit("b", 0),
+            submit("c", 0),
+            submit("d", 0),
+            place("a", 1, &["gpu-1"]),
+            place("b", 1, &["gpu-1", "gpu-2"]),
+            place("c", 1, &["gpu-1"]),
+            start("a"),
+        ]);
+        queue
+    }
+
+    #[test]
+    fn a_lost_node_loses_every_attempt_on_it_and_they_run_again() {
+        let queue = three_placed();
+        let events = when(&queue, node_lost("gpu-1")).unwrap();
+        let lost: Vec<(&str, u32, Option<&str>)> = events
+            .iter()
+            .filter_map(|e| match e {
+                SchedulerEvent::JobLost {
+                    job_id,
+                    attempt,
+                    node,
+                    reason,
+                } => {
+                    assert_eq!(reason, "node gpu-1 failed (xid_replace:xid_79)");
+                    Some((job_id.as_str(), *attempt, node.as_deref()))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(lost, [("a", 1, Some("gpu-1")), ("c", 1, Some("gpu-1"))]);
+        assert!(events
+            .iter()
+            .filter(|e| e.event_type() == "job_lost")
+            .all(Queue::wants_effect));
+        // A lost job keeps its place in line: the freed slots go to a and c
+        // again (attempt 2) before d, submitted after them.
+        assert_eq!(
+            dispatched(&events),
+            [("a".to_string(), 2), ("c".to_string(), 2)]
+        );
+        let queue = events.iter().fold(queue, |q, e| q.evolve(e));
+        assert_eq!(queue.job("d").map(|d| d.status), Some(JobStatus::Pending));
+        assert_eq!(
+            queue.job("b").unwrap().status,
+            JobStatus::Dispatched,
+            "gpu-2's stays"
+        );
+        let a = queue.job("a").unwrap();
+        assert_eq!((a.attempt, a.lost, a.node.as_deref()), (2, 1, None));
+        assert_eq!(a.attempts[0].status, AttemptStatus::Lost);
+        assert_eq!(a.attempts[0].node.as_deref(), Some("gpu-1"));
+        assert_eq!(a.attempts[1].status, AttemptStatus::Dispatched);
+        // Told again (another provisioner event, or a repeat): nothing runs there now.
+        assert_eq!(when(&queue, node_lost("gpu-1")).unwrap(), vec![]);
+        // The new attempt is placed away from gpu-2's load when gpu-1 is not offered.
+        let again = when(&queue, place("a", 2, &["gpu-2", "gpu-3"])).unwrap();
+        assert_eq!(placed(&again), [("a", 2, "gpu-3")]);
+    }
+
+    #[test]
+    fn a_lost_attempt_does_not_count_against_the_backoff_limit() {
+        let (queue, _) = run(vec![
+            gpu_queue(1),
+            submit("a", 0),
+            place("a", 1, &["gpu-1"]),
+            start("a"),
+            node_lost("gpu-1"),
+            place("a", 2, &["gpu-2"]),
+            start_attempt("a", 2),
+        ]);
+        // backoff_limit 0: a failure now ends the job, the loss did not use it up.
+        let events = when(&queue, report("a", 2, ok(0.5))).unwrap();
+        assert!(matches!(
+            events[0],
+            SchedulerEvent::JobSucceeded { attempt: 2, .. }
+        ));
+        let queue = events.iter().fold(queue, |q, e| q.evolve(e));
+        let a = queue.job("a").unwrap();
+        let history: Vec<(u32, Option<&str>, AttemptStatus)> = a
+            .attempts
+            .iter()
+            .map(|r| (r.attempt, r.node.as_deref(), r.status))
+            .collect();
+        assert_eq!(
+            history,
+            [
+                (1, Some("gpu-1"), AttemptStatus::Lost),
+                (2, Some("gpu-2"), AttemptStatus::Succeeded)
+            ]
+        );
+    }
+
     fn any_command() -> impl proptest::strategy::Strategy<Value = SchedulerCommand> {
         use proptest::prelude::*;
         let id = || (0..6u8).prop_map(|i| format!("j{i}"));
@@ -1615,8 +2037,22 @@ mod tests {
                 job_id: id,
                 attempt
             }),
+            (
+                id(),
+                1..4u32,
+                proptest::sample::subsequence(NODES.to_vec(), 1..4)
+            )
+                .prop_map(|(id, attempt, nodes)| SchedulerCommand::Place {
+                    job_id: id,
+                    attempt,
+                    nodes: nodes.into_iter().map(str::to_string).collect(),
+                }),
+            proptest::sample::select(NODES.to_vec()).prop_map(node_lost),
+            (id(), 1..4u32).prop_map(|(id, attempt)| start_attempt(&id, attempt)),
         ]
     }
+
+    const NODES: [&str; 4] = ["gpu-1", "gpu-2", "gpu-3", "gpu-4"];
 
     proptest::proptest! {
         /// Whatever the commands, the queue never dispatches past its
@@ -1653,6 +2089,41 @@ mod tests {
                 let bytes = rmp_serde::to_vec_named(&queue).unwrap();
                 let back: Queue = rmp_serde::from_slice(&bytes).unwrap();
                 proptest::prop_assert_eq!(&back, &queue);
+            }
+        }
+
+        /// Whatever the commands, an attempt is placed only on a node it
+        /// was offered, with the fewest of the queue's attempts among
+        /// them; a lost node leaves no attempt holding a slot on it; and
+        /// every job's attempt history ends with its current attempt.
+        #[test]
+        fn placement_stays_on_offered_nodes_and_a_lost_node_keeps_nothing(
+            commands in proptest::collection::vec(any_command(), 1..60)
+        ) {
+            let mut queue = Queue::default();
+            for command in commands {
+                let before = queue.clone();
+                let Ok(events) = queue.decide(&command) else { continue };
+                for e in &events {
+                    queue = queue.evolve(e);
+                }
+                let state = queue.state.as_ref().unwrap();
+                if let SchedulerCommand::Place { nodes, .. } = &command {
+                    let load = before.state.as_ref().unwrap().load_by_node();
+                    for (_, _, node) in placed(&events) {
+                        proptest::prop_assert!(nodes.iter().any(|n| n == node));
+                        let fewest = nodes.iter().map(|n| load.get(n.as_str()).copied().unwrap_or(0)).min();
+                        proptest::prop_assert_eq!(load.get(node).copied().unwrap_or(0), fewest.unwrap());
+                    }
+                }
+                if let SchedulerCommand::NodeLost { node, .. } = &command {
+                    let left = state.holding.iter().filter(|id| state.jobs[*id].node.as_deref() == Some(node.as_str())).count();
+                    proptest::prop_assert_eq!(left, 0);
+                }
+                for job in state.jobs.values().filter(|j| j.attempt > 0) {
+                    let last = job.attempts.last().map(|r| (r.attempt, r.node.as_deref()));
+                    proptest::prop_assert_eq!(last, Some((job.attempt, job.node.as_deref())), "{:?}", job);
+                }
             }
         }
     }

@@ -259,3 +259,56 @@ pub fn wait_until<T>(within: Duration, mut check: impl FnMut() -> Option<T>) -> 
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A running `flotilla agent --source sim` for `node` on the NATS server at
+/// `url` (stderr in `log_dir/agent-<node>.log`), killed by its own pid on
+/// drop. Faults are injected on `flotilla.faults.<node>` ([`publish_json`]).
+pub struct SimAgent(Child);
+
+impl SimAgent {
+    /// Starts the agent, reporting every 200 ms.
+    pub fn start(url: &str, node: &str, log_dir: &Path) -> SimAgent {
+        let log = std::fs::File::create(log_dir.join(format!("agent-{node}.log"))).unwrap();
+        let child = Command::new(flotilla_bin())
+            .args(["agent", "--node-id", node, "--nats", url, "--source", "sim"])
+            .args(["--interval", "200ms", "--http", "off"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn agent");
+        SimAgent(child)
+    }
+}
+
+impl Drop for SimAgent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Publishes `body` as JSON on `subject` of the NATS server at `url`.
+pub fn publish_json(url: &str, subject: &str, body: Value) {
+    use flotilla_bus::{Bus, Message};
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let bus = flotilla_bus::nats::NatsBus::connect(url).await.unwrap();
+            bus.publish(Message::new(subject, serde_json::to_vec(&body).unwrap()))
+                .await
+                .unwrap();
+            bus.flush().await.unwrap();
+        });
+}
+
+/// The status of `node` in a pool's view (`absent` when it has none).
+pub fn node_status(view: &Value, node: &str) -> String {
+    view["nodes"]
+        .as_array()
+        .and_then(|nodes| nodes.iter().find(|n| n["node_id"] == node))
+        .map_or("absent".into(), |n| {
+            n["status"].as_str().unwrap_or("?").to_string()
+        })
+}
