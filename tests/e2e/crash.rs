@@ -30,8 +30,8 @@
 //! and the kill plan, not the exact instants.
 //!
 //! Run: `NATS_SERVER_BIN=/path/to/nats-server cargo test --test e2e crash:: --
-//! --skip fleet_crash:: --skip scheduler_crash:: --nocapture` (test filters
-//! match substrings).
+//! --skip fleet_crash:: --skip scheduler_crash:: --skip study_run_crash::
+//! --nocapture` (test filters match substrings).
 
 use crate::support::{flotilla, json_lines, FlotillaUp};
 use flotilla_bus::testing::NatsServer;

@@ -1,9 +1,10 @@
 //! The end-to-end tests of the `flotilla` binary, in one test binary (one
 //! link of the workspace instead of one per area). Each area is a module:
 //! `cargo test --test e2e cli_run::` runs one (filters match substrings, so
-//! `crash::` also selects `fleet_crash::` and `scheduler_crash::`; add
-//! `-- --skip fleet_crash:: --skip scheduler_crash::`). The shared harness
-//! is [`support`]; golden files are under `tests/e2e/golden`.
+//! `crash::` also selects `fleet_crash::`, `scheduler_crash::` and
+//! `study_run_crash::`; add `-- --skip fleet_crash:: --skip
+//! scheduler_crash:: --skip study_run_crash::`). The shared harness is
+//! [`support`]; golden files are under `tests/e2e/golden`.
 //!
 //! Tests run in parallel threads of one process, so none changes the
 //! process's environment or working directory: a child's environment and
@@ -22,6 +23,7 @@ mod corrupt_isolation;
 mod crash;
 mod fleet_agent;
 mod fleet_crash;
+mod fleet_loop;
 mod fleet_nats;
 mod forgery;
 mod gateway_origin;
@@ -42,4 +44,5 @@ mod scheduler_crash;
 mod sled_damage;
 mod study_run;
 mod study_run_cli;
+mod study_run_crash;
 mod up_nats_start;

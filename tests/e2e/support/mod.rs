@@ -141,6 +141,11 @@ impl FlotillaUp {
         self.spawn();
     }
 
+    /// The pid of the running process (`None` while it is down).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The process's resident set size in KiB (`VmRSS` in `/proc`).
     pub fn rss_kib(&self) -> u64 {
         let pid = self.child.as_ref().expect("running").id();
