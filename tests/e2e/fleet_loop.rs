@@ -5,21 +5,18 @@
 //! provisioner and the study runs; a real `flotilla agent --source sim`
 //! runs for every node the sim provider creates. A study with `parallel:
 //! 16` runs its trials as jobs on the nodes of pool `gpu` (min 2, max 6,
-//! the queue autoscaler at 3 jobs per node, so 16 jobs in flight ask for
-//! the max). While trials run, an XID 79 is injected on a node that runs
+//! the queue autoscaler at 4 jobs per node, so 16 jobs in flight ask for
+//! 4 nodes). While trials run, an XID 79 is injected on a node that runs
 //! one: the node is replaced (its replacement comes up before it goes),
 //! the trial whose job was lost with it runs again on another node, and
 //! the study ends with exactly `budget` results. After the run the pool
 //! shrinks back to its minimum.
 
-use crate::support::{flotilla, flotilla_bin, wait_until, FlotillaUp};
-use flotilla_bus::nats::NatsBus;
+use crate::support::{flotilla, json_lines, publish_json, wait_until, FlotillaUp, SimAgent};
 use flotilla_bus::testing::NatsServer;
-use flotilla_bus::{Bus, Message};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +32,7 @@ awk -v x="$ARQON_x" 'BEGIN { printf "RESULT=%f\n", (x - 1) * (x - 1) }'
 "#;
 
 fn pools(dir: &Path) -> String {
-    let yaml = "providers:\n  cloud: {type: sim, auto_register: false}\npools:\n  gpu:\n    provider: cloud\n    min_nodes: 2\n    max_nodes: 6\n    cooldown: 0s\n    autoscaling: {type: queue, jobs_per_node: 3}\n    health: {unhealthy_threshold: 1, boot_grace: 0s, heartbeat_timeout: 5s}\n    replacement: {drain_mode: evict, circuit_breaker: {max_replaced_percent: 100}}\n";
+    let yaml = "providers:\n  cloud: {type: sim, auto_register: false}\npools:\n  gpu:\n    provider: cloud\n    min_nodes: 2\n    max_nodes: 6\n    cooldown: 0s\n    autoscaling: {type: queue, jobs_per_node: 4}\n    health: {unhealthy_threshold: 1, boot_grace: 0s, heartbeat_timeout: 5s}\n    replacement: {drain_mode: evict, circuit_breaker: {max_replaced_percent: 100}}\n";
     let path = dir.join("pools.yaml");
     std::fs::write(&path, yaml).unwrap();
     path.display().to_string()
@@ -45,7 +42,7 @@ fn pools(dir: &Path) -> String {
 /// stopped; kills them (by their own pids) when dropped.
 struct Agents {
     stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<Vec<Child>>>,
+    thread: Option<std::thread::JoinHandle<Vec<SimAgent>>>,
 }
 
 impl Agents {
@@ -53,7 +50,7 @@ impl Agents {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let thread = std::thread::spawn(move || {
-            let mut agents: BTreeMap<String, Child> = BTreeMap::new();
+            let mut agents: BTreeMap<String, SimAgent> = BTreeMap::new();
             let client = crate::support::http_client();
             while !stopping.load(Ordering::Relaxed) {
                 let view: Value = client
@@ -64,7 +61,7 @@ impl Agents {
                 for node in view["result"]["nodes"].as_array().into_iter().flatten() {
                     let id = node["node_id"].as_str().unwrap_or_default().to_string();
                     if node["status"] == "registering" && !agents.contains_key(&id) {
-                        agents.insert(id.clone(), start_agent(&nats, &id, &log_dir));
+                        agents.insert(id.clone(), SimAgent::start(&nats, &id, &log_dir));
                     }
                 }
                 std::thread::sleep(Duration::from_millis(200));
@@ -82,39 +79,14 @@ impl Drop for Agents {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
-            for mut agent in thread.join().unwrap_or_default() {
-                let _ = agent.kill();
-                let _ = agent.wait();
-            }
+            drop(thread.join());
         }
     }
 }
 
-fn start_agent(nats: &str, node: &str, log_dir: &Path) -> Child {
-    let log = std::fs::File::create(log_dir.join(format!("agent-{node}.log"))).unwrap();
-    Command::new(flotilla_bin())
-        .args(["agent", "--node-id", node, "--nats", nats, "--source", "sim"])
-        .args(["--interval", "200ms", "--http", "off"])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn agent")
-}
-
 fn inject_xid_79(nats: &str, node: &str) {
     let body = json!({"kind": "event", "event": {"kind": "xid", "gpu": 0, "code": 79}});
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let bus = NatsBus::connect(nats).await.unwrap();
-            let subject = format!("flotilla.faults.{node}");
-            bus.publish(Message::new(subject, serde_json::to_vec(&body).unwrap()))
-                .await
-                .unwrap();
-            bus.flush().await.unwrap();
-        });
+    publish_json(nats, &format!("flotilla.faults.{node}"), body);
 }
 
 fn result(up: &FlotillaUp, path: &str) -> Value {
@@ -156,8 +128,7 @@ fn a_study_runs_itself_on_a_pool_that_scales_and_heals() {
     let url = nats.url();
     let script = dir.path().join("eval.sh");
     std::fs::write(&script, SCRIPT).unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let records_path = dir.path().join("records.txt");
     let pools = pools(dir.path());
     let jobs_dir = dir.path().join("jobs");
@@ -174,7 +145,10 @@ fn a_study_runs_itself_on_a_pool_that_scales_and_heals() {
     let _agents = Agents::follow(up.url.clone(), url.clone(), dir.path().to_path_buf());
     wait_until(Duration::from_secs(60), || {
         let pool = result(&up, "/v1/query/provisioner/gpu");
-        let active = nodes_by_status(&pool).values().filter(|s| *s == "active").count();
+        let active = nodes_by_status(&pool)
+            .values()
+            .filter(|s| *s == "active")
+            .count();
         (active == 2).then_some(())
     })
     .unwrap_or_else(|| panic!("the pool's first two nodes never came up:\n{}", up.log()));
@@ -186,10 +160,11 @@ fn a_study_runs_itself_on_a_pool_that_scales_and_heals() {
     let (status, reply) = up.send("solver", "loop", &create);
     assert_eq!(status, 200, "{reply}");
 
-    // The queue is deep: the pool grows to its max.
+    // The queue is deep: the pool grows from 2 to the 4 nodes that 16
+    // jobs at 4 per node ask for (within its max of 6).
     wait_until(Duration::from_secs(60), || {
         let pool = result(&up, "/v1/query/provisioner/gpu");
-        (pool["desired"] == 6).then_some(())
+        (pool["desired"] == 4).then_some(())
     })
     .unwrap_or_else(|| panic!("the pool never scaled up:\n{}", up.log()));
 
@@ -198,7 +173,12 @@ fn a_study_runs_itself_on_a_pool_that_scales_and_heals() {
         let run = result(&up, "/v1/query/study_run/loop");
         run["running"].as_array()?.iter().find_map(|t| {
             let node = t["node"].as_str()?;
-            (t["phase"] == "running").then(|| (node.to_string(), t["trial_id"].as_str().unwrap().to_string()))
+            (t["phase"] == "running").then(|| {
+                (
+                    node.to_string(),
+                    t["trial_id"].as_str().unwrap().to_string(),
+                )
+            })
         })
     })
     .unwrap_or_else(|| panic!("no trial ran on a node:\n{}", up.log()));
@@ -222,12 +202,26 @@ fn a_study_runs_itself_on_a_pool_that_scales_and_heals() {
     assert_eq!(study["counts"]["told"], BUDGET, "{study}");
     assert_eq!(run["counts"]["completed"], BUDGET, "{run}");
 
-    // The victim was replaced: gone, and a node it never was took its place.
-    let pool = result(&up, "/v1/query/provisioner/gpu");
-    let statuses = nodes_by_status(&pool);
+    // The victim was replaced, make before break: the pool's log has a
+    // replacement that registered before the victim's termination.
+    let events =
+        json_lines(&flotilla(&["events", "--nats", &url, "--stream", "provisioner/gpu"]).stdout);
+    let position = |kind: &str, node: &str| {
+        events
+            .iter()
+            .position(|e| e["type"] == kind && e["payload"]["node_id"] == node)
+    };
+    let replacement = events
+        .iter()
+        .find(|e| e["type"] == "node_requested" && e["payload"]["reason"] == "replacement")
+        .and_then(|e| e["payload"]["node_id"].as_str())
+        .unwrap_or_else(|| panic!("no replacement was requested: {events:#?}"));
+    let registered = position("node_registered", replacement).expect("the replacement registered");
+    let terminated =
+        position("node_termination_requested", &victim).expect("the victim terminated");
     assert!(
-        !matches!(statuses.get(&victim).map(String::as_str), Some("active")),
-        "{victim} still active: {pool:#}"
+        registered < terminated,
+        "{victim} went before {replacement} came: {events:#?}"
     );
     // The trial lost with the node ran again, on another node.
     let evaluations = records(&records_path);
@@ -245,7 +239,10 @@ fn a_study_runs_itself_on_a_pool_that_scales_and_heals() {
     let mut seen = BTreeSet::new();
     for (node, t, attempt) in &evaluations {
         assert!(node.starts_with("gpu-"), "ran off the pool: {node}");
-        assert!(seen.insert((t.clone(), *attempt)), "{t} attempt {attempt} ran twice");
+        assert!(
+            seen.insert((t.clone(), *attempt)),
+            "{t} attempt {attempt} ran twice"
+        );
     }
 
     // With the queue empty the pool shrinks back to its minimum.
