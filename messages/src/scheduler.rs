@@ -423,7 +423,8 @@ impl JobSpec {
             .map_or(Ok(()), |m| Err(Rejection::invalid(format!("spec.{m}"))))
     }
 
-    fn problem(&self) -> Option<String> {
+    /// What is wrong with the spec, naming the field (without `spec.`).
+    pub fn problem(&self) -> Option<String> {
         match self.command.first() {
             None => return Some("command must not be empty".into()),
             Some(program) if program.trim().is_empty() => {

@@ -26,7 +26,7 @@
 //! repeats what the run knows, so a reaction seen twice (a replica, a
 //! reconciliation) changes nothing.
 
-use crate::scheduler::{ExecutorKind, JobSpec};
+use crate::scheduler::{ExecutorKind, JobSpec, KubernetesSpec};
 use crate::solver::Params;
 use crate::Rejection;
 use serde::{Deserialize, Serialize};
@@ -51,8 +51,9 @@ pub const COMMAND_TYPES: &[&str] = &[
     "leases_renewed",
 ];
 
-/// The most trials a run keeps in flight at once.
-pub const MAX_PARALLEL: u32 = 1000;
+/// The most trials a run keeps in flight at once (so that `stop_run`,
+/// which cancels every job in flight in one command, stays one batch).
+pub const MAX_PARALLEL: u32 = 256;
 
 /// How a run evaluates its trials: the body of `start_run`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,8 +64,8 @@ pub struct RunSpec {
     /// `manifests` (a Job manifest per trial; nothing runs).
     #[serde(default)]
     pub executor: ExecutorKind,
-    /// The program and its arguments. Needed on `local`; on Kubernetes the
-    /// container's command (the image's entrypoint when absent).
+    /// The program and its arguments (on Kubernetes, the container's
+    /// command); never empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
     /// The container image (needed on `kubernetes` and `manifests`).
@@ -120,25 +121,45 @@ impl RunSpec {
                 ));
             }
         }
-        if self.command.iter().any(|a| a.contains('\0')) {
-            return invalid("command: an argument holds a NUL byte".into());
+        if self.command.is_empty() {
+            return invalid("command: a run needs a command (e.g. [\"./eval.sh\"])".into());
         }
         let image = self.image.as_deref().map(str::trim).unwrap_or_default();
         match self.executor {
-            ExecutorKind::Local if self.command.is_empty() => {
-                invalid("command: the local executor needs a command (e.g. [\"./eval.sh\"])".into())
-            }
             ExecutorKind::Local if self.image.is_some() => {
-                invalid("image: only with executor kubernetes or manifests".into())
+                return invalid("image: only with executor kubernetes or manifests".into())
             }
             ExecutorKind::Kubernetes | ExecutorKind::Manifests if image.is_empty() => {
-                invalid(format!(
+                return invalid(format!(
                     "image: executor {} needs the trials' container image",
                     self.executor.as_str()
                 ))
             }
-            _ => None,
+            _ => {}
         }
+        // What the queue would refuse at submit, refused here at once.
+        self.job_spec("t1", &Params::new()).problem()
+    }
+
+    /// The job of trial `trial_id` with `params` (its `study` is set by
+    /// whoever knows the study's name).
+    pub fn job_spec(&self, trial_id: &str, params: &Params) -> JobSpec {
+        let mut job = JobSpec::new(self.command.clone());
+        job.params = params
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or_default()))
+            .collect();
+        job.env = self.env.clone();
+        job.trial_id = Some(trial_id.to_string());
+        job.timeout_seconds = self.timeout_seconds;
+        job.backoff_limit = self.backoff_limit;
+        if self.executor != ExecutorKind::Local {
+            job.kubernetes = self.image.clone().map(|image| KubernetesSpec {
+                image,
+                ..KubernetesSpec::default()
+            });
+        }
+        job
     }
 }
 
@@ -196,6 +217,8 @@ pub enum RunCommand {
         budget: u64,
         /// Whether the study keeps the highest value as its best.
         maximize: bool,
+        /// The most trials one ask may hand out for the study's space.
+        max_ask: u32,
     },
     /// Effect outcome: the run cannot go on (no such study, a queue that
     /// refused the settings).
@@ -217,6 +240,8 @@ pub enum RunCommand {
     JobAccepted {
         /// The trial.
         trial_id: String,
+        /// The job.
+        job_id: String,
         /// Why the queue refused it, if it did: the trial is failed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         refused: Option<String>,
@@ -281,7 +306,8 @@ pub enum RunStatus {
     Paused,
     /// Stopped by `stop_run` (its cancelled jobs may still be ending).
     Stopped,
-    /// Every trial of the budget is evaluated.
+    /// The study handed out its last trial and every one the run got is
+    /// evaluated.
     Finished,
     /// It could not go on (see the reason).
     Failed,
@@ -324,6 +350,8 @@ pub enum RunEvent {
         budget: u64,
         /// Whether the study maximises.
         maximize: bool,
+        /// The most trials one ask may hand out.
+        max_ask: u32,
     },
     /// The run asks the study for `n` trials (its effect sends the ask).
     TrialsRequested {
@@ -351,10 +379,13 @@ pub enum RunEvent {
         /// What the job runs.
         spec: Box<JobSpec>,
     },
-    /// The queue took the job.
+    /// The queue took the job (recorded also when the job had already
+    /// started or ended, so that the submit's effect is settled).
     JobAccepted {
         /// The trial.
         trial_id: String,
+        /// The job.
+        job_id: String,
     },
     /// An attempt of the job started.
     JobStarted {
@@ -506,11 +537,18 @@ mod tests {
             message(spec(json!({"command": ["x"], "timeout_seconds": -1.0})))
                 .contains("timeout_seconds")
         );
-        assert!(message(spec(json!({"executor": "kubernetes"}))).contains("image"));
+        assert!(
+            message(spec(json!({"executor": "kubernetes", "command": ["x"]}))).contains("image")
+        );
         assert!(message(spec(json!({"command": ["x"], "image": "i"}))).contains("image"));
-        assert!(spec(json!({"executor": "kubernetes", "image": "img:1"}))
-            .validate()
-            .is_ok());
+        assert!(
+            spec(json!({"executor": "kubernetes", "image": "img:1", "command": ["x"]}))
+                .validate()
+                .is_ok()
+        );
+        // What the queue would refuse at submit is refused at start.
+        assert!(message(spec(json!({"command": ["x"], "env": {"A=B": "1"}}))).contains("env"));
+        assert!(message(spec(json!({"command": [" "]}))).contains("command[0]"));
         let unknown = serde_json::from_value::<RunSpec>(json!({"command": ["x"], "paralel": 2}));
         assert!(unknown.unwrap_err().to_string().contains("paralel"));
     }

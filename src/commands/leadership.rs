@@ -11,9 +11,15 @@
 //! or run again when they are gone. The others wait, trying to take the
 //! lease every third of its time, and take over once its holder stops
 //! renewing it (killed: after the lease's time; shut down cleanly: at
-//! once, since it releases the lease). Every command the parts send is
-//! idempotent, so a replica that lost the lease without knowing it yet
-//! changes nothing twice.
+//! once, since it releases the lease). The lease is renewed on a task of
+//! its own, so a long recovery does not let it lapse.
+//!
+//! What this does not fence: a replica that lost the lease stops its
+//! subscriptions and drivers, but effects already in flight on it (a
+//! command to a peer, an outcome being recorded) finish. They are
+//! idempotent (their ids derive from their events) and every append checks
+//! the aggregate's sequence, so they change nothing twice; the new holder
+//! folds what they appended.
 //!
 //! `FLOTILLA_LEASE_SECONDS` sets the lease's time (default 10).
 
@@ -45,11 +51,12 @@ impl Leadership {
     /// Starts the parts whenever this process holds the lease: at once if
     /// it is free (their aggregates are recovered before this returns),
     /// else when the holder stops renewing it. Returns how many aggregates
-    /// were recovered now, the supervising task, and the claim.
+    /// were recovered now, the tasks (renewal and supervision), and the
+    /// claim.
     pub async fn start(
         leases: Arc<dyn LeaseStore>,
         parts: Vec<PartStarter>,
-    ) -> Result<(usize, JoinHandle<()>, Leadership)> {
+    ) -> Result<(usize, Vec<JoinHandle<()>>, Leadership)> {
         let ttl = seconds_env("FLOTILLA_LEASE_SECONDS")?.unwrap_or(DEFAULT_LEASE_TTL);
         let holder = format!(
             "{}-{}",
@@ -57,19 +64,40 @@ impl Leadership {
             &uuid::Uuid::new_v4().simple().to_string()[..12]
         );
         let claim = Leadership { leases, holder };
-        let (recovered, running) = match claim.take(ttl).await {
+        let held = claim.take(ttl).await;
+        // Renewed on its own task, so a long recovery does not let it lapse.
+        let (tell, mut heard) = tokio::sync::watch::channel(held);
+        let renewer = claim.clone_claim();
+        let renewal = actix_rt::spawn(async move {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                if tell.send(renewer.take(ttl).await).is_err() {
+                    return;
+                }
+            }
+        });
+        let (recovered, mut running) = match held {
             true => {
                 let (n, tasks) = start_all(&parts).await?;
                 (n, Some(tasks))
             }
             false => (0, None),
         };
-        let keeper = Leadership {
-            leases: claim.leases.clone(),
-            holder: claim.holder.clone(),
-        };
-        let task = actix_rt::spawn(async move { keeper.keep(parts, ttl, running).await });
-        Ok((recovered, task, claim))
+        let holder = claim.holder.clone();
+        let supervisor = actix_rt::spawn(async move {
+            while heard.changed().await.is_ok() {
+                let held = *heard.borrow_and_update();
+                running = follow(held, running, &parts, &holder).await;
+            }
+        });
+        Ok((recovered, vec![renewal, supervisor], claim))
+    }
+
+    fn clone_claim(&self) -> Leadership {
+        Leadership {
+            leases: self.leases.clone(),
+            holder: self.holder.clone(),
+        }
     }
 
     /// Gives the lease up (on a clean shutdown, after the parts stopped),
@@ -95,37 +123,43 @@ impl Leadership {
             }
         }
     }
+}
 
-    /// Renews the lease every third of `ttl`; runs the parts while it holds
-    /// it, and stops them at the first renewal that fails (a replica that
-    /// cannot renew cannot know whether another took over).
-    async fn keep(
-        &self,
-        parts: Vec<PartStarter>,
-        ttl: Duration,
-        mut running: Option<Vec<JoinHandle<()>>>,
-    ) {
-        loop {
-            tokio::time::sleep(ttl / 3).await;
-            match (self.take(ttl).await, running.is_some()) {
-                (true, false) => match start_all(&parts).await {
-                    Ok((recovered, tasks)) => {
-                        tracing::info!(recovered, holder = %self.holder, "took the control-plane lease: running the scheduler and the study runs");
-                        running = Some(tasks);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %format!("{e:#}"), "cannot start the leased parts yet")
-                    }
-                },
-                (false, true) => {
-                    tracing::warn!(holder = %self.holder, "control-plane lease not held: stopping the scheduler and the study runs here");
-                    for task in running.take().into_iter().flatten() {
-                        task.abort();
-                    }
-                }
-                _ => {}
+/// Starts the parts when the lease is newly held, stops them when it is
+/// not (a replica that cannot renew cannot know whether another took
+/// over); what runs afterwards.
+async fn follow(
+    held: bool,
+    running: Option<Vec<JoinHandle<()>>>,
+    parts: &[PartStarter],
+    holder: &str,
+) -> Option<Vec<JoinHandle<()>>> {
+    match (held, running) {
+        (true, None) => match start_all(parts).await {
+            Ok((recovered, tasks)) => {
+                tracing::info!(
+                    recovered,
+                    holder,
+                    "took the control-plane lease: running the scheduler and the study runs"
+                );
+                Some(tasks)
             }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot start the leased parts yet");
+                None
+            }
+        },
+        (false, Some(tasks)) => {
+            tracing::warn!(
+                holder,
+                "control-plane lease not held: stopping the scheduler and the study runs here"
+            );
+            for task in tasks {
+                task.abort();
+            }
+            None
         }
+        (_, running) => running,
     }
 }
 

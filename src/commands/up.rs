@@ -345,9 +345,9 @@ async fn start_actors(
     }
     let mut leadership = None;
     if !leased.is_empty() {
-        let (n, task, claim) = Leadership::start(backend.leases.clone(), leased).await?;
+        let (n, tasks, claim) = Leadership::start(backend.leases.clone(), leased).await?;
         recovered += n;
-        services.push(task);
+        services.extend(tasks);
         leadership = Some(claim);
     }
     Ok(Started {

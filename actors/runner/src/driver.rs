@@ -21,7 +21,7 @@ use crate::{reactions, RunMetrics, StudyRun};
 use flotilla_bus::{Bus, BusError, Message};
 use flotilla_host::{AggregateRegistry, Clock, CommandService, CommandTrust};
 use flotilla_messages::study_run::RunCommand;
-use flotilla_messages::{Actor, Encoding, Envelope, Subjects};
+use flotilla_messages::{Actor, Encoding, Envelope, ErrorCode, Page, Subjects};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -189,6 +189,10 @@ impl RunDriver {
 
     /// Reconciles every run that may be active and drops the others.
     async fn reconcile_all(&self) {
+        // Runs started while an event was missed are found in the log.
+        if let Ok(ids) = self.registry.ids().await {
+            self.active_set().extend(ids);
+        }
         let ids: Vec<String> = self.active_set().iter().cloned().collect();
         for id in ids {
             let still = self.reconcile(&id).await;
@@ -203,11 +207,20 @@ impl RunDriver {
     }
 
     /// Brings one run up to date with its queue, renews its leases when
-    /// due and sets its gauges; whether it is still active.
+    /// due and sets its gauges; whether it may still be active (a run that
+    /// cannot be read now is kept).
     async fn reconcile(&self, id: &str) -> bool {
-        let reply = self.registry.query(id).await;
-        let Some(view) = reply.result.filter(|_| reply.ok) else {
-            return false;
+        // One trial per page: the counts, best and jobs in flight are whole.
+        let page = Page {
+            after: None,
+            limit: Some(1),
+        };
+        let reply = self.registry.query_page(id, Some(page)).await;
+        let Some(view) = reply.result.clone().filter(|_| reply.ok) else {
+            let gone = reply
+                .error
+                .is_some_and(|e| e.code == ErrorCode::NotFound.as_str());
+            return !gone;
         };
         self.metrics.observe(id, &view);
         let status = view["status"].as_str().unwrap_or_default();

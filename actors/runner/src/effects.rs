@@ -15,6 +15,7 @@ use flotilla_bus::{Bus, Message};
 use flotilla_host::{Clock, EffectHandler};
 use flotilla_messages::auth::{CommandSigner, CONTROL_PLANE, PRINCIPAL_HEADER};
 use flotilla_messages::scheduler::retain_all;
+use flotilla_messages::solver::{MAX_ASK, MAX_ASK_VALUES};
 use flotilla_messages::study_run::{JobEnd, RunEvent, RunSpec, RunTrial};
 use flotilla_messages::{Actor, Encoding, Envelope, ErrorCode, Reply, StreamName, Subjects};
 use serde_json::{json, Value};
@@ -172,6 +173,10 @@ impl RunEffects {
         let view = reply.result.unwrap_or_default();
         let budget = view["config"]["budget"].as_u64().unwrap_or(0);
         let maximize = view["config"]["direction"] == "maximize";
+        let parameters = view["config"]["bounds"]
+            .as_object()
+            .map_or(1, |b| b.len().max(1));
+        let max_ask = (MAX_ASK_VALUES / parameters).clamp(1, MAX_ASK as usize);
         let mut configure = json!({"type": "configure_queue", "concurrency": spec.parallel,
             "executor": spec.executor, "retain_finished": retain_all(budget)});
         if let Some(pool) = &spec.pool {
@@ -183,7 +188,8 @@ impl RunEffects {
             .await;
         match refusal(&reply) {
             Some(why) => json!({"type": "run_refused", "reason": format!("queue {study}: {why}")}),
-            None => json!({"type": "queue_ready", "budget": budget, "maximize": maximize}),
+            None => json!({"type": "queue_ready", "budget": budget, "maximize": maximize,
+                           "max_ask": max_ask}),
         }
     }
 
@@ -226,6 +232,16 @@ impl RunEffects {
             JobEnd::Succeeded { .. } => refusal(&reply),
             _ => None,
         };
+        if let Some(why) = &refused {
+            // A value the study refuses still ends the trial there, as failed,
+            // or the study would wait for it forever.
+            let fail = json!({"type": "fail", "trial_id": trial_id,
+                "reason": format!("the study refused the result: {why}")});
+            let _ = self
+                .peers
+                .command(Actor::Solver, study, fail, &format!("{id}-f"))
+                .await;
+        }
         json!({"type": "result_recorded", "trial_id": trial_id, "refused": refused})
     }
 
@@ -269,7 +285,8 @@ impl EffectHandler<StudyRun> for RunEffects {
                     .peers
                     .command(Actor::Scheduler, study, submit, &id)
                     .await;
-                json!({"type": "job_accepted", "trial_id": trial_id, "refused": refusal(&reply)})
+                json!({"type": "job_accepted", "trial_id": trial_id, "job_id": job_id,
+                       "refused": refusal(&reply)})
             }
             RunEvent::JobEnded { trial_id, end } => self.tell(study, trial_id, end, &id).await,
             RunEvent::TrialPruned { trial_id, job_id } => {

@@ -31,12 +31,11 @@
 //!   the queue (effect: the study's `heartbeat`).
 
 use flotilla_host::Aggregate;
-use flotilla_messages::scheduler::{ExecutorKind, JobSpec, KubernetesSpec};
 use flotilla_messages::solver::trial_number;
 use flotilla_messages::study_run::{
     JobEnd, RunCommand, RunEvent, RunSpec, RunStatus, RunTrial, COMMAND_TYPES,
 };
-use flotilla_messages::{Actor, ErrorCode, Rejection};
+use flotilla_messages::{Actor, ErrorCode, Page, Rejection};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -109,6 +108,8 @@ struct RunState {
     reason: Option<String>,
     budget: Option<u64>,
     maximize: bool,
+    /// The most trials one ask may hand out (from the study's space).
+    max_ask: u32,
     /// The last request's number.
     requests: u64,
     /// The request the study has not answered yet, and its size.
@@ -151,6 +152,11 @@ impl StudyRun {
         s.trials.get(s.jobs.get(job_id)?)
     }
 
+    /// The trial whose current job is `job_id` (not an older job of it).
+    fn current_job(&self, job_id: &str) -> Option<&RunTrialRecord> {
+        self.trial_of_job(job_id).filter(|t| t.job_id == job_id)
+    }
+
     /// The best recorded trial: its id and value.
     pub fn best(&self) -> Option<(&str, f64)> {
         let s = self.state.as_ref()?;
@@ -165,6 +171,25 @@ impl StudyRun {
         }
         counts
     }
+}
+
+/// The most trials one request asks for: a request's trials and their
+/// job requests are one command's events, which must stay one batch.
+pub const ASK_CHUNK: u32 = 64;
+
+fn trial_view(t: &RunTrialRecord) -> Value {
+    json!({
+        "trial_id": t.trial.trial_id,
+        "params": t.trial.params,
+        "job_id": t.job_id,
+        "state": count_of(t),
+        "phase": t.phase,
+        "attempt": t.attempt,
+        "node": t.node,
+        "value": t.value,
+        "failure": t.failure,
+        "pruned": t.pruned,
+    })
 }
 
 /// The states a run counts its trials in.
@@ -204,28 +229,6 @@ impl RunState {
                 _ => Some((id, v)),
             })
     }
-
-    /// The job spec of `trial` for the study `study`.
-    fn job_spec(&self, trial: &RunTrial) -> JobSpec {
-        let spec = &self.spec;
-        let mut job = JobSpec::new(spec.command.clone());
-        job.params = trial
-            .params
-            .iter()
-            .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or(Value::Null)))
-            .collect();
-        job.env = spec.env.clone();
-        job.trial_id = Some(trial.trial_id.clone());
-        job.timeout_seconds = spec.timeout_seconds;
-        job.backoff_limit = spec.backoff_limit;
-        if spec.executor != ExecutorKind::Local {
-            job.kubernetes = spec.image.clone().map(|image| KubernetesSpec {
-                image,
-                ..KubernetesSpec::default()
-            });
-        }
-        job
-    }
 }
 
 /// Builds a command's events by folding each into a scratch copy, so that
@@ -259,7 +262,7 @@ impl Plan {
     /// slots, or finishes the run when nothing is left to run.
     fn fill(&mut self) {
         let s = self.state();
-        if s.status != RunStatus::Running {
+        if s.status != RunStatus::Running || s.budget.is_none() {
             return;
         }
         let waiting: Vec<RunTrial> = s
@@ -276,7 +279,8 @@ impl Plan {
         let free = s.spec.parallel.saturating_sub(s.in_flight());
         if free > 0 && !s.exhausted && s.outstanding.is_none() {
             let request = s.requests + 1;
-            self.push(RunEvent::TrialsRequested { request, n: free });
+            let n = free.min(s.max_ask).clamp(1, ASK_CHUNK);
+            self.push(RunEvent::TrialsRequested { request, n });
         }
         self.finish_if_done();
     }
@@ -288,7 +292,7 @@ impl Plan {
             0 => trial.trial_id.clone(),
             n => format!("{}-{}", trial.trial_id, n + 1),
         };
-        let spec = Box::new(s.job_spec(&trial));
+        let spec = Box::new(s.spec.job_spec(&trial.trial_id, &trial.params));
         self.push(RunEvent::JobRequested {
             trial_id: trial.trial_id,
             job_id,
@@ -384,13 +388,22 @@ impl StudyRun {
         Ok(events)
     }
 
-    fn decide_queue_ready(&self, budget: u64, maximize: bool) -> Result<Vec<RunEvent>, Rejection> {
+    fn decide_queue_ready(
+        &self,
+        budget: u64,
+        maximize: bool,
+        max_ask: u32,
+    ) -> Result<Vec<RunEvent>, Rejection> {
         let s = self.started("queue_ready")?;
-        if s.status != RunStatus::Starting {
+        if !s.status.is_active() || s.budget.is_some() && s.status != RunStatus::Starting {
             return Ok(vec![]);
         }
         let mut plan = Plan::new(self);
-        plan.push(RunEvent::QueueConfigured { budget, maximize });
+        plan.push(RunEvent::QueueConfigured {
+            budget,
+            maximize,
+            max_ask,
+        });
         plan.fill();
         Ok(plan.events)
     }
@@ -411,7 +424,15 @@ impl StudyRun {
             trials: trials.to_vec(),
             refused: refused.clone(),
         });
-        if plan.state().status != RunStatus::Stopped {
+        if let Some(why) = refused.as_ref().filter(|_| s.status.is_active()) {
+            // A study that refuses an ask (stopped, a space too wide for
+            // the request) hands out nothing more: the run cannot go on.
+            plan.push(RunEvent::RunFailed {
+                reason: format!("the study refused to hand out trials: {why}"),
+            });
+        }
+        let status = plan.state().status;
+        if matches!(status, RunStatus::Running | RunStatus::Paused) {
             for trial in trials {
                 let t = &plan.state().trials[&trial.trial_id];
                 if t.phase == TrialPhase::Received {
@@ -435,16 +456,21 @@ impl StudyRun {
     fn decide_accepted(
         &self,
         trial_id: &str,
+        job_id: &str,
         refused: &Option<String>,
     ) -> Result<Vec<RunEvent>, Rejection> {
         let t = self.trial("job_accepted", trial_id)?;
-        if t.phase != TrialPhase::Requested {
-            return Ok(vec![]);
-        }
-        let Some(reason) = refused else {
-            return Ok(vec![RunEvent::JobAccepted {
-                trial_id: trial_id.to_string(),
-            }]);
+        let accepted = RunEvent::JobAccepted {
+            trial_id: trial_id.to_string(),
+            job_id: job_id.to_string(),
+        };
+        let current = t.job_id == job_id && t.phase == TrialPhase::Requested;
+        let Some(reason) = refused.as_ref().filter(|_| current) else {
+            // Recorded even when the job already started or ended (or is
+            // an older job of the trial), so that the submit is settled.
+            let mut events = vec![accepted];
+            events.extend(self.cancel_again(t));
+            return Ok(events);
         };
         // Every job of the run has the same spec: the others would be
         // refused too, so the run stops rather than burn the budget.
@@ -459,6 +485,20 @@ impl StudyRun {
             events.push(RunEvent::RunFailed { reason });
         }
         Ok(events)
+    }
+
+    /// A cancel asked for before the job was in the queue may have found
+    /// nothing to cancel: once the job is seen there, ask again.
+    fn cancel_again(&self, t: &RunTrialRecord) -> Option<RunEvent> {
+        (t.cancel_requested && t.phase.job_open()).then(|| RunEvent::JobCancelRequested {
+            trial_id: t.trial.trial_id.clone(),
+            job_id: t.job_id.clone(),
+            reason: if t.pruned {
+                "pruned".into()
+            } else {
+                "the run was stopped".into()
+            },
+        })
     }
 
     fn decide_job_started(
@@ -481,7 +521,7 @@ impl StudyRun {
     }
 
     fn decide_job_ended(&self, job_id: &str, end: &JobEnd) -> Result<Vec<RunEvent>, Rejection> {
-        match self.trial_of_job(job_id) {
+        match self.current_job(job_id) {
             Some(t) if t.phase.job_open() => Ok(vec![RunEvent::JobEnded {
                 trial_id: t.trial.trial_id.clone(),
                 end: end.clone(),
@@ -560,9 +600,14 @@ impl StudyRun {
                 s.reason = None;
                 s.exhausted = false;
             }
-            RunEvent::QueueConfigured { budget, maximize } => {
+            RunEvent::QueueConfigured {
+                budget,
+                maximize,
+                max_ask,
+            } => {
                 s.budget = Some(*budget);
                 s.maximize = *maximize;
+                s.max_ask = (*max_ask).max(1);
                 if s.status == RunStatus::Starting {
                     s.status = RunStatus::Running;
                 }
@@ -615,9 +660,9 @@ impl StudyRun {
                 }
                 s.jobs.insert(job_id.clone(), trial_id.clone());
             }
-            RunEvent::JobAccepted { trial_id } => {
+            RunEvent::JobAccepted { trial_id, job_id } => {
                 if let Some(t) = s.trials.get_mut(trial_id) {
-                    if t.phase == TrialPhase::Requested {
+                    if t.phase == TrialPhase::Requested && &t.job_id == job_id {
                         t.phase = TrialPhase::Submitted;
                     }
                 }
@@ -691,9 +736,11 @@ impl Aggregate for StudyRun {
             RunCommand::PauseRun {} => self.decide_pause(true),
             RunCommand::ResumeRun {} => self.decide_pause(false),
             RunCommand::StopRun { reason } => self.decide_stop(reason),
-            RunCommand::QueueReady { budget, maximize } => {
-                self.decide_queue_ready(*budget, *maximize)
-            }
+            RunCommand::QueueReady {
+                budget,
+                maximize,
+                max_ask,
+            } => self.decide_queue_ready(*budget, *maximize, *max_ask),
             RunCommand::RunRefused { reason } => {
                 let s = self.started("run_refused")?;
                 Ok(match s.status.is_active() {
@@ -708,9 +755,11 @@ impl Aggregate for StudyRun {
                 trials,
                 refused,
             } => self.decide_received(*request, trials, refused),
-            RunCommand::JobAccepted { trial_id, refused } => {
-                self.decide_accepted(trial_id, refused)
-            }
+            RunCommand::JobAccepted {
+                trial_id,
+                job_id,
+                refused,
+            } => self.decide_accepted(trial_id, job_id, refused),
             RunCommand::JobStarted {
                 job_id,
                 attempt,
@@ -744,6 +793,7 @@ impl Aggregate for StudyRun {
                     reason: None,
                     budget: None,
                     maximize: false,
+                    max_ask: ASK_CHUNK,
                     requests: 0,
                     outstanding: None,
                     exhausted: false,
@@ -780,28 +830,21 @@ impl Aggregate for StudyRun {
     }
 
     fn view(&self) -> Value {
+        self.view_page(&Page {
+            after: None,
+            limit: Some(usize::MAX),
+        })
+    }
+
+    /// The run with one page of its trials (by trial number, after the
+    /// trial `after`), so a reply stays small however big the budget; the
+    /// counts, the best and the jobs in flight are always whole.
+    fn view_page(&self, page: &Page) -> Value {
         let Some(s) = &self.state else {
             return json!({});
         };
         let mut records: Vec<&RunTrialRecord> = s.trials.values().collect();
         records.sort_by_key(|t| trial_number(&t.trial.trial_id));
-        let trials: Vec<Value> = records
-            .iter()
-            .map(|t| {
-                json!({
-                    "trial_id": t.trial.trial_id,
-                    "params": t.trial.params,
-                    "job_id": t.job_id,
-                    "state": count_of(t),
-                    "phase": t.phase,
-                    "attempt": t.attempt,
-                    "node": t.node,
-                    "value": t.value,
-                    "failure": t.failure,
-                    "pruned": t.pruned,
-                })
-            })
-            .collect();
         let running: Vec<Value> = records
             .iter()
             .filter(|t| t.phase.job_open())
@@ -810,6 +853,19 @@ impl Aggregate for StudyRun {
                        "phase": t.phase, "attempt": t.attempt, "node": t.node})
             })
             .collect();
+        let after = page.after.as_deref().and_then(trial_number).unwrap_or(0);
+        let mut rest = records
+            .iter()
+            .filter(|t| trial_number(&t.trial.trial_id).unwrap_or(0) > after);
+        let trials: Vec<Value> = rest
+            .by_ref()
+            .take(page.limit())
+            .map(|t| trial_view(t))
+            .collect();
+        let next = rest
+            .next()
+            .and(trials.last())
+            .map(|t| t["trial_id"].clone());
         let best = s
             .best()
             .map(|(id, value)| json!({"trial_id": id, "value": value}));
@@ -823,6 +879,7 @@ impl Aggregate for StudyRun {
             "best": best,
             "running": running,
             "trials": trials,
+            "next": next,
         })
     }
 

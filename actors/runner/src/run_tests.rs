@@ -2,7 +2,8 @@
 
 use super::*;
 use flotilla_messages::solver::Params;
-use serde_json::json;
+use flotilla_messages::Page;
+use serde_json::{json, Value};
 
 fn spec(parallel: u32) -> RunSpec {
     serde_json::from_value(json!({"command": ["./eval.sh"], "parallel": parallel})).unwrap()
@@ -51,6 +52,7 @@ fn started(parallel: u32) -> StudyRun {
         RunCommand::QueueReady {
             budget: 10,
             maximize: false,
+            max_ask: 1000,
         },
     );
     assert_eq!(
@@ -111,6 +113,7 @@ fn received_trials_become_jobs_and_each_end_frees_a_slot() {
         run,
         RunCommand::JobAccepted {
             trial_id: "t1".into(),
+            job_id: "t1".into(),
             refused: None,
         },
     );
@@ -186,13 +189,15 @@ fn a_stop_cancels_every_job_in_flight_and_a_restart_runs_what_waited() {
     let (run, events) = when(run, recorded("t1"));
     assert_eq!(types(&events), ["result_recorded"]);
     assert_eq!(run.counts()["failed"], 1);
-    // Started again: the trial told nothing gets a second job.
+    // Started again: the run asks for new trials (the cancelled ones were
+    // failed at the study, and count toward its budget).
     let (run, _) = when(run, RunCommand::StartRun(spec(2)));
     let (_, events) = when(
         run,
         RunCommand::QueueReady {
             budget: 10,
             maximize: false,
+            max_ask: 1000,
         },
     );
     assert_eq!(types(&events), ["queue_configured", "trials_requested"]);
@@ -273,6 +278,7 @@ fn a_refused_job_fails_its_trial_and_a_refused_value_too() {
         run,
         RunCommand::JobAccepted {
             trial_id: "t1".into(),
+            job_id: "t1".into(),
             refused: Some("COMMAND_NOT_ALLOWED: sh".into()),
         },
     );
@@ -309,4 +315,88 @@ fn the_view_has_counts_running_jobs_and_best() {
     assert_eq!(view["counts"]["pending"], 1);
     assert_eq!(view["counts"]["running"], 1);
     assert_eq!(view["running"][1]["node"], "gpu-1");
+}
+
+#[test]
+fn a_refused_ask_fails_the_run_instead_of_finishing_it() {
+    let run = started(2);
+    let refused = RunCommand::TrialsReceived {
+        request: 1,
+        trials: vec![],
+        refused: Some("INVALID_STATE: ask: the study is stopped".into()),
+    };
+    let (run, events) = when(run, refused);
+    assert_eq!(types(&events), ["trials_received", "run_failed"]);
+    assert_eq!(run.status(), Some(RunStatus::Failed));
+    // A failed run may be started again.
+    assert!(run.decide(&RunCommand::StartRun(spec(2))).is_ok());
+}
+
+#[test]
+fn asks_come_in_chunks_the_study_can_answer() {
+    let run = given(&[RunEvent::RunStarted { spec: spec(200) }]);
+    let ready = RunCommand::QueueReady {
+        budget: 1000,
+        maximize: true,
+        max_ask: 40,
+    };
+    let (_, events) = when(run, ready);
+    assert_eq!(events[1], RunEvent::TrialsRequested { request: 1, n: 40 });
+}
+
+#[test]
+fn a_run_paused_while_starting_still_records_its_queue() {
+    let run = given(&[RunEvent::RunStarted { spec: spec(2) }]);
+    let (run, _) = when(run, RunCommand::PauseRun {});
+    let ready = RunCommand::QueueReady {
+        budget: 10,
+        maximize: true,
+        max_ask: 1000,
+    };
+    let (run, events) = when(run, ready);
+    assert_eq!(types(&events), ["queue_configured"]);
+    let (_, events) = when(run, RunCommand::ResumeRun {});
+    assert_eq!(types(&events), ["run_resumed", "trials_requested"]);
+}
+
+#[test]
+fn a_cancel_that_raced_its_submit_is_asked_again_and_old_jobs_are_ignored() {
+    let run = started(1);
+    let (run, _) = when(run, received(1, 1..=1));
+    let (run, events) = when(run, RunCommand::StopRun { reason: None });
+    assert_eq!(types(&events), ["run_stopped", "job_cancel_requested"]);
+    // The queue took the job after the cancel found nothing: cancel again.
+    let accepted = RunCommand::JobAccepted {
+        trial_id: "t1".into(),
+        job_id: "t1".into(),
+        refused: None,
+    };
+    let (run, events) = when(run, accepted);
+    assert_eq!(types(&events), ["job_accepted", "job_cancel_requested"]);
+    // An end heard for a job the trial no longer has changes nothing.
+    let old = RunCommand::JobEnded {
+        job_id: "t0".into(),
+        end: JobEnd::Succeeded { value: 1.0 },
+    };
+    assert!(run.decide(&old).unwrap().is_empty());
+}
+
+#[test]
+fn trials_are_paged_and_the_rest_is_whole() {
+    let run = started(3);
+    let (run, _) = when(run, received(1, 1..=3));
+    let page = Page {
+        after: None,
+        limit: Some(2),
+    };
+    let view = run.view_page(&page);
+    assert_eq!(view["trials"].as_array().unwrap().len(), 2);
+    assert_eq!(view["next"], "t2");
+    assert_eq!(view["running"].as_array().unwrap().len(), 3);
+    let rest = run.view_page(&Page {
+        after: Some("t2".into()),
+        limit: Some(2),
+    });
+    assert_eq!(rest["trials"][0]["trial_id"], "t3");
+    assert_eq!(rest["next"], Value::Null);
 }
