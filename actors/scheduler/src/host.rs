@@ -28,7 +28,7 @@ use flotilla_messages::{CommandRequest, Encoding, Envelope, Subjects};
 use prometheus::{HistogramOpts, HistogramVec, IntGaugeVec, Opts, Registry};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 /// The scheduler's Prometheus metrics.
@@ -100,7 +100,9 @@ fn outcome_label(outcome: &Outcome) -> &'static str {
 /// Runs the scheduler's effects on its executors.
 pub struct SchedulerEffects {
     executors: HashMap<ExecutorKind, Arc<dyn Executor>>,
-    registry: OnceLock<Arc<AggregateRegistry<Queue>>>,
+    /// Weak: the registry holds these effects, and a strong link back
+    /// would keep both (and the log they share) alive for ever.
+    registry: OnceLock<Weak<AggregateRegistry<Queue>>>,
     metrics: SchedulerMetrics,
 }
 
@@ -118,14 +120,14 @@ impl SchedulerEffects {
     /// Connects the effects to the queues they report to (once, right after
     /// the registry is built with these effects).
     pub fn attach(&self, registry: Arc<AggregateRegistry<Queue>>) {
-        let _ = self.registry.set(registry);
+        let _ = self.registry.set(Arc::downgrade(&registry));
     }
 
     /// Records where an attempt runs, as soon as it exists (so a restart
     /// knows it), under an id derived from the dispatch event.
     async fn record_started(&self, queue: &str, envelope: &Envelope, command: Value) {
-        let Some(registry) = self.registry.get() else {
-            tracing::warn!("scheduler effects are not attached to a registry");
+        let Some(registry) = self.registry.get().and_then(Weak::upgrade) else {
+            tracing::warn!("scheduler effects are not attached to a live registry");
             return;
         };
         let id = format!("{}-started", outcome_command_id(&envelope.id));
