@@ -14,9 +14,7 @@
 //!   commands;
 //! - [`RunDriver`] (`driver`): hosts the runs in `flotilla up`, follows the
 //!   peers' events, reconciles against the queues, renews leases;
-//! - [`RunMetrics`] (`metrics`): the Prometheus gauges;
-//! - `testing` (the `test-util` feature): the solver, the scheduler and
-//!   the runs hosted in one process, for tests.
+//! - [`RunMetrics`] (`metrics`): the Prometheus gauges.
 
 #![warn(missing_docs)]
 
@@ -25,8 +23,6 @@ mod effects;
 mod metrics;
 pub mod reactions;
 mod run;
-#[cfg(feature = "test-util")]
-pub mod testing;
 
 pub use driver::{DriverSettings, RunDriver, DEFAULT_HEARTBEAT, DEFAULT_RECONCILE_EVERY};
 pub use effects::{peer_command_id, Peers, RunEffects};

@@ -16,10 +16,11 @@
 //! the recording is a [`Cassette`], answering each request with the
 //! exchange of the Job it names.
 
+mod support;
+
 use flotilla_kube_replay::{exchange, list, Cassette, Exchange, Seen};
 use flotilla_messages::scheduler::param_text;
 use flotilla_messages::Actor;
-use flotilla_runner::testing::ControlPlane;
 use flotilla_runner::DriverSettings;
 use flotilla_scheduler::{job_name, Executor, KubernetesExecutor, ATTEMPT_KEY_LABEL};
 use serde_json::{json, Value};
@@ -27,6 +28,7 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use support::ControlPlane;
 
 const STUDY: &str = "kube-lr";
 const JOBS: &str = "/apis/batch/v1/namespaces/default/jobs";

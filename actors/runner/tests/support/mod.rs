@@ -1,4 +1,4 @@
-//! Test support (the `test-util` feature): the three actors a study run
+//! What the runner's integration tests share: the three actors a study run
 //! needs, hosted in one process as `flotilla up` hosts them — the solver's
 //! studies, the scheduler's queues on the executors a test gives, and the
 //! study runs with their driver — on the embedded bus and a sled log in a
@@ -6,9 +6,9 @@
 //! same directory as a restarted control plane would.
 //!
 //! Everything goes over the bus (`Peers`), as commands from users and
-//! between the actors do in `up`.
+//! between the actors do in `up`. It lives here, not in the crate behind a
+//! feature, because actor crates do not depend on one another.
 
-use crate::{DriverSettings, Peers, RunDriver, RunEffects, RunMetrics, StudyRun};
 use flotilla_bus::embedded::{EmbeddedBus, SledLog};
 use flotilla_bus::{Bus, LogError};
 use flotilla_host::{
@@ -16,6 +16,7 @@ use flotilla_host::{
     HostMetrics,
 };
 use flotilla_messages::{Actor, Reply, Subjects};
+use flotilla_runner::{DriverSettings, Peers, RunDriver, RunEffects, RunMetrics, StudyRun};
 use flotilla_scheduler::{AllowedCommands, Executor, Queue, SchedulerEffects, SchedulerMetrics};
 use flotilla_solver::Study;
 use serde_json::Value;
@@ -35,8 +36,6 @@ const PATIENCE: Duration = Duration::from_secs(30);
 pub struct ControlPlane {
     /// Commands and queries to any of the three, over the bus.
     pub peers: Peers,
-    /// The bus they serve on.
-    pub bus: Arc<dyn Bus>,
     tasks: Vec<JoinHandle<()>>,
     sent: AtomicU64,
 }
@@ -99,7 +98,6 @@ impl ControlPlane {
         driver.recover().await.expect("the runs recover");
         ControlPlane {
             peers,
-            bus,
             tasks,
             sent: AtomicU64::new(0),
         }
