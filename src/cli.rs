@@ -408,6 +408,9 @@ pub enum BenchWhat {
     Inference(crate::commands::bench_inference::BenchInferenceArgs),
     /// HTTP command latency (p50/p99) with and without bearer-token auth.
     Auth(crate::commands::bench_auth::BenchAuthArgs),
+    /// A study run in the control plane (`flotilla up`, `start_run`) beside
+    /// `flotilla run`: wall time, their ratio, CPU ms per trial.
+    Run(crate::commands::bench_run::BenchRunArgs),
 }
 
 /// `flotilla bench solver`.

@@ -14,7 +14,8 @@
 //!
 //! `flotilla bench inference` is [`super::bench_inference`]; `flotilla
 //! bench auth` (HTTP command latency with and without bearer tokens) is
-//! [`super::bench_auth`].
+//! [`super::bench_auth`]; `flotilla bench run` (a study run in the control
+//! plane beside `flotilla run`) is [`super::bench_run`].
 
 use crate::cli::{BenchArgs, BenchLogArgs, BenchSolverArgs, BenchWhat};
 use crate::commands::block_on;
@@ -38,6 +39,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         BenchWhat::Solver(a) => bench_solver(a),
         BenchWhat::Inference(a) => super::bench_inference::run(a),
         BenchWhat::Auth(a) => super::bench_auth::run(a),
+        BenchWhat::Run(a) => super::bench_run::run(a),
     }
 }
 

@@ -49,10 +49,11 @@ pub struct BenchAuthArgs {
     pub http_only: bool,
 }
 
-/// A `flotilla up` child, killed by its pid on drop.
-struct Up {
-    child: Child,
-    url: String,
+/// A `flotilla up` child, killed by its pid on drop (its directory removed).
+pub(crate) struct Up {
+    pub(crate) child: Child,
+    /// Its gateway, `http://127.0.0.1:<port>`.
+    pub(crate) url: String,
     dir: PathBuf,
 }
 
@@ -71,8 +72,9 @@ fn start_up(dir: PathBuf, tokens: Option<&Path>) -> Result<Up> {
     start_up_with(dir, &extra)
 }
 
-/// Starts `flotilla up` with `extra` arguments and waits for `/readyz`.
-fn start_up_with(dir: PathBuf, extra: &[String]) -> Result<Up> {
+/// Starts `flotilla up` (data under `dir`, HTTP on a free loopback port)
+/// with `extra` arguments and waits for `/readyz`.
+pub(crate) fn start_up_with(dir: PathBuf, extra: &[String]) -> Result<Up> {
     std::fs::create_dir_all(&dir)?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?

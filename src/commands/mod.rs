@@ -7,6 +7,7 @@ pub mod audit;
 pub mod bench;
 pub mod bench_auth;
 pub mod bench_inference;
+pub mod bench_run;
 pub mod events;
 pub mod leadership;
 pub mod model;

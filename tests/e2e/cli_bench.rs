@@ -1,7 +1,9 @@
 //! `flotilla bench solver` end to end: the real binary prints the quality
 //! table, the comparison with Optuna's cells when asked, the leaders table
 //! the `auto` rule is read from, and the overhead table; bad flags are
-//! errors that name the flag or value.
+//! errors that name the flag or value. `flotilla bench run`, tiny: a row
+//! per mode (the CLI and the control plane, real subprocesses) and their
+//! ratio, as a table and as JSON.
 
 use crate::support::flotilla;
 
@@ -95,4 +97,61 @@ fn bench_solver_names_what_it_does_not_know() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(expected), "{all:?}: {err}");
     }
+}
+
+#[test]
+fn bench_run_prints_a_row_per_mode_and_their_ratio() {
+    let args = ["bench", "run", "--trials", "20", "--parallel", "4"];
+    let text = stdout(&args);
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .map(|l| {
+            l.split('|')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        rows[0],
+        [
+            "mode",
+            "what",
+            "wall s",
+            "trials/s",
+            "CPU ms/trial (self)",
+            "CPU ms/trial (children)"
+        ],
+        "{text}"
+    );
+    let modes: Vec<&str> = rows[2..].iter().map(|r| r[0]).collect();
+    assert_eq!(modes, ["cli", "control-plane"], "{text}");
+    for row in &rows[2..] {
+        assert_eq!(row.len(), 6, "{text}");
+        for cell in &row[2..] {
+            let n: f64 = cell.parse().unwrap_or_else(|_| panic!("{cell:?}: {text}"));
+            assert!(n.is_finite() && n >= 0.0, "{cell}: {text}");
+        }
+    }
+    assert!(text.contains("study runs: 20 trials, parallel 4"), "{text}");
+    assert!(text.contains("control plane / cli wall time: "), "{text}");
+
+    let mut json_args = args.to_vec();
+    json_args.push("--json");
+    let report: serde_json::Value = serde_json::from_str(&stdout(&json_args)).unwrap();
+    assert_eq!(
+        (&report["trials"], &report["parallel"]),
+        (&20.into(), &4.into())
+    );
+    let modes = report["modes"].as_array().unwrap();
+    assert_eq!(modes.len(), 2, "{report}");
+    for (mode, name) in modes.iter().zip(["cli", "control-plane"]) {
+        assert_eq!(mode["mode"], name, "{report}");
+        assert!(mode["wall_seconds"].as_f64().unwrap() > 0.0, "{report}");
+        for part in ["self", "children"] {
+            assert!(mode["cpu_ms_per_trial"][part].is_number(), "{report}");
+        }
+    }
+    assert!(report["ratio"].as_f64().unwrap() > 0.0, "{report}");
 }

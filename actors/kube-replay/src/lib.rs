@@ -1,7 +1,14 @@
 //! Test support for the Kubernetes clients (the scheduler's `kubernetes`
 //! executor and the provisioner's `kubernetes` provider): a kube [`Client`]
 //! over a `tower-test` mock service that replays recorded API-server
-//! exchanges in order, checking each request against the recording.
+//! exchanges, checking each request against the recording.
+//!
+//! [`replaying`] and [`Replay`] expect the requests in the recorded order
+//! (one client doing one thing at a time). [`Cassette`] is for clients that
+//! make requests concurrently (several Jobs at once, whose requests
+//! interleave as they will): each request takes the first unused exchange
+//! it matches, and an exchange may be [held](Exchange::held) (never
+//! answered, as a watch on a Job that keeps running).
 
 #![warn(missing_docs)]
 
@@ -20,6 +27,12 @@ pub struct Exchange {
     pub not_watch: bool,
     /// The JSON body the request must carry, when it matters.
     pub request: Option<Value>,
+    /// JSON the request's body must contain (every field given, at any
+    /// depth, equal; others may be there too), when it matters.
+    pub containing: Option<Value>,
+    /// Whether the request is never answered ([`Cassette`] only): it waits
+    /// until the recorded server goes away.
+    pub held: bool,
     /// The answer's status.
     pub status: u16,
     /// The answer's body.
@@ -40,6 +53,8 @@ pub fn exchange(
         not_watch: !query.contains(&"watch=true"),
         query: query.into_iter().map(str::to_string).collect(),
         request: None,
+        containing: None,
+        held: false,
         status,
         body: serde_json::to_vec(&body).unwrap(),
     }
@@ -50,6 +65,46 @@ impl Exchange {
     pub fn expecting(mut self, request: Value) -> Self {
         self.request = Some(request);
         self
+    }
+
+    /// Requires the request's body to contain `part` (see
+    /// [`Exchange::containing`]): the fields that tell one Job's request
+    /// from another's when the rest is not known in advance.
+    pub fn containing(mut self, part: Value) -> Self {
+        self.containing = Some(part);
+        self
+    }
+
+    /// Never answers the request (see [`Exchange::held`]).
+    pub fn held(mut self) -> Self {
+        self.held = true;
+        self
+    }
+
+    /// Whether a request (`method`, `path`, `query`, JSON `body`) is this one.
+    fn matches(&self, method: &str, path: &str, query: &str, body: Option<&Value>) -> bool {
+        let body_fits = |want: &Option<Value>, exact: bool| match (want, body) {
+            (None, _) => true,
+            (Some(want), Some(got)) if exact => want == got,
+            (Some(want), Some(got)) => contains(got, want),
+            (Some(_), None) => false,
+        };
+        method == self.method
+            && path == self.path
+            && self.query.iter().all(|f| query.contains(f.as_str()))
+            && !(self.not_watch && query.contains("watch=true"))
+            && body_fits(&self.request, true)
+            && body_fits(&self.containing, false)
+    }
+}
+
+/// Whether `whole` holds every field of `part`, recursively.
+fn contains(whole: &Value, part: &Value) -> bool {
+    match (whole, part) {
+        (Value::Object(w), Value::Object(p)) => p
+            .iter()
+            .all(|(k, v)| w.get(k).is_some_and(|got| contains(got, v))),
+        _ => whole == part,
     }
 }
 
@@ -85,10 +140,15 @@ pub fn replaying(script: Vec<Exchange>) -> (Client, tokio::task::JoinHandle<Vec<
             if expected.not_watch {
                 assert!(!query.contains("watch=true"), "{line} watches");
             }
-            if let Some(want) = &expected.request {
+            if expected.request.is_some() || expected.containing.is_some() {
                 let bytes = request.into_body().collect_bytes().await.expect("a body");
                 let got: Value = serde_json::from_slice(&bytes).expect("a JSON body");
-                assert_eq!(&got, want, "{line} body");
+                if let Some(want) = &expected.request {
+                    assert_eq!(&got, want, "{line} body");
+                }
+                if let Some(part) = &expected.containing {
+                    assert!(contains(&got, part), "{line} body {got} lacks {part}");
+                }
             }
             let response = Response::builder()
                 .status(expected.status)
@@ -129,5 +189,140 @@ impl Replay {
         let waited = tokio::time::timeout(std::time::Duration::from_secs(20), self.server);
         let followed = waited.await.expect("the recorded exchanges were made");
         followed.expect("the requests follow the recording")
+    }
+}
+
+/// One request a [`Cassette`] saw.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// `METHOD path?query`.
+    pub line: String,
+    /// Its JSON body, if it had one.
+    pub body: Option<Value>,
+    /// Whether a recorded exchange answered it (or holds it).
+    pub matched: bool,
+}
+
+/// What a [`Cassette`]'s server knows: the recording and what it saw.
+struct Tape {
+    exchanges: Vec<(Exchange, bool)>,
+    seen: Vec<Seen>,
+}
+
+/// A recorded API server for a client that makes requests concurrently:
+/// each request is answered by the first unused recorded exchange it
+/// matches, in whatever order the requests come; one that matches none is
+/// answered 500 and noted (see [`Cassette::unexpected`]).
+///
+/// Requests that only one exchange can answer at a time (a Job's create,
+/// watch and delete, told apart by its name) keep their own order; those
+/// whose answers are all alike (a lookup that finds nothing) may take any.
+pub struct Cassette {
+    client: Client,
+    tape: std::sync::Arc<std::sync::Mutex<Tape>>,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+impl Cassette {
+    /// A recorded server answering from `script` (must run in a tokio
+    /// runtime; the server runs until the runtime or every client goes).
+    pub fn new(script: Vec<Exchange>) -> Self {
+        use http::{Request, Response};
+        use kube::client::Body;
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "default");
+        let tape = std::sync::Arc::new(std::sync::Mutex::new(Tape {
+            exchanges: script.into_iter().map(|e| (e, false)).collect(),
+            seen: Vec::new(),
+        }));
+        let shared = tape.clone();
+        let server = tokio::spawn(async move {
+            // Held requests wait here, unanswered, until the server goes.
+            let mut held = Vec::new();
+            while let Some((request, send)) = handle.next_request().await {
+                let method = request.method().to_string();
+                let path = request.uri().path().to_string();
+                let query = request.uri().query().unwrap_or_default().to_string();
+                let bytes = request
+                    .into_body()
+                    .collect_bytes()
+                    .await
+                    .unwrap_or_default();
+                let body: Option<Value> = serde_json::from_slice(&bytes).ok();
+                let answer = {
+                    let mut tape = shared.lock().unwrap_or_else(|e| e.into_inner());
+                    let found = tape.exchanges.iter_mut().find(|(e, used)| {
+                        !*used && e.matches(&method, &path, &query, body.as_ref())
+                    });
+                    let answer = found.map(|(e, used)| {
+                        *used = true;
+                        (e.held, e.status, e.body.clone())
+                    });
+                    tape.seen.push(Seen {
+                        line: format!("{method} {path}?{query}"),
+                        body,
+                        matched: answer.is_some(),
+                    });
+                    answer
+                };
+                let (status, bytes) = match answer {
+                    Some((true, _, _)) => {
+                        held.push(send);
+                        continue;
+                    }
+                    Some((false, status, bytes)) => (status, bytes),
+                    None => (
+                        500,
+                        serde_json::to_vec(&status(500, "InternalError", "not in the recording"))
+                            .unwrap_or_default(),
+                    ),
+                };
+                let response = Response::builder()
+                    .status(status)
+                    .body(Body::from(bytes))
+                    .expect("a response");
+                send.send_response(response);
+            }
+        });
+        Cassette {
+            client,
+            tape,
+            _server: server,
+        }
+    }
+
+    /// A client of the recorded server.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    fn tape(&self) -> std::sync::MutexGuard<'_, Tape> {
+        self.tape.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every request seen so far, in the order they came.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.tape().seen.clone()
+    }
+
+    /// The requests no recorded exchange matched (`METHOD path?query`).
+    pub fn unexpected(&self) -> Vec<String> {
+        let tape = self.tape();
+        tape.seen
+            .iter()
+            .filter(|s| !s.matched)
+            .map(|s| s.line.clone())
+            .collect()
+    }
+
+    /// The recorded exchanges no request has taken yet (`METHOD path
+    /// [query fragments]`).
+    pub fn unused(&self) -> Vec<String> {
+        let tape = self.tape();
+        tape.exchanges
+            .iter()
+            .filter(|(_, used)| !used)
+            .map(|(e, _)| format!("{} {} {:?}", e.method, e.path, e.query))
+            .collect()
     }
 }

@@ -44,7 +44,7 @@ use flotilla_messages::{CommandRequest, Encoding, Envelope, Subjects};
 use prometheus::{HistogramOpts, HistogramVec, IntGaugeVec, Opts, Registry};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
@@ -124,7 +124,9 @@ type AttemptKey = (String, String, u32);
 /// Runs the scheduler's effects on its executors.
 pub struct SchedulerEffects {
     executors: HashMap<ExecutorKind, Arc<dyn Executor>>,
-    registry: OnceLock<Arc<AggregateRegistry<Queue>>>,
+    /// Weak: the registry holds these effects, and a strong link back
+    /// would keep both (and the log they share) alive for ever.
+    registry: OnceLock<Weak<AggregateRegistry<Queue>>>,
     metrics: SchedulerMetrics,
     /// The provisioner's pools; without it nothing is placed.
     nodes: Option<Arc<NodeDirectory>>,
@@ -299,14 +301,14 @@ impl SchedulerEffects {
     /// Connects the effects to the queues they report to (once, right after
     /// the registry is built with these effects).
     pub fn attach(&self, registry: Arc<AggregateRegistry<Queue>>) {
-        let _ = self.registry.set(registry);
+        let _ = self.registry.set(Arc::downgrade(&registry));
     }
 
     /// Records where an attempt runs, as soon as it exists (so a restart
     /// knows it), under an id derived from the dispatch event.
     async fn record_started(&self, queue: &str, envelope: &Envelope, command: Value) {
-        let Some(registry) = self.registry.get() else {
-            tracing::warn!("scheduler effects are not attached to a registry");
+        let Some(registry) = self.registry.get().and_then(Weak::upgrade) else {
+            tracing::warn!("scheduler effects are not attached to a live registry");
             return;
         };
         let id = format!("{}-started", outcome_command_id(&envelope.id));
