@@ -220,7 +220,7 @@ impl SchedulerEffects {
     /// process (`node_lost`, under an id derived from the provisioner
     /// event, so telling twice records nothing twice).
     pub async fn node_lost(&self, loss: &NodeLoss) {
-        let Some(registry) = self.registry.get() else {
+        let Some(registry) = self.registry.get().and_then(Weak::upgrade) else {
             return;
         };
         let queues: BTreeSet<String> = lock(&self.placed)
