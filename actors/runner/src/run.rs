@@ -5,8 +5,9 @@
 //! received (the study handed it out) → requested (its job is being
 //! submitted) → submitted → running → ended (the job finished; the run is
 //! telling the study) → recorded (the study has the outcome). A trial holds
-//! a slot from the moment it is asked for until it is recorded, so the
-//! study never has more than `parallel` trials of the run outstanding.
+//! a slot from the moment it is asked for until its job ends, so at most
+//! `parallel` jobs of the run are in the queue; the next trial is asked for
+//! while the last one's value is told.
 //!
 //! The rules:
 //!
@@ -59,9 +60,12 @@ pub enum TrialPhase {
 }
 
 impl TrialPhase {
-    /// Whether the trial holds one of the run's slots.
+    /// Whether the trial holds one of the run's slots: its job is asked
+    /// for or in the queue. A trial whose job ended frees its slot at once,
+    /// while the study is told in the background, so the next job starts
+    /// without waiting for the tell.
     fn in_flight(self) -> bool {
-        !matches!(self, TrialPhase::Received | TrialPhase::Recorded)
+        self.job_open()
     }
 
     /// Whether its job is in the queue and unfinished.
@@ -303,7 +307,8 @@ impl Plan {
     fn finish_if_done(&mut self) {
         let s = self.state();
         let running = matches!(s.status, RunStatus::Running | RunStatus::Paused);
-        if running && s.exhausted && s.in_flight() == 0 {
+        let telling = s.trials.values().any(|t| t.phase == TrialPhase::Ended);
+        if running && s.exhausted && s.in_flight() == 0 && !telling {
             self.push(RunEvent::RunFinished {});
         }
     }
@@ -522,10 +527,15 @@ impl StudyRun {
 
     fn decide_job_ended(&self, job_id: &str, end: &JobEnd) -> Result<Vec<RunEvent>, Rejection> {
         match self.current_job(job_id) {
-            Some(t) if t.phase.job_open() => Ok(vec![RunEvent::JobEnded {
-                trial_id: t.trial.trial_id.clone(),
-                end: end.clone(),
-            }]),
+            Some(t) if t.phase.job_open() => {
+                let mut plan = Plan::new(self);
+                plan.push(RunEvent::JobEnded {
+                    trial_id: t.trial.trial_id.clone(),
+                    end: end.clone(),
+                });
+                plan.fill();
+                Ok(plan.events)
+            }
             _ => Ok(vec![]),
         }
     }

@@ -117,13 +117,15 @@ fn received_trials_become_jobs_and_each_end_frees_a_slot() {
             refused: None,
         },
     );
+    // The slot frees as the job ends: the next trial is asked for while
+    // the study is told.
     let (run, events) = when(run, ended("t1", 0.5));
-    assert_eq!(types(&events), ["job_ended"]);
+    assert_eq!(types(&events), ["job_ended", "trials_requested"]);
+    assert_eq!(events[1], RunEvent::TrialsRequested { request: 2, n: 1 });
     // Heard twice (the live event and a reconcile): nothing more.
     assert!(run.decide(&ended("t1", 0.5)).unwrap().is_empty());
     let (run, events) = when(run, recorded("t1"));
-    assert_eq!(types(&events), ["result_recorded", "trials_requested"]);
-    assert_eq!(events[1], RunEvent::TrialsRequested { request: 2, n: 1 });
+    assert_eq!(types(&events), ["result_recorded"]);
     assert_eq!(run.best(), Some(("t1", 0.5)));
 }
 
