@@ -21,7 +21,8 @@
 //! the aggregate's sequence, so they change nothing twice; the new holder
 //! folds what they appended.
 //!
-//! `FLOTILLA_LEASE_SECONDS` sets the lease's time (default 10).
+//! `FLOTILLA_LEASE_SECONDS` sets the lease's time (default 10);
+//! `FLOTILLA_REPLICA_ID` names the replica (see [`replica_id`]).
 
 use crate::commands::study_runs::seconds_env;
 use anyhow::Result;
@@ -55,15 +56,14 @@ impl Leadership {
     /// claim.
     pub async fn start(
         leases: Arc<dyn LeaseStore>,
+        replica: String,
         parts: Vec<PartStarter>,
     ) -> Result<(usize, Vec<JoinHandle<()>>, Leadership)> {
         let ttl = seconds_env("FLOTILLA_LEASE_SECONDS")?.unwrap_or(DEFAULT_LEASE_TTL);
-        let holder = format!(
-            "{}-{}",
-            std::process::id(),
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        );
-        let claim = Leadership { leases, holder };
+        let claim = Leadership {
+            leases,
+            holder: replica,
+        };
         let held = claim.take(ttl).await;
         // Renewed on its own task, so a long recovery does not let it lapse.
         let (tell, mut heard) = tokio::sync::watch::channel(held);
@@ -160,6 +160,31 @@ async fn follow(
             None
         }
         (_, running) => running,
+    }
+}
+
+/// Who holds the lease for this process: `FLOTILLA_REPLICA_ID`, else its
+/// host name and gateway address, so that a replica restarted after a
+/// crash takes its own lease back at once instead of waiting for it to run
+/// out (two processes cannot both serve one address on one host). Without a
+/// gateway it is unique to the process.
+pub fn replica_id(http: Option<std::net::SocketAddr>) -> String {
+    if let Some(id) = std::env::var("FLOTILLA_REPLICA_ID")
+        .ok()
+        .filter(|id| !id.trim().is_empty())
+    {
+        return id;
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    match http {
+        Some(addr) => format!("{host}:{addr}"),
+        None => format!(
+            "{host}:{}-{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        ),
     }
 }
 

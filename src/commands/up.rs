@@ -345,7 +345,8 @@ async fn start_actors(
     }
     let mut leadership = None;
     if !leased.is_empty() {
-        let (n, tasks, claim) = Leadership::start(backend.leases.clone(), leased).await?;
+        let replica = crate::commands::leadership::replica_id(settings.http);
+        let (n, tasks, claim) = Leadership::start(backend.leases.clone(), replica, leased).await?;
         recovered += n;
         services.extend(tasks);
         leadership = Some(claim);

@@ -127,3 +127,31 @@ fn a_study_created_with_a_runner_runs_by_itself_and_bad_runners_are_refused() {
     assert_eq!(view["counts"]["completed"], 6, "{view}");
     assert_eq!(view["spec"]["parallel"], 3, "{view}");
 }
+
+#[test]
+fn a_runner_section_nobody_heard_starts_its_run_when_the_runs_recover() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = write_script(
+        dir.path(),
+        "eval.sh",
+        "#!/bin/sh\nawk -v x=\"$ARQON_x\" 'BEGIN { printf \"RESULT=%f\\n\", x * x }'\n",
+    );
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    // No study runs hosted: the study is created and nobody starts its run.
+    let mut up = FlotillaUp::start(&["--data-dir", data_arg, "--only", "solver"], dir.path());
+    let create = json!({"type": "create_study", "seed": 1, "budget": 4,
+        "bounds": {"x": {"min": -1.0, "max": 1.0}},
+        "runner": {"command": [script.to_str().unwrap()], "parallel": 2}});
+    let (status, reply) = up.send("solver", "late", &create);
+    assert_eq!(status, 200, "{reply}");
+    up.terminate();
+    drop(up);
+    let up = FlotillaUp::start(&["--data-dir", data_arg], dir.path());
+    let view = wait_until(Duration::from_secs(60), || {
+        let (status, body) = up.get("/v1/query/study_run/late");
+        (status == 200 && body["result"]["status"] == "finished").then(|| body["result"].clone())
+    })
+    .unwrap_or_else(|| panic!("the missed runner never ran:\n{}", up.log()));
+    assert_eq!(view["counts"]["completed"], 4, "{view}");
+}

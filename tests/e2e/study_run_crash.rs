@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The study's budget.
-const BUDGET: u64 = 40;
+const BUDGET: u64 = 60;
 /// Trials the run keeps in flight.
 const PARALLEL: u32 = 4;
 /// The requirement: at least this many SIGKILLs of `up` while the run runs.

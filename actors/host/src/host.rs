@@ -532,6 +532,11 @@ impl<A: Aggregate> AggregateRegistry<A> {
         self.with_entry(id, |entry| entry.addr.clone())
     }
 
+    /// The event log the aggregates live in (to read other streams of it).
+    pub fn log(&self) -> &Arc<dyn flotilla_bus::EventLog> {
+        &self.deps.log
+    }
+
     /// How many actors are hosted now.
     pub fn hosted(&self) -> usize {
         lock(&self.actors).len()

@@ -131,12 +131,47 @@ impl RunDriver {
     }
 
     /// Recovers every run in the log, re-driving their unsettled effects,
-    /// and follows them; how many there were.
+    /// and follows them; starts the runs of studies created with a
+    /// `runner` section while no driver listened. How many runs there were.
     pub async fn recover(&self) -> Result<usize, flotilla_messages::Rejection> {
         let recovered = self.registry.recover_all().await?;
         let ids = self.registry.ids().await.unwrap_or_default();
-        self.active_set().extend(ids);
+        self.active_set().extend(ids.iter().cloned());
+        self.start_missed_runners(&ids.into_iter().collect()).await;
         Ok(recovered)
+    }
+
+    /// A study created with a `runner` while no replica drove the runs (a
+    /// takeover's gap) was heard by nobody: its run starts now, from the
+    /// study's first event, under the same command id the live reaction
+    /// uses (so both together start it once).
+    async fn start_missed_runners(&self, runs: &BTreeSet<String>) {
+        let log = self.registry.log();
+        let Ok(streams) = log.streams().await else {
+            return;
+        };
+        let prefix = format!("{}/", Actor::Solver);
+        for study in streams.iter().filter_map(|s| s.strip_prefix(&prefix)) {
+            if runs.contains(study) {
+                continue;
+            }
+            let Ok(mut events) = log.read_stream(&format!("{prefix}{study}"), 1).await else {
+                continue;
+            };
+            let Some(Ok(first)) = futures::StreamExt::next(&mut events).await else {
+                continue;
+            };
+            let Ok(event) = first.payload.decode::<Value>() else {
+                continue;
+            };
+            if let Some((command, id)) = reactions::runner_of_new_study(&event, &first.id) {
+                self.active_set().insert(study.to_string());
+                let reply = self.registry.execute_typed(study, command, Some(id)).await;
+                if let Some(e) = reply.error.filter(|_| !reply.ok) {
+                    tracing::warn!(run = study, code = %e.code, error = %e.message, "the study's runner did not start");
+                }
+            }
+        }
     }
 
     fn active_set(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {

@@ -201,7 +201,9 @@ pub fn queue(up: &FlotillaUp, name: &str) -> Value {
 }
 
 /// Polls queue `name` until `cond` holds and returns that view; panics
-/// with the view and the log after `within`.
+/// with the view and the log after `within`. A `503 UNAVAILABLE` counts as
+/// not yet: a scheduler restarted on another address waits for the
+/// control-plane lease its killed predecessor held to run out.
 pub fn wait_for_queue(
     up: &FlotillaUp,
     name: &str,
@@ -211,8 +213,13 @@ pub fn wait_for_queue(
 ) -> Value {
     let deadline = Instant::now() + within;
     loop {
-        let view = queue(up, name);
-        if cond(&view) {
+        let (status, body) = up.get(&format!("/v1/query/scheduler/{name}"));
+        assert!(
+            status == 200 || status == 503,
+            "queue {name}: {status} {body}"
+        );
+        let view = body["result"].clone();
+        if status == 200 && cond(&view) {
             return view;
         }
         if Instant::now() > deadline {
