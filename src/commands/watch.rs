@@ -307,37 +307,20 @@ async fn summary(cp: &ControlPlane, study: &str, run: &Value) -> Result<Value> {
         bail!("solver/{study}: {}", refusal(&reply));
     }
     let view = reply.result.unwrap_or(Value::Null);
-    let trials = view["trials"].as_array().cloned().unwrap_or_default();
-    let count = |state: &str| trials.iter().filter(|t| t["state"] == state).count();
-    let failed: Vec<Value> = trials
-        .iter()
-        .filter(|t| t["state"] == "failed")
-        .map(|t| json!({"trial_id": t["trial_id"], "reason": t["failure"]["reason"]}))
-        .collect();
-    let best = view["best"].is_object().then_some(&view["best"]);
-    let (completed, failures, pruned) = (count("completed"), count("failed"), count("pruned"));
-    Ok(json!({
+    let mut summary = json!({
         "study": study,
         "control_plane": cp.shown(),
         "executor": run["spec"]["executor"],
-        "status": view["status"],
-        "budget": view["config"]["budget"],
-        "best_value": best.map(|b| b["value"].clone()),
-        "best_params": best.map(|b| b["params"].clone()),
-        "best_trial_id": best.map(|b| b["trial_id"].clone()),
-        "trials": {
-            "completed": completed,
-            "failed": failures,
-            "pruned": pruned,
-            "not_evaluated": trials.len() - completed - failures - pruned,
-        },
-        "failed": failed,
-        "run": {
-            "status": run["status"],
-            "reason": run["reason"],
-            "counts": run["counts"],
-        },
-    }))
+    });
+    if let Value::Object(map) = &mut summary {
+        map.extend(crate::commands::run::study_summary(&view));
+    }
+    summary["run"] = json!({
+        "status": run["status"],
+        "reason": run["reason"],
+        "counts": run["counts"],
+    });
+    Ok(summary)
 }
 
 #[cfg(test)]

@@ -72,3 +72,37 @@ fn trial_spec(plan: &Plan, trial_id: &str, params: BTreeMap<String, Value>) -> J
     spec.timeout_seconds = plan.timeout.map(|t| t.as_secs_f64());
     spec
 }
+
+/// What every run's summary says about its study, from the study's view:
+/// its status and budget, the best trial, the trials by state and the
+/// failures with their reasons.
+pub(crate) fn study_summary(view: &Value) -> serde_json::Map<String, Value> {
+    let trials = view["trials"].as_array().cloned().unwrap_or_default();
+    let count = |state: &str| trials.iter().filter(|t| t["state"] == state).count();
+    let failed: Vec<Value> = trials
+        .iter()
+        .filter(|t| t["state"] == "failed")
+        .map(|t| serde_json::json!({"trial_id": t["trial_id"], "reason": t["failure"]["reason"]}))
+        .collect();
+    let best = view["best"].is_object().then_some(&view["best"]);
+    let (completed, failures, pruned) = (count("completed"), count("failed"), count("pruned"));
+    let summary = serde_json::json!({
+        "status": view["status"],
+        "budget": view["config"]["budget"],
+        "best_value": best.map(|b| b["value"].clone()),
+        "best_params": best.map(|b| b["params"].clone()),
+        "best_trial_id": best.map(|b| b["trial_id"].clone()),
+        "trials": {
+            "completed": completed,
+            "failed": failures,
+            "pruned": pruned,
+            "not_evaluated": trials.len() - completed - failures - pruned,
+        },
+        "failed": failed,
+    });
+    match summary {
+        Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    }
+}
+

@@ -356,29 +356,14 @@ impl ScheduledRun {
 
     async fn summary(&self) -> Result<Value> {
         let study = self.study_view().await?;
-        let trials = study["trials"].as_array().cloned().unwrap_or_default();
-        let count = |state: &str| trials.iter().filter(|t| t["state"] == state).count();
-        let failed: Vec<Value> = trials
-            .iter()
-            .filter(|t| t["state"] == "failed")
-            .map(|t| json!({"trial_id": t["trial_id"], "reason": t["failure"]["reason"]}))
-            .collect();
-        let best = study["best"].is_object().then_some(&study["best"]);
-        Ok(json!({
+        let mut summary = json!({
             "study": self.plan.study,
             "data_dir": self.plan.data_dir,
             "executor": self.executor,
-            "status": study["status"],
-            "budget": self.plan.config.budget,
-            "best_value": best.map(|b| b["value"].clone()),
-            "best_params": best.map(|b| b["params"].clone()),
-            "best_trial_id": best.map(|b| b["trial_id"].clone()),
-            "trials": {
-                "completed": count("completed"),
-                "failed": count("failed"),
-                "not_evaluated": trials.len() - count("completed") - count("failed"),
-            },
-            "failed": failed,
-        }))
+        });
+        if let Value::Object(map) = &mut summary {
+            map.extend(super::study_summary(&study));
+        }
+        Ok(summary)
     }
 }
