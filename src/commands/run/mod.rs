@@ -105,4 +105,3 @@ pub(crate) fn study_summary(view: &Value) -> serde_json::Map<String, Value> {
         _ => serde_json::Map::new(),
     }
 }
-
