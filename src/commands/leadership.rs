@@ -24,7 +24,7 @@
 //! `FLOTILLA_LEASE_SECONDS` sets the lease's time (default 10);
 //! `FLOTILLA_REPLICA_ID` names the replica (see [`replica_id`]).
 
-use crate::commands::study_runs::seconds_env;
+use crate::commands::seconds_env;
 use anyhow::Result;
 use flotilla_bus::LeaseStore;
 use futures::future::LocalBoxFuture;

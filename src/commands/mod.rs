@@ -98,3 +98,17 @@ pub(crate) fn wait_ready(
     }
     anyhow::bail!("{what} did not become ready on {addr} within 60 s")
 }
+
+/// A positive number of seconds from `name`, if set.
+pub fn seconds_env(name: &str) -> Result<Option<std::time::Duration>> {
+    match std::env::var(name) {
+        Err(_) => Ok(None),
+        Ok(text) => text
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(|s| Some(std::time::Duration::from_secs_f64(s)))
+            .ok_or_else(|| anyhow::anyhow!("{name}: {text:?} is not a positive number of seconds")),
+    }
+}

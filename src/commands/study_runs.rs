@@ -12,13 +12,13 @@
 
 use crate::backend::Backend;
 use crate::commands::leadership::PartStarter;
+use crate::commands::seconds_env;
 use anyhow::{anyhow, Context, Result};
 use flotilla_host::{wall_clock, AggregateRegistry, EffectHandler, HostDeps};
 use flotilla_messages::Subjects;
 use flotilla_runner::{DriverSettings, Peers, RunDriver, RunEffects, RunMetrics, StudyRun};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::task::JoinHandle;
 
 /// What builds a driver each time this process takes the control-plane
@@ -91,18 +91,4 @@ pub fn part(
         let parts = parts.clone();
         Box::pin(async move { parts.drive().await })
     }))
-}
-
-/// A positive number of seconds from `name`, if set.
-pub fn seconds_env(name: &str) -> Result<Option<Duration>> {
-    match std::env::var(name) {
-        Err(_) => Ok(None),
-        Ok(text) => text
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|s| s.is_finite() && *s > 0.0)
-            .map(|s| Some(Duration::from_secs_f64(s)))
-            .ok_or_else(|| anyhow!("{name}: {text:?} is not a positive number of seconds")),
-    }
 }

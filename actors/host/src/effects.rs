@@ -21,6 +21,14 @@ pub trait EffectHandler<A: Aggregate>: Send + Sync + 'static {
 
 /// The command id that records the outcome of the effect of `event_id`.
 pub fn outcome_command_id(event_id: &str) -> String {
+    derived_command_id("fx", event_id)
+}
+
+/// A command id derived from the event that causes the command,
+/// `<prefix>-<event id without dashes>`: sent again for the same event, it
+/// is the same id, so the receiver's idempotency check makes it a no-op.
+/// Event ids are UUIDs (32 hex digits), so a short prefix keeps it a valid id.
+pub fn derived_command_id(prefix: &str, event_id: &str) -> String {
     let compact: String = event_id.chars().filter(|c| *c != '-').collect();
-    format!("fx-{compact}")
+    format!("{prefix}-{compact}")
 }

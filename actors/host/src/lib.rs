@@ -28,7 +28,7 @@ pub use core::{
     AggregateCore, EffectJob, HostConfig, HostDeps, DEFAULT_MAX_BATCH_BYTES,
     DEFAULT_MAX_EVENT_BYTES,
 };
-pub use effects::{outcome_command_id, EffectHandler};
+pub use effects::{derived_command_id, outcome_command_id, EffectHandler};
 pub use host::{AggregateActor, AggregateRegistry, Execute, Query, Recovered};
 pub use metrics::HostMetrics;
 pub use replay::{replay, Replayed, Until};

@@ -9,12 +9,12 @@
 //! - every [`DriverSettings::reconcile_every`], the queue's state for each
 //!   active run, so an event missed while this process was down or
 //!   disconnected is made good ([`crate::reactions::from_job_view`]);
-//! - every [`DriverSettings::heartbeat`], `renew_leases`, so the study
-//!   keeps the leases of trials whose jobs run;
+//! - every [`DriverSettings::heartbeat`] (checked at each reconcile),
+//!   `renew_leases`, so the study keeps the leases of trials whose jobs run;
 //! - the gauges of [`RunMetrics`].
 //!
 //! One driver at a time may run a study's runs: `up` starts it only while
-//! it holds the runner lease (see `flotilla_bus::LeaseStore`).
+//! it holds the control-plane lease (see `flotilla_bus::LeaseStore`).
 
 use crate::effects::Peers;
 use crate::{reactions, RunMetrics, StudyRun};
@@ -30,6 +30,13 @@ use tokio::task::JoinHandle;
 
 /// How often a driver reads the queues of active runs, by default.
 pub const DEFAULT_RECONCILE_EVERY: Duration = Duration::from_secs(5);
+/// Every how many reconciles the log is listed for runs this driver did
+/// not hear start (listing every stream is not free on a long log).
+const RESCAN_EVERY: u64 = 12;
+/// Jobs per page of a queue read: a job's view carries its output tails
+/// (up to 4 KB), and a page must stay well inside one NATS message.
+const JOBS_PER_PAGE: usize = 25;
+
 /// How often the leases of running trials are renewed, by default: well
 /// inside the solver's default one-hour lease.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(60);
@@ -122,9 +129,9 @@ impl RunDriver {
         let me = self.clone();
         tasks.push(actix::spawn(async move {
             let mut every = tokio::time::interval(me.settings.reconcile_every);
-            loop {
+            for tick in 1u64.. {
                 every.tick().await;
-                me.reconcile_all().await;
+                me.reconcile_all(tick % RESCAN_EVERY == 0).await;
             }
         }));
         Ok(tasks)
@@ -165,12 +172,21 @@ impl RunDriver {
                 continue;
             };
             if let Some((command, id)) = reactions::runner_of_new_study(&event, &first.id) {
-                self.active_set().insert(study.to_string());
-                let reply = self.registry.execute_typed(study, command, Some(id)).await;
-                if let Some(e) = reply.error.filter(|_| !reply.ok) {
-                    tracing::warn!(run = study, code = %e.code, error = %e.message, "the study's runner did not start");
-                }
+                self.start_runner(study, command, id).await;
             }
+        }
+    }
+
+    /// Starts the run a study's `runner` section asks for, under the id
+    /// derived from the study's `study_created` event.
+    async fn start_runner(&self, study: &str, command: RunCommand, command_id: String) {
+        self.active_set().insert(study.to_string());
+        let reply = self
+            .registry
+            .execute_typed(study, command, Some(command_id))
+            .await;
+        if let Some(e) = reply.error.filter(|_| !reply.ok) {
+            tracing::warn!(run = study, code = %e.code, error = %e.message, "the study's runner did not start");
         }
     }
 
@@ -193,15 +209,7 @@ impl RunDriver {
             return;
         }
         if let Some((command, command_id)) = reactions::runner_of_new_study(&event, &event_id) {
-            self.active_set().insert(id.to_string());
-            let reply = self
-                .registry
-                .execute_typed(id, command, Some(command_id))
-                .await;
-            if let Some(e) = reply.error.filter(|_| !reply.ok) {
-                tracing::warn!(run = id, code = %e.code, error = %e.message, "the study's runner did not start");
-            }
-            return;
+            return self.start_runner(id, command, command_id).await;
         }
         if !self.active_set().contains(id) {
             return;
@@ -222,11 +230,14 @@ impl RunDriver {
         }
     }
 
-    /// Reconciles every run that may be active and drops the others.
-    async fn reconcile_all(&self) {
-        // Runs started while an event was missed are found in the log.
-        if let Ok(ids) = self.registry.ids().await {
-            self.active_set().extend(ids);
+    /// Reconciles every run that may be active and drops the others; with
+    /// `rescan`, first adds every run of the log (one whose `run_started`
+    /// this driver missed is found there).
+    async fn reconcile_all(&self, rescan: bool) {
+        if rescan {
+            if let Ok(ids) = self.registry.ids().await {
+                self.active_set().extend(ids);
+            }
         }
         let ids: Vec<String> = self.active_set().iter().cloned().collect();
         for id in ids {
@@ -267,9 +278,8 @@ impl RunDriver {
             .filter_map(|t| t["job_id"].as_str())
             .collect();
         if !open.is_empty() {
-            for job in self.queue_jobs(id).await {
-                let known = job["job_id"].as_str().is_some_and(|j| open.contains(j));
-                if let Some(command) = known.then(|| reactions::from_job_view(&job)).flatten() {
+            for job in self.open_jobs(id, &open).await {
+                if let Some(command) = reactions::from_job_view(&job) {
                     self.send(id, command).await;
                 }
             }
@@ -279,22 +289,29 @@ impl RunDriver {
         active || !open.is_empty()
     }
 
-    /// Every job of the study's queue, a page at a time.
-    async fn queue_jobs(&self, id: &str) -> Vec<Value> {
+    /// The jobs `open` of the study's queue as the queue holds them, read a
+    /// page at a time until all of them were seen.
+    async fn open_jobs(&self, id: &str, open: &BTreeSet<&str>) -> Vec<Value> {
         let mut jobs = Vec::new();
         let mut after: Option<String> = None;
-        loop {
-            let page = json!({"after": after, "limit": 200});
+        while jobs.len() < open.len() {
+            let page = json!({"after": after, "limit": JOBS_PER_PAGE});
             let reply = self.peers.query_page(Actor::Scheduler, id, page).await;
             let Some(view) = reply.result.filter(|_| reply.ok) else {
-                return jobs;
+                break;
             };
-            jobs.extend(view["jobs"].as_array().cloned().unwrap_or_default());
+            let page_jobs = view["jobs"].as_array().into_iter().flatten();
+            jobs.extend(
+                page_jobs
+                    .filter(|j| j["job_id"].as_str().is_some_and(|id| open.contains(id)))
+                    .cloned(),
+            );
             match view["next"].as_str() {
                 Some(next) => after = Some(next.to_string()),
-                None => return jobs,
+                None => break,
             }
         }
+        jobs
     }
 
     async fn renew_if_due(&self, id: &str) {
@@ -318,10 +335,7 @@ impl RunDriver {
 
 /// The id and payload of a published envelope, as JSON (either encoding).
 fn decode_event(payload: &[u8]) -> Option<(String, Value)> {
-    let envelope: Envelope = Encoding::Json
-        .decode(payload)
-        .or_else(|_| Encoding::MsgPack.decode(payload))
-        .ok()?;
+    let envelope: Envelope = Encoding::sniff(payload).decode(payload).ok()?;
     let event = envelope.payload.decode::<Value>().ok()?;
     Some((envelope.id, event))
 }

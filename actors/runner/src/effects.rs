@@ -3,7 +3,7 @@
 //! this process or in others), and their outcomes fed back to the run.
 //!
 //! Every command sent carries an id derived from the run event that asked
-//! for it (`run-<event id>`), so an effect re-driven after a crash asks,
+//! for it (`run-<event id>`, [`derived_command_id`]), so an effect re-driven after a crash asks,
 //! submits or tells nothing twice: the study or queue answers the first
 //! reply again. A transport failure (no responder yet, a timeout, an
 //! unavailable log) is retried with a growing pause until it gets an
@@ -12,7 +12,7 @@
 use crate::StudyRun;
 use async_trait::async_trait;
 use flotilla_bus::{Bus, Message};
-use flotilla_host::{Clock, EffectHandler};
+use flotilla_host::{derived_command_id, Clock, EffectHandler};
 use flotilla_messages::auth::{CommandSigner, CONTROL_PLANE, PRINCIPAL_HEADER};
 use flotilla_messages::scheduler::retain_all;
 use flotilla_messages::solver::{MAX_ASK, MAX_ASK_VALUES};
@@ -110,9 +110,8 @@ impl Peers {
             .request(msg, REQUEST_TIMEOUT)
             .await
             .map_err(|e| e.to_string())?;
-        Encoding::Json
+        Encoding::sniff(&answer.payload)
             .decode::<Reply>(&answer.payload)
-            .or_else(|_| Encoding::MsgPack.decode::<Reply>(&answer.payload))
             .map_err(|e| format!("unreadable reply: {e}"))
     }
 }
@@ -140,12 +139,6 @@ fn refusal(reply: &Reply) -> Option<String> {
 
 fn code_of(reply: &Reply) -> &str {
     reply.error.as_ref().map_or("", |e| e.code.as_str())
-}
-
-/// The command id a run event's command to a peer carries.
-pub fn peer_command_id(event_id: &str) -> String {
-    let compact: String = event_id.chars().filter(|c| *c != '-').collect();
-    format!("run-{compact}")
 }
 
 /// Runs a study run's effects against its peers.
@@ -269,7 +262,7 @@ impl RunEffects {
 impl EffectHandler<StudyRun> for RunEffects {
     async fn run(&self, envelope: &Envelope, event: &RunEvent) -> Option<Value> {
         let study = envelope.stream.split_once('/')?.1;
-        let id = peer_command_id(&envelope.id);
+        let id = derived_command_id("run", &envelope.id);
         let outcome = match event {
             RunEvent::RunStarted { spec } => self.start(study, spec, &id).await,
             RunEvent::TrialsRequested { request, n } => self.ask(study, *request, *n, &id).await,

@@ -25,6 +25,6 @@ pub mod reactions;
 mod run;
 
 pub use driver::{DriverSettings, RunDriver, DEFAULT_HEARTBEAT, DEFAULT_RECONCILE_EVERY};
-pub use effects::{peer_command_id, Peers, RunEffects};
+pub use effects::{Peers, RunEffects};
 pub use metrics::RunMetrics;
 pub use run::{RunTrialRecord, StudyRun, TrialPhase, COUNTED};

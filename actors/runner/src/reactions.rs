@@ -103,11 +103,8 @@ pub fn runner_of_new_study(event: &Value, event_id: &str) -> Option<(RunCommand,
         return None;
     }
     let spec: RunSpec = serde_json::from_value(event["config"]["runner"].clone()).ok()?;
-    let compact: String = event_id
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .collect();
-    Some((RunCommand::StartRun(spec), format!("runner-{compact}")))
+    let id = flotilla_host::derived_command_id("runner", event_id);
+    Some((RunCommand::StartRun(spec), id))
 }
 
 /// The run command a solver event of study `<study>` means, if any: a

@@ -180,8 +180,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The id of the `node_lost` that reacts to provisioner event `event_id`.
 pub fn node_lost_command_id(event_id: &str) -> String {
-    let compact: String = event_id.chars().filter(|c| *c != '-').collect();
-    format!("node-lost-{compact}")
+    flotilla_host::derived_command_id("node-lost", event_id)
 }
 
 impl SchedulerEffects {

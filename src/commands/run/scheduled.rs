@@ -36,15 +36,12 @@ use std::time::{Duration, Instant};
 
 /// How often the leases of trials with running jobs are renewed: well
 /// inside the solver's default one-hour lease.
-pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(60);
+pub const HEARTBEAT_EVERY: Duration = flotilla_runner::DEFAULT_HEARTBEAT;
 
 /// The heartbeat interval: `FLOTILLA_HEARTBEAT_SECONDS`, else
 /// [`HEARTBEAT_EVERY`].
 fn heartbeat_every() -> Result<Duration> {
-    Ok(
-        crate::commands::study_runs::seconds_env("FLOTILLA_HEARTBEAT_SECONDS")?
-            .unwrap_or(HEARTBEAT_EVERY),
-    )
+    Ok(crate::commands::seconds_env("FLOTILLA_HEARTBEAT_SECONDS")?.unwrap_or(HEARTBEAT_EVERY))
 }
 
 /// Runs the study of `plan` through the scheduler on `executor`.
