@@ -151,14 +151,22 @@ impl ControlPlane {
     /// The current state of `<actor>/<id>` (a `NOT_FOUND` reply when it
     /// does not exist).
     pub async fn query(&self, actor: Actor, id: &str) -> Result<Reply> {
+        self.query_page(actor, id, None).await
+    }
+
+    /// The state of `<actor>/<id>` with at most `limit` items of its long
+    /// list (a run's trials, a queue's jobs); the rest of the view is whole.
+    pub async fn query_page(&self, actor: Actor, id: &str, limit: Option<usize>) -> Result<Reply> {
         let stream = StreamName::new(actor, id).map_err(|e| anyhow!("study: {e}"))?;
         match &self.link {
             Link::Http { base, client } => {
-                let url = format!("{base}/v1/query/{actor}/{id}");
+                let page = limit.map_or(String::new(), |n| format!("?limit={n}"));
+                let url = format!("{base}/v1/query/{actor}/{id}{page}");
                 http_reply(client.get(&url), &url).await
             }
             Link::Nats { bus, subjects, .. } => {
-                let msg = Message::new(subjects.query(&stream), b"{}".to_vec())
+                let body = serde_json::to_vec(&serde_json::json!({ "limit": limit }))?;
+                let msg = Message::new(subjects.query(&stream), body)
                     .with_header("Content-Type", Encoding::Json.content_type());
                 nats_reply(bus, msg).await
             }
@@ -187,9 +195,8 @@ async fn nats_reply(bus: &NatsBus, msg: Message) -> Result<Reply> {
         .request(msg, REQUEST_TIMEOUT)
         .await
         .with_context(|| format!("nats: no reply on {subject}"))?;
-    Encoding::Json
+    Encoding::sniff(&reply.payload)
         .decode::<Reply>(&reply.payload)
-        .or_else(|_| Encoding::MsgPack.decode::<Reply>(&reply.payload))
         .map_err(|e| anyhow!("unexpected reply on {subject}: {e}"))
 }
 

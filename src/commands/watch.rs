@@ -129,9 +129,12 @@ enum Poll {
     Passing(String),
 }
 
-/// Reads the run; a refusal that waiting cannot mend is an error.
-async fn poll(cp: &ControlPlane, study: &str) -> Result<Poll> {
-    let reply = match cp.query(Actor::StudyRun, study).await {
+/// Reads the run — only its first trial with `compact` (the counts, best
+/// and jobs in flight are whole either way, and a poll stays small however
+/// big the budget); a refusal that waiting cannot mend is an error.
+async fn poll(cp: &ControlPlane, study: &str, compact: bool) -> Result<Poll> {
+    let limit = compact.then_some(1);
+    let reply = match cp.query_page(Actor::StudyRun, study, limit).await {
         Ok(reply) => reply,
         Err(e) => return Ok(Poll::Passing(format!("{e:#}"))),
     };
@@ -146,7 +149,7 @@ async fn poll(cp: &ControlPlane, study: &str) -> Result<Poll> {
 /// Follows the run of `study` to its end and prints the summary; Ctrl-C
 /// detaches.
 pub async fn follow(cp: &ControlPlane, study: &str, interrupt: &mut Interrupt) -> Result<ExitCode> {
-    let mut view = match poll(cp, study).await? {
+    let mut view = match poll(cp, study, false).await? {
         Poll::View(view) => view,
         Poll::Passing(why) => bail!("study_run/{study}: {why}"),
     };
@@ -156,10 +159,15 @@ pub async fn follow(cp: &ControlPlane, study: &str, interrupt: &mut Interrupt) -
         if is_over(&view) {
             break;
         }
+        let failures = shown.failed.len() as u64;
         let next = tokio::select! {
             next = async {
                 tokio::time::sleep(POLL_EVERY).await;
-                poll(cp, study).await
+                match poll(cp, study, true).await? {
+                    // New failures to announce: read every trial once.
+                    Poll::View(v) if count(&v, "failed") > failures => poll(cp, study, false).await,
+                    other => Ok(other),
+                }
             } => next?,
             _ = interrupt.recv() => {
                 shown.bar.finish_and_clear();
