@@ -12,7 +12,7 @@
 //! | `GET /readyz` | 503 until every actor has recovered, and `unavailable` while the bus is disconnected; then 200, `degraded` with the `corrupt` streams listed if any |
 //! | `GET /metrics` | Prometheus text |
 //! | `POST /v1/cmd/{actor}/{id}` | a command (JSON or MessagePack), the reply as over NATS |
-//! | `GET /v1/query/{actor}[/{id}]` | state of one aggregate (`?after=&limit=` pages a queue's jobs), or the list of ids |
+//! | `GET /v1/query/{actor}[/{id}]` | state of one aggregate (`?after=&limit=` pages a queue's jobs or a run's trials), or the list of ids |
 //! | `GET /v1/events?from=&stream=&follow=` | events as JSON lines, from the log |
 //!
 //! Every `/v1/` request must name an allowed `Host` and carry no foreign
