@@ -78,6 +78,23 @@ pub enum Command {
     /// Write a least-privilege nats-server configuration: one nkey user per
     /// principal, their seed files and `principals.toml`.
     NatsConfig(NatsConfigArgs),
+    /// GET a URL and exit 0 on a 2xx answer, 1 otherwise: the health check
+    /// of images without curl (`flotilla probe http://127.0.0.1:8080/readyz`).
+    Probe(ProbeArgs),
+}
+
+/// `flotilla probe`.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The URL to GET (`/healthz`, `/readyz` of `up`, `worker` or `agent`).
+    pub url: String,
+    /// How long to wait for the answer (`2s`, `500ms`).
+    #[arg(long, default_value = "2s", value_parser = parse_timeout)]
+    pub timeout: std::time::Duration,
+}
+
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    flotilla_messages::fleet::parse_millis(text).map(std::time::Duration::from_millis)
 }
 
 /// Who may call a Flotilla HTTP server (`up`, `worker`, `agent`): bearer
@@ -188,6 +205,15 @@ pub struct NatsConfigArgs {
     /// A reader of the event stream (`flotilla audit`); repeatable.
     #[arg(long = "auditor", value_name = "NAME")]
     pub auditors: Vec<String>,
+    /// A cluster route, `nats://HOST:PORT` of every node (its own included)
+    /// of a NATS cluster; repeatable. With any, the configuration gets a
+    /// `cluster` block whose routes need a password (kept in
+    /// `route.password`), so only the cluster's own servers can join it.
+    #[arg(long = "route", value_name = "URL")]
+    pub routes: Vec<String>,
+    /// The cluster's name (with `--route`).
+    #[arg(long, default_value = "flotilla")]
+    pub cluster_name: String,
 }
 
 /// Where the log lives: a data dir (embedded) or a NATS server.

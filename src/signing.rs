@@ -66,31 +66,44 @@ pub fn reader_keys(choice: &BackendChoice, explicit: Option<&Path>) -> Result<Lo
     Ok(LogKeys::verifier(key))
 }
 
-/// Loads the key at `path`, or generates it there (0600) and publishes its
-/// public key beside it.
+/// Loads the key at `path`, or generates it there (0600) when there is
+/// none, and publishes its public key beside it. An existing key is only
+/// read, so it may sit on a read-only mount (a Kubernetes Secret, a
+/// Compose volume mounted `:ro`).
 fn load_or_generate(path: &Path) -> Result<SigningKey> {
-    let key = match generate(path) {
-        Ok(key) => key,
-        // Already there (perhaps made a moment ago by another process).
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            SigningKey::from_bytes(&read_hex32(path)?)
-        }
-        Err(e) => {
-            return Err(e).with_context(|| format!("signing_key: cannot create {}", path.display()))
+    let key = if path.exists() {
+        SigningKey::from_bytes(&read_hex32(path)?)
+    } else {
+        match generate(path) {
+            Ok(key) => key,
+            // Made a moment ago by another replica.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                SigningKey::from_bytes(&read_hex32(path)?)
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("signing_key: cannot create {}", path.display()))
+            }
         }
     };
+    publish_public_key(path, &key);
+    Ok(key)
+}
+
+/// Writes the public key beside the key unless it is already there. A
+/// read-only mount cannot take it: readers then need `--verify-key` from
+/// wherever the key was made, so that is a warning, not a failure.
+fn publish_public_key(path: &Path, key: &SigningKey) {
     let public = public_key_path(path);
     let text = hex::encode(key.verifying_key().as_bytes());
-    if std::fs::read_to_string(&public)
-        .ok()
-        .as_deref()
-        .map(str::trim)
-        != Some(text.as_str())
-    {
-        std::fs::write(&public, format!("{text}\n"))
-            .with_context(|| format!("signing_key: cannot write {}", public.display()))?;
+    let current = std::fs::read_to_string(&public).ok();
+    if current.as_deref().map(str::trim) == Some(text.as_str()) {
+        return;
     }
-    Ok(key)
+    if let Err(e) = std::fs::write(&public, format!("{text}\n")) {
+        tracing::warn!(public = %public.display(), error = %e, key = %text,
+            "cannot publish the signing key's public key beside it");
+    }
 }
 
 /// Creates a new key file at `path` (never over an existing one).
@@ -163,5 +176,33 @@ mod tests {
         let reader = reader_keys(&choice, None).unwrap();
         assert_eq!(reader.verifying(), first.verifying());
         assert!(reader.signing().is_none());
+    }
+
+    #[test]
+    fn an_existing_key_is_only_read_so_a_read_only_mount_serves() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(KEY_FILE);
+        let made = load_or_generate(&path).unwrap();
+        // Nothing is created, renamed or removed beside an existing key (a
+        // read-only mount refuses all of that, even to root).
+        let before = std::fs::metadata(dir.path()).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let read = load_or_generate(&path).unwrap();
+        assert_eq!(read.verifying_key(), made.verifying_key());
+        let after = std::fs::metadata(dir.path()).unwrap().modified().unwrap();
+        assert_eq!(before, after, "the key's directory was written");
+    }
+
+    #[test]
+    fn a_public_key_that_cannot_be_published_is_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(KEY_FILE);
+        let made = load_or_generate(&path).unwrap();
+        let public = public_key_path(&path);
+        std::fs::remove_file(&public).unwrap();
+        // Nothing can be written where the public key goes.
+        std::fs::create_dir(&public).unwrap();
+        let read = load_or_generate(&path).unwrap();
+        assert_eq!(read.verifying_key(), made.verifying_key());
     }
 }

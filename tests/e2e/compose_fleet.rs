@@ -1,0 +1,306 @@
+//! The containerized fleet of `deploy/compose/` under faults (issue 14):
+//! a 3-node NATS cluster (events stream at 3 replicas), 2 control-plane
+//! replicas, 3 health agents on simulated GPU nodes and 2 inference
+//! workers, every process with its own nkey and role, every HTTP call with
+//! a bearer token. One run shows, in order:
+//!
+//! 1. every service healthy; predictions served by both workers;
+//! 2. a study driven by the control plane (a `runner` on pool `gpu`);
+//! 3. the NATS node that leads the events stream killed mid-run, while a
+//!    client keeps sending commands: every acknowledged one is kept;
+//! 4. an agent's network disconnected: its node turns unhealthy after the
+//!    heartbeat timeout and is replaced (the replacement's agent starts as
+//!    a new machine would);
+//! 5. the control plane that drives the study killed: the other replica
+//!    takes the lease and finishes it, with exactly the budget's results;
+//! 6. `down` then `up`: every aggregate comes back as it was;
+//! 7. `flotilla audit` (inside the fleet's network, as the auditor) passes.
+//!
+//! Every fault targets the test's own containers on the project's private
+//! network; the test reaches them on published 127.0.0.1 ports.
+
+use crate::support::compose::{get_json, post_json, run_ok, Fleet};
+use crate::support::wait_until;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BUDGET: u64 = 40;
+const STUDY: &str = "fleet";
+
+/// Writes the trial script (and a `sleep` for it: the image has only sh)
+/// into `dir`.
+fn trials(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy("/bin/sleep", dir.join("sleep")).expect("copy /bin/sleep");
+    let script = dir.join("eval.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n/opt/trials/sleep 1.5\necho \"RESULT=$ARQON_x\"\n",
+    )
+    .unwrap();
+    for file in ["sleep", "eval.sh"] {
+        std::fs::set_permissions(
+            dir.join(file),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+    }
+}
+
+/// The HTTP side of the fleet, as the test sees it.
+struct Gateway<'a> {
+    fleet: &'a Fleet,
+    token: String,
+}
+
+impl Gateway<'_> {
+    fn url(&self, replica: &str) -> String {
+        self.fleet.url(replica, 8080)
+    }
+
+    fn query(&self, replica: &str, path: &str) -> Value {
+        let (status, body) = get_json(&format!("{}/v1/query/{path}", self.url(replica)), &self.token);
+        if status == 200 {
+            body["result"].clone()
+        } else {
+            Value::Null
+        }
+    }
+
+    fn send(&self, replica: &str, actor: &str, id: &str, body: &Value) -> (u16, Value) {
+        let url = format!("{}/v1/cmd/{actor}/{id}", self.url(replica));
+        post_json(&url, &self.token, body, None)
+    }
+
+    /// The replica whose `/metrics` says it drives the study.
+    fn driver(&self) -> Option<&'static str> {
+        let needle = format!("flotilla_study_run_active{{study=\"{STUDY}\"}} 1");
+        ["control-plane-1", "control-plane-2"].into_iter().find(|replica| {
+            let text = crate::support::http_client()
+                .get(format!("{}/metrics", self.url(replica)))
+                .bearer_auth(&self.token)
+                .send()
+                .and_then(|r| r.text())
+                .unwrap_or_default();
+            text.lines().any(|l| l.trim() == needle)
+        })
+    }
+}
+
+fn nodes(pool: &Value) -> BTreeMap<String, String> {
+    pool["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| {
+            let id = n["node_id"].as_str().unwrap_or_default().to_string();
+            (id, n["status"].as_str().unwrap_or_default().to_string())
+        })
+        .collect()
+}
+
+/// The NATS node that leads the events stream (from its monitoring port).
+fn stream_leader(fleet: &Fleet) -> String {
+    let url = format!("{}/jsz?accounts=true&streams=true", fleet.url("nats-1", 8222));
+    let jsz: Value = crate::support::http_client()
+        .get(url)
+        .send()
+        .and_then(|r| r.json())
+        .unwrap_or(Value::Null);
+    jsz["account_details"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|a| a["stream_detail"].as_array().into_iter().flatten())
+        .find(|s| s["name"] == "FLOTILLA_EVENTS")
+        .and_then(|s| s["cluster"]["leader"].as_str())
+        .unwrap_or("nats-1")
+        .to_string()
+}
+
+/// Sends `create_study` commands (one id each) to a replica until
+/// stopped; returns the ids whose reply was `ok` and how many were not.
+fn commands_in_flight(gateway_url: String, token: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(Vec<String>, usize)> {
+    std::thread::spawn(move || {
+        let mut acked = Vec::new();
+        let mut refused = 0;
+        for n in 0..2_000 {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let id = format!("ack-{n}");
+            let body = json!({"type": "create_study", "seed": n, "budget": 5,
+                "bounds": {"x": {"min": 0.0, "max": 1.0}}});
+            let (status, reply) = post_json(&format!("{gateway_url}/v1/cmd/solver/{id}"), &token, &body, Some(&id));
+            if status == 200 && reply["ok"] == true {
+                acked.push(id);
+            } else {
+                refused += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        (acked, refused)
+    })
+}
+
+/// Every aggregate's state through `replica`: (actor/id) → result.
+fn every_aggregate(gw: &Gateway, replica: &str) -> BTreeMap<String, Value> {
+    let mut all = BTreeMap::new();
+    for actor in ["solver", "scheduler", "provisioner", "study_run"] {
+        let ids = gw.query(replica, actor);
+        for id in ids["ids"].as_array().or(ids.as_array()).into_iter().flatten() {
+            let id = id.as_str().unwrap_or_default();
+            all.insert(format!("{actor}/{id}"), gw.query(replica, &format!("{actor}/{id}")));
+        }
+    }
+    all
+}
+
+#[test]
+fn the_containerized_fleet_heals_and_loses_nothing() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let trials_dir = dir.path().join("trials");
+    trials(&trials_dir);
+    let fleet = Fleet::new(
+        "fleet",
+        &trials_dir,
+        &[("FLOTILLA_LEASE_SECONDS", "4"), ("FLOTILLA_RECONCILE_SECONDS", "1")],
+        dir.path(),
+    );
+    let services = [
+        "control-plane-1", "control-plane-2", "agent-1", "agent-2", "agent-3", "worker-1", "worker-2",
+    ];
+    fleet.compose(&["up", "-d"]);
+    fleet.wait_nats_healthy(&["nats-1", "nats-2", "nats-3"], Duration::from_secs(120));
+    fleet.wait_healthy(&services, Duration::from_secs(180));
+    let up_took = started.elapsed();
+    let gw = Gateway { fleet: &fleet, token: fleet.token("admin.token") };
+
+    // 1. Predictions through both workers (each with the inference token).
+    let inference = fleet.token("inference.token");
+    for worker in ["worker-1", "worker-2"] {
+        let body = json!({"observations": [{"speed": 25.5, "steering": 0.1, "sensors": [0.8, 0.2, 0.5]}],
+            "deterministic": true});
+        let (status, reply) = post_json(&format!("{}/predict", fleet.url(worker, 8080)), &inference, &body, None);
+        assert_eq!(status, 200, "{worker}: {reply}");
+        assert_eq!(reply["actions"].as_array().map(Vec::len), Some(1), "{worker}: {reply}");
+    }
+
+    // The pool's three nodes are up, each with its agent.
+    wait_until(Duration::from_secs(60), || {
+        let pool = gw.query("control-plane-1", "provisioner/gpu");
+        let active = nodes(&pool).values().filter(|s| *s == "active").count();
+        (active == 3).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the pool's nodes never came up: {}\n{}", gw.query("control-plane-1", "provisioner/gpu"), fleet.logs()));
+
+    // 2. A study that the control plane runs on the pool by itself.
+    let create = json!({"type": "create_study", "seed": 5, "budget": BUDGET,
+        "bounds": {"x": {"min": -4.0, "max": 4.0}},
+        "runner": {"command": ["/opt/trials/eval.sh"], "parallel": 4, "pool": "gpu",
+                   "backoff_limit": 3, "timeout_seconds": 60}});
+    let (status, reply) = gw.send("control-plane-1", "solver", STUDY, &create);
+    assert_eq!(status, 200, "{reply}");
+    let completed = |replica: &str| gw.query(replica, &format!("study_run/{STUDY}"))["counts"]["completed"].as_u64();
+    wait_until(Duration::from_secs(60), || completed("control-plane-2").filter(|c| *c >= 3))
+        .unwrap_or_else(|| panic!("the run made no progress: {}\n{}", gw.query("control-plane-2", "study_run/fleet"), fleet.logs()));
+
+    // 3 + 4. Kill the events stream's leader while commands flow, and cut
+    // agent-2 off the network.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = commands_in_flight(gw.url("control-plane-2"), gw.token.clone(), stop.clone());
+    std::thread::sleep(Duration::from_secs(1));
+    let leader = stream_leader(&fleet);
+    fleet.compose(&["kill", &leader]);
+    let agent2 = fleet.container("agent-2");
+    run_ok("docker", &["network", "disconnect", &fleet.network(), &agent2], &[]);
+    let cut_at = Instant::now();
+
+    // gpu-2 misses its heartbeats: unhealthy, then a replacement is asked
+    // for, which registers once its agent boots.
+    let replacement = wait_until(Duration::from_secs(90), || {
+        let pool = gw.query("control-plane-2", "provisioner/gpu");
+        let nodes = nodes(&pool);
+        let gone = nodes.get("gpu-2").is_some_and(|s| s != "active");
+        let new = nodes.iter().find(|(id, s)| !["gpu-1", "gpu-2", "gpu-3"].contains(&id.as_str()) && *s == "registering");
+        gone.then_some(()).and(new.map(|(id, _)| id.clone()))
+    })
+    .unwrap_or_else(|| panic!("gpu-2 was not replaced: {}\n{}", gw.query("control-plane-2", "provisioner/gpu"), fleet.logs()));
+    let detected = cut_at.elapsed();
+    fleet.set_env("FLOTILLA_SPARE_NODE", &replacement);
+    fleet.compose(&["--profile", "spare", "up", "-d", "--no-deps", "agent-spare"]);
+    wait_until(Duration::from_secs(90), || {
+        let nodes = nodes(&gw.query("control-plane-2", "provisioner/gpu"));
+        let healed = nodes.get(&replacement).is_some_and(|s| s == "active")
+            && nodes.get("gpu-2").is_none_or(|s| s == "terminated");
+        healed.then_some(())
+    })
+    .unwrap_or_else(|| panic!("{replacement} did not take gpu-2's place: {}\n{}", gw.query("control-plane-2", "provisioner/gpu"), fleet.logs()));
+    let replaced = cut_at.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let (acked, refused) = sender.join().unwrap();
+    fleet.compose(&["start", &leader]);
+
+    // 5. Kill the replica that drives the study; the other finishes it.
+    let driver = wait_until(Duration::from_secs(30), || gw.driver())
+        .unwrap_or_else(|| panic!("no replica drives the study:\n{}", fleet.logs()));
+    let other = if driver == "control-plane-1" { "control-plane-2" } else { "control-plane-1" };
+    let before_kill = completed(other).unwrap_or(0);
+    assert!(before_kill < BUDGET, "the run ended before its driver could be killed");
+    fleet.compose(&["kill", driver]);
+    let run = wait_until(Duration::from_secs(120), || {
+        let run = gw.query(other, &format!("study_run/{STUDY}"));
+        (run["status"] == "finished").then_some(run)
+    })
+    .unwrap_or_else(|| panic!("{other} did not finish the run: {}\n{}", gw.query(other, "study_run/fleet"), fleet.logs()));
+    let study = gw.query(other, &format!("solver/{STUDY}"));
+    assert_eq!(study["counts"]["told"], BUDGET, "{study}");
+    assert_eq!(run["counts"]["completed"], BUDGET, "{run}");
+    fleet.compose(&["start", driver]);
+    fleet.wait_healthy(&[driver], Duration::from_secs(120));
+
+    // Every acknowledged command is in the log.
+    for id in &acked {
+        let study = gw.query(other, &format!("solver/{id}"));
+        assert_eq!(study["status"], "running", "acknowledged {id} lost: {study}");
+    }
+
+    // 6. down, then up: every aggregate comes back as it was.
+    let before = every_aggregate(&gw, other);
+    fleet.compose(&["--profile", "spare", "down", "-t", "5"]);
+    fleet.compose(&["--profile", "spare", "up", "-d"]);
+    fleet.wait_nats_healthy(&["nats-1", "nats-2", "nats-3"], Duration::from_secs(120));
+    fleet.wait_healthy(&services, Duration::from_secs(180));
+    let after = every_aggregate(&gw, "control-plane-1");
+    for (stream, state) in &before {
+        // The pool goes on living (heartbeats of restarted agents); the
+        // rest is at rest and must be exactly as it was.
+        if stream.starts_with("provisioner/") {
+            let (was, is) = (nodes(state), nodes(&after[stream]));
+            assert_eq!(was, is, "{stream} changed across down/up");
+        } else {
+            assert_eq!(Some(state), after.get(stream), "{stream} changed across down/up");
+        }
+    }
+
+    // 7. The audit, as the auditor, inside the fleet's network.
+    let (ok, stdout, stderr) = fleet.run_in("cli", &["audit", "--nats-nkey", "/secrets/nats/audit.nk"]);
+    assert!(ok, "audit failed:\n{stdout}\n{stderr}");
+
+    eprintln!(
+        "compose fleet: up {:.1}s; {} commands acknowledged during the NATS kill ({refused} refused), all kept; \
+         gpu-2 replaced by {replacement}: unhealthy + replacement asked {:.1}s, replaced {:.1}s after the cut; \
+         driver {driver} killed at {before_kill}/{BUDGET}, {other} finished; {} aggregates equal across down/up; total {:.1}s",
+        up_took.as_secs_f64(),
+        acked.len(),
+        detected.as_secs_f64(),
+        replaced.as_secs_f64(),
+        before.len(),
+        started.elapsed().as_secs_f64()
+    );
+}
