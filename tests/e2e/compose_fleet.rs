@@ -147,13 +147,14 @@ fn commands_in_flight(gateway_url: String, token: String, stop: Arc<AtomicBool>)
     })
 }
 
-/// Every aggregate's state through `replica`: (actor/id) → result.
+/// Every aggregate's state through `replica`: (actor/id) → result (the
+/// list of ids is one answer, unpaged).
 fn every_aggregate(gw: &Gateway, replica: &str) -> BTreeMap<String, Value> {
     let mut all = BTreeMap::new();
     for actor in ["solver", "scheduler", "provisioner", "study_run"] {
-        let ids = gw.query(replica, actor);
-        for id in ids["ids"].as_array().or(ids.as_array()).into_iter().flatten() {
-            let id = id.as_str().unwrap_or_default();
+        let list = gw.query(replica, actor);
+        let ids = list["ids"].as_array().unwrap_or_else(|| panic!("{actor}: no ids in {list}"));
+        for id in ids.iter().filter_map(Value::as_str) {
             all.insert(format!("{actor}/{id}"), gw.query(replica, &format!("{actor}/{id}")));
         }
     }

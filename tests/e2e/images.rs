@@ -112,7 +112,7 @@ fn the_flotilla_image_is_the_dockerfiles_and_runs_from_scratch() {
     // Nothing of a distribution but the two programs the executor needs
     // and the libraries the binaries link.
     for (path, _) in &files {
-        let allowed = ["/usr/local/bin", "/bin/sh", "/bin/mv", "/etc", "/lib", "/usr/lib", "/data", "/tmp", "/usr/local", "/usr", "/bin", "/proc", "/sys", "/dev", "/.dockerenv"]
+        let allowed = ["/usr/local/bin", "/bin/sh", "/bin/mv", "/etc", "/lib", "/lib64", "/usr/lib", "/data", "/tmp", "/usr/local", "/usr", "/bin", "/proc", "/sys", "/dev", "/.dockerenv"]
             .iter()
             .any(|p| path == p || path.starts_with(&format!("{p}/")));
         assert!(allowed, "{path} should not be in the image");
