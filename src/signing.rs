@@ -69,7 +69,14 @@ pub fn reader_keys(choice: &BackendChoice, explicit: Option<&Path>) -> Result<Lo
 /// Loads the key at `path`, or generates it there (0600) and publishes its
 /// public key beside it.
 fn load_or_generate(path: &Path) -> Result<SigningKey> {
-    let key = match generate(path) {
+    // An existing key is only read: it may sit on a read-only mount (a
+    // Kubernetes Secret), where even trying to create a file fails with
+    // EROFS rather than AlreadyExists.
+    let existing = path.exists().then(|| read_hex32(path)).transpose()?;
+    let key = match existing
+        .map(|bytes| Ok(SigningKey::from_bytes(&bytes)))
+        .unwrap_or_else(|| generate(path))
+    {
         Ok(key) => key,
         // Already there (perhaps made a moment ago by another process).
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -163,5 +170,23 @@ mod tests {
         let reader = reader_keys(&choice, None).unwrap();
         assert_eq!(reader.verifying(), first.verifying());
         assert!(reader.signing().is_none());
+    }
+
+    #[test]
+    fn an_existing_key_on_a_read_only_mount_is_read_without_writing() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(KEY_FILE);
+        let made = load_or_generate(&path).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o500)).unwrap();
+        let probe = dir.path().join("probe");
+        if std::fs::write(&probe, "x").is_ok() {
+            // Root ignores the mode: nothing to show here.
+            std::fs::remove_file(&probe).unwrap();
+        } else {
+            let read = load_or_generate(&path).unwrap();
+            assert_eq!(read.verifying_key(), made.verifying_key());
+        }
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     }
 }
