@@ -21,6 +21,7 @@ mod cli_run;
 mod cli_run_scheduled;
 mod corrupt_isolation;
 mod crash;
+mod deploy_manifests;
 mod fleet_agent;
 mod fleet_crash;
 mod fleet_loop;

@@ -227,7 +227,11 @@ impl Grants {
             let role_name = binding["roleRef"]["name"].as_str().unwrap_or_default();
             let role = objects
                 .iter()
-                .find(|o| kind(o) == role_kind && name(o) == role_name && same_namespace(o, binding, role_kind))
+                .find(|o| {
+                    kind(o) == role_kind
+                        && name(o) == role_name
+                        && same_namespace(o, binding, role_kind)
+                })
                 .ok_or_else(|| RbacError::Object {
                     object: id(binding),
                     reason: format!("binds {role_kind}/{role_name}, which is not there"),
@@ -370,25 +374,52 @@ mod tests {
         assert_eq!(at("GET", jobs, "watchx=true"), "list batch/jobs home");
         assert_eq!(at("POST", jobs, ""), "create batch/jobs home");
         assert_eq!(at("DELETE", jobs, ""), "deletecollection batch/jobs home");
-        assert_eq!(at("DELETE", &format!("{jobs}/j1"), ""), "delete batch/jobs home");
-        assert_eq!(at("PUT", &format!("{jobs}/j1"), ""), "update batch/jobs home");
-        assert_eq!(at("GET", "/apis/batch/v1/jobs", "a=b"), "list batch/jobs cluster");
+        assert_eq!(
+            at("DELETE", &format!("{jobs}/j1"), ""),
+            "delete batch/jobs home"
+        );
+        assert_eq!(
+            at("PUT", &format!("{jobs}/j1"), ""),
+            "update batch/jobs home"
+        );
+        assert_eq!(
+            at("GET", "/apis/batch/v1/jobs", "a=b"),
+            "list batch/jobs cluster"
+        );
         let other = "/apis/batch/v1/namespaces/tuning/jobs/j1";
         assert_eq!(at("DELETE", other, ""), "delete batch/jobs other-namespace");
         assert_eq!(at("GET", "/api/v1/nodes/n1", ""), "get core/nodes cluster");
-        assert_eq!(at("PATCH", "/api/v1/nodes/n1", ""), "patch core/nodes cluster");
+        assert_eq!(
+            at("PATCH", "/api/v1/nodes/n1", ""),
+            "patch core/nodes cluster"
+        );
         let log = "/api/v1/namespaces/default/pods/p1/log";
         assert_eq!(at("GET", log, "tailLines=20"), "get core/pods/log home");
         let evict = "/api/v1/namespaces/ml/pods/p1/eviction";
-        assert_eq!(at("POST", evict, ""), "create core/pods/eviction other-namespace");
-        assert_eq!(at("GET", "/api/v1/namespaces/ml", ""), "get core/namespaces cluster");
+        assert_eq!(
+            at("POST", evict, ""),
+            "create core/pods/eviction other-namespace"
+        );
+        assert_eq!(
+            at("GET", "/api/v1/namespaces/ml", ""),
+            "get core/namespaces cluster"
+        );
     }
 
     #[test]
     fn bad_requests_and_lines_are_errors() {
-        assert!(matches!(access("GET", "/healthz", ""), Err(RbacError::Path(_))));
-        assert!(matches!(access("GET", "/api/v1", ""), Err(RbacError::Path(_))));
-        assert!(matches!(access("TRACE", "/api/v1/nodes", ""), Err(RbacError::Method(_))));
+        assert!(matches!(
+            access("GET", "/healthz", ""),
+            Err(RbacError::Path(_))
+        ));
+        assert!(matches!(
+            access("GET", "/api/v1", ""),
+            Err(RbacError::Path(_))
+        ));
+        assert!(matches!(
+            access("TRACE", "/api/v1/nodes", ""),
+            Err(RbacError::Method(_))
+        ));
         assert!("list nodes".parse::<Access>().is_err());
         assert!("list core/nodes galaxy".parse::<Access>().is_err());
     }
@@ -424,11 +455,17 @@ mod tests {
     #[test]
     fn exact_grants_pass_and_both_directions_are_reported() {
         let grants = Grants::of(&manifests(), "cp").unwrap();
-        let exact = needs("get core/nodes cluster\nlist core/nodes cluster\ncreate batch/jobs home\n");
+        let exact =
+            needs("get core/nodes cluster\nlist core/nodes cluster\ncreate batch/jobs home\n");
         assert_eq!(grants.check(&exact), Vec::<String>::new());
         // A Role holds in its namespace only.
-        let elsewhere = needs("get core/nodes cluster\nlist core/nodes cluster\ncreate batch/jobs other-namespace\n");
-        assert_eq!(grants.check(&elsewhere), ["not allowed: create batch/jobs other-namespace"]);
+        let elsewhere = needs(
+            "get core/nodes cluster\nlist core/nodes cluster\ncreate batch/jobs other-namespace\n",
+        );
+        assert_eq!(
+            grants.check(&elsewhere),
+            ["not allowed: create batch/jobs other-namespace"]
+        );
         // A grant nothing uses is reported with its role.
         let fewer = needs("get core/nodes cluster\ncreate batch/jobs home\n");
         assert_eq!(
@@ -445,11 +482,18 @@ mod tests {
         objects[0]["rules"][0]["verbs"] = json!(["*"]);
         let grants = Grants::of(&objects, "cp").unwrap();
         let problems = grants.check(&needs("get core/nodes cluster\ncreate batch/jobs home\n"));
-        assert_eq!(problems, ["ClusterRole/nodes grants * on core/nodes, which no recorded request uses"]);
+        assert_eq!(
+            problems,
+            ["ClusterRole/nodes grants * on core/nodes, which no recorded request uses"]
+        );
         objects[0]["rules"][0]["resourceNames"] = json!(["n1"]);
         assert!(Grants::of(&objects, "cp").is_err());
         objects.remove(0);
         let err = Grants::of(&objects, "cp").unwrap_err();
-        assert!(err.to_string().contains("ClusterRole/nodes, which is not there"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("ClusterRole/nodes, which is not there"),
+            "{err}"
+        );
     }
 }

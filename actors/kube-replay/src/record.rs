@@ -153,8 +153,14 @@ pub fn check_needs_file(filter: &str, file: &Path, header: &str) -> Result<(), R
     }
     let text = std::fs::read_to_string(file).unwrap_or_default();
     let written = parse_needs(&text)?;
-    let missing: Vec<String> = recorded.difference(&written).map(Access::to_string).collect();
-    let extra: Vec<String> = written.difference(&recorded).map(Access::to_string).collect();
+    let missing: Vec<String> = recorded
+        .difference(&written)
+        .map(Access::to_string)
+        .collect();
+    let extra: Vec<String> = written
+        .difference(&recorded)
+        .map(Access::to_string)
+        .collect();
     if missing.is_empty() && extra.is_empty() {
         return Ok(());
     }
