@@ -116,10 +116,13 @@ pub fn is_permanent(e: &anyhow::Error) -> bool {
 }
 
 /// Damage found while opening the log in `log_dir` says `CORRUPT`, like
-/// a damaged record does on the wire, and names the directory; other
-/// failures pass through.
+/// a damaged record does on the wire, and names the directory; a log held
+/// by another process names the data dir; other failures pass through.
 fn open_failure(e: flotilla_bus::LogError, log_dir: &std::path::Path) -> anyhow::Error {
-    if e.is_damage() {
+    if let flotilla_bus::LogError::InUse { .. } = e {
+        let data_dir = log_dir.parent().unwrap_or(log_dir);
+        anyhow::anyhow!("data_dir {}: {e}", data_dir.display())
+    } else if e.is_damage() {
         anyhow::anyhow!(
             "CORRUPT: the event log in {} is damaged: {e}; nothing was changed (restore it from a backup)",
             log_dir.display()

@@ -254,6 +254,13 @@ pub enum LogError {
     /// The storage backend failed (I/O, connection, timeout).
     #[error("event log backend failed: {0}")]
     Backend(String),
+    /// Another process holds the embedded log's files: one writer per data
+    /// dir.
+    #[error("the event log in {} is in use by another process (is `flotilla up` running on it? use --http to reach it)", .dir.display())]
+    InUse {
+        /// The log's directory.
+        dir: std::path::PathBuf,
+    },
 }
 
 impl LogError {

@@ -136,7 +136,7 @@ async fn audit(
 /// Passes a problem of the log's content through; any other error ends the audit.
 fn content_problem(e: LogError) -> Result<LogError, LogError> {
     match e {
-        LogError::Backend(_) => Err(e),
+        LogError::Backend(_) | LogError::InUse { .. } => Err(e),
         _ => Ok(e),
     }
 }

@@ -11,23 +11,10 @@ use std::process::Command;
 const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/golden/d29");
 const CREATED_AT: &str = "2025-11-16T18:21:45.906585";
 
-/// `kubernetes-validate`: `KUBERNETES_VALIDATE_BIN`, else on `PATH`, else
-/// the workspace venv (where scripts/test installs it). Missing is a
-/// failure: the manifests must be checked against the real schemas.
+/// `kubernetes-validate` (see [`crate::support::tool`]): the manifests
+/// must be checked against the real schemas.
 fn kubernetes_validate() -> PathBuf {
-    if let Some(bin) = std::env::var_os("KUBERNETES_VALIDATE_BIN").filter(|b| !b.is_empty()) {
-        return PathBuf::from(bin);
-    }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("kubernetes-validate"))
-            .find(|p| p.is_file())
-    });
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/kubernetes-validate");
-    on_path.or_else(|| venv.is_file().then_some(venv)).expect(
-        "kubernetes-validate not found: run scripts/test (it installs it into .venv), \
-             or set KUBERNETES_VALIDATE_BIN",
-    )
+    crate::support::tool("KUBERNETES_VALIDATE_BIN", "kubernetes-validate")
 }
 
 /// Runs `kubernetes-validate --strict` on every YAML file in `dir`.

@@ -823,7 +823,9 @@ impl StepError {
             e if e.is_damage() => ErrorCode::Corrupt,
             // Lost every race for the aggregate, or the backend is down:
             // both are worth retrying.
-            LogError::Backend(_) | LogError::Conflict { .. } => ErrorCode::Unavailable,
+            LogError::Backend(_) | LogError::InUse { .. } | LogError::Conflict { .. } => {
+                ErrorCode::Unavailable
+            }
             _ => ErrorCode::Internal,
         };
         StepError::Failed(Rejection::new(code, e.to_string()))

@@ -70,11 +70,37 @@ impl HostMetrics {
         registry.register(Box::new(m.events_replayed.clone()))?;
         registry.register(Box::new(m.aggregates.clone()))?;
         registry.register(Box::new(m.aggregates_corrupt.clone()))?;
+        // Exported at 0 from the start, so an alert on it sees a healthy
+        // control plane rather than no series at all.
+        for actor in flotilla_messages::Actor::ALL {
+            m.aggregates_corrupt
+                .with_label_values(&[actor.as_str()])
+                .set(0);
+        }
         Ok(m)
     }
 
     /// Metrics registered nowhere (tests, benchmarks).
     pub fn unregistered() -> Self {
         Self::register(&Registry::new()).expect("fresh registry")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn corrupt_aggregates_are_exported_at_zero_from_the_start() {
+        let registry = Registry::new();
+        HostMetrics::register(&registry).unwrap();
+        let mut text = String::new();
+        prometheus::TextEncoder::new()
+            .encode_utf8(&registry.gather(), &mut text)
+            .unwrap();
+        assert!(
+            text.contains("flotilla_aggregates_corrupt{actor=\"solver\"} 0"),
+            "{text}"
+        );
     }
 }

@@ -10,7 +10,15 @@
 //! it matches, and an exchange may be [held](Exchange::held) (never
 //! answered, as a watch on a Job that keeps running).
 
+//!
+//! [`rbac`] maps each request to the RBAC permission it needs and checks
+//! Roles against those needs; [`record`] collects the requests a
+//! component's tests make into its needs file.
+
 #![warn(missing_docs)]
+
+pub mod rbac;
+pub mod record;
 
 use kube::Client;
 use serde_json::Value;
@@ -125,7 +133,7 @@ pub fn replaying(script: Vec<Exchange>) -> (Client, tokio::task::JoinHandle<Vec<
     use http::{Request, Response};
     use kube::client::Body;
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, "default");
+    let client = Client::new(service, rbac::HOME_NAMESPACE);
     let task = tokio::spawn(async move {
         let mut seen = Vec::new();
         for expected in script {
@@ -155,6 +163,7 @@ pub fn replaying(script: Vec<Exchange>) -> (Client, tokio::task::JoinHandle<Vec<
                 .body(Body::from(expected.body))
                 .unwrap();
             send.send_response(response);
+            record::served(&line);
             seen.push(line);
         }
         seen
@@ -230,7 +239,7 @@ impl Cassette {
         use http::{Request, Response};
         use kube::client::Body;
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let client = Client::new(service, "default");
+        let client = Client::new(service, rbac::HOME_NAMESPACE);
         let tape = std::sync::Arc::new(std::sync::Mutex::new(Tape {
             exchanges: script.into_iter().map(|e| (e, false)).collect(),
             seen: Vec::new(),
@@ -258,8 +267,12 @@ impl Cassette {
                         *used = true;
                         (e.held, e.status, e.body.clone())
                     });
+                    let line = format!("{method} {path}?{query}");
+                    if answer.is_some() {
+                        record::served(&line);
+                    }
                     tape.seen.push(Seen {
-                        line: format!("{method} {path}?{query}"),
+                        line,
                         body,
                         matched: answer.is_some(),
                     });

@@ -639,6 +639,21 @@ mod tests {
         assert!(set.get("k8s").is_some());
     }
 
+    /// Every request these tests make, as the RBAC permission it needs, is
+    /// what `actors/provisioner/kube-needs.txt` lists; the deploy checks hold the control plane's
+    /// Roles to that file (see `flotilla_kube_replay::record`).
+    #[test]
+    fn the_recorded_requests_are_the_needs_file() {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("kube-needs.txt");
+        let header = "# The Kubernetes API permissions the provisioner's kube client needs, one\n\
+                      # `verb group/resource scope` a line, recorded from its tests\n\
+                      # (FLOTILLA_BLESS=1 cargo test -p flotilla-provisioner kubernetes:: rewrites it).";
+        let checked = flotilla_kube_replay::record::check_needs_file("kubernetes::", &file, header);
+        if let Err(e) = checked {
+            panic!("{e}")
+        }
+    }
+
     /// The provider conformance suite against a recorded API server whose
     /// cluster has the cases' Nodes already: each case's exchanges as the
     /// cluster would answer them.

@@ -170,9 +170,10 @@ impl FleetMetrics {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let before = seen.insert(pool.to_string(), f.replacements).unwrap_or(0);
-        if f.replacements > before {
-            self.replacements.inc_by(&[pool], f.replacements - before);
-        }
+        // Even by 0: the pool's series exists from its first figures, so
+        // `increase()` in an alert sees its first replacement.
+        self.replacements
+            .inc_by(&[pool], f.replacements.saturating_sub(before));
     }
 
     /// Counts XID errors a node reported.
@@ -220,6 +221,8 @@ mod tests {
                 ..Default::default()
             },
         );
+        // A pool that never replaced a node has its counter at 0.
+        m.pool("idle", PoolFigures::default());
         m.xids("gpu-1", &[79]);
         m.gpu("gpu-1", 0, Some(71.0), Some(55.0));
         let mut out = Vec::new();
@@ -233,6 +236,7 @@ mod tests {
             "navarch_xid_errors_total{node=\"gpu-1\",xid=\"79\"} 1",
             "navarch_node_gpu_temperature_celsius{gpu=\"0\",node=\"gpu-1\"} 71",
             "flotilla_node_replacements_total{pool=\"gpu\"} 3",
+            "flotilla_node_replacements_total{pool=\"idle\"} 0",
             "flotilla_circuit_breaker_open{pool=\"gpu\"} 0",
         ] {
             assert!(text.contains(name), "{name} missing in\n{text}");

@@ -766,6 +766,21 @@ mod tests {
         assert_eq!(server.await.unwrap().len(), 2);
     }
 
+    /// Every request these tests make, as the RBAC permission it needs, is
+    /// what `actors/scheduler/kube-needs.txt` lists; the deploy checks hold the control plane's
+    /// Roles to that file (see `flotilla_kube_replay::record`).
+    #[test]
+    fn the_recorded_requests_are_the_needs_file() {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("kube-needs.txt");
+        let header = "# The Kubernetes API permissions the scheduler's kube client needs, one\n\
+                      # `verb group/resource scope` a line, recorded from its tests\n\
+                      # (FLOTILLA_BLESS=1 cargo test -p flotilla-scheduler kubernetes:: rewrites it).";
+        let checked = flotilla_kube_replay::record::check_needs_file("kubernetes::", &file, header);
+        if let Err(e) = checked {
+            panic!("{e}")
+        }
+    }
+
     /// The executor conformance suite against a recorded API server: each
     /// case's exchanges as a cluster would answer them.
     mod conformance {

@@ -413,10 +413,9 @@ fn open_db(dir: &Path) -> Result<sled::Db, LogError> {
             if io.kind() == std::io::ErrorKind::WouldBlock
                 || io.to_string().contains("could not acquire lock") =>
         {
-            Err(LogError::Backend(format!(
-                "the event log in {} is in use by another process (is `flotilla up` running? use --http to reach it)",
-                dir.display()
-            )))
+            Err(LogError::InUse {
+                dir: dir.to_path_buf(),
+            })
         }
         Ok(Err(other)) => Err(LogError::Backend(format!(
             "cannot open event log in {}: {other}",
@@ -1035,12 +1034,28 @@ mod watermark_tests {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             match SledLog::open(dir) {
-                Err(LogError::Backend(e)) if e.contains("in use") => {
+                Err(e @ LogError::InUse { .. }) => {
                     assert!(std::time::Instant::now() < deadline, "{e}");
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
                 other => return other,
             }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_second_writer_is_refused_naming_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = SledLog::open(dir.path()).unwrap();
+        match SledLog::open(dir.path()) {
+            Err(e @ LogError::InUse { .. }) => {
+                assert!(
+                    e.to_string().contains(&dir.path().display().to_string()),
+                    "{e}"
+                )
+            }
+            Err(other) => panic!("not refused as in use: {other}"),
+            Ok(_) => panic!("a second writer opened the log"),
         }
     }
 

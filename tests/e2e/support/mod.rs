@@ -26,6 +26,71 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// An external tool the tests need: `$<env>`, else `name` on `PATH`, else
+/// the workspace venv (where scripts/test installs it). Missing is a
+/// failure, never a skip.
+pub fn tool(env: &str, name: &str) -> PathBuf {
+    if let Some(bin) = std::env::var_os(env).filter(|b| !b.is_empty()) {
+        return PathBuf::from(bin);
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    });
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".venv/bin")
+        .join(name);
+    on_path
+        .or_else(|| venv.is_file().then_some(venv))
+        .unwrap_or_else(|| {
+            panic!("{name} not found: run scripts/test (it installs it into .venv), or set {env}")
+        })
+}
+
+/// Runs `command` to completion with its output captured; kills it (by its
+/// own pid) and says so if it runs longer than `within`.
+pub fn output_within(command: &mut Command, within: Duration) -> Result<Output, String> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn {command:?}: {e}"))?;
+    // Drained while it runs, so a big output never blocks it.
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = Instant::now() + within;
+    let status = loop {
+        match child
+            .try_wait()
+            .map_err(|e| format!("wait for {command:?}: {e}"))?
+        {
+            Some(status) => break status,
+            None if Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{command:?} still ran after {within:?}"));
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    Ok(Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    })
+}
+
 /// Runs `flotilla <args>` to completion.
 pub fn flotilla(args: &[&str]) -> Output {
     Command::new(flotilla_bin())
@@ -281,10 +346,18 @@ pub struct SimAgent(Child);
 impl SimAgent {
     /// Starts the agent, reporting every 200 ms.
     pub fn start(url: &str, node: &str, log_dir: &Path) -> SimAgent {
+        let args = ["--nats", url, "--interval", "200ms", "--http", "off"];
+        Self::spawn(node, &args, log_dir)
+    }
+
+    /// Starts `flotilla agent --node-id <node> --source sim <args>` (without
+    /// `--nats` it writes its messages to stdout, which is dropped).
+    pub fn spawn(node: &str, args: &[&str], log_dir: &Path) -> SimAgent {
         let log = std::fs::File::create(log_dir.join(format!("agent-{node}.log"))).unwrap();
         let child = Command::new(flotilla_bin())
-            .args(["agent", "--node-id", node, "--nats", url, "--source", "sim"])
-            .args(["--interval", "200ms", "--http", "off"])
+            .args(["agent", "--node-id", node, "--source", "sim"])
+            .args(args)
+            .env_remove("FLOTILLA_NATS")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

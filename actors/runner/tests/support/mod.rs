@@ -152,7 +152,7 @@ fn open_when_free(dir: &Path) -> SledLog {
     loop {
         match SledLog::open(dir) {
             Ok(log) => return log,
-            Err(LogError::Backend(e)) if e.contains("in use") && Instant::now() < deadline => {
+            Err(LogError::InUse { .. }) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(50));
             }
             Err(e) => panic!("cannot open the log in {}: {e}", dir.display()),
