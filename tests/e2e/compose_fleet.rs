@@ -63,7 +63,10 @@ impl Gateway<'_> {
     }
 
     fn query(&self, replica: &str, path: &str) -> Value {
-        let (status, body) = get_json(&format!("{}/v1/query/{path}", self.url(replica)), &self.token);
+        let (status, body) = get_json(
+            &format!("{}/v1/query/{path}", self.url(replica)),
+            &self.token,
+        );
         if status == 200 {
             body["result"].clone()
         } else {
@@ -79,15 +82,17 @@ impl Gateway<'_> {
     /// The replica whose `/metrics` says it drives the study.
     fn driver(&self) -> Option<&'static str> {
         let needle = format!("flotilla_study_run_active{{study=\"{STUDY}\"}} 1");
-        ["control-plane-1", "control-plane-2"].into_iter().find(|replica| {
-            let text = crate::support::http_client()
-                .get(format!("{}/metrics", self.url(replica)))
-                .bearer_auth(&self.token)
-                .send()
-                .and_then(|r| r.text())
-                .unwrap_or_default();
-            text.lines().any(|l| l.trim() == needle)
-        })
+        ["control-plane-1", "control-plane-2"]
+            .into_iter()
+            .find(|replica| {
+                let text = crate::support::http_client()
+                    .get(format!("{}/metrics", self.url(replica)))
+                    .bearer_auth(&self.token)
+                    .send()
+                    .and_then(|r| r.text())
+                    .unwrap_or_default();
+                text.lines().any(|l| l.trim() == needle)
+            })
     }
 }
 
@@ -105,7 +110,10 @@ fn nodes(pool: &Value) -> BTreeMap<String, String> {
 
 /// The NATS node that leads the events stream (from its monitoring port).
 fn stream_leader(fleet: &Fleet) -> String {
-    let url = format!("{}/jsz?accounts=true&streams=true", fleet.url("nats-1", 8222));
+    let url = format!(
+        "{}/jsz?accounts=true&streams=true",
+        fleet.url("nats-1", 8222)
+    );
     let jsz: Value = crate::support::http_client()
         .get(url)
         .send()
@@ -124,7 +132,11 @@ fn stream_leader(fleet: &Fleet) -> String {
 
 /// Sends `create_study` commands (one id each) to a replica until
 /// stopped; returns the ids whose reply was `ok` and how many were not.
-fn commands_in_flight(gateway_url: String, token: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(Vec<String>, usize)> {
+fn commands_in_flight(
+    gateway_url: String,
+    token: String,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(Vec<String>, usize)> {
     std::thread::spawn(move || {
         let mut acked = Vec::new();
         let mut refused = 0;
@@ -135,7 +147,12 @@ fn commands_in_flight(gateway_url: String, token: String, stop: Arc<AtomicBool>)
             let id = format!("ack-{n}");
             let body = json!({"type": "create_study", "seed": n, "budget": 5,
                 "bounds": {"x": {"min": 0.0, "max": 1.0}}});
-            let (status, reply) = post_json(&format!("{gateway_url}/v1/cmd/solver/{id}"), &token, &body, Some(&id));
+            let (status, reply) = post_json(
+                &format!("{gateway_url}/v1/cmd/solver/{id}"),
+                &token,
+                &body,
+                Some(&id),
+            );
             if status == 200 && reply["ok"] == true {
                 acked.push(id);
             } else {
@@ -153,9 +170,14 @@ fn every_aggregate(gw: &Gateway, replica: &str) -> BTreeMap<String, Value> {
     let mut all = BTreeMap::new();
     for actor in ["solver", "scheduler", "provisioner", "study_run"] {
         let list = gw.query(replica, actor);
-        let ids = list["ids"].as_array().unwrap_or_else(|| panic!("{actor}: no ids in {list}"));
+        let ids = list["ids"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{actor}: no ids in {list}"));
         for id in ids.iter().filter_map(Value::as_str) {
-            all.insert(format!("{actor}/{id}"), gw.query(replica, &format!("{actor}/{id}")));
+            all.insert(
+                format!("{actor}/{id}"),
+                gw.query(replica, &format!("{actor}/{id}")),
+            );
         }
     }
     all
@@ -170,26 +192,54 @@ fn the_containerized_fleet_heals_and_loses_nothing() {
     let fleet = Fleet::new(
         "fleet",
         &trials_dir,
-        &[("FLOTILLA_LEASE_SECONDS", "4"), ("FLOTILLA_RECONCILE_SECONDS", "1")],
+        &[
+            ("FLOTILLA_LEASE_SECONDS", "4"),
+            ("FLOTILLA_RECONCILE_SECONDS", "1"),
+        ],
         dir.path(),
     );
     let services = [
-        "control-plane-1", "control-plane-2", "agent-1", "agent-2", "agent-3", "worker-1", "worker-2",
+        "control-plane-1",
+        "control-plane-2",
+        "agent-1",
+        "agent-2",
+        "agent-3",
+        "worker-1",
+        "worker-2",
     ];
     fleet.compose(&["up", "-d"]);
     fleet.wait_nats_healthy(&["nats-1", "nats-2", "nats-3"], Duration::from_secs(120));
     fleet.wait_healthy(&services, Duration::from_secs(180));
     let up_took = started.elapsed();
-    let gw = Gateway { fleet: &fleet, token: fleet.token("admin.token") };
+    let phase = |what: &str| {
+        eprintln!(
+            "compose fleet: {what} at {:.1}s",
+            started.elapsed().as_secs_f64()
+        )
+    };
+    phase("every service healthy");
+    let gw = Gateway {
+        fleet: &fleet,
+        token: fleet.token("admin.token"),
+    };
 
     // 1. Predictions through both workers (each with the inference token).
     let inference = fleet.token("inference.token");
     for worker in ["worker-1", "worker-2"] {
         let body = json!({"observations": [{"speed": 25.5, "steering": 0.1, "sensors": [0.8, 0.2, 0.5]}],
             "deterministic": true});
-        let (status, reply) = post_json(&format!("{}/predict", fleet.url(worker, 8080)), &inference, &body, None);
+        let (status, reply) = post_json(
+            &format!("{}/predict", fleet.url(worker, 8080)),
+            &inference,
+            &body,
+            None,
+        );
         assert_eq!(status, 200, "{worker}: {reply}");
-        assert_eq!(reply["actions"].as_array().map(Vec::len), Some(1), "{worker}: {reply}");
+        assert_eq!(
+            reply["actions"].as_array().map(Vec::len),
+            Some(1),
+            "{worker}: {reply}"
+        );
     }
 
     // The pool's three nodes are up, each with its agent.
@@ -198,8 +248,15 @@ fn the_containerized_fleet_heals_and_loses_nothing() {
         let active = nodes(&pool).values().filter(|s| *s == "active").count();
         (active == 3).then_some(())
     })
-    .unwrap_or_else(|| panic!("the pool's nodes never came up: {}\n{}", gw.query("control-plane-1", "provisioner/gpu"), fleet.logs()));
+    .unwrap_or_else(|| {
+        panic!(
+            "the pool's nodes never came up: {}\n{}",
+            gw.query("control-plane-1", "provisioner/gpu"),
+            fleet.logs()
+        )
+    });
 
+    phase("predictions served, the pool's nodes active");
     // 2. A study that the control plane runs on the pool by itself.
     let create = json!({"type": "create_study", "seed": 5, "budget": BUDGET,
         "bounds": {"x": {"min": -4.0, "max": 4.0}},
@@ -207,10 +264,21 @@ fn the_containerized_fleet_heals_and_loses_nothing() {
                    "backoff_limit": 3, "timeout_seconds": 60}});
     let (status, reply) = gw.send("control-plane-1", "solver", STUDY, &create);
     assert_eq!(status, 200, "{reply}");
-    let completed = |replica: &str| gw.query(replica, &format!("study_run/{STUDY}"))["counts"]["completed"].as_u64();
-    wait_until(Duration::from_secs(60), || completed("control-plane-2").filter(|c| *c >= 3))
-        .unwrap_or_else(|| panic!("the run made no progress: {}\n{}", gw.query("control-plane-2", "study_run/fleet"), fleet.logs()));
+    let completed = |replica: &str| {
+        gw.query(replica, &format!("study_run/{STUDY}"))["counts"]["completed"].as_u64()
+    };
+    wait_until(Duration::from_secs(60), || {
+        completed("control-plane-2").filter(|c| *c >= 3)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the run made no progress: {}\n{}",
+            gw.query("control-plane-2", "study_run/fleet"),
+            fleet.logs()
+        )
+    });
 
+    phase("the run is under way");
     // 3 + 4. Kill the events stream's leader while commands flow, and cut
     // agent-2 off the network.
     let stop = Arc::new(AtomicBool::new(false));
@@ -219,7 +287,11 @@ fn the_containerized_fleet_heals_and_loses_nothing() {
     let leader = stream_leader(&fleet);
     fleet.compose(&["kill", &leader]);
     let agent2 = fleet.container("agent-2");
-    run_ok("docker", &["network", "disconnect", &fleet.network(), &agent2], &[]);
+    run_ok(
+        "docker",
+        &["network", "disconnect", &fleet.network(), &agent2],
+        &[],
+    );
     let cut_at = Instant::now();
 
     // gpu-2 misses its heartbeats: unhealthy, then a replacement is asked
@@ -228,11 +300,20 @@ fn the_containerized_fleet_heals_and_loses_nothing() {
         let pool = gw.query("control-plane-2", "provisioner/gpu");
         let nodes = nodes(&pool);
         let gone = nodes.get("gpu-2").is_some_and(|s| s != "active");
-        let new = nodes.iter().find(|(id, s)| !["gpu-1", "gpu-2", "gpu-3"].contains(&id.as_str()) && *s == "registering");
+        let new = nodes.iter().find(|(id, s)| {
+            !["gpu-1", "gpu-2", "gpu-3"].contains(&id.as_str()) && *s == "registering"
+        });
         gone.then_some(()).and(new.map(|(id, _)| id.clone()))
     })
-    .unwrap_or_else(|| panic!("gpu-2 was not replaced: {}\n{}", gw.query("control-plane-2", "provisioner/gpu"), fleet.logs()));
+    .unwrap_or_else(|| {
+        panic!(
+            "gpu-2 was not replaced: {}\n{}",
+            gw.query("control-plane-2", "provisioner/gpu"),
+            fleet.logs()
+        )
+    });
     let detected = cut_at.elapsed();
+    phase("gpu-2 unhealthy, its replacement asked for");
     fleet.set_env("FLOTILLA_SPARE_NODE", &replacement);
     fleet.compose(&["--profile", "spare", "up", "-d", "--no-deps", "agent-spare"]);
     wait_until(Duration::from_secs(90), || {
@@ -241,34 +322,58 @@ fn the_containerized_fleet_heals_and_loses_nothing() {
             && nodes.get("gpu-2").is_none_or(|s| s == "terminated");
         healed.then_some(())
     })
-    .unwrap_or_else(|| panic!("{replacement} did not take gpu-2's place: {}\n{}", gw.query("control-plane-2", "provisioner/gpu"), fleet.logs()));
+    .unwrap_or_else(|| {
+        panic!(
+            "{replacement} did not take gpu-2's place: {}\n{}",
+            gw.query("control-plane-2", "provisioner/gpu"),
+            fleet.logs()
+        )
+    });
     let replaced = cut_at.elapsed();
     stop.store(true, Ordering::Relaxed);
     let (acked, refused) = sender.join().unwrap();
     fleet.compose(&["start", &leader]);
 
+    phase("gpu-2 replaced");
     // 5. Kill the replica that drives the study; the other finishes it.
     let driver = wait_until(Duration::from_secs(30), || gw.driver())
         .unwrap_or_else(|| panic!("no replica drives the study:\n{}", fleet.logs()));
-    let other = if driver == "control-plane-1" { "control-plane-2" } else { "control-plane-1" };
+    let other = if driver == "control-plane-1" {
+        "control-plane-2"
+    } else {
+        "control-plane-1"
+    };
     let before_kill = completed(other).unwrap_or(0);
-    assert!(before_kill < BUDGET, "the run ended before its driver could be killed");
+    assert!(
+        before_kill < BUDGET,
+        "the run ended before its driver could be killed"
+    );
     fleet.compose(&["kill", driver]);
     let run = wait_until(Duration::from_secs(120), || {
         let run = gw.query(other, &format!("study_run/{STUDY}"));
         (run["status"] == "finished").then_some(run)
     })
-    .unwrap_or_else(|| panic!("{other} did not finish the run: {}\n{}", gw.query(other, "study_run/fleet"), fleet.logs()));
+    .unwrap_or_else(|| {
+        panic!(
+            "{other} did not finish the run: {}\n{}",
+            gw.query(other, "study_run/fleet"),
+            fleet.logs()
+        )
+    });
     let study = gw.query(other, &format!("solver/{STUDY}"));
     assert_eq!(study["counts"]["told"], BUDGET, "{study}");
     assert_eq!(run["counts"]["completed"], BUDGET, "{run}");
+    phase("the other replica finished the run");
     fleet.compose(&["start", driver]);
     fleet.wait_healthy(&[driver], Duration::from_secs(120));
 
     // Every acknowledged command is in the log.
     for id in &acked {
         let study = gw.query(other, &format!("solver/{id}"));
-        assert_eq!(study["status"], "running", "acknowledged {id} lost: {study}");
+        assert_eq!(
+            study["status"], "running",
+            "acknowledged {id} lost: {study}"
+        );
     }
 
     // 6. down, then up: every aggregate comes back as it was.
@@ -277,6 +382,7 @@ fn the_containerized_fleet_heals_and_loses_nothing() {
     fleet.compose(&["--profile", "spare", "up", "-d"]);
     fleet.wait_nats_healthy(&["nats-1", "nats-2", "nats-3"], Duration::from_secs(120));
     fleet.wait_healthy(&services, Duration::from_secs(180));
+    phase("down and up again");
     let after = every_aggregate(&gw, "control-plane-1");
     for (stream, state) in &before {
         // The pool goes on living (heartbeats of restarted agents); the
@@ -285,12 +391,17 @@ fn the_containerized_fleet_heals_and_loses_nothing() {
             let (was, is) = (nodes(state), nodes(&after[stream]));
             assert_eq!(was, is, "{stream} changed across down/up");
         } else {
-            assert_eq!(Some(state), after.get(stream), "{stream} changed across down/up");
+            assert_eq!(
+                Some(state),
+                after.get(stream),
+                "{stream} changed across down/up"
+            );
         }
     }
 
     // 7. The audit, as the auditor, inside the fleet's network.
-    let (ok, stdout, stderr) = fleet.run_in("cli", &["audit", "--nats-nkey", "/secrets/nats/audit.nk"]);
+    let (ok, stdout, stderr) =
+        fleet.run_in("cli", &["audit", "--nats-nkey", "/secrets/nats/audit.nk"]);
     assert!(ok, "audit failed:\n{stdout}\n{stderr}");
 
     eprintln!(

@@ -10,6 +10,7 @@
 
 use super::{flotilla_bin, http_client};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -32,7 +33,9 @@ pub fn run(program: &str, args: &[&str], envs: &[(&str, &str)]) -> Output {
         .envs(envs.iter().copied())
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("{program} {args:?}: {e} (Docker and docker-compose are required)"))
+        .unwrap_or_else(|e| {
+            panic!("{program} {args:?}: {e} (Docker and docker-compose are required)")
+        })
 }
 
 /// Like [`run`], asserting success.
@@ -55,7 +58,10 @@ pub fn images() -> &'static str {
     BUILT.get_or_init(|| {
         let script = repo_root().join("deploy/image/build.sh");
         let bin = flotilla_bin();
-        let mut envs = vec![("FLOTILLA_BIN", bin.to_str().unwrap()), ("IMAGE_TAG", TEST_TAG)];
+        let mut envs = vec![
+            ("FLOTILLA_BIN", bin.to_str().unwrap()),
+            ("IMAGE_TAG", TEST_TAG),
+        ];
         let nats = std::env::var("NATS_SERVER_BIN").unwrap_or_default();
         if !nats.is_empty() {
             envs.push(("NATS_SERVER_BIN", &nats));
@@ -79,6 +85,8 @@ pub struct Fleet {
     project: String,
     file: PathBuf,
     envs: std::cell::RefCell<Vec<(String, String)>>,
+    /// Published addresses by (service, port), until a container changes.
+    urls: std::cell::RefCell<BTreeMap<(String, u16), String>>,
     log_dir: PathBuf,
 }
 
@@ -98,17 +106,26 @@ impl Fleet {
             project: format!("flotilla-e2e-{name}-{}", std::process::id()),
             file: repo_root().join("deploy/compose/compose.yaml"),
             envs: std::cell::RefCell::new(all),
+            urls: Default::default(),
             log_dir: log_dir.to_path_buf(),
         }
     }
 
     /// `docker-compose <args>` in this project, with its output.
     pub fn compose_output(&self, args: &[&str]) -> Output {
+        // Any command but these may move a container to new ports.
+        let reads = ["port", "ps", "logs", "run", "config"];
+        if !args.iter().any(|a| reads.contains(a)) {
+            self.urls.borrow_mut().clear();
+        }
         let file = self.file.to_str().unwrap();
         let mut all = vec!["-p", &self.project, "-f", file];
         all.extend_from_slice(args);
         let owned = self.envs.borrow().clone();
-        let envs: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let envs: Vec<(&str, &str)> = owned
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         run("docker-compose", &all, &envs)
     }
 
@@ -141,7 +158,9 @@ impl Fleet {
         let _ = std::fs::write(self.log_dir.join(format!("{}.log", self.project)), &text);
         // The tail is what explains a failure; the file has it all.
         let start = text.len().saturating_sub(60_000);
-        let start = (start..text.len()).find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+        let start = (start..text.len())
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(0);
         text[start..].to_string()
     }
 
@@ -154,19 +173,29 @@ impl Fleet {
 
     /// `docker inspect --format <format>` of `service`'s container.
     pub fn inspect(&self, service: &str, format: &str) -> String {
-        let out = run("docker", &["inspect", "--format", format, &self.container(service)], &[]);
+        let out = run(
+            "docker",
+            &["inspect", "--format", format, &self.container(service)],
+            &[],
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     /// `http://127.0.0.1:<published>` of a service's container port.
     pub fn url(&self, service: &str, port: u16) -> String {
+        let key = (service.to_string(), port);
+        if let Some(url) = self.urls.borrow().get(&key) {
+            return url.clone();
+        }
         let out = self.compose(&["port", service, &port.to_string()]);
         let addr = out.trim();
         assert!(
             addr.starts_with("127.0.0.1:"),
             "{service}:{port} is published on {addr:?}, not loopback only"
         );
-        format!("http://{addr}")
+        let url = format!("http://{addr}");
+        self.urls.borrow_mut().insert(key, url.clone());
+        url
     }
 
     /// Waits until each of `services` is running and its health check
@@ -175,7 +204,10 @@ impl Fleet {
         let deadline = Instant::now() + within;
         for service in services {
             loop {
-                let state = self.inspect(service, "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}");
+                let state = self.inspect(
+                    service,
+                    "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}",
+                );
                 if state == "running healthy" || state == "running" {
                     break;
                 }
@@ -201,7 +233,11 @@ impl Fleet {
                 .send()
                 .is_ok_and(|r| r.status().is_success())
             {
-                assert!(Instant::now() < deadline, "{node} not healthy:\n{}", self.logs());
+                assert!(
+                    Instant::now() < deadline,
+                    "{node} not healthy:\n{}",
+                    self.logs()
+                );
                 std::thread::sleep(Duration::from_millis(500));
             }
         }
@@ -236,7 +272,17 @@ impl Fleet {
 impl Drop for Fleet {
     fn drop(&mut self) {
         self.logs();
-        let _ = self.compose_output(&["--profile", "spare", "--profile", "tools", "down", "-v", "--remove-orphans", "-t", "2"]);
+        let _ = self.compose_output(&[
+            "--profile",
+            "spare",
+            "--profile",
+            "tools",
+            "down",
+            "-v",
+            "--remove-orphans",
+            "-t",
+            "2",
+        ]);
     }
 }
 
