@@ -58,7 +58,7 @@ pub fn base_executors(jobs: &std::path::Path, allowed: &AllowedCommands) -> Vec<
 /// The `kubernetes` executor, when this process can reach a cluster: a
 /// kubeconfig (`KUBECONFIG`, `~/.kube/config`) or the in-cluster service
 /// account. Jobs go to `FLOTILLA_K8S_NAMESPACE`, else the config's
-/// namespace, unless a job names one.
+/// namespace, and only there (a job naming another cannot start).
 pub async fn kubernetes_executor() -> Option<Arc<dyn Executor>> {
     let config = match kube::Config::infer().await {
         Ok(config) => config,

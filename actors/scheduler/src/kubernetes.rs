@@ -15,7 +15,15 @@
 //! `ttlSecondsAfterFinished`, resources (with `nvidia.com/gpu` for GPUs),
 //! node selector and tolerations come from the spec's `kubernetes` part.
 //!
-//! [`job_manifest`] is also what the `manifests` executor writes.
+//! The executor works in one namespace, its own: it creates, finds, watches
+//! and deletes Jobs (and reads their pods) there and nowhere else, so a Role
+//! in that namespace is all it needs. A spec naming another namespace
+//! cannot start (run a scheduler in that namespace instead), and stopping
+//! an attempt never touches a Job outside it: another namespace's Jobs are
+//! not this executor's, even with the same labels.
+//!
+//! [`job_manifest`] is also what the `manifests` executor writes (which
+//! honours a spec's namespace: it only writes files).
 
 use crate::executor::{Attempt, Executor, Launch, NODE_ENV};
 use crate::process::{parse_result, success_outcome, tail};
@@ -188,7 +196,7 @@ pub struct KubernetesExecutor {
 }
 
 impl KubernetesExecutor {
-    /// Jobs through `client`, in `namespace` unless a spec names another.
+    /// Jobs through `client`, in `namespace` only.
     pub fn new(client: Client, namespace: impl Into<String>) -> Self {
         KubernetesExecutor {
             client,
@@ -289,11 +297,20 @@ impl Executor for KubernetesExecutor {
                 outputs: JobOutputs::default(),
             });
         }
+        let named = attempt
+            .spec
+            .kubernetes
+            .as_ref()
+            .and_then(|k| k.namespace.as_ref());
+        if let Some(other) = named.filter(|ns| **ns != self.namespace) {
+            return Launch::Ended(cannot_start(format!(
+                "the job names namespace {other}, but this scheduler runs Jobs in {} only \
+                 (FLOTILLA_K8S_NAMESPACE); run a scheduler in {other} for it",
+                self.namespace
+            )));
+        }
         let manifest = job_manifest(attempt, &self.namespace);
-        let namespace = manifest["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let namespace = self.namespace.clone();
         let api = self.jobs(&namespace);
         let found = match self.find(&api, &attempt.key).await {
             Ok(found) => found,
@@ -322,27 +339,25 @@ impl Executor for KubernetesExecutor {
         }
     }
 
-    /// Deletes the attempt's Job wherever it is (a spec may name another
-    /// namespace than the executor's): found by its labels.
+    /// Deletes the attempt's Job, found by its labels in the executor's
+    /// namespace, the only one it creates Jobs in (a Job with the same
+    /// labels elsewhere is another scheduler's).
     async fn stop(&self, queue: &str, job_id: &str, attempt: u32, _grace: Duration) {
         let selector = format!(
             "flotilla.dev/queue={},flotilla.dev/job={},flotilla.dev/attempt={attempt}",
             label_value(queue),
             label_value(job_id)
         );
-        let all: Api<Job> = Api::all(self.client.clone());
-        let found = match all.list(&ListParams::default().labels(&selector)).await {
+        let api = self.jobs(&self.namespace);
+        let found = match api.list(&ListParams::default().labels(&selector)).await {
             Ok(list) => list.items,
             Err(e) => {
                 tracing::warn!(queue, job_id, attempt, error = %e, "cannot find the Job to stop");
                 return;
             }
         };
-        for job in found {
-            let (Some(namespace), Some(name)) = (job.metadata.namespace, job.metadata.name) else {
-                continue;
-            };
-            self.delete(&self.jobs(&namespace), &name).await;
+        for name in found.into_iter().filter_map(|job| job.metadata.name) {
+            self.delete(&api, &name).await;
         }
     }
 }
@@ -736,34 +751,134 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn stop_deletes_the_attempts_job_in_whatever_namespace_it_runs() {
-        let mut elsewhere = job(json!({"active": 1}));
-        elsewhere["metadata"]["namespace"] = json!("tuning");
+    async fn a_job_created_before_a_crash_is_adopted_when_its_create_conflicts() {
+        // The scheduler died after its POST reached the API server but
+        // before the Job showed in a list: the lookup by key finds nothing,
+        // the create answers 409 AlreadyExists, and the executor reads the
+        // Job by name and adopts it instead of creating another.
+        let name = "fl-lr-search-t7-2";
+        let mut script = vec![
+            exchange(
+                "GET",
+                JOBS,
+                vec!["labelSelector=flotilla.dev%2Fattempt-key%3D01a2024f"],
+                200,
+                list("JobList", vec![]),
+            ),
+            exchange(
+                "POST",
+                JOBS,
+                vec![],
+                409,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "reason": "AlreadyExists", "code": 409,
+                    "details": {"name": name, "group": "batch", "kind": "jobs"},
+                    "message": format!("jobs.batch \"{name}\" already exists")}),
+            )
+            .containing(json!({"metadata": {"name": name}})),
+            exchange(
+                "GET",
+                &format!("{JOBS}/{name}"),
+                vec![],
+                200,
+                job(json!({"active": 1})),
+            ),
+        ];
+        script.extend(watched(condition("Complete", "CompletionsReached")));
+        script.push(exchange(
+            "GET",
+            "/api/v1/namespaces/default/pods",
+            vec!["labelSelector=batch.kubernetes.io%2Fjob-name%3Dfl-lr-search-t7-2"],
+            200,
+            list("PodList", vec![pod(0, "RESULT=0.25\n")]),
+        ));
+        script.push(deleted());
+        let (client, server) = replaying(script);
+        let executor = KubernetesExecutor::new(client, "default");
+        let Launch::Running {
+            handle,
+            adopted,
+            end,
+        } = executor.launch(&attempt()).await
+        else {
+            panic!("the conflicting Job was not adopted")
+        };
+        assert!(
+            adopted,
+            "a Job that exists is adopted, not reported as made"
+        );
+        assert_eq!(
+            handle,
+            ExecutorHandle::Kubernetes {
+                namespace: "default".into(),
+                name: name.into(),
+                uid: "9f1c-uid".into(),
+            }
+        );
+        let Outcome::Succeeded { value, .. } = end.await else {
+            panic!("the adopted Job's result was not read")
+        };
+        assert_eq!(value, Some(0.25));
+        let seen = server.await.unwrap();
+        let posts = seen.iter().filter(|l| l.starts_with("POST")).count();
+        assert_eq!(posts, 1, "created once, never again: {seen:?}");
+        assert!(
+            seen.contains(&format!("GET {JOBS}/{name}?")),
+            "the Job was read by name: {seen:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_job_naming_another_namespace_cannot_start_and_makes_no_request() {
+        let mut elsewhere = attempt();
+        elsewhere.spec.kubernetes.as_mut().unwrap().namespace = Some("tuning".into());
+        let (client, server) = replaying(vec![]);
+        let executor = KubernetesExecutor::new(client, "default");
+        let (outcome, _) = run(&executor, &elsewhere).await;
+        let Outcome::Failed { reason, .. } = outcome else {
+            panic!("not refused: {outcome:?}")
+        };
+        assert!(
+            reason.starts_with("cannot start: the job names namespace tuning"),
+            "{reason}"
+        );
+        assert!(reason.contains("in default only"), "{reason}");
+        assert!(server.await.unwrap().is_empty());
+        // Its own namespace, named, is fine: the manifest is the same.
+        let mut home = attempt();
+        home.spec.kubernetes.as_mut().unwrap().namespace = Some("default".into());
+        assert_eq!(
+            job_manifest(&home, "default"),
+            job_manifest(&attempt(), "default")
+        );
+    }
+
+    #[tokio::test]
+    async fn stop_deletes_the_attempts_job_in_its_own_namespace_only() {
         let script = vec![
             exchange(
                 "GET",
-                "/apis/batch/v1/jobs",
+                JOBS,
                 vec![
                     "flotilla.dev%2Fqueue%3Dlr-search",
                     "flotilla.dev%2Fattempt%3D2",
                 ],
                 200,
-                list("JobList", vec![elsewhere]),
+                list("JobList", vec![job(json!({"active": 1}))]),
             ),
-            exchange(
-                "DELETE",
-                "/apis/batch/v1/namespaces/tuning/jobs/fl-lr-search-t7-2",
-                vec![],
-                200,
-                json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
-            ),
+            deleted(),
         ];
         let (client, server) = replaying(script);
         let executor = KubernetesExecutor::new(client, "default");
         executor
             .stop("lr-search", "t7", 2, Duration::from_secs(1))
             .await;
-        assert_eq!(server.await.unwrap().len(), 2);
+        let seen = server.await.unwrap();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(
+            seen.iter().all(|l| l.contains("/namespaces/default/")),
+            "stop reached beyond its namespace: {seen:?}"
+        );
     }
 
     /// Every request these tests make, as the RBAC permission it needs, is
@@ -810,11 +925,10 @@ mod tests {
             exchange("GET", JOBS, vec![selector], 200, list("JobList", jobs))
         }
 
-        /// Stop's lookup of job `job_id`'s Jobs in every namespace.
+        /// Stop's lookup of job `job_id`'s Jobs in the executor's namespace.
         fn stop_finds(job_id: &str, jobs: Vec<Value>) -> Exchange {
             let selector = format!("flotilla.dev%2Fjob%3D{job_id}");
-            let all = "/apis/batch/v1/jobs";
-            exchange("GET", all, vec![&selector], 200, list("JobList", jobs))
+            exchange("GET", JOBS, vec![&selector], 200, list("JobList", jobs))
         }
 
         /// The watcher's list of Job `name`, finding `jobs`.
