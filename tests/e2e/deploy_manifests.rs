@@ -5,7 +5,8 @@
 //! schema checked here, see [`crds`]); every pod spec meets the restricted
 //! Pod Security Standard with a read-only root filesystem, except the
 //! exceptions listed here ([`EXCEPTIONS`]); every container has resources
-//! and every long-running one probes; every metric an alert or the
+//! and every long-running one that runs Flotilla probes `/healthz` and
+//! `/readyz` (a user's container beside it needs no probes); every metric an alert or the
 //! dashboard names is in the real `/metrics` of the process that owns it;
 //! every ServiceAccount is granted exactly what its kube clients' recorded
 //! requests need; and a second `flotilla up` on a data dir in use refuses
@@ -23,7 +24,7 @@ use crate::support::{
     flotilla_bin, free_port, http_client, output_within, tool, wait_until, FlotillaUp, SimAgent,
 };
 use flotilla_kube_replay::rbac::{parse_needs, Access, Grants};
-use pod_security::{object_id, pod_specs, Violation};
+use pod_security::{object_id, pod_specs, runs_flotilla, Violation};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -277,7 +278,7 @@ fn every_pod_spec_meets_the_restricted_pod_security_standard_but_the_listed_exce
 }
 
 #[test]
-fn every_container_has_resources_and_every_long_running_one_probes() {
+fn every_container_has_resources_and_every_long_running_flotilla_one_probes() {
     let problems = violations_by_field(|pod| pod.operational_violations())
         .into_iter()
         .map(|((object, field), (problem, dirs))| {
@@ -285,6 +286,66 @@ fn every_container_has_resources_and_every_long_running_one_probes() {
         })
         .collect();
     assert_none("containers without resources or probes", problems);
+}
+
+/// The probe rule holds the real manifests: each long-running Flotilla
+/// container they have (there are some) is reported once its probes are
+/// gone, so a manifest that loses them, or a container the rule no longer
+/// recognises, fails.
+#[test]
+fn every_long_running_flotilla_container_of_the_manifests_is_held_to_its_probes() {
+    let mut checked = 0;
+    let mut problems = Vec::new();
+    for r in rendered() {
+        for (i, object) in r.objects.iter().enumerate() {
+            let Some(pod) = pod_specs(std::slice::from_ref(object)).pop() else {
+                continue;
+            };
+            let servers: Vec<String> = pod
+                .flotilla_servers()
+                .into_iter()
+                .map(|(at, _)| at)
+                .collect();
+            if servers.is_empty() {
+                continue;
+            }
+            let mut stripped = object.clone();
+            let pointer = format!("/{}", pod.path.replace('.', "/"));
+            let spec = stripped.pointer_mut(&pointer).expect("the pod spec");
+            for list in ["initContainers", "containers"] {
+                for c in spec[list].as_array_mut().into_iter().flatten() {
+                    if runs_flotilla(c) {
+                        let fields = c.as_object_mut().expect("a container");
+                        fields.remove("livenessProbe");
+                        fields.remove("readinessProbe");
+                    }
+                }
+            }
+            let stripped_pods = pod_specs(std::slice::from_ref(&stripped));
+            let reported: BTreeSet<String> = stripped_pods[0]
+                .operational_violations()
+                .into_iter()
+                .map(|v| v.field)
+                .collect();
+            for at in &servers {
+                checked += 1;
+                for probe in ["livenessProbe", "readinessProbe"] {
+                    let field = format!("{}.{at}.{probe}", pod.path);
+                    if !reported.contains(&field) {
+                        problems.push(format!(
+                            "{} object {i} {}: {field} not reported without its probe",
+                            r.dir, pod.object
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        checked > 0,
+        "no long-running Flotilla container in the manifests"
+    );
+    assert_none("Flotilla containers the probe rule misses", problems);
 }
 
 /// The process that exports the metrics of each PrometheusRule group.
@@ -527,12 +588,15 @@ fn agent_metrics(dir: &Path) -> String {
     })
 }
 
-/// `flotilla worker` after a `/predict`: its `/metrics`.
+/// `flotilla worker` after a `/predict` and a refused one (the errors
+/// counter has a series from its first error on): its `/metrics`.
 fn worker_metrics(dir: &Path) -> String {
     model_init(dir, "v1.0.0", 7);
     let worker = Worker::start(dir, &[], &[]);
     let (status, body, _) = worker.post("/predict", &predict_body(2, true));
     assert_eq!(status, 200, "{body}");
+    let (status, body, _) = worker.post("/predict", &json!({"observations": []}));
+    assert_eq!(status, 422, "{body}");
     scrape(&worker.url)
 }
 
@@ -630,10 +694,15 @@ fn option<'a>(words: &[&'a str], name: &str) -> Option<&'a str> {
         })
 }
 
-/// What the kube clients of a container running `flotilla` need: `up`
-/// runs the scheduler's and the provisioner's (those of `--only`, when
-/// given), `run --executor kubernetes` the scheduler's; anything else none.
+/// What the kube clients of a container running `flotilla`
+/// ([`runs_flotilla`]) need: `up` runs the scheduler's and the
+/// provisioner's (those of `--only`, when given), `run --executor
+/// kubernetes` the scheduler's; anything else, and any other container,
+/// none.
 fn container_needs(container: &Value) -> (bool, BTreeSet<Access>) {
+    if !runs_flotilla(container) {
+        return (false, BTreeSet::new());
+    }
     let words: Vec<&str> = ["command", "args"]
         .iter()
         .flat_map(|k| container[*k].as_array().into_iter().flatten())

@@ -1,8 +1,10 @@
 //! The pod specs of rendered manifests and what is wrong with them: the
 //! restricted Pod Security Standard (plus a read-only root filesystem),
 //! resources on every container, and `/healthz` / `/readyz` probes on every
-//! long-running one. Each problem names its object and field, so a test
-//! can list the exceptions it accepts.
+//! long-running container that runs Flotilla ([`runs_flotilla`]; a user's
+//! own container beside it, as the trainer of the sidecar example, has no
+//! such routes and needs only resources). Each problem names its object and
+//! field, so a test can list the exceptions it accepts.
 
 use serde_json::Value;
 use std::fmt;
@@ -200,8 +202,8 @@ impl PodSpec<'_> {
     }
 
     /// Containers without resource requests and limits, and long-running
-    /// containers without liveness and readiness probes (on `/healthz` and
-    /// `/readyz` for Flotilla's own image).
+    /// Flotilla containers ([`runs_flotilla`]) without an `httpGet`
+    /// liveness probe on `/healthz` and readiness probe on `/readyz`.
     pub fn operational_violations(&self) -> Vec<Violation> {
         let mut found = Vec::new();
         for (at, c) in containers(self) {
@@ -213,27 +215,28 @@ impl PodSpec<'_> {
                     found.push(self.violation(&format!("{at}.resources.{kind}"), "must be set"));
                 }
             }
-            let regular = at.starts_with("containers[") || is_sidecar(c);
-            if self.long_running && regular {
-                found.extend(self.probe_violations(&at, c));
-            }
+        }
+        for (at, c) in self.flotilla_servers() {
+            found.extend(self.probe_violations(&at, c));
         }
         found
     }
 
     fn probe_violations(&self, at: &str, c: &Value) -> Vec<Violation> {
-        let flotilla = c["image"].as_str().is_some_and(is_flotilla_image);
         let mut found = Vec::new();
         for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
             let field = format!("{at}.{probe}");
             let got = &c[probe];
             if got.is_null() {
-                found.push(self.violation(&field, "a long-running container needs it"));
-            } else if flotilla && got["httpGet"]["path"] != path {
+                found.push(self.violation(
+                    &field,
+                    format!("a long-running Flotilla container needs it (httpGet on {path})"),
+                ));
+            } else if got["httpGet"]["path"] != path {
                 found.push(self.violation(
                     &format!("{field}.httpGet.path"),
                     format!(
-                        "must be {path} (Flotilla's), not {}",
+                        "must be an httpGet on {path} (Flotilla's), not {}",
                         got["httpGet"]["path"]
                     ),
                 ));
@@ -241,6 +244,32 @@ impl PodSpec<'_> {
         }
         found
     }
+}
+
+impl<'a> PodSpec<'a> {
+    /// The containers that run Flotilla as long as the pod ([`runs_flotilla`],
+    /// regular or sidecar, in a workload that is not a Job), with their
+    /// paths (`containers[name]`): the ones that must probe.
+    pub fn flotilla_servers(&self) -> Vec<(String, &'a Value)> {
+        if !self.long_running {
+            return Vec::new();
+        }
+        containers(self)
+            .into_iter()
+            .filter(|(at, c)| (at.starts_with("containers[") || is_sidecar(c)) && runs_flotilla(c))
+            .collect()
+    }
+}
+
+/// Whether a container runs Flotilla, as the RBAC check finds a component:
+/// its image is Flotilla's ([`is_flotilla_image`]) or its command's program
+/// is a `flotilla` binary (`/usr/local/bin/flotilla` in another image).
+pub fn runs_flotilla(c: &Value) -> bool {
+    let image = c["image"].as_str().is_some_and(is_flotilla_image);
+    let program = c["command"][0]
+        .as_str()
+        .is_some_and(|p| p.rsplit('/').next() == Some("flotilla"));
+    image || program
 }
 
 /// Whether an init container is a sidecar (runs as long as the pod).
@@ -322,6 +351,85 @@ mod tests {
                 format!("{at}.containers[c].readinessProbe.httpGet.path"),
             ]
         );
+    }
+
+    fn without_probes(mut c: Value) -> Value {
+        let fields = c.as_object_mut().unwrap();
+        fields.remove("livenessProbe");
+        fields.remove("readinessProbe");
+        c
+    }
+
+    #[test]
+    fn flotillas_long_running_containers_need_both_probes_and_others_only_resources() {
+        let at = "Deployment/d spec.template.spec";
+        // A Flotilla container that lost its probes is named, for both.
+        let lost = without_probes(good_container());
+        assert_eq!(
+            problems(&[deployment(lost.clone(), good_pod())]),
+            [
+                format!("{at}.containers[c].livenessProbe"),
+                format!("{at}.containers[c].readinessProbe"),
+            ]
+        );
+        // Flotilla found by its command in another image; a probe that is
+        // not an httpGet on the route does not count.
+        let mut by_command = good_container();
+        by_command["image"] = json!("registry.example.com/platform/base:3");
+        by_command["command"] = json!(["/usr/local/bin/flotilla", "worker"]);
+        by_command["livenessProbe"] = json!({"exec": {"command": ["true"]}});
+        assert_eq!(
+            problems(&[deployment(by_command, good_pod())]),
+            [format!("{at}.containers[c].livenessProbe.httpGet.path")]
+        );
+        // A user's own container (the sidecar example's trainer) has no
+        // such routes: no probes needed, but resources are.
+        let mut trainer = without_probes(good_container());
+        trainer["name"] = json!("trainer");
+        trainer["image"] = json!("registry.example.com/my-trainer:1.0");
+        assert!(problems(&[deployment(trainer.clone(), good_pod())]).is_empty());
+        let mut unbounded = trainer.clone();
+        unbounded.as_object_mut().unwrap().remove("resources");
+        assert_eq!(
+            problems(&[deployment(unbounded, good_pod())]),
+            [
+                format!("{at}.containers[trainer].resources.requests"),
+                format!("{at}.containers[trainer].resources.limits"),
+            ]
+        );
+        // A Flotilla native sidecar probes like a regular container; a
+        // plain init container (it ends) does not.
+        let mut sidecar = lost.clone();
+        sidecar["name"] = json!("flotilla");
+        sidecar["restartPolicy"] = json!("Always");
+        let mut pod = good_pod();
+        pod["initContainers"] = json!([sidecar]);
+        assert_eq!(
+            problems(&[deployment(trainer.clone(), pod.clone())]),
+            [
+                format!("{at}.initContainers[flotilla].livenessProbe"),
+                format!("{at}.initContainers[flotilla].readinessProbe"),
+            ]
+        );
+        pod["initContainers"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("restartPolicy");
+        assert!(problems(&[deployment(trainer, pod)]).is_empty());
+    }
+
+    #[test]
+    fn containers_run_flotilla_by_image_or_command() {
+        assert!(runs_flotilla(&json!({"image": "flotilla/flotilla:0.1.0"})));
+        assert!(runs_flotilla(
+            &json!({"image": "base:1", "command": ["/usr/local/bin/flotilla", "up"]})
+        ));
+        assert!(!runs_flotilla(
+            &json!({"image": "flotilla/nats-server:2.14.6", "command": ["nats-server"]})
+        ));
+        assert!(!runs_flotilla(
+            &json!({"image": "my-trainer:1.0", "args": ["flotilla"]})
+        ));
     }
 
     #[test]
