@@ -20,7 +20,7 @@
 //! network; the test reaches them on published 127.0.0.1 ports.
 
 use crate::support::compose::{get_json, post_json, run_ok, Fleet};
-use crate::support::wait_until;
+use crate::support::{node_statuses, wait_until};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -94,18 +94,6 @@ impl Gateway<'_> {
                 text.lines().any(|l| l.trim() == needle)
             })
     }
-}
-
-fn nodes(pool: &Value) -> BTreeMap<String, String> {
-    pool["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|n| {
-            let id = n["node_id"].as_str().unwrap_or_default().to_string();
-            (id, n["status"].as_str().unwrap_or_default().to_string())
-        })
-        .collect()
 }
 
 /// The NATS node that leads the events stream (from its monitoring port).
@@ -245,7 +233,10 @@ fn the_containerized_fleet_heals_and_loses_nothing() {
     // The pool's three nodes are up, each with its agent.
     wait_until(Duration::from_secs(60), || {
         let pool = gw.query("control-plane-1", "provisioner/gpu");
-        let active = nodes(&pool).values().filter(|s| *s == "active").count();
+        let active = node_statuses(&pool)
+            .values()
+            .filter(|s| *s == "active")
+            .count();
         (active == 3).then_some(())
     })
     .unwrap_or_else(|| {
@@ -298,7 +289,7 @@ fn the_containerized_fleet_heals_and_loses_nothing() {
     // for, which registers once its agent boots.
     let replacement = wait_until(Duration::from_secs(90), || {
         let pool = gw.query("control-plane-2", "provisioner/gpu");
-        let nodes = nodes(&pool);
+        let nodes = node_statuses(&pool);
         let gone = nodes.get("gpu-2").is_some_and(|s| s != "active");
         let new = nodes.iter().find(|(id, s)| {
             !["gpu-1", "gpu-2", "gpu-3"].contains(&id.as_str()) && *s == "registering"
@@ -317,7 +308,7 @@ fn the_containerized_fleet_heals_and_loses_nothing() {
     fleet.set_env("FLOTILLA_SPARE_NODE", &replacement);
     fleet.compose(&["--profile", "spare", "up", "-d", "--no-deps", "agent-spare"]);
     wait_until(Duration::from_secs(90), || {
-        let nodes = nodes(&gw.query("control-plane-2", "provisioner/gpu"));
+        let nodes = node_statuses(&gw.query("control-plane-2", "provisioner/gpu"));
         let healed = nodes.get(&replacement).is_some_and(|s| s == "active")
             && nodes.get("gpu-2").is_none_or(|s| s == "terminated");
         healed.then_some(())
@@ -388,7 +379,7 @@ fn the_containerized_fleet_heals_and_loses_nothing() {
         // The pool goes on living (heartbeats of restarted agents); the
         // rest is at rest and must be exactly as it was.
         if stream.starts_with("provisioner/") {
-            let (was, is) = (nodes(state), nodes(&after[stream]));
+            let (was, is) = (node_statuses(state), node_statuses(&after[stream]));
             assert_eq!(was, is, "{stream} changed across down/up");
         } else {
             assert_eq!(

@@ -12,7 +12,9 @@
 //! the study ends with exactly `budget` results. After the run the pool
 //! shrinks back to its minimum.
 
-use crate::support::{flotilla, json_lines, publish_json, wait_until, FlotillaUp, SimAgent};
+use crate::support::{
+    flotilla, json_lines, node_statuses, publish_json, wait_until, FlotillaUp, SimAgent,
+};
 use flotilla_bus::testing::NatsServer;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -93,18 +95,6 @@ fn result(up: &FlotillaUp, path: &str) -> Value {
     up.get(path).1["result"].clone()
 }
 
-fn nodes_by_status(pool: &Value) -> BTreeMap<String, String> {
-    pool["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|n| {
-            let id = n["node_id"].as_str().unwrap_or_default().to_string();
-            (id, n["status"].as_str().unwrap_or_default().to_string())
-        })
-        .collect()
-}
-
 /// (node, trial, attempt) of every evaluation the script recorded.
 fn records(path: &Path) -> Vec<(String, String, u32)> {
     std::fs::read_to_string(path)
@@ -145,7 +135,7 @@ fn a_study_runs_itself_on_a_pool_that_scales_and_heals() {
     let _agents = Agents::follow(up.url.clone(), url.clone(), dir.path().to_path_buf());
     wait_until(Duration::from_secs(60), || {
         let pool = result(&up, "/v1/query/provisioner/gpu");
-        let active = nodes_by_status(&pool)
+        let active = node_statuses(&pool)
             .values()
             .filter(|s| *s == "active")
             .count();

@@ -389,6 +389,19 @@ pub fn publish_json(url: &str, subject: &str, body: Value) {
         });
 }
 
+/// Every node of a pool's view and its status.
+pub fn node_statuses(pool: &Value) -> std::collections::BTreeMap<String, String> {
+    pool["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| {
+            let id = n["node_id"].as_str().unwrap_or_default().to_string();
+            (id, n["status"].as_str().unwrap_or_default().to_string())
+        })
+        .collect()
+}
+
 /// The status of `node` in a pool's view (`absent` when it has none).
 pub fn node_status(view: &Value, node: &str) -> String {
     view["nodes"]
