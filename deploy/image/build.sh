@@ -47,8 +47,15 @@ import() {
   local changes=()
   while IFS= read -r line; do changes+=(--change "$line"); done < <(final_stage_changes "$dockerfile")
   sh deploy/image/rootfs.sh "$work/$kind" "$kind" "$binary"
+  local previous
+  previous="$(docker image inspect --format '{{.Id}}' "$name" 2>/dev/null || true)"
   tar --numeric-owner -C "$work/$kind" -c . | docker import "${changes[@]}" \
     --message "flotilla deploy/image/build.sh" - "$name" >/dev/null
+  # The image the tag named before is now untagged: remove it unless a
+  # container still uses it, so rebuilds do not pile up.
+  if [ -n "$previous" ] && [ "$previous" != "$(docker image inspect --format '{{.Id}}' "$name")" ]; then
+    docker image rm "$previous" >/dev/null 2>&1 || true
+  fi
   printf '%s\t%s\n' "$name" "$(docker image inspect --format '{{.Size}}' "$name" | awk '{printf "%.1f MB", $1/1e6}')"
 }
 
