@@ -9,6 +9,7 @@ mod cli;
 mod commands;
 mod config;
 mod http_auth;
+mod secret_file;
 mod signing;
 mod trust;
 

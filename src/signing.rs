@@ -13,8 +13,6 @@
 use crate::config::BackendChoice;
 use anyhow::{anyhow, Context, Result};
 use flotilla_bus::{LogKeys, SigningKey, VerifyingKey};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// The key file's name in an embedded data dir.
@@ -109,36 +107,9 @@ fn publish_public_key(path: &Path, key: &SigningKey) {
 /// Creates a new key file at `path` (never over an existing one).
 fn generate(path: &Path) -> std::io::Result<SigningKey> {
     let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
-    write_new_secret(path, &hex::encode(key.as_bytes()))?;
+    crate::secret_file::write_new(path, &hex::encode(key.as_bytes()))?;
     tracing::info!(key = %path.display(), "generated the control plane's signing key");
     Ok(key)
-}
-
-/// Writes `text` as a new secret file at `path`, readable by its owner only
-/// (never over an existing file). Written aside, synced and linked into
-/// place, so a crash never leaves a half-written secret. Also what
-/// `flotilla nats-config` writes seeds with.
-pub(crate) fn write_new_secret(path: &Path, text: &str) -> std::io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut aside = path.as_os_str().to_os_string();
-    aside.push(format!(".{}.tmp", uuid::Uuid::new_v4()));
-    let aside = PathBuf::from(aside);
-    let written = write_private(&aside, text).and_then(|()| std::fs::hard_link(&aside, path));
-    let _ = std::fs::remove_file(&aside);
-    written
-}
-
-/// Writes `text` to a new file readable by its owner only, durably.
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    writeln!(file, "{text}")?;
-    file.sync_all()
 }
 
 fn read_hex32(path: &Path) -> Result<[u8; 32]> {

@@ -3,7 +3,8 @@
 //! configuration for a Flotilla deployment.
 //!
 //! It writes `DIR/nats-server.conf` (JetStream on, one nkey user per
-//! principal, each allowed exactly the subjects its role needs),
+//! principal, each allowed exactly the subjects its role needs; mode 0600
+//! and replaced in one step, as it may hold the route password),
 //! `DIR/<name>.nk` (each user's seed, mode 0600; an existing one is kept,
 //! so running it again keeps every identity) and `DIR/principals.toml`
 //! (name, role and public nkey of each, which command signatures are
@@ -243,7 +244,10 @@ pub fn run(args: NatsConfigArgs) -> Result<ExitCode> {
         let password = route_password(&args.out)?;
         conf.push_str(&cluster_block(&args.cluster_name, &args.routes, &password)?);
     }
-    write_file(&args.out.join("nats-server.conf"), conf.as_bytes())?;
+    // It may hold the route password: private, and never half-written.
+    let conf_path = args.out.join("nats-server.conf");
+    crate::secret_file::replace(&conf_path, conf.as_bytes())
+        .with_context(|| format!("out: cannot write {}", conf_path.display()))?;
     let listing = toml::to_string(&PrincipalsFile {
         principal: principals,
     })?;
@@ -252,11 +256,7 @@ pub fn run(args: NatsConfigArgs) -> Result<ExitCode> {
         &args.out.join("principals.toml"),
         format!("{header}{listing}").as_bytes(),
     )?;
-    println!(
-        "wrote {} users to {}",
-        wanted.len(),
-        args.out.join("nats-server.conf").display()
-    );
+    println!("wrote {} users to {}", wanted.len(), conf_path.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -299,7 +299,7 @@ fn route_password(dir: &Path) -> Result<String> {
         return Ok(text.trim().to_string());
     }
     let password = hex::encode(rand::random::<[u8; 16]>());
-    crate::signing::write_new_secret(&path, &password)
+    crate::secret_file::write_new(&path, &password)
         .with_context(|| format!("out: cannot write {}", path.display()))?;
     Ok(password)
 }
@@ -345,7 +345,7 @@ fn seed_for(dir: &Path, name: &str) -> Result<KeyPair> {
     let seed = key
         .seed()
         .map_err(|e| anyhow!("cannot encode a seed: {e}"))?;
-    crate::signing::write_new_secret(&path, &seed)
+    crate::secret_file::write_new(&path, &seed)
         .with_context(|| format!("out: cannot write {}", path.display()))?;
     Ok(key)
 }
@@ -490,14 +490,21 @@ mod tests {
     }
 
     #[test]
-    fn routes_make_a_cluster_only_its_servers_can_join() {
+    fn routes_get_a_password_protected_cluster_block() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let mut a = args(dir.path(), &["n1"], &[]);
         a.routes = vec!["nats://nats-1:6222".into(), "nats://nats-2:6222".into()];
         run(a).unwrap();
         let conf = std::fs::read_to_string(dir.path().join("nats-server.conf")).unwrap();
         let password = std::fs::read_to_string(dir.path().join("route.password")).unwrap();
+        let password = password.trim();
         assert_eq!(password.len(), 32);
+        let mode = std::fs::metadata(dir.path().join("nats-server.conf"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the configuration holds the password");
         assert!(conf.contains("listen: \"0.0.0.0:6222\""), "{conf}");
         assert!(
             conf.contains(&format!(
@@ -514,7 +521,7 @@ mod tests {
         again.routes = vec!["nats://nats-1:6222".into()];
         run(again).unwrap();
         let kept = std::fs::read_to_string(dir.path().join("route.password")).unwrap();
-        assert_eq!(password, kept);
+        assert_eq!(password, kept.trim());
     }
 
     #[test]
