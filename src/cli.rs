@@ -205,6 +205,10 @@ pub struct NatsConfigArgs {
     /// A reader of the event stream (`flotilla audit`); repeatable.
     #[arg(long = "auditor", value_name = "NAME")]
     pub auditors: Vec<String>,
+    /// A program that requests predictions on `infer.>` and nothing else
+    /// (hears only its own replies); repeatable.
+    #[arg(long = "inference-client", value_name = "NAME")]
+    pub inference_clients: Vec<String>,
     /// A cluster route, `nats://HOST:PORT` of every node (its own included)
     /// of a NATS cluster; repeatable. With any, the configuration gets a
     /// `cluster` block whose routes need a password (kept in

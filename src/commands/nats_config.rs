@@ -1,6 +1,6 @@
 //! `flotilla nats-config --out DIR [--prefix P] --agent n1 --worker w1
-//! --operator alice --auditor audit1`: a least-privilege nats-server
-//! configuration for a Flotilla deployment.
+//! --operator alice --auditor audit1 --inference-client car1`: a
+//! least-privilege nats-server configuration for a Flotilla deployment.
 //!
 //! It writes `DIR/nats-server.conf` (JetStream on, one nkey user per
 //! principal, each allowed exactly the subjects its role needs; mode 0600
@@ -44,10 +44,14 @@ pub enum NatsRole {
     Operator,
     /// Reads the event stream (`flotilla audit`, `events`, `replay`).
     Auditor,
+    /// Requests predictions on `infer.>` (a program driving with a served
+    /// policy over NATS).
+    InferenceClient,
 }
 
 impl NatsRole {
-    /// The role's name in `principals.toml`.
+    /// The role's name in `principals.toml` (a
+    /// `flotilla_messages::auth::KeyRole`).
     pub fn as_str(self) -> &'static str {
         match self {
             NatsRole::ControlPlane => "control-plane",
@@ -55,6 +59,7 @@ impl NatsRole {
             NatsRole::Worker => "worker",
             NatsRole::Operator => "operator",
             NatsRole::Auditor => "auditor",
+            NatsRole::InferenceClient => "inference-client",
         }
     }
 }
@@ -176,6 +181,12 @@ pub fn permissions(
                 allow_responses: true,
             }
         }
+        // Requests predictions, hears its own replies: nothing else.
+        NatsRole::InferenceClient => Permissions {
+            publish: vec![format!("{p}.infer.>")],
+            subscribe: vec![inboxes.clone()],
+            allow_responses: false,
+        },
         NatsRole::Operator => Permissions {
             publish: vec![format!("{p}.cmd.>"), format!("{p}.query.>")],
             subscribe: vec![inboxes.clone()],
@@ -269,6 +280,11 @@ fn principals_of(args: &NatsConfigArgs) -> Result<Vec<(NatsRole, String)>> {
         ("worker", NatsRole::Worker, &args.workers),
         ("operator", NatsRole::Operator, &args.operators),
         ("auditor", NatsRole::Auditor, &args.auditors),
+        (
+            "inference-client",
+            NatsRole::InferenceClient,
+            &args.inference_clients,
+        ),
     ];
     let mut seen = BTreeSet::from([CONTROL_PLANE.to_string()]);
     for (flag, role, names) in named {
@@ -392,6 +408,16 @@ fn server_config(subjects: &Subjects, users: &[String]) -> String {
 mod tests {
     use super::*;
 
+    /// Every role.
+    const ALL_ROLES: [NatsRole; 6] = [
+        NatsRole::ControlPlane,
+        NatsRole::Agent,
+        NatsRole::Worker,
+        NatsRole::Operator,
+        NatsRole::Auditor,
+        NatsRole::InferenceClient,
+    ];
+
     fn args(out: &Path, agents: &[&str], operators: &[&str]) -> NatsConfigArgs {
         let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
         NatsConfigArgs {
@@ -401,6 +427,7 @@ mod tests {
             workers: Vec::new(),
             operators: own(operators),
             auditors: Vec::new(),
+            inference_clients: Vec::new(),
             routes: Vec::new(),
             cluster_name: "flotilla".into(),
         }
@@ -449,7 +476,12 @@ mod tests {
     #[test]
     fn only_the_control_plane_may_append_to_every_stream() {
         let s = Subjects::new("prod.fl").unwrap();
-        for role in [NatsRole::Agent, NatsRole::Operator, NatsRole::Auditor] {
+        for role in [
+            NatsRole::Agent,
+            NatsRole::Operator,
+            NatsRole::Auditor,
+            NatsRole::InferenceClient,
+        ] {
             let p = permissions(&s, role, "x", "UX");
             assert!(
                 p.publish.iter().all(|s| !s.contains(".evt.")),
@@ -474,12 +506,7 @@ mod tests {
         let s = Subjects::default();
         let cp = permissions(&s, NatsRole::ControlPlane, "flotilla", "UCP");
         assert!(cp.publish.contains(&"$KV.FLOTILLA_LEASES.>".to_string()));
-        for role in [
-            NatsRole::Agent,
-            NatsRole::Worker,
-            NatsRole::Operator,
-            NatsRole::Auditor,
-        ] {
+        for role in ALL_ROLES.into_iter().skip(1) {
             let p = permissions(&s, role, "x", "UX");
             assert!(
                 p.publish.iter().all(|s| !s.contains("LEASES")),
@@ -522,6 +549,40 @@ mod tests {
         run(again).unwrap();
         let kept = std::fs::read_to_string(dir.path().join("route.password")).unwrap();
         assert_eq!(password, kept.trim());
+    }
+
+    #[test]
+    fn an_inference_client_may_only_request_predictions_and_hear_its_replies() {
+        let s = Subjects::new("prod.fl").unwrap();
+        let p = permissions(&s, NatsRole::InferenceClient, "car1", "UCAR1");
+        assert_eq!(p.publish, ["prod.fl.infer.>"]);
+        assert_eq!(p.subscribe, ["_INBOX.UCAR1.>"]);
+        assert!(!p.allow_responses);
+    }
+
+    #[test]
+    fn every_role_is_a_principals_role_and_an_inference_client_is_listed() {
+        for role in ALL_ROLES {
+            let parsed: flotilla_messages::auth::KeyRole =
+                serde_json::from_str(&format!("{:?}", role.as_str())).unwrap();
+            assert_eq!(parsed.as_str(), role.as_str());
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = args(dir.path(), &[], &["alice"]);
+        a.inference_clients = vec!["car1".into()];
+        run(a).unwrap();
+        let listed = std::fs::read_to_string(dir.path().join("principals.toml")).unwrap();
+        assert!(
+            listed.contains("name = \"car1\"\nrole = \"inference-client\""),
+            "{listed}"
+        );
+        let conf = std::fs::read_to_string(dir.path().join("nats-server.conf")).unwrap();
+        assert!(conf.contains("# car1 (inference-client)"), "{conf}");
+        crate::trust::load_principals(&dir.path().join("principals.toml")).unwrap();
+        let mut twice = args(dir.path(), &[], &["alice"]);
+        twice.inference_clients = vec!["alice".into()];
+        let e = principals_of(&twice).unwrap_err();
+        assert!(e.to_string().starts_with("inference-client: "), "{e}");
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! works end to end with only its permissions (the server logs no
 //! violation of its key), an unauthenticated client is refused, the agent
 //! of one node cannot publish another's health (so a forged report never
-//! reaches the provisioner), an auditor can audit but not command, and no
-//! user but the control plane appends to `evt.>`.
+//! reaches the provisioner), an auditor can audit but not command, no
+//! user but the control plane appends to `evt.>`, a worker serves only its
+//! own deployment, and an inference client gets predictions but may not
+//! command or serve.
 //!
 //! The server refusing a publish is seen in its log (`Publish Violation`);
 //! NATS keeps one connection's messages in order, so what a connection
@@ -134,6 +136,15 @@ impl Client {
                 .unwrap();
             self.bus.flush().await.unwrap();
         });
+    }
+
+    /// A request on `subject` and its reply (taken on this user's own
+    /// inbox), or the bus's error.
+    fn request(&self, subject: &str, body: &[u8]) -> Result<Message, flotilla_bus::BusError> {
+        self.rt.block_on(self.bus.request(
+            Message::new(subject, body.to_vec()),
+            Duration::from_secs(10),
+        ))
     }
 
     /// Whether the events stream holds any message on `subject`.
@@ -458,40 +469,69 @@ fn an_agent_cannot_forge_another_nodes_health_and_only_the_control_plane_appends
     assert!(audit.status.success(), "{}", stderr(&audit));
 }
 
+/// A server secured for worker `w1` and `names`, the control plane (it
+/// creates the stream and the bucket; a worker may not), and `w1` serving
+/// v0.1.0 of the example model (v0.2.0 beside it) with only its own seed,
+/// taking signed commands only.
+struct ServedByW1 {
+    nats: NatsServer,
+    worker: crate::support::inference::Worker,
+    _up: UpOverNats,
+}
+
+impl ServedByW1 {
+    fn start(dir: &Path, names: &[&str]) -> ServedByW1 {
+        use crate::support::inference::{model_init, Worker};
+        let artifacts = dir.join("artifacts");
+        std::fs::create_dir_all(&artifacts).unwrap();
+        model_init(&artifacts, "v0.1.0", 0);
+        model_init(&artifacts, "v0.2.0", 1);
+        let nats = secured_server(dir, &[&["--worker", "w1"], names].concat());
+        let url = nats.url();
+        let up = UpOverNats::start(
+            &["--nats", &url, "--nats-nkey", &seed(dir, "flotilla")],
+            &[],
+            dir,
+        );
+        let principals = dir.join("principals.toml").display().to_string();
+        let worker = Worker::start(
+            &artifacts,
+            &[
+                "--nats",
+                &url,
+                "--nats-nkey",
+                &seed(dir, "w1"),
+                "--worker-id",
+                "w1",
+                "--principals",
+                &principals,
+                "--unsigned-commands",
+                "refuse",
+            ],
+            &[("MODEL_VERSION", "v0.1.0")],
+        );
+        ServedByW1 {
+            nats,
+            worker,
+            _up: up,
+        }
+    }
+}
+
+/// The server's log lines that refuse the user `public_key` anything.
+fn violations_of(nats: &NatsServer, public_key: &str) -> Vec<String> {
+    server_log(nats)
+        .lines()
+        .filter(|l| l.contains(public_key) && l.contains("Violation"))
+        .map(str::to_string)
+        .collect()
+}
+
 #[test]
 fn a_worker_serves_its_own_deployment_with_only_its_permissions() {
-    use crate::support::inference::{model_init, Worker};
     let dir = tempfile::tempdir().unwrap();
-    let artifacts = dir.path().join("artifacts");
-    std::fs::create_dir_all(&artifacts).unwrap();
-    model_init(&artifacts, "v0.1.0", 0);
-    model_init(&artifacts, "v0.2.0", 1);
-    let nats = secured_server(dir.path(), &["--worker", "w1", "--operator", "alice"]);
+    let ServedByW1 { nats, worker, _up } = ServedByW1::start(dir.path(), &["--operator", "alice"]);
     let url = nats.url();
-    // The control plane creates the stream and the bucket; a worker may not.
-    let _up = UpOverNats::start(
-        &["--nats", &url, "--nats-nkey", &seed(dir.path(), "flotilla")],
-        &[],
-        dir.path(),
-    );
-    let w1 = seed(dir.path(), "w1");
-    let principals = dir.path().join("principals.toml").display().to_string();
-    let worker = Worker::start(
-        &artifacts,
-        &[
-            "--nats",
-            &url,
-            "--nats-nkey",
-            &w1,
-            "--worker-id",
-            "w1",
-            "--principals",
-            &principals,
-            "--unsigned-commands",
-            "refuse",
-        ],
-        &[("MODEL_VERSION", "v0.1.0")],
-    );
     let alice = seed(dir.path(), "alice");
     let load = r#"{"type": "load_version", "version": "v0.2.0"}"#;
     let out = flotilla(&[
@@ -547,14 +587,42 @@ fn a_worker_serves_its_own_deployment_with_only_its_permissions() {
         stderr(&other)
     );
 
-    let key = public_key(dir.path(), "w1");
-    let log = server_log(&nats);
-    let violations: Vec<_> = log
-        .lines()
-        .filter(|l| l.contains(&key) && l.contains("Violation"))
-        .collect();
+    let violations = violations_of(&nats, &public_key(dir.path(), "w1"));
     assert!(
         violations.is_empty(),
         "the worker was refused: {violations:#?}"
+    );
+}
+
+#[test]
+fn an_inference_client_gets_predictions_and_may_not_command() {
+    use crate::support::inference::predict_body;
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = ServedByW1::start(dir.path(), &["--inference-client", "car1"]);
+    let mut car1 = Client::connect(&fleet.nats.url(), &seed(dir.path(), "car1"));
+    let key = public_key(dir.path(), "car1");
+
+    let body = serde_json::to_vec(&predict_body(2, true)).unwrap();
+    let reply = car1
+        .request("flotilla.infer.carla-ppo", &body)
+        .unwrap_or_else(|e| panic!("car1's request: {e}\nworker:\n{}", fleet.worker.log()));
+    assert_eq!(reply.header("Status"), Some("200"));
+    let prediction: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(prediction["version"], "v0.1.0", "{prediction}");
+    assert_eq!(prediction["actions"].as_array().unwrap().len(), 2);
+    assert!(
+        violations_of(&fleet.nats, &key).is_empty(),
+        "a request and its reply on car1's own inbox are allowed"
+    );
+
+    // Anything but a prediction is refused by the server.
+    car1.publish("flotilla.cmd.solver.x", ASK.as_bytes());
+    wait_for_refusal(&fleet.nats, &key, "flotilla.cmd.solver.x");
+    // Nor may it pose as a worker and take others' requests.
+    car1.subscribe("flotilla.infer.>");
+    wait_for_violation(
+        &fleet.nats,
+        &key,
+        "Subscription Violation - Subject \"flotilla.infer.>\"",
     );
 }

@@ -72,6 +72,8 @@ pub enum KeyRole {
     Agent,
     /// An inference worker; sends no commands.
     Worker,
+    /// A program that requests predictions on `infer.>`; sends no commands.
+    InferenceClient,
 }
 
 impl KeyRole {
@@ -83,6 +85,7 @@ impl KeyRole {
             KeyRole::Auditor => "auditor",
             KeyRole::Agent => "agent",
             KeyRole::Worker => "worker",
+            KeyRole::InferenceClient => "inference-client",
         }
     }
 
@@ -355,6 +358,25 @@ mod tests {
             "no overflow: {}",
             err.message
         );
+    }
+
+    #[test]
+    fn a_roles_name_is_how_principals_toml_spells_it_and_only_two_command() {
+        let all = [
+            KeyRole::ControlPlane,
+            KeyRole::Operator,
+            KeyRole::Auditor,
+            KeyRole::Agent,
+            KeyRole::Worker,
+            KeyRole::InferenceClient,
+        ];
+        for role in all {
+            let parsed: KeyRole = serde_json::from_str(&format!("{:?}", role.as_str())).unwrap();
+            assert_eq!(parsed, role);
+        }
+        assert_eq!(KeyRole::InferenceClient.as_str(), "inference-client");
+        let commanding: Vec<_> = all.into_iter().filter(|r| r.may_command()).collect();
+        assert_eq!(commanding, [KeyRole::ControlPlane, KeyRole::Operator]);
     }
 
     #[test]
