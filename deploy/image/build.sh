@@ -7,8 +7,10 @@
 # Each root filesystem comes from rootfs.sh (the same script the
 # multi-stage deploy/Dockerfile runs), packed with tar and loaded with
 # `docker import`, whose image settings are the final stage's USER,
-# WORKDIR, EXPOSE, ENV, ENTRYPOINT and CMD lines of deploy/Dockerfile: one
-# source for both builds, so they cannot drift (tests/e2e/images.rs checks).
+# WORKDIR, EXPOSE, ENV, ENTRYPOINT and CMD lines of deploy/Dockerfile.
+# tests/e2e/images.rs builds that final stage with `docker build`
+# (dockerfile-build.sh) and checks both images have the same settings and
+# files.
 #
 #   deploy/image/build.sh                # builds both, prints their sizes
 #   FLOTILLA_BIN=path NATS_SERVER_BIN=path deploy/image/build.sh   # skip the build / install
@@ -44,13 +46,19 @@ final_stage_changes() {
 # import NAME KIND BINARY DOCKERFILE: builds the rootfs and loads it.
 import() {
   local name=$1 kind=$2 binary=$3 dockerfile=$4
-  local changes=()
+  # `docker build` gives an image whose base sets no PATH (scratch) the
+  # default one; `docker import` would leave it out.
+  local changes=(--change "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
   while IFS= read -r line; do changes+=(--change "$line"); done < <(final_stage_changes "$dockerfile")
   sh deploy/image/rootfs.sh "$work/$kind" "$kind" "$binary"
   local previous
   previous="$(docker image inspect --format '{{.Id}}' "$name" 2>/dev/null || true)"
-  tar --numeric-owner -C "$work/$kind" -c . | docker import "${changes[@]}" \
-    --message "flotilla deploy/image/build.sh" - "$name" >/dev/null
+  # Owners as the Dockerfile's COPY lines give them, whoever builds: every
+  # file root's, then /data (appended in a second pass) uid 10001's.
+  local archive="$work/$kind.tar"
+  tar -C "$work/$kind" -cf "$archive" --owner=0 --group=0 --numeric-owner --anchored --exclude=./data .
+  tar -C "$work/$kind" -rf "$archive" --owner=10001 --group=10001 --numeric-owner ./data
+  docker import "${changes[@]}" --message "flotilla deploy/image/build.sh" "$archive" "$name" >/dev/null
   # The image the tag named before is now untagged: remove it unless a
   # container still uses it, so rebuilds do not pile up.
   if [ -n "$previous" ] && [ "$previous" != "$(docker image inspect --format '{{.Id}}' "$name")" ]; then

@@ -13,8 +13,12 @@
 #
 # Both deploy/image/build.sh (no registry needed) and the multi-stage
 # deploy/Dockerfile (for users with one) build their image from this one
-# script, so the two images have the same files.
+# script, so the two images have the same files. Owners are not set here
+# (a non-root builder could not): build.sh's tar and the Dockerfile's COPY
+# make every file root's and /data uid 10001's.
 set -eu
+# Modes must not depend on the builder's umask either.
+umask 022
 
 out=$1 kind=$2 binary=$3
 [ -x "$binary" ] || { echo "rootfs.sh: $binary is not an executable" >&2; exit 2; }
@@ -32,10 +36,22 @@ copy_program() {
   # Symbols and debug info are a quarter of the release binary and not
   # needed to run it (panics still name their file and line).
   strip "$out$dest" 2>/dev/null || true
-  ldd "$src" 2>/dev/null | awk '/=> \//{print $3} /^\t\//{print $1}' | while read -r lib; do
-    mkdir -p "$out$(dirname "$lib")"
-    cp -L "$lib" "$out$lib"
+  # ldd fails on a static program ("not a dynamic executable").
+  linked=$(ldd "$src" 2>/dev/null) || linked=
+  # A library ldd cannot find would only fail when the container starts.
+  missing=$(printf '%s\n' "$linked" | awk '/=> not found/{printf "%s%s", sep, $1; sep=", "}')
+  if [ -n "$missing" ]; then
+    echo "rootfs.sh: $src needs $missing, not found on this machine (see: ldd $src)" >&2
+    exit 1
+  fi
+  printf '%s\n' "$linked" | awk '/=> \//{print $3} /^\t\//{print $1}' | while read -r lib; do
+    copy_lib "$lib"
   done
+}
+
+copy_lib() {
+  mkdir -p "$out$(dirname "$1")"
+  cp -L "$1" "$out$1"
 }
 
 case $kind in
@@ -43,6 +59,15 @@ case $kind in
     copy_program "$binary" /usr/local/bin/flotilla
     copy_program "$(command -v dash || command -v sh)" /bin/sh
     copy_program "$(command -v mv)" /bin/mv
+    # glibc before 2.34 loads these at run time to resolve names (through
+    # nsswitch.conf) and ldd never lists them; from 2.34 they are stubs or
+    # absent. Copied beside the libc the binary links, when there.
+    libc=$(ldd "$binary" | awk '/libc\.so/{print $3}')
+    for lib in libnss_files.so.2 libnss_dns.so.2 libresolv.so.2; do
+      if [ -n "$libc" ] && [ -e "$(dirname "$libc")/$lib" ]; then
+        copy_lib "$(dirname "$libc")/$lib"
+      fi
+    done
     user=flotilla
     ;;
   nats-server)
@@ -58,5 +83,3 @@ printf 'root:x:0:\n%s:x:10001:\n' "$user" > "$out/etc/group"
 # Names resolve from /etc/hosts first, then DNS (compose and Kubernetes
 # inject both).
 printf 'hosts: files dns\n' > "$out/etc/nsswitch.conf"
-# The image runs as uid 10001, which owns its data directory.
-chown -R 10001:10001 "$out/data" 2>/dev/null || true
