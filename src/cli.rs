@@ -78,6 +78,10 @@ pub enum Command {
     /// Write a least-privilege nats-server configuration: one nkey user per
     /// principal, their seed files and `principals.toml`.
     NatsConfig(NatsConfigArgs),
+    /// Write a new Ed25519 signing key for the control plane to FILE (mode
+    /// 0600; an existing key is kept) and its public key to FILE.pub, and
+    /// print the public key's path and hex (`FILE.pub HEX`).
+    SigningKey(SigningKeyArgs),
     /// GET a URL and exit 0 on a 2xx answer, 1 otherwise: the health check
     /// of images without curl (`flotilla probe http://127.0.0.1:8080/readyz`).
     Probe(ProbeArgs),
@@ -181,6 +185,15 @@ pub struct CommandTrustArgs {
     /// [default: accept when the NATS server is on loopback, else refuse].
     #[arg(long, env = "FLOTILLA_UNSIGNED_COMMANDS", value_enum)]
     pub unsigned_commands: Option<crate::trust::UnsignedCommands>,
+}
+
+/// `flotilla signing-key`.
+#[derive(Debug, Args)]
+pub struct SigningKeyArgs {
+    /// The key file (what `up --signing-key` takes); its public key goes
+    /// to FILE.pub (what `audit --verify-key` takes).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
 }
 
 /// `flotilla nats-config`.

@@ -43,6 +43,7 @@ fn main() -> std::process::ExitCode {
         Command::Model(args) => commands::model::run(args),
         Command::Token(args) => commands::token::run(args),
         Command::NatsConfig(args) => commands::nats_config::run(args),
+        Command::SigningKey(args) => commands::signing_key::run(args),
         Command::Probe(args) => commands::probe::run(args),
     };
     match outcome {

@@ -8,7 +8,8 @@
 //! the data dir. A key file that does not exist yet is generated, so the
 //! first start of an embedded control plane signs without any set-up.
 //! Readers take the public key from `audit --verify-key FILE`, or on the
-//! embedded backend from the data dir.
+//! embedded backend from the data dir. `flotilla signing-key FILE` makes a
+//! key (and its `.pub`) ahead of time, with the same code.
 
 use crate::config::BackendChoice;
 use anyhow::{anyhow, Context, Result};
@@ -68,7 +69,7 @@ pub fn reader_keys(choice: &BackendChoice, explicit: Option<&Path>) -> Result<Lo
 /// none, and publishes its public key beside it. An existing key is only
 /// read, so it may sit on a read-only mount (a Kubernetes Secret, a
 /// Compose volume mounted `:ro`).
-fn load_or_generate(path: &Path) -> Result<SigningKey> {
+pub(crate) fn load_or_generate(path: &Path) -> Result<SigningKey> {
     let key = if path.exists() {
         SigningKey::from_bytes(&read_hex32(path)?)
     } else {

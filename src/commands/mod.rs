@@ -20,6 +20,7 @@ pub mod replay;
 pub mod run;
 pub mod scheduler;
 pub mod send;
+pub mod signing_key;
 pub mod study;
 pub mod study_runs;
 pub mod token;

@@ -1,6 +1,7 @@
 //! End-to-end: the real `flotilla` binary on the embedded backend — the HTTP
 //! contract, bad input, encodings, and the log tools (`events`, `audit`,
-//! `replay`) on the data it wrote, including a corrupted record.
+//! `replay`) on the data it wrote, including a corrupted record; and
+//! `signing-key`, whose key `up` signs with and `audit` checks.
 
 use crate::support::{flotilla, flotilla_bin, http_client, json_lines, FlotillaUp};
 use serde_json::{json, Value};
@@ -497,4 +498,61 @@ fn report_exits_by_the_pruners_answer() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("was pruned at step 1"));
     let view = up.get("/v1/query/solver/p").1;
     assert_eq!(view["result"]["counts"]["pruned"], 1, "{view}");
+}
+
+#[test]
+fn signing_key_makes_a_key_once_that_up_signs_with_and_audit_checks() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("keys").join("control-plane.key");
+    let key_arg = key.display().to_string();
+    let make = |path: &str| {
+        let out = flotilla(&["signing-key", path]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let printed = make(&key_arg);
+    let (public, hex) = printed.trim().split_once(' ').unwrap();
+    assert_eq!(public, format!("{key_arg}.pub"));
+    assert_eq!(std::fs::read_to_string(public).unwrap().trim(), hex);
+    let secret = std::fs::read_to_string(&key).unwrap();
+    assert!(
+        secret.trim().len() == 64 && secret.trim().chars().all(|c| c.is_ascii_hexdigit()),
+        "64 hex digits: {secret:?}"
+    );
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // A second run keeps the key.
+    assert_eq!(make(&key_arg), printed);
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), secret);
+
+    // `up` signs with it, and `audit --verify-key FILE.pub` checks every
+    // event; another key's public key finds none of them its own.
+    let data = data_dir_args(dir.path());
+    let mut up = FlotillaUp::start(&[&data[0], &data[1], "--signing-key", &key_arg], dir.path());
+    run_study(&up, "signed", 1);
+    up.terminate();
+    let audit = flotilla(&["audit", &data[0], &data[1], "--verify-key", public]);
+    assert!(
+        audit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&audit.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&audit.stdout).unwrap();
+    assert_eq!(summary["signatures_checked"], true, "{summary}");
+    assert_eq!(summary["signed"], summary["events"], "{summary}");
+    let other = make(&dir.path().join("other.key").display().to_string());
+    let (other_public, _) = other.trim().split_once(' ').unwrap();
+    let wrong = flotilla(&["audit", &data[0], &data[1], "--verify-key", other_public]);
+    assert_eq!(
+        wrong.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&wrong.stdout)
+    );
 }
