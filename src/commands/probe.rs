@@ -12,8 +12,12 @@ use std::process::ExitCode;
 
 /// Runs the probe.
 pub fn run(args: ProbeArgs) -> Result<ExitCode> {
+    // The answer of exactly this URL counts: no proxy from the environment
+    // in between, no redirect followed elsewhere.
     let client = reqwest::blocking::Client::builder()
         .timeout(args.timeout)
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .context("probe: HTTP client")?;
     match client.get(&args.url).send() {
