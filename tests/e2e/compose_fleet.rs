@@ -31,15 +31,27 @@ use std::time::{Duration, Instant};
 const BUDGET: u64 = 40;
 const STUDY: &str = "fleet";
 
+/// Trials past this one wait for the gate file, so the run is surely
+/// under way when its driver is killed, however long the faults before
+/// that take.
+const GATED_AFTER: u64 = 8;
+
 /// Writes the trial script (and a `sleep` for it: the image has only sh)
-/// into `dir`.
+/// into `dir`; `dir/go` opens the gate.
 fn trials(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::copy("/bin/sleep", dir.join("sleep")).expect("copy /bin/sleep");
     let script = dir.join("eval.sh");
     std::fs::write(
         &script,
-        "#!/bin/sh\n/opt/trials/sleep 1.5\necho \"RESULT=$ARQON_x\"\n",
+        format!(
+            "#!/bin/sh\n\
+             if [ \"${{FLOTILLA_TRIAL_ID#t}}\" -gt {GATED_AFTER} ]; then\n\
+               while [ ! -e /opt/trials/go ]; do /opt/trials/sleep 0.2; done\n\
+             fi\n\
+             /opt/trials/sleep 1\n\
+             echo \"RESULT=$ARQON_x\"\n"
+        ),
     )
     .unwrap();
     for file in ["sleep", "eval.sh"] {
@@ -96,35 +108,95 @@ impl Gateway<'_> {
     }
 }
 
-/// The NATS node that leads the events stream (from its monitoring port).
-fn stream_leader(fleet: &Fleet) -> String {
+/// The events stream as `asked` (a NATS node's monitoring port) describes
+/// it (`config`, `cluster`...), once that node knows it.
+fn events_stream(fleet: &Fleet, asked: &str) -> Option<Value> {
     let url = format!(
-        "{}/jsz?accounts=true&streams=true",
-        fleet.url("nats-1", 8222)
+        "{}/jsz?accounts=true&streams=true&config=true",
+        fleet.url(asked, 8222)
     );
     let jsz: Value = crate::support::http_client()
         .get(url)
         .send()
         .and_then(|r| r.json())
-        .unwrap_or(Value::Null);
+        .ok()?;
     jsz["account_details"]
-        .as_array()
-        .into_iter()
-        .flatten()
+        .as_array()?
+        .iter()
         .flat_map(|a| a["stream_detail"].as_array().into_iter().flatten())
         .find(|s| s["name"] == "FLOTILLA_EVENTS")
-        .and_then(|s| s["cluster"]["leader"].as_str())
-        .unwrap_or("nats-1")
-        .to_string()
+        .cloned()
+}
+
+/// The NATS node that leads the events stream, as `asked` sees it.
+fn stream_leader(fleet: &Fleet, asked: &str) -> Option<String> {
+    events_stream(fleet, asked)?["cluster"]["leader"]
+        .as_str()
+        .filter(|leader| !leader.is_empty())
+        .map(str::to_string)
+}
+
+/// How many requests a worker has served (HTTP and NATS alike).
+fn served(fleet: &Fleet, worker: &str) -> f64 {
+    let text = crate::support::http_client()
+        .get(format!("{}/metrics", fleet.url(worker, 8080)))
+        .send()
+        .and_then(|r| r.text())
+        .unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("carla_rl_request_duration_seconds_count "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Sends `n` predictions on `flotilla.infer.carla-ppo` through nats-1 as
+/// the fleet's inference client (its own nkey, allowed only `infer.>`).
+fn predict_over_nats(fleet: &Fleet, dir: &Path, n: usize) {
+    use flotilla_bus::nats::{NatsAuth, NatsBus};
+    use flotilla_bus::{Bus, Message};
+    let seed = dir.join("driver.nk");
+    std::fs::write(&seed, fleet.token("nats/driver.nk")).unwrap();
+    std::fs::set_permissions(&seed, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let url = fleet.url("nats-1", 4222).replace("http://", "nats://");
+    let auth = NatsAuth {
+        nkey_file: Some(seed),
+        ..NatsAuth::default()
+    };
+    let body = serde_json::to_vec(&json!({"observations": [{"speed": 25.5, "steering": 0.1,
+        "sensors": [0.8, 0.2, 0.5]}], "deterministic": true}))
+    .unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let bus = NatsBus::connect_with(&url, &auth)
+                .await
+                .expect("connect as driver");
+            for _ in 0..n {
+                let msg = Message::new("flotilla.infer.carla-ppo", body.clone());
+                let reply = bus
+                    .request(msg, Duration::from_secs(10))
+                    .await
+                    .expect("a prediction");
+                assert_eq!(
+                    reply.header("Status"),
+                    Some("200"),
+                    "{:?}",
+                    String::from_utf8_lossy(&reply.payload)
+                );
+            }
+        });
 }
 
 /// Sends `create_study` commands (one id each) to a replica until
-/// stopped; returns the ids whose reply was `ok` and how many were not.
+/// stopped; returns the ids whose reply was `ok` (and when) and how many
+/// were not.
 fn commands_in_flight(
     gateway_url: String,
     token: String,
     stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<(Vec<String>, usize)> {
+) -> std::thread::JoinHandle<(Vec<(String, Instant)>, usize)> {
     std::thread::spawn(move || {
         let mut acked = Vec::new();
         let mut refused = 0;
@@ -142,7 +214,7 @@ fn commands_in_flight(
                 Some(&id),
             );
             if status == 200 && reply["ok"] == true {
-                acked.push(id);
+                acked.push((id, Instant::now()));
             } else {
                 refused += 1;
                 std::thread::sleep(Duration::from_millis(100));
@@ -167,6 +239,17 @@ fn every_aggregate(gw: &Gateway, replica: &str) -> BTreeMap<String, Value> {
                 gw.query(replica, &format!("{actor}/{id}")),
             );
         }
+    }
+    // The workers' own streams (their model deployments), answered by them.
+    for worker in ["w1", "w2"] {
+        let stream = format!("inference/{worker}");
+        all.insert(stream.clone(), gw.query(replica, &stream));
+    }
+    for (stream, state) in &all {
+        assert!(
+            !state.is_null(),
+            "{stream} did not answer through {replica}"
+        );
     }
     all
 }
@@ -206,6 +289,15 @@ fn the_containerized_fleet_heals_and_loses_nothing() {
         )
     };
     phase("every service healthy");
+    // The events stream has its three copies, on three servers.
+    let stream = wait_until(Duration::from_secs(30), || events_stream(&fleet, "nats-1"))
+        .unwrap_or_else(|| panic!("no events stream:\n{}", fleet.logs()));
+    assert_eq!(stream["config"]["num_replicas"], 3, "{stream}");
+    assert_eq!(
+        stream["cluster"]["replicas"].as_array().map(Vec::len),
+        Some(2),
+        "{stream}"
+    );
     let gw = Gateway {
         fleet: &fleet,
         token: fleet.token("admin.token"),
@@ -230,6 +322,19 @@ fn the_containerized_fleet_heals_and_loses_nothing() {
         );
     }
 
+    // Over NATS, the two workers share the infer subject in their queue group.
+    let served_before = [served(&fleet, "worker-1"), served(&fleet, "worker-2")];
+    predict_over_nats(&fleet, dir.path(), 40);
+    let by_nats = [
+        served(&fleet, "worker-1") - served_before[0],
+        served(&fleet, "worker-2") - served_before[1],
+    ];
+    assert_eq!(by_nats[0] + by_nats[1], 40.0, "{by_nats:?}");
+    assert!(
+        by_nats.iter().all(|n| *n > 0.0),
+        "one worker served all: {by_nats:?}"
+    );
+
     // The pool's three nodes are up, each with its agent.
     wait_until(Duration::from_secs(60), || {
         let pool = gw.query("control-plane-1", "provisioner/gpu");
@@ -252,7 +357,7 @@ fn the_containerized_fleet_heals_and_loses_nothing() {
     let create = json!({"type": "create_study", "seed": 5, "budget": BUDGET,
         "bounds": {"x": {"min": -4.0, "max": 4.0}},
         "runner": {"command": ["/opt/trials/eval.sh"], "parallel": 4, "pool": "gpu",
-                   "backoff_limit": 3, "timeout_seconds": 60}});
+                   "backoff_limit": 3, "timeout_seconds": 300}});
     let (status, reply) = gw.send("control-plane-1", "solver", STUDY, &create);
     assert_eq!(status, 200, "{reply}");
     let completed = |replica: &str| {
@@ -275,8 +380,19 @@ fn the_containerized_fleet_heals_and_loses_nothing() {
     let stop = Arc::new(AtomicBool::new(false));
     let sender = commands_in_flight(gw.url("control-plane-2"), gw.token.clone(), stop.clone());
     std::thread::sleep(Duration::from_secs(1));
-    let leader = stream_leader(&fleet);
+    let leader = wait_until(Duration::from_secs(30), || stream_leader(&fleet, "nats-1"))
+        .unwrap_or_else(|| panic!("the events stream has no leader:\n{}", fleet.logs()));
     fleet.compose(&["kill", &leader]);
+    let killed_at = Instant::now();
+    // The stream elects another leader among the two left.
+    let survivor = ["nats-1", "nats-2", "nats-3"]
+        .into_iter()
+        .find(|n| *n != leader)
+        .unwrap();
+    let new_leader = wait_until(Duration::from_secs(60), || {
+        stream_leader(&fleet, survivor).filter(|l| *l != leader)
+    })
+    .unwrap_or_else(|| panic!("no new leader after {leader} died:\n{}", fleet.logs()));
     let agent2 = fleet.container("agent-2");
     run_ok(
         "docker",
@@ -323,6 +439,12 @@ fn the_containerized_fleet_heals_and_loses_nothing() {
     let replaced = cut_at.elapsed();
     stop.store(true, Ordering::Relaxed);
     let (acked, refused) = sender.join().unwrap();
+    let acked_after_kill = acked.iter().filter(|(_, at)| *at > killed_at).count();
+    assert!(
+        acked_after_kill > 0 && acked.len() > acked_after_kill,
+        "commands were not acknowledged on both sides of the kill: {} in all, {acked_after_kill} after, {refused} refused",
+        acked.len()
+    );
     fleet.compose(&["start", &leader]);
 
     phase("gpu-2 replaced");
@@ -336,10 +458,12 @@ fn the_containerized_fleet_heals_and_loses_nothing() {
     };
     let before_kill = completed(other).unwrap_or(0);
     assert!(
-        before_kill < BUDGET,
-        "the run ended before its driver could be killed"
+        before_kill <= GATED_AFTER,
+        "the gate did not hold: {before_kill}"
     );
     fleet.compose(&["kill", driver]);
+    // The gated trials may go on now, on the other replica.
+    std::fs::write(trials_dir.join("go"), "").unwrap();
     let run = wait_until(Duration::from_secs(120), || {
         let run = gw.query(other, &format!("study_run/{STUDY}"));
         (run["status"] == "finished").then_some(run)
@@ -359,7 +483,7 @@ fn the_containerized_fleet_heals_and_loses_nothing() {
     fleet.wait_healthy(&[driver], Duration::from_secs(120));
 
     // Every acknowledged command is in the log.
-    for id in &acked {
+    for (id, _) in &acked {
         let study = gw.query(other, &format!("solver/{id}"));
         assert_eq!(
             study["status"], "running",
@@ -375,6 +499,11 @@ fn the_containerized_fleet_heals_and_loses_nothing() {
     fleet.wait_healthy(&services, Duration::from_secs(180));
     phase("down and up again");
     let after = every_aggregate(&gw, "control-plane-1");
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>(),
+        "the aggregates differ across down/up"
+    );
     for (stream, state) in &before {
         // The pool goes on living (heartbeats of restarted agents); the
         // rest is at rest and must be exactly as it was.
@@ -391,13 +520,13 @@ fn the_containerized_fleet_heals_and_loses_nothing() {
     }
 
     // 7. The audit, as the auditor, inside the fleet's network.
-    let (ok, stdout, stderr) =
-        fleet.run_in("cli", &["audit", "--nats-nkey", "/secrets/nats/audit.nk"]);
+    fleet.compose(&["--profile", "tools", "up", "--no-deps", "share-audit"]);
+    let (ok, stdout, stderr) = fleet.run_in("cli", &["audit", "--nats-nkey", "/secrets/audit.nk"]);
     assert!(ok, "audit failed:\n{stdout}\n{stderr}");
 
     eprintln!(
-        "compose fleet: up {:.1}s; {} commands acknowledged during the NATS kill ({refused} refused), all kept; \
-         gpu-2 replaced by {replacement}: unhealthy + replacement asked {:.1}s, replaced {:.1}s after the cut; \
+        "compose fleet: up {:.1}s; predictions over NATS w1/w2 {by_nats:?}; {} commands acknowledged around the NATS kill ({acked_after_kill} after it, {refused} refused), all kept; \
+         stream leader {leader} killed, {new_leader} took over; gpu-2 replaced by {replacement}: unhealthy + replacement asked {:.1}s, replaced {:.1}s after the cut; \
          driver {driver} killed at {before_kill}/{BUDGET}, {other} finished; {} aggregates equal across down/up; total {:.1}s",
         up_took.as_secs_f64(),
         acked.len(),
