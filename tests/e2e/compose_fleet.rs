@@ -215,6 +215,9 @@ fn commands_in_flight(
             );
             if status == 200 && reply["ok"] == true {
                 acked.push((id, Instant::now()));
+                // A steady stream, not a flood: a few hundred aggregates
+                // are enough to see a loss, and each is checked later.
+                std::thread::sleep(Duration::from_millis(40));
             } else {
                 refused += 1;
                 std::thread::sleep(Duration::from_millis(100));
@@ -422,6 +425,9 @@ fn the_containerized_fleet_heals_and_loses_nothing() {
     let detected = cut_at.elapsed();
     phase("gpu-2 unhealthy, its replacement asked for");
     fleet.set_env("FLOTILLA_SPARE_NODE", &replacement);
+    // Its secrets first (only its own nkey), then the agent itself; the
+    // rest of the fleet is left as the faults made it.
+    fleet.compose(&["--profile", "spare", "up", "--no-deps", "share-agent-spare"]);
     fleet.compose(&["--profile", "spare", "up", "-d", "--no-deps", "agent-spare"]);
     wait_until(Duration::from_secs(90), || {
         let nodes = node_statuses(&gw.query("control-plane-2", "provisioner/gpu"));
@@ -482,17 +488,18 @@ fn the_containerized_fleet_heals_and_loses_nothing() {
     fleet.compose(&["start", driver]);
     fleet.wait_healthy(&[driver], Duration::from_secs(120));
 
-    // Every acknowledged command is in the log.
+    // 6. Every acknowledged command is in the log; then down and up: every
+    // aggregate comes back as it was.
+    let before = every_aggregate(&gw, other);
     for (id, _) in &acked {
-        let study = gw.query(other, &format!("solver/{id}"));
+        let study = before
+            .get(&format!("solver/{id}"))
+            .unwrap_or_else(|| panic!("acknowledged {id} lost: no such study"));
         assert_eq!(
             study["status"], "running",
             "acknowledged {id} lost: {study}"
         );
     }
-
-    // 6. down, then up: every aggregate comes back as it was.
-    let before = every_aggregate(&gw, other);
     fleet.compose(&["--profile", "spare", "down", "-t", "5"]);
     fleet.compose(&["--profile", "spare", "up", "-d"]);
     fleet.wait_nats_healthy(&["nats-1", "nats-2", "nats-3"], Duration::from_secs(120));
