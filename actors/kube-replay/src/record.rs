@@ -137,6 +137,22 @@ pub fn record_needs(filter: &str) -> Result<BTreeSet<Access>, RecordError> {
     Ok(needs)
 }
 
+/// [`check_needs_file`] for the kube client of one crate: its tests under
+/// `kubernetes::`, its `kube-needs.txt`; `who` names the component in the
+/// file's header (`scheduler`), `package` the crate (`flotilla-scheduler`).
+/// Panics with the mismatch.
+pub fn assert_crate_needs(manifest_dir: &str, who: &str, package: &str) {
+    let file = Path::new(manifest_dir).join("kube-needs.txt");
+    let header = format!(
+        "# The Kubernetes API permissions the {who}'s kube client needs, one\n\
+         # `verb group/resource scope` a line, recorded from its tests\n\
+         # (FLOTILLA_BLESS=1 cargo test -p {package} kubernetes:: rewrites it)."
+    );
+    if let Err(e) = check_needs_file("kubernetes::", &file, &header) {
+        panic!("{e}")
+    }
+}
+
 /// Records the needs of the tests `filter` selects (see [`record_needs`])
 /// and compares them with the needs file `file`, or writes it when
 /// [`BLESS_ENV`] is set. In a recording run it does nothing.

@@ -644,14 +644,11 @@ mod tests {
     /// Roles to that file (see `flotilla_kube_replay::record`).
     #[test]
     fn the_recorded_requests_are_the_needs_file() {
-        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("kube-needs.txt");
-        let header = "# The Kubernetes API permissions the provisioner's kube client needs, one\n\
-                      # `verb group/resource scope` a line, recorded from its tests\n\
-                      # (FLOTILLA_BLESS=1 cargo test -p flotilla-provisioner kubernetes:: rewrites it).";
-        let checked = flotilla_kube_replay::record::check_needs_file("kubernetes::", &file, header);
-        if let Err(e) = checked {
-            panic!("{e}")
-        }
+        flotilla_kube_replay::record::assert_crate_needs(
+            env!("CARGO_MANIFEST_DIR"),
+            "provisioner",
+            "flotilla-provisioner",
+        );
     }
 
     /// The provider conformance suite against a recorded API server whose

@@ -521,6 +521,21 @@ mod tests {
         deleted_job("fl-lr-search-t7-2")
     }
 
+    /// The Job completes, its pod's log is read (ending in `log`), and the
+    /// finished Job is deleted.
+    fn completes_printing(log: &str) -> Vec<Exchange> {
+        let mut script = watched(condition("Complete", "CompletionsReached"));
+        script.push(exchange(
+            "GET",
+            "/api/v1/namespaces/default/pods",
+            vec!["labelSelector=batch.kubernetes.io%2Fjob-name%3Dfl-lr-search-t7-2"],
+            200,
+            list("PodList", vec![pod(0, log)]),
+        ));
+        script.push(deleted());
+        script
+    }
+
     /// The API server's answer to deleting Job `name`.
     fn deleted_job(name: &str) -> Exchange {
         exchange(
@@ -605,15 +620,7 @@ mod tests {
             ),
             exchange("POST", JOBS, vec![], 201, job(json!({}))),
         ];
-        script.extend(watched(condition("Complete", "CompletionsReached")));
-        script.push(exchange(
-            "GET",
-            "/api/v1/namespaces/default/pods",
-            vec!["labelSelector=batch.kubernetes.io%2Fjob-name%3Dfl-lr-search-t7-2"],
-            200,
-            list("PodList", vec![pod(0, "epoch 3\nRESULT=0.125\n")]),
-        ));
-        script.push(deleted());
+        script.extend(completes_printing("epoch 3\nRESULT=0.125\n"));
         let (client, server) = replaying(script);
         let executor = KubernetesExecutor::new(client, "default");
         let (outcome, adopted) = run(&executor, &attempt()).await;
@@ -784,15 +791,7 @@ mod tests {
                 job(json!({"active": 1})),
             ),
         ];
-        script.extend(watched(condition("Complete", "CompletionsReached")));
-        script.push(exchange(
-            "GET",
-            "/api/v1/namespaces/default/pods",
-            vec!["labelSelector=batch.kubernetes.io%2Fjob-name%3Dfl-lr-search-t7-2"],
-            200,
-            list("PodList", vec![pod(0, "RESULT=0.25\n")]),
-        ));
-        script.push(deleted());
+        script.extend(completes_printing("RESULT=0.25\n"));
         let (client, server) = replaying(script);
         let executor = KubernetesExecutor::new(client, "default");
         let Launch::Running {
@@ -886,14 +885,11 @@ mod tests {
     /// Roles to that file (see `flotilla_kube_replay::record`).
     #[test]
     fn the_recorded_requests_are_the_needs_file() {
-        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("kube-needs.txt");
-        let header = "# The Kubernetes API permissions the scheduler's kube client needs, one\n\
-                      # `verb group/resource scope` a line, recorded from its tests\n\
-                      # (FLOTILLA_BLESS=1 cargo test -p flotilla-scheduler kubernetes:: rewrites it).";
-        let checked = flotilla_kube_replay::record::check_needs_file("kubernetes::", &file, header);
-        if let Err(e) = checked {
-            panic!("{e}")
-        }
+        flotilla_kube_replay::record::assert_crate_needs(
+            env!("CARGO_MANIFEST_DIR"),
+            "scheduler",
+            "flotilla-scheduler",
+        );
     }
 
     /// The executor conformance suite against a recorded API server: each
