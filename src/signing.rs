@@ -68,41 +68,45 @@ pub fn reader_keys(choice: &BackendChoice, explicit: Option<&Path>) -> Result<Lo
 /// Loads the key at `path`, or generates it there (0600) when there is
 /// none, and publishes its public key beside it. An existing key is only
 /// read, so it may sit on a read-only mount (a Kubernetes Secret, a
-/// Compose volume mounted `:ro`).
-pub(crate) fn load_or_generate(path: &Path) -> Result<SigningKey> {
-    let key = if path.exists() {
-        SigningKey::from_bytes(&read_hex32(path)?)
-    } else {
-        match generate(path) {
-            Ok(key) => key,
-            // Made a moment ago by another replica.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                SigningKey::from_bytes(&read_hex32(path)?)
-            }
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("signing_key: cannot create {}", path.display()))
-            }
-        }
-    };
-    publish_public_key(path, &key);
+/// Compose volume mounted `:ro`); a public key that cannot be published
+/// there is a warning, as readers can take it from `--verify-key`.
+fn load_or_generate(path: &Path) -> Result<SigningKey> {
+    let key = load_or_create(path)?;
+    if let Err(e) = publish_public_key(path, &key) {
+        tracing::warn!(error = %e, "cannot publish the signing key's public key beside it");
+    }
     Ok(key)
 }
 
-/// Writes the public key beside the key unless it is already there. A
-/// read-only mount cannot take it: readers then need `--verify-key` from
-/// wherever the key was made, so that is a warning, not a failure.
-fn publish_public_key(path: &Path, key: &SigningKey) {
+/// The key at `path`, made there first when there is none.
+pub(crate) fn load_or_create(path: &Path) -> Result<SigningKey> {
+    if path.exists() {
+        return Ok(SigningKey::from_bytes(&read_hex32(path)?));
+    }
+    match generate(path) {
+        Ok(key) => Ok(key),
+        // Made a moment ago by another replica.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Ok(SigningKey::from_bytes(&read_hex32(path)?))
+        }
+        Err(e) => Err(e).with_context(|| format!("signing_key: cannot create {}", path.display())),
+    }
+}
+
+/// Writes the public key beside the key unless it is already there.
+pub(crate) fn publish_public_key(path: &Path, key: &SigningKey) -> Result<()> {
     let public = public_key_path(path);
     let text = hex::encode(key.verifying_key().as_bytes());
     let current = std::fs::read_to_string(&public).ok();
     if current.as_deref().map(str::trim) == Some(text.as_str()) {
-        return;
+        return Ok(());
     }
-    if let Err(e) = std::fs::write(&public, format!("{text}\n")) {
-        tracing::warn!(public = %public.display(), error = %e, key = %text,
-            "cannot publish the signing key's public key beside it");
-    }
+    std::fs::write(&public, format!("{text}\n")).with_context(|| {
+        format!(
+            "signing_key: cannot write the public key {text} to {}",
+            public.display()
+        )
+    })
 }
 
 /// Creates a new key file at `path` (never over an existing one).

@@ -517,6 +517,17 @@ mod tests {
     const JOBS: &str = "/apis/batch/v1/namespaces/default/jobs";
 
     /// The API server's answer to deleting the attempt's Job.
+    /// The lookup of the attempt's Job by its key label, answering `jobs`.
+    fn looked_up(jobs: Vec<Value>) -> Exchange {
+        exchange(
+            "GET",
+            JOBS,
+            vec!["labelSelector=flotilla.dev%2Fattempt-key%3D01a2024f"],
+            200,
+            list("JobList", jobs),
+        )
+    }
+
     fn deleted() -> Exchange {
         deleted_job("fl-lr-search-t7-2")
     }
@@ -611,13 +622,7 @@ mod tests {
     #[tokio::test]
     async fn a_job_is_created_watched_read_from_its_termination_message_and_deleted() {
         let mut script = vec![
-            exchange(
-                "GET",
-                JOBS,
-                vec!["labelSelector=flotilla.dev%2Fattempt-key%3D01a2024f"],
-                200,
-                list("JobList", vec![]),
-            ),
+            looked_up(vec![]),
             exchange("POST", JOBS, vec![], 201, job(json!({}))),
         ];
         script.extend(completes_printing("epoch 3\nRESULT=0.125\n"));
@@ -638,13 +643,7 @@ mod tests {
 
     #[tokio::test]
     async fn after_a_restart_the_job_is_adopted_by_label_and_a_deadline_is_a_timeout() {
-        let mut script = vec![exchange(
-            "GET",
-            JOBS,
-            vec!["labelSelector=flotilla.dev%2Fattempt-key%3D01a2024f"],
-            200,
-            list("JobList", vec![job(json!({"active": 1}))]),
-        )];
+        let mut script = vec![looked_up(vec![job(json!({"active": 1}))])];
         script.extend(watched(condition("Failed", "DeadlineExceeded")));
         script.push(exchange(
             "GET",
@@ -765,13 +764,7 @@ mod tests {
         // Job by name and adopts it instead of creating another.
         let name = "fl-lr-search-t7-2";
         let mut script = vec![
-            exchange(
-                "GET",
-                JOBS,
-                vec!["labelSelector=flotilla.dev%2Fattempt-key%3D01a2024f"],
-                200,
-                list("JobList", vec![]),
-            ),
+            looked_up(vec![]),
             exchange(
                 "POST",
                 JOBS,

@@ -85,8 +85,9 @@ pub struct Fleet {
     project: String,
     file: PathBuf,
     envs: std::cell::RefCell<Vec<(String, String)>>,
-    /// Published addresses by (service, port), until a container changes.
-    urls: std::cell::RefCell<BTreeMap<(String, u16), String>>,
+    /// Published addresses by (service, port), and container ids, until a
+    /// command moves a container.
+    lookups: std::cell::RefCell<BTreeMap<(String, u16), String>>,
     log_dir: PathBuf,
 }
 
@@ -106,7 +107,7 @@ impl Fleet {
             project: format!("flotilla-e2e-{name}-{}", std::process::id()),
             file: repo_root().join("deploy/compose/compose.yaml"),
             envs: std::cell::RefCell::new(all),
-            urls: Default::default(),
+            lookups: Default::default(),
             log_dir: log_dir.to_path_buf(),
         }
     }
@@ -116,7 +117,7 @@ impl Fleet {
         // Any command but these may move a container to new ports.
         let reads = ["port", "ps", "logs", "run", "config"];
         if !args.iter().any(|a| reads.contains(a)) {
-            self.urls.borrow_mut().clear();
+            self.lookups.borrow_mut().clear();
         }
         let file = self.file.to_str().unwrap();
         let mut all = vec!["-p", &self.project, "-f", file];
@@ -166,8 +167,16 @@ impl Fleet {
 
     /// The container id of `service` (panics when it has none).
     pub fn container(&self, service: &str) -> String {
+        // Cached with the ports: both change only when a command moves a
+        // container, and polling health would otherwise run docker-compose
+        // twice a second.
+        let key = (format!("container {service}"), 0);
+        if let Some(id) = self.lookups.borrow().get(&key) {
+            return id.clone();
+        }
         let id = self.compose(&["ps", "-q", service]).trim().to_string();
         assert!(!id.is_empty(), "{service} has no container");
+        self.lookups.borrow_mut().insert(key, id.clone());
         id
     }
 
@@ -184,7 +193,7 @@ impl Fleet {
     /// `http://127.0.0.1:<published>` of a service's container port.
     pub fn url(&self, service: &str, port: u16) -> String {
         let key = (service.to_string(), port);
-        if let Some(url) = self.urls.borrow().get(&key) {
+        if let Some(url) = self.lookups.borrow().get(&key) {
             return url.clone();
         }
         let out = self.compose(&["port", service, &port.to_string()]);
@@ -194,7 +203,7 @@ impl Fleet {
             "{service}:{port} is published on {addr:?}, not loopback only"
         );
         let url = format!("http://{addr}");
-        self.urls.borrow_mut().insert(key, url.clone());
+        self.lookups.borrow_mut().insert(key, url.clone());
         url
     }
 
