@@ -17,5 +17,6 @@ pub mod fleet_bench;
 #[cfg(test)]
 mod fleet_scenarios;
 pub mod objectives;
+pub mod scenario;
 pub mod solver_bench;
 pub mod study;

@@ -1,0 +1,1 @@
+//! Navarch's scenario format (see the helper brief): to be written.
