@@ -33,6 +33,9 @@ pub const COMMAND_TYPES: &[&str] = &[
     "provider_call_failed",
     "reset_circuit_breaker",
     "resize",
+    "cordon_node",
+    "uncordon_node",
+    "drain_node",
 ];
 
 /// One observation of a pool's demand, for the autoscalers.
@@ -158,6 +161,29 @@ pub enum ProvisionerCommand {
         /// The sender's clock.
         now: u64,
     },
+    /// An operator takes a serving node out of scheduling; it stays in the
+    /// pool (and counts toward its size) until uncordoned or drained.
+    CordonNode {
+        /// The node.
+        node_id: String,
+        /// The sender's clock.
+        now: u64,
+    },
+    /// An operator returns a node they cordoned to service.
+    UncordonNode {
+        /// The node.
+        node_id: String,
+        /// The sender's clock.
+        now: u64,
+    },
+    /// An operator retires a node: cordoned, drained, terminated; the pool
+    /// requests a node in its place to stay at its size.
+    DrainNode {
+        /// The node.
+        node_id: String,
+        /// The sender's clock.
+        now: u64,
+    },
 }
 
 /// What the provider is asked to create: everything it needs, so the
@@ -230,6 +256,8 @@ pub enum RemovalReason {
     RegistrationTimeout,
     /// Its provisioning failed.
     ProvisionFailed,
+    /// An operator cordoned or drained it.
+    Operator,
 }
 
 /// What happened to a pool. Each has the `at` it was decided at.

@@ -41,8 +41,12 @@ use flotilla_messages::provisioner::{
 use flotilla_messages::{Actor, ErrorCode, Rejection};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use imbl::{OrdMap, OrdSet, Vector};
+use index::NodeIndex;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+
+mod index;
 
 /// After a provisioning failure, no new node is requested for this long
 /// (a provider that always fails must not be hammered).
@@ -97,6 +101,19 @@ impl NodeStatus {
     pub fn gone(self) -> bool {
         matches!(self, NodeStatus::Terminated | NodeStatus::Failed)
     }
+
+    /// Every status, in lifecycle order.
+    pub const ALL: [NodeStatus; 9] = [
+        NodeStatus::Provisioning,
+        NodeStatus::Registering,
+        NodeStatus::Active,
+        NodeStatus::Degraded,
+        NodeStatus::Cordoned,
+        NodeStatus::Draining,
+        NodeStatus::Terminating,
+        NodeStatus::Terminated,
+        NodeStatus::Failed,
+    ];
 }
 
 /// A drain in progress.
@@ -205,26 +222,63 @@ impl Node {
 }
 
 /// A pool's state once configured.
+///
+/// Cloning it is O(1) (shared configuration, persistent maps), which is
+/// what lets a decision work on a copy of a pool of any size.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "PoolRecord")]
 pub struct PoolState {
     /// The configuration.
-    pub config: PoolConfig,
+    pub config: Arc<PoolConfig>,
     /// The size the pool is driven to.
     pub desired: u32,
     /// When the desired size last changed.
     pub last_scale_at: Option<u64>,
     /// The number of the next node.
     pub next_number: u64,
-    /// Every node ever requested, by id.
-    /// Shared pointers, so that a decision's working copy of a pool of
-    /// thousands of nodes costs reference counts, not deep copies.
-    pub nodes: BTreeMap<Arc<str>, Arc<Node>>,
-    /// When each replacement was requested (for the circuit breaker).
-    pub replacements: Vec<u64>,
+    /// Every node ever requested, by id (a persistent map: a decision's
+    /// working copy shares it, and a change copies one path of the tree).
+    pub nodes: OrdMap<Arc<str>, Arc<Node>>,
+    /// When each replacement was requested, oldest first (for the
+    /// circuit breaker).
+    pub replacements: Vector<u64>,
     /// When the circuit breaker tripped, while it is open.
     pub breaker_open_since: Option<u64>,
     /// When a provisioning last failed.
     pub last_provision_failure: Option<u64>,
+    /// Derived from `nodes`, never stored.
+    #[serde(skip)]
+    index: NodeIndex,
+}
+
+/// What a snapshot of a pool holds: the state without its index.
+#[derive(Deserialize)]
+struct PoolRecord {
+    config: Arc<PoolConfig>,
+    desired: u32,
+    last_scale_at: Option<u64>,
+    next_number: u64,
+    nodes: OrdMap<Arc<str>, Arc<Node>>,
+    replacements: Vector<u64>,
+    breaker_open_since: Option<u64>,
+    last_provision_failure: Option<u64>,
+}
+
+impl From<PoolRecord> for PoolState {
+    fn from(r: PoolRecord) -> Self {
+        let index = NodeIndex::build(&r.nodes, r.config.health.unhealthy_threshold);
+        PoolState {
+            config: r.config,
+            desired: r.desired,
+            last_scale_at: r.last_scale_at,
+            next_number: r.next_number,
+            nodes: r.nodes,
+            replacements: r.replacements,
+            breaker_open_since: r.breaker_open_since,
+            last_provision_failure: r.last_provision_failure,
+            index,
+        }
+    }
 }
 
 /// The pool aggregate (`provisioner/<pool>`).
@@ -246,16 +300,17 @@ impl Pool {
 }
 
 impl PoolState {
-    fn new(config: PoolConfig) -> Self {
+    fn new(config: Arc<PoolConfig>) -> Self {
         PoolState {
             config,
             desired: 0,
             last_scale_at: None,
             next_number: 0,
-            nodes: BTreeMap::new(),
-            replacements: Vec::new(),
+            nodes: OrdMap::new(),
+            replacements: Vector::new(),
             breaker_open_since: None,
             last_provision_failure: None,
+            index: NodeIndex::default(),
         }
     }
 
@@ -267,12 +322,22 @@ impl PoolState {
             .map(|n| &**n)
     }
 
+    /// How many nodes are in `status` (from the index: O(1)).
+    pub fn count(&self, status: NodeStatus) -> u32 {
+        self.index.count_of(status)
+    }
+
+    /// Serving nodes (active or degraded), O(1).
+    pub fn serving_count(&self) -> u32 {
+        self.count(NodeStatus::Active) + self.count(NodeStatus::Degraded)
+    }
+
     fn live(&self) -> u32 {
-        self.nodes.values().filter(|n| n.is_live()).count() as u32
+        self.index.live
     }
 
     fn present(&self) -> u32 {
-        self.nodes.values().filter(|n| !n.status.gone()).count() as u32
+        self.index.present
     }
 
     fn node_id(&self, number: u64) -> String {
@@ -281,9 +346,11 @@ impl PoolState {
 
     fn replacements_within(&self, now: u64) -> u32 {
         let window = self.config.replacement.circuit_breaker.window.millis();
+        // Oldest first: count back from the newest until one is too old.
         self.replacements
             .iter()
-            .filter(|&&at| at.saturating_add(window) > now)
+            .rev()
+            .take_while(|&&at| at.saturating_add(window) > now)
             .count() as u32
     }
 
@@ -291,7 +358,11 @@ impl PoolState {
         use ProvisionerEvent::*;
         match event {
             // The size follows in its own `scale_decided`.
-            PoolConfigured { config, .. } => self.config = (**config).clone(),
+            PoolConfigured { config, .. } => {
+                self.config = Arc::new((**config).clone());
+                // The unhealthy threshold decides who is due.
+                self.index = NodeIndex::build(&self.nodes, self.config.health.unhealthy_threshold);
+            }
             ScaleDecided { to, at, .. } => {
                 self.desired = *to;
                 self.last_scale_at = Some(*at);
@@ -303,15 +374,13 @@ impl PoolState {
                 ..
             } => {
                 self.next_number += 1;
-                self.nodes.insert(
-                    Arc::from(node_id.as_str()),
-                    Arc::new(Node::new(node_id, replaces.clone(), *at)),
-                );
-                if let Some(old) = replaces
-                    .as_ref()
-                    .and_then(|o| self.nodes.get_mut(o.as_str()))
-                {
-                    Arc::make_mut(old).replaced_by = Some(node_id.clone());
+                let id: Arc<str> = Arc::from(node_id.as_str());
+                let before = self
+                    .nodes
+                    .insert(id.clone(), Arc::new(Node::new(node_id, replaces.clone(), *at)));
+                self.refile(&id, before.as_deref());
+                if let Some(old) = replaces {
+                    self.update(old, |n| n.replaced_by = Some(node_id.clone()));
                 }
             }
             NodeProvisioned {
@@ -397,7 +466,7 @@ impl PoolState {
                     .and_then(|n| n.removal.as_ref())
                     == Some(&RemovalReason::Unhealthy)
                 {
-                    self.replacements.push(*at);
+                    self.replacements.push_back(*at);
                 }
                 self.update(node_id, |n| {
                     n.status = NodeStatus::Draining;
@@ -438,8 +507,26 @@ impl PoolState {
     }
 
     fn update(&mut self, node_id: &str, change: impl FnOnce(&mut Node)) {
+        let Some((id, before)) = self.nodes.get_key_value(node_id) else {
+            return;
+        };
+        let (id, before) = (id.clone(), before.clone());
         if let Some(n) = self.nodes.get_mut(node_id) {
             change(Arc::make_mut(n));
+        }
+        self.refile(&id, Some(&before));
+    }
+
+    /// Keeps the index in step after node `id` changed from `before`; the
+    /// node it replaces is re-filed too (whether it still awaits a
+    /// replacement depends on this one).
+    fn refile(&mut self, id: &Arc<str>, before: Option<&Node>) {
+        let threshold = self.config.health.unhealthy_threshold;
+        self.index.refile(id, before, &self.nodes, threshold);
+        let old = self.nodes.get(id).and_then(|n| n.replaces.as_deref());
+        if let Some((old_id, _)) = old.and_then(|o| self.nodes.get_key_value(o)) {
+            let old_id = old_id.clone();
+            self.index.refile_awaiting(&old_id, &self.nodes);
         }
     }
 
@@ -500,8 +587,7 @@ impl Plan {
     fn tick(&mut self, samples: &[SignalSample], heartbeats: &BTreeMap<String, u64>) {
         let now = self.now;
         let cfg = self.state.config.clone();
-        let nodes: Vec<Arc<Node>> = self.state.nodes.values().cloned().collect();
-        for n in &nodes {
+        for n in &self.tick_candidates(heartbeats) {
             let timed_out = n.status == NodeStatus::Registering
                 && n.provisioned_at.unwrap_or(n.requested_at)
                     + cfg.replacement.registration_timeout.millis()
@@ -546,6 +632,26 @@ impl Plan {
             }
         }
         self.autoscale(samples);
+    }
+
+    /// The nodes a tick can change, in id order: those with a heartbeat
+    /// listed, a registration pending or a drain under way. Every other
+    /// node has no deadline to meet.
+    fn tick_candidates(&self, heartbeats: &BTreeMap<String, u64>) -> Vec<Arc<Node>> {
+        let index = &self.state.index;
+        let mut ids: BTreeSet<&str> = heartbeats.keys().map(String::as_str).collect();
+        ids.extend(index.registering.iter().map(|id| &**id));
+        ids.extend(index.draining.iter().map(|id| &**id));
+        ids.into_iter()
+            .filter_map(|id| self.state.nodes.get(id).cloned())
+            .collect()
+    }
+
+    /// The nodes named by `set`, in id order.
+    fn nodes_in(&self, set: &OrdSet<Arc<str>>) -> Vec<Arc<Node>> {
+        set.iter()
+            .filter_map(|id| self.state.nodes.get(id).cloned())
+            .collect()
     }
 
     fn check_heartbeat(&mut self, n: &Node, last_heard: u64) {
@@ -647,6 +753,64 @@ impl Plan {
         Ok(())
     }
 
+    /// An operator's cordon: serving nodes only; a repeat changes nothing.
+    fn operator_cordon(&mut self, node_id: &str) -> Result<(), Rejection> {
+        let node = self.node(node_id)?;
+        match node.status {
+            s if s.serving() => self.cordon(node_id, RemovalReason::Operator),
+            NodeStatus::Cordoned if node.removal == Some(RemovalReason::Operator) => {}
+            s => return Err(not_in_service(node_id, s)),
+        }
+        Ok(())
+    }
+
+    /// Only what an operator cordoned comes back by hand: a node the pool
+    /// took out for its health returns when its agent reports it healthy.
+    fn operator_uncordon(&mut self, node_id: &str) -> Result<(), Rejection> {
+        let node = self.node(node_id)?;
+        let by_operator =
+            node.status == NodeStatus::Cordoned && node.removal == Some(RemovalReason::Operator);
+        if node.status.serving() {
+            return Ok(());
+        }
+        if !by_operator || node.drain.is_some() {
+            return Err(Rejection::new(
+                ErrorCode::InvalidState,
+                format!(
+                    "node {node_id} is {} ({}): only a node cordoned by an operator is uncordoned by hand",
+                    node.status.as_str(),
+                    node.removal.as_ref().map_or("no reason".into(), |r| format!("{r:?}"))
+                ),
+            ));
+        }
+        self.push(ProvisionerEvent::NodeUncordoned {
+            target: self.target(node_id),
+            node_id: node_id.to_string(),
+            at: self.now,
+        });
+        Ok(())
+    }
+
+    /// An operator's drain: the node is cordoned (if it is not yet) and
+    /// drained; once empty it is terminated and a new node takes its place.
+    fn operator_drain(&mut self, node_id: &str) -> Result<(), Rejection> {
+        let node = self.node(node_id)?;
+        let (status, cordoned_by_operator) = (
+            node.status,
+            node.removal == Some(RemovalReason::Operator) && node.drain.is_none(),
+        );
+        if status.serving() {
+            self.cordon(node_id, RemovalReason::Operator);
+        } else if !(status == NodeStatus::Cordoned && cordoned_by_operator) {
+            if matches!(status, NodeStatus::Draining | NodeStatus::Terminating) || status.gone() {
+                return Ok(());
+            }
+            return Err(not_in_service(node_id, status));
+        }
+        self.start_drain(node_id);
+        Ok(())
+    }
+
     fn register(&mut self, node_id: &str, by_agent: bool) {
         self.push(ProvisionerEvent::NodeRegistered {
             node_id: node_id.to_string(),
@@ -664,30 +828,15 @@ impl Plan {
     }
 
     fn take_out_unhealthy(&mut self) {
-        let threshold = self.state.config.health.unhealthy_threshold;
-        let due: Vec<Arc<Node>> = self
-            .state
-            .nodes
-            .values()
-            .filter(|n| {
-                n.status.serving()
-                    && n.health == Verdict::Unhealthy
-                    && n.consecutive_unhealthy >= threshold
-            })
-            .cloned()
-            .collect();
+        let due = self.nodes_in(&self.state.index.due);
         let reset_timeout = self.state.config.replacement.reset_timeout.millis();
         let stuck: Vec<Arc<Node>> = self
-            .state
-            .nodes
-            .values()
+            .nodes_in(&self.state.index.resetting)
+            .into_iter()
             .filter(|n| {
-                n.status == NodeStatus::Cordoned
-                    && n.removal == Some(RemovalReason::GpuReset)
-                    && n.cordoned_at
-                        .is_some_and(|at| self.now >= at + reset_timeout)
+                n.cordoned_at
+                    .is_some_and(|at| self.now >= at + reset_timeout)
             })
-            .cloned()
             .collect();
         // A reset that did not bring the node back within reset_timeout:
         // replace it like any unhealthy node.
@@ -776,20 +925,10 @@ impl Plan {
     /// Nodes taken out for faults whose replacement is missing or failed.
     fn awaiting_replacement(&self) -> Vec<String> {
         self.state
-            .nodes
-            .values()
-            .filter(|n| n.removal == Some(RemovalReason::Unhealthy) && n.drain.is_some())
-            .filter(|n| {
-                match n
-                    .replaced_by
-                    .as_ref()
-                    .and_then(|r| self.state.nodes.get(r.as_str()))
-                {
-                    None => true,
-                    Some(r) => r.status.gone() && r.registered_at.is_none(),
-                }
-            })
-            .map(|n| n.id.clone())
+            .index
+            .awaiting
+            .iter()
+            .map(|id| id.to_string())
             .collect()
     }
 
@@ -831,27 +970,16 @@ impl Plan {
         if surplus == 0 {
             return;
         }
-        let mut candidates: Vec<Arc<Node>> = self
-            .state
-            .nodes
-            .values()
-            .filter(|n| n.status == NodeStatus::Registering || n.status.serving())
-            .cloned()
-            .collect();
         // Registering first, then degraded, then the newest.
-        candidates.sort_by_key(|n| {
-            let rank = match n.status {
-                NodeStatus::Registering => 0,
-                NodeStatus::Degraded => 1,
-                _ => 2,
-            };
-            (
-                rank,
-                std::cmp::Reverse(n.requested_at),
-                std::cmp::Reverse(n.id.clone()),
-            )
-        });
-        for n in candidates.into_iter().take(surplus as usize) {
+        let candidates: Vec<Arc<Node>> = self
+            .state
+            .index
+            .surplus
+            .iter()
+            .take(surplus as usize)
+            .filter_map(|(_, _, id)| self.state.nodes.get(&*id.0).cloned())
+            .collect();
+        for n in candidates {
             if n.status == NodeStatus::Registering {
                 self.terminate(&n.id);
             } else {
@@ -867,12 +995,8 @@ impl Plan {
         let no_room = self.state.present()
             >= self.state.config.max_nodes + self.state.config.replacement.surge;
         let ready: Vec<String> = self
-            .state
-            .nodes
-            .values()
-            .filter(|n| {
-                n.status == NodeStatus::Draining && n.drain.as_ref().is_some_and(|d| d.done)
-            })
+            .nodes_in(&self.state.index.drained)
+            .into_iter()
             .filter(|n| {
                 match n
                     .replaced_by
@@ -902,6 +1026,13 @@ fn autoscaler_name(a: &flotilla_messages::fleet::AutoscalerConfig) -> &'static s
     }
 }
 
+fn not_in_service(node_id: &str, status: NodeStatus) -> Rejection {
+    Rejection::new(
+        ErrorCode::InvalidState,
+        format!("node {node_id} is {}, not in service", status.as_str()),
+    )
+}
+
 fn not_found() -> Rejection {
     Rejection::new(
         ErrorCode::NotFound,
@@ -922,7 +1053,10 @@ fn command_now(command: &ProvisionerCommand) -> u64 {
         | NodeTerminated { now, .. }
         | ProviderCallFailed { now, .. }
         | ResetCircuitBreaker { now }
-        | Resize { now, .. } => *now,
+        | Resize { now, .. }
+        | CordonNode { now, .. }
+        | UncordonNode { now, .. }
+        | DrainNode { now, .. } => *now,
     }
 }
 
@@ -944,7 +1078,7 @@ impl Pool {
         };
         match command {
             C::ApplyPool { config, .. } => {
-                if **config == state.config {
+                if **config == *state.config {
                     return Ok(vec![]);
                 }
                 if config.name != state.config.name {
@@ -1059,6 +1193,9 @@ impl Pool {
                 });
             }
             C::Resize { nodes, .. } => plan.scale_to(*nodes, "resize".into()),
+            C::CordonNode { node_id, .. } => plan.operator_cordon(node_id)?,
+            C::UncordonNode { node_id, .. } => plan.operator_uncordon(node_id)?,
+            C::DrainNode { node_id, .. } => plan.operator_drain(node_id)?,
         }
         plan.reconcile();
         Ok(plan.events)
@@ -1124,7 +1261,7 @@ fn create(command: &ProvisionerCommand) -> Result<Vec<ProvisionerEvent>, Rejecti
         return Err(not_found());
     };
     let mut plan = Plan {
-        state: PoolState::new((**config).clone()),
+        state: PoolState::new(Arc::new((**config).clone())),
         events: Vec::new(),
         now: *now,
     };
@@ -1154,7 +1291,7 @@ impl Aggregate for Pool {
     fn evolve(mut self, event: &ProvisionerEvent) -> Self {
         match (&mut self.state, event) {
             (None, ProvisionerEvent::PoolConfigured { config, .. }) => {
-                self.state = Some(PoolState::new((**config).clone()));
+                self.state = Some(PoolState::new(Arc::new((**config).clone())));
             }
             (Some(state), e) => state.apply(e),
             (None, _) => {}

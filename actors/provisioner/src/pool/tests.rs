@@ -36,6 +36,7 @@ impl Given {
         let events = self.pool.decide(&command).unwrap();
         for e in &events {
             self.pool = std::mem::take(&mut self.pool).evolve(e);
+            index_matches_a_rebuild(&self.pool);
         }
         events
     }
@@ -485,8 +486,88 @@ fn repeated_outcomes_change_nothing() {
     let same = g.pool.state().unwrap().config.clone();
     assert!(g
         .when(ProvisionerCommand::ApplyPool {
-            config: Box::new(same),
+            config: Box::new((*same).clone()),
             now
         })
         .is_empty());
+}
+
+/// The index kept in step event by event equals one built from scratch,
+/// and a snapshot read back rebuilds it (checked after every event of
+/// every test above).
+fn index_matches_a_rebuild(pool: &Pool) {
+    let Some(state) = pool.state() else { return };
+    let threshold = state.config.health.unhealthy_threshold;
+    assert_eq!(state.index, super::NodeIndex::build(&state.nodes, threshold));
+    let read_back: PoolState = serde_json::from_value(serde_json::to_value(state).unwrap()).unwrap();
+    assert_eq!(&read_back, state);
+}
+
+#[test]
+fn an_operator_cordon_keeps_the_node_in_the_pool_until_uncordoned() {
+    let mut g = Given::running(config(""));
+    let now = g.now;
+    let cordon = ProvisionerCommand::CordonNode {
+        node_id: "gpu-2".into(),
+        now,
+    };
+    assert_eq!(types(&g.when(cordon.clone())), vec!["node_cordoned"]);
+    assert_eq!(g.status("gpu-2"), NodeStatus::Cordoned);
+    assert!(g.when(cordon).is_empty(), "a repeat changes nothing");
+    assert!(g.tick().is_empty(), "a cordoned node still counts: no new node");
+    let uncordon = ProvisionerCommand::UncordonNode {
+        node_id: "gpu-2".into(),
+        now,
+    };
+    assert_eq!(types(&g.when(uncordon)), vec!["node_uncordoned"]);
+    assert_eq!(g.status("gpu-2"), NodeStatus::Active);
+}
+
+#[test]
+fn an_operator_drain_retires_the_node_and_the_pool_tops_up() {
+    let mut g = Given::running(config(""));
+    let now = g.now;
+    let events = g.when(ProvisionerCommand::DrainNode {
+        node_id: "gpu-1".into(),
+        now,
+    });
+    assert_eq!(
+        types(&events),
+        vec!["node_cordoned", "node_drain_started", "node_requested"]
+    );
+    assert!(matches!(&events[2], E::NodeRequested { replaces: None, .. }));
+    let drained = g.when(ProvisionerCommand::NodeDrained {
+        node_id: "gpu-1".into(),
+        forced: false,
+        now,
+    });
+    assert_eq!(
+        types(&drained),
+        vec!["node_drained", "node_termination_requested"]
+    );
+    assert_eq!(g.pool.state().unwrap().replacements.len(), 0, "not a fault");
+}
+
+#[test]
+fn operator_commands_refuse_nodes_out_of_service_and_unknown_nodes() {
+    let mut g = Given::running(config(""));
+    let now = g.now;
+    g.report("gpu-3", Verdict::Unhealthy, HealthAction::ResetGpu);
+    g.report("gpu-3", Verdict::Unhealthy, HealthAction::ResetGpu);
+    assert_eq!(g.status("gpu-3"), NodeStatus::Cordoned);
+    let refused = g.rejected(ProvisionerCommand::UncordonNode {
+        node_id: "gpu-3".into(),
+        now,
+    });
+    assert_eq!(refused.code, ErrorCode::InvalidState, "{refused:?}");
+    let missing = g.rejected(ProvisionerCommand::CordonNode {
+        node_id: "gpu-9".into(),
+        now,
+    });
+    assert_eq!(missing.code, ErrorCode::NotFound);
+    let gone = g.rejected(ProvisionerCommand::CordonNode {
+        node_id: "gpu-3".into(),
+        now,
+    });
+    assert_eq!(gone.code, ErrorCode::InvalidState);
 }
