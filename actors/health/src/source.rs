@@ -152,6 +152,13 @@ pub enum FaultKind {
         /// Percent.
         percent: f64,
     },
+    /// The GPUs cannot be read (NVML stops answering) from `at` for
+    /// `duration`: the agent heartbeats without reports meanwhile.
+    Unavailable {
+        /// How long (`2m`); for good when absent.
+        #[serde(default, deserialize_with = "optional_ms")]
+        duration: Option<u64>,
+    },
 }
 
 fn offset_ms<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
@@ -293,6 +300,15 @@ impl HealthSource for SimSource {
         let since = self.last.map(|l| l.saturating_sub(started));
         self.last = Some(now);
         let faults = self.faults.snapshot();
+        let down = faults.iter().any(|f| {
+            matches!(f.what, FaultKind::Unavailable { duration }
+                if f.at <= elapsed && duration.is_none_or(|d| elapsed < f.at + d))
+        });
+        if down {
+            return Err(SourceError::Unavailable(
+                "sim: NVML does not answer (injected)".into(),
+            ));
+        }
         let events = faults
             .iter()
             .filter(|f| f.at <= elapsed && since.is_none_or(|s| f.at > s))
@@ -312,6 +328,21 @@ impl HealthSource for SimSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unavailable_fault_hides_the_gpus_for_its_duration() {
+        let queue = FaultQueue::default();
+        for f in parse_faults("- {at: 5s, kind: unavailable, duration: 10s}\n").unwrap() {
+            queue.inject(f);
+        }
+        let mut sim = SimSource::new(1, queue);
+        assert!(sim.sample(1_000).is_ok());
+        assert!(matches!(
+            sim.sample(7_000),
+            Err(SourceError::Unavailable(_))
+        ));
+        assert!(sim.sample(16_000).is_ok(), "back after 10 s");
+    }
 
     #[test]
     fn faults_play_once_at_their_time() {
