@@ -207,6 +207,24 @@ impl FaultQueue {
         self.inject(Fault { at, what });
     }
 
+    /// Ends every lasting fault (heat, unavailability) at `now` (unix
+    /// ms): the next sample is nominal again. Hardware events that already
+    /// played stay played.
+    pub fn end_all(&self, now: u64) {
+        let origin = self.origin.load(Ordering::Acquire);
+        let elapsed = now.saturating_sub(origin.max(1));
+        let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        for f in faults.iter_mut() {
+            let (FaultKind::Temperature { duration, .. } | FaultKind::Unavailable { duration }) =
+                &mut f.what
+            else {
+                continue;
+            };
+            let until_now = elapsed.saturating_sub(f.at);
+            *duration = Some(duration.map_or(until_now, |d| d.min(until_now)));
+        }
+    }
+
     fn snapshot(&self) -> Vec<Fault> {
         self.faults
             .lock()
@@ -342,6 +360,25 @@ mod tests {
             Err(SourceError::Unavailable(_))
         ));
         assert!(sim.sample(16_000).is_ok(), "back after 10 s");
+    }
+
+    #[test]
+    fn end_all_stops_lasting_faults_at_once() {
+        let queue = FaultQueue::default();
+        let mut sim = SimSource::new(1, queue.clone());
+        sim.sample(1_000).unwrap();
+        queue.inject_now(
+            FaultKind::Temperature {
+                gpu: 0,
+                celsius: 95.0,
+                duration: None,
+            },
+            2_000,
+        );
+        assert_eq!(sim.sample(3_000).unwrap().gpus[0].temperature_c, Some(95.0));
+        queue.end_all(4_000);
+        let after = sim.sample(5_000).unwrap();
+        assert_eq!(after.gpus[0].temperature_c, Some(SIM_IDLE_C));
     }
 
     #[test]
