@@ -6,6 +6,7 @@
 //! health agents and autoscalers, and [`report`] holds what it measured;
 //! [`html`] draws that as one self-contained page.
 
+pub mod duration;
 pub mod file;
 pub mod html;
 pub mod report;
