@@ -85,6 +85,9 @@ pub enum Command {
     /// GET a URL and exit 0 on a 2xx answer, 1 otherwise: the health check
     /// of images without curl (`flotilla probe http://127.0.0.1:8080/readyz`).
     Probe(ProbeArgs),
+    /// Run a chaos scenario (Navarch's format) on virtual time, with the
+    /// real pool, health policy and autoscalers; report and check it.
+    Simulate(crate::commands::simulate::SimulateArgs),
 }
 
 /// `flotilla probe`.

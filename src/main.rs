@@ -45,6 +45,7 @@ fn main() -> std::process::ExitCode {
         Command::NatsConfig(args) => commands::nats_config::run(args),
         Command::SigningKey(args) => commands::signing_key::run(args),
         Command::Probe(args) => commands::probe::run(args),
+        Command::Simulate(args) => commands::simulate::run(args),
     };
     match outcome {
         Ok(code) => code,

@@ -21,6 +21,7 @@ pub mod run;
 pub mod scheduler;
 pub mod send;
 pub mod signing_key;
+pub mod simulate;
 pub mod study;
 pub mod study_runs;
 pub mod token;

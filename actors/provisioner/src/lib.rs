@@ -44,4 +44,4 @@ pub use pool::{Node, NodeStatus, Pool, PoolState};
 pub use provider::{Provider, ProviderSet};
 pub use service::command_for;
 pub use service::{FleetService, FleetServiceConfig};
-pub use sim::{sim_fails, SimCloud, SimInstance, SimProvider};
+pub use sim::{fnv1a, sim_fails, SimCloud, SimInstance, SimProvider};

@@ -328,6 +328,21 @@ pub enum AssertionType {
     HealthStatus,
     /// How many nodes are up (in the fleet or a pool).
     NodeCount,
+    /// A pool's circuit breaker (Flotilla's addition): `open` or `closed`
+    /// at the end, or `tripped` at some point of the run.
+    CircuitBreaker,
+}
+
+/// What a `circuit_breaker` assertion expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerName {
+    /// Open at the end.
+    Open,
+    /// Closed at the end.
+    Closed,
+    /// Tripped at least once during the run.
+    Tripped,
 }
 
 /// A check at the end of a run.
@@ -346,6 +361,7 @@ impl Assertion {
             Expected::NodeStatus(_) => AssertionType::NodeStatus,
             Expected::Health(_) => AssertionType::HealthStatus,
             Expected::Count(_) => AssertionType::NodeCount,
+            Expected::Breaker(_) => AssertionType::CircuitBreaker,
         }
     }
 }
@@ -359,6 +375,8 @@ pub enum Expected {
     Health(HealthName),
     /// `node_count`: the number of nodes up passes this check.
     Count(CountCheck),
+    /// `circuit_breaker`: the pool's breaker is in this state.
+    Breaker(BreakerName),
 }
 
 /// A comparison of a node count, written `>= 3000`, `<= 10`, `> 0`, `< 5`,
@@ -962,10 +980,11 @@ impl AssertionWire {
             AssertionType::NodeStatus => parse_name(text).map(Expected::NodeStatus),
             AssertionType::HealthStatus => parse_name(text).map(Expected::Health),
             AssertionType::NodeCount => CountCheck::parse(text, stress).map(Expected::Count),
+            AssertionType::CircuitBreaker => parse_name(text).map(Expected::Breaker),
         }
         .map_err(|message| ScenarioError::new(format!("{path}.expected"), message))?;
         let target = match (self.kind, self.target.trim()) {
-            (AssertionType::NodeCount, "") => "all".to_string(),
+            (AssertionType::NodeCount | AssertionType::CircuitBreaker, "") => "all".to_string(),
             (_, target) => target.to_string(),
         };
         Ok(Assertion { target, expected })
@@ -1314,6 +1333,9 @@ impl Scenario {
             }
             if assertion.kind() == AssertionType::NodeCount {
                 return fail(path, format!("{target:?} is neither `all` nor a pool: node_count counts a pool or the whole fleet"));
+            }
+            if assertion.kind() == AssertionType::CircuitBreaker {
+                return fail(path, format!("{target:?} is neither `all` nor a pool: a circuit breaker is a pool's"));
             }
             if target.is_empty() {
                 return fail(
