@@ -139,6 +139,20 @@ impl SimReport {
         self.checks.iter().all(|c| c.passed)
     }
 
+    /// Faults injected, all types together.
+    pub fn faults_injected(&self) -> u64 {
+        self.faults.iter().map(|f| u64::from(f.injected)).sum()
+    }
+
+    /// Replacements requested, all pools together (their markers).
+    pub fn replacements_requested(&self) -> usize {
+        self.pools
+            .iter()
+            .flat_map(|p| &p.markers)
+            .filter(|m| m.kind == MarkerKind::Replacement)
+            .count()
+    }
+
     /// The `q` quantile (0..=1) of `values`, nearest rank; 0 when empty.
     pub fn quantile(values: &[f64], q: f64) -> f64 {
         if values.is_empty() {

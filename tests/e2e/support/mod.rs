@@ -1,7 +1,9 @@
 //! Shared harness for the end-to-end tests: the real `flotilla` binary as a
 //! child process on a free loopback port, and small HTTP helpers; the
-//! inference tests' own harness is [`inference`].
+//! inference tests' own harness is [`inference`], the headless browser
+//! [`chromium`].
 
+pub mod chromium;
 pub mod compose;
 pub mod inference;
 pub mod nats_security;
@@ -33,19 +35,22 @@ pub fn tool(env: &str, name: &str) -> PathBuf {
     if let Some(bin) = std::env::var_os(env).filter(|b| !b.is_empty()) {
         return PathBuf::from(bin);
     }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    });
     let venv = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join(".venv/bin")
         .join(name);
-    on_path
+    on_path(name)
         .or_else(|| venv.is_file().then_some(venv))
         .unwrap_or_else(|| {
             panic!("{name} not found: run scripts/test (it installs it into .venv), or set {env}")
         })
+}
+
+/// The file `name` in a directory of `PATH`, if any.
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 /// Runs `command` to completion with its output captured; kills it (by its
