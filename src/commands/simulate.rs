@@ -13,7 +13,7 @@ use clap::Args;
 use flotilla_simulations::scenario::file::Scenario;
 use flotilla_simulations::scenario::report::{LogLine, SimReport};
 use flotilla_simulations::scenario::run::clock;
-use flotilla_simulations::scenario::{html, run, RunObserver};
+use flotilla_simulations::scenario::{html, run as run_scenario, RunObserver};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -42,7 +42,7 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
     let scenario = load(&args.scenario)?;
     let seed = args.seed.unwrap_or_else(|| scenario.seed());
     let mut progress = Progress::new(scenario.duration_ms());
-    let report = run(&scenario, seed, &mut progress)
+    let report = run_scenario(&scenario, seed, &mut progress)
         .with_context(|| format!("{}", args.scenario.display()))?;
     progress.bar.finish_and_clear();
     write_outputs(&report, args.report.as_deref(), args.json.as_deref())?;

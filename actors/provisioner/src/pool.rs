@@ -519,14 +519,14 @@ impl PoolState {
 
     /// Keeps the index in step after node `id` changed from `before`; the
     /// node it replaces is re-filed too (whether it still awaits a
-    /// replacement depends on this one).
+    /// replacement, or may be terminated, depends on this one).
     fn refile(&mut self, id: &Arc<str>, before: Option<&Node>) {
         let threshold = self.config.health.unhealthy_threshold;
         self.index.refile(id, before, &self.nodes, threshold);
         let old = self.nodes.get(id).and_then(|n| n.replaces.as_deref());
-        if let Some((old_id, _)) = old.and_then(|o| self.nodes.get_key_value(o)) {
-            let old_id = old_id.clone();
-            self.index.refile_awaiting(&old_id, &self.nodes);
+        if let Some((old_id, old)) = old.and_then(|o| self.nodes.get_key_value(o)) {
+            let (old_id, old) = (old_id.clone(), old.clone());
+            self.index.refile(&old_id, Some(&old), &self.nodes, threshold);
         }
     }
 
@@ -828,33 +828,46 @@ impl Plan {
     }
 
     fn take_out_unhealthy(&mut self) {
-        let due = self.nodes_in(&self.state.index.due);
-        let reset_timeout = self.state.config.replacement.reset_timeout.millis();
-        let stuck: Vec<Arc<Node>> = self
-            .nodes_in(&self.state.index.resetting)
-            .into_iter()
-            .filter(|n| {
-                n.cordoned_at
-                    .is_some_and(|at| self.now >= at + reset_timeout)
-            })
-            .collect();
-        // A reset that did not bring the node back within reset_timeout:
-        // replace it like any unhealthy node.
-        for n in stuck {
-            if self.state.config.health.auto_replace
-                && self.state.breaker_open_since.is_none()
-                && !self.trips_breaker(&n.id)
-            {
-                self.cordon(&n.id, RemovalReason::Unhealthy);
-                self.start_drain(&n.id);
-            }
+        let auto_replace = self.state.config.health.auto_replace;
+        if auto_replace && self.state.breaker_open_since.is_none() {
+            self.replace_failed_resets();
         }
+        // With the breaker open only GPU resets act: look at no other node.
+        let due = if auto_replace && self.state.breaker_open_since.is_some() {
+            self.nodes_in(&self.state.index.due_reset)
+        } else {
+            self.nodes_in(&self.state.index.due)
+        };
         for n in due {
             if n.action == HealthAction::ResetGpu {
                 self.cordon(&n.id, RemovalReason::GpuReset);
             } else if !self.state.config.health.auto_replace {
                 self.cordon(&n.id, RemovalReason::Unhealthy);
             } else if self.state.breaker_open_since.is_none() && !self.trips_breaker(&n.id) {
+                self.cordon(&n.id, RemovalReason::Unhealthy);
+                self.start_drain(&n.id);
+            }
+        }
+    }
+
+    /// A reset that did not bring the node back within `reset_timeout`:
+    /// the node is replaced like any unhealthy node.
+    fn replace_failed_resets(&mut self) {
+        let reset_timeout = self.state.config.replacement.reset_timeout.millis();
+        let mut stuck: Vec<Arc<Node>> = self
+            .state
+            .index
+            .resetting
+            .iter()
+            .take_while(|(at, _)| self.now >= at + reset_timeout)
+            .filter_map(|(_, id)| self.state.nodes.get(id).cloned())
+            .collect();
+        stuck.sort_by(|a, b| a.id.cmp(&b.id));
+        for n in stuck {
+            if self.state.config.health.auto_replace
+                && self.state.breaker_open_since.is_none()
+                && !self.trips_breaker(&n.id)
+            {
                 self.cordon(&n.id, RemovalReason::Unhealthy);
                 self.start_drain(&n.id);
             }
@@ -923,13 +936,11 @@ impl Plan {
     }
 
     /// Nodes taken out for faults whose replacement is missing or failed.
-    fn awaiting_replacement(&self) -> Vec<String> {
-        self.state
-            .index
-            .awaiting
-            .iter()
-            .map(|id| id.to_string())
-            .collect()
+    /// The first `n` nodes taken out for a fault with no replacement on its way.
+    fn awaiting_replacement(&self, n: u32) -> Vec<String> {
+        let index = &self.state.index;
+        let first = index.awaiting.iter().take(n as usize);
+        first.map(|id| id.to_string()).collect()
     }
 
     fn request_nodes(&mut self) {
@@ -945,7 +956,8 @@ impl Plan {
         if live >= self.state.desired || present >= cap {
             return;
         }
-        let mut waiting = self.awaiting_replacement().into_iter();
+        let wanted = (self.state.desired - live).min(cap - present);
+        let mut waiting = self.awaiting_replacement(wanted).into_iter();
         while live < self.state.desired && present < cap {
             live += 1;
             present += 1;
@@ -994,21 +1006,12 @@ impl Plan {
         // before make rather than wait forever.
         let no_room = self.state.present()
             >= self.state.config.max_nodes + self.state.config.replacement.surge;
-        let ready: Vec<String> = self
-            .nodes_in(&self.state.index.drained)
-            .into_iter()
-            .filter(|n| {
-                match n
-                    .replaced_by
-                    .as_ref()
-                    .and_then(|r| self.state.nodes.get(r.as_str()))
-                {
-                    Some(r) => r.registered_at.is_some(),
-                    None => n.removal != Some(RemovalReason::Unhealthy) || no_room,
-                }
-            })
-            .map(|n| n.id.clone())
-            .collect();
+        let index = &self.state.index;
+        let mut ready: Vec<Arc<str>> = index.drained_ready.iter().cloned().collect();
+        if no_room {
+            ready.extend(index.drained_waiting.iter().cloned());
+            ready.sort();
+        }
         for id in ready {
             self.terminate(&id);
         }

@@ -2,13 +2,15 @@
 //! happens: nothing here keeps the event log, so a day of 50,000 nodes
 //! costs memory for its samples and its open faults only.
 //!
-//! - **time to detect**: a node's first fault → the pool cordoning it for
-//!   its health (`unhealthy` or `gpu_reset`);
+//! - **time to detect**: a node's first harmful fault (its first fault if
+//!   all were [benign](super::chaos::FaultSpec::benign)) → the pool
+//!   cordoning it for its health (`unhealthy` or `gpu_reset`);
 //! - **time to replace**: that fault → the node's replacement registered;
-//! - per fault type: injected; detected (its node was cordoned for its
-//!   health afterwards); replaced (its node got a replacement); wrongly
+//! - per fault type: injected; detected and replaced (its node was
+//!   cordoned for its health, or replaced, afterwards — credited to the
+//!   node's harmful faults, or to all of them when none was harmful); wrongly
 //!   replaced (the node got a replacement although every fault it had was
-//!   [benign](super::chaos::FaultSpec::benign)).
+//!   benign).
 
 use super::chaos::FaultSpec;
 use super::report::{
@@ -19,13 +21,34 @@ use flotilla_messages::provisioner::{ProvisionerEvent as E, RemovalReason};
 use flotilla_provisioner::NodeStatus;
 use std::collections::{BTreeMap, HashMap};
 
-/// The faults a node has had that no cordon has answered yet.
+/// The faults a node has had, and what the pool did about them.
 #[derive(Default)]
 struct OpenFaults {
     first_at: u64,
-    labels: Vec<String>,
-    all_benign: bool,
+    harmful_at: Option<u64>,
+    faults: Vec<(String, bool)>,
     detected: bool,
+    replaced: bool,
+}
+
+impl OpenFaults {
+    /// When the fault the pool should act on happened.
+    fn since(&self) -> u64 {
+        self.harmful_at.unwrap_or(self.first_at)
+    }
+
+    fn all_benign(&self) -> bool {
+        self.harmful_at.is_none()
+    }
+
+    /// The faults a detection or replacement is credited to.
+    fn credited(&self) -> impl Iterator<Item = &String> {
+        let all = self.all_benign();
+        self.faults
+            .iter()
+            .filter(move |(_, benign)| all || !benign)
+            .map(|(label, _)| label)
+    }
 }
 
 /// Collects a run's report.
@@ -70,11 +93,12 @@ impl Recorder {
             .injected += 1;
         let open = self.open.entry(node.to_string()).or_insert(OpenFaults {
             first_at: at,
-            all_benign: true,
             ..OpenFaults::default()
         });
-        open.labels.push(label.clone());
-        open.all_benign &= fault.benign();
+        open.faults.push((label.clone(), fault.benign()));
+        if !fault.benign() {
+            open.harmful_at.get_or_insert(at);
+        }
         self.report.pools[pool].markers.push(Marker {
             at_ms: at,
             kind: MarkerKind::Fault,
@@ -97,9 +121,11 @@ impl Recorder {
             } if matches!(reason, RemovalReason::Unhealthy | RemovalReason::GpuReset) => {
                 if let Some(open) = self.open.get_mut(node_id).filter(|o| !o.detected) {
                     open.detected = true;
-                    self.report.detect_s.push(seconds(r.at - open.first_at));
-                    for label in &open.labels {
-                        self.rows.get_mut(label).map(|row| row.detected += 1);
+                    self.report.detect_s.push(seconds(r.at - open.since()));
+                    for label in open.credited() {
+                        if let Some(row) = self.rows.get_mut(label) {
+                            row.detected += 1;
+                        }
                     }
                 }
             }
@@ -135,18 +161,20 @@ impl Recorder {
             node: old.to_string(),
             detail: new.to_string(),
         });
-        let Some(open) = self.open.get(old) else {
+        let Some(open) = self.open.get_mut(old) else {
             return;
         };
-        self.replacing.insert(new.to_string(), open.first_at);
-        for label in &open.labels {
+        self.replacing.insert(new.to_string(), open.since());
+        // A replacement that failed to come up is asked for again: count
+        // the node once.
+        if std::mem::replace(&mut open.replaced, true) {
+            return;
+        }
+        let wrongly = open.all_benign();
+        for label in open.credited() {
             if let Some(row) = self.rows.get_mut(label) {
                 row.replaced += 1;
-            }
-        }
-        if open.all_benign {
-            if let Some(row) = open.labels.last().and_then(|l| self.rows.get_mut(l)) {
-                row.wrongly_replaced += 1;
+                row.wrongly_replaced += u32::from(wrongly);
             }
         }
     }

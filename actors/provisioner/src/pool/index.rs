@@ -15,7 +15,7 @@
 //! events a command decides are exactly the same.
 
 use super::{Node, NodeStatus};
-use flotilla_messages::health::Verdict;
+use flotilla_messages::health::{HealthAction, Verdict};
 use flotilla_messages::provisioner::RemovalReason;
 use imbl::{OrdMap, OrdSet};
 use std::cmp::Reverse;
@@ -37,14 +37,20 @@ pub(super) struct NodeIndex {
     /// Serving nodes whose consecutive unhealthy evaluations reached the
     /// threshold: due to be taken out.
     pub due: OrdSet<Arc<str>>,
-    /// Cordoned for a GPU reset (they come back, or time out).
-    pub resetting: OrdSet<Arc<str>>,
+    /// Those of `due` whose verdict asks for a GPU reset (the only ones
+    /// that act while the circuit breaker is open).
+    pub due_reset: OrdSet<Arc<str>>,
+    /// Cordoned for a GPU reset, by when (they come back, or time out).
+    pub resetting: OrdSet<(u64, Arc<str>)>,
     /// Taken out for a fault, with no replacement on its way.
     pub awaiting: OrdSet<Arc<str>>,
     /// Draining, not yet empty (drain deadlines).
     pub draining: OrdSet<Arc<str>>,
-    /// Drained, waiting to be terminated.
-    pub drained: OrdSet<Arc<str>>,
+    /// Drained and free to go: its replacement is up, or it needs none.
+    pub drained_ready: OrdSet<Arc<str>>,
+    /// Drained after a fault, no replacement asked for yet (terminated
+    /// first only when the pool has no room to make one).
+    pub drained_waiting: OrdSet<Arc<str>>,
     /// Provisioned, waiting for the agent (registration deadlines).
     pub registering: OrdSet<Arc<str>>,
     /// Scale-down candidates, best first.
@@ -85,14 +91,6 @@ impl NodeIndex {
         }
     }
 
-    /// Re-evaluates only the sets that depend on other nodes (a
-    /// replacement's progress decides whether its old node still awaits one).
-    pub fn refile_awaiting(&mut self, id: &Arc<str>, nodes: &OrdMap<Arc<str>, Arc<Node>>) {
-        self.awaiting.remove(id);
-        if nodes.get(id).is_some_and(|n| awaits_replacement(n, nodes)) {
-            self.awaiting.insert(id.clone());
-        }
-    }
 
     fn count(&mut self, n: &Node, delta: i32) {
         let add = |c: &mut u32| *c = c.saturating_add_signed(delta);
@@ -108,14 +106,16 @@ impl NodeIndex {
     fn remove(&mut self, id: &Arc<str>, old: &Node) {
         for set in [
             &mut self.due,
-            &mut self.resetting,
+            &mut self.due_reset,
             &mut self.awaiting,
             &mut self.draining,
-            &mut self.drained,
+            &mut self.drained_ready,
+            &mut self.drained_waiting,
             &mut self.registering,
         ] {
             set.remove(id);
         }
+        self.resetting.remove(&(old.cordoned_at.unwrap_or(0), id.clone()));
         self.surplus.remove(&surplus_key(id, old));
     }
 
@@ -131,26 +131,31 @@ impl NodeIndex {
                 set.insert(id.clone());
             }
         };
-        file(
-            &mut self.due,
-            n.status.serving()
-                && n.health == Verdict::Unhealthy
-                && n.consecutive_unhealthy >= threshold,
-        );
-        file(
-            &mut self.resetting,
-            n.status == NodeStatus::Cordoned && n.removal == Some(RemovalReason::GpuReset),
-        );
+        let due = n.status.serving()
+            && n.health == Verdict::Unhealthy
+            && n.consecutive_unhealthy >= threshold;
+        file(&mut self.due, due);
+        file(&mut self.due_reset, due && n.action == HealthAction::ResetGpu);
+        if n.status == NodeStatus::Cordoned && n.removal == Some(RemovalReason::GpuReset) {
+            self.resetting
+                .insert((n.cordoned_at.unwrap_or(0), id.clone()));
+        }
         file(&mut self.awaiting, awaits_replacement(n, nodes));
         let drain_done = n.drain.as_ref().map(|d| d.done);
         file(
             &mut self.draining,
             n.status == NodeStatus::Draining && drain_done == Some(false),
         );
-        file(
-            &mut self.drained,
-            n.status == NodeStatus::Draining && drain_done == Some(true),
-        );
+        if n.status == NodeStatus::Draining && drain_done == Some(true) {
+            let replacement = n.replaced_by.as_ref().and_then(|r| nodes.get(r.as_str()));
+            match replacement {
+                Some(r) => file(&mut self.drained_ready, r.registered_at.is_some()),
+                None if n.removal == Some(RemovalReason::Unhealthy) => {
+                    file(&mut self.drained_waiting, true)
+                }
+                None => file(&mut self.drained_ready, true),
+            }
+        }
         file(&mut self.registering, n.status == NodeStatus::Registering);
         if n.status == NodeStatus::Registering || n.status.serving() {
             self.surplus.insert(surplus_key(id, n));
