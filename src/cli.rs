@@ -457,6 +457,9 @@ pub enum BenchWhat {
     /// A study run in the control plane (`flotilla up`, `start_run`) beside
     /// `flotilla run`: wall time, their ratio, CPU ms per trial.
     Run(crate::commands::bench_run::BenchRunArgs),
+    /// Chaos simulation: Navarch's stress scenarios and a scale series
+    /// (1k, 5k, 50k nodes) on virtual time; wall time and peak RSS.
+    Fleet(crate::commands::bench_fleet::BenchFleetArgs),
 }
 
 /// `flotilla bench solver`.

@@ -23,7 +23,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    // A simulation's agents are simulated: their warnings are the scenario's
+    // faults, not the operator's business (FLOTILLA_LOG still overrides).
+    let quiet = matches!(&cli.command, Command::Simulate(_))
+        || matches!(&cli.command, Command::Bench(b) if matches!(b.what, cli::BenchWhat::Fleet(_)));
+    init_tracing(cli.log_format, if quiet { "error" } else { "info" });
     let outcome = match cli.command {
         Command::Up(args) => commands::up::run(args),
         Command::Send(args) => commands::send::run(args),
@@ -56,9 +60,9 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn init_tracing(format: LogFormat) {
+fn init_tracing(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FLOTILLA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

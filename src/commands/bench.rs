@@ -40,6 +40,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         BenchWhat::Inference(a) => super::bench_inference::run(a),
         BenchWhat::Auth(a) => super::bench_auth::run(a),
         BenchWhat::Run(a) => super::bench_run::run(a),
+        BenchWhat::Fleet(a) => super::bench_fleet::run_bench(a),
     }
 }
 

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod audit;
 pub mod bench;
 pub mod bench_auth;
+pub mod bench_fleet;
 pub mod bench_inference;
 pub mod bench_run;
 pub mod events;
