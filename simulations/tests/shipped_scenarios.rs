@@ -3,10 +3,22 @@
 //! (the event log's hash is the same for the same seed, and differs for
 //! another).
 
+use flotilla_messages::provisioner::ProvisionerEvent as E;
 use flotilla_simulations::scenario::file::Scenario;
 use flotilla_simulations::scenario::report::SimReport;
-use flotilla_simulations::scenario::{run, Quiet};
+use flotilla_simulations::scenario::world::Recorded;
+use flotilla_simulations::scenario::{run, Quiet, RunObserver};
 use std::path::PathBuf;
+
+/// Keeps every event, to check the order of things.
+#[derive(Default)]
+struct Trace(Vec<Recorded>);
+
+impl RunObserver for Trace {
+    fn events(&mut self, recorded: &[Recorded]) {
+        self.0.extend_from_slice(recorded);
+    }
+}
 
 fn scenario(name: &str) -> Scenario {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(name);
@@ -52,10 +64,40 @@ fn every_shipped_scenario_is_tested_here() {
 }
 
 #[test]
-fn xid_79_replaces_the_node() {
+fn xid_79_replaces_the_node_make_before_break() {
     let r = passes("xid-79-replacement.yaml");
     assert_eq!(r.replace_s.len(), 1, "{r:?}");
     assert_eq!(r.detect_s.len(), 1);
+    let s = scenario("xid-79-replacement.yaml");
+    let mut trace = Trace::default();
+    run(&s, 0, &mut trace).unwrap();
+    let at = |pred: &dyn Fn(&E) -> bool| {
+        trace.0.iter().position(|r| pred(&r.event)).expect("happened")
+    };
+    let old = "fleet-2";
+    let cordoned = at(&|e| matches!(e, E::NodeCordoned { node_id, .. } if node_id == old));
+    let drained = at(&|e| matches!(e, E::NodeDrainStarted { node_id, .. } if node_id == old));
+    let requested = at(&|e| matches!(e, E::NodeRequested { replaces: Some(o), .. } if o == old));
+    let E::NodeRequested { node_id: new, .. } = &trace.0[requested].event else {
+        unreachable!()
+    };
+    let up = at(&|e| matches!(e, E::NodeRegistered { node_id, .. } if node_id == new));
+    let ended =
+        at(&|e| matches!(e, E::NodeTerminationRequested { node_id, .. } if node_id == old));
+    assert!(cordoned < drained && drained < requested, "cordon, drain, replace");
+    assert!(up < ended, "make before break: the new node is up before the old one goes");
+}
+
+#[test]
+fn a_flaky_cloud_still_fills_the_pool() {
+    let s = Scenario::from_yaml(
+        "name: flaky\nworld: {provision_failure_rate: 0.3}\nstress:\n  duration: 30m\n  seed: 42\n  fleet_gen: {total_nodes: 6, templates: [{name: t, weight: 1, gpu_count: 8}]}\n",
+    )
+    .unwrap();
+    let mut trace = Trace::default();
+    let r = run(&s, 42, &mut trace).unwrap();
+    assert!(trace.0.iter().any(|r| matches!(r.event, E::NodeFailed { .. })), "some provisionings failed");
+    assert_eq!(r.pools[0].samples.last().unwrap().serving, 6, "the pool is full anyway");
 }
 
 #[test]

@@ -415,12 +415,12 @@ impl Runner<'_> {
             let check = self.status_check(t, &w.target, w.want);
             if check.passed {
                 self.recorder.check(CheckResult {
-                    what: format!("wait_for_status {} (from {})", check.what, clock(w.from)),
+                    what: format!("wait_for_status {} (from {})", watched(&check.what), clock(w.from)),
                     ..check
                 });
             } else if t >= w.until {
                 self.recorder.check(CheckResult {
-                    what: format!("wait_for_status {} (timed out)", check.what),
+                    what: format!("wait_for_status {} (timed out)", watched(&check.what)),
                     ..check
                 });
             } else {
@@ -435,7 +435,7 @@ impl Runner<'_> {
         for w in std::mem::take(&mut self.watches) {
             let check = self.status_check(t, &w.target, w.want);
             self.recorder.check(CheckResult {
-                what: format!("wait_for_status {} (the run ended first)", check.what),
+                what: format!("wait_for_status {} (the run ended first)", watched(&check.what)),
                 passed: check.passed,
                 ..check
             });
@@ -901,6 +901,11 @@ fn name_of(want: NodeStatusName) -> &'static str {
         W::Unhealthy => "unhealthy",
         W::Healthy => "healthy",
     }
+}
+
+/// The node a status check looked at.
+fn watched(what: &str) -> &str {
+    what.trim_start_matches("node_status ")
 }
 
 fn describe(n: &Node) -> String {
