@@ -44,6 +44,7 @@ mod rate_limit;
 mod readyz_nats;
 mod scheduler_allowlist;
 mod scheduler_crash;
+mod simulate_cli;
 mod simulate_report;
 mod sled_damage;
 mod study_run;

@@ -1,5 +1,5 @@
 //! `flotilla simulate --report --json` end to end, in a real browser: the
-//! XID 79 scenario runs on virtual time, its JSON parses as a `SimReport`,
+//! 5,000-node stress scenario (Navarch's largest) runs on virtual time, its JSON parses as a `SimReport`,
 //! and headless Chromium ([`crate::support::chromium`]) loads the HTML
 //! report: every chart is there with a drawing in it, the JSON's numbers
 //! are on the page, and a screenshot is a rendered page, not a blank one.
@@ -14,7 +14,7 @@ use std::path::Path;
 
 const SCENARIO: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/simulations/scenarios/xid-79-replacement.yaml"
+    "/simulations/scenarios/navarch-stress-5000.yaml"
 );
 
 #[test]
