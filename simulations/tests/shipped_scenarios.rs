@@ -21,7 +21,9 @@ impl RunObserver for Trace {
 }
 
 fn scenario(name: &str) -> Scenario {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     Scenario::from_yaml(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
@@ -72,7 +74,11 @@ fn xid_79_replaces_the_node_make_before_break() {
     let mut trace = Trace::default();
     run(&s, 0, &mut trace).unwrap();
     let at = |pred: &dyn Fn(&E) -> bool| {
-        trace.0.iter().position(|r| pred(&r.event)).expect("happened")
+        trace
+            .0
+            .iter()
+            .position(|r| pred(&r.event))
+            .expect("happened")
     };
     let old = "fleet-2";
     let cordoned = at(&|e| matches!(e, E::NodeCordoned { node_id, .. } if node_id == old));
@@ -82,10 +88,15 @@ fn xid_79_replaces_the_node_make_before_break() {
         unreachable!()
     };
     let up = at(&|e| matches!(e, E::NodeRegistered { node_id, .. } if node_id == new));
-    let ended =
-        at(&|e| matches!(e, E::NodeTerminationRequested { node_id, .. } if node_id == old));
-    assert!(cordoned < drained && drained < requested, "cordon, drain, replace");
-    assert!(up < ended, "make before break: the new node is up before the old one goes");
+    let ended = at(&|e| matches!(e, E::NodeTerminationRequested { node_id, .. } if node_id == old));
+    assert!(
+        cordoned < drained && drained < requested,
+        "cordon, drain, replace"
+    );
+    assert!(
+        up < ended,
+        "make before break: the new node is up before the old one goes"
+    );
 }
 
 #[test]
@@ -96,8 +107,18 @@ fn a_flaky_cloud_still_fills_the_pool() {
     .unwrap();
     let mut trace = Trace::default();
     let r = run(&s, 42, &mut trace).unwrap();
-    assert!(trace.0.iter().any(|r| matches!(r.event, E::NodeFailed { .. })), "some provisionings failed");
-    assert_eq!(r.pools[0].samples.last().unwrap().serving, 6, "the pool is full anyway");
+    assert!(
+        trace
+            .0
+            .iter()
+            .any(|r| matches!(r.event, E::NodeFailed { .. })),
+        "some provisionings failed"
+    );
+    assert_eq!(
+        r.pools[0].samples.last().unwrap().serving,
+        6,
+        "the pool is full anyway"
+    );
 }
 
 #[test]
@@ -121,7 +142,11 @@ fn a_silent_agent_is_replaced() {
 #[test]
 fn a_rack_cascade_trips_the_circuit_breaker() {
     let r = passes("rack-cascade-circuit-breaker.yaml");
-    assert!(r.pools[0].breaker_periods.len() == 1, "{:?}", r.pools[0].breaker_periods);
+    assert!(
+        r.pools[0].breaker_periods.len() == 1,
+        "{:?}",
+        r.pools[0].breaker_periods
+    );
 }
 
 #[test]
@@ -135,14 +160,22 @@ fn the_queue_scales_the_pool_up_and_down() {
 #[test]
 fn navarchs_1000_node_chaos_passes() {
     let r = passes("navarch-stress-1000.yaml");
-    assert!(r.faults.iter().all(|f| f.wrongly_replaced == 0), "{:?}", r.faults);
+    assert!(
+        r.faults.iter().all(|f| f.wrongly_replaced == 0),
+        "{:?}",
+        r.faults
+    );
 }
 
 #[test]
 fn navarchs_5000_node_extreme_passes_and_is_deterministic() {
     let s = scenario("navarch-stress-5000.yaml");
     let first = passes("navarch-stress-5000.yaml");
-    assert!(first.faults.iter().all(|f| f.wrongly_replaced == 0), "{:?}", first.faults);
+    assert!(
+        first.faults.iter().all(|f| f.wrongly_replaced == 0),
+        "{:?}",
+        first.faults
+    );
     let again = run(&s, s.seed(), &mut Quiet).unwrap();
     assert_eq!(again.log_hash, first.log_hash, "same seed, same log");
     assert_eq!(again.events, first.events);

@@ -62,7 +62,11 @@ pub fn load(path: &Path) -> Result<Scenario> {
 }
 
 /// Writes the HTML report and the JSON file, when asked.
-pub fn write_outputs(report: &SimReport, html_to: Option<&Path>, json_to: Option<&Path>) -> Result<()> {
+pub fn write_outputs(
+    report: &SimReport,
+    html_to: Option<&Path>,
+    json_to: Option<&Path>,
+) -> Result<()> {
     if let Some(path) = html_to {
         std::fs::write(path, html::render_html(report))
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -83,10 +87,11 @@ struct Progress {
 impl Progress {
     fn new(end_ms: u64) -> Self {
         let bar = if std::io::stderr().is_terminal() {
-            let bar = ProgressBar::with_draw_target(Some(end_ms / 1000), ProgressDrawTarget::stderr());
-            if let Ok(style) = ProgressStyle::with_template(
-                "{bar:40} virtual {msg} [{elapsed_precise}]",
-            ) {
+            let bar =
+                ProgressBar::with_draw_target(Some(end_ms / 1000), ProgressDrawTarget::stderr());
+            if let Ok(style) =
+                ProgressStyle::with_template("{bar:40} virtual {msg} [{elapsed_precise}]")
+            {
                 bar.set_style(style);
             }
             bar
@@ -104,8 +109,11 @@ impl RunObserver for Progress {
     fn progress(&mut self, now: u64, end: u64, events: u64) {
         let rate = events as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
         self.bar.set_position(now / 1000);
-        self.bar
-            .set_message(format!("{} / {} · {events} events · {rate:.0} events/s", clock(now), clock(end)));
+        self.bar.set_message(format!(
+            "{} / {} · {events} events · {rate:.0} events/s",
+            clock(now),
+            clock(end)
+        ));
     }
 
     fn log(&mut self, line: &LogLine) {
@@ -116,11 +124,21 @@ impl RunObserver for Progress {
 
 fn print_summary(r: &SimReport) {
     let q = SimReport::quantile;
-    println!("scenario {} (seed {}): {} virtual, {} events, {:.2} s wall", r.scenario, r.seed, clock(r.duration_ms), r.events, r.wall_ms as f64 / 1000.0);
+    println!(
+        "scenario {} (seed {}): {} virtual, {} events, {:.2} s wall",
+        r.scenario,
+        r.seed,
+        clock(r.duration_ms),
+        r.events,
+        r.wall_ms as f64 / 1000.0
+    );
     if !r.faults.is_empty() {
         println!("\n| fault | injected | detected | replaced | wrongly replaced |\n|---|---|---|---|---|");
         for f in &r.faults {
-            println!("| {} | {} | {} | {} | {} |", f.fault_type, f.injected, f.detected, f.replaced, f.wrongly_replaced);
+            println!(
+                "| {} | {} | {} | {} | {} |",
+                f.fault_type, f.injected, f.detected, f.replaced, f.wrongly_replaced
+            );
         }
     }
     println!(
@@ -135,7 +153,11 @@ fn print_summary(r: &SimReport) {
     for pool in &r.pools {
         for (from, to) in &pool.breaker_periods {
             let to = to.map_or("the end".to_string(), clock);
-            println!("circuit breaker of {} open {} → {to}", pool.name, clock(*from));
+            println!(
+                "circuit breaker of {} open {} → {to}",
+                pool.name,
+                clock(*from)
+            );
         }
     }
     if !r.checks.is_empty() {
@@ -143,7 +165,13 @@ fn print_summary(r: &SimReport) {
     }
     for c in &r.checks {
         let mark = if c.passed { "ok  " } else { "FAIL" };
-        println!("{mark} [{}] {}: expected {}, saw {}", clock(c.at_ms), c.what, c.expected, c.seen);
+        println!(
+            "{mark} [{}] {}: expected {}, saw {}",
+            clock(c.at_ms),
+            c.what,
+            c.expected,
+            c.seen
+        );
     }
     println!("\nlog hash: {}", r.log_hash);
     let failed = r.checks.iter().filter(|c| !c.passed).count();

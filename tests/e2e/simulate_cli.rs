@@ -29,7 +29,12 @@ fn hash_of(out: &Output) -> String {
 fn the_same_seed_gives_the_same_log_hash_and_another_seed_another() {
     let run = |seed: &str| {
         let out = flotilla(&["simulate", STRESS, "--seed", seed]);
-        assert!(out.status.success(), "{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}{}",
+            stdout(&out),
+            String::from_utf8_lossy(&out.stderr)
+        );
         hash_of(&out)
     };
     let first = run("3");
@@ -55,7 +60,10 @@ fn a_failed_check_exits_1_with_what_was_expected_and_seen() {
         text.contains("FAIL") && text.contains("expected = 99 serving, saw 2 serving"),
         "{text}"
     );
-    assert!(text.contains("ok   [3:00] node_status a (fleet-1): expected active"), "{text}");
+    assert!(
+        text.contains("ok   [3:00] node_status a (fleet-1): expected active"),
+        "{text}"
+    );
     assert!(text.contains("1 of 2 checks failed"), "{text}");
 }
 
@@ -68,7 +76,12 @@ fn a_bad_scenario_is_refused_naming_the_field_and_writes_nothing() {
         .replace("scope: rack", "scop: rack");
     std::fs::write(&path, text).unwrap();
     let report = dir.path().join("r.html");
-    let out = flotilla(&["simulate", path.to_str().unwrap(), "--report", report.to_str().unwrap()]);
+    let out = flotilla(&[
+        "simulate",
+        path.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("stress.chaos.cascading.scop"), "{err}");

@@ -39,10 +39,10 @@ use flotilla_messages::provisioner::{
     SignalSample, COMMAND_TYPES,
 };
 use flotilla_messages::{Actor, ErrorCode, Rejection};
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use imbl::{OrdMap, OrdSet, Vector};
 use index::NodeIndex;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -375,9 +375,10 @@ impl PoolState {
             } => {
                 self.next_number += 1;
                 let id: Arc<str> = Arc::from(node_id.as_str());
-                let before = self
-                    .nodes
-                    .insert(id.clone(), Arc::new(Node::new(node_id, replaces.clone(), *at)));
+                let before = self.nodes.insert(
+                    id.clone(),
+                    Arc::new(Node::new(node_id, replaces.clone(), *at)),
+                );
                 self.refile(&id, before.as_deref());
                 if let Some(old) = replaces {
                     self.update(old, |n| n.replaced_by = Some(node_id.clone()));
@@ -526,7 +527,8 @@ impl PoolState {
         let old = self.nodes.get(id).and_then(|n| n.replaces.as_deref());
         if let Some((old_id, old)) = old.and_then(|o| self.nodes.get_key_value(o)) {
             let (old_id, old) = (old_id.clone(), old.clone());
-            self.index.refile(&old_id, Some(&old), &self.nodes, threshold);
+            self.index
+                .refile(&old_id, Some(&old), &self.nodes, threshold);
         }
     }
 

@@ -122,7 +122,9 @@ impl FaultSpec {
         self.lasting.is_some()
             && matches!(
                 self.kind,
-                FailureType::Network | FailureType::BackendError | FailureType::NvmlFailure
+                FailureType::Network
+                    | FailureType::BackendError
+                    | FailureType::NvmlFailure
                     | FailureType::Temperature
             )
     }

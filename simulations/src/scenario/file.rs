@@ -1335,7 +1335,12 @@ impl Scenario {
                 return fail(path, format!("{target:?} is neither `all` nor a pool: node_count counts a pool or the whole fleet"));
             }
             if assertion.kind() == AssertionType::CircuitBreaker {
-                return fail(path, format!("{target:?} is neither `all` nor a pool: a circuit breaker is a pool's"));
+                return fail(
+                    path,
+                    format!(
+                        "{target:?} is neither `all` nor a pool: a circuit breaker is a pool's"
+                    ),
+                );
             }
             if target.is_empty() {
                 return fail(

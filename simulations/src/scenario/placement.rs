@@ -257,9 +257,16 @@ impl ScenarioCloud {
         let Some(s) = self.generator.as_ref().map(|g| &g.startup) else {
             return self.boot_ms;
         };
-        let (lo, hi) = (s.cold_start_min_ms, s.cold_start_max_ms.max(s.cold_start_min_ms));
+        let (lo, hi) = (
+            s.cold_start_min_ms,
+            s.cold_start_max_ms.max(s.cold_start_min_ms),
+        );
         if s.cold_start_mean_ms > 0 {
-            let drawn = normal(rng, s.cold_start_mean_ms as f64, s.cold_start_stddev_ms as f64);
+            let drawn = normal(
+                rng,
+                s.cold_start_mean_ms as f64,
+                s.cold_start_stddev_ms as f64,
+            );
             let hi = if hi > 0 { hi as f64 } else { f64::MAX };
             return drawn.clamp(lo as f64, hi) as u64;
         }
@@ -294,7 +301,10 @@ impl CloudModel for ScenarioCloud {
         };
         let boot_ms = self.cold_start(replaces.is_some(), &mut rng);
         let error = if let Some(b) = self.blocked_by(&placement) {
-            Some(format!("sim: {} ({} {} unavailable)", b.name, b.scope, b.target))
+            Some(format!(
+                "sim: {} ({} {} unavailable)",
+                b.name, b.scope, b.target
+            ))
         } else if sim_fails(self.seed, node_id, self.failure_rate) {
             Some("sim: no capacity".into())
         } else {

@@ -117,8 +117,10 @@ impl Recorder {
     fn event(&mut self, r: &Recorded) {
         match &r.event {
             E::NodeCordoned {
-                node_id, reason, ..
-            } if matches!(reason, RemovalReason::Unhealthy | RemovalReason::GpuReset) => {
+                node_id,
+                reason: RemovalReason::Unhealthy | RemovalReason::GpuReset,
+                ..
+            } => {
                 if let Some(open) = self.open.get_mut(node_id).filter(|o| !o.detected) {
                     open.detected = true;
                     self.report.detect_s.push(seconds(r.at - open.since()));

@@ -24,8 +24,8 @@
 
 use super::chaos::{ChaosDraws, FaultSpec};
 use super::file::{
-    Action, CascadeScope, CommandType, CorrelatedScope, CorrelationTrigger, Expected,
-    FailureType, NodeStatusName, OutageScope, Scenario, DEFAULT_POOL,
+    Action, CascadeScope, CommandType, CorrelatedScope, CorrelationTrigger, Expected, FailureType,
+    NodeStatusName, OutageScope, Scenario, DEFAULT_POOL,
 };
 use super::placement::ScenarioCloud;
 use super::recorder::Recorder;
@@ -205,7 +205,11 @@ impl<'s> Runner<'s> {
     }
 
     fn play(&mut self, observer: &mut dyn RunObserver) -> Result<(), RunError> {
-        let has_start = self.scenario.events.iter().any(|e| e.action == Action::StartFleet);
+        let has_start = self
+            .scenario
+            .events
+            .iter()
+            .any(|e| e.action == Action::StartFleet);
         if !has_start {
             self.start()?;
         }
@@ -213,7 +217,12 @@ impl<'s> Runner<'s> {
         let interval = self.metrics_interval();
         let (mut next_event, mut next_sample, mut t) = (0, 0, 0);
         loop {
-            while let Some(e) = self.scenario.events.get(next_event).filter(|e| e.at_ms <= t) {
+            while let Some(e) = self
+                .scenario
+                .events
+                .get(next_event)
+                .filter(|e| e.at_ms <= t)
+            {
                 next_event += 1;
                 self.script(e, observer)?;
             }
@@ -244,7 +253,11 @@ impl<'s> Runner<'s> {
     }
 
     fn metrics_interval(&self) -> u64 {
-        let given = self.scenario.stress.as_ref().map_or(0, |s| s.metrics_interval_ms);
+        let given = self
+            .scenario
+            .stress
+            .as_ref()
+            .map_or(0, |s| s.metrics_interval_ms);
         given.max(self.step)
     }
 
@@ -282,7 +295,8 @@ impl<'s> Runner<'s> {
             let Some(id) = r.event.node_id() else {
                 continue;
             };
-            if let flotilla_messages::provisioner::ProvisionerEvent::NodeRequested { .. } = r.event {
+            if let flotilla_messages::provisioner::ProvisionerEvent::NodeRequested { .. } = r.event
+            {
                 self.file_scopes(id);
             }
             let serving = self.world.node(id).is_some_and(|n| n.status.serving());
@@ -328,7 +342,10 @@ impl Runner<'_> {
         observer: &mut dyn RunObserver,
     ) -> Result<(), RunError> {
         let t = e.at_ms;
-        let target = e.target.as_deref().map(|n| self.cloud.resolve(n).to_string());
+        let target = e
+            .target
+            .as_deref()
+            .map(|n| self.cloud.resolve(n).to_string());
         let p = &e.params;
         match e.action {
             Action::StartFleet => self.start()?,
@@ -390,7 +407,10 @@ impl Runner<'_> {
         let node_id = node.to_string();
         let (name, cmd) = match command {
             CommandType::Cordon => ("cordon", ProvisionerCommand::CordonNode { node_id, now }),
-            CommandType::Uncordon => ("uncordon", ProvisionerCommand::UncordonNode { node_id, now }),
+            CommandType::Uncordon => (
+                "uncordon",
+                ProvisionerCommand::UncordonNode { node_id, now },
+            ),
             CommandType::Drain => ("drain", ProvisionerCommand::DrainNode { node_id, now }),
             CommandType::Terminate => ("terminate", ProvisionerCommand::DrainNode { node_id, now }),
         };
@@ -415,7 +435,11 @@ impl Runner<'_> {
             let check = self.status_check(t, &w.target, w.want);
             if check.passed {
                 self.recorder.check(CheckResult {
-                    what: format!("wait_for_status {} (from {})", watched(&check.what), clock(w.from)),
+                    what: format!(
+                        "wait_for_status {} (from {})",
+                        watched(&check.what),
+                        clock(w.from)
+                    ),
                     ..check
                 });
             } else if t >= w.until {
@@ -435,7 +459,10 @@ impl Runner<'_> {
         for w in std::mem::take(&mut self.watches) {
             let check = self.status_check(t, &w.target, w.want);
             self.recorder.check(CheckResult {
-                what: format!("wait_for_status {} (the run ended first)", watched(&check.what)),
+                what: format!(
+                    "wait_for_status {} (the run ended first)",
+                    watched(&check.what)
+                ),
                 passed: check.passed,
                 ..check
             });
@@ -462,7 +489,11 @@ impl Runner<'_> {
             (_, None) => format!("all {} {}", nodes.len(), name_of(want)),
             (n, Some(first)) => format!("{} of {n} not {}: {first}", failing.len(), name_of(want)),
         };
-        let shown = if target == "all" { "all".into() } else { self.shown(target) };
+        let shown = if target == "all" {
+            "all".into()
+        } else {
+            self.shown(target)
+        };
         CheckResult {
             at_ms: t,
             what: format!("node_status {shown}"),
@@ -535,7 +566,12 @@ impl Runner<'_> {
         let seen = match nodes.as_slice() {
             [] => "no such node".to_string(),
             [one] => one.health.as_str().to_string(),
-            many => format!("{} of {} {}", many.len() - failing, many.len(), want_verdict.as_str()),
+            many => format!(
+                "{} of {} {}",
+                many.len() - failing,
+                many.len(),
+                want_verdict.as_str()
+            ),
         };
         CheckResult {
             at_ms: t,
@@ -608,7 +644,11 @@ impl<'s> Runner<'s> {
             let Some(node) = self.serving.nodes.choose(&mut self.rng).cloned() else {
                 break;
             };
-            let kind = ChaosDraws { config: chaos, rng: &mut self.rng }.kind();
+            let kind = ChaosDraws {
+                config: chaos,
+                rng: &mut self.rng,
+            }
+            .kind();
             self.chaos_fault(t, &node, kind, None);
         }
     }
@@ -625,7 +665,11 @@ impl<'s> Runner<'s> {
             return;
         };
         let gpus = self.cloud.placement(node).map_or(8, |p| p.gpus);
-        let fault = ChaosDraws { config: chaos, rng: &mut self.rng }.fault(kind, gpus);
+        let fault = ChaosDraws {
+            config: chaos,
+            rng: &mut self.rng,
+        }
+        .fault(kind, gpus);
         if !self.inject(node, &fault, t) {
             return;
         }
@@ -660,7 +704,9 @@ impl<'s> Runner<'s> {
         if depth >= c.max_depth || !self.rng.random_bool(c.probability.clamp(0.0, 1.0)) {
             return;
         }
-        let delay = self.rng.random_range(c.min_delay_ms..=c.max_delay_ms.max(c.min_delay_ms));
+        let delay = self
+            .rng
+            .random_range(c.min_delay_ms..=c.max_delay_ms.max(c.min_delay_ms));
         let near = match c.scope {
             CascadeScope::Rack => Some("rack"),
             CascadeScope::Zone => Some("zone"),
@@ -731,7 +777,14 @@ impl<'s> Runner<'s> {
     }
 
     /// A scheduled fault fires on its node or on a serving neighbour.
-    fn fire(&mut self, t: u64, node: &str, near: Option<&str>, kind: FailureType, chain: Option<(u64, u32)>) {
+    fn fire(
+        &mut self,
+        t: u64,
+        node: &str,
+        near: Option<&str>,
+        kind: FailureType,
+        chain: Option<(u64, u32)>,
+    ) {
         let victim = match near {
             Some("node") => Some(node.to_string()),
             Some(scope) => self.neighbour(node, scope, chain),
@@ -807,7 +860,11 @@ impl<'s> Runner<'s> {
                     .serving
                     .nodes
                     .iter()
-                    .filter(|n| self.cloud.placement(n).is_some_and(|p| p.at(scope) == o.target))
+                    .filter(|n| {
+                        self.cloud
+                            .placement(n)
+                            .is_some_and(|p| p.at(scope) == o.target)
+                    })
                     .cloned()
                     .collect();
                 hit.sort();
@@ -819,13 +876,22 @@ impl<'s> Runner<'s> {
         };
         self.log(
             t,
-            format!("outage {} starts: {} on {} node(s)", o.name, super::chaos::kind_name(o.failure_type), victims.len()),
+            format!(
+                "outage {} starts: {} on {} node(s)",
+                o.name,
+                super::chaos::kind_name(o.failure_type),
+                victims.len()
+            ),
             observer,
         );
         for node in &victims {
             let gpus = self.cloud.placement(node).map_or(8, |p| p.gpus);
             let chaos = self.chaos_config().cloned().unwrap_or_default();
-            let mut fault = ChaosDraws { config: &chaos, rng: &mut self.rng }.fault(o.failure_type, gpus);
+            let mut fault = ChaosDraws {
+                config: &chaos,
+                rng: &mut self.rng,
+            }
+            .fault(o.failure_type, gpus);
             fault.lasting = Some(o.duration_ms);
             self.inject(node, &fault, t);
         }

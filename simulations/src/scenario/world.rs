@@ -154,7 +154,11 @@ impl World {
     }
 
     /// Creates the pools now (the scenario's `start_fleet`).
-    pub fn start(&mut self, configs: &[PoolConfig], cloud: &mut dyn CloudModel) -> Result<(), Rejection> {
+    pub fn start(
+        &mut self,
+        configs: &[PoolConfig],
+        cloud: &mut dyn CloudModel,
+    ) -> Result<(), Rejection> {
         for (i, config) in configs.iter().enumerate() {
             let now = self.now;
             self.command(
@@ -231,8 +235,8 @@ impl World {
     }
 
     fn record(&mut self, pool: usize, event: &ProvisionerEvent) {
-        let bytes = rmp_serde::to_vec(&(&self.names[pool], self.now, event))
-            .expect("events always encode");
+        let bytes =
+            rmp_serde::to_vec(&(&self.names[pool], self.now, event)).expect("events always encode");
         self.hasher.update(&bytes);
         self.events += 1;
         self.fresh.push(Recorded {

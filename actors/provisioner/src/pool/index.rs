@@ -91,7 +91,6 @@ impl NodeIndex {
         }
     }
 
-
     fn count(&mut self, n: &Node, delta: i32) {
         let add = |c: &mut u32| *c = c.saturating_add_signed(delta);
         add(&mut self.counts[n.status as usize]);
@@ -115,7 +114,8 @@ impl NodeIndex {
         ] {
             set.remove(id);
         }
-        self.resetting.remove(&(old.cordoned_at.unwrap_or(0), id.clone()));
+        self.resetting
+            .remove(&(old.cordoned_at.unwrap_or(0), id.clone()));
         self.surplus.remove(&surplus_key(id, old));
     }
 
@@ -135,7 +135,10 @@ impl NodeIndex {
             && n.health == Verdict::Unhealthy
             && n.consecutive_unhealthy >= threshold;
         file(&mut self.due, due);
-        file(&mut self.due_reset, due && n.action == HealthAction::ResetGpu);
+        file(
+            &mut self.due_reset,
+            due && n.action == HealthAction::ResetGpu,
+        );
         if n.status == NodeStatus::Cordoned && n.removal == Some(RemovalReason::GpuReset) {
             self.resetting
                 .insert((n.cordoned_at.unwrap_or(0), id.clone()));

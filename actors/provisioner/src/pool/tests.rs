@@ -498,8 +498,12 @@ fn repeated_outcomes_change_nothing() {
 fn index_matches_a_rebuild(pool: &Pool) {
     let Some(state) = pool.state() else { return };
     let threshold = state.config.health.unhealthy_threshold;
-    assert_eq!(state.index, super::NodeIndex::build(&state.nodes, threshold));
-    let read_back: PoolState = serde_json::from_value(serde_json::to_value(state).unwrap()).unwrap();
+    assert_eq!(
+        state.index,
+        super::NodeIndex::build(&state.nodes, threshold)
+    );
+    let read_back: PoolState =
+        serde_json::from_value(serde_json::to_value(state).unwrap()).unwrap();
     assert_eq!(&read_back, state);
 }
 
@@ -514,7 +518,10 @@ fn an_operator_cordon_keeps_the_node_in_the_pool_until_uncordoned() {
     assert_eq!(types(&g.when(cordon.clone())), vec!["node_cordoned"]);
     assert_eq!(g.status("gpu-2"), NodeStatus::Cordoned);
     assert!(g.when(cordon).is_empty(), "a repeat changes nothing");
-    assert!(g.tick().is_empty(), "a cordoned node still counts: no new node");
+    assert!(
+        g.tick().is_empty(),
+        "a cordoned node still counts: no new node"
+    );
     let uncordon = ProvisionerCommand::UncordonNode {
         node_id: "gpu-2".into(),
         now,
@@ -535,7 +542,10 @@ fn an_operator_drain_retires_the_node_and_the_pool_tops_up() {
         types(&events),
         vec!["node_cordoned", "node_drain_started", "node_requested"]
     );
-    assert!(matches!(&events[2], E::NodeRequested { replaces: None, .. }));
+    assert!(matches!(
+        &events[2],
+        E::NodeRequested { replaces: None, .. }
+    ));
     let drained = g.when(ProvisionerCommand::NodeDrained {
         node_id: "gpu-1".into(),
         forced: false,
