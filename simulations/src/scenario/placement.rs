@@ -4,7 +4,8 @@
 //! A pool asks for nodes by number (`<pool>-<n>`); the scenario decides
 //! what each one is. The k-th node a pool asks for to grow takes the k-th
 //! explicit `fleet` entry of that pool (and its Navarch id as an alias, so
-//! `target: node-1` finds it); past those, `fleet_gen`'s templates,
+//! `target: node-1` finds it); past those, `fleet_gen`'s templates (those
+//! of the pool, when templates name pools),
 //! providers, regions and zones are drawn with a generator seeded by the
 //! scenario's seed and the node's id, so a node's placement does not
 //! depend on what else happened. A replacement goes where the node it
@@ -23,7 +24,7 @@
 //! A scheduled `boot_failure` outage makes provisioning in its scope fail
 //! while it lasts.
 
-use super::file::{FleetGenConfig, Scenario, StartupPattern};
+use super::file::{FleetGenConfig, NodeTemplate, Scenario, StartupPattern};
 use super::world::{CloudModel, Provisioning};
 use flotilla_provisioner::{fnv1a, sim_fails};
 use rand::distr::weighted::WeightedIndex;
@@ -82,6 +83,7 @@ pub struct ScenarioCloud {
     boot_ms: u64,
     failure_rate: f64,
     explicit: Vec<Vec<Placement>>,
+    pool_names: Vec<String>,
     generator: Option<FleetGenConfig>,
     replace_boot_ms: u64,
     /// How many nodes each pool asked for to grow.
@@ -123,6 +125,7 @@ impl ScenarioCloud {
             boot_ms: scenario.world.boot_time_ms,
             failure_rate: scenario.world.provision_failure_rate,
             explicit,
+            pool_names: pool_names.to_vec(),
             generator: stress.and_then(|s| s.fleet_gen.clone()),
             replace_boot_ms,
             grown: vec![0; pool_names.len()],
@@ -177,7 +180,7 @@ impl ScenarioCloud {
         self.grown[pool] += 1;
         let mut p = match self.explicit[pool].get(k) {
             Some(p) => p.clone(),
-            None => self.generate(node_id),
+            None => self.generate(pool, node_id),
         };
         if let Some(alias) = &p.alias {
             self.aliases.insert(alias.clone(), node_id.to_string());
@@ -190,7 +193,7 @@ impl ScenarioCloud {
         p
     }
 
-    fn generate(&self, node_id: &str) -> Placement {
+    fn generate(&self, pool: usize, node_id: &str) -> Placement {
         let mut rng = self.node_rng(node_id, 0x706c_6163);
         let Some(g) = &self.generator else {
             return Placement {
@@ -201,7 +204,13 @@ impl ScenarioCloud {
                 ..Placement::default()
             };
         };
-        let template = pick(&mut rng, g.templates.iter().map(|t| (t, t.weight)));
+        // A template naming a pool makes that pool's nodes; one naming none, any pool's.
+        let name = &self.pool_names[pool];
+        let mine = |t: &&NodeTemplate| t.pool.as_deref().is_none_or(|p| p == name);
+        let template = pick(
+            &mut rng,
+            g.templates.iter().filter(mine).map(|t| (t, t.weight)),
+        );
         let provider = pick(&mut rng, g.providers.iter().map(|(k, w)| (k.clone(), *w)));
         let region = pick(&mut rng, g.regions.iter().map(|(k, w)| (k.clone(), *w)));
         let region = region.unwrap_or_else(|| "sim-region".into());
