@@ -97,9 +97,9 @@ pub struct ScenarioCloud {
 }
 
 impl ScenarioCloud {
-    /// The cloud of `scenario`, whose pools are `pool_names` with
-    /// `initial` nodes each at start.
-    pub fn new(scenario: &Scenario, pool_names: &[String], initial: Vec<u32>) -> Self {
+    /// The cloud of `scenario` run with `seed`, whose pools are
+    /// `pool_names` with `initial` nodes each at start.
+    pub fn new(scenario: &Scenario, seed: u64, pool_names: &[String], initial: Vec<u32>) -> Self {
         let mut explicit = vec![Vec::new(); pool_names.len()];
         for spec in &scenario.fleet {
             let pool = scenario.pool_name(spec.pool.as_deref());
@@ -120,7 +120,7 @@ impl ScenarioCloud {
             .and_then(|c| c.recovery.as_ref())
             .map_or(0, |r| r.replace_cold_start_ms);
         ScenarioCloud {
-            seed: scenario.seed(),
+            seed,
             provision_ms: scenario.world.provision_time_ms,
             boot_ms: scenario.world.boot_time_ms,
             failure_rate: scenario.world.provision_failure_rate,

@@ -176,11 +176,7 @@ impl<'s> Runner<'s> {
         };
         let world = World::new(&configs, scenario.health_policy.clone(), timings);
         let initial = configs.iter().map(|c| c.min_nodes).collect();
-        let mut seeded = scenario.clone();
-        if let Some(s) = seeded.stress.as_mut() {
-            s.seed = seed;
-        }
-        let cloud = ScenarioCloud::new(&seeded, &names, initial);
+        let cloud = ScenarioCloud::new(scenario, seed, &names, initial);
         Ok(Runner {
             scenario,
             recorder: Recorder::new(&names),
