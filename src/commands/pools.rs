@@ -116,7 +116,7 @@ pub async fn start_provisioner(
         },
     );
     for pool in &file.pools {
-        let reply = service.apply(pool).await;
+        let reply = apply_when_available(&service, pool).await;
         if let Some(e) = reply.error {
             anyhow::bail!("pools: pool {}: {}: {}", pool.name, e.code, e.message);
         }
@@ -129,4 +129,36 @@ pub async fn start_provisioner(
             .context("cannot subscribe the fleet's subjects")?,
     );
     Ok((recovered, tasks))
+}
+
+/// How long `up` keeps applying a pool whose log does not answer yet.
+const POOL_LOG_PATIENCE: Duration = Duration::from_secs(90);
+
+/// Applies a pool, retrying while its log is unavailable: right after a
+/// NATS cluster forms, JetStream can answer 503 (no stream leader yet) for
+/// a while, and a control plane started beside it must wait that out, not
+/// exit. Any other refusal fails at once.
+async fn apply_when_available(
+    service: &FleetService,
+    pool: &flotilla_messages::fleet::PoolConfig,
+) -> flotilla_messages::Reply {
+    let deadline = tokio::time::Instant::now() + POOL_LOG_PATIENCE;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        let reply = service.apply(pool).await;
+        let unavailable = reply
+            .error
+            .as_ref()
+            .filter(|e| e.code == flotilla_messages::ErrorCode::Unavailable.as_str());
+        let Some(e) = unavailable else {
+            return reply;
+        };
+        if tokio::time::Instant::now() + pause > deadline {
+            return reply;
+        }
+        tracing::warn!(pool = %pool.name, error = %e.message, retry_in_ms = pause.as_millis() as u64,
+            "the pool's log is not available yet; retrying");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
 }
