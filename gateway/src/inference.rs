@@ -139,27 +139,39 @@ pub fn configure(state: InferenceHttp) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(state.auth.clone())
             .app_data(web::Data::new(state))
-            .service(endpoint("/predict", web::post().to(predict)))
-            .service(endpoint("/healthz", web::get().to(healthz)))
-            .service(endpoint("/readyz", web::get().to(readyz)))
-            .service(endpoint("/metadata", web::get().to(metadata)))
-            .service(endpoint("/warmup", web::post().to(warmup)))
-            .service(endpoint("/versions", web::get().to(versions)))
-            .service(endpoint("/versions/rollback", web::post().to(roll_back)))
-            .service(endpoint("/versions/{version}/load", web::post().to(load)))
+            .service(endpoint("/predict", "POST", web::post().to(predict)))
+            .service(endpoint("/healthz", "GET", web::get().to(healthz)))
+            .service(endpoint("/readyz", "GET", web::get().to(readyz)))
+            .service(endpoint("/metadata", "GET", web::get().to(metadata)))
+            .service(endpoint("/warmup", "POST", web::post().to(warmup)))
+            .service(endpoint("/versions", "GET", web::get().to(versions)))
+            .service(endpoint(
+                "/versions/rollback",
+                "POST",
+                web::post().to(roll_back),
+            ))
+            .service(endpoint(
+                "/versions/{version}/load",
+                "POST",
+                web::post().to(load),
+            ))
             .service(endpoint(
                 "/versions/{version}/activate",
+                "POST",
                 web::post().to(activate),
             ))
-            .service(endpoint("/metrics", web::get().to(metrics)));
+            .service(endpoint("/metrics", "GET", web::get().to(metrics)));
     }
 }
 
-/// A route that answers 405 `METHOD_NOT_ALLOWED` to other methods.
-fn endpoint(path: &str, route: actix_web::Route) -> actix_web::Resource {
+/// A route that answers 405 `METHOD_NOT_ALLOWED` to other methods, with
+/// the `Allow` header HTTP requires (RFC 9110 §15.5.6).
+fn endpoint(path: &str, allow: &'static str, route: actix_web::Route) -> actix_web::Resource {
     web::resource(path)
         .route(route)
-        .default_service(web::to(method_not_allowed))
+        .default_service(web::to(move |state, req| {
+            method_not_allowed(state, req, allow)
+        }))
 }
 
 /// Binds `addr` and returns the running server.
@@ -238,14 +250,17 @@ async fn envelope(
         headers.insert(HeaderName::from_static("x-process-time"), v);
     }
     if let Some(origin) = origin {
-        let allow = if settings.cors_origins.iter().any(|o| o == "*") {
-            "*".to_string()
-        } else {
-            origin
-        };
-        if let Ok(v) = HeaderValue::from_str(&allow) {
+        // As CarlaRL (Starlette's CORS with credentials allowed): the
+        // allowed origin is echoed, never `*`, and may send credentials;
+        // the answer depends on the origin, so caches must key on it.
+        if let Ok(v) = HeaderValue::from_str(&origin) {
             headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
         }
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+        headers.append(header::VARY, HeaderValue::from_static("Origin"));
         headers.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
             HeaderValue::from_static("X-Request-ID, X-Process-Time"),
@@ -344,12 +359,24 @@ async fn not_found(state: web::Data<InferenceHttp>, req: HttpRequest) -> HttpRes
     error(&state, &req, &e)
 }
 
-async fn method_not_allowed(state: web::Data<InferenceHttp>, req: HttpRequest) -> HttpResponse {
+async fn method_not_allowed(
+    state: web::Data<InferenceHttp>,
+    req: HttpRequest,
+    allow: &'static str,
+) -> HttpResponse {
     let e = ServingError::new(
         ServingErrorCode::MethodNotAllowed,
-        format!("{} is not allowed on {}", req.method(), req.path()),
+        format!(
+            "{} is not allowed on {} (allowed: {allow})",
+            req.method(),
+            req.path()
+        ),
     );
-    error(&state, &req, &e)
+    let mut response = error(&state, &req, &e);
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
 }
 
 /// Reads the body up to the limit; a larger one is refused with 413.
@@ -437,7 +464,8 @@ async fn healthz(state: web::Data<InferenceHttp>) -> HttpResponse {
     let active = state.engine.active();
     HttpResponse::Ok().json(json!({
         "status": if active.is_some() { "ok" } else { "degraded" },
-        "version": active.as_ref().map(|p| p.version().to_string()),
+        // A string, as CarlaRL's schema has it, also when nothing serves.
+        "version": active.as_ref().map_or_else(|| "unknown".to_string(), |p| p.version().to_string()),
         "git": state.settings.git,
         "device": state.engine.device_name(),
         "timestamp": unix_timestamp(),

@@ -216,6 +216,15 @@ fn bad_input_gets_the_right_code_and_the_worker_keeps_serving() {
         405,
         "METHOD_NOT_ALLOWED",
     );
+    let put = http_client()
+        .put(format!("{}/predict", worker.url))
+        .send()
+        .unwrap();
+    assert_eq!(
+        (put.status().as_u16(), header(&put, "allow").as_str()),
+        (405, "POST"),
+        "a 405 says what is allowed"
+    );
 
     let (s, ok, _) = worker.post("/predict", &predict_body(3, true));
     assert_eq!(s, 200, "the worker keeps serving: {ok}");
@@ -244,6 +253,10 @@ fn a_corrupt_artifact_starts_degraded_until_a_good_version_is_activated() {
 
     let (s, health) = worker.get("/healthz");
     assert_eq!((s, health["status"].as_str()), (200, Some("degraded")));
+    assert_eq!(
+        health["version"], "unknown",
+        "a string, as CarlaRL's schema types it, even with no model"
+    );
     let (s, ready) = worker.get("/readyz");
     assert_eq!(
         (s, ready["error"].as_str()),
@@ -380,6 +393,8 @@ fn cors_origins_and_allowed_hosts_are_enforced() {
         header(&r, "access-control-allow-origin"),
         "https://app.example"
     );
+    assert_eq!(header(&r, "access-control-allow-credentials"), "true");
+    assert!(header(&r, "vary").contains("Origin"));
     let r = get(None, Some("https://evil.example"));
     assert_eq!(header(&r, "access-control-allow-origin"), "");
     assert_eq!(get(Some("api.fleet.example"), None).status(), 200);
@@ -397,6 +412,31 @@ fn cors_origins_and_allowed_hosts_are_enforced() {
         .unwrap();
     assert_eq!(pre.status(), 200);
     assert!(header(&pre, "access-control-allow-methods").contains("POST"));
+    assert_eq!(
+        header(&pre, "access-control-allow-origin"),
+        "https://app.example"
+    );
+    assert_eq!(header(&pre, "access-control-allow-credentials"), "true");
+}
+
+#[test]
+fn with_any_origin_allowed_the_origin_is_echoed_with_credentials_as_carlarl_does() {
+    let dir = tempfile::tempdir().unwrap();
+    model_init(dir.path(), "v0.1.0", 0);
+    let worker = Worker::start(dir.path(), &[], &[("CORS_ORIGINS", "*")]);
+    let pre = http_client()
+        .request(reqwest::Method::OPTIONS, format!("{}/predict", worker.url))
+        .header("Origin", "https://dash.example")
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .unwrap();
+    assert_eq!(pre.status(), 200);
+    assert_eq!(
+        header(&pre, "access-control-allow-origin"),
+        "https://dash.example",
+        "never `*` with credentials"
+    );
+    assert_eq!(header(&pre, "access-control-allow-credentials"), "true");
 }
 
 #[test]
