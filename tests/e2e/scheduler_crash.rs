@@ -26,6 +26,23 @@ fn script(runs: &Path, job: usize, sleep: f64) -> Vec<String> {
     vec!["sh".into(), "-c".into(), line]
 }
 
+/// Waits until the jobs' own log shows `n` attempts started.
+fn wait_for_starts(runs: &Path, n: usize, within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let text = std::fs::read_to_string(runs).unwrap_or_default();
+        let started = text.lines().filter(|l| l.starts_with("start ")).count();
+        if started >= n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {started} of {n} jobs started within {within:?}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn jobs(view: &Value) -> BTreeMap<String, Value> {
     view["jobs"]
         .as_array()
@@ -113,6 +130,9 @@ fn scenario(dir: &Path, name: &str, backend: &[String], settings: &[&str]) {
         v["counts"]["running"] == json!(JOBS)
     });
     let victim = jobs(&view)["j8"]["handle"]["pid"].as_i64().unwrap() as i32;
+    // "Running" means spawned; under load a shell can take a while to
+    // write its first line. Kill only once every attempt has said so.
+    wait_for_starts(&runs, JOBS, Duration::from_secs(30));
     up.kill();
     // SAFETY: kill(2) on the process group the scheduler created for job 8
     // (its pid, read from the job's handle).
