@@ -13,6 +13,7 @@
 //! | `POST /versions/{version}/activate` | load if needed, then route traffic to it |
 //! | `POST /versions/rollback` | route traffic back to the version before |
 //! | `GET /metrics` | Prometheus text (CarlaRL's names + `http_request_duration_seconds`) |
+//! | `GET /openapi.json`, `/docs`, `/redoc` | the OpenAPI 3.1 document and its viewers ([`crate::inference_openapi`]) |
 //!
 //! Every response carries `X-Request-ID` (the caller's, or a new one; equal
 //! to `details.request_id` in error bodies) and `X-Process-Time` (seconds).
@@ -33,6 +34,7 @@
 
 use crate::auth::{self, Access, HttpAuth, Refusal};
 use crate::guard;
+use crate::inference_openapi;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
@@ -97,6 +99,9 @@ pub fn access(method: &Method, path: &str) -> Access {
     use flotilla_messages::auth::Permission;
     match path {
         "/predict" | "/metadata" | "/warmup" | "/versions" => Access::Needs(Permission::Infer),
+        // The API's description and its viewers, open like `/healthz`.
+        "/openapi.json" | "/docs" | "/redoc" => Access::Open,
+        p if p.starts_with("/docs/") && *method == Method::GET => Access::Open,
         p if p.starts_with("/versions/") && *method == Method::POST => {
             Access::Needs(Permission::ServeAdmin)
         }
@@ -160,7 +165,8 @@ pub fn configure(state: InferenceHttp) -> impl FnOnce(&mut web::ServiceConfig) {
                 "POST",
                 web::post().to(activate),
             ))
-            .service(endpoint("/metrics", "GET", web::get().to(metrics)));
+            .service(endpoint("/metrics", "GET", web::get().to(metrics)))
+            .configure(|c| inference_openapi::configure_docs(c, endpoint));
     }
 }
 

@@ -26,13 +26,15 @@
 //! (`anonymous` without auth); a client's own header of that name is never
 //! passed on.
 //!
-//! The inference worker's CarlaRL-compatible routes are in [`inference`].
+//! The inference worker's CarlaRL-compatible routes are in [`inference`],
+//! their OpenAPI document and viewers in [`inference_openapi`].
 
 #![warn(missing_docs)]
 
 pub mod auth;
 pub mod guard;
 pub mod inference;
+pub mod inference_openapi;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::Server;

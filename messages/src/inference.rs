@@ -36,22 +36,55 @@ pub const SENSOR_BOUND: f64 = 1000.0;
 
 /// One observation of the car.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Observation {
     /// Speed, `0..=200`.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 200))]
     pub speed: f32,
     /// Steering angle, `-1..=1`.
+    #[cfg_attr(feature = "openapi", schema(minimum = -1, maximum = 1))]
     pub steering: f32,
     /// Sensor readings, 1 to 10,000 values within `±1000`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Vec<SensorReading>, min_items = 1, max_items = 10000)
+    )]
     pub sensors: Vec<f32>,
 }
 
+/// One sensor reading of an [`Observation`], within `±1000` (the
+/// document's item schema; the worker keeps readings as `f32`).
+#[cfg(feature = "openapi")]
+pub struct SensorReading;
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for SensorReading {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::Number)
+            .minimum(Some(-SENSOR_BOUND))
+            .maximum(Some(SENSOR_BOUND))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for SensorReading {}
+
 /// A validated `POST /predict` body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PredictRequest {
     /// 1 to 1000 observations.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 1000))]
     pub observations: Vec<Observation>,
     /// `true`: the policy's mean action; `false` (CarlaRL's default): a
     /// sample around it.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<bool>, required = false, default = false)
+    )]
     pub deterministic: bool,
     /// Seed of the sample (an extension; CarlaRL has none). Without it the
     /// worker draws one from its own seeded sequence.
@@ -61,6 +94,7 @@ pub struct PredictRequest {
 
 /// One action, clipped to the action space.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Action {
     /// `0..=1`.
     pub throttle: f32,
@@ -73,6 +107,7 @@ pub struct Action {
 /// The answer to `POST /predict`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PredictResponse {
     /// One action per observation, in order.
     pub actions: Vec<Action>,
@@ -86,6 +121,7 @@ pub struct PredictResponse {
 
 /// One problem with a request body, as pydantic reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FieldError {
     /// Where, e.g. `body.observations.0.speed`.
     pub field: String,
@@ -110,6 +146,7 @@ impl FieldError {
 /// leaves to its framework (an oversized body, an unknown host).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ServingErrorCode {
     /// The body is malformed or a field is out of range (422).
     ValidationError,

@@ -300,10 +300,11 @@ fn a_corrupt_artifact_starts_degraded_until_a_good_version_is_activated() {
             .contains("sha256 mismatch"),
         "{body}"
     );
+    // No such folder is the caller's mistake, not the server's: 404.
     assert_error(
         worker.post("/versions/v9.9.9/load", &json!({})),
-        500,
-        "MODEL_LOADING_ERROR",
+        404,
+        "NOT_FOUND",
     );
     assert_error(
         worker.post("/versions/rollback", &json!({})),

@@ -51,3 +51,4 @@ mod study_run;
 mod study_run_cli;
 mod study_run_crash;
 mod up_nats_start;
+mod worker_openapi;

@@ -29,6 +29,9 @@ pub enum ArtifactError {
     /// The folder, card, weights or statistics are unusable.
     #[error("{0}")]
     Loading(String),
+    /// No folder of that name under the artifacts root.
+    #[error("{0}")]
+    NotFound(String),
 }
 
 impl ArtifactError {
@@ -41,6 +44,7 @@ impl ArtifactError {
             ArtifactError::Loading(m) => {
                 ServingError::new(ServingErrorCode::ModelLoadingError, m.clone())
             }
+            ArtifactError::NotFound(m) => ServingError::new(ServingErrorCode::NotFound, m.clone()),
         }
     }
 }
@@ -142,6 +146,12 @@ impl ArtifactStore {
             return Err(loading(format!("{version:?} is not a version folder name")));
         }
         let dir = self.root.join(version);
+        if !dir.is_dir() {
+            return Err(ArtifactError::NotFound(format!(
+                "no version folder {version:?} under {}",
+                self.root.display()
+            )));
+        }
         let yaml = std::fs::read_to_string(dir.join(CARD_FILE)).map_err(|e| {
             loading(format!(
                 "version {version}: cannot read {}: {e}",
@@ -429,6 +439,16 @@ mod tests {
             e.to_serving().code,
             ServingErrorCode::ArtifactValidationError
         );
+    }
+
+    #[test]
+    fn a_missing_folder_is_not_found() {
+        let root = tempfile::tempdir().unwrap();
+        let e = ArtifactStore::new(root.path())
+            .load("v9.9.9", &Device::Cpu)
+            .unwrap_err();
+        assert!(matches!(&e, ArtifactError::NotFound(_)), "{e}");
+        assert_eq!(e.to_serving().code, ServingErrorCode::NotFound);
     }
 
     #[test]
