@@ -692,7 +692,6 @@ impl<'s> Runner<'s> {
             .chaos_config()
             .and_then(|c| c.cascading.as_ref())
             .filter(|c| c.enabled)
-            .cloned()
         else {
             return;
         };
@@ -723,8 +722,7 @@ impl<'s> Runner<'s> {
         let Some(chaos) = self.chaos_config() else {
             return;
         };
-        let rules = chaos.correlated_failures.clone();
-        for rule in rules {
+        for rule in &chaos.correlated_failures {
             let fires = match rule.trigger {
                 CorrelationTrigger::Xid(code) => fault.xid == Some(code),
                 CorrelationTrigger::Failure(kind) => fault.kind == kind,
@@ -880,11 +878,14 @@ impl<'s> Runner<'s> {
             ),
             observer,
         );
+        // The scenario outlives the run: its chaos section is borrowed, not copied per node.
+        let Some(chaos) = self.chaos_config() else {
+            return;
+        };
         for node in &victims {
             let gpus = self.cloud.placement(node).map_or(8, |p| p.gpus);
-            let chaos = self.chaos_config().cloned().unwrap_or_default();
             let mut fault = ChaosDraws {
-                config: &chaos,
+                config: chaos,
                 rng: &mut self.rng,
             }
             .fault(o.failure_type, gpus);
