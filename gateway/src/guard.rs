@@ -21,7 +21,9 @@ const SIMPLE_TYPES: [&str; 3] = [
     "multipart/form-data",
 ];
 
-/// The encoding a command's `Content-Type` declares, or why it is refused:
+/// The encoding a command's `Content-Type` declares
+/// ([`Encoding::from_content_type`]: JSON, any `+json` type, MessagePack),
+/// or why it is refused:
 /// none or a simple type (what a page can send cross-origin without a
 /// preflight) is `UNSUPPORTED_MEDIA_TYPE`; another type that is not JSON or
 /// MessagePack is `MALFORMED_BODY`, as on NATS.
@@ -160,6 +162,12 @@ mod tests {
             code(Some("Application/JSON; charset=utf-8")),
             Ok(Encoding::Json)
         );
+        for structured in [
+            "application/vnd.api+json",
+            "application/problem+json; charset=utf-8",
+        ] {
+            assert_eq!(code(Some(structured)), Ok(Encoding::Json), "{structured}");
+        }
         for msgpack in [
             "application/msgpack",
             "application/x-msgpack",

@@ -12,7 +12,7 @@
 //! | `POST /versions/{version}/load` | load, verify and warm a version (an event of the deployment) |
 //! | `POST /versions/{version}/activate` | load if needed, then route traffic to it |
 //! | `POST /versions/rollback` | route traffic back to the version before |
-//! | `GET /metrics` | Prometheus text (CarlaRL's names + `http_request_duration_seconds`) |
+//! | `GET /metrics` | Prometheus text: CarlaRL's labelled families, `http_request_duration_seconds`, `process_*` ([`flotilla_inference::InferenceMetrics`]) |
 //! | `GET /openapi.json`, `/docs`, `/redoc` | the OpenAPI 3.1 document and its viewers ([`crate::inference_openapi`]) |
 //!
 //! Every response carries `X-Request-ID` (the caller's, or a new one; equal
@@ -42,8 +42,8 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpMessage, HttpRequest, HttpResponse, HttpServer};
 use flotilla_inference::{InferenceEngine, VersionControl};
-use flotilla_messages::inference::{unix_timestamp, ServingError, ServingErrorCode};
-use flotilla_messages::Encoding;
+use flotilla_messages::inference::{unix_timestamp, FieldError, ServingError, ServingErrorCode};
+use flotilla_messages::{CodecError, Encoding};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -126,13 +126,7 @@ pub fn render_refusal(req: &ServiceRequest, refusal: &Refusal) -> HttpResponse {
         .get::<RequestId>()
         .map(|r| r.0.clone())
         .unwrap_or_default();
-    match req.app_data::<web::Data<InferenceHttp>>() {
-        Some(state) => error_with_id(&state.engine, &id, &e),
-        None => HttpResponse::build(
-            StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::FORBIDDEN),
-        )
-        .json(e.body(&id, unix_timestamp())),
-    }
+    error_with_id(&id, &e)
 }
 
 /// The request id of the request being served.
@@ -229,9 +223,9 @@ async fn envelope(
         .map(str::to_string);
     let early = if !guard::host_listed(&settings.allowed_hosts, req.connection_info().host()) {
         let e = ServingError::new(ServingErrorCode::InvalidHost, "Invalid host header");
-        Some(error_with_id(&state.engine, &request_id, &e))
+        Some(error_with_id(&request_id, &e))
     } else if let Some(e) = control_refusal(settings, &req) {
-        Some(error_with_id(&state.engine, &request_id, &e))
+        Some(error_with_id(&request_id, &e))
     } else if req.method() == Method::OPTIONS
         && origin.is_some()
         && req
@@ -243,6 +237,7 @@ async fn envelope(
         None
     };
     let method = req.method().to_string();
+    let _active = state.engine.metrics().track_active();
     let mut res = match early {
         Some(response) => req.into_response(response),
         None => next.call(req).await?.map_into_boxed_body(),
@@ -276,11 +271,11 @@ async fn envelope(
         .request()
         .match_pattern()
         .unwrap_or_else(|| "unmatched".into());
-    let status = res.status().as_u16().to_string();
-    let labels = [method.as_str(), endpoint.as_str(), status.as_str()];
     let m = state.engine.metrics();
-    m.http_seconds.with_label_values(&labels).observe(elapsed);
-    m.http_requests.with_label_values(&labels).inc();
+    m.record_http(&method, &endpoint, res.status().as_u16(), elapsed);
+    if let Some(code) = res.response().extensions().get::<ServingErrorCode>() {
+        m.record_error(code.as_str(), &endpoint);
+    }
     Ok(res)
 }
 
@@ -303,14 +298,15 @@ fn control_refusal(settings: &HttpSettings, req: &ServiceRequest) -> Option<Serv
         let e = format!("Host {host:?} may not change versions: list it in ALLOWED_HOSTS");
         return Some(ServingError::new(ServingErrorCode::InvalidHost, e));
     }
-    let has_body = header_str(header::CONTENT_LENGTH).is_some_and(|n| n.trim() != "0");
-    let media_ok = match header_str(header::CONTENT_TYPE) {
-        Some(ct) => guard::command_media_type(Some(ct)).is_ok(),
-        None => !has_body,
-    };
-    if !media_ok {
-        let e = "send no body, or Content-Type: application/json";
-        return Some(ServingError::new(ServingErrorCode::UnsupportedMediaType, e));
+    let has_body = header_str(header::CONTENT_LENGTH).is_some_and(|n| n.trim() != "0")
+        || req.headers().contains_key(header::TRANSFER_ENCODING);
+    match header_str(header::CONTENT_TYPE).filter(|ct| !ct.trim().is_empty()) {
+        Some(ct) if guard::command_media_type(Some(ct)).is_err() => {
+            let e = "send no body, or Content-Type: application/json";
+            return Some(ServingError::new(ServingErrorCode::UnsupportedMediaType, e));
+        }
+        None if has_body => return declared_encoding(None).err(),
+        _ => {}
     }
     let origin = header_str(header::ORIGIN)?;
     let listed = settings.cors_origins.iter().filter(|o| *o != "*").cloned();
@@ -345,16 +341,18 @@ fn request_id(req: &HttpRequest) -> String {
         .unwrap_or_default()
 }
 
-/// CarlaRL's error body with the request's id and the code's status.
-fn error_with_id(engine: &InferenceEngine, request_id: &str, e: &ServingError) -> HttpResponse {
-    engine.record_error(e);
+/// CarlaRL's error body with the request's id and the code's status; the
+/// code rides along in the response's extensions for [`envelope`] to count.
+fn error_with_id(request_id: &str, e: &ServingError) -> HttpResponse {
     let status =
         StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    HttpResponse::build(status).json(e.body(request_id, unix_timestamp()))
+    let mut response = HttpResponse::build(status).json(e.body(request_id, unix_timestamp()));
+    response.extensions_mut().insert(e.code);
+    response
 }
 
-fn error(state: &InferenceHttp, req: &HttpRequest, e: &ServingError) -> HttpResponse {
-    error_with_id(&state.engine, &request_id(req), e)
+fn error(_state: &InferenceHttp, req: &HttpRequest, e: &ServingError) -> HttpResponse {
+    error_with_id(&request_id(req), e)
 }
 
 async fn not_found(state: web::Data<InferenceHttp>, req: HttpRequest) -> HttpResponse {
@@ -383,6 +381,25 @@ async fn method_not_allowed(
         .headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static(allow));
     response
+}
+
+/// The encoding a request body declares, or CarlaRL's 422 naming the
+/// `body`: HTTP never sniffs, so a body without a `Content-Type` is refused
+/// as FastAPI refuses it (it reads such a body as bytes, not an object).
+fn declared_encoding(content_type: Option<&str>) -> Result<Encoding, ServingError> {
+    Encoding::declared(content_type).map_err(|e| {
+        let kind = match e {
+            CodecError::MissingContentType => "model_attributes_type",
+            _ => "content_type",
+        };
+        ServingError::validation(vec![FieldError {
+            field: "body".into(),
+            message: format!(
+                "Input should be a valid dictionary or object to extract fields from: {e}"
+            ),
+            kind: kind.into(),
+        }])
+    })
 }
 
 /// Reads the body up to the limit; a larger one is refused with 413.
@@ -433,21 +450,12 @@ async fn predict(
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let outcome = match body {
-        Ok(body) => match Encoding::detect(content_type, &body) {
-            Ok(encoding) => state
-                .engine
-                .predict_body(encoding, &body)
-                .await
-                .map(|r| (encoding, r)),
-            Err(e) => Err(ServingError::validation(vec![
-                flotilla_messages::inference::FieldError {
-                    field: "body".into(),
-                    message: e.to_string(),
-                    kind: "content_type".into(),
-                },
-            ])),
-        },
+    let outcome = match body.and_then(|body| Ok((declared_encoding(content_type)?, body))) {
+        Ok((encoding, body)) => state
+            .engine
+            .predict_body(encoding, &body)
+            .await
+            .map(|r| (encoding, r)),
         Err(e) => Err(e),
     };
     match outcome {
@@ -586,8 +594,8 @@ async fn roll_back(state: web::Data<InferenceHttp>, req: HttpRequest) -> HttpRes
 
 async fn metrics(state: web::Data<InferenceHttp>, req: HttpRequest) -> HttpResponse {
     let m = state.engine.metrics();
-    m.uptime_seconds.set(m.uptime());
-    m.queue_depth.set(state.engine.queue_depth() as i64);
+    m.refresh();
+    m.set_queue_depth(state.engine.queue_depth());
     let mut out = String::new();
     let encoder = prometheus::TextEncoder::new();
     if let Err(e) = encoder.encode_utf8(&state.registry.gather(), &mut out) {

@@ -321,7 +321,7 @@ const TITLE: &str = "CarlaRL Policy-as-a-Service";
     responses(
         (status = 200, description = "One action per observation", body = PredictResponse),
         (status = 413, description = "The body is too large (PAYLOAD_TOO_LARGE)", body = ErrorBody),
-        (status = 422, description = "The body is malformed or out of range (VALIDATION_ERROR)", body = ErrorBody),
+        (status = 422, description = "The body is malformed, out of range, or has no JSON Content-Type (VALIDATION_ERROR)", body = ErrorBody),
         (status = 429, description = "The batching queue is full (RESOURCE_EXHAUSTED)", body = ErrorBody),
         (status = 503, description = "No model is loaded (SERVICE_UNAVAILABLE)", body = ErrorBody),
         (status = "default", description = "Any other error", body = ErrorBody),
@@ -374,6 +374,7 @@ fn metadata() {}
     path = "/warmup",
     responses(
         (status = 200, description = "Warmed up", body = WarmupBody),
+        (status = 422, description = "A body without a Content-Type (VALIDATION_ERROR)", body = ErrorBody),
         (status = 503, description = "No model, or the run failed (SERVICE_UNAVAILABLE)", body = ErrorBody),
         (status = "default", description = "Any other error", body = ErrorBody),
     )

@@ -143,10 +143,11 @@ fn served(fleet: &Fleet, worker: &str) -> f64 {
         .send()
         .and_then(|r| r.text())
         .unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix("carla_rl_request_duration_seconds_count "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+    crate::support::inference::sum_of(
+        &text,
+        "carla_rl_inference_requests_total",
+        &[("status", "success")],
+    )
 }
 
 /// Sends `n` predictions on `flotilla.infer.carla-ppo` through nats-1 as

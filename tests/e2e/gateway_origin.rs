@@ -106,6 +106,10 @@ fn cross_origin_simple_posts_and_rebinding_cannot_configure_a_queue_or_run_a_com
     // curl and the CLI send no Origin; a page served by the gateway sends its own.
     let (status, reply) = up.send("scheduler", "q", &configure);
     assert_eq!(status, 200, "{reply}");
+    // Any `+json` type is JSON, as on the worker.
+    let structured = format!("{}/v1/cmd/scheduler/q2", up.url);
+    let (status, reply) = post(&structured, &configure, "application/vnd.api+json", &[]);
+    assert_eq!(status, 200, "{reply}");
     let own = [("Origin", up.url.as_str())];
     let marker = dir.path().join("ran");
     let submit = json!({"type": "submit", "job_id": "pwn", "spec": {"command": touch(&marker)}});

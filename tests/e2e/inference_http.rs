@@ -4,7 +4,9 @@
 //! CORS and allowed hosts, and version switches under load without a
 //! failed request.
 
-use crate::support::inference::{header, model_init, observation, predict_body, Worker};
+use crate::support::inference::{
+    first_error, header, model_init, observation, predict_body, Worker,
+};
 use crate::support::{flotilla, http_client};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -117,8 +119,8 @@ fn every_endpoint_answers_and_metrics_use_carla_names() {
     for name in [
         "carla_rl_inference_duration_seconds_bucket",
         "carla_rl_request_duration_seconds_count",
-        "carla_rl_model_loaded 1",
-        "carla_rl_model_warmed_up 1",
+        "carla_rl_model_loaded{device=\"cpu\",model_version=\"v0.1.0\"} 1",
+        "carla_rl_model_warmed_up{model_version=\"v0.1.0\"} 1",
         "carla_rl_service_uptime_seconds",
         "http_request_duration_seconds_bucket{endpoint=\"/predict\"",
         "flotilla_inference_batch_rows",
@@ -135,14 +137,6 @@ fn assert_error(resp: (u16, Value, String), status: u16, code: &str) -> Value {
     assert_eq!(body["details"]["request_id"], id.as_str());
     assert!(body["timestamp"].as_f64().unwrap() > 1e9);
     body
-}
-
-fn first_error(body: &Value) -> (String, String) {
-    let e = &body["details"]["validation_errors"][0];
-    (
-        e["field"].as_str().unwrap().into(),
-        e["type"].as_str().unwrap().into(),
-    )
 }
 
 #[test]
@@ -235,7 +229,9 @@ fn bad_input_gets_the_right_code_and_the_worker_keeps_serving() {
         .text()
         .unwrap();
     assert!(
-        text.contains("carla_rl_errors_total{error_type=\"VALIDATION_ERROR\"} 8"),
+        text.contains(
+            "carla_rl_errors_total{endpoint=\"/predict\",error_type=\"VALIDATION_ERROR\",model_version=\"v0.1.0\"} 8"
+        ),
         "{text}"
     );
 }

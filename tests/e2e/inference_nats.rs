@@ -4,8 +4,7 @@
 //! commands on `flotilla.cmd.inference.<worker-id>`. A real nats-server is
 //! started per test.
 
-use crate::support::http_client;
-use crate::support::inference::{model_init, predict_body, Worker};
+use crate::support::inference::{model_init, predict_body, sum_of, Worker};
 use flotilla_bus::nats::NatsBus;
 use flotilla_bus::testing::NatsServer;
 use flotilla_bus::{Bus, Message};
@@ -59,16 +58,12 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn served_requests(worker: &Worker) -> f64 {
-    let text = http_client()
-        .get(format!("{}/metrics", worker.url))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("carla_rl_request_duration_seconds_count "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+    let text = worker.metrics();
+    sum_of(
+        &text,
+        "carla_rl_inference_requests_total",
+        &[("status", "success")],
+    )
 }
 
 #[test]

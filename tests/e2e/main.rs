@@ -31,6 +31,7 @@ mod forgery;
 mod gateway_origin;
 mod http_auth;
 mod images;
+mod inference_carla;
 mod inference_http;
 mod inference_nats;
 mod limits;

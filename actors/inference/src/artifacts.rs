@@ -334,7 +334,11 @@ fn write_weights(path: &Path, format: WeightsFormat, seed: u64) -> Result<(), St
                 })
                 .collect::<Result<HashMap<_, _>, _>>()
                 .map_err(|e| e.to_string())?;
-            candle_core::safetensors::save(&map, path).map_err(|e| e.to_string())
+            // Serialized in memory and written as the other files are:
+            // `candle_core::safetensors::save` goes through a tempfile
+            // (mode 0600), which a worker running as another user cannot read.
+            let bytes = safetensors::serialize(&map, None).map_err(|e| e.to_string())?;
+            std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
         }
     }
 }
@@ -392,6 +396,35 @@ pub fn write_example(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_example_files_share_one_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let mode = |dir: &Path, name: &str| {
+            std::fs::metadata(dir.join(name))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        for format in [WeightsFormat::Safetensors, WeightsFormat::Pytorch] {
+            let version = match format {
+                WeightsFormat::Safetensors => "v0.1.0",
+                WeightsFormat::Pytorch => "v0.2.0",
+            };
+            let dir = write_example(root.path(), version, 1, format).unwrap();
+            let weights = match format {
+                WeightsFormat::Safetensors => "model.safetensors",
+                WeightsFormat::Pytorch => "model.pt",
+            };
+            let card = mode(&dir, CARD_FILE);
+            assert_eq!(card & 0o044, 0o044, "the card is readable by all: {card:o}");
+            for name in [weights, STATS_FILE] {
+                assert_eq!(mode(&dir, name), card, "{name} of {version}");
+            }
+        }
+    }
 
     #[test]
     fn the_example_loads_and_verifies() {

@@ -207,7 +207,7 @@ fn run(rx: &Receiver<Job>, shared: &Shared, config: &BatchConfig) {
             rows += n;
             jobs.push(job);
         }
-        shared.metrics.queue_depth.set(rx.len() as i64);
+        shared.metrics.set_queue_depth(rx.len());
         shared.running.fetch_add(1, Ordering::AcqRel);
         execute(shared.slot.get(), jobs, &shared.metrics);
         shared.running.fetch_sub(1, Ordering::AcqRel);
@@ -237,10 +237,12 @@ fn execute(policy: Option<Arc<Policy>>, jobs: Vec<Job>, metrics: &InferenceMetri
     }
     let started = Instant::now();
     let means = policy.forward(fitting.iter().map(|j| &j.request), rows);
-    metrics
-        .inference_seconds
-        .observe(started.elapsed().as_secs_f64());
-    metrics.batch_rows.observe(rows as f64);
+    metrics.observe_forward(
+        policy.version(),
+        &policy.device_name(),
+        rows,
+        started.elapsed().as_secs_f64(),
+    );
     let means = match means {
         Ok(means) => means,
         Err(e) => {

@@ -9,8 +9,8 @@
 //! call [`InferenceEngine::predict_body`].
 
 use crate::artifacts::ArtifactStore;
-use crate::batcher::{BatchConfig, Batcher, ServingSlot};
-use crate::metrics::InferenceMetrics;
+use crate::batcher::{BatchConfig, Batched, Batcher, ServingSlot};
+use crate::metrics::{InferenceMetrics, NO_VERSION};
 use crate::policy::{device_name, Policy};
 use candle_core::Device;
 use flotilla_messages::inference::{
@@ -73,9 +73,11 @@ impl InferenceEngine {
     pub fn new(store: ArtifactStore, config: EngineConfig, metrics: InferenceMetrics) -> Arc<Self> {
         let slot = Arc::new(ServingSlot::default());
         let batcher = Batcher::start(&config.batch, slot.clone(), metrics.clone());
+        let device = choose_device(config.use_gpu);
+        metrics.label_serving(NO_VERSION, &device_name(&device), false);
         Arc::new(InferenceEngine {
             store,
-            device: choose_device(config.use_gpu),
+            device,
             config,
             loaded: Mutex::new(BTreeMap::new()),
             applied_seq: Mutex::new(0),
@@ -109,13 +111,16 @@ impl InferenceEngine {
         if let Some(p) = lock(&self.loaded).get(version) {
             return Ok(p.summary(0.0));
         }
+        let started = Instant::now();
         let outcome = self
             .store
             .load(version, &self.device)
             .map_err(|e| e.to_serving())
             .and_then(|a| Policy::new(a, &self.device))
             .and_then(|p| {
+                let loading = started.elapsed().as_secs_f64();
                 let ms = p.warm_up(self.config.batch.max_batch_size.min(64))?;
+                self.metrics.observe_load(version, loading, ms / 1e3);
                 Ok((p, ms))
             });
         let result = match outcome {
@@ -169,8 +174,8 @@ impl InferenceEngine {
         let previous = self.slot.set(policy);
         drop(applied);
         self.warmed.store(true, Ordering::Release);
-        self.metrics.model_loaded.set(1);
-        self.metrics.model_warmed_up.set(1);
+        self.metrics
+            .label_serving(version, &self.device_name(), true);
         tracing::info!(version, previous = ?previous.map(|p| p.version().to_string()), "serving version");
         self.changes.send_modify(|n| *n += 1);
         Ok(())
@@ -201,7 +206,7 @@ impl InferenceEngine {
         let policy = self.active().ok_or_else(ServingError::no_model)?;
         let ms = policy.warm_up(self.config.batch.max_batch_size.min(64))?;
         self.warmed.store(true, Ordering::Release);
-        self.metrics.model_warmed_up.set(1);
+        self.metrics.warmed_up(policy.version(), ms / 1e3);
         Ok(ms)
     }
 
@@ -228,20 +233,29 @@ impl InferenceEngine {
         started: Instant,
     ) -> Result<PredictResponse, ServingError> {
         let deterministic = request.deterministic;
+        let rows = request.observations.len();
         let seed = request.seed.unwrap_or_else(|| self.next_seed());
-        let answer = self.batcher.submit(request, seed)?;
-        self.metrics.queue_depth.set(self.batcher.depth() as i64);
-        let batched = answer.await.map_err(|_| {
-            ServingError::new(ServingErrorCode::InferenceError, "the batch thread stopped")
-        })??;
+        let answered = self.batch(request, seed).await;
+        let version = answered.as_ref().ok().map(|b| b.version.as_str());
+        self.metrics
+            .record_prediction(version, rows, deterministic, answered.is_ok());
+        let batched = answered?;
         let elapsed = started.elapsed().as_secs_f64();
-        self.metrics.request_seconds.observe(elapsed);
         Ok(PredictResponse {
             actions: batched.actions,
             version: batched.version,
             timing_ms: elapsed * 1e3,
             deterministic,
         })
+    }
+
+    /// Queues a request and waits for its batch.
+    async fn batch(&self, request: PredictRequest, seed: u64) -> Result<Batched, ServingError> {
+        let answer = self.batcher.submit(request, seed)?;
+        self.metrics.set_queue_depth(self.batcher.depth());
+        answer.await.map_err(|_| {
+            ServingError::new(ServingErrorCode::InferenceError, "the batch thread stopped")
+        })?
     }
 
     /// The next seed of the worker's own sequence (SplitMix64 of seed + n).
@@ -256,12 +270,10 @@ impl InferenceEngine {
         z ^ (z >> 31)
     }
 
-    /// Counts an error answered to a client.
-    pub fn record_error(&self, error: &ServingError) {
-        self.metrics
-            .errors
-            .with_label_values(&[error.code.as_str()])
-            .inc();
+    /// Counts an error answered to a client on `endpoint` (an HTTP route
+    /// or a subject).
+    pub fn record_error(&self, error: &ServingError, endpoint: &str) {
+        self.metrics.record_error(error.code.as_str(), endpoint);
     }
 
     /// The `/versions` body.

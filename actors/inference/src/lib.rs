@@ -14,7 +14,8 @@
 //! aggregate records `load_version` / `activate_version` / `roll_back` as
 //! events, and its effects make the engine load (and warm) or switch; a
 //! caller uses [`VersionControl`] to wait for the outcome.
-//! `metrics` names everything as CarlaRL does; `torch_format` writes
+//! `metrics` names everything as CarlaRL does (`resources` reads the CPU
+//! and memory it reports); `torch_format` writes
 //! PyTorch `state_dict` files for `model init --format pytorch`.
 
 #![warn(missing_docs)]
@@ -30,6 +31,7 @@ mod nats;
 mod network;
 mod policy;
 mod preprocess;
+mod resources;
 mod torch_format;
 
 pub use artifacts::{write_example, ArtifactStore, WeightsFormat};

@@ -41,6 +41,7 @@ async fn answer(bus: &dyn Bus, engine: &InferenceEngine, msg: Message) {
     let Some(reply_to) = msg.reply.clone() else {
         return;
     };
+    let _active = engine.metrics().track_active();
     let request_id = msg
         .header("X-Request-ID")
         .map(str::to_string)
@@ -57,7 +58,7 @@ async fn answer(bus: &dyn Bus, engine: &InferenceEngine, msg: Message) {
     let (status, body) = match outcome {
         Ok(response) => (200, reply_encoding.encode(&response)),
         Err(e) => {
-            engine.record_error(&e);
+            engine.record_error(&e, &msg.subject);
             let body = e.body(&request_id, unix_timestamp());
             (e.code.http_status(), reply_encoding.encode(&body))
         }

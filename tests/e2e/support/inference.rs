@@ -4,6 +4,7 @@
 
 use super::{flotilla, flotilla_bin, free_port, http_client};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -57,15 +58,34 @@ impl Worker {
     /// Like [`Worker::start`] but waits only for `/healthz` (the process answers).
     pub fn start_degraded(artifacts: &Path, extra: &[&str], env: &[(&str, &str)]) -> Worker {
         let port = free_port();
+        let http = format!("127.0.0.1:{port}");
+        let mut args = vec!["--artifacts", artifacts.to_str().unwrap(), "--http", &http];
+        args.extend_from_slice(extra);
+        Self::spawn(artifacts, port, &args, env)
+    }
+
+    /// Starts `flotilla worker` configured only by CarlaRL's environment
+    /// variables: `ARTIFACT_DIR=<artifacts>`, `PORT=<free>` and `env`;
+    /// waits until `/readyz` answers.
+    pub fn start_from_env(artifacts: &Path, env: &[(&str, &str)]) -> Worker {
+        let port = free_port();
+        let (dir, port_text) = (artifacts.to_str().unwrap(), port.to_string());
+        let mut all = vec![("ARTIFACT_DIR", dir), ("PORT", port_text.as_str())];
+        all.extend_from_slice(env);
+        let mut worker = Self::spawn(artifacts, port, &[], &all);
+        worker.wait_for("/readyz");
+        worker
+    }
+
+    /// Spawns `flotilla worker <args>` with `env`, answering on `port`,
+    /// and waits until `/healthz` answers.
+    fn spawn(artifacts: &Path, port: u16, args: &[&str], env: &[(&str, &str)]) -> Worker {
         let log = artifacts.join(format!("worker-{port}.log"));
         let log_file = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new(flotilla_bin());
         cmd.arg("worker")
-            .arg("--artifacts")
-            .arg(artifacts)
-            .arg("--http")
-            .arg(format!("127.0.0.1:{port}"))
-            .args(extra)
+            .args(args)
+            .env_remove("PORT")
             .env_remove("FLOTILLA_NATS")
             .env_remove("MODEL_VERSION")
             .env_remove("ARTIFACT_DIR")
@@ -121,6 +141,15 @@ impl Worker {
         self.post_raw(path, serde_json::to_vec(body).unwrap(), "application/json")
     }
 
+    /// The `/metrics` text.
+    pub fn metrics(&self) -> String {
+        http_client()
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .and_then(|r| r.text())
+            .expect("GET /metrics")
+    }
+
     /// POST raw bytes with a content type.
     pub fn post_raw(&self, path: &str, body: Vec<u8>, content_type: &str) -> (u16, Value, String) {
         let r = http_client()
@@ -132,6 +161,66 @@ impl Worker {
         let id = header(&r, "x-request-id");
         (r.status().as_u16(), r.json().unwrap_or(Value::Null), id)
     }
+}
+
+/// The first validation error of a 422 body: (field, type).
+pub fn first_error(body: &Value) -> (String, String) {
+    let e = &body["details"]["validation_errors"][0];
+    let text = |key: &str| e[key].as_str().unwrap_or_default().to_string();
+    (text("field"), text("type"))
+}
+
+/// One sample of a Prometheus text exposition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// The sample's name (`_bucket`, `_sum`, `_count` included).
+    pub name: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its value.
+    pub value: f64,
+}
+
+/// The samples of a Prometheus text exposition (label values without
+/// escapes, as the worker writes them).
+pub fn samples(exposition: &str) -> Vec<Sample> {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').expect("a sample line has a value");
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => (name, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let labels = labels
+                .split("\",")
+                .filter(|pair| !pair.is_empty())
+                .map(|pair| {
+                    let (k, v) = pair.split_once("=\"").expect("label=\"value\"");
+                    (k.to_string(), v.trim_end_matches('"').to_string())
+                })
+                .collect();
+            Sample {
+                name: name.to_string(),
+                labels,
+                value: value.parse().unwrap_or(f64::NAN),
+            }
+        })
+        .collect()
+}
+
+/// The sum of `name`'s samples whose labels include every one of `with`.
+pub fn sum_of(exposition: &str, name: &str, with: &[(&str, &str)]) -> f64 {
+    samples(exposition)
+        .iter()
+        .filter(|s| s.name == name)
+        .filter(|s| {
+            with.iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
+        .sum()
 }
 
 /// A response header as a string ("" when absent).
