@@ -154,8 +154,21 @@ fn the_run_finishes_once_the_budget_is_asked_and_nothing_is_in_flight() {
 fn a_paused_run_asks_for_nothing_until_resumed() {
     let run = started(1);
     let (run, _) = when(run, received(1, 1..=1));
-    let (run, events) = when(run, RunCommand::PauseRun { reason: None });
-    assert_eq!(types(&events), ["run_paused"]);
+    let why = Some("maintenance".to_string());
+    let (run, events) = when(
+        run,
+        RunCommand::PauseRun {
+            reason: why.clone(),
+        },
+    );
+    assert_eq!(
+        events,
+        [RunEvent::RunPaused {
+            reason: why.clone()
+        }]
+    );
+    let (run, again) = when(run, RunCommand::PauseRun { reason: why });
+    assert!(again.is_empty(), "a repeated pause records nothing");
     let (run, _) = when(run, ended("t1", 1.0));
     let (run, events) = when(run, recorded("t1"));
     assert_eq!(types(&events), ["result_recorded"]);
