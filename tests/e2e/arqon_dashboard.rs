@@ -8,6 +8,7 @@
 //! appends actions to its actions file.
 
 use crate::http_auth::{call, tokens_file};
+use crate::study_run::write_script;
 use crate::support::{flotilla, flotilla_bin, free_port, http_client, wait_until, FlotillaUp};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -58,11 +59,9 @@ fn values(history: &Value) -> Vec<f64> {
         .collect()
 }
 
-fn write_script(dir: &Path, name: &str, body: &str) -> String {
-    let script = dir.join(name);
-    std::fs::write(&script, body).unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    script.display().to_string()
+/// The path of an executable script `name` in `dir`.
+fn script(dir: &Path, name: &str, body: &str) -> String {
+    write_script(dir, name, body).display().to_string()
 }
 
 #[test]
@@ -196,7 +195,7 @@ fn a_study_answers_arqonhpo_dashboard_shapes_and_its_actions_steer_it() {
     assert_eq!(view["counts"]["queued"], 1, "{view}");
 
     // Pause and resume a real study run.
-    let script = write_script(
+    let script = script(
         dir.path(),
         "eval.sh",
         "#!/bin/sh\nsleep 1\necho RESULT=$ARQON_x\n",
@@ -295,7 +294,7 @@ impl Drop for Dashboard {
 fn flotilla_dashboard_serves_a_run_state_file_and_appends_actions() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let script = write_script(
+    let script = script(
         d,
         "eval.sh",
         "#!/bin/sh\nawk -v x=\"$ARQON_x\" 'BEGIN { printf \"RESULT=%f\\n\", (x - 0.3) * (x - 0.3) }'\n",
