@@ -156,14 +156,17 @@ impl Limited for ActionsQuery {
 }
 
 /// The query's pairs as a JSON object; `limit` becomes a number (or the
-/// pair is refused naming it), the others stay strings.
+/// pair is refused naming it), the others stay strings. An empty value is
+/// no value: ArqonHPO's own page sends `?event=&q=` when it filters nothing.
 fn url_decoded_pairs(query: &str) -> Result<serde_json::Map<String, Value>, Rejection> {
     let pairs = actix_web::web::Query::<Vec<(String, String)>>::from_query(query)
         .map_err(|e| Rejection::invalid(format!("query: {e}")))?
         .into_inner();
     let mut object = serde_json::Map::new();
     for (key, value) in pairs {
-        let value = if key == "limit" {
+        let value = if value.is_empty() {
+            Value::Null
+        } else if key == "limit" {
             let n: usize = value.parse().map_err(|_| {
                 Rejection::invalid(format!("limit must be a whole number, got {value:?}"))
             })?;

@@ -71,6 +71,11 @@ fn select(query: &str) -> Vec<Value> {
 #[test]
 fn events_filter_by_type_and_text_and_keep_the_newest_in_order() {
     assert_eq!(select("").len(), 5);
+    assert_eq!(
+        select("event=&q=&limit=").len(),
+        5,
+        "as ArqonHPO's page asks"
+    );
     let tells = select("event=tell");
     let values: Vec<&Value> = tells.iter().map(|e| &e["value"]).collect();
     assert_eq!(values, [&json!(1), &json!(2), &json!(3)]);
