@@ -386,6 +386,22 @@ fn flotilla_dashboard_serves_a_run_state_file_and_appends_actions() {
 
     let (status, body) = api.post("viewer", "/api/actions", &json!({"action": "pause"}));
     assert_eq!(status, 403, "{body}");
+    let foreign = http_client()
+        .post(format!("{}/api/actions", api.base))
+        .bearer_auth(&tokens["operator"])
+        .header("Origin", "http://evil.example")
+        .json(&json!({"action": "pause"}))
+        .send()
+        .unwrap();
+    assert_eq!(foreign.status().as_u16(), 403, "a foreign page may not act");
+    let form = http_client()
+        .post(format!("{}/api/actions", api.base))
+        .bearer_auth(&tokens["operator"])
+        .header("Content-Type", "text/plain")
+        .body(r#"{"action": "pause"}"#)
+        .send()
+        .unwrap();
+    assert_eq!(form.status().as_u16(), 415, "an action must be JSON");
     let (status, body) = api.post("operator", "/api/actions", &json!({"action": "halt"}));
     assert_eq!(status, 400, "{body}");
     let (status, body) = api.post(
