@@ -60,6 +60,10 @@ pub enum Command {
     Report(ReportArgs),
     /// Inspect a study, or follow and steer its run in the control plane.
     Study(StudyArgs),
+    /// Serve ArqonHPO's dashboard API (`/api/state`, `/api/summary`,
+    /// `/api/events`, `/api/actions`) for a state file, as `arqonhpo
+    /// dashboard` does.
+    Dashboard(DashboardArgs),
     /// Plan a D28/D29 tuning session: write its Kubernetes Job manifests
     /// (and run it as local subprocesses with `--execute local`).
     Plan(PlanArgs),
@@ -88,6 +92,38 @@ pub enum Command {
     /// Run a chaos scenario (Navarch's format) on virtual time, with the
     /// real pool, health policy and autoscalers; report and check it.
     Simulate(crate::commands::simulate::SimulateArgs),
+}
+
+/// `flotilla dashboard`.
+#[derive(Debug, Args)]
+pub struct DashboardArgs {
+    /// The state file (ArqonHPO's, or `flotilla run --state`'s), read
+    /// again on every request.
+    #[arg(long, value_name = "FILE")]
+    pub state: PathBuf,
+    /// Where to listen; beyond loopback it needs `--tokens`.
+    #[arg(long, default_value = "127.0.0.1:3030")]
+    pub addr: SocketAddr,
+    /// Events file (JSON lines) `/api/events` reads [default: none, no events].
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
+    /// Actions file (JSON lines) `POST /api/actions` appends to
+    /// [default: STATE.actions.jsonl].
+    #[arg(long, value_name = "FILE")]
+    pub actions: Option<PathBuf>,
+    /// `Host` names served, comma-separated (`*.domain`, `*`: any)
+    /// [default: loopback names, plus the bound address if not loopback].
+    #[arg(long, value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`https://ui.example`) allowed besides the dashboard's own, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Config file (TOML, `up`'s format; its HTTP auth keys are read).
+    #[arg(long, env = "FLOTILLA_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Bearer tokens, roles and rate limits: reads need `query`, actions `command`.
+    #[command(flatten)]
+    pub auth: HttpAuthArgs,
 }
 
 /// `flotilla probe`.

@@ -40,6 +40,7 @@ fn main() -> std::process::ExitCode {
         Command::Tell(args) => commands::study::tell(args),
         Command::Report(args) => commands::study::report(args),
         Command::Study(args) => commands::study::study(args),
+        Command::Dashboard(args) => commands::dashboard::run(args),
         Command::Plan(args) => commands::plan::run(args),
         Command::Pools(args) => commands::pools::run(args),
         Command::Agent(args) => commands::agent::run(args),

@@ -14,6 +14,11 @@
 //! | `POST /v1/cmd/{actor}/{id}` | a command (JSON or MessagePack), the reply as over NATS |
 //! | `GET /v1/query/{actor}[/{id}]` | state of one aggregate (`?after=&limit=` pages a queue's jobs or a run's trials), or the list of ids |
 //! | `GET /v1/events?from=&stream=&follow=` | events as JSON lines, from the log |
+//! | `GET /v1/studies/{study}/api/state` | ArqonHPO's dashboard state of a study: `{config, history, run_id}` ([`arqon_api`]) |
+//! | `GET /v1/studies/{study}/api/summary` | `{run_id, budget, history_len, best, latest}` |
+//! | `GET /v1/studies/{study}/api/events?limit=&event=&q=` | the study's and its run's events, `{events}` |
+//! | `GET /v1/studies/{study}/api/actions?limit=` | the dashboard actions in the log, `{actions}` |
+//! | `POST /v1/studies/{study}/api/actions` | `{"action": "pause"\|"resume"\|"rollback", "reason"}`: pauses or resumes the study's run, or enqueues its best trial's parameters |
 //!
 //! Every `/v1/` request must name an allowed `Host` and carry no foreign
 //! `Origin`, and a command must be JSON or MessagePack ([`guard`]): a web
@@ -26,11 +31,15 @@
 //! (`anonymous` without auth); a client's own header of that name is never
 //! passed on.
 //!
-//! The inference worker's CarlaRL-compatible routes are in [`inference`],
+//! ArqonHPO's dashboard API is in [`arqon_api`] (its shapes in [`arqon`],
+//! shared with `flotilla dashboard --state`). The inference worker's
+//! CarlaRL-compatible routes are in [`inference`],
 //! their OpenAPI document and viewers in [`inference_openapi`].
 
 #![warn(missing_docs)]
 
+pub mod arqon;
+pub mod arqon_api;
 pub mod auth;
 pub mod guard;
 pub mod inference;
@@ -86,14 +95,16 @@ pub struct GatewayState {
     pub signer: Option<Arc<flotilla_messages::auth::CommandSigner>>,
 }
 
-/// What each gateway route needs: commands `command`, queries `query`,
-/// the log `events`; any other path a valid token (it answers 404). The
-/// probes and `/metrics` are decided by [`auth`] itself.
+/// What each gateway route needs: commands and dashboard actions
+/// `command`, queries and a study's dashboard reads `query`, the log
+/// `events`; any other path a valid token (it answers 404). The probes and
+/// `/metrics` are decided by [`auth`] itself.
 pub fn access(method: &actix_web::http::Method, path: &str) -> Access {
     use actix_web::http::Method;
-    if *method == Method::POST && path.starts_with("/v1/cmd/") {
+    let studies = path.starts_with("/v1/studies/");
+    if *method == Method::POST && (path.starts_with("/v1/cmd/") || studies) {
         Access::Needs(Permission::Command)
-    } else if *method == Method::GET && path.starts_with("/v1/query/") {
+    } else if *method == Method::GET && (path.starts_with("/v1/query/") || studies) {
         Access::Needs(Permission::Query)
     } else if *method == Method::GET && path == "/v1/events" {
         Access::Needs(Permission::Events)
@@ -123,6 +134,7 @@ pub fn render_refusal(_req: &ServiceRequest, refusal: &Refusal) -> HttpResponse 
 pub fn configure(state: GatewayState) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(state.auth.clone())
+            .app_data(web::Data::new(state.policy.clone()))
             .app_data(web::Data::new(state))
             .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
             .route("/healthz", web::get().to(healthz))
@@ -131,7 +143,8 @@ pub fn configure(state: GatewayState) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/v1/cmd/{actor}/{id}", web::post().to(command))
             .route("/v1/query/{actor}", web::get().to(query_list))
             .route("/v1/query/{actor}/{id}", web::get().to(query_one))
-            .route("/v1/events", web::get().to(events));
+            .route("/v1/events", web::get().to(events))
+            .configure(arqon_api::routes);
     }
 }
 
@@ -152,17 +165,19 @@ pub fn start(state: GatewayState, addr: std::net::SocketAddr) -> std::io::Result
     Ok(server)
 }
 
-/// Refuses an API request whose `Host` is not allowed (DNS rebinding) or
-/// whose `Origin` is foreign (CSRF). Probes and metrics stay open: they
-/// change nothing and are read by whatever address the prober uses.
-async fn refuse_foreign(
+/// Refuses an API request (`/v1/`, and `flotilla dashboard`'s `/api/`)
+/// whose `Host` is not allowed (DNS rebinding) or whose `Origin` is foreign
+/// (CSRF), under the app's [`guard::RequestPolicy`]. Probes and metrics
+/// stay open: they change nothing and are read by whatever address the
+/// prober uses.
+pub async fn refuse_foreign(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let refusal = match req.app_data::<web::Data<GatewayState>>() {
-        Some(state) if auth::routed_path(&req).starts_with("/v1/") => {
-            foreign_request(&state.policy, &req)
-        }
+    let path = auth::routed_path(&req);
+    let api = path.starts_with("/v1/") || path.starts_with("/api/");
+    let refusal = match req.app_data::<web::Data<guard::RequestPolicy>>() {
+        Some(policy) if api => foreign_request(policy, &req),
         _ => None,
     };
     match refusal {
@@ -252,7 +267,8 @@ pub fn error_response(rejection: &Rejection) -> HttpResponse {
     HttpResponse::build(status).json(Reply::rejected(rejection))
 }
 
-fn bus_rejection(e: BusError, what: &str) -> Rejection {
+/// The rejection of a request the bus could not carry to `what`.
+pub(crate) fn bus_rejection(e: BusError, what: &str) -> Rejection {
     match e {
         BusError::NoResponders(_) => {
             Rejection::new(ErrorCode::Unavailable, format!("no {what} is running"))
@@ -308,15 +324,23 @@ async fn forward(
     encoding: Encoding,
     what: &str,
 ) -> HttpResponse {
+    match state
+        .bus
+        .request(as_caller(state, req, msg), state.request_timeout)
+        .await
+    {
+        Ok(reply) => reply_response(reply.payload, encoding),
+        Err(e) => error_response(&bus_rejection(e, what)),
+    }
+}
+
+/// `msg` sent in the name of the request's principal.
+pub(crate) fn as_caller(state: &GatewayState, req: &HttpRequest, msg: Message) -> Message {
     let principal = auth::principal_of(req).name;
-    let msg = match &state.signer {
+    match &state.signer {
         // On a shared bus only a signature makes the host believe the name.
         Some(signer) => msg.signed_by(signer, Some(&principal)),
         None => msg.with_header(PRINCIPAL_HEADER, principal),
-    };
-    match state.bus.request(msg, state.request_timeout).await {
-        Ok(reply) => reply_response(reply.payload, encoding),
-        Err(e) => error_response(&bus_rejection(e, what)),
     }
 }
 
@@ -389,7 +413,7 @@ async fn query_list(
 
 /// The wire code of a log failure: damage is `CORRUPT`, anything else
 /// (a timeout, a lost connection) `UNAVAILABLE`.
-fn log_error_code(e: &flotilla_bus::LogError) -> ErrorCode {
+pub(crate) fn log_error_code(e: &flotilla_bus::LogError) -> ErrorCode {
     if e.is_damage() {
         ErrorCode::Corrupt
     } else {

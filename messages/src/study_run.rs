@@ -13,7 +13,7 @@
 //! ```json
 //! {"type": "start_run", "executor": "local", "command": ["python3", "train.py"], "parallel": 8,
 //!  "timeout_seconds": 600, "pool": "gpu", "backoff_limit": 1, "env": {"EPOCHS": "3"}}
-//! {"type": "pause_run"}
+//! {"type": "pause_run", "reason": "GPU maintenance"}
 //! {"type": "resume_run"}
 //! {"type": "stop_run", "reason": "enough"}
 //! ```
@@ -202,9 +202,17 @@ pub enum RunCommand {
     /// Starts running the study (or starts it again after it stopped).
     StartRun(RunSpec),
     /// Hands out no new trial until `resume_run`; running jobs go on.
-    PauseRun {},
+    PauseRun {
+        /// Why, for the record (the dashboard's action reason).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// Fills the free slots again after `pause_run`.
-    ResumeRun {},
+    ResumeRun {
+        /// Why, for the record (the dashboard's action reason).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// Stops the run: running jobs are cancelled, no new trial starts.
     StopRun {
         /// Why, for the record.
@@ -449,9 +457,17 @@ pub enum RunEvent {
         now: u64,
     },
     /// Paused by a client.
-    RunPaused {},
+    RunPaused {
+        /// Why, if given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// Resumed by a client.
-    RunResumed {},
+    RunResumed {
+        /// Why, if given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// Stopped by a client.
     RunStopped {
         /// Why, if given.
@@ -485,8 +501,8 @@ impl RunEvent {
             RunEvent::CancelSent { .. } => "cancel_sent",
             RunEvent::LeasesDue { .. } => "leases_due",
             RunEvent::LeasesRenewed { .. } => "leases_renewed",
-            RunEvent::RunPaused {} => "run_paused",
-            RunEvent::RunResumed {} => "run_resumed",
+            RunEvent::RunPaused { .. } => "run_paused",
+            RunEvent::RunResumed { .. } => "run_resumed",
             RunEvent::RunStopped { .. } => "run_stopped",
             RunEvent::RunFinished {} => "run_finished",
             RunEvent::RunFailed { .. } => "run_failed",

@@ -9,6 +9,7 @@ pub mod bench_auth;
 pub mod bench_fleet;
 pub mod bench_inference;
 pub mod bench_run;
+pub mod dashboard;
 pub mod events;
 pub mod leadership;
 pub mod model;

@@ -247,6 +247,48 @@ fn the_gateway_answers_401_403_or_the_handler_per_route_and_role() {
             permission: "events",
             ok: 200,
         },
+        // ArqonHPO's dashboard API: reads are queries, actions commands
+        // (a rollback before any result is refused by the handler: 409).
+        Route {
+            method: "GET",
+            path: "/v1/studies/s1/api/state",
+            body: None,
+            admits: Some(READERS),
+            permission: "query",
+            ok: 200,
+        },
+        Route {
+            method: "GET",
+            path: "/v1/studies/s1/api/events?limit=5",
+            body: None,
+            admits: Some(READERS),
+            permission: "query",
+            ok: 200,
+        },
+        Route {
+            method: "GET",
+            path: "/v1/%73tudies/s1/api/actions",
+            body: None,
+            admits: Some(READERS),
+            permission: "query",
+            ok: 200,
+        },
+        Route {
+            method: "POST",
+            path: "/v1/studies/s1/api/actions",
+            body: Some(json!({"action": "rollback"})),
+            admits: Some(COMMANDERS),
+            permission: "command",
+            ok: 409,
+        },
+        Route {
+            method: "POST",
+            path: "/v1/%73tudies/s1/api/actions",
+            body: Some(json!({"action": "rollback"})),
+            admits: Some(COMMANDERS),
+            permission: "command",
+            ok: 409,
+        },
         Route {
             method: "GET",
             path: "/v1/nothing-here",

@@ -13,6 +13,7 @@
 mod attribution;
 mod support;
 
+mod arqon_dashboard;
 mod cli_bench;
 mod cli_embedded;
 mod cli_nats;

@@ -85,7 +85,8 @@ fn pruned_trials_have_their_jobs_cancelled_and_the_budget_is_met() {
     }
 }
 
-fn write_script(dir: &std::path::Path, name: &str, body: &str) -> std::path::PathBuf {
+/// Writes an executable script `name` in `dir` and returns its path.
+pub(crate) fn write_script(dir: &std::path::Path, name: &str, body: &str) -> std::path::PathBuf {
     let script = dir.join(name);
     std::fs::write(&script, body).unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();

@@ -346,17 +346,24 @@ impl StudyRun {
         }
     }
 
-    fn decide_pause(&self, pause: bool) -> Result<Vec<RunEvent>, Rejection> {
+    fn decide_pause(
+        &self,
+        pause: bool,
+        reason: &Option<String>,
+    ) -> Result<Vec<RunEvent>, Rejection> {
+        let reason = reason.clone();
         let (command, s) = match pause {
             true => ("pause_run", self.started("pause_run")?),
             false => ("resume_run", self.started("resume_run")?),
         };
         match (s.status, pause) {
-            (RunStatus::Running | RunStatus::Starting, true) => Ok(vec![RunEvent::RunPaused {}]),
+            (RunStatus::Running | RunStatus::Starting, true) => {
+                Ok(vec![RunEvent::RunPaused { reason }])
+            }
             (RunStatus::Paused, true) | (RunStatus::Running, false) => Ok(vec![]),
             (RunStatus::Paused, false) => {
                 let mut plan = Plan::new(self);
-                plan.push(RunEvent::RunResumed {});
+                plan.push(RunEvent::RunResumed { reason });
                 plan.fill();
                 Ok(plan.events)
             }
@@ -718,8 +725,8 @@ impl StudyRun {
             }
             RunEvent::CancelSent { .. } | RunEvent::LeasesRenewed { .. } => {}
             RunEvent::LeasesDue { now, .. } => s.renewed_at = Some(*now),
-            RunEvent::RunPaused {} => s.status = RunStatus::Paused,
-            RunEvent::RunResumed {} => s.status = RunStatus::Running,
+            RunEvent::RunPaused { .. } => s.status = RunStatus::Paused,
+            RunEvent::RunResumed { .. } => s.status = RunStatus::Running,
             RunEvent::RunStopped { reason } => {
                 s.status = RunStatus::Stopped;
                 s.reason = reason.clone();
@@ -743,8 +750,8 @@ impl Aggregate for StudyRun {
     fn decide(&self, command: &RunCommand) -> Result<Vec<RunEvent>, Rejection> {
         match command {
             RunCommand::StartRun(spec) => self.decide_start(spec),
-            RunCommand::PauseRun {} => self.decide_pause(true),
-            RunCommand::ResumeRun {} => self.decide_pause(false),
+            RunCommand::PauseRun { reason } => self.decide_pause(true, reason),
+            RunCommand::ResumeRun { reason } => self.decide_pause(false, reason),
             RunCommand::StopRun { reason } => self.decide_stop(reason),
             RunCommand::QueueReady {
                 budget,
@@ -829,8 +836,8 @@ impl Aggregate for StudyRun {
             .collect();
         let status = events.iter().rev().find_map(|e| match e {
             RunEvent::RunStarted { .. } => Some("starting"),
-            RunEvent::RunPaused {} => Some("paused"),
-            RunEvent::RunResumed {} => Some("running"),
+            RunEvent::RunPaused { .. } => Some("paused"),
+            RunEvent::RunResumed { .. } => Some("running"),
             RunEvent::RunStopped { .. } => Some("stopped"),
             RunEvent::RunFinished {} => Some("finished"),
             RunEvent::RunFailed { .. } => Some("failed"),

@@ -154,12 +154,25 @@ fn the_run_finishes_once_the_budget_is_asked_and_nothing_is_in_flight() {
 fn a_paused_run_asks_for_nothing_until_resumed() {
     let run = started(1);
     let (run, _) = when(run, received(1, 1..=1));
-    let (run, events) = when(run, RunCommand::PauseRun {});
-    assert_eq!(types(&events), ["run_paused"]);
+    let why = Some("maintenance".to_string());
+    let (run, events) = when(
+        run,
+        RunCommand::PauseRun {
+            reason: why.clone(),
+        },
+    );
+    assert_eq!(
+        events,
+        [RunEvent::RunPaused {
+            reason: why.clone()
+        }]
+    );
+    let (run, again) = when(run, RunCommand::PauseRun { reason: why });
+    assert!(again.is_empty(), "a repeated pause records nothing");
     let (run, _) = when(run, ended("t1", 1.0));
     let (run, events) = when(run, recorded("t1"));
     assert_eq!(types(&events), ["result_recorded"]);
-    let (_, events) = when(run, RunCommand::ResumeRun {});
+    let (_, events) = when(run, RunCommand::ResumeRun { reason: None });
     assert_eq!(types(&events), ["run_resumed", "trials_requested"]);
 }
 
@@ -349,7 +362,7 @@ fn asks_come_in_chunks_the_study_can_answer() {
 #[test]
 fn a_run_paused_while_starting_still_records_its_queue() {
     let run = given(&[RunEvent::RunStarted { spec: spec(2) }]);
-    let (run, _) = when(run, RunCommand::PauseRun {});
+    let (run, _) = when(run, RunCommand::PauseRun { reason: None });
     let ready = RunCommand::QueueReady {
         budget: 10,
         maximize: true,
@@ -357,7 +370,7 @@ fn a_run_paused_while_starting_still_records_its_queue() {
     };
     let (run, events) = when(run, ready);
     assert_eq!(types(&events), ["queue_configured"]);
-    let (_, events) = when(run, RunCommand::ResumeRun {});
+    let (_, events) = when(run, RunCommand::ResumeRun { reason: None });
     assert_eq!(types(&events), ["run_resumed", "trials_requested"]);
 }
 

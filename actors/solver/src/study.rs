@@ -732,7 +732,7 @@ impl StudyState {
                 completes_study,
             } => self.record_report(trial_id, *step, *value, *action, *completes_study),
             SolverEvent::TrialsSeeded { trials, results } => self.add_seeded(trials, results),
-            SolverEvent::CandidatesEnqueued { candidates } => {
+            SolverEvent::CandidatesEnqueued { candidates, .. } => {
                 self.queue.extend(candidates.iter().cloned());
             }
         }
@@ -983,7 +983,7 @@ impl Aggregate for Study {
                 let ids: Vec<&str> = trials.iter().map(|t| t.trial_id.as_str()).collect();
                 json!({ "seeded": ids })
             }
-            Some(SolverEvent::CandidatesEnqueued { candidates }) => {
+            Some(SolverEvent::CandidatesEnqueued { candidates, .. }) => {
                 json!({ "enqueued": candidates.len() })
             }
             // A repeated tell, fail or heartbeat, or nothing to expire.

@@ -130,6 +130,12 @@ pub enum SolverEvent {
     CandidatesEnqueued {
         /// The candidates, checked against the search space.
         candidates: Vec<Params>,
+        /// The trial whose parameters they repeat, on a rollback to it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rollback_to: Option<String>,
+        /// Why, if given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
 }
 

@@ -17,7 +17,13 @@
 //! ```json
 //! {"type": "enqueue", "params": {"lr": 0.001, "optimizer": "adam"}}
 //! {"type": "enqueue", "candidates": [{"lr": 0.001}, {"lr": 0.01}]}
+//! {"type": "enqueue", "params": {"lr": 0.001}, "rollback_to": "t7", "reason": "diverged"}
 //! ```
+//!
+//! `rollback_to` names a trial the candidates repeat (ArqonHPO's dashboard
+//! action `rollback`: the next trial re-evaluates the best known
+//! configuration); it must be a trial the study handed out. It and
+//! `reason` are only recorded, for people and the dashboard's actions.
 //!
 //! Every value is checked against the search space (a name that is not a
 //! parameter, a value out of range or off its step, not one of the choices,
@@ -60,6 +66,10 @@ pub struct SeedTrials {
 pub struct Enqueue {
     /// The candidates, in order; never empty.
     pub candidates: Vec<Params>,
+    /// The trial whose parameters the candidates repeat (a rollback to it).
+    pub rollback_to: Option<String>,
+    /// Why, for the record.
+    pub reason: Option<String>,
 }
 
 /// Both spellings of an `enqueue`, before they are checked.
@@ -70,6 +80,10 @@ struct EnqueueWire {
     candidates: Option<Vec<Params>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     params: Option<Params>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rollback_to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 impl TryFrom<EnqueueWire> for Enqueue {
@@ -82,7 +96,11 @@ impl TryFrom<EnqueueWire> for Enqueue {
             wire.candidates,
             wire.params.map(Some),
         )?;
-        Ok(Enqueue { candidates })
+        Ok(Enqueue {
+            candidates,
+            rollback_to: wire.rollback_to,
+            reason: wire.reason,
+        })
     }
 }
 
@@ -91,6 +109,8 @@ impl From<Enqueue> for EnqueueWire {
         EnqueueWire {
             candidates: Some(enqueue.candidates),
             params: None,
+            rollback_to: enqueue.rollback_to,
+            reason: enqueue.reason,
         }
     }
 }

@@ -23,11 +23,13 @@
 //! `ask` and is evaluated again.
 
 use super::config::{Plan, Script};
-use super::state_file::{FailedTrial, FlotillaState, HistoryEntry, StateFile};
+use super::state_file::{FailedTrial, FlotillaState, StateFile};
 use super::{finish, trial_spec};
 use crate::commands::study::{refusal, EmbeddedStudy};
 use anyhow::{anyhow, bail, Result};
+use flotilla_gateway::arqon::ArqonState;
 use flotilla_host::unix_millis;
+use flotilla_host::Aggregate;
 use flotilla_messages::scheduler::JobSpec;
 use flotilla_messages::solver::{Params, Trial, DEFAULT_LEASE_SECONDS};
 use flotilla_scheduler::{
@@ -90,7 +92,7 @@ pub(super) async fn drive(plan: Plan) -> Result<ExitCode> {
                 plan.state_path
                     .as_ref()
                     .map_or("?".into(), |p| p.display().to_string()),
-                prev.run_id.as_deref().unwrap_or("(none)"),
+                prev.arqon.run_id.as_deref().unwrap_or("(none)"),
                 plan.study,
                 plan.data_dir.display()
             );
@@ -104,7 +106,11 @@ pub(super) async fn drive(plan: Plan) -> Result<ExitCode> {
         .created_id()
         .await?
         .ok_or_else(|| anyhow!("study {} has no events", plan.study))?;
-    if let Some(prev_id) = plan.previous.as_ref().and_then(|p| p.run_id.as_deref()) {
+    if let Some(prev_id) = plan
+        .previous
+        .as_ref()
+        .and_then(|p| p.arqon.run_id.as_deref())
+    {
         if prev_id != run_id {
             bail!(
                 "state {}: records run {prev_id}, but study {} in {} is run {run_id} \
@@ -478,24 +484,12 @@ impl Run {
         let Some(path) = &self.plan.state_path else {
             return Ok(());
         };
-        let history = self
-            .study
-            .core
-            .state()
-            .trials()
-            .iter()
-            .filter_map(|r| {
-                r.outcome.map(|o| HistoryEntry {
-                    params: r.trial.params.clone(),
-                    value: o.value,
-                    cost: o.cost,
-                })
-            })
-            .collect();
+        let view = self.study.core.state().view();
+        let mut arqon = ArqonState::from_study_view(&view, Some(self.run_id.clone()))
+            .map_err(|e| anyhow!("state: {}", e.message))?;
+        arqon.config = self.plan.raw_config.clone();
         StateFile {
-            config: self.plan.raw_config.clone(),
-            history,
-            run_id: Some(self.run_id.clone()),
+            arqon,
             flotilla: Some(FlotillaState {
                 study: self.plan.study.clone(),
                 data_dir: self.plan.data_dir.clone(),

@@ -1,12 +1,12 @@
-//! The state file (`--state`): ArqonHPO's `{config, history, run_id}`,
-//! plus what Flotilla needs to resume (`flotilla`: the study, its data
-//! directory and the failed trials), rewritten atomically after every
-//! result.
+//! The state file (`--state`): ArqonHPO's `{config, history, run_id}`
+//! ([`ArqonState`], the shape `flotilla dashboard` and the gateway's
+//! `/v1/studies/<id>/api/state` answer too), plus what Flotilla needs to
+//! resume (`flotilla`: the study, its data directory and the failed
+//! trials), rewritten atomically after every result.
 
 use anyhow::{anyhow, Context, Result};
-use flotilla_messages::solver::Params;
+use flotilla_gateway::arqon::ArqonState;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -14,26 +14,13 @@ use std::path::{Path, PathBuf};
 /// Flotilla needs to resume.
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct StateFile {
-    /// The config file as written.
-    pub(super) config: Value,
-    /// The told trials.
-    pub(super) history: Vec<HistoryEntry>,
-    /// The study's run (the id of its creation event).
-    pub(super) run_id: Option<String>,
+    /// ArqonHPO's part: the config file as written, the told trials and
+    /// the study's run (the id of its creation event).
+    #[serde(flatten)]
+    pub(super) arqon: ArqonState,
     /// What Flotilla adds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) flotilla: Option<FlotillaState>,
-}
-
-/// One told trial, as ArqonHPO writes it.
-#[derive(Debug, Serialize, Deserialize)]
-pub(super) struct HistoryEntry {
-    /// The trial's parameters.
-    pub(super) params: Params,
-    /// Its result.
-    pub(super) value: f64,
-    /// Its cost (seconds of evaluation).
-    pub(super) cost: Option<f64>,
 }
 
 /// The state file's `flotilla` part.

@@ -65,7 +65,16 @@ impl StudyState {
                 checked_params(&self.config, c, &format!("enqueue: candidates[{i}]"), false)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(vec![SolverEvent::CandidatesEnqueued { candidates }])
+        if let Some(id) = &enqueue.rollback_to {
+            if self.trial(id).is_none() {
+                return Err(self.unknown_trial_in("enqueue: rollback_to", id));
+            }
+        }
+        Ok(vec![SolverEvent::CandidatesEnqueued {
+            candidates,
+            rollback_to: enqueue.rollback_to.clone(),
+            reason: enqueue.reason.clone(),
+        }])
     }
 
     /// Refuses `command` on a study that is not running, or with more than

@@ -140,8 +140,13 @@ fn command() -> impl Strategy<Value = SolverCommand> {
                     })
                     .collect()
             })),
-        proptest::collection::vec(params(), 1..3)
-            .prop_map(|candidates| SolverCommand::Enqueue(Enqueue { candidates })),
+        proptest::collection::vec(params(), 1..3).prop_map(|candidates| {
+            SolverCommand::Enqueue(Enqueue {
+                candidates,
+                rollback_to: None,
+                reason: None,
+            })
+        }),
     ]
 }
 
@@ -218,8 +223,13 @@ fn event() -> impl Strategy<Value = SolverEvent> {
             proptest::collection::vec(result(), 0..3)
         )
             .prop_map(|(trials, results)| SolverEvent::TrialsSeeded { trials, results }),
-        proptest::collection::vec(params(), 0..3)
-            .prop_map(|candidates| SolverEvent::CandidatesEnqueued { candidates }),
+        proptest::collection::vec(params(), 0..3).prop_map(|candidates| {
+            SolverEvent::CandidatesEnqueued {
+                candidates,
+                rollback_to: None,
+                reason: None,
+            }
+        }),
     ]
 }
 

@@ -113,6 +113,34 @@ fn enqueued_candidates_are_handed_out_first_and_filled_in() {
 }
 
 #[test]
+fn a_rollback_enqueue_names_a_handed_out_trial_and_records_why() {
+    let created = when(&Study::default(), mixed_space(Sampler::Random, 4)).unwrap();
+    let (study, _) = step(given(&created), json!({"type": "ask", "n": 1}));
+    let unknown = json!({"type": "enqueue", "params": {"lr": 0.01}, "rollback_to": "t9"});
+    let error = when(&study, unknown).unwrap_err();
+    assert_eq!(error.code, ErrorCode::UnknownTrial);
+    assert!(
+        error.message.contains("enqueue: rollback_to"),
+        "{}",
+        error.message
+    );
+    let rollback = json!({"type": "enqueue", "params": {"lr": 0.01}, "rollback_to": "t1",
+        "reason": "diverged"});
+    let events = when(&study, rollback).unwrap();
+    let recorded = serde_json::to_value(&events[0]).unwrap();
+    assert_eq!(
+        (&recorded["rollback_to"], &recorded["reason"]),
+        (&json!("t1"), &json!("diverged"))
+    );
+    let plain = when(&study, json!({"type": "enqueue", "params": {"lr": 0.01}})).unwrap();
+    let plain = serde_json::to_value(&plain[0]).unwrap();
+    assert!(
+        plain.get("rollback_to").is_none() && plain.get("reason").is_none(),
+        "{plain}"
+    );
+}
+
+#[test]
 fn snapshots_keep_reports_seeds_and_the_queue() {
     let created = when(&Study::default(), mixed_space(Sampler::Tpe, 6)).unwrap();
     let (study, _) = step(
