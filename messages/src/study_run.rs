@@ -57,6 +57,7 @@ pub const MAX_PARALLEL: u32 = 256;
 
 /// How a run evaluates its trials: the body of `start_run`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RunSpec {
     /// Where jobs run: `local` (subprocesses of the scheduler's machine,
@@ -165,6 +166,7 @@ impl RunSpec {
 
 /// A trial the study handed to the run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RunTrial {
     /// The study's trial id (`t<k>`).
@@ -175,6 +177,7 @@ pub struct RunTrial {
 
 /// How a trial's job ended, as the run records it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "status", rename_all = "snake_case", deny_unknown_fields)]
 pub enum JobEnd {
     /// It succeeded with this value.
@@ -197,6 +200,7 @@ pub enum JobEnd {
 
 /// Commands of a study run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RunCommand {
     /// Starts running the study (or starts it again after it stopped).

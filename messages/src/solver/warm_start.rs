@@ -32,6 +32,7 @@ pub const MAX_WARM_START: usize = 10_000;
 
 /// One earlier result, as ArqonHPO's `seed` takes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PriorResult {
     /// Every active parameter's value.
@@ -45,6 +46,7 @@ pub struct PriorResult {
 
 /// The body of a `seed`: one or more earlier results.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SeedTrials {
     /// The results, in the order given; never empty.
@@ -64,6 +66,7 @@ pub struct Enqueue {
 
 /// Both spellings of an `enqueue`, before they are checked.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 struct EnqueueWire {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -71,6 +74,9 @@ struct EnqueueWire {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     params: Option<Params>,
 }
+
+#[cfg(feature = "openapi")]
+schema_as_wire!(Enqueue, EnqueueWire);
 
 impl TryFrom<EnqueueWire> for Enqueue {
     type Error = String;
