@@ -447,6 +447,17 @@ mod tests {
     }
 
     #[test]
+    fn no_schema_is_named_after_a_container() {
+        // A type alias (`Params`) would otherwise be referenced as
+        // `BTreeMap`, a name any other map would collide with.
+        let doc = document();
+        for name in doc["components"]["schemas"].as_object().unwrap().keys() {
+            let generic = ["BTreeMap", "HashMap", "Vec", "Option", "Box"];
+            assert!(!generic.contains(&name.as_str()), "{name}");
+        }
+    }
+
+    #[test]
     fn every_actor_the_gateway_reaches_is_documented() {
         let health: Vec<_> = Actor::ALL
             .into_iter()

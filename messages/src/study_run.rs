@@ -172,6 +172,7 @@ pub struct RunTrial {
     /// The study's trial id (`t<k>`).
     pub trial_id: String,
     /// Its parameters.
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::BTreeMap<String, crate::solver::ParamValue>))]
     pub params: Params,
 }
 

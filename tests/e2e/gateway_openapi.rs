@@ -7,8 +7,9 @@
 
 use crate::http_auth::{call, tokens_file};
 use crate::support::api_docs::{assert_document_and_viewers, schemathesis};
-use crate::support::FlotillaUp;
-use serde_json::json;
+use crate::support::inference::header;
+use crate::support::{http_client, FlotillaUp};
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -81,6 +82,58 @@ fn the_document_and_its_viewers_are_served_by_the_gateway() {
     );
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["stream"], "solver/s1");
+}
+
+/// The gateway's own refusals are replies of the document's shape, with
+/// the documented status and code: another method (405 with `Allow`), a
+/// body over the limit (413), a query string that does not parse (400)
+/// and a path no route serves (404).
+#[test]
+fn the_gateways_own_refusals_are_documented_replies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (up, tokens) = up_with_data(dir.path());
+    let client = http_client();
+    let operator = &tokens["operator"];
+    let big = vec![b' '; 2 * 1024 * 1024];
+    let requests = [
+        (
+            client.delete(format!("{}/v1/cmd/solver/s1", up.url)),
+            405,
+            "METHOD_NOT_ALLOWED",
+        ),
+        (
+            client
+                .post(format!("{}/v1/cmd/solver/s1", up.url))
+                .header("Content-Type", "application/json")
+                .body(big),
+            413,
+            "TOO_LARGE",
+        ),
+        (
+            client.get(format!("{}/v1/events?from=x", up.url)),
+            400,
+            "INVALID_FIELD",
+        ),
+        (
+            client.get(format!("{}/v1/nothing", up.url)),
+            404,
+            "NOT_FOUND",
+        ),
+    ];
+    for (request, status, code) in requests {
+        let r = request.bearer_auth(operator).send().unwrap();
+        assert_eq!(r.status().as_u16(), status, "{code}");
+        if status == 405 {
+            assert_eq!(header(&r, "allow"), "POST");
+        }
+        assert!(
+            header(&r, "content-type").starts_with("application/json"),
+            "{code}"
+        );
+        let reply: Value = r.json().unwrap();
+        assert_eq!(reply["ok"], false, "{reply}");
+        assert_eq!(reply["error"]["code"], code, "{reply}");
+    }
 }
 
 /// schemathesis 4 against a live gateway with auth on (an operator's

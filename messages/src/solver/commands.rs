@@ -277,7 +277,8 @@ pub enum SolverCommand {
     Enqueue(Enqueue),
 }
 
-/// [`SolverCommand`] as it is spelled on the wire.
+/// What a client asks a study to do, as spelled on the wire
+/// ([`SolverCommand`] once read).
 #[derive(Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]

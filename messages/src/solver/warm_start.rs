@@ -36,6 +36,7 @@ pub const MAX_WARM_START: usize = 10_000;
 #[serde(deny_unknown_fields)]
 pub struct PriorResult {
     /// Every active parameter's value.
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::BTreeMap<String, crate::solver::ParamValue>))]
     pub params: Params,
     /// The objective; must be finite.
     pub value: f64,
@@ -70,8 +71,10 @@ pub struct Enqueue {
 #[serde(deny_unknown_fields)]
 struct EnqueueWire {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<std::collections::BTreeMap<String, crate::solver::ParamValue>>>))]
     candidates: Option<Vec<Params>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<std::collections::BTreeMap<String, crate::solver::ParamValue>>))]
     params: Option<Params>,
 }
 
