@@ -76,6 +76,46 @@ pub struct ReadyBody {
     reason: Option<String>,
 }
 
+/// 401 on any route behind a token.
+#[derive(utoipa::ToResponse)]
+#[response(description = "`UNAUTHENTICATED`: no token, or an unknown one (`WWW-Authenticate`)")]
+#[allow(dead_code)]
+pub struct Unauthenticated(Reply);
+
+/// 403 on a read: the role, the `Host` or the `Origin`.
+#[derive(utoipa::ToResponse)]
+#[response(
+    description = "`FORBIDDEN`: the role lacks the route's permission (`missing_permission` names it); `FORBIDDEN_HOST`, `FORBIDDEN_ORIGIN`: see `--allowed-hosts`, `--allowed-origins`"
+)]
+#[allow(dead_code)]
+pub struct Refused(Reply);
+
+/// 405 on every route.
+#[derive(utoipa::ToResponse)]
+#[response(
+    description = "`METHOD_NOT_ALLOWED`: another method than the route's (`Allow` names it)"
+)]
+#[allow(dead_code)]
+pub struct MethodNotAllowed(Reply);
+
+/// 429 on any route behind a token.
+#[derive(utoipa::ToResponse)]
+#[response(description = "`RATE_LIMITED`: over the role's rate limit (`Retry-After`)")]
+#[allow(dead_code)]
+pub struct RateLimited(Reply);
+
+/// 503 of a forwarded query.
+#[derive(utoipa::ToResponse)]
+#[response(description = "`UNAVAILABLE`: no process hosts the actor, or the bus is down")]
+#[allow(dead_code)]
+pub struct Unavailable(Reply);
+
+/// 504 of a forwarded command or query.
+#[derive(utoipa::ToResponse)]
+#[response(description = "`TIMEOUT`: the actor did not answer in time")]
+#[allow(dead_code)]
+pub struct TimedOut(Reply);
+
 /// Adds the bearer scheme of `--tokens` to the components.
 struct BearerScheme;
 
@@ -126,7 +166,10 @@ impl Modify for BearerScheme {
         study_run_list,
         study_run_query,
     ),
-    components(schemas(Reply, ErrorBody, ErrorCode, Envelope, HealthBody, ReadyBody)),
+    components(
+        schemas(Reply, ErrorBody, ErrorCode, Envelope, HealthBody, ReadyBody),
+        responses(Unauthenticated, Refused, MethodNotAllowed, RateLimited, Unavailable, TimedOut)
+    ),
     modifiers(&BearerScheme)
 )]
 pub struct GatewayApi;
@@ -190,7 +233,7 @@ async fn openapi_json(doc: web::Data<Document>) -> HttpResponse {
     tag = "probes",
     responses(
         (status = 200, description = "The process is alive", body = HealthBody),
-        (status = 405, description = "`METHOD_NOT_ALLOWED`: only GET", body = Reply),
+        (status = 405, response = MethodNotAllowed),
     )
 )]
 #[allow(dead_code)]
@@ -204,7 +247,7 @@ fn healthz() {}
     tag = "probes",
     responses(
         (status = 200, description = "Ready (`ready`), or `degraded` with the corrupt streams", body = ReadyBody),
-        (status = 405, description = "`METHOD_NOT_ALLOWED`: only GET", body = Reply),
+        (status = 405, response = MethodNotAllowed),
         (status = 503, description = "`recovering`, or the bus is `unavailable`", body = ReadyBody),
     )
 )]
@@ -218,9 +261,9 @@ fn readyz() {}
     tag = "probes",
     responses(
         (status = 200, description = "Prometheus text", body = String, content_type = "text/plain; version=0.0.4"),
-        (status = 401, description = "`UNAUTHENTICATED`: no token, or an unknown one", body = Reply),
-        (status = 405, description = "`METHOD_NOT_ALLOWED`: only GET", body = Reply),
-        (status = 429, description = "`RATE_LIMITED`: over the role's rate limit (`Retry-After`)", body = Reply),
+        (status = 401, response = Unauthenticated),
+        (status = 405, response = MethodNotAllowed),
+        (status = 429, response = RateLimited),
         (status = 500, description = "`INTERNAL`: the metrics cannot be encoded", body = Reply),
     )
 )]
@@ -238,10 +281,10 @@ fn metrics() {}
     responses(
         (status = 200, description = "Events as JSON lines (`application/x-ndjson`), each an envelope", body = Envelope, content_type = "application/x-ndjson"),
         (status = 400, description = "`INVALID_FIELD`: a bad or unknown parameter", body = Reply),
-        (status = 401, description = "`UNAUTHENTICATED`: no token, or an unknown one", body = Reply),
-        (status = 403, description = "`FORBIDDEN`: the role lacks `events`; `FORBIDDEN_HOST`, `FORBIDDEN_ORIGIN`: see `--allowed-hosts`, `--allowed-origins`", body = Reply),
-        (status = 405, description = "`METHOD_NOT_ALLOWED`: only GET", body = Reply),
-        (status = 429, description = "`RATE_LIMITED`: over the role's rate limit (`Retry-After`)", body = Reply),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Refused),
+        (status = 405, response = MethodNotAllowed),
+        (status = 429, response = RateLimited),
         (status = 503, description = "`UNAVAILABLE`: the log cannot be read", body = Reply),
     )
 )]
@@ -271,19 +314,19 @@ macro_rules! actor_operations {
             responses(
                 (status = 200, description = "Accepted: the events appended and the result", content((Reply = "application/json"), (Reply = "application/msgpack"))),
                 (status = 400, description = "`MALFORMED_BODY`, `UNKNOWN_COMMAND`, `UNKNOWN_FIELD`, `INVALID_FIELD`, `INVALID_ID`: the command or id is wrong (the message names the field)", content((Reply = "application/json"), (Reply = "application/msgpack"))),
-                (status = 401, description = "`UNAUTHENTICATED`: no token, or an unknown one", body = Reply),
+                (status = 401, response = Unauthenticated),
                 (status = 403, description = "`FORBIDDEN`: the role lacks `command`; `FORBIDDEN_HOST`, `FORBIDDEN_ORIGIN`: see `--allowed-hosts`, `--allowed-origins`; `COMMAND_NOT_ALLOWED`: a program outside the allowlist", content((Reply = "application/json"), (Reply = "application/msgpack"))),
                 (status = 404, description = "`NOT_FOUND`: the aggregate does not exist yet", content((Reply = "application/json"), (Reply = "application/msgpack"))),
-                (status = 405, description = "`METHOD_NOT_ALLOWED`: only POST", body = Reply),
+                (status = 405, response = MethodNotAllowed),
                 (status = 409, description = "`WRONG_EXPECTED_SEQ`, `ALREADY_EXISTS`, `INVALID_STATE`: the aggregate's state refuses it", content((Reply = "application/json"), (Reply = "application/msgpack"))),
                 (status = 413, description = "`TOO_LARGE`: the body, or what the command would write, is over a limit", content((Reply = "application/json"), (Reply = "application/msgpack"))),
                 (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: the body is not JSON or MessagePack", body = Reply),
                 (status = 422, description = "`UNKNOWN_TRIAL`: a trial the study never handed out", content((Reply = "application/json"), (Reply = "application/msgpack"))),
-                (status = 429, description = "`RATE_LIMITED`: over the role's rate limit (`Retry-After`)", body = Reply),
+                (status = 429, response = RateLimited),
                 (status = 500, description = "`CORRUPT`, `INTERNAL`: stored data failed its checks, or a bug", content((Reply = "application/json"), (Reply = "application/msgpack"))),
                 (status = 502, description = "The actor's reply could not be read", content((Reply = "application/json"), (Reply = "application/msgpack"))),
                 (status = 503, description = "`UNAVAILABLE`: no process hosts the actor, or the bus is down", content((Reply = "application/json"), (Reply = "application/msgpack"))),
-                (status = 504, description = "`TIMEOUT`: the actor did not answer in time", body = Reply),
+                (status = 504, response = TimedOut),
             )
         )]
         #[allow(dead_code)]
@@ -296,12 +339,12 @@ macro_rules! actor_operations {
             tag = $tag,
             responses(
                 (status = 200, description = "`result.ids`: every aggregate's id", body = Reply),
-                (status = 401, description = "`UNAUTHENTICATED`: no token, or an unknown one", body = Reply),
-                (status = 403, description = "`FORBIDDEN`: the role lacks `query`; `FORBIDDEN_HOST`, `FORBIDDEN_ORIGIN`: see `--allowed-hosts`, `--allowed-origins`", body = Reply),
-                (status = 405, description = "`METHOD_NOT_ALLOWED`: only GET", body = Reply),
-                (status = 429, description = "`RATE_LIMITED`: over the role's rate limit (`Retry-After`)", body = Reply),
-                (status = 503, description = "`UNAVAILABLE`: no process hosts the actor, or the bus is down", body = Reply),
-                (status = 504, description = "`TIMEOUT`: the actor did not answer in time", body = Reply),
+                (status = 401, response = Unauthenticated),
+                (status = 403, response = Refused),
+                (status = 405, response = MethodNotAllowed),
+                (status = 429, response = RateLimited),
+                (status = 503, response = Unavailable),
+                (status = 504, response = TimedOut),
             )
         )]
         #[allow(dead_code)]
@@ -321,14 +364,14 @@ macro_rules! actor_operations {
             responses(
                 (status = 200, description = "The aggregate's state in `result`", body = Reply),
                 (status = 400, description = "`INVALID_FIELD`, `INVALID_ID`: a bad parameter or id (the message names it)", body = Reply),
-                (status = 401, description = "`UNAUTHENTICATED`: no token, or an unknown one", body = Reply),
-                (status = 403, description = "`FORBIDDEN`: the role lacks `query`; `FORBIDDEN_HOST`, `FORBIDDEN_ORIGIN`: see `--allowed-hosts`, `--allowed-origins`", body = Reply),
+                (status = 401, response = Unauthenticated),
+                (status = 403, response = Refused),
                 (status = 404, description = "`NOT_FOUND`: no such aggregate", body = Reply),
-                (status = 405, description = "`METHOD_NOT_ALLOWED`: only GET", body = Reply),
-                (status = 429, description = "`RATE_LIMITED`: over the role's rate limit (`Retry-After`)", body = Reply),
+                (status = 405, response = MethodNotAllowed),
+                (status = 429, response = RateLimited),
                 (status = 500, description = "`CORRUPT`: the aggregate's stored events failed their checks", body = Reply),
-                (status = 503, description = "`UNAVAILABLE`: no process hosts the actor, or the bus is down", body = Reply),
-                (status = 504, description = "`TIMEOUT`: the actor did not answer in time", body = Reply),
+                (status = 503, response = Unavailable),
+                (status = 504, response = TimedOut),
             )
         )]
         #[allow(dead_code)]
@@ -475,6 +518,16 @@ mod tests {
             .collect()
     }
 
+    /// A response, or the component its `$ref` names.
+    fn resolve<'a>(response: &'a Value, doc: &'a Value) -> &'a Value {
+        match response["$ref"].as_str() {
+            Some(r) => {
+                &doc["components"]["responses"][r.trim_start_matches("#/components/responses/")]
+            }
+            None => response,
+        }
+    }
+
     #[test]
     fn every_error_status_names_codes_of_that_status() {
         let doc = document();
@@ -482,6 +535,7 @@ mod tests {
         for (path, ops) in doc["paths"].as_object().unwrap() {
             for (method, op) in ops.as_object().unwrap() {
                 for (status, response) in op["responses"].as_object().unwrap() {
+                    let response = resolve(response, &doc);
                     let description = response["description"].as_str().unwrap();
                     for code in codes_in(description) {
                         let parsed = ErrorCode::parse(code)

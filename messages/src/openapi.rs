@@ -55,7 +55,7 @@ impl utoipa::PartialSchema for Scale {
 impl utoipa::ToSchema for Scale {}
 
 /// The spelling `parse_seconds` reads: whole units, `90`, `30s`, `5m`, `1h30m`, `250ms`.
-pub const DURATION_PATTERN: &str = "^([0-9]+(ms|s|m|h|d))+$|^[0-9]+$";
+const DURATION_PATTERN: &str = "^([0-9]+(ms|s|m|h|d))+$|^[0-9]+$";
 
 impl utoipa::PartialSchema for Seconds {
     fn schema() -> RefOr<Schema> {
