@@ -304,7 +304,7 @@ macro_rules! actor_operations {
             path = $cmd_path,
             tag = $tag,
             params(
-                ("id" = String, Path, description = "The aggregate's id: `[A-Za-z0-9_-]{1,64}`", pattern = "^[A-Za-z0-9_-]{1,64}$"),
+                ("id" = String, Path, description = "The aggregate's id: `[A-Za-z0-9_-]{1,64}`", pattern = "^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64),
                 ("Idempotency-Key" = Option<String>, Header, description = "The command's id when the body names none (ids starting with `fx-` are reserved)", pattern = "^[A-Za-z0-9_-]{1,64}$"),
             ),
             request_body(
@@ -324,7 +324,7 @@ macro_rules! actor_operations {
                 (status = 422, description = "`UNKNOWN_TRIAL`: a trial the study never handed out", content((Reply = "application/json"), (Reply = "application/msgpack"))),
                 (status = 429, response = RateLimited),
                 (status = 500, description = "`CORRUPT`, `INTERNAL`: stored data failed its checks, or a bug", content((Reply = "application/json"), (Reply = "application/msgpack"))),
-                (status = 502, description = "The actor's reply could not be read", content((Reply = "application/json"), (Reply = "application/msgpack"))),
+                (status = 502, description = "The actor's answer is not a reply; passed on as it came"),
                 (status = 503, description = "`UNAVAILABLE`: no process hosts the actor, or the bus is down", content((Reply = "application/json"), (Reply = "application/msgpack"))),
                 (status = 504, response = TimedOut),
             )
@@ -358,7 +358,7 @@ macro_rules! actor_operations {
             path = $one_path,
             tag = $tag,
             params(
-                ("id" = String, Path, description = "The aggregate's id: `[A-Za-z0-9_-]{1,64}`", pattern = "^[A-Za-z0-9_-]{1,64}$"),
+                ("id" = String, Path, description = "The aggregate's id: `[A-Za-z0-9_-]{1,64}`", pattern = "^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64),
                 Page,
             ),
             responses(
@@ -634,6 +634,8 @@ mod tests {
                 for p in op["parameters"].as_array().into_iter().flatten() {
                     if p["name"] == "id" {
                         assert_eq!(p["schema"]["pattern"], pattern, "{path}");
+                        assert_eq!(p["schema"]["minLength"], 1, "{path}");
+                        assert_eq!(p["schema"]["maxLength"], 64, "{path}");
                     }
                 }
             }
