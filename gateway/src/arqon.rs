@@ -33,7 +33,7 @@ pub const MAX_LIMIT: usize = 10_000;
 pub const MAX_REASON_BYTES: usize = 1_000;
 
 /// ArqonHPO's state file: the config, the told trials and the run's id.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ArqonState {
     /// The study's config (ArqonHPO's `{seed, budget, bounds, ...}`).
     pub config: Value,
@@ -44,9 +44,10 @@ pub struct ArqonState {
 }
 
 /// One told trial, as ArqonHPO writes it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HistoryEntry {
     /// The trial's parameters.
+    #[schema(value_type = Object)]
     pub params: Params,
     /// Its result.
     pub value: f64,
@@ -77,24 +78,40 @@ impl ArqonState {
         })
     }
 
-    /// The summary: `{run_id, budget, history_len, best, latest}`. The best
-    /// is the lowest value, or the highest for a study whose config says
-    /// `direction: maximize`; the latest is the last history entry's value.
-    pub fn summary(&self) -> Value {
+    /// The summary. The best is the lowest value, or the highest for a
+    /// study whose config says `direction: maximize`; the latest is the
+    /// last history entry's value.
+    pub fn summary(&self) -> Summary {
         let values = self.history.iter().map(|h| h.value);
         let best = if self.config["direction"] == "maximize" {
             values.reduce(f64::max)
         } else {
             values.reduce(f64::min)
         };
-        json!({
-            "run_id": self.run_id,
-            "budget": self.config.get("budget"),
-            "history_len": self.history.len(),
-            "best": best,
-            "latest": self.history.last().map(|h| h.value),
-        })
+        Summary {
+            run_id: self.run_id.clone(),
+            budget: self.config.get("budget").cloned(),
+            history_len: self.history.len(),
+            best,
+            latest: self.history.last().map(|h| h.value),
+        }
     }
+}
+
+/// ArqonHPO's summary: `{run_id, budget, history_len, best, latest}`.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Summary {
+    /// The run's id.
+    pub run_id: Option<String>,
+    /// The config's budget, as written.
+    #[schema(value_type = Option<u64>)]
+    pub budget: Option<Value>,
+    /// How many trials have a value.
+    pub history_len: usize,
+    /// The best value, if any.
+    pub best: Option<f64>,
+    /// The last history entry's value, if any.
+    pub latest: Option<f64>,
 }
 
 /// The query of `/api/events`: `?limit=&event=&q=`.
@@ -284,12 +301,31 @@ pub struct ActionRequest {
     pub reason: Option<String>,
 }
 
+/// The answer to a posted action in `flotilla up`.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ActionAnswer {
+    /// Always true (a refusal is an error reply).
+    pub ok: bool,
+    /// The action taken.
+    pub action: String,
+    /// Whether it changed anything (pausing a paused run does not).
+    pub recorded: bool,
+    /// The stream it was recorded on.
+    pub stream: Option<String>,
+    /// The seq of the stream after it.
+    pub seq: Option<u64>,
+}
+
 /// The body of `POST /api/actions`, before it is checked.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ActionBody {
+pub struct ActionBody {
+    /// `pause`, `resume` or `rollback`.
+    #[schema(pattern = "^(pause|resume|rollback)$")]
     action: String,
+    /// Why, for the record (at most 1,000 bytes).
     #[serde(default)]
+    #[schema(max_length = 1000)]
     reason: Option<String>,
 }
 

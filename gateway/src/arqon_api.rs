@@ -22,8 +22,8 @@
 //! `/v1/` Host/Origin guard applies, and an action's body must be JSON.
 
 use crate::arqon::{
-    action_of, event_json, parse_query, Action, ActionRequest, ActionsQuery, ArqonState,
-    EventsQuery,
+    action_of, event_json, parse_query, Action, ActionAnswer, ActionRequest, ActionsQuery,
+    ArqonState, EventsQuery,
 };
 use crate::{as_caller, bus_rejection, error_response, guard, log_error_code, GatewayState};
 use actix_web::http::header;
@@ -34,19 +34,6 @@ use flotilla_messages::{Actor, Envelope, Rejection, Reply, StreamName};
 use flotilla_messages::{Encoding, ErrorCode};
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{json, Value};
-
-/// Adds the per-study dashboard routes (the app must hold the
-/// [`GatewayState`]).
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/studies/{study}/api/state", web::get().to(state))
-        .route("/v1/studies/{study}/api/summary", web::get().to(summary))
-        .route("/v1/studies/{study}/api/events", web::get().to(events))
-        .route("/v1/studies/{study}/api/actions", web::get().to(actions))
-        .route(
-            "/v1/studies/{study}/api/actions",
-            web::post().to(post_action),
-        );
-}
 
 /// `GET /v1/studies/{study}/api/state`.
 pub async fn state(
@@ -63,7 +50,11 @@ pub async fn summary(
     study: web::Path<String>,
     req: HttpRequest,
 ) -> HttpResponse {
-    json_or_error(study_state(&gw, &req, &study).await.map(|s| s.summary()))
+    json_or_error(
+        study_state(&gw, &req, &study)
+            .await
+            .map(|s| json!(s.summary())),
+    )
 }
 
 /// `GET /v1/studies/{study}/api/events?limit=&event=&q=`.
@@ -116,12 +107,12 @@ pub async fn post_action(
             Action::Pause | Action::Resume => steer_run(&gw, &req, &study, &request).await?,
             Action::Rollback => rollback(&gw, &req, &study, request.reason).await?,
         };
-        Ok(json!({
-            "ok": true,
-            "action": request.action.as_str(),
-            "recorded": reply.events.as_ref().is_some_and(|e| !e.is_empty()),
-            "stream": reply.stream,
-            "seq": reply.seq,
+        Ok(json!(ActionAnswer {
+            ok: true,
+            action: request.action.as_str().to_string(),
+            recorded: reply.events.as_ref().is_some_and(|e| !e.is_empty()),
+            stream: reply.stream,
+            seq: reply.seq,
         }))
     };
     json_or_error(answer.await)

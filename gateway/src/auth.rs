@@ -624,17 +624,23 @@ pub fn bearer(value: &str) -> Option<&str> {
 }
 
 impl HttpAuth {
-    /// Decides on `req`: the caller (to put in the extensions), the bucket
-    /// it drew from, or why it is refused (and the bucket, for the headers).
-    fn decide(&self, req: &ServiceRequest) -> (Result<Principal, Refusal>, Option<Bucket>) {
-        let path = routed_path(req);
-        let access = if path == "/metrics" {
+    /// What a request for `method` and `path` needs: `/metrics` as
+    /// [`HttpAuth::metrics`] says, the probes nothing, any other route what
+    /// the server's table says.
+    pub fn access_of(&self, method: &Method, path: &str) -> Access {
+        if path == "/metrics" {
             metrics_access(self.metrics)
         } else if is_probe(path) {
             Access::Open
         } else {
-            (self.access)(req.method(), path)
-        };
+            (self.access)(method, path)
+        }
+    }
+
+    /// Decides on `req`: the caller (to put in the extensions), the bucket
+    /// it drew from, or why it is refused (and the bucket, for the headers).
+    fn decide(&self, req: &ServiceRequest) -> (Result<Principal, Refusal>, Option<Bucket>) {
+        let access = self.access_of(req.method(), routed_path(req));
         if access == Access::Open {
             return (Ok(Principal::anonymous()), None);
         }

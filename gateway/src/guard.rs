@@ -6,10 +6,38 @@
 //! only JSON or MessagePack bodies ([`command_media_type`]), a request whose
 //! `Origin` is foreign is refused ([`RequestPolicy::origin_allowed`]), and
 //! the `Host` must be an allowed name ([`RequestPolicy::host_allowed`]): a
-//! rebound DNS name pointing at 127.0.0.1 is not one.
+//! rebound DNS name pointing at 127.0.0.1 is not one. A body is read up to
+//! a limit and no further ([`read_limited`]).
 
+use actix_web::web::{BytesMut, Payload};
 use flotilla_messages::{Encoding, ErrorCode, Rejection};
+use futures::StreamExt;
 use std::net::{IpAddr, SocketAddr};
+
+/// Why a request body was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// It is longer than the limit (in bytes).
+    #[error("body is larger than {0} bytes")]
+    TooLarge(usize),
+    /// The connection failed while it was read.
+    #[error("cannot read the body: {0}")]
+    Unreadable(String),
+}
+
+/// Reads a request body of at most `limit` bytes, stopping at the first
+/// chunk that would go over it.
+pub async fn read_limited(mut payload: Payload, limit: usize) -> Result<BytesMut, BodyError> {
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| BodyError::Unreadable(e.to_string()))?;
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
 
 /// Host names that always mean this machine.
 pub const LOOPBACK_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];

@@ -44,7 +44,6 @@ use actix_web::{web, App, HttpMessage, HttpRequest, HttpResponse, HttpServer};
 use flotilla_inference::{InferenceEngine, VersionControl};
 use flotilla_messages::inference::{unix_timestamp, FieldError, ServingError, ServingErrorCode};
 use flotilla_messages::{CodecError, Encoding};
-use futures::StreamExt;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Instant;
@@ -100,8 +99,7 @@ pub fn access(method: &Method, path: &str) -> Access {
     match path {
         "/predict" | "/metadata" | "/warmup" | "/versions" => Access::Needs(Permission::Infer),
         // The API's description and its viewers, open like `/healthz`.
-        "/openapi.json" | "/docs" | "/redoc" => Access::Open,
-        p if p.starts_with("/docs/") && *method == Method::GET => Access::Open,
+        p if crate::api_docs::is_docs_route(method, p) => Access::Open,
         p if p.starts_with("/versions/") && *method == Method::POST => {
             Access::Needs(Permission::ServeAdmin)
         }
@@ -403,28 +401,18 @@ fn declared_encoding(content_type: Option<&str>) -> Result<Encoding, ServingErro
 }
 
 /// Reads the body up to the limit; a larger one is refused with 413.
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ServingError> {
-    let too_large = || {
-        ServingError::new(
-            ServingErrorCode::PayloadTooLarge,
-            format!("request body is larger than {limit} bytes"),
-        )
-        .with_detail("max_body_bytes", limit)
-    };
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            ServingError::new(
-                ServingErrorCode::ValidationError,
-                format!("cannot read the body: {e}"),
-            )
-        })?;
-        if body.len() + chunk.len() > limit {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+async fn read_body(payload: web::Payload, limit: usize) -> Result<web::BytesMut, ServingError> {
+    guard::read_limited(payload, limit)
+        .await
+        .map_err(|e| match e {
+            guard::BodyError::TooLarge(_) => {
+                ServingError::new(ServingErrorCode::PayloadTooLarge, format!("request {e}"))
+                    .with_detail("max_body_bytes", limit)
+            }
+            guard::BodyError::Unreadable(_) => {
+                ServingError::new(ServingErrorCode::ValidationError, e.to_string())
+            }
+        })
 }
 
 async fn predict(

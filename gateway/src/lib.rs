@@ -19,13 +19,17 @@
 //! | `GET /v1/studies/{study}/api/events?limit=&event=&q=` | the study's and its run's events, `{events}` |
 //! | `GET /v1/studies/{study}/api/actions?limit=` | the dashboard actions in the log, `{actions}` |
 //! | `POST /v1/studies/{study}/api/actions` | `{"action": "pause"\|"resume"\|"rollback", "reason"}`: pauses or resumes the study's run, or enqueues its best trial's parameters |
+//! | `GET /openapi.json`, `/docs`, `/redoc` | the OpenAPI 3.1 document of these routes and its viewers ([`openapi`], [`api_docs`]) |
 //!
+//! [`routes`] is the one list of these routes (the document's test checks
+//! it against the document); another method on a route answers 405
+//! `METHOD_NOT_ALLOWED` with `Allow`.
 //! Every `/v1/` request must name an allowed `Host` and carry no foreign
 //! `Origin`, and a command must be JSON or MessagePack ([`guard`]): a web
 //! page cannot drive a local control plane.
 //!
-//! With a tokens file, every route but the probes (and `/metrics` when it
-//! is open) needs a bearer token whose role allows it, within its rate
+//! With a tokens file, every route but the probes, the OpenAPI document and
+//! its viewers (and `/metrics` when it is open) needs a bearer token whose role allows it, within its rate
 //! limit ([`auth`]; see [`access`] for the table). Every command put on the
 //! bus carries the caller's principal in `Flotilla-Principal`
 //! (`anonymous` without auth); a client's own header of that name is never
@@ -33,17 +37,19 @@
 //!
 //! ArqonHPO's dashboard API is in [`arqon_api`] (its shapes in [`arqon`],
 //! shared with `flotilla dashboard --state`). The inference worker's
-//! CarlaRL-compatible routes are in [`inference`],
-//! their OpenAPI document and viewers in [`inference_openapi`].
+//! CarlaRL-compatible routes are in [`inference`], their OpenAPI document
+//! in [`inference_openapi`].
 
 #![warn(missing_docs)]
 
+pub mod api_docs;
 pub mod arqon;
 pub mod arqon_api;
 pub mod auth;
 pub mod guard;
 pub mod inference;
 pub mod inference_openapi;
+pub mod openapi;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::Server;
@@ -97,12 +103,15 @@ pub struct GatewayState {
 
 /// What each gateway route needs: commands and dashboard actions
 /// `command`, queries and a study's dashboard reads `query`, the log
-/// `events`; any other path a valid token (it answers 404). The probes and
-/// `/metrics` are decided by [`auth`] itself.
+/// `events`; the OpenAPI document and its viewers nothing; any other path
+/// a valid token (it answers 404). The probes and `/metrics` are decided by
+/// [`auth`] itself.
 pub fn access(method: &actix_web::http::Method, path: &str) -> Access {
     use actix_web::http::Method;
     let studies = path.starts_with("/v1/studies/");
-    if *method == Method::POST && (path.starts_with("/v1/cmd/") || studies) {
+    if api_docs::is_docs_route(method, path) {
+        Access::Open
+    } else if *method == Method::POST && (path.starts_with("/v1/cmd/") || studies) {
         Access::Needs(Permission::Command)
     } else if *method == Method::GET && (path.starts_with("/v1/query/") || studies) {
         Access::Needs(Permission::Query)
@@ -130,22 +139,127 @@ pub fn render_refusal(_req: &ServiceRequest, refusal: &Refusal) -> HttpResponse 
     HttpResponse::build(status).json(body)
 }
 
-/// Adds the gateway's routes to an actix-web app.
+/// Every route of the gateway's API as (path, method, handler): the one
+/// list [`configure`] serves and the OpenAPI document must describe (its
+/// test compares them; `{actor}` stands for each of [`openapi::ACTORS`]).
+pub fn routes() -> Vec<(&'static str, &'static str, actix_web::Route)> {
+    vec![
+        ("/healthz", "GET", web::get().to(healthz)),
+        ("/readyz", "GET", web::get().to(readyz)),
+        ("/metrics", "GET", web::get().to(metrics)),
+        ("/v1/cmd/{actor}/{id}", "POST", web::post().to(command)),
+        ("/v1/query/{actor}", "GET", web::get().to(query_list)),
+        ("/v1/query/{actor}/{id}", "GET", web::get().to(query_one)),
+        ("/v1/events", "GET", web::get().to(events)),
+        (
+            "/v1/studies/{study}/api/state",
+            "GET",
+            web::get().to(arqon_api::state),
+        ),
+        (
+            "/v1/studies/{study}/api/summary",
+            "GET",
+            web::get().to(arqon_api::summary),
+        ),
+        (
+            "/v1/studies/{study}/api/events",
+            "GET",
+            web::get().to(arqon_api::events),
+        ),
+        (
+            "/v1/studies/{study}/api/actions",
+            "GET",
+            web::get().to(arqon_api::actions),
+        ),
+        (
+            "/v1/studies/{study}/api/actions",
+            "POST",
+            web::post().to(arqon_api::post_action),
+        ),
+    ]
+}
+
+/// [`routes`] grouped by path, in order of first appearance: one resource
+/// serves every method of a path.
+type RoutesOfPath = (&'static str, Vec<(&'static str, actix_web::Route)>);
+
+fn by_path(routes: Vec<(&'static str, &'static str, actix_web::Route)>) -> Vec<RoutesOfPath> {
+    let mut grouped: Vec<RoutesOfPath> = Vec::new();
+    for (path, method, route) in routes {
+        match grouped.iter_mut().find(|(p, _)| *p == path) {
+            Some((_, methods)) => methods.push((method, route)),
+            None => grouped.push((path, vec![(method, route)])),
+        }
+    }
+    grouped
+}
+
+/// Adds the gateway's routes, its OpenAPI document and the viewers to an
+/// actix-web app.
 pub fn configure(state: GatewayState) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
-        cfg.app_data(state.auth.clone())
+        let auth = state.auth.clone();
+        cfg.app_data(auth.clone())
             .app_data(web::Data::new(state.policy.clone()))
             .app_data(web::Data::new(state))
-            .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
-            .route("/healthz", web::get().to(healthz))
-            .route("/readyz", web::get().to(readyz))
-            .route("/metrics", web::get().to(metrics))
-            .route("/v1/cmd/{actor}/{id}", web::post().to(command))
-            .route("/v1/query/{actor}", web::get().to(query_list))
-            .route("/v1/query/{actor}/{id}", web::get().to(query_one))
-            .route("/v1/events", web::get().to(events))
-            .configure(arqon_api::routes);
+            .app_data(web::QueryConfig::default().error_handler(query_error));
+        for (path, methods) in by_path(routes()) {
+            cfg.service(resource_of(path, methods));
+        }
+        openapi::configure_docs(cfg, &auth, endpoint);
     }
+}
+
+/// A route that answers 405 `METHOD_NOT_ALLOWED` to other methods, with
+/// the `Allow` header HTTP requires (RFC 9110 §15.5.6).
+fn endpoint(path: &str, allow: &'static str, route: actix_web::Route) -> actix_web::Resource {
+    resource_of(path, vec![(allow, route)])
+}
+
+/// One resource for `path` serving each of `methods`, and 405 with their
+/// names in `Allow` to any other method.
+fn resource_of(path: &str, methods: Vec<(&'static str, actix_web::Route)>) -> actix_web::Resource {
+    let allow: Vec<&str> = methods.iter().map(|(m, _)| *m).collect();
+    let allow = allow.join(", ");
+    let mut resource = web::resource(path);
+    for (_, route) in methods {
+        resource = resource.route(route);
+    }
+    resource.default_service(web::to(move |req: HttpRequest| {
+        method_not_allowed(req, allow.clone())
+    }))
+}
+
+async fn method_not_allowed(req: HttpRequest, allow: String) -> HttpResponse {
+    let rejection = Rejection::new(
+        ErrorCode::MethodNotAllowed,
+        format!(
+            "{} is not allowed on {} (allowed: {allow})",
+            req.method(),
+            req.path()
+        ),
+    );
+    let mut response = error_response(&rejection);
+    response.headers_mut().insert(
+        header::ALLOW,
+        HeaderValue::from_str(&allow).unwrap_or(HeaderValue::from_static("GET")),
+    );
+    response
+}
+
+/// Any path no route serves: 404 `NOT_FOUND` in the reply shape.
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    error_response(&Rejection::new(
+        ErrorCode::NotFound,
+        format!("no route {} {}", req.method(), req.path()),
+    ))
+}
+
+/// A query string that does not parse (an unknown parameter, a number
+/// that is not one) is `INVALID_FIELD`, in the reply shape.
+fn query_error(e: actix_web::error::QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+    let rejection = Rejection::invalid(format!("query: {e}"));
+    actix_web::error::InternalError::from_response(e, error_response(&rejection)).into()
 }
 
 /// Binds `addr` and returns the running server (a future to spawn or await).
@@ -155,6 +269,7 @@ pub fn start(state: GatewayState, addr: std::net::SocketAddr) -> std::io::Result
             .wrap(from_fn(auth::authenticate))
             .wrap(from_fn(refuse_foreign))
             .configure(configure(state.clone()))
+            .default_service(web::to(not_found))
     })
     .workers(1)
     .disable_signals()
@@ -284,12 +399,22 @@ async fn command(
     state: web::Data<GatewayState>,
     path: web::Path<(String, String)>,
     req: HttpRequest,
-    body: Bytes,
+    payload: web::Payload,
 ) -> HttpResponse {
     let (actor, id) = path.into_inner();
     let stream = match parse_stream(&actor, &id) {
         Ok(s) => s,
         Err(r) => return error_response(&r),
+    };
+    let body = match guard::read_limited(payload, MAX_BODY_BYTES).await {
+        Ok(body) => body.freeze(),
+        Err(e @ guard::BodyError::TooLarge(_)) => {
+            return error_response(&Rejection::new(
+                ErrorCode::TooLarge,
+                format!("the command's {e} (the gateway's limit)"),
+            ))
+        }
+        Err(e) => return error_response(&Rejection::new(ErrorCode::MalformedBody, e.to_string())),
     };
     // Unlike NATS, HTTP never sniffs: a browser may send text/plain, form
     // and multipart bodies (and bodies without a type) cross-origin without
@@ -422,7 +547,8 @@ pub(crate) fn log_error_code(e: &flotilla_bus::LogError) -> ErrorCode {
 }
 
 /// Query parameters of `/v1/events`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// First global position (default 1).
@@ -430,6 +556,9 @@ pub struct EventsQuery {
     pub from: Option<u64>,
     /// Only this stream (`<actor>/<id>`).
     #[serde(default)]
+    #[param(
+        pattern = "^(solver|scheduler|provisioner|health|inference|study_run)/[A-Za-z0-9_-]{1,64}$"
+    )]
     pub stream: Option<String>,
     /// Keep the response open for new events.
     #[serde(default)]

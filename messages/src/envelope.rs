@@ -97,6 +97,7 @@ impl<'de> Deserialize<'de> for Payload {
 
 /// A stored event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Envelope {
     /// Unique event id (a UUID); JetStream's `Nats-Msg-Id`.
@@ -109,6 +110,7 @@ pub struct Envelope {
     #[serde(rename = "type")]
     pub event_type: String,
     /// When the host stored it (UTC, microseconds).
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub at: DateTime<Utc>,
     /// The command (or event) that caused it: the command id.
     pub causation_id: String,
@@ -119,6 +121,7 @@ pub struct Envelope {
     /// The checksum of the stream's previous event.
     pub prev_hash: String,
     /// The event body.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub payload: Payload,
     /// Who caused it (see [`crate::auth`]); absent on events written before
     /// attribution existed.

@@ -58,11 +58,13 @@ pub enum ErrorCode {
     /// The principal sent more than its role's rate limit allows (429, with
     /// `Retry-After`).
     RateLimited,
+    /// The HTTP method is not one the route answers (405, with `Allow`).
+    MethodNotAllowed,
 }
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::MalformedBody,
         ErrorCode::UnknownCommand,
         ErrorCode::UnknownField,
@@ -86,6 +88,7 @@ impl ErrorCode {
         ErrorCode::Forbidden,
         ErrorCode::CommandNotAllowed,
         ErrorCode::RateLimited,
+        ErrorCode::MethodNotAllowed,
     ];
 
     /// The code a wire spelling names, if any.
@@ -119,6 +122,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::CommandNotAllowed => "COMMAND_NOT_ALLOWED",
             ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
         }
     }
 
@@ -144,6 +148,7 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::RateLimited => 429,
+            ErrorCode::MethodNotAllowed => 405,
         }
     }
 }
@@ -156,9 +161,11 @@ impl fmt::Display for ErrorCode {
 
 /// The `error` object of a failed reply: `{"code": "...", "message": "..."}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ErrorBody {
     /// A stable `SNAKE_CASE` code (see [`ErrorCode`]).
+    #[cfg_attr(feature = "openapi", schema(value_type = ErrorCode))]
     pub code: String,
     /// What went wrong, naming the field or value at fault.
     pub message: String,

@@ -141,6 +141,7 @@ impl<'de> Deserialize<'de> for Seconds {
 
 /// How a composite autoscaler combines its members' answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CombineMode {
     /// The largest answer (never under-provision).
@@ -154,6 +155,7 @@ pub enum CombineMode {
 
 /// A time window of a scheduled autoscaler, with its own bounds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleWindow {
     /// Days it applies to (`mon`..`sun` or full names); every day when empty.
@@ -214,6 +216,7 @@ fn default_growth() -> f64 {
 /// How a pool picks its size. Navarch's names for fields are accepted as
 /// aliases (`scale_up_at`, `scale_down_at`, `strategies`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AutoscalerConfig {
     /// Utilisation thresholds (percent): above `scale_up_threshold` add a
@@ -238,6 +241,7 @@ pub enum AutoscalerConfig {
         schedule: Vec<ScheduleWindow>,
         /// What decides within the bounds (the current size if absent).
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "openapi", schema(no_recursion))]
         fallback: Option<Box<AutoscalerConfig>>,
     },
     /// The trend of demand (nodes needed) over the last `lookback_window`
@@ -257,6 +261,7 @@ pub enum AutoscalerConfig {
         mode: CombineMode,
         /// The members (Navarch's docs call them `strategies`).
         #[serde(alias = "strategies")]
+        #[cfg_attr(feature = "openapi", schema(no_recursion))]
         autoscalers: Vec<AutoscalerConfig>,
     },
 }
@@ -351,6 +356,7 @@ fn window_problem(w: &ScheduleWindow) -> Option<(String, String)> {
 
 /// How the provisioner treats health reports of a pool's nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HealthSettings {
     /// Consecutive unhealthy evaluations before the node is taken out
@@ -394,6 +400,7 @@ impl Default for HealthSettings {
 
 /// What a drain does with workloads still running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DrainMode {
     /// Evict at once (NVSentinel's Immediate).
@@ -411,6 +418,7 @@ pub enum DrainMode {
 
 /// The fleet-wide brake on automatic replacement.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CircuitBreakerSettings {
     /// Trip when more than this share (percent) of the pool was replaced
@@ -440,6 +448,7 @@ impl Default for CircuitBreakerSettings {
 
 /// How nodes are taken out and replaced.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReplacementSettings {
     /// Nodes allowed above `max_nodes` while replacements boot.
@@ -493,6 +502,7 @@ impl Default for ReplacementSettings {
 
 /// One provider of a multi-provider Navarch pool (`providers: [...]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ProviderChoice {
     /// The provider's name.
@@ -568,6 +578,7 @@ pub struct PoolConfig {
 
 /// The seed's `scaling:` block.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 struct ScalingWire {
     min_nodes: Option<u32>,
@@ -580,6 +591,7 @@ struct ScalingWire {
 
 /// A pool as either spelling writes it.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 struct PoolWire {
     name: Option<String>,
@@ -611,6 +623,9 @@ struct PoolWire {
     #[serde(default)]
     replacement: ReplacementSettings,
 }
+
+#[cfg(feature = "openapi")]
+schema_as_wire!(PoolConfig, PoolWire);
 
 /// Takes a value given in at most one of two places.
 fn one_of<T>(field: &str, top: Option<T>, scaling: Option<T>) -> Result<Option<T>, String> {

@@ -600,6 +600,7 @@ pub const COMMAND_TYPES: &[&str] = &[
 
 /// What an operator (or the worker itself) asks of a worker's model versions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum InferenceCommand {
     /// Load, verify and warm up a version from the artifact folder.
@@ -625,6 +626,7 @@ pub enum InferenceCommand {
 
 /// How a load ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "status", rename_all = "snake_case", deny_unknown_fields)]
 pub enum LoadOutcome {
     /// Loaded, verified and warmed up.
@@ -640,6 +642,7 @@ pub enum LoadOutcome {
 
 /// What a loaded version is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LoadedVersion {
     /// The card's `model_name`.

@@ -29,8 +29,35 @@
 //!   inference worker's version commands and events.
 //! - [`study_run`]: a study run's commands and events (the control plane
 //!   running a study's trials as jobs by itself).
+//! - `openapi` (feature `openapi`): the OpenAPI schemas written by hand;
+//!   the other wire types derive `utoipa::ToSchema` under that feature.
 
 #![warn(missing_docs)]
+
+/// Describes a type read through a wire struct (`#[serde(try_from =
+/// "Wire")]`) by that struct's OpenAPI schema, as the wire struct is what
+/// a body holds (feature `openapi`).
+#[cfg(feature = "openapi")]
+macro_rules! schema_as_wire {
+    ($public:ty, $wire:ty) => {
+        impl utoipa::PartialSchema for $public {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                <$wire as utoipa::PartialSchema>::schema()
+            }
+        }
+
+        impl utoipa::ToSchema for $public {
+            fn schemas(
+                schemas: &mut Vec<(
+                    String,
+                    utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+                )>,
+            ) {
+                <$wire as utoipa::ToSchema>::schemas(schemas)
+            }
+        }
+    };
+}
 
 pub mod auth;
 pub mod codec;
@@ -40,6 +67,8 @@ pub mod error;
 pub mod fleet;
 pub mod health;
 pub mod inference;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod provisioner;
 pub mod query;
 pub mod reply;

@@ -40,6 +40,7 @@ pub const COMMAND_TYPES: &[&str] = &[
 
 /// One observation of a pool's demand, for the autoscalers.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SignalSample {
     /// When it was observed, unix milliseconds.
@@ -57,6 +58,7 @@ pub struct SignalSample {
 
 /// What a client or the host asks a pool to do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ProvisionerCommand {
     /// Creates the pool or changes its configuration (a repeat of the same

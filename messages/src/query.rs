@@ -17,6 +17,8 @@ pub const MAX_PAGE_LIMIT: usize = 1_000;
 
 /// Which part of a long list a query answers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct Page {
     /// Answer only items whose key sorts after this one.
@@ -24,6 +26,7 @@ pub struct Page {
     pub after: Option<String>,
     /// At most this many items, 1..=[`MAX_PAGE_LIMIT`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 1000))]
     pub limit: Option<usize>,
 }
 

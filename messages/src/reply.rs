@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// A command or query reply. Exactly one of the success fields or `error` is set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Reply {
     /// Whether the command was accepted.
     pub ok: bool,

@@ -110,6 +110,7 @@ pub const TAIL_CHARS: usize = 2000;
 
 /// Where attempts run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ExecutorKind {
     /// A subprocess on the scheduler's machine.
@@ -140,6 +141,7 @@ impl fmt::Display for ExecutorKind {
 
 /// A queue's settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {
     /// How many attempts may run at once, 1..=[`MAX_CONCURRENCY`].
@@ -232,6 +234,7 @@ impl QueueConfig {
 
 /// What to run for one job, on any executor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     /// The program and its arguments; never empty.
@@ -291,6 +294,7 @@ pub struct JobSpec {
 
 /// A job's Kubernetes settings.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct KubernetesSpec {
     /// The container image.
@@ -323,6 +327,7 @@ pub struct KubernetesSpec {
 
 /// A pod toleration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Toleration {
     /// The taint key (absent with `Exists`: every taint).
@@ -638,6 +643,7 @@ pub fn check_dns1123_label(field: &str, name: &str) -> Result<(), String> {
 /// Where a started attempt runs, so that a restarted scheduler can find it
 /// again instead of starting another.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "executor", rename_all = "snake_case")]
 pub enum ExecutorHandle {
     /// A local process group.
@@ -670,6 +676,7 @@ pub enum ExecutorHandle {
 
 /// What an attempt left behind: the tails of its output, where the rest is.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JobOutputs {
     /// The last [`TAIL_CHARS`] characters of stdout.
@@ -685,6 +692,7 @@ pub struct JobOutputs {
 
 /// How an attempt ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "status", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Outcome {
     /// It exited 0 (and printed a value if the spec expects one).
@@ -726,6 +734,7 @@ pub enum Outcome {
 
 /// Reports how attempt `attempt` of a job ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReportResult {
     /// The job.
@@ -741,6 +750,7 @@ pub struct ReportResult {
 
 /// What a client (or an effect) asks a queue to do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SchedulerCommand {
     /// Creates or changes the queue's settings.

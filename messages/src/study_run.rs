@@ -57,6 +57,7 @@ pub const MAX_PARALLEL: u32 = 256;
 
 /// How a run evaluates its trials: the body of `start_run`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RunSpec {
     /// Where jobs run: `local` (subprocesses of the scheduler's machine,
@@ -165,16 +166,19 @@ impl RunSpec {
 
 /// A trial the study handed to the run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RunTrial {
     /// The study's trial id (`t<k>`).
     pub trial_id: String,
     /// Its parameters.
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::BTreeMap<String, crate::solver::ParamValue>))]
     pub params: Params,
 }
 
 /// How a trial's job ended, as the run records it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "status", rename_all = "snake_case", deny_unknown_fields)]
 pub enum JobEnd {
     /// It succeeded with this value.
@@ -197,6 +201,7 @@ pub enum JobEnd {
 
 /// Commands of a study run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RunCommand {
     /// Starts running the study (or starts it again after it stopped).

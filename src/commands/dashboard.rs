@@ -162,7 +162,7 @@ async fn state(files: web::Data<Files>) -> HttpResponse {
 }
 
 async fn summary(files: web::Data<Files>) -> HttpResponse {
-    json_or_error(read_state(&files.state).map(|s| s.summary()))
+    json_or_error(read_state(&files.state).map(|s| json!(s.summary())))
 }
 
 async fn events(files: web::Data<Files>, req: HttpRequest) -> HttpResponse {

@@ -29,6 +29,7 @@ mod fleet_crash;
 mod fleet_loop;
 mod fleet_nats;
 mod forgery;
+mod gateway_openapi;
 mod gateway_origin;
 mod http_auth;
 mod images;

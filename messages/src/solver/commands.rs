@@ -38,6 +38,7 @@ pub const COMMAND_TYPES: &[&str] = &[
 
 /// One trial's result in a `tell`: its score and, optionally, its cost.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TrialResult {
     /// The trial, as `ask` named it.
@@ -70,6 +71,7 @@ pub struct Tell {
 
 /// Both spellings of a `tell`, before they are checked.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 struct TellWire {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -81,6 +83,9 @@ struct TellWire {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     cost: Option<f64>,
 }
+
+#[cfg(feature = "openapi")]
+schema_as_wire!(Tell, TellWire);
 
 impl TryFrom<TellWire> for Tell {
     type Error = String;
@@ -137,6 +142,7 @@ impl From<Tell> for TellWire {
 
 /// Why one trial could not be evaluated.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TrialFailure {
     /// The trial, as `ask` named it.
@@ -160,6 +166,7 @@ pub struct Fail {
 
 /// Both spellings of a `fail`, before they are checked.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 struct FailWire {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -169,6 +176,9 @@ struct FailWire {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
 }
+
+#[cfg(feature = "openapi")]
+schema_as_wire!(Fail, FailWire);
 
 impl TryFrom<FailWire> for Fail {
     type Error = String;
@@ -217,6 +227,7 @@ pub struct Lease {
 
 /// Renews the leases of running trials.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Heartbeat {
     /// The trials still being evaluated; never empty.
@@ -266,8 +277,10 @@ pub enum SolverCommand {
     Enqueue(Enqueue),
 }
 
-/// [`SolverCommand`] as it is spelled on the wire.
+/// What a client asks a study to do, as spelled on the wire
+/// ([`SolverCommand`] once read).
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 enum CommandWire {
     CreateStudy(StudyConfig),
@@ -293,6 +306,9 @@ enum CommandWire {
     Seed(SeedTrials),
     Enqueue(Enqueue),
 }
+
+#[cfg(feature = "openapi")]
+schema_as_wire!(SolverCommand, CommandWire);
 
 impl TryFrom<CommandWire> for SolverCommand {
     type Error = String;

@@ -182,6 +182,7 @@ impl<'de> Deserialize<'de> for Sampler {
 /// form's `direction`, parameter types and conditions. The default is an
 /// empty config for struct update syntax, not a valid study.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct StudyConfig {
     /// Seeds every trial's sampling (together with the trial number).

@@ -30,6 +30,7 @@ pub const MAX_REDUCTION_FACTOR: u64 = 1000;
 
 /// How a study decides to stop a trial early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Pruner {
     /// Prune a trial whose best result so far is worse than the median of
@@ -107,6 +108,7 @@ impl Pruner {
 
 /// An intermediate result of a running trial.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Report {
     /// The trial, as `ask` named it.

@@ -47,6 +47,7 @@ pub type Params = BTreeMap<String, ParamValue>;
 /// value is a float (`0.003`), an int's an integer (`8`), a categorical's
 /// the choice itself (`"adam"`, `true`, `32`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum ParamValue {
     /// A whole number (an int parameter, or an integer choice).
@@ -110,6 +111,7 @@ pub fn numeric_params(params: &Params) -> BTreeMap<String, f64> {
 
 /// What kind of values a parameter takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ParamKind {
     /// Real numbers in `[min, max]` (ArqonHPO's only kind).
@@ -123,6 +125,7 @@ pub enum ParamKind {
 
 /// When a parameter is active: its `parent` takes one of `values`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Condition {
     /// The parameter this one depends on.
@@ -133,6 +136,7 @@ pub struct Condition {
 
 /// Whether a study minimises or maximises its objective.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     /// Lower is better (the default, and ArqonHPO's).
@@ -244,6 +248,7 @@ pub struct Bound {
 
 /// A [`Bound`] as written: which fields are present depends on the kind.
 #[derive(Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 struct BoundWire {
     #[serde(rename = "type", default, skip_serializing_if = "is_float")]
@@ -261,6 +266,9 @@ struct BoundWire {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     condition: Option<Condition>,
 }
+
+#[cfg(feature = "openapi")]
+schema_as_wire!(Bound, BoundWire);
 
 fn is_float(kind: &ParamKind) -> bool {
     *kind == ParamKind::Float

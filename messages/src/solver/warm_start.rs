@@ -38,9 +38,11 @@ pub const MAX_WARM_START: usize = 10_000;
 
 /// One earlier result, as ArqonHPO's `seed` takes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PriorResult {
     /// Every active parameter's value.
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::BTreeMap<String, crate::solver::ParamValue>))]
     pub params: Params,
     /// The objective; must be finite.
     pub value: f64,
@@ -51,6 +53,7 @@ pub struct PriorResult {
 
 /// The body of a `seed`: one or more earlier results.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SeedTrials {
     /// The results, in the order given; never empty.
@@ -74,17 +77,23 @@ pub struct Enqueue {
 
 /// Both spellings of an `enqueue`, before they are checked.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 struct EnqueueWire {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<std::collections::BTreeMap<String, crate::solver::ParamValue>>>))]
     candidates: Option<Vec<Params>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<std::collections::BTreeMap<String, crate::solver::ParamValue>>))]
     params: Option<Params>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     rollback_to: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
 }
+
+#[cfg(feature = "openapi")]
+schema_as_wire!(Enqueue, EnqueueWire);
 
 impl TryFrom<EnqueueWire> for Enqueue {
     type Error = String;

@@ -3,6 +3,7 @@
 //! inference tests' own harness is [`inference`], the headless browser
 //! [`chromium`].
 
+pub mod api_docs;
 pub mod chromium;
 pub mod compose;
 pub mod inference;
