@@ -14,6 +14,8 @@
 //! | `POST /v1/cmd/{actor}/{id}` | a command (JSON or MessagePack), the reply as over NATS |
 //! | `GET /v1/query/{actor}[/{id}]` | state of one aggregate (`?after=&limit=` pages a queue's jobs or a run's trials), or the list of ids |
 //! | `GET /v1/events?from=&stream=&follow=` | events as JSON lines, from the log |
+//! | `GET /v1/replay/{actor}/{id}?seq=` | state of one aggregate after its event `seq` ([`replay`]) |
+//! | `GET /`, `GET /dashboard/{file}` | the live web dashboard, open: it holds no data ([`dashboard`]) |
 //!
 //! Every `/v1/` request must name an allowed `Host` and carry no foreign
 //! `Origin`, and a command must be JSON or MessagePack ([`guard`]): a web
@@ -32,9 +34,11 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod dashboard;
 pub mod guard;
 pub mod inference;
 pub mod inference_openapi;
+pub mod replay;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::Server;
@@ -84,17 +88,24 @@ pub struct GatewayState {
     /// a shared bus (NATS), where a bare `Flotilla-Principal` is not
     /// believed; `None` on the embedded bus.
     pub signer: Option<Arc<flotilla_messages::auth::CommandSigner>>,
+    /// Folds a stream into its aggregate's state, for `/v1/replay`.
+    pub replay: Arc<dyn replay::StateAt>,
 }
 
-/// What each gateway route needs: commands `command`, queries `query`,
-/// the log `events`; any other path a valid token (it answers 404). The
-/// probes and `/metrics` are decided by [`auth`] itself.
+/// What each gateway route needs: commands `command`, queries and replays
+/// `query`, the log `events`; the dashboard's files nothing; any other
+/// path a valid token (it answers 404). The probes and `/metrics` are
+/// decided by [`auth`] itself.
 pub fn access(method: &actix_web::http::Method, path: &str) -> Access {
     use actix_web::http::Method;
     if *method == Method::POST && path.starts_with("/v1/cmd/") {
         Access::Needs(Permission::Command)
-    } else if *method == Method::GET && path.starts_with("/v1/query/") {
+    } else if *method == Method::GET
+        && (path.starts_with("/v1/query/") || path.starts_with("/v1/replay/"))
+    {
         Access::Needs(Permission::Query)
+    } else if *method == Method::GET && dashboard::is_dashboard_path(path) {
+        Access::Open
     } else if *method == Method::GET && path == "/v1/events" {
         Access::Needs(Permission::Events)
     } else {
@@ -131,7 +142,9 @@ pub fn configure(state: GatewayState) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/v1/cmd/{actor}/{id}", web::post().to(command))
             .route("/v1/query/{actor}", web::get().to(query_list))
             .route("/v1/query/{actor}/{id}", web::get().to(query_one))
-            .route("/v1/events", web::get().to(events));
+            .route("/v1/events", web::get().to(events))
+            .configure(replay::configure)
+            .configure(dashboard::configure);
     }
 }
 
@@ -239,7 +252,7 @@ fn parse_actor(actor: &str) -> Result<Actor, Rejection> {
         })
 }
 
-fn parse_stream(actor: &str, id: &str) -> Result<StreamName, Rejection> {
+pub(crate) fn parse_stream(actor: &str, id: &str) -> Result<StreamName, Rejection> {
     let actor = parse_actor(actor)?;
     validate_id("id", id).map_err(|e| Rejection::new(ErrorCode::InvalidId, e.to_string()))?;
     StreamName::new(actor, id).map_err(|e| Rejection::new(ErrorCode::InvalidId, e.to_string()))
@@ -389,7 +402,7 @@ async fn query_list(
 
 /// The wire code of a log failure: damage is `CORRUPT`, anything else
 /// (a timeout, a lost connection) `UNAVAILABLE`.
-fn log_error_code(e: &flotilla_bus::LogError) -> ErrorCode {
+pub(crate) fn log_error_code(e: &flotilla_bus::LogError) -> ErrorCode {
     if e.is_damage() {
         ErrorCode::Corrupt
     } else {

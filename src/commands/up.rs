@@ -252,6 +252,9 @@ fn start_gateway(
         registry: sources.registry.clone(),
         auth: sources.auth,
         signer: sources.backend.command_signer.clone(),
+        replay: Arc::new(crate::commands::replay::LogReplay(
+            sources.backend.log.clone(),
+        )),
         request_timeout: Duration::from_secs(30),
         policy: RequestPolicy::for_bind(
             addr,
