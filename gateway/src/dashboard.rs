@@ -101,11 +101,11 @@ fn serve(name: &str) -> HttpResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use actix_web::{test, App};
+    use actix_web::{test as actix_test, App};
 
     async fn get(path: &str) -> actix_web::dev::ServiceResponse {
-        let app = test::init_service(App::new().configure(configure)).await;
-        test::call_service(&app, test::TestRequest::get().uri(path).to_request()).await
+        let app = actix_test::init_service(App::new().configure(configure)).await;
+        actix_test::call_service(&app, actix_test::TestRequest::get().uri(path).to_request()).await
     }
 
     fn header_of<'a>(res: &'a actix_web::dev::ServiceResponse, name: &str) -> &'a str {
@@ -138,7 +138,7 @@ mod tests {
     async fn an_unknown_file_is_404_not_found() {
         let res = get("/dashboard/secrets.txt").await;
         assert_eq!(res.status(), 404);
-        let body: serde_json::Value = test::read_body_json(res).await;
+        let body: serde_json::Value = actix_test::read_body_json(res).await;
         assert_eq!(body["error"]["code"], "NOT_FOUND");
     }
 

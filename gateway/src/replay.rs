@@ -177,7 +177,10 @@ mod tests {
         let status = res.status().as_u16();
         let body: Value = test::read_body_json(res).await;
         assert_eq!(body["ok"], false, "{path}: {body}");
-        (status, body["error"]["code"].as_str().unwrap_or("").to_string())
+        (
+            status,
+            body["error"]["code"].as_str().unwrap_or("").to_string(),
+        )
     }
 
     #[actix_rt::test]

@@ -14,8 +14,8 @@ use flotilla_provisioner::Pool;
 use flotilla_runner::StudyRun;
 use flotilla_scheduler::Queue;
 use flotilla_solver::Study;
-use serde_json::json;
 use futures::future::BoxFuture;
+use serde_json::json;
 use std::process::ExitCode;
 use std::sync::Arc;
 

@@ -69,11 +69,19 @@ fn ask_and_tell(up: &FlotillaUp, n: u64) -> Vec<String> {
     let results: Vec<Value> = trials
         .iter()
         .map(|t| {
-            let (x, y) = (t["params"]["x"].as_f64().unwrap(), t["params"]["y"].as_f64().unwrap());
+            let (x, y) = (
+                t["params"]["x"].as_f64().unwrap(),
+                t["params"]["y"].as_f64().unwrap(),
+            );
             json!({"trial_id": t["trial_id"], "value": x * x + y})
         })
         .collect();
-    send_ok(up, "solver", "demo", json!({"type": "tell", "results": results}));
+    send_ok(
+        up,
+        "solver",
+        "demo",
+        json!({"type": "tell", "results": results}),
+    );
     trials
         .iter()
         .map(|t| t["trial_id"].as_str().unwrap().to_string())
@@ -134,13 +142,13 @@ fn every_page_shows_the_real_data_and_live_events_arrive_without_a_reload() {
     .unwrap_or_else(|| panic!("the pool never had two active nodes:\n{}", up.log()));
 
     told_study(&up, 8);
-    let run = json!({"type": "create_study", "seed": 2, "budget": 6,
+    let run = json!({"type": "create_study", "seed": 2, "budget": 40,
         "bounds": {"x": {"min": -4.0, "max": 4.0}},
         "runner": {"command": [script.to_str().unwrap()], "parallel": 2, "pool": "gpu"}});
     send_ok(&up, "solver", "tuned", run);
     wait_until(WITHIN, || {
-        let queue = result(&up, "/v1/query/scheduler/tuned");
-        (queue["counts"]["succeeded"].as_u64()? >= 2).then_some(())
+        let (_, queue) = up.get("/v1/query/scheduler/tuned");
+        (queue["result"]["counts"]["succeeded"].as_u64()? >= 2).then_some(())
     })
     .unwrap_or_else(|| panic!("no job of the run succeeded:\n{}", up.log()));
 
@@ -149,27 +157,65 @@ fn every_page_shows_the_real_data_and_live_events_arrive_without_a_reload() {
 
     // Studies: the list.
     browser.navigate(&format!("{}/#/studies", up.url));
-    wait_text(&mut browser, "the studies table", "#studies", &["demo", "tuned"]);
+    wait_text(
+        &mut browser,
+        "the studies table",
+        "#studies",
+        &["demo", "tuned"],
+    );
     browser.screenshot(&shots.join("studies.png"));
 
     // One study: a point per told trial, the best-so-far line, a scatter
     // per parameter, and the trials with their values.
     browser.navigate(&format!("{}/#/studies/demo", up.url));
-    wait_count(&mut browser, "a point per trial", "section svg circle.pt.s1", 8 + 2 * 8);
-    assert_eq!(count(&mut browser, "figure.param svg"), 2, "a scatter per parameter");
-    assert_eq!(count(&mut browser, "polyline.line.s2"), 1, "the best-so-far line");
+    wait_count(
+        &mut browser,
+        "a point per trial",
+        "section svg circle.pt.s1",
+        8 + 2 * 8,
+    );
+    assert_eq!(
+        count(&mut browser, "figure.param svg"),
+        2,
+        "a scatter per parameter"
+    );
+    assert_eq!(
+        count(&mut browser, "polyline.line.s2"),
+        1,
+        "the best-so-far line"
+    );
     assert_eq!(count(&mut browser, "#trials tbody tr"), 8);
     let study = result(&up, "/v1/query/solver/demo");
     let best = study["best"]["trial_id"].as_str().unwrap();
-    wait_text(&mut browser, "the best trial", "#trials", &[best, "t8", "completed"]);
+    wait_text(
+        &mut browser,
+        "the best trial",
+        "#trials",
+        &[best, "t8", "completed"],
+    );
+    // Durations come from the study's events (asked → told).
+    browser.wait_for(
+        "the trials' durations",
+        "[...document.querySelectorAll('#trials tbody tr td:nth-child(6)')].every((td) => td.textContent.endsWith('ms'))",
+        WITHIN,
+    );
     browser.screenshot(&shots.join("study.png"));
     // Live: a trial told now shows up without a reload.
     let marker = browser.eval("window.dashboardMarker = 'same page'; 1");
     assert_eq!(marker, json!(1));
     let new = ask_and_tell(&up, 1);
     wait_text(&mut browser, "the trial told live", "#trials", &[&new[0]]);
-    wait_count(&mut browser, "its point", "section svg circle.pt.s1", 9 + 2 * 9);
-    assert_eq!(browser.eval("window.dashboardMarker"), json!("same page"), "reloaded");
+    wait_count(
+        &mut browser,
+        "its point",
+        "section svg circle.pt.s1",
+        9 + 2 * 9,
+    );
+    assert_eq!(
+        browser.eval("window.dashboardMarker"),
+        json!("same page"),
+        "reloaded"
+    );
 
     // The study run: its live jobs and a pause, then a resume, from the page.
     browser.navigate(&format!("{}/#/studies/tuned", up.url));
@@ -187,8 +233,18 @@ fn every_page_shows_the_real_data_and_live_events_arrive_without_a_reload() {
 
     // Queues: the depth chart and the jobs with their output tails.
     browser.navigate(&format!("{}/#/queues/tuned", up.url));
-    wait_count(&mut browser, "the depth samples", "section svg circle.pt.s2", 2);
-    wait_text(&mut browser, "the jobs", "#jobs", &["succeeded", "hello from t1", "RESULT="]);
+    wait_count(
+        &mut browser,
+        "the depth samples",
+        "section svg circle.pt.s2",
+        2,
+    );
+    wait_text(
+        &mut browser,
+        "the jobs",
+        "#jobs",
+        &["succeeded", "hello from t1", "RESULT="],
+    );
     browser.screenshot(&shots.join("queue.png"));
 
     // Pools: nodes by state, the GPU gauges of every node, the nodes.
@@ -196,17 +252,43 @@ fn every_page_shows_the_real_data_and_live_events_arrive_without_a_reload() {
     let node_refs: Vec<&str> = nodes.iter().map(String::as_str).collect();
     wait_text(&mut browser, "the nodes", "#nodes", &node_refs);
     wait_count(&mut browser, "nodes-by-state bars", "rect.bar.st-active", 1);
-    wait_count(&mut browser, "a temperature and a utilisation bar per node", "rect.bar.s1", 4);
-    wait_text(&mut browser, "the GPUs of the nodes", "#nodes", &["gpu0", "°C"]);
+    wait_count(
+        &mut browser,
+        "a temperature and a utilisation bar per node",
+        "rect.bar.s1",
+        4,
+    );
+    wait_text(
+        &mut browser,
+        "the GPUs of the nodes",
+        "#nodes",
+        &["gpu0", "°C"],
+    );
+    wait_text(
+        &mut browser,
+        "the pool's events",
+        "#pool-events",
+        &["node_", &nodes[0]],
+    );
     browser.screenshot(&shots.join("pool.png"));
 
     // Inference: no worker here, and the page says so.
     browser.navigate(&format!("{}/#/inference", up.url));
-    wait_text(&mut browser, "the inference page", "main", &["no deployment yet"]);
+    wait_text(
+        &mut browser,
+        "the inference page",
+        "main",
+        &["No inference worker answers"],
+    );
 
     // Events: the log, a filter, a live event, and a replay link.
     browser.navigate(&format!("{}/#/events", up.url));
-    wait_text(&mut browser, "the log", "#events", &["solver/demo", "trials_told", "provisioner/gpu"]);
+    wait_text(
+        &mut browser,
+        "the log",
+        "#events",
+        &["solver/demo", "trials_told", "provisioner/gpu"],
+    );
     browser.eval(
         "const f = document.getElementById('filter-stream'); f.value = 'solver/demo'; \
          f.dispatchEvent(new Event('input')); 1",
@@ -218,22 +300,38 @@ fn every_page_shows_the_real_data_and_live_events_arrive_without_a_reload() {
     );
     let rows = count(&mut browser, "#events tbody tr");
     let new = ask_and_tell(&up, 1);
-    wait_count(&mut browser, "the live events", "#events tbody tr", rows + 2);
+    wait_count(
+        &mut browser,
+        "the live events",
+        "#events tbody tr",
+        rows + 2,
+    );
     browser.screenshot(&shots.join("events.png"));
     browser.eval("document.querySelector('#events a[href^=\"#/replay/solver/demo/\"]').click(); 1");
-    wait_text(&mut browser, "the replayed state", "#replayed", &[&new[0], "\"trials\""]);
+    wait_text(
+        &mut browser,
+        "the replayed state",
+        "#replayed",
+        &[&new[0], "\"trials\""],
+    );
     browser.screenshot(&shots.join("replay.png"));
 }
 
 #[test]
 fn the_replay_route_refuses_what_it_cannot_replay() {
     let dir = tempfile::tempdir().unwrap();
-    let up = FlotillaUp::start(&["--data-dir", dir.path().join("data").to_str().unwrap()], dir.path());
+    let up = FlotillaUp::start(
+        &["--data-dir", dir.path().join("data").to_str().unwrap()],
+        dir.path(),
+    );
     told_study(&up, 2);
     let at = result(&up, "/v1/replay/solver/demo?seq=2");
     assert_eq!(at["seq"], 2, "{at}");
     assert_eq!(at["state"]["counts"]["asked"], 2, "{at}");
-    assert_eq!(at["state"]["counts"]["told"], 0, "the tell came after seq 2: {at}");
+    assert_eq!(
+        at["state"]["counts"]["told"], 0,
+        "the tell came after seq 2: {at}"
+    );
     for (path, status, code) in [
         ("/v1/replay/solver/demo?seq=99", 404, "NOT_FOUND"),
         ("/v1/replay/solver/nothing", 404, "NOT_FOUND"),
@@ -242,7 +340,11 @@ fn the_replay_route_refuses_what_it_cannot_replay() {
         ("/v1/replay/nobody/demo", 404, "UNKNOWN_ACTOR"),
     ] {
         let (got, body) = up.get(path);
-        assert_eq!((got, body["error"]["code"].as_str()), (status, Some(code)), "{path}: {body}");
+        assert_eq!(
+            (got, body["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{path}: {body}"
+        );
     }
 }
 
@@ -251,7 +353,12 @@ fn with_tokens_the_page_asks_for_one_and_a_viewer_cannot_act() {
     let dir = tempfile::tempdir().unwrap();
     let (file, tokens) = tokens_file(dir.path());
     let up = FlotillaUp::start(
-        &["--tokens", file.to_str().unwrap(), "--data-dir", dir.path().join("data").to_str().unwrap()],
+        &[
+            "--tokens",
+            file.to_str().unwrap(),
+            "--data-dir",
+            dir.path().join("data").to_str().unwrap(),
+        ],
         dir.path(),
     );
     let create = json!({"type": "create_study", "seed": 1, "budget": 2,
@@ -263,16 +370,35 @@ fn with_tokens_the_page_asks_for_one_and_a_viewer_cannot_act() {
 
     let mut browser = Browser::launch();
     browser.navigate(&format!("{}/#/studies/guarded", up.url));
-    browser.wait_for("the token form", "!document.getElementById('login').hidden", WITHIN);
+    browser.wait_for(
+        "the token form",
+        "!document.getElementById('login').hidden",
+        WITHIN,
+    );
     browser.eval(&format!(
         "document.getElementById('token').value = {:?}; \
          document.getElementById('login').requestSubmit(); 1",
         tokens["viewer"]
     ));
-    wait_count(&mut browser, "the run's section", "[data-action=pause_run]", 1);
-    wait_text(&mut browser, "the study, read with the token", "main", &["Study guarded"]);
+    wait_count(
+        &mut browser,
+        "the run's section",
+        "[data-action=pause_run]",
+        1,
+    );
+    wait_text(
+        &mut browser,
+        "the study, read with the token",
+        "main",
+        &["Study guarded"],
+    );
     browser.eval("document.querySelector('[data-action=pause_run]').click(); 1");
-    wait_text(&mut browser, "the refusal", "#notice", &["pause_run refused", "FORBIDDEN"]);
+    wait_text(
+        &mut browser,
+        "the refusal",
+        "#notice",
+        &["pause_run refused", "FORBIDDEN"],
+    );
     let url = format!("{}/v1/query/study_run/guarded", up.url);
     let (_, run, _) = call("GET", &url, Some(&tokens["viewer"]), None);
     assert_ne!(run["result"]["status"], "paused", "{run}");

@@ -3,7 +3,7 @@
 // class `pt` (dots) or `bar` with a <title>, so it can be read and tested.
 
 const NS = 'http://www.w3.org/2000/svg';
-const SIZE = { width: 560, height: 240, left: 56, right: 12, top: 12, bottom: 36 };
+const SIZE = { width: 560, height: 250, left: 62, right: 12, top: 26, bottom: 36 };
 
 function svg(tag, attrs = {}, text) {
   const node = document.createElementNS(NS, tag);
@@ -49,7 +49,8 @@ function axes(root, xs, ys, x, y, labels) {
     g.append(svg('text', { x: left - 4, y: y(yv) + 4, 'text-anchor': 'end' }, tickText(yv)));
   }
   g.append(svg('text', { class: 'label', x: (left + width - right) / 2, y: height - 4, 'text-anchor': 'middle' }, labels.x));
-  g.append(svg('text', { class: 'label', x: 12, y: top + 8 }, labels.y));
+  const middle = (top + height - bottom) / 2;
+  g.append(svg('text', { class: 'label', x: -middle, y: 12, transform: 'rotate(-90)', 'text-anchor': 'middle' }, labels.y));
   root.append(g);
 }
 
@@ -112,8 +113,8 @@ export function bars({ title, y = '', items }) {
 function withLegend(root, series) {
   const named = series.filter((s) => s.name);
   named.forEach((s, i) => {
-    const x = SIZE.width - SIZE.right - 130;
-    const y = SIZE.top + 10 + i * 14;
+    const x = SIZE.left + 8 + i * 130;
+    const y = 12;
     root.append(svg('rect', { class: `key ${s.cls}`, x, y: y - 8, width: 10, height: 10 }));
     root.append(svg('text', { class: 'legend', x: x + 14, y: y + 1 }, s.name));
   });

@@ -7,7 +7,12 @@ import { el, facts, num, section, table } from './dom.js';
 /** `#/inference`: every deployment, live. */
 export async function list(view, ctx) {
   const draw = async () => {
-    const names = await ids('inference');
+    const names = await ids('inference').catch((error) => {
+      if (error.code !== 'UNAVAILABLE') throw error;
+      view.replaceChildren(section('Inference', el('p', { class: 'empty' }, `No inference worker answers: ${error.message}.`)));
+      return null;
+    });
+    if (names === null) return;
     const deployments = await Promise.all(names.map(async (id) => ({ id, d: await state('inference', id) })));
     view.replaceChildren(
       ...(deployments.length ? deployments.map(deploymentView) : [section('Inference', el('p', { class: 'empty' }, 'no deployment yet'))]));

@@ -126,7 +126,10 @@ impl Browser {
             }
             if Instant::now() > deadline {
                 let text = self.eval("document.body ? document.body.innerText : ''");
-                panic!("{what}: not within {within:?}; the page says:\n{}", text.as_str().unwrap_or(""));
+                panic!(
+                    "{what}: not within {within:?}; the page says:\n{}",
+                    text.as_str().unwrap_or("")
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -136,7 +139,8 @@ impl Browser {
     pub fn screenshot(&mut self, png: &Path) {
         let metrics = self.call("Page.getLayoutMetrics", json!({}));
         let size = &metrics["cssContentSize"];
-        let clip = json!({"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1});
+        let clip =
+            json!({"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1});
         let shot = self.call(
             "Page.captureScreenshot",
             json!({"format": "png", "clip": clip, "captureBeyondViewport": true}),
