@@ -15,6 +15,7 @@
 //! | `GET /v1/query/{actor}[/{id}]` | state of one aggregate (`?after=&limit=` pages a queue's jobs or a run's trials), or the list of ids |
 //! | `GET /v1/events?from=&stream=&follow=` | events as JSON lines, from the log |
 //! | `GET /v1/replay/{actor}/{id}?seq=` | state of one aggregate after its event `seq` ([`replay`]) |
+//! | `GET /v1/inference/workers` | the `/metrics` text of each `--inference-worker` ([`inference_workers`]) |
 //! | `GET /`, `GET /dashboard/{file}` | the live web dashboard, open: it holds no data ([`dashboard`]) |
 //!
 //! Every `/v1/` request must name an allowed `Host` and carry no foreign
@@ -38,6 +39,7 @@ pub mod dashboard;
 pub mod guard;
 pub mod inference;
 pub mod inference_openapi;
+pub mod inference_workers;
 pub mod replay;
 
 use actix_web::body::{BoxBody, MessageBody};
@@ -90,10 +92,13 @@ pub struct GatewayState {
     pub signer: Option<Arc<flotilla_messages::auth::CommandSigner>>,
     /// Folds a stream into its aggregate's state, for `/v1/replay`.
     pub replay: Arc<dyn replay::StateAt>,
+    /// Base URLs of the inference workers whose `/metrics`
+    /// [`inference_workers`] reads.
+    pub inference_workers: Vec<String>,
 }
 
-/// What each gateway route needs: commands `command`, queries and replays
-/// `query`, the log `events`; the dashboard's files nothing; any other
+/// What each gateway route needs: commands `command`, queries, replays
+/// and the workers' metrics `query`, the log `events`; the dashboard's files nothing; any other
 /// path a valid token (it answers 404). The probes and `/metrics` are
 /// decided by [`auth`] itself.
 pub fn access(method: &actix_web::http::Method, path: &str) -> Access {
@@ -101,7 +106,9 @@ pub fn access(method: &actix_web::http::Method, path: &str) -> Access {
     if *method == Method::POST && path.starts_with("/v1/cmd/") {
         Access::Needs(Permission::Command)
     } else if *method == Method::GET
-        && (path.starts_with("/v1/query/") || path.starts_with("/v1/replay/"))
+        && (path.starts_with("/v1/query/")
+            || path.starts_with("/v1/replay/")
+            || path == inference_workers::PATH)
     {
         Access::Needs(Permission::Query)
     } else if *method == Method::GET && dashboard::is_dashboard_path(path) {
@@ -144,6 +151,7 @@ pub fn configure(state: GatewayState) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/v1/query/{actor}/{id}", web::get().to(query_one))
             .route("/v1/events", web::get().to(events))
             .configure(replay::configure)
+            .configure(inference_workers::configure)
             .configure(dashboard::configure);
     }
 }
@@ -466,4 +474,59 @@ async fn events(state: web::Data<GatewayState>, q: web::Query<EventsQuery>) -> H
     HttpResponse::Ok()
         .content_type("application/x-ndjson")
         .streaming(lines)
+}
+
+/// A gateway over an embedded bus and an empty log in a temporary
+/// directory, for the handlers' tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use flotilla_bus::embedded::{EmbeddedBus, SledLog};
+
+    /// A replay that finds no stream.
+    struct NoStreams;
+
+    impl replay::StateAt for NoStreams {
+        fn state_at<'a>(
+            &'a self,
+            stream: &'a StreamName,
+            _seq: Option<u64>,
+        ) -> futures::future::BoxFuture<'a, Result<serde_json::Value, replay::ReplayError>>
+        {
+            Box::pin(async move { Err(replay::ReplayError::NoEvents(stream.to_string())) })
+        }
+    }
+
+    /// The state; its log lives as long as the process (a leaked tempdir).
+    pub fn state() -> GatewayState {
+        let dir = tempfile::tempdir().expect("a tempdir").keep();
+        GatewayState {
+            bus: Arc::new(EmbeddedBus::new()),
+            log: Arc::new(SledLog::open(&dir).expect("a log")),
+            subjects: Subjects::default(),
+            ready: Arc::new(AtomicBool::new(true)),
+            corrupt: CorruptStreams::default(),
+            registry: prometheus::Registry::new(),
+            request_timeout: Duration::from_secs(1),
+            policy: guard::RequestPolicy::for_bind(([127, 0, 0, 1], 8080).into(), vec![], vec![]),
+            auth: web::Data::new(HttpAuth {
+                tokens: None,
+                metrics: auth::MetricsAuth::Open,
+                access,
+                limits: None,
+                render: render_refusal,
+            }),
+            signer: None,
+            replay: Arc::new(NoStreams),
+            inference_workers: vec![],
+        }
+    }
+
+    /// A loopback port nothing listens on (bound, then closed).
+    pub fn closed_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port")
+    }
 }

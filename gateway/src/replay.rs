@@ -113,12 +113,10 @@ async fn replayed(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::{HttpAuth, MetricsAuth};
     use actix_web::{test, App};
-    use flotilla_bus::embedded::{EmbeddedBus, SledLog};
-    use flotilla_bus::{CorruptStreams, EventLog};
+    use flotilla_bus::embedded::SledLog;
+    use flotilla_bus::EventLog;
     use futures::TryStreamExt;
-    use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
 
     /// Counts a stream's events in the real log: enough to tell a stream
@@ -142,37 +140,16 @@ mod tests {
         }
     }
 
-    fn state(log: Arc<dyn EventLog>) -> GatewayState {
-        GatewayState {
-            bus: Arc::new(EmbeddedBus::new()),
-            log: log.clone(),
-            subjects: flotilla_messages::Subjects::default(),
-            ready: Arc::new(AtomicBool::new(true)),
-            corrupt: CorruptStreams::default(),
-            registry: prometheus::Registry::new(),
-            request_timeout: std::time::Duration::from_secs(1),
-            policy: crate::guard::RequestPolicy::for_bind(
-                ([127, 0, 0, 1], 8080).into(),
-                vec![],
-                vec![],
-            ),
-            auth: web::Data::new(HttpAuth {
-                tokens: None,
-                metrics: MetricsAuth::Open,
-                access: crate::access,
-                limits: None,
-                render: crate::render_refusal,
-            }),
-            signer: None,
-            replay: Arc::new(EventCount(log)),
-        }
-    }
-
     /// (status, error code) of `GET path` against an empty log.
     async fn refused(path: &str) -> (u16, String) {
         let dir = tempfile::tempdir().unwrap();
         let log: Arc<dyn EventLog> = Arc::new(SledLog::open(dir.path()).unwrap());
-        let app = test::init_service(App::new().configure(crate::configure(state(log)))).await;
+        let state = GatewayState {
+            replay: Arc::new(EventCount(log.clone())),
+            log,
+            ..crate::testing::state()
+        };
+        let app = test::init_service(App::new().configure(crate::configure(state))).await;
         let res = test::call_service(&app, test::TestRequest::get().uri(path).to_request()).await;
         let status = res.status().as_u16();
         let body: Value = test::read_body_json(res).await;

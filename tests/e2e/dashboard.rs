@@ -1,7 +1,9 @@
 //! The web dashboard in a real browser: one `flotilla up --nats` holds a
 //! study with told trials, a study run with its queue of jobs, and a
 //! simulated pool whose nodes run real `flotilla agent --source sim`
-//! processes (their heartbeats give the GPU gauges). Headless Chromium,
+//! processes (their heartbeats give the GPU gauges), and an inference
+//! worker on the same NATS whose `/metrics` the gateway reads
+//! (`--inference-worker`). Headless Chromium,
 //! driven over the DevTools protocol ([`crate::support::devtools`]), opens
 //! every page and checks its charts (SVG points and bars) and tables hold
 //! the real data; a trial told while the study's page is open appears
@@ -12,10 +14,13 @@
 
 use crate::http_auth::{call, tokens_file};
 use crate::support::devtools::Browser;
-use crate::support::{node_statuses, wait_until, Agents, FlotillaUp};
+use crate::support::inference::{model_init, predict_body, Worker};
+use crate::support::{node_statuses, pools_file, wait_until, Agents, FlotillaUp};
 use flotilla_bus::testing::NatsServer;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a page may take to show what it should.
@@ -28,12 +33,8 @@ sleep 1
 awk -v x="$ARQON_x" 'BEGIN { printf "RESULT=%f\n", (x - 1) * (x - 1) }'
 "#;
 
-fn pools(dir: &Path) -> String {
-    let yaml = "providers:\n  cloud: {type: sim, auto_register: false}\npools:\n  gpu:\n    provider: cloud\n    min_nodes: 2\n    max_nodes: 2\n    cooldown: 0s\n    health: {unhealthy_threshold: 2, boot_grace: 0s, heartbeat_timeout: 30s}\n    replacement: {drain_mode: evict, circuit_breaker: {max_replaced_percent: 100}}\n";
-    let path = dir.join("pools.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    path.display().to_string()
-}
+/// Pool `gpu`: two simulated nodes, each with its own agent.
+const POOLS: &str = "providers:\n  cloud: {type: sim, auto_register: false}\npools:\n  gpu:\n    provider: cloud\n    min_nodes: 2\n    max_nodes: 2\n    cooldown: 0s\n    health: {unhealthy_threshold: 2, boot_grace: 0s, heartbeat_timeout: 30s}\n    replacement: {drain_mode: evict, circuit_breaker: {max_replaced_percent: 100}}\n";
 
 /// Where the screenshots go: `target/dashboard-screenshots/`.
 fn screenshots() -> PathBuf {
@@ -88,6 +89,30 @@ fn ask_and_tell(up: &FlotillaUp, n: u64) -> Vec<String> {
         .collect()
 }
 
+/// Posts predictions to `worker` until the returned guard is dropped.
+fn predictions(worker: &Worker) -> impl Drop {
+    struct Stop(Arc<AtomicBool>, Option<std::thread::JoinHandle<()>>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+            if let Some(thread) = self.1.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = stop.clone();
+    let url = format!("{}/predict", worker.url);
+    let thread = std::thread::spawn(move || {
+        let client = crate::support::http_client();
+        while !stopping.load(Ordering::Relaxed) {
+            let _ = client.post(&url).json(&predict_body(1, true)).send();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    Stop(stop, Some(thread))
+}
+
 /// How many elements match `selector`.
 fn count(browser: &mut Browser, selector: &str) -> u64 {
     browser
@@ -119,9 +144,21 @@ fn every_page_shows_the_real_data_and_live_events_arrive_without_a_reload() {
     let script = dir.path().join("trial.sh");
     std::fs::write(&script, SCRIPT).unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let pools = pools(dir.path());
+    let pools = pools_file(dir.path(), POOLS);
+    let models = dir.path().join("models");
+    model_init(&models, "v1.0.0", 1);
+    let worker = Worker::start(&models, &["--nats", &nats.url(), "--worker-id", "w1"], &[]);
     let up = FlotillaUp::start_with_env(
-        &["--nats", &nats.url(), "--pools", &pools, "--tick", "200ms"],
+        &[
+            "--nats",
+            &nats.url(),
+            "--pools",
+            &pools,
+            "--tick",
+            "200ms",
+            "--inference-worker",
+            &worker.url,
+        ],
         &[
             ("FLOTILLA_ALLOWED_COMMANDS", script.as_os_str()),
             ("FLOTILLA_RECONCILE_SECONDS", "1".as_ref()),
@@ -272,14 +309,30 @@ fn every_page_shows_the_real_data_and_live_events_arrive_without_a_reload() {
     );
     browser.screenshot(&shots.join("pool.png"));
 
-    // Inference: no worker here, and the page says so.
+    // Inference: the worker's deployment, and its requests/s and latency
+    // while requests arrive.
     browser.navigate(&format!("{}/#/inference", up.url));
     wait_text(
         &mut browser,
-        "the inference page",
-        "main",
-        &["No inference worker answers"],
+        "the deployment",
+        "#versions-w1",
+        &["v1.0.0", "loaded"],
     );
+    wait_text(&mut browser, "the worker", "#workers", &[&worker.url]);
+    let load = predictions(&worker);
+    browser.wait_for(
+        "the worker's rate",
+        "Number(document.querySelector('#workers [data-rate]')?.dataset.rate) > 0",
+        WITHIN,
+    );
+    wait_count(
+        &mut browser,
+        "rate and latency points",
+        "section svg circle.pt.s1",
+        2,
+    );
+    drop(load);
+    browser.screenshot(&shots.join("inference.png"));
 
     // Events: the log, a filter, a live event, and a replay link.
     browser.navigate(&format!("{}/#/events", up.url));

@@ -33,9 +33,7 @@ awk -v x="$ARQON_x" 'BEGIN { printf "RESULT=%f\n", (x - 1) * (x - 1) }'
 
 fn pools(dir: &Path) -> String {
     let yaml = "providers:\n  cloud: {type: sim, auto_register: false}\npools:\n  gpu:\n    provider: cloud\n    min_nodes: 2\n    max_nodes: 6\n    cooldown: 0s\n    autoscaling: {type: queue, jobs_per_node: 4}\n    health: {unhealthy_threshold: 1, boot_grace: 0s, heartbeat_timeout: 5s}\n    replacement: {drain_mode: evict, circuit_breaker: {max_replaced_percent: 100}}\n";
-    let path = dir.join("pools.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    path.display().to_string()
+    crate::support::pools_file(dir, yaml)
 }
 
 fn inject_xid_79(nats: &str, node: &str) {

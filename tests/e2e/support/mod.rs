@@ -428,6 +428,13 @@ impl Drop for Agents {
     }
 }
 
+/// Writes a pools file (`yaml`) into `dir`; its path, for `up --pools`.
+pub fn pools_file(dir: &Path, yaml: &str) -> String {
+    let path = dir.join("pools.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path.display().to_string()
+}
+
 /// Publishes `body` as JSON on `subject` of the NATS server at `url`.
 pub fn publish_json(url: &str, subject: &str, body: Value) {
     use flotilla_bus::{Bus, Message};
