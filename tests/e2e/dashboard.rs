@@ -308,6 +308,24 @@ fn every_page_shows_the_real_data_and_live_events_arrive_without_a_reload() {
         &["node_", &nodes[0]],
     );
     browser.screenshot(&shots.join("pool.png"));
+    // An operator's action from the page: cordon a node. (A healthy
+    // heartbeat uncordons it at once, so the event is what is checked.)
+    let node = &nodes[0];
+    browser.eval(&format!(
+        "document.querySelector('[data-action=cordon_node][data-node={node:?}]').click(); 1"
+    ));
+    wait_text(
+        &mut browser,
+        "the answer",
+        "#notice",
+        &["cordon_node: done"],
+    );
+    wait_text(
+        &mut browser,
+        "the cordon",
+        "#pool-events",
+        &["node_cordoned", "reason=operator"],
+    );
 
     // Inference: the worker's deployment, and its requests/s and latency
     // while requests arrive.

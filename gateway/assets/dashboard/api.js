@@ -114,6 +114,20 @@ export async function send(actor, id, command) {
   return res.json();
 }
 
+/**
+ * Sends `command` to `actor/id` from a button and says how it went through
+ * `notice`: a refusal shows its message and code (403 FORBIDDEN when the
+ * token's role may not send commands).
+ */
+export async function act(actor, id, command, notice) {
+  try {
+    await send(actor, id, command);
+    notice(`${command.type}: done`);
+  } catch (error) {
+    notice(`${command.type} refused: ${error.message} [${error.code}]`);
+  }
+}
+
 /** The gateway's Prometheus text. */
 export async function metrics() {
   const res = await request('/metrics');

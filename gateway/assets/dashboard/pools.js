@@ -3,7 +3,7 @@
 // heartbeats (the gateway's /metrics gauges), replacements, the circuit
 // breaker and the pool's recent health events.
 
-import { follow, ids, metrics, parseMetrics, redrawOn, state } from './api.js';
+import { act, follow, ids, metrics, parseMetrics, redrawOn, state } from './api.js';
 import { bars } from './charts.js';
 import { el, facts, link, num, pairs, section, table, time } from './dom.js';
 
@@ -57,7 +57,7 @@ export async function one(view, ctx, id) {
   let timer = null;
   const draw = async () => {
     const pool = await state('provisioner', id);
-    view.replaceChildren(...poolView(id, pool, gpus, recent));
+    view.replaceChildren(...poolView(id, pool, gpus, recent, ctx));
   };
   const readGauges = async () => {
     gpus = gpusByNode(await metrics());
@@ -80,7 +80,16 @@ function hottest(node, gpus, key) {
   return values.length ? Math.max(...values) : null;
 }
 
-function poolView(id, pool, gpus, recent) {
+/** Cordon for a serving node, uncordon for a cordoned one (operators only). */
+function nodeAction(pool, node, ctx) {
+  const type = { active: 'cordon_node', degraded: 'cordon_node', cordoned: 'uncordon_node' }[node.status];
+  if (!type) return '';
+  const button = el('button', { type: 'button', 'data-action': type, 'data-node': node.node_id }, type.replace('_node', ''));
+  button.addEventListener('click', () => act('provisioner', pool, { type, node_id: node.node_id, now: Date.now() }, ctx.notice));
+  return button;
+}
+
+function poolView(id, pool, gpus, recent, ctx) {
   const nodes = pool.nodes ?? [];
   const gauge = (key, title, unit) => bars({
     title, y: unit,
@@ -108,6 +117,7 @@ function poolView(id, pool, gpus, recent) {
       ['reasons', (n) => (n.reasons ?? []).join('; ')],
       ['replaces', (n) => n.replaces ?? '—'],
       ['replaced by', (n) => n.replaced_by ?? '—'],
+      ['action', (n) => nodeAction(id, n, ctx)],
     ], nodes, 'nodes')),
     section('Recent events', table([
       ['time', (e) => time(e.at)],

@@ -2,7 +2,7 @@
 // curve, each trial's value, a parameter-vs-value scatter per parameter, the
 // trials table and, when the control plane runs it (`study_run`), its jobs.
 
-import { ids, redrawOn, send, state } from './api.js';
+import { act, ids, redrawOn, state } from './api.js';
 import { plot } from './charts.js';
 import { el, facts, link, num, pairs, section, table, time, duration } from './dom.js';
 
@@ -121,17 +121,11 @@ function trialsTable(trials, times) {
 /** The run of the study, if the control plane runs it: status, actions, live jobs. */
 function runView(id, run, ctx) {
   if (!run || !run.status) return [];
-  const act = (type) => el('button', { type: 'button', 'data-action': type }, type.replace('_run', ''));
-  const buttons = el('div', { class: 'actions' }, act('pause_run'), act('resume_run'), act('stop_run'));
-  buttons.addEventListener('click', async (event) => {
+  const button = (type) => el('button', { type: 'button', 'data-action': type }, type.replace('_run', ''));
+  const buttons = el('div', { class: 'actions' }, button('pause_run'), button('resume_run'), button('stop_run'));
+  buttons.addEventListener('click', (event) => {
     const type = event.target.dataset?.action;
-    if (!type) return;
-    try {
-      await send('study_run', id, { type });
-      ctx.notice(`${type}: done`);
-    } catch (error) {
-      ctx.notice(`${type} refused: ${error.message} [${error.code}]`);
-    }
+    if (type) act('study_run', id, { type }, ctx.notice);
   });
   return [section(`Run of ${id}`,
     facts([
