@@ -375,6 +375,16 @@ pub struct UpArgs {
     /// Origins (`https://ui.example`) allowed besides the gateway's own, comma-separated.
     #[arg(long, env = "FLOTILLA_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+    /// An inference worker's base URL (`http://host:8000`) whose `/metrics`
+    /// the dashboard shows as requests/s and latency; repeatable or
+    /// comma-separated.
+    #[arg(
+        long = "inference-worker",
+        value_name = "URL",
+        env = "FLOTILLA_INFERENCE_WORKERS",
+        value_delimiter = ','
+    )]
+    pub inference_workers: Vec<String>,
     /// Programs the scheduler's local executor may run, comma-separated: an
     /// absolute path (exactly), a bare name (as found on PATH), a directory
     /// ending in `/` (anything under it), a prefix ending in `*`, or `*`

@@ -19,7 +19,10 @@
 //! | `GET /v1/studies/{study}/api/events?limit=&event=&q=` | the study's and its run's events, `{events}` |
 //! | `GET /v1/studies/{study}/api/actions?limit=` | the dashboard actions in the log, `{actions}` |
 //! | `POST /v1/studies/{study}/api/actions` | `{"action": "pause"\|"resume"\|"rollback", "reason"}`: pauses or resumes the study's run, or enqueues its best trial's parameters |
+//! | `GET /v1/replay/{actor}/{id}?seq=` | state of one aggregate after its event `seq` ([`replay`]) |
+//! | `GET /v1/inference/workers` | the `/metrics` text of each `--inference-worker` ([`inference_workers`]) |
 //! | `GET /openapi.json`, `/docs`, `/redoc` | the OpenAPI 3.1 document of these routes and its viewers ([`openapi`], [`api_docs`]) |
+//! | `GET /`, `GET /dashboard/{file}` | the live web dashboard, open: it holds no data ([`dashboard`]) |
 //!
 //! [`routes`] is the one list of these routes (the document's test checks
 //! it against the document); another method on a route answers 405
@@ -46,10 +49,13 @@ pub mod api_docs;
 pub mod arqon;
 pub mod arqon_api;
 pub mod auth;
+pub mod dashboard;
 pub mod guard;
 pub mod inference;
 pub mod inference_openapi;
+pub mod inference_workers;
 pub mod openapi;
+pub mod replay;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::Server;
@@ -99,13 +105,18 @@ pub struct GatewayState {
     /// a shared bus (NATS), where a bare `Flotilla-Principal` is not
     /// believed; `None` on the embedded bus.
     pub signer: Option<Arc<flotilla_messages::auth::CommandSigner>>,
+    /// Folds a stream into its aggregate's state, for `/v1/replay`.
+    pub replay: Arc<dyn replay::StateAt>,
+    /// Base URLs of the inference workers whose `/metrics`
+    /// [`inference_workers`] reads.
+    pub inference_workers: Vec<String>,
 }
 
 /// What each gateway route needs: commands and dashboard actions
-/// `command`, queries and a study's dashboard reads `query`, the log
-/// `events`; the OpenAPI document and its viewers nothing; any other path
-/// a valid token (it answers 404). The probes and `/metrics` are decided by
-/// [`auth`] itself.
+/// `command`; queries, a study's dashboard reads, replays and the workers'
+/// metrics `query`; the log `events`; the OpenAPI document, its viewers and
+/// the dashboard's files nothing; any other path a valid token (it answers
+/// 404). The probes and `/metrics` are decided by [`auth`] itself.
 pub fn access(method: &actix_web::http::Method, path: &str) -> Access {
     use actix_web::http::Method;
     let studies = path.starts_with("/v1/studies/");
@@ -113,8 +124,15 @@ pub fn access(method: &actix_web::http::Method, path: &str) -> Access {
         Access::Open
     } else if *method == Method::POST && (path.starts_with("/v1/cmd/") || studies) {
         Access::Needs(Permission::Command)
-    } else if *method == Method::GET && (path.starts_with("/v1/query/") || studies) {
+    } else if *method == Method::GET
+        && (path.starts_with("/v1/query/")
+            || studies
+            || path.starts_with("/v1/replay/")
+            || path == inference_workers::PATH)
+    {
         Access::Needs(Permission::Query)
+    } else if *method == Method::GET && dashboard::is_dashboard_path(path) {
+        Access::Open
     } else if *method == Method::GET && path == "/v1/events" {
         Access::Needs(Permission::Events)
     } else {
@@ -141,7 +159,8 @@ pub fn render_refusal(_req: &ServiceRequest, refusal: &Refusal) -> HttpResponse 
 
 /// Every route of the gateway's API as (path, method, handler): the one
 /// list [`configure`] serves and the OpenAPI document must describe (its
-/// test compares them; `{actor}` stands for each of [`openapi::ACTORS`]).
+/// test compares them; `{actor}` in a command or query route stands for
+/// each of [`openapi::ACTORS`]).
 pub fn routes() -> Vec<(&'static str, &'static str, actix_web::Route)> {
     vec![
         ("/healthz", "GET", web::get().to(healthz)),
@@ -176,6 +195,16 @@ pub fn routes() -> Vec<(&'static str, &'static str, actix_web::Route)> {
             "POST",
             web::post().to(arqon_api::post_action),
         ),
+        (
+            "/v1/replay/{actor}/{id}",
+            "GET",
+            web::get().to(replay::replay),
+        ),
+        (
+            inference_workers::PATH,
+            "GET",
+            web::get().to(inference_workers::workers),
+        ),
     ]
 }
 
@@ -207,6 +236,12 @@ pub fn configure(state: GatewayState) -> impl FnOnce(&mut web::ServiceConfig) {
             cfg.service(resource_of(path, methods));
         }
         openapi::configure_docs(cfg, &auth, endpoint);
+        cfg.service(endpoint("/", "GET", web::get().to(dashboard::index)))
+            .service(endpoint(
+                "/dashboard/{file}",
+                "GET",
+                web::get().to(dashboard::asset),
+            ));
     }
 }
 
@@ -369,7 +404,7 @@ fn parse_actor(actor: &str) -> Result<Actor, Rejection> {
         })
 }
 
-fn parse_stream(actor: &str, id: &str) -> Result<StreamName, Rejection> {
+pub(crate) fn parse_stream(actor: &str, id: &str) -> Result<StreamName, Rejection> {
     let actor = parse_actor(actor)?;
     validate_id("id", id).map_err(|e| Rejection::new(ErrorCode::InvalidId, e.to_string()))?;
     StreamName::new(actor, id).map_err(|e| Rejection::new(ErrorCode::InvalidId, e.to_string()))
@@ -606,4 +641,59 @@ async fn events(state: web::Data<GatewayState>, q: web::Query<EventsQuery>) -> H
     HttpResponse::Ok()
         .content_type("application/x-ndjson")
         .streaming(lines)
+}
+
+/// A gateway over an embedded bus and an empty log in a temporary
+/// directory, for the handlers' tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use flotilla_bus::embedded::{EmbeddedBus, SledLog};
+
+    /// A replay that finds no stream.
+    struct NoStreams;
+
+    impl replay::StateAt for NoStreams {
+        fn state_at<'a>(
+            &'a self,
+            stream: &'a StreamName,
+            _seq: Option<u64>,
+        ) -> futures::future::BoxFuture<'a, Result<serde_json::Value, replay::ReplayError>>
+        {
+            Box::pin(async move { Err(replay::ReplayError::NoEvents(stream.to_string())) })
+        }
+    }
+
+    /// The state; its log lives as long as the process (a leaked tempdir).
+    pub fn state() -> GatewayState {
+        let dir = tempfile::tempdir().expect("a tempdir").keep();
+        GatewayState {
+            bus: Arc::new(EmbeddedBus::new()),
+            log: Arc::new(SledLog::open(&dir).expect("a log")),
+            subjects: Subjects::default(),
+            ready: Arc::new(AtomicBool::new(true)),
+            corrupt: CorruptStreams::default(),
+            registry: prometheus::Registry::new(),
+            request_timeout: Duration::from_secs(1),
+            policy: guard::RequestPolicy::for_bind(([127, 0, 0, 1], 8080).into(), vec![], vec![]),
+            auth: web::Data::new(HttpAuth {
+                tokens: None,
+                metrics: auth::MetricsAuth::Open,
+                access,
+                limits: None,
+                render: render_refusal,
+            }),
+            signer: None,
+            replay: Arc::new(NoStreams),
+            inference_workers: vec![],
+        }
+    }
+
+    /// A loopback port nothing listens on (bound, then closed).
+    pub fn closed_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port")
+    }
 }

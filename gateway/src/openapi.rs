@@ -171,6 +171,8 @@ impl Modify for BearerScheme {
         arqon_events,
         arqon_actions,
         arqon_post_action,
+        replay,
+        inference_workers,
     ),
     components(
         schemas(Reply, ErrorBody, ErrorCode, Envelope, HealthBody, ReadyBody, ArqonState, Summary, ActionBody, ArqonEvents, ArqonActions, ActionAnswer),
@@ -456,12 +458,14 @@ mod tests {
     }
 
     /// The `(path, method)` pairs a route of [`crate::routes`] stands for:
-    /// `{actor}` is each of [`ACTORS`].
+    /// `{actor}` in a command or query route is each of [`ACTORS`] (a
+    /// replay is documented once, its actor a parameter).
     fn routed() -> BTreeSet<(String, String)> {
         crate::routes()
             .into_iter()
             .flat_map(|(path, method, _)| {
-                let paths: Vec<String> = if path.contains("{actor}") {
+                let per_actor = path.starts_with("/v1/cmd/") || path.starts_with("/v1/query/");
+                let paths: Vec<String> = if per_actor {
                     ACTORS
                         .iter()
                         .map(|a| path.replace("{actor}", a.as_str()))
@@ -818,3 +822,47 @@ arqon_operation!(
         content_type = "application/json"
     ),]
 );
+
+/// The state of aggregate `id` right after its event `seq`, folded from the
+/// log (`result`: `{stream, seq, at, state}`), as `flotilla replay` shows it.
+#[utoipa::path(
+    get,
+    path = "/v1/replay/{actor}/{id}",
+    tag = "events",
+    params(
+        ("actor" = String, Path, description = "The aggregate's actor", pattern = "^(solver|scheduler|provisioner|inference|study_run)$"),
+        ("id" = String, Path, description = "The aggregate's id: `[A-Za-z0-9_-]{1,64}`", pattern = "^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64),
+        ("seq" = Option<u64>, Query, description = "The event to stop after (default: the last)", minimum = 1),
+    ),
+    responses(
+        (status = 200, description = "`result`: `{stream, seq, at, state}`", body = Reply),
+        (status = 400, description = "`INVALID_FIELD`, `INVALID_ID`: a bad parameter, id or actor (the message names it)", body = Reply),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Refused),
+        (status = 404, description = "`NOT_FOUND`, `UNKNOWN_ACTOR`: no such actor, stream or seq", body = Reply),
+        (status = 405, response = MethodNotAllowed),
+        (status = 429, response = RateLimited),
+        (status = 500, description = "`CORRUPT`: the aggregate's stored events failed their checks", body = Reply),
+        (status = 503, response = Unavailable),
+    )
+)]
+#[allow(dead_code)]
+fn replay() {}
+
+/// The `/metrics` text of each inference worker `up` was told of
+/// (`--inference-worker`), or why it could not be read:
+/// `result.workers: [{url, metrics} | {url, error}]`.
+#[utoipa::path(
+    get,
+    path = "/v1/inference/workers",
+    tag = "inference",
+    responses(
+        (status = 200, description = "`result.workers`: `[{url, metrics}]` or `[{url, error}]`", body = Reply),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Refused),
+        (status = 405, response = MethodNotAllowed),
+        (status = 429, response = RateLimited),
+    )
+)]
+#[allow(dead_code)]
+fn inference_workers() {}

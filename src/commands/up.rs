@@ -252,6 +252,10 @@ fn start_gateway(
         registry: sources.registry.clone(),
         auth: sources.auth,
         signer: sources.backend.command_signer.clone(),
+        replay: Arc::new(crate::commands::replay::LogReplay(
+            sources.backend.log.clone(),
+        )),
+        inference_workers: inference_workers(&args.inference_workers)?,
         request_timeout: Duration::from_secs(30),
         policy: RequestPolicy::for_bind(
             addr,
@@ -264,6 +268,25 @@ fn start_gateway(
     let handle = server.handle();
     actix_rt::spawn(server);
     Ok(handle)
+}
+
+/// The `--inference-worker` URLs, checked: each an `http://` or
+/// `https://` URL with a host.
+fn inference_workers(urls: &[String]) -> Result<Vec<String>> {
+    trimmed(urls)
+        .into_iter()
+        .map(|url| {
+            let rest = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"));
+            match rest {
+                Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(url),
+                _ => {
+                    bail!("inference-worker: {url:?} is not an http:// or https:// URL with a host")
+                }
+            }
+        })
+        .collect()
 }
 
 /// What [`start_actors`] started.

@@ -13,14 +13,12 @@
 //! shrinks back to its minimum.
 
 use crate::support::{
-    flotilla, json_lines, node_statuses, publish_json, wait_until, FlotillaUp, SimAgent,
+    flotilla, json_lines, node_statuses, publish_json, wait_until, Agents, FlotillaUp,
 };
 use flotilla_bus::testing::NatsServer;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 const BUDGET: u64 = 48;
@@ -35,55 +33,7 @@ awk -v x="$ARQON_x" 'BEGIN { printf "RESULT=%f\n", (x - 1) * (x - 1) }'
 
 fn pools(dir: &Path) -> String {
     let yaml = "providers:\n  cloud: {type: sim, auto_register: false}\npools:\n  gpu:\n    provider: cloud\n    min_nodes: 2\n    max_nodes: 6\n    cooldown: 0s\n    autoscaling: {type: queue, jobs_per_node: 4}\n    health: {unhealthy_threshold: 1, boot_grace: 0s, heartbeat_timeout: 5s}\n    replacement: {drain_mode: evict, circuit_breaker: {max_replaced_percent: 100}}\n";
-    let path = dir.join("pools.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    path.display().to_string()
-}
-
-/// Starts an agent for every node of the pool that waits for one, until
-/// stopped; kills them (by their own pids) when dropped.
-struct Agents {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<Vec<SimAgent>>>,
-}
-
-impl Agents {
-    fn follow(up_url: String, nats: String, log_dir: std::path::PathBuf) -> Agents {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut agents: BTreeMap<String, SimAgent> = BTreeMap::new();
-            let client = crate::support::http_client();
-            while !stopping.load(Ordering::Relaxed) {
-                let view: Value = client
-                    .get(format!("{up_url}/v1/query/provisioner/gpu"))
-                    .send()
-                    .and_then(|r| r.json())
-                    .unwrap_or(Value::Null);
-                for node in view["result"]["nodes"].as_array().into_iter().flatten() {
-                    let id = node["node_id"].as_str().unwrap_or_default().to_string();
-                    if node["status"] == "registering" && !agents.contains_key(&id) {
-                        agents.insert(id.clone(), SimAgent::start(&nats, &id, &log_dir));
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            agents.into_values().collect()
-        });
-        Agents {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Agents {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            drop(thread.join());
-        }
-    }
+    crate::support::pools_file(dir, yaml)
 }
 
 fn inject_xid_79(nats: &str, node: &str) {

@@ -291,6 +291,30 @@ fn the_gateway_answers_401_403_or_the_handler_per_route_and_role() {
         },
         Route {
             method: "GET",
+            path: "/v1/replay/solver/s1?seq=1",
+            body: None,
+            admits: Some(READERS),
+            permission: "query",
+            ok: 200,
+        },
+        Route {
+            method: "GET",
+            path: "/v1/%72eplay/solver/s1",
+            body: None,
+            admits: Some(READERS),
+            permission: "query",
+            ok: 200,
+        },
+        Route {
+            method: "GET",
+            path: "/v1/inference/workers",
+            body: None,
+            admits: Some(READERS),
+            permission: "query",
+            ok: 200,
+        },
+        Route {
+            method: "GET",
             path: "/v1/nothing-here",
             body: None,
             admits: None,
@@ -299,7 +323,11 @@ fn the_gateway_answers_401_403_or_the_handler_per_route_and_role() {
         },
     ];
     check_matrix(&up.url, Shape::Reply, &tokens, &routes);
-    assert_open(&up.url, &["/healthz", "/readyz", "/metrics"]);
+    // The dashboard's page and files hold no data: open.
+    assert_open(
+        &up.url,
+        &["/healthz", "/readyz", "/metrics", "/", "/dashboard/app.js"],
+    );
 }
 
 #[test]

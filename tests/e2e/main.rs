@@ -23,6 +23,7 @@ mod cli_run_scheduled;
 mod compose_fleet;
 mod corrupt_isolation;
 mod crash;
+mod dashboard;
 mod deploy_manifests;
 mod fleet_agent;
 mod fleet_crash;

@@ -2,7 +2,9 @@
 //! report): headless Chromium loads a local file and gives back its DOM
 //! after load (`--dump-dom`) or a PNG screenshot. Each run gets a fresh
 //! profile in a temporary directory and is killed (by its own pid) if it
-//! hangs. The shared process helpers are in [`super`].
+//! hangs. The shared process helpers are in [`super`]; pages served over
+//! HTTP that stay live (the dashboard) are driven over the DevTools
+//! protocol by [`super::devtools`].
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -45,9 +47,10 @@ pub fn screenshot(page: &Path, png: &Path) {
     assert!(png.is_file(), "chromium wrote no {}", png.display());
 }
 
-/// Runs headless Chromium on `page` with `extra` flags; its stdout.
-fn run(page: &Path, extra: &[String]) -> Vec<u8> {
-    let profile = tempfile::tempdir().expect("a profile directory");
+/// Headless Chromium with a fresh profile in `profile` and a window of
+/// `window` px, started in that directory (so nothing it writes lands in
+/// the repository).
+pub fn headless(profile: &Path, window: (u32, u32)) -> Command {
     let mut command = Command::new(chromium_bin());
     command
         .args([
@@ -59,13 +62,18 @@ fn run(page: &Path, extra: &[String]) -> Vec<u8> {
             "--disable-dev-shm-usage",
             "--no-first-run",
             "--no-default-browser-check",
-            &format!("--window-size={},{}", WINDOW.0, WINDOW.1),
-            &format!("--user-data-dir={}", profile.path().display()),
+            &format!("--window-size={},{}", window.0, window.1),
+            &format!("--user-data-dir={}", profile.display()),
         ])
-        .args(extra)
-        .arg(file_url(page))
-        // Its own directory, so nothing it writes lands in the repository.
-        .current_dir(profile.path());
+        .current_dir(profile);
+    command
+}
+
+/// Runs headless Chromium on `page` with `extra` flags; its stdout.
+fn run(page: &Path, extra: &[String]) -> Vec<u8> {
+    let profile = tempfile::tempdir().expect("a profile directory");
+    let mut command = headless(profile.path(), WINDOW);
+    command.args(extra).arg(file_url(page));
     let out = super::output_within(&mut command, WITHIN).unwrap_or_else(|e| panic!("{e}"));
     assert!(
         out.status.success(),

@@ -6,6 +6,7 @@
 pub mod api_docs;
 pub mod chromium;
 pub mod compose;
+pub mod devtools;
 pub mod inference;
 pub mod nats_security;
 
@@ -14,6 +15,8 @@ use std::ffi::{OsStr, OsString};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The binary under test.
@@ -377,6 +380,60 @@ impl Drop for SimAgent {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Starts an agent ([`SimAgent`]) for every node of pool `gpu` that waits
+/// for one, until stopped; kills them (by their own pids) when dropped.
+pub struct Agents {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<SimAgent>>>,
+}
+
+impl Agents {
+    /// Follows pool `gpu` of the `flotilla up` at `up_url`; agents report to `nats`.
+    pub fn follow(up_url: String, nats: String, log_dir: std::path::PathBuf) -> Agents {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut agents: std::collections::BTreeMap<String, SimAgent> = Default::default();
+            let client = http_client();
+            while !stopping.load(Ordering::Relaxed) {
+                let view: Value = client
+                    .get(format!("{up_url}/v1/query/provisioner/gpu"))
+                    .send()
+                    .and_then(|r| r.json())
+                    .unwrap_or(Value::Null);
+                for node in view["result"]["nodes"].as_array().into_iter().flatten() {
+                    let id = node["node_id"].as_str().unwrap_or_default().to_string();
+                    if node["status"] == "registering" && !agents.contains_key(&id) {
+                        agents.insert(id.clone(), SimAgent::start(&nats, &id, &log_dir));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            agents.into_values().collect()
+        });
+        Agents {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Agents {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            drop(thread.join());
+        }
+    }
+}
+
+/// Writes a pools file (`yaml`) into `dir`; its path, for `up --pools`.
+pub fn pools_file(dir: &Path, yaml: &str) -> String {
+    let path = dir.join("pools.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path.display().to_string()
 }
 
 /// Publishes `body` as JSON on `subject` of the NATS server at `url`.
