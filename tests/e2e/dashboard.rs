@@ -308,8 +308,8 @@ fn every_page_shows_the_real_data_and_live_events_arrive_without_a_reload() {
         &["node_", &nodes[0]],
     );
     browser.screenshot(&shots.join("pool.png"));
-    // An operator's action from the page: cordon a node. (A healthy
-    // heartbeat uncordons it at once, so the event is what is checked.)
+    // An operator's action from the page: cordon a node (the pool keeps it
+    // cordoned through healthy heartbeats; its unit tests check that).
     let node = &nodes[0];
     browser.eval(&format!(
         "document.querySelector('[data-action=cordon_node][data-node={node:?}]').click(); 1"

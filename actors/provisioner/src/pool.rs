@@ -742,9 +742,7 @@ impl Plan {
             reasons: reasons.to_vec(),
             at: self.now,
         });
-        let recovered = node.status == NodeStatus::Cordoned
-            && node.drain.is_none()
-            && verdict == Verdict::Healthy;
+        let recovered = returns_when_healthy(&node) && verdict == Verdict::Healthy;
         if recovered {
             self.push(ProvisionerEvent::NodeUncordoned {
                 target: self.target(&node.id),
@@ -1230,6 +1228,15 @@ fn is_routine_report(state: &PoolState, command: &ProvisionerCommand) -> bool {
 /// boot grace, about a node on its way out, a repeat of the node's healthy
 /// or degraded state, or one more unhealthy report past the threshold
 /// saying the same (counting further changes no decision).
+/// Whether `node` is out of service only for its health, so a healthy
+/// report brings it back: cordoned by the pool (an operator's cordon is
+/// lifted by hand only) and not draining.
+fn returns_when_healthy(node: &Node) -> bool {
+    node.status == NodeStatus::Cordoned
+        && node.drain.is_none()
+        && node.removal != Some(RemovalReason::Operator)
+}
+
 fn report_changes_nothing(
     state: &PoolState,
     node: &Node,
@@ -1246,10 +1253,11 @@ fn report_changes_nothing(
     if in_grace || !counted {
         return true;
     }
-    let may_come_back = node.status == NodeStatus::Cordoned && node.drain.is_none();
     match verdict {
         Verdict::Healthy => {
-            node.health == Verdict::Healthy && node.consecutive_unhealthy == 0 && !may_come_back
+            node.health == Verdict::Healthy
+                && node.consecutive_unhealthy == 0
+                && !returns_when_healthy(node)
         }
         Verdict::Degraded => node.health == Verdict::Degraded && node.reasons == reasons,
         Verdict::Unhealthy => {
