@@ -15,14 +15,14 @@
 //!
 //! A fit from scratch on every ask would cost tens of optimiser steps of
 //! `O(n³)` each. So the fit is a fold over the history, like CMA-ES's
-//! generations: walking the told trials in number order, it refits at
-//! told counts `c₀ = n_startup`, `c + max(1, c / 10)`, … each time on the
-//! told trials so far, starting from the previous fit (so a refit needs
-//! few steps). The hyperparameters a trial uses are those of the last
-//! refit: a function of the history alone, which the process-wide
-//! [`memo`](crate::samplers::memo) resumes from its last checkpoint. A trial
-//! told late (out of order) changes the history from its index on, and the
-//! refits after it are redone.
+//! generations: walking the told trials in number order, each one (from
+//! the `n_startup`-th on) moves the fit a few L-BFGS steps further on the
+//! told trials so far (the last [`MAX_FIT_POINTS`] of them), starting
+//! where the previous one left it. The hyperparameters a trial uses are
+//! the fold's: a function of the history alone, which the process-wide
+//! [`memo`](crate::samplers::memo) resumes from its last checkpoint, so an
+//! ask pays one fold step. A trial told late (out of order) changes the
+//! history from its index on, and the steps after it are redone.
 
 use super::kernel::{Dim, Kernel};
 use super::posterior::gram;
@@ -39,9 +39,18 @@ use std::sync::Arc;
 /// matrix invertible when two trials sit on the same point.
 pub const MIN_NOISE: f64 = 1e-6;
 
-/// Optimiser steps for the first fit and for a refit from the previous one.
-const COLD_ITERATIONS: u64 = 60;
-const WARM_ITERATIONS: u64 = 20;
+/// Optimiser steps per told trial while the history is short (fits are
+/// cheap there and the hyperparameters still move a lot).
+const EARLY_ITERATIONS: u64 = 15;
+/// Told trials up to which [`EARLY_ITERATIONS`] apply.
+const EARLY_TRIALS: usize = 40;
+/// Optimiser steps per told trial after that: the fit follows the data as
+/// it grows, a few steps at a time.
+const LATE_ITERATIONS: u64 = 3;
+/// The most told trials (the most recent) a fit step looks at: the
+/// hyperparameters need far fewer points than the posterior, and a step
+/// costs `O(n³)` in them.
+pub const MAX_FIT_POINTS: usize = 200;
 
 /// Where the first fit starts: unit length scales, unit signal variance,
 /// a little noise.
@@ -202,38 +211,39 @@ pub fn fit(
     }
 }
 
-/// The fold of refits over a history (see the module docs).
+/// The fold of fit steps over a history (see the module docs).
 #[derive(Debug, Clone)]
 pub struct Refits {
     dims: Arc<Vec<Dim>>,
-    /// The last fit, in log space.
+    /// The fit so far, in log space.
     pub theta: Vec<f64>,
     /// Told trials folded so far (those before `upto`).
     told: usize,
-    /// The told count at which the next refit happens.
-    next: usize,
+    /// Told trials before the first fit step.
+    n_startup: usize,
     upto: usize,
 }
 
 impl Refits {
-    /// Before any fit: the first happens at `n_startup` told trials.
+    /// Before any fit: the first step happens at `n_startup` told trials.
     pub fn start(dims: Arc<Vec<Dim>>, n_startup: usize) -> Self {
         let d = dims.len();
         Refits {
             dims,
             theta: initial(d),
             told: 0,
-            next: n_startup.max(2),
+            n_startup: n_startup.max(2),
             upto: 0,
         }
     }
 
-    fn refit(&mut self, history: &History, last: usize) {
-        let (points, values) = told_data(history, 0..last + 1);
-        let iterations = if self.upto == 0 {
-            COLD_ITERATIONS
+    /// A few optimiser steps on the told trials up to entry `last`.
+    fn step(&mut self, history: &History, last: usize) {
+        let (points, values) = recent_told(history, last + 1, MAX_FIT_POINTS);
+        let iterations = if self.told <= EARLY_TRIALS {
+            EARLY_ITERATIONS
         } else {
-            WARM_ITERATIONS
+            LATE_ITERATIONS
         };
         self.theta = fit(&self.dims, &points, &values, &self.theta, iterations);
     }
@@ -245,32 +255,34 @@ impl memo::Fold for Refits {
     }
 
     fn advance(&mut self, history: &History, boundary: &mut dyn FnMut(&Self)) {
-        let mut told = self.told;
         for i in self.upto..history.len() {
             if history.value(i).is_none() {
                 continue;
             }
-            told += 1;
-            if told >= self.next {
-                self.refit(history, i);
-                self.told = told;
-                self.next = told + (told / 10).max(1);
-                self.upto = i + 1;
-                boundary(self);
+            self.told += 1;
+            if self.told >= self.n_startup {
+                self.step(history, i);
             }
+            self.upto = i + 1;
+            boundary(self);
         }
     }
 }
 
-/// The points (flat) and values of the told entries of `history` in `range`.
-pub fn told_data(history: &History, range: std::ops::Range<usize>) -> (Vec<f64>, Vec<f64>) {
-    let (mut points, mut values) = (Vec::new(), Vec::new());
-    for i in range {
-        if let Some(v) = history.value(i) {
-            points.extend_from_slice(history.point(i));
-            values.push(v);
-        }
-    }
+/// The points (flat) and values of the last `most` told entries before
+/// entry `end`, in trial order.
+pub fn recent_told(history: &History, end: usize, most: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut told: Vec<usize> = (0..end)
+        .rev()
+        .filter(|&i| history.value(i).is_some())
+        .take(most)
+        .collect();
+    told.reverse();
+    let points = told
+        .iter()
+        .flat_map(|&i| history.point(i).to_vec())
+        .collect();
+    let values = told.iter().filter_map(|&i| history.value(i)).collect();
     (points, values)
 }
 
@@ -320,7 +332,7 @@ mod tests {
             values.push((6.0 * x0).sin());
         }
         let dims = [Dim::Numeric, Dim::Numeric];
-        let theta = fit(&dims, &points, &values, &initial(2), COLD_ITERATIONS);
+        let theta = fit(&dims, &points, &values, &initial(2), 60);
         let k = kernel_of(&theta);
         assert!(k.inverse_lengths[0] > 5.0 * k.inverse_lengths[1], "{k:?}");
         assert!(k.noise < 1e-2, "{k:?}");

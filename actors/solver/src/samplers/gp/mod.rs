@@ -146,7 +146,7 @@ fn model_point(
     kernel: &kernel::Kernel,
 ) -> Option<Vec<f64>> {
     let first = history.len().saturating_sub(MAX_POINTS);
-    let (points, values) = hyper::told_data(history, first..history.len());
+    let (points, values) = hyper::recent_told(history, history.len(), MAX_POINTS);
     let y = standardise(&values);
     let told = Posterior::new(dims, kernel, points.clone(), &y)?;
     let pending: Vec<f64> = (first..history.len())
