@@ -107,7 +107,7 @@ pub const TPE_PARAMS: [&str; 4] = [
 pub const GP_N_STARTUP_TRIALS: u64 = 10;
 
 /// GP's default number of Sobol candidates scored per trial.
-pub const GP_N_CANDIDATES: u64 = 512;
+pub const GP_N_CANDIDATES: u64 = 256;
 
 /// The most candidates a GP study may score per trial.
 pub const GP_MAX_CANDIDATES: u64 = 8192;

@@ -24,9 +24,9 @@
 //! bit for bit.
 //!
 //! **Cost**: `O(n³)` in the told trials for the factorisation, plus the
-//! amortised refits. At most [`MAX_POINTS`] trials (the most recent) enter
-//! the model, which bounds an ask's cost on a long study; `auto` picks GP
-//! only for the small budgets where it wins.
+//! amortised refits. At most [`MAX_POINTS`] told trials enter the model
+//! (the best and the most recent), which bounds an ask's cost on a long
+//! study; `auto` picks GP only for the small budgets where it wins.
 //!
 //! **Conditional parameters** sit at the centre of their coordinate while
 //! inactive (see [`unit_of_params`](crate::sampling::unit_of_params)), so
@@ -48,8 +48,13 @@ use kernel::Dim;
 use posterior::Posterior;
 use std::sync::{Arc, LazyLock};
 
-/// The most trials (the most recent) that enter the model.
-pub const MAX_POINTS: usize = 1000;
+/// The most told trials that enter the model: the [`KEEP_BEST`] best and
+/// the most recent others. An ask costs `O(n³)` in them, and what a long
+/// study needs to know is where it is good and where it went lately.
+pub const MAX_POINTS: usize = 300;
+
+/// How many of the best told trials stay in a capped model.
+pub const KEEP_BEST: usize = 100;
 
 /// How many of the best told trials seed local candidates.
 const INCUMBENTS: usize = 5;
@@ -70,9 +75,9 @@ impl Default for Settings {
             n_startup_trials: GP_N_STARTUP_TRIALS,
             search: Search {
                 candidates: GP_N_CANDIDATES as usize,
-                local: 16,
-                refine: 4,
-                steps: 20,
+                local: 8,
+                refine: 2,
+                steps: 12,
             },
         }
     }
@@ -125,6 +130,33 @@ pub fn point(
         .unwrap_or_else(|| sobol::point(config.seed, number, d))
 }
 
+/// The told trials the model sees, in trial order (see [`MAX_POINTS`]).
+fn modelled(history: &History) -> (Vec<f64>, Vec<f64>) {
+    let told: Vec<usize> = (0..history.len())
+        .filter(|&i| history.value(i).is_some())
+        .collect();
+    let chosen: Vec<usize> = if told.len() <= MAX_POINTS {
+        told
+    } else {
+        let value = |i: usize| history.value(i).unwrap_or(f64::INFINITY);
+        let mut by_value = told.clone();
+        by_value.sort_by(|&a, &b| value(a).total_cmp(&value(b)).then(a.cmp(&b)));
+        let mut keep: Vec<usize> = by_value[..KEEP_BEST].to_vec();
+        keep.sort_unstable();
+        let recent = told.iter().rev().filter(|i| keep.binary_search(i).is_err());
+        let rest: Vec<usize> = recent.take(MAX_POINTS - KEEP_BEST).copied().collect();
+        keep.extend(rest);
+        keep.sort_unstable();
+        keep
+    };
+    let points = chosen
+        .iter()
+        .flat_map(|&i| history.point(i).to_vec())
+        .collect();
+    let values = chosen.iter().filter_map(|&i| history.value(i)).collect();
+    (points, values)
+}
+
 /// A key for the kernel's view of the space.
 fn dims_fingerprint(dims: &[Dim]) -> u64 {
     dims.iter().fold(mix(dims.len() as u64), |h, dim| {
@@ -146,7 +178,7 @@ fn model_point(
     kernel: &kernel::Kernel,
 ) -> Option<Vec<f64>> {
     let first = history.len().saturating_sub(MAX_POINTS);
-    let (points, values) = hyper::recent_told(history, history.len(), MAX_POINTS);
+    let (points, values) = modelled(history);
     let y = standardise(&values);
     let told = Posterior::new(dims, kernel, points.clone(), &y)?;
     let pending: Vec<f64> = (first..history.len())

@@ -73,29 +73,53 @@ impl<'a> Posterior<'a> {
     }
 
     /// The posterior mean and (latent, noise-free) variance at each point of
-    /// `xs` (flat), batched: one triangular solve for all of them.
+    /// `xs` (flat), batched: `V = L⁻¹ K*` by one forward substitution over
+    /// rows of all candidates at once (contiguous, so it vectorises), and
+    /// `σ² = s − Σ V²` per candidate.
     pub fn predict_many(&self, xs: &[f64]) -> Vec<(f64, f64)> {
         let d = self.dims.len();
         let m = xs.len() / d.max(1);
         let n = self.len();
-        let mut ks = DMatrix::<f64>::zeros(n, m);
-        for c in 0..m {
-            let x = &xs[c * d..(c + 1) * d];
-            for i in 0..n {
-                ks[(i, c)] = self.kernel.at(self.kernel.r2(self.dims, x, self.point(i)));
+        // Row i: k(x_c, x_i) for every candidate c.
+        let mut v = vec![0.0; n * m];
+        for i in 0..n {
+            let p = self.point(i);
+            for c in 0..m {
+                v[i * m + c] =
+                    self.kernel
+                        .at(self.kernel.r2(self.dims, &xs[c * d..(c + 1) * d], p));
             }
         }
-        let means = ks.tr_mul(&self.alpha);
-        let v = self
-            .chol
-            .l_dirty()
-            .solve_lower_triangular(&ks)
-            .unwrap_or_else(|| DMatrix::zeros(n, m));
-        (0..m)
-            .map(|c| {
-                let var = self.kernel.scale - v.column(c).norm_squared();
-                (means[c], var.max(1e-12))
-            })
+        let mut means = vec![0.0; m];
+        for i in 0..n {
+            let a = self.alpha[i];
+            for (mean, k) in means.iter_mut().zip(&v[i * m..(i + 1) * m]) {
+                *mean += a * k;
+            }
+        }
+        let l = self.chol.l_dirty();
+        for i in 0..n {
+            let (done, rest) = v.split_at_mut(i * m);
+            let row = &mut rest[..m];
+            for j in 0..i {
+                let lij = l[(i, j)];
+                for (x, y) in row.iter_mut().zip(&done[j * m..(j + 1) * m]) {
+                    *x -= lij * y;
+                }
+            }
+            let lii = l[(i, i)];
+            row.iter_mut().for_each(|x| *x /= lii);
+        }
+        let mut explained = vec![0.0; m];
+        for i in 0..n {
+            for (e, x) in explained.iter_mut().zip(&v[i * m..(i + 1) * m]) {
+                *e += x * x;
+            }
+        }
+        means
+            .into_iter()
+            .zip(explained)
+            .map(|(mean, e)| (mean, (self.kernel.scale - e).max(1e-12)))
             .collect()
     }
 
