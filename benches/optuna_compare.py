@@ -16,6 +16,9 @@ Samplers (labels as in the table):
 - ``optuna-tpe-uni``: the same with ``multivariate=False`` (Flotilla's
   ``tpe-uni``).
 - ``optuna-random``: ``RandomSampler(seed=s)``.
+- ``optuna-gp``: ``GPSampler(seed=s)`` with Optuna's defaults (10 start-up
+  trials, Matérn-5/2 ARD, log EI); needs PyTorch (``pip install torch``).
+  Not in the default set: ask for it with ``--samplers``.
 
 Functions: the seven of the quality goal by default; ``--functions`` also
 takes the scalable ones with a dimension (``levy5``) and any function with
@@ -179,7 +182,11 @@ def make_sampler(label, seed):
         return optuna.samplers.TPESampler(seed=seed, multivariate=False)
     if label == "optuna-random":
         return optuna.samplers.RandomSampler(seed=seed)
-    raise SystemExit(f"unknown sampler {label!r}: expected one of {', '.join(SAMPLERS)}")
+    if label == "optuna-gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    raise SystemExit(
+        f"unknown sampler {label!r}: expected one of {', '.join(SAMPLERS + ['optuna-gp'])}"
+    )
 
 
 def run(job):

@@ -518,7 +518,7 @@ pub struct BenchSolverArgs {
     #[arg(long, value_delimiter = ',', default_value = "50,100,200")]
     pub budgets: Vec<u64>,
     /// Samplers: random, sobol, grid, tpe, tpe-uni (TPE, univariate),
-    /// cmaes, auto; knobs after colons, e.g. tpe:gamma=0.2:n_ei_candidates=64.
+    /// cmaes, gp, auto; knobs after colons, e.g. tpe:gamma=0.2:n_ei_candidates=64.
     #[arg(
         long,
         value_delimiter = ',',

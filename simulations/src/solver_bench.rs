@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 /// A sampler as the benchmark names it: a sampler's name (`random`,
-/// `sobol`, `grid`, `tpe`, `cmaes`, `auto`), `tpe-uni` (TPE with
+/// `sobol`, `grid`, `tpe`, `cmaes`, `gp`, `auto`), `tpe-uni` (TPE with
 /// `multivariate: 0`), or any of them with `strategy_params` after colons:
 /// `tpe:gamma=0.2:n_ei_candidates=64`.
 #[derive(Debug, Clone, PartialEq)]
@@ -286,7 +286,7 @@ mod tests {
     #[test]
     fn every_label_parses_and_others_do_not() {
         for label in [
-            "random", "sobol", "grid", "tpe", "tpe-uni", "cmaes", "auto", "TPE",
+            "random", "sobol", "grid", "tpe", "tpe-uni", "cmaes", "gp", "auto", "TPE",
         ] {
             assert_eq!(SamplerSpec::parse(label).unwrap().label, label);
         }

@@ -26,17 +26,10 @@
 //! trials gets distinct points from the same distribution (one generation
 //! in parallel); their results join the generations once told.
 //!
-//! Folding the whole history on every ask would cost `O(n/λ · d³)`, so a
-//! process-wide memo (`Memo`) keeps, per study, a copy of the history it
-//! folded and the states at its last eight generation boundaries. It is
-//! used only for the longest prefix where the copy and the current history
-//! agree bit for bit, from the last boundary inside that prefix — and the
-//! fold up to a boundary depends on nothing but the entries before it — so
-//! the state it gives is exactly the state a fold from scratch gives (a
-//! test checks this), at the cost of an `O(n d)` comparison per ask plus one
-//! update per generation. It holds at most 64 studies (the least recently
-//! used go), each as `n (d + 1)` words; a study it dropped is folded from
-//! scratch once.
+//! Folding the whole history on every ask would cost `O(n/λ · d³)`, so the
+//! process-wide [`memo`] resumes it from the last generation boundary
+//! where the study's history has not changed; the state it gives is
+//! exactly the state a fold from scratch gives (a test checks this).
 //!
 //! # Restarts
 //!
@@ -51,13 +44,13 @@
 //! `popsize` (λ, default `4 + ⌊3 ln d⌋`), `sigma0` (default 1/6 of the unit
 //! cube), `restarts` (1, the default, or 0).
 
+use super::memo::{self, Memo};
 use super::normal::standard;
 use super::{mix, History};
 use crate::sampling::trial_rng;
 use flotilla_messages::solver::StudyConfig;
 use rand_chacha::ChaCha8Rng;
-use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
+use std::sync::LazyLock;
 
 /// Draws per trial before an outside point is clipped into the cube.
 pub const MAX_RESAMPLES: usize = 100;
@@ -124,7 +117,8 @@ pub fn point(
 ) -> Vec<f64> {
     let dimensions = config.bounds.len();
     let key = mix(config.seed ^ mix(dimensions as u64 ^ settings.fingerprint()));
-    let state = MEMO.state(key, config.seed, settings, dimensions, history);
+    let start = || Fold::start(dimensions, config.seed, *settings);
+    let state = MEMO.fold(key, dimensions, history, start).state;
     state.sample(&mut trial_rng(config.seed, number))
 }
 
@@ -461,10 +455,16 @@ impl Fold {
             upto: 0,
         }
     }
+}
 
-    /// Folds every complete generation in `history` from `upto` on,
-    /// calling `boundary` after each.
-    fn advance(&mut self, history: &History, mut boundary: impl FnMut(&Fold)) {
+impl memo::Fold for Fold {
+    fn upto(&self) -> usize {
+        self.upto
+    }
+
+    /// Folds every complete generation in `history` from `upto` on, calling
+    /// `boundary` after each.
+    fn advance(&mut self, history: &History, boundary: &mut dyn FnMut(&Fold)) {
         let mut members: Vec<usize> = Vec::with_capacity(self.state.k.lambda);
         for i in self.upto..history.len() {
             if history.value(i).is_none() {
@@ -485,128 +485,13 @@ impl Fold {
     }
 }
 
-/// How many generation boundaries a [`Memo`] entry keeps.
-const CHECKPOINTS: usize = 8;
-
-/// The most studies the [`Memo`] remembers.
-const MEMO_STUDIES: usize = 64;
-
-/// One study's memo: the history it folded (bits) and the folds at its last
-/// generation boundaries, oldest first.
-#[derive(Debug, Default)]
-struct Entry {
-    points: Vec<u64>,
-    values: Vec<Option<u64>>,
-    checkpoints: Vec<Fold>,
-    used: u64,
-    /// Bumped on every change, so a writer can tell whether the entry it
-    /// compared is still the one it updates.
-    version: u64,
-}
-
-impl Entry {
-    /// How many leading entries of `history` agree with the copy, bit for bit.
-    fn agreeing(&self, history: &History, n: usize) -> usize {
-        let len = self.values.len().min(history.len());
-        (0..len)
-            .find(|&i| {
-                self.values[i] != history.value(i).map(f64::to_bits)
-                    || history
-                        .point(i)
-                        .iter()
-                        .zip(&self.points[i * n..(i + 1) * n])
-                        .any(|(a, b)| a.to_bits() != *b)
-            })
-            .unwrap_or(len)
-    }
-}
-
-/// The process-wide memo of folds (see the module docs): an optimisation
-/// only, never a source of truth.
-#[derive(Debug, Default)]
-struct Memo {
-    entries: Mutex<HashMap<u64, Entry>>,
-}
-
-static MEMO: LazyLock<Memo> = LazyLock::new(Memo::default);
-
-impl Memo {
-    /// The fold of all of `history` (`n` coordinates per point), from the
-    /// memo where it agrees.
-    fn state(&self, key: u64, seed: u64, settings: &Settings, n: usize, history: &History) -> Cma {
-        let start = || Fold::start(n, seed, *settings);
-        let (mut fold, agree, version) = {
-            let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-            match entries.get(&key) {
-                Some(entry) => {
-                    let agree = entry.agreeing(history, n);
-                    let fold = entry
-                        .checkpoints
-                        .iter()
-                        .rev()
-                        .find(|f| f.upto <= agree)
-                        .cloned()
-                        .unwrap_or_else(start);
-                    (fold, agree, Some(entry.version))
-                }
-                None => (start(), 0, None),
-            }
-        };
-        let mut checkpoints = Vec::new();
-        fold.advance(history, |f| {
-            checkpoints.push(f.clone());
-            if checkpoints.len() > CHECKPOINTS {
-                checkpoints.remove(0);
-            }
-        });
-        self.remember(key, history, n, (agree, version), checkpoints);
-        fold.state
-    }
-
-    /// Stores the folded history's bits and the new checkpoints, keeping
-    /// the entry's older checkpoints that are still valid. `agreed` is how
-    /// far the entry agreed with `history` at which version.
-    fn remember(
-        &self,
-        key: u64,
-        history: &History,
-        n: usize,
-        agreed: (usize, Option<u64>),
-        fresh: Vec<Fold>,
-    ) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let clock = entries.values().map(|e| e.used).max().unwrap_or(0) + 1;
-        if !entries.contains_key(&key) && entries.len() >= MEMO_STUDIES {
-            if let Some(oldest) = entries.iter().min_by_key(|(_, e)| e.used).map(|(k, _)| *k) {
-                entries.remove(&oldest);
-            }
-        }
-        let entry = entries.entry(key).or_default();
-        // Another ask may have changed the entry since it was compared.
-        let valid = match agreed {
-            (agree, Some(version)) if version == entry.version => agree,
-            _ => entry.agreeing(history, n),
-        };
-        entry.values.truncate(valid);
-        entry.points.truncate(valid * n);
-        for i in valid..history.len() {
-            entry.values.push(history.value(i).map(f64::to_bits));
-            entry
-                .points
-                .extend(history.point(i).iter().map(|x| x.to_bits()));
-        }
-        entry.checkpoints.retain(|f| f.upto <= valid);
-        entry.checkpoints.extend(fresh);
-        let excess = entry.checkpoints.len().saturating_sub(CHECKPOINTS);
-        entry.checkpoints.drain(..excess);
-        entry.used = clock;
-        entry.version += 1;
-    }
-}
+/// The folds of the studies asked lately (see [`memo`]).
+static MEMO: LazyLock<Memo<Fold>> = LazyLock::new(Memo::default);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::samplers::memo::Fold as _;
     use crate::samplers::testing::{assert_replays_exactly, branin_space, unit_config};
     use crate::samplers::unit_point;
     use flotilla_messages::solver::Sampler;
@@ -683,24 +568,25 @@ mod tests {
         let settings = Settings::of(&study);
         let history = History::new(3, &points, &values);
         let mut scratch = Fold::start(3, 4, settings);
-        scratch.advance(&history, |_| {});
+        scratch.advance(&history, &mut |_: &Fold| {});
         let memo = Memo::default();
+        let start = || Fold::start(3, 4, settings);
         // Fold a shorter prefix first, so the memo holds an older state.
         let prefix = History::new(3, &points[..40 * 3], &values[..40]);
-        memo.state(9, 4, &settings, 3, &prefix);
-        assert_eq!(memo.state(9, 4, &settings, 3, &history), scratch.state);
+        memo.fold(9, 3, &prefix, start);
+        assert_eq!(memo.fold(9, 3, &history, start).state, scratch.state);
         // Telling the middle trial later changes the generations after it.
         values[23] = Some(0.5);
         let history = History::new(3, &points, &values);
         let mut scratch = Fold::start(3, 4, settings);
-        scratch.advance(&history, |_| {});
-        assert_eq!(memo.state(9, 4, &settings, 3, &history), scratch.state);
+        scratch.advance(&history, &mut |_: &Fold| {});
+        assert_eq!(memo.fold(9, 3, &history, start).state, scratch.state);
         // And the memo agrees for another, unrelated history too.
         let other = run(&config(5, 3, &[("popsize", 5.0)]), 30, sphere);
         let other = History::new(3, &other.0, &other.1);
         let mut scratch = Fold::start(3, 4, settings);
-        scratch.advance(&other, |_| {});
-        assert_eq!(memo.state(9, 4, &settings, 3, &other), scratch.state);
+        scratch.advance(&other, &mut |_: &Fold| {});
+        assert_eq!(memo.fold(9, 3, &other, start).state, scratch.state);
     }
 
     #[test]
@@ -736,12 +622,12 @@ mod tests {
         let config = config(7, 2, &[]);
         let (points, values) = run(&config, 400, |_| 1.0);
         let mut fold = Fold::start(2, 7, Settings::of(&config));
-        fold.advance(&History::new(2, &points, &values), |_| {});
+        fold.advance(&History::new(2, &points, &values), &mut |_: &Fold| {});
         assert!(fold.state.restarts >= 1);
         assert_eq!(fold.state.k.lambda, 6 << fold.state.restarts);
         let off = Settings::of(&super::tests::config(7, 2, &[("restarts", 0.0)]));
         let mut fold = Fold::start(2, 7, off);
-        fold.advance(&History::new(2, &points, &values), |_| {});
+        fold.advance(&History::new(2, &points, &values), &mut |_: &Fold| {});
         assert_eq!(fold.state.restarts, 0);
     }
 

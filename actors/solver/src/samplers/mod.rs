@@ -24,15 +24,19 @@
 //! - [`tpe`]: the Tree-structured Parzen Estimator (multivariate by default,
 //!   as in Optuna 5), on the Parzen estimators of [`parzen`].
 //! - [`cmaes`]: CMA-ES, its state a fold of the history.
+//! - [`gp`]: Gaussian-process Bayesian optimisation (Matérn-5/2, log EI).
 //! - [`auto`]: TPE or CMA-ES by the search space's shape and budget.
 //!
-//! random, sobol and grid ignore the history; tpe, cmaes and auto read it
-//! ([`Sampler::reads_history`]). [`normal`] holds the normal-distribution
-//! arithmetic the model-based ones share.
+//! random, sobol and grid ignore the history; tpe, cmaes, gp and auto read
+//! it ([`Sampler::reads_history`]). [`normal`] holds the normal-distribution
+//! arithmetic the model-based ones share, [`memo`] the cache of the folds
+//! that cmaes and gp resume.
 
 pub mod auto;
 pub mod cmaes;
+pub mod gp;
 pub mod grid;
+pub mod memo;
 pub mod normal;
 pub mod parzen;
 pub mod random;
@@ -117,6 +121,7 @@ pub fn unit_point(config: &StudyConfig, number: u64, history: &History) -> Vec<f
     match config.sampler {
         Sampler::Tpe => tpe::point(config, &tpe::Settings::of(config), number, history),
         Sampler::Cmaes => cmaes::point(config, &cmaes::Settings::of(config), number, history),
+        Sampler::Gp => gp::point(config, &gp::Settings::of(config), number, history),
         Sampler::Auto => auto::point(config, number, history),
         Sampler::Random => random::point(config.seed, number, dimensions),
         Sampler::Sobol => sobol::point(config.seed, number, dimensions),
