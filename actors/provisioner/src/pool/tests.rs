@@ -519,7 +519,10 @@ fn an_operator_cordon_keeps_the_node_in_the_pool_until_uncordoned() {
     assert_eq!(g.status("gpu-2"), NodeStatus::Cordoned);
     assert!(g.when(cordon).is_empty(), "a repeat changes nothing");
     let healthy = g.report("gpu-2", Verdict::Healthy, HealthAction::None);
-    assert!(healthy.is_empty(), "a healthy report does not lift it: {healthy:?}");
+    assert!(
+        healthy.is_empty(),
+        "a healthy report does not lift it: {healthy:?}"
+    );
     assert_eq!(g.status("gpu-2"), NodeStatus::Cordoned);
     assert!(
         g.tick().is_empty(),

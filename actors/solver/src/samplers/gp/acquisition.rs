@@ -159,7 +159,8 @@ fn ascend(
     let (_, mut grad) = log_ei_with_gradient(post, best, &x);
     for _ in 0..steps {
         let norm = grad.iter().map(|g| g * g).sum::<f64>().sqrt();
-        if !(norm > 1e-12) || step < 1e-7 {
+        // A NaN norm stops too.
+        if norm.is_nan() || norm <= 1e-12 || step < 1e-7 {
             break;
         }
         let trial: Vec<f64> = x

@@ -85,8 +85,11 @@ struct Objective<'a> {
     /// every candidate hyperparameter, so computed once per fit.
     distances: Vec<f64>,
     values: DVector<f64>,
-    last: RefCell<Option<(Vec<u64>, f64, Vec<f64>)>>,
+    last: RefCell<Option<Evaluation>>,
 }
+
+/// A point's bits, its cost and its gradient.
+type Evaluation = (Vec<u64>, f64, Vec<f64>);
 
 /// `Δ_d²` of every pair `j < i` of `points`, `d` per pair, row by row.
 fn pair_distances(dims: &[Dim], points: &[f64]) -> Vec<f64> {
@@ -189,10 +192,9 @@ impl Objective<'_> {
             grad[d + 1] += w * (kernel.noise - MIN_NOISE);
         }
         // The priors (constants dropped) and their gradients in log space.
-        for q in 0..d {
-            let lambda = kernel.inverse_lengths[q];
+        for (g, &lambda) in grad.iter_mut().zip(&kernel.inverse_lengths) {
             log_p -= 0.1 / lambda + 0.1 * lambda;
-            grad[q] += 0.1 / lambda - 0.1 * lambda;
+            *g += 0.1 / lambda - 0.1 * lambda;
         }
         log_p += kernel.scale.ln() - kernel.scale;
         grad[d] += 1.0 - kernel.scale;
