@@ -492,7 +492,9 @@ static MEMO: LazyLock<Memo<Fold>> = LazyLock::new(Memo::default);
 mod tests {
     use super::*;
     use crate::samplers::memo::Fold as _;
-    use crate::samplers::testing::{assert_replays_exactly, branin_space, unit_config};
+    use crate::samplers::testing::{
+        assert_replays_exactly, best_of, branin_space, run_unit, unit_config,
+    };
     use crate::samplers::unit_point;
     use flotilla_messages::solver::Sampler;
 
@@ -502,22 +504,6 @@ mod tests {
 
     fn sphere(x: &[f64]) -> f64 {
         x.iter().map(|v| (v - 0.3) * (v - 0.3)).sum()
-    }
-
-    /// Runs `trials` trials sequentially; returns the points and values.
-    fn run(
-        config: &StudyConfig,
-        trials: usize,
-        f: fn(&[f64]) -> f64,
-    ) -> (Vec<f64>, Vec<Option<f64>>) {
-        let d = config.bounds.len();
-        let (mut points, mut values) = (Vec::new(), Vec::new());
-        for number in 1..=trials as u64 {
-            let p = unit_point(config, number, &History::new(d, &points, &values));
-            values.push(Some(f(&p)));
-            points.extend(p);
-        }
-        (points, values)
     }
 
     #[test]
@@ -550,18 +536,15 @@ mod tests {
     #[test]
     fn it_converges_on_a_sphere() {
         let config = config(3, 5, &[]);
-        let (_, values) = run(&config, 600, sphere);
-        let best = values
-            .iter()
-            .flatten()
-            .fold(f64::INFINITY, |a, &b| a.min(b));
+        let (_, values) = run_unit(&config, 600, sphere);
+        let best = best_of(&values);
         assert!(best < 1e-8, "{best}");
     }
 
     #[test]
     fn the_memo_gives_exactly_the_fold_from_scratch() {
         let study = config(4, 3, &[("popsize", 5.0)]);
-        let (points, mut values) = run(&study, 60, sphere);
+        let (points, mut values) = run_unit(&study, 60, sphere);
         // Leave some trials pending, in the middle and at the end.
         values[23] = None;
         values[57] = None;
@@ -582,7 +565,7 @@ mod tests {
         scratch.advance(&history, &mut |_: &Fold| {});
         assert_eq!(memo.fold(9, 3, &history, start).state, scratch.state);
         // And the memo agrees for another, unrelated history too.
-        let other = run(&config(5, 3, &[("popsize", 5.0)]), 30, sphere);
+        let other = run_unit(&config(5, 3, &[("popsize", 5.0)]), 30, sphere);
         let other = History::new(3, &other.0, &other.1);
         let mut scratch = Fold::start(3, 4, settings);
         scratch.advance(&other, &mut |_: &Fold| {});
@@ -601,7 +584,7 @@ mod tests {
     #[test]
     fn a_batch_gets_distinct_points_in_the_cube() {
         let config = config(6, 4, &[]);
-        let (mut points, values) = run(&config, 30, sphere);
+        let (mut points, values) = run_unit(&config, 30, sphere);
         let mut history = History::new(4, &points, &values);
         let mut batch: Vec<Vec<u64>> = Vec::new();
         for number in 31..61 {
@@ -620,7 +603,7 @@ mod tests {
     fn restarts_double_the_population() {
         // A flat function converges nowhere: the value range is zero at once.
         let config = config(7, 2, &[]);
-        let (points, values) = run(&config, 400, |_| 1.0);
+        let (points, values) = run_unit(&config, 400, |_| 1.0);
         let mut fold = Fold::start(2, 7, Settings::of(&config));
         fold.advance(&History::new(2, &points, &values), &mut |_: &Fold| {});
         assert!(fold.state.restarts >= 1);

@@ -186,3 +186,29 @@ pub fn assert_replays_exactly(config: StudyConfig) {
         }
     }
 }
+
+/// Runs `trials` trials of `config` one after another in the unit cube,
+/// telling each `f` of its point: the flat points and the values.
+pub fn run_unit(
+    config: &StudyConfig,
+    trials: usize,
+    f: impl Fn(&[f64]) -> f64,
+) -> (Vec<f64>, Vec<Option<f64>>) {
+    let d = config.bounds.len();
+    let (mut points, mut values) = (Vec::new(), Vec::new());
+    for number in 1..=trials as u64 {
+        let history = super::History::new(d, &points, &values);
+        let p = super::unit_point(config, number, &history);
+        values.push(Some(f(&p)));
+        points.extend(p);
+    }
+    (points, values)
+}
+
+/// The lowest told value.
+pub fn best_of(values: &[Option<f64>]) -> f64 {
+    values
+        .iter()
+        .flatten()
+        .fold(f64::INFINITY, |a, &b| a.min(b))
+}

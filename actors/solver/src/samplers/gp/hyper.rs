@@ -116,21 +116,27 @@ impl<'a> Objective<'a> {
         }
     }
 
+    /// Pair number `pair`'s `Δ_d²` and its `r²` under `kernel`.
+    fn pair(&self, pair: usize, kernel: &Kernel) -> (&[f64], f64) {
+        let d = self.dims.len();
+        let d2 = &self.distances[pair * d..(pair + 1) * d];
+        let r2 = d2
+            .iter()
+            .zip(&kernel.inverse_lengths)
+            .map(|(x, l)| x * l)
+            .sum();
+        (d2, r2)
+    }
+
     /// The Gram matrix under `kernel`, from the stored distances.
     fn gram(&self, kernel: &Kernel) -> DMatrix<f64> {
-        let d = self.dims.len();
         let n = self.values.len();
         let mut k = DMatrix::<f64>::zeros(n, n);
         let mut pair = 0;
         for i in 0..n {
             for j in 0..i {
-                let d2 = &self.distances[pair * d..(pair + 1) * d];
+                let (_, r2) = self.pair(pair, kernel);
                 pair += 1;
-                let r2: f64 = d2
-                    .iter()
-                    .zip(&kernel.inverse_lengths)
-                    .map(|(x, l)| x * l)
-                    .sum();
                 let v = kernel.at(r2);
                 k[(i, j)] = v;
                 k[(j, i)] = v;
@@ -172,13 +178,8 @@ impl Objective<'_> {
         let mut pair = 0;
         for i in 0..n {
             for j in 0..i {
-                let d2 = &self.distances[pair * d..(pair + 1) * d];
+                let (d2, r2) = self.pair(pair, &kernel);
                 pair += 1;
-                let r2: f64 = d2
-                    .iter()
-                    .zip(&kernel.inverse_lengths)
-                    .map(|(x, l)| x * l)
-                    .sum();
                 // Both triangles: ½ · 2.
                 let w = alpha[i] * alpha[j] - kinv[(i, j)];
                 let (m, dm) = super::kernel::matern(r2);

@@ -232,24 +232,11 @@ fn model_point(
 mod tests {
     use super::*;
     use crate::samplers::memo::Fold as _;
-    use crate::samplers::testing::{assert_replays_exactly, branin_space, config, unit_config};
+    use crate::samplers::testing::{
+        assert_replays_exactly, best_of, branin_space, config, run_unit, unit_config,
+    };
     use crate::samplers::unit_point;
     use flotilla_messages::solver::Sampler;
-
-    fn run(
-        config: &StudyConfig,
-        trials: usize,
-        f: impl Fn(&[f64]) -> f64,
-    ) -> (Vec<f64>, Vec<Option<f64>>) {
-        let d = config.bounds.len();
-        let (mut points, mut values) = (Vec::new(), Vec::new());
-        for number in 1..=trials as u64 {
-            let p = unit_point(config, number, &History::new(d, &points, &values));
-            values.push(Some(f(&p)));
-            points.extend(p);
-        }
-        (points, values)
-    }
 
     fn bowl(x: &[f64]) -> f64 {
         x.iter()
@@ -261,18 +248,15 @@ mod tests {
     #[test]
     fn it_finds_the_bottom_of_a_bowl_quickly() {
         let study = unit_config(Sampler::Gp, 3, 40, 3, &[]);
-        let (_, values) = run(&study, 30, bowl);
-        let best = values
-            .iter()
-            .flatten()
-            .fold(f64::INFINITY, |a, &b| a.min(b));
+        let (_, values) = run_unit(&study, 30, bowl);
+        let best = best_of(&values);
         assert!(best < 1e-3, "{best}");
     }
 
     #[test]
     fn the_memo_gives_exactly_the_fold_from_scratch() {
         let study = unit_config(Sampler::Gp, 4, 100, 2, &[]);
-        let (points, mut values) = run(&study, 40, bowl);
+        let (points, mut values) = run_unit(&study, 40, bowl);
         values[23] = None;
         values[37] = None;
         let dims = Arc::new(kernel::dims(&study));
@@ -299,7 +283,7 @@ mod tests {
     #[test]
     fn a_batch_gets_distinct_points() {
         let study = unit_config(Sampler::Gp, 6, 100, 3, &[]);
-        let (mut points, values) = run(&study, 20, bowl);
+        let (mut points, values) = run_unit(&study, 20, bowl);
         let mut history = History::new(3, &points, &values);
         let mut batch: Vec<Vec<u64>> = Vec::new();
         for number in 21..=24 {
@@ -322,7 +306,7 @@ mod tests {
             Bound::categorical(["a", "b", "c"].map(|c| ParamValue::Text(c.into())).to_vec());
         let space = vec![("c", choice), ("x", bound(0.0, 1.0))];
         let study = config(Sampler::Gp, 7, 40, &space, &[]);
-        let (points, _) = run(&study, 25, |p| {
+        let (points, _) = run_unit(&study, 25, |p| {
             p[1] + if p[0] < 1.0 / 3.0 { 0.0 } else { 1.0 }
         });
         for p in points.chunks(2).skip(10) {
