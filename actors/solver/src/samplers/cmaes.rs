@@ -493,9 +493,8 @@ mod tests {
     use super::*;
     use crate::samplers::memo::Fold as _;
     use crate::samplers::testing::{
-        assert_replays_exactly, best_of, branin_space, run_unit, unit_config,
+        assert_replays_exactly, best_of, branin_space, distinct_in_batch, run_unit, unit_config,
     };
-    use crate::samplers::unit_point;
     use flotilla_messages::solver::Sampler;
 
     fn config(seed: u64, dimensions: usize, knobs: &[(&str, f64)]) -> StudyConfig {
@@ -584,19 +583,8 @@ mod tests {
     #[test]
     fn a_batch_gets_distinct_points_in_the_cube() {
         let config = config(6, 4, &[]);
-        let (mut points, values) = run_unit(&config, 30, sphere);
-        let mut history = History::new(4, &points, &values);
-        let mut batch: Vec<Vec<u64>> = Vec::new();
-        for number in 31..61 {
-            let p = unit_point(&config, number, &history);
-            assert!(p.iter().all(|u| (0.0..1.0).contains(u)));
-            history.push_pending(&p);
-            batch.push(p.iter().map(|u| u.to_bits()).collect());
-        }
-        points.clear();
-        batch.sort();
-        batch.dedup();
-        assert_eq!(batch.len(), 30);
+        let (points, values) = run_unit(&config, 30, sphere);
+        assert_eq!(distinct_in_batch(&config, &points, &values, 31..=60), 30);
     }
 
     #[test]

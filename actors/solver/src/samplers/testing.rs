@@ -212,3 +212,25 @@ pub fn best_of(values: &[Option<f64>]) -> f64 {
         .flatten()
         .fold(f64::INFINITY, |a, &b| a.min(b))
 }
+
+/// Asks trials `numbers` of `config` as one batch after the told trials
+/// in `points`/`values` (each sees the ones before as running), checks
+/// every point lies in the cube, and returns how many distinct points came.
+pub fn distinct_in_batch(
+    config: &StudyConfig,
+    points: &[f64],
+    values: &[Option<f64>],
+    numbers: std::ops::RangeInclusive<u64>,
+) -> usize {
+    let mut history = super::History::new(config.bounds.len(), points, values);
+    let mut batch: Vec<Vec<u64>> = Vec::new();
+    for number in numbers {
+        let p = super::unit_point(config, number, &history);
+        assert!(p.iter().all(|u| (0.0..1.0).contains(u)), "{p:?}");
+        history.push_pending(&p);
+        batch.push(p.iter().map(|u| u.to_bits()).collect());
+    }
+    batch.sort();
+    batch.dedup();
+    batch.len()
+}

@@ -233,9 +233,9 @@ mod tests {
     use super::*;
     use crate::samplers::memo::Fold as _;
     use crate::samplers::testing::{
-        assert_replays_exactly, best_of, branin_space, config, run_unit, unit_config,
+        assert_replays_exactly, best_of, branin_space, config, distinct_in_batch, run_unit,
+        unit_config,
     };
-    use crate::samplers::unit_point;
     use flotilla_messages::solver::Sampler;
 
     fn bowl(x: &[f64]) -> f64 {
@@ -283,19 +283,8 @@ mod tests {
     #[test]
     fn a_batch_gets_distinct_points() {
         let study = unit_config(Sampler::Gp, 6, 100, 3, &[]);
-        let (mut points, values) = run_unit(&study, 20, bowl);
-        let mut history = History::new(3, &points, &values);
-        let mut batch: Vec<Vec<u64>> = Vec::new();
-        for number in 21..=24 {
-            let p = unit_point(&study, number, &history);
-            assert!(p.iter().all(|u| (0.0..1.0).contains(u)), "{p:?}");
-            history.push_pending(&p);
-            batch.push(p.iter().map(|u| u.to_bits()).collect());
-        }
-        points.clear();
-        batch.sort();
-        batch.dedup();
-        assert_eq!(batch.len(), 4);
+        let (points, values) = run_unit(&study, 20, bowl);
+        assert_eq!(distinct_in_batch(&study, &points, &values, 21..=24), 4);
     }
 
     #[test]
