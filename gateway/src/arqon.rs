@@ -201,14 +201,15 @@ fn url_decoded_pairs(query: &str) -> Result<serde_json::Map<String, Value>, Reje
 impl EventsQuery {
     /// The newest events of `lines` (JSON lines, oldest first) that match,
     /// at most the limit, oldest first. Blank lines and lines that are not
-    /// JSON are skipped, as ArqonHPO does.
-    pub fn select<'a>(&self, lines: impl DoubleEndedIterator<Item = &'a str>) -> Vec<Value> {
+    /// JSON are skipped, as ArqonHPO does. Lines are read newest first and
+    /// only until the limit is reached, so a lazy iterator does no more.
+    pub fn select<L: AsRef<str>>(&self, lines: impl DoubleEndedIterator<Item = L>) -> Vec<Value> {
         let limit = self.limit.unwrap_or(DEFAULT_EVENTS_LIMIT);
         let mut picked: Vec<Value> = lines
             .rev()
-            .filter(|line| !line.trim().is_empty())
-            .filter(|line| self.q.as_deref().is_none_or(|q| line.contains(q)))
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|line| !line.as_ref().trim().is_empty())
+            .filter(|line| self.q.as_deref().is_none_or(|q| line.as_ref().contains(q)))
+            .filter_map(|line| serde_json::from_str::<Value>(line.as_ref()).ok())
             .filter(|event| {
                 self.event
                     .as_deref()

@@ -25,7 +25,9 @@ use crate::arqon::{
     action_of, event_json, parse_query, Action, ActionAnswer, ActionRequest, ActionsQuery,
     ArqonState, EventsQuery,
 };
-use crate::{as_caller, bus_rejection, error_response, guard, log_error_code, GatewayState};
+use crate::{
+    as_caller, bus_rejection, error_response, guard, log_error_code, read_body, GatewayState,
+};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
@@ -65,12 +67,9 @@ pub async fn events(
 ) -> HttpResponse {
     let answer = async {
         let query: EventsQuery = parse_query(req.query_string())?;
-        let lines: Vec<String> = study_events(&gw, &study)
-            .await?
-            .iter()
-            .map(|e| event_json(e).to_string())
-            .collect();
-        Ok(json!({ "events": query.select(lines.iter().map(String::as_str)) }))
+        let events = study_events(&gw, &study).await?;
+        let lines = events.iter().map(|e| event_json(e).to_string());
+        Ok(json!({ "events": query.select(lines) }))
     };
     json_or_error(answer.await)
 }
@@ -98,11 +97,11 @@ pub async fn post_action(
     gw: web::Data<GatewayState>,
     study: web::Path<String>,
     req: HttpRequest,
-    body: Bytes,
+    payload: web::Payload,
 ) -> HttpResponse {
     let answer = async {
         require_json(&req)?;
-        let request = ActionRequest::parse(&body)?;
+        let request = ActionRequest::parse(&read_body(payload).await?)?;
         let reply = match request.action {
             Action::Pause | Action::Resume => steer_run(&gw, &req, &study, &request).await?,
             Action::Rollback => rollback(&gw, &req, &study, request.reason).await?,
@@ -118,7 +117,8 @@ pub async fn post_action(
     json_or_error(answer.await)
 }
 
-fn json_or_error(answer: Result<Value, Rejection>) -> HttpResponse {
+/// `answer` as a 200 JSON body, or its rejection in the reply shape.
+pub fn json_or_error(answer: Result<Value, Rejection>) -> HttpResponse {
     match answer {
         Ok(body) => HttpResponse::Ok().json(body),
         Err(rejection) => error_response(&rejection),

@@ -253,7 +253,10 @@ fn endpoint(path: &str, allow: &'static str, route: actix_web::Route) -> actix_w
 
 /// One resource for `path` serving each of `methods`, and 405 with their
 /// names in `Allow` to any other method.
-fn resource_of(path: &str, methods: Vec<(&'static str, actix_web::Route)>) -> actix_web::Resource {
+pub fn resource_of(
+    path: &str,
+    methods: Vec<(&'static str, actix_web::Route)>,
+) -> actix_web::Resource {
     let allow: Vec<&str> = methods.iter().map(|(m, _)| *m).collect();
     let allow = allow.join(", ");
     let mut resource = web::resource(path);
@@ -283,7 +286,7 @@ async fn method_not_allowed(req: HttpRequest, allow: String) -> HttpResponse {
 }
 
 /// Any path no route serves: 404 `NOT_FOUND` in the reply shape.
-async fn not_found(req: HttpRequest) -> HttpResponse {
+pub async fn not_found(req: HttpRequest) -> HttpResponse {
     error_response(&Rejection::new(
         ErrorCode::NotFound,
         format!("no route {} {}", req.method(), req.path()),
@@ -430,6 +433,22 @@ pub(crate) fn bus_rejection(e: BusError, what: &str) -> Rejection {
     }
 }
 
+/// A request body up to [`MAX_BODY_BYTES`]; a larger one is `TOO_LARGE`
+/// and one that cannot be read `MALFORMED_BODY`, in the reply shape (not
+/// actix's plain text).
+pub async fn read_body(payload: web::Payload) -> Result<Bytes, Rejection> {
+    guard::read_limited(payload, MAX_BODY_BYTES)
+        .await
+        .map(|body| body.freeze())
+        .map_err(|e| match e {
+            guard::BodyError::TooLarge(_) => Rejection::new(
+                ErrorCode::TooLarge,
+                format!("the body's {e} (the gateway's limit)"),
+            ),
+            e => Rejection::new(ErrorCode::MalformedBody, e.to_string()),
+        })
+}
+
 async fn command(
     state: web::Data<GatewayState>,
     path: web::Path<(String, String)>,
@@ -441,15 +460,9 @@ async fn command(
         Ok(s) => s,
         Err(r) => return error_response(&r),
     };
-    let body = match guard::read_limited(payload, MAX_BODY_BYTES).await {
-        Ok(body) => body.freeze(),
-        Err(e @ guard::BodyError::TooLarge(_)) => {
-            return error_response(&Rejection::new(
-                ErrorCode::TooLarge,
-                format!("the command's {e} (the gateway's limit)"),
-            ))
-        }
-        Err(e) => return error_response(&Rejection::new(ErrorCode::MalformedBody, e.to_string())),
+    let body = match read_body(payload).await {
+        Ok(body) => body,
+        Err(r) => return error_response(&r),
     };
     // Unlike NATS, HTTP never sniffs: a browser may send text/plain, form
     // and multipart bodies (and bodies without a type) cross-origin without

@@ -23,14 +23,15 @@
 use crate::cli::DashboardArgs;
 use actix_web::http::Method;
 use actix_web::middleware::from_fn;
-use actix_web::web::Bytes;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use anyhow::{anyhow, Context, Result};
 use flotilla_gateway::arqon::{parse_query, ActionRequest, ActionsQuery, ArqonState, EventsQuery};
-use flotilla_gateway::arqon_api::require_json;
+use flotilla_gateway::arqon_api::{json_or_error, require_json};
 use flotilla_gateway::auth::{self, Access, HttpAuth};
 use flotilla_gateway::guard::RequestPolicy;
-use flotilla_gateway::{error_response, refuse_foreign, render_refusal};
+use flotilla_gateway::{
+    error_response, not_found, read_body, refuse_foreign, render_refusal, resource_of,
+};
 use flotilla_messages::auth::Permission;
 use flotilla_messages::{ErrorCode, Rejection};
 use serde_json::{json, Value};
@@ -107,12 +108,26 @@ async fn serve(
             .app_data(auth.clone())
             .app_data(web::Data::new(policy.clone()))
             .app_data(web::Data::new(files.clone()))
-            .app_data(web::PayloadConfig::new(flotilla_gateway::MAX_BODY_BYTES))
-            .route("/api/state", web::get().to(state))
-            .route("/api/summary", web::get().to(summary))
-            .route("/api/events", web::get().to(events))
-            .route("/api/actions", web::get().to(actions))
-            .route("/api/actions", web::post().to(post_action))
+            .service(resource_of(
+                "/api/state",
+                vec![("GET", web::get().to(state))],
+            ))
+            .service(resource_of(
+                "/api/summary",
+                vec![("GET", web::get().to(summary))],
+            ))
+            .service(resource_of(
+                "/api/events",
+                vec![("GET", web::get().to(events))],
+            ))
+            .service(resource_of(
+                "/api/actions",
+                vec![
+                    ("GET", web::get().to(actions)),
+                    ("POST", web::post().to(post_action)),
+                ],
+            ))
+            .default_service(web::to(not_found))
     })
     .workers(1)
     .disable_signals()
@@ -129,11 +144,15 @@ async fn serve(
     Ok(())
 }
 
-fn json_or_error(answer: Result<Value, Rejection>) -> HttpResponse {
-    match answer {
-        Ok(body) => HttpResponse::Ok().json(body),
-        Err(rejection) => error_response(&rejection),
-    }
+/// Runs file work off the server's only worker thread (a large events
+/// file must not stall the other requests).
+async fn off_thread(
+    work: impl FnOnce() -> Result<Value, Rejection> + Send + 'static,
+) -> HttpResponse {
+    let answer = web::block(work)
+        .await
+        .unwrap_or_else(|e| Err(Rejection::new(ErrorCode::Internal, e.to_string())));
+    json_or_error(answer)
 }
 
 /// A file the dashboard cannot read (`UNAVAILABLE`, naming it).
@@ -158,45 +177,64 @@ fn read_lines(what: &str, path: &Path) -> Result<String, Rejection> {
 }
 
 async fn state(files: web::Data<Files>) -> HttpResponse {
-    json_or_error(read_state(&files.state).map(|s| json!(s)))
+    off_thread(move || read_state(&files.state).map(|s| json!(s))).await
 }
 
 async fn summary(files: web::Data<Files>) -> HttpResponse {
-    json_or_error(read_state(&files.state).map(|s| json!(s.summary())))
+    off_thread(move || read_state(&files.state).map(|s| json!(s.summary()))).await
 }
 
 async fn events(files: web::Data<Files>, req: HttpRequest) -> HttpResponse {
-    let answer = parse_query::<EventsQuery>(req.query_string()).and_then(|query| {
+    let query = match parse_query::<EventsQuery>(req.query_string()) {
+        Ok(query) => query,
+        Err(r) => return error_response(&r),
+    };
+    off_thread(move || {
         let text = match &files.events {
             Some(path) => read_lines("events", path)?,
             None => String::new(),
         };
         Ok(json!({ "events": query.select(text.lines()) }))
-    });
-    json_or_error(answer)
+    })
+    .await
 }
 
 async fn actions(files: web::Data<Files>, req: HttpRequest) -> HttpResponse {
-    let answer = parse_query::<ActionsQuery>(req.query_string()).and_then(|query| {
+    let query = match parse_query::<ActionsQuery>(req.query_string()) {
+        Ok(query) => query,
+        Err(r) => return error_response(&r),
+    };
+    off_thread(move || {
         let text = read_lines("actions", &files.actions)?;
         let recorded = text
             .lines()
             .filter_map(|line| serde_json::from_str(line).ok())
             .collect();
         Ok(json!({ "actions": query.select(recorded) }))
-    });
-    json_or_error(answer)
+    })
+    .await
 }
 
-async fn post_action(files: web::Data<Files>, req: HttpRequest, body: Bytes) -> HttpResponse {
-    let answer = require_json(&req)
-        .and_then(|()| ActionRequest::parse(&body))
-        .and_then(|request| {
-            let record = request.record(&auth::principal_of(&req).name);
-            append_line(&files.actions, &record)?;
-            Ok(json!({ "ok": true }))
-        });
-    json_or_error(answer)
+async fn post_action(
+    files: web::Data<Files>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    let request = match require_json(&req) {
+        Ok(()) => read_body(payload)
+            .await
+            .and_then(|body| ActionRequest::parse(&body)),
+        Err(r) => Err(r),
+    };
+    let record = match request {
+        Ok(request) => request.record(&auth::principal_of(&req).name),
+        Err(r) => return error_response(&r),
+    };
+    off_thread(move || {
+        append_line(&files.actions, &record)?;
+        Ok(json!({ "ok": true }))
+    })
+    .await
 }
 
 /// Appends `record` as one line (a single write, so concurrent appends do
