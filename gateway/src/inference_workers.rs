@@ -8,10 +8,26 @@
 use crate::GatewayState;
 use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// How long one worker's `/metrics` may take.
 const FETCH_WITHIN: Duration = Duration::from_secs(3);
+
+/// One client for every read, so connections to the workers are kept
+/// alive between the dashboard's polls; why it could not be built, if not.
+fn client() -> Result<&'static reqwest::Client, String> {
+    static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .timeout(FETCH_WITHIN)
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
 
 /// The route's path.
 pub const PATH: &str = "/v1/inference/workers";
@@ -19,16 +35,15 @@ pub const PATH: &str = "/v1/inference/workers";
 /// `GET /v1/inference/workers`: each worker's `/metrics` text, or why it
 /// could not be read.
 pub async fn workers(state: web::Data<GatewayState>) -> HttpResponse {
-    let client = reqwest::Client::builder().timeout(FETCH_WITHIN).build();
-    let samples: Vec<Value> = match client {
+    let samples: Vec<Value> = match client() {
         Ok(client) => {
-            let reads = state.inference_workers.iter().map(|url| read(&client, url));
+            let reads = state.inference_workers.iter().map(|url| read(client, url));
             futures::future::join_all(reads).await
         }
         Err(e) => state
             .inference_workers
             .iter()
-            .map(|url| json!({"url": url, "error": e.to_string()}))
+            .map(|url| json!({"url": url, "error": e}))
             .collect(),
     };
     HttpResponse::Ok().json(json!({"ok": true, "result": {"workers": samples}}))
