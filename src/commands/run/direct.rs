@@ -27,9 +27,8 @@ use super::state_file::{FailedTrial, FlotillaState, StateFile};
 use super::{finish, trial_spec};
 use crate::commands::study::{refusal, EmbeddedStudy};
 use anyhow::{anyhow, bail, Result};
-use flotilla_gateway::arqon::ArqonState;
+use flotilla_gateway::arqon::{ArqonState, HistoryEntry};
 use flotilla_host::unix_millis;
-use flotilla_host::Aggregate;
 use flotilla_messages::scheduler::JobSpec;
 use flotilla_messages::solver::{Params, Trial, DEFAULT_LEASE_SECONDS};
 use flotilla_scheduler::{
@@ -484,10 +483,27 @@ impl Run {
         let Some(path) = &self.plan.state_path else {
             return Ok(());
         };
-        let view = self.study.core.state().view();
-        let mut arqon = ArqonState::from_study_view(&view, Some(self.run_id.clone()))
-            .map_err(|e| anyhow!("state: {}", e.message))?;
-        arqon.config = self.plan.raw_config.clone();
+        // Straight from the trials (the state is written after every
+        // result, so no detour through the study's JSON view).
+        let history = self
+            .study
+            .core
+            .state()
+            .trials()
+            .iter()
+            .filter_map(|r| {
+                r.outcome.map(|o| HistoryEntry {
+                    params: r.trial.params.clone(),
+                    value: o.value,
+                    cost: o.cost,
+                })
+            })
+            .collect();
+        let arqon = ArqonState {
+            config: self.plan.raw_config.clone(),
+            history,
+            run_id: Some(self.run_id.clone()),
+        };
         StateFile {
             arqon,
             flotilla: Some(FlotillaState {
