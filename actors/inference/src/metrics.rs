@@ -370,7 +370,9 @@ impl InferenceMetrics {
         deterministic: bool,
         ok: bool,
     ) {
-        let serving = lock(&self.serving).clone();
+        // Held for the few counter updates below (they never take it), so
+        // no label is copied per prediction.
+        let serving = lock(&self.serving);
         let version = version.unwrap_or(&serving.version);
         let status = if ok { "success" } else { "error" };
         self.inference_requests
@@ -398,6 +400,14 @@ impl InferenceMetrics {
 
     /// Records one HTTP request in CarlaRL's and the seed alert's families.
     pub fn record_http(&self, method: &str, endpoint: &str, status: u16, seconds: f64) {
+        // A client may send any method token: only the standard ones get
+        // their own series, so no client can grow the families.
+        const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
+        let method = if METHODS.contains(&method) {
+            method
+        } else {
+            "other"
+        };
         let status = status.to_string();
         let labels = [method, endpoint, status.as_str()];
         self.http_seconds
@@ -500,6 +510,26 @@ mod tests {
             out.contains(r#"carla_rl_model_loaded{device="cpu",model_version="unknown"} 0"#),
             "{out}"
         );
+    }
+
+    #[test]
+    fn invented_methods_share_one_series() {
+        let registry = Registry::new();
+        let m = InferenceMetrics::register(&registry).unwrap();
+        for method in ["FOO1", "FOO2", "BREW"] {
+            m.record_http(method, "/predict", 405, 0.001);
+        }
+        m.record_http("GET", "/predict", 405, 0.001);
+        let out = text(&registry);
+        let series: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with("carla_rl_http_requests_total{") && l.contains("405"))
+            .collect();
+        assert_eq!(series.len(), 2, "{series:?}");
+        assert!(series
+            .iter()
+            .any(|l| l.contains(r#"method="other""#) && l.ends_with(" 3")));
+        assert!(!out.contains("FOO1"), "{out}");
     }
 
     #[test]
