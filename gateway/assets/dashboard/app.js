@@ -44,9 +44,10 @@ async function route() {
   }
   const [match, page, nav] = found;
   for (const a of document.querySelectorAll('nav a')) a.classList.toggle('here', a.dataset.page === nav);
-  const args = match.slice(1).map((part) => (part === undefined ? '' : decodeURIComponent(part)));
   const context = { signal: leaving.signal, notice: (e) => notice(e?.message ?? String(e)) };
   try {
+    // Inside the try: a malformed escape in the address is shown, not lost.
+    const args = match.slice(1).map((part) => (part === undefined ? '' : decodeURIComponent(part)));
     await page(view, context, ...args);
   } catch (error) {
     if (!context.signal.aborted) context.notice(error);

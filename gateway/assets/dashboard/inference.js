@@ -11,7 +11,8 @@ import { el, facts, num, section, table } from './dom.js';
 const SAMPLE_EVERY_MS = 2000;
 /** How many rate points each worker keeps. */
 const KEEP = 90;
-/** CarlaRL's per-request histogram (queue and forward pass, HTTP and NATS). */
+/** CarlaRL's per-request HTTP histogram; only its `/predict` series count
+ * (the others are probes and the gateway's own reads of /metrics). */
 const REQUESTS = 'carla_rl_request_duration_seconds';
 
 /** `#/inference`: the deployments, live, and the workers' rates. */
@@ -52,7 +53,9 @@ function deploymentView({ id, d }) {
 /** The request count and summed seconds of a worker's metrics text. */
 function totals(text) {
   const samples = parseMetrics(text);
-  const value = (name) => samples.filter((s) => s.name === name).reduce((sum, s) => sum + s.value, 0);
+  const value = (name) => samples
+    .filter((s) => s.name === name && s.labels.endpoint === '/predict')
+    .reduce((sum, s) => sum + s.value, 0);
   return { count: value(`${REQUESTS}_count`), seconds: value(`${REQUESTS}_sum`) };
 }
 
