@@ -532,15 +532,22 @@ pub struct BenchSolverArgs {
     #[arg(long, value_delimiter = ',')]
     pub functions: Vec<String>,
     /// The function suite when --functions is not given: goal (the seven
-    /// functions of the quality goal) or auto (the suite that measures the
+    /// functions of the quality goal), shifted (the same seven with their
+    /// domains shifted off centre) or auto (the suite that measures the
     /// auto sampler's rule: the scalable functions in 2, 5, 10 and 20
-    /// dimensions, centred and off centre, plus branin, hartmann6, lr_batch).
+    /// dimensions, centred and off centre, plus branin, hartmann6, lr_batch,
+    /// each also off centre).
     #[arg(long, default_value = "goal")]
     pub suite: String,
-    /// Also run Optuna (TPE and random) through benches/optuna_compare.py
-    /// and show its regrets beside Flotilla's.
+    /// Also run Optuna (the --optuna-samplers) through
+    /// benches/optuna_compare.py and show its regrets beside Flotilla's.
     #[arg(long)]
     pub compare: bool,
+    /// Optuna's samplers for --compare: optuna-tpe (Optuna's default,
+    /// multivariate TPE), optuna-tpe-uni, optuna-random, optuna-gp
+    /// (GPSampler; needs PyTorch in the Python's environment).
+    #[arg(long, value_delimiter = ',', default_value = "optuna-tpe,optuna-gp")]
+    pub optuna_samplers: Vec<String>,
     /// The Python with Optuna for --compare [default: target/optuna-venv/bin/python].
     #[arg(long, env = "FLOTILLA_OPTUNA_PYTHON")]
     pub python: Option<PathBuf>,

@@ -111,8 +111,9 @@ fn functions(args: &BenchSolverArgs) -> Result<Vec<Function>> {
     }
     match args.suite.as_str() {
         "goal" => Ok(objectives::all()),
+        "shifted" => Ok(objectives::shifted_suite()),
         "auto" => Ok(objectives::auto_suite()),
-        other => Err(anyhow!("--suite {other:?}: expected goal or auto")),
+        other => Err(anyhow!("--suite {other:?}: expected goal, shifted or auto")),
     }
 }
 
@@ -146,6 +147,7 @@ fn optuna(
                 .join(","),
         ])
         .args(["--functions", &functions.join(",")])
+        .args(["--samplers", &args.optuna_samplers.join(",")])
         .stderr(std::process::Stdio::inherit())
         .output()?;
     anyhow::ensure!(

@@ -517,14 +517,23 @@ fn redecide_asks(events: &[SolverEvent]) -> usize {
 }
 
 #[test]
-fn parallel_tpe_with_out_of_order_tells_replays_to_identical_trials() {
+fn parallel_model_based_studies_with_out_of_order_tells_replay_to_identical_trials() {
+    // Every sampler that reads the history (auto runs GP at this shape).
+    for sampler in ["tpe", "cmaes", "gp", "auto"] {
+        parallel_study_replays_to_identical_trials(sampler);
+    }
+}
+
+/// Runs a study of `sampler` four trials at a time with results coming
+/// back out of order, then re-decides every ask from the log.
+fn parallel_study_replays_to_identical_trials(sampler: &str) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // Trials take 0 to 0.35 s depending on their number, so with four at a
     // time the results come back out of order.
     let script = script(d, "sleep \"0.$(( (n * 7) % 8 ))\"");
-    let config = d.join("tpe.json");
-    let body = json!({"seed": 11, "budget": 24, "sampler": "tpe",
+    let config = d.join("study.json");
+    let body = json!({"seed": 11, "budget": 24, "sampler": sampler,
         "strategy_params": {"n_startup_trials": 4},
         "bounds": {"x": {"min": -5, "max": 5}, "y": {"min": -5, "max": 5}}});
     std::fs::write(&config, body.to_string()).unwrap();
@@ -540,15 +549,15 @@ fn parallel_tpe_with_out_of_order_tells_replays_to_identical_trials() {
         "--data-dir",
         "data",
     ];
-    assert_eq!(run_ok(d, &args)["trials"]["completed"], 24);
+    assert_eq!(run_ok(d, &args)["trials"]["completed"], 24, "{sampler}");
 
     let log = run(
         d,
-        &["events", "--data-dir", "data", "--stream", "solver/tpe"],
+        &["events", "--data-dir", "data", "--stream", "solver/study"],
     );
     assert!(
         log.status.success(),
-        "{}",
+        "{sampler}: {}",
         String::from_utf8_lossy(&log.stderr)
     );
     let events: Vec<SolverEvent> = String::from_utf8(log.stdout)
@@ -571,9 +580,9 @@ fn parallel_tpe_with_out_of_order_tells_replays_to_identical_trials() {
         .collect();
     assert!(
         told.windows(2).any(|w| w[0] > w[1]),
-        "tells came in order: {told:?}"
+        "{sampler}: tells came in order: {told:?}"
     );
-    assert!(redecide_asks(&events) >= 24);
+    assert!(redecide_asks(&events) >= 24, "{sampler}");
 }
 
 #[test]

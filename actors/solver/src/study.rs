@@ -6,7 +6,9 @@
 //!
 //! - `create_study` validates the config (`INVALID_FIELD`) and refuses an
 //!   existing study (`ALREADY_EXISTS`); any other command on a study that
-//!   does not exist is `NOT_FOUND`.
+//!   does not exist is `NOT_FOUND`. An `auto` study is recorded with the
+//!   revision of `auto`'s rule it runs under (`auto_rule`), so it keeps
+//!   its sampler when the rule improves.
 //! - `ask {n}` (1..=1000) hands out `min(n, remaining budget)` new trials
 //!   `t<k>`, numbered on from the last one; their parameters depend only on
 //!   `(seed, number)`. Once the budget is all asked it records an empty
@@ -891,11 +893,12 @@ fn not_found(command: &SolverCommand) -> Rejection {
     )
 }
 
+/// Records the config as it will run: with `auto`'s rule revision stamped
+/// in, so a later rule cannot change how the study continues.
 fn decide_create(config: &StudyConfig) -> Result<Vec<SolverEvent>, Rejection> {
+    let config = config.as_recorded();
     config.validate()?;
-    Ok(vec![SolverEvent::StudyCreated {
-        config: config.clone(),
-    }])
+    Ok(vec![SolverEvent::StudyCreated { config }])
 }
 
 impl Aggregate for Study {

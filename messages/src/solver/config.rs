@@ -17,6 +17,10 @@ use std::fmt;
 /// The most times a stale trial may be handed out again.
 pub const MAX_RETRIES: u32 = 100;
 
+/// The revision of [`Sampler::Auto`]'s rule that a new study records
+/// ([`StudyConfig::as_recorded`]): 1 picks TPE or CMA-ES, 2 also GP.
+pub const AUTO_RULE: u32 = 2;
+
 /// The most parameters a study may search. Real searches have tens; the
 /// bound keeps one `ask` (its trials carry every parameter) small enough to
 /// store and answer in one message.
@@ -70,8 +74,11 @@ pub enum Sampler {
     /// `strategy_params` (see [`GP_PARAMS`]).
     Gp,
     /// Picks a sampler from the search space's shape (dimensions, budget,
-    /// parameter types) by a rule measured on the solver benchmark; reads
-    /// the `strategy_params` of the sampler it picks. The default.
+    /// parameter types) by a rule measured on the solver benchmark: GP up to
+    /// 200 trials in up to 20 numeric dimensions, CMA-ES beyond, TPE for
+    /// categorical or conditional spaces (revision 2, see
+    /// [`StudyConfig::auto_rule`]). Reads the `strategy_params` of the
+    /// sampler it picks. The default.
     #[default]
     Auto,
 }
@@ -238,6 +245,13 @@ pub struct StudyConfig {
     /// a later change of the default cannot change how it continues.
     #[serde(default)]
     pub sampler: Sampler,
+    /// Which revision of `auto`'s rule picks the sampler (1..=
+    /// [`AUTO_RULE`]); only with [`Sampler::Auto`]. A new study records
+    /// the current revision when it names none, so a better rule never
+    /// changes how a recorded study continues. Absent in a recorded config
+    /// means revision 1, the rule from before revisions were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_rule: Option<u32>,
     /// How many times a stale trial may be handed out again (0..=
     /// [`MAX_RETRIES`]); 0 when absent, and then not written, so configs
     /// and events from before leases read and write as they did.
@@ -309,6 +323,23 @@ const CMAES_RULES: [KnobRule; 3] = [
 ];
 
 impl StudyConfig {
+    /// The config as `create_study` records it: an `auto` study without a
+    /// rule revision gets today's ([`AUTO_RULE`]). Compare a config with a
+    /// recorded one through this, as the recorded one went through it.
+    pub fn as_recorded(&self) -> StudyConfig {
+        let mut recorded = self.clone();
+        if recorded.sampler == Sampler::Auto && recorded.auto_rule.is_none() {
+            recorded.auto_rule = Some(AUTO_RULE);
+        }
+        recorded
+    }
+
+    /// The revision of `auto`'s rule this config runs under: its own, or 1
+    /// for a config recorded before revisions were.
+    pub fn auto_rule(&self) -> u32 {
+        self.auto_rule.unwrap_or(1)
+    }
+
     /// Checks the config; the rejection (`INVALID_FIELD`) names the field
     /// and the problem, e.g. `bounds.lr: min 0.1 must be below max 0.01`.
     pub fn validate(&self) -> Result<(), Rejection> {
@@ -339,6 +370,7 @@ impl StudyConfig {
             .or_else(|| space_problem(&self.bounds))
             .or_else(|| self.strategy_params_problem())
             .or_else(|| self.sampler_problem())
+            .or_else(|| self.auto_rule_problem())
             .or_else(|| self.probe_ratio_problem())
             .or_else(|| self.pruner.and_then(|p| p.problem()))
             .or_else(|| {
@@ -366,12 +398,32 @@ impl StudyConfig {
             )),
             Sampler::Tpe => self.tpe_problem(),
             Sampler::Cmaes => self.cmaes_problem(),
-            Sampler::Gp => self.knob_problem("gp", &GP_RULES),
-            // Auto may pick either model-based sampler: both sets of knobs
-            // must be valid.
-            Sampler::Auto => self.tpe_problem().or_else(|| self.cmaes_problem()),
+            Sampler::Gp => self.gp_problem(),
+            // Auto may pick any model-based sampler its rule knows: every
+            // one's knobs must be valid.
+            Sampler::Auto => self
+                .tpe_problem()
+                .or_else(|| self.cmaes_problem())
+                .or_else(|| self.gp_problem().filter(|_| self.auto_rule() >= 2)),
             _ => None,
         }
+    }
+
+    fn auto_rule_problem(&self) -> Option<String> {
+        let rule = self.auto_rule?;
+        if self.sampler != Sampler::Auto {
+            return Some(format!(
+                "auto_rule: only for sampler auto, got sampler {}",
+                self.sampler.as_str()
+            ));
+        }
+        (!(1..=AUTO_RULE).contains(&rule))
+            .then(|| format!("auto_rule must be in 1..={AUTO_RULE}, got {rule}"))
+    }
+
+    /// Checks the [`GP_PARAMS`] that are given.
+    fn gp_problem(&self) -> Option<String> {
+        self.knob_problem("gp", &GP_RULES)
     }
 
     /// Checks the [`CMAES_PARAMS`] that are given.

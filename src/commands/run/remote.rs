@@ -144,7 +144,7 @@ async fn create_or_resume(cp: &ControlPlane, plan: &Plan) -> Result<()> {
         bail!("solver/{}: {}", plan.study, refusal(&stored));
     }
     let stored = stored.result.unwrap_or_default();
-    if serde_json::to_value(&plan.config)? != stored["config"] {
+    if serde_json::to_value(plan.config.as_recorded())? != stored["config"] {
         bail!(
             "study {} at {} exists with a different config than {}; \
              pick another name with --study",

@@ -25,7 +25,8 @@
 //!   as in Optuna 5), on the Parzen estimators of [`parzen`].
 //! - [`cmaes`]: CMA-ES, its state a fold of the history.
 //! - [`gp`]: Gaussian-process Bayesian optimisation (Matérn-5/2, log EI).
-//! - [`auto`]: TPE or CMA-ES by the search space's shape and budget.
+//! - [`auto`]: GP, TPE or CMA-ES by the search space's shape and budget,
+//!   under the rule revision the study recorded.
 //!
 //! random, sobol and grid ignore the history; tpe, cmaes, gp and auto read
 //! it ([`Sampler::reads_history`]). [`normal`] holds the normal-distribution

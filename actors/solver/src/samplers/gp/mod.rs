@@ -86,8 +86,13 @@ impl Default for Settings {
 impl Settings {
     /// The settings of `config`: its `strategy_params` over the defaults.
     pub fn of(config: &StudyConfig) -> Self {
+        Settings::default().over(config)
+    }
+
+    /// These settings with `config`'s `strategy_params` over them.
+    pub fn over(self, config: &StudyConfig) -> Self {
         let knob = |key: &str| config.strategy_params.get(key).copied();
-        let mut settings = Settings::default();
+        let mut settings = self;
         if let Some(v) = knob("n_startup_trials") {
             settings.n_startup_trials = v as u64;
         }

@@ -8,12 +8,67 @@ fn create_records_the_config() {
     let command = json!({"type": "create_study", "seed": 42, "budget": 3, "probe_ratio": 0.2,
         "bounds": {"lr": {"min": 1e-5, "max": 0.1, "scale": "LOG"},
                    "momentum": {"min": 0.8, "max": 0.99}}});
-    // No sampler named: `auto`, written into the event.
-    let config = config_with(3, Sampler::Auto);
+    // No sampler named: `auto`, written into the event with the revision
+    // of its rule.
+    let config = StudyConfig {
+        auto_rule: Some(AUTO_RULE),
+        ..config_with(3, Sampler::Auto)
+    };
     assert_eq!(
         when(&given(&[]), command).unwrap(),
         vec![SolverEvent::StudyCreated { config }]
     );
+}
+
+#[test]
+fn an_auto_study_keeps_the_rule_it_was_recorded_with() {
+    // Ten dimensions, budget 50: rule 1 runs TPE, rule 2 GP; both start
+    // from the same Sobol design, so compare after it.
+    let bounds: BTreeMap<String, Bound> = (0..10)
+        .map(|i| (format!("x{i}"), Bound::new(0.0, 1.0, Scale::Linear)))
+        .collect();
+    let recorded = |auto_rule| StudyConfig {
+        seed: 5,
+        budget: 50,
+        bounds: bounds.clone(),
+        sampler: Sampler::Auto,
+        auto_rule,
+        ..Default::default()
+    };
+    let next_after_design = |config: StudyConfig| {
+        let mut study = given(&[SolverEvent::StudyCreated { config }]);
+        for number in 1..=12 {
+            let (asked, _) = step(study, json!({"type": "ask"}));
+            let x = asked.trials()[number - 1].trial.params["x0"].as_f64().unwrap();
+            let tell = json!({"type": "tell", "trial_id": trial_id(number as u64), "value": x});
+            study = step(asked, tell).0;
+        }
+        study.trials()[11].trial.params.clone()
+    };
+    // A config recorded before revisions (none) runs rule 1, as it did.
+    let old = next_after_design(recorded(None));
+    assert_eq!(old, next_after_design(recorded(Some(1))));
+    assert_ne!(old, next_after_design(recorded(Some(2))));
+    // Giving the rule pins it; a wrong one, or one without auto, is refused.
+    let e = StudyConfig {
+        auto_rule: Some(AUTO_RULE + 1),
+        ..recorded(None)
+    }
+    .validate()
+    .unwrap_err();
+    assert_eq!(e.message, format!("auto_rule must be in 1..={AUTO_RULE}, got {}", AUTO_RULE + 1));
+    let e = StudyConfig {
+        sampler: Sampler::Tpe,
+        ..recorded(Some(1))
+    }
+    .validate()
+    .unwrap_err();
+    assert_eq!(e.message, "auto_rule: only for sampler auto, got sampler tpe");
+    let pinned = StudyConfig {
+        auto_rule: Some(1),
+        ..recorded(None)
+    };
+    assert_eq!(pinned.as_recorded(), pinned);
 }
 
 #[test]

@@ -5,7 +5,7 @@
 //! file below tests one area of the aggregate.
 
 use super::*;
-use flotilla_messages::solver::{Bound, ParamValue, Params, Sampler, Scale};
+use flotilla_messages::solver::{Bound, ParamValue, Params, Sampler, Scale, AUTO_RULE};
 use flotilla_messages::CommandRequest;
 
 mod ask;
