@@ -215,6 +215,49 @@ async fn a_batch_cut_short_is_invisible_and_replaced_by_its_retry() {
     assert_eq!(all.len(), 4, "the orphan was removed: {all:?}");
 }
 
+/// An orphan followed by another writer's events at the same seqs (the
+/// killed writer's batch is never retried): a read that starts anywhere
+/// after the orphan's seq anchors on the committed record of the seq
+/// before it, never on the orphan (which made recovery of `provisioner/gpu`
+/// fail with "seq 13: found an event claiming seq 12").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_from_any_seq_steps_over_an_orphan_of_the_seq_before() {
+    let fx = NatsFixture::start().await;
+    let s = "provisioner/gpu";
+    let mut log = fx
+        .log
+        .append(s, 0, conformance::events(2))
+        .await
+        .expect("append");
+    publish_half_batch(&fx, s, ["orphan-a", "orphan-b"]).await;
+    log.extend(
+        fx.log
+            .append(s, 2, conformance::events(1))
+            .await
+            .expect("seq 3"),
+    );
+    log.extend(
+        fx.log
+            .append(s, 3, conformance::events(2))
+            .await
+            .expect("seqs 4-5"),
+    );
+    for from in 1..=6u64 {
+        let read = conformance::collect(fx.log.read_stream(s, from).await.expect("read")).await;
+        let read = read.unwrap_or_else(|e| panic!("read from seq {from}: {e}"));
+        assert_eq!(
+            read,
+            log[from as usize - 1..].to_vec(),
+            "read from seq {from}"
+        );
+    }
+    assert_eq!(
+        fx.log.position_of(s, 3).await.expect("locate"),
+        Some(4),
+        "seq 3 is the record after the orphan"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_publish_on_an_event_subject_is_not_a_record() {
     let fx = NatsFixture::start().await;

@@ -78,7 +78,7 @@ pub fn run(args: AgentArgs) -> Result<ExitCode> {
         None => None,
     };
     let http = http.zip(auth);
-    actix_rt::System::new().block_on(serve(args, subjects, agent, faults, interval, http))?;
+    crate::commands::run_system(serve(args, subjects, agent, faults, interval, http))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -75,7 +75,7 @@ pub fn run(args: DashboardArgs) -> Result<ExitCode> {
         args.allowed_hosts.clone(),
         args.allowed_origins.clone(),
     );
-    actix_rt::System::new().block_on(serve(files, policy, auth, args.addr))?;
+    crate::commands::run_system(serve(files, policy, auth, args.addr))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,5 +1,6 @@
 //! One module per subcommand, and what several of them share: a runtime
-//! for those that host no actors ([`block_on`]), the wait for the shutdown
+//! for those that host no actors ([`block_on`]) and an actix system for
+//! those that do ([`run_system`]), the wait for the shutdown
 //! signal ([`wait_for_shutdown`]) and ids made of free text ([`id_chars`]).
 
 pub mod agent;
@@ -40,6 +41,22 @@ pub fn block_on<T>(fut: impl std::future::Future<Output = Result<T>>) -> Result<
         .enable_all()
         .build()?
         .block_on(fut)
+}
+
+/// Runs `fut` on a new actix system (for the commands that host actors),
+/// then drops the system inside its Tokio runtime. Tasks still on the
+/// system when `fut` ends (a command service left running when start-up
+/// failed half way, say) are dropped with it, and an async-nats
+/// `Subscriber` they hold spawns its unsubscribe on drop: outside the
+/// runtime that panics ("there is no reactor running"), turning a clean
+/// error exit into a crash.
+pub fn run_system<T>(fut: impl std::future::Future<Output = T>) -> T {
+    let system = actix_rt::System::new();
+    let out = system.block_on(fut);
+    let runtime = system.runtime().tokio_runtime().handle().clone();
+    let _inside = runtime.enter();
+    drop(system);
+    out
 }
 
 /// What an id allows of `text`, at most `max` characters: ASCII letters,
@@ -115,5 +132,50 @@ pub fn seconds_env(name: &str) -> Result<Option<std::time::Duration>> {
             .filter(|s| s.is_finite() && *s > 0.0)
             .map(|s| Some(std::time::Duration::from_secs_f64(s)))
             .ok_or_else(|| anyhow::anyhow!("{name}: {text:?} is not a positive number of seconds")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::run_system;
+    use std::sync::atomic::{AtomicU8, Ordering};
+    use std::sync::Arc;
+
+    /// Not dropped yet.
+    const ALIVE: u8 = 0;
+    /// Dropped inside a Tokio runtime.
+    const INSIDE: u8 = 1;
+    /// Dropped outside any runtime, where an async-nats `Subscriber`'s
+    /// drop (it spawns its unsubscribe) panics.
+    const OUTSIDE: u8 = 2;
+
+    /// Records where it is dropped.
+    struct DropProbe(Arc<AtomicU8>);
+
+    impl Drop for DropProbe {
+        fn drop(&mut self) {
+            let inside = tokio::runtime::Handle::try_current().is_ok();
+            self.0
+                .store(if inside { INSIDE } else { OUTSIDE }, Ordering::SeqCst);
+        }
+    }
+
+    /// A task left on the system (holding a subscription, as a command
+    /// service does when start-up fails half way) is dropped inside the
+    /// runtime.
+    #[test]
+    fn a_task_left_running_is_dropped_inside_the_runtime() {
+        let dropped = Arc::new(AtomicU8::new(ALIVE));
+        let probe = DropProbe(dropped.clone());
+        let out = run_system(async {
+            actix_rt::spawn(async move {
+                let _held = probe;
+                std::future::pending::<()>().await;
+            });
+            tokio::task::yield_now().await;
+            7
+        });
+        assert_eq!(out, 7);
+        assert_eq!(dropped.load(Ordering::SeqCst), INSIDE);
     }
 }

@@ -425,7 +425,7 @@ fn execute_local(args: &PlanArgs, config: &K8sConfig, jobs: &[PlannedJob]) -> Re
     let python = args.python.clone();
     let jobs = jobs.to_vec();
     let workers = config.workers;
-    actix_rt::System::new().block_on(async move {
+    crate::commands::run_system(async move {
         // The user's own plan, run by this process: every program allowed.
         let executors = base_executors(&data_dir.join("jobs"), &AllowedCommands::any());
         let scheduler = EmbeddedScheduler::open(&data_dir, executors).await?;

@@ -51,7 +51,7 @@ pub fn run(args: UpArgs) -> Result<ExitCode> {
         )?),
         None => None,
     };
-    actix_rt::System::new().block_on(serve(settings, &args, auth))?;
+    crate::commands::run_system(serve(settings, &args, auth))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -40,7 +40,7 @@ use std::time::Duration;
 pub fn run(args: WorkerArgs) -> Result<ExitCode> {
     single_threaded_matmuls();
     let auth = worker_auth(&args)?;
-    actix_rt::System::new().block_on(serve(args, auth))?;
+    crate::commands::run_system(serve(args, auth))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -9,9 +9,13 @@
 //! predecessor's ack. Every record carries [`BATCH_END_HEADER`] (the seq of
 //! its batch's last event), [`BATCH_BASE_HEADER`] (the JetStream sequence of
 //! the subject's last message before the batch) and [`SEQ_HEADER`]; readers
-//! in `super::read` only release complete batches, and `append` deletes the
-//! orphans of a batch a crashed writer left incomplete. The log assumes one
-//! writer per stream (the actor host), as the `EventLog` trait does.
+//! in `super::read` only release complete batches. A batch a writer left
+//! incomplete (killed, or beaten by another host of the aggregate) stays
+//! as an orphan, never deleted: the next append steps over it and stores
+//! the same seqs again after it, so a seq may be carried by an orphan
+//! record before its committed one, and every lookup by seq must skip
+//! orphans. Concurrent writers are safe: the expected-sequence header makes
+//! all but one fail, and the losers see a conflict.
 
 use super::read::{self, last_for, locate, pump_all, pump_stream, Record, Scanner};
 use super::snapshots::{SnapshotStore, SNAPSHOT_BUCKET};
@@ -136,8 +140,31 @@ impl JetStreamLog {
         let Some(last) = last_for(&self.stream, &subject).await? else {
             return Ok(None);
         };
-        let found = locate(&self.stream, &subject, seq, last.js_seq).await?;
+        let found = self.committed_record(&subject, seq, last.js_seq).await?;
         Ok(found.map(|r| r.js_seq))
+    }
+
+    /// The committed record of `seq` on `subject` (up to JetStream sequence
+    /// `last_js`). A record of a batch its writer never finished carries the
+    /// seq too, before the committed one: the search steps over it and goes
+    /// on after it.
+    async fn committed_record(
+        &self,
+        subject: &str,
+        seq: u64,
+        last_js: u64,
+    ) -> Result<Option<Record>, LogError> {
+        let mut from = 1;
+        for _ in 0..MAX_TAIL_STEPS {
+            let Some(rec) = locate(&self.stream, subject, seq, from, last_js).await? else {
+                return Ok(None);
+            };
+            if read::batch_completes(&self.stream, subject, &rec, seq).await? {
+                return Ok(Some(rec));
+            }
+            from = rec.js_seq + 1;
+        }
+        Ok(None)
     }
 
     /// A scanner of `filter` from JetStream sequence `start`.
@@ -383,7 +410,10 @@ impl JetStreamLog {
         let Some(last) = last_for(&self.stream, subject).await? else {
             return Ok(start);
         };
-        let Some(rec) = locate(&self.stream, subject, from_seq - 1, last.js_seq).await? else {
+        let Some(rec) = self
+            .committed_record(subject, from_seq - 1, last.js_seq)
+            .await?
+        else {
             return Ok(start);
         };
         match verified(&rec, stream, &self.keys) {

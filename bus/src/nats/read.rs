@@ -150,16 +150,19 @@ pub(crate) async fn last_record_before(
     }
 }
 
-/// Binary search (by JetStream sequence, up to `hi`) for the record of
-/// `subject` whose seq header is `seq`. `None` when not found, e.g. because
-/// a tampered stream is out of order; callers then scan from the start.
+/// Binary search (by JetStream sequence, from `lo` up to `hi`) for a record
+/// of `subject` whose seq header is `seq`. `None` when not found, e.g.
+/// because a tampered stream is out of order; callers then scan from the
+/// start. The record found may be one of a batch a writer left unfinished
+/// (see [`batch_completes`]).
 pub(crate) async fn locate(
     stream: &Stream,
     subject: &str,
     seq: u64,
+    mut lo: u64,
     mut hi: u64,
 ) -> Result<Option<Record>, LogError> {
-    let mut lo = 1;
+    lo = lo.max(1);
     while lo <= hi {
         let mid = lo + (hi - lo) / 2;
         let Some(rec) = next_for(stream, subject, mid).await? else {
@@ -174,6 +177,37 @@ pub(crate) async fn locate(
         }
     }
     Ok(None)
+}
+
+/// Whether the batch of `rec` (whose event seq is `seq`) was published to
+/// its end: the records that follow it on `subject` continue it, seq by
+/// seq, up to its batch end. A batch's records are contiguous on the
+/// subject (each is published expecting its predecessor as the subject's
+/// last message), so the first record that does not continue it means the
+/// writer stopped: the batch is an orphan, and the batch that replaced it
+/// stores the same seqs again after it.
+pub(crate) async fn batch_completes(
+    stream: &Stream,
+    subject: &str,
+    rec: &Record,
+    seq: u64,
+) -> Result<bool, LogError> {
+    let end = rec.batch_end().unwrap_or(seq);
+    let mut last = (rec.js_seq, seq);
+    while last.1 < end {
+        let Some(next) = next_for(stream, subject, last.0 + 1).await? else {
+            return Ok(false);
+        };
+        let continues = next.is_record()
+            && next.seq_hint() == Some(last.1 + 1)
+            && next.batch_end() == rec.batch_end()
+            && next.batch_base() == rec.batch_base();
+        if !continues {
+            return Ok(false);
+        }
+        last = (next.js_seq, last.1 + 1);
+    }
+    Ok(true)
 }
 
 /// Messages asked for in one batched direct get.

@@ -64,7 +64,7 @@ fn run_with(plan: Plan, executor: ExecutorKind, image: Option<String>) -> Result
     if plan.state_path.is_some() {
         bail!("state: --state is not supported with --executor yet; the study is in the log (flotilla study show)");
     }
-    actix_rt::System::new().block_on(drive(plan, executor, image))
+    crate::commands::run_system(drive(plan, executor, image))
 }
 
 /// The study and its queue, hosted here.
