@@ -548,6 +548,11 @@ pub struct BenchSolverArgs {
     /// (GPSampler; needs PyTorch in the Python's environment).
     #[arg(long, value_delimiter = ',', default_value = "optuna-tpe,optuna-gp")]
     pub optuna_samplers: Vec<String>,
+    /// With --compare: read Optuna's cells from this file (the output of
+    /// `benches/optuna_compare.py --json`, e.g. kept from a long run)
+    /// instead of running Python.
+    #[arg(long)]
+    pub optuna_json: Option<PathBuf>,
     /// The Python with Optuna for --compare [default: target/optuna-venv/bin/python].
     #[arg(long, env = "FLOTILLA_OPTUNA_PYTHON")]
     pub python: Option<PathBuf>,

@@ -74,6 +74,53 @@ fn bench_solver_prints_quality_leaders_and_overhead_tables() {
 }
 
 #[test]
+fn bench_solver_compares_with_optuna_cells_kept_from_an_earlier_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cells = dir.path().join("optuna.jsonl");
+    // Optuna's TPE far behind, its GP far ahead: every Flotilla sampler is
+    // <= the first and not within 2x of the second.
+    let lines = [
+        r#"{"sampler": "optuna-tpe", "function": "branin", "budget": 12, "regrets": [50.0, 60.0]}"#,
+        r#"{"sampler": "optuna-gp", "function": "branin", "budget": 12, "regrets": [0.0, 0.0]}"#,
+    ];
+    std::fs::write(&cells, lines.join("\n")).unwrap();
+    let cells = cells.display().to_string();
+    let text = stdout(&[
+        "bench", "solver", "--seeds", "2", "--budgets", "12", "--functions", "branin",
+        "--samplers", "gp,auto", "--no-overhead", "--compare", "--optuna-json", &cells,
+    ]);
+    assert!(
+        text.lines().any(|l| l.split_whitespace().eq(["function", "budget", "gp", "auto", "optuna-tpe", "optuna-gp"])),
+        "{text}"
+    );
+    for sampler in ["gp", "auto"] {
+        assert!(text.contains(&format!("{sampler}: median regret <= optuna-tpe's on 1/1 at 12")), "{text}");
+        assert!(
+            text.contains(&format!("{sampler}: median regret within 2x of optuna-gp's on 0/1 at 12")),
+            "{text}"
+        );
+    }
+    // A cell for a function not benchmarked, or no such file: errors.
+    std::fs::write(
+        dir.path().join("other.jsonl"),
+        r#"{"sampler": "optuna-tpe", "function": "levy10", "budget": 12, "regrets": [1.0]}"#,
+    )
+    .unwrap();
+    for (file, expected) in [
+        ("other.jsonl", "optuna_compare.py reported function \"levy10\""),
+        ("missing.jsonl", "--optuna-json"),
+    ] {
+        let path = dir.path().join(file).display().to_string();
+        let out = flotilla(&[
+            "bench", "solver", "--seeds", "1", "--budgets", "12", "--functions", "branin",
+            "--samplers", "gp", "--no-overhead", "--compare", "--optuna-json", &path,
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(expected), "{file}: {err}");
+    }
+}
+
+#[test]
 fn bench_solver_names_what_it_does_not_know() {
     for (args, expected) in [
         (vec!["--samplers", "bayes"], "unknown sampler \"bayes\""),
@@ -83,7 +130,7 @@ fn bench_solver_names_what_it_does_not_know() {
         ),
         (
             vec!["--suite", "huge"],
-            "--suite \"huge\": expected goal or auto",
+            "--suite \"huge\": expected goal, shifted or auto",
         ),
         (
             vec!["--budgets", "0"],
