@@ -99,6 +99,9 @@ pub fn pick(shape: &SearchSpaceShape) -> Pick {
 /// Trial `number`'s point in `[0, 1)^d` under the sampler `auto` picks for
 /// `config`, with the config's knobs over the pick's settings.
 pub fn point(config: &StudyConfig, number: u64, history: &History) -> Vec<f64> {
+    if let Some(point) = super::multi_objective::auto_point(config, number, history) {
+        return point;
+    }
     match pick(&SearchSpaceShape::of(config)) {
         Pick::Tpe(s) => tpe::point(config, &s.over(config), number, history),
         Pick::Cmaes(s) => cmaes::point(config, &s.over(config), number, history),

@@ -25,10 +25,13 @@
 //!   as in Optuna 5), on the Parzen estimators of [`parzen`].
 //! - [`cmaes`]: CMA-ES, its state a fold of the history.
 //! - [`gp`]: Gaussian-process Bayesian optimisation (Matérn-5/2, log EI).
-//! - [`auto`]: TPE or CMA-ES by the search space's shape and budget.
+//! - [`nsga2`]: NSGA-II, the genetic algorithm for several objectives.
+//! - [`auto`]: TPE or CMA-ES by the search space's shape and budget; TPE
+//!   or NSGA-II for several objectives.
 //!
-//! random, sobol and grid ignore the history; tpe, cmaes, gp and auto read
-//! it ([`Sampler::reads_history`]). [`normal`] holds the normal-distribution
+//! random, sobol and grid ignore the history; tpe, cmaes, gp, nsga2 and auto read
+//! it ([`Sampler::reads_history`]). [`pareto`] holds the dominance,
+//! ranking and hypervolume arithmetic of multi-objective studies, [`normal`] holds the normal-distribution
 //! arithmetic the model-based ones share, [`memo`] the cache of the folds
 //! that cmaes and gp resume.
 
@@ -37,7 +40,10 @@ pub mod cmaes;
 pub mod gp;
 pub mod grid;
 pub mod memo;
+pub mod multi_objective;
 pub mod normal;
+pub mod nsga2;
+pub mod pareto;
 pub mod parzen;
 pub mod random;
 pub mod sobol;
@@ -54,11 +60,19 @@ use flotilla_messages::solver::{Sampler, StudyConfig};
 /// `None` while pending). Points handed out earlier in the same `ask` are
 /// added with [`History::push_pending`], so a batch sees its own members as
 /// running trials.
+///
+/// A constrained study adds each trial's total violation
+/// ([`History::with_violations`]), a multi-objective one each trial's
+/// losses ([`History::with_objectives`]).
 #[derive(Debug, Clone, Default)]
 pub struct History<'a> {
     dimensions: usize,
     points: &'a [f64],
     values: &'a [Option<f64>],
+    violations: &'a [f64],
+    objectives: usize,
+    losses: &'a [f64],
+    infeasible_pending: bool,
     batch: Vec<f64>,
 }
 
@@ -75,7 +89,29 @@ impl<'a> History<'a> {
             dimensions,
             points,
             values,
+            violations: &[],
+            objectives: 1,
+            losses: &[],
+            infeasible_pending: false,
             batch: Vec::new(),
+        }
+    }
+
+    /// The same history with each trial's total constraint violation (0
+    /// when feasible or pending), trial `k` at `k - 1`.
+    pub fn with_violations(self, violations: &'a [f64]) -> Self {
+        assert_eq!(violations.len(), self.values.len(), "one violation per value");
+        History { violations, ..self }
+    }
+
+    /// The same history with `objectives` losses per trial, flat, trial
+    /// `k` at `(k - 1) · objectives` (anything while pending).
+    pub fn with_objectives(self, objectives: usize, losses: &'a [f64]) -> Self {
+        assert_eq!(losses.len(), objectives * self.values.len(), "losses per value");
+        History {
+            objectives,
+            losses,
+            ..self
         }
     }
 
@@ -107,11 +143,51 @@ impl<'a> History<'a> {
         }
     }
 
-    /// The value of entry `index`, `None` while it is pending.
+    /// The same history with its infeasible entries seen as pending: for
+    /// a sampler that models feasible values only (GP, which then keeps
+    /// away from them as from running trials).
+    pub fn feasible_only(self) -> Self {
+        History {
+            infeasible_pending: true,
+            ..self
+        }
+    }
+
+    /// The value of entry `index`, `None` while it is pending. In a
+    /// multi-objective study, the first objective's loss.
     pub fn value(&self, index: usize) -> Option<f64> {
+        if self.infeasible_pending && self.violation(index) > 0.0 {
+            return None;
+        }
         self.values.get(index).copied().flatten()
     }
+
+    /// How many objectives each told entry has.
+    pub fn objectives(&self) -> usize {
+        self.objectives
+    }
+
+    /// The losses of entry `index` (one per objective), `None` while it is
+    /// pending.
+    pub fn losses(&self, index: usize) -> Option<&[f64]> {
+        self.value(index)?;
+        if self.losses.is_empty() {
+            return self.values[index].as_ref().map(std::slice::from_ref);
+        }
+        let m = self.objectives;
+        Some(&self.losses[index * m..(index + 1) * m])
+    }
+
+    /// The total constraint violation of entry `index`: 0 when it is
+    /// feasible, pending or the study has no constraints.
+    pub fn violation(&self, index: usize) -> f64 {
+        self.violations.get(index).copied().unwrap_or(0.0)
+    }
 }
+
+/// The largest `f64` below 1: where a coordinate is clamped to stay in
+/// `[0, 1)`.
+pub(crate) const BELOW_ONE: f64 = 1.0 - f64::EPSILON / 2.0;
 
 /// Trial `number`'s point in the unit cube under the config's sampler: one
 /// coordinate in `[0, 1)` per bound, in the bounds' name order. Only the
@@ -121,7 +197,11 @@ pub fn unit_point(config: &StudyConfig, number: u64, history: &History) -> Vec<f
     match config.sampler {
         Sampler::Tpe => tpe::point(config, &tpe::Settings::of(config), number, history),
         Sampler::Cmaes => cmaes::point(config, &cmaes::Settings::of(config), number, history),
-        Sampler::Gp => gp::point(config, &gp::Settings::of(config), number, history),
+        Sampler::Gp => {
+            let feasible = history.clone().feasible_only();
+            gp::point(config, &gp::Settings::of(config), number, &feasible)
+        }
+        Sampler::Nsga2 => nsga2::point(config, &nsga2::Settings::of(config), number, history),
         Sampler::Auto => auto::point(config, number, history),
         Sampler::Random => random::point(config.seed, number, dimensions),
         Sampler::Sobol => sobol::point(config.seed, number, dimensions),

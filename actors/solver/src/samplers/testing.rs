@@ -125,11 +125,7 @@ pub fn run(
             .map(|r| {
                 let value = objective(&numeric_params(&r.trial.params));
                 best = best.min(value);
-                TrialResult {
-                    trial_id: r.trial.trial_id.clone(),
-                    value,
-                    cost: None,
-                }
+                TrialResult::single(r.trial.trial_id.clone(), value)
             })
             .collect();
         let tells = match order {

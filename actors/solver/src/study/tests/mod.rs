@@ -63,11 +63,7 @@ fn asked(numbers: std::ops::RangeInclusive<u64>) -> SolverEvent {
 }
 
 fn result(id: &str, value: f64) -> TrialResult {
-    TrialResult {
-        trial_id: id.to_string(),
-        value,
-        cost: None,
-    }
+    TrialResult::single(id, value)
 }
 
 fn told(results: &[(&str, f64)], completes_study: bool) -> SolverEvent {
