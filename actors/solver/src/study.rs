@@ -61,6 +61,19 @@
 //!   command on the first problem.
 //! - A maximising study (`direction: maximize`) keeps the highest value as
 //!   the best; its samplers and pruners see values negated.
+//! - A multi-objective study (`directions`, two or more) takes results
+//!   with `values`, one per direction (another count is `INVALID_FIELD`
+//!   naming `values`); its result is the Pareto front (`best_trials` in the
+//!   view: the feasible told trials no other one dominates, in trial
+//!   order), kept up to date as results come in and rebuilt from the
+//!   trials on recovery. It has no single best, takes no `seed` and no
+//!   pruner.
+//! - A result may carry `constraints` (finite; feasible when every one is
+//!   ≤ 0). The first result a tell records fixes how many every later one
+//!   carries (`INVALID_FIELD` naming `constraints` otherwise). Only feasible
+//!   trials become the best or join the front; the samplers prefer
+//!   feasible points (see [`samplers`](crate::samplers)). Repeating a
+//!   result is a no-op only if its values, constraints and cost all match.
 
 use flotilla_messages::solver::{
     is_feasible, trial_id, trial_number, violation, Fail, Lease, Params, SolverCommand,
@@ -371,6 +384,10 @@ struct StudyState {
     /// pending): derived, never stored.
     #[serde(skip)]
     violations: Vec<f64>,
+    /// Every trial's largest constraint value (0 while pending or without
+    /// constraints): derived, never stored.
+    #[serde(skip)]
+    margins: Vec<f64>,
     /// How many constraints every told result carries, fixed by the first
     /// one a tell recorded: derived, never stored.
     #[serde(skip)]
@@ -423,6 +440,7 @@ impl From<StoredState> for StudyState {
             values: Vec::new(),
             losses: Vec::new(),
             violations: Vec::new(),
+            margins: Vec::new(),
             constraint_count: None,
             front: Vec::new(),
         };
@@ -523,6 +541,7 @@ impl StudyState {
             values: Vec::new(),
             losses: Vec::new(),
             violations: Vec::new(),
+            margins: Vec::new(),
             constraint_count: None,
             front: Vec::new(),
         }
@@ -534,6 +553,7 @@ impl StudyState {
         self.units.extend(unit);
         self.values.push(None);
         self.violations.push(0.0);
+        self.margins.push(0.0);
         if self.config.is_multi_objective() {
             let m = self.config.objectives();
             self.losses.extend(std::iter::repeat_n(0.0, m));
@@ -554,6 +574,12 @@ impl StudyState {
             .collect();
         self.values[index] = Some(losses[0]);
         self.violations[index] = violation(&outcome.constraints);
+        self.margins[index] = outcome
+            .constraints
+            .iter()
+            .copied()
+            .reduce(f64::max)
+            .unwrap_or(0.0);
         if self.config.is_multi_objective() {
             let m = losses.len();
             self.losses[index * m..(index + 1) * m].copy_from_slice(&losses);
@@ -591,8 +617,11 @@ impl StudyState {
 
     /// The samplers' view of the trials handed out so far.
     fn history(&self) -> History<'_> {
-        let history = History::new(self.config.bounds.len(), &self.units, &self.values)
+        let mut history = History::new(self.config.bounds.len(), &self.units, &self.values)
             .with_violations(&self.violations);
+        if self.constraint_count.is_some_and(|n| n > 0) {
+            history = history.with_margins(&self.margins);
+        }
         if self.config.is_multi_objective() {
             history.with_objectives(self.config.objectives(), &self.losses)
         } else {

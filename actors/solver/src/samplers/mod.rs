@@ -70,9 +70,9 @@ pub struct History<'a> {
     points: &'a [f64],
     values: &'a [Option<f64>],
     violations: &'a [f64],
+    margins: &'a [f64],
     objectives: usize,
     losses: &'a [f64],
-    infeasible_pending: bool,
     batch: Vec<f64>,
 }
 
@@ -90,9 +90,9 @@ impl<'a> History<'a> {
             points,
             values,
             violations: &[],
+            margins: &[],
             objectives: 1,
             losses: &[],
-            infeasible_pending: false,
             batch: Vec::new(),
         }
     }
@@ -102,6 +102,14 @@ impl<'a> History<'a> {
     pub fn with_violations(self, violations: &'a [f64]) -> Self {
         assert_eq!(violations.len(), self.values.len(), "one violation per value");
         History { violations, ..self }
+    }
+
+    /// The same history with each trial's constraint margin: its largest
+    /// constraint value (≤ 0 when feasible; anything while pending), trial
+    /// `k` at `k - 1`. Only for a study with constraints.
+    pub fn with_margins(self, margins: &'a [f64]) -> Self {
+        assert_eq!(margins.len(), self.values.len(), "one margin per value");
+        History { margins, ..self }
     }
 
     /// The same history with `objectives` losses per trial, flat, trial
@@ -143,22 +151,9 @@ impl<'a> History<'a> {
         }
     }
 
-    /// The same history with its infeasible entries seen as pending: for
-    /// a sampler that models feasible values only (GP, which then keeps
-    /// away from them as from running trials).
-    pub fn feasible_only(self) -> Self {
-        History {
-            infeasible_pending: true,
-            ..self
-        }
-    }
-
     /// The value of entry `index`, `None` while it is pending. In a
     /// multi-objective study, the first objective's loss.
     pub fn value(&self, index: usize) -> Option<f64> {
-        if self.infeasible_pending && self.violation(index) > 0.0 {
-            return None;
-        }
         self.values.get(index).copied().flatten()
     }
 
@@ -170,12 +165,24 @@ impl<'a> History<'a> {
     /// The losses of entry `index` (one per objective), `None` while it is
     /// pending.
     pub fn losses(&self, index: usize) -> Option<&[f64]> {
-        self.value(index)?;
+        let told = self.values.get(index)?.as_ref()?;
         if self.losses.is_empty() {
-            return self.values[index].as_ref().map(std::slice::from_ref);
+            return Some(std::slice::from_ref(told));
         }
         let m = self.objectives;
         Some(&self.losses[index * m..(index + 1) * m])
+    }
+
+    /// The constraint margin of told entry `index` (its largest constraint
+    /// value); `None` while pending or without constraints.
+    pub fn margin(&self, index: usize) -> Option<f64> {
+        self.value(index)?;
+        self.margins.get(index).copied()
+    }
+
+    /// Whether the study's results carry constraints.
+    pub fn is_constrained(&self) -> bool {
+        !self.margins.is_empty()
     }
 
     /// The total constraint violation of entry `index`: 0 when it is
@@ -197,10 +204,7 @@ pub fn unit_point(config: &StudyConfig, number: u64, history: &History) -> Vec<f
     match config.sampler {
         Sampler::Tpe => tpe::point(config, &tpe::Settings::of(config), number, history),
         Sampler::Cmaes => cmaes::point(config, &cmaes::Settings::of(config), number, history),
-        Sampler::Gp => {
-            let feasible = history.clone().feasible_only();
-            gp::point(config, &gp::Settings::of(config), number, &feasible)
-        }
+        Sampler::Gp => gp::point(config, &gp::Settings::of(config), number, history),
         Sampler::Nsga2 => nsga2::point(config, &nsga2::Settings::of(config), number, history),
         Sampler::Auto => auto::point(config, number, history),
         Sampler::Random => random::point(config.seed, number, dimensions),

@@ -12,6 +12,7 @@ mod ask;
 mod failures;
 mod leases;
 mod lifecycle;
+mod multi_objective;
 mod replay;
 mod reports;
 mod samplers;
