@@ -518,7 +518,9 @@ pub struct BenchSolverArgs {
     #[arg(long, value_delimiter = ',', default_value = "50,100,200")]
     pub budgets: Vec<u64>,
     /// Samplers: random, sobol, grid, tpe, tpe-uni (TPE, univariate),
-    /// cmaes, gp, auto; knobs after colons, e.g. tpe:gamma=0.2:n_ei_candidates=64.
+    /// cmaes, gp, nsga2, auto; knobs after colons, e.g.
+    /// tpe:gamma=0.2:n_ei_candidates=64. `--suite mo` leaves out those that
+    /// run a single objective (cmaes, gp).
     #[arg(
         long,
         value_delimiter = ',',
@@ -534,11 +536,14 @@ pub struct BenchSolverArgs {
     /// The function suite when --functions is not given: goal (the seven
     /// functions of the quality goal) or auto (the suite that measures the
     /// auto sampler's rule: the scalable functions in 2, 5, 10 and 20
-    /// dimensions, centred and off centre, plus branin, hartmann6, lr_batch).
+    /// dimensions, centred and off centre, plus branin, hartmann6, lr_batch)
+    /// or mo (multi-objective: zdt1, zdt2, dtlz2, scored by hypervolume gap;
+    /// e.g. --suite mo --samplers random,tpe,nsga2,auto).
     #[arg(long, default_value = "goal")]
     pub suite: String,
-    /// Also run Optuna (TPE and random) through benches/optuna_compare.py
-    /// and show its regrets beside Flotilla's.
+    /// Also run Optuna (TPE and random; NSGA-II, MOTPE and random for
+    /// --suite mo) through benches/optuna_compare.py and show its regrets
+    /// beside Flotilla's.
     #[arg(long)]
     pub compare: bool,
     /// The Python with Optuna for --compare [default: target/optuna-venv/bin/python].
