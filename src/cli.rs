@@ -783,6 +783,11 @@ pub struct StudyStopArgs {
 pub struct StudyShowArgs {
     /// The study's id.
     pub study: String,
+    /// Print the study's result as a table instead of its JSON view: the
+    /// Pareto front (every feasible non-dominated trial with its values)
+    /// of a multi-objective study, the best trial of a single-objective one.
+    #[arg(long)]
+    pub front: bool,
     /// Where the study lives.
     #[command(flatten)]
     pub target: StudyTarget,

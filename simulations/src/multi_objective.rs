@@ -229,7 +229,11 @@ mod tests {
         for f in suite().into_iter().filter(|f| f.reference.len() == 2) {
             let coarse = f.gap(&front_2d(&f, 11));
             let fine = f.gap(&front_2d(&f, 2001));
-            assert!(coarse > fine && fine > 0.0 && fine < 1e-3, "{}: {coarse} {fine}", f.name);
+            assert!(
+                coarse > fine && fine > 0.0 && fine < 1e-3,
+                "{}: {coarse} {fine}",
+                f.name
+            );
         }
         let sphere = by_name("dtlz2").unwrap();
         let n = 60;

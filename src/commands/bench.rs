@@ -163,8 +163,9 @@ fn bench_multi_objective(
         args.functions
             .iter()
             .map(|n| {
-                multi_objective::by_name(n)
-                    .ok_or_else(|| anyhow!("unknown function {n:?}: --suite mo has zdt1, zdt2, dtlz2"))
+                multi_objective::by_name(n).ok_or_else(|| {
+                    anyhow!("unknown function {n:?}: --suite mo has zdt1, zdt2, dtlz2")
+                })
             })
             .collect::<Result<_>>()?
     };
@@ -173,7 +174,10 @@ fn bench_multi_objective(
         .cloned()
         .partition(|s| Sampler::parse(s.sampler).is_some_and(Sampler::supports_multi_objective));
     for s in &skipped {
-        eprintln!("{}: runs a single objective only; left out of --suite mo", s.label);
+        eprintln!(
+            "{}: runs a single objective only; left out of --suite mo",
+            s.label
+        );
     }
     let names: Vec<&str> = functions.iter().map(|f| f.name).collect();
     let table = measure_quality(args, &names, &usable, budgets, |threads| {

@@ -512,7 +512,9 @@ impl Study {
     /// other one dominates, in trial order. For a single objective, the
     /// best trial if any.
     pub fn best_trials(&self) -> Vec<&TrialRecord> {
-        self.state.as_ref().map_or_else(Vec::new, StudyState::best_records)
+        self.state
+            .as_ref()
+            .map_or_else(Vec::new, StudyState::best_records)
     }
 
     /// Whether the study will hand out and expect nothing more: stopped, or
@@ -1078,7 +1080,11 @@ impl StudyState {
             "trials": trials,
         });
         if self.config.is_multi_objective() {
-            let front: Vec<Value> = self.best_records().into_iter().map(TrialRecord::view).collect();
+            let front: Vec<Value> = self
+                .best_records()
+                .into_iter()
+                .map(TrialRecord::view)
+                .collect();
             view["best_trials"] = json!(front);
         }
         view
@@ -1091,7 +1097,11 @@ fn cost_suffix(cost: Option<f64>) -> String {
 
 fn check_finite(result: &TrialResult) -> Result<(), Rejection> {
     let id = &result.trial_id;
-    let field = if result.values.is_empty() { "value" } else { "values" };
+    let field = if result.values.is_empty() {
+        "value"
+    } else {
+        "values"
+    };
     if let Some(v) = result.objectives().iter().find(|v| !v.is_finite()) {
         return Err(Rejection::invalid(format!(
             "tell: {field} of trial {id} must be finite, got {v}"

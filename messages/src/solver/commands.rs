@@ -148,11 +148,10 @@ impl TryFrom<TrialResultWire> for TrialResult {
     type Error = String;
 
     fn try_from(wire: TrialResultWire) -> Result<Self, String> {
-        let result = objectives_of(wire.value, wire.values)
-            .and_then(|values| {
-                TrialResult::with_values(wire.trial_id, values)
-                    .ok_or_else(|| "values: must not be empty".to_string())
-            })?;
+        let result = objectives_of(wire.value, wire.values).and_then(|values| {
+            TrialResult::with_values(wire.trial_id, values)
+                .ok_or_else(|| "values: must not be empty".to_string())
+        })?;
         limits_problem(&result.values, &wire.constraints).map_or(Ok(()), Err)?;
         Ok(TrialResult {
             constraints: wire.constraints,

@@ -27,7 +27,7 @@
 //! - [`gp`]: Gaussian-process Bayesian optimisation (Matérn-5/2, log EI).
 //! - [`nsga2`]: NSGA-II, the genetic algorithm for several objectives.
 //! - [`auto`]: TPE or CMA-ES by the search space's shape and budget; TPE
-//!   or NSGA-II for several objectives.
+//!   (multi-objective TPE) for several objectives.
 //!
 //! random, sobol and grid ignore the history; tpe, cmaes, gp, nsga2 and auto read
 //! it ([`Sampler::reads_history`]). [`pareto`] holds the dominance,
@@ -100,7 +100,11 @@ impl<'a> History<'a> {
     /// The same history with each trial's total constraint violation (0
     /// when feasible or pending), trial `k` at `k - 1`.
     pub fn with_violations(self, violations: &'a [f64]) -> Self {
-        assert_eq!(violations.len(), self.values.len(), "one violation per value");
+        assert_eq!(
+            violations.len(),
+            self.values.len(),
+            "one violation per value"
+        );
         History { violations, ..self }
     }
 
@@ -115,7 +119,11 @@ impl<'a> History<'a> {
     /// The same history with `objectives` losses per trial, flat, trial
     /// `k` at `(k - 1) · objectives` (anything while pending).
     pub fn with_objectives(self, objectives: usize, losses: &'a [f64]) -> Self {
-        assert_eq!(losses.len(), objectives * self.values.len(), "losses per value");
+        assert_eq!(
+            losses.len(),
+            objectives * self.values.len(),
+            "losses per value"
+        );
         History {
             objectives,
             losses,

@@ -79,7 +79,12 @@ impl Settings {
 
 /// Trial `number`'s point in `[0, 1)^d` under `settings` given the study's
 /// `history`.
-pub fn point(config: &StudyConfig, settings: &Settings, number: u64, history: &History) -> Vec<f64> {
+pub fn point(
+    config: &StudyConfig,
+    settings: &Settings,
+    number: u64,
+    history: &History,
+) -> Vec<f64> {
     let d = config.bounds.len();
     let parents = parent_population(history, settings.population_size);
     if parents.is_empty() {
@@ -101,7 +106,9 @@ pub fn point(config: &StudyConfig, settings: &Settings, number: u64, history: &H
             })
             .collect()
     } else {
-        history.point(parents[rng.random_range(0..parents.len())]).to_vec()
+        history
+            .point(parents[rng.random_range(0..parents.len())])
+            .to_vec()
     };
     let mutation_prob = settings.mutation_prob.unwrap_or(1.0 / d.max(1) as f64);
     for u in &mut child {
@@ -160,7 +167,9 @@ pub fn elite(history: &History, candidates: &[usize], size: usize) -> Vec<usize>
     let mut chosen: Vec<usize> = Vec::with_capacity(size);
     let mut rank = 0;
     while chosen.len() < size {
-        let front: Vec<usize> = (0..candidates.len()).filter(|&k| ranks[k] == rank).collect();
+        let front: Vec<usize> = (0..candidates.len())
+            .filter(|&k| ranks[k] == rank)
+            .collect();
         if chosen.len() + front.len() <= size {
             chosen.extend(&front);
         } else {
@@ -269,10 +278,7 @@ mod tests {
         }
         // Before a whole generation is told: random points.
         let fresh = Settings::of(&config);
-        assert_eq!(
-            point(&config, &fresh, 3, &history),
-            random::point(4, 3, 2)
-        );
+        assert_eq!(point(&config, &fresh, 3, &history), random::point(4, 3, 2));
     }
 
     #[test]
@@ -282,11 +288,20 @@ mod tests {
             1,
             10,
             3,
-            &[("population_size", 8.0), ("crossover_prob", 0.5), ("mutation_prob", 0.2)],
+            &[
+                ("population_size", 8.0),
+                ("crossover_prob", 0.5),
+                ("mutation_prob", 0.2),
+            ],
         );
         let s = Settings::of(&config);
         assert_eq!(
-            (s.population_size, s.crossover_prob, s.swapping_prob, s.mutation_prob),
+            (
+                s.population_size,
+                s.crossover_prob,
+                s.swapping_prob,
+                s.mutation_prob
+            ),
             (8, 0.5, NSGA2_SWAPPING_PROB, Some(0.2))
         );
     }

@@ -77,7 +77,9 @@ fn lexicographic(a: &[f64], b: &[f64]) -> std::cmp::Ordering {
 /// [`non_dominated_ranks`], then the infeasible ones after all of them,
 /// one rank per distinct violation, smallest first.
 pub fn constrained_ranks(points: &[&[f64]], violations: &[f64], enough: usize) -> Vec<usize> {
-    let feasible: Vec<usize> = (0..points.len()).filter(|&i| violations[i] <= 0.0).collect();
+    let feasible: Vec<usize> = (0..points.len())
+        .filter(|&i| violations[i] <= 0.0)
+        .collect();
     let feasible_points: Vec<&[f64]> = feasible.iter().map(|&i| points[i]).collect();
     let feasible_ranks = non_dominated_ranks(&feasible_points, enough);
     let mut ranks = vec![usize::MAX; points.len()];
@@ -103,6 +105,8 @@ pub fn constrained_ranks(points: &[&[f64]], violations: &[f64], enough: usize) -
 /// The crowding distance of each point within its set: per objective, the
 /// gap between its neighbours over the objective's range, summed; the
 /// extremes of any objective get infinity.
+// `k` picks the objective of every point, not one point.
+#[allow(clippy::needless_range_loop)]
 pub fn crowding_distances(points: &[&[f64]]) -> Vec<f64> {
     let n = points.len();
     let mut distances = vec![0.0; n];
@@ -232,7 +236,13 @@ mod tests {
 
     #[test]
     fn crowding_favours_the_extremes_and_the_lonely() {
-        let points = vec![vec![0.0, 4.0], vec![1.0, 3.0], vec![3.0, 1.0], vec![4.0, 0.0], vec![1.5, 2.5]];
+        let points = vec![
+            vec![0.0, 4.0],
+            vec![1.0, 3.0],
+            vec![3.0, 1.0],
+            vec![4.0, 0.0],
+            vec![1.5, 2.5],
+        ];
         let d = crowding_distances(&refs(&points));
         assert!(d[0].is_infinite() && d[3].is_infinite());
         // Each objective's neighbour gap over the range 4, summed.

@@ -202,7 +202,9 @@ fn good_trials(history: &History, told: &[usize], n_good: usize) -> Vec<usize> {
     let mut good = if history.objectives() > 1 {
         multi_objective::best(history, &feasible, from_feasible)
     } else {
-        lowest(&feasible, from_feasible, |i| history.value(i).unwrap_or(f64::INFINITY))
+        lowest(&feasible, from_feasible, |i| {
+            history.value(i).unwrap_or(f64::INFINITY)
+        })
     };
     good.extend(lowest(&infeasible, n_good - from_feasible, |i| {
         history.violation(i)

@@ -83,7 +83,11 @@ fn a_result_needs_exactly_one_of_value_and_values() {
     }
     let both = parse(json!({"type": "tell", "trial_id": "t1", "value": 1.0, "values": [1.0, 2.0]}))
         .unwrap_err();
-    assert!(both.message.contains("either `value` or `values`"), "{}", both.message);
+    assert!(
+        both.message.contains("either `value` or `values`"),
+        "{}",
+        both.message
+    );
 }
 
 #[test]
@@ -119,18 +123,32 @@ fn directions_are_read_checked_and_written_only_when_given() {
     assert!(config.validate().is_ok());
     let written = serde_json::to_value(&config).unwrap();
     assert_eq!(written["directions"], json!(["minimize", "maximize"]));
-    assert!(serde_json::to_value(lr_config()).unwrap().get("directions").is_none());
+    assert!(serde_json::to_value(lr_config())
+        .unwrap()
+        .get("directions")
+        .is_none());
     // One direction is `direction`.
     let one = mo_config(json!(["maximize"])).unwrap().normalised();
-    assert_eq!((one.direction, one.directions.len()), (Direction::Maximize, 0));
+    assert_eq!(
+        (one.direction, one.directions.len()),
+        (Direction::Maximize, 0)
+    );
     // Too many, or both fields.
     let many = mo_config(json!(vec!["minimize"; 17])).unwrap();
-    assert!(many.validate().unwrap_err().message.starts_with("directions: at most 16"));
+    assert!(many
+        .validate()
+        .unwrap_err()
+        .message
+        .starts_with("directions: at most 16"));
     let both = StudyConfig {
         direction: Direction::Maximize,
         ..mo_config(json!(["minimize", "minimize"])).unwrap()
     };
-    assert!(both.validate().unwrap_err().message.starts_with("directions:"));
+    assert!(both
+        .validate()
+        .unwrap_err()
+        .message
+        .starts_with("directions:"));
 }
 
 #[test]
@@ -160,7 +178,11 @@ fn cmaes_gp_and_pruners_refuse_several_objectives() {
         }),
         ..two
     };
-    assert!(pruned.validate().unwrap_err().message.starts_with("pruner:"));
+    assert!(pruned
+        .validate()
+        .unwrap_err()
+        .message
+        .starts_with("pruner:"));
 }
 
 #[test]

@@ -191,7 +191,10 @@ fn model_point(
     let margin_post = if history.is_constrained() {
         let (mean, sd) = moments(&margins);
         let scaled: Vec<f64> = margins.iter().map(|c| (c - mean) / sd).collect();
-        Some((Posterior::new(dims, kernel, points.clone(), &scaled)?, -mean / sd))
+        Some((
+            Posterior::new(dims, kernel, points.clone(), &scaled)?,
+            -mean / sd,
+        ))
     } else {
         None
     };
@@ -201,10 +204,7 @@ fn model_point(
         .filter(|&i| history.value(i).is_none())
         .flat_map(|i| history.point(i).to_vec())
         .collect();
-    let best = (0..y.len())
-        .filter(feasible)
-        .map(|k| y[k])
-        .reduce(f64::min);
+    let best = (0..y.len()).filter(feasible).map(|k| y[k]).reduce(f64::min);
     // Incumbents: the best feasible trials first.
     let mut order: Vec<usize> = (0..y.len()).collect();
     order.sort_by(|&a, &b| {

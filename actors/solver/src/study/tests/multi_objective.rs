@@ -32,9 +32,17 @@ fn front_ids(study: &Study) -> Vec<String> {
 #[test]
 fn results_must_match_the_directions() {
     let study = mo_study(2);
-    let one = rejected(&study, json!({"type": "tell", "trial_id": "t1", "value": 1.0}));
+    let one = rejected(
+        &study,
+        json!({"type": "tell", "trial_id": "t1", "value": 1.0}),
+    );
     assert_eq!(one.code, ErrorCode::InvalidField);
-    assert!(one.message.starts_with("tell: values of trial t1: expected 2"), "{}", one.message);
+    assert!(
+        one.message
+            .starts_with("tell: values of trial t1: expected 2"),
+        "{}",
+        one.message
+    );
     assert!(one.message.ends_with("got 1"), "{}", one.message);
     let three = rejected(
         &study,
@@ -49,14 +57,23 @@ fn results_must_match_the_directions() {
             constraints,
             ..TrialResult::with_values("t1", values).unwrap()
         }];
-        let refusal = study.decide(&SolverCommand::Tell(Tell { results })).unwrap_err();
+        let refusal = study
+            .decide(&SolverCommand::Tell(Tell { results }))
+            .unwrap_err();
         assert_eq!(refusal.code, ErrorCode::InvalidField);
-        assert!(refusal.message.starts_with(&format!("tell: {field} of trial t1 must be finite")));
+        assert!(refusal
+            .message
+            .starts_with(&format!("tell: {field} of trial t1 must be finite")));
     }
     // A single-objective study refuses `values`.
     let single = given(&[created(5), asked(1..=1)]);
-    let refusal = rejected(&single, json!({"type": "tell", "trial_id": "t1", "values": [1.0, 2.0]}));
-    assert!(refusal.message.contains("expected 1 objective value(s) (give `value`), got 2"));
+    let refusal = rejected(
+        &single,
+        json!({"type": "tell", "trial_id": "t1", "values": [1.0, 2.0]}),
+    );
+    assert!(refusal
+        .message
+        .contains("expected 1 objective value(s) (give `value`), got 2"));
 }
 
 #[test]
@@ -69,17 +86,34 @@ fn every_result_carries_as_many_constraints_as_the_first() {
             {"trial_id": "t2", "values": [1.0, 2.0]}]}),
     );
     assert_eq!(mixed.code, ErrorCode::InvalidField);
-    assert!(mixed.message.starts_with("tell: constraints of trial t2: expected 1"), "{}", mixed.message);
-    let study = tell(study, json!([{"trial_id": "t1", "values": [1.0, 2.0], "constraints": [-1.0, 0.5]}]));
+    assert!(
+        mixed
+            .message
+            .starts_with("tell: constraints of trial t2: expected 1"),
+        "{}",
+        mixed.message
+    );
+    let study = tell(
+        study,
+        json!([{"trial_id": "t1", "values": [1.0, 2.0], "constraints": [-1.0, 0.5]}]),
+    );
     let later = rejected(
         &study,
         json!({"type": "tell", "trial_id": "t2", "values": [1.0, 2.0], "constraints": [0.0]}),
     );
-    assert!(later.message.contains("expected 2 value(s)"), "{}", later.message);
+    assert!(
+        later.message.contains("expected 2 value(s)"),
+        "{}",
+        later.message
+    );
     // The fixed count survives a snapshot.
     let snapshot: Study = serde_json::from_str(&serde_json::to_string(&study).unwrap()).unwrap();
     assert_eq!(snapshot, study);
-    assert!(when(&snapshot, json!({"type": "tell", "trial_id": "t2", "values": [1.0, 2.0], "constraints": [0.0]})).is_err());
+    assert!(when(
+        &snapshot,
+        json!({"type": "tell", "trial_id": "t2", "values": [1.0, 2.0], "constraints": [0.0]})
+    )
+    .is_err());
 }
 
 #[test]
@@ -98,7 +132,10 @@ fn the_front_holds_the_feasible_non_dominated_trials_in_trial_order() {
     assert_eq!(front_ids(&study), ["t1", "t3"]);
     assert!(study.best().is_none());
     // A new trial dominating t1 replaces it.
-    let study = tell(study, json!([{"trial_id": "t5", "values": [0.9, 1.5], "constraints": [-2.0]}]));
+    let study = tell(
+        study,
+        json!([{"trial_id": "t5", "values": [0.9, 1.5], "constraints": [-2.0]}]),
+    );
     assert_eq!(front_ids(&study), ["t3", "t5"]);
     let view = study.view();
     let front: Vec<&str> = view["best_trials"]
@@ -120,31 +157,47 @@ fn the_front_holds_the_feasible_non_dominated_trials_in_trial_order() {
 
 #[test]
 fn repeats_cover_values_and_constraints() {
-    let study = tell(mo_study(2), json!([{"trial_id": "t1", "values": [1.0, 2.0], "constraints": [0.5]}]));
-    let same = json!({"type": "tell", "trial_id": "t1", "values": [1.0, 2.0], "constraints": [0.5]});
+    let study = tell(
+        mo_study(2),
+        json!([{"trial_id": "t1", "values": [1.0, 2.0], "constraints": [0.5]}]),
+    );
+    let same =
+        json!({"type": "tell", "trial_id": "t1", "values": [1.0, 2.0], "constraints": [0.5]});
     assert_eq!(when(&study, same).unwrap(), vec![]);
-    let other_value = rejected(&study, json!({"type": "tell", "trial_id": "t1", "values": [1.0, 3.0], "constraints": [0.5]}));
+    let other_value = rejected(
+        &study,
+        json!({"type": "tell", "trial_id": "t1", "values": [1.0, 3.0], "constraints": [0.5]}),
+    );
     assert_eq!(other_value.code, ErrorCode::InvalidState);
     assert_eq!(
         other_value.message,
         "tell: trial t1 was already told values [1.0, 2.0] with constraints [0.5]; \
          refusing values [1.0, 3.0] with constraints [0.5]"
     );
-    let other_constraint = rejected(&study, json!({"type": "tell", "trial_id": "t1", "values": [1.0, 2.0], "constraints": [0.0]}));
+    let other_constraint = rejected(
+        &study,
+        json!({"type": "tell", "trial_id": "t1", "values": [1.0, 2.0], "constraints": [0.0]}),
+    );
     assert_eq!(other_constraint.code, ErrorCode::InvalidState);
-    let twice = rejected(&study, json!({"type": "tell", "results": [
+    let twice = rejected(
+        &study,
+        json!({"type": "tell", "results": [
         {"trial_id": "t2", "values": [1.0, 2.0], "constraints": [0.0]},
-        {"trial_id": "t2", "values": [1.0, 2.0], "constraints": [1.0]}]}));
+        {"trial_id": "t2", "values": [1.0, 2.0], "constraints": [1.0]}]}),
+    );
     assert_eq!(twice.code, ErrorCode::InvalidField);
 }
 
 #[test]
 fn the_best_single_objective_trial_is_the_best_feasible_one() {
     let study = given(&[created(5), asked(1..=3)]);
-    let study = step(study, json!({"type": "tell", "results": [
+    let study = step(
+        study,
+        json!({"type": "tell", "results": [
         {"trial_id": "t1", "value": 0.1, "constraints": [0.2]},
         {"trial_id": "t2", "value": 0.5, "constraints": [-0.2]},
-        {"trial_id": "t3", "value": 0.3, "constraints": [0.0]}]}))
+        {"trial_id": "t3", "value": 0.3, "constraints": [0.0]}]}),
+    )
     .0;
     assert_eq!(study.best().unwrap().trial.trial_id, "t3");
     assert_eq!(front_ids(&study), ["t3"]);
@@ -159,13 +212,21 @@ fn create_reads_one_direction_as_direction_and_refuses_bad_samplers() {
     let SolverEvent::StudyCreated { config } = &events[0] else {
         panic!("not created")
     };
-    assert_eq!(config.direction, flotilla_messages::solver::Direction::Maximize);
+    assert_eq!(
+        config.direction,
+        flotilla_messages::solver::Direction::Maximize
+    );
     assert!(config.directions.is_empty());
     let cmaes = rejected(&Study::default(), mo_create("cmaes", 10));
     assert_eq!(cmaes.code, ErrorCode::InvalidField);
-    assert!(cmaes.message.starts_with("sampler: cmaes supports a single objective"));
+    assert!(cmaes
+        .message
+        .starts_with("sampler: cmaes supports a single objective"));
     // No seeds in a multi-objective study.
-    let seed = rejected(&mo_study(1), json!({"type": "seed", "trials": [{"params": {"x": 0.5, "y": 0.5}, "value": 1.0}]}));
+    let seed = rejected(
+        &mo_study(1),
+        json!({"type": "seed", "trials": [{"params": {"x": 0.5, "y": 0.5}, "value": 1.0}]}),
+    );
     assert_eq!(seed.code, ErrorCode::InvalidField);
     assert!(seed.message.starts_with("seed: a study of 2 objectives"));
 }
@@ -235,7 +296,11 @@ fn constrained_samplers_move_to_the_feasible_region() {
         let multi = config.is_multi_objective();
         let (study, _) = testing::run_with(config, 1, Order::Together, |id, p| {
             let (x, y) = (p["x"], p["y"]);
-            let values = if multi { vec![x, y] } else { vec![x * x + y * y] };
+            let values = if multi {
+                vec![x, y]
+            } else {
+                vec![x * x + y * y]
+            };
             TrialResult {
                 constraints: vec![1.2 - x - y],
                 ..TrialResult::with_values(id, values).unwrap()
@@ -253,7 +318,10 @@ fn constrained_samplers_move_to_the_feasible_region() {
         ("nsga2", json!(["minimize", "minimize"])),
     ] {
         let (violation, best) = run(sampler, directions.clone());
-        assert!(violation < 0.05, "{sampler} {directions}: median violation {violation}");
+        assert!(
+            violation < 0.05,
+            "{sampler} {directions}: median violation {violation}"
+        );
         // The model-based samplers also get close to the optimum (CMA-ES,
         // 6 per generation, needs more than 80 trials).
         if ["tpe", "gp"].contains(&sampler) && directions.as_array().unwrap().len() == 1 {
