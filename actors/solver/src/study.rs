@@ -76,7 +76,7 @@
 //!   result is a no-op only if its values, constraints and cost all match.
 
 use flotilla_messages::solver::{
-    is_feasible, trial_id, trial_number, violation, Fail, Lease, Params, SolverCommand,
+    is_feasible, objectives, trial_id, trial_number, violation, Fail, Lease, Params, SolverCommand,
     SolverEvent, StudyConfig, Tell, Trial, TrialFailure, TrialResult, COMMAND_TYPES, MAX_ASK,
     MAX_ASK_VALUES,
 };
@@ -147,11 +147,7 @@ impl Outcome {
 
     /// Its objectives: `[value]`, or `values` for several.
     pub fn objectives(&self) -> &[f64] {
-        if self.values.is_empty() {
-            std::slice::from_ref(&self.value)
-        } else {
-            &self.values
-        }
+        objectives(&self.value, &self.values)
     }
 
     /// Whether every constraint is ≤ 0 (true without constraints).

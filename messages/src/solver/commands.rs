@@ -93,11 +93,7 @@ impl TrialResult {
 
     /// Its objectives: `[value]`, or `values` for a multi-objective result.
     pub fn objectives(&self) -> &[f64] {
-        if self.values.is_empty() {
-            std::slice::from_ref(&self.value)
-        } else {
-            &self.values
-        }
+        objectives(&self.value, &self.values)
     }
 
     /// Whether every constraint is ≤ 0 (true without constraints).
@@ -111,6 +107,16 @@ impl TrialResult {
         self.objectives() == other.objectives()
             && self.constraints == other.constraints
             && self.cost == other.cost
+    }
+}
+
+/// A result's objectives from its two fields: `[value]` when `values` is
+/// empty (a single objective), else `values`.
+pub fn objectives<'a>(value: &'a f64, values: &'a [f64]) -> &'a [f64] {
+    if values.is_empty() {
+        std::slice::from_ref(value)
+    } else {
+        values
     }
 }
 

@@ -89,8 +89,8 @@ pub mod search_space;
 pub mod warm_start;
 
 pub use commands::{
-    is_feasible, violation, Fail, Heartbeat, Lease, SolverCommand, Tell, TrialFailure, TrialResult,
-    COMMAND_TYPES, DEFAULT_LEASE_SECONDS, MAX_ASK, MAX_ASK_VALUES, MAX_CONSTRAINTS,
+    is_feasible, objectives, violation, Fail, Heartbeat, Lease, SolverCommand, Tell, TrialFailure,
+    TrialResult, COMMAND_TYPES, DEFAULT_LEASE_SECONDS, MAX_ASK, MAX_ASK_VALUES, MAX_CONSTRAINTS,
     MAX_LEASE_SECONDS, MAX_OBJECTIVES,
 };
 pub use config::{
