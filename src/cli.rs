@@ -518,7 +518,9 @@ pub struct BenchSolverArgs {
     #[arg(long, value_delimiter = ',', default_value = "50,100,200")]
     pub budgets: Vec<u64>,
     /// Samplers: random, sobol, grid, tpe, tpe-uni (TPE, univariate),
-    /// cmaes, gp, auto; knobs after colons, e.g. tpe:gamma=0.2:n_ei_candidates=64.
+    /// cmaes, gp, nsga2, auto; knobs after colons, e.g.
+    /// tpe:gamma=0.2:n_ei_candidates=64. `--suite mo` leaves out those that
+    /// run a single objective (cmaes, gp).
     #[arg(
         long,
         value_delimiter = ',',
@@ -536,17 +538,21 @@ pub struct BenchSolverArgs {
     /// domains shifted off centre) or auto (the suite that measures the
     /// auto sampler's rule: the scalable functions in 2, 5, 10 and 20
     /// dimensions, centred and off centre, plus branin, hartmann6, lr_batch,
-    /// each also off centre).
+    /// each also off centre) or mo (multi-objective: zdt1, zdt2, dtlz2,
+    /// scored by hypervolume gap; e.g. --suite mo --samplers
+    /// random,tpe,nsga2,auto).
     #[arg(long, default_value = "goal")]
     pub suite: String,
     /// Also run Optuna (the --optuna-samplers) through
-    /// benches/optuna_compare.py and show its regrets beside Flotilla's.
+    /// benches/optuna_compare.py and show its results beside Flotilla's.
     #[arg(long)]
     pub compare: bool,
     /// Optuna's samplers for --compare: optuna-tpe (Optuna's default,
     /// multivariate TPE), optuna-tpe-uni, optuna-random, optuna-gp
-    /// (GPSampler; needs PyTorch in the Python's environment).
-    #[arg(long, value_delimiter = ',', default_value = "optuna-tpe,optuna-gp")]
+    /// (GPSampler; needs PyTorch in the Python's environment), optuna-nsga2
+    /// [default: optuna-tpe,optuna-gp; optuna-nsga2,optuna-tpe,optuna-random
+    /// for --suite mo].
+    #[arg(long, value_delimiter = ',')]
     pub optuna_samplers: Vec<String>,
     /// With --compare: read Optuna's cells from this file (the output of
     /// `benches/optuna_compare.py --json`, e.g. kept from a long run)
@@ -790,6 +796,11 @@ pub struct StudyStopArgs {
 pub struct StudyShowArgs {
     /// The study's id.
     pub study: String,
+    /// Print the study's result as a table instead of its JSON view: the
+    /// Pareto front (every feasible non-dominated trial with its values)
+    /// of a multi-objective study, the best trial of a single-objective one.
+    #[arg(long)]
+    pub front: bool,
     /// Where the study lives.
     #[command(flatten)]
     pub target: StudyTarget,

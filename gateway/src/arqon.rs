@@ -7,7 +7,9 @@
 //! dashboard --state` for a state file; `flotilla run --state` writes its
 //! state file with [`ArqonState`] too.
 //!
-//! - state: `{"config", "history": [{"params", "value", "cost"}], "run_id"}`;
+//! - state: `{"config", "history": [{"params", "value", "cost"}], "run_id"}`
+//!   (a multi-objective or constrained study's entries add `values` and
+//!   `constraints`);
 //! - summary: `{"run_id", "budget", "history_len", "best", "latest"}`;
 //! - events: `{"events": [...]}`, the newest `limit` (default 100) in
 //!   chronological order, `event` matching an event's `event` (or
@@ -53,6 +55,14 @@ pub struct HistoryEntry {
     pub value: f64,
     /// Its cost: the seconds its evaluation took, if known.
     pub cost: Option<f64>,
+    /// Every objective of a multi-objective study's trial (`value` is the
+    /// first); absent for a single objective.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<f64>,
+    /// Its constraint values (feasible when every one is ≤ 0); absent
+    /// without constraints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<f64>,
 }
 
 impl ArqonState {
@@ -65,9 +75,15 @@ impl ArqonState {
             .iter()
             .filter(|t| t["value"].is_number())
             .map(|t| {
-                serde_json::from_value(json!({
+                let mut entry = json!({
                     "params": t["params"], "value": t["value"], "cost": t["cost"],
-                }))
+                });
+                for field in ["values", "constraints"] {
+                    if t[field].is_array() {
+                        entry[field] = t[field].clone();
+                    }
+                }
+                serde_json::from_value(entry)
             })
             .collect::<Result<Vec<HistoryEntry>, _>>()
             .map_err(|e| Rejection::new(ErrorCode::Internal, format!("study view: {e}")))?;

@@ -13,6 +13,7 @@
 
 #![warn(missing_docs)]
 
+pub mod multi_objective;
 pub mod objectives;
 pub mod scenario;
 pub mod solver_bench;

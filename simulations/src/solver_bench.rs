@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 /// A sampler as the benchmark names it: a sampler's name (`random`,
-/// `sobol`, `grid`, `tpe`, `cmaes`, `gp`, `auto`), `tpe-uni` (TPE with
+/// `sobol`, `grid`, `tpe`, `cmaes`, `gp`, `nsga2`, `auto`), `tpe-uni` (TPE with
 /// `multivariate: 0`), or any of them with `strategy_params` after colons:
 /// `tpe:gamma=0.2:n_ei_candidates=64`.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,11 +54,12 @@ impl SamplerSpec {
     /// Whether the first `b` trials of a run are the same whatever its
     /// budget, so one run at the largest budget answers every smaller one.
     /// The grid is laid out for its budget, and `auto` picks by it.
-    fn budget_free(&self) -> bool {
+    pub fn budget_free(&self) -> bool {
         !matches!(self.sampler, "grid" | "auto")
     }
 
-    fn config(&self, seed: u64, budget: u64, bounds: Value) -> Value {
+    /// The `create_study` body (without its `type`) of a run.
+    pub fn config(&self, seed: u64, budget: u64, bounds: Value) -> Value {
         json!({
             "seed": seed, "budget": budget, "bounds": bounds,
             "sampler": self.sampler, "strategy_params": self.strategy_params,
@@ -120,46 +121,83 @@ pub fn quality(
     budgets: &[u64],
     threads: usize,
 ) -> Vec<Quality> {
-    let jobs: Vec<(usize, usize, usize)> = (0..functions.len())
-        .flat_map(|f| {
-            (0..samplers.len()).flat_map(move |s| (0..seeds.len()).map(move |k| (f, s, k)))
-        })
-        .collect();
-    let results = Mutex::new(vec![Vec::new(); jobs.len()]);
-    let next = AtomicUsize::new(0);
-    std::thread::scope(|scope| {
-        for _ in 0..threads.max(1) {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&(f, s, k)) = jobs.get(i) else {
-                    break;
-                };
-                let b = bests(&functions[f], &samplers[s], seeds[k], budgets);
-                results.lock().expect("no panics")[i] = b;
-            });
-        }
-    });
-    let results = results.into_inner().expect("no panics");
-    let mut out = Vec::new();
-    for (fi, f) in functions.iter().enumerate() {
-        for (bi, &budget) in budgets.iter().enumerate() {
-            for (si, s) in samplers.iter().enumerate() {
-                let regrets = jobs
-                    .iter()
-                    .zip(&results)
-                    .filter(|((jf, js, _), _)| *jf == fi && *js == si)
-                    .map(|(_, r)| r[bi] - f.optimum)
-                    .collect();
-                out.push(Quality {
-                    function: f.name.clone(),
-                    sampler: s.label.clone(),
-                    budget,
-                    regrets,
+    let names: Vec<&str> = functions.iter().map(|f| f.name.as_str()).collect();
+    let grid = Grid {
+        functions: &names,
+        samplers,
+        seeds,
+        budgets,
+    };
+    grid.cells(threads, |f, s, seed| {
+        let function = &functions[f];
+        let b = bests(function, s, seed, budgets);
+        b.into_iter().map(|best| best - function.optimum).collect()
+    })
+}
+
+/// The runs of a quality table: every function × sampler × seed, scored
+/// at every budget.
+pub struct Grid<'a> {
+    /// The functions' names.
+    pub functions: &'a [&'a str],
+    /// The samplers.
+    pub samplers: &'a [SamplerSpec],
+    /// The seeds.
+    pub seeds: &'a [u64],
+    /// The budgets, ascending.
+    pub budgets: &'a [u64],
+}
+
+impl Grid<'_> {
+    /// Runs `score(function index, sampler, seed)` (one score per budget)
+    /// for every run on `threads` threads, and gathers the cells.
+    pub fn cells(
+        &self,
+        threads: usize,
+        score: impl Fn(usize, &SamplerSpec, u64) -> Vec<f64> + Sync,
+    ) -> Vec<Quality> {
+        let jobs: Vec<(usize, usize, usize)> = (0..self.functions.len())
+            .flat_map(|f| {
+                (0..self.samplers.len())
+                    .flat_map(move |s| (0..self.seeds.len()).map(move |k| (f, s, k)))
+            })
+            .collect();
+        let results = Mutex::new(vec![Vec::new(); jobs.len()]);
+        let next = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..threads.max(1) {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(f, s, k)) = jobs.get(i) else {
+                        break;
+                    };
+                    let scores = score(f, &self.samplers[s], self.seeds[k]);
+                    results.lock().expect("no panics")[i] = scores;
                 });
             }
+        });
+        let results = results.into_inner().expect("no panics");
+        let mut out = Vec::new();
+        for (fi, f) in self.functions.iter().enumerate() {
+            for (bi, &budget) in self.budgets.iter().enumerate() {
+                for (si, s) in self.samplers.iter().enumerate() {
+                    let regrets = jobs
+                        .iter()
+                        .zip(&results)
+                        .filter(|((jf, js, _), _)| *jf == fi && *js == si)
+                        .map(|(_, r)| r[bi])
+                        .collect();
+                    out.push(Quality {
+                        function: f.to_string(),
+                        sampler: s.label.clone(),
+                        budget,
+                        regrets,
+                    });
+                }
+            }
         }
+        out
     }
-    out
 }
 
 /// The `q`-quantile (0..=1) of `values`, interpolated linearly between
@@ -261,11 +299,7 @@ pub fn ask_tell_times(
             .map(|x| (x - 0.3).powi(2))
             .sum();
         let tell = SolverCommand::Tell(Tell {
-            results: vec![TrialResult {
-                trial_id: trial.trial_id.clone(),
-                value,
-                cost: None,
-            }],
+            results: vec![TrialResult::single(trial.trial_id.clone(), value)],
         });
         let (s, _) = step(s, &tell);
         let (wall, cpu) = (t.elapsed().as_secs_f64(), cpu_clock() - cpu);

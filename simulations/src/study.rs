@@ -29,6 +29,25 @@ pub fn run_study(
     objective: Objective,
     batch: u32,
 ) -> Result<StudyRun, Rejection> {
+    let mut best = f64::INFINITY;
+    let mut run = run_study_with(create, batch, |id, params| {
+        let value = objective(params);
+        best = best.min(value);
+        TrialResult::single(id, value)
+    })?;
+    run.best = best;
+    Ok(run)
+}
+
+/// Runs `create` to completion as [`run_study`] does, telling each trial
+/// the result `evaluate` gives for its id and parameters (several values,
+/// constraints...). The run's `best` stays infinite: what is best is the
+/// caller's to say.
+pub fn run_study_with(
+    create: SolverCommand,
+    batch: u32,
+    mut evaluate: impl FnMut(&str, &BTreeMap<String, f64>) -> TrialResult,
+) -> Result<StudyRun, Rejection> {
     let mut study = Study::default();
     let mut run = StudyRun {
         events: Vec::new(),
@@ -45,14 +64,8 @@ pub fn run_study(
         let results = trials
             .iter()
             .map(|(id, params)| {
-                let value = objective(params);
-                run.best = run.best.min(value);
                 run.evaluated += 1;
-                TrialResult {
-                    trial_id: id.clone(),
-                    value,
-                    cost: None,
-                }
+                evaluate(id, params)
             })
             .collect();
         apply(&mut study, &mut run, &tell(results))?;

@@ -7,8 +7,9 @@
 //! per budget and sampler (optionally beside Optuna's, through
 //! `benches/optuna_compare.py`), which sampler leads per dimension and
 //! budget (the table the `auto` sampler's rule is read from; `--suite auto`
-//! runs its wider suite), and the wall time of one ask + tell on studies of
-//! 1,000 and 10,000 trials. The harness is the simulations crate's
+//! runs its wider suite), the hypervolume gap of the multi-objective
+//! samplers on ZDT1, ZDT2 and DTLZ2 (`--suite mo`), and the wall time of
+//! one ask + tell on studies of 1,000 and 10,000 trials. The harness is the simulations crate's
 //! (`simulations/src/{study,objectives,solver_bench}.rs`), compiled in here
 //! so the CLI needs no extra dependency.
 //!
@@ -44,11 +45,12 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     }
 }
 
+use flotilla_messages::solver::Sampler;
+use flotilla_simulations::multi_objective::{self, MoFunction};
 use flotilla_simulations::objectives::{self, Function};
 use flotilla_simulations::solver_bench::{self, Quality, SamplerSpec};
 
 fn bench_solver(args: BenchSolverArgs) -> Result<ExitCode> {
-    let functions = functions(&args)?;
     let samplers: Vec<SamplerSpec> = args
         .samplers
         .iter()
@@ -62,42 +64,132 @@ fn bench_solver(args: BenchSolverArgs) -> Result<ExitCode> {
         "--budgets needs budgets of at least 1"
     );
     let seeds: Vec<u64> = (0..args.seeds.max(1)).collect();
+    if args.suite == "mo" {
+        bench_multi_objective(&args, &samplers, &seeds, &budgets)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let functions = functions(&args)?;
     if !args.no_quality {
-        let threads = match args.threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
-        let t = Instant::now();
-        let mut cells = solver_bench::quality(&functions, &samplers, &seeds, &budgets, threads);
-        let mut labels: Vec<String> = samplers.iter().map(|s| s.label.clone()).collect();
-        let flotilla_seconds = t.elapsed().as_secs_f64();
-        let mut optuna_seconds = None;
-        if args.compare {
-            let t = Instant::now();
-            let names: Vec<String> = functions.iter().map(|f| f.name.clone()).collect();
-            let (optuna_labels, optuna_cells) = optuna(&args, &names, &budgets)?;
-            labels.extend(optuna_labels);
-            cells.extend(optuna_cells);
-            optuna_seconds = Some(t.elapsed().as_secs_f64());
-        }
+        let names: Vec<&str> = functions.iter().map(|f| f.name.as_str()).collect();
+        let table = measure_quality(&args, &names, &samplers, &budgets, |threads| {
+            solver_bench::quality(&functions, &samplers, &seeds, &budgets, threads)
+        })?;
         println!(
             "Regret (best - f*) after each budget: median [q1 - q3] over {} seeds",
             seeds.len()
         );
-        print_quality(&functions, &budgets, &labels, &cells);
-        print_wins(&budgets, &labels, &cells);
-        print!("(flotilla: {flotilla_seconds:.1} s on {threads} threads");
-        match optuna_seconds {
-            Some(s) => println!("; optuna: {s:.1} s)"),
-            None => println!(")"),
-        }
-        println!();
-        print_leaders(&functions, &budgets, &labels, &cells);
+        table.print(&names, &budgets);
+        print_leaders(&functions, &budgets, &table.labels, &table.cells);
     }
     if !args.no_overhead {
         print_overhead(&args, &samplers);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A quality table: Flotilla's cells (and Optuna's with `--compare`) and
+/// how long each took.
+struct Table {
+    labels: Vec<String>,
+    cells: Vec<Quality>,
+    threads: usize,
+    flotilla_seconds: f64,
+    optuna_seconds: Option<f64>,
+}
+
+impl Table {
+    /// The cells, the wins against Optuna's TPE and the timings.
+    fn print(&self, names: &[&str], budgets: &[u64]) {
+        print_quality(names, budgets, &self.labels, &self.cells);
+        print_wins(budgets, &self.labels, &self.cells);
+        print!(
+            "(flotilla: {:.1} s on {} threads",
+            self.flotilla_seconds, self.threads
+        );
+        match self.optuna_seconds {
+            Some(s) => println!("; optuna: {s:.1} s)"),
+            None => println!(")"),
+        }
+        println!();
+    }
+}
+
+/// Runs `run` on `--threads` threads, then Optuna on the same functions
+/// with `--compare`.
+fn measure_quality(
+    args: &BenchSolverArgs,
+    names: &[&str],
+    samplers: &[SamplerSpec],
+    budgets: &[u64],
+    run: impl FnOnce(usize) -> Vec<Quality>,
+) -> Result<Table> {
+    let threads = match args.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let t = Instant::now();
+    let mut cells = run(threads);
+    let mut labels: Vec<String> = samplers.iter().map(|s| s.label.clone()).collect();
+    let flotilla_seconds = t.elapsed().as_secs_f64();
+    let mut optuna_seconds = None;
+    if args.compare {
+        let t = Instant::now();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let (optuna_labels, optuna_cells) = optuna(args, &names, budgets)?;
+        labels.extend(optuna_labels);
+        cells.extend(optuna_cells);
+        optuna_seconds = Some(t.elapsed().as_secs_f64());
+    }
+    Ok(Table {
+        labels,
+        cells,
+        threads,
+        flotilla_seconds,
+        optuna_seconds,
+    })
+}
+
+/// `--suite mo`: the hypervolume gap on ZDT1, ZDT2 and DTLZ2 (or the
+/// `--functions` among them) of the samplers that run several objectives.
+fn bench_multi_objective(
+    args: &BenchSolverArgs,
+    samplers: &[SamplerSpec],
+    seeds: &[u64],
+    budgets: &[u64],
+) -> Result<()> {
+    let functions: Vec<MoFunction> = if args.functions.is_empty() {
+        multi_objective::suite()
+    } else {
+        args.functions
+            .iter()
+            .map(|n| {
+                multi_objective::by_name(n).ok_or_else(|| {
+                    anyhow!("unknown function {n:?}: --suite mo has zdt1, zdt2, dtlz2")
+                })
+            })
+            .collect::<Result<_>>()?
+    };
+    let (usable, skipped): (Vec<SamplerSpec>, Vec<SamplerSpec>) = samplers
+        .iter()
+        .cloned()
+        .partition(|s| Sampler::parse(s.sampler).is_some_and(Sampler::supports_multi_objective));
+    for s in &skipped {
+        eprintln!(
+            "{}: runs a single objective only; left out of --suite mo",
+            s.label
+        );
+    }
+    let names: Vec<&str> = functions.iter().map(|f| f.name).collect();
+    let table = measure_quality(args, &names, &usable, budgets, |threads| {
+        multi_objective::quality(&functions, &usable, seeds, budgets, threads)
+    })?;
+    println!(
+        "Hypervolume gap (HV* - HV; lower is better) after each budget: median [q1 - q3] over \
+         {} seeds; reference (11, 11) for zdt1 and zdt2, (1.1, 1.1, 1.1) for dtlz2",
+        seeds.len()
+    );
+    table.print(&names, budgets);
+    Ok(())
 }
 
 /// The functions `--functions` names, or else `--suite`'s.
@@ -113,7 +205,9 @@ fn functions(args: &BenchSolverArgs) -> Result<Vec<Function>> {
         "goal" => Ok(objectives::all()),
         "shifted" => Ok(objectives::shifted_suite()),
         "auto" => Ok(objectives::auto_suite()),
-        other => Err(anyhow!("--suite {other:?}: expected goal, shifted or auto")),
+        other => Err(anyhow!(
+            "--suite {other:?}: expected goal, shifted, auto or mo"
+        )),
     }
 }
 
@@ -153,7 +247,7 @@ fn optuna(
                 .join(","),
         ])
         .args(["--functions", &functions.join(",")])
-        .args(["--samplers", &args.optuna_samplers.join(",")])
+        .args(optuna_samplers(args))
         .stderr(std::process::Stdio::inherit())
         .output()?;
     anyhow::ensure!(
@@ -162,6 +256,16 @@ fn optuna(
         output.status
     );
     optuna_cells(&String::from_utf8(output.stdout)?, functions)
+}
+
+/// `--samplers` for `optuna_compare.py` when `--optuna-samplers` names
+/// them; else its own defaults (TPE and GP, or NSGA-II, MOTPE and random for
+/// multi-objective functions).
+fn optuna_samplers(args: &BenchSolverArgs) -> Vec<String> {
+    if args.optuna_samplers.is_empty() {
+        return Vec::new();
+    }
+    vec!["--samplers".into(), args.optuna_samplers.join(",")]
 }
 
 /// The cells of `optuna_compare.py --json`'s output, one JSON object per
@@ -217,24 +321,19 @@ fn num(x: f64) -> String {
     }
 }
 
-fn print_quality(functions: &[Function], budgets: &[u64], labels: &[String], cells: &[Quality]) {
+fn print_quality(names: &[&str], budgets: &[u64], labels: &[String], cells: &[Quality]) {
     const W: usize = 22;
-    let name_width = functions
-        .iter()
-        .map(|f| f.name.len())
-        .max()
-        .unwrap_or(8)
-        .max(8);
+    let name_width = names.iter().map(|n| n.len()).max().unwrap_or(8).max(8);
     print!("{:<name_width$} {:>6}", "function", "budget");
     for l in labels {
         print!(" {l:>W$}");
     }
     println!();
-    for f in functions {
+    for name in names {
         for &b in budgets {
-            print!("{:<name_width$} {:>6}", f.name, b);
+            print!("{name:<name_width$} {b:>6}");
             for l in labels {
-                let text = cell(cells, &f.name, b, l).map_or("-".into(), |c| {
+                let text = cell(cells, name, b, l).map_or("-".into(), |c| {
                     let q = |p| solver_bench::quantile(&c.regrets, p);
                     format!("{} [{} - {}]", num(q(0.5)), num(q(0.25)), num(q(0.75)))
                 });

@@ -193,7 +193,71 @@ fn show(args: StudyShowArgs) -> Result<ExitCode> {
         eprintln!("error: {}", refusal(&reply));
         return Ok(ExitCode::from(1));
     }
-    print_json(&reply.result.unwrap_or(Value::Null))
+    let view = reply.result.unwrap_or(Value::Null);
+    if args.front {
+        print!("{}", front_table(&view));
+        return Ok(ExitCode::SUCCESS);
+    }
+    print_json(&view)
+}
+
+/// A study view's result as a table: the Pareto front (`best_trials`) of a
+/// multi-objective study, one row per trial with its objectives (and
+/// constraints, if any), or the best trial of a single-objective one.
+fn front_table(view: &Value) -> String {
+    let directions: Vec<String> = view["config"]["directions"]
+        .as_array()
+        .map(|d| {
+            d.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_else(|| {
+            let direction = view["config"]["direction"].as_str().unwrap_or("minimize");
+            vec![direction.to_string()]
+        });
+    let rows: Vec<&Value> = match view["best_trials"].as_array() {
+        Some(front) => front.iter().collect(),
+        None => view["best"]
+            .as_object()
+            .map(|_| &view["best"])
+            .into_iter()
+            .collect(),
+    };
+    let mut out = format!(
+        "{} trial(s) on the {}\n{:<8}",
+        rows.len(),
+        if directions.len() > 1 {
+            "Pareto front"
+        } else {
+            "best"
+        },
+        "trial"
+    );
+    for (k, d) in directions.iter().enumerate() {
+        out.push_str(&format!(" {:>16}", format!("f{} ({})", k + 1, &d[..3])));
+    }
+    out.push_str("  constraints\n");
+    for row in rows {
+        let values = match row["values"].as_array() {
+            Some(values) => values.clone(),
+            None => vec![row["value"].clone()],
+        };
+        out.push_str(&format!("{:<8}", row["trial_id"].as_str().unwrap_or("?")));
+        for v in &values {
+            out.push_str(&format!(
+                " {:>16}",
+                v.as_f64().map_or("-".into(), |v| format!("{v:.6}"))
+            ));
+        }
+        let constraints = row["constraints"].as_array().map_or(String::new(), |c| {
+            let c: Vec<String> = c.iter().map(|v| v.to_string()).collect();
+            format!("  [{}]", c.join(", "))
+        });
+        out.push_str(&constraints);
+        out.push('\n');
+    }
+    out
 }
 
 fn print_json(value: &Value) -> Result<ExitCode> {
@@ -233,7 +297,8 @@ fn http_reply(request: reqwest::blocking::RequestBuilder, url: &str) -> Result<R
 }
 
 /// Reads `[{trial_id, value, cost?}]` (also `{"results": [...]}` or one
-/// result) into the solver's `results`. ArqonHPO's spelling is mapped:
+/// result; `values: [..]` instead of `value` for a multi-objective study,
+/// and `constraints: [..]`) into the solver's `results`. ArqonHPO's spelling is mapped:
 /// `eval_id` is the trial id (`"t3"`) or its number (`3`), and `params` is
 /// accepted and dropped (the trial id decides which trial it is).
 pub fn parse_results(text: &str) -> Result<Vec<Value>> {
@@ -289,17 +354,29 @@ fn parse_result(item: Value) -> Result<Value> {
                 }
                 out.insert(key, value);
             }
+            "values" | "constraints" => {
+                let numbers = value
+                    .as_array()
+                    .is_some_and(|a| a.iter().all(Value::is_number));
+                if !numbers {
+                    bail!("{key}: expected a list of numbers, got {value}");
+                }
+                out.insert(key, value);
+            }
             "params" => {}
-            other => bail!("unknown field `{other}` (expected trial_id, value, cost)"),
+            other => bail!(
+                "unknown field `{other}` (expected trial_id, value or values, constraints, cost)"
+            ),
         }
     }
     if !out.contains_key("trial_id") {
         bail!("missing field `trial_id`");
     }
-    if !out.contains_key("value") {
-        bail!("missing field `value`");
+    match (out.contains_key("value"), out.contains_key("values")) {
+        (false, false) => bail!("missing field `value` (or `values`, one per direction)"),
+        (true, true) => bail!("values: give either `value` or `values`, not both"),
+        _ => Ok(Value::Object(out)),
     }
-    Ok(Value::Object(out))
 }
 
 #[cfg(test)]
@@ -317,8 +394,64 @@ mod tests {
             ]
         );
         let e = parse_results(r#"[{"trial_id": "t1"}]"#).unwrap_err();
-        assert_eq!(e.to_string(), "results[0]: missing field `value`");
+        assert_eq!(
+            e.to_string(),
+            "results[0]: missing field `value` (or `values`, one per direction)"
+        );
         let e = parse_results(r#"[{"trial_id": "t1", "value": 1, "x": 2}]"#).unwrap_err();
         assert!(e.to_string().contains("unknown field `x`"), "{e}");
+    }
+
+    #[test]
+    fn results_carry_values_and_constraints() {
+        let r = parse_results(r#"{"trial_id": "t2", "values": [1, 2.5], "constraints": [-1]}"#)
+            .unwrap();
+        assert_eq!(
+            r,
+            vec![json!({"trial_id": "t2", "values": [1, 2.5], "constraints": [-1]})]
+        );
+        for (text, message) in [
+            (
+                r#"{"trial_id": "t2", "values": "x"}"#,
+                "values: expected a list of numbers",
+            ),
+            (
+                r#"{"trial_id": "t2", "value": 1, "constraints": [true]}"#,
+                "constraints: expected",
+            ),
+            (
+                r#"{"trial_id": "t2", "value": 1, "values": [1, 2]}"#,
+                "either `value` or `values`",
+            ),
+        ] {
+            let e = parse_results(text).unwrap_err().to_string();
+            assert!(e.contains(message), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_front_table_lists_each_trial_with_its_values() {
+        let view = json!({
+            "config": {"directions": ["minimize", "maximize"]},
+            "best": null,
+            "best_trials": [
+                {"trial_id": "t2", "value": 0.5, "values": [0.5, 3.0]},
+                {"trial_id": "t7", "value": 0.25, "values": [0.25, 1.0], "constraints": [-0.5]}
+            ]
+        });
+        let table = front_table(&view);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines[0], "2 trial(s) on the Pareto front");
+        assert!(
+            lines[1].contains("f1 (min)") && lines[1].contains("f2 (max)"),
+            "{table}"
+        );
+        assert!(
+            lines[2].starts_with("t2") && lines[2].contains("3.000000"),
+            "{table}"
+        );
+        assert!(lines[3].ends_with("[-0.5]"), "{table}");
+        let single = json!({"config": {}, "best": {"trial_id": "t1", "value": 1.5}});
+        assert!(front_table(&single).contains("t1"));
     }
 }

@@ -10,7 +10,9 @@
 //!
 //! Trials are drawn by the study's sampler (`samplers`: `auto`, the
 //! default, which picks TPE or CMA-ES from the space's shape; random,
-//! scrambled Sobol, a shuffled grid, TPE or CMA-ES) in the unit cube and
+//! scrambled Sobol, a shuffled grid, TPE, CMA-ES, GP or NSGA-II; a
+//! multi-objective study runs NSGA-II or multi-objective TPE, whose Pareto
+//! arithmetic is [`pareto`]) in the unit cube and
 //! mapped onto the parameters (float, int, categorical, conditional) by
 //! `sampling`; `pruners` stop trials early from their reports. Each trial's point depends on the config, its number and
 //! (for TPE) the trials recorded before it, so replaying a study's events
@@ -25,4 +27,5 @@ mod samplers;
 mod sampling;
 mod study;
 
+pub use samplers::pareto;
 pub use study::{Failure, Outcome, Study, StudyStatus, TrialRecord, TrialState};

@@ -63,16 +63,31 @@
 //!   command on the first problem.
 //! - A maximising study (`direction: maximize`) keeps the highest value as
 //!   the best; its samplers and pruners see values negated.
+//! - A multi-objective study (`directions`, two or more) takes results
+//!   with `values`, one per direction (another count is `INVALID_FIELD`
+//!   naming `values`); its result is the Pareto front (`best_trials` in the
+//!   view: the feasible told trials no other one dominates, in trial
+//!   order), kept up to date as results come in and rebuilt from the
+//!   trials on recovery. It has no single best, takes no `seed` and no
+//!   pruner.
+//! - A result may carry `constraints` (finite; feasible when every one is
+//!   ≤ 0). The first result a tell records fixes how many every later one
+//!   carries (`INVALID_FIELD` naming `constraints` otherwise). Only feasible
+//!   trials become the best or join the front; the samplers prefer
+//!   feasible points (see [`samplers`](crate::samplers)). Repeating a
+//!   result is a no-op only if its values, constraints and cost all match.
 
 use flotilla_messages::solver::{
-    trial_id, trial_number, Fail, Lease, Params, SolverCommand, SolverEvent, StudyConfig, Tell,
-    Trial, TrialFailure, TrialResult, COMMAND_TYPES, MAX_ASK, MAX_ASK_VALUES,
+    is_feasible, objectives, trial_id, trial_number, violation, Fail, Lease, Params, SolverCommand,
+    SolverEvent, StudyConfig, Tell, Trial, TrialFailure, TrialResult, COMMAND_TYPES, MAX_ASK,
+    MAX_ASK_VALUES,
 };
 use flotilla_messages::{Actor, ErrorCode, Rejection};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
+use super::samplers::pareto::dominates;
 use super::samplers::History;
 use super::sampling::{sample_params, unit_of_params};
 use flotilla_host::Aggregate;
@@ -107,12 +122,65 @@ impl StudyStatus {
 }
 
 /// The score a told trial got.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
-    /// The objective (minimised).
+    /// The objective as told (the first one of a multi-objective study).
     pub value: f64,
     /// What the evaluation cost, if reported.
     pub cost: Option<f64>,
+    /// Every objective as told, for a multi-objective study; empty else.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<f64>,
+    /// The constraint values as told; empty without constraints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<f64>,
+}
+
+impl Outcome {
+    /// The outcome `result` reports.
+    fn of(result: &TrialResult) -> Self {
+        Outcome {
+            value: result.value,
+            cost: result.cost,
+            values: result.values.clone(),
+            constraints: result.constraints.clone(),
+        }
+    }
+
+    /// Its objectives: `[value]`, or `values` for several.
+    pub fn objectives(&self) -> &[f64] {
+        objectives(&self.value, &self.values)
+    }
+
+    /// Whether every constraint is ≤ 0 (true without constraints).
+    pub fn is_feasible(&self) -> bool {
+        is_feasible(&self.constraints)
+    }
+
+    /// Whether `result` reports exactly this outcome.
+    fn is(&self, result: &TrialResult) -> bool {
+        self.objectives() == result.objectives()
+            && self.constraints == result.constraints
+            && self.cost == result.cost
+    }
+
+    /// "value 0.3", "values [0.3, 2]", with the constraints and cost if
+    /// any: for messages.
+    fn describe(&self) -> String {
+        describe(self.objectives(), &self.constraints, self.cost)
+    }
+}
+
+/// A result's outcome in words, for messages.
+fn describe(objectives: &[f64], constraints: &[f64], cost: Option<f64>) -> String {
+    let mut text = match objectives {
+        [value] => format!("value {value}"),
+        values => format!("values {values:?}"),
+    };
+    if !constraints.is_empty() {
+        text.push_str(&format!(" with constraints {constraints:?}"));
+    }
+    text + &cost_suffix(cost)
 }
 
 /// Why a trial failed.
@@ -192,8 +260,7 @@ fn is_zero(n: &u32) -> bool {
 impl TrialRecord {
     /// Whether `result` reports exactly this trial's recorded outcome.
     fn has_outcome(&self, result: &TrialResult) -> bool {
-        self.outcome
-            .is_some_and(|o| o.value == result.value && o.cost == result.cost)
+        self.outcome.as_ref().is_some_and(|o| o.is(result))
     }
 
     /// Where the trial is: a value wins over a failure.
@@ -228,9 +295,18 @@ impl TrialRecord {
             "number": self.trial.number,
             "params": self.trial.params,
             "state": self.state().as_str(),
-            "value": self.outcome.map(|o| o.value),
-            "cost": self.outcome.and_then(|o| o.cost),
+            "value": self.outcome.as_ref().map(|o| o.value),
+            "cost": self.outcome.as_ref().and_then(|o| o.cost),
         });
+        if let Some(outcome) = &self.outcome {
+            if !outcome.values.is_empty() {
+                view["values"] = json!(outcome.values);
+            }
+            if !outcome.constraints.is_empty() {
+                view["constraints"] = json!(outcome.constraints);
+                view["feasible"] = json!(outcome.is_feasible());
+            }
+        }
         if let Some(failure) = &self.failure {
             view["failure"] = json!({ "reason": failure.reason });
         }
@@ -295,8 +371,30 @@ struct StudyState {
     #[serde(skip)]
     units: Vec<f64>,
     /// Every trial's value, `None` while pending: derived, never stored.
+    /// In a multi-objective study, the first objective's.
     #[serde(skip)]
     values: Vec<Option<f64>>,
+    /// A multi-objective study's losses, one per objective per trial, flat
+    /// (0 while pending); empty for one objective: derived, never stored.
+    #[serde(skip)]
+    losses: Vec<f64>,
+    /// Every trial's total constraint violation (0 when feasible or
+    /// pending): derived, never stored.
+    #[serde(skip)]
+    violations: Vec<f64>,
+    /// Every trial's largest constraint value (0 while pending or without
+    /// constraints): derived, never stored.
+    #[serde(skip)]
+    margins: Vec<f64>,
+    /// How many constraints every told result carries, fixed by the first
+    /// one a tell recorded: derived, never stored.
+    #[serde(skip)]
+    constraint_count: Option<usize>,
+    /// A multi-objective study's Pareto front: the numbers of the feasible
+    /// told trials no other one dominates, ascending: derived, never
+    /// stored.
+    #[serde(skip)]
+    front: Vec<u64>,
 }
 
 /// The recorded fields of [`StudyState`], as snapshots hold them.
@@ -338,6 +436,11 @@ impl From<StoredState> for StudyState {
             best: stored.best,
             units: Vec::new(),
             values: Vec::new(),
+            losses: Vec::new(),
+            violations: Vec::new(),
+            margins: Vec::new(),
+            constraint_count: None,
+            front: Vec::new(),
         };
         for record in stored
             .trials
@@ -351,6 +454,9 @@ impl From<StoredState> for StudyState {
         }
         for record in &stored.trials {
             state.cache(record);
+            if let Some(outcome) = record.outcome.as_ref().filter(|_| !record.seeded) {
+                state.constraint_count = Some(outcome.constraints.len());
+            }
         }
         state.trials = stored.trials;
         state
@@ -393,9 +499,20 @@ impl Study {
         self.state.as_ref()?.trial(id)
     }
 
-    /// The told trial with the best value (by the study's direction).
+    /// The feasible told trial with the best value (by the study's
+    /// direction); `None` for a multi-objective study (see
+    /// [`Study::best_trials`]).
     pub fn best(&self) -> Option<&TrialRecord> {
         self.state.as_ref()?.best_record()
+    }
+
+    /// A multi-objective study's Pareto front: the feasible told trials no
+    /// other one dominates, in trial order. For a single objective, the
+    /// best trial if any.
+    pub fn best_trials(&self) -> Vec<&TrialRecord> {
+        self.state
+            .as_ref()
+            .map_or_else(Vec::new, StudyState::best_records)
     }
 
     /// Whether the study will hand out and expect nothing more: stopped, or
@@ -422,21 +539,94 @@ impl StudyState {
             best: None,
             units: Vec::new(),
             values: Vec::new(),
+            losses: Vec::new(),
+            violations: Vec::new(),
+            margins: Vec::new(),
+            constraint_count: None,
+            front: Vec::new(),
         }
     }
 
-    /// Adds `record` to the samplers' cache.
+    /// Adds `record` (a new trial, in number order) to the samplers' cache.
     fn cache(&mut self, record: &TrialRecord) {
         let unit = unit_of_params(&self.config, &record.trial.params);
         self.units.extend(unit);
-        let direction = self.config.direction;
-        self.values
-            .push(record.outcome.map(|o| direction.loss(o.value)));
+        self.values.push(None);
+        self.violations.push(0.0);
+        self.margins.push(0.0);
+        if self.config.is_multi_objective() {
+            let m = self.config.objectives();
+            self.losses.extend(std::iter::repeat_n(0.0, m));
+        }
+        if let Some(outcome) = &record.outcome {
+            self.cache_outcome(self.values.len() - 1, outcome);
+        }
+    }
+
+    /// Records trial `index + 1`'s outcome in the samplers' cache and the
+    /// Pareto front.
+    fn cache_outcome(&mut self, index: usize, outcome: &Outcome) {
+        let directions = self.config.all_directions();
+        let losses: Vec<f64> = directions
+            .iter()
+            .zip(outcome.objectives())
+            .map(|(d, &v)| d.loss(v))
+            .collect();
+        self.values[index] = Some(losses[0]);
+        self.violations[index] = violation(&outcome.constraints);
+        self.margins[index] = outcome
+            .constraints
+            .iter()
+            .copied()
+            .reduce(f64::max)
+            .unwrap_or(0.0);
+        if self.config.is_multi_objective() {
+            let m = losses.len();
+            self.losses[index * m..(index + 1) * m].copy_from_slice(&losses);
+            if outcome.is_feasible() {
+                self.join_front(index);
+            }
+        }
+    }
+
+    /// A multi-objective trial's losses.
+    fn losses_of(&self, index: usize) -> &[f64] {
+        let m = self.config.objectives();
+        &self.losses[index * m..(index + 1) * m]
+    }
+
+    /// Adds feasible told trial `index + 1` to the Pareto front unless a
+    /// member dominates it, dropping the members it dominates.
+    fn join_front(&mut self, index: usize) {
+        let number = index as u64 + 1;
+        let losses = self.losses_of(index);
+        let member = |n: &u64| self.losses_of(*n as usize - 1);
+        if self.front.iter().any(|n| dominates(member(n), losses)) {
+            return;
+        }
+        let kept: Vec<u64> = self
+            .front
+            .iter()
+            .copied()
+            .filter(|n| !dominates(losses, member(n)))
+            .collect();
+        self.front = kept;
+        let at = self.front.partition_point(|&n| n < number);
+        self.front.insert(at, number);
     }
 
     /// The samplers' view of the trials handed out so far.
     fn history(&self) -> History<'_> {
-        History::new(self.config.bounds.len(), &self.units, &self.values)
+        let mut history = History::new(self.config.bounds.len(), &self.units, &self.values)
+            .with_violations(&self.violations);
+        if self.constraint_count.is_some_and(|n| n > 0) {
+            history = history.with_margins(&self.margins);
+        }
+        if self.config.is_multi_objective() {
+            history.with_objectives(self.config.objectives(), &self.losses)
+        } else {
+            history
+        }
     }
 
     fn asked(&self) -> u64 {
@@ -494,6 +684,16 @@ impl StudyState {
     fn best_record(&self) -> Option<&TrialRecord> {
         let number = self.best?;
         self.trials.get(usize::try_from(number).ok()? - 1)
+    }
+
+    fn best_records(&self) -> Vec<&TrialRecord> {
+        if !self.config.is_multi_objective() {
+            return self.best_record().into_iter().collect();
+        }
+        self.front
+            .iter()
+            .map(|&n| &self.trials[n as usize - 1])
+            .collect()
     }
 
     fn decide_ask(&self, n: u32, lease: Option<&Lease>) -> Result<Vec<SolverEvent>, Rejection> {
@@ -574,8 +774,12 @@ impl StudyState {
     fn decide_tell(&self, tell: &Tell) -> Result<Vec<SolverEvent>, Rejection> {
         let mut fresh: BTreeMap<&str, &TrialResult> = BTreeMap::new();
         let mut order = Vec::new();
+        let constraints = self
+            .constraint_count
+            .or_else(|| tell.results.first().map(|r| r.constraints.len()));
         for result in &tell.results {
             check_finite(result)?;
+            self.check_shape(result, constraints.unwrap_or(0))?;
             if self.is_repeat(result)? {
                 continue;
             }
@@ -603,21 +807,44 @@ impl StudyState {
         let record = self
             .trial(&result.trial_id)
             .ok_or_else(|| self.unknown_trial(&result.trial_id))?;
-        match record.outcome {
+        match &record.outcome {
             None => Ok(false),
             Some(_) if record.has_outcome(result) => Ok(true),
             Some(told) => Err(Rejection::new(
                 ErrorCode::InvalidState,
                 format!(
-                    "tell: trial {} was already told value {}{}; refusing value {}{}",
+                    "tell: trial {} was already told {}; refusing {}",
                     result.trial_id,
-                    told.value,
-                    cost_suffix(told.cost),
-                    result.value,
-                    cost_suffix(result.cost)
+                    told.describe(),
+                    describe(result.objectives(), &result.constraints, result.cost),
                 ),
             )),
         }
+    }
+
+    /// Refuses a result whose objectives do not match the study's
+    /// directions, or whose constraints are not the study's `constraints`.
+    fn check_shape(&self, result: &TrialResult, constraints: usize) -> Result<(), Rejection> {
+        let id = &result.trial_id;
+        let (expected, got) = (self.config.objectives(), result.objectives().len());
+        if got != expected {
+            let hint = if expected == 1 {
+                "give `value`".to_string()
+            } else {
+                format!("one per direction of {:?}", self.config.directions)
+            };
+            return Err(Rejection::invalid(format!(
+                "tell: values of trial {id}: expected {expected} objective value(s) ({hint}), got {got}"
+            )));
+        }
+        if result.constraints.len() != constraints {
+            return Err(Rejection::invalid(format!(
+                "tell: constraints of trial {id}: expected {constraints} value(s), as every result \
+                 of this study carries, got {}",
+                result.constraints.len()
+            )));
+        }
+        Ok(())
     }
 
     fn decide_fail(&self, fail: &Fail) -> Result<Vec<SolverEvent>, Rejection> {
@@ -627,13 +854,12 @@ impl StudyState {
             let record = self
                 .trial(id)
                 .ok_or_else(|| self.unknown_trial_in("fail", id))?;
-            if let Some(told) = record.outcome {
+            if let Some(told) = &record.outcome {
                 return Err(Rejection::new(
                     ErrorCode::InvalidState,
                     format!(
-                        "fail: trial {id} was already told value {}{}; a result is never withdrawn",
-                        told.value,
-                        cost_suffix(told.cost)
+                        "fail: trial {id} was already told {}; a result is never withdrawn",
+                        told.describe()
                     ),
                 ));
             }
@@ -783,6 +1009,9 @@ impl StudyState {
     }
 
     fn record_results(&mut self, results: &[TrialResult], completes_study: bool) {
+        if let Some(first) = results.first() {
+            self.constraint_count.get_or_insert(first.constraints.len());
+        }
         for result in results {
             self.record_result(result);
         }
@@ -799,11 +1028,9 @@ impl StudyState {
             return;
         }
         self.unstale(index);
-        self.trials[index].outcome = Some(Outcome {
-            value: result.value,
-            cost: result.cost,
-        });
-        self.values[index] = Some(self.config.direction.loss(result.value));
+        let outcome = Outcome::of(result);
+        self.cache_outcome(index, &outcome);
+        self.trials[index].outcome = Some(outcome);
         self.told += 1;
         if self.trials[index].failure.is_some() {
             self.failed -= 1;
@@ -811,16 +1038,16 @@ impl StudyState {
             self.pruned -= 1;
         }
         let direction = self.config.direction;
-        if self
+        let improves = self
             .best_value()
-            .is_none_or(|best| direction.better(result.value, best))
-        {
+            .is_none_or(|best| direction.better(result.value, best));
+        if improves && result.is_feasible() && !self.config.is_multi_objective() {
             self.best = Some(self.trials[index].trial.number);
         }
     }
 
     fn best_value(&self) -> Option<f64> {
-        self.best_record()?.outcome.map(|o| o.value)
+        self.best_record()?.outcome.as_ref().map(|o| o.value)
     }
 
     fn counts(&self) -> Value {
@@ -841,7 +1068,7 @@ impl StudyState {
 
     fn view(&self) -> Value {
         let trials: Vec<Value> = self.trials.iter().map(TrialRecord::view).collect();
-        json!({
+        let mut view = json!({
             "status": self.status.as_str(),
             "stop_reason": self.stop_reason,
             "done": self.is_done(),
@@ -849,7 +1076,16 @@ impl StudyState {
             "counts": self.counts(),
             "best": self.best_record().map(TrialRecord::view),
             "trials": trials,
-        })
+        });
+        if self.config.is_multi_objective() {
+            let front: Vec<Value> = self
+                .best_records()
+                .into_iter()
+                .map(TrialRecord::view)
+                .collect();
+            view["best_trials"] = json!(front);
+        }
+        view
     }
 }
 
@@ -859,10 +1095,19 @@ fn cost_suffix(cost: Option<f64>) -> String {
 
 fn check_finite(result: &TrialResult) -> Result<(), Rejection> {
     let id = &result.trial_id;
-    if !result.value.is_finite() {
+    let field = if result.values.is_empty() {
+        "value"
+    } else {
+        "values"
+    };
+    if let Some(v) = result.objectives().iter().find(|v| !v.is_finite()) {
         return Err(Rejection::invalid(format!(
-            "tell: value of trial {id} must be finite, got {}",
-            result.value
+            "tell: {field} of trial {id} must be finite, got {v}"
+        )));
+    }
+    if let Some(c) = result.constraints.iter().find(|c| !c.is_finite()) {
+        return Err(Rejection::invalid(format!(
+            "tell: constraints of trial {id} must be finite, got {c}"
         )));
     }
     match result.cost {
@@ -877,9 +1122,12 @@ fn check_same_in_command(earlier: &TrialResult, later: &TrialResult) -> Result<(
     if earlier.same_outcome(later) {
         return Ok(());
     }
+    let describe_result = |r: &TrialResult| describe(r.objectives(), &r.constraints, r.cost);
     Err(Rejection::invalid(format!(
         "tell: trial {} appears twice with different outcomes ({} and {})",
-        later.trial_id, earlier.value, later.value
+        later.trial_id,
+        describe_result(earlier),
+        describe_result(later)
     )))
 }
 

@@ -59,16 +59,24 @@ function studyView(id, study, times) {
   const trials = study.trials ?? [];
   const told = trials.filter((t) => typeof t.value === 'number').sort((a, b) => a.number - b.number);
   const maximize = study.config?.direction === 'maximize';
+  const directions = study.config?.directions ?? [];
+  const multi = directions.length > 1;
+  const empty = el('p', { class: 'empty' }, 'no trial told yet');
+  const result = multi
+    ? ['Pareto front', `${study.best_trials?.length ?? 0} trials: ${(study.best_trials ?? []).map((t) => t.trial_id).join(', ') || '—'}`]
+    : ['best', study.best ? `${num(study.best.value)} (trial ${study.best.number}: ${pairs(study.best.params)})` : '—'];
   return [
     section(`Study ${id}`, facts([
       ['status', study.status + (study.stop_reason ? ` (${study.stop_reason})` : '')],
-      ['direction', maximize ? 'maximize' : 'minimize'],
+      multi ? ['directions', directions.join(', ')] : ['direction', maximize ? 'maximize' : 'minimize'],
       ['told / budget', `${study.counts?.told ?? 0} / ${study.counts?.budget ?? '—'}`],
       ['running', num(study.counts?.running)],
       ['failed', num(study.counts?.failed)],
-      ['best', study.best ? `${num(study.best.value)} (trial ${study.best.number}: ${pairs(study.best.params)})` : '—'],
+      result,
     ])),
-    section('Best so far', told.length ? bestChart(told, maximize) : el('p', { class: 'empty' }, 'no trial told yet')),
+    multi
+      ? section('Pareto front', told.length ? frontChart(told, study.best_trials ?? [], directions) : empty)
+      : section('Best so far', told.length ? bestChart(told, maximize) : empty),
     section('Parameters vs value', el('div', { class: 'grid' }, paramCharts(study.config?.bounds ?? {}, told))),
     section('Trials', trialsTable(trials, times)),
   ];
@@ -87,6 +95,23 @@ function bestChart(told, maximize) {
       { name: 'best so far', cls: 's2', step: true, points: curve },
     ],
   });
+}
+
+/**
+ * Every told trial by its first two objectives, the Pareto front (the
+ * feasible non-dominated trials) highlighted; infeasible trials apart.
+ */
+function frontChart(told, front, directions) {
+  const onFront = new Set(front.map((t) => t.trial_id));
+  const point = (t) => [t.values[0], t.values[1], `trial ${t.number}: ${t.values.map(num).join(', ')}${t.feasible === false ? ' (infeasible)' : ''}`];
+  const withValues = told.filter((t) => Array.isArray(t.values) && t.values.length > 1);
+  const series = [
+    { name: 'feasible', cls: 's1', dots: true, points: withValues.filter((t) => t.feasible !== false && !onFront.has(t.trial_id)).map(point) },
+    { name: 'infeasible', cls: 's3', dots: true, points: withValues.filter((t) => t.feasible === false).map(point) },
+    { name: 'Pareto front', cls: 's2', dots: true, points: withValues.filter((t) => onFront.has(t.trial_id)).map(point) },
+  ].filter((s) => s.points.length);
+  const axis = (k) => `f${k + 1} (${directions[k]})`;
+  return plot({ title: `objectives ${axis(0)} and ${axis(1)}`, x: axis(0), y: axis(1), series });
 }
 
 /** A scatter per parameter: its value (categories by index) against the trial's value. */
@@ -109,7 +134,8 @@ function trialsTable(trials, times) {
     ['trial', (t) => t.trial_id],
     ['state', (t) => el('span', { class: `state ${t.state}` }, t.state)],
     ['params', (t) => pairs(t.params)],
-    ['value', (t) => num(t.value)],
+    ['value', (t) => (Array.isArray(t.values) ? t.values.map(num).join(', ') : num(t.value))
+      + (t.feasible === false ? ' (infeasible)' : '')],
     ['duration', (t) => {
       const entry = times.get(t.trial_id);
       return entry ? duration((entry.ended ?? now) - entry.asked) : '—';

@@ -36,24 +36,174 @@ pub const COMMAND_TYPES: &[&str] = &[
     "enqueue",
 ];
 
-/// One trial's result in a `tell`: its score and, optionally, its cost.
+/// The most objectives a study may have (`directions`).
+pub const MAX_OBJECTIVES: usize = 16;
+
+/// The most constraint values one result may carry.
+pub const MAX_CONSTRAINTS: usize = 64;
+
+/// One trial's result in a `tell`: its score (one value, or one per
+/// objective of a multi-objective study), optionally its constraint values
+/// and its cost.
+///
+/// On the wire a single-objective result is `{trial_id, value, cost?}`, as
+/// it always was; a multi-objective one gives `values: [..]` instead of
+/// `value`. Either may add `constraints: [..]`: the trial is feasible when
+/// every one is ≤ 0 (Optuna's convention). A one-element `values` reads as
+/// `value`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "TrialResultWire", into = "TrialResultWire")]
 pub struct TrialResult {
     /// The trial, as `ask` named it.
     pub trial_id: String,
-    /// The objective (minimised); must be finite.
+    /// The objective; must be finite. In a multi-objective result, the
+    /// first objective (`values[0]`), for views that show one number.
     pub value: f64,
+    /// Every objective, one per direction, when the result has two or
+    /// more; empty for a single-objective result.
+    pub values: Vec<f64>,
+    /// The constraint values; feasible when every one is ≤ 0. Empty when
+    /// the study has no constraints.
+    pub constraints: Vec<f64>,
     /// What the evaluation cost (seconds, dollars...), if reported.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<f64>,
 }
 
 impl TrialResult {
-    /// Whether `other` reports exactly the same outcome (value and cost).
+    /// A single-objective result without constraints or cost.
+    pub fn single(trial_id: impl Into<String>, value: f64) -> Self {
+        TrialResult {
+            trial_id: trial_id.into(),
+            value,
+            values: Vec::new(),
+            constraints: Vec::new(),
+            cost: None,
+        }
+    }
+
+    /// A result with one value per objective (one value makes a
+    /// single-objective result); `None` when `values` is empty.
+    pub fn with_values(trial_id: impl Into<String>, values: Vec<f64>) -> Option<Self> {
+        let first = *values.first()?;
+        Some(TrialResult {
+            values: if values.len() > 1 { values } else { Vec::new() },
+            ..TrialResult::single(trial_id, first)
+        })
+    }
+
+    /// Its objectives: `[value]`, or `values` for a multi-objective result.
+    pub fn objectives(&self) -> &[f64] {
+        objectives(&self.value, &self.values)
+    }
+
+    /// Whether every constraint is ≤ 0 (true without constraints).
+    pub fn is_feasible(&self) -> bool {
+        is_feasible(&self.constraints)
+    }
+
+    /// Whether `other` reports exactly the same outcome (values,
+    /// constraints and cost).
     pub fn same_outcome(&self, other: &TrialResult) -> bool {
-        self.value == other.value && self.cost == other.cost
+        self.objectives() == other.objectives()
+            && self.constraints == other.constraints
+            && self.cost == other.cost
+    }
+}
+
+/// A result's objectives from its two fields: `[value]` when `values` is
+/// empty (a single objective), else `values`.
+pub fn objectives<'a>(value: &'a f64, values: &'a [f64]) -> &'a [f64] {
+    if values.is_empty() {
+        std::slice::from_ref(value)
+    } else {
+        values
+    }
+}
+
+/// Whether constraint values mean feasible: every one ≤ 0.
+pub fn is_feasible(constraints: &[f64]) -> bool {
+    constraints.iter().all(|&c| c <= 0.0)
+}
+
+/// How far constraint values are from feasible: the sum of the positive
+/// ones (Optuna's total violation); 0 when feasible.
+pub fn violation(constraints: &[f64]) -> f64 {
+    constraints.iter().map(|&c| c.max(0.0)).sum()
+}
+
+/// A [`TrialResult`] as spelled on the wire.
+#[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+struct TrialResultWire {
+    trial_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    values: Option<Vec<f64>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    constraints: Vec<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cost: Option<f64>,
+}
+
+#[cfg(feature = "openapi")]
+schema_as_wire!(TrialResult, TrialResultWire);
+
+impl TryFrom<TrialResultWire> for TrialResult {
+    type Error = String;
+
+    fn try_from(wire: TrialResultWire) -> Result<Self, String> {
+        let result = objectives_of(wire.value, wire.values).and_then(|values| {
+            TrialResult::with_values(wire.trial_id, values)
+                .ok_or_else(|| "values: must not be empty".to_string())
+        })?;
+        limits_problem(&result.values, &wire.constraints).map_or(Ok(()), Err)?;
+        Ok(TrialResult {
+            constraints: wire.constraints,
+            cost: wire.cost,
+            ..result
+        })
+    }
+}
+
+/// The objectives given as `value` or `values`: exactly one of them.
+fn objectives_of(value: Option<f64>, values: Option<Vec<f64>>) -> Result<Vec<f64>, String> {
+    match (value, values) {
+        (Some(_), Some(_)) => Err("give either `value` or `values`, not both".into()),
+        (Some(value), None) => Ok(vec![value]),
+        (None, Some(values)) => Ok(values),
+        (None, None) => Err("give `value` (or `values`, one per direction)".into()),
+    }
+}
+
+/// Whether a result carries more objectives or constraints than any study
+/// takes (checked when read, so a huge list is refused at the door).
+fn limits_problem(values: &[f64], constraints: &[f64]) -> Option<String> {
+    if values.len() > MAX_OBJECTIVES {
+        return Some(format!(
+            "values: at most {MAX_OBJECTIVES} objectives, got {}",
+            values.len()
+        ));
+    }
+    (constraints.len() > MAX_CONSTRAINTS).then(|| {
+        format!(
+            "constraints: at most {MAX_CONSTRAINTS} values, got {}",
+            constraints.len()
+        )
+    })
+}
+
+impl From<TrialResult> for TrialResultWire {
+    fn from(result: TrialResult) -> Self {
+        let multi = !result.values.is_empty();
+        TrialResultWire {
+            trial_id: result.trial_id,
+            value: (!multi).then_some(result.value),
+            values: multi.then_some(result.values),
+            constraints: result.constraints,
+            cost: result.cost,
+        }
     }
 }
 
@@ -81,6 +231,10 @@ struct TellWire {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     value: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    values: Option<Vec<f64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    constraints: Option<Vec<f64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     cost: Option<f64>,
 }
 
@@ -91,15 +245,31 @@ impl TryFrom<TellWire> for Tell {
     type Error = String;
 
     fn try_from(wire: TellWire) -> Result<Self, String> {
-        let fields_given = wire.trial_id.is_some() || wire.value.is_some() || wire.cost.is_some();
-        let single = fields_given.then(|| {
-            Some(TrialResult {
-                trial_id: wire.trial_id?,
-                value: wire.value?,
-                cost: wire.cost,
+        let fields_given = wire.trial_id.is_some()
+            || wire.value.is_some()
+            || wire.values.is_some()
+            || wire.constraints.is_some()
+            || wire.cost.is_some();
+        let has_score = wire.value.is_some() || wire.values.is_some();
+        let single = fields_given
+            .then(|| match wire.trial_id {
+                Some(trial_id) if has_score => TrialResult::try_from(TrialResultWire {
+                    trial_id,
+                    value: wire.value,
+                    values: wire.values,
+                    constraints: wire.constraints.unwrap_or_default(),
+                    cost: wire.cost,
+                })
+                .map(Some),
+                _ => Ok(None),
             })
-        });
-        let results = one_or_many("results", "`trial_id` and `value`", wire.results, single)?;
+            .transpose()?;
+        let results = one_or_many(
+            "results",
+            "`trial_id` and `value` (or `values`)",
+            wire.results,
+            single,
+        )?;
         Ok(Tell { results })
     }
 }
@@ -135,6 +305,8 @@ impl From<Tell> for TellWire {
             results: Some(tell.results),
             trial_id: None,
             value: None,
+            values: None,
+            constraints: None,
             cost: None,
         }
     }

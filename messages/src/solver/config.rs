@@ -7,6 +7,7 @@
 //! the pruner's in [`pruning`](super::pruning). A sampler's knobs are read
 //! from `strategy_params` by the rules of [`TPE_PARAMS`] and [`CMAES_PARAMS`].
 
+use super::commands::MAX_OBJECTIVES;
 use super::pruning::Pruner;
 use super::search_space::{space_problem, Bound, Direction};
 use crate::error::Rejection;
@@ -73,6 +74,15 @@ pub enum Sampler {
     /// trial costs `O(n³)` in the history's size. Tuned through
     /// `strategy_params` (see [`GP_PARAMS`]).
     Gp,
+    /// NSGA-II, the multi-objective genetic algorithm (Deb et al., 2002), as
+    /// Optuna's `NSGAIISampler` runs it: a first generation of random
+    /// points, then each generation's parents are the elite of the trials
+    /// so far by (constrained) non-dominated rank and crowding distance;
+    /// a child takes each coordinate from one of two tournament-picked
+    /// parents (uniform crossover, Optuna's default) and resamples each
+    /// coordinate with the mutation probability. Tuned through
+    /// `strategy_params` (see [`NSGA2_PARAMS`]).
+    Nsga2,
     /// Picks a sampler from the search space's shape (dimensions, budget,
     /// parameter types) by a rule measured on the solver benchmark: GP up to
     /// 200 trials in up to 20 numeric dimensions, CMA-ES beyond, TPE for
@@ -125,6 +135,33 @@ pub const GP_MAX_CANDIDATES: u64 = 8192;
 /// 1..=[`GP_MAX_CANDIDATES`], default [`GP_N_CANDIDATES`]).
 pub const GP_PARAMS: [&str; 2] = ["n_startup_trials", "n_candidates"];
 
+/// NSGA-II's default population (Optuna's `population_size=50`).
+pub const NSGA2_POPULATION_SIZE: u64 = 50;
+
+/// The largest population a [`Sampler::Nsga2`] study may ask for.
+pub const NSGA2_MAX_POPULATION_SIZE: u64 = 10_000;
+
+/// NSGA-II's default crossover probability (Optuna's 0.9).
+pub const NSGA2_CROSSOVER_PROB: f64 = 0.9;
+
+/// NSGA-II's default swapping probability of uniform crossover (Optuna's
+/// 0.5).
+pub const NSGA2_SWAPPING_PROB: f64 = 0.5;
+
+/// The `strategy_params` keys a [`Sampler::Nsga2`] study reads: the
+/// population size (a whole number in 2..=[`NSGA2_MAX_POPULATION_SIZE`],
+/// default [`NSGA2_POPULATION_SIZE`]), the crossover probability (in
+/// [0, 1], default [`NSGA2_CROSSOVER_PROB`]), uniform crossover's swapping
+/// probability (in [0, 1], default [`NSGA2_SWAPPING_PROB`]) and the
+/// per-parameter mutation probability (in [0, 1], default `1 / d`, as
+/// Optuna's).
+pub const NSGA2_PARAMS: [&str; 4] = [
+    "population_size",
+    "crossover_prob",
+    "swapping_prob",
+    "mutation_prob",
+];
+
 /// The largest population a [`Sampler::Cmaes`] study may ask for.
 pub const CMAES_MAX_POPSIZE: u64 = 10_000;
 
@@ -137,13 +174,14 @@ pub const CMAES_PARAMS: [&str; 3] = ["popsize", "sigma0", "restarts"];
 
 impl Sampler {
     /// Every sampler, in declaration order.
-    pub const ALL: [Sampler; 7] = [
+    pub const ALL: [Sampler; 8] = [
         Sampler::Random,
         Sampler::Sobol,
         Sampler::Grid,
         Sampler::Tpe,
         Sampler::Cmaes,
         Sampler::Gp,
+        Sampler::Nsga2,
         Sampler::Auto,
     ];
 
@@ -156,8 +194,14 @@ impl Sampler {
             Sampler::Tpe => "tpe",
             Sampler::Cmaes => "cmaes",
             Sampler::Gp => "gp",
+            Sampler::Nsga2 => "nsga2",
             Sampler::Auto => "auto",
         }
+    }
+
+    /// Whether it can run a study of several objectives.
+    pub fn supports_multi_objective(self) -> bool {
+        !matches!(self, Sampler::Cmaes | Sampler::Gp)
     }
 
     /// Whether a trial's point depends on the trials before it (the
@@ -165,7 +209,7 @@ impl Sampler {
     pub fn reads_history(self) -> bool {
         matches!(
             self,
-            Sampler::Tpe | Sampler::Cmaes | Sampler::Gp | Sampler::Auto
+            Sampler::Tpe | Sampler::Cmaes | Sampler::Gp | Sampler::Nsga2 | Sampler::Auto
         )
     }
 
@@ -197,13 +241,13 @@ impl serde::de::Visitor<'_> for SamplerVisitor {
     type Value = Sampler;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("sampler: a name, one of random, sobol, grid, tpe, cmaes or auto")
+        f.write_str("sampler: a name, one of random, sobol, grid, tpe, cmaes, gp, nsga2 or auto")
     }
 
     fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Sampler, E> {
         Sampler::parse(text).ok_or_else(|| {
             E::custom(format!(
-                "sampler: unknown value {text:?}: expected random, sobol, grid, tpe, cmaes or auto"
+                "sampler: unknown value {text:?}: expected random, sobol, grid, tpe, cmaes, gp, nsga2 or auto"
             ))
         })
     }
@@ -233,6 +277,12 @@ pub struct StudyConfig {
     /// Whether lower or higher values are better; minimise when absent.
     #[serde(default, skip_serializing_if = "Direction::is_minimize")]
     pub direction: Direction,
+    /// One direction per objective for a multi-objective study (at most
+    /// [`MAX_OBJECTIVES`]); results then carry `values`, one per
+    /// direction. Empty (and not written) for a single objective; a
+    /// one-element list is read as `direction` ([`StudyConfig::normalised`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub directions: Vec<Direction>,
     /// ArqonHPO's share of the budget spent probing, in (0, 1]; stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe_ratio: Option<f64>,
@@ -311,6 +361,22 @@ const GP_RULES: [KnobRule; 2] = [
     ),
 ];
 
+fn probability(v: f64) -> bool {
+    (0.0..=1.0).contains(&v)
+}
+
+/// The rules of [`NSGA2_PARAMS`].
+const NSGA2_RULES: [KnobRule; 4] = [
+    (
+        "population_size",
+        |v| whole(v) && (2.0..=NSGA2_MAX_POPULATION_SIZE as f64).contains(&v),
+        "a whole number in 2..=10000",
+    ),
+    ("crossover_prob", probability, "in [0, 1]"),
+    ("swapping_prob", probability, "in [0, 1]"),
+    ("mutation_prob", probability, "in [0, 1]"),
+];
+
 /// The rules of [`CMAES_PARAMS`].
 const CMAES_RULES: [KnobRule; 3] = [
     (
@@ -323,11 +389,13 @@ const CMAES_RULES: [KnobRule; 3] = [
 ];
 
 impl StudyConfig {
-    /// The config as `create_study` records it: an `auto` study without a
-    /// rule revision gets today's ([`AUTO_RULE`]). Compare a config with a
-    /// recorded one through this, as the recorded one went through it.
+    /// The config as `create_study` records it: a one-element
+    /// `directions` read as `direction` ([`StudyConfig::normalised`]), and
+    /// an `auto` study without a rule revision given today's
+    /// ([`AUTO_RULE`]). Compare a config with a recorded one through this,
+    /// as the recorded one went through it.
     pub fn as_recorded(&self) -> StudyConfig {
-        let mut recorded = self.clone();
+        let mut recorded = self.clone().normalised();
         if recorded.sampler == Sampler::Auto && recorded.auto_rule.is_none() {
             recorded.auto_rule = Some(AUTO_RULE);
         }
@@ -338,6 +406,35 @@ impl StudyConfig {
     /// for a config recorded before revisions were.
     pub fn auto_rule(&self) -> u32 {
         self.auto_rule.unwrap_or(1)
+    }
+
+    /// How many objectives its results carry: 1, or one per direction.
+    pub fn objectives(&self) -> usize {
+        self.directions.len().max(1)
+    }
+
+    /// Whether it has several objectives.
+    pub fn is_multi_objective(&self) -> bool {
+        self.directions.len() > 1
+    }
+
+    /// The direction of each objective, in order.
+    pub fn all_directions(&self) -> Vec<Direction> {
+        if self.directions.is_empty() {
+            vec![self.direction]
+        } else {
+            self.directions.clone()
+        }
+    }
+
+    /// The same study with a one-element `directions` read as `direction`,
+    /// so a study of one objective has one spelling.
+    pub fn normalised(mut self) -> Self {
+        if let [direction] = self.directions[..] {
+            self.direction = direction;
+            self.directions.clear();
+        }
+        self
     }
 
     /// Checks the config; the rejection (`INVALID_FIELD`) names the field
@@ -367,6 +464,7 @@ impl StudyConfig {
             ));
         }
         self.bounds_problem()
+            .or_else(|| self.directions_problem())
             .or_else(|| space_problem(&self.bounds))
             .or_else(|| self.strategy_params_problem())
             .or_else(|| self.sampler_problem())
@@ -377,6 +475,27 @@ impl StudyConfig {
                 let runner = self.runner.as_ref()?;
                 runner.problem().map(|m| format!("runner.{m}"))
             })
+    }
+
+    fn directions_problem(&self) -> Option<String> {
+        if self.directions.len() > MAX_OBJECTIVES {
+            return Some(format!(
+                "directions: at most {MAX_OBJECTIVES} objectives, got {}",
+                self.directions.len()
+            ));
+        }
+        if !self.directions.is_empty() && !self.direction.is_minimize() {
+            return Some(
+                "directions: give either `direction` or `directions`, not both".to_string(),
+            );
+        }
+        if self.is_multi_objective() && self.pruner.is_some() {
+            return Some(
+                "pruner: a multi-objective study cannot prune (reports carry one value)"
+                    .to_string(),
+            );
+        }
+        None
     }
 
     fn bounds_problem(&self) -> Option<String> {
@@ -391,6 +510,14 @@ impl StudyConfig {
 
     fn sampler_problem(&self) -> Option<String> {
         let dimensions = self.bounds.len();
+        if self.is_multi_objective() && !self.sampler.supports_multi_objective() {
+            return Some(format!(
+                "sampler: {} supports a single objective only; a study of {} objectives \
+                 takes nsga2, tpe, auto, random, sobol or grid",
+                self.sampler,
+                self.directions.len()
+            ));
+        }
         match self.sampler {
             Sampler::Sobol if dimensions > SOBOL_MAX_DIMENSIONS => Some(format!(
                 "sampler: sobol supports at most {SOBOL_MAX_DIMENSIONS} parameters, \
@@ -399,11 +526,13 @@ impl StudyConfig {
             Sampler::Tpe => self.tpe_problem(),
             Sampler::Cmaes => self.cmaes_problem(),
             Sampler::Gp => self.gp_problem(),
+            Sampler::Nsga2 => self.nsga2_problem(),
             // Auto may pick any model-based sampler its rule knows: every
             // one's knobs must be valid.
             Sampler::Auto => self
                 .tpe_problem()
                 .or_else(|| self.cmaes_problem())
+                .or_else(|| self.nsga2_problem())
                 .or_else(|| self.gp_problem().filter(|_| self.auto_rule() >= 2)),
             _ => None,
         }
@@ -429,6 +558,11 @@ impl StudyConfig {
     /// Checks the [`CMAES_PARAMS`] that are given.
     fn cmaes_problem(&self) -> Option<String> {
         self.knob_problem("cmaes", &CMAES_RULES)
+    }
+
+    /// Checks the [`NSGA2_PARAMS`] that are given.
+    fn nsga2_problem(&self) -> Option<String> {
+        self.knob_problem("nsga2", &NSGA2_RULES)
     }
 
     /// Checks the [`TPE_PARAMS`] that are given.

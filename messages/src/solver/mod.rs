@@ -14,6 +14,7 @@
 //! {"type": "expire", "now": 1767226300000}
 //! {"type": "tell", "results": [{"trial_id": "t1", "value": 0.31, "cost": 12.5}]}
 //! {"type": "tell", "trial_id": "t2", "value": 0.27}
+//! {"type": "tell", "trial_id": "t3", "values": [0.27, 41.0], "constraints": [-0.5]}
 //! {"type": "fail", "trial_id": "t3", "reason": "the script exited with status 3"}
 //! {"type": "fail", "failures": [{"trial_id": "t4", "reason": "timed out"}, {"trial_id": "t5"}]}
 //! {"type": "stop", "reason": "good enough"}
@@ -22,9 +23,11 @@
 //! The create command is ArqonHPO's config (`seed`, `budget`, `bounds` with
 //! `scale` spelled in any case, `probe_ratio`, `strategy_params`) plus an
 //! optional `sampler` (`auto`, the default, `random`, `sobol`, `grid`,
-//! `tpe` or `cmaes`, in
+//! `tpe`, `cmaes`, `gp` or `nsga2`, in
 //! any case), an optional `direction` (`minimize`, the default, or
-//! `maximize`) and the native parameter types of
+//! `maximize`) or, for a multi-objective study, `directions` (one per
+//! objective: results then carry `values`, and the study's result is its
+//! Pareto front), and the native parameter types of
 //! [`search_space`]: int, categorical, stepped and
 //! conditional parameters, under `bounds` or `params`. Every command
 //! refuses fields it does not know.
@@ -46,6 +49,11 @@
 //! {"type": "trials_failed", "failures": [{"trial_id": "t3", "reason": "timed out"}], "completes_study": false}
 //! {"type": "study_stopped", "reason": "good enough"}
 //! ```
+//!
+//! A result may carry `constraints`: the trial is feasible when every one
+//! is ≤ 0, as Optuna defines it. Every result of a study gives the same
+//! number of constraints (the first one recorded fixes it); the best trial
+//! and the Pareto front count feasible trials only.
 //!
 //! A trial that could not be evaluated is reported with `fail`, not with a
 //! `tell`: a result always carries a finite value, a failure never does, so
@@ -81,13 +89,16 @@ pub mod search_space;
 pub mod warm_start;
 
 pub use commands::{
-    Fail, Heartbeat, Lease, SolverCommand, Tell, TrialFailure, TrialResult, COMMAND_TYPES,
-    DEFAULT_LEASE_SECONDS, MAX_ASK, MAX_ASK_VALUES, MAX_LEASE_SECONDS,
+    is_feasible, objectives, violation, Fail, Heartbeat, Lease, SolverCommand, Tell, TrialFailure,
+    TrialResult, COMMAND_TYPES, DEFAULT_LEASE_SECONDS, MAX_ASK, MAX_ASK_VALUES, MAX_CONSTRAINTS,
+    MAX_LEASE_SECONDS, MAX_OBJECTIVES,
 };
 pub use config::{
     Sampler, StudyConfig, CMAES_MAX_POPSIZE, CMAES_PARAMS, GP_MAX_CANDIDATES, GP_N_CANDIDATES,
-    AUTO_RULE, GP_N_STARTUP_TRIALS, GP_PARAMS, MAX_PARAMETERS, MAX_RETRIES, SOBOL_MAX_DIMENSIONS, TPE_GAMMA,
-    TPE_MAX_EI_CANDIDATES, TPE_N_EI_CANDIDATES, TPE_N_STARTUP_TRIALS, TPE_PARAMS,
+    AUTO_RULE, GP_N_STARTUP_TRIALS, GP_PARAMS, MAX_PARAMETERS, MAX_RETRIES, NSGA2_CROSSOVER_PROB,
+    NSGA2_MAX_POPULATION_SIZE, NSGA2_PARAMS, NSGA2_POPULATION_SIZE, NSGA2_SWAPPING_PROB,
+    SOBOL_MAX_DIMENSIONS, TPE_GAMMA, TPE_MAX_EI_CANDIDATES, TPE_N_EI_CANDIDATES,
+    TPE_N_STARTUP_TRIALS, TPE_PARAMS,
 };
 pub use events::{trial_id, trial_number, SolverEvent, Trial};
 pub use pruning::{PruneAction, Pruner, Report};

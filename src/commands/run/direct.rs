@@ -451,7 +451,7 @@ impl Run {
 
     fn best(&self) -> Option<(f64, Params, String)> {
         let best = self.study.core.state().best()?;
-        let value = best.outcome?.value;
+        let value = best.outcome.as_ref()?.value;
         Some((
             value,
             best.trial.params.clone(),
@@ -492,10 +492,12 @@ impl Run {
             .trials()
             .iter()
             .filter_map(|r| {
-                r.outcome.map(|o| HistoryEntry {
+                r.outcome.as_ref().map(|o| HistoryEntry {
                     params: r.trial.params.clone(),
                     value: o.value,
                     cost: o.cost,
+                    values: o.values.clone(),
+                    constraints: o.constraints.clone(),
                 })
             })
             .collect();

@@ -145,6 +145,9 @@ pub fn pick(rule: u32, shape: &SearchSpaceShape) -> Pick {
 /// `config` (by the rule revision it records), with the config's knobs
 /// over the pick's settings.
 pub fn point(config: &StudyConfig, number: u64, history: &History) -> Vec<f64> {
+    if let Some(point) = super::multi_objective::auto_point(config, number, history) {
+        return point;
+    }
     match pick(config.auto_rule(), &SearchSpaceShape::of(config)) {
         Pick::Tpe(s) => tpe::point(config, &s.over(config), number, history),
         Pick::Cmaes(s) => cmaes::point(config, &s.over(config), number, history),

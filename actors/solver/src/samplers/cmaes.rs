@@ -269,11 +269,11 @@ impl Cma {
             .collect()
     }
 
-    /// One generation: `members` (point, value), in number order.
-    fn tell(&mut self, members: &[(&[f64], f64)]) {
+    /// One generation: `members` (point, rank), in number order.
+    fn tell(&mut self, members: &[(&[f64], Rank)]) {
         let n = self.k.n;
         let mut order: Vec<usize> = (0..members.len()).collect();
-        order.sort_by(|&a, &b| members[a].1.total_cmp(&members[b].1).then(a.cmp(&b)));
+        order.sort_by(|&a, &b| members[a].1.cmp(&members[b].1).then(a.cmp(&b)));
         // Steps of the best μ, each capped in Mahalanobis length so a point
         // not drawn from this distribution (a clipped one, or one drawn
         // before a restart) cannot throw it off.
@@ -336,8 +336,8 @@ impl Cma {
         self.d = values.iter().map(|v| v.max(1e-300).sqrt()).collect();
         self.b = vectors;
         self.generation += 1;
-        let best = members[order[0]].1;
-        let worst = members[order[order.len() - 1]].1;
+        let best = members[order[0]].1.value;
+        let worst = members[order[order.len() - 1]].1.value;
         self.recent.push((best, worst));
         let window = 10 + (30.0 * n as f64 / self.k.lambda as f64).ceil() as usize;
         if self.recent.len() > window {
@@ -439,6 +439,31 @@ fn eigen(a: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
     ((0..n).map(|i| a[i * n + i]).collect(), v)
 }
 
+/// How a told entry ranks in its generation: feasible entries by value,
+/// then infeasible ones by total violation (then value), so a constrained
+/// study moves toward the feasible region. It depends on the entry alone,
+/// so the memoised folds stay exact.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Rank {
+    violation: f64,
+    value: f64,
+}
+
+impl Rank {
+    fn of(history: &History, entry: usize) -> Self {
+        Rank {
+            violation: history.violation(entry),
+            value: history.value(entry).unwrap_or(f64::NAN),
+        }
+    }
+
+    fn cmp(&self, other: &Rank) -> std::cmp::Ordering {
+        self.violation
+            .total_cmp(&other.violation)
+            .then(self.value.total_cmp(&other.value))
+    }
+}
+
 /// A point in the fold: the state after every complete generation among
 /// the entries before `upto`, and the told entries after the last one.
 #[derive(Debug, Clone)]
@@ -472,9 +497,9 @@ impl memo::Fold for Fold {
             }
             members.push(i);
             if members.len() == self.state.k.lambda {
-                let told: Vec<(&[f64], f64)> = members
+                let told: Vec<(&[f64], Rank)> = members
                     .iter()
-                    .map(|&m| (history.point(m), history.value(m).unwrap_or(f64::NAN)))
+                    .map(|&m| (history.point(m), Rank::of(history, m)))
                     .collect();
                 self.state.tell(&told);
                 self.upto = i + 1;

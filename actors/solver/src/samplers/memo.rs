@@ -41,7 +41,8 @@ pub trait Fold: Clone {
 #[derive(Debug)]
 struct Entry<F> {
     points: Vec<u64>,
-    values: Vec<Option<u64>>,
+    /// Each entry's value and violation, as bits.
+    values: Vec<(Option<u64>, u64)>,
     checkpoints: Vec<F>,
     used: u64,
     /// Bumped on every change, so a writer can tell whether the entry it
@@ -67,7 +68,7 @@ impl<F> Entry<F> {
         let len = self.values.len().min(history.len());
         (0..len)
             .find(|&i| {
-                self.values[i] != history.value(i).map(f64::to_bits)
+                self.values[i] != outcome_bits(history, i)
                     || history
                         .point(i)
                         .iter()
@@ -76,6 +77,15 @@ impl<F> Entry<F> {
             })
             .unwrap_or(len)
     }
+}
+
+/// Entry `i`'s value and violation as bits: what a fold may read of it
+/// besides its point.
+fn outcome_bits(history: &History, i: usize) -> (Option<u64>, u64) {
+    (
+        history.value(i).map(f64::to_bits),
+        history.violation(i).to_bits(),
+    )
 }
 
 /// Folds per study, keyed by the caller (seed, dimensions and settings).
@@ -151,7 +161,7 @@ impl<F: Fold> Memo<F> {
         entry.values.truncate(valid);
         entry.points.truncate(valid * n);
         for i in valid..history.len() {
-            entry.values.push(history.value(i).map(f64::to_bits));
+            entry.values.push(outcome_bits(history, i));
             entry
                 .points
                 .extend(history.point(i).iter().map(|x| x.to_bits()));

@@ -25,11 +25,14 @@
 //!   as in Optuna 5), on the Parzen estimators of [`parzen`].
 //! - [`cmaes`]: CMA-ES, its state a fold of the history.
 //! - [`gp`]: Gaussian-process Bayesian optimisation (Matérn-5/2, log EI).
+//! - [`nsga2`]: NSGA-II, the genetic algorithm for several objectives.
 //! - [`auto`]: GP, TPE or CMA-ES by the search space's shape and budget,
-//!   under the rule revision the study recorded.
+//!   under the rule revision the study recorded; multi-objective TPE for
+//!   several objectives.
 //!
-//! random, sobol and grid ignore the history; tpe, cmaes, gp and auto read
-//! it ([`Sampler::reads_history`]). [`normal`] holds the normal-distribution
+//! random, sobol and grid ignore the history; tpe, cmaes, gp, nsga2 and auto read
+//! it ([`Sampler::reads_history`]). [`pareto`] holds the dominance,
+//! ranking and hypervolume arithmetic of multi-objective studies, [`normal`] holds the normal-distribution
 //! arithmetic the model-based ones share, [`memo`] the cache of the folds
 //! that cmaes and gp resume.
 
@@ -38,7 +41,10 @@ pub mod cmaes;
 pub mod gp;
 pub mod grid;
 pub mod memo;
+pub mod multi_objective;
 pub mod normal;
+pub mod nsga2;
+pub mod pareto;
 pub mod parzen;
 pub mod random;
 pub mod sobol;
@@ -55,11 +61,19 @@ use flotilla_messages::solver::{Sampler, StudyConfig};
 /// `None` while pending). Points handed out earlier in the same `ask` are
 /// added with [`History::push_pending`], so a batch sees its own members as
 /// running trials.
+///
+/// A constrained study adds each trial's total violation
+/// ([`History::with_violations`]), a multi-objective one each trial's
+/// losses ([`History::with_objectives`]).
 #[derive(Debug, Clone, Default)]
 pub struct History<'a> {
     dimensions: usize,
     points: &'a [f64],
     values: &'a [Option<f64>],
+    violations: &'a [f64],
+    margins: &'a [f64],
+    objectives: usize,
+    losses: &'a [f64],
     batch: Vec<f64>,
 }
 
@@ -76,7 +90,45 @@ impl<'a> History<'a> {
             dimensions,
             points,
             values,
+            violations: &[],
+            margins: &[],
+            objectives: 1,
+            losses: &[],
             batch: Vec::new(),
+        }
+    }
+
+    /// The same history with each trial's total constraint violation (0
+    /// when feasible or pending), trial `k` at `k - 1`.
+    pub fn with_violations(self, violations: &'a [f64]) -> Self {
+        assert_eq!(
+            violations.len(),
+            self.values.len(),
+            "one violation per value"
+        );
+        History { violations, ..self }
+    }
+
+    /// The same history with each trial's constraint margin: its largest
+    /// constraint value (≤ 0 when feasible; anything while pending), trial
+    /// `k` at `k - 1`. Only for a study with constraints.
+    pub fn with_margins(self, margins: &'a [f64]) -> Self {
+        assert_eq!(margins.len(), self.values.len(), "one margin per value");
+        History { margins, ..self }
+    }
+
+    /// The same history with `objectives` losses per trial, flat, trial
+    /// `k` at `(k - 1) · objectives` (anything while pending).
+    pub fn with_objectives(self, objectives: usize, losses: &'a [f64]) -> Self {
+        assert_eq!(
+            losses.len(),
+            objectives * self.values.len(),
+            "losses per value"
+        );
+        History {
+            objectives,
+            losses,
+            ..self
         }
     }
 
@@ -108,11 +160,50 @@ impl<'a> History<'a> {
         }
     }
 
-    /// The value of entry `index`, `None` while it is pending.
+    /// The value of entry `index`, `None` while it is pending. In a
+    /// multi-objective study, the first objective's loss.
     pub fn value(&self, index: usize) -> Option<f64> {
         self.values.get(index).copied().flatten()
     }
+
+    /// How many objectives each told entry has.
+    pub fn objectives(&self) -> usize {
+        self.objectives
+    }
+
+    /// The losses of entry `index` (one per objective), `None` while it is
+    /// pending.
+    pub fn losses(&self, index: usize) -> Option<&[f64]> {
+        let told = self.values.get(index)?.as_ref()?;
+        if self.losses.is_empty() {
+            return Some(std::slice::from_ref(told));
+        }
+        let m = self.objectives;
+        Some(&self.losses[index * m..(index + 1) * m])
+    }
+
+    /// The constraint margin of told entry `index` (its largest constraint
+    /// value); `None` while pending or without constraints.
+    pub fn margin(&self, index: usize) -> Option<f64> {
+        self.value(index)?;
+        self.margins.get(index).copied()
+    }
+
+    /// Whether the study's results carry constraints.
+    pub fn is_constrained(&self) -> bool {
+        !self.margins.is_empty()
+    }
+
+    /// The total constraint violation of entry `index`: 0 when it is
+    /// feasible, pending or the study has no constraints.
+    pub fn violation(&self, index: usize) -> f64 {
+        self.violations.get(index).copied().unwrap_or(0.0)
+    }
 }
+
+/// The largest `f64` below 1: where a coordinate is clamped to stay in
+/// `[0, 1)`.
+pub(crate) const BELOW_ONE: f64 = 1.0 - f64::EPSILON / 2.0;
 
 /// Trial `number`'s point in the unit cube under the config's sampler: one
 /// coordinate in `[0, 1)` per bound, in the bounds' name order. Only the
@@ -123,6 +214,7 @@ pub fn unit_point(config: &StudyConfig, number: u64, history: &History) -> Vec<f
         Sampler::Tpe => tpe::point(config, &tpe::Settings::of(config), number, history),
         Sampler::Cmaes => cmaes::point(config, &cmaes::Settings::of(config), number, history),
         Sampler::Gp => gp::point(config, &gp::Settings::of(config), number, history),
+        Sampler::Nsga2 => nsga2::point(config, &nsga2::Settings::of(config), number, history),
         Sampler::Auto => auto::point(config, number, history),
         Sampler::Random => random::point(config.seed, number, dimensions),
         Sampler::Sobol => sobol::point(config.seed, number, dimensions),

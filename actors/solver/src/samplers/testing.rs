@@ -102,13 +102,30 @@ pub fn run(
     batch: u32,
     order: Order,
 ) -> (Study, Vec<SolverEvent>, f64) {
+    let mut best = f64::INFINITY;
+    let (study, log) = run_with(config, batch, order, |id, params| {
+        let value = objective(params);
+        best = best.min(value);
+        TrialResult::single(id, value)
+    });
+    (study, log, best)
+}
+
+/// Runs a study to its budget, `batch` trials per ask, telling each batch
+/// in `order` the result `evaluate` gives for a trial's id and numeric
+/// parameters; returns the study and its log.
+pub fn run_with(
+    config: StudyConfig,
+    batch: u32,
+    order: Order,
+    mut evaluate: impl FnMut(&str, &BTreeMap<String, f64>) -> TrialResult,
+) -> (Study, Vec<SolverEvent>) {
     let mut log = Vec::new();
     let mut study = apply(
         Study::default(),
         &SolverCommand::CreateStudy(config),
         &mut log,
     );
-    let mut best = f64::INFINITY;
     loop {
         let before = study.trials().len();
         let ask = SolverCommand::Ask {
@@ -118,19 +135,11 @@ pub fn run(
         study = apply(study, &ask, &mut log);
         let fresh = &study.trials()[before..];
         if fresh.is_empty() {
-            return (study, log, best);
+            return (study, log);
         }
         let results: Vec<TrialResult> = fresh
             .iter()
-            .map(|r| {
-                let value = objective(&numeric_params(&r.trial.params));
-                best = best.min(value);
-                TrialResult {
-                    trial_id: r.trial.trial_id.clone(),
-                    value,
-                    cost: None,
-                }
-            })
+            .map(|r| evaluate(&r.trial.trial_id, &numeric_params(&r.trial.params)))
             .collect();
         let tells = match order {
             Order::Together => vec![results],
@@ -167,8 +176,16 @@ pub fn trial_bits(study: &Study) -> Vec<Vec<u64>> {
 /// snapshot reads back equal, and at every ask, the study replayed up to
 /// it decides the same trials again.
 pub fn assert_replays_exactly(config: StudyConfig) {
+    assert_replays_exactly_with(config, |id, p| TrialResult::single(id, branin(p)));
+}
+
+/// [`assert_replays_exactly`] with the results `evaluate` gives.
+pub fn assert_replays_exactly_with(
+    config: StudyConfig,
+    evaluate: impl FnMut(&str, &BTreeMap<String, f64>) -> TrialResult,
+) {
     let budget = config.budget as usize;
-    let (study, log, _) = run(config, branin, 4, Order::Reversed);
+    let (study, log) = run_with(config, 4, Order::Reversed, evaluate);
     assert_eq!(study.trials().len(), budget);
     let replayed = log.iter().fold(Study::default(), Study::evolve);
     assert_eq!(replayed, study);

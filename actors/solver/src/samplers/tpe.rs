@@ -56,7 +56,7 @@
 //! bit for bit.
 
 use super::parzen::{weights, Parzen1, ParzenN};
-use super::{sobol, History};
+use super::{multi_objective, sobol, History};
 use crate::sampling::trial_rng;
 use flotilla_messages::solver::{
     StudyConfig, TPE_GAMMA, TPE_N_EI_CANDIDATES, TPE_N_STARTUP_TRIALS,
@@ -149,27 +149,24 @@ pub fn point(
     }
 }
 
-/// The history's entries split into good and bad, each in number order.
+/// The history's entries split into good and bad, each in number order,
+/// with the weights of the good ones' kernels (the prior's last).
 struct Split {
     good: Vec<usize>,
     bad: Vec<usize>,
+    good_weights: Vec<f64>,
 }
 
 impl Split {
     /// `None` while too few trials are told to model.
     fn of(history: &History, settings: &Settings) -> Option<Split> {
         let n = history.len();
-        let mut told: Vec<(f64, usize)> = (0..n)
-            .filter_map(|i| history.value(i).map(|v| (v, i)))
-            .collect();
+        let told: Vec<usize> = (0..n).filter(|&i| history.value(i).is_some()).collect();
         if told.is_empty() || (told.len() as u64) < settings.n_startup_trials {
             return None;
         }
         let n_good = settings.n_good(told.len()).clamp(1, told.len());
-        let by_value = |a: &(f64, usize), b: &(f64, usize)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
-        told.select_nth_unstable_by(n_good - 1, by_value);
-        let mut good: Vec<usize> = told[..n_good].iter().map(|&(_, i)| i).collect();
-        good.sort_unstable();
+        let good = good_trials(history, &told, n_good);
         let mut is_good = vec![false; n];
         for &i in &good {
             is_good[i] = true;
@@ -180,8 +177,52 @@ impl Split {
             .take(MAX_BAD_TRIALS)
             .collect();
         bad.reverse();
-        Some(Split { good, bad })
+        let good_weights = if history.objectives() > 1 {
+            multi_objective::good_weights(history, &good)
+        } else {
+            weights(good.len())
+        };
+        Some(Split {
+            good,
+            bad,
+            good_weights,
+        })
     }
+}
+
+/// The `n_good` best of the `told` entries, in number order: the best
+/// feasible ones (by value, ties to the earlier trial; by non-dominated
+/// rank for several objectives, see [`multi_objective`]) and, if too few
+/// are feasible, the least violating infeasible ones, as Optuna's TPE
+/// with `constraints_func` splits.
+fn good_trials(history: &History, told: &[usize], n_good: usize) -> Vec<usize> {
+    let (feasible, infeasible): (Vec<usize>, Vec<usize>) =
+        told.iter().partition(|&&i| history.violation(i) <= 0.0);
+    let from_feasible = n_good.min(feasible.len());
+    let mut good = if history.objectives() > 1 {
+        multi_objective::best(history, &feasible, from_feasible)
+    } else {
+        lowest(&feasible, from_feasible, |i| {
+            history.value(i).unwrap_or(f64::INFINITY)
+        })
+    };
+    good.extend(lowest(&infeasible, n_good - from_feasible, |i| {
+        history.violation(i)
+    }));
+    good.sort_unstable();
+    good
+}
+
+/// The `k` entries with the lowest `key` (ties to the earlier entry), in
+/// no particular order.
+fn lowest(entries: &[usize], k: usize, key: impl Fn(usize) -> f64) -> Vec<usize> {
+    if k == 0 {
+        return Vec::new();
+    }
+    let mut keyed: Vec<(f64, usize)> = entries.iter().map(|&i| (key(i), i)).collect();
+    let by_key = |a: &(f64, usize), b: &(f64, usize)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+    keyed.select_nth_unstable_by(k - 1, by_key);
+    keyed[..k].iter().map(|&(_, i)| i).collect()
 }
 
 /// Each dimension on its own: the best of `candidates` draws from `l` by
@@ -193,7 +234,7 @@ fn univariate(
     candidates: usize,
     rng: &mut ChaCha8Rng,
 ) -> Vec<f64> {
-    let good_weights = weights(split.good.len());
+    let good_weights = &split.good_weights;
     let bad_weights = weights(split.bad.len());
     let mut column = Vec::with_capacity(split.bad.len());
     (0..dimensions)
@@ -229,7 +270,9 @@ fn multivariate(
         let fit = entries.iter().map(|&i| history.point(i));
         ParzenN::fit(fit, dimensions, weights(entries.len()))
     };
-    let (l, g) = (rows(&split.good), rows(&split.bad));
+    let good_rows = split.good.iter().map(|&i| history.point(i));
+    let l = ParzenN::fit(good_rows, dimensions, split.good_weights.clone());
+    let g = rows(&split.bad);
     let mut scratch = Vec::with_capacity(split.bad.len() + 1);
     let mut best = (f64::NEG_INFINITY, Vec::new());
     for _ in 0..candidates {

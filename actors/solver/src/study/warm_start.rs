@@ -19,6 +19,13 @@ use flotilla_messages::{ErrorCode, Rejection};
 impl StudyState {
     pub(super) fn decide_seed(&self, seed: &SeedTrials) -> Result<Vec<SolverEvent>, Rejection> {
         self.check_open_for("seed", seed.trials.len(), "trials")?;
+        if self.config.is_multi_objective() {
+            return Err(Rejection::invalid(format!(
+                "seed: a study of {} objectives takes no seeded results (a seeded result \
+                 carries one value); tell them as trials instead",
+                self.config.objectives()
+            )));
+        }
         let mut trials = Vec::with_capacity(seed.trials.len());
         let mut results = Vec::with_capacity(seed.trials.len());
         for (i, prior) in seed.trials.iter().enumerate() {
@@ -34,9 +41,8 @@ impl StudyState {
             let number = self.asked() + 1 + i as u64;
             let id = trial_id(number);
             results.push(TrialResult {
-                trial_id: id.clone(),
-                value: prior.value,
                 cost: prior.cost,
+                ..TrialResult::single(id.clone(), prior.value)
             });
             trials.push(Trial {
                 trial_id: id,

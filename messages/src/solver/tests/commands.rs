@@ -221,11 +221,7 @@ fn command_type_matches_the_serialized_tag() {
         SolverCommand::CreateStudy(lr_config()),
         SolverCommand::Ask { n: 1, lease: None },
         SolverCommand::Tell(Tell {
-            results: vec![TrialResult {
-                trial_id: "t1".into(),
-                value: 1.0,
-                cost: None,
-            }],
+            results: vec![TrialResult::single("t1", 1.0)],
         }),
         SolverCommand::Fail(Fail {
             failures: vec![TrialFailure {

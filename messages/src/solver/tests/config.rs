@@ -89,14 +89,14 @@ fn sampler_defaults_to_auto_and_is_read_in_any_case() {
     assert_eq!(e.code, ErrorCode::InvalidField);
     assert_eq!(
         e.message,
-        "create_study: sampler: unknown value \"bayes\": expected random, sobol, grid, tpe, cmaes or auto"
+        "create_study: sampler: unknown value \"bayes\": expected random, sobol, grid, tpe, cmaes, gp, nsga2 or auto"
     );
     let e = create(json!({"sampler": 3})).unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidField);
     assert_eq!(
         e.message,
         "create_study: invalid type: integer `3`, \
-         expected sampler: a name, one of random, sobol, grid, tpe, cmaes or auto"
+         expected sampler: a name, one of random, sobol, grid, tpe, cmaes, gp, nsga2 or auto"
     );
 }
 

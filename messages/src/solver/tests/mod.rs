@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 mod commands;
 mod config;
 mod events;
+mod multi_objective;
 mod round_trip;
 
 fn parse(v: Value) -> Result<SolverCommand, Rejection> {

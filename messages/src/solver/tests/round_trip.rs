@@ -46,6 +46,11 @@ fn config() -> impl Strategy<Value = StudyConfig> {
                     strategy_params,
                     sampler,
                     max_retries,
+                    directions: if seed % 3 == 0 {
+                        vec![Direction::Minimize, Direction::Maximize]
+                    } else {
+                        Vec::new()
+                    },
                     ..Default::default()
                 }
             },
@@ -53,13 +58,17 @@ fn config() -> impl Strategy<Value = StudyConfig> {
 }
 
 fn result() -> impl Strategy<Value = TrialResult> {
-    ("t[1-9][0-9]{0,4}", finite(), proptest::option::of(finite())).prop_map(
-        |(trial_id, value, cost)| TrialResult {
-            trial_id,
-            value,
-            cost,
-        },
+    (
+        "t[1-9][0-9]{0,4}",
+        proptest::collection::vec(finite(), 1..4),
+        proptest::collection::vec(finite(), 0..3),
+        proptest::option::of(finite()),
     )
+        .prop_map(|(trial_id, values, constraints, cost)| TrialResult {
+            constraints,
+            cost,
+            ..TrialResult::with_values(trial_id, values).expect("one value at least")
+        })
 }
 
 fn param_value() -> impl Strategy<Value = ParamValue> {

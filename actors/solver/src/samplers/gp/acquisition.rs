@@ -56,6 +56,80 @@ pub fn log_h(z: f64) -> (f64, f64, f64) {
     (ln_h, -z * series_cdf / series_h, z2 / series_h)
 }
 
+/// `ln Φ(z)` and `φ(z) / Φ(z)` (its derivative), stably for any `z`.
+pub fn log_cdf(z: f64) -> (f64, f64) {
+    if z > TAIL {
+        let pdf = (-0.5 * z * z - LN_SQRT_2PI).exp();
+        let cdf = phi(z).max(f64::MIN_POSITIVE);
+        return (cdf.ln(), pdf / cdf);
+    }
+    // Φ(z) ≈ φ(z)/|z| Σ (−1)^k (2k−1)!! / z^2k, as in `log_h`.
+    let z2 = z * z;
+    let series = [1.0, 1.0, 3.0, 15.0, 105.0]
+        .iter()
+        .rev()
+        .fold(0.0, |acc, c| acc * (-1.0 / z2) + c);
+    let ln_cdf = -0.5 * z2 - LN_SQRT_2PI - (-z).ln() + f64::ln(series);
+    (ln_cdf, -z / series)
+}
+
+/// What the search maximises: `ln EI` of the objective's posterior over
+/// the best feasible value, plus, for a constrained study, the log
+/// probability that the constraint margin's posterior is at most its
+/// threshold (Optuna's constrained log EI; `ln EI` is left out while no
+/// trial is feasible, so the search looks for feasibility first).
+#[derive(Clone, Copy)]
+pub struct Acquisition<'a> {
+    /// The objective's posterior (standardised values).
+    pub post: &'a Posterior<'a>,
+    /// The best feasible standardised value; `None` while none is feasible.
+    pub best: Option<f64>,
+    /// The constraint margin's posterior (standardised) and where 0 falls
+    /// on its scale; `None` without constraints.
+    pub constraint: Option<(&'a Posterior<'a>, f64)>,
+}
+
+impl Acquisition<'_> {
+    /// The score of each point of `xs` (flat).
+    fn score_many(&self, xs: &[f64]) -> Vec<f64> {
+        let mut scores: Vec<f64> = match self.best {
+            Some(best) => self
+                .post
+                .predict_many(xs)
+                .into_iter()
+                .map(|(m, v)| log_ei(best, m, v))
+                .collect(),
+            None => vec![0.0; xs.len() / self.post.dimensions().max(1)],
+        };
+        if let Some((post, threshold)) = self.constraint {
+            for (score, (m, v)) in scores.iter_mut().zip(post.predict_many(xs)) {
+                *score += log_cdf((threshold - m) / v.sqrt()).0;
+            }
+        }
+        scores
+    }
+
+    /// The score at `x` and its gradient along the numeric coordinates.
+    fn score_with_gradient(&self, x: &[f64]) -> (f64, Vec<f64>) {
+        let (mut score, mut grad) = match self.best {
+            Some(best) => log_ei_with_gradient(self.post, best, x),
+            None => (0.0, vec![0.0; x.len()]),
+        };
+        if let Some((post, threshold)) = self.constraint {
+            let (mean, var, dmean, dvar) = post.predict_with_gradient(x);
+            let sd = var.sqrt();
+            let z = (threshold - mean) / sd;
+            let (ln_cdf, pdf_over_cdf) = log_cdf(z);
+            score += ln_cdf;
+            for ((g, dm), dv) in grad.iter_mut().zip(&dmean).zip(&dvar) {
+                let dz = -dm / sd - z * dv / (2.0 * var);
+                *g += pdf_over_cdf * dz;
+            }
+        }
+        (score, grad)
+    }
+}
+
 /// `ln EI` at a posterior mean and variance, given the best value.
 pub fn log_ei(best: f64, mean: f64, var: f64) -> f64 {
     let sd = var.sqrt();
@@ -78,9 +152,8 @@ pub struct Search {
 /// The point to try next: the best `ln EI` found (see the module docs).
 /// `incumbents` are the best told points, best first.
 pub fn next_point(
-    post: &Posterior,
+    acquisition: &Acquisition,
     dims: &[Dim],
-    best: f64,
     incumbents: &[&[f64]],
     search: &Search,
     (seed, number): (u64, u64),
@@ -105,19 +178,14 @@ pub fn next_point(
             xs.extend(p);
         }
     }
-    let scores: Vec<f64> = post
-        .predict_many(&xs)
-        .into_iter()
-        .map(|(m, v)| log_ei(best, m, v))
-        .collect();
+    let scores = acquisition.score_many(&xs);
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
     let mut winner = (f64::NEG_INFINITY, Vec::new());
     for &c in order.iter().take(search.refine.max(1)) {
         let (score, x) = ascend(
-            post,
+            acquisition,
             dims,
-            best,
             xs[c * d..(c + 1) * d].to_vec(),
             scores[c],
             search.steps,
@@ -148,15 +216,14 @@ fn log_ei_with_gradient(post: &Posterior, best: f64, x: &[f64]) -> (f64, Vec<f64
 /// step that improves is taken and the next tried twice as long; one that
 /// does not is halved.
 fn ascend(
-    post: &Posterior,
+    acquisition: &Acquisition,
     dims: &[Dim],
-    best: f64,
     mut x: Vec<f64>,
     mut score: f64,
     steps: usize,
 ) -> (f64, Vec<f64>) {
     let mut step = 0.02;
-    let (_, mut grad) = log_ei_with_gradient(post, best, &x);
+    let (_, mut grad) = acquisition.score_with_gradient(&x);
     for _ in 0..steps {
         let norm = grad.iter().map(|g| g * g).sum::<f64>().sqrt();
         // A NaN norm stops too.
@@ -172,7 +239,7 @@ fn ascend(
                 Dim::Categorical(_) => *u,
             })
             .collect();
-        let (s, g) = log_ei_with_gradient(post, best, &trial);
+        let (s, g) = acquisition.score_with_gradient(&trial);
         if s > score {
             (x, score, grad) = (trial, s, g);
             step *= 2.0;

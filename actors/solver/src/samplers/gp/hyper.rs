@@ -71,11 +71,17 @@ pub fn kernel_of(theta: &[f64]) -> Kernel {
 
 /// Values standardised to mean 0 and variance 1 (a constant set stays 0).
 pub fn standardise(values: &[f64]) -> Vec<f64> {
+    let (mean, sd) = moments(values);
+    values.iter().map(|v| (v - mean) / sd).collect()
+}
+
+/// The mean and standard deviation [`standardise`] uses (1 for a
+/// constant).
+pub fn moments(values: &[f64]) -> (f64, f64) {
     let n = values.len().max(1) as f64;
     let mean = values.iter().sum::<f64>() / n;
     let var = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
-    let sd = if var > 0.0 { var.sqrt() } else { 1.0 };
-    values.iter().map(|v| (v - mean) / sd).collect()
+    (mean, if var > 0.0 { var.sqrt() } else { 1.0 })
 }
 
 /// The negative log posterior of `theta` given the data, and its gradient.

@@ -18,6 +18,14 @@
 //!    ([`acquisition`]): Sobol candidates and perturbations of the best
 //!    trials, the best few refined by gradient ascent.
 //!
+//! **Constraints**: a constrained study's largest constraint value per
+//! trial (its margin, feasible when ≤ 0) gets a GP of its own, with the
+//! objective's kernel, and the acquisition adds the log probability that
+//! the margin is ≤ 0 (Optuna's constrained log EI, one GP for the margin
+//! where Optuna fits one per constraint); EI is over the best feasible
+//! value, and left out while none is feasible. Every input is per trial,
+//! so the memoised refits stay exact.
+//!
 //! **Determinism**: the randomness is [`trial_rng`]`(seed, number)` and a
 //! Sobol design keyed by both; the fit is a fold over the history; every
 //! sum runs in a fixed order. So the same history gives the same point,
@@ -41,9 +49,9 @@ pub mod posterior;
 use super::memo::Memo;
 use super::{mix, sobol, History};
 use crate::sampling::trial_rng;
-use acquisition::Search;
+use acquisition::{Acquisition, Search};
 use flotilla_messages::solver::{StudyConfig, GP_N_CANDIDATES, GP_N_STARTUP_TRIALS};
-use hyper::{kernel_of, standardise, Refits};
+use hyper::{kernel_of, moments, standardise, Refits};
 use kernel::Dim;
 use posterior::Posterior;
 use std::sync::{Arc, LazyLock};
@@ -135,31 +143,24 @@ pub fn point(
         .unwrap_or_else(|| sobol::point(config.seed, number, d))
 }
 
-/// The told trials the model sees, in trial order (see [`MAX_POINTS`]).
-fn modelled(history: &History) -> (Vec<f64>, Vec<f64>) {
+/// The told entries the model sees, in trial order (see [`MAX_POINTS`]).
+fn modelled(history: &History) -> Vec<usize> {
     let told: Vec<usize> = (0..history.len())
         .filter(|&i| history.value(i).is_some())
         .collect();
-    let chosen: Vec<usize> = if told.len() <= MAX_POINTS {
-        told
-    } else {
-        let value = |i: usize| history.value(i).unwrap_or(f64::INFINITY);
-        let mut by_value = told.clone();
-        by_value.sort_by(|&a, &b| value(a).total_cmp(&value(b)).then(a.cmp(&b)));
-        let mut keep: Vec<usize> = by_value[..KEEP_BEST].to_vec();
-        keep.sort_unstable();
-        let recent = told.iter().rev().filter(|i| keep.binary_search(i).is_err());
-        let rest: Vec<usize> = recent.take(MAX_POINTS - KEEP_BEST).copied().collect();
-        keep.extend(rest);
-        keep.sort_unstable();
-        keep
-    };
-    let points = chosen
-        .iter()
-        .flat_map(|&i| history.point(i).to_vec())
-        .collect();
-    let values = chosen.iter().filter_map(|&i| history.value(i)).collect();
-    (points, values)
+    if told.len() <= MAX_POINTS {
+        return told;
+    }
+    let value = |i: usize| history.value(i).unwrap_or(f64::INFINITY);
+    let mut by_value = told.clone();
+    by_value.sort_by(|&a, &b| value(a).total_cmp(&value(b)).then(a.cmp(&b)));
+    let mut keep: Vec<usize> = by_value[..KEEP_BEST].to_vec();
+    keep.sort_unstable();
+    let recent = told.iter().rev().filter(|i| keep.binary_search(i).is_err());
+    let rest: Vec<usize> = recent.take(MAX_POINTS - KEEP_BEST).copied().collect();
+    keep.extend(rest);
+    keep.sort_unstable();
+    keep
 }
 
 /// A key for the kernel's view of the space.
@@ -183,16 +184,40 @@ fn model_point(
     kernel: &kernel::Kernel,
 ) -> Option<Vec<f64>> {
     let first = history.len().saturating_sub(MAX_POINTS);
-    let (points, values) = modelled(history);
+    let chosen = modelled(history);
+    let points: Vec<f64> = chosen
+        .iter()
+        .flat_map(|&i| history.point(i).to_vec())
+        .collect();
+    let values: Vec<f64> = chosen.iter().filter_map(|&i| history.value(i)).collect();
     let y = standardise(&values);
     let told = Posterior::new(dims, kernel, points.clone(), &y)?;
+    let margins: Vec<f64> = chosen.iter().filter_map(|&i| history.margin(i)).collect();
+    let margin_post = if history.is_constrained() {
+        let (mean, sd) = moments(&margins);
+        let scaled: Vec<f64> = margins.iter().map(|c| (c - mean) / sd).collect();
+        Some((
+            Posterior::new(dims, kernel, points.clone(), &scaled)?,
+            -mean / sd,
+        ))
+    } else {
+        None
+    };
+    let constraint = margin_post.as_ref().map(|(post, at)| (post, *at));
+    let feasible = |k: &usize| history.violation(chosen[*k]) <= 0.0;
     let pending: Vec<f64> = (first..history.len())
         .filter(|&i| history.value(i).is_none())
         .flat_map(|i| history.point(i).to_vec())
         .collect();
-    let best = y.iter().copied().fold(f64::INFINITY, f64::min);
+    let best = (0..y.len()).filter(feasible).map(|k| y[k]).reduce(f64::min);
+    // Incumbents: the best feasible trials first.
     let mut order: Vec<usize> = (0..y.len()).collect();
-    order.sort_by(|&a, &b| y[a].total_cmp(&y[b]).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| {
+        (!feasible(&a))
+            .cmp(&!feasible(&b))
+            .then(y[a].total_cmp(&y[b]))
+            .then(a.cmp(&b))
+    });
     let d = dims.len();
     let incumbents: Vec<&[f64]> = order
         .iter()
@@ -202,13 +227,16 @@ fn model_point(
     let mut rng = trial_rng(config.seed, number);
     let at = (config.seed, number);
     if pending.is_empty() {
-        let search = &settings.search;
-        return Some(acquisition::next_point(
-            &told,
-            dims,
+        let acquisition = Acquisition {
+            post: &told,
             best,
+            constraint,
+        };
+        return Some(acquisition::next_point(
+            &acquisition,
+            dims,
             &incumbents,
-            search,
+            &settings.search,
             at,
             &mut rng,
         ));
@@ -222,10 +250,14 @@ fn model_point(
     let all_points: Vec<f64> = points.iter().chain(&pending).copied().collect();
     let all_values: Vec<f64> = y.iter().chain(&believed).copied().collect();
     let post = Posterior::new(dims, kernel, all_points, &all_values)?;
-    Some(acquisition::next_point(
-        &post,
-        dims,
+    let acquisition = Acquisition {
+        post: &post,
         best,
+        constraint,
+    };
+    Some(acquisition::next_point(
+        &acquisition,
+        dims,
         &incumbents,
         &settings.search,
         at,

@@ -81,6 +81,11 @@ impl<'a> Posterior<'a> {
         })
     }
 
+    /// How many coordinates a point has.
+    pub fn dimensions(&self) -> usize {
+        self.dims.len()
+    }
+
     fn len(&self) -> usize {
         self.alpha.len()
     }

@@ -12,6 +12,7 @@ mod ask;
 mod failures;
 mod leases;
 mod lifecycle;
+mod multi_objective;
 mod replay;
 mod reports;
 mod samplers;
@@ -63,11 +64,7 @@ fn asked(numbers: std::ops::RangeInclusive<u64>) -> SolverEvent {
 }
 
 fn result(id: &str, value: f64) -> TrialResult {
-    TrialResult {
-        trial_id: id.to_string(),
-        value,
-        cost: None,
-    }
+    TrialResult::single(id, value)
 }
 
 fn told(results: &[(&str, f64)], completes_study: bool) -> SolverEvent {

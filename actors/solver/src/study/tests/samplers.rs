@@ -140,7 +140,7 @@ fn tpe_finds_the_better_region_of_a_mixed_space() {
     let best = |sampler: Sampler| {
         let created = when(&Study::default(), mixed_space(sampler, 60)).unwrap();
         let study = run_to_budget(given(&created), mixed_score);
-        study.best().unwrap().outcome.unwrap().value
+        study.best().unwrap().outcome.as_ref().unwrap().value
     };
     let (tpe, random) = (best(Sampler::Tpe), best(Sampler::Random));
     assert!(tpe >= random, "tpe {tpe} vs random {random}");

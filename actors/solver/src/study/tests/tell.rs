@@ -6,9 +6,8 @@ use super::*;
 fn tell_one(value: f64, cost: Option<f64>) -> SolverCommand {
     SolverCommand::Tell(Tell {
         results: vec![TrialResult {
-            trial_id: "t1".into(),
-            value,
             cost,
+            ..TrialResult::single("t1", value)
         }],
     })
 }
