@@ -86,17 +86,43 @@ fn bench_solver_compares_with_optuna_cells_kept_from_an_earlier_run() {
     std::fs::write(&cells, lines.join("\n")).unwrap();
     let cells = cells.display().to_string();
     let text = stdout(&[
-        "bench", "solver", "--seeds", "2", "--budgets", "12", "--functions", "branin",
-        "--samplers", "gp,auto", "--no-overhead", "--compare", "--optuna-json", &cells,
+        "bench",
+        "solver",
+        "--seeds",
+        "2",
+        "--budgets",
+        "12",
+        "--functions",
+        "branin",
+        "--samplers",
+        "gp,auto",
+        "--no-overhead",
+        "--compare",
+        "--optuna-json",
+        &cells,
     ]);
     assert!(
-        text.lines().any(|l| l.split_whitespace().eq(["function", "budget", "gp", "auto", "optuna-tpe", "optuna-gp"])),
+        text.lines().any(|l| l.split_whitespace().eq([
+            "function",
+            "budget",
+            "gp",
+            "auto",
+            "optuna-tpe",
+            "optuna-gp"
+        ])),
         "{text}"
     );
     for sampler in ["gp", "auto"] {
-        assert!(text.contains(&format!("{sampler}: median regret <= optuna-tpe's on 1/1 at 12")), "{text}");
         assert!(
-            text.contains(&format!("{sampler}: median regret within 2x of optuna-gp's on 0/1 at 12")),
+            text.contains(&format!(
+                "{sampler}: median regret <= optuna-tpe's on 1/1 at 12"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "{sampler}: median regret within 2x of optuna-gp's on 0/1 at 12"
+            )),
             "{text}"
         );
     }
@@ -107,16 +133,34 @@ fn bench_solver_compares_with_optuna_cells_kept_from_an_earlier_run() {
     )
     .unwrap();
     for (file, expected) in [
-        ("other.jsonl", "optuna_compare.py reported function \"levy10\""),
+        (
+            "other.jsonl",
+            "optuna_compare.py reported function \"levy10\"",
+        ),
         ("missing.jsonl", "--optuna-json"),
     ] {
         let path = dir.path().join(file).display().to_string();
         let out = flotilla(&[
-            "bench", "solver", "--seeds", "1", "--budgets", "12", "--functions", "branin",
-            "--samplers", "gp", "--no-overhead", "--compare", "--optuna-json", &path,
+            "bench",
+            "solver",
+            "--seeds",
+            "1",
+            "--budgets",
+            "12",
+            "--functions",
+            "branin",
+            "--samplers",
+            "gp",
+            "--no-overhead",
+            "--compare",
+            "--optuna-json",
+            &path,
         ]);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && err.contains(expected), "{file}: {err}");
+        assert!(
+            !out.status.success() && err.contains(expected),
+            "{file}: {err}"
+        );
     }
 }
 
@@ -130,7 +174,7 @@ fn bench_solver_names_what_it_does_not_know() {
         ),
         (
             vec!["--suite", "huge"],
-            "--suite \"huge\": expected goal, shifted or auto",
+            "--suite \"huge\": expected goal, shifted, auto or mo",
         ),
         (
             vec!["--budgets", "0"],

@@ -217,11 +217,18 @@ mod tests {
     fn rule_two_runs_gp_up_to_its_budget_then_cmaes() {
         for d in [1, 2, 5, 10, GP_MAX_DIMENSIONS] {
             for budget in [1, 25, GP_MAX_BUDGET] {
-                assert_eq!(pick(2, &shape(d, budget)), Pick::Gp(gp::Settings::default()));
+                assert_eq!(
+                    pick(2, &shape(d, budget)),
+                    Pick::Gp(gp::Settings::default())
+                );
             }
             for budget in [GP_MAX_BUDGET + 1, 10_000] {
                 let cmaes = Pick::Cmaes(cmaes::Settings::for_dimensions(d));
-                assert_eq!(pick(2, &shape(d, budget)), cmaes, "{d} dims, budget {budget}");
+                assert_eq!(
+                    pick(2, &shape(d, budget)),
+                    cmaes,
+                    "{d} dims, budget {budget}"
+                );
             }
         }
         // Beyond the dimensions measured, rule 1's pick.

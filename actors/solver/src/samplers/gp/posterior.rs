@@ -198,10 +198,17 @@ mod tests {
         let dims = [Dim::Numeric, Dim::Numeric, Dim::Numeric];
         let k = kernel(3);
         let golden = |i: usize, q: usize| (i as f64 * [0.618, 0.414, 0.732][q]) % 1.0;
-        let points: Vec<f64> = (0..80).flat_map(|i| (0..3).map(move |q| golden(i, q))).collect();
-        let values: Vec<f64> = points.chunks(3).map(|p| (5.0 * p[0]).sin() + p[1]).collect();
+        let points: Vec<f64> = (0..80)
+            .flat_map(|i| (0..3).map(move |q| golden(i, q)))
+            .collect();
+        let values: Vec<f64> = points
+            .chunks(3)
+            .map(|p| (5.0 * p[0]).sin() + p[1])
+            .collect();
         let post = Posterior::new(&dims, &k, points, &values).unwrap();
-        let xs: Vec<f64> = (0..37).flat_map(|c| (0..3).map(move |q| golden(c + 500, q))).collect();
+        let xs: Vec<f64> = (0..37)
+            .flat_map(|c| (0..3).map(move |q| golden(c + 500, q)))
+            .collect();
         for (c, (mean, var)) in post.predict_many(&xs).into_iter().enumerate() {
             let (m, v, _, _) = post.predict_with_gradient(&xs[c * 3..(c + 1) * 3]);
             assert!((mean - m).abs() < 1e-9 && (var - v).abs() < 1e-9, "{c}");

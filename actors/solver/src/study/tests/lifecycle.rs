@@ -39,7 +39,9 @@ fn an_auto_study_keeps_the_rule_it_was_recorded_with() {
         let mut study = given(&[SolverEvent::StudyCreated { config }]);
         for number in 1..=12 {
             let (asked, _) = step(study, json!({"type": "ask"}));
-            let x = asked.trials()[number - 1].trial.params["x0"].as_f64().unwrap();
+            let x = asked.trials()[number - 1].trial.params["x0"]
+                .as_f64()
+                .unwrap();
             let tell = json!({"type": "tell", "trial_id": trial_id(number as u64), "value": x});
             study = step(asked, tell).0;
         }
@@ -56,14 +58,23 @@ fn an_auto_study_keeps_the_rule_it_was_recorded_with() {
     }
     .validate()
     .unwrap_err();
-    assert_eq!(e.message, format!("auto_rule must be in 1..={AUTO_RULE}, got {}", AUTO_RULE + 1));
+    assert_eq!(
+        e.message,
+        format!(
+            "auto_rule must be in 1..={AUTO_RULE}, got {}",
+            AUTO_RULE + 1
+        )
+    );
     let e = StudyConfig {
         sampler: Sampler::Tpe,
         ..recorded(Some(1))
     }
     .validate()
     .unwrap_err();
-    assert_eq!(e.message, "auto_rule: only for sampler auto, got sampler tpe");
+    assert_eq!(
+        e.message,
+        "auto_rule: only for sampler auto, got sampler tpe"
+    );
     let pinned = StudyConfig {
         auto_rule: Some(1),
         ..recorded(None)
