@@ -128,7 +128,9 @@ pub fn is_feasible(constraints: &[f64]) -> bool {
 /// How far constraint values are from feasible: the sum of the positive
 /// ones (Optuna's total violation); 0 when feasible.
 pub fn violation(constraints: &[f64]) -> f64 {
-    constraints.iter().map(|&c| c.max(0.0)).sum()
+    // A fold from +0.0: `Sum` starts at -0.0, which would rank an empty
+    // list (a seeded trial) apart from a feasible one by `total_cmp`.
+    constraints.iter().fold(0.0, |total, &c| total + c.max(0.0))
 }
 
 /// A [`TrialResult`] as spelled on the wire.

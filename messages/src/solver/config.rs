@@ -402,6 +402,22 @@ impl StudyConfig {
         recorded
     }
 
+    /// Whether `recorded` (a study's recorded config) is this config's
+    /// study, for resuming it: equal as recorded, where a config that names
+    /// no `auto_rule` takes the study's (a study recorded before revisions
+    /// keeps rule 1), and an absent revision equals revision 1.
+    pub fn same_study_as(&self, recorded: &StudyConfig) -> bool {
+        let mut mine = self.as_recorded();
+        if self.auto_rule.is_none() {
+            mine.auto_rule = recorded.auto_rule;
+        }
+        let mut theirs = recorded.clone();
+        let same_rule = mine.auto_rule() == theirs.auto_rule();
+        mine.auto_rule = None;
+        theirs.auto_rule = None;
+        same_rule && mine == theirs
+    }
+
     /// The revision of `auto`'s rule this config runs under: its own, or 1
     /// for a config recorded before revisions were.
     pub fn auto_rule(&self) -> u32 {
@@ -430,9 +446,12 @@ impl StudyConfig {
     /// The same study with a one-element `directions` read as `direction`,
     /// so a study of one objective has one spelling.
     pub fn normalised(mut self) -> Self {
+        // With a `direction` given too, both stay for `validate` to refuse.
         if let [direction] = self.directions[..] {
-            self.direction = direction;
-            self.directions.clear();
+            if self.direction.is_minimize() {
+                self.direction = direction;
+                self.directions.clear();
+            }
         }
         self
     }

@@ -156,7 +156,7 @@ fn check_same_config(plan: &Plan, study: &EmbeddedStudy) -> Result<()> {
     let Some(stored) = study.core.state().config() else {
         return Ok(());
     };
-    if *stored != plan.config.as_recorded() {
+    if !plan.config.same_study_as(stored) {
         bail!(
             "study {} in {} exists with a different config than {}; \
              pick another name with --study, or another --data-dir",

@@ -33,6 +33,7 @@ use anyhow::Result;
 use config::Plan;
 pub(crate) use direct::progress_bar;
 use flotilla_messages::scheduler::JobSpec;
+use flotilla_messages::solver::StudyConfig;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -47,6 +48,13 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         return scheduled::run(plan, executor, args.image.clone());
     }
     block_on(direct::drive(plan))
+}
+
+/// Whether the study a control plane shows (`recorded`, its view's
+/// `config`) is the one `config` would create, so a run may resume it.
+fn same_study(config: &StudyConfig, recorded: &Value) -> bool {
+    serde_json::from_value::<StudyConfig>(recorded.clone())
+        .is_ok_and(|recorded| config.same_study_as(&recorded))
 }
 
 /// Prints a run's summary; the exit status says whether any trial was

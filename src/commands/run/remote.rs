@@ -13,6 +13,7 @@
 //! command, as with the local `--executor kubernetes`.
 
 use super::config::{Plan, Script};
+use super::same_study;
 use crate::cli::RunArgs;
 use crate::commands::block_on;
 use crate::commands::remote::{ControlPlane, Endpoint};
@@ -144,7 +145,7 @@ async fn create_or_resume(cp: &ControlPlane, plan: &Plan) -> Result<()> {
         bail!("solver/{}: {}", plan.study, refusal(&stored));
     }
     let stored = stored.result.unwrap_or_default();
-    if serde_json::to_value(plan.config.as_recorded())? != stored["config"] {
+    if !same_study(&plan.config, &stored["config"]) {
         bail!(
             "study {} at {} exists with a different config than {}; \
              pick another name with --study",

@@ -145,7 +145,7 @@ impl ScheduledRun {
                 );
             }
             let stored = self.study_view().await?;
-            let same = serde_json::to_value(self.plan.config.as_recorded())? == stored["config"];
+            let same = super::same_study(&self.plan.config, &stored["config"]);
             if !same {
                 bail!(
                     "study {} in {} exists with a different config than {}; \

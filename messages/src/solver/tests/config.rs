@@ -316,3 +316,32 @@ fn probe_ratio_of_one_is_valid() {
     config.probe_ratio = Some(1.0);
     assert!(config.validate().is_ok());
 }
+
+#[test]
+fn a_recorded_study_is_resumed_by_its_config_whatever_its_auto_rule() {
+    let given = StudyConfig {
+        sampler: Sampler::Auto,
+        ..lr_config()
+    };
+    let recorded_as = |auto_rule| StudyConfig {
+        auto_rule,
+        ..given.clone()
+    };
+    // Recorded today (rule 2), or before revisions (none: rule 1).
+    assert!(given.same_study_as(&given.as_recorded()));
+    assert!(given.same_study_as(&recorded_as(None)));
+    // A config that pins a rule matches only that rule (absent is 1).
+    let pinned = |rule| StudyConfig {
+        auto_rule: Some(rule),
+        ..given.clone()
+    };
+    assert!(pinned(1).same_study_as(&recorded_as(None)));
+    assert!(!pinned(1).same_study_as(&recorded_as(Some(2))));
+    assert!(pinned(2).same_study_as(&recorded_as(Some(2))));
+    // Any other difference is another study.
+    let other = StudyConfig {
+        budget: given.budget + 1,
+        ..given.as_recorded()
+    };
+    assert!(!given.same_study_as(&other));
+}

@@ -140,6 +140,18 @@ fn directions_are_read_checked_and_written_only_when_given() {
         .unwrap_err()
         .message
         .starts_with("directions: at most 16"));
+    // A one-element `directions` against a `direction` is refused as
+    // recorded too, not silently merged.
+    let conflicting = StudyConfig {
+        direction: Direction::Maximize,
+        ..mo_config(json!(["minimize"])).unwrap()
+    }
+    .as_recorded();
+    assert!(conflicting
+        .validate()
+        .unwrap_err()
+        .message
+        .contains("not both"));
     let both = StudyConfig {
         direction: Direction::Maximize,
         ..mo_config(json!(["minimize", "minimize"])).unwrap()
@@ -208,4 +220,11 @@ fn nsga2_is_read_and_checks_its_knobs() {
     }
     config.strategy_params = BTreeMap::from([("population_size".to_string(), 20.0)]);
     assert!(config.validate().is_ok());
+}
+
+#[test]
+fn no_constraints_and_feasible_ones_violate_by_the_same_zero() {
+    assert_eq!(violation(&[]).to_bits(), 0.0f64.to_bits());
+    assert_eq!(violation(&[-1.0, 0.0]).to_bits(), 0.0f64.to_bits());
+    assert_eq!(violation(&[2.0, -1.0, 0.5]), 2.5);
 }
